@@ -1,0 +1,372 @@
+//! The frame buffer: a SQLite database in WAL mode, the agent's source of truth.
+//!
+//! Invariants:
+//! - A frame row is written in one transaction (metadata and JPEG together) before the capture
+//!   counts; with `synchronous = "full"` the commit is fsynced.
+//! - A row is deleted only by [`Buffer::ack`] (the cloud acknowledged that `frame_id`), by
+//!   [`Buffer::dead_letter`] (the cloud rejected it for good: the row moves to `dead_letters`,
+//!   still on disk and counted), or by eviction when full (counted and logged).
+//! - The accounted size (`JPEG bytes + ROW_OVERHEAD` per row) stays at most `max_disk_bytes`.
+//!   When a frame does not fit, `when_full` decides: `drop_oldest` evicts unsynced frames, OK
+//!   and unjudged before NG, oldest first; `reject_new` refuses the new frame.
+//! - `seq` is the per-device sequence number: `AUTOINCREMENT` never reuses a value, even after
+//!   the rows holding the highest ones were deleted.
+//! - A database that fails to open or its quick integrity check is moved aside (quarantined,
+//!   with a timestamp) and a fresh one is created, so a corrupt file never crash-loops the agent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+use wiko_wire::FrameMeta;
+
+use crate::config::{Synchronous, WhenFull};
+
+/// Bytes accounted per row on top of the JPEG: metadata, indexes, page slack.
+pub const ROW_OVERHEAD: u64 = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("buffer file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("buffer full: a frame of {needed} bytes does not fit in {max} bytes")]
+    Full { needed: u64, max: u64 },
+    #[error("buffer row {seq} is unreadable: {reason}")]
+    BadRow { seq: i64, reason: String },
+}
+
+/// Size policy of a buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_disk_bytes: u64,
+    pub when_full: WhenFull,
+    pub synchronous: Synchronous,
+}
+
+/// A captured frame before it has a sequence number.
+#[derive(Debug, Clone)]
+pub struct NewFrame {
+    pub frame_id: Uuid,
+    pub camera: String,
+    pub device_id: String,
+    pub facility: String,
+    pub line: String,
+    pub station: String,
+    pub sku: String,
+    pub part_id: Option<String>,
+    pub lot: Option<String>,
+    pub captured_at: DateTime<Utc>,
+    pub jpeg: Vec<u8>,
+    /// Local verdict, when the edge analyzer ran: NG frames are synced first, evicted last.
+    pub ng: Option<bool>,
+}
+
+/// A frame waiting for upload.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub meta: FrameMeta,
+    pub camera: String,
+    pub jpeg: Vec<u8>,
+    pub attempts: u32,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    pub seq: u64,
+    /// Frames evicted to make room.
+    pub evicted: u64,
+}
+
+/// A snapshot of the buffer for metrics and health.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub frames: u64,
+    pub bytes: u64,
+    pub oldest_captured_at: Option<DateTime<Utc>>,
+    pub dead_letters: u64,
+    pub evicted_total: u64,
+}
+
+pub struct Buffer {
+    conn: Mutex<Connection>,
+    limits: Limits,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+impl Buffer {
+    /// Opens (or creates) the buffer at `path`, quarantining a corrupt file.
+    /// Returns the buffer and the path a corrupt file was moved to, if any.
+    pub fn open(path: &Path, limits: Limits) -> Result<(Buffer, Option<PathBuf>), BufferError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        match Self::open_checked(path, limits) {
+            Ok(buffer) => Ok((buffer, None)),
+            Err(BufferError::Sqlite(e)) if is_corruption(&e) => {
+                let aside = quarantine(path)?;
+                Ok((Self::open_checked(path, limits)?, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_checked(path: &Path, limits: Limits) -> Result<Buffer, BufferError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match limits.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(BufferError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(check),
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        Ok(Buffer {
+            conn: Mutex::new(conn),
+            limits,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half transaction behind (SQLite rolls
+        // back an unfinished one), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a frame, making room first according to `when_full`.
+    pub fn insert(&self, f: &NewFrame) -> Result<Inserted, BufferError> {
+        let needed = f.jpeg.len() as u64 + ROW_OVERHEAD;
+        let max = self.limits.max_disk_bytes;
+        if needed > max {
+            return Err(BufferError::Full { needed, max });
+        }
+        let sha = sha256_hex(&f.jpeg);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
+        let mut evicted = 0u64;
+        if used as u64 + needed > max {
+            if self.limits.when_full == WhenFull::RejectNew {
+                return Err(BufferError::Full { needed, max });
+            }
+            let mut free = max as i64 - used;
+            let mut victims = Vec::new();
+            {
+                let mut stmt =
+                    tx.prepare_cached("SELECT seq, bytes FROM frames ORDER BY ng ASC, seq ASC")?;
+                let mut rows = stmt.query([])?;
+                while free < needed as i64 {
+                    let Some(row) = rows.next()? else { break };
+                    victims.push(row.get::<_, i64>(0)?);
+                    free += row.get::<_, i64>(1)?;
+                }
+            }
+            for seq in &victims {
+                tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
+            }
+            evicted = victims.len() as u64;
+            tx.execute(
+                "UPDATE counters SET value = value + ?1 WHERE name = 'evicted'",
+                [evicted as i64],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO frames (frame_id, camera, device_id, facility, line, station, sku, part_id,
+                                 lot, captured_at, image_sha256, jpeg, bytes, ng)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                f.frame_id.to_string(),
+                f.camera,
+                f.device_id,
+                f.facility,
+                f.line,
+                f.station,
+                f.sku,
+                f.part_id,
+                f.lot,
+                f.captured_at.to_rfc3339(),
+                sha,
+                f.jpeg,
+                needed as i64,
+                f.ng.unwrap_or(false),
+            ],
+        )?;
+        let seq = tx.last_insert_rowid() as u64;
+        tx.commit()?;
+        Ok(Inserted { seq, evicted })
+    }
+
+    /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`.
+    pub fn pending(&self, limit: usize, exclude: &[Uuid]) -> Result<Vec<Pending>, BufferError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
+                    captured_at, image_sha256, jpeg, attempts
+             FROM frames ORDER BY ng DESC, seq ASC",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::with_capacity(limit);
+        while out.len() < limit {
+            let Some(row) = rows.next()? else { break };
+            let seq: i64 = row.get(0)?;
+            let bad = |reason: String| BufferError::BadRow { seq, reason };
+            let frame_id: String = row.get(1)?;
+            let frame_id = Uuid::parse_str(&frame_id).map_err(|e| bad(e.to_string()))?;
+            if exclude.contains(&frame_id) {
+                continue;
+            }
+            let captured_at: String = row.get(10)?;
+            let captured_at = DateTime::parse_from_rfc3339(&captured_at)
+                .map_err(|e| bad(e.to_string()))?
+                .with_timezone(&Utc);
+            out.push(Pending {
+                meta: FrameMeta {
+                    frame_id,
+                    device_id: row.get(3)?,
+                    facility: row.get(4)?,
+                    line: row.get(5)?,
+                    station: row.get(6)?,
+                    sku: row.get(7)?,
+                    part_id: row.get(8)?,
+                    lot: row.get(9)?,
+                    captured_at,
+                    seq: seq as u64,
+                    image_sha256: row.get(11)?,
+                },
+                camera: row.get(2)?,
+                jpeg: row.get(12)?,
+                attempts: row.get(13)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The cloud acknowledged `frame_id`: the frame leaves the buffer. Returns whether it was
+    /// still there (an ack may arrive twice).
+    pub fn ack(&self, frame_id: Uuid) -> Result<bool, BufferError> {
+        let n = self.conn().execute(
+            "DELETE FROM frames WHERE frame_id = ?1",
+            [frame_id.to_string()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// A retryable failure: counts the attempt and keeps the reason for the fleet view.
+    pub fn record_failure(&self, frame_id: Uuid, reason: &str) -> Result<(), BufferError> {
+        self.conn().execute(
+            "UPDATE frames SET attempts = attempts + 1, last_error = ?2 WHERE frame_id = ?1",
+            params![frame_id.to_string(), reason],
+        )?;
+        Ok(())
+    }
+
+    /// A permanent rejection: the frame moves to `dead_letters`, kept with the reason.
+    pub fn dead_letter(
+        &self,
+        frame_id: Uuid,
+        status: u16,
+        reason: &str,
+    ) -> Result<(), BufferError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO dead_letters (frame_id, seq, camera, meta_json, jpeg, status, reason, rejected_at)
+             SELECT frame_id, seq, camera,
+                    json_object('device_id', device_id, 'facility', facility, 'line', line,
+                                'station', station, 'sku', sku, 'part_id', part_id, 'lot', lot,
+                                'captured_at', captured_at, 'image_sha256', image_sha256),
+                    jpeg, ?2, ?3, ?4
+             FROM frames WHERE frame_id = ?1",
+            params![frame_id.to_string(), status, reason, Utc::now().to_rfc3339()],
+        )?;
+        tx.execute(
+            "DELETE FROM frames WHERE frame_id = ?1",
+            [frame_id.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<Stats, BufferError> {
+        let conn = self.conn();
+        let (frames, bytes): (i64, i64) =
+            conn.query_row("SELECT frames, bytes FROM usage", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let oldest: Option<String> = conn
+            .query_row(
+                "SELECT captured_at FROM frames ORDER BY seq ASC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let dead_letters: i64 =
+            conn.query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0))?;
+        let evicted_total: i64 = conn.query_row(
+            "SELECT value FROM counters WHERE name = 'evicted'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Stats {
+            frames: frames as u64,
+            bytes: bytes as u64,
+            oldest_captured_at: oldest
+                .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            dead_letters: dead_letters as u64,
+            evicted_total: evicted_total as u64,
+        })
+    }
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// Moves a corrupt database (and its WAL and shared-memory files) aside.
+fn quarantine(path: &Path) -> Result<PathBuf, BufferError> {
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S");
+    let aside = path.with_extension(format!("corrupt-{stamp}"));
+    std::fs::rename(path, &aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        if side.exists() {
+            let mut to = aside.as_os_str().to_owned();
+            to.push(suffix);
+            std::fs::rename(&side, PathBuf::from(to))?;
+        }
+    }
+    Ok(aside)
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests;

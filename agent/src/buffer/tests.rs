@@ -1,0 +1,185 @@
+use super::*;
+
+fn limits(max_disk_bytes: u64, when_full: WhenFull) -> Limits {
+    Limits {
+        max_disk_bytes,
+        when_full,
+        synchronous: Synchronous::Normal,
+    }
+}
+
+fn frame(n: u8, size: usize, ng: Option<bool>) -> NewFrame {
+    NewFrame {
+        frame_id: Uuid::now_v7(),
+        camera: "cam".into(),
+        device_id: "dev".into(),
+        facility: "yangjiang".into(),
+        line: "l1".into(),
+        station: "s1".into(),
+        sku: "WK-KN-200".into(),
+        part_id: Some(format!("P{n}")),
+        lot: None,
+        captured_at: Utc::now(),
+        jpeg: vec![n; size],
+        ng,
+    }
+}
+
+fn open(dir: &Path, l: Limits) -> Buffer {
+    Buffer::open(&dir.join("buffer.db"), l).unwrap().0
+}
+
+#[test]
+fn buffer_keeps_frames_until_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let f = frame(1, 1000, None);
+    b.insert(&f).unwrap();
+    b.record_failure(f.frame_id, "connection refused").unwrap();
+    let p = b.pending(10, &[]).unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].meta.frame_id, f.frame_id);
+    assert_eq!(p[0].jpeg, f.jpeg);
+    assert_eq!(p[0].attempts, 1);
+    assert_eq!(p[0].meta.image_sha256, sha256_hex(&f.jpeg));
+    assert!(b.ack(f.frame_id).unwrap());
+    assert!(!b.ack(f.frame_id).unwrap(), "a second ack finds nothing");
+    assert!(b.pending(10, &[]).unwrap().is_empty());
+    assert_eq!(b.stats().unwrap().frames, 0);
+}
+
+#[test]
+fn pending_puts_ng_first_then_oldest_and_skips_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let a = frame(1, 10, None);
+    let ng = frame(2, 10, Some(true));
+    let c = frame(3, 10, Some(false));
+    for f in [&a, &ng, &c] {
+        b.insert(f).unwrap();
+    }
+    let order: Vec<Uuid> = b
+        .pending(10, &[])
+        .unwrap()
+        .iter()
+        .map(|p| p.meta.frame_id)
+        .collect();
+    assert_eq!(order, vec![ng.frame_id, a.frame_id, c.frame_id]);
+    let rest: Vec<Uuid> = b
+        .pending(10, &[ng.frame_id])
+        .unwrap()
+        .iter()
+        .map(|p| p.meta.frame_id)
+        .collect();
+    assert_eq!(rest, vec![a.frame_id, c.frame_id]);
+    assert_eq!(b.pending(1, &[]).unwrap().len(), 1);
+}
+
+#[test]
+fn restart_keeps_frames_and_never_reuses_a_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let first;
+    {
+        let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+        b.insert(&frame(1, 100, None)).unwrap();
+        let f = frame(2, 100, None);
+        first = b.insert(&f).unwrap().seq;
+        b.ack(f.frame_id).unwrap(); // the highest seq is gone
+    }
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    assert_eq!(b.stats().unwrap().frames, 1);
+    let next = b.insert(&frame(3, 100, None)).unwrap().seq;
+    assert!(next > first, "seq {next} after {first}");
+}
+
+#[test]
+fn size_accounting_counts_jpeg_and_row_overhead() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let f = frame(1, 1000, None);
+    b.insert(&f).unwrap();
+    b.insert(&frame(2, 500, None)).unwrap();
+    assert_eq!(b.stats().unwrap().bytes, 1500 + 2 * ROW_OVERHEAD);
+    b.ack(f.frame_id).unwrap();
+    assert_eq!(b.stats().unwrap().bytes, 500 + ROW_OVERHEAD);
+}
+
+#[test]
+fn size_limits_evict_ok_frames_before_ng_and_count_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = 1000 + ROW_OVERHEAD;
+    let b = open(dir.path(), limits(3 * row, WhenFull::DropOldest));
+    let ng = frame(1, 1000, Some(true));
+    let ok1 = frame(2, 1000, Some(false));
+    let ok2 = frame(3, 1000, None);
+    for f in [&ng, &ok1, &ok2] {
+        assert_eq!(b.insert(f).unwrap().evicted, 0);
+    }
+    let newest = frame(4, 1000, None);
+    assert_eq!(b.insert(&newest).unwrap().evicted, 1);
+    let left: Vec<Uuid> = b
+        .pending(10, &[])
+        .unwrap()
+        .iter()
+        .map(|p| p.meta.frame_id)
+        .collect();
+    assert_eq!(left, vec![ng.frame_id, ok2.frame_id, newest.frame_id]);
+    let s = b.stats().unwrap();
+    assert!(s.bytes <= 3 * row);
+    assert_eq!(s.evicted_total, 1);
+}
+
+#[test]
+fn size_limits_reject_new_keeps_what_is_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = 1000 + ROW_OVERHEAD;
+    let b = open(dir.path(), limits(2 * row, WhenFull::RejectNew));
+    b.insert(&frame(1, 1000, None)).unwrap();
+    b.insert(&frame(2, 1000, None)).unwrap();
+    assert!(matches!(
+        b.insert(&frame(3, 1000, None)),
+        Err(BufferError::Full { .. })
+    ));
+    assert_eq!(b.stats().unwrap().frames, 2);
+    assert!(matches!(
+        b.insert(&frame(4, 10_000, None)),
+        Err(BufferError::Full { .. })
+    ));
+}
+
+#[test]
+fn dead_letters_keep_the_frame_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let f = frame(1, 100, None);
+    b.insert(&f).unwrap();
+    b.dead_letter(f.frame_id, 409, "frame_conflict").unwrap();
+    let s = b.stats().unwrap();
+    assert_eq!((s.frames, s.dead_letters), (0, 1));
+    let conn = b.conn();
+    let (status, reason, jpeg): (u16, String, Vec<u8>) = conn
+        .query_row("SELECT status, reason, jpeg FROM dead_letters", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (status, reason.as_str(), jpeg),
+        (409, "frame_conflict", f.jpeg)
+    );
+}
+
+#[test]
+fn a_corrupt_buffer_is_quarantined_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("buffer.db");
+    std::fs::write(
+        &path,
+        b"this is not a sqlite database, just garbage bytes".repeat(100),
+    )
+    .unwrap();
+    let (b, aside) = Buffer::open(&path, limits(1 << 30, WhenFull::DropOldest)).unwrap();
+    let aside = aside.expect("the corrupt file was moved aside");
+    assert!(aside.exists());
+    assert_eq!(b.stats().unwrap().frames, 0);
+    b.insert(&frame(1, 10, None)).unwrap();
+}

@@ -1,0 +1,139 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../config/agent.example.toml");
+
+fn raw(text: &str) -> RawConfig {
+    toml::from_str(text).unwrap()
+}
+
+fn minimal() -> String {
+    r#"
+device_id = "d1"
+facility = "yangjiang"
+[sync]
+endpoint = "http://127.0.0.1:1"
+api_key = "k"
+"#
+    .to_string()
+}
+
+fn error_of(text: &str) -> String {
+    Config::try_from(raw(text)).unwrap_err().to_string()
+}
+
+#[test]
+fn the_example_config_parses_and_documents_every_key() {
+    let raw: RawConfig = toml::from_str(EXAMPLE).unwrap();
+    assert_eq!(raw.camera.len(), 2);
+    for key in [
+        "device_id",
+        "facility",
+        "data_dir",
+        "max_disk_bytes",
+        "when_full",
+        "synchronous",
+        "endpoint",
+        "api_key",
+        "api_key_file",
+        "concurrency",
+        "request_timeout_secs",
+        "backoff_initial_ms",
+        "backoff_max_secs",
+        "poll_interval_ms",
+        "listen",
+        "name",
+        "line",
+        "station",
+        "sku",
+        "seed",
+        "defect_rate",
+        "path",
+        "done_dir",
+        "reject_dir",
+        "settle_ms",
+        "interval_ms",
+        "max_parts",
+    ] {
+        assert!(
+            EXAMPLE.contains(key),
+            "config/agent.example.toml does not mention `{key}`"
+        );
+    }
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let cfg = Config::try_from(raw(&minimal())).unwrap();
+    assert_eq!(cfg.sync.concurrency, 4);
+    assert_eq!(cfg.buffer.when_full, WhenFull::DropOldest);
+    assert_eq!(cfg.buffer.synchronous, Synchronous::Full);
+    assert_eq!(cfg.http.listen.port(), 9464);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = error_of(&minimal().replace("http://127.0.0.1:1", "ftp://x"));
+    assert!(e.contains("sync.endpoint"), "{e}");
+    let e = error_of(&minimal().replace("api_key = \"k\"", ""));
+    assert!(e.contains("sync.api_key"), "{e}");
+    let e = error_of(&minimal().replace("[sync]", "[buffer]\nmax_disk_bytes = 10\n[sync]"));
+    assert!(e.contains("buffer.max_disk_bytes"), "{e}");
+    let cam = r#"
+[[camera]]
+name = "c"
+line = "l1"
+station = "bad/station"
+sku = "WK-KN-200"
+source = { type = "synthetic" }
+trigger = { type = "interval", interval_ms = 100 }
+"#;
+    let e = error_of(&format!("{}{cam}", minimal()));
+    assert!(e.contains("camera[0].station"), "{e}");
+    let folder_with_trigger = r#"
+[[camera]]
+name = "c"
+line = "l1"
+station = "s"
+sku = "WK-KN-200"
+source = { type = "folder", path = "/tmp/x" }
+trigger = { type = "interval", interval_ms = 100 }
+"#;
+    let e = error_of(&format!("{}{folder_with_trigger}", minimal()));
+    assert!(e.contains("camera[0].trigger"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let text = format!(
+        "{}\nsurprise = 1\n",
+        minimal().replace("[sync]", "bogus = 2\n[sync]")
+    );
+    assert!(toml::from_str::<RawConfig>(&text).is_err());
+}
+
+#[test]
+fn the_api_key_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "secret-key\n").unwrap();
+    let text = minimal().replace(
+        "api_key = \"k\"",
+        &format!("api_key_file = {:?}", key.display().to_string()),
+    );
+    let cfg = Config::try_from(raw(&text)).unwrap();
+    assert_eq!(cfg.sync.api_key, "secret-key");
+    let missing = minimal().replace("api_key = \"k\"", "api_key_file = \"/nonexistent/key\"");
+    assert!(error_of(&missing).contains("sync.api_key_file"));
+}
+
+#[test]
+fn environment_overrides_reach_nested_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, minimal()).unwrap();
+    let env = [("WIKO_SYNC__CONCURRENCY".to_string(), "9".to_string())]
+        .into_iter()
+        .collect();
+    let cfg = Config::load_with_env(&file, Some(env)).unwrap();
+    assert_eq!(cfg.sync.concurrency, 9);
+}

@@ -1,0 +1,70 @@
+//! The agent's local HTTP endpoints: `GET /healthz` (JSON status) and `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+
+use crate::buffer::{Buffer, Stats};
+use crate::telemetry::{names, prometheus};
+
+pub fn router(buffer: Arc<Buffer>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(buffer)
+}
+
+async fn stats(buffer: Arc<Buffer>) -> Option<Stats> {
+    tokio::task::spawn_blocking(move || buffer.stats())
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
+    match stats(buffer).await {
+        Some(s) => Json(json!({
+            "status": "healthy",
+            "version": env!("CARGO_PKG_VERSION"),
+            "buffer": {
+                "frames": s.frames,
+                "bytes": s.bytes,
+                "oldest_unsynced_seconds": oldest_age(&s),
+                "dead_letters": s.dead_letters,
+                "evicted_total": s.evicted_total,
+            }
+        }))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": "buffer_unavailable", "message": "the frame buffer cannot be read"}})),
+        )
+            .into_response(),
+    }
+}
+
+fn oldest_age(s: &Stats) -> f64 {
+    s.oldest_captured_at
+        .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
+async fn metrics_text(State(buffer): State<Arc<Buffer>>) -> Response {
+    if let Some(s) = stats(buffer).await {
+        metrics::gauge!(names::BUFFER_FRAMES).set(s.frames as f64);
+        metrics::gauge!(names::BUFFER_BYTES).set(s.bytes as f64);
+        metrics::gauge!(names::BUFFER_OLDEST_UNSYNCED_SECONDS).set(oldest_age(&s));
+        metrics::gauge!(names::DEAD_LETTERS).set(s.dead_letters as f64);
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,112 @@
+//! `wiko-agent`: the edge daemon of the Wiko Defect Analyzer.
+//!
+//! A tour, in the order data flows:
+//! - [`source`]: cameras (`synthetic`, `folder`) and their triggers; each capture becomes a
+//!   frame record committed to the buffer.
+//! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
+//! - [`sync`]: uploads buffered frames to the cloud at least once, with backoff and dead letters.
+//! - [`http`]: local `/healthz` and `/metrics`.
+//! - [`config`]: the TOML + environment configuration, validated before anything starts.
+//! - [`telemetry`]: tracing and the Prometheus registry, with every metric name.
+//!
+//! [`run`] starts everything in order (buffer, HTTP, sync, cameras) and stops it in reverse when
+//! the `shutdown` future completes: cameras stop triggering, sync finishes the uploads in flight,
+//! then the HTTP server closes.
+
+pub mod buffer;
+pub mod config;
+pub mod http;
+pub mod source;
+pub mod sync;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::buffer::{Buffer, Limits};
+use crate::config::Config;
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let path = config.data_dir.join("buffer.db");
+    let limits = Limits {
+        max_disk_bytes: config.buffer.max_disk_bytes,
+        when_full: config.buffer.when_full,
+        synchronous: config.buffer.synchronous,
+    };
+    let open_path = path.clone();
+    let (buffer, quarantined) =
+        tokio::task::spawn_blocking(move || Buffer::open(&open_path, limits))
+            .await?
+            .with_context(|| format!("opening the buffer at {}", path.display()))?;
+    if let Some(aside) = quarantined {
+        error!(moved_to = %aside.display(), "the buffer was corrupt: moved aside, started a fresh one");
+        metrics::counter!("wiko_agent_buffer_quarantined_total").increment(1);
+    }
+    let buffer = Arc::new(buffer);
+    let stats = buffer.stats()?;
+    info!(frames = stats.frames, bytes = stats.bytes, dead_letters = stats.dead_letters, path = %path.display(), "buffer open");
+
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding http.listen {}", config.http.listen))?;
+    info!(addr = %listener.local_addr()?, "health and metrics listening");
+    let http_stop = stop.clone();
+    let app = http::router(buffer.clone());
+    let http_task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            error!(error = %e, "health server failed");
+        }
+    });
+
+    let wake = Arc::new(Notify::new());
+    let uploader = sync::Uploader::new(buffer.clone(), &config.sync, wake.clone())
+        .context("building the HTTP client")?;
+    let sync_stop = CancellationToken::new();
+    let sync_task = tokio::spawn(uploader.run(sync_stop.clone()));
+
+    let ctx = Arc::new(source::Context {
+        buffer: buffer.clone(),
+        wake,
+        device_id: config.device_id.clone(),
+        facility: config.facility.clone(),
+    });
+    for cam in config.cameras.clone() {
+        tracker.spawn(source::run_camera(cam, ctx.clone(), stop.child_token()));
+    }
+    tracker.close();
+    info!(cameras = config.cameras.len(), device_id = %config.device_id, "agent running");
+
+    shutdown.await;
+    info!("shutting down: stopping cameras");
+    stop.cancel();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("a camera did not stop within 10 s");
+    }
+    sync_stop.cancel();
+    let sync_deadline = config.sync.request_timeout + std::time::Duration::from_secs(5);
+    if tokio::time::timeout(sync_deadline, sync_task)
+        .await
+        .is_err()
+    {
+        warn!("uploads in flight did not finish in time; their frames stay buffered");
+    }
+    let _ = http_task.await;
+    info!("agent stopped");
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The `wiko-agent` binary: `run` (the daemon), `validate` (check a config), `synth` (write a
+//! labelled synthetic dataset).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wiko_agent::config::Config;
+use wiko_agent::source::synthetic;
+
+#[derive(Parser)]
+#[command(
+    name = "wiko-agent",
+    version,
+    about = "Wiko edge agent: capture, buffer, sync"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until SIGTERM or Ctrl-C.
+    Run {
+        #[arg(long, default_value = "/etc/wiko/agent.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file (and environment overrides) and exit.
+    Validate {
+        #[arg(long, default_value = "/etc/wiko/agent.toml")]
+        config: PathBuf,
+    },
+    /// Write synthetic knife images with labels and masks (manifest.csv) for tests and evaluation.
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        /// Parts per SKU.
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.3)]
+        defect_rate: f64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            wiko_agent::telemetry::init_tracing();
+            let config =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(wiko_agent::run(config, shutdown_signal()))
+        }
+        Command::Validate { config } => {
+            let cfg =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            println!(
+                "{}: ok ({} cameras, device {})",
+                config.display(),
+                cfg.cameras.len(),
+                cfg.device_id
+            );
+            Ok(())
+        }
+        Command::Synth {
+            out,
+            count,
+            seed,
+            defect_rate,
+        } => {
+            let n = synthetic::write_dataset(&out, &synthetic::SHAPES, count, seed, defect_rate)
+                .with_context(|| format!("writing the dataset to {}", out.display()))?;
+            println!(
+                "wrote {n} images and {}",
+                out.join("manifest.csv").display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,183 @@
+//! Sync: frames leave the buffer for the cloud, at least once.
+//!
+//! The uploader keeps up to `concurrency` uploads in flight, taking frames NG first then oldest
+//! first. On an acknowledgement the frame is deleted; on a retryable failure every upload pauses
+//! for a jittered, capped, exponential delay (the cloud is down or busy for everyone); on a
+//! permanent rejection the frame moves to the dead-letter table. The cloud's ingest is idempotent
+//! on `frame_id`, so a frame uploaded twice (e.g. the agent died between the cloud's answer and
+//! the delete) is stored once.
+//!
+//! On shutdown no new upload starts; the ones in flight finish (each has a request deadline) and
+//! their outcome is recorded.
+
+pub mod backoff;
+pub mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+use uuid::Uuid;
+use wiko_wire::IngestAck;
+
+use crate::buffer::{Buffer, Pending};
+use crate::config::SyncConfig;
+use crate::telemetry::names;
+pub use backoff::Backoff;
+pub use client::{Client, UploadError};
+
+/// The upload loop's moving parts.
+pub struct Uploader {
+    buffer: Arc<Buffer>,
+    client: Client,
+    concurrency: usize,
+    poll_interval: Duration,
+    backoff: Backoff,
+    /// Signalled by sources after each insert.
+    wake: Arc<Notify>,
+}
+
+impl Uploader {
+    pub fn new(
+        buffer: Arc<Buffer>,
+        cfg: &SyncConfig,
+        wake: Arc<Notify>,
+    ) -> Result<Uploader, reqwest::Error> {
+        Ok(Uploader {
+            buffer,
+            client: Client::new(&cfg.endpoint, &cfg.api_key, cfg.request_timeout)?,
+            concurrency: cfg.concurrency,
+            poll_interval: cfg.poll_interval,
+            backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
+            wake,
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains the uploads in flight.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut in_flight: JoinSet<(Uuid, Result<IngestAck, UploadError>)> = JoinSet::new();
+        let mut in_flight_ids: Vec<Uuid> = Vec::new();
+        let mut paused_until: Option<Instant> = None;
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        loop {
+            let can_start = paused_until.is_none_or(|t| Instant::now() >= t);
+            if can_start && !shutdown.is_cancelled() && in_flight.len() < self.concurrency {
+                paused_until = None;
+                let room = self.concurrency - in_flight.len();
+                match self.next_batch(room, &in_flight_ids).await {
+                    Ok(batch) => {
+                        for p in batch {
+                            in_flight_ids.push(p.meta.frame_id);
+                            let client = self.client.clone();
+                            let span = info_span!("upload", frame_id = %p.meta.frame_id, camera = %p.camera, attempt = p.attempts + 1);
+                            in_flight.spawn(
+                                async move {
+                                    let started = std::time::Instant::now();
+                                    let result = client.upload(&p.meta, p.jpeg).await;
+                                    metrics::histogram!(names::SYNC_UPLOAD_SECONDS)
+                                        .record(started.elapsed().as_secs_f64());
+                                    (p.meta.frame_id, result)
+                                }
+                                .instrument(span),
+                            );
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "reading the buffer for sync failed"),
+                }
+            }
+            metrics::gauge!(names::SYNC_IN_FLIGHT).set(in_flight.len() as f64);
+            if shutdown.is_cancelled() && in_flight.is_empty() {
+                break;
+            }
+            let sleep_until = paused_until.unwrap_or_else(|| Instant::now() + self.poll_interval);
+            tokio::select! {
+                Some(done) = in_flight.join_next() => {
+                    let Ok((frame_id, result)) = done else {
+                        warn!("an upload task panicked; its frame stays buffered");
+                        in_flight_ids.clear();
+                        continue;
+                    };
+                    in_flight_ids.retain(|id| *id != frame_id);
+                    if let Some(delay) = self.settle(frame_id, result, &mut rng).await {
+                        paused_until = Some(Instant::now() + delay);
+                    }
+                }
+                _ = self.wake.notified(), if in_flight.len() < self.concurrency && paused_until.is_none() => {}
+                _ = tokio::time::sleep_until(sleep_until) => {}
+                _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {
+                    info!(in_flight = in_flight.len(), "sync stopping: finishing uploads in flight");
+                }
+            }
+        }
+        info!("sync stopped");
+    }
+
+    async fn next_batch(
+        &self,
+        room: usize,
+        exclude: &[Uuid],
+    ) -> Result<Vec<Pending>, crate::buffer::BufferError> {
+        let buffer = self.buffer.clone();
+        let exclude = exclude.to_vec();
+        tokio::task::spawn_blocking(move || buffer.pending(room, &exclude))
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::buffer::BufferError::BadRow {
+                    seq: -1,
+                    reason: e.to_string(),
+                })
+            })
+    }
+
+    /// Records an upload's outcome; returns a pause when uploads should back off.
+    async fn settle(
+        &mut self,
+        frame_id: Uuid,
+        result: Result<IngestAck, UploadError>,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Option<Duration> {
+        let buffer = self.buffer.clone();
+        match result {
+            Ok(ack) => {
+                self.backoff.reset();
+                metrics::counter!(names::SYNC_UPLOADS_TOTAL, "outcome" => "acked").increment(1);
+                debug!(%frame_id, outcome = ?ack.outcome, analysis_id = %ack.analysis_id, "frame acknowledged");
+                let done = tokio::task::spawn_blocking(move || buffer.ack(frame_id)).await;
+                if !matches!(done, Ok(Ok(_))) {
+                    warn!(%frame_id, "deleting an acknowledged frame failed; it will be uploaded again (idempotent)");
+                }
+                None
+            }
+            Err(UploadError::Retryable {
+                reason,
+                retry_after,
+            }) => {
+                metrics::counter!(names::SYNC_UPLOADS_TOTAL, "outcome" => "retry").increment(1);
+                let delay = self.backoff.fail(retry_after, rng);
+                warn!(%frame_id, %reason, delay_ms = delay.as_millis() as u64, failures = self.backoff.failures(), "upload failed; backing off");
+                let _ =
+                    tokio::task::spawn_blocking(move || buffer.record_failure(frame_id, &reason))
+                        .await;
+                Some(delay)
+            }
+            Err(UploadError::Rejected { status, reason }) => {
+                metrics::counter!(names::SYNC_UPLOADS_TOTAL, "outcome" => "dead_letter")
+                    .increment(1);
+                warn!(%frame_id, status, %reason, "the cloud rejected the frame for good; moved to dead letters");
+                let done = tokio::task::spawn_blocking(move || {
+                    buffer.dead_letter(frame_id, status, &reason)
+                })
+                .await;
+                if !matches!(done, Ok(Ok(()))) {
+                    warn!(%frame_id, "moving a rejected frame to dead letters failed; it stays buffered");
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Analysis: the [`Analyzer`] interface, and the workers that drain the job queue.
+//!
+//! A worker leases a job, reads the image, decodes it and asks the analyzer (CPU work runs on
+//! the blocking pool), then completes the analysis in one store transaction that also queues the
+//! MQTT messages. A job whose worker died is leased again when its lease runs out; completing
+//! twice is a no-op, so a part never gets two results or two alerts.
+
+pub mod provisional;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+use wiko_inspect::{DecodeLimits, Gray, InspectError};
+use wiko_wire::AnalysisStatus;
+
+use crate::store::blob::BlobStore;
+use crate::store::{Job, Outcome, Store};
+use crate::telemetry;
+
+/// An analyzer's verdict on one decoded image (timing and naming are added by [`run`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub status: AnalysisStatus,
+    pub defect_detected: bool,
+    pub defects: Vec<wiko_wire::Defect>,
+    pub score: Option<f32>,
+    pub score_threshold: Option<f32>,
+    pub confidence: Option<f32>,
+    pub recommendation: String,
+    pub model_version: Option<String>,
+}
+
+#[async_trait]
+pub trait Analyzer: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn version(&self) -> &'static str;
+    /// Judges one image of a part of `sku`.
+    async fn judge(&self, sku: &str, image: Arc<Gray>) -> Judgement;
+}
+
+/// Decodes on the blocking pool.
+pub async fn decode(bytes: Bytes, limits: DecodeLimits) -> Result<Gray, InspectError> {
+    tokio::task::spawn_blocking(move || wiko_inspect::decode(&bytes, limits))
+        .await
+        .unwrap_or_else(|e| Err(InspectError::Decode(format!("decoder task: {e}"))))
+}
+
+/// Runs the analyzer and fills in name, version and latency.
+pub async fn run(analyzer: &dyn Analyzer, sku: &str, image: Gray) -> Outcome {
+    let started = Instant::now();
+    let j = analyzer.judge(sku, Arc::new(image)).await;
+    let latency = started.elapsed();
+    metrics::histogram!(telemetry::ANALYSIS_SECONDS).record(latency.as_secs_f64());
+    Outcome {
+        status: j.status,
+        defect_detected: j.defect_detected,
+        defects: j.defects,
+        score: j.score,
+        score_threshold: j.score_threshold,
+        confidence: j.confidence,
+        recommendation: j.recommendation,
+        analyzer: analyzer.name().to_string(),
+        analyzer_version: analyzer.version().to_string(),
+        model_version: j.model_version,
+        latency_ms: latency.as_secs_f64() * 1000.0,
+    }
+}
+
+/// An outcome for an image that cannot be analysed at all.
+fn undecodable(analyzer: &dyn Analyzer, e: &InspectError) -> Outcome {
+    Outcome {
+        status: AnalysisStatus::Failed,
+        defect_detected: false,
+        defects: Vec::new(),
+        score: None,
+        score_threshold: None,
+        confidence: None,
+        recommendation: format!("image could not be analysed: {e}"),
+        analyzer: analyzer.name().to_string(),
+        analyzer_version: analyzer.version().to_string(),
+        model_version: None,
+        latency_ms: 0.0,
+    }
+}
+
+/// What the workers share.
+#[derive(Clone)]
+pub struct Workers {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub analyzer: Arc<dyn Analyzer>,
+    pub limits: DecodeLimits,
+    pub public_url: String,
+    pub wake: Arc<Notify>,
+    pub outbox_wake: Arc<Notify>,
+    pub max_attempts: u32,
+    /// How long a leased job is protected from other workers.
+    pub lease: Duration,
+}
+
+impl Workers {
+    /// One worker loop; run several for concurrency.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut idle = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            let jobs = match self.store.claim_jobs(1, self.lease).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    warn!(error = %e, "claiming analysis jobs failed");
+                    Vec::new()
+                }
+            };
+            if jobs.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                idle = (idle * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            idle = Duration::from_millis(50);
+            for job in jobs {
+                let span = info_span!("analysis", analysis_id = %job.analysis_id, sku = %job.product_sku, attempt = job.attempts);
+                self.process(job).instrument(span).await;
+            }
+        }
+    }
+
+    async fn process(&self, job: Job) {
+        let outcome = match self.blobs.get(&job.image_key).await {
+            Ok(bytes) => match decode(bytes, self.limits).await {
+                Ok(img) => run(self.analyzer.as_ref(), &job.product_sku, img).await,
+                Err(e) => undecodable(self.analyzer.as_ref(), &e),
+            },
+            Err(e) => {
+                let retry_in = Duration::from_secs(2u64.saturating_pow(job.attempts.min(8)));
+                warn!(error = %e, ?retry_in, "reading the image failed; job retried");
+                let failed = self
+                    .store
+                    .fail_job(
+                        &job,
+                        &e.to_string(),
+                        retry_in,
+                        self.max_attempts,
+                        &self.public_url,
+                    )
+                    .await;
+                if let Err(e) = failed {
+                    warn!(error = %e, "recording the job failure failed; its lease will expire");
+                }
+                metrics::counter!(telemetry::ANALYSES_TOTAL, "status" => "retry").increment(1);
+                return;
+            }
+        };
+        let status = format!("{:?}", outcome.status).to_lowercase();
+        match self
+            .store
+            .complete(job.analysis_id, outcome, &self.public_url)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!(telemetry::ANALYSES_TOTAL, "status" => status).increment(1);
+                self.outbox_wake.notify_one();
+            }
+            Err(e) => warn!(error = %e, "storing the result failed; the job will run again"),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The cloud's configuration: one TOML file plus `WIKO_` environment overrides, read into
+//! [`RawConfig`] and validated into [`Config`]. Every key is documented in
+//! `config/cloud.example.toml`; a test checks that file parses.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::http::auth::{KeyEntry, Scope};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("`{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("`{key}`: reading {path}: {source}")]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address the API listens on. The prototype used port 5001.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// URL clients reach this API at; prefixed to image paths in MQTT alerts.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Directory of the embedded store (database and images).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Largest accepted request body (a frame upload), in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest accepted image, in pixels (width × height); larger ones are refused unread.
+    #[serde(default = "default_max_image_pixels")]
+    pub max_image_pixels: u64,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5001))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/wiko-cloud")
+}
+fn default_max_body_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_image_pixels() -> u64 {
+    40_000_000
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys accepted in `X-API-Key`. Several may be active at once (rotation).
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Who the key belongs to (logs and audit).
+    pub name: String,
+    /// `device` (ingest and analyze), `viewer` (read), `admin` (everything).
+    pub scope: Scope,
+    /// The key itself. Prefer `key_file` or `key_sha256`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A file holding the key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Lower-case hex SHA-256 of the key: the key itself never needs to be on this host.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Analysis workers (jobs processed at once). Default: 2.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// The provisional analyzer calibrates a SKU from its first this-many frames.
+    #[serde(default = "default_calibration_frames")]
+    pub calibration_frames: usize,
+    /// A job that keeps failing is retried this many times, then marked failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_workers() -> usize {
+    2
+}
+fn default_calibration_frames() -> usize {
+    20
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            workers: default_workers(),
+            calibration_frames: default_calibration_frames(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// External broker, `mqtt://host:1883`. When absent, an embedded broker is started.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Listen address of the embedded broker.
+    #[serde(default = "default_embedded_listen")]
+    pub embedded_listen: SocketAddr,
+    /// Client id of this cloud replica on the broker.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Publish nothing (alerts stay in the outbox); for tests of the API alone.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn default_embedded_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_client_id() -> String {
+    "wiko-cloud".into()
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: None,
+            embedded_listen: default_embedded_listen(),
+            client_id: default_client_id(),
+            disabled: false,
+        }
+    }
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// Start rumqttd in-process on this address and publish to it.
+    Embedded(SocketAddr),
+    External {
+        host: String,
+        port: u16,
+    },
+    Disabled,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub max_image_pixels: u64,
+    pub keys: Vec<KeyEntry>,
+    pub analysis: AnalysisConfig,
+    pub broker: Broker,
+    pub mqtt_client_id: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, None)
+    }
+
+    /// As [`Config::load`], reading overrides from `env` instead of the process environment.
+    pub fn load_with_env(
+        path: &Path,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("WIKO")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(env),
+            )
+            .build()?
+            .try_deserialize()?;
+        Config::try_from(raw)
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if raw.max_image_pixels == 0 {
+            return Err(invalid("max_image_pixels", "must be above zero"));
+        }
+        let mut keys = Vec::with_capacity(raw.auth.keys.len());
+        for (i, k) in raw.auth.keys.iter().enumerate() {
+            let key = |f: &str| format!("auth.keys[{i}].{f}");
+            let hash = match (&k.key, &k.key_file, &k.key_sha256) {
+                (Some(secret), None, None) => KeyEntry::hash(secret),
+                (None, Some(path), None) => {
+                    let secret = std::fs::read_to_string(path).map_err(|source| {
+                        ConfigError::SecretFile {
+                            key: key("key_file"),
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                    KeyEntry::hash(secret.trim())
+                }
+                (None, None, Some(hex)) => {
+                    let bytes =
+                        hex::decode(hex).map_err(|_| invalid(key("key_sha256"), "not hex"))?;
+                    bytes
+                        .try_into()
+                        .map_err(|_| invalid(key("key_sha256"), "must be 64 hex digits"))?
+                }
+                _ => {
+                    return Err(invalid(
+                        key("key"),
+                        "set exactly one of key, key_file, key_sha256",
+                    ));
+                }
+            };
+            if k.key.as_deref().is_some_and(|s| s.len() < 16) {
+                return Err(invalid(key("key"), "must be at least 16 characters"));
+            }
+            keys.push(KeyEntry {
+                name: k.name.clone(),
+                scope: k.scope,
+                sha256: hash,
+            });
+        }
+        let a = &raw.analysis;
+        if !(1..=64).contains(&a.workers) {
+            return Err(invalid("analysis.workers", "must be 1 to 64"));
+        }
+        if a.calibration_frames < wiko_inspect::model::MIN_GOOD {
+            return Err(invalid(
+                "analysis.calibration_frames",
+                format!("must be at least {}", wiko_inspect::model::MIN_GOOD),
+            ));
+        }
+        let broker = if raw.mqtt.disabled {
+            Broker::Disabled
+        } else {
+            match &raw.mqtt.url {
+                None => Broker::Embedded(raw.mqtt.embedded_listen),
+                Some(url) => {
+                    let rest = url
+                        .strip_prefix("mqtt://")
+                        .or_else(|| url.strip_prefix("tcp://"))
+                        .ok_or_else(|| invalid("mqtt.url", "must start with mqtt://"))?;
+                    let (host, port) = match rest.rsplit_once(':') {
+                        Some((h, p)) => (
+                            h,
+                            p.trim_end_matches('/')
+                                .parse()
+                                .map_err(|_| invalid("mqtt.url", "bad port"))?,
+                        ),
+                        None => (rest.trim_end_matches('/'), 1883),
+                    };
+                    if host.is_empty() {
+                        return Err(invalid("mqtt.url", "no host"));
+                    }
+                    Broker::External {
+                        host: host.to_string(),
+                        port,
+                    }
+                }
+            }
+        };
+        let public_url = raw
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", raw.listen))
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Config {
+            listen: raw.listen,
+            public_url,
+            data_dir: raw.data_dir,
+            max_body_bytes: raw.max_body_bytes,
+            max_image_pixels: raw.max_image_pixels,
+            keys,
+            analysis: raw.analysis,
+            broker,
+            mqtt_client_id: raw.mqtt.client_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../config/cloud.example.toml");
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::try_from(toml::from_str::<RawConfig>(text).unwrap())
+}
+
+#[test]
+fn the_example_config_parses_and_documents_every_key() {
+    let raw: RawConfig = toml::from_str(EXAMPLE).unwrap();
+    assert_eq!(raw.auth.keys.len(), 2);
+    for key in [
+        "listen",
+        "public_url",
+        "data_dir",
+        "max_body_bytes",
+        "max_image_pixels",
+        "keys",
+        "name",
+        "scope",
+        "key_file",
+        "key_sha256",
+        "workers",
+        "calibration_frames",
+        "max_attempts",
+        "url",
+        "embedded_listen",
+        "client_id",
+        "disabled",
+    ] {
+        assert!(
+            EXAMPLE.contains(key),
+            "config/cloud.example.toml does not mention `{key}`"
+        );
+    }
+}
+
+#[test]
+fn defaults_give_the_prototype_port_and_an_embedded_broker() {
+    let cfg = parse("").unwrap();
+    assert_eq!(cfg.listen.port(), 5001);
+    assert_eq!(
+        cfg.broker,
+        Broker::Embedded("127.0.0.1:1883".parse().unwrap())
+    );
+    assert_eq!(cfg.public_url, "http://127.0.0.1:5001");
+}
+
+#[test]
+fn an_external_broker_url_is_parsed() {
+    let cfg = parse("[mqtt]\nurl = \"mqtt://10.0.0.5:1884\"\n").unwrap();
+    assert_eq!(
+        cfg.broker,
+        Broker::External {
+            host: "10.0.0.5".into(),
+            port: 1884
+        }
+    );
+    let e = parse("[mqtt]\nurl = \"http://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mqtt.url"), "{e}");
+}
+
+#[test]
+fn keys_are_kept_as_hashes_and_errors_name_the_key() {
+    let cfg =
+        parse("[[auth.keys]]\nname = \"a\"\nscope = \"viewer\"\nkey = \"0123456789abcdef\"\n")
+            .unwrap();
+    assert_eq!(
+        cfg.keys[0].sha256,
+        crate::http::auth::KeyEntry::hash("0123456789abcdef")
+    );
+    let e = parse("[[auth.keys]]\nname = \"a\"\nscope = \"viewer\"\nkey = \"short\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("auth.keys[0].key"), "{e}");
+    let e = parse("[[auth.keys]]\nname = \"a\"\nscope = \"viewer\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("auth.keys[0]"), "{e}");
+    assert!(
+        toml::from_str::<RawConfig>(
+            "[[auth.keys]]\nname = \"a\"\nscope = \"root\"\nkey = \"0123456789abcdef\"\n"
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    assert!(toml::from_str::<RawConfig>("surprise = 1\n").is_err());
+    assert!(toml::from_str::<RawConfig>("[analysis]\nworker = 3\n").is_err());
+}
+
+#[test]
+fn environment_overrides_reach_nested_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cloud.toml");
+    std::fs::write(&file, "").unwrap();
+    let env = [("WIKO_ANALYSIS__WORKERS".to_string(), "7".to_string())]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        Config::load_with_env(&file, Some(env))
+            .unwrap()
+            .analysis
+            .workers,
+        7
+    );
+}

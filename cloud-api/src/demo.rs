@@ -1,0 +1,237 @@
+//! `wiko-cloud demo`: the whole system on one machine, no server to install. The cloud runs with
+//! its embedded store and MQTT broker; an agent with two synthetic cameras (a chef's knife and a
+//! paring knife, one station each) uploads to it. A summary is printed every few seconds from
+//! the MQTT messages themselves (parts, NG by type) and the agent's health (backlog).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+use wiko_wire::AlertMessage;
+
+use crate::config::{Config, RawConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// API port (0: any free port).
+    #[arg(long, default_value_t = 5001)]
+    pub port: u16,
+    /// Embedded MQTT broker port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub mqtt_port: u16,
+    /// Where data goes; a fresh temporary directory when absent.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Milliseconds between parts at each station.
+    #[arg(long, default_value_t = 400)]
+    pub interval_ms: u64,
+    /// Stop after this many seconds (runs until Ctrl-C when absent).
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn random_key(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let temp = tempfile_dir(args.data_dir.clone())?;
+    let data_dir = temp.path.clone();
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?,
+    };
+    let api: SocketAddr = listener.local_addr()?;
+    let mqtt_port = if args.mqtt_port == 0 {
+        free_port()?
+    } else {
+        args.mqtt_port
+    };
+    let device_key = random_key("device");
+    let viewer_key = random_key("viewer");
+    let cloud_toml = format!(
+        r#"
+listen = "{api}"
+data_dir = {cloud_dir:?}
+[mqtt]
+embedded_listen = "127.0.0.1:{mqtt_port}"
+client_id = "wiko-cloud-demo"
+[[auth.keys]]
+name = "demo-agent"
+scope = "device"
+key = "{device_key}"
+[[auth.keys]]
+name = "demo-viewer"
+scope = "viewer"
+key = "{viewer_key}"
+"#,
+        cloud_dir = data_dir.join("cloud").display().to_string(),
+    );
+    let cloud: Config =
+        Config::try_from(toml::from_str::<RawConfig>(&cloud_toml).context("demo cloud config")?)?;
+    let agent_http = free_port()?;
+    let agent_toml = format!(
+        r#"
+device_id = "demo-line1-pc"
+facility = "yangjiang"
+data_dir = {agent_dir:?}
+[sync]
+endpoint = "http://{api}"
+api_key = "{device_key}"
+backoff_max_secs = 5
+[http]
+listen = "127.0.0.1:{agent_http}"
+[[camera]]
+name = "grinding-cam"
+line = "l1"
+station = "grinding"
+sku = "WK-KN-200"
+source = {{ type = "synthetic", seed = 1, defect_rate = 0.2 }}
+trigger = {{ type = "interval", interval_ms = {ms} }}
+[[camera]]
+name = "polish-cam"
+line = "l1"
+station = "polish"
+sku = "WK-PR-090"
+source = {{ type = "synthetic", seed = 2, defect_rate = 0.2 }}
+trigger = {{ type = "interval", interval_ms = {ms} }}
+"#,
+        agent_dir = data_dir.join("agent").display().to_string(),
+        ms = args.interval_ms,
+    );
+    let agent = wiko_agent::config::Config::try_from(
+        toml::from_str::<wiko_agent::config::RawConfig>(&agent_toml)
+            .context("demo agent config")?,
+    )?;
+
+    println!("Wiko Defect Analyzer demo");
+    println!(
+        "  API:           http://{api}  (try: curl -H 'X-API-Key: {viewer_key}' http://{api}/api/v1/analyses?limit=5)"
+    );
+    println!("  viewer key:    {viewer_key}");
+    println!("  device key:    {device_key}");
+    println!("  MQTT:          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'wiko/+/+/+/alert' -v");
+    println!("  agent health:  http://127.0.0.1:{agent_http}/healthz");
+    println!("  data:          {}", data_dir.display());
+    println!(
+        "  The first 20 parts of each SKU calibrate its model (no verdict), then NG alerts follow."
+    );
+
+    let stop = CancellationToken::new();
+    let cloud_stop = stop.clone();
+    let cloud_task = tokio::spawn(crate::serve(cloud, listener, async move {
+        cloud_stop.cancelled().await
+    }));
+    let agent_stop = stop.clone();
+    let agent_task = tokio::spawn(wiko_agent::run(agent, async move {
+        agent_stop.cancelled().await
+    }));
+    let summary_stop = stop.clone();
+    let summary = tokio::spawn(summarize(mqtt_port, agent_http, summary_stop));
+
+    let deadline = async {
+        match args.duration_secs {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = deadline => {}
+    }
+    println!("stopping…");
+    stop.cancel();
+    let _ = agent_task.await;
+    let _ = cloud_task.await;
+    let _ = summary.await;
+    Ok(())
+}
+
+/// Tallies the MQTT messages and prints a line every 5 s.
+async fn summarize(mqtt_port: u16, agent_http: u16, stop: CancellationToken) {
+    let mut opts = MqttOptions::new("wiko-demo-summary", "127.0.0.1", mqtt_port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(256 * 1024, 256 * 1024);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let mut parts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ng_by_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut alerts = 0u64;
+    let mut uncalibrated = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let http = reqwest::Client::new();
+    loop {
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe("wiko/#", QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(msg) = serde_json::from_slice::<AlertMessage>(&p.payload) else { continue };
+                    if p.topic.ends_with("/alert") {
+                        alerts += 1;
+                        for d in &msg.defects {
+                            *ng_by_type.entry(d.kind.as_str().to_string()).or_default() += 1;
+                        }
+                    } else {
+                        *parts.entry(msg.station.clone()).or_default() += 1;
+                        if msg.status == wiko_wire::AnalysisStatus::NotCalibrated {
+                            uncalibrated += 1;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            },
+            _ = tick.tick() => {
+                let backlog = http
+                    .get(format!("http://127.0.0.1:{agent_http}/healthz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .ok();
+                let backlog = match backlog {
+                    Some(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| v["buffer"]["frames"].as_u64()),
+                    None => None,
+                };
+                let total: u64 = parts.values().sum();
+                println!(
+                    "parts {total} {:?} | calibrating {uncalibrated} | NG alerts {alerts} by type {:?} | agent backlog {}",
+                    parts,
+                    ng_by_type,
+                    backlog.map_or("?".to_string(), |b| b.to_string())
+                );
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The demo's data directory: the given one, or a temporary one removed at exit.
+struct DataDir {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn tempfile_dir(given: Option<PathBuf>) -> anyhow::Result<DataDir> {
+    match given {
+        Some(path) => Ok(DataDir { path, _temp: None }),
+        None => {
+            let t = tempfile::Builder::new().prefix("wiko-demo-").tempdir()?;
+            Ok(DataDir {
+                path: t.path().to_path_buf(),
+                _temp: Some(t),
+            })
+        }
+    }
+}

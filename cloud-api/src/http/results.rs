@@ -1,0 +1,114 @@
+//! Results: `GET /api/v1/analyses` (filters, cursor paging), `GET /api/v1/analyses/{id}`,
+//! `GET /api/v1/analyses/{id}/image`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+use wiko_wire::{Analysis, Page};
+
+use super::AppState;
+use super::auth::{Need, authorize};
+use super::error::ApiError;
+use crate::store::{ListFilter, StoreError};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/analyses", get(list))
+        .route("/api/v1/analyses/{id}", get(one))
+        .route("/api/v1/analyses/{id}/image", get(image))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    facility: Option<String>,
+    line: Option<String>,
+    station: Option<String>,
+    #[serde(alias = "product_sku")]
+    sku: Option<String>,
+    device_id: Option<String>,
+    defect_detected: Option<bool>,
+    defect_type: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page<Analysis>>, ApiError> {
+    authorize(&s.keys, &headers, Need::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    if let Some(t) = &q.defect_type
+        && wiko_wire::DefectType::parse(t).is_none()
+    {
+        return Err(ApiError::bad(
+            "invalid_query",
+            format!("unknown defect_type {t:?}"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let filter = ListFilter {
+        facility: q.facility,
+        line: q.line,
+        station: q.station,
+        product_sku: q.sku,
+        device_id: q.device_id,
+        defect_detected: q.defect_detected,
+        defect_type: q.defect_type,
+        since: q.since,
+        until: q.until,
+    };
+    let (items, next_cursor) = s.store.list(&filter, q.cursor.as_deref(), limit).await?;
+    Ok(Json(Page { items, next_cursor }))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::bad("invalid_id", "the id is not a UUID"))
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("analysis"),
+        other => other.into(),
+    }
+}
+
+async fn one(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Analysis>, ApiError> {
+    authorize(&s.keys, &headers, Need::Read)?;
+    Ok(Json(s.store.get(parse_id(&id)?).await.map_err(not_found)?))
+}
+
+async fn image(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&s.keys, &headers, Need::Read)?;
+    let key = s.store.image_key(parse_id(&id)?).await.map_err(not_found)?;
+    let bytes = s.blobs.get(&key).await.map_err(not_found)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}

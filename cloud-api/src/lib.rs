@@ -1,0 +1,133 @@
+//! `wiko-cloud`: the cloud API of the Wiko Defect Analyzer.
+//!
+//! A tour, in the order data flows:
+//! - [`http`]: the API. [`app`] builds the whole router, so tests can `oneshot` it; start at
+//!   `http/ingest.rs` (agent frames) and `http/analyze.rs` (the prototype's synchronous call).
+//! - [`store`]: records and images behind [`store::Store`] and [`store::blob::BlobStore`]; the
+//!   embedded backend is SQLite plus a local directory.
+//! - [`analysis`]: the [`analysis::Analyzer`] interface and the workers draining the job queue.
+//! - [`alert`]: the MQTT outbox publisher and the embedded broker.
+//! - [`config`]: TOML + environment configuration, validated before anything starts.
+//! - [`demo`]: the whole system on one machine with simulated stations.
+//!
+//! [`serve`] starts in order (store, analyzer, broker, publisher, workers, HTTP) and stops in
+//! reverse when `shutdown` completes: HTTP drains, then workers and the publisher stop.
+
+pub mod alert;
+pub mod analysis;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+use wiko_inspect::DecodeLimits;
+
+pub use http::{AppState, app};
+
+use crate::config::{Broker, Config};
+use crate::store::Store;
+use crate::store::blob::{BlobStore, LocalDir};
+use crate::store::sqlite::SqliteStore;
+
+/// Lease of an analysis job: a worker that has not finished by then is presumed dead.
+const JOB_LEASE: Duration = Duration::from_secs(60);
+
+/// Runs the cloud on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = config.data_dir.join("wiko.db");
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
+    let blobs: Arc<dyn BlobStore> =
+        Arc::new(LocalDir::new(config.data_dir.clone()).context("opening the image directory")?);
+    let analyzer = Arc::new(
+        analysis::provisional::Provisional::new(store.clone(), config.analysis.calibration_frames)
+            .await
+            .context("loading models")?,
+    );
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let broker_up = Arc::new(AtomicBool::new(false));
+    let outbox_wake = Arc::new(Notify::new());
+    let mqtt_target = match &config.broker {
+        Broker::Embedded(addr) => {
+            alert::broker::start(*addr).context("starting the embedded MQTT broker")?;
+            info!(%addr, "embedded MQTT broker started");
+            Some((addr.ip().to_string(), addr.port()))
+        }
+        Broker::External { host, port } => Some((host.clone(), *port)),
+        Broker::Disabled => None,
+    };
+    if let Some((host, port)) = mqtt_target {
+        let publisher = alert::Publisher {
+            store: store.clone(),
+            options: alert::options(&config.mqtt_client_id, &host, port),
+            wake: outbox_wake.clone(),
+            up: broker_up.clone(),
+        };
+        tasks.spawn(publisher.run(stop.clone()));
+    } else {
+        broker_up.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let limits = DecodeLimits {
+        max_pixels: config.max_image_pixels,
+    };
+    let jobs_wake = Arc::new(Notify::new());
+    let workers = analysis::Workers {
+        store: store.clone(),
+        blobs: blobs.clone(),
+        analyzer: analyzer.clone(),
+        limits,
+        public_url: config.public_url.clone(),
+        wake: jobs_wake.clone(),
+        outbox_wake: outbox_wake.clone(),
+        max_attempts: config.analysis.max_attempts,
+        lease: JOB_LEASE,
+    };
+    for _ in 0..config.analysis.workers {
+        tasks.spawn(workers.clone().run(stop.clone()));
+    }
+    tasks.close();
+    let state = AppState {
+        store,
+        blobs,
+        analyzer,
+        keys: config.keys.clone().into(),
+        limits,
+        public_url: config.public_url.clone(),
+        max_body_bytes: config.max_body_bytes,
+        jobs_wake,
+        outbox_wake,
+        broker_up,
+    };
+    info!(addr = %listener.local_addr()?, public_url = %config.public_url, "wiko-cloud listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    info!("HTTP stopped; stopping workers and publisher");
+    stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within 10 s");
+    }
+    info!("wiko-cloud stopped");
+    Ok(())
+}

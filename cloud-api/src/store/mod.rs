@@ -1,0 +1,159 @@
+//! Storage behind one interface: [`Store`] for records (analyses, frames, jobs, outbox, models)
+//! and [`blob::BlobStore`] for images. The embedded backend ([`sqlite::SqliteStore`] plus
+//! [`blob::LocalDir`]) is the default; no SQL or path leaves this module.
+//!
+//! Invariants:
+//! - Ingest is idempotent on `frame_id`: the same metadata and image again yields the existing
+//!   analysis; a different one is [`StoreError::Conflict`].
+//! - An analysis, its frame row and its job are written in one transaction, after the image is
+//!   durable in the blob store: an acknowledged frame is never missing its image.
+//! - Completing an analysis writes the result, deletes the job and queues the MQTT messages
+//!   (outbox) in one transaction, and only once: completing a finished analysis is a no-op.
+
+pub mod blob;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use wiko_wire::{Analysis, AnalysisStatus, Defect, FrameMeta, IngestOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("frame {0} exists with other content")]
+    Conflict(Uuid),
+    #[error("not found")]
+    NotFound,
+    #[error("bad cursor")]
+    BadCursor,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("image store: {0}")]
+    Blob(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// A part to store: where it comes from, and its image (already in the blob store).
+#[derive(Debug, Clone)]
+pub struct NewAnalysis {
+    pub facility: String,
+    pub line: String,
+    pub station: String,
+    pub product_sku: String,
+    pub part_id: Option<String>,
+    pub lot: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    /// Present for agent frames (idempotency key), absent for `POST /analyze`.
+    pub frame: Option<FrameMeta>,
+    pub image_key: String,
+    pub image_sha256: String,
+    pub image_width: u32,
+    pub image_height: u32,
+    /// When the job becomes runnable: now for queued analysis, later for a synchronous call
+    /// (the job only runs if the synchronous path died).
+    pub run_after: Duration,
+}
+
+/// What an analyzer concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: AnalysisStatus,
+    pub defect_detected: bool,
+    pub defects: Vec<Defect>,
+    pub score: Option<f32>,
+    pub score_threshold: Option<f32>,
+    pub confidence: Option<f32>,
+    pub recommendation: String,
+    pub analyzer: String,
+    pub analyzer_version: String,
+    pub model_version: Option<String>,
+    pub latency_ms: f64,
+}
+
+/// A leased analysis job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub analysis_id: Uuid,
+    pub product_sku: String,
+    pub image_key: String,
+    pub attempts: u32,
+}
+
+/// Filters of the results listing; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub facility: Option<String>,
+    pub line: Option<String>,
+    pub station: Option<String>,
+    pub product_sku: Option<String>,
+    pub device_id: Option<String>,
+    pub defect_detected: Option<bool>,
+    pub defect_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// One MQTT message waiting to be published.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// A stored per-SKU model.
+#[derive(Debug, Clone)]
+pub struct StoredModel {
+    pub sku: String,
+    pub version: String,
+    pub body: Vec<u8>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a new part (analysis pending, job queued); idempotent on the frame id.
+    async fn create(&self, new: NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError>;
+    /// Writes an analyzer's outcome once, queueing the MQTT messages; returns the analysis.
+    async fn complete(
+        &self,
+        id: Uuid,
+        outcome: Outcome,
+        public_url: &str,
+    ) -> Result<Analysis, StoreError>;
+    /// Leases up to `limit` runnable jobs for `lease`.
+    async fn claim_jobs(&self, limit: usize, lease: Duration) -> Result<Vec<Job>, StoreError>;
+    /// A job failed; it runs again after `retry_in`, or is marked failed after `max_attempts`.
+    async fn fail_job(
+        &self,
+        job: &Job,
+        error: &str,
+        retry_in: Duration,
+        max_attempts: u32,
+        public_url: &str,
+    ) -> Result<(), StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Analysis, StoreError>;
+    /// Newest first; `cursor` from the previous page.
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Analysis>, Option<String>), StoreError>;
+    /// The image key of an analysis.
+    async fn image_key(&self, id: Uuid) -> Result<String, StoreError>;
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+    async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
+    async fn save_model(&self, model: StoredModel) -> Result<(), StoreError>;
+    async fn models(&self) -> Result<Vec<StoredModel>, StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,13 @@
+//! Metric names of the cloud, in one place. The registry and the log subscriber are shared with
+//! the agent crate (one process may run both in the demo).
+
+pub use wiko_agent::telemetry::{init_tracing, prometheus};
+
+pub const INGEST_TOTAL: &str = "wiko_cloud_ingest_total";
+pub const INGEST_SECONDS: &str = "wiko_cloud_ingest_seconds";
+pub const ANALYSES_TOTAL: &str = "wiko_cloud_analyses_total";
+pub const ANALYSIS_SECONDS: &str = "wiko_cloud_analysis_seconds";
+pub const AUTH_FAILURES_TOTAL: &str = "wiko_cloud_auth_failures_total";
+pub const MQTT_CONNECTED: &str = "wiko_cloud_mqtt_connected";
+pub const MQTT_PUBLISHED_TOTAL: &str = "wiko_cloud_mqtt_published_total";
+pub const OUTBOX_MESSAGES: &str = "wiko_cloud_outbox_messages";

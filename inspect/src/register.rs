@@ -1,0 +1,213 @@
+//! Registration: find the part's pose from its silhouette and resample it into a canonical frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Gray, InspectError};
+
+/// Where the part lies in the input image: its centroid and the angle of its long axis
+/// (radians, pointing from the handle to the tip).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pose {
+    pub cx: f32,
+    pub cy: f32,
+    pub angle: f32,
+    /// Grey level of the background (the belt), estimated on the image border.
+    pub background: f32,
+    /// Half-extent of the silhouette along its long axis and across it, in pixels.
+    pub half_length: f32,
+    pub half_width: f32,
+}
+
+impl Pose {
+    /// Maps a canonical position (origin at the frame's centre) to input-image coordinates.
+    #[inline]
+    pub fn to_image(&self, u: f32, v: f32) -> (f32, f32) {
+        let (s, c) = self.angle.sin_cos();
+        (self.cx + u * c - v * s, self.cy + u * s + v * c)
+    }
+}
+
+/// Smallest difference from the background (grey levels) that counts as part.
+const MIN_CONTRAST: f32 = 25.0;
+
+/// Finds the part: pixels that differ from the border's median level, and their moments.
+pub fn register(img: &Gray) -> Result<Pose, InspectError> {
+    if img.width < 8 || img.height < 8 {
+        return Err(InspectError::NoPart);
+    }
+    let background = border_median(img);
+    let smooth = img.box_blur(1);
+    let step = if img.width * img.height > 1_000_000 {
+        2
+    } else {
+        1
+    };
+    let (mut n, mut sx, mut sy) = (0f64, 0f64, 0f64);
+    let (mut sxx, mut syy, mut sxy) = (0f64, 0f64, 0f64);
+    for y in (0..img.height).step_by(step) {
+        for x in (0..img.width).step_by(step) {
+            if (smooth.get(x, y) - background).abs() > MIN_CONTRAST {
+                let (xf, yf) = (x as f64, y as f64);
+                n += 1.0;
+                sx += xf;
+                sy += yf;
+                sxx += xf * xf;
+                syy += yf * yf;
+                sxy += xf * yf;
+            }
+        }
+    }
+    let min_pixels = (img.width * img.height / (step * step * 400)).max(16) as f64;
+    if n < min_pixels {
+        return Err(InspectError::NoPart);
+    }
+    let (cx, cy) = (sx / n, sy / n);
+    let mu20 = sxx / n - cx * cx;
+    let mu02 = syy / n - cy * cy;
+    let mu11 = sxy / n - cx * cy;
+    let mut angle = 0.5 * (2.0 * mu11).atan2(mu20 - mu02);
+
+    // Resolve the 180° ambiguity: the darker end (the handle) goes to negative u.
+    let (s, c) = angle.sin_cos();
+    let (mut dark_pos, mut n_pos, mut dark_neg, mut n_neg) = (0f64, 0f64, 0f64, 0f64);
+    let (mut max_u, mut max_v) = (0f64, 0f64);
+    for y in (0..img.height).step_by(step) {
+        for x in (0..img.width).step_by(step) {
+            let value = smooth.get(x, y);
+            if (value - background).abs() > MIN_CONTRAST {
+                let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+                let u = dx * c + dy * s;
+                let v = -dx * s + dy * c;
+                max_u = max_u.max(u.abs());
+                max_v = max_v.max(v.abs());
+                if u >= 0.0 {
+                    dark_pos += f64::from(value);
+                    n_pos += 1.0;
+                } else {
+                    dark_neg += f64::from(value);
+                    n_neg += 1.0;
+                }
+            }
+        }
+    }
+    if n_pos > 0.0 && n_neg > 0.0 && dark_pos / n_pos < dark_neg / n_neg {
+        angle += std::f64::consts::PI;
+    }
+    Ok(Pose {
+        cx: cx as f32,
+        cy: cy as f32,
+        angle: angle as f32,
+        background,
+        half_length: max_u as f32,
+        half_width: max_v as f32,
+    })
+}
+
+/// Resamples the image into a `width × height` canonical frame centred on the pose.
+/// Pixels that fall outside the input take the background level.
+pub fn warp(img: &Gray, pose: &Pose, width: usize, height: usize) -> Gray {
+    let mut out = Gray::new(width, height, pose.background);
+    let (hw, hh) = (width as f32 / 2.0, height as f32 / 2.0);
+    for v in 0..height {
+        for u in 0..width {
+            let (x, y) = pose.to_image(u as f32 - hw, v as f32 - hh);
+            out.set(u, v, img.sample(x, y, pose.background));
+        }
+    }
+    out
+}
+
+/// Median grey level of a 4-pixel-wide border.
+fn border_median(img: &Gray) -> f32 {
+    let band = 4.min(img.width / 2).min(img.height / 2);
+    let mut values = Vec::with_capacity(2 * band * (img.width + img.height));
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let on_border = x < band || y < band || x >= img.width - band || y >= img.height - band;
+            if on_border {
+                values.push(img.get(x, y));
+            }
+        }
+    }
+    median(&mut values)
+}
+
+/// Median of a slice (reorders it); 0 for an empty slice.
+pub fn median(values: &mut [f32]) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mid = values.len() / 2;
+    let (_, m, _) = values.select_nth_unstable_by(mid, f32::total_cmp);
+    *m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bright bar with a dark end, on a mid-grey background, rotated by `angle`.
+    fn bar(angle: f32, cx: f32, cy: f32) -> Gray {
+        let mut g = Gray::new(200, 150, 100.0);
+        let (s, c) = angle.sin_cos();
+        for y in 0..150 {
+            for x in 0..200 {
+                let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+                let u = dx * c + dy * s;
+                let v = -dx * s + dy * c;
+                if u.abs() < 60.0 && v.abs() < 8.0 {
+                    g.set(x, y, if u < -30.0 { 30.0 } else { 200.0 });
+                }
+            }
+        }
+        g
+    }
+
+    #[test]
+    fn finds_centroid_and_angle_with_the_dark_end_first() {
+        for angle in [0.0f32, 0.4, -1.0, 2.5] {
+            let pose = register(&bar(angle, 95.0, 70.0)).unwrap();
+            let diff = (pose.angle - angle).rem_euclid(std::f32::consts::TAU);
+            let diff = diff.min(std::f32::consts::TAU - diff);
+            assert!(diff < 0.03, "angle {angle}: got {}", pose.angle);
+            // The centroid is pulled towards the bright end by the contrast threshold only.
+            assert!((pose.cx - 95.0).abs() < 3.0 && (pose.cy - 70.0).abs() < 3.0);
+            assert!((pose.background - 100.0).abs() < 1.0);
+        }
+    }
+
+    #[test]
+    fn warp_puts_the_part_in_the_same_place_whatever_its_pose() {
+        let a = warp(
+            &bar(0.3, 90.0, 70.0),
+            &register(&bar(0.3, 90.0, 70.0)).unwrap(),
+            140,
+            30,
+        );
+        let b = warp(
+            &bar(-1.2, 110.0, 80.0),
+            &register(&bar(-1.2, 110.0, 80.0)).unwrap(),
+            140,
+            30,
+        );
+        let mean_diff: f32 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .sum::<f32>()
+            / a.data.len() as f32;
+        assert!(mean_diff < 6.0, "mean difference {mean_diff}");
+        assert!(a.get(10, 15) < 60.0, "handle on the left");
+        assert!(a.get(120, 15) > 150.0, "blade on the right");
+    }
+
+    #[test]
+    fn an_empty_scene_has_no_part() {
+        assert_eq!(
+            register(&Gray::new(100, 100, 90.0)),
+            Err(InspectError::NoPart)
+        );
+        assert_eq!(register(&Gray::new(3, 3, 90.0)), Err(InspectError::NoPart));
+    }
+}

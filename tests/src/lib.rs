@@ -1,0 +1,369 @@
+//! Harness for end-to-end scenarios: starts the real `wiko-cloud` and `wiko-agent` binaries
+//! on 127.0.0.1 with temporary directories and free ports, and subscribes to their MQTT
+//! messages. The binaries are found next to the test executable (`target/<profile>/`), so the
+//! test command builds them first: `cargo build --workspace --bins && cargo test --workspace`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+pub const DEVICE_KEY: &str = "e2e-device-key-0000000001";
+pub const VIEWER_KEY: &str = "e2e-viewer-key-0000000001";
+
+/// A binary of this workspace, built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A child process killed when dropped; its output goes to a log file in its directory.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(bin_name: &str, args: &[&str], log: PathBuf) -> anyhow::Result<Process> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(bin(bin_name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .with_context(|| format!("starting {bin_name}"))?;
+        Ok(Process { child, log })
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("process did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `wiko-cloud` with its embedded store and broker.
+pub struct Cloud {
+    pub process: Process,
+    pub port: u16,
+    pub mqtt_port: u16,
+    pub dir: PathBuf,
+}
+
+impl Cloud {
+    pub async fn start(dir: &Path, port: u16, mqtt_port: u16) -> anyhow::Result<Cloud> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("cloud.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+listen = "127.0.0.1:{port}"
+data_dir = {data:?}
+[analysis]
+calibration_frames = 10
+[mqtt]
+embedded_listen = "127.0.0.1:{mqtt_port}"
+[[auth.keys]]
+name = "agent"
+scope = "device"
+key = "{DEVICE_KEY}"
+[[auth.keys]]
+name = "viewer"
+scope = "viewer"
+key = "{VIEWER_KEY}"
+"#,
+                data = dir.join("data").display().to_string()
+            ),
+        )?;
+        let config = config.display().to_string();
+        let process = Process::spawn(
+            "wiko-cloud",
+            &["serve", "--config", &config],
+            dir.join("cloud.log"),
+        )?;
+        let cloud = Cloud {
+            process,
+            port,
+            mqtt_port,
+            dir: dir.to_path_buf(),
+        };
+        let url = format!("{}/health", cloud.url());
+        wait_until(Duration::from_secs(20), "the cloud's /health", || async {
+            let r = reqwest::get(&url).await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await
+        .with_context(|| cloud.process.log_text())?;
+        Ok(cloud)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every analysis, paging through the API.
+    pub async fn analyses(&self) -> anyhow::Result<Vec<Value>> {
+        let http = reqwest::Client::new();
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("{}/api/v1/analyses?limit=500", self.url());
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page: Value = http
+                .get(&url)
+                .header("X-API-Key", VIEWER_KEY)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            out.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// One synthetic camera of an agent.
+pub struct Camera {
+    pub name: &'static str,
+    pub station: &'static str,
+    pub sku: &'static str,
+    pub seed: u64,
+    pub parts: u64,
+    pub interval_ms: u64,
+}
+
+/// A running `wiko-agent`.
+pub struct Agent {
+    pub process: Process,
+    pub http_port: u16,
+    pub dir: PathBuf,
+}
+
+impl Agent {
+    pub fn write_config(
+        dir: &Path,
+        cloud_port: u16,
+        http_port: u16,
+        cameras: &[Camera],
+    ) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let mut text = format!(
+            r#"
+device_id = "e2e-pc1"
+facility = "yangjiang"
+data_dir = {data:?}
+[buffer]
+synchronous = "normal"
+[sync]
+endpoint = "http://127.0.0.1:{cloud_port}"
+api_key = "{DEVICE_KEY}"
+concurrency = 4
+backoff_initial_ms = 100
+backoff_max_secs = 1
+poll_interval_ms = 200
+request_timeout_secs = 10
+[http]
+listen = "127.0.0.1:{http_port}"
+"#,
+            data = dir.join("data").display().to_string()
+        );
+        for c in cameras {
+            text.push_str(&format!(
+                r#"
+[[camera]]
+name = "{}"
+line = "l1"
+station = "{}"
+sku = "{}"
+source = {{ type = "synthetic", seed = {}, defect_rate = 0.25 }}
+trigger = {{ type = "interval", interval_ms = {}, max_parts = {} }}
+"#,
+                c.name, c.station, c.sku, c.seed, c.interval_ms, c.parts
+            ));
+        }
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    pub async fn start(dir: &Path, http_port: u16) -> anyhow::Result<Agent> {
+        let config = dir.join("agent.toml").display().to_string();
+        let process = Process::spawn(
+            "wiko-agent",
+            &["run", "--config", &config],
+            dir.join("agent.log"),
+        )?;
+        let agent = Agent {
+            process,
+            http_port,
+            dir: dir.to_path_buf(),
+        };
+        wait_until(Duration::from_secs(20), "the agent's /healthz", || {
+            agent.health()
+        })
+        .await
+        .with_context(|| agent.process.log_text())?;
+        Ok(agent)
+    }
+
+    pub async fn health(&self) -> Option<Value> {
+        let r = reqwest::get(format!("http://127.0.0.1:{}/healthz", self.http_port))
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// Frames captured so far, from the agent's own metrics.
+    pub async fn captured(&self) -> Option<u64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("wiko_agent_frames_captured_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64,
+        )
+    }
+}
+
+/// Collects every MQTT message under `wiko/#`.
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<(String, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn start(port: u16) -> anyhow::Result<Subscriber> {
+        let mut opts = MqttOptions::new(format!("e2e-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(256 * 1024, 256 * 1024);
+        let (client, mut events) = AsyncClient::new(opts, 64);
+        let messages: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let subscribed = Arc::new(tokio::sync::Notify::new());
+        let (sink, ready) = (messages.clone(), subscribed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.subscribe("wiko/#", QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => ready.notify_one(),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                            sink.lock()
+                                .expect("not poisoned")
+                                .push((p.topic.clone(), v));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(20), subscribed.notified())
+            .await
+            .context("subscribing to the broker")?;
+        Ok(Subscriber { messages, task })
+    }
+
+    /// Messages per topic leaf (`alert`, `result`) keyed by `result_id`, with counts.
+    pub fn by_leaf(&self, leaf: &str) -> HashMap<String, (usize, Value)> {
+        let mut out: HashMap<String, (usize, Value)> = HashMap::new();
+        for (topic, v) in self.messages.lock().expect("not poisoned").iter() {
+            if topic.ends_with(&format!("/{leaf}")) {
+                let id = v["result_id"].as_str().unwrap_or_default().to_string();
+                let entry = out.entry(id).or_insert((0, v.clone()));
+                entry.0 += 1;
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,145 @@
+//! The analysis of one part, as the API returns it. Field names follow the prototype's
+//! `analyses` table (`id`, `defect_id`, `timestamp`, `facility`, `product_sku`, `defect_detected`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The knife defect taxonomy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefectType {
+    Scratch,
+    /// Edge nick: material missing on the blade's silhouette.
+    Chip,
+    Dent,
+    Pit,
+    Rust,
+    Stain,
+    Burr,
+    Crack,
+    GrindingMark,
+    HandleCrack,
+    /// Missing or misaligned rivet.
+    Rivet,
+    /// Logo print.
+    Print,
+    Other,
+}
+
+impl DefectType {
+    pub const ALL: [DefectType; 13] = [
+        DefectType::Scratch,
+        DefectType::Chip,
+        DefectType::Dent,
+        DefectType::Pit,
+        DefectType::Rust,
+        DefectType::Stain,
+        DefectType::Burr,
+        DefectType::Crack,
+        DefectType::GrindingMark,
+        DefectType::HandleCrack,
+        DefectType::Rivet,
+        DefectType::Print,
+        DefectType::Other,
+    ];
+
+    /// The snake_case name used on the wire and in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefectType::Scratch => "scratch",
+            DefectType::Chip => "chip",
+            DefectType::Dent => "dent",
+            DefectType::Pit => "pit",
+            DefectType::Rust => "rust",
+            DefectType::Stain => "stain",
+            DefectType::Burr => "burr",
+            DefectType::Crack => "crack",
+            DefectType::GrindingMark => "grinding_mark",
+            DefectType::HandleCrack => "handle_crack",
+            DefectType::Rivet => "rivet",
+            DefectType::Print => "print",
+            DefectType::Other => "other",
+        }
+    }
+
+    /// Parses the wire name; `None` for anything else.
+    pub fn parse(name: &str) -> Option<DefectType> {
+        DefectType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// One defect found on a part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Defect {
+    #[serde(rename = "type")]
+    pub kind: DefectType,
+    /// `low`, `medium` or `high`.
+    pub severity: String,
+    /// 0..1.
+    pub confidence: f32,
+    /// `[x, y, w, h]` in pixels of the uploaded image.
+    pub bbox: [u32; 4],
+    pub description: String,
+}
+
+/// How far an analysis has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisStatus {
+    /// Stored, waiting for an analyzer.
+    Pending,
+    /// The SKU has no model yet: no verdict was made.
+    NotCalibrated,
+    /// A verdict that a later, deeper analysis may enrich.
+    Provisional,
+    Final,
+    /// The analyzer could not process the image (for example it does not decode).
+    Failed,
+}
+
+/// One analysed part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub id: Uuid,
+    /// Human-facing unique id, `DEF-` plus 16 hex digits (the prototype's format).
+    pub defect_id: String,
+    /// Capture time of the part (UTC).
+    pub timestamp: DateTime<Utc>,
+    pub facility: String,
+    pub line: String,
+    pub station: String,
+    pub product_sku: String,
+    pub part_id: Option<String>,
+    pub lot: Option<String>,
+    pub device_id: Option<String>,
+    pub frame_id: Option<Uuid>,
+    /// The agent's per-device sequence number of the frame.
+    pub seq: Option<u64>,
+    pub status: AnalysisStatus,
+    pub defect_detected: bool,
+    pub defects: Vec<Defect>,
+    /// Anomaly score; higher is more anomalous. The threshold is `score_threshold`.
+    pub score: Option<f32>,
+    pub score_threshold: Option<f32>,
+    /// 0..1.
+    pub confidence: Option<f32>,
+    pub recommendation: String,
+    pub analyzer: String,
+    pub analyzer_version: String,
+    pub model_version: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub image_width: u32,
+    pub image_height: u32,
+    /// Path of the image under the API, e.g. `/api/v1/analyses/{id}/image`.
+    pub image_url: String,
+    pub created_at: DateTime<Utc>,
+    pub analyzed_at: Option<DateTime<Utc>>,
+}
+
+/// One page of a listing; pass `next_cursor` back as `cursor` for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}

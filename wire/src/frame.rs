@@ -1,0 +1,116 @@
+//! Agent ingest: one frame is one part photographed at one station.
+//!
+//! The upload is `PUT /api/v1/frames/{frame_id}` with a `multipart/form-data` body of two parts:
+//! `meta` ([`FrameMeta`] as JSON) and `image` (the JPEG bytes). The cloud answers [`IngestAck`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Name of the multipart field holding [`FrameMeta`] as JSON.
+pub const META_FIELD: &str = "meta";
+/// Name of the multipart field holding the JPEG.
+pub const IMAGE_FIELD: &str = "image";
+
+/// Longest accepted identifier (device, facility, line, station, SKU, part, lot), in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Everything the cloud needs to know about a frame besides its pixels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameMeta {
+    /// UUIDv7 chosen by the agent at capture; the idempotency key of the upload.
+    pub frame_id: Uuid,
+    pub device_id: String,
+    pub facility: String,
+    pub line: String,
+    pub station: String,
+    pub sku: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    /// Capture time, UTC.
+    pub captured_at: DateTime<Utc>,
+    /// Per-device capture sequence number, strictly increasing across restarts.
+    pub seq: u64,
+    /// Lower-case hex SHA-256 of the JPEG bytes; the cloud checks it.
+    pub image_sha256: String,
+}
+
+/// Why a [`FrameMeta`] is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    #[error("field `{field}` must not be empty")]
+    Empty { field: &'static str },
+    #[error("field `{field}` is longer than {MAX_ID_LEN} bytes")]
+    TooLong { field: &'static str },
+    #[error("field `{field}` may hold only letters, digits and `-_.:`")]
+    BadChars { field: &'static str },
+    #[error("`image_sha256` must be 64 lower-case hex digits")]
+    BadDigest,
+}
+
+impl FrameMeta {
+    /// Checks every identifier. Identifiers end up in MQTT topics and file names, so they are
+    /// restricted to a safe alphabet: no `/`, `+`, `#`, spaces or control characters.
+    pub fn validate(&self) -> Result<(), MetaError> {
+        let required = [
+            ("device_id", Some(&self.device_id)),
+            ("facility", Some(&self.facility)),
+            ("line", Some(&self.line)),
+            ("station", Some(&self.station)),
+            ("sku", Some(&self.sku)),
+            ("part_id", self.part_id.as_ref()),
+            ("lot", self.lot.as_ref()),
+        ];
+        for (field, value) in required {
+            if let Some(value) = value {
+                validate_id(field, value)?;
+            }
+        }
+        let digest_ok = self.image_sha256.len() == 64
+            && self
+                .image_sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !digest_ok {
+            return Err(MetaError::BadDigest);
+        }
+        Ok(())
+    }
+}
+
+/// Checks one identifier against the safe alphabet (see [`FrameMeta::validate`]).
+pub fn validate_id(field: &'static str, value: &str) -> Result<(), MetaError> {
+    if value.is_empty() {
+        return Err(MetaError::Empty { field });
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(MetaError::TooLong { field });
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(MetaError::BadChars { field });
+    }
+    Ok(())
+}
+
+/// Whether the frame was new or already known with the same content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestOutcome {
+    Created,
+    Duplicate,
+}
+
+/// The cloud's answer to an accepted upload. Once received, the agent may delete the frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestAck {
+    pub frame_id: Uuid,
+    pub outcome: IngestOutcome,
+    /// Id of the analysis that will hold (or holds) this frame's result.
+    pub analysis_id: Uuid,
+}

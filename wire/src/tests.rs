@@ -1,0 +1,90 @@
+use chrono::TimeZone;
+use uuid::Uuid;
+
+use super::*;
+use crate::frame::MAX_ID_LEN;
+
+fn meta() -> FrameMeta {
+    FrameMeta {
+        frame_id: Uuid::now_v7(),
+        device_id: "line1-pc".into(),
+        facility: "yangjiang".into(),
+        line: "l1".into(),
+        station: "polish".into(),
+        sku: "WK-KN-200".into(),
+        part_id: Some("P-0001".into()),
+        lot: None,
+        captured_at: chrono::Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).unwrap(),
+        seq: 7,
+        image_sha256: "ab".repeat(32),
+    }
+}
+
+#[test]
+fn frame_meta_round_trips_through_json() {
+    let m = meta();
+    let json = serde_json::to_string(&m).unwrap();
+    assert!(!json.contains("lot"), "absent options are omitted: {json}");
+    let back: FrameMeta = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, m);
+}
+
+#[test]
+fn frame_meta_rejects_unknown_fields() {
+    let mut v = serde_json::to_value(meta()).unwrap();
+    v["surprise"] = serde_json::json!(1);
+    assert!(serde_json::from_value::<FrameMeta>(v).is_err());
+}
+
+#[test]
+fn frame_meta_validation_names_the_field() {
+    assert_eq!(meta().validate(), Ok(()));
+    let mut m = meta();
+    m.station = "a/b".into();
+    assert_eq!(m.validate(), Err(MetaError::BadChars { field: "station" }));
+    let mut m = meta();
+    m.sku = String::new();
+    assert_eq!(m.validate(), Err(MetaError::Empty { field: "sku" }));
+    let mut m = meta();
+    m.image_sha256 = "AB".repeat(32);
+    assert_eq!(m.validate(), Err(MetaError::BadDigest));
+    let mut m = meta();
+    m.lot = Some("x".repeat(MAX_ID_LEN + 1));
+    assert_eq!(m.validate(), Err(MetaError::TooLong { field: "lot" }));
+}
+
+#[test]
+fn defect_type_names_round_trip() {
+    for t in DefectType::ALL {
+        assert_eq!(DefectType::parse(t.as_str()), Some(t));
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, format!("\"{}\"", t.as_str()));
+    }
+    assert_eq!(DefectType::parse("Scratch"), None);
+}
+
+#[test]
+fn alert_topics_follow_the_station_path() {
+    assert_eq!(
+        Topic::Alert.path("yangjiang", "l1", "polish"),
+        "wiko/yangjiang/l1/polish/alert"
+    );
+    assert_eq!(
+        Topic::Result.path("yangjiang", "l1", "polish"),
+        "wiko/yangjiang/l1/polish/result"
+    );
+}
+
+#[test]
+fn error_body_has_the_documented_shape() {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "frame_conflict".into(),
+            message: "m".into(),
+        },
+    };
+    assert_eq!(
+        serde_json::to_value(&body).unwrap(),
+        serde_json::json!({"error": {"code": "frame_conflict", "message": "m"}})
+    );
+}
