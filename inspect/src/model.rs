@@ -273,15 +273,15 @@ impl Stats {
         let mut med = vec![0f32; n];
         let mut mad = Gray::new(width, height, 0.0);
         let mut column = Vec::with_capacity(images.len());
-        for i in 0..n {
+        for (i, (m_out, mad_out)) in med.iter_mut().zip(mad.data.iter_mut()).enumerate() {
             column.clear();
             column.extend(images.iter().map(|g| g.data[i]));
             let m = median(&mut column);
             for v in column.iter_mut() {
                 *v = (*v - m).abs();
             }
-            med[i] = m;
-            mad.data[i] = 1.4826 * median(&mut column);
+            *m_out = m;
+            *mad_out = 1.4826 * median(&mut column);
         }
         // A pixel next to an edge varies with sub-pixel registration: take the largest spread
         // of its 3x3 neighbourhood.

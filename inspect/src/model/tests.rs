@@ -15,7 +15,7 @@ fn part(seed: u64, spot: Option<(f32, f32, f32)>) -> Gray {
     };
     let (cx, cy, angle) = (160.0 + 6.0 * next(), 100.0 + 6.0 * next(), 0.05 * next());
     let mut g = Gray::new(320, 200, 0.0);
-    let (s, c) = (angle as f32).sin_cos();
+    let (s, c) = angle.sin_cos();
     for y in 0..200 {
         for x in 0..320 {
             let (dx, dy) = (x as f32 - cx, y as f32 - cy);
@@ -24,10 +24,10 @@ fn part(seed: u64, spot: Option<(f32, f32, f32)>) -> Gray {
             let mut value = 90.0;
             if u.abs() < 110.0 && v.abs() < 14.0 {
                 value = if u < -50.0 { 40.0 } else { 180.0 + v };
-                if let Some((su, sv, r)) = spot {
-                    if (u - su).powi(2) + (v - sv).powi(2) < r * r {
-                        value = 60.0;
-                    }
+                if let Some((su, sv, r)) = spot
+                    && (u - su).powi(2) + (v - sv).powi(2) < r * r
+                {
+                    value = 60.0;
                 }
             }
             g.set(x, y, value + 4.0 * next());

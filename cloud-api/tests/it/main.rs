@@ -1,0 +1,469 @@
+//! The API driven through `wiko_cloud::app(state).oneshot(…)`: no network, real embedded store.
+//!
+//! - bad input of every kind gets a 4xx with a stable code, stores nothing, and the service
+//!   keeps answering;
+//! - ingest is idempotent on the frame id.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use uuid::Uuid;
+use wiko_cloud::http::auth::{KeyEntry, Scope};
+use wiko_cloud::store::Store;
+use wiko_cloud::store::blob::LocalDir;
+use wiko_cloud::store::sqlite::SqliteStore;
+use wiko_cloud::{AppState, app};
+use wiko_inspect::DecodeLimits;
+use wiko_wire::FrameMeta;
+
+const DEVICE: &str = "it-device-key-000000001";
+const VIEWER: &str = "it-viewer-key-000000001";
+const BOUNDARY: &str = "XwikoBoundaryX";
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+struct Harness {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("wiko.db")).unwrap());
+    let analyzer = Arc::new(
+        wiko_cloud::analysis::provisional::Provisional::new(store.clone(), 5)
+            .await
+            .unwrap(),
+    );
+    let state = AppState {
+        store,
+        blobs: Arc::new(LocalDir::new(dir.path().to_path_buf()).unwrap()),
+        analyzer,
+        keys: vec![
+            KeyEntry {
+                name: "d".into(),
+                scope: Scope::Device,
+                sha256: KeyEntry::hash(DEVICE),
+            },
+            KeyEntry {
+                name: "v".into(),
+                scope: Scope::Viewer,
+                sha256: KeyEntry::hash(VIEWER),
+            },
+        ]
+        .into(),
+        limits: DecodeLimits {
+            max_pixels: 4_000_000,
+        },
+        public_url: "http://127.0.0.1:5001".into(),
+        max_body_bytes: MAX_BODY,
+        jobs_wake: Arc::new(Notify::new()),
+        outbox_wake: Arc::new(Notify::new()),
+        broker_up: Arc::new(AtomicBool::new(true)),
+    };
+    Harness { state, _dir: dir }
+}
+
+fn jpeg() -> Vec<u8> {
+    let part = wiko_agent::source::synthetic::render_part(
+        &wiko_agent::source::synthetic::SHAPES[0],
+        1,
+        0,
+        0.0,
+    );
+    wiko_agent::source::synthetic::encode_jpeg(&part.rgb, 640, 480).unwrap()
+}
+
+fn meta(frame_id: Uuid, image: &[u8]) -> FrameMeta {
+    FrameMeta {
+        frame_id,
+        device_id: "pc1".into(),
+        facility: "yangjiang".into(),
+        line: "l1".into(),
+        station: "grinding".into(),
+        sku: "WK-KN-200".into(),
+        part_id: None,
+        lot: None,
+        captured_at: chrono::Utc::now(),
+        seq: 1,
+        image_sha256: wiko_agent::buffer::sha256_hex(image),
+    }
+}
+
+/// A multipart body from (name, content type, bytes) parts.
+fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, ctype, bytes) in parts {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+        );
+        if *name == "image" {
+            body.extend_from_slice(b"; filename=\"x.jpg\"");
+        }
+        body.extend_from_slice(format!("\r\nContent-Type: {ctype}\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+fn frame_body(m: &FrameMeta, image: &[u8]) -> Vec<u8> {
+    multipart(&[
+        ("meta", "application/json", &serde_json::to_vec(m).unwrap()),
+        ("image", "image/jpeg", image),
+    ])
+}
+
+async fn send(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri).header(
+        "content-type",
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+    );
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let response = app(h.state.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn put_frame(h: &Harness, id: &str, key: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    send(h, "PUT", &format!("/api/v1/frames/{id}"), key, body).await
+}
+
+async fn stored(h: &Harness) -> usize {
+    let (items, _) = h
+        .state
+        .store
+        .list(&Default::default(), None, 100)
+        .await
+        .unwrap();
+    items.len()
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test]
+async fn ingest_is_idempotent_on_the_frame_id() {
+    let h = harness().await;
+    let image = jpeg();
+    let id = Uuid::now_v7();
+    let m = meta(id, &image);
+    let (status, first) =
+        put_frame(&h, &id.to_string(), Some(DEVICE), frame_body(&m, &image)).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["outcome"], "created");
+    let (status, again) =
+        put_frame(&h, &id.to_string(), Some(DEVICE), frame_body(&m, &image)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["outcome"], "duplicate");
+    assert_eq!(again["analysis_id"], first["analysis_id"]);
+
+    let mut other = image.clone();
+    let n = other.len();
+    other[n / 2] ^= 0x55;
+    let (status, conflict) = put_frame(
+        &h,
+        &id.to_string(),
+        Some(DEVICE),
+        frame_body(&meta(id, &other), &other),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&conflict), "frame_conflict");
+    assert_eq!(stored(&h).await, 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_coded_4xx_and_stores_nothing() {
+    let h = harness().await;
+    let image = jpeg();
+    let id = Uuid::now_v7();
+    let good = frame_body(&meta(id, &image), &image);
+    let uri = id.to_string();
+
+    let cases: Vec<(&str, StatusCode, &str, (String, Option<&str>, Vec<u8>))> = vec![
+        (
+            "no key",
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            (uri.clone(), None, good.clone()),
+        ),
+        (
+            "wrong key",
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            (uri.clone(), Some("not-a-key"), good.clone()),
+        ),
+        (
+            "viewer key",
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            (uri.clone(), Some(VIEWER), good.clone()),
+        ),
+        (
+            "frame id not a UUID",
+            StatusCode::BAD_REQUEST,
+            "invalid_frame_id",
+            ("frame-1".into(), Some(DEVICE), good.clone()),
+        ),
+        (
+            "id differs from meta",
+            StatusCode::BAD_REQUEST,
+            "frame_id_mismatch",
+            (Uuid::now_v7().to_string(), Some(DEVICE), good.clone()),
+        ),
+        (
+            "malformed metadata",
+            StatusCode::BAD_REQUEST,
+            "invalid_metadata",
+            (
+                uri.clone(),
+                Some(DEVICE),
+                multipart(&[
+                    ("meta", "application/json", b"{\"frame_id\": 3"),
+                    ("image", "image/jpeg", &image),
+                ]),
+            ),
+        ),
+        (
+            "station with a slash",
+            StatusCode::BAD_REQUEST,
+            "invalid_metadata",
+            (uri.clone(), Some(DEVICE), {
+                let mut m = meta(id, &image);
+                m.station = "a/b".into();
+                frame_body(&m, &image)
+            }),
+        ),
+        (
+            "no image part",
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+            (
+                uri.clone(),
+                Some(DEVICE),
+                multipart(&[(
+                    "meta",
+                    "application/json",
+                    &serde_json::to_vec(&meta(id, &image)).unwrap(),
+                )]),
+            ),
+        ),
+        (
+            "digest mismatch",
+            StatusCode::BAD_REQUEST,
+            "digest_mismatch",
+            (
+                uri.clone(),
+                Some(DEVICE),
+                frame_body(&meta(id, b"other"), &image),
+            ),
+        ),
+        (
+            "not an image",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_image",
+            (
+                uri.clone(),
+                Some(DEVICE),
+                frame_body(&meta(id, b"hello world"), b"hello world"),
+            ),
+        ),
+        (
+            "zero bytes",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_image",
+            (uri.clone(), Some(DEVICE), frame_body(&meta(id, b""), b"")),
+        ),
+        (
+            "truncated JPEG",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_image",
+            (uri.clone(), Some(DEVICE), {
+                let cut = &image[..image.len() / 2];
+                frame_body(&meta(id, cut), cut)
+            }),
+        ),
+        (
+            "body over the limit",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            (uri.clone(), Some(DEVICE), {
+                let big = vec![0u8; MAX_BODY + 1];
+                frame_body(&meta(id, &big), &big)
+            }),
+        ),
+        (
+            "not multipart",
+            StatusCode::BAD_REQUEST,
+            "invalid_multipart",
+            (uri.clone(), Some(DEVICE), b"plain".to_vec()),
+        ),
+    ];
+    for (what, status, expected_code, (id, key, body)) in cases {
+        let (got, body) = if what == "not multipart" {
+            let req = Request::builder()
+                .method("PUT")
+                .uri(format!("/api/v1/frames/{id}"))
+                .header("x-api-key", DEVICE)
+                .body(Body::from(body))
+                .unwrap();
+            let r = app(h.state.clone()).oneshot(req).await.unwrap();
+            let s = r.status();
+            (
+                s,
+                serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap_or(Value::Null),
+            )
+        } else {
+            put_frame(&h, &id, key, body).await
+        };
+        assert_eq!(got, status, "{what}: {body}");
+        assert_eq!(code(&body), expected_code, "{what}");
+        assert!(body["error"]["message"].is_string(), "{what}");
+    }
+    assert_eq!(
+        stored(&h).await,
+        0,
+        "nothing is stored by a refused request"
+    );
+    let (status, _) = put_frame(&h, &uri, Some(DEVICE), good).await;
+    assert_eq!(status, StatusCode::CREATED, "the service still serves");
+}
+
+#[tokio::test]
+async fn the_prototype_analyze_call_answers_with_the_analysis_or_a_code() {
+    let h = harness().await;
+    let image = jpeg();
+    let form = |img: &[u8]| {
+        multipart(&[
+            ("image", "image/jpeg", img),
+            ("product_sku", "text/plain", b"WK-KN-200"),
+            ("facility", "text/plain", b"yangjiang"),
+        ])
+    };
+    let (status, body) = send(&h, "POST", "/api/v1/analyze", Some(DEVICE), form(&image)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["product_sku"], "WK-KN-200");
+    assert_eq!(
+        body["status"], "not_calibrated",
+        "the first parts of a SKU calibrate it"
+    );
+    let (status, body) = send(
+        &h,
+        "POST",
+        "/api/v1/analyze",
+        Some(DEVICE),
+        form(&image[..image.len() - 100]),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image")
+    );
+    let (status, body) = send(
+        &h,
+        "POST",
+        "/api/v1/analyze",
+        Some(DEVICE),
+        multipart(&[("image", "image/jpeg", &image)]),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "missing_field")
+    );
+    assert_eq!(stored(&h).await, 1);
+}
+
+#[tokio::test]
+async fn results_can_be_filtered_and_paged_with_a_viewer_key() {
+    let h = harness().await;
+    for station in ["grinding", "polish", "polish"] {
+        let image = jpeg();
+        let id = Uuid::now_v7();
+        let mut m = meta(id, &image);
+        m.station = station.into();
+        let (status, _) =
+            put_frame(&h, &id.to_string(), Some(DEVICE), frame_body(&m, &image)).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let get = |uri: String, key: &'static str| {
+        let state = h.state.clone();
+        async move {
+            let req = Request::builder()
+                .uri(uri)
+                .header("x-api-key", key)
+                .body(Body::empty())
+                .unwrap();
+            let r = app(state).oneshot(req).await.unwrap();
+            let s = r.status();
+            (
+                s,
+                serde_json::from_slice::<Value>(&r.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (s, page) = get("/api/v1/analyses?station=polish&limit=1".into(), VIEWER).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let (_, next) = get(
+        format!("/api/v1/analyses?station=polish&limit=1&cursor={cursor}"),
+        VIEWER,
+    )
+    .await;
+    assert_eq!(next["items"].as_array().unwrap().len(), 1);
+    assert!(next["next_cursor"].is_null());
+    assert_ne!(page["items"][0]["id"], next["items"][0]["id"]);
+    let id = page["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(format!("/api/v1/analyses/{id}"), VIEWER).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(format!("/api/v1/analyses/{id}"), DEVICE).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(format!("/api/v1/analyses/{}", Uuid::now_v7()), VIEWER)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, e) = get("/api/v1/analyses?cursor=garbage".into(), VIEWER).await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_cursor"));
+    let (s, e) = get("/api/v1/analyses?defect_type=wobble".into(), VIEWER).await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_query"));
+    let req = Request::builder()
+        .uri(format!("/api/v1/analyses/{id}/image"))
+        .header("x-api-key", VIEWER)
+        .body(Body::empty())
+        .unwrap();
+    let r = app(h.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+}
