@@ -6,6 +6,9 @@
 //! - `crash`: the agent is SIGKILLed mid-upload and restarted: nothing lost, nothing twice.
 //! - `prototype`: the prototype's own curl check works unchanged.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod crash;
 mod flow;
 mod outage;

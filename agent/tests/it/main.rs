@@ -6,6 +6,9 @@
 //!   found, all located; faint scratches and stains are missed); the golden-sample analyzer
 //!   (issue #3) must raise them.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use wiko_agent::source::synthetic::{self, SHAPES, SynthDefect};
 use wiko_inspect::{DecodeLimits, Gray, Model};
 

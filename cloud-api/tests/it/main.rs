@@ -4,6 +4,9 @@
 //!   keeps answering;
 //! - ingest is idempotent on the frame id.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
