@@ -123,6 +123,16 @@ fn frame_body(m: &FrameMeta, image: &[u8]) -> Vec<u8> {
     ])
 }
 
+async fn request(h: &Harness, req: Request<Body>) -> (StatusCode, Value) {
+    let response = app(h.state.clone()).oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 async fn send(
     h: &Harness,
     method: &str,
@@ -137,16 +147,24 @@ async fn send(
     if let Some(k) = key {
         req = req.header("x-api-key", k);
     }
-    let response = app(h.state.clone())
-        .oneshot(req.body(Body::from(body)).unwrap())
-        .await
+    request(h, req.body(Body::from(body)).unwrap()).await
+}
+
+async fn send_raw(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .header("x-api-key", DEVICE)
+        .body(Body::from(body))
         .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    request(h, req).await
 }
 
 async fn put_frame(h: &Harness, id: &str, key: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
@@ -206,147 +224,157 @@ async fn bad_input_gets_a_coded_4xx_and_stores_nothing() {
     let good = frame_body(&meta(id, &image), &image);
     let uri = id.to_string();
 
-    let cases: Vec<(&str, StatusCode, &str, (String, Option<&str>, Vec<u8>))> = vec![
-        (
+    struct Case {
+        what: &'static str,
+        status: StatusCode,
+        code: &'static str,
+        id: String,
+        key: Option<&'static str>,
+        body: Vec<u8>,
+    }
+    let case = |what, status, code, key, body| Case {
+        what,
+        status,
+        code,
+        id: uri.clone(),
+        key,
+        body,
+    };
+    let mut cases = vec![
+        case(
             "no key",
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            (uri.clone(), None, good.clone()),
+            None,
+            good.clone(),
         ),
-        (
+        case(
             "wrong key",
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            (uri.clone(), Some("not-a-key"), good.clone()),
+            Some("not-a-key"),
+            good.clone(),
         ),
-        (
+        case(
             "viewer key",
             StatusCode::FORBIDDEN,
             "forbidden",
-            (uri.clone(), Some(VIEWER), good.clone()),
+            Some(VIEWER),
+            good.clone(),
         ),
-        (
-            "frame id not a UUID",
-            StatusCode::BAD_REQUEST,
-            "invalid_frame_id",
-            ("frame-1".into(), Some(DEVICE), good.clone()),
-        ),
-        (
-            "id differs from meta",
-            StatusCode::BAD_REQUEST,
-            "frame_id_mismatch",
-            (Uuid::now_v7().to_string(), Some(DEVICE), good.clone()),
-        ),
-        (
+        case(
             "malformed metadata",
             StatusCode::BAD_REQUEST,
             "invalid_metadata",
-            (
-                uri.clone(),
-                Some(DEVICE),
-                multipart(&[
-                    ("meta", "application/json", b"{\"frame_id\": 3"),
-                    ("image", "image/jpeg", &image),
-                ]),
-            ),
+            Some(DEVICE),
+            multipart(&[
+                ("meta", "application/json", b"{\"frame_id\": 3"),
+                ("image", "image/jpeg", &image),
+            ]),
         ),
-        (
+        case(
             "station with a slash",
             StatusCode::BAD_REQUEST,
             "invalid_metadata",
-            (uri.clone(), Some(DEVICE), {
+            Some(DEVICE),
+            {
                 let mut m = meta(id, &image);
                 m.station = "a/b".into();
                 frame_body(&m, &image)
-            }),
+            },
         ),
-        (
+        case(
             "no image part",
             StatusCode::BAD_REQUEST,
             "missing_field",
-            (
-                uri.clone(),
-                Some(DEVICE),
-                multipart(&[(
-                    "meta",
-                    "application/json",
-                    &serde_json::to_vec(&meta(id, &image)).unwrap(),
-                )]),
-            ),
+            Some(DEVICE),
+            multipart(&[(
+                "meta",
+                "application/json",
+                &serde_json::to_vec(&meta(id, &image)).unwrap(),
+            )]),
         ),
-        (
+        case(
             "digest mismatch",
             StatusCode::BAD_REQUEST,
             "digest_mismatch",
-            (
-                uri.clone(),
-                Some(DEVICE),
-                frame_body(&meta(id, b"other"), &image),
-            ),
+            Some(DEVICE),
+            frame_body(&meta(id, b"other"), &image),
         ),
-        (
+        case(
             "not an image",
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_image",
-            (
-                uri.clone(),
-                Some(DEVICE),
-                frame_body(&meta(id, b"hello world"), b"hello world"),
-            ),
+            Some(DEVICE),
+            frame_body(&meta(id, b"hello world"), b"hello world"),
         ),
-        (
+        case(
             "zero bytes",
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_image",
-            (uri.clone(), Some(DEVICE), frame_body(&meta(id, b""), b"")),
+            Some(DEVICE),
+            frame_body(&meta(id, b""), b""),
         ),
-        (
+        case(
             "truncated JPEG",
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_image",
-            (uri.clone(), Some(DEVICE), {
+            Some(DEVICE),
+            {
                 let cut = &image[..image.len() / 2];
                 frame_body(&meta(id, cut), cut)
-            }),
+            },
         ),
-        (
+        case(
             "body over the limit",
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            (uri.clone(), Some(DEVICE), {
+            Some(DEVICE),
+            {
                 let big = vec![0u8; MAX_BODY + 1];
                 frame_body(&meta(id, &big), &big)
-            }),
-        ),
-        (
-            "not multipart",
-            StatusCode::BAD_REQUEST,
-            "invalid_multipart",
-            (uri.clone(), Some(DEVICE), b"plain".to_vec()),
+            },
         ),
     ];
-    for (what, status, expected_code, (id, key, body)) in cases {
-        let (got, body) = if what == "not multipart" {
-            let req = Request::builder()
-                .method("PUT")
-                .uri(format!("/api/v1/frames/{id}"))
-                .header("x-api-key", DEVICE)
-                .body(Body::from(body))
-                .unwrap();
-            let r = app(h.state.clone()).oneshot(req).await.unwrap();
-            let s = r.status();
-            (
-                s,
-                serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes())
-                    .unwrap_or(Value::Null),
-            )
-        } else {
-            put_frame(&h, &id, key, body).await
-        };
-        assert_eq!(got, status, "{what}: {body}");
-        assert_eq!(code(&body), expected_code, "{what}");
-        assert!(body["error"]["message"].is_string(), "{what}");
+    cases.push(Case {
+        id: "frame-1".into(),
+        ..case(
+            "frame id not a UUID",
+            StatusCode::BAD_REQUEST,
+            "invalid_frame_id",
+            Some(DEVICE),
+            good.clone(),
+        )
+    });
+    cases.push(Case {
+        id: Uuid::now_v7().to_string(),
+        ..case(
+            "id differs from meta",
+            StatusCode::BAD_REQUEST,
+            "frame_id_mismatch",
+            Some(DEVICE),
+            good.clone(),
+        )
+    });
+    for c in cases {
+        let (got, body) = put_frame(&h, &c.id, c.key, c.body).await;
+        assert_eq!(got, c.status, "{}: {body}", c.what);
+        assert_eq!(code(&body), c.code, "{}", c.what);
+        assert!(body["error"]["message"].is_string(), "{}", c.what);
     }
+    let (got, body) = send_raw(
+        &h,
+        "PUT",
+        &format!("/api/v1/frames/{uri}"),
+        "text/plain",
+        b"plain".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (got, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_multipart"),
+        "not multipart"
+    );
     assert_eq!(
         stored(&h).await,
         0,
@@ -414,21 +442,12 @@ async fn results_can_be_filtered_and_paged_with_a_viewer_key() {
         assert_eq!(status, StatusCode::CREATED);
     }
     let get = |uri: String, key: &'static str| {
-        let state = h.state.clone();
-        async move {
-            let req = Request::builder()
-                .uri(uri)
-                .header("x-api-key", key)
-                .body(Body::empty())
-                .unwrap();
-            let r = app(state).oneshot(req).await.unwrap();
-            let s = r.status();
-            (
-                s,
-                serde_json::from_slice::<Value>(&r.into_body().collect().await.unwrap().to_bytes())
-                    .unwrap_or(Value::Null),
-            )
-        }
+        let req = Request::builder()
+            .uri(uri)
+            .header("x-api-key", key)
+            .body(Body::empty())
+            .unwrap();
+        request(&h, req)
     };
     let (s, page) = get("/api/v1/analyses?station=polish&limit=1".into(), VIEWER).await;
     assert_eq!(s, StatusCode::OK);
