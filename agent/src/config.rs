@@ -211,6 +211,10 @@ pub enum SourceConfig {
         settle_ms: u64,
         #[serde(default = "default_folder_poll_ms")]
         poll_interval_ms: u64,
+        /// A JPEG without its end-of-image marker is still being written; after this long
+        /// unchanged it is rejected as truncated.
+        #[serde(default = "default_incomplete_grace_secs")]
+        incomplete_grace_secs: u64,
     },
 }
 
@@ -222,6 +226,9 @@ fn default_settle_ms() -> u64 {
 }
 fn default_folder_poll_ms() -> u64 {
     200
+}
+fn default_incomplete_grace_secs() -> u64 {
+    30
 }
 
 /// What makes a part, by `type`.

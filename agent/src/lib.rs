@@ -34,6 +34,8 @@ use crate::config::Config;
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Install the metrics registry first: anything recorded before it would be lost.
+    telemetry::prometheus();
     let path = config.data_dir.join("buffer.db");
     let limits = Limits {
         max_disk_bytes: config.buffer.max_disk_bytes,

@@ -50,6 +50,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Install the metrics registry first: anything recorded before it would be lost.
+    telemetry::prometheus();
     let db = config.data_dir.join("wiko.db");
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);

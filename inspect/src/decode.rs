@@ -44,10 +44,28 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Gray, InspectError> 
     })
 }
 
-/// Reads only the header: the format and the size, checked against the limits.
+/// Whether `bytes` start like a JPEG but lack the end-of-image marker (`FF D9`, possibly
+/// followed by padding): a file cut short or still being written. Decoders tolerate this and
+/// fill in grey, so it is checked explicitly.
+pub fn is_truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let end = bytes
+        .iter()
+        .rposition(|&b| !matches!(b, 0 | b'\n' | b'\r' | b' '))
+        .map_or(0, |i| i + 1);
+    !bytes[..end].ends_with(&[0xFF, 0xD9])
+}
+
+/// Reads only the header: the format and the size, checked against the limits; a truncated
+/// JPEG is refused here too.
 pub fn dimensions(bytes: &[u8], limits: DecodeLimits) -> Result<(u32, u32), InspectError> {
     if bytes.is_empty() {
         return Err(InspectError::Empty);
+    }
+    if is_truncated_jpeg(bytes) {
+        return Err(InspectError::Truncated);
     }
     let format = image::guess_format(bytes).map_err(|_| InspectError::UnsupportedFormat)?;
     if !matches!(
@@ -102,11 +120,20 @@ mod tests {
             Err(InspectError::UnsupportedFormat)
         );
         let full = jpeg(64, 64);
-        assert!(matches!(
+        assert_eq!(
             decode(&full[..full.len() / 2], limits),
-            Err(InspectError::Decode(_))
-        ));
+            Err(InspectError::Truncated)
+        );
         assert!(decode(&full[..4], limits).is_err());
+    }
+
+    #[test]
+    fn the_end_marker_tells_a_complete_jpeg_from_a_cut_one() {
+        assert!(!is_truncated_jpeg(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9]));
+        assert!(!is_truncated_jpeg(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9, 0, 0]));
+        assert!(is_truncated_jpeg(&[0xFF, 0xD8, 1, 2, 3]));
+        assert!(is_truncated_jpeg(&[0xFF, 0xD8]));
+        assert!(!is_truncated_jpeg(b"PNG or anything else"));
     }
 
     #[test]

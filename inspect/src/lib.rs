@@ -47,6 +47,8 @@ pub enum InspectError {
     },
     #[error("unsupported image format (JPEG, PNG, TIFF or BMP expected)")]
     UnsupportedFormat,
+    #[error("the JPEG is truncated (no end-of-image marker)")]
+    Truncated,
     #[error("the image does not decode: {0}")]
     Decode(String),
     #[error("no part found in the image (nothing differs from the background)")]

@@ -12,22 +12,8 @@ async fn two_hundred_parts_arrive_once_with_one_result_each_and_one_alert_per_ng
     let sub = Subscriber::start(cloud.mqtt_port).await.unwrap();
     let agent_dir = dir.path().join("agent");
     let cameras = [
-        Camera {
-            name: "grind",
-            station: "grinding",
-            sku: "WK-KN-200",
-            seed: 7,
-            parts: 100,
-            interval_ms: 30,
-        },
-        Camera {
-            name: "polish",
-            station: "polish",
-            sku: "WK-PR-090",
-            seed: 8,
-            parts: 100,
-            interval_ms: 30,
-        },
+        Camera::synthetic("grind", "grinding", "WK-KN-200", 7, 100, 30),
+        Camera::synthetic("polish", "polish", "WK-PR-090", 8, 100, 30),
     ];
     let http = free_port();
     Agent::write_config(&agent_dir, cloud.port, http, &cameras).unwrap();

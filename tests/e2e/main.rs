@@ -3,7 +3,9 @@
 //! - `flow`: 200 synthetic parts from two stations arrive exactly once, one result message per
 //!   part and one alert per NG part.
 //! - `outage`: the cloud stops while the agent captures, then comes back: nothing lost.
-//! - `crash`: the agent is SIGKILLed mid-upload and restarted: nothing lost, nothing twice.
+//! - `crash`: the agent is stopped (SIGTERM) and killed (SIGKILL) mid-upload and restarted:
+//!   nothing lost, nothing twice.
+//! - `folder`: the hot-folder camera takes complete files once and rejects unreadable ones.
 //! - `prototype`: the prototype's own curl check works unchanged.
 
 // Test code: a failed unwrap is a failed test.
@@ -11,6 +13,7 @@
 
 mod crash;
 mod flow;
+mod folder;
 mod outage;
 mod prototype;
 

@@ -9,14 +9,7 @@ async fn frames_captured_while_the_cloud_is_down_arrive_once_it_is_back() {
     let cloud_dir = dir.path().join("cloud");
     let mut cloud = Cloud::start(&cloud_dir, port, mqtt).await.unwrap();
     let agent_dir = dir.path().join("agent");
-    let cameras = [Camera {
-        name: "cam",
-        station: "grinding",
-        sku: "WK-KN-200",
-        seed: 3,
-        parts: 60,
-        interval_ms: 50,
-    }];
+    let cameras = [Camera::synthetic("cam", "grinding", "WK-KN-200", 3, 60, 50)];
     let http = free_port();
     Agent::write_config(&agent_dir, port, http, &cameras).unwrap();
     let agent = Agent::start(&agent_dir, http).await.unwrap();

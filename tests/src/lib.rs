@@ -200,14 +200,66 @@ key = "{VIEWER_KEY}"
     }
 }
 
-/// One synthetic camera of an agent.
+/// One camera of an agent.
 pub struct Camera {
     pub name: &'static str,
     pub station: &'static str,
     pub sku: &'static str,
-    pub seed: u64,
-    pub parts: u64,
-    pub interval_ms: u64,
+    pub source: Source,
+}
+
+pub enum Source {
+    /// `parts` synthetic parts, one every `interval_ms`.
+    Synthetic {
+        seed: u64,
+        parts: u64,
+        interval_ms: u64,
+    },
+    /// A hot folder.
+    Folder(PathBuf),
+}
+
+impl Camera {
+    pub fn synthetic(
+        name: &'static str,
+        station: &'static str,
+        sku: &'static str,
+        seed: u64,
+        parts: u64,
+        interval_ms: u64,
+    ) -> Camera {
+        Camera {
+            name,
+            station,
+            sku,
+            source: Source::Synthetic {
+                seed,
+                parts,
+                interval_ms,
+            },
+        }
+    }
+
+    fn toml(&self) -> String {
+        let source = match &self.source {
+            Source::Synthetic {
+                seed,
+                parts,
+                interval_ms,
+            } => format!(
+                "source = {{ type = \"synthetic\", seed = {seed}, defect_rate = 0.25 }}\n\
+                 trigger = {{ type = \"interval\", interval_ms = {interval_ms}, max_parts = {parts} }}"
+            ),
+            Source::Folder(path) => format!(
+                "source = {{ type = \"folder\", path = {:?}, settle_ms = 200, poll_interval_ms = 50 }}",
+                path.display().to_string()
+            ),
+        };
+        format!(
+            "\n[[camera]]\nname = \"{}\"\nline = \"l1\"\nstation = \"{}\"\nsku = \"{}\"\n{source}\n",
+            self.name, self.station, self.sku
+        )
+    }
 }
 
 /// A running `wiko-agent`.
@@ -246,18 +298,7 @@ listen = "127.0.0.1:{http_port}"
             data = dir.join("data").display().to_string()
         );
         for c in cameras {
-            text.push_str(&format!(
-                r#"
-[[camera]]
-name = "{}"
-line = "l1"
-station = "{}"
-sku = "{}"
-source = {{ type = "synthetic", seed = {}, defect_rate = 0.25 }}
-trigger = {{ type = "interval", interval_ms = {}, max_parts = {} }}
-"#,
-                c.name, c.station, c.sku, c.seed, c.interval_ms, c.parts
-            ));
+            text.push_str(&c.toml());
         }
         let path = dir.join("agent.toml");
         std::fs::write(&path, text)?;

@@ -81,6 +81,12 @@ impl FrameMeta {
     }
 }
 
+/// The digest in [`FrameMeta::image_sha256`]: lower-case hex SHA-256 of the image bytes.
+pub fn image_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// Checks one identifier against the safe alphabet (see [`FrameMeta::validate`]).
 pub fn validate_id(field: &'static str, value: &str) -> Result<(), MetaError> {
     if value.is_empty() {

@@ -158,7 +158,7 @@ impl Buffer {
         if needed > max {
             return Err(BufferError::Full { needed, max });
         }
-        let sha = sha256_hex(&f.jpeg);
+        let sha = wiko_wire::frame::image_digest(&f.jpeg);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
@@ -360,12 +360,6 @@ fn quarantine(path: &Path) -> Result<PathBuf, BufferError> {
         }
     }
     Ok(aside)
-}
-
-/// Lower-case hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -41,7 +41,10 @@ fn buffer_keeps_frames_until_acked() {
     assert_eq!(p[0].meta.frame_id, f.frame_id);
     assert_eq!(p[0].jpeg, f.jpeg);
     assert_eq!(p[0].attempts, 1);
-    assert_eq!(p[0].meta.image_sha256, sha256_hex(&f.jpeg));
+    assert_eq!(
+        p[0].meta.image_sha256,
+        wiko_wire::frame::image_digest(&f.jpeg)
+    );
     assert!(b.ack(f.frame_id).unwrap());
     assert!(!b.ack(f.frame_id).unwrap(), "a second ack finds nothing");
     assert!(b.pending(10, &[]).unwrap().is_empty());

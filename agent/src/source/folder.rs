@@ -1,7 +1,8 @@
 //! The hot folder: an industrial camera writes one image file per part into a directory.
 //!
 //! A file is taken once its size and modification time stayed the same for `settle_ms` (the
-//! camera finished writing it). A taken file is committed to the buffer first and moved to
+//! camera finished writing it); a JPEG still lacking its end-of-image marker is left alone for
+//! up to `incomplete_grace_secs` of no change, then rejected as truncated. A taken file is committed to the buffer first and moved to
 //! `done_dir` after, so a crash in between captures it twice rather than never. A file that
 //! does not decode is moved to `reject_dir`, logged and counted, never retried in a loop.
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wiko_inspect::DecodeLimits;
 
 use super::{Capture, Context, store};
@@ -20,6 +21,18 @@ use crate::telemetry::names;
 
 const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"];
 
+/// What became of a ready file.
+enum Taken {
+    /// Buffered and moved to the done folder.
+    Done,
+    /// Buffered, but moving it failed: it must not be taken again.
+    Stuck,
+    /// Moved to the reject folder.
+    Rejected,
+    /// Not complete yet, or the buffer refused it: look again at the next poll.
+    Later,
+}
+
 pub async fn run(cam: &CameraConfig, ctx: &Arc<Context>, shutdown: CancellationToken) {
     let SourceConfig::Folder {
         path,
@@ -27,6 +40,7 @@ pub async fn run(cam: &CameraConfig, ctx: &Arc<Context>, shutdown: CancellationT
         reject_dir,
         settle_ms,
         poll_interval_ms,
+        incomplete_grace_secs,
     } = &cam.source
     else {
         return;
@@ -39,7 +53,9 @@ pub async fn run(cam: &CameraConfig, ctx: &Arc<Context>, shutdown: CancellationT
         }
     }
     let settle = Duration::from_millis(*settle_ms);
+    let grace = Duration::from_secs(*incomplete_grace_secs);
     let mut seen: HashMap<PathBuf, (u64, SystemTime, std::time::Instant)> = HashMap::new();
+    let mut stuck: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(*poll_interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(path = %path.display(), "watching hot folder");
@@ -55,22 +71,29 @@ pub async fn run(cam: &CameraConfig, ctx: &Arc<Context>, shutdown: CancellationT
                 continue;
             }
         };
-        for file in ready {
+        stuck.retain(|p| seen.contains_key(p));
+        for (file, unchanged_for) in ready {
             if shutdown.is_cancelled() {
                 return;
             }
-            seen.remove(&file);
-            take(cam, ctx, &file, &done, &rejected).await;
+            if stuck.contains(&file) {
+                continue;
+            }
+            if let Taken::Stuck =
+                take(cam, ctx, &file, &done, &rejected, unchanged_for >= grace).await
+            {
+                stuck.insert(file);
+            }
         }
     }
 }
 
-/// Image files whose size and mtime have not changed for `settle`.
+/// Image files whose size and mtime have not changed for `settle`, with how long they have not.
 async fn scan(
     dir: &Path,
     seen: &mut HashMap<PathBuf, (u64, SystemTime, std::time::Instant)>,
     settle: Duration,
-) -> std::io::Result<Vec<PathBuf>> {
+) -> std::io::Result<Vec<(PathBuf, Duration)>> {
     let mut entries = tokio::fs::read_dir(dir).await?;
     let mut present = Vec::new();
     let mut ready = Vec::new();
@@ -94,7 +117,7 @@ async fn scan(
         match seen.get(&path) {
             Some((len, mtime, since)) if (*len, *mtime) == stamp => {
                 if since.elapsed() >= settle {
-                    ready.push(path);
+                    ready.push((path, since.elapsed()));
                 }
             }
             _ => {
@@ -107,15 +130,27 @@ async fn scan(
     Ok(ready)
 }
 
-/// Reads, checks and buffers one file, then moves it aside.
-async fn take(cam: &CameraConfig, ctx: &Arc<Context>, file: &Path, done: &Path, rejected: &Path) {
+/// Reads, checks and buffers one file, then moves it aside. `stale` says the file has been
+/// unchanged for the whole grace period, so an incomplete JPEG is given up on.
+async fn take(
+    cam: &CameraConfig,
+    ctx: &Arc<Context>,
+    file: &Path,
+    done: &Path,
+    rejected: &Path,
+    stale: bool,
+) -> Taken {
     let bytes = match tokio::fs::read(file).await {
         Ok(b) => b,
         Err(e) => {
             warn!(file = %file.display(), error = %e, "reading a hot-folder file failed; will retry");
-            return;
+            return Taken::Later;
         }
     };
+    if !stale && wiko_inspect::decode::is_truncated_jpeg(&bytes) {
+        debug!(file = %file.display(), "JPEG not complete yet; waiting");
+        return Taken::Later;
+    }
     let checked = tokio::task::spawn_blocking(move || to_jpeg(bytes)).await;
     let jpeg = match checked {
         Ok(Ok(jpeg)) => jpeg,
@@ -123,13 +158,19 @@ async fn take(cam: &CameraConfig, ctx: &Arc<Context>, file: &Path, done: &Path, 
             metrics::counter!(names::FILES_REJECTED_TOTAL, "camera" => cam.name.clone())
                 .increment(1);
             warn!(file = %file.display(), %reason, "unreadable image moved to the reject folder");
-            move_into(file, rejected).await;
-            return;
+            return if move_into(file, rejected).await {
+                Taken::Rejected
+            } else {
+                Taken::Stuck
+            };
         }
         Err(e) => {
             warn!(file = %file.display(), error = %e, "checking a hot-folder file panicked");
-            move_into(file, rejected).await;
-            return;
+            return if move_into(file, rejected).await {
+                Taken::Rejected
+            } else {
+                Taken::Stuck
+            };
         }
     };
     let part_id = file
@@ -147,9 +188,14 @@ async fn take(cam: &CameraConfig, ctx: &Arc<Context>, file: &Path, done: &Path, 
         },
     )
     .await
-    .is_some()
+    .is_none()
     {
-        move_into(file, done).await;
+        return Taken::Later;
+    }
+    if move_into(file, done).await {
+        Taken::Done
+    } else {
+        Taken::Stuck
     }
 }
 
@@ -166,10 +212,17 @@ fn to_jpeg(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     super::synthetic::encode_jpeg(img.as_raw(), img.width(), img.height())
 }
 
-async fn move_into(file: &Path, dir: &Path) {
-    let Some(name) = file.file_name() else { return };
+/// Moves a file into `dir`; false (logged) when that failed.
+async fn move_into(file: &Path, dir: &Path) -> bool {
+    let Some(name) = file.file_name() else {
+        return false;
+    };
     let target = dir.join(name);
-    if let Err(e) = tokio::fs::rename(file, &target).await {
-        warn!(file = %file.display(), to = %target.display(), error = %e, "moving a hot-folder file failed");
+    match tokio::fs::rename(file, &target).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(file = %file.display(), to = %target.display(), error = %e, "moving a hot-folder file failed; it will not be taken again");
+            false
+        }
     }
 }

@@ -13,6 +13,7 @@
 pub mod backoff;
 pub mod client;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
-use wiko_wire::IngestAck;
+use wiko_wire::{FrameMeta, IngestAck};
 
 use crate::buffer::{Buffer, Pending};
 use crate::config::SyncConfig;
@@ -31,10 +32,25 @@ use crate::telemetry::names;
 pub use backoff::Backoff;
 pub use client::{Client, UploadError};
 
+/// Where frames go: the cloud's ingest ([`Client`]), or a stand-in in tests.
+pub trait Uplink: Clone + Send + Sync + 'static {
+    fn upload(
+        &self,
+        meta: &FrameMeta,
+        jpeg: Vec<u8>,
+    ) -> impl Future<Output = Result<IngestAck, UploadError>> + Send;
+}
+
+impl Uplink for Client {
+    async fn upload(&self, meta: &FrameMeta, jpeg: Vec<u8>) -> Result<IngestAck, UploadError> {
+        Client::upload(self, meta, jpeg).await
+    }
+}
+
 /// The upload loop's moving parts.
-pub struct Uploader {
+pub struct Uploader<U: Uplink = Client> {
     buffer: Arc<Buffer>,
-    client: Client,
+    client: U,
     concurrency: usize,
     poll_interval: Duration,
     backoff: Backoff,
@@ -42,20 +58,32 @@ pub struct Uploader {
     wake: Arc<Notify>,
 }
 
-impl Uploader {
+impl Uploader<Client> {
     pub fn new(
         buffer: Arc<Buffer>,
         cfg: &SyncConfig,
         wake: Arc<Notify>,
     ) -> Result<Uploader, reqwest::Error> {
-        Ok(Uploader {
+        let client = Client::new(&cfg.endpoint, &cfg.api_key, cfg.request_timeout)?;
+        Ok(Uploader::with_uplink(buffer, client, cfg, wake))
+    }
+}
+
+impl<U: Uplink> Uploader<U> {
+    pub fn with_uplink(
+        buffer: Arc<Buffer>,
+        client: U,
+        cfg: &SyncConfig,
+        wake: Arc<Notify>,
+    ) -> Uploader<U> {
+        Uploader {
             buffer,
-            client: Client::new(&cfg.endpoint, &cfg.api_key, cfg.request_timeout)?,
+            client,
             concurrency: cfg.concurrency,
             poll_interval: cfg.poll_interval,
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
             wake,
-        })
+        }
     }
 
     /// Runs until `shutdown` is cancelled, then drains the uploads in flight.
@@ -63,7 +91,7 @@ impl Uploader {
         let mut in_flight: JoinSet<(Uuid, Result<IngestAck, UploadError>)> = JoinSet::new();
         let mut in_flight_ids: Vec<Uuid> = Vec::new();
         let mut paused_until: Option<Instant> = None;
-        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
         loop {
             let can_start = paused_until.is_none_or(|t| Instant::now() >= t);
             if can_start && !shutdown.is_cancelled() && in_flight.len() < self.concurrency {
@@ -78,7 +106,7 @@ impl Uploader {
                             in_flight.spawn(
                                 async move {
                                     let started = std::time::Instant::now();
-                                    let result = client.upload(&p.meta, p.jpeg).await;
+                                    let result = Uplink::upload(&client, &p.meta, p.jpeg).await;
                                     metrics::histogram!(names::SYNC_UPLOAD_SECONDS)
                                         .record(started.elapsed().as_secs_f64());
                                     (p.meta.frame_id, result)
@@ -181,3 +209,6 @@ impl Uploader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

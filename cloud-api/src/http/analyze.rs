@@ -74,7 +74,7 @@ async fn analyze(
     let decoded = analysis::decode(image.clone(), s.limits)
         .await
         .map_err(image::inspect_error)?;
-    let sha = image::sha256_hex(&image);
+    let sha = wiko_wire::frame::image_digest(&image);
     let now = Utc::now();
     let key = image::blob_key(&sha, now);
     s.blobs.put(&key, image).await?;

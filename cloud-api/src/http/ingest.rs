@@ -51,7 +51,7 @@ async fn put_frame(
         }
         meta.validate()
             .map_err(|e| ApiError::bad("invalid_metadata", e.to_string()))?;
-        let sha = image::sha256_hex(&jpeg);
+        let sha = wiko_wire::frame::image_digest(&jpeg);
         if sha != meta.image_sha256 {
             return Err(ApiError::bad(
                 "digest_mismatch",
