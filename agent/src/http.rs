@@ -38,6 +38,7 @@ async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
                 "oldest_unsynced_seconds": oldest_age(&s),
                 "dead_letters": s.dead_letters,
                 "evicted_total": s.evicted_total,
+                "by_camera": s.by_camera.iter().map(|(c, n)| (c.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             }
         }))
         .into_response(),
@@ -58,6 +59,10 @@ fn oldest_age(s: &Stats) -> f64 {
 async fn metrics_text(State(buffer): State<Arc<Buffer>>) -> Response {
     if let Some(s) = stats(buffer).await {
         metrics::gauge!(names::BUFFER_FRAMES).set(s.frames as f64);
+        for (camera, frames) in &s.by_camera {
+            metrics::gauge!(names::BUFFER_CAMERA_FRAMES, "camera" => camera.clone())
+                .set(*frames as f64);
+        }
         metrics::gauge!(names::BUFFER_BYTES).set(s.bytes as f64);
         metrics::gauge!(names::BUFFER_OLDEST_UNSYNCED_SECONDS).set(oldest_age(&s));
         metrics::gauge!(names::DEAD_LETTERS).set(s.dead_letters as f64);

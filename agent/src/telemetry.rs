@@ -12,6 +12,7 @@ pub mod names {
     pub const FILES_REJECTED_TOTAL: &str = "wiko_agent_files_rejected_total";
     pub const CAPTURE_SECONDS: &str = "wiko_agent_capture_seconds";
     pub const BUFFER_FRAMES: &str = "wiko_agent_buffer_frames";
+    pub const BUFFER_CAMERA_FRAMES: &str = "wiko_agent_buffer_camera_frames";
     pub const BUFFER_BYTES: &str = "wiko_agent_buffer_bytes";
     pub const BUFFER_OLDEST_UNSYNCED_SECONDS: &str = "wiko_agent_buffer_oldest_unsynced_seconds";
     pub const BUFFER_EVICTIONS_TOTAL: &str = "wiko_agent_buffer_evictions_total";

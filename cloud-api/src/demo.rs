@@ -201,15 +201,15 @@ async fn summarize(mqtt_port: u16, agent_http: u16, stop: CancellationToken) {
                     .await
                     .ok();
                 let backlog = match backlog {
-                    Some(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| v["buffer"]["frames"].as_u64()),
+                    Some(r) => r.json::<serde_json::Value>().await.ok().map(|v| v["buffer"]["by_camera"].to_string()),
                     None => None,
                 };
                 let total: u64 = parts.values().sum();
                 println!(
-                    "parts {total} {:?} | calibrating {uncalibrated} | NG alerts {alerts} by type {:?} | agent backlog {}",
+                    "parts {total} {:?} | calibrating {uncalibrated} | NG alerts {alerts} by type {:?} | backlog per camera {}",
                     parts,
                     ng_by_type,
-                    backlog.map_or("?".to_string(), |b| b.to_string())
+                    backlog.unwrap_or_else(|| "?".to_string())
                 );
             }
             _ = stop.cancelled() => return,

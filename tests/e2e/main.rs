@@ -7,11 +7,13 @@
 //!   nothing lost, nothing twice.
 //! - `folder`: the hot-folder camera takes complete files once and rejects unreadable ones.
 //! - `prototype`: the prototype's own curl check works unchanged.
+//! - `demo`: README's first command shows results and NG alerts within 30 s.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
 mod crash;
+mod demo;
 mod flow;
 mod folder;
 mod outage;

@@ -90,6 +90,8 @@ pub struct Stats {
     pub oldest_captured_at: Option<DateTime<Utc>>,
     pub dead_letters: u64,
     pub evicted_total: u64,
+    /// Unsynced frames per camera, by camera name.
+    pub by_camera: Vec<(String, u64)>,
 }
 
 pub struct Buffer {
@@ -325,6 +327,14 @@ impl Buffer {
             [],
             |r| r.get(0),
         )?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera",
+        )?;
+        let by_camera = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
         Ok(Stats {
             frames: frames as u64,
             bytes: bytes as u64,
@@ -333,6 +343,7 @@ impl Buffer {
                 .map(|t| t.with_timezone(&Utc)),
             dead_letters: dead_letters as u64,
             evicted_total: evicted_total as u64,
+            by_camera,
         })
     }
 }

@@ -102,7 +102,9 @@ fn size_accounting_counts_jpeg_and_row_overhead() {
     let f = frame(1, 1000, None);
     b.insert(&f).unwrap();
     b.insert(&frame(2, 500, None)).unwrap();
-    assert_eq!(b.stats().unwrap().bytes, 1500 + 2 * ROW_OVERHEAD);
+    let s = b.stats().unwrap();
+    assert_eq!(s.bytes, 1500 + 2 * ROW_OVERHEAD);
+    assert_eq!(s.by_camera, vec![("cam".to_string(), 2)]);
     b.ack(f.frame_id).unwrap();
     assert_eq!(b.stats().unwrap().bytes, 500 + ROW_OVERHEAD);
 }

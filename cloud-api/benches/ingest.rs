@@ -1,0 +1,382 @@
+//! Ingest throughput: `cargo bench -p wiko-cloud --bench ingest [-- --requests N --connections C --peer URL]`
+//!
+//! In one run, with the same client and the same 200 KB JPEG body:
+//! 1. a bare axum handler that reads the multipart body and answers its length (the framework's
+//!    ceiling: no auth, no disk, no database);
+//! 2. `wiko-cloud`'s `PUT /api/v1/frames/{id}` on the embedded store, started in this process with
+//!    MQTT disabled: key check, multipart, SHA-256, header checks, image fsynced (file and
+//!    directory), record committed with `synchronous=FULL` (group commit), JSON ack;
+//! 3. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
+//!    `shared/peers/flask_prototype`).
+//!
+//! Every request carries a distinct image (a JPEG comment segment holds its index), so no write
+//! is skipped as a duplicate. Closed loop: `C` connections each send the next request as soon as
+//! the previous answer arrived.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Multipart;
+use axum::routing::{post, put};
+use bytes::Bytes;
+use uuid::Uuid;
+
+const BOUNDARY: &str = "wikoBenchBoundary7MA4YWxk";
+const KEY: &str = "bench-device-key-000000001";
+
+struct Args {
+    requests: usize,
+    connections: usize,
+    peer: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        requests: 12_000,
+        connections: 64,
+        peer: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--requests" => {
+                a.requests = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.requests)
+            }
+            "--connections" => {
+                a.connections = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.connections)
+            }
+            "--peer" => a.peer = it.next(),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    a
+}
+
+/// A ~200 KB JPEG of a noisy gradient, as the prototype's load test used.
+fn base_jpeg() -> Vec<u8> {
+    let (w, h) = (1024u32, 768u32);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let n = (state % 24) as u8;
+        image::Rgb([
+            ((x / 4) as u8).wrapping_add(n),
+            ((y / 3) as u8).wrapping_add(n),
+            (((x + y) / 8) as u8).wrapping_add(n),
+        ])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 62)
+        .encode_image(&img)
+        .expect("encoding a JPEG in memory");
+    out
+}
+
+/// The base JPEG with a comment segment holding `index` right after the SOI marker.
+fn variant(base: &[u8], index: usize) -> Vec<u8> {
+    let text = format!("bench frame {index:010}");
+    let len = (text.len() + 2) as u16;
+    let mut out = Vec::with_capacity(base.len() + text.len() + 4);
+    out.extend_from_slice(&base[..2]);
+    out.extend_from_slice(&[0xFF, 0xFE]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&base[2..]);
+    out
+}
+
+fn part(name: &str, filename: Option<&str>, ctype: &str, bytes: &[u8], body: &mut Vec<u8>) {
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+    );
+    if let Some(f) = filename {
+        body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+    }
+    body.extend_from_slice(format!("\r\nContent-Type: {ctype}\r\n\r\n").as_bytes());
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(b"\r\n");
+}
+
+/// (url path, body) of one agent frame upload.
+fn frame_request(base: &[u8], index: usize) -> (String, Bytes) {
+    let jpeg = variant(base, index);
+    let id = Uuid::now_v7();
+    let meta = wiko_wire::FrameMeta {
+        frame_id: id,
+        device_id: "bench-pc".into(),
+        facility: "yangjiang".into(),
+        line: "l1".into(),
+        station: "grinding".into(),
+        sku: "WK-KN-200".into(),
+        part_id: None,
+        lot: None,
+        captured_at: chrono::Utc::now(),
+        seq: index as u64 + 1,
+        image_sha256: wiko_wire::frame::image_digest(&jpeg),
+    };
+    let mut body = Vec::with_capacity(jpeg.len() + 1024);
+    part(
+        "meta",
+        None,
+        "application/json",
+        &serde_json::to_vec(&meta).expect("meta serialises"),
+        &mut body,
+    );
+    part("image", Some("frame.jpg"), "image/jpeg", &jpeg, &mut body);
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("/api/v1/frames/{id}"), Bytes::from(body))
+}
+
+/// The prototype's form: `image`, `product_sku`, `facility`.
+fn prototype_request(base: &[u8], index: usize) -> (String, Bytes) {
+    let mut body = Vec::new();
+    part(
+        "image",
+        Some("knife.jpg"),
+        "image/jpeg",
+        &variant(base, index),
+        &mut body,
+    );
+    part("product_sku", None, "text/plain", b"WK-KN-200", &mut body);
+    part("facility", None, "text/plain", b"yangjiang", &mut body);
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    ("/api/v1/analyze".to_string(), Bytes::from(body))
+}
+
+struct Report {
+    name: String,
+    seconds: f64,
+    ok: usize,
+    errors: usize,
+    latencies_us: Vec<u64>,
+}
+
+impl Report {
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() as f64 * p).ceil() as usize)
+            .clamp(1, self.latencies_us.len())
+            - 1;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+async fn load(
+    name: &str,
+    base_url: &str,
+    method: reqwest::Method,
+    requests: Arc<Vec<(String, Bytes)>>,
+    connections: usize,
+) -> Report {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .expect("client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, next, requests, base_url, method) = (
+            client.clone(),
+            next.clone(),
+            requests.clone(),
+            base_url.to_string(),
+            method.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut lat) = (0usize, 0usize, Vec::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((path, body)) = requests.get(i) else {
+                    break;
+                };
+                let t = Instant::now();
+                let r = client
+                    .request(method.clone(), format!("{base_url}{path}"))
+                    .header("x-api-key", KEY)
+                    .header(
+                        "content-type",
+                        format!("multipart/form-data; boundary={BOUNDARY}"),
+                    )
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let good = match r {
+                    Ok(r) => {
+                        let s = r.status();
+                        let _ = r.bytes().await;
+                        s.is_success()
+                    }
+                    Err(_) => false,
+                };
+                lat.push(t.elapsed().as_micros() as u64);
+                if good { ok += 1 } else { errors += 1 }
+            }
+            (ok, errors, lat)
+        }));
+    }
+    let mut report = Report {
+        name: name.to_string(),
+        seconds: 0.0,
+        ok: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        let (ok, errors, lat) = t.await.expect("load task");
+        report.ok += ok;
+        report.errors += errors;
+        report.latencies_us.extend(lat);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.latencies_us.sort_unstable();
+    report
+}
+
+async fn echo(mut multipart: Multipart) -> String {
+    let mut n = 0;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        n += field.bytes().await.map(|b| b.len()).unwrap_or(0);
+    }
+    n.to_string()
+}
+
+async fn serve_echo() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new()
+        .route("/api/v1/frames/{id}", put(echo))
+        .route("/api/v1/analyze", post(echo))
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn serve_cloud(dir: &std::path::Path) -> String {
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 1\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n",
+        dir.display().to_string()
+    );
+    let raw: wiko_cloud::config::RawConfig = toml::from_str(&toml).expect("bench config");
+    let config = wiko_cloud::config::Config::try_from(raw).expect("valid bench config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(wiko_cloud::serve(config, listener, std::future::pending()));
+    let url = format!("http://{addr}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/health")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    url
+}
+
+fn print(r: &Report) {
+    println!(
+        "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} / {} |",
+        r.name,
+        r.ok as f64 / r.seconds,
+        r.pct(0.50),
+        r.pct(0.99),
+        r.pct(1.0),
+        r.errors,
+        r.ok + r.errors
+    );
+}
+
+fn main() {
+    let a = args();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let base = base_jpeg();
+    eprintln!(
+        "body: {} byte JPEG, {} requests per target, {} connections",
+        base.len(),
+        a.requests,
+        a.connections
+    );
+    let frames: Arc<Vec<_>> = Arc::new((0..a.requests).map(|i| frame_request(&base, i)).collect());
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime.block_on(async {
+        let echo_url = serve_echo().await;
+        let cloud_url = serve_cloud(dir.path()).await;
+        let warm: Arc<Vec<_>> = Arc::new(
+            (0..500)
+                .map(|i| frame_request(&base, a.requests + i))
+                .collect(),
+        );
+        let _ = load(
+            "warm-up",
+            &cloud_url,
+            reqwest::Method::PUT,
+            warm.clone(),
+            a.connections,
+        )
+        .await;
+        let _ = load(
+            "warm-up",
+            &echo_url,
+            reqwest::Method::PUT,
+            warm,
+            a.connections,
+        )
+        .await;
+        println!("| target | req/s | p50 ms | p99 ms | max ms | errors |");
+        println!("|---|---|---|---|---|---|");
+        print(
+            &load(
+                "bare axum, multipart echo",
+                &echo_url,
+                reqwest::Method::PUT,
+                frames.clone(),
+                a.connections,
+            )
+            .await,
+        );
+        let fresh: Arc<Vec<_>> = Arc::new(
+            (0..a.requests)
+                .map(|i| frame_request(&base, 2 * a.requests + i))
+                .collect(),
+        );
+        print(
+            &load(
+                "wiko-cloud PUT /api/v1/frames (durable)",
+                &cloud_url,
+                reqwest::Method::PUT,
+                fresh,
+                a.connections,
+            )
+            .await,
+        );
+        if let Some(peer) = &a.peer {
+            let proto: Arc<Vec<_>> = Arc::new(
+                (0..a.requests)
+                    .map(|i| prototype_request(&base, i))
+                    .collect(),
+            );
+            print(
+                &load(
+                    "Flask peer POST /api/v1/analyze",
+                    peer,
+                    reqwest::Method::POST,
+                    proto,
+                    a.connections,
+                )
+                .await,
+            );
+        }
+    });
+}
