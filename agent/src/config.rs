@@ -24,7 +24,8 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+/// A validation error naming `key`.
+pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -282,19 +283,27 @@ impl Config {
         path: &Path,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("WIKO")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(env),
-            )
-            .build()?
-            .try_deserialize()?;
-        Config::try_from(raw)
+        Config::try_from(load_layered::<RawConfig>(path, env)?)
     }
+}
+
+/// Reads a TOML file, then `WIKO_` environment overrides (`__` between levels), into `T`.
+/// `env` replaces the process environment when given (tests). Both binaries load this way.
+pub fn load_layered<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    env: Option<std::collections::HashMap<String, String>>,
+) -> Result<T, ConfigError> {
+    Ok(config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("WIKO")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(env),
+        )
+        .build()?
+        .try_deserialize()?)
 }
 
 impl TryFrom<RawConfig> for Config {

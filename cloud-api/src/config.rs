@@ -1,6 +1,7 @@
 //! The cloud's configuration: one TOML file plus `WIKO_` environment overrides, read into
 //! [`RawConfig`] and validated into [`Config`]. Every key is documented in
-//! `config/cloud.example.toml`; a test checks that file parses.
+//! `config/cloud.example.toml`; a test checks that file parses. Loading and the error type are
+//! shared with the agent (`wiko_agent::config`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,27 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::http::auth::{KeyEntry, Scope};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading configuration: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("`{key}`: {message}")]
-    Invalid { key: String, message: String },
-    #[error("`{key}`: reading {path}: {source}")]
-    SecretFile {
-        key: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
+pub use wiko_agent::config::ConfigError;
+use wiko_agent::config::{invalid, load_layered};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,18 +183,7 @@ impl Config {
         path: &Path,
         env: Option<HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("WIKO")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(env),
-            )
-            .build()?
-            .try_deserialize()?;
-        Config::try_from(raw)
+        Config::try_from(load_layered::<RawConfig>(path, env)?)
     }
 }
 

@@ -28,8 +28,7 @@ fn the_demo_shows_results_and_ng_alerts_within_thirty_seconds() {
     assert!(stdout.contains("mosquitto_sub -h 127.0.0.1 -p"), "{stdout}");
     let last = stdout
         .lines()
-        .filter(|l| l.starts_with("parts "))
-        .last()
+        .rfind(|l| l.starts_with("parts "))
         .expect("a summary line");
     let number_after = |label: &str| -> u64 {
         let rest = &last[last

@@ -16,24 +16,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use wiko_inspect::{DecodeLimits, Gray, InspectError};
-use wiko_wire::AnalysisStatus;
 
+pub use crate::store::Judgement;
 use crate::store::blob::BlobStore;
 use crate::store::{Job, Outcome, Store};
 use crate::telemetry;
-
-/// An analyzer's verdict on one decoded image (timing and naming are added by [`run`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    pub status: AnalysisStatus,
-    pub defect_detected: bool,
-    pub defects: Vec<wiko_wire::Defect>,
-    pub score: Option<f32>,
-    pub score_threshold: Option<f32>,
-    pub confidence: Option<f32>,
-    pub recommendation: String,
-    pub model_version: Option<String>,
-}
 
 #[async_trait]
 pub trait Analyzer: Send + Sync + 'static {
@@ -53,20 +40,13 @@ pub async fn decode(bytes: Bytes, limits: DecodeLimits) -> Result<Gray, InspectE
 /// Runs the analyzer and fills in name, version and latency.
 pub async fn run(analyzer: &dyn Analyzer, sku: &str, image: Gray) -> Outcome {
     let started = Instant::now();
-    let j = analyzer.judge(sku, Arc::new(image)).await;
+    let judgement = analyzer.judge(sku, Arc::new(image)).await;
     let latency = started.elapsed();
     metrics::histogram!(telemetry::ANALYSIS_SECONDS).record(latency.as_secs_f64());
     Outcome {
-        status: j.status,
-        defect_detected: j.defect_detected,
-        defects: j.defects,
-        score: j.score,
-        score_threshold: j.score_threshold,
-        confidence: j.confidence,
-        recommendation: j.recommendation,
+        judgement,
         analyzer: analyzer.name().to_string(),
         analyzer_version: analyzer.version().to_string(),
-        model_version: j.model_version,
         latency_ms: latency.as_secs_f64() * 1000.0,
     }
 }
@@ -74,16 +54,9 @@ pub async fn run(analyzer: &dyn Analyzer, sku: &str, image: Gray) -> Outcome {
 /// An outcome for an image that cannot be analysed at all.
 fn undecodable(analyzer: &dyn Analyzer, e: &InspectError) -> Outcome {
     Outcome {
-        status: AnalysisStatus::Failed,
-        defect_detected: false,
-        defects: Vec::new(),
-        score: None,
-        score_threshold: None,
-        confidence: None,
-        recommendation: format!("image could not be analysed: {e}"),
+        judgement: Judgement::failed(format!("the image could not be decoded: {e}"), None),
         analyzer: analyzer.name().to_string(),
         analyzer_version: analyzer.version().to_string(),
-        model_version: None,
         latency_ms: 0.0,
     }
 }
@@ -158,7 +131,7 @@ impl Workers {
                 return;
             }
         };
-        let status = format!("{:?}", outcome.status).to_lowercase();
+        let status = format!("{:?}", outcome.judgement.status).to_lowercase();
         match self
             .store
             .complete(job.analysis_id, outcome, &self.public_url)

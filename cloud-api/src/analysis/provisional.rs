@@ -222,20 +222,10 @@ impl Analyzer for Provisional {
             }
         };
         let scored = tokio::task::spawn_blocking(move || model.score(&image)).await;
-        let failed = |reason: String| Judgement {
-            status: AnalysisStatus::Failed,
-            defect_detected: false,
-            defects: Vec::new(),
-            score: None,
-            score_threshold: None,
-            confidence: None,
-            recommendation: format!("no verdict: {reason}"),
-            model_version: Some(version.clone()),
-        };
         match scored {
             Ok(Ok(verdict)) => judgement(&verdict, &version),
-            Ok(Err(e)) => failed(e.to_string()),
-            Err(e) => failed(format!("scoring task failed: {e}")),
+            Ok(Err(e)) => Judgement::failed(e, Some(version)),
+            Err(e) => Judgement::failed(format!("scoring task failed: {e}"), Some(version)),
         }
     }
 }

@@ -63,9 +63,9 @@ pub struct NewAnalysis {
     pub run_after: Duration,
 }
 
-/// What an analyzer concluded.
+/// An analyzer's verdict on one part.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub struct Judgement {
     pub status: AnalysisStatus,
     pub defect_detected: bool,
     pub defects: Vec<Defect>,
@@ -73,9 +73,31 @@ pub struct Outcome {
     pub score_threshold: Option<f32>,
     pub confidence: Option<f32>,
     pub recommendation: String,
+    pub model_version: Option<String>,
+}
+
+impl Judgement {
+    /// No verdict could be made; `reason` says why.
+    pub fn failed(reason: impl std::fmt::Display, model_version: Option<String>) -> Judgement {
+        Judgement {
+            status: AnalysisStatus::Failed,
+            defect_detected: false,
+            defects: Vec::new(),
+            score: None,
+            score_threshold: None,
+            confidence: None,
+            recommendation: format!("no verdict: {reason}"),
+            model_version,
+        }
+    }
+}
+
+/// A judgement with who made it and how long it took: what gets stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub judgement: Judgement,
     pub analyzer: String,
     pub analyzer_version: String,
-    pub model_version: Option<String>,
     pub latency_ms: f64,
 }
 

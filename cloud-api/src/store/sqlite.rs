@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 use wiko_wire::{AlertMessage, Analysis, AnalysisStatus, Defect, IngestOutcome, Topic};
 
-use super::{Job, ListFilter, NewAnalysis, OutboxItem, Outcome, Store, StoreError, StoredModel};
+use super::{
+    Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, Store, StoreError, StoredModel,
+};
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
 /// Most writes grouped into one transaction.
@@ -253,9 +255,10 @@ fn defect_id(id: Uuid) -> String {
 fn complete_in(
     sp: &Savepoint<'_>,
     id: Uuid,
-    o: &Outcome,
+    outcome: &Outcome,
     public_url: &str,
 ) -> Result<Analysis, StoreError> {
+    let o = &outcome.judgement;
     let current = get_analysis(sp, id)?;
     if current.status != AnalysisStatus::Pending {
         return Ok(current);
@@ -274,10 +277,10 @@ fn complete_in(
             o.score_threshold,
             o.confidence,
             o.recommendation,
-            o.analyzer,
-            o.analyzer_version,
+            outcome.analyzer,
+            outcome.analyzer_version,
             o.model_version,
-            o.latency_ms,
+            outcome.latency_ms,
             ts(Utc::now()),
         ],
     )?;
@@ -446,16 +449,9 @@ impl Store for SqliteStore {
         self.write(move |sp| {
             if attempts >= max_attempts {
                 let outcome = Outcome {
-                    status: AnalysisStatus::Failed,
-                    defect_detected: false,
-                    defects: Vec::new(),
-                    score: None,
-                    score_threshold: None,
-                    confidence: None,
-                    recommendation: format!("analysis failed after {attempts} attempts: {error}"),
+                    judgement: Judgement::failed(format!("gave up after {attempts} attempts: {error}"), None),
                     analyzer: String::new(),
                     analyzer_version: String::new(),
-                    model_version: None,
                     latency_ms: 0.0,
                 };
                 complete_in(sp, id, &outcome, &public_url)?;
