@@ -1,6 +1,6 @@
 //! Buffer write throughput: `cargo bench -p wiko-agent --bench buffer [-- --frames N]`
 //!
-//! In one run, for 200 KB frames: `Buffer::insert` (SHA-256 of the JPEG, size check, insert,
+//! In one run, for 200 KB frames: `Buffer::insert` (BLAKE3 of the JPEG, size check, insert,
 //! usage trigger, commit) next to a raw rusqlite insert of the same blob into a one-table
 //! database with the same pragmas, one transaction per frame in both, for `synchronous` FULL
 //! (fsync per frame) and NORMAL.

@@ -4,7 +4,7 @@
 //! 1. a bare axum handler that reads the multipart body and answers its length (the framework's
 //!    ceiling: no auth, no disk, no database);
 //! 2. `wiko-cloud`'s `PUT /api/v1/frames/{id}` on the embedded store, started in this process with
-//!    MQTT disabled: key check, multipart, SHA-256, header checks, image fsynced (file and
+//!    MQTT disabled: key check, multipart, BLAKE3 digest check, header checks, image fsynced (file and
 //!    directory), record committed with `synchronous=FULL` (group commit), JSON ack;
 //! 3. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
 //!    `shared/peers/flask_prototype`).
@@ -119,7 +119,7 @@ fn frame_request(base: &[u8], index: usize) -> (String, Bytes) {
         lot: None,
         captured_at: chrono::Utc::now(),
         seq: index as u64 + 1,
-        image_sha256: wiko_wire::frame::image_digest(&jpeg),
+        image_blake3: wiko_wire::frame::image_digest(&jpeg),
     };
     let mut body = Vec::with_capacity(jpeg.len() + 1024);
     part(

@@ -34,8 +34,8 @@ pub struct FrameMeta {
     pub captured_at: DateTime<Utc>,
     /// Per-device capture sequence number, strictly increasing across restarts.
     pub seq: u64,
-    /// Lower-case hex SHA-256 of the JPEG bytes; the cloud checks it.
-    pub image_sha256: String,
+    /// Lower-case hex BLAKE3 of the JPEG bytes ([`image_digest`]); the cloud checks it.
+    pub image_blake3: String,
 }
 
 /// Why a [`FrameMeta`] is not acceptable.
@@ -47,7 +47,7 @@ pub enum MetaError {
     TooLong { field: &'static str },
     #[error("field `{field}` may hold only letters, digits and `-_.:`")]
     BadChars { field: &'static str },
-    #[error("`image_sha256` must be 64 lower-case hex digits")]
+    #[error("`image_blake3` must be 64 lower-case hex digits")]
     BadDigest,
 }
 
@@ -69,9 +69,9 @@ impl FrameMeta {
                 validate_id(field, value)?;
             }
         }
-        let digest_ok = self.image_sha256.len() == 64
+        let digest_ok = self.image_blake3.len() == 64
             && self
-                .image_sha256
+                .image_blake3
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !digest_ok {
@@ -81,10 +81,11 @@ impl FrameMeta {
     }
 }
 
-/// The digest in [`FrameMeta::image_sha256`]: lower-case hex SHA-256 of the image bytes.
+/// The digest in [`FrameMeta::image_blake3`]: lower-case hex BLAKE3 of the image bytes.
+/// BLAKE3 rather than SHA-256: line PCs and cloud hosts often lack SHA instructions, where
+/// SHA-256 of a 200 KB frame costs about 1 ms of CPU and BLAKE3 about 0.04 ms.
 pub fn image_digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 /// Checks one identifier against the safe alphabet (see [`FrameMeta::validate`]).

@@ -16,7 +16,7 @@ fn meta() -> FrameMeta {
         lot: None,
         captured_at: chrono::Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).unwrap(),
         seq: 7,
-        image_sha256: "ab".repeat(32),
+        image_blake3: "ab".repeat(32),
     }
 }
 
@@ -46,7 +46,7 @@ fn frame_meta_validation_names_the_field() {
     m.sku = String::new();
     assert_eq!(m.validate(), Err(MetaError::Empty { field: "sku" }));
     let mut m = meta();
-    m.image_sha256 = "AB".repeat(32);
+    m.image_blake3 = "AB".repeat(32);
     assert_eq!(m.validate(), Err(MetaError::BadDigest));
     let mut m = meta();
     m.lot = Some("x".repeat(MAX_ID_LEN + 1));

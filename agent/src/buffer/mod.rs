@@ -160,7 +160,7 @@ impl Buffer {
         if needed > max {
             return Err(BufferError::Full { needed, max });
         }
-        let sha = wiko_wire::frame::image_digest(&f.jpeg);
+        let digest = wiko_wire::frame::image_digest(&f.jpeg);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
@@ -192,7 +192,7 @@ impl Buffer {
         }
         tx.execute(
             "INSERT INTO frames (frame_id, camera, device_id, facility, line, station, sku, part_id,
-                                 lot, captured_at, image_sha256, jpeg, bytes, ng)
+                                 lot, captured_at, image_blake3, jpeg, bytes, ng)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 f.frame_id.to_string(),
@@ -205,7 +205,7 @@ impl Buffer {
                 f.part_id,
                 f.lot,
                 f.captured_at.to_rfc3339(),
-                sha,
+                digest,
                 f.jpeg,
                 needed as i64,
                 f.ng.unwrap_or(false),
@@ -221,7 +221,7 @@ impl Buffer {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
-                    captured_at, image_sha256, jpeg, attempts
+                    captured_at, image_blake3, jpeg, attempts
              FROM frames ORDER BY ng DESC, seq ASC",
         )?;
         let mut rows = stmt.query([])?;
@@ -251,7 +251,7 @@ impl Buffer {
                     lot: row.get(9)?,
                     captured_at,
                     seq: seq as u64,
-                    image_sha256: row.get(11)?,
+                    image_blake3: row.get(11)?,
                 },
                 camera: row.get(2)?,
                 jpeg: row.get(12)?,
@@ -294,7 +294,7 @@ impl Buffer {
              SELECT frame_id, seq, camera,
                     json_object('device_id', device_id, 'facility', facility, 'line', line,
                                 'station', station, 'sku', sku, 'part_id', part_id, 'lot', lot,
-                                'captured_at', captured_at, 'image_sha256', image_sha256),
+                                'captured_at', captured_at, 'image_blake3', image_blake3),
                     jpeg, ?2, ?3, ?4
              FROM frames WHERE frame_id = ?1",
             params![frame_id.to_string(), status, reason, Utc::now().to_rfc3339()],

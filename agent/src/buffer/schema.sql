@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS frames (
     part_id      TEXT,
     lot          TEXT,
     captured_at  TEXT    NOT NULL,                  -- RFC 3339, UTC
-    image_sha256 TEXT    NOT NULL,
+    image_blake3 TEXT    NOT NULL,
     jpeg         BLOB    NOT NULL,
     bytes        INTEGER NOT NULL,                  -- accounted size: JPEG + row overhead
     ng           INTEGER NOT NULL DEFAULT 0,        -- local verdict NG: synced first, evicted last

@@ -42,7 +42,7 @@ fn buffer_keeps_frames_until_acked() {
     assert_eq!(p[0].jpeg, f.jpeg);
     assert_eq!(p[0].attempts, 1);
     assert_eq!(
-        p[0].meta.image_sha256,
+        p[0].meta.image_blake3,
         wiko_wire::frame::image_digest(&f.jpeg)
     );
     assert!(b.ack(f.frame_id).unwrap());

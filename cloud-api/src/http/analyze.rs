@@ -74,9 +74,9 @@ async fn analyze(
     let decoded = analysis::decode(image.clone(), s.limits)
         .await
         .map_err(image::inspect_error)?;
-    let sha = wiko_wire::frame::image_digest(&image);
+    let digest = wiko_wire::frame::image_digest(&image);
     let now = Utc::now();
-    let key = image::blob_key(&sha, now);
+    let key = image::blob_key(&digest, now);
     s.blobs.put(&key, image).await?;
     let (_, id) = s
         .store
@@ -90,7 +90,7 @@ async fn analyze(
             timestamp: now,
             frame: None,
             image_key: key,
-            image_sha256: sha,
+            image_blake3: digest,
             image_width: width,
             image_height: height,
             run_after: TAKEOVER_AFTER,

@@ -18,9 +18,9 @@ pub fn inspect_error(e: InspectError) -> ApiError {
     }
 }
 
-/// Content-addressed blob key, grouped by day: `images/20261126/<sha256>.jpg`.
-pub fn blob_key(sha256: &str, at: chrono::DateTime<chrono::Utc>) -> String {
-    format!("images/{}/{sha256}.jpg", at.format("%Y%m%d"))
+/// Content-addressed blob key, grouped by day: `images/20261126/<blake3>.jpg`.
+pub fn blob_key(digest: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("images/{}/{digest}.jpg", at.format("%Y%m%d"))
 }
 
 #[cfg(test)]

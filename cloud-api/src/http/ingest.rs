@@ -51,15 +51,15 @@ async fn put_frame(
         }
         meta.validate()
             .map_err(|e| ApiError::bad("invalid_metadata", e.to_string()))?;
-        let sha = wiko_wire::frame::image_digest(&jpeg);
-        if sha != meta.image_sha256 {
+        let digest = wiko_wire::frame::image_digest(&jpeg);
+        if digest != meta.image_blake3 {
             return Err(ApiError::bad(
                 "digest_mismatch",
-                "the image does not match meta.image_sha256",
+                "the image does not match meta.image_blake3",
             ));
         }
         let (width, height) = image::check(&jpeg, s.limits)?;
-        let key = image::blob_key(&sha, meta.captured_at);
+        let key = image::blob_key(&digest, meta.captured_at);
         s.blobs.put(&key, jpeg).await?;
         let new = NewAnalysis {
             facility: meta.facility.clone(),
@@ -71,7 +71,7 @@ async fn put_frame(
             timestamp: meta.captured_at,
             frame: Some(meta),
             image_key: key,
-            image_sha256: sha,
+            image_blake3: digest,
             image_width: width,
             image_height: height,
             run_after: std::time::Duration::ZERO,

@@ -55,7 +55,7 @@ pub struct NewAnalysis {
     /// Present for agent frames (idempotency key), absent for `POST /analyze`.
     pub frame: Option<FrameMeta>,
     pub image_key: String,
-    pub image_sha256: String,
+    pub image_blake3: String,
     pub image_width: u32,
     pub image_height: u32,
     /// When the job becomes runnable: now for queued analysis, later for a synchronous call

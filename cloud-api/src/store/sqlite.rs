@@ -343,7 +343,7 @@ impl Store for SqliteStore {
             sp.execute(
                 "INSERT INTO analyses (id, defect_id, timestamp, facility, line, station, product_sku,
                     part_id, lot, device_id, frame_id, status, defect_detected, defects_json,
-                    recommendation, analyzer, analyzer_version, image_key, image_sha256,
+                    recommendation, analyzer, analyzer_version, image_key, image_blake3,
                     image_width, image_height, created_at, seq)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', 0, '[]', '', '', '',
                          ?12, ?13, ?14, ?15, ?16, ?17)",
@@ -360,7 +360,7 @@ impl Store for SqliteStore {
                     n.frame.as_ref().map(|f| f.device_id.clone()),
                     n.frame.as_ref().map(|f| f.frame_id.to_string()),
                     n.image_key,
-                    n.image_sha256,
+                    n.image_blake3,
                     n.image_width,
                     n.image_height,
                     ts(now),

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS analyses (
     model_version    TEXT,
     latency_ms       REAL,
     image_key        TEXT NOT NULL,
-    image_sha256     TEXT NOT NULL,
+    image_blake3     TEXT NOT NULL,
     image_width      INTEGER NOT NULL,
     image_height     INTEGER NOT NULL,
     created_at       TEXT NOT NULL,

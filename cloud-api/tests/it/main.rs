@@ -94,7 +94,7 @@ fn meta(frame_id: Uuid, image: &[u8]) -> FrameMeta {
         lot: None,
         captured_at: chrono::Utc::now(),
         seq: 1,
-        image_sha256: wiko_wire::frame::image_digest(image),
+        image_blake3: wiko_wire::frame::image_digest(image),
     }
 }
 
