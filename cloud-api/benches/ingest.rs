@@ -4,8 +4,10 @@
 //! 1. a bare axum handler that reads the multipart body and answers its length (the framework's
 //!    ceiling: no auth, no disk, no database);
 //! 2. `wiko-cloud`'s `PUT /api/v1/frames/{id}` on the embedded store, started in this process with
-//!    MQTT disabled: key check, multipart, BLAKE3 digest check, header checks, image fsynced (file and
-//!    directory), record committed with `synchronous=FULL` (group commit), JSON ack;
+//!    MQTT disabled and no analysis workers (analysis is queued, as in production, and runs on
+//!    other cores or replicas): key check, multipart, BLAKE3 digest check, header checks, image
+//!    fsynced (file and directory), record and job committed with `synchronous=FULL` (group
+//!    commit), JSON ack;
 //! 3. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
 //!    `shared/peers/flask_prototype`).
 //!
@@ -265,7 +267,7 @@ async fn serve_echo() -> String {
 
 async fn serve_cloud(dir: &std::path::Path) -> String {
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 1\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 0\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n",
         dir.display().to_string()
     );
     let raw: wiko_cloud::config::RawConfig = toml::from_str(&toml).expect("bench config");

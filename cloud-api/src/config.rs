@@ -81,7 +81,8 @@ pub struct RawKey {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
-    /// Analysis workers (jobs processed at once). Default: 2.
+    /// Analysis workers (jobs processed at once); 0 makes an ingest-only replica whose jobs
+    /// another replica works off. Default: 2.
     #[serde(default = "default_workers")]
     pub workers: usize,
     /// The provisional analyzer calibrates a SKU from its first this-many frames.
@@ -236,8 +237,8 @@ impl TryFrom<RawConfig> for Config {
             });
         }
         let a = &raw.analysis;
-        if !(1..=64).contains(&a.workers) {
-            return Err(invalid("analysis.workers", "must be 1 to 64"));
+        if a.workers > 64 {
+            return Err(invalid("analysis.workers", "must be 0 to 64"));
         }
         if a.calibration_frames < wiko_inspect::model::MIN_GOOD {
             return Err(invalid(
