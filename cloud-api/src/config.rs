@@ -28,6 +28,10 @@ pub struct RawConfig {
     /// Largest accepted request body (a frame upload), in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Requests served at once; more wait for a slot (bounds memory: each may hold a body of
+    /// up to `max_body_bytes`).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Largest accepted image, in pixels (width × height); larger ones are refused unread.
     #[serde(default = "default_max_image_pixels")]
     pub max_image_pixels: u64,
@@ -47,6 +51,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_max_body_bytes() -> usize {
     16 * 1024 * 1024
+}
+fn default_max_concurrent_requests() -> usize {
+    256
 }
 fn default_max_image_pixels() -> u64 {
     40_000_000
@@ -167,6 +174,7 @@ pub struct Config {
     pub public_url: String,
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
+    pub max_concurrent_requests: usize,
     pub max_image_pixels: u64,
     pub keys: Vec<KeyEntry>,
     pub analysis: AnalysisConfig,
@@ -194,6 +202,9 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
         if raw.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if raw.max_concurrent_requests == 0 {
+            return Err(invalid("max_concurrent_requests", "must be above zero"));
         }
         if raw.max_image_pixels == 0 {
             return Err(invalid("max_image_pixels", "must be above zero"));
@@ -285,6 +296,7 @@ impl TryFrom<RawConfig> for Config {
             public_url,
             data_dir: raw.data_dir,
             max_body_bytes: raw.max_body_bytes,
+            max_concurrent_requests: raw.max_concurrent_requests,
             max_image_pixels: raw.max_image_pixels,
             keys,
             analysis: raw.analysis,

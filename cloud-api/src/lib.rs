@@ -113,6 +113,7 @@ pub async fn serve(
         limits,
         public_url: config.public_url.clone(),
         max_body_bytes: config.max_body_bytes,
+        max_concurrent_requests: config.max_concurrent_requests,
         jobs_wake,
         outbox_wake,
         broker_up,

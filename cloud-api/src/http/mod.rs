@@ -33,6 +33,8 @@ pub struct AppState {
     pub limits: DecodeLimits,
     pub public_url: String,
     pub max_body_bytes: usize,
+    /// Requests served at once.
+    pub max_concurrent_requests: usize,
     /// Wakes the analysis workers after an ingest.
     pub jobs_wake: Arc<Notify>,
     /// Wakes the MQTT publisher after a result.
@@ -44,12 +46,16 @@ pub struct AppState {
 /// The whole API as one router, so that tests can call it with `oneshot`.
 pub fn app(state: AppState) -> Router {
     let max_body = state.max_body_bytes;
+    let max_concurrent = state.max_concurrent_requests;
     Router::new()
         .merge(health::router())
         .merge(ingest::router())
         .merge(analyze::router())
         .merge(results::router())
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            max_concurrent,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

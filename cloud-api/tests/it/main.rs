@@ -65,6 +65,7 @@ async fn harness() -> Harness {
         },
         public_url: "http://127.0.0.1:5001".into(),
         max_body_bytes: MAX_BODY,
+        max_concurrent_requests: 8,
         jobs_wake: Arc::new(Notify::new()),
         outbox_wake: Arc::new(Notify::new()),
         broker_up: Arc::new(AtomicBool::new(true)),
