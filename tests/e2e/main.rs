@@ -8,6 +8,7 @@
 //! - `folder`: the hot-folder camera takes complete files once and rejects unreadable ones.
 //! - `prototype`: the prototype's own curl check works unchanged.
 //! - `demo`: README's first command shows results and NG alerts within 30 s.
+//! - `mosquitto` (feature `mosquitto-tests`): alerts through an external Mosquitto broker.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -16,6 +17,8 @@ mod crash;
 mod demo;
 mod flow;
 mod folder;
+#[cfg(feature = "mosquitto-tests")]
+mod mosquitto;
 mod outage;
 mod prototype;
 

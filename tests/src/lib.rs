@@ -122,8 +122,32 @@ pub struct Cloud {
 }
 
 impl Cloud {
+    /// A cloud with its embedded broker on `mqtt_port`.
     pub async fn start(dir: &Path, port: u16, mqtt_port: u16) -> anyhow::Result<Cloud> {
+        Cloud::start_with(dir, port, mqtt_port, false).await
+    }
+
+    /// A cloud publishing to an external broker already listening on `mqtt_port`.
+    pub async fn start_external_broker(
+        dir: &Path,
+        port: u16,
+        mqtt_port: u16,
+    ) -> anyhow::Result<Cloud> {
+        Cloud::start_with(dir, port, mqtt_port, true).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        port: u16,
+        mqtt_port: u16,
+        external: bool,
+    ) -> anyhow::Result<Cloud> {
         std::fs::create_dir_all(dir)?;
+        let broker = if external {
+            format!("url = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"wiko-e2e-{port}\"")
+        } else {
+            format!("embedded_listen = \"127.0.0.1:{mqtt_port}\"")
+        };
         let config = dir.join("cloud.toml");
         std::fs::write(
             &config,
@@ -134,7 +158,7 @@ data_dir = {data:?}
 [analysis]
 calibration_frames = 10
 [mqtt]
-embedded_listen = "127.0.0.1:{mqtt_port}"
+{broker}
 [[auth.keys]]
 name = "agent"
 scope = "device"

@@ -1,0 +1,65 @@
+use std::time::Duration;
+
+use wiko_e2e::{Agent, Camera, Cloud, Subscriber, free_port, wait_until};
+
+/// The machine's Mosquitto (127.0.0.1:1883) as the external broker: one result per part and one
+/// alert per NG part arrive through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_and_alerts_go_through_an_external_mosquitto() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start_external_broker(&dir.path().join("cloud"), free_port(), 1883)
+        .await
+        .unwrap();
+    let sub = Subscriber::start(1883).await.unwrap();
+    let agent_dir = dir.path().join("agent");
+    let http = free_port();
+    // Others may publish on this broker too: only this run's result ids are counted.
+    Agent::write_config(
+        &agent_dir,
+        cloud.port,
+        http,
+        &[Camera::synthetic(
+            "cam",
+            "grinding",
+            "WK-KN-200",
+            11,
+            60,
+            20,
+        )],
+    )
+    .unwrap();
+    let agent = Agent::start(&agent_dir, http).await.unwrap();
+    let analyses = wait_until(Duration::from_secs(120), "60 analysed parts", || async {
+        let all = cloud.analyses().await.ok()?;
+        (all.len() >= 60 && all.iter().all(|a| a["status"] != "pending")).then_some(all)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    let ng = analyses
+        .iter()
+        .filter(|a| a["defect_detected"] == true)
+        .count();
+    let ours = |leaf: &str| {
+        sub.by_leaf(leaf)
+            .into_iter()
+            .filter(|(id, _)| {
+                analyses
+                    .iter()
+                    .any(|a| a["id"].as_str() == Some(id.as_str()))
+            })
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "every message through Mosquitto",
+        || async { (ours("result") == 60 && ours("alert") == ng).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: results {}, alerts {} of {ng}",
+            ours("result"),
+            ours("alert")
+        )
+    });
+}
