@@ -17,25 +17,23 @@ async fn the_prototype_curl_check_works_unchanged() {
     assert!(status.success());
     let knife = images.join("images/WK-KN-200_00000.jpg");
     let url = cloud.url();
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-X",
-            "POST",
-            &format!("{url}/api/v1/analyze"),
-            "-H",
-            &format!("X-API-Key: {DEVICE_KEY}"),
-        ])
-        .args([
-            "-F",
-            &format!("image=@{}", knife.display()),
-            "-F",
-            "product_sku=WK-KN-200",
-            "-F",
-            "facility=yangjiang",
-        ])
-        .output()
-        .unwrap();
+    let analyze = |extra: &[&str]| {
+        let form = format!("image=@{}", knife.display());
+        Command::new("curl")
+            .args(["-sS", "-X", "POST", &format!("{url}/api/v1/analyze")])
+            .args(extra)
+            .args([
+                "-F",
+                &form,
+                "-F",
+                "product_sku=WK-KN-200",
+                "-F",
+                "facility=yangjiang",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = analyze(&["-H", &format!("X-API-Key: {DEVICE_KEY}")]);
     let body: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(body["facility"], "yangjiang");
@@ -51,27 +49,7 @@ async fn the_prototype_curl_check_works_unchanged() {
     let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(health["status"], "healthy");
 
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            &format!("{url}/api/v1/analyze"),
-        ])
-        .args([
-            "-F",
-            &format!("image=@{}", knife.display()),
-            "-F",
-            "product_sku=WK-KN-200",
-            "-F",
-            "facility=yangjiang",
-        ])
-        .output()
-        .unwrap();
+    let out = analyze(&["-o", "/dev/null", "-w", "%{http_code}"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "401",
