@@ -5,7 +5,9 @@
 //!   counts; with `synchronous = "full"` the commit is fsynced.
 //! - A row is deleted only by [`Buffer::ack`] (the cloud acknowledged that `frame_id`), by
 //!   [`Buffer::dead_letter`] (the cloud rejected it for good: the row moves to `dead_letters`,
-//!   still on disk and counted), or by eviction when full (counted and logged).
+//!   still on disk and counted), by [`Buffer::pending`] for a row that cannot be read back (also
+//!   to `dead_letters`, so a damaged row never blocks the ones behind it), or by eviction when
+//!   full (counted and logged).
 //! - The accounted size (`JPEG bytes + ROW_OVERHEAD` per row) stays at most `max_disk_bytes`.
 //!   When a frame does not fit, `when_full` decides: `drop_oldest` evicts unsynced frames, OK
 //!   and unjudged before NG, oldest first; `reject_new` refuses the new frame.
@@ -35,8 +37,6 @@ pub enum BufferError {
     Io(#[from] std::io::Error),
     #[error("buffer full: a frame of {needed} bytes does not fit in {max} bytes")]
     Full { needed: u64, max: u64 },
-    #[error("buffer row {seq} is unreadable: {reason}")]
-    BadRow { seq: i64, reason: String },
 }
 
 /// Size policy of a buffer.
@@ -216,9 +216,26 @@ impl Buffer {
         Ok(Inserted { seq, evicted })
     }
 
-    /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`.
+    /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`. A row
+    /// that cannot be read back (a damaged file) is moved to the dead letters with the reason,
+    /// so that it never blocks the frames behind it.
     pub fn pending(&self, limit: usize, exclude: &[Uuid]) -> Result<Vec<Pending>, BufferError> {
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let mut unreadable = Vec::new();
+        let out = Self::read_pending(&conn, limit, exclude, &mut unreadable)?;
+        for (seq, reason) in unreadable {
+            tracing::error!(seq, %reason, "unreadable buffer row moved to dead letters");
+            move_to_dead_letters(&mut conn, seq, 0, &format!("unreadable row: {reason}"))?;
+        }
+        Ok(out)
+    }
+
+    fn read_pending(
+        conn: &Connection,
+        limit: usize,
+        exclude: &[Uuid],
+        unreadable: &mut Vec<(i64, String)>,
+    ) -> Result<Vec<Pending>, BufferError> {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
                     captured_at, image_blake3, jpeg, attempts
@@ -229,16 +246,25 @@ impl Buffer {
         while out.len() < limit {
             let Some(row) = rows.next()? else { break };
             let seq: i64 = row.get(0)?;
-            let bad = |reason: String| BufferError::BadRow { seq, reason };
             let frame_id: String = row.get(1)?;
-            let frame_id = Uuid::parse_str(&frame_id).map_err(|e| bad(e.to_string()))?;
+            let captured_at: String = row.get(10)?;
+            let parsed = Uuid::parse_str(&frame_id)
+                .map_err(|e| format!("frame_id {frame_id:?}: {e}"))
+                .and_then(|id| {
+                    DateTime::parse_from_rfc3339(&captured_at)
+                        .map(|t| (id, t.with_timezone(&Utc)))
+                        .map_err(|e| format!("captured_at {captured_at:?}: {e}"))
+                });
+            let (frame_id, captured_at) = match parsed {
+                Ok(p) => p,
+                Err(reason) => {
+                    unreadable.push((seq, reason));
+                    continue;
+                }
+            };
             if exclude.contains(&frame_id) {
                 continue;
             }
-            let captured_at: String = row.get(10)?;
-            let captured_at = DateTime::parse_from_rfc3339(&captured_at)
-                .map_err(|e| bad(e.to_string()))?
-                .with_timezone(&Utc);
             out.push(Pending {
                 meta: FrameMeta {
                     frame_id,
@@ -288,23 +314,17 @@ impl Buffer {
         reason: &str,
     ) -> Result<(), BufferError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO dead_letters (frame_id, seq, camera, meta_json, jpeg, status, reason, rejected_at)
-             SELECT frame_id, seq, camera,
-                    json_object('device_id', device_id, 'facility', facility, 'line', line,
-                                'station', station, 'sku', sku, 'part_id', part_id, 'lot', lot,
-                                'captured_at', captured_at, 'image_blake3', image_blake3),
-                    jpeg, ?2, ?3, ?4
-             FROM frames WHERE frame_id = ?1",
-            params![frame_id.to_string(), status, reason, Utc::now().to_rfc3339()],
-        )?;
-        tx.execute(
-            "DELETE FROM frames WHERE frame_id = ?1",
-            [frame_id.to_string()],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let seq: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM frames WHERE frame_id = ?1",
+                [frame_id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match seq {
+            Some(seq) => move_to_dead_letters(&mut conn, seq, status, reason),
+            None => Ok(()),
+        }
     }
 
     pub fn stats(&self) -> Result<Stats, BufferError> {
@@ -346,6 +366,29 @@ impl Buffer {
             by_camera,
         })
     }
+}
+
+/// Moves row `seq` from `frames` to `dead_letters` in one transaction.
+fn move_to_dead_letters(
+    conn: &mut Connection,
+    seq: i64,
+    status: u16,
+    reason: &str,
+) -> Result<(), BufferError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO dead_letters (frame_id, seq, camera, meta_json, jpeg, status, reason, rejected_at)
+         SELECT frame_id, seq, camera,
+                json_object('device_id', device_id, 'facility', facility, 'line', line,
+                            'station', station, 'sku', sku, 'part_id', part_id, 'lot', lot,
+                            'captured_at', captured_at, 'image_blake3', image_blake3),
+                jpeg, ?2, ?3, ?4
+         FROM frames WHERE seq = ?1",
+        params![seq, status, reason, Utc::now().to_rfc3339()],
+    )?;
+    tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {

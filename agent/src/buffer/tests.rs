@@ -188,3 +188,24 @@ fn a_corrupt_buffer_is_quarantined_and_replaced() {
     assert_eq!(b.stats().unwrap().frames, 0);
     b.insert(&frame(1, 10, None)).unwrap();
 }
+
+#[test]
+fn an_unreadable_row_moves_to_dead_letters_and_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let damaged = frame(1, 10, None);
+    let fine = frame(2, 10, None);
+    b.insert(&damaged).unwrap();
+    b.insert(&fine).unwrap();
+    b.conn()
+        .execute(
+            "UPDATE frames SET captured_at = 'not a time' WHERE frame_id = ?1",
+            [damaged.frame_id.to_string()],
+        )
+        .unwrap();
+    let p = b.pending(10, &[]).unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].meta.frame_id, fine.frame_id);
+    let s = b.stats().unwrap();
+    assert_eq!((s.frames, s.dead_letters), (1, 1));
+}

@@ -154,12 +154,7 @@ impl<U: Uplink> Uploader<U> {
         let exclude = exclude.to_vec();
         tokio::task::spawn_blocking(move || buffer.pending(room, &exclude))
             .await
-            .unwrap_or_else(|e| {
-                Err(crate::buffer::BufferError::BadRow {
-                    seq: -1,
-                    reason: e.to_string(),
-                })
-            })
+            .unwrap_or_else(|e| Err(crate::buffer::BufferError::Io(std::io::Error::other(e))))
     }
 
     /// Records an upload's outcome; returns a pause when uploads should back off.
