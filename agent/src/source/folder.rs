@@ -95,7 +95,7 @@ async fn scan(
     settle: Duration,
 ) -> std::io::Result<Vec<(PathBuf, Duration)>> {
     let mut entries = tokio::fs::read_dir(dir).await?;
-    let mut present = Vec::new();
+    let mut present = std::collections::HashSet::new();
     let mut ready = Vec::new();
     while let Some(entry) = entries.next_entry().await? {
         let path = entry.path();
@@ -113,7 +113,7 @@ async fn scan(
             meta.len(),
             meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         );
-        present.push(path.clone());
+        present.insert(path.clone());
         match seen.get(&path) {
             Some((len, mtime, since)) if (*len, *mtime) == stamp => {
                 if since.elapsed() >= settle {

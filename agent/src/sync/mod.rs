@@ -13,6 +13,7 @@
 pub mod backoff;
 pub mod client;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +90,8 @@ impl<U: Uplink> Uploader<U> {
     /// Runs until `shutdown` is cancelled, then drains the uploads in flight.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut in_flight: JoinSet<(Uuid, Result<IngestAck, UploadError>)> = JoinSet::new();
-        let mut in_flight_ids: Vec<Uuid> = Vec::new();
+        // Which frame each upload task carries, so a task that panics frees exactly its frame.
+        let mut in_flight_ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
         let mut paused_until: Option<Instant> = None;
         let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
         loop {
@@ -97,13 +99,14 @@ impl<U: Uplink> Uploader<U> {
             if can_start && !shutdown.is_cancelled() && in_flight.len() < self.concurrency {
                 paused_until = None;
                 let room = self.concurrency - in_flight.len();
-                match self.next_batch(room, &in_flight_ids).await {
+                let exclude: Vec<Uuid> = in_flight_ids.values().copied().collect();
+                match self.next_batch(room, &exclude).await {
                     Ok(batch) => {
                         for p in batch {
-                            in_flight_ids.push(p.meta.frame_id);
+                            let frame_id = p.meta.frame_id;
                             let client = self.client.clone();
                             let span = info_span!("upload", frame_id = %p.meta.frame_id, camera = %p.camera, attempt = p.attempts + 1);
-                            in_flight.spawn(
+                            let task = in_flight.spawn(
                                 async move {
                                     let started = std::time::Instant::now();
                                     let result = Uplink::upload(&client, &p.meta, p.jpeg).await;
@@ -113,6 +116,7 @@ impl<U: Uplink> Uploader<U> {
                                 }
                                 .instrument(span),
                             );
+                            in_flight_ids.insert(task.id(), frame_id);
                         }
                     }
                     Err(e) => warn!(error = %e, "reading the buffer for sync failed"),
@@ -124,13 +128,18 @@ impl<U: Uplink> Uploader<U> {
             }
             let sleep_until = paused_until.unwrap_or_else(|| Instant::now() + self.poll_interval);
             tokio::select! {
-                Some(done) = in_flight.join_next() => {
-                    let Ok((frame_id, result)) = done else {
-                        warn!("an upload task panicked; its frame stays buffered");
-                        in_flight_ids.clear();
-                        continue;
+                Some(done) = in_flight.join_next_with_id() => {
+                    let (frame_id, result) = match done {
+                        Ok((task, (frame_id, result))) => {
+                            in_flight_ids.remove(&task);
+                            (frame_id, result)
+                        }
+                        Err(e) => {
+                            let frame_id = in_flight_ids.remove(&e.id());
+                            warn!(?frame_id, "an upload task panicked; its frame stays buffered");
+                            continue;
+                        }
                     };
-                    in_flight_ids.retain(|id| *id != frame_id);
                     if let Some(delay) = self.settle(frame_id, result, &mut rng).await {
                         paused_until = Some(Instant::now() + delay);
                     }
