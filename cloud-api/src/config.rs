@@ -92,9 +92,12 @@ pub struct AnalysisConfig {
     /// another replica works off. Default: 2.
     #[serde(default = "default_workers")]
     pub workers: usize,
-    /// The provisional analyzer calibrates a SKU from its first this-many frames.
-    #[serde(default = "default_calibration_frames")]
-    pub calibration_frames: usize,
+    /// Kind of golden-sample model fitted for a SKU: `auto`, `aligned` or `texture`.
+    #[serde(default)]
+    pub method: wiko_inspect::MethodChoice,
+    /// Share of good parts a fitted model's threshold may reject. Default: 0.01.
+    #[serde(default = "default_false_reject_rate")]
+    pub false_reject_rate: f32,
     /// A job that keeps failing is retried this many times, then marked failed.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -103,8 +106,8 @@ pub struct AnalysisConfig {
 fn default_workers() -> usize {
     2
 }
-fn default_calibration_frames() -> usize {
-    20
+fn default_false_reject_rate() -> f32 {
+    0.01
 }
 fn default_max_attempts() -> u32 {
     5
@@ -114,7 +117,8 @@ impl Default for AnalysisConfig {
     fn default() -> Self {
         AnalysisConfig {
             workers: default_workers(),
-            calibration_frames: default_calibration_frames(),
+            method: wiko_inspect::MethodChoice::default(),
+            false_reject_rate: default_false_reject_rate(),
             max_attempts: default_max_attempts(),
         }
     }
@@ -251,10 +255,10 @@ impl TryFrom<RawConfig> for Config {
         if a.workers > 64 {
             return Err(invalid("analysis.workers", "must be 0 to 64"));
         }
-        if a.calibration_frames < wiko_inspect::model::MIN_GOOD {
+        if !(a.false_reject_rate > 0.0 && a.false_reject_rate < 0.5) {
             return Err(invalid(
-                "analysis.calibration_frames",
-                format!("must be at least {}", wiko_inspect::model::MIN_GOOD),
+                "analysis.false_reject_rate",
+                "must be above 0 and below 0.5",
             ));
         }
         let broker = if raw.mqtt.disabled {

@@ -35,6 +35,60 @@ pub struct DemoArgs {
     pub duration_secs: Option<u64>,
 }
 
+/// Good parts uploaded per SKU as its golden set.
+const GOLDEN_PARTS: u64 = 30;
+
+/// Uploads good synthetic parts of every demo SKU to the golden API, as a quality engineer
+/// would with photos of approved parts, and waits for each model.
+async fn calibrate(api: SocketAddr, admin_key: &str) -> anyhow::Result<()> {
+    use wiko_agent::source::synthetic;
+    let client = reqwest::Client::new();
+    let health = format!("http://{api}/health");
+    for _ in 0..100 {
+        if client.get(&health).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for shape in synthetic::SHAPES {
+        let mut form = reqwest::multipart::Form::new();
+        for i in 0..GOLDEN_PARTS {
+            // Seeds far from the stations' so the golden parts are not the parts judged later.
+            let part = synthetic::render(&shape, None, 1_000_000 + i);
+            let jpeg = synthetic::encode_jpeg(
+                &part.rgb,
+                synthetic::render::WIDTH,
+                synthetic::render::HEIGHT,
+            )
+            .map_err(anyhow::Error::msg)?;
+            form = form.part(
+                "image",
+                reqwest::multipart::Part::bytes(jpeg).file_name(format!("golden-{i}.jpg")),
+            );
+        }
+        let response = client
+            .post(format!("http://{api}/api/v1/skus/{}/golden", shape.sku))
+            .header(wiko_wire::API_KEY_HEADER, admin_key)
+            .multipart(form)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "golden upload answered {status}: {body}"
+        );
+        println!(
+            "  {}: model {} ({}) fitted on {} good parts",
+            shape.sku,
+            body["model"]["version"].as_str().unwrap_or("?"),
+            body["model"]["method"].as_str().unwrap_or("?"),
+            body["samples"]
+        );
+    }
+    Ok(())
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -60,6 +114,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let device_key = random_key("device");
     let viewer_key = random_key("viewer");
+    let admin_key = random_key("admin");
     let cloud_toml = format!(
         r#"
 listen = "{api}"
@@ -75,6 +130,10 @@ key = "{device_key}"
 name = "demo-viewer"
 scope = "viewer"
 key = "{viewer_key}"
+[[auth.keys]]
+name = "demo-quality-engineer"
+scope = "admin"
+key = "{admin_key}"
 "#,
         cloud_dir = data_dir.join("cloud").display().to_string(),
     );
@@ -121,11 +180,12 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
     );
     println!("  viewer key:    {viewer_key}");
     println!("  device key:    {device_key}");
+    println!("  admin key:     {admin_key}");
     println!("  MQTT:          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'wiko/+/+/+/alert' -v");
     println!("  agent health:  http://127.0.0.1:{agent_http}/healthz");
     println!("  data:          {}", data_dir.display());
     println!(
-        "  The first 20 parts of each SKU calibrate its model (no verdict), then NG alerts follow."
+        "  Each SKU is calibrated first: {GOLDEN_PARTS} good parts uploaded to POST /api/v1/skus/{{sku}}/golden."
     );
 
     let stop = CancellationToken::new();
@@ -133,6 +193,11 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
     let cloud_task = tokio::spawn(crate::serve(cloud, listener, async move {
         cloud_stop.cancelled().await
     }));
+    if let Err(e) = calibrate(api, &admin_key).await {
+        stop.cancel();
+        let _ = cloud_task.await;
+        return Err(e.context("calibrating the demo SKUs"));
+    }
     let agent_stop = stop.clone();
     let agent_task = tokio::spawn(wiko_agent::run(agent, async move {
         agent_stop.cancelled().await
@@ -206,7 +271,7 @@ async fn summarize(mqtt_port: u16, agent_http: u16, stop: CancellationToken) {
                 };
                 let total: u64 = parts.values().sum();
                 println!(
-                    "parts {total} {:?} | calibrating {uncalibrated} | NG alerts {alerts} by type {:?} | backlog per camera {}",
+                    "parts {total} {:?} | not calibrated {uncalibrated} | NG alerts {alerts} by type {:?} | backlog per camera {}",
                     parts,
                     ng_by_type,
                     backlog.unwrap_or_else(|| "?".to_string())

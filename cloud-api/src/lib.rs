@@ -18,6 +18,8 @@ pub mod analysis;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod manifest;
+pub mod model_cli;
 pub mod store;
 pub mod telemetry;
 
@@ -57,10 +59,21 @@ pub async fn serve(
         Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
     let blobs: Arc<dyn BlobStore> =
         Arc::new(LocalDir::new(config.data_dir.clone()).context("opening the image directory")?);
-    let analyzer = Arc::new(
-        analysis::provisional::Provisional::new(store.clone(), config.analysis.calibration_frames)
-            .await
-            .context("loading models")?,
+    let limits = DecodeLimits {
+        max_pixels: config.max_image_pixels,
+    };
+    let golden = Arc::new(
+        analysis::golden::Golden::new(
+            store.clone(),
+            blobs.clone(),
+            limits,
+            wiko_inspect::FitOptions {
+                method: config.analysis.method,
+                false_reject_rate: config.analysis.false_reject_rate,
+            },
+        )
+        .await
+        .context("loading models")?,
     );
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -86,14 +99,11 @@ pub async fn serve(
     } else {
         broker_up.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let limits = DecodeLimits {
-        max_pixels: config.max_image_pixels,
-    };
     let jobs_wake = Arc::new(Notify::new());
     let workers = analysis::Workers {
         store: store.clone(),
         blobs: blobs.clone(),
-        analyzer: analyzer.clone(),
+        analyzer: golden.clone(),
         limits,
         public_url: config.public_url.clone(),
         wake: jobs_wake.clone(),
@@ -108,7 +118,8 @@ pub async fn serve(
     let state = AppState {
         store,
         blobs,
-        analyzer,
+        analyzer: golden.clone(),
+        golden,
         keys: config.keys.clone().into(),
         limits,
         public_url: config.public_url.clone(),

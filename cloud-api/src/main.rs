@@ -32,10 +32,14 @@ enum Command {
     },
     /// Run the cloud (embedded store and broker) and two simulated stations, printing a summary.
     Demo(wiko_cloud::demo::DemoArgs),
+    /// Fit, score and evaluate golden-sample models from the command line.
+    #[command(subcommand)]
+    Model(wiko_cloud::model_cli::ModelCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+
     wiko_cloud::telemetry::init_tracing();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cli.command {
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => runtime.block_on(wiko_cloud::demo::run(args, shutdown_signal())),
+        Command::Model(command) => wiko_cloud::model_cli::run(command),
     }
 }
 

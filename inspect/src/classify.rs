@@ -38,12 +38,14 @@ impl RegionKind {
     }
 }
 
-/// Where on the part a region lies, from the model's median there.
+/// Where on the part a region lies: for aligned parts from the model's median there; a
+/// textured surface has no parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Zone {
     Background,
     Handle,
     Blade,
+    Surface,
 }
 
 /// The facts about a region that typing looks at.
@@ -80,6 +82,15 @@ pub fn classify(e: &Evidence) -> RegionKind {
                 RegionKind::HandleCrack
             } else {
                 RegionKind::Rivet
+            }
+        }
+        Zone::Surface => {
+            if e.elongation >= LINE_ELONGATION {
+                RegionKind::Scratch
+            } else if e.area <= PIT_MAX_AREA {
+                RegionKind::Pit
+            } else {
+                RegionKind::Stain
             }
         }
         Zone::Blade => {
@@ -128,5 +139,15 @@ mod tests {
         };
         assert_eq!(classify(&handle(6.0)), RegionKind::HandleCrack);
         assert_eq!(classify(&handle(1.1)), RegionKind::Rivet);
+        let surface = |area, elongation| Evidence {
+            zone: Zone::Surface,
+            area,
+            elongation,
+            shift: -1.0,
+            missing_share: 0.0,
+        };
+        assert_eq!(classify(&surface(300, 6.0)), RegionKind::Scratch);
+        assert_eq!(classify(&surface(30, 1.5)), RegionKind::Pit);
+        assert_eq!(classify(&surface(300, 1.5)), RegionKind::Stain);
     }
 }

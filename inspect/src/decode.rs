@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use image::{ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use crate::{Gray, InspectError};
 
@@ -22,9 +22,15 @@ impl Default for DecodeLimits {
     }
 }
 
-/// Decodes JPEG, PNG, TIFF or BMP bytes (8 or 16 bit, grey or colour) to 8-bit-range grey.
+/// Decodes JPEG, PNG, TIFF or BMP bytes (8 or 16 bit, grey or colour) to 8-bit-range grey,
+/// turned upright by the EXIF orientation when there is one.
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Gray, InspectError> {
     let (width, height) = dimensions(bytes, limits)?;
+    if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
+        && let Some(gray) = decode_jpeg_luma(bytes, width, height)
+    {
+        return Ok(gray);
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| InspectError::Decode(e.to_string()))?;
@@ -33,15 +39,50 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Gray, InspectError> 
     image_limits.max_image_height = Some(height);
     image_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
     reader.limits(image_limits);
-    let img = reader
-        .decode()
-        .map_err(|e| InspectError::Decode(e.to_string()))?;
+    let decode_error = |e: image::ImageError| InspectError::Decode(e.to_string());
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    // An unreadable orientation tag is no reason to refuse the picture: keep it as stored.
+    let orientation = decoder.orientation().ok();
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    if let Some(orientation) = orientation {
+        img.apply_orientation(orientation);
+    }
+    Ok(to_gray(&img))
+}
+
+/// The fast path for the common case, a colour or grey JPEG: only the luma channel is
+/// decoded (no chroma upsampling, no colour conversion), which halves the time of a 1080p
+/// frame. `None` where it does not apply (CMYK, odd headers): the general path decodes those.
+fn decode_jpeg_luma(bytes: &[u8], width: u32, height: u32) -> Option<Gray> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::Luma)
+        .set_max_width(width as usize)
+        .set_max_height(height as usize);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let pixels = decoder.decode().ok()?;
+    let orientation = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Jpeg)
+        .into_decoder()
+        .ok()
+        .and_then(|mut d| d.orientation().ok());
+    let luma = image::GrayImage::from_raw(width, height, pixels)?;
+    let mut img = DynamicImage::ImageLuma8(luma);
+    if let Some(orientation) = orientation {
+        img.apply_orientation(orientation);
+    }
+    Some(to_gray(&img))
+}
+
+/// An 8-bit-range grey image of any decoded image.
+fn to_gray(img: &DynamicImage) -> Gray {
     let luma = img.to_luma8();
-    Ok(Gray {
+    Gray {
         width: luma.width() as usize,
         height: luma.height() as usize,
         data: luma.into_raw().into_iter().map(f32::from).collect(),
-    })
+    }
 }
 
 /// Whether `bytes` start like a JPEG but lack the end-of-image marker (`FF D9`, possibly
@@ -134,6 +175,50 @@ mod tests {
         assert!(is_truncated_jpeg(&[0xFF, 0xD8, 1, 2, 3]));
         assert!(is_truncated_jpeg(&[0xFF, 0xD8]));
         assert!(!is_truncated_jpeg(b"PNG or anything else"));
+    }
+
+    #[test]
+    fn sixteen_bit_png_is_scaled_to_the_eight_bit_range() {
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(8, 4, |x, _| {
+            image::Luma([if x < 4 { 0 } else { 65535 }])
+        });
+        let mut out = Vec::new();
+        image::DynamicImage::ImageLuma16(img)
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
+        let g = decode(&out, DecodeLimits::default()).unwrap();
+        assert_eq!((g.get(0, 0), g.get(7, 3)), (0.0, 255.0));
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_picture_upright() {
+        // A 4x2 JPEG, bright on the left, tagged "rotate 90° clockwise" (orientation 6).
+        let img =
+            image::GrayImage::from_fn(16, 8, |x, _| image::Luma([if x < 8 { 250 } else { 5 }]));
+        let mut plain = Vec::new();
+        image::DynamicImage::ImageLuma8(img)
+            .write_to(&mut Cursor::new(&mut plain), ImageFormat::Jpeg)
+            .unwrap();
+        // APP1 Exif segment: big-endian TIFF with one IFD entry, Orientation (0x0112) = 6.
+        let tiff: [u8; 26] = [
+            b'M', b'M', 0, 42, 0, 0, 0, 8, // header, IFD at 8
+            0, 1, // one entry
+            0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, // Orientation, SHORT, 1, value 6
+            0, 0, 0, 0, // no next IFD
+        ];
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let len = (app1.len() + 2) as u16;
+        let mut tagged = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        tagged.extend_from_slice(&len.to_be_bytes());
+        tagged.extend_from_slice(&app1);
+        tagged.extend_from_slice(&plain[2..]);
+        let g = decode(&tagged, DecodeLimits::default()).unwrap();
+        assert_eq!((g.width, g.height), (8, 16), "turned upright");
+        assert!(
+            g.get(4, 2) > 200.0 && g.get(4, 13) < 50.0,
+            "the bright half is now on top"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A plain single-channel `f32` image: the working type of every stage.
 
 /// Row-major grey image with values in 0..=255.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Gray {
     pub width: usize,
     pub height: usize,
@@ -47,6 +47,97 @@ impl Gray {
     pub fn box_blur(&self, r: usize) -> Gray {
         let horizontal = blur_1d(self, r, true);
         blur_1d(&horizontal, r, false)
+    }
+
+    /// Mean over `2r+1` pixels along x only (rows), clamped at the borders.
+    pub fn blur_x(&self, r: usize) -> Gray {
+        blur_1d(self, r, true)
+    }
+
+    /// Mean of each `factor × factor` block (the last partial blocks are dropped); `factor` 0 or
+    /// 1 returns a copy.
+    pub fn downscale(&self, factor: usize) -> Gray {
+        if factor <= 1 {
+            return self.clone();
+        }
+        let (w, h) = (self.width / factor, self.height / factor);
+        if w == 0 || h == 0 {
+            return self.resize(w.max(1), h.max(1));
+        }
+        let mut out = Gray::new(w, h, 0.0);
+        let norm = 1.0 / (factor * factor) as f32;
+        let mut row = vec![0f32; w];
+        for y in 0..h {
+            row.fill(0.0);
+            for dy in 0..factor {
+                let start = (y * factor + dy) * self.width;
+                let line = &self.data[start..start + self.width];
+                for (acc, block) in row.iter_mut().zip(line.chunks_exact(factor)) {
+                    *acc += block.iter().sum::<f32>();
+                }
+            }
+            for (out, acc) in out.data[y * w..(y + 1) * w].iter_mut().zip(&row) {
+                *out = acc * norm;
+            }
+        }
+        out
+    }
+
+    /// Bilinear resampling to `width × height` (both at least 1).
+    pub fn resize(&self, width: usize, height: usize) -> Gray {
+        let (width, height) = (width.max(1), height.max(1));
+        let mut out = Gray::new(width, height, 0.0);
+        if self.data.is_empty() {
+            return out;
+        }
+        let sx = self.width as f32 / width as f32;
+        let sy = self.height as f32 / height as f32;
+        for y in 0..height {
+            let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (self.height - 1) as f32);
+            for x in 0..width {
+                let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (self.width - 1) as f32);
+                out.data[y * width + x] = self.sample_clamped(fx, fy);
+            }
+        }
+        out
+    }
+
+    /// Bilinear sample inside the image (the position is assumed clamped to it).
+    fn sample_clamped(&self, x: f32, y: f32) -> f32 {
+        let (x0, y0) = (x as usize, y as usize);
+        let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let top = self.get(x0, y0) * (1.0 - fx) + self.get(x1, y0) * fx;
+        let bottom = self.get(x0, y1) * (1.0 - fx) + self.get(x1, y1) * fx;
+        top * (1.0 - fy) + bottom * fy
+    }
+
+    /// Largest value (0 for an empty image).
+    pub fn max(&self) -> f32 {
+        self.data.iter().copied().fold(0.0, f32::max)
+    }
+
+    /// The image with `f` applied to every pixel.
+    pub fn map(&self, f: impl Fn(f32) -> f32) -> Gray {
+        Gray {
+            width: self.width,
+            height: self.height,
+            data: self.data.iter().map(|&v| f(v)).collect(),
+        }
+    }
+
+    /// Pixel-wise combination of two images of the same size.
+    pub fn zip(&self, other: &Gray, f: impl Fn(f32, f32) -> f32) -> Gray {
+        Gray {
+            width: self.width,
+            height: self.height,
+            data: self
+                .data
+                .iter()
+                .zip(&other.data)
+                .map(|(&a, &b)| f(a, b))
+                .collect(),
+        }
     }
 }
 
@@ -98,6 +189,26 @@ mod tests {
         assert!((b.get(4, 4) - 1.0).abs() < 1e-5);
         assert!((b.get(3, 5) - 1.0).abs() < 1e-5);
         assert_eq!(b.get(2, 4), 0.0);
+    }
+
+    #[test]
+    fn downscale_averages_blocks_and_resize_keeps_a_ramp() {
+        let g = Gray {
+            width: 4,
+            height: 2,
+            data: vec![0.0, 2.0, 4.0, 6.0, 2.0, 4.0, 6.0, 8.0],
+        };
+        let d = g.downscale(2);
+        assert_eq!((d.width, d.height), (2, 1));
+        assert_eq!(d.data, vec![2.0, 6.0]);
+        let ramp = Gray {
+            width: 8,
+            height: 1,
+            data: (0..8).map(|x| x as f32).collect(),
+        };
+        let r = ramp.resize(4, 1);
+        assert!((r.data[0] - 0.5).abs() < 1e-5 && (r.data[3] - 6.5).abs() < 1e-5);
+        assert_eq!(Gray::new(3, 3, 1.0).downscale(5).data, vec![1.0]);
     }
 
     #[test]

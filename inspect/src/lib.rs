@@ -3,35 +3,39 @@
 //! No IO, no async, no logging. The same input gives the same output, and no input makes it panic:
 //! bad bytes are an [`InspectError`], a defect is a [`Region`] in a [`Verdict`].
 //!
-//! # Method (provisional, aligned parts)
-//! 1. [`decode`]: JPEG/PNG/TIFF/BMP bytes to an 8-bit grey image, refusing anything over the pixel
-//!    limit before pixels are allocated (no decompression bombs).
-//! 2. [`register`]: the part is separated from the belt (pixels that differ from the belt level,
-//!    estimated on the image border), its pose is taken from the silhouette's image moments
-//!    (centroid and principal axis; the 180° ambiguity is resolved by putting the darker end,
-//!    the handle, on the left), and the image is resampled into a canonical frame.
-//! 3. [`model::Model::fit`]: per canonical pixel, the median and the robust spread (MAD) of the
-//!    registered good images. The decision threshold is calibrated from the good images alone by
-//!    leave-one-out scoring, robustly, so a few bad parts among the "good" ones do not inflate it.
-//! 4. [`model::Model::score`]: the z-map `|x - median| / spread`, smoothed; its maximum is the image
-//!    score; connected components above the pixel threshold are the regions, mapped back to
-//!    pixel boxes of the input image.
-//! 5. Region typing is heuristic (shape, place on the part, intensity shift); see [`classify`].
-//!
-//! The golden-sample analyzer with texture features and position-free models replaces this method
-//! in a later version; the [`model::Model`] file is versioned for that reason.
+//! # The golden-sample method
+//! A [`Model`] is fitted per SKU from good images only and tells how far an image is from them.
+//! 1. [`decode`]: JPEG/PNG/TIFF/BMP (8 or 16 bit, grey or colour, EXIF orientation applied) to
+//!    an 8-bit-range grey image, refusing anything over the pixel limit before pixels are
+//!    allocated (no decompression bombs) and truncated JPEGs.
+//! 2. Two kinds of part, chosen per model ([`model::MethodChoice`], `auto` by default):
+//!    - [`aligned`]: an object on a plain background (a knife on a belt). [`register`] finds
+//!      its pose from the silhouette's moments; per canonical location the model holds robust
+//!      statistics (median, spread) of the gain-normalised level and of the cross-grain detail.
+//!    - [`texture`]: a surface filling the image, where position means nothing. The model is a
+//!      vocabulary of local appearance (clusters of six local features) learned from good
+//!      pixels; a pixel's anomaly is its distance to the nearest cluster.
+//! 3. The image score is the maximum of the anomaly map. The threshold comes from good images
+//!    alone: five-fold cross-scoring gives each good image a held-out score, and
+//!    [`stats::calibrate`] fits an extreme-value law to them for a stated false-reject rate.
+//! 4. Regions are the connected components of the map (hysteresis), with a box in input
+//!    pixels. Their type is heuristic (shape, place on the part, intensity shift); see
+//!    [`classify`].
 
+pub mod aligned;
 pub mod classify;
 pub mod decode;
 pub mod gray;
 pub mod model;
 pub mod regions;
 pub mod register;
+pub mod stats;
+pub mod texture;
 
 pub use classify::RegionKind;
 pub use decode::{DecodeLimits, decode};
 pub use gray::Gray;
-pub use model::{FitError, Model, Verdict};
+pub use model::{FitError, FitOptions, MethodChoice, Model, ModelFileError, Verdict};
 pub use regions::Region;
 
 /// Why an image could not be analysed.

@@ -1,42 +1,81 @@
-//! The per-SKU model: robust per-pixel statistics of registered good parts, and the calibrated
-//! thresholds. Fitting and scoring are pure; the model serialises with serde.
+//! The per-SKU golden-sample model: fitted from good images only, calibrated from good images
+//! only, scored against one image at a time. Pure; the model file is versioned.
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Evidence, Zone, classify};
-use crate::regions::{Region, components, elongation};
-use crate::register::{Pose, median, register, warp};
+use crate::aligned::{self, AlignedModel};
+use crate::regions::{Component, Region, components};
+use crate::register::Pose;
+use crate::stats::calibrate;
+use crate::texture::{self, TextureModel};
 use crate::{Gray, InspectError};
 
-/// Version of the model layout; a model of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 1;
-
-/// Smallest per-pixel spread (grey levels): sensor noise never goes below it.
-const SPREAD_FLOOR: f32 = 4.0;
-/// Extra canonical pixels around the largest silhouette seen in fitting.
-const MARGIN: f32 = 12.0;
+/// Version of the model layout; a model file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 2;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
 const GROW_SHARE: f32 = 0.5;
 /// At most this many regions are reported, strongest first.
 const MAX_REGIONS: usize = 8;
+/// Folds of the cross-scoring that calibrates the threshold.
+const FOLDS: usize = 5;
+/// Auto choice: an image is an object on a plain background when its silhouette covers this
+/// share of it, and the border's spread is below [`PLAIN_BORDER`].
+const OBJECT_COVERAGE: std::ops::RangeInclusive<f32> = 0.01..=0.6;
+const PLAIN_BORDER: f32 = 15.0;
+/// First bytes of a model file.
+const MAGIC: &[u8; 8] = b"WIKOMODL";
+
+/// Which kind of model to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodChoice {
+    /// Aligned when every good image shows one object on a plain background, else texture.
+    #[default]
+    Auto,
+    Aligned,
+    Texture,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitOptions {
+    pub method: MethodChoice,
+    /// The share of good parts the calibrated threshold may reject (0 < rate < 0.5).
+    pub false_reject_rate: f32,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            method: MethodChoice::Auto,
+            false_reject_rate: 0.01,
+        }
+    }
+}
+
+/// The learned statistics, by kind of part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Aligned(AlignedModel),
+    Texture(TextureModel),
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     pub format: u32,
-    /// Canonical frame size.
-    pub width: usize,
-    pub height: usize,
-    pub median: Vec<f32>,
-    pub spread: Vec<f32>,
-    /// Canonical columns that belong to the handle (the darker end).
-    pub handle_columns: Vec<bool>,
-    pub background: f32,
+    /// The SKU it was fitted for, as its user named it (empty if none was given).
+    pub sku: String,
+    pub method: Method,
     /// Image score above which a part is NG.
     pub threshold: f32,
+    /// The false-reject rate the threshold was calibrated for.
+    pub false_reject_rate: f32,
     /// Number of good images it was fitted on.
     pub trained_on: usize,
+    /// Scores of the good images when held out of fitting (cross-scoring), in input order.
+    pub held_out_scores: Vec<f32>,
 }
 
 /// Why a model could not be fitted.
@@ -46,280 +85,211 @@ pub enum FitError {
     TooFew { got: usize },
     #[error("good image {index}: {source}")]
     Image { index: usize, source: InspectError },
+    #[error("the false-reject rate must be above 0 and below 0.5, not {0}")]
+    Rate(f32),
+}
+
+/// Why bytes are not a usable model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("not a Wiko model file")]
+    NotAModel,
+    #[error("model format {found}, this version reads {MODEL_FORMAT}: fit the model again")]
+    Format { found: u32 },
+    #[error("the model file is damaged: {0}")]
+    Corrupt(String),
 }
 
 /// The decision for one image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub score: f32,
     pub threshold: f32,
     pub defect_detected: bool,
-    /// Strongest first.
+    /// Strongest first; empty for an accepted part.
     pub regions: Vec<Region>,
-    pub pose: Pose,
+    /// Where the part lay (aligned models only).
+    pub pose: Option<Pose>,
+    /// The anomaly map in the model's frame: canonical for aligned parts, the working image
+    /// for surfaces. The score is its maximum.
+    pub map: Gray,
 }
 
 impl Model {
-    /// Fits a model from good images (already decoded) and calibrates its threshold by k-fold
-    /// cross-scoring: each fold is scored by a model fitted without it.
-    pub fn fit(good: &[Gray]) -> Result<Model, FitError> {
+    /// Fits a model from good images and calibrates its threshold by cross-scoring: each of
+    /// five folds is scored by a model fitted without it.
+    pub fn fit(good: &[Gray], options: &FitOptions) -> Result<Model, FitError> {
         if good.len() < MIN_GOOD {
             return Err(FitError::TooFew { got: good.len() });
         }
-        let poses = good
-            .iter()
-            .enumerate()
-            .map(|(index, g)| register(g).map_err(|source| FitError::Image { index, source }))
-            .collect::<Result<Vec<_>, _>>()?;
-        let half_length = poses.iter().map(|p| p.half_length).fold(0.0, f32::max);
-        let half_width = poses.iter().map(|p| p.half_width).fold(0.0, f32::max);
-        let width = (2.0 * (half_length + MARGIN)).ceil() as usize;
-        let height = (2.0 * (half_width + MARGIN)).ceil() as usize;
-        let warped: Vec<Gray> = good
-            .iter()
-            .zip(&poses)
-            .map(|(g, p)| warp(g, p, width, height))
-            .collect();
-        let mut background: Vec<f32> = poses.iter().map(|p| p.background).collect();
-        let background = median(&mut background);
-
-        let folds = good.len().min(5);
-        let mut held_out_scores = Vec::with_capacity(good.len());
-        for fold in 0..folds {
-            let train: Vec<&Gray> = warped
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % folds != fold)
-                .map(|(_, w)| w)
-                .collect();
-            let stats = Stats::of(&train, width, height);
-            for (_, w) in warped.iter().enumerate().filter(|(i, _)| i % folds == fold) {
-                held_out_scores.push(max_of(&zmap(&stats.median, &stats.spread, w)));
-            }
+        let rate = options.false_reject_rate;
+        if !(rate > 0.0 && rate < 0.5) {
+            return Err(FitError::Rate(rate));
         }
-        let all: Vec<&Gray> = warped.iter().collect();
-        let stats = Stats::of(&all, width, height);
-        let handle_columns = handle_columns(&stats.median, width, height, background);
+        let (method, held_out_scores) = match options.method {
+            MethodChoice::Texture => fit_texture(good)?,
+            MethodChoice::Aligned => fit_aligned(good, aligned_poses(good)?)?,
+            MethodChoice::Auto => match aligned_poses(good) {
+                Ok(poses) if poses.iter().all(|(_, p)| looks_like_an_object(p)) => {
+                    fit_aligned(good, poses)?
+                }
+                _ => fit_texture(good)?,
+            },
+        };
         Ok(Model {
             format: MODEL_FORMAT,
-            width,
-            height,
-            median: stats.median,
-            spread: stats.spread,
-            handle_columns,
-            background,
-            threshold: calibrate(&mut held_out_scores),
+            sku: String::new(),
+            method,
+            threshold: calibrate(&held_out_scores, rate),
+            false_reject_rate: rate,
             trained_on: good.len(),
+            held_out_scores,
         })
+    }
+
+    /// `aligned` or `texture`.
+    pub fn kind(&self) -> &'static str {
+        match self.method {
+            Method::Aligned(_) => "aligned",
+            Method::Texture(_) => "texture",
+        }
     }
 
     /// Scores one decoded image against the model.
     pub fn score(&self, img: &Gray) -> Result<Verdict, InspectError> {
-        let pose = register(img)?;
-        let canon = warp(img, &pose, self.width, self.height);
-        let z = zmap(&self.median, &self.spread, &canon);
-        let score = max_of(&z);
-        let defect_detected = score > self.threshold;
-        let regions = if defect_detected {
-            components(&z, self.threshold * GROW_SHARE, self.threshold)
-                .into_iter()
-                .take(MAX_REGIONS)
-                .map(|c| self.region(&c.pixels, c.peak, &canon, &pose, img))
-                .collect()
-        } else {
-            Vec::new()
+        let (map, pose, regions) = match &self.method {
+            Method::Aligned(m) => {
+                let p = m.prepare(img)?;
+                let map = m.anomaly(&p);
+                let regions = self.regions(&map, |c| m.region(c, &p, img));
+                (map, Some(p.pose), regions)
+            }
+            Method::Texture(m) => {
+                let p = m.prepare(img)?;
+                let map = m.anomaly(&p);
+                let regions = self.regions(&map, |c| m.region(c, &p, img));
+                (map, None, regions)
+            }
         };
+        let score = map.max();
         Ok(Verdict {
             score,
             threshold: self.threshold,
-            defect_detected,
+            defect_detected: score > self.threshold,
             regions,
             pose,
+            map,
         })
     }
 
-    fn zone(&self, i: usize) -> Zone {
-        if (self.median[i] - self.background).abs() <= 25.0 {
-            Zone::Background
-        } else if self.handle_columns[i % self.width] {
-            Zone::Handle
-        } else {
-            Zone::Blade
+    /// The regions of a map over the threshold, strongest first; none under it.
+    fn regions(&self, map: &Gray, describe: impl Fn(&Component) -> Region) -> Vec<Region> {
+        if map.max() <= self.threshold {
+            return Vec::new();
         }
+        components(map, self.threshold * GROW_SHARE, self.threshold)
+            .iter()
+            .take(MAX_REGIONS)
+            .map(describe)
+            .collect()
     }
 
-    fn region(&self, pixels: &[usize], peak: f32, canon: &Gray, pose: &Pose, img: &Gray) -> Region {
-        let w = self.width;
-        let (mut blade, mut handle, mut outside) = (0usize, 0usize, 0usize);
-        let (mut shift, mut missing) = (0f32, 0usize);
-        let (mut u0, mut v0, mut u1, mut v1) = (usize::MAX, usize::MAX, 0usize, 0usize);
-        for &i in pixels {
-            match self.zone(i) {
-                Zone::Blade => blade += 1,
-                Zone::Handle => handle += 1,
-                Zone::Background => outside += 1,
-            }
-            shift += canon.data[i] - self.median[i];
-            if (canon.data[i] - self.background).abs() <= 25.0 {
-                missing += 1;
-            }
-            let (u, v) = (i % w, i / w);
-            (u0, v0, u1, v1) = (u0.min(u), v0.min(v), u1.max(u), v1.max(v));
+    /// The model file: a magic number, the format version, then the model in postcard.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&self.format.to_le_bytes());
+        // Serialising plain numbers and vectors into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelFileError> {
+        let rest = bytes.strip_prefix(MAGIC).ok_or(ModelFileError::NotAModel)?;
+        let (version, body) = rest.split_at_checked(4).ok_or(ModelFileError::NotAModel)?;
+        let found = u32::from_le_bytes([version[0], version[1], version[2], version[3]]);
+        if found != MODEL_FORMAT {
+            return Err(ModelFileError::Format { found });
         }
-        let zone = if outside > blade + handle {
-            Zone::Background
-        } else if handle > blade {
-            Zone::Handle
-        } else {
-            Zone::Blade
-        };
-        let n = pixels.len().max(1) as f32;
-        let evidence = Evidence {
-            zone,
-            area: pixels.len(),
-            elongation: elongation(pixels, w),
-            shift: shift / n,
-            missing_share: missing as f32 / n,
-        };
-        Region {
-            bbox: image_box(pose, (u0, v0, u1, v1), w, self.height, img),
-            area: evidence.area,
-            peak,
-            shift: evidence.shift,
-            elongation: evidence.elongation,
-            kind: classify(&evidence),
+        let model: Model =
+            postcard::from_bytes(body).map_err(|e| ModelFileError::Corrupt(e.to_string()))?;
+        if model.format != MODEL_FORMAT || !model.threshold.is_finite() {
+            return Err(ModelFileError::Corrupt("inconsistent header".into()));
         }
+        Ok(model)
     }
 }
 
-/// The canonical box `(u0, v0, u1, v1)` (inclusive) as an axis-aligned box of the input image.
-fn image_box(
-    pose: &Pose,
-    (u0, v0, u1, v1): (usize, usize, usize, usize),
-    w: usize,
-    h: usize,
-    img: &Gray,
-) -> [u32; 4] {
-    let (hw, hh) = (w as f32 / 2.0, h as f32 / 2.0);
-    let corners = [
-        (u0 as f32, v0 as f32),
-        (u1 as f32 + 1.0, v0 as f32),
-        (u0 as f32, v1 as f32 + 1.0),
-        (u1 as f32 + 1.0, v1 as f32 + 1.0),
-    ];
-    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
-    for (u, v) in corners {
-        let (x, y) = pose.to_image(u - hw, v - hh);
-        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-    }
-    let clamp_x = |x: f32| x.clamp(0.0, img.width as f32) as u32;
-    let clamp_y = |y: f32| y.clamp(0.0, img.height as f32) as u32;
-    let (x0, y0, x1, y1) = (
-        clamp_x(x0.floor()),
-        clamp_y(y0.floor()),
-        clamp_x(x1.ceil()),
-        clamp_y(y1.ceil()),
-    );
-    [
-        x0,
-        y0,
-        x1.saturating_sub(x0).max(1),
-        y1.saturating_sub(y0).max(1),
-    ]
+fn looks_like_an_object(pose: &Pose) -> bool {
+    OBJECT_COVERAGE.contains(&pose.coverage) && pose.border_spread <= PLAIN_BORDER
 }
 
-/// Columns whose part pixels are on average darker than the background: the handle.
-fn handle_columns(median: &[f32], width: usize, height: usize, background: f32) -> Vec<bool> {
-    (0..width)
-        .map(|u| {
-            let (mut sum, mut n) = (0f32, 0usize);
-            for v in 0..height {
-                let m = median[v * width + u];
-                if (m - background).abs() > 25.0 {
-                    sum += m;
-                    n += 1;
-                }
-            }
-            n > 0 && sum / (n as f32) < background
+/// Registers every good image at the working resolution of the first.
+fn aligned_poses(good: &[Gray]) -> Result<Vec<(Gray, Pose)>, FitError> {
+    let downscale = good.first().map_or(1, aligned::downscale_for);
+    good.iter()
+        .enumerate()
+        .map(|(index, g)| {
+            aligned::pose_of(g, downscale).map_err(|source| FitError::Image { index, source })
         })
         .collect()
 }
 
-/// Image threshold from held-out good scores: the median plus eight robust deviations, and at
-/// least the 80th percentile with 20% headroom. Robust, so that a few bad parts among the
-/// "good" ones do not raise it much.
-fn calibrate(scores: &mut [f32]) -> f32 {
-    let med = median(scores);
-    let mut deviations: Vec<f32> = scores.iter().map(|s| (s - med).abs()).collect();
-    let mad = 1.4826 * median(&mut deviations);
-    scores.sort_by(f32::total_cmp);
-    let p80 = scores[(scores.len() * 4 / 5).min(scores.len() - 1)];
-    (med + 8.0 * mad).max(p80 * 1.2)
-}
-
-fn max_of(g: &Gray) -> f32 {
-    g.data.iter().copied().fold(0.0, f32::max)
-}
-
-/// Per-pixel median and spread of registered images.
-struct Stats {
-    median: Vec<f32>,
-    spread: Vec<f32>,
-}
-
-impl Stats {
-    fn of(images: &[&Gray], width: usize, height: usize) -> Stats {
-        let n = width * height;
-        let mut med = vec![0f32; n];
-        let mut mad = Gray::new(width, height, 0.0);
-        let mut column = Vec::with_capacity(images.len());
-        for (i, (m_out, mad_out)) in med.iter_mut().zip(mad.data.iter_mut()).enumerate() {
-            column.clear();
-            column.extend(images.iter().map(|g| g.data[i]));
-            let m = median(&mut column);
-            for v in column.iter_mut() {
-                *v = (*v - m).abs();
-            }
-            *m_out = m;
-            *mad_out = 1.4826 * median(&mut column);
-        }
-        // A pixel next to an edge varies with sub-pixel registration: take the largest spread
-        // of its 3x3 neighbourhood.
-        let mut spread = vec![0f32; n];
-        for y in 0..height {
-            for x in 0..width {
-                let mut s = SPREAD_FLOOR;
-                for yy in y.saturating_sub(1)..(y + 2).min(height) {
-                    for xx in x.saturating_sub(1)..(x + 2).min(width) {
-                        s = s.max(mad.get(xx, yy));
-                    }
-                }
-                spread[y * width + x] = s;
-            }
-        }
-        Stats {
-            median: med,
-            spread,
-        }
-    }
-}
-
-/// `|x - median| / spread` over the canonical frame, averaged over 3x3 so that single noisy
-/// pixels do not count.
-fn zmap(median: &[f32], spread: &[f32], canon: &Gray) -> Gray {
-    let data = canon
-        .data
-        .iter()
-        .zip(median)
-        .zip(spread)
-        .map(|((x, m), s)| (x - m).abs() / s)
+fn fit_aligned(good: &[Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<f32>), FitError> {
+    let downscale = good.first().map_or(1, aligned::downscale_for);
+    let (width, height) = aligned::frame_for(&poses.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    let prepared: Vec<aligned::Prepared> = poses
+        .into_iter()
+        .map(|(work, pose)| aligned::prepare(&work, pose, width, height))
         .collect();
-    Gray {
-        width: canon.width,
-        height: canon.height,
-        data,
+    let (model, held_out) = cross_validate(
+        &prepared,
+        |train| AlignedModel::learn(train, downscale),
+        |m, p| m.anomaly(p).max(),
+    );
+    Ok((Method::Aligned(model), held_out))
+}
+
+fn fit_texture(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
+    let (downscale, reference) = texture::geometry(good);
+    let prepared = good
+        .iter()
+        .enumerate()
+        .map(|(index, g)| {
+            texture::prepare(g, downscale, reference)
+                .map_err(|source| FitError::Image { index, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (model, held_out) = cross_validate(
+        &prepared,
+        |train| TextureModel::learn(train, downscale, reference),
+        |m, p| m.anomaly(p).max(),
+    );
+    Ok((Method::Texture(model), held_out))
+}
+
+/// Learns on all but one fold and scores that fold, for every fold; then learns on all.
+/// Returns the final model and the held-out score of each item, in input order.
+fn cross_validate<P, M>(
+    items: &[P],
+    learn: impl Fn(&[&P]) -> M,
+    score: impl Fn(&M, &P) -> f32,
+) -> (M, Vec<f32>) {
+    let folds = items.len().min(FOLDS);
+    let mut held_out = vec![0f32; items.len()];
+    for fold in 0..folds {
+        let train: Vec<&P> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % folds != fold)
+            .map(|(_, p)| p)
+            .collect();
+        let model = learn(&train);
+        for (i, p) in items.iter().enumerate().filter(|(i, _)| i % folds == fold) {
+            held_out[i] = score(&model, p);
+        }
     }
-    .box_blur(1)
+    let all: Vec<&P> = items.iter().collect();
+    (learn(&all), held_out)
 }
 
 #[cfg(test)]

@@ -67,6 +67,25 @@ pub(crate) fn components(z: &Gray, low: f32, high: f32) -> Vec<Component> {
     out
 }
 
+/// An axis-aligned box `[x, y, w, h]` from real corners `[x0, y0, x1, y1]`, rounded outwards
+/// and clamped to a `width × height` image; at least one pixel wide and high.
+pub(crate) fn clamped_box([x0, y0, x1, y1]: [f32; 4], width: usize, height: usize) -> [u32; 4] {
+    let clamp_x = |x: f32| x.clamp(0.0, width as f32) as u32;
+    let clamp_y = |y: f32| y.clamp(0.0, height as f32) as u32;
+    let (x0, y0, x1, y1) = (
+        clamp_x(x0.floor()),
+        clamp_y(y0.floor()),
+        clamp_x(x1.ceil()),
+        clamp_y(y1.ceil()),
+    );
+    [
+        x0.min(width.saturating_sub(1) as u32),
+        y0.min(height.saturating_sub(1) as u32),
+        x1.saturating_sub(x0).max(1),
+        y1.saturating_sub(y0).max(1),
+    ]
+}
+
 /// Ratio of the principal axes of a set of canonical pixels.
 pub(crate) fn elongation(pixels: &[usize], width: usize) -> f32 {
     let n = pixels.len() as f32;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::median_spread;
 use crate::{Gray, InspectError};
 
 /// Where the part lies in the input image: its centroid and the angle of its long axis
@@ -16,6 +17,11 @@ pub struct Pose {
     /// Half-extent of the silhouette along its long axis and across it, in pixels.
     pub half_length: f32,
     pub half_width: f32,
+    /// Share of the image the silhouette covers (0..1).
+    pub coverage: f32,
+    /// Robust spread of the border's grey levels: small for a plain belt, large when the
+    /// image is all surface texture.
+    pub border_spread: f32,
 }
 
 impl Pose {
@@ -35,7 +41,7 @@ pub fn register(img: &Gray) -> Result<Pose, InspectError> {
     if img.width < 8 || img.height < 8 {
         return Err(InspectError::NoPart);
     }
-    let background = border_median(img);
+    let (background, border_spread) = border_level(img);
     let smooth = img.box_blur(1);
     let step = if img.width * img.height > 1_000_000 {
         2
@@ -100,6 +106,8 @@ pub fn register(img: &Gray) -> Result<Pose, InspectError> {
         background,
         half_length: max_u as f32,
         half_width: max_v as f32,
+        coverage: (n * (step * step) as f64 / (img.width * img.height) as f64) as f32,
+        border_spread,
     })
 }
 
@@ -117,8 +125,8 @@ pub fn warp(img: &Gray, pose: &Pose, width: usize, height: usize) -> Gray {
     out
 }
 
-/// Median grey level of a 4-pixel-wide border.
-fn border_median(img: &Gray) -> f32 {
+/// Median and robust spread of the grey levels of a 4-pixel-wide border.
+fn border_level(img: &Gray) -> (f32, f32) {
     let band = 4.min(img.width / 2).min(img.height / 2);
     let mut values = Vec::with_capacity(2 * band * (img.width + img.height));
     for y in 0..img.height {
@@ -129,17 +137,7 @@ fn border_median(img: &Gray) -> f32 {
             }
         }
     }
-    median(&mut values)
-}
-
-/// Median of a slice (reorders it); 0 for an empty slice.
-pub fn median(values: &mut [f32]) -> f32 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mid = values.len() / 2;
-    let (_, m, _) = values.select_nth_unstable_by(mid, f32::total_cmp);
-    *m
+    median_spread(&mut values)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ async fn two_hundred_parts_arrive_once_with_one_result_each_and_one_alert_per_ng
     let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port())
         .await
         .unwrap();
+    cloud.calibrate(dir.path()).await.unwrap();
     let sub = Subscriber::start(cloud.mqtt_port).await.unwrap();
     let agent_dir = dir.path().join("agent");
     let cameras = [
@@ -39,6 +40,11 @@ async fn two_hundred_parts_arrive_once_with_one_result_each_and_one_alert_per_ng
         assert_eq!(a["facility"], "yangjiang");
         assert_eq!(a["line"], "l1");
         assert_eq!(a["device_id"], "e2e-pc1");
+        assert_eq!(
+            (&a["status"], &a["model_version"]),
+            (&"final".into(), &"v1".into()),
+            "judged by the golden model: {a}"
+        );
         let key = (
             a["station"].as_str().unwrap().to_string(),
             a["product_sku"].as_str().unwrap().to_string(),

@@ -10,6 +10,7 @@ async fn results_and_alerts_go_through_an_external_mosquitto() {
     let cloud = Cloud::start_external_broker(&dir.path().join("cloud"), free_port(), 1883)
         .await
         .unwrap();
+    cloud.calibrate(dir.path()).await.unwrap();
     let sub = Subscriber::start(1883).await.unwrap();
     let agent_dir = dir.path().join("agent");
     let http = free_port();
@@ -39,6 +40,7 @@ async fn results_and_alerts_go_through_an_external_mosquitto() {
         .iter()
         .filter(|a| a["defect_detected"] == true)
         .count();
+    assert!(ng > 0, "a fifth of the parts carry a painted defect");
     let ours = |leaf: &str| {
         sub.by_leaf(leaf)
             .into_iter()

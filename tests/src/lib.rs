@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub const DEVICE_KEY: &str = "e2e-device-key-0000000001";
 pub const VIEWER_KEY: &str = "e2e-viewer-key-0000000001";
+pub const ADMIN_KEY: &str = "e2e-admin-key-00000000001";
 
 /// A binary of this workspace, built by `cargo build --workspace --bins`.
 pub fn bin(name: &str) -> PathBuf {
@@ -155,8 +156,6 @@ impl Cloud {
                 r#"
 listen = "127.0.0.1:{port}"
 data_dir = {data:?}
-[analysis]
-calibration_frames = 10
 [mqtt]
 {broker}
 [[auth.keys]]
@@ -167,6 +166,10 @@ key = "{DEVICE_KEY}"
 name = "viewer"
 scope = "viewer"
 key = "{VIEWER_KEY}"
+[[auth.keys]]
+name = "quality"
+scope = "admin"
+key = "{ADMIN_KEY}"
 "#,
                 data = dir.join("data").display().to_string()
             ),
@@ -195,6 +198,59 @@ key = "{VIEWER_KEY}"
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Calibrates both synthetic SKUs as a quality engineer would: `wiko-agent synth` makes 30
+    /// good parts of each (seeds unlike any camera's), which are uploaded to the golden API.
+    pub async fn calibrate(&self, work: &Path) -> anyhow::Result<()> {
+        let out = work.join("golden");
+        let status = Command::new(bin("wiko-agent"))
+            .args([
+                "synth",
+                "--count",
+                "30",
+                "--seed",
+                "424242",
+                "--defect-rate",
+                "0",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "wiko-agent synth failed");
+        let manifest = std::fs::read_to_string(out.join("manifest.csv"))?;
+        let mut by_sku: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        for line in manifest.lines().skip(1) {
+            let cols: Vec<&str> = line.split(',').collect();
+            if let (Some(file), Some(sku)) = (cols.first(), cols.get(7)) {
+                by_sku
+                    .entry(sku.to_string())
+                    .or_default()
+                    .push(out.join(file));
+            }
+        }
+        let http = reqwest::Client::new();
+        for (sku, files) in by_sku {
+            let mut form = reqwest::multipart::Form::new();
+            for f in files {
+                form = form.part(
+                    "image",
+                    reqwest::multipart::Part::bytes(std::fs::read(&f)?).file_name("good.jpg"),
+                );
+            }
+            let answer: Value = http
+                .post(format!("{}/api/v1/skus/{sku}/golden", self.url()))
+                .header("X-API-Key", ADMIN_KEY)
+                .multipart(form)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            anyhow::ensure!(answer["model"]["version"] == "v1", "{sku}: {answer}");
+        }
+        Ok(())
     }
 
     /// Every analysis, paging through the API.

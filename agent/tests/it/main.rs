@@ -1,16 +1,15 @@
 //! Integration tests of the agent crate.
 //!
-//! - `synthetic_knives_*`: the provisional analyzer of `wiko-inspect`, fitted on good parts from
-//!   the synthetic camera, finds the painted defects and boxes them where the mask is. The
-//!   floors are what the provisional method reaches (measured 2026-11-26: chef's knife 18/28
-//!   found, all located; faint scratches and stains are missed); the golden-sample analyzer
-//!   (issue #3) must raise them.
+//! - `synthetic_knives_*`: the golden-sample analyzer of `wiko-inspect`, fitted on 30 good parts
+//!   from the synthetic camera, finds every kind of painted defect and boxes it where the mask
+//!   is (measured 2026-11-26: 56 of 56 found and located, no good part rejected; the floors
+//!   leave room for one miss per SKU).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
 use wiko_agent::source::synthetic::{self, SHAPES, SynthDefect};
-use wiko_inspect::{DecodeLimits, Gray, Model};
+use wiko_inspect::{DecodeLimits, FitOptions, Gray, Model};
 
 fn decoded(
     shape: &synthetic::KnifeShape,
@@ -41,8 +40,9 @@ fn overlaps(bbox: [u32; 4], mask: &[u8]) -> bool {
 #[test]
 fn synthetic_knives_good_parts_pass_and_painted_defects_are_found_where_they_are() {
     for shape in SHAPES {
-        let good: Vec<Gray> = (0..20).map(|i| decoded(&shape, None, 1000 + i).0).collect();
-        let model = Model::fit(&good).unwrap();
+        let good: Vec<Gray> = (0..30).map(|i| decoded(&shape, None, 1000 + i).0).collect();
+        let model = Model::fit(&good, &FitOptions::default()).unwrap();
+        assert_eq!(model.kind(), "aligned");
         let false_rejects = (0..20)
             .filter(|i| {
                 model
@@ -82,13 +82,13 @@ fn synthetic_knives_good_parts_pass_and_painted_defects_are_found_where_they_are
             shape.sku
         );
         assert!(
-            found * 10 >= total * 6,
+            found + 1 >= total,
             "{}: found {found} of {total}",
             shape.sku
         );
         assert!(
-            located * 10 >= found * 9,
-            "{}: located {located} of {found}",
+            located + 1 >= total,
+            "{}: located {located} of {total}",
             shape.sku
         );
     }

@@ -5,7 +5,7 @@
 //! MQTT messages. A job whose worker died is leased again when its lease runs out; completing
 //! twice is a no-op, so a part never gets two results or two alerts.
 
-pub mod provisional;
+pub mod golden;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -26,6 +26,8 @@ pub enum Scope {
 pub enum Need {
     Ingest,
     Read,
+    /// Changing what the system judges by (golden samples): admin keys only.
+    Admin,
 }
 
 impl Scope {

@@ -4,6 +4,7 @@
 pub mod analyze;
 pub mod auth;
 pub mod error;
+pub mod golden;
 pub mod health;
 pub mod image;
 pub mod ingest;
@@ -19,6 +20,7 @@ use tower_http::trace::TraceLayer;
 use wiko_inspect::DecodeLimits;
 
 use crate::analysis::Analyzer;
+use crate::analysis::golden::Golden;
 use crate::store::Store;
 use crate::store::blob::BlobStore;
 use auth::KeyEntry;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
     pub analyzer: Arc<dyn Analyzer>,
+    /// The golden-sample analyzer, for golden uploads (the same object as `analyzer`).
+    pub golden: Arc<Golden>,
     pub keys: Arc<[KeyEntry]>,
     pub limits: DecodeLimits,
     pub public_url: String,
@@ -52,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(analyze::router())
         .merge(results::router())
+        .merge(golden::router())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             max_concurrent,

@@ -176,6 +176,15 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     async fn save_model(&self, model: StoredModel) -> Result<(), StoreError>;
     async fn models(&self) -> Result<Vec<StoredModel>, StoreError>;
+    /// Adds an image (by digest and blob key) to a SKU's golden set; false if it was there.
+    async fn add_golden(
+        &self,
+        sku: &str,
+        digest: &str,
+        image_key: &str,
+    ) -> Result<bool, StoreError>;
+    /// The blob keys of a SKU's golden set, oldest first.
+    async fn golden(&self, sku: &str) -> Result<Vec<String>, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -612,6 +612,38 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn add_golden(
+        &self,
+        sku: &str,
+        digest: &str,
+        image_key: &str,
+    ) -> Result<bool, StoreError> {
+        let (sku, digest, key) = (sku.to_string(), digest.to_string(), image_key.to_string());
+        self.write(move |sp| {
+            let added = sp.execute(
+                "INSERT INTO golden_samples (sku, image_blake3, image_key, created_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sku, image_blake3) DO NOTHING",
+                params![sku, digest, key, ts(Utc::now())],
+            )?;
+            Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn golden(&self, sku: &str) -> Result<Vec<String>, StoreError> {
+        let sku = sku.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT image_key FROM golden_samples WHERE sku = ?1 ORDER BY rowid",
+            )?;
+            let keys = stmt
+                .query_map([sku], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(keys)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))?;

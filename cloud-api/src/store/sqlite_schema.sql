@@ -81,3 +81,12 @@ CREATE TABLE IF NOT EXISTS models (
     body       BLOB NOT NULL,
     created_at TEXT NOT NULL
 );
+
+-- Golden samples: the good parts each SKU's model is fitted from (images in the blob store).
+CREATE TABLE IF NOT EXISTS golden_samples (
+    sku          TEXT NOT NULL,
+    image_blake3 TEXT NOT NULL,
+    image_key    TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (sku, image_blake3)
+);

@@ -2,7 +2,9 @@
 //!
 //! - bad input of every kind gets a 4xx with a stable code, stores nothing, and the service
 //!   keeps answering;
-//! - ingest is idempotent on the frame id.
+//! - ingest is idempotent on the frame id;
+//! - golden samples calibrate a SKU: before, `not_calibrated`; after, verdicts naming the model
+//!   version, which survives a restart.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -17,16 +19,21 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use uuid::Uuid;
+use wiko_agent::source::synthetic::{self, SynthDefect};
+use wiko_cloud::analysis::golden::Golden;
 use wiko_cloud::http::auth::{KeyEntry, Scope};
 use wiko_cloud::store::Store;
-use wiko_cloud::store::blob::LocalDir;
+use wiko_cloud::store::blob::{BlobStore, LocalDir};
 use wiko_cloud::store::sqlite::SqliteStore;
 use wiko_cloud::{AppState, app};
-use wiko_inspect::DecodeLimits;
+use wiko_inspect::{DecodeLimits, FitOptions};
 use wiko_wire::FrameMeta;
+
+mod real_surfaces;
 
 const DEVICE: &str = "it-device-key-000000001";
 const VIEWER: &str = "it-viewer-key-000000001";
+const ADMIN: &str = "it-admin-key-0000000001";
 const BOUNDARY: &str = "XwikoBoundaryX";
 const MAX_BODY: usize = 2 * 1024 * 1024;
 
@@ -37,16 +44,29 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("wiko.db")).unwrap());
-    let analyzer = Arc::new(
-        wiko_cloud::analysis::provisional::Provisional::new(store.clone(), 5)
+    Harness {
+        state: state_in(dir.path()).await,
+        _dir: dir,
+    }
+}
+
+/// The state of a cloud whose data lives in `dir` (a second call is a restart).
+async fn state_in(dir: &std::path::Path) -> AppState {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("wiko.db")).unwrap());
+    let blobs: Arc<dyn BlobStore> = Arc::new(LocalDir::new(dir.to_path_buf()).unwrap());
+    let limits = DecodeLimits {
+        max_pixels: 4_000_000,
+    };
+    let golden = Arc::new(
+        Golden::new(store.clone(), blobs.clone(), limits, FitOptions::default())
             .await
             .unwrap(),
     );
-    let state = AppState {
+    AppState {
         store,
-        blobs: Arc::new(LocalDir::new(dir.path().to_path_buf()).unwrap()),
-        analyzer,
+        blobs,
+        analyzer: golden.clone(),
+        golden,
         keys: vec![
             KeyEntry {
                 name: "d".into(),
@@ -58,29 +78,31 @@ async fn harness() -> Harness {
                 scope: Scope::Viewer,
                 sha256: KeyEntry::hash(VIEWER),
             },
+            KeyEntry {
+                name: "a".into(),
+                scope: Scope::Admin,
+                sha256: KeyEntry::hash(ADMIN),
+            },
         ]
         .into(),
-        limits: DecodeLimits {
-            max_pixels: 4_000_000,
-        },
+        limits,
         public_url: "http://127.0.0.1:5001".into(),
         max_body_bytes: MAX_BODY,
         max_concurrent_requests: 8,
         jobs_wake: Arc::new(Notify::new()),
         outbox_wake: Arc::new(Notify::new()),
         broker_up: Arc::new(AtomicBool::new(true)),
-    };
-    Harness { state, _dir: dir }
+    }
 }
 
 fn jpeg() -> Vec<u8> {
-    let part = wiko_agent::source::synthetic::render_part(
-        &wiko_agent::source::synthetic::SHAPES[0],
-        1,
-        0,
-        0.0,
-    );
-    wiko_agent::source::synthetic::encode_jpeg(&part.rgb, 640, 480).unwrap()
+    part_jpeg(None, 1)
+}
+
+/// A chef's knife from the synthetic camera, with a painted defect or none.
+fn part_jpeg(defect: Option<SynthDefect>, seed: u64) -> Vec<u8> {
+    let part = synthetic::render(&synthetic::SHAPES[0], defect, seed);
+    synthetic::encode_jpeg(&part.rgb, 640, 480).unwrap()
 }
 
 fn meta(frame_id: Uuid, image: &[u8]) -> FrameMeta {
@@ -401,7 +423,7 @@ async fn the_prototype_analyze_call_answers_with_the_analysis_or_a_code() {
     assert_eq!(body["product_sku"], "WK-KN-200");
     assert_eq!(
         body["status"], "not_calibrated",
-        "the first parts of a SKU calibrate it"
+        "no golden samples were uploaded for this SKU"
     );
     let (status, body) = send(
         &h,
@@ -489,4 +511,116 @@ async fn results_can_be_filtered_and_paged_with_a_viewer_key() {
     let r = app(h.state.clone()).oneshot(req).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "image/jpeg");
+}
+
+#[tokio::test]
+async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness {
+        state: state_in(dir.path()).await,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let golden = |range: std::ops::Range<u64>| {
+        let images: Vec<Vec<u8>> = range.map(|seed| part_jpeg(None, 50_000 + seed)).collect();
+        multipart(
+            &images
+                .iter()
+                .map(|i| ("image", "image/jpeg", i.as_slice()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let uri = "/api/v1/skus/WK-KN-200/golden";
+    let (status, body) = send(&h, "POST", uri, Some(DEVICE), golden(0..1)).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), golden(0..3)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (body["samples"].as_u64(), body["added"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert!(body["model"].is_null());
+    let (status, body) = get_model(&h).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "not_calibrated")
+    );
+
+    // The same three again add nothing; a damaged image is refused before anything is stored.
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), golden(0..3)).await;
+    assert_eq!(
+        (status, body["added"].as_u64()),
+        (StatusCode::ACCEPTED, Some(0))
+    );
+    let cut = part_jpeg(None, 7);
+    let (status, body) = send(
+        &h,
+        "POST",
+        uri,
+        Some(ADMIN),
+        multipart(&[("image", "image/jpeg", &cut[..cut.len() / 2])]),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image")
+    );
+
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), golden(3..24)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["samples"].as_u64(), Some(24));
+    assert_eq!(body["model"]["version"], "v1");
+    assert_eq!(body["model"]["method"], "aligned");
+
+    let (status, good) = analyze(&h, part_jpeg(None, 90_001)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            &good["status"],
+            &good["defect_detected"],
+            &good["model_version"]
+        ),
+        (&"final".into(), &false.into(), &"v1".into()),
+        "{good}"
+    );
+    let (_, bad) = analyze(&h, part_jpeg(Some(SynthDefect::Rust), 90_002)).await;
+    assert_eq!(bad["defect_detected"], true, "{bad}");
+    assert!(!bad["defects"].as_array().unwrap().is_empty());
+
+    // A restart loads the stored model: no refit, the same version.
+    let restarted = Harness {
+        state: state_in(dir.path()).await,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let (status, body) = get_model(&restarted).await;
+    assert_eq!((status, &body["version"]), (StatusCode::OK, &"v1".into()));
+    let (_, again) = analyze(&restarted, part_jpeg(Some(SynthDefect::Pit), 90_003)).await;
+    assert_eq!(
+        (&again["defect_detected"], &again["model_version"]),
+        (&true.into(), &"v1".into())
+    );
+    // Another upload fits the next version.
+    let (status, body) = send(&restarted, "POST", uri, Some(ADMIN), golden(24..26)).await;
+    assert_eq!(
+        (status, &body["model"]["version"]),
+        (StatusCode::CREATED, &"v2".into())
+    );
+}
+
+async fn get_model(h: &Harness) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .uri("/api/v1/skus/WK-KN-200/model")
+        .header("x-api-key", VIEWER)
+        .body(Body::empty())
+        .unwrap();
+    request(h, req).await
+}
+
+/// The prototype's call for a chef's knife image.
+async fn analyze(h: &Harness, image: Vec<u8>) -> (StatusCode, Value) {
+    let form = multipart(&[
+        ("image", "image/jpeg", &image),
+        ("product_sku", "text/plain", b"WK-KN-200"),
+        ("facility", "text/plain", b"yangjiang"),
+    ]);
+    send(h, "POST", "/api/v1/analyze", Some(DEVICE), form).await
 }

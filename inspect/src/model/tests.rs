@@ -27,7 +27,7 @@ fn part(seed: u64, spot: Option<(f32, f32, f32)>) -> Gray {
                 if let Some((su, sv, r)) = spot
                     && (u - su).powi(2) + (v - sv).powi(2) < r * r
                 {
-                    value = 60.0;
+                    value = 20.0;
                 }
             }
             g.set(x, y, value + 4.0 * next());
@@ -38,12 +38,13 @@ fn part(seed: u64, spot: Option<(f32, f32, f32)>) -> Gray {
 
 fn model() -> Model {
     let good: Vec<Gray> = (0..12).map(|i| part(i, None)).collect();
-    Model::fit(&good).unwrap()
+    Model::fit(&good, &FitOptions::default()).unwrap()
 }
 
 #[test]
 fn good_parts_pass_and_a_spot_is_found_where_it_is() {
     let m = model();
+    assert_eq!(m.kind(), "aligned", "an object on a plain belt");
     for seed in 100..106 {
         let v = m.score(&part(seed, None)).unwrap();
         assert!(
@@ -52,7 +53,7 @@ fn good_parts_pass_and_a_spot_is_found_where_it_is() {
             v.score, v.threshold
         );
     }
-    let bad = part(200, Some((40.0, 0.0, 4.0)));
+    let bad = part(200, Some((40.0, 0.0, 3.0)));
     let v = m.score(&bad).unwrap();
     assert!(
         v.defect_detected,
@@ -67,27 +68,68 @@ fn good_parts_pass_and_a_spot_is_found_where_it_is() {
         "bbox {:?}",
         top.bbox
     );
-    assert_eq!(top.kind, RegionKind::Pit);
+    assert_eq!(top.kind, RegionKind::Pit, "{top:?}");
 }
 
 #[test]
 fn fitting_needs_enough_images_and_a_part_in_each() {
     let few: Vec<Gray> = (0..3).map(|i| part(i, None)).collect();
-    assert_eq!(Model::fit(&few), Err(FitError::TooFew { got: 3 }));
+    let options = FitOptions::default();
+    assert_eq!(Model::fit(&few, &options), Err(FitError::TooFew { got: 3 }));
     let mut with_empty: Vec<Gray> = (0..6).map(|i| part(i, None)).collect();
     with_empty[4] = Gray::new(320, 200, 90.0);
+    let aligned = FitOptions {
+        method: MethodChoice::Aligned,
+        ..options
+    };
     assert!(matches!(
-        Model::fit(&with_empty),
+        Model::fit(&with_empty, &aligned),
         Err(FitError::Image { index: 4, .. })
     ));
+    let bad_rate = FitOptions {
+        false_reject_rate: 0.0,
+        ..options
+    };
+    assert_eq!(
+        Model::fit(&few, &bad_rate).map(|_| ()),
+        Err(FitError::TooFew { got: 3 })
+    );
+    let enough: Vec<Gray> = (0..6).map(|i| part(i, None)).collect();
+    assert_eq!(Model::fit(&enough, &bad_rate), Err(FitError::Rate(0.0)));
 }
 
 #[test]
-fn the_model_round_trips_through_json() {
+fn auto_takes_a_surface_filling_the_image_as_texture() {
+    let good: Vec<Gray> = (0..6)
+        .map(|i| {
+            let mut g = part(i, None);
+            for (k, v) in g.data.iter_mut().enumerate() {
+                *v = 100.0 + ((k * 7919 + i as usize * 31) % 61) as f32;
+            }
+            g
+        })
+        .collect();
+    let m = Model::fit(&good, &FitOptions::default()).unwrap();
+    assert_eq!(m.kind(), "texture");
+    assert!(m.score(&good[0]).unwrap().pose.is_none());
+}
+
+#[test]
+fn the_model_file_round_trips_and_refuses_other_bytes() {
     let m = model();
-    let back: Model = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
-    assert_eq!(back.threshold, m.threshold);
-    assert_eq!(back.median.len(), m.width * m.height);
+    let bytes = m.to_bytes();
+    assert_eq!(Model::from_bytes(&bytes).unwrap(), m);
+    assert_eq!(Model::from_bytes(b"{}"), Err(ModelFileError::NotAModel));
+    let mut old = bytes.clone();
+    old[8] = 1;
+    assert_eq!(
+        Model::from_bytes(&old),
+        Err(ModelFileError::Format { found: 1 })
+    );
+    assert!(matches!(
+        Model::from_bytes(&bytes[..bytes.len() / 2]),
+        Err(ModelFileError::Corrupt(_))
+    ));
 }
 
 #[test]

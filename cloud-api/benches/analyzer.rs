@@ -1,0 +1,79 @@
+//! Golden-sample analyzer speed: `cargo bench -p wiko-cloud --bench analyzer`
+//!
+//! On one thread, for synthetic chef's knives at the camera's 640×480 and upscaled to
+//! 1920×1080 (JPEG, quality as the synthetic camera's): fitting from 50 good parts, then
+//! decode + score per image, over 60 images (good and defective). Baseline in the same run:
+//! decoding alone, the floor any analyzer pays.
+
+use std::time::Instant;
+
+use image::{ImageBuffer, Rgb};
+use wiko_agent::source::synthetic::{self, SynthDefect};
+use wiko_inspect::{DecodeLimits, FitOptions, Model};
+
+fn frame(defect: Option<SynthDefect>, seed: u64, size: (u32, u32)) -> Vec<u8> {
+    let part = synthetic::render(&synthetic::SHAPES[0], defect, seed);
+    let (w, h) = (synthetic::render::WIDTH, synthetic::render::HEIGHT);
+    if size == (w, h) {
+        return synthetic::encode_jpeg(&part.rgb, w, h).unwrap_or_default();
+    }
+    let img: ImageBuffer<Rgb<u8>, Vec<u8>> =
+        ImageBuffer::from_raw(w, h, part.rgb).unwrap_or_default();
+    let big = image::imageops::resize(&img, size.0, size.1, image::imageops::FilterType::Triangle);
+    synthetic::encode_jpeg(big.as_raw(), size.0, size.1).unwrap_or_default()
+}
+
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let limits = DecodeLimits::default();
+    for size in [(640, 480), (1920, 1080)] {
+        let good: Vec<Vec<u8>> = (0..50).map(|i| frame(None, 100 + i, size)).collect();
+        let test: Vec<Vec<u8>> = (0..60)
+            .map(|i| {
+                let defect = (i % 2 == 1).then(|| SynthDefect::ALL[(i / 2) as usize % 7]);
+                frame(defect, 5000 + i, size)
+            })
+            .collect();
+        let decoded: Vec<_> = good
+            .iter()
+            .filter_map(|b| wiko_inspect::decode(b, limits).ok())
+            .collect();
+        let started = Instant::now();
+        let model = match Model::fit(&decoded, &FitOptions::default()) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("fit failed: {e}");
+                return;
+            }
+        };
+        let fit_s = started.elapsed().as_secs_f64();
+        let (mut decode_ms, mut total_ms, mut detected) = (Vec::new(), Vec::new(), 0);
+        for bytes in &test {
+            let t0 = Instant::now();
+            let Ok(img) = wiko_inspect::decode(bytes, limits) else {
+                continue;
+            };
+            decode_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            if model.score(&img).is_ok_and(|v| v.defect_detected) {
+                detected += 1;
+            }
+            total_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!(
+            "{}x{}: fit on 50 good parts {:.2} s ({} model, {} KiB); per image, median of {}: decode {:.1} ms (baseline), decode + score {:.1} ms; {} of 30 defective flagged",
+            size.0,
+            size.1,
+            fit_s,
+            model.kind(),
+            model.to_bytes().len() / 1024,
+            total_ms.len(),
+            median_ms(decode_ms),
+            median_ms(total_ms),
+            detected
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The golden-sample analyzer (the default): each SKU is learned from good parts that a quality
+//! engineer uploads (`POST /api/v1/skus/{sku}/golden`). Every upload adds its images to the
+//! SKU's golden set and, once there are at least [`MIN_GOOD`], fits a new model version from the
+//! whole set; the new version judges every part analysed after it is active. Results name the
+//! version that judged them. A SKU without a model gets `not_calibrated`: no verdict, no guess.
+//!
+//! Models are stored (one active version per SKU), so a restart does not refit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use tracing::{info, warn};
+use wiko_inspect::model::MIN_GOOD;
+use wiko_inspect::{DecodeLimits, FitError, FitOptions, Gray, Model, Verdict};
+use wiko_wire::{AnalysisStatus, Defect, DefectType};
+
+use super::{Analyzer, Judgement};
+use crate::store::blob::BlobStore;
+use crate::store::{Store, StoreError, StoredModel};
+
+/// The active model of a SKU.
+struct Active {
+    model: Arc<Model>,
+    version: String,
+}
+
+/// What a quality engineer sees about a SKU's model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    pub sku: String,
+    pub version: String,
+    /// `aligned` or `texture`.
+    pub method: &'static str,
+    pub threshold: f32,
+    pub false_reject_rate: f32,
+    pub trained_on: usize,
+}
+
+/// The state of a SKU's golden set after an upload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calibration {
+    pub sku: String,
+    /// Images in the golden set.
+    pub samples: usize,
+    /// Of this upload, images that were not in the set yet.
+    pub added: usize,
+    /// The model now active; `None` while the set is under [`MIN_GOOD`] images.
+    pub model: Option<ModelInfo>,
+    pub fit_ms: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("golden image {index} cannot be used: {reason}")]
+    Image { index: usize, reason: String },
+    #[error("fitting failed: {0}")]
+    Fit(String),
+}
+
+pub struct Golden {
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    limits: DecodeLimits,
+    options: FitOptions,
+    active: RwLock<HashMap<String, Active>>,
+    /// Fits one SKU at a time: fitting is CPU-heavy and two uploads of one SKU must not race.
+    fitting: tokio::sync::Mutex<()>,
+}
+
+impl Golden {
+    /// Loads the stored models.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn BlobStore>,
+        limits: DecodeLimits,
+        options: FitOptions,
+    ) -> Result<Golden, StoreError> {
+        let mut active = HashMap::new();
+        for m in store.models().await? {
+            match Model::from_bytes(&m.body) {
+                Ok(model) => {
+                    info!(sku = %m.sku, version = %m.version, method = model.kind(), "model loaded");
+                    active.insert(
+                        m.sku,
+                        Active {
+                            model: Arc::new(model),
+                            version: m.version,
+                        },
+                    );
+                }
+                Err(e) => {
+                    warn!(sku = %m.sku, error = %e, "stored model unusable; upload golden samples again")
+                }
+            }
+        }
+        Ok(Golden {
+            store,
+            blobs,
+            limits,
+            options,
+            active: RwLock::new(active),
+            fitting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Active>> {
+        // Entries are replaced whole; a panic cannot leave the map half-written.
+        self.active.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The active model of a SKU.
+    pub fn info(&self, sku: &str) -> Option<ModelInfo> {
+        self.read()
+            .get(sku)
+            .map(|a| model_info(sku, &a.version, &a.model))
+    }
+
+    /// Adds images (already checked to be acceptable images) to a SKU's golden set and fits a
+    /// new model version from the whole set once it is large enough.
+    pub async fn add_samples(
+        &self,
+        sku: &str,
+        images: Vec<Bytes>,
+    ) -> Result<Calibration, GoldenError> {
+        let _fitting = self.fitting.lock().await;
+        // Decode first: an image that does not decode is refused before anything is stored.
+        for (index, bytes) in images.iter().enumerate() {
+            super::decode(bytes.clone(), self.limits)
+                .await
+                .map_err(|e| GoldenError::Image {
+                    index,
+                    reason: e.to_string(),
+                })?;
+        }
+        let mut added = 0;
+        for bytes in images {
+            let digest = wiko_wire::frame::image_digest(&bytes);
+            let key = format!("golden/{digest}.jpg");
+            self.blobs.put(&key, bytes).await?;
+            if self.store.add_golden(sku, &digest, &key).await? {
+                added += 1;
+            }
+        }
+        let keys = self.store.golden(sku).await?;
+        let samples = keys.len();
+        if samples < MIN_GOOD {
+            return Ok(Calibration {
+                sku: sku.to_string(),
+                samples,
+                added,
+                model: None,
+                fit_ms: None,
+            });
+        }
+        let mut set = Vec::with_capacity(samples);
+        for key in &keys {
+            let bytes = self.blobs.get(key).await?;
+            let g = super::decode(bytes, self.limits)
+                .await
+                .map_err(|e| GoldenError::Fit(format!("stored golden image {key}: {e}")))?;
+            set.push(g);
+        }
+        let started = Instant::now();
+        let options = self.options;
+        let sku_name = sku.to_string();
+        let model = tokio::task::spawn_blocking(move || {
+            let mut model = Model::fit(&set, &options)?;
+            model.sku = sku_name;
+            Ok::<_, FitError>(model)
+        })
+        .await
+        .map_err(|e| GoldenError::Fit(format!("fitting task: {e}")))?
+        .map_err(|e| match e {
+            FitError::Image { index, source } => GoldenError::Image {
+                index,
+                reason: source.to_string(),
+            },
+            other => GoldenError::Fit(other.to_string()),
+        })?;
+        let fit_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let version = self.next_version(sku);
+        self.store
+            .save_model(StoredModel {
+                sku: sku.to_string(),
+                version: version.clone(),
+                body: model.to_bytes(),
+            })
+            .await?;
+        let info = model_info(sku, &version, &model);
+        info!(%sku, %version, method = info.method, threshold = info.threshold, samples, fit_ms, "model fitted");
+        self.active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                sku.to_string(),
+                Active {
+                    model: Arc::new(model),
+                    version,
+                },
+            );
+        Ok(Calibration {
+            sku: sku.to_string(),
+            samples,
+            added,
+            model: Some(info),
+            fit_ms: Some(fit_ms),
+        })
+    }
+
+    /// `v1`, `v2`, …: one more than the active version.
+    fn next_version(&self, sku: &str) -> String {
+        let current = self
+            .read()
+            .get(sku)
+            .and_then(|a| a.version.strip_prefix('v')?.parse::<u64>().ok())
+            .unwrap_or(0);
+        format!("v{}", current + 1)
+    }
+}
+
+fn model_info(sku: &str, version: &str, m: &Model) -> ModelInfo {
+    ModelInfo {
+        sku: sku.to_string(),
+        version: version.to_string(),
+        method: m.kind(),
+        threshold: m.threshold,
+        false_reject_rate: m.false_reject_rate,
+        trained_on: m.trained_on,
+    }
+}
+
+fn not_calibrated(sku: &str) -> Judgement {
+    Judgement {
+        status: AnalysisStatus::NotCalibrated,
+        defect_detected: false,
+        defects: Vec::new(),
+        score: None,
+        score_threshold: None,
+        confidence: None,
+        recommendation: format!(
+            "SKU {sku} has no golden model yet: upload at least {MIN_GOOD} good parts to \
+             POST /api/v1/skus/{sku}/golden; no verdict"
+        ),
+        model_version: None,
+    }
+}
+
+/// Turns the inspection verdict into the API's judgement.
+pub fn judgement(v: &Verdict, version: &str) -> Judgement {
+    let defects: Vec<Defect> = v
+        .regions
+        .iter()
+        .map(|r| {
+            let ratio = r.peak / v.threshold.max(1e-6);
+            let severity = if ratio > 3.0 {
+                "high"
+            } else if ratio > 1.5 {
+                "medium"
+            } else {
+                "low"
+            };
+            let kind = DefectType::parse(r.kind.as_str()).unwrap_or(DefectType::Other);
+            Defect {
+                kind,
+                severity: severity.to_string(),
+                confidence: (1.0 - 1.0 / (1.0 + ratio)).clamp(0.0, 0.99),
+                bbox: r.bbox,
+                description: format!(
+                    "{} (heuristic type): {} px, {:.1}x threshold, {} than good parts",
+                    kind.as_str(),
+                    r.area,
+                    ratio,
+                    if r.shift < 0.0 { "darker" } else { "brighter" }
+                ),
+            }
+        })
+        .collect();
+    let margin = (v.score / v.threshold.max(1e-6) - 1.0).abs();
+    Judgement {
+        status: AnalysisStatus::Final,
+        defect_detected: v.defect_detected,
+        recommendation: if v.defect_detected {
+            format!("reject: {} region(s) differ from good parts", defects.len())
+        } else {
+            "accept".to_string()
+        },
+        defects,
+        score: Some(v.score),
+        score_threshold: Some(v.threshold),
+        confidence: Some((0.5 + margin).min(0.99)),
+        model_version: Some(version.to_string()),
+    }
+}
+
+#[async_trait]
+impl Analyzer for Golden {
+    fn name(&self) -> &'static str {
+        "golden"
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    async fn judge(&self, sku: &str, image: Arc<Gray>) -> Judgement {
+        let Some((model, version)) = self
+            .read()
+            .get(sku)
+            .map(|a| (a.model.clone(), a.version.clone()))
+        else {
+            return not_calibrated(sku);
+        };
+        let scored = tokio::task::spawn_blocking(move || model.score(&image)).await;
+        match scored {
+            Ok(Ok(verdict)) => judgement(&verdict, &version),
+            Ok(Err(e)) => Judgement::failed(e, Some(version)),
+            Err(e) => Judgement::failed(format!("scoring task failed: {e}"), Some(version)),
+        }
+    }
+}

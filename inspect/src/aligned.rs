@@ -1,0 +1,301 @@
+//! Aligned parts (a knife on a belt or fixture, with a few millimetres and degrees of play):
+//! each image is registered to a canonical frame, and the model holds per-location robust
+//! statistics of two features there.
+//!
+//! - **Level**: the grey level after gain normalisation (the part's median level is brought to
+//!   a fixed value, so exposure and lamp ageing do not count as defects). Finds stains, rust,
+//!   chips, missing rivets.
+//! - **Cross-grain detail**: the level minus its robust mean along the part's long axis (41
+//!   pixels, of levels clipped near a first mean). Brushed steel is ground along the blade, so
+//!   each part's own streaks vanish here while scratches, cracks and pits, which run across the
+//!   grain or are short, stay.
+//!
+//! Each feature's anomaly is `|x - median| / spread` per canonical pixel; the map is the larger
+//! of the two, averaged over 3×3 so that single noisy pixels do not count.
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Evidence, Zone, classify};
+use crate::regions::{Component, Region, elongation};
+use crate::register::{Pose, register, warp};
+use crate::stats::median;
+use crate::{Gray, InspectError};
+
+/// Part level that gain normalisation brings every image to.
+const REFERENCE_LEVEL: f32 = 128.0;
+/// Difference from the background (grey levels, normalised) that counts as part.
+const PART_CONTRAST: f32 = 25.0;
+/// Smallest per-pixel spread of each feature: sensor noise never goes below it.
+const SPREAD_FLOOR: [f32; 2] = [4.0, 3.0];
+/// Half-length of the along-the-grain mean of the detail feature (canonical pixels).
+const GRAIN_RADIUS: usize = 20;
+/// The along-the-grain mean is taken of levels clipped to this far from a first mean, so a
+/// defect barely moves it (no halo beside a dark spot).
+const GRAIN_CLIP: f32 = 12.0;
+/// Extra canonical pixels around the largest silhouette seen in fitting.
+const MARGIN: f32 = 12.0;
+/// Longest side the registration works at; larger images are reduced by an integer factor.
+const WORKING_SIDE: usize = 800;
+
+/// Per-location statistics of one feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    pub median: Vec<f32>,
+    pub spread: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlignedModel {
+    /// Integer factor input images are reduced by before registration.
+    pub downscale: usize,
+    /// Canonical frame size.
+    pub width: usize,
+    pub height: usize,
+    /// Background level (normalised).
+    pub background: f32,
+    /// Level, then cross-grain detail.
+    pub channels: [Channel; 2],
+    /// Canonical columns that belong to the handle (the darker end).
+    pub handle_columns: Vec<bool>,
+}
+
+/// One image prepared for fitting or scoring: registered and turned into features.
+pub struct Prepared {
+    pub pose: Pose,
+    /// Factor the gain normalisation applied.
+    gain: f32,
+    features: [Gray; 2],
+    level: Gray,
+}
+
+/// The reduction factor for images of this size.
+pub fn downscale_for(img: &Gray) -> usize {
+    img.width.max(img.height).div_ceil(WORKING_SIDE).max(1)
+}
+
+/// Registers an image and measures its pose, at the working resolution.
+pub fn pose_of(img: &Gray, downscale: usize) -> Result<(Gray, Pose), InspectError> {
+    let work = img.downscale(downscale);
+    let pose = register(&work)?;
+    Ok((work, pose))
+}
+
+/// The canonical frame size that holds every pose with a margin.
+pub fn frame_for(poses: &[Pose]) -> (usize, usize) {
+    let half_length = poses.iter().map(|p| p.half_length).fold(0.0, f32::max);
+    let half_width = poses.iter().map(|p| p.half_width).fold(0.0, f32::max);
+    (
+        (2.0 * (half_length + MARGIN)).ceil() as usize,
+        (2.0 * (half_width + MARGIN)).ceil() as usize,
+    )
+}
+
+/// Warps a registered image into the canonical frame and computes its features.
+pub fn prepare(work: &Gray, pose: Pose, width: usize, height: usize) -> Prepared {
+    let canon = warp(work, &pose, width, height);
+    let mut part: Vec<f32> = canon
+        .data
+        .iter()
+        .copied()
+        .filter(|v| (v - pose.background).abs() > PART_CONTRAST)
+        .collect();
+    let level = median(&mut part);
+    let gain = if level > 1.0 {
+        REFERENCE_LEVEL / level
+    } else {
+        1.0
+    };
+    let level = canon.map(|v| v * gain);
+    let first = level.blur_x(GRAIN_RADIUS);
+    let clipped = level.zip(&first, |v, m| v.clamp(m - GRAIN_CLIP, m + GRAIN_CLIP));
+    let detail = level.zip(&clipped.blur_x(GRAIN_RADIUS), |a, b| a - b);
+    Prepared {
+        pose,
+        gain,
+        features: [level.clone(), detail],
+        level,
+    }
+}
+
+impl AlignedModel {
+    /// Learns per-location statistics from prepared good images.
+    pub fn learn(images: &[&Prepared], downscale: usize) -> AlignedModel {
+        let (width, height) = images
+            .first()
+            .map_or((1, 1), |p| (p.level.width, p.level.height));
+        let channels = [0, 1].map(|c| {
+            let values: Vec<&Gray> = images.iter().map(|p| &p.features[c]).collect();
+            Channel::of(&values, width, height, SPREAD_FLOOR[c])
+        });
+        let mut backgrounds: Vec<f32> = images.iter().map(|p| p.pose.background * p.gain).collect();
+        let background = median(&mut backgrounds);
+        let handle_columns = handle_columns(&channels[0].median, width, height, background);
+        AlignedModel {
+            downscale,
+            width,
+            height,
+            background,
+            channels,
+            handle_columns,
+        }
+    }
+
+    /// Registers and prepares an input image for this model.
+    pub fn prepare(&self, img: &Gray) -> Result<Prepared, InspectError> {
+        let (work, pose) = pose_of(img, self.downscale)?;
+        Ok(prepare(&work, pose, self.width, self.height))
+    }
+
+    /// The anomaly map in the canonical frame.
+    pub fn anomaly(&self, p: &Prepared) -> Gray {
+        let [level, detail] = [0, 1].map(|c| self.channels[c].z(&p.features[c]).box_blur(1));
+        level.zip(&detail, f32::max)
+    }
+
+    /// Describes one anomalous component as a region of the input image.
+    pub(crate) fn region(&self, c: &Component, p: &Prepared, input: &Gray) -> Region {
+        let w = self.width;
+        let (mut blade, mut handle, mut outside) = (0usize, 0usize, 0usize);
+        let (mut shift, mut missing) = (0f32, 0usize);
+        let (mut u0, mut v0, mut u1, mut v1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+        let median = &self.channels[0].median;
+        for &i in &c.pixels {
+            match self.zone(i) {
+                Zone::Blade => blade += 1,
+                Zone::Handle => handle += 1,
+                _ => outside += 1,
+            }
+            shift += p.level.data[i] - median[i];
+            if (p.level.data[i] - self.background).abs() <= PART_CONTRAST {
+                missing += 1;
+            }
+            let (u, v) = (i % w, i / w);
+            (u0, v0, u1, v1) = (u0.min(u), v0.min(v), u1.max(u), v1.max(v));
+        }
+        let zone = if outside > blade + handle {
+            Zone::Background
+        } else if handle > blade {
+            Zone::Handle
+        } else {
+            Zone::Blade
+        };
+        let n = c.pixels.len().max(1) as f32;
+        let evidence = Evidence {
+            zone,
+            area: c.pixels.len(),
+            elongation: elongation(&c.pixels, w),
+            shift: shift / n,
+            missing_share: missing as f32 / n,
+        };
+        Region {
+            bbox: self.image_box(&p.pose, (u0, v0, u1, v1), input),
+            area: evidence.area,
+            peak: c.peak,
+            shift: evidence.shift,
+            elongation: evidence.elongation,
+            kind: classify(&evidence),
+        }
+    }
+
+    fn zone(&self, i: usize) -> Zone {
+        if (self.channels[0].median[i] - self.background).abs() <= PART_CONTRAST {
+            Zone::Background
+        } else if self.handle_columns[i % self.width] {
+            Zone::Handle
+        } else {
+            Zone::Blade
+        }
+    }
+
+    /// The canonical box `(u0, v0, u1, v1)` (inclusive) as an axis-aligned box of the input.
+    fn image_box(
+        &self,
+        pose: &Pose,
+        (u0, v0, u1, v1): (usize, usize, usize, usize),
+        input: &Gray,
+    ) -> [u32; 4] {
+        let (hw, hh) = (self.width as f32 / 2.0, self.height as f32 / 2.0);
+        let corners = [
+            (u0 as f32, v0 as f32),
+            (u1 as f32 + 1.0, v0 as f32),
+            (u0 as f32, v1 as f32 + 1.0),
+            (u1 as f32 + 1.0, v1 as f32 + 1.0),
+        ];
+        let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+        for (u, v) in corners {
+            let (x, y) = pose.to_image(u - hw, v - hh);
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+        let s = self.downscale as f32;
+        crate::regions::clamped_box([x0 * s, y0 * s, x1 * s, y1 * s], input.width, input.height)
+    }
+}
+
+impl Channel {
+    fn of(images: &[&Gray], width: usize, height: usize, floor: f32) -> Channel {
+        let n = width * height;
+        let mut med = vec![0f32; n];
+        let mut mad = Gray::new(width, height, 0.0);
+        let mut column = Vec::with_capacity(images.len());
+        for (i, (m_out, mad_out)) in med.iter_mut().zip(mad.data.iter_mut()).enumerate() {
+            column.clear();
+            column.extend(images.iter().map(|g| g.data[i]));
+            let m = median(&mut column);
+            for v in column.iter_mut() {
+                *v = (*v - m).abs();
+            }
+            *m_out = m;
+            *mad_out = 1.4826 * median(&mut column);
+        }
+        // A pixel next to an edge varies with sub-pixel registration: take the largest spread
+        // of its 3x3 neighbourhood.
+        let mut spread = vec![0f32; n];
+        for y in 0..height {
+            for x in 0..width {
+                let mut s = floor;
+                for yy in y.saturating_sub(1)..(y + 2).min(height) {
+                    for xx in x.saturating_sub(1)..(x + 2).min(width) {
+                        s = s.max(mad.get(xx, yy));
+                    }
+                }
+                spread[y * width + x] = s;
+            }
+        }
+        Channel {
+            median: med,
+            spread,
+        }
+    }
+
+    /// `|x - median| / spread` per pixel.
+    fn z(&self, x: &Gray) -> Gray {
+        Gray {
+            width: x.width,
+            height: x.height,
+            data: x
+                .data
+                .iter()
+                .zip(&self.median)
+                .zip(&self.spread)
+                .map(|((x, m), s)| (x - m).abs() / s)
+                .collect(),
+        }
+    }
+}
+
+/// Columns whose part pixels are on average darker than the background: the handle.
+fn handle_columns(median: &[f32], width: usize, height: usize, background: f32) -> Vec<bool> {
+    (0..width)
+        .map(|u| {
+            let (mut sum, mut n) = (0f32, 0usize);
+            for v in 0..height {
+                let m = median[v * width + u];
+                if (m - background).abs() > PART_CONTRAST {
+                    sum += m;
+                    n += 1;
+                }
+            }
+            n > 0 && sum / (n as f32) < background
+        })
+        .collect()
+}
