@@ -128,13 +128,29 @@ impl Model {
         }
         let (method, held_out_scores) = match options.method {
             MethodChoice::Texture => fit_texture(good)?,
-            MethodChoice::Aligned => fit_aligned(good, aligned_poses(good)?)?,
-            MethodChoice::Auto => match aligned_poses(good) {
-                Ok(poses) if poses.iter().all(|(_, p)| looks_like_an_object(p)) => {
-                    fit_aligned(good, poses)?
+            MethodChoice::Aligned => fit_aligned(good, all_registered(aligned_poses(good))?)?,
+            MethodChoice::Auto => {
+                let poses = aligned_poses(good);
+                let is_object = |p: &Result<(Gray, Pose), InspectError>| {
+                    p.as_ref().is_ok_and(|(_, p)| looks_like_an_object(p))
+                };
+                let objects = poses.iter().filter(|p| is_object(p)).count();
+                if objects == good.len() {
+                    fit_aligned(good, all_registered(poses)?)?
+                } else if objects * 2 > good.len() {
+                    // Mostly single parts on a belt: the others are bad golden images (an empty
+                    // belt, two parts, a cut-off frame). Refuse rather than fall back to a
+                    // texture model that would judge knives poorly.
+                    let index = poses.iter().position(|p| !is_object(p)).unwrap_or(0);
+                    let source = match &poses[index] {
+                        Err(e) => e.clone(),
+                        Ok(_) => InspectError::NoPart,
+                    };
+                    return Err(FitError::Image { index, source });
+                } else {
+                    fit_texture(good)?
                 }
-                _ => fit_texture(good)?,
-            },
+            }
         };
         Ok(Model {
             format: MODEL_FORMAT,
@@ -224,13 +240,21 @@ fn looks_like_an_object(pose: &Pose) -> bool {
 }
 
 /// Registers every good image at the working resolution of the first.
-fn aligned_poses(good: &[Gray]) -> Result<Vec<(Gray, Pose)>, FitError> {
+fn aligned_poses(good: &[Gray]) -> Vec<Result<(Gray, Pose), InspectError>> {
     let downscale = good.first().map_or(1, aligned::downscale_for);
     good.iter()
+        .map(|g| aligned::pose_of(g, downscale))
+        .collect()
+}
+
+/// Every registration, or the first failure with its image's index.
+fn all_registered(
+    poses: Vec<Result<(Gray, Pose), InspectError>>,
+) -> Result<Vec<(Gray, Pose)>, FitError> {
+    poses
+        .into_iter()
         .enumerate()
-        .map(|(index, g)| {
-            aligned::pose_of(g, downscale).map_err(|source| FitError::Image { index, source })
-        })
+        .map(|(index, p)| p.map_err(|source| FitError::Image { index, source }))
         .collect()
 }
 

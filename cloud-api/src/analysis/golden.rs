@@ -122,43 +122,16 @@ impl Golden {
     }
 
     /// Adds images (already checked to be acceptable images) to a SKU's golden set and fits a
-    /// new model version from the whole set once it is large enough.
+    /// new model version from the whole set once it is large enough. The model is fitted
+    /// before anything is stored: an upload that cannot make a model leaves the set as it was.
     pub async fn add_samples(
         &self,
         sku: &str,
         images: Vec<Bytes>,
     ) -> Result<Calibration, GoldenError> {
         let _fitting = self.fitting.lock().await;
-        // Decode first: an image that does not decode is refused before anything is stored.
-        for (index, bytes) in images.iter().enumerate() {
-            super::decode(bytes.clone(), self.limits)
-                .await
-                .map_err(|e| GoldenError::Image {
-                    index,
-                    reason: e.to_string(),
-                })?;
-        }
-        let mut added = 0;
-        for bytes in images {
-            let digest = wiko_wire::frame::image_digest(&bytes);
-            let key = format!("golden/{digest}.jpg");
-            self.blobs.put(&key, bytes).await?;
-            if self.store.add_golden(sku, &digest, &key).await? {
-                added += 1;
-            }
-        }
         let keys = self.store.golden(sku).await?;
-        let samples = keys.len();
-        if samples < MIN_GOOD {
-            return Ok(Calibration {
-                sku: sku.to_string(),
-                samples,
-                added,
-                model: None,
-                fit_ms: None,
-            });
-        }
-        let mut set = Vec::with_capacity(samples);
+        let mut set = Vec::with_capacity(keys.len() + images.len());
         for key in &keys {
             let bytes = self.blobs.get(key).await?;
             let g = super::decode(bytes, self.limits)
@@ -166,24 +139,43 @@ impl Golden {
                 .map_err(|e| GoldenError::Fit(format!("stored golden image {key}: {e}")))?;
             set.push(g);
         }
-        let started = Instant::now();
-        let options = self.options;
-        let sku_name = sku.to_string();
-        let model = tokio::task::spawn_blocking(move || {
-            let mut model = Model::fit(&set, &options)?;
-            model.sku = sku_name;
-            Ok::<_, FitError>(model)
-        })
-        .await
-        .map_err(|e| GoldenError::Fit(format!("fitting task: {e}")))?
-        .map_err(|e| match e {
-            FitError::Image { index, source } => GoldenError::Image {
-                index,
-                reason: source.to_string(),
-            },
-            other => GoldenError::Fit(other.to_string()),
-        })?;
-        let fit_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // (upload index, digest, key, bytes) of the images not in the set yet.
+        let mut new: Vec<(usize, String, String, Bytes)> = Vec::new();
+        for (index, bytes) in images.into_iter().enumerate() {
+            let digest = wiko_wire::frame::image_digest(&bytes);
+            let key = format!("golden/{digest}.jpg");
+            if keys.contains(&key) || new.iter().any(|(_, _, k, _)| *k == key) {
+                continue;
+            }
+            let g = super::decode(bytes.clone(), self.limits)
+                .await
+                .map_err(|e| GoldenError::Image {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            set.push(g);
+            new.push((index, digest, key, bytes));
+        }
+        let (samples, added) = (set.len(), new.len());
+        let fitted = if samples >= MIN_GOOD && added > 0 {
+            let upload_index: Vec<usize> = new.iter().map(|(i, ..)| *i).collect();
+            Some(self.fit(sku, set, keys.len(), &upload_index).await?)
+        } else {
+            None
+        };
+        for (_, digest, key, bytes) in new {
+            self.blobs.put(&key, bytes).await?;
+            self.store.add_golden(sku, &digest, &key).await?;
+        }
+        let Some((model, fit_ms)) = fitted else {
+            return Ok(Calibration {
+                sku: sku.to_string(),
+                samples,
+                added,
+                model: self.info(sku),
+                fit_ms: None,
+            });
+        };
         let version = self.next_version(sku);
         self.store
             .save_model(StoredModel {
@@ -211,6 +203,35 @@ impl Golden {
             model: Some(info),
             fit_ms: Some(fit_ms),
         })
+    }
+
+    /// Fits on the blocking pool. The set holds the `stored` images first, then the new ones,
+    /// whose positions in the upload are `upload_index`: an image error names that position.
+    async fn fit(
+        &self,
+        sku: &str,
+        set: Vec<Gray>,
+        stored: usize,
+        upload_index: &[usize],
+    ) -> Result<(Model, f64), GoldenError> {
+        let started = Instant::now();
+        let options = self.options;
+        let sku_name = sku.to_string();
+        let model = tokio::task::spawn_blocking(move || {
+            let mut model = Model::fit(&set, &options)?;
+            model.sku = sku_name;
+            Ok::<_, FitError>(model)
+        })
+        .await
+        .map_err(|e| GoldenError::Fit(format!("fitting task: {e}")))?
+        .map_err(|e| match e {
+            FitError::Image { index, source } if index >= stored => GoldenError::Image {
+                index: upload_index.get(index - stored).copied().unwrap_or(index),
+                reason: source.to_string(),
+            },
+            other => GoldenError::Fit(other.to_string()),
+        })?;
+        Ok((model, started.elapsed().as_secs_f64() * 1000.0))
     }
 
     /// `v1`, `v2`, …: one more than the active version.

@@ -3,7 +3,9 @@
 //! - `POST /api/v1/skus/{sku}/golden` (admin): multipart with one or more `image` fields, good
 //!   parts of the SKU. They join the SKU's golden set (an image already in it is not added
 //!   twice) and, once the set holds at least five images, a new model version is fitted from
-//!   the whole set and becomes active: `201` with the model, `202` while the set is too small.
+//!   the whole set and becomes active: `201` with the new model, `202` while the set is too
+//!   small, `200` when nothing was new. An upload that cannot make a model (an image without a
+//!   part among knives) is refused whole with `422 invalid_image`, naming the image.
 //! - `GET /api/v1/skus/{sku}/model` (viewer): the active model, `404 not_calibrated` if none.
 
 use axum::extract::multipart::MultipartRejection;
@@ -57,8 +59,10 @@ async fn upload(
             GoldenError::Image { .. } => ApiError::InvalidImage(e.to_string()),
             GoldenError::Fit(detail) => ApiError::Internal(detail),
         })?;
-    let status = if calibration.model.is_some() {
+    let status = if calibration.fit_ms.is_some() {
         StatusCode::CREATED
+    } else if calibration.model.is_some() {
+        StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };

@@ -586,6 +586,38 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
     assert_eq!(bad["defect_detected"], true, "{bad}");
     assert!(!bad["defects"].as_array().unwrap().is_empty());
 
+    // An image without a part among knives spoils the model: the upload is refused whole and
+    // the set stays as it was; the same parts again change nothing.
+    let empty_belt = {
+        let img = image::RgbImage::from_pixel(640, 480, image::Rgb([80, 92, 84]));
+        synthetic::encode_jpeg(img.as_raw(), 640, 480).unwrap()
+    };
+    let mut with_empty: Vec<Vec<u8>> = vec![part_jpeg(None, 60_000)];
+    with_empty.push(empty_belt);
+    let parts: Vec<_> = with_empty
+        .iter()
+        .map(|i| ("image", "image/jpeg", i.as_slice()))
+        .collect();
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), multipart(&parts)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("image 1"),
+        "{body}"
+    );
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), golden(0..3)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["samples"].as_u64(), body["added"].as_u64()),
+        (Some(24), Some(0))
+    );
+    assert_eq!(body["model"]["version"], "v1");
+
     // A restart loads the stored model: no refit, the same version.
     let restarted = Harness {
         state: state_in(dir.path()).await,

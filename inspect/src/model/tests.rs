@@ -86,6 +86,14 @@ fn fitting_needs_enough_images_and_a_part_in_each() {
         Model::fit(&with_empty, &aligned),
         Err(FitError::Image { index: 4, .. })
     ));
+    assert_eq!(
+        Model::fit(&with_empty, &options).map(|_| ()),
+        Err(FitError::Image {
+            index: 4,
+            source: InspectError::NoPart
+        }),
+        "auto: one empty belt among knives is a bad golden image, not a texture"
+    );
     let bad_rate = FitOptions {
         false_reject_rate: 0.0,
         ..options
