@@ -53,7 +53,8 @@ pub enum ModelCommand {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FitArgs {
-    /// `auto`, `aligned` (an object on a plain background) or `texture` (a surface).
+    /// `auto`, `aligned` (an object on a plain background), `fixed` (a surface under a fixed
+    /// camera) or `texture` (a surface where position means nothing).
     #[arg(long, default_value = "auto", value_parser = parse_method)]
     pub method: MethodChoice,
     /// Share of good parts the calibrated threshold may reject.
@@ -74,8 +75,11 @@ fn parse_method(s: &str) -> Result<MethodChoice, String> {
     match s {
         "auto" => Ok(MethodChoice::Auto),
         "aligned" => Ok(MethodChoice::Aligned),
+        "fixed" => Ok(MethodChoice::Fixed),
         "texture" => Ok(MethodChoice::Texture),
-        other => Err(format!("`{other}`: expected auto, aligned or texture")),
+        other => Err(format!(
+            "`{other}`: expected auto, aligned, fixed or texture"
+        )),
     }
 }
 

@@ -232,7 +232,9 @@ impl AlignedModel {
 }
 
 impl Channel {
-    fn of(images: &[&Gray], width: usize, height: usize, floor: f32) -> Channel {
+    /// Per-pixel median and spread of images of one size; a pixel's spread is the largest of
+    /// its 3×3 neighbourhood (edges move by sub-pixel amounts) and at least `floor`.
+    pub(crate) fn of(images: &[&Gray], width: usize, height: usize, floor: f32) -> Channel {
         let n = width * height;
         let mut med = vec![0f32; n];
         let mut mad = Gray::new(width, height, 0.0);
@@ -268,7 +270,7 @@ impl Channel {
     }
 
     /// `|x - median| / spread` per pixel.
-    fn z(&self, x: &Gray) -> Gray {
+    pub(crate) fn z(&self, x: &Gray) -> Gray {
         Gray {
             width: x.width,
             height: x.height,

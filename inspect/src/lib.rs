@@ -8,10 +8,13 @@
 //! 1. [`decode`]: JPEG/PNG/TIFF/BMP (8 or 16 bit, grey or colour, EXIF orientation applied) to
 //!    an 8-bit-range grey image, refusing anything over the pixel limit before pixels are
 //!    allocated (no decompression bombs) and truncated JPEGs.
-//! 2. Two kinds of part, chosen per model ([`model::MethodChoice`], `auto` by default):
+//! 2. Three kinds of view, chosen per model ([`model::MethodChoice`], `auto` by default):
 //!    - [`aligned`]: an object on a plain background (a knife on a belt). [`register`] finds
 //!      its pose from the silhouette's moments; per canonical location the model holds robust
 //!      statistics (median, spread) of the gain-normalised level and of the cross-grain detail.
+//!    - [`fixed`]: a surface filling the image under a fixed camera and fixture, so the same
+//!      thing is always in the same place: per-pixel robust statistics, no registration.
+//!      Chosen when the good images' per-pixel spread is small against their spatial variation.
 //!    - [`texture`]: a surface filling the image, where position means nothing. The model is a
 //!      vocabulary of local appearance (clusters of six local features) learned from good
 //!      pixels; a pixel's anomaly is its distance to the nearest cluster.
@@ -25,6 +28,7 @@
 pub mod aligned;
 pub mod classify;
 pub mod decode;
+pub mod fixed;
 pub mod gray;
 pub mod model;
 pub mod regions;

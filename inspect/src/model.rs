@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::aligned::{self, AlignedModel};
+use crate::fixed::{self, FixedModel};
 use crate::regions::{Component, Region, components};
 use crate::register::Pose;
 use crate::stats::calibrate;
@@ -31,10 +32,12 @@ const MAGIC: &[u8; 8] = b"WIKOMODL";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MethodChoice {
-    /// Aligned when every good image shows one object on a plain background, else texture.
+    /// Aligned when every good image shows one object on a plain background; for surfaces,
+    /// fixed when the good images repeat one view in place, else texture.
     #[default]
     Auto,
     Aligned,
+    Fixed,
     Texture,
 }
 
@@ -59,6 +62,7 @@ impl Default for FitOptions {
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     Aligned(AlignedModel),
+    Fixed(FixedModel),
     Texture(TextureModel),
 }
 
@@ -128,6 +132,10 @@ impl Model {
         }
         let (method, held_out_scores) = match options.method {
             MethodChoice::Texture => fit_texture(good)?,
+            MethodChoice::Fixed => {
+                let reference = fixed::reference_of(good);
+                fit_fixed(reference, prepare_fixed(good, reference)?)
+            }
             MethodChoice::Aligned => fit_aligned(good, all_registered(aligned_poses(good))?)?,
             MethodChoice::Auto => {
                 let poses = aligned_poses(good);
@@ -148,7 +156,7 @@ impl Model {
                     };
                     return Err(FitError::Image { index, source });
                 } else {
-                    fit_texture(good)?
+                    fit_surface(good)?
                 }
             }
         };
@@ -163,10 +171,11 @@ impl Model {
         })
     }
 
-    /// `aligned` or `texture`.
+    /// `aligned`, `fixed` or `texture`.
     pub fn kind(&self) -> &'static str {
         match self.method {
             Method::Aligned(_) => "aligned",
+            Method::Fixed(_) => "fixed",
             Method::Texture(_) => "texture",
         }
     }
@@ -179,6 +188,12 @@ impl Model {
                 let map = m.anomaly(&p);
                 let regions = self.regions(&map, |c| m.region(c, &p, img));
                 (map, Some(p.pose), regions)
+            }
+            Method::Fixed(m) => {
+                let p = m.prepare(img)?;
+                let map = m.anomaly(&p);
+                let regions = self.regions(&map, |c| m.region(c, &p, img));
+                (map, None, regions)
             }
             Method::Texture(m) => {
                 let p = m.prepare(img)?;
@@ -271,6 +286,42 @@ fn fit_aligned(good: &[Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<f
         |m, p| m.anomaly(p).max(),
     );
     Ok((Method::Aligned(model), held_out))
+}
+
+/// A surface: a fixed view when the good images share one size and repeat one view in place,
+/// else a texture.
+fn fit_surface(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
+    if let (_, Some(reference)) = texture::geometry(good) {
+        let prepared = prepare_fixed(good, reference)?;
+        if fixed::view_is_fixed(&prepared.iter().collect::<Vec<_>>()) {
+            return Ok(fit_fixed(reference, prepared));
+        }
+    }
+    fit_texture(good)
+}
+
+fn prepare_fixed(
+    good: &[Gray],
+    reference: (usize, usize),
+) -> Result<Vec<fixed::Prepared>, FitError> {
+    let downscale = fixed::downscale_for(reference);
+    good.iter()
+        .enumerate()
+        .map(|(index, g)| {
+            fixed::prepare(g, reference, downscale)
+                .map_err(|source| FitError::Image { index, source })
+        })
+        .collect()
+}
+
+fn fit_fixed(reference: (usize, usize), prepared: Vec<fixed::Prepared>) -> (Method, Vec<f32>) {
+    let downscale = fixed::downscale_for(reference);
+    let (model, held_out) = cross_validate(
+        &prepared,
+        |train| FixedModel::learn(train, reference, downscale),
+        |m, p| m.anomaly(p).max(),
+    );
+    (Method::Fixed(model), held_out)
 }
 
 fn fit_texture(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Gray;
-use crate::classify::RegionKind;
+use crate::classify::{Evidence, RegionKind, Zone, classify};
 
 /// One anomalous region, in canonical coordinates plus its box in the input image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +65,51 @@ pub(crate) fn components(z: &Gray, low: f32, high: f32) -> Vec<Component> {
     }
     out.sort_by(|a, b| b.peak.total_cmp(&a.peak));
     out
+}
+
+/// A component of a surface's anomaly map (no parts: the zone is the surface) as a region of
+/// the input image; `level` is the normalised working image, `scale` input pixels per working
+/// pixel.
+pub(crate) fn surface_region(
+    c: &Component,
+    level: &Gray,
+    scale: (f32, f32),
+    input: &Gray,
+) -> Region {
+    let w = level.width;
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+    let mut shift = 0f32;
+    for &i in &c.pixels {
+        let (x, y) = (i % w, i / w);
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        shift += level.data[i];
+    }
+    let n = c.pixels.len().max(1) as f32;
+    let evidence = Evidence {
+        zone: Zone::Surface,
+        area: c.pixels.len(),
+        elongation: elongation(&c.pixels, w),
+        shift: shift / n,
+        missing_share: 0.0,
+    };
+    let (sx, sy) = scale;
+    Region {
+        bbox: clamped_box(
+            [
+                x0 as f32 * sx,
+                y0 as f32 * sy,
+                (x1 + 1) as f32 * sx,
+                (y1 + 1) as f32 * sy,
+            ],
+            input.width,
+            input.height,
+        ),
+        area: evidence.area,
+        peak: c.peak,
+        shift: evidence.shift,
+        elongation: evidence.elongation,
+        kind: classify(&evidence),
+    }
 }
 
 /// An axis-aligned box `[x, y, w, h]` from real corners `[x0, y0, x1, y1]`, rounded outwards

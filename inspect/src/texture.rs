@@ -17,8 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Evidence, Zone, classify};
-use crate::regions::{Component, Region, clamped_box, elongation};
+use crate::regions::{Component, Region, surface_region};
 use crate::stats::median_spread;
 use crate::{Gray, InspectError};
 
@@ -88,15 +87,14 @@ pub fn geometry(images: &[Gray]) -> (usize, Option<(usize, usize)>) {
     )
 }
 
-/// Brings an image to the working scale and computes its features.
-pub fn prepare(
+/// Brings an image to the working scale: an image of the reference's aspect ratio but another
+/// size is resized to the reference (same view, other resolution), any other is reduced by
+/// `downscale`. Also returns the input pixels per working pixel.
+pub fn working_image(
     img: &Gray,
     downscale: usize,
     reference_size: Option<(usize, usize)>,
-) -> Result<Prepared, InspectError> {
-    if img.width < 4 || img.height < 4 {
-        return Err(InspectError::NoPart);
-    }
+) -> (Gray, (f32, f32)) {
     let work = match reference_size {
         Some((rw, rh))
             if (img.width, img.height) != (rw, rh)
@@ -113,10 +111,29 @@ pub fn prepare(
         img.width as f32 / work.width as f32,
         img.height as f32 / work.height as f32,
     );
+    (work, scale)
+}
+
+/// Levels relative to the image's own median, in units of its robust spread: exposure and
+/// contrast changes between images do not count.
+pub fn normalise(work: &Gray) -> Gray {
     let mut sample: Vec<f32> = work.data.iter().step_by(7).copied().collect();
     let (m, s) = median_spread(&mut sample);
     let s = s.max(MIN_LEVEL_SPREAD);
-    let x = work.map(|v| (v - m) / s);
+    work.map(|v| (v - m) / s)
+}
+
+/// Brings an image to the working scale and computes its features.
+pub fn prepare(
+    img: &Gray,
+    downscale: usize,
+    reference_size: Option<(usize, usize)>,
+) -> Result<Prepared, InspectError> {
+    if img.width < 4 || img.height < 4 {
+        return Err(InspectError::NoPart);
+    }
+    let (work, scale) = working_image(img, downscale, reference_size);
+    let x = normalise(&work);
     let fine = x.box_blur(1);
     let coarse = x.box_blur(4);
     let mean = x.box_blur(2);
@@ -215,40 +232,7 @@ impl TextureModel {
 
     /// Describes one anomalous component as a region of the input image.
     pub(crate) fn region(&self, c: &Component, p: &Prepared, input: &Gray) -> Region {
-        let w = p.width;
-        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
-        let mut shift = 0f32;
-        for &i in &c.pixels {
-            let (x, y) = (i % w, i / w);
-            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-            shift += p.level.data[i];
-        }
-        let n = c.pixels.len().max(1) as f32;
-        let evidence = Evidence {
-            zone: Zone::Surface,
-            area: c.pixels.len(),
-            elongation: elongation(&c.pixels, w),
-            shift: shift / n,
-            missing_share: 0.0,
-        };
-        let (sx, sy) = p.scale;
-        Region {
-            bbox: clamped_box(
-                [
-                    x0 as f32 * sx,
-                    y0 as f32 * sy,
-                    (x1 + 1) as f32 * sx,
-                    (y1 + 1) as f32 * sy,
-                ],
-                input.width,
-                input.height,
-            ),
-            area: evidence.area,
-            peak: c.peak,
-            shift: evidence.shift,
-            elongation: evidence.elongation,
-            kind: classify(&evidence),
-        }
+        surface_region(c, &p.level, p.scale, input)
     }
 }
 
