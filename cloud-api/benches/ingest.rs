@@ -6,8 +6,8 @@
 //! 2. `wiko-cloud`'s `PUT /api/v1/frames/{id}` on the embedded store, started in this process with
 //!    MQTT disabled and no analysis workers (analysis is queued, as in production, and runs on
 //!    other cores or replicas): key check, multipart, BLAKE3 digest check, header checks, image
-//!    fsynced (file and directory), record and job committed with `synchronous=FULL` (group
-//!    commit), JSON ack;
+//!    appended to the segment log and synced (group sync), record and job committed with
+//!    `synchronous=FULL` (group commit), JSON ack;
 //! 3. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
 //!    `shared/peers/flask_prototype`).
 //!

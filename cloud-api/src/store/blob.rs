@@ -1,11 +1,13 @@
 //! Image storage: [`BlobStore`], with the local-directory backend [`LocalDir`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::StoreError;
+use super::segments::SegmentLog;
 
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -16,18 +18,25 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Images as files below a directory: written to a temporary name, fsynced, renamed into place,
-/// and the directory fsynced, so a file is either complete or absent after a crash.
+/// Images below a directory: appended to the segment log in `segments/` (one sync for many
+/// images; see [`SegmentLog`]). Images that earlier versions wrote as one file per key are
+/// still read from there.
 pub struct LocalDir {
     root: PathBuf,
+    log: Arc<SegmentLog>,
 }
 
 impl LocalDir {
     pub fn new(root: PathBuf) -> Result<LocalDir, StoreError> {
-        std::fs::create_dir_all(&root).map_err(|e| StoreError::Blob(e.to_string()))?;
-        Ok(LocalDir { root })
+        let log = SegmentLog::open(&root.join("segments"))
+            .map_err(|e| StoreError::Blob(e.to_string()))?;
+        Ok(LocalDir {
+            root,
+            log: Arc::new(log),
+        })
     }
 
+    /// The legacy one-file-per-key path; refuses keys that could leave the directory.
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         let ok = !key.is_empty()
             && key.split('/').all(|part| {
@@ -45,33 +54,31 @@ impl LocalDir {
     }
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if path.exists() {
-        return Ok(());
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+fn blocking_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Blob(format!("image store task: {e}"))
 }
 
 #[async_trait]
 impl BlobStore for LocalDir {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
-        let path = self.path(key)?;
-        tokio::task::spawn_blocking(move || write_durably(&path, &bytes))
+        self.path(key)?;
+        let (log, key) = (self.log.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || log.put(&key, &bytes))
             .await
-            .map_err(|e| StoreError::Blob(e.to_string()))?
+            .map_err(blocking_error)?
             .map_err(|e| StoreError::Blob(e.to_string()))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = self.path(key)?;
+        let (log, key) = (self.log.clone(), key.to_string());
+        let logged = tokio::task::spawn_blocking(move || log.get(&key))
+            .await
+            .map_err(blocking_error)?
+            .map_err(|e| StoreError::Blob(e.to_string()))?;
+        if let Some(data) = logged {
+            return Ok(Bytes::from(data));
+        }
         match tokio::fs::read(&path).await {
             Ok(b) => Ok(Bytes::from(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound),
@@ -114,11 +121,17 @@ mod tests {
         for bad in ["../x", "/etc/passwd", "a//b", "", "a/../b"] {
             assert!(store.put(bad, Bytes::new()).await.is_err(), "{bad}");
         }
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("20261126"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn images_written_one_file_per_key_by_earlier_versions_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("images/20261101")).unwrap();
+        std::fs::write(dir.path().join("images/20261101/old.jpg"), b"old").unwrap();
+        let store = LocalDir::new(dir.path().to_path_buf()).unwrap();
+        assert_eq!(
+            store.get("images/20261101/old.jpg").await.unwrap(),
+            Bytes::from_static(b"old")
+        );
     }
 }

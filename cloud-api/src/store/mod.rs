@@ -11,6 +11,7 @@
 //!   (outbox) in one transaction, and only once: completing a finished analysis is a no-op.
 
 pub mod blob;
+pub mod segments;
 pub mod sqlite;
 
 use std::time::Duration;
