@@ -64,8 +64,14 @@ pub struct Prepared {
     pub pose: Pose,
     /// Factor the gain normalisation applied.
     gain: f32,
+    /// Level, then cross-grain detail (the order of [`AlignedModel::channels`]).
     features: [Gray; 2],
-    level: Gray,
+}
+
+impl Prepared {
+    fn level(&self) -> &Gray {
+        &self.features[0]
+    }
 }
 
 /// The reduction factor for images of this size.
@@ -112,8 +118,7 @@ pub fn prepare(work: &Gray, pose: Pose, width: usize, height: usize) -> Prepared
     Prepared {
         pose,
         gain,
-        features: [level.clone(), detail],
-        level,
+        features: [level, detail],
     }
 }
 
@@ -122,7 +127,7 @@ impl AlignedModel {
     pub fn learn(images: &[&Prepared], downscale: usize) -> AlignedModel {
         let (width, height) = images
             .first()
-            .map_or((1, 1), |p| (p.level.width, p.level.height));
+            .map_or((1, 1), |p| (p.level().width, p.level().height));
         let channels = [0, 1].map(|c| {
             let values: Vec<&Gray> = images.iter().map(|p| &p.features[c]).collect();
             Channel::of(&values, width, height, SPREAD_FLOOR[c])
@@ -159,14 +164,15 @@ impl AlignedModel {
         let (mut shift, mut missing) = (0f32, 0usize);
         let (mut u0, mut v0, mut u1, mut v1) = (usize::MAX, usize::MAX, 0usize, 0usize);
         let median = &self.channels[0].median;
+        let level = p.level();
         for &i in &c.pixels {
             match self.zone(i) {
                 Zone::Blade => blade += 1,
                 Zone::Handle => handle += 1,
                 _ => outside += 1,
             }
-            shift += p.level.data[i] - median[i];
-            if (p.level.data[i] - self.background).abs() <= PART_CONTRAST {
+            shift += level.data[i] - median[i];
+            if (level.data[i] - self.background).abs() <= PART_CONTRAST {
                 missing += 1;
             }
             let (u, v) = (i % w, i / w);

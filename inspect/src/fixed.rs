@@ -38,16 +38,6 @@ pub struct Prepared {
     scale: (f32, f32),
 }
 
-/// The median width and height of a set of images.
-pub fn reference_of(images: &[Gray]) -> (usize, usize) {
-    let mut widths: Vec<f32> = images.iter().map(|g| g.width as f32).collect();
-    let mut heights: Vec<f32> = images.iter().map(|g| g.height as f32).collect();
-    (
-        (median(&mut widths) as usize).max(1),
-        (median(&mut heights) as usize).max(1),
-    )
-}
-
 /// The working reduction for a reference size.
 pub fn downscale_for((w, h): (usize, usize)) -> usize {
     ((w.min(h) + WORKING_SHORT_SIDE / 2) / WORKING_SHORT_SIDE).max(1)

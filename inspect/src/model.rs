@@ -133,7 +133,7 @@ impl Model {
         let (method, held_out_scores) = match options.method {
             MethodChoice::Texture => fit_texture(good)?,
             MethodChoice::Fixed => {
-                let reference = fixed::reference_of(good);
+                let reference = texture::median_size(good);
                 fit_fixed(reference, prepare_fixed(good, reference)?)
             }
             MethodChoice::Aligned => fit_aligned(good, all_registered(aligned_poses(good))?)?,
@@ -246,7 +246,45 @@ impl Model {
         if model.format != MODEL_FORMAT || !model.threshold.is_finite() {
             return Err(ModelFileError::Corrupt("inconsistent header".into()));
         }
+        if !model.method.is_consistent() {
+            return Err(ModelFileError::Corrupt(
+                "its statistics do not match its sizes".into(),
+            ));
+        }
         Ok(model)
+    }
+}
+
+impl Method {
+    /// Whether every size scoring relies on matches the stored statistics: a file that decodes
+    /// must still never make scoring index out of bounds or divide by zero.
+    fn is_consistent(&self) -> bool {
+        match self {
+            Method::Aligned(m) => {
+                let n = m.width * m.height;
+                m.downscale >= 1
+                    && n >= 1
+                    && m.handle_columns.len() == m.width
+                    && m.channels
+                        .iter()
+                        .all(|c| c.median.len() == n && c.spread.len() == n)
+            }
+            Method::Fixed(m) => {
+                let (w, h) = m.reference_size;
+                let n = (w / m.downscale.max(1)).max(1) * (h / m.downscale.max(1)).max(1);
+                m.downscale >= 1
+                    && w >= 1
+                    && h >= 1
+                    && m.level.median.len() == n
+                    && m.level.spread.len() == n
+            }
+            Method::Texture(m) => {
+                m.downscale >= 1
+                    && !m.centres.is_empty()
+                    && m.centres.len() == m.inverse_variance.len()
+                    && m.reference_size.is_none_or(|(w, h)| w >= 1 && h >= 1)
+            }
+        }
     }
 }
 

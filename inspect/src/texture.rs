@@ -71,19 +71,22 @@ pub struct Prepared {
 
 /// The working geometry for a set of good images: reduction factor and reference size.
 pub fn geometry(images: &[Gray]) -> (usize, Option<(usize, usize)>) {
-    let mut widths: Vec<f32> = images.iter().map(|g| g.width as f32).collect();
-    let mut heights: Vec<f32> = images.iter().map(|g| g.height as f32).collect();
-    let w = crate::stats::median(&mut widths);
-    let h = crate::stats::median(&mut heights);
-    let close = |a: f32, b: f32| (a - b).abs() <= SAME_SIZE * b;
+    let (w, h) = median_size(images);
+    let close = |a: usize, b: usize| (a as f32 - b as f32).abs() <= SAME_SIZE * b as f32;
     let same = images
         .iter()
-        .all(|g| close(g.width as f32, w) && close(g.height as f32, h));
-    let downscale = ((w.min(h) as usize + WORKING_SHORT_SIDE / 2) / WORKING_SHORT_SIDE).max(1);
+        .all(|g| close(g.width, w) && close(g.height, h));
+    let downscale = ((w.min(h) + WORKING_SHORT_SIDE / 2) / WORKING_SHORT_SIDE).max(1);
+    (downscale, same.then_some((w, h)))
+}
+
+/// The median width and height of a set of images (at least 1 × 1).
+pub fn median_size(images: &[Gray]) -> (usize, usize) {
+    let mut widths: Vec<f32> = images.iter().map(|g| g.width as f32).collect();
+    let mut heights: Vec<f32> = images.iter().map(|g| g.height as f32).collect();
     (
-        downscale,
-        same.then_some((w as usize, h as usize))
-            .filter(|(w, h)| *w > 0 && *h > 0),
+        (crate::stats::median(&mut widths) as usize).max(1),
+        (crate::stats::median(&mut heights) as usize).max(1),
     )
 }
 

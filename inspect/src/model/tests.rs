@@ -138,6 +138,16 @@ fn the_model_file_round_trips_and_refuses_other_bytes() {
         Model::from_bytes(&bytes[..bytes.len() / 2]),
         Err(ModelFileError::Corrupt(_))
     ));
+    // Well-formed but inconsistent (statistics shorter than the frame): refused, not a panic
+    // when scoring.
+    let mut short = m.clone();
+    if let Method::Aligned(a) = &mut short.method {
+        a.channels[0].median.pop();
+    }
+    assert!(matches!(
+        Model::from_bytes(&short.to_bytes()),
+        Err(ModelFileError::Corrupt(_))
+    ));
 }
 
 #[test]
