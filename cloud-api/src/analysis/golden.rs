@@ -19,6 +19,10 @@ use wiko_inspect::{DecodeLimits, FitError, FitOptions, Gray, Model, Verdict};
 use wiko_wire::{AnalysisStatus, Defect, DefectType};
 
 use super::{Analyzer, Judgement};
+
+/// Largest golden set per SKU. Fitting holds every image decoded (4 bytes per pixel: 200
+/// 640×480 parts take 250 MB, 200 1080p parts 1.7 GB), so the set is bounded.
+pub const MAX_GOLDEN: usize = 200;
 use crate::store::blob::BlobStore;
 use crate::store::{Store, StoreError, StoredModel};
 
@@ -61,6 +65,8 @@ pub enum GoldenError {
     Image { index: usize, reason: String },
     #[error("fitting failed: {0}")]
     Fit(String),
+    #[error("the golden set of {sku} would hold {would} images, at most {MAX_GOLDEN} are kept")]
+    Full { sku: String, would: usize },
 }
 
 pub struct Golden {
@@ -131,33 +137,43 @@ impl Golden {
     ) -> Result<Calibration, GoldenError> {
         let _fitting = self.fitting.lock().await;
         let keys = self.store.golden(sku).await?;
-        let mut set = Vec::with_capacity(keys.len() + images.len());
-        for key in &keys {
-            let bytes = self.blobs.get(key).await?;
-            let g = super::decode(bytes, self.limits)
-                .await
-                .map_err(|e| GoldenError::Fit(format!("stored golden image {key}: {e}")))?;
-            set.push(g);
-        }
         // (upload index, digest, key, bytes) of the images not in the set yet.
         let mut new: Vec<(usize, String, String, Bytes)> = Vec::new();
         for (index, bytes) in images.into_iter().enumerate() {
             let digest = wiko_wire::frame::image_digest(&bytes);
             let key = format!("golden/{digest}.jpg");
-            if keys.contains(&key) || new.iter().any(|(_, _, k, _)| *k == key) {
-                continue;
+            if !keys.contains(&key) && !new.iter().any(|(_, _, k, _)| *k == key) {
+                new.push((index, digest, key, bytes));
             }
+        }
+        let (samples, added) = (keys.len() + new.len(), new.len());
+        if samples > MAX_GOLDEN {
+            return Err(GoldenError::Full {
+                sku: sku.to_string(),
+                would: samples,
+            });
+        }
+        // Every new image must decode, whether or not a model is fitted now.
+        let mut fresh = Vec::with_capacity(new.len());
+        for (index, _, _, bytes) in &new {
             let g = super::decode(bytes.clone(), self.limits)
                 .await
                 .map_err(|e| GoldenError::Image {
-                    index,
+                    index: *index,
                     reason: e.to_string(),
                 })?;
-            set.push(g);
-            new.push((index, digest, key, bytes));
+            fresh.push(g);
         }
-        let (samples, added) = (set.len(), new.len());
         let fitted = if samples >= MIN_GOOD && added > 0 {
+            let mut set = Vec::with_capacity(samples);
+            for key in &keys {
+                let bytes = self.blobs.get(key).await?;
+                let g = super::decode(bytes, self.limits)
+                    .await
+                    .map_err(|e| GoldenError::Fit(format!("stored golden image {key}: {e}")))?;
+                set.push(g);
+            }
+            set.extend(fresh);
             let upload_index: Vec<usize> = new.iter().map(|(i, ..)| *i).collect();
             Some(self.fit(sku, set, keys.len(), &upload_index).await?)
         } else {

@@ -5,7 +5,9 @@
 //!   twice) and, once the set holds at least five images, a new model version is fitted from
 //!   the whole set and becomes active: `201` with the new model, `202` while the set is too
 //!   small, `200` when nothing was new. An upload that cannot make a model (an image without a
-//!   part among knives) is refused whole with `422 invalid_image`, naming the image.
+//!   part among knives) is refused whole with `422 invalid_image`, naming the image; a set
+//!   that would exceed
+//!   [`MAX_GOLDEN`](crate::analysis::golden::MAX_GOLDEN) images is refused with `400 golden_set_full`.
 //! - `GET /api/v1/skus/{sku}/model` (viewer): the active model, `404 not_calibrated` if none.
 
 use axum::extract::multipart::MultipartRejection;
@@ -58,6 +60,7 @@ async fn upload(
             GoldenError::Store(e) => ApiError::from(e),
             GoldenError::Image { .. } => ApiError::InvalidImage(e.to_string()),
             GoldenError::Fit(detail) => ApiError::Internal(detail),
+            GoldenError::Full { .. } => ApiError::bad("golden_set_full", e.to_string()),
         })?;
     let status = if calibration.fit_ms.is_some() {
         StatusCode::CREATED

@@ -116,6 +116,7 @@ impl SegmentLog {
     pub fn put(&self, key: &str, data: &[u8]) -> std::io::Result<()> {
         let key_len = u16::try_from(key.len()).map_err(|_| invalid("key too long"))?;
         let data_len = u32::try_from(data.len()).map_err(|_| invalid("image too large"))?;
+        let digest = blake3::hash(data);
         let seq = {
             let mut state = lock(&self.state);
             match state.index.get(key) {
@@ -127,16 +128,20 @@ impl SegmentLog {
                         let next = new_segment(&self.dir, state.active.id + 1)?;
                         state.active = next;
                     }
-                    let mut record = Vec::with_capacity(HEADER + key.len() + data.len());
-                    record.extend_from_slice(MAGIC);
-                    record.extend_from_slice(&key_len.to_le_bytes());
-                    record.extend_from_slice(&data_len.to_le_bytes());
-                    record.extend_from_slice(blake3::hash(data).as_bytes());
-                    record.extend_from_slice(key.as_bytes());
-                    record.extend_from_slice(data);
+                    // Header and key, then the data in place: no copy of the image.
+                    let mut head = Vec::with_capacity(HEADER + key.len());
+                    head.extend_from_slice(MAGIC);
+                    head.extend_from_slice(&key_len.to_le_bytes());
+                    head.extend_from_slice(&data_len.to_le_bytes());
+                    head.extend_from_slice(digest.as_bytes());
+                    head.extend_from_slice(key.as_bytes());
                     let offset = state.active.len;
-                    state.active.file.write_all_at(&record, offset)?;
-                    state.active.len += record.len() as u64;
+                    state.active.file.write_all_at(&head, offset)?;
+                    state
+                        .active
+                        .file
+                        .write_all_at(data, offset + head.len() as u64)?;
+                    state.active.len += (head.len() + data.len()) as u64;
                     state.written += 1;
                     let loc = Location {
                         segment: state.active.id,

@@ -618,6 +618,32 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
     );
     assert_eq!(body["model"]["version"], "v1");
 
+    // The set is bounded: an upload that would pass the limit is refused whole.
+    let tiny: Vec<Vec<u8>> = (0..=wiko_cloud::analysis::golden::MAX_GOLDEN as u32)
+        .map(|i| {
+            // Distinct sizes make distinct bytes (solid colours can compress alike).
+            let img = image::RgbImage::from_pixel(8, 8 + i, image::Rgb([90, 90, 90]));
+            synthetic::encode_jpeg(img.as_raw(), 8, 8 + i).unwrap()
+        })
+        .collect();
+    let parts: Vec<_> = tiny
+        .iter()
+        .map(|i| ("image", "image/jpeg", i.as_slice()))
+        .collect();
+    let (status, body) = send(
+        &h,
+        "POST",
+        "/api/v1/skus/OTHER-SKU/golden",
+        Some(ADMIN),
+        multipart(&parts),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "golden_set_full"),
+        "{body}"
+    );
+
     // A restart loads the stored model: no refit, the same version.
     let restarted = Harness {
         state: state_in(dir.path()).await,
