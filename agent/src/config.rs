@@ -24,6 +24,26 @@ pub enum ConfigError {
     },
 }
 
+/// A secret given inline (`key`) or in a file (`key_file`, read and trimmed); at most one.
+pub fn secret(
+    key: &str,
+    inline: Option<String>,
+    file: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(key, format!("set {key} or {key}_file, not both"))),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| Some(text.trim().to_string()))
+            .map_err(|source| ConfigError::SecretFile {
+                key: format!("{key}_file"),
+                path: path.to_path_buf(),
+                source,
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
 /// A validation error naming `key`.
 pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -329,24 +349,8 @@ impl TryFrom<RawConfig> for Config {
                 "must start with http:// or https://",
             ));
         }
-        let api_key = match (s.api_key, s.api_key_file) {
-            (Some(key), None) => key,
-            (None, Some(path)) => std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::SecretFile {
-                    key: "sync.api_key_file".into(),
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_string(),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "sync.api_key",
-                    "set api_key or api_key_file, not both",
-                ));
-            }
-            (None, None) => return Err(invalid("sync.api_key", "missing (or set api_key_file)")),
-        };
+        let api_key = secret("sync.api_key", s.api_key, s.api_key_file.as_deref())?
+            .ok_or_else(|| invalid("sync.api_key", "missing (or set api_key_file)"))?;
         if api_key.is_empty() {
             return Err(invalid("sync.api_key", "is empty"));
         }

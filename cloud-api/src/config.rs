@@ -6,12 +6,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::http::auth::{KeyEntry, Scope};
+use crate::store::postgres::PgSettings;
+use crate::store::s3::S3Settings;
 pub use wiko_agent::config::ConfigError;
-use wiko_agent::config::{invalid, load_layered};
+use wiko_agent::config::{invalid, load_layered, secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +44,10 @@ pub struct RawConfig {
     pub analysis: AnalysisConfig,
     #[serde(default)]
     pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub images: ImagesConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -159,6 +166,114 @@ impl Default for MqttConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host:5432/db`: results in PostgreSQL. Absent: the embedded SQLite file
+    /// in `data_dir`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding the URL (it carries the password).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Connections this replica opens at most.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Longest wait for a free connection before a request answers 503, in milliseconds.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+    /// Longest a statement may run, in milliseconds (PostgreSQL `statement_timeout`).
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Apply pending migrations on start (otherwise run `wiko-cloud migrate`).
+    #[serde(default = "default_true")]
+    pub migrate_on_start: bool,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+fn default_acquire_timeout_ms() -> u64 {
+    3000
+}
+fn default_statement_timeout_ms() -> u64 {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            url_file: None,
+            max_connections: default_max_connections(),
+            acquire_timeout_ms: default_acquire_timeout_ms(),
+            statement_timeout_ms: default_statement_timeout_ms(),
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Images in S3. Absent: the local directory in `data_dir`.
+    #[serde(default)]
+    pub s3: Option<RawS3>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub bucket: String,
+    /// Endpoint URL of an S3-compatible server; absent for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Prefixed to every key, e.g. `site-a/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Bucket in the URL path instead of the host name (most local servers need it).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Accept a plain `http://` endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Credentials; absent: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` or the instance role.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// One request's time limit, in milliseconds.
+    #[serde(default = "default_s3_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_s3_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Where results are stored.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// SQLite in `data_dir`.
+    Embedded,
+    Postgres {
+        settings: PgSettings,
+        migrate_on_start: bool,
+    },
+}
+
 /// Where alerts go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broker {
@@ -184,6 +299,9 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     pub broker: Broker,
     pub mqtt_client_id: String,
+    pub database: Database,
+    /// `None`: images in `data_dir`.
+    pub s3: Option<S3Settings>,
 }
 
 impl Config {
@@ -216,19 +334,10 @@ impl TryFrom<RawConfig> for Config {
         let mut keys = Vec::with_capacity(raw.auth.keys.len());
         for (i, k) in raw.auth.keys.iter().enumerate() {
             let key = |f: &str| format!("auth.keys[{i}].{f}");
-            let hash = match (&k.key, &k.key_file, &k.key_sha256) {
-                (Some(secret), None, None) => KeyEntry::hash(secret),
-                (None, Some(path), None) => {
-                    let secret = std::fs::read_to_string(path).map_err(|source| {
-                        ConfigError::SecretFile {
-                            key: key("key_file"),
-                            path: path.clone(),
-                            source,
-                        }
-                    })?;
-                    KeyEntry::hash(secret.trim())
-                }
-                (None, None, Some(hex)) => {
+            let inline = secret(&key("key"), k.key.clone(), k.key_file.as_deref())?;
+            let hash = match (inline, &k.key_sha256) {
+                (Some(secret), None) => KeyEntry::hash(&secret),
+                (None, Some(hex)) => {
                     let bytes =
                         hex::decode(hex).map_err(|_| invalid(key("key_sha256"), "not hex"))?;
                     bytes
@@ -290,6 +399,8 @@ impl TryFrom<RawConfig> for Config {
                 }
             }
         };
+        let database = database(&raw.database)?;
+        let s3 = raw.images.s3.map(s3_settings).transpose()?;
         let public_url = raw
             .public_url
             .unwrap_or_else(|| format!("http://{}", raw.listen))
@@ -306,8 +417,93 @@ impl TryFrom<RawConfig> for Config {
             analysis: raw.analysis,
             broker,
             mqtt_client_id: raw.mqtt.client_id,
+            database,
+            s3,
         })
     }
+}
+
+fn database(d: &DatabaseConfig) -> Result<Database, ConfigError> {
+    let Some(url) = secret("database.url", d.url.clone(), d.url_file.as_deref())? else {
+        return Ok(Database::Embedded);
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid("database.url", "must start with postgres://"));
+    }
+    if !(1..=1000).contains(&d.max_connections) {
+        return Err(invalid("database.max_connections", "must be 1 to 1000"));
+    }
+    if d.acquire_timeout_ms == 0 || d.statement_timeout_ms == 0 {
+        return Err(invalid(
+            "database",
+            "acquire_timeout_ms and statement_timeout_ms must be above zero",
+        ));
+    }
+    Ok(Database::Postgres {
+        settings: PgSettings {
+            url,
+            max_connections: d.max_connections,
+            acquire_timeout: Duration::from_millis(d.acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(d.statement_timeout_ms),
+        },
+        migrate_on_start: d.migrate_on_start,
+    })
+}
+
+fn s3_settings(s: RawS3) -> Result<S3Settings, ConfigError> {
+    if s.bucket.is_empty() {
+        return Err(invalid("images.s3.bucket", "is empty"));
+    }
+    if let Some(endpoint) = &s.endpoint {
+        if endpoint.starts_with("http://") && !s.allow_http {
+            return Err(invalid(
+                "images.s3.endpoint",
+                "is plain http: set images.s3.allow_http = true for a local server",
+            ));
+        }
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(invalid(
+                "images.s3.endpoint",
+                "must start with http:// or https://",
+            ));
+        }
+    }
+    if !(s.prefix.is_empty() || s.prefix.ends_with('/')) {
+        return Err(invalid("images.s3.prefix", "must end with /"));
+    }
+    if s.request_timeout_ms == 0 {
+        return Err(invalid(
+            "images.s3.request_timeout_ms",
+            "must be above zero",
+        ));
+    }
+    let access_key_id = secret(
+        "images.s3.access_key_id",
+        s.access_key_id,
+        s.access_key_id_file.as_deref(),
+    )?;
+    let secret_access_key = secret(
+        "images.s3.secret_access_key",
+        s.secret_access_key,
+        s.secret_access_key_file.as_deref(),
+    )?;
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        return Err(invalid(
+            "images.s3.access_key_id",
+            "set both access_key_id and secret_access_key, or neither",
+        ));
+    }
+    Ok(S3Settings {
+        bucket: s.bucket,
+        endpoint: s.endpoint,
+        region: s.region,
+        prefix: s.prefix,
+        path_style: s.path_style,
+        allow_http: s.allow_http,
+        access_key_id,
+        secret_access_key,
+        request_timeout: Duration::from_millis(s.request_timeout_ms),
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! - [`http`]: the API. [`app`] builds the whole router, so tests can `oneshot` it; start at
 //!   `http/ingest.rs` (agent frames) and `http/analyze.rs` (the prototype's synchronous call).
 //! - [`store`]: records and images behind [`store::Store`] and [`store::blob::BlobStore`]; the
-//!   embedded backend is SQLite plus a local directory.
+//!   embedded backend is SQLite plus a local directory, production is PostgreSQL plus S3.
 //! - [`analysis`]: the [`analysis::Analyzer`] interface and the workers draining the job queue.
 //! - [`alert`]: the MQTT outbox publisher and the embedded broker.
 //! - [`config`]: TOML + environment configuration, validated before anything starts.
@@ -38,13 +38,62 @@ use wiko_inspect::DecodeLimits;
 
 pub use http::{AppState, app};
 
-use crate::config::{Broker, Config};
+use crate::config::{Broker, Config, Database};
 use crate::store::Store;
 use crate::store::blob::{BlobStore, LocalDir};
+use crate::store::postgres::PgStore;
+use crate::store::s3::S3;
 use crate::store::sqlite::SqliteStore;
 
 /// Lease of an analysis job: a worker that has not finished by then is presumed dead.
 const JOB_LEASE: Duration = Duration::from_secs(60);
+
+/// How often a replica looks for model versions that another replica fitted.
+const MODEL_REFRESH: Duration = Duration::from_secs(5);
+
+/// The configured store and image store. With `migrate`, pending PostgreSQL migrations are
+/// applied if the configuration says so (`database.migrate_on_start`).
+pub async fn open_storage(
+    config: &Config,
+    migrate: bool,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn BlobStore>)> {
+    let store: Arc<dyn Store> = match &config.database {
+        Database::Embedded => {
+            let db = config.data_dir.join("wiko.db");
+            Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?)
+        }
+        Database::Postgres {
+            settings,
+            migrate_on_start,
+        } => {
+            let pg = PgStore::connect(settings).context("database settings")?;
+            if migrate && *migrate_on_start {
+                pg.migrate().await.context("migrating the database")?;
+                info!("database schema up to date");
+            }
+            Arc::new(pg)
+        }
+    };
+    let blobs: Arc<dyn BlobStore> = match &config.s3 {
+        None => {
+            Arc::new(LocalDir::new(config.data_dir.clone()).context("opening the image directory")?)
+        }
+        Some(s3) => Arc::new(S3::new(s3).context("S3 settings")?),
+    };
+    Ok((store, blobs))
+}
+
+async fn refresh_models(golden: Arc<analysis::golden::Golden>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(MODEL_REFRESH) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = golden.refresh().await {
+            tracing::warn!(error = %e, "refreshing models from the store failed");
+        }
+    }
+}
 
 /// Runs the cloud on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -54,11 +103,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Install the metrics registry first: anything recorded before it would be lost.
     telemetry::prometheus();
-    let db = config.data_dir.join("wiko.db");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
-    let blobs: Arc<dyn BlobStore> =
-        Arc::new(LocalDir::new(config.data_dir.clone()).context("opening the image directory")?);
+    let (store, blobs) = open_storage(&config, true).await?;
     let limits = DecodeLimits {
         max_pixels: config.max_image_pixels,
     };
@@ -114,6 +159,7 @@ pub async fn serve(
     for _ in 0..config.analysis.workers {
         tasks.spawn(workers.clone().run(stop.clone()));
     }
+    tasks.spawn(refresh_models(golden.clone(), stop.clone()));
     tasks.close();
     let state = AppState {
         store,

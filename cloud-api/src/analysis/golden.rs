@@ -4,7 +4,8 @@
 //! whole set; the new version judges every part analysed after it is active. Results name the
 //! version that judged them. A SKU without a model gets `not_calibrated`: no verdict, no guess.
 //!
-//! Models are stored (one active version per SKU), so a restart does not refit.
+//! Models are stored (one active version per SKU), so a restart does not refit; every replica
+//! polls the store ([`Golden::refresh`]) and activates versions that another replica fitted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -87,32 +88,52 @@ impl Golden {
         limits: DecodeLimits,
         options: FitOptions,
     ) -> Result<Golden, StoreError> {
-        let mut active = HashMap::new();
-        for m in store.models().await? {
+        let golden = Golden {
+            store,
+            blobs,
+            limits,
+            options,
+            active: RwLock::new(HashMap::new()),
+            fitting: tokio::sync::Mutex::new(()),
+        };
+        golden.refresh().await?;
+        Ok(golden)
+    }
+
+    /// Loads every stored model whose version differs from the active one: models that
+    /// another replica fitted become active here too.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        for (sku, version) in self.store.model_versions().await? {
+            if self.read().get(&sku).is_some_and(|a| a.version == version) {
+                continue;
+            }
+            let Some(m) = self.store.model(&sku).await? else {
+                continue;
+            };
             match Model::from_bytes(&m.body) {
                 Ok(model) => {
                     info!(sku = %m.sku, version = %m.version, method = model.kind(), "model loaded");
-                    active.insert(
-                        m.sku,
-                        Active {
-                            model: Arc::new(model),
-                            version: m.version,
-                        },
-                    );
+                    self.activate(m.sku, m.version, model);
                 }
                 Err(e) => {
                     warn!(sku = %m.sku, error = %e, "stored model unusable; upload golden samples again")
                 }
             }
         }
-        Ok(Golden {
-            store,
-            blobs,
-            limits,
-            options,
-            active: RwLock::new(active),
-            fitting: tokio::sync::Mutex::new(()),
-        })
+        Ok(())
+    }
+
+    fn activate(&self, sku: String, version: String, model: Model) {
+        self.active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                sku,
+                Active {
+                    model: Arc::new(model),
+                    version,
+                },
+            );
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Active>> {
@@ -192,6 +213,8 @@ impl Golden {
                 fit_ms: None,
             });
         };
+        // Another replica may have fitted a version since: number after the stored one.
+        self.refresh().await?;
         let version = self.next_version(sku);
         self.store
             .save_model(StoredModel {
@@ -202,16 +225,7 @@ impl Golden {
             .await?;
         let info = model_info(sku, &version, &model);
         info!(%sku, %version, method = info.method, threshold = info.threshold, samples, fit_ms, "model fitted");
-        self.active
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                sku.to_string(),
-                Active {
-                    model: Arc::new(model),
-                    version,
-                },
-            );
+        self.activate(sku.to_string(), version, model);
         Ok(Calibration {
             sku: sku.to_string(),
             samples,

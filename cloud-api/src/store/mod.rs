@@ -11,6 +11,9 @@
 //!   (outbox) in one transaction, and only once: completing a finished analysis is a no-op.
 
 pub mod blob;
+pub mod postgres;
+pub mod record;
+pub mod s3;
 pub mod segments;
 pub mod sqlite;
 
@@ -173,10 +176,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Vec<Analysis>, Option<String>), StoreError>;
     /// The image key of an analysis.
     async fn image_key(&self, id: Uuid) -> Result<String, StoreError>;
+    /// Up to `limit` messages to publish, oldest first. With several replicas on one store,
+    /// each message goes to one replica at a time (leased); its publisher skips the ones it
+    /// already has in flight.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     async fn save_model(&self, model: StoredModel) -> Result<(), StoreError>;
-    async fn models(&self) -> Result<Vec<StoredModel>, StoreError>;
+    /// The active model version of every calibrated SKU: (sku, version).
+    async fn model_versions(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// The active model of a SKU.
+    async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError>;
     /// Adds an image (by digest and blob key) to a SKU's golden set; false if it was there.
     async fn add_golden(
         &self,

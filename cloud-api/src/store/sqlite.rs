@@ -13,13 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, Row, Savepoint, params, params_from_iter};
 use tokio::sync::oneshot;
 use uuid::Uuid;
-use wiko_wire::{AlertMessage, Analysis, AnalysisStatus, Defect, IngestOutcome, Topic};
+use wiko_wire::{Analysis, AnalysisStatus, Defect, IngestOutcome};
 
+use super::record::{
+    decode_cursor, defect_id, encode_cursor, messages, parse_status, parse_ts, status_str, ts,
+};
 use super::{
     Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, Store, StoreError, StoredModel,
 };
@@ -160,37 +162,6 @@ fn write_batch(conn: &mut Connection, batch: Vec<Op>) {
     }
 }
 
-/// Fixed-width UTC timestamps, so that text order is time order.
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Database(format!("bad timestamp {s:?}: {e}")))
-}
-
-fn status_str(s: AnalysisStatus) -> &'static str {
-    match s {
-        AnalysisStatus::Pending => "pending",
-        AnalysisStatus::NotCalibrated => "not_calibrated",
-        AnalysisStatus::Provisional => "provisional",
-        AnalysisStatus::Final => "final",
-        AnalysisStatus::Failed => "failed",
-    }
-}
-
-fn parse_status(s: &str) -> AnalysisStatus {
-    match s {
-        "not_calibrated" => AnalysisStatus::NotCalibrated,
-        "provisional" => AnalysisStatus::Provisional,
-        "final" => AnalysisStatus::Final,
-        "failed" => AnalysisStatus::Failed,
-        _ => AnalysisStatus::Pending,
-    }
-}
-
 const COLUMNS: &str = "id, defect_id, timestamp, facility, line, station, product_sku, part_id, lot,
     device_id, frame_id, status, defect_detected, defects_json, score, score_threshold, confidence,
     recommendation, analyzer, analyzer_version, model_version, latency_ms, image_width, image_height,
@@ -246,11 +217,6 @@ fn get_analysis(conn: &Connection, id: Uuid) -> Result<Analysis, StoreError> {
     }
 }
 
-/// `DEF-` plus 16 hex digits, the prototype's human-facing id, derived from the analysis id.
-fn defect_id(id: Uuid) -> String {
-    format!("DEF-{}", id.simple().to_string()[16..].to_uppercase())
-}
-
 /// Writes the result and queues its messages; a no-op for an analysis already done.
 fn complete_in(
     sp: &Savepoint<'_>,
@@ -292,20 +258,10 @@ fn complete_in(
     }
     sp.execute("DELETE FROM jobs WHERE analysis_id = ?1", [id.to_string()])?;
     let done = get_analysis(sp, id)?;
-    let message = AlertMessage::from_analysis(&done, public_url);
-    let payload = serde_json::to_vec(&message).map_err(|e| StoreError::Database(e.to_string()))?;
-    let mut topics = vec![Topic::Result];
-    if done.defect_detected {
-        topics.push(Topic::Alert);
-    }
-    for topic in topics {
+    for (topic, payload) in messages(&done, public_url)? {
         sp.execute(
             "INSERT INTO outbox (topic, payload, created_at) VALUES (?1, ?2, ?3)",
-            params![
-                topic.path(&done.facility, &done.line, &done.station),
-                payload,
-                ts(Utc::now())
-            ],
+            params![topic, payload, ts(Utc::now())],
         )?;
     }
     Ok(done)
@@ -512,9 +468,9 @@ impl Store for SqliteStore {
                 clauses.push(format!("timestamp < ?{}", args.len()));
             }
             if let Some((t, id)) = &after {
-                args.push(t.clone());
+                args.push(ts(*t));
                 let a = args.len();
-                args.push(id.clone());
+                args.push(id.to_string());
                 clauses.push(format!("(timestamp, id) < (?{a}, ?{})", args.len()));
             }
             let where_sql = if clauses.is_empty() {
@@ -531,7 +487,7 @@ impl Store for SqliteStore {
             }
             let next = if items.len() > limit {
                 items.truncate(limit);
-                items.last().map(|a| encode_cursor(&ts(a.timestamp), &a.id.to_string()))
+                items.last().map(encode_cursor)
             } else {
                 None
             };
@@ -595,19 +551,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn models(&self) -> Result<Vec<StoredModel>, StoreError> {
+    async fn model_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT sku, version, body FROM models")?;
-            let models = stmt
-                .query_map([], |r| {
-                    Ok(StoredModel {
-                        sku: r.get(0)?,
-                        version: r.get(1)?,
-                        body: r.get(2)?,
-                    })
-                })?
+            let mut stmt = conn.prepare_cached("SELECT sku, version FROM models")?;
+            let versions = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            Ok(models)
+            Ok(versions)
+        })
+        .await
+    }
+
+    async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError> {
+        let sku = sku.to_string();
+        self.read(move |conn| {
+            let model = conn
+                .query_row(
+                    "SELECT sku, version, body FROM models WHERE sku = ?1",
+                    [sku],
+                    |r| {
+                        Ok(StoredModel {
+                            sku: r.get(0)?,
+                            version: r.get(1)?,
+                            body: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?;
+            Ok(model)
         })
         .await
     }
@@ -651,45 +622,5 @@ impl Store for SqliteStore {
         })
         .await?;
         self.write(|_| Ok(())).await
-    }
-}
-
-fn encode_cursor(timestamp: &str, id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{timestamp}|{id}"))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(String, String), StoreError> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| StoreError::BadCursor)?;
-    let text = String::from_utf8(raw).map_err(|_| StoreError::BadCursor)?;
-    let (t, id) = text.split_once('|').ok_or(StoreError::BadCursor)?;
-    parse_ts(t).map_err(|_| StoreError::BadCursor)?;
-    Uuid::parse_str(id).map_err(|_| StoreError::BadCursor)?;
-    Ok((t.to_string(), id.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defect_ids_follow_the_prototype_format() {
-        let id = defect_id(Uuid::now_v7());
-        assert!(id.starts_with("DEF-"));
-        assert_eq!(id.len(), 4 + 16);
-        assert!(id[4..].chars().all(|c| c.is_ascii_hexdigit()));
-    }
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let t = ts(Utc::now());
-        let id = Uuid::now_v7().to_string();
-        assert_eq!(decode_cursor(&encode_cursor(&t, &id)).unwrap(), (t, id));
-        assert!(matches!(decode_cursor("!!!"), Err(StoreError::BadCursor)));
-        assert!(matches!(
-            decode_cursor(&encode_cursor("x", "y")),
-            Err(StoreError::BadCursor)
-        ));
     }
 }

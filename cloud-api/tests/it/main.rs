@@ -22,14 +22,14 @@ use uuid::Uuid;
 use wiko_agent::source::synthetic::{self, SynthDefect};
 use wiko_cloud::analysis::golden::Golden;
 use wiko_cloud::http::auth::{KeyEntry, Scope};
-use wiko_cloud::store::Store;
-use wiko_cloud::store::blob::{BlobStore, LocalDir};
-use wiko_cloud::store::sqlite::SqliteStore;
 use wiko_cloud::{AppState, app};
 use wiko_inspect::{DecodeLimits, FitOptions};
 use wiko_wire::FrameMeta;
 
+mod backend;
 mod real_surfaces;
+
+use backend::Place;
 
 const DEVICE: &str = "it-device-key-000000001";
 const VIEWER: &str = "it-viewer-key-000000001";
@@ -39,21 +39,18 @@ const MAX_BODY: usize = 2 * 1024 * 1024;
 
 struct Harness {
     state: AppState,
-    _dir: tempfile::TempDir,
+    place: Arc<Place>,
 }
 
 async fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    Harness {
-        state: state_in(dir.path()).await,
-        _dir: dir,
-    }
+    started_in(Arc::new(Place::new().await)).await
 }
 
-/// The state of a cloud whose data lives in `dir` (a second call is a restart).
-async fn state_in(dir: &std::path::Path) -> AppState {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("wiko.db")).unwrap());
-    let blobs: Arc<dyn BlobStore> = Arc::new(LocalDir::new(dir.to_path_buf()).unwrap());
+/// A cloud whose data lives in `place` (a second call is a restart).
+async fn started_in(place: Arc<Place>) -> Harness {
+    // Logs of a failing test are shown with its output.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let (store, blobs) = place.open().await;
     let limits = DecodeLimits {
         max_pixels: 4_000_000,
     };
@@ -62,7 +59,7 @@ async fn state_in(dir: &std::path::Path) -> AppState {
             .await
             .unwrap(),
     );
-    AppState {
+    let state = AppState {
         store,
         blobs,
         analyzer: golden.clone(),
@@ -92,7 +89,8 @@ async fn state_in(dir: &std::path::Path) -> AppState {
         jobs_wake: Arc::new(Notify::new()),
         outbox_wake: Arc::new(Notify::new()),
         broker_up: Arc::new(AtomicBool::new(true)),
-    }
+    };
+    Harness { state, place }
 }
 
 fn jpeg() -> Vec<u8> {
@@ -515,11 +513,7 @@ async fn results_can_be_filtered_and_paged_with_a_viewer_key() {
 
 #[tokio::test]
 async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness {
-        state: state_in(dir.path()).await,
-        _dir: tempfile::tempdir().unwrap(),
-    };
+    let h = harness().await;
     let golden = |range: std::ops::Range<u64>| {
         let images: Vec<Vec<u8>> = range.map(|seed| part_jpeg(None, 50_000 + seed)).collect();
         multipart(
@@ -645,10 +639,7 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
     );
 
     // A restart loads the stored model: no refit, the same version.
-    let restarted = Harness {
-        state: state_in(dir.path()).await,
-        _dir: tempfile::tempdir().unwrap(),
-    };
+    let restarted = started_in(h.place.clone()).await;
     let (status, body) = get_model(&restarted).await;
     assert_eq!((status, &body["version"]), (StatusCode::OK, &"v1".into()));
     let (_, again) = analyze(&restarted, part_jpeg(Some(SynthDefect::Pit), 90_003)).await;

@@ -1,0 +1,81 @@
+//! Where a test's data lives. By default the embedded backend in a temporary directory; with
+//! `WIKO_TEST_BACKEND=postgres`, a fresh schema in the database at `WIKO_TEST_DATABASE_URL` and
+//! a fresh key prefix in the bucket `WIKO_TEST_S3_BUCKET` of the S3 server at
+//! `WIKO_TEST_S3_ENDPOINT` (credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
+//! `.ci/run` runs this whole suite both ways.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Connection;
+use uuid::Uuid;
+use wiko_cloud::store::Store;
+use wiko_cloud::store::blob::{BlobStore, LocalDir};
+use wiko_cloud::store::postgres::{PgSettings, PgStore};
+use wiko_cloud::store::s3::{S3, S3Settings};
+use wiko_cloud::store::sqlite::SqliteStore;
+
+pub struct Place {
+    pub dir: tempfile::TempDir,
+    production: Option<(PgSettings, S3Settings)>,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("WIKO_TEST_BACKEND=postgres needs {name}"))
+}
+
+impl Place {
+    pub async fn new() -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        if std::env::var("WIKO_TEST_BACKEND").as_deref() != Ok("postgres") {
+            return Place {
+                dir,
+                production: None,
+            };
+        }
+        let base = env("WIKO_TEST_DATABASE_URL");
+        let schema = format!("wiko_it_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let pg = PgSettings {
+            url: format!("{base}{sep}options[search_path]={schema}"),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        };
+        let s3 = S3Settings {
+            bucket: env("WIKO_TEST_S3_BUCKET"),
+            endpoint: Some(env("WIKO_TEST_S3_ENDPOINT")),
+            region: "us-east-1".into(),
+            prefix: format!("{schema}/"),
+            path_style: true,
+            allow_http: true,
+            access_key_id: None,
+            secret_access_key: None,
+            request_timeout: Duration::from_secs(10),
+        };
+        Place {
+            dir,
+            production: Some((pg, s3)),
+        }
+    }
+
+    /// The stores of this place; a second call is a restart.
+    pub async fn open(&self) -> (Arc<dyn Store>, Arc<dyn BlobStore>) {
+        match &self.production {
+            None => (
+                Arc::new(SqliteStore::open(&self.dir.path().join("wiko.db")).unwrap()),
+                Arc::new(LocalDir::new(self.dir.path().to_path_buf()).unwrap()),
+            ),
+            Some((pg, s3)) => {
+                let store = PgStore::connect(pg).unwrap();
+                store.migrate().await.unwrap();
+                (Arc::new(store), Arc::new(S3::new(s3).unwrap()))
+            }
+        }
+    }
+}
