@@ -108,6 +108,10 @@ pub struct AnalysisConfig {
     /// A job that keeps failing is retried this many times, then marked failed.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// How long a worker holds a job before it is presumed dead and another worker (of any
+    /// replica) takes the job, in seconds. Longer than the slowest analysis.
+    #[serde(default = "default_job_lease_secs")]
+    pub job_lease_secs: u64,
 }
 
 fn default_workers() -> usize {
@@ -119,6 +123,9 @@ fn default_false_reject_rate() -> f32 {
 fn default_max_attempts() -> u32 {
     5
 }
+fn default_job_lease_secs() -> u64 {
+    60
+}
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
@@ -127,6 +134,7 @@ impl Default for AnalysisConfig {
             method: wiko_inspect::MethodChoice::default(),
             false_reject_rate: default_false_reject_rate(),
             max_attempts: default_max_attempts(),
+            job_lease_secs: default_job_lease_secs(),
         }
     }
 }
@@ -188,6 +196,10 @@ pub struct DatabaseConfig {
     /// Apply pending migrations on start (otherwise run `wiko-cloud migrate`).
     #[serde(default = "default_true")]
     pub migrate_on_start: bool,
+    /// How long a replica holds the MQTT messages it is publishing before another replica may
+    /// take them over, in seconds.
+    #[serde(default = "default_outbox_lease_secs")]
+    pub outbox_lease_secs: u64,
 }
 
 fn default_max_connections() -> u32 {
@@ -202,6 +214,9 @@ fn default_statement_timeout_ms() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_outbox_lease_secs() -> u64 {
+    30
+}
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
@@ -212,6 +227,7 @@ impl Default for DatabaseConfig {
             acquire_timeout_ms: default_acquire_timeout_ms(),
             statement_timeout_ms: default_statement_timeout_ms(),
             migrate_on_start: true,
+            outbox_lease_secs: default_outbox_lease_secs(),
         }
     }
 }
@@ -364,6 +380,9 @@ impl TryFrom<RawConfig> for Config {
         if a.workers > 64 {
             return Err(invalid("analysis.workers", "must be 0 to 64"));
         }
+        if a.job_lease_secs == 0 {
+            return Err(invalid("analysis.job_lease_secs", "must be above zero"));
+        }
         if !(a.false_reject_rate > 0.0 && a.false_reject_rate < 0.5) {
             return Err(invalid(
                 "analysis.false_reject_rate",
@@ -433,10 +452,10 @@ fn database(d: &DatabaseConfig) -> Result<Database, ConfigError> {
     if !(1..=1000).contains(&d.max_connections) {
         return Err(invalid("database.max_connections", "must be 1 to 1000"));
     }
-    if d.acquire_timeout_ms == 0 || d.statement_timeout_ms == 0 {
+    if d.acquire_timeout_ms == 0 || d.statement_timeout_ms == 0 || d.outbox_lease_secs == 0 {
         return Err(invalid(
             "database",
-            "acquire_timeout_ms and statement_timeout_ms must be above zero",
+            "acquire_timeout_ms, statement_timeout_ms and outbox_lease_secs must be above zero",
         ));
     }
     Ok(Database::Postgres {
@@ -445,6 +464,7 @@ fn database(d: &DatabaseConfig) -> Result<Database, ConfigError> {
             max_connections: d.max_connections,
             acquire_timeout: Duration::from_millis(d.acquire_timeout_ms),
             statement_timeout: Duration::from_millis(d.statement_timeout_ms),
+            outbox_lease: Duration::from_secs(d.outbox_lease_secs),
         },
         migrate_on_start: d.migrate_on_start,
     })

@@ -15,6 +15,7 @@
 
 pub mod alert;
 pub mod analysis;
+pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod http;
@@ -44,9 +45,6 @@ use crate::store::blob::{BlobStore, LocalDir};
 use crate::store::postgres::PgStore;
 use crate::store::s3::S3;
 use crate::store::sqlite::SqliteStore;
-
-/// Lease of an analysis job: a worker that has not finished by then is presumed dead.
-const JOB_LEASE: Duration = Duration::from_secs(60);
 
 /// How often a replica looks for model versions that another replica fitted.
 const MODEL_REFRESH: Duration = Duration::from_secs(5);
@@ -154,7 +152,7 @@ pub async fn serve(
         wake: jobs_wake.clone(),
         outbox_wake: outbox_wake.clone(),
         max_attempts: config.analysis.max_attempts,
-        lease: JOB_LEASE,
+        lease: Duration::from_secs(config.analysis.job_lease_secs),
     };
     for _ in 0..config.analysis.workers {
         tasks.spawn(workers.clone().run(stop.clone()));

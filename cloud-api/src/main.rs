@@ -1,11 +1,14 @@
-//! The `wiko-cloud` binary: `serve` (the API), `validate` (check a config), `demo` (the whole
-//! system on this machine with simulated stations).
+//! The `wiko-cloud` binary: `serve` (the API), `validate` (check a config), `migrate`
+//! (PostgreSQL schema), `backup`/`restore` (embedded store), `demo` (the whole system on this
+//! machine with simulated stations), `model` (fit, score, evaluate).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wiko_cloud::config::Config;
+use wiko_cloud::backup;
+use wiko_cloud::config::{Config, Database};
+use wiko_cloud::store::postgres::PgStore;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,27 @@ enum Command {
         #[arg(long, default_value = "/etc/wiko/cloud.toml")]
         config: PathBuf,
     },
+    /// Apply pending PostgreSQL migrations and exit (the embedded store needs none).
+    Migrate {
+        #[arg(long, default_value = "/etc/wiko/cloud.toml")]
+        config: PathBuf,
+    },
+    /// Copy the embedded store (database and images) into a new directory, beside a running
+    /// cloud. PostgreSQL and S3: see the README (pg_dump or PITR, bucket versioning).
+    Backup {
+        #[arg(long, default_value = "/etc/wiko/cloud.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into the configured `data_dir`, which must hold no store; run it with
+    /// the cloud stopped.
+    Restore {
+        #[arg(long, default_value = "/etc/wiko/cloud.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Run the cloud (embedded store and broker) and two simulated stations, printing a summary.
     Demo(wiko_cloud::demo::DemoArgs),
     /// Fit, score and evaluate golden-sample models from the command line.
@@ -44,8 +68,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cli.command {
         Command::Serve { config } => {
-            let cfg =
-                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let cfg = load(&config)?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(cfg.listen)
                     .await
@@ -54,8 +77,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Validate { config } => {
-            let cfg =
-                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let cfg = load(&config)?;
             println!(
                 "{}: ok ({} API keys, broker {:?})",
                 config.display(),
@@ -64,9 +86,62 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Migrate { config } => {
+            let cfg = load(&config)?;
+            match &cfg.database {
+                Database::Postgres { settings, .. } => runtime.block_on(async {
+                    PgStore::connect(settings)?.migrate().await?;
+                    println!("database schema up to date");
+                    anyhow::Ok(())
+                }),
+                Database::Embedded => {
+                    println!("embedded store: its schema is applied when the cloud opens it");
+                    Ok(())
+                }
+            }
+        }
+        Command::Backup { config, out } => {
+            let cfg = embedded(&config, "backup")?;
+            let summary = backup::backup(&cfg.data_dir, &out).with_context(|| {
+                format!(
+                    "backing up {} into {}",
+                    cfg.data_dir.display(),
+                    out.display()
+                )
+            })?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Restore { config, from } => {
+            let cfg = embedded(&config, "restore")?;
+            let summary = backup::restore(&from, &cfg.data_dir).with_context(|| {
+                format!(
+                    "restoring {} into {}",
+                    from.display(),
+                    cfg.data_dir.display()
+                )
+            })?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
         Command::Demo(args) => runtime.block_on(wiko_cloud::demo::run(args, shutdown_signal())),
         Command::Model(command) => wiko_cloud::model_cli::run(command),
     }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+/// The configuration, refusing a production backend (it has its own backup tools).
+fn embedded(path: &Path, what: &str) -> anyhow::Result<Config> {
+    let cfg = load(path)?;
+    if !matches!(cfg.database, Database::Embedded) || cfg.s3.is_some() {
+        anyhow::bail!(
+            "{what} covers the embedded store only: use pg_dump or PITR for PostgreSQL and bucket versioning for S3 (README, Backups)"
+        );
+    }
+    Ok(cfg)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

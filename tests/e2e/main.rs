@@ -9,6 +9,8 @@
 //! - `prototype`: the prototype's own curl check works unchanged.
 //! - `demo`: README's first command shows results and NG alerts within 30 s.
 //! - `mosquitto` (feature `mosquitto-tests`): alerts through an external Mosquitto broker.
+//! - `production` (feature `production-tests`): PostgreSQL, S3 and Mosquitto; three replicas
+//!   with one killed, the database and the object store cut off mid-run.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -20,6 +22,8 @@ mod folder;
 #[cfg(feature = "mosquitto-tests")]
 mod mosquitto;
 mod outage;
+#[cfg(feature = "production-tests")]
+mod production;
 mod prototype;
 
 use std::collections::{BTreeSet, HashSet};

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
+pub mod proxy;
+
 pub const DEVICE_KEY: &str = "e2e-device-key-0000000001";
 pub const VIEWER_KEY: &str = "e2e-viewer-key-0000000001";
 pub const ADMIN_KEY: &str = "e2e-admin-key-00000000001";
@@ -122,10 +124,85 @@ pub struct Cloud {
     pub dir: PathBuf,
 }
 
+/// How a test cloud is set up.
+#[derive(Clone, Default)]
+pub struct Setup {
+    /// Publish to the broker already listening on `mqtt_port` instead of starting one there.
+    pub external_broker: bool,
+    /// PostgreSQL and S3 instead of the embedded store.
+    pub production: Option<Production>,
+    /// More configuration, appended as is (e.g. an `[analysis]` table).
+    pub extra: String,
+}
+
+/// A fresh schema in the test database and a fresh key prefix in the test bucket, from
+/// `WIKOTEST_DATABASE_URL`, `WIKOTEST_S3_ENDPOINT` and `WIKOTEST_S3_BUCKET` (credentials:
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, inherited by the cloud).
+#[derive(Clone)]
+pub struct Production {
+    pub database_url: reqwest::Url,
+    pub s3_endpoint: reqwest::Url,
+    pub bucket: String,
+    pub schema: String,
+}
+
+impl Production {
+    pub async fn fresh() -> anyhow::Result<Production> {
+        let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+        let database_url: reqwest::Url = var("WIKOTEST_DATABASE_URL")?.parse()?;
+        let schema = format!("wiko_e2e_{}", uuid::Uuid::new_v4().simple());
+        let status = Command::new("psql")
+            .args([
+                "-q",
+                database_url.as_str(),
+                "-c",
+                &format!("CREATE SCHEMA {schema}"),
+            ])
+            .status()
+            .context("running psql")?;
+        anyhow::ensure!(status.success(), "creating schema {schema} failed");
+        Ok(Production {
+            database_url,
+            s3_endpoint: var("WIKOTEST_S3_ENDPOINT")?.parse()?,
+            bucket: var("WIKOTEST_S3_BUCKET")?,
+            schema,
+        })
+    }
+
+    /// The same services, reached through other ports on 127.0.0.1 (proxies).
+    pub fn via(&self, database_port: u16, s3_port: u16) -> Production {
+        let mut p = self.clone();
+        let _ = p.database_url.set_port(Some(database_port));
+        let _ = p.s3_endpoint.set_port(Some(s3_port));
+        p
+    }
+
+    /// The services' own ports.
+    pub fn ports(&self) -> (u16, u16) {
+        (
+            self.database_url.port().unwrap_or(5432),
+            self.s3_endpoint.port().unwrap_or(80),
+        )
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "[database]\nurl = \"{db}?options[search_path]={schema}\"\nacquire_timeout_ms = 1000\n\
+             outbox_lease_secs = 3\n\
+             [images.s3]\nbucket = \"{bucket}\"\nendpoint = \"{s3}\"\nprefix = \"{schema}/\"\n\
+             path_style = true\nallow_http = true\nrequest_timeout_ms = 5000\n",
+            db = self.database_url,
+            schema = self.schema,
+            bucket = self.bucket,
+            s3 = self.s3_endpoint.as_str().trim_end_matches('/'),
+        )
+    }
+}
+
 impl Cloud {
     /// A cloud with its embedded broker on `mqtt_port`.
     pub async fn start(dir: &Path, port: u16, mqtt_port: u16) -> anyhow::Result<Cloud> {
-        Cloud::start_with(dir, port, mqtt_port, false).await
+        Cloud::start_with(dir, port, mqtt_port, &Setup::default()).await
     }
 
     /// A cloud publishing to an external broker already listening on `mqtt_port`.
@@ -134,21 +211,31 @@ impl Cloud {
         port: u16,
         mqtt_port: u16,
     ) -> anyhow::Result<Cloud> {
-        Cloud::start_with(dir, port, mqtt_port, true).await
+        let setup = Setup {
+            external_broker: true,
+            ..Setup::default()
+        };
+        Cloud::start_with(dir, port, mqtt_port, &setup).await
     }
 
-    async fn start_with(
+    /// Writes `dir/cloud.toml` (data in `dir/data`).
+    pub fn write_config(
         dir: &Path,
         port: u16,
         mqtt_port: u16,
-        external: bool,
-    ) -> anyhow::Result<Cloud> {
+        setup: &Setup,
+    ) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
-        let broker = if external {
+        let broker = if setup.external_broker {
             format!("url = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"wiko-e2e-{port}\"")
         } else {
             format!("embedded_listen = \"127.0.0.1:{mqtt_port}\"")
         };
+        let production = setup
+            .production
+            .as_ref()
+            .map(Production::toml)
+            .unwrap_or_default();
         let config = dir.join("cloud.toml");
         std::fs::write(
             &config,
@@ -170,10 +257,23 @@ key = "{VIEWER_KEY}"
 name = "quality"
 scope = "admin"
 key = "{ADMIN_KEY}"
+{production}
+{extra}
 "#,
-                data = dir.join("data").display().to_string()
+                data = dir.join("data").display().to_string(),
+                extra = setup.extra,
             ),
         )?;
+        Ok(config)
+    }
+
+    pub async fn start_with(
+        dir: &Path,
+        port: u16,
+        mqtt_port: u16,
+        setup: &Setup,
+    ) -> anyhow::Result<Cloud> {
+        let config = Cloud::write_config(dir, port, mqtt_port, setup)?;
         let config = config.display().to_string();
         let process = Process::spawn(
             "wiko-cloud",
@@ -187,7 +287,7 @@ key = "{ADMIN_KEY}"
             dir: dir.to_path_buf(),
         };
         let url = format!("{}/health", cloud.url());
-        wait_until(Duration::from_secs(20), "the cloud's /health", || async {
+        wait_until(Duration::from_secs(30), "the cloud's /health", || async {
             let r = reqwest::get(&url).await.ok()?;
             r.status().is_success().then_some(())
         })
@@ -251,6 +351,25 @@ key = "{ADMIN_KEY}"
             anyhow::ensure!(answer["model"]["version"] == "v1", "{sku}: {answer}");
         }
         Ok(())
+    }
+
+    /// The sum of a Prometheus counter over its labels, from `/metrics` (0 when absent).
+    pub async fn counter(&self, name: &str) -> f64 {
+        let text = async {
+            reqwest::Client::new()
+                .get(format!("{}/metrics", self.url()))
+                .header("X-API-Key", VIEWER_KEY)
+                .send()
+                .await?
+                .text()
+                .await
+        };
+        text.await
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Every analysis, paging through the API.
@@ -437,7 +556,8 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn start(port: u16) -> anyhow::Result<Subscriber> {
-        let mut opts = MqttOptions::new(format!("e2e-{}", std::process::id()), "127.0.0.1", port);
+        let id = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         let (client, mut events) = AsyncClient::new(opts, 64);

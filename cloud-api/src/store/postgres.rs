@@ -35,9 +35,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     include_str!("../../migrations/0001_initial.sql"),
 )];
 
-/// How long a replica holds outbox rows it is publishing before another may take them.
-const OUTBOX_LEASE_SECS: f64 = 30.0;
-
 /// The embedded migrations as a `sqlx` migration source.
 #[derive(Debug)]
 struct Embedded;
@@ -68,12 +65,15 @@ pub struct PgSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+    /// How long a replica holds outbox rows it is publishing before another may take them.
+    pub outbox_lease: Duration,
 }
 
 pub struct PgStore {
     pool: PgPool,
     /// This replica, as the holder of outbox leases.
     replica: Uuid,
+    outbox_lease: Duration,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -125,6 +125,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             replica: Uuid::new_v4(),
+            outbox_lease: settings.outbox_lease,
         })
     }
 
@@ -263,8 +264,8 @@ async fn complete_in(
     Ok(done)
 }
 
-/// Inserts a new part in `tx`; `Ok(None)` when its frame is already stored (the caller
-/// compares), `Err` with a unique violation when another replica inserted it concurrently.
+/// Inserts a new part in `tx`. A unique violation means another replica inserted the same
+/// frame concurrently.
 async fn insert_new(
     tx: &mut PgConnection,
     n: &NewAnalysis,
@@ -521,7 +522,7 @@ impl Store for PgStore {
 
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE outbox SET leased_by = $1, leased_until = now() + make_interval(secs => $3)
+            "UPDATE outbox SET leased_by = $1, leased_until = $3
              WHERE id IN (
                  SELECT id FROM outbox
                  WHERE leased_until IS NULL OR leased_until < now() OR leased_by = $1
@@ -531,7 +532,7 @@ impl Store for PgStore {
         )
         .bind(self.replica)
         .bind(limit as i64)
-        .bind(OUTBOX_LEASE_SECS)
+        .bind(after(self.outbox_lease))
         .fetch_all(&self.pool)
         .await?;
         let mut items = rows

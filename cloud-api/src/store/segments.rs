@@ -192,6 +192,10 @@ impl SegmentLog {
         Ok(Some(data))
     }
 
+    pub fn contains(&self, key: &str) -> bool {
+        lock(&self.state).index.contains_key(key)
+    }
+
     /// Records held.
     pub fn len(&self) -> usize {
         lock(&self.state).index.len()

@@ -1,7 +1,7 @@
 //! Where a test's data lives. By default the embedded backend in a temporary directory; with
-//! `WIKO_TEST_BACKEND=postgres`, a fresh schema in the database at `WIKO_TEST_DATABASE_URL` and
-//! a fresh key prefix in the bucket `WIKO_TEST_S3_BUCKET` of the S3 server at
-//! `WIKO_TEST_S3_ENDPOINT` (credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
+//! `WIKOTEST_BACKEND=postgres`, a fresh schema in the database at `WIKOTEST_DATABASE_URL` and
+//! a fresh key prefix in the bucket `WIKOTEST_S3_BUCKET` of the S3 server at
+//! `WIKOTEST_S3_ENDPOINT` (credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
 //! `.ci/run` runs this whole suite both ways.
 
 use std::sync::Arc;
@@ -21,19 +21,19 @@ pub struct Place {
 }
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("WIKO_TEST_BACKEND=postgres needs {name}"))
+    std::env::var(name).unwrap_or_else(|_| panic!("WIKOTEST_BACKEND=postgres needs {name}"))
 }
 
 impl Place {
     pub async fn new() -> Place {
         let dir = tempfile::tempdir().unwrap();
-        if std::env::var("WIKO_TEST_BACKEND").as_deref() != Ok("postgres") {
+        if std::env::var("WIKOTEST_BACKEND").as_deref() != Ok("postgres") {
             return Place {
                 dir,
                 production: None,
             };
         }
-        let base = env("WIKO_TEST_DATABASE_URL");
+        let base = env("WIKOTEST_DATABASE_URL");
         let schema = format!("wiko_it_{}", Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
         sqlx::query(&format!("CREATE SCHEMA {schema}"))
@@ -46,10 +46,11 @@ impl Place {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            outbox_lease: Duration::from_secs(30),
         };
         let s3 = S3Settings {
-            bucket: env("WIKO_TEST_S3_BUCKET"),
-            endpoint: Some(env("WIKO_TEST_S3_ENDPOINT")),
+            bucket: env("WIKOTEST_S3_BUCKET"),
+            endpoint: Some(env("WIKOTEST_S3_ENDPOINT")),
             region: "us-east-1".into(),
             prefix: format!("{schema}/"),
             path_style: true,
@@ -64,7 +65,12 @@ impl Place {
         }
     }
 
-    /// The stores of this place; a second call is a restart.
+    /// Several replicas can share this place's store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.production.is_some()
+    }
+
+    /// The stores of this place; a second call is a restart, or a second replica.
     pub async fn open(&self) -> (Arc<dyn Store>, Arc<dyn BlobStore>) {
         match &self.production {
             None => (

@@ -27,6 +27,7 @@ use wiko_inspect::{DecodeLimits, FitOptions};
 use wiko_wire::FrameMeta;
 
 mod backend;
+mod queue;
 mod real_surfaces;
 
 use backend::Place;
