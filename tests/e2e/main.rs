@@ -7,6 +7,7 @@
 //!   nothing lost, nothing twice.
 //! - `folder`: the hot-folder camera takes complete files once and rejects unreadable ones.
 //! - `prototype`: the prototype's own curl check works unchanged.
+//! - `backup`: a backup taken while serving restores every result and image.
 //! - `demo`: README's first command shows results and NG alerts within 30 s.
 //! - `mosquitto` (feature `mosquitto-tests`): alerts through an external Mosquitto broker.
 //! - `production` (feature `production-tests`): PostgreSQL, S3 and Mosquitto; three replicas
@@ -15,6 +16,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod backup;
 mod crash;
 mod demo;
 mod flow;

@@ -25,7 +25,26 @@ fn the_example_config_parses_and_documents_every_key() {
         "method",
         "false_reject_rate",
         "max_attempts",
+        "job_lease_secs",
         "url",
+        "url_file",
+        "max_connections",
+        "acquire_timeout_ms",
+        "statement_timeout_ms",
+        "migrate_on_start",
+        "outbox_lease_secs",
+        "[images.s3]",
+        "bucket",
+        "endpoint",
+        "region",
+        "prefix",
+        "path_style",
+        "allow_http",
+        "access_key_id",
+        "access_key_id_file",
+        "secret_access_key",
+        "secret_access_key_file",
+        "request_timeout_ms",
         "embedded_listen",
         "client_id",
         "disabled",
@@ -110,4 +129,72 @@ fn environment_overrides_reach_nested_keys() {
             .workers,
         7
     );
+}
+
+#[test]
+fn production_storage_is_chosen_by_config_with_clear_errors() {
+    let cfg = parse("").unwrap();
+    assert!(matches!(cfg.database, Database::Embedded) && cfg.s3.is_none());
+    let cfg = parse(
+        "[database]\nurl = \"postgres://wiko@db:5432/wiko\"\nmax_connections = 4\n\
+         [images.s3]\nbucket = \"frames\"\nendpoint = \"http://127.0.0.1:8333\"\n\
+         allow_http = true\npath_style = true\nprefix = \"site/\"\n",
+    )
+    .unwrap();
+    let Database::Postgres {
+        settings,
+        migrate_on_start,
+    } = &cfg.database
+    else {
+        panic!("postgres expected");
+    };
+    assert_eq!((settings.max_connections, *migrate_on_start), (4, true));
+    let s3 = cfg.s3.unwrap();
+    assert_eq!(
+        (s3.bucket.as_str(), s3.prefix.as_str(), s3.path_style),
+        ("frames", "site/", true)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("url");
+    std::fs::write(&url_file, "postgres://wiko:secret@db/wiko\n").unwrap();
+    let cfg = parse(&format!(
+        "[database]\nurl_file = {:?}\n",
+        url_file.display().to_string()
+    ))
+    .unwrap();
+    assert!(
+        matches!(cfg.database, Database::Postgres { settings, .. } if settings.url == "postgres://wiko:secret@db/wiko")
+    );
+
+    for (text, key) in [
+        ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+        (
+            "[database]\nurl = \"postgres://x\"\nurl_file = \"/f\"\n",
+            "database.url",
+        ),
+        (
+            "[database]\nurl = \"postgres://x\"\nmax_connections = 0\n",
+            "database.max_connections",
+        ),
+        (
+            "[images.s3]\nbucket = \"b\"\nendpoint = \"http://h\"\n",
+            "images.s3.endpoint",
+        ),
+        (
+            "[images.s3]\nbucket = \"b\"\nprefix = \"p\"\n",
+            "images.s3.prefix",
+        ),
+        (
+            "[images.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\n",
+            "images.s3.access_key_id",
+        ),
+        (
+            "[analysis]\njob_lease_secs = 0\n",
+            "analysis.job_lease_secs",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
 }
