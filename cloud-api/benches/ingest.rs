@@ -8,7 +8,13 @@
 //!    other cores or replicas): key check, multipart, BLAKE3 digest check, header checks, image
 //!    appended to the segment log and synced (group sync), record and job committed with
 //!    `synchronous=FULL` (group commit), JSON ack;
-//! 3. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
+//! 3. when `WIKOTEST_DATABASE_URL`, `WIKOTEST_S3_ENDPOINT` and `WIKOTEST_S3_BUCKET` name a
+//!    PostgreSQL database and an S3 server (credentials in `AWS_ACCESS_KEY_ID`/
+//!    `AWS_SECRET_ACCESS_KEY`): the same on the production backend, image stored in S3 (a
+//!    conditional PUT) before the record commits in PostgreSQL, with one replica and with three
+//!    replicas sharing both (the client sends request `i` to replica `i mod 3`; all replicas run
+//!    in this process, on the same cores);
+//! 4. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
 //!    `shared/peers/flask_prototype`).
 //!
 //! Every request carries a distinct image (a JPEG comment segment holds its index), so no write
@@ -23,6 +29,7 @@ use axum::Router;
 use axum::extract::Multipart;
 use axum::routing::{post, put};
 use bytes::Bytes;
+use sqlx::Connection;
 use uuid::Uuid;
 
 const BOUNDARY: &str = "wikoBenchBoundary7MA4YWxk";
@@ -172,9 +179,10 @@ impl Report {
     }
 }
 
+/// Sends request `i` to `base_urls[i % n]`.
 async fn load(
     name: &str,
-    base_url: &str,
+    base_urls: &[String],
     method: reqwest::Method,
     requests: Arc<Vec<(String, Bytes)>>,
     connections: usize,
@@ -187,11 +195,11 @@ async fn load(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, next, requests, base_url, method) = (
+        let (client, next, requests, base_urls, method) = (
             client.clone(),
             next.clone(),
             requests.clone(),
-            base_url.to_string(),
+            base_urls.to_vec(),
             method.clone(),
         );
         tasks.push(tokio::spawn(async move {
@@ -202,6 +210,7 @@ async fn load(
                     break;
                 };
                 let t = Instant::now();
+                let base_url = &base_urls[i % base_urls.len()];
                 let r = client
                     .request(method.clone(), format!("{base_url}{path}"))
                     .header("x-api-key", KEY)
@@ -265,9 +274,31 @@ async fn serve_echo() -> String {
     format!("http://{addr}")
 }
 
-async fn serve_cloud(dir: &std::path::Path) -> String {
+/// The `[database]` and `[images.s3]` tables for a fresh schema and key prefix on the services
+/// named by the `WIKOTEST_*` variables, if they are set.
+async fn production_toml() -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok();
+    let (db, s3, bucket) = (
+        var("WIKOTEST_DATABASE_URL")?,
+        var("WIKOTEST_S3_ENDPOINT")?,
+        var("WIKOTEST_S3_BUCKET")?,
+    );
+    let schema = format!("wiko_bench_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&db).await.expect("database");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create schema");
+    Some(format!(
+        "[database]\nurl = \"{db}?options[search_path]={schema}\"\nmax_connections = 32\n\
+         [images.s3]\nbucket = \"{bucket}\"\nendpoint = \"{s3}\"\nprefix = \"{schema}/\"\n\
+         path_style = true\nallow_http = true\n"
+    ))
+}
+
+async fn serve_cloud(dir: &std::path::Path, production: &str) -> String {
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 0\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 0\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n{production}",
         dir.display().to_string()
     );
     let raw: wiko_cloud::config::RawConfig = toml::from_str(&toml).expect("bench config");
@@ -285,6 +316,18 @@ async fn serve_cloud(dir: &std::path::Path) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     url
+}
+
+/// Warms `urls` up, then loads them with `requests` fresh frames starting at index `from`.
+async fn run_frames(name: &str, urls: &[String], base: &[u8], from: usize, a: &Args) {
+    let warm: Arc<Vec<_>> = Arc::new((0..500).map(|i| frame_request(base, from + i)).collect());
+    let _ = load("warm-up", urls, reqwest::Method::PUT, warm, a.connections).await;
+    let frames: Arc<Vec<_>> = Arc::new(
+        (0..a.requests)
+            .map(|i| frame_request(base, from + 500 + i))
+            .collect(),
+    );
+    print(&load(name, urls, reqwest::Method::PUT, frames, a.connections).await);
 }
 
 fn print(r: &Report) {
@@ -310,59 +353,48 @@ fn main() {
         a.requests,
         a.connections
     );
-    let frames: Arc<Vec<_>> = Arc::new((0..a.requests).map(|i| frame_request(&base, i)).collect());
     let dir = tempfile::tempdir().expect("temp dir");
     runtime.block_on(async {
-        let echo_url = serve_echo().await;
-        let cloud_url = serve_cloud(dir.path()).await;
-        let warm: Arc<Vec<_>> = Arc::new(
-            (0..500)
-                .map(|i| frame_request(&base, a.requests + i))
-                .collect(),
-        );
-        let _ = load(
-            "warm-up",
-            &cloud_url,
-            reqwest::Method::PUT,
-            warm.clone(),
-            a.connections,
-        )
-        .await;
-        let _ = load(
-            "warm-up",
-            &echo_url,
-            reqwest::Method::PUT,
-            warm,
-            a.connections,
-        )
-        .await;
+        let echo_url = vec![serve_echo().await];
+        let cloud_url = vec![serve_cloud(&dir.path().join("embedded"), "").await];
         println!("| target | req/s | p50 ms | p99 ms | max ms | errors |");
         println!("|---|---|---|---|---|---|");
-        print(
-            &load(
-                "bare axum, multipart echo",
-                &echo_url,
-                reqwest::Method::PUT,
-                frames.clone(),
-                a.connections,
+        let step = a.requests + 500;
+        run_frames("bare axum, multipart echo", &echo_url, &base, 0, &a).await;
+        run_frames(
+            "wiko-cloud PUT /api/v1/frames, embedded (durable)",
+            &cloud_url,
+            &base,
+            step,
+            &a,
+        )
+        .await;
+        if let Some(production) = production_toml().await {
+            let one = vec![serve_cloud(&dir.path().join("pg1"), &production).await];
+            run_frames(
+                "wiko-cloud, PostgreSQL + S3, 1 replica",
+                &one,
+                &base,
+                2 * step,
+                &a,
             )
-            .await,
-        );
-        let fresh: Arc<Vec<_>> = Arc::new(
-            (0..a.requests)
-                .map(|i| frame_request(&base, 2 * a.requests + i))
-                .collect(),
-        );
-        print(
-            &load(
-                "wiko-cloud PUT /api/v1/frames (durable)",
-                &cloud_url,
-                reqwest::Method::PUT,
-                fresh,
-                a.connections,
+            .await;
+            let production = production_toml().await.unwrap_or_default();
+            let mut three = Vec::new();
+            for i in 0..3 {
+                three.push(serve_cloud(&dir.path().join(format!("pg3-{i}")), &production).await);
+            }
+            run_frames(
+                "wiko-cloud, PostgreSQL + S3, 3 replicas",
+                &three,
+                &base,
+                3 * step,
+                &a,
             )
-            .await,
-        );
+            .await;
+        } else {
+            eprintln!("WIKOTEST_DATABASE_URL/S3 not set: production figures skipped");
+        }
         if let Some(peer) = &a.peer {
             let proto: Arc<Vec<_>> = Arc::new(
                 (0..a.requests)
@@ -372,7 +404,7 @@ fn main() {
             print(
                 &load(
                     "Flask peer POST /api/v1/analyze",
-                    peer,
+                    &[peer.clone()],
                     reqwest::Method::POST,
                     proto,
                     a.connections,

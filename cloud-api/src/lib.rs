@@ -115,8 +115,7 @@ pub async fn serve(
                 false_reject_rate: config.analysis.false_reject_rate,
             },
         )
-        .await
-        .context("loading models")?,
+        .await,
     );
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();

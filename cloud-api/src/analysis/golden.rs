@@ -81,13 +81,14 @@ pub struct Golden {
 }
 
 impl Golden {
-    /// Loads the stored models.
+    /// Loads the stored models. A store that cannot be reached yet is no reason not to start:
+    /// models are then loaded by the periodic [`Golden::refresh`] or when a part needs one.
     pub async fn new(
         store: Arc<dyn Store>,
         blobs: Arc<dyn BlobStore>,
         limits: DecodeLimits,
         options: FitOptions,
-    ) -> Result<Golden, StoreError> {
+    ) -> Golden {
         let golden = Golden {
             store,
             blobs,
@@ -96,8 +97,10 @@ impl Golden {
             active: RwLock::new(HashMap::new()),
             fitting: tokio::sync::Mutex::new(()),
         };
-        golden.refresh().await?;
-        Ok(golden)
+        if let Err(e) = golden.refresh().await {
+            warn!(error = %e, "models not loaded at start; loading them when the store answers");
+        }
+        golden
     }
 
     /// Loads every stored model whose version differs from the active one: models that
@@ -107,33 +110,36 @@ impl Golden {
             if self.read().get(&sku).is_some_and(|a| a.version == version) {
                 continue;
             }
-            let Some(m) = self.store.model(&sku).await? else {
-                continue;
-            };
-            match Model::from_bytes(&m.body) {
-                Ok(model) => {
-                    info!(sku = %m.sku, version = %m.version, method = model.kind(), "model loaded");
-                    self.activate(m.sku, m.version, model);
-                }
-                Err(e) => {
-                    warn!(sku = %m.sku, error = %e, "stored model unusable; upload golden samples again")
-                }
-            }
+            self.load(&sku).await?;
         }
         Ok(())
     }
 
-    fn activate(&self, sku: String, version: String, model: Model) {
+    /// Loads and activates the stored model of `sku`; `None` if it has none (or an unusable
+    /// one, logged).
+    async fn load(&self, sku: &str) -> Result<Option<(Arc<Model>, String)>, StoreError> {
+        let Some(m) = self.store.model(sku).await? else {
+            return Ok(None);
+        };
+        match Model::from_bytes(&m.body) {
+            Ok(model) => {
+                info!(sku = %m.sku, version = %m.version, method = model.kind(), "model loaded");
+                let model = Arc::new(model);
+                self.activate(m.sku, m.version.clone(), model.clone());
+                Ok(Some((model, m.version)))
+            }
+            Err(e) => {
+                warn!(sku = %m.sku, error = %e, "stored model unusable; upload golden samples again");
+                Ok(None)
+            }
+        }
+    }
+
+    fn activate(&self, sku: String, version: String, model: Arc<Model>) {
         self.active
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                sku,
-                Active {
-                    model: Arc::new(model),
-                    version,
-                },
-            );
+            .insert(sku, Active { model, version });
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Active>> {
@@ -225,7 +231,7 @@ impl Golden {
             .await?;
         let info = model_info(sku, &version, &model);
         info!(%sku, %version, method = info.method, threshold = info.threshold, samples, fit_ms, "model fitted");
-        self.activate(sku.to_string(), version, model);
+        self.activate(sku.to_string(), version, Arc::new(model));
         Ok(Calibration {
             sku: sku.to_string(),
             samples,
@@ -360,11 +366,19 @@ impl Analyzer for Golden {
     }
 
     async fn judge(&self, sku: &str, image: Arc<Gray>) -> Judgement {
-        let Some((model, version)) = self
+        let cached = self
             .read()
             .get(sku)
-            .map(|a| (a.model.clone(), a.version.clone()))
-        else {
+            .map(|a| (a.model.clone(), a.version.clone()));
+        // Not cached: another replica may have fitted it since the last refresh.
+        let found = match cached {
+            Some(active) => Some(active),
+            None => match self.load(sku).await {
+                Ok(found) => found,
+                Err(e) => return Judgement::failed(format!("loading the model: {e}"), None),
+            },
+        };
+        let Some((model, version)) = found else {
             return not_calibrated(sku);
         };
         let scored = tokio::task::spawn_blocking(move || model.score(&image)).await;

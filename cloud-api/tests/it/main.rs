@@ -22,6 +22,8 @@ use uuid::Uuid;
 use wiko_agent::source::synthetic::{self, SynthDefect};
 use wiko_cloud::analysis::golden::Golden;
 use wiko_cloud::http::auth::{KeyEntry, Scope};
+use wiko_cloud::store::Store;
+use wiko_cloud::store::blob::BlobStore;
 use wiko_cloud::{AppState, app};
 use wiko_inspect::{DecodeLimits, FitOptions};
 use wiko_wire::FrameMeta;
@@ -29,6 +31,7 @@ use wiko_wire::FrameMeta;
 mod backend;
 mod queue;
 mod real_surfaces;
+mod unreachable;
 
 use backend::Place;
 
@@ -49,18 +52,24 @@ async fn harness() -> Harness {
 
 /// A cloud whose data lives in `place` (a second call is a restart).
 async fn started_in(place: Arc<Place>) -> Harness {
+    let (store, blobs) = place.open().await;
+    Harness {
+        state: state_of(store, blobs).await,
+        place,
+    }
+}
+
+/// The API over these stores.
+async fn state_of(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>) -> AppState {
     // Logs of a failing test are shown with its output.
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let (store, blobs) = place.open().await;
     let limits = DecodeLimits {
         max_pixels: 4_000_000,
     };
     let golden = Arc::new(
-        Golden::new(store.clone(), blobs.clone(), limits, FitOptions::default())
-            .await
-            .unwrap(),
+        Golden::new(store.clone(), blobs.clone(), limits, FitOptions::default()).await,
     );
-    let state = AppState {
+    AppState {
         store,
         blobs,
         analyzer: golden.clone(),
@@ -90,8 +99,7 @@ async fn started_in(place: Arc<Place>) -> Harness {
         jobs_wake: Arc::new(Notify::new()),
         outbox_wake: Arc::new(Notify::new()),
         broker_up: Arc::new(AtomicBool::new(true)),
-    };
-    Harness { state, place }
+    }
 }
 
 fn jpeg() -> Vec<u8> {
