@@ -13,7 +13,8 @@
 //!    `AWS_SECRET_ACCESS_KEY`): the same on the production backend, image stored in S3 (a
 //!    conditional PUT) before the record commits in PostgreSQL, with one replica and with three
 //!    replicas sharing both (the client sends request `i` to replica `i mod 3`; all replicas run
-//!    in this process, on the same cores);
+//!    in this process, on the same cores); and, as the baseline of these, the same images PUT
+//!    straight to the S3 server by the same client, without the cloud;
 //! 4. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
 //!    `shared/peers/flask_prototype`).
 //!
@@ -296,6 +297,61 @@ async fn production_toml() -> Option<String> {
     ))
 }
 
+/// The S3 server's own ceiling: the same images PUT straight through the cloud's S3 client
+/// (conditional create), `connections` at a time, no HTTP server in between.
+async fn s3_ceiling(base: &[u8], from: usize, a: &Args) -> Option<Report> {
+    let settings = wiko_cloud::store::s3::S3Settings {
+        bucket: std::env::var("WIKOTEST_S3_BUCKET").ok()?,
+        endpoint: std::env::var("WIKOTEST_S3_ENDPOINT").ok(),
+        region: "us-east-1".into(),
+        prefix: format!("bench-raw-{}/", Uuid::new_v4().simple()),
+        path_style: true,
+        allow_http: true,
+        access_key_id: None,
+        secret_access_key: None,
+        request_timeout: Duration::from_secs(30),
+    };
+    let s3 = Arc::new(wiko_cloud::store::s3::S3::new(&settings).expect("S3 settings"));
+    let images: Arc<Vec<Bytes>> =
+        Arc::new((0..a.requests).map(|i| Bytes::from(variant(base, from + i))).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..a.connections)
+        .map(|_| {
+            let (s3, images, next) = (s3.clone(), images.clone(), next.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut errors, mut lat) = (0usize, 0usize, Vec::new());
+                while let Some(img) = images.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let t = Instant::now();
+                    let key = format!("{}.jpg", wiko_wire::frame::image_digest(img));
+                    match wiko_cloud::store::blob::BlobStore::put(s3.as_ref(), &key, img.clone()).await {
+                        Ok(()) => ok += 1,
+                        Err(_) => errors += 1,
+                    }
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                (ok, errors, lat)
+            })
+        })
+        .collect();
+    let mut report = Report {
+        name: "baseline: S3 PUT alone (object_store client)".into(),
+        seconds: 0.0,
+        ok: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        let (ok, errors, lat) = t.await.expect("put task");
+        report.ok += ok;
+        report.errors += errors;
+        report.latencies_us.extend(lat);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.latencies_us.sort_unstable();
+    Some(report)
+}
+
 async fn serve_cloud(dir: &std::path::Path, production: &str) -> String {
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 0\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n{production}",
@@ -370,6 +426,9 @@ fn main() {
         )
         .await;
         if let Some(production) = production_toml().await {
+            if let Some(r) = s3_ceiling(&base, 4 * step, &a).await {
+                print(&r);
+            }
             let one = vec![serve_cloud(&dir.path().join("pg1"), &production).await];
             run_frames(
                 "wiko-cloud, PostgreSQL + S3, 1 replica",

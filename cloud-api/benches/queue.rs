@@ -3,7 +3,8 @@
 //!
 //! 1. Jobs drained per second by 1 and by 3 workers, on the embedded store and, when
 //!    `WIKOTEST_DATABASE_URL` names a PostgreSQL database, on PostgreSQL (each worker with its
-//!    own connection pool, as a worker of another replica would be). A worker leases one job
+//!    own connection pool, as a worker of another replica would be; the embedded store belongs
+//!    to one process, whose workers share it). A worker leases one job
 //!    (`FOR UPDATE SKIP LOCKED` on PostgreSQL), then completes it (result, job deleted, MQTT
 //!    messages queued) in one transaction. The analyzer is left out (it is `--bench analyzer`):
 //!    this is what the queue itself costs per part. Filling the queue is timed too (parts
@@ -155,11 +156,8 @@ fn main() {
             let path = dir.path().join("wiko.db");
             let first: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("sqlite"));
             let created = fill(first.as_ref(), jobs).await;
-            let mut stores = vec![first];
-            while stores.len() < workers {
-                stores.push(Arc::new(SqliteStore::open(&path).expect("sqlite")));
-            }
-            let drained = drain(stores, jobs).await;
+            // One process owns the embedded store: its workers share one handle.
+            let drained = drain(vec![first; workers], jobs).await;
             println!("| embedded SQLite | {workers} | {created:.0} | {drained:.0} |");
         }
         let Ok(base) = std::env::var("WIKOTEST_DATABASE_URL") else {
