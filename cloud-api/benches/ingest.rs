@@ -312,8 +312,11 @@ async fn s3_ceiling(base: &[u8], from: usize, a: &Args) -> Option<Report> {
         request_timeout: Duration::from_secs(30),
     };
     let s3 = Arc::new(wiko_cloud::store::s3::S3::new(&settings).expect("S3 settings"));
-    let images: Arc<Vec<Bytes>> =
-        Arc::new((0..a.requests).map(|i| Bytes::from(variant(base, from + i))).collect());
+    let images: Arc<Vec<Bytes>> = Arc::new(
+        (0..a.requests)
+            .map(|i| Bytes::from(variant(base, from + i)))
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..a.connections)
@@ -324,7 +327,9 @@ async fn s3_ceiling(base: &[u8], from: usize, a: &Args) -> Option<Report> {
                 while let Some(img) = images.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let t = Instant::now();
                     let key = format!("{}.jpg", wiko_wire::frame::image_digest(img));
-                    match wiko_cloud::store::blob::BlobStore::put(s3.as_ref(), &key, img.clone()).await {
+                    match wiko_cloud::store::blob::BlobStore::put(s3.as_ref(), &key, img.clone())
+                        .await
+                    {
                         Ok(()) => ok += 1,
                         Err(_) => errors += 1,
                     }

@@ -138,7 +138,9 @@ async fn multi_row(url: &str) -> f64 {
     for s in 0..statements {
         let mut q = sqlx::query(&sql);
         for i in 0..100i64 {
-            q = q.bind(s * 100 + i).bind(format!("row {i} of statement {s}"));
+            q = q
+                .bind(s * 100 + i)
+                .bind(format!("row {i} of statement {s}"));
         }
         q.execute(&mut conn).await.expect("insert");
     }

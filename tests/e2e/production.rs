@@ -1,14 +1,17 @@
 //! The production backend (feature `production-tests`; `.ci/run` provides PostgreSQL, an S3
-//! server and Mosquitto): several replicas on one PostgreSQL and one S3 server, replicas
-//! killed, and the database and the object store cut off mid-run. In each, every frame ends up
-//! stored and analysed once, and every part gets one result message and at most one alert.
+//! server and Mosquitto): several replicas on one PostgreSQL and one S3 server with one killed;
+//! the database and the object store cut off mid-run (network), PostgreSQL restarted, an S3
+//! server killed and restarted. In each, every frame ends up stored and analysed once, and every
+//! part gets one result message and at most one alert.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
 use wiko_e2e::proxy::Proxy;
-use wiko_e2e::{Agent, Camera, Cloud, Production, Setup, Subscriber, free_port, wait_until};
+use wiko_e2e::{
+    Agent, Camera, Cloud, Process, Production, Setup, Subscriber, free_port, wait_until,
+};
 
 const SKUS: [&str; 2] = ["WK-KN-200", "WK-PR-090"];
 
@@ -145,50 +148,180 @@ async fn three_replicas_share_one_database_and_a_killed_replica_loses_nothing() 
     drop(balancer);
 }
 
+/// One cloud (embedded broker) on `setup`, calibrated, and an agent sending 2 × 60 parts.
+struct Run {
+    _dir: tempfile::TempDir,
+    cloud: Cloud,
+    agent: Agent,
+    sub: Subscriber,
+}
+
+impl Run {
+    async fn start(dir: tempfile::TempDir, setup: Setup) -> Run {
+        let (port, mqtt) = (free_port(), free_port());
+        let cloud = Cloud::start_with(&dir.path().join("cloud"), port, mqtt, &setup)
+            .await
+            .unwrap();
+        cloud.calibrate(dir.path()).await.unwrap();
+        let sub = Subscriber::start(mqtt).await.unwrap();
+        let (agent_dir, http) = (dir.path().join("agent"), free_port());
+        Agent::write_config(&agent_dir, port, http, &cameras(60, 80)).unwrap();
+        let agent = Agent::start(&agent_dir, http).await.unwrap();
+        Run {
+            _dir: dir,
+            cloud,
+            agent,
+            sub,
+        }
+    }
+
+    async fn parts_in(&self, n: usize) {
+        wait_until(Duration::from_secs(60), "parts in", || async {
+            (self.cloud.analyses().await.ok()?.len() >= n).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Waits until `/ready` reports `check` failing.
+    async fn not_ready(&self, check: &str) {
+        let ready = format!("{}/ready", self.cloud.url());
+        let body = wait_until(Duration::from_secs(15), "/ready to fail", || async {
+            let body: Value = reqwest::get(&ready).await.ok()?.json().await.ok()?;
+            (body["checks"][check] == false).then_some(body)
+        })
+        .await
+        .unwrap();
+        assert_eq!(body["status"], "not_ready");
+    }
+
+    async fn assert_complete(&self) {
+        assert_all_analysed_once(&self.cloud, &self.agent, &self.sub, 120).await;
+    }
+}
+
+fn setup(production: Production) -> Setup {
+    Setup {
+        external_broker: false,
+        production: Some(production),
+        extra: "[analysis]\njob_lease_secs = 5\n".into(),
+    }
+}
+
+/// Network partitions: every connection to the database, then to the object store, cut and
+/// refused for 3 s (through proxies), while parts stream in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_and_the_object_store_cut_off_mid_run_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
     let production = Production::fresh().await.unwrap();
     let (db_port, s3_port) = production.ports();
     let db = Proxy::start(vec![local(db_port)]).await.unwrap();
     let s3 = Proxy::start(vec![local(s3_port)]).await.unwrap();
-    let setup = Setup {
-        external_broker: false,
-        production: Some(production.via(db.port, s3.port)),
-        extra: "[analysis]\njob_lease_secs = 5\n".into(),
-    };
-    let (port, mqtt) = (free_port(), free_port());
-    let cloud = Cloud::start_with(&dir.path().join("cloud"), port, mqtt, &setup)
-        .await
-        .unwrap();
-    cloud.calibrate(dir.path()).await.unwrap();
-    let sub = Subscriber::start(mqtt).await.unwrap();
-    let (agent_dir, http) = (dir.path().join("agent"), free_port());
-    Agent::write_config(&agent_dir, port, http, &cameras(60, 40)).unwrap();
-    let agent = Agent::start(&agent_dir, http).await.unwrap();
-    let ready = format!("{}/ready", cloud.url());
-
-    for (name, proxy, after) in [("database", &db, 20), ("object_store", &s3, 60)] {
-        wait_until(Duration::from_secs(60), "parts in", || async {
-            (cloud.analyses().await.ok()?.len() >= after).then_some(())
-        })
-        .await
-        .unwrap();
+    let run = Run::start(
+        tempfile::tempdir().unwrap(),
+        setup(production.via(db.port, s3.port)),
+    )
+    .await;
+    for (check, proxy, after) in [("database", &db, 20), ("object_store", &s3, 60)] {
+        run.parts_in(after).await;
         proxy.set_down(true);
-        let check = wait_until(Duration::from_secs(15), "/ready to fail", || async {
-            let r = reqwest::get(&ready).await.ok()?;
-            let body: Value = r.json().await.ok()?;
-            (body["checks"][name] == false).then_some(body)
-        })
-        .await
-        .unwrap();
-        assert_eq!(check["status"], "not_ready");
+        run.not_ready(check).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         proxy.set_down(false);
     }
-    assert_all_analysed_once(&cloud, &agent, &sub, 120).await;
+    run.assert_complete().await;
     assert!(
-        agent.process.log_text().contains("backing off"),
+        run.agent.process.log_text().contains("backing off"),
         "the agent retried while the cloud answered 503"
     );
+}
+
+/// PostgreSQL itself restarted mid-run, with the command in `WIKOTEST_POSTGRES_RESTART` (it
+/// disturbs every user of the server: `.ci/run` runs this test alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_database_mid_run_loses_nothing() {
+    let restart = std::env::var("WIKOTEST_POSTGRES_RESTART")
+        .expect("WIKOTEST_POSTGRES_RESTART names the command that restarts PostgreSQL");
+    let run = Run::start(
+        tempfile::tempdir().unwrap(),
+        setup(Production::fresh().await.unwrap()),
+    )
+    .await;
+    let started_at = || {
+        let out = std::process::Command::new("psql")
+            .args(["-tAq", &std::env::var("WIKOTEST_DATABASE_URL").unwrap()])
+            .args(["-c", "SELECT pg_postmaster_start_time()"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = started_at();
+    run.parts_in(20).await;
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .args(["-c", &restart])
+            .status()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "restarting PostgreSQL failed");
+    assert!(
+        run.cloud.analyses().await.unwrap().len() < 120,
+        "the restart came mid-run"
+    );
+    run.assert_complete().await;
+    assert_ne!(before, started_at(), "PostgreSQL was restarted");
+}
+
+/// An S3 server of the test's own (`s3s-fs`, from `WIKOTEST_S3S_FS` or the PATH) killed with
+/// SIGKILL mid-run and started again on the same port and directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_object_store_mid_run_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = std::env::var("WIKOTEST_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
+    let root = dir.path().join("s3");
+    std::fs::create_dir_all(root.join("frames")).unwrap();
+    let port = free_port();
+    let start_s3 = || {
+        let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default();
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default();
+        let (port, root) = (port.to_string(), root.display().to_string());
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--access-key",
+            &key,
+            "--secret-key",
+            &secret,
+            &root,
+        ];
+        Process::program(
+            std::path::Path::new(&program),
+            &args,
+            dir.path().join("s3.log"),
+        )
+        .unwrap()
+    };
+    let mut s3 = start_s3();
+    wait_until(Duration::from_secs(10), "s3s-fs listening", || async {
+        tokio::net::TcpStream::connect(local(port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+    let mut production = Production::fresh().await.unwrap();
+    production.s3_endpoint = format!("http://127.0.0.1:{port}").parse().unwrap();
+    production.bucket = "frames".into();
+    let run = Run::start(tempfile::tempdir().unwrap(), setup(production)).await;
+    run.parts_in(20).await;
+    s3.kill();
+    run.not_ready("object_store").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s3 = start_s3();
+    run.assert_complete().await;
+    drop(s3);
 }

@@ -69,17 +69,22 @@ pub struct Process {
 
 impl Process {
     fn spawn(bin_name: &str, args: &[&str], log: PathBuf) -> anyhow::Result<Process> {
+        Process::program(&bin(bin_name), args, log)
+    }
+
+    /// Any program (a server the test needs), its output appended to `log`.
+    pub fn program(path: &Path, args: &[&str], log: PathBuf) -> anyhow::Result<Process> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = Command::new(bin(bin_name))
+        let child = Command::new(path)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
             .spawn()
-            .with_context(|| format!("starting {bin_name}"))?;
+            .with_context(|| format!("starting {}", path.display()))?;
         Ok(Process { child, log })
     }
 

@@ -66,9 +66,8 @@ async fn state_of(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>) -> AppState 
     let limits = DecodeLimits {
         max_pixels: 4_000_000,
     };
-    let golden = Arc::new(
-        Golden::new(store.clone(), blobs.clone(), limits, FitOptions::default()).await,
-    );
+    let golden =
+        Arc::new(Golden::new(store.clone(), blobs.clone(), limits, FitOptions::default()).await);
     AppState {
         store,
         blobs,

@@ -9,11 +9,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 use uuid::Uuid;
+use wiko_cloud::store::Store;
 use wiko_cloud::store::blob::{BlobStore, LocalDir};
 use wiko_cloud::store::postgres::{PgSettings, PgStore};
 use wiko_cloud::store::s3::{S3, S3Settings};
 use wiko_cloud::store::sqlite::SqliteStore;
-use wiko_cloud::store::Store;
 
 use super::{BOUNDARY, DEVICE, Harness, Place, frame_body, jpeg, meta, request, state_of};
 
@@ -26,7 +26,10 @@ async fn answers_503_and_names(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>,
     let id = Uuid::now_v7();
     let req = Request::put(format!("/api/v1/frames/{id}"))
         .header("x-api-key", DEVICE)
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
         .body(Body::from(frame_body(&meta(id, &image), &image)))
         .unwrap();
     let r = wiko_cloud::app(h.state.clone()).oneshot(req).await.unwrap();
@@ -38,7 +41,11 @@ async fn answers_503_and_names(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>,
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready["checks"][down], false, "{ready}");
     let (status, _) = request(&h, get("/health")).await;
-    assert_eq!(status, StatusCode::OK, "liveness does not depend on storage");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "liveness does not depend on storage"
+    );
 }
 
 #[tokio::test]
