@@ -468,7 +468,7 @@ fn main() {
             print(
                 &load(
                     "Flask peer POST /api/v1/analyze",
-                    &[peer.clone()],
+                    std::slice::from_ref(peer),
                     reqwest::Method::POST,
                     proto,
                     a.connections,
