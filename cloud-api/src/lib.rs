@@ -46,8 +46,9 @@ use crate::store::postgres::PgStore;
 use crate::store::s3::S3;
 use crate::store::sqlite::SqliteStore;
 
-/// How often a replica looks for model versions that another replica fitted.
-const MODEL_REFRESH: Duration = Duration::from_secs(5);
+/// How often a replica looks for model versions that another replica fitted, and reads the
+/// queue's gauges.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// The configured store and image store. With `migrate`, pending PostgreSQL migrations are
 /// applied if the configuration says so (`database.migrate_on_start`).
@@ -81,14 +82,27 @@ pub async fn open_storage(
     Ok((store, blobs))
 }
 
-async fn refresh_models(golden: Arc<analysis::golden::Golden>, stop: CancellationToken) {
+/// Every [`HOUSEKEEPING`]: activates models other replicas fitted, and sets the queue gauges.
+async fn housekeeping(
+    golden: Arc<analysis::golden::Golden>,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(MODEL_REFRESH) => {}
+            _ = tokio::time::sleep(HOUSEKEEPING) => {}
             _ = stop.cancelled() => return,
         }
         if let Err(e) = golden.refresh().await {
             tracing::warn!(error = %e, "refreshing models from the store failed");
+        }
+        match store.queue_stats().await {
+            Ok(q) => {
+                metrics::gauge!(telemetry::JOBS_WAITING).set(q.waiting as f64);
+                let oldest = q.oldest_due.map_or(0.0, |d| d.as_secs_f64());
+                metrics::gauge!(telemetry::JOBS_OLDEST_SECONDS).set(oldest);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the queue's size failed"),
         }
     }
 }
@@ -156,7 +170,7 @@ pub async fn serve(
     for _ in 0..config.analysis.workers {
         tasks.spawn(workers.clone().run(stop.clone()));
     }
-    tasks.spawn(refresh_models(golden.clone(), stop.clone()));
+    tasks.spawn(housekeeping(golden.clone(), store.clone(), stop.clone()));
     tasks.close();
     let state = AppState {
         store,

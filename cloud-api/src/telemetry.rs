@@ -11,3 +11,6 @@ pub const AUTH_FAILURES_TOTAL: &str = "wiko_cloud_auth_failures_total";
 pub const MQTT_CONNECTED: &str = "wiko_cloud_mqtt_connected";
 pub const MQTT_PUBLISHED_TOTAL: &str = "wiko_cloud_mqtt_published_total";
 pub const OUTBOX_MESSAGES: &str = "wiko_cloud_outbox_messages";
+pub const JOBS_WAITING: &str = "wiko_cloud_jobs_waiting";
+pub const JOBS_OLDEST_SECONDS: &str = "wiko_cloud_jobs_oldest_seconds";
+pub const JOBS_DEAD_TOTAL: &str = "wiko_cloud_jobs_dead_total";

@@ -124,10 +124,20 @@ impl Workers {
                         &self.public_url,
                     )
                     .await;
-                if let Err(e) = failed {
-                    warn!(error = %e, "recording the job failure failed; its lease will expire");
+                match failed {
+                    Err(e) => {
+                        warn!(error = %e, "recording the job failure failed; its lease will expire")
+                    }
+                    Ok(()) if job.attempts >= self.max_attempts => {
+                        warn!(
+                            attempts = job.attempts,
+                            "job given up: its analysis is failed"
+                        );
+                        metrics::counter!(telemetry::JOBS_DEAD_TOTAL).increment(1);
+                    }
+                    Ok(()) => metrics::counter!(telemetry::ANALYSES_TOTAL, "status" => "retry")
+                        .increment(1),
                 }
-                metrics::counter!(telemetry::ANALYSES_TOTAL, "status" => "retry").increment(1);
                 return;
             }
         };

@@ -136,6 +136,15 @@ pub struct OutboxItem {
     pub payload: Vec<u8>,
 }
 
+/// The analysis queue at a glance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueStats {
+    /// Jobs not completed yet (runnable, leased or waiting for a retry).
+    pub waiting: u64,
+    /// How long the oldest of them has been due.
+    pub oldest_due: Option<Duration>,
+}
+
 /// A stored per-SKU model.
 #[derive(Debug, Clone)]
 pub struct StoredModel {
@@ -195,6 +204,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// The blob keys of a SKU's golden set, oldest first.
     async fn golden(&self, sku: &str) -> Result<Vec<String>, StoreError>;
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -25,7 +25,8 @@ use wiko_wire::{Analysis, AnalysisStatus, Defect, IngestOutcome};
 
 use super::record::{decode_cursor, defect_id, encode_cursor, messages, parse_status, status_str};
 use super::{
-    Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, Store, StoreError, StoredModel,
+    Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError,
+    StoredModel,
 };
 
 /// The migrations, in order. Append; never edit one that was released.
@@ -632,6 +633,17 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let (waiting, oldest): (i64, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT count(*), min(run_after) FROM jobs")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(QueueStats {
+            waiting: waiting as u64,
+            oldest_due: oldest.and_then(|t| (Utc::now() - t).to_std().ok()),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -23,7 +23,8 @@ use super::record::{
     decode_cursor, defect_id, encode_cursor, messages, parse_status, parse_ts, status_str, ts,
 };
 use super::{
-    Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, Store, StoreError, StoredModel,
+    Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError,
+    StoredModel,
 };
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -613,6 +614,23 @@ impl Store for SqliteStore {
             Ok(keys)
         })
         .await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let (waiting, oldest): (i64, Option<String>) = self
+            .read(|conn| {
+                Ok(
+                    conn.query_row("SELECT count(*), min(run_after) FROM jobs", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?,
+                )
+            })
+            .await?;
+        let oldest = oldest.map(|t| parse_ts(&t)).transpose()?;
+        Ok(QueueStats {
+            waiting: waiting as u64,
+            oldest_due: oldest.and_then(|t| (Utc::now() - t).to_std().ok()),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -73,6 +73,9 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
     let (a, _) = place.open().await;
     let (b, _) = place.open().await;
     let ids = ids(a.as_ref(), 3).await;
+    let stats = a.queue_stats().await.unwrap();
+    assert_eq!(stats.waiting, 3);
+    assert!(stats.oldest_due.is_some());
 
     let mut jobs = a.claim_jobs(10, LEASE).await.unwrap();
     assert_eq!(jobs.len(), 3);
@@ -102,6 +105,11 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
         .unwrap();
     assert!(a.outbox(100).await.unwrap().is_empty());
     assert!(a.claim_jobs(10, LEASE).await.unwrap().is_empty());
+    assert_eq!(
+        a.queue_stats().await.unwrap().waiting,
+        2,
+        "two leased, one done"
+    );
 }
 
 #[tokio::test]
