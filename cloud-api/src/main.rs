@@ -78,8 +78,17 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Validate { config } => {
             let cfg = load(&config)?;
+            let store = match cfg.database {
+                Database::Embedded => "embedded SQLite".to_string(),
+                // The URL carries the password: not printed.
+                Database::Postgres { .. } => "PostgreSQL".to_string(),
+            };
+            let images = match &cfg.s3 {
+                None => "local directory".to_string(),
+                Some(s3) => format!("S3 bucket {}", s3.bucket),
+            };
             println!(
-                "{}: ok ({} API keys, broker {:?})",
+                "{}: ok ({} API keys, store {store}, images {images}, broker {:?})",
                 config.display(),
                 cfg.keys.len(),
                 cfg.broker
