@@ -18,6 +18,9 @@
 //! 4. optionally the Flask prototype's `POST /api/v1/analyze` at `--peer URL` (start it with
 //!    `shared/peers/flask_prototype`).
 //!
+//! The servers run on a tokio runtime of their own (two worker threads, like the `wiko-cloud`
+//! process), the load generator on another, so neither's tasks queue behind the other's.
+//!
 //! Every request carries a distinct image (a JPEG comment segment holds its index), so no write
 //! is skipped as a duplicate. Closed loop: `C` connections each send the next request as soon as
 //! the previous answer arrived.
@@ -262,16 +265,31 @@ async fn echo(mut multipart: Multipart) -> String {
     n.to_string()
 }
 
-async fn serve_echo() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+/// The servers' own runtime (two worker threads, as a server process would have): the load
+/// generator's tasks do not queue behind the servers' tasks, nor the other way round.
+fn servers() -> &'static tokio::runtime::Runtime {
+    static SERVERS: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    SERVERS.get_or_init(|| tokio::runtime::Runtime::new().expect("server runtime"))
+}
+
+/// A listener on a free port, for a server on [`servers`].
+fn listen() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
     let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
+async fn serve_echo() -> String {
+    let (listener, addr) = listen();
     let app = Router::new()
         .route("/api/v1/frames/{id}", put(echo))
         .route("/api/v1/analyze", post(echo))
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    servers().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        axum::serve(listener, app).await
+    });
     format!("http://{addr}")
 }
 
@@ -364,11 +382,11 @@ async fn serve_cloud(dir: &std::path::Path, production: &str) -> String {
     );
     let raw: wiko_cloud::config::RawConfig = toml::from_str(&toml).expect("bench config");
     let config = wiko_cloud::config::Config::try_from(raw).expect("valid bench config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(wiko_cloud::serve(config, listener, std::future::pending()));
+    let (listener, addr) = listen();
+    servers().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        wiko_cloud::serve(config, listener, std::future::pending()).await
+    });
     let url = format!("http://{addr}");
     for _ in 0..100 {
         if reqwest::get(format!("{url}/health")).await.is_ok() {
