@@ -50,12 +50,9 @@ use crate::store::sqlite::SqliteStore;
 /// queue's gauges.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
-/// The configured store and image store. With `migrate`, pending PostgreSQL migrations are
-/// applied if the configuration says so (`database.migrate_on_start`).
-pub async fn open_storage(
-    config: &Config,
-    migrate: bool,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn BlobStore>)> {
+/// The configured store and image store; pending PostgreSQL migrations are applied unless
+/// `database.migrate_on_start` is off.
+async fn open_storage(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn BlobStore>)> {
     let store: Arc<dyn Store> = match &config.database {
         Database::Embedded => {
             let db = config.data_dir.join("wiko.db");
@@ -66,7 +63,7 @@ pub async fn open_storage(
             migrate_on_start,
         } => {
             let pg = PgStore::connect(settings).context("database settings")?;
-            if migrate && *migrate_on_start {
+            if *migrate_on_start {
                 pg.migrate().await.context("migrating the database")?;
                 info!("database schema up to date");
             }
@@ -115,7 +112,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Install the metrics registry first: anything recorded before it would be lost.
     telemetry::prometheus();
-    let (store, blobs) = open_storage(&config, true).await?;
+    let (store, blobs) = open_storage(&config).await?;
     let limits = DecodeLimits {
         max_pixels: config.max_image_pixels,
     };

@@ -1,6 +1,7 @@
 //! Storage behind one interface: [`Store`] for records (analyses, frames, jobs, outbox, models)
 //! and [`blob::BlobStore`] for images. The embedded backend ([`sqlite::SqliteStore`] plus
-//! [`blob::LocalDir`]) is the default; no SQL or path leaves this module.
+//! [`blob::LocalDir`]) is the default; production is [`postgres::PgStore`] plus [`s3::S3`],
+//! shared by several replicas. No SQL, path or object key leaves this module.
 //!
 //! Invariants:
 //! - Ingest is idempotent on `frame_id`: the same metadata and image again yields the existing
@@ -9,10 +10,12 @@
 //!   durable in the blob store: an acknowledged frame is never missing its image.
 //! - Completing an analysis writes the result, deletes the job and queues the MQTT messages
 //!   (outbox) in one transaction, and only once: completing a finished analysis is a no-op.
+//! - A job, and an outbox message, is leased to one worker (one replica) at a time; an expired
+//!   lease hands it to another.
 
 pub mod blob;
 pub mod postgres;
-pub mod record;
+mod record;
 pub mod s3;
 pub mod segments;
 pub mod sqlite;
