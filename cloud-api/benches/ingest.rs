@@ -183,62 +183,37 @@ impl Report {
     }
 }
 
-/// Sends request `i` to `base_urls[i % n]`.
-async fn load(
-    name: &str,
-    base_urls: &[String],
-    method: reqwest::Method,
-    requests: Arc<Vec<(String, Bytes)>>,
-    connections: usize,
-) -> Report {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()
-        .expect("client");
+/// Runs `op(0..n)` from `connections` tasks in a closed loop (each starts its next operation
+/// when the previous one finished) and reports throughput and latency; `op` answers success.
+async fn closed_loop<F, Fut>(name: &str, n: usize, connections: usize, op: F) -> Report
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (client, next, requests, base_urls, method) = (
-            client.clone(),
-            next.clone(),
-            requests.clone(),
-            base_urls.to_vec(),
-            method.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut errors, mut lat) = (0usize, 0usize, Vec::new());
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((path, body)) = requests.get(i) else {
-                    break;
-                };
-                let t = Instant::now();
-                let base_url = &base_urls[i % base_urls.len()];
-                let r = client
-                    .request(method.clone(), format!("{base_url}{path}"))
-                    .header("x-api-key", KEY)
-                    .header(
-                        "content-type",
-                        format!("multipart/form-data; boundary={BOUNDARY}"),
-                    )
-                    .body(body.clone())
-                    .send()
-                    .await;
-                let good = match r {
-                    Ok(r) => {
-                        let s = r.status();
-                        let _ = r.bytes().await;
-                        s.is_success()
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut errors, mut lat) = (0usize, 0usize, Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
                     }
-                    Err(_) => false,
-                };
-                lat.push(t.elapsed().as_micros() as u64);
-                if good { ok += 1 } else { errors += 1 }
-            }
-            (ok, errors, lat)
-        }));
-    }
+                    let t = Instant::now();
+                    if op(i).await {
+                        ok += 1
+                    } else {
+                        errors += 1
+                    }
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                (ok, errors, lat)
+            })
+        })
+        .collect();
     let mut report = Report {
         name: name.to_string(),
         seconds: 0.0,
@@ -255,6 +230,53 @@ async fn load(
     report.seconds = started.elapsed().as_secs_f64();
     report.latencies_us.sort_unstable();
     report
+}
+
+/// Sends request `i` to `base_urls[i % n]`.
+async fn load(
+    name: &str,
+    base_urls: &[String],
+    method: reqwest::Method,
+    requests: Arc<Vec<(String, Bytes)>>,
+    connections: usize,
+) -> Report {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .expect("client");
+    let base_urls = Arc::new(base_urls.to_vec());
+    let n = requests.len();
+    closed_loop(name, n, connections, move |i| {
+        let (client, requests, base_urls, method) = (
+            client.clone(),
+            requests.clone(),
+            base_urls.clone(),
+            method.clone(),
+        );
+        async move {
+            let (path, body) = &requests[i];
+            let base_url = &base_urls[i % base_urls.len()];
+            let sent = client
+                .request(method, format!("{base_url}{path}"))
+                .header("x-api-key", KEY)
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={BOUNDARY}"),
+                )
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) => {
+                    let status = r.status();
+                    let _ = r.bytes().await;
+                    status.is_success()
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await
 }
 
 async fn echo(mut multipart: Multipart) -> String {
@@ -335,43 +357,21 @@ async fn s3_ceiling(base: &[u8], from: usize, a: &Args) -> Option<Report> {
             .map(|i| Bytes::from(variant(base, from + i)))
             .collect(),
     );
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..a.connections)
-        .map(|_| {
-            let (s3, images, next) = (s3.clone(), images.clone(), next.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut errors, mut lat) = (0usize, 0usize, Vec::new());
-                while let Some(img) = images.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let t = Instant::now();
-                    let key = format!("{}.jpg", wiko_wire::frame::image_digest(img));
-                    match wiko_cloud::store::blob::BlobStore::put(s3.as_ref(), &key, img.clone())
-                        .await
-                    {
-                        Ok(()) => ok += 1,
-                        Err(_) => errors += 1,
-                    }
-                    lat.push(t.elapsed().as_micros() as u64);
-                }
-                (ok, errors, lat)
-            })
-        })
-        .collect();
-    let mut report = Report {
-        name: "baseline: S3 PUT alone (object_store client)".into(),
-        seconds: 0.0,
-        ok: 0,
-        errors: 0,
-        latencies_us: Vec::new(),
-    };
-    for t in tasks {
-        let (ok, errors, lat) = t.await.expect("put task");
-        report.ok += ok;
-        report.errors += errors;
-        report.latencies_us.extend(lat);
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    report.latencies_us.sort_unstable();
+    let report = closed_loop(
+        "baseline: S3 PUT alone (object_store client)",
+        images.len(),
+        a.connections,
+        move |i| {
+            let (s3, img) = (s3.clone(), images[i].clone());
+            async move {
+                let key = format!("{}.jpg", wiko_wire::frame::image_digest(&img));
+                wiko_cloud::store::blob::BlobStore::put(s3.as_ref(), &key, img)
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
     Some(report)
 }
 

@@ -156,30 +156,35 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<u64, BackupError> {
 /// Checks that every image the database in `dir` names is in its image directory.
 fn check(dir: &Path, started: Instant, bytes: u64) -> Result<Summary, BackupError> {
     let conn = Connection::open(dir.join(DB))?;
-    let keys: Vec<String> = conn
-        .prepare("SELECT image_key FROM analyses UNION SELECT image_key FROM golden_samples")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
     let count = |table: &str| -> Result<u64, rusqlite::Error> {
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
     };
     let segments = dir.join(SEGMENTS);
     let log = SegmentLog::open(&segments).map_err(io(&segments))?;
-    let missing: Vec<&String> = keys
-        .iter()
-        .filter(|k| !log.contains(k) && !dir.join(k).is_file())
-        .collect();
-    if let Some(first) = missing.first() {
+    // Streamed: a store's keys are not all held in memory at once.
+    let (mut total, mut missing, mut first) = (0usize, 0usize, None);
+    let mut stmt =
+        conn.prepare("SELECT image_key FROM analyses UNION SELECT image_key FROM golden_samples")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let key: String = row.get(0)?;
+        total += 1;
+        if !log.contains(&key) && !dir.join(&key).is_file() {
+            missing += 1;
+            first.get_or_insert(key);
+        }
+    }
+    if let Some(first) = first {
         return Err(BackupError::Incomplete {
-            missing: missing.len(),
-            total: keys.len(),
-            first: (*first).clone(),
+            missing,
+            total,
+            first,
         });
     }
     Ok(Summary {
         analyses: count("analyses")?,
         golden_samples: count("golden_samples")?,
-        images: keys.len(),
+        images: total,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     })

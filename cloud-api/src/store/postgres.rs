@@ -23,10 +23,9 @@ use sqlx::{PgConnection, QueryBuilder, Row};
 use uuid::Uuid;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, IngestOutcome};
 
-use super::record::{decode_cursor, defect_id, encode_cursor, messages, parse_status, status_str};
+use super::record::{decode_cursor, defect_id, gave_up, messages, page, parse_status, status_str};
 use super::{
-    Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError,
-    StoredModel,
+    Job, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError, StoredModel,
 };
 
 /// The migrations, in order. Append; never edit one that was released.
@@ -424,15 +423,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         if job.attempts >= max_attempts {
-            let outcome = Outcome {
-                judgement: Judgement::failed(
-                    format!("gave up after {} attempts: {error}", job.attempts),
-                    None,
-                ),
-                analyzer: String::new(),
-                analyzer_version: String::new(),
-                latency_ms: 0.0,
-            };
+            let outcome = gave_up(job.attempts, error);
             complete_in(&mut tx, job.analysis_id, &outcome, public_url).await?;
         } else {
             sqlx::query(
@@ -500,17 +491,11 @@ impl Store for PgStore {
         q.push(" ORDER BY timestamp DESC, id DESC LIMIT ")
             .push_bind(limit as i64 + 1);
         let rows = q.build().fetch_all(&self.pool).await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(row_to_analysis)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(encode_cursor)
-        } else {
-            None
-        };
-        Ok((items, next))
+        Ok(page(items, limit))
     }
 
     async fn image_key(&self, id: Uuid) -> Result<String, StoreError> {

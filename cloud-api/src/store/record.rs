@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 use wiko_wire::{AlertMessage, Analysis, AnalysisStatus, Topic};
 
-use super::StoreError;
+use super::{Judgement, Outcome, StoreError};
 
 /// `DEF-` plus 16 hex digits, the prototype's human-facing id, derived from the analysis id.
 pub fn defect_id(id: Uuid) -> String {
@@ -44,8 +44,29 @@ pub fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Database(format!("bad timestamp {s:?}: {e}")))
 }
 
+/// One page of a listing fetched with `limit + 1` rows: the first `limit`, and the cursor after
+/// the last of them when there is more.
+pub fn page(mut items: Vec<Analysis>, limit: usize) -> (Vec<Analysis>, Option<String>) {
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next = items.last().map(encode_cursor);
+    (items, next)
+}
+
+/// The outcome stored for a job given up after `attempts`.
+pub fn gave_up(attempts: u32, error: &str) -> Outcome {
+    Outcome {
+        judgement: Judgement::failed(format!("gave up after {attempts} attempts: {error}"), None),
+        analyzer: String::new(),
+        analyzer_version: String::new(),
+        latency_ms: 0.0,
+    }
+}
+
 /// The cursor after `a`: listings are ordered by (timestamp, id), newest first.
-pub fn encode_cursor(a: &Analysis) -> String {
+fn encode_cursor(a: &Analysis) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", ts(a.timestamp), a.id))
 }
 

@@ -20,11 +20,10 @@ use uuid::Uuid;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, IngestOutcome};
 
 use super::record::{
-    decode_cursor, defect_id, encode_cursor, messages, parse_status, parse_ts, status_str, ts,
+    decode_cursor, defect_id, gave_up, messages, page, parse_status, parse_ts, status_str, ts,
 };
 use super::{
-    Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError,
-    StoredModel,
+    Job, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError, StoredModel,
 };
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -405,13 +404,7 @@ impl Store for SqliteStore {
         );
         self.write(move |sp| {
             if attempts >= max_attempts {
-                let outcome = Outcome {
-                    judgement: Judgement::failed(format!("gave up after {attempts} attempts: {error}"), None),
-                    analyzer: String::new(),
-                    analyzer_version: String::new(),
-                    latency_ms: 0.0,
-                };
-                complete_in(sp, id, &outcome, &public_url)?;
+                complete_in(sp, id, &gave_up(attempts, &error), &public_url)?;
             } else {
                 let run_after = Utc::now() + chrono::Duration::from_std(retry_in).unwrap_or_default();
                 sp.execute(
@@ -486,13 +479,7 @@ impl Store for SqliteStore {
             while let Some(r) = rows.next()? {
                 items.push(row_to_analysis(r)?);
             }
-            let next = if items.len() > limit {
-                items.truncate(limit);
-                items.last().map(encode_cursor)
-            } else {
-                None
-            };
-            Ok((items, next))
+            Ok(page(items, limit))
         })
         .await
     }
