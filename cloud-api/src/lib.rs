@@ -79,7 +79,8 @@ async fn open_storage(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dy
     Ok((store, blobs))
 }
 
-/// Every [`HOUSEKEEPING`]: activates models other replicas fitted, and sets the queue gauges.
+/// Every [`HOUSEKEEPING`]: activates models other replicas fitted, refits models of an older
+/// format, and sets the queue gauges.
 async fn housekeeping(
     golden: Arc<analysis::golden::Golden>,
     store: Arc<dyn Store>,
@@ -92,6 +93,9 @@ async fn housekeeping(
         }
         if let Err(e) = golden.refresh().await {
             tracing::warn!(error = %e, "refreshing models from the store failed");
+        }
+        if let Err(e) = golden.refit_outdated().await {
+            tracing::warn!(error = %e, "refitting outdated models failed");
         }
         match store.queue_stats().await {
             Ok(q) => {

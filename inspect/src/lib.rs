@@ -15,9 +15,10 @@
 //!    - [`fixed`]: a surface filling the image under a fixed camera and fixture, so the same
 //!      thing is always in the same place: per-pixel robust statistics, no registration.
 //!      Chosen when the good images' per-pixel spread is small against their spatial variation.
-//!    - [`texture`]: a surface filling the image, where position means nothing. The model is a
-//!      vocabulary of local appearance (clusters of six local features) learned from good
-//!      pixels; a pixel's anomaly is its distance to the nearest cluster.
+//!    - [`texture`]: a surface filling the image, where position means nothing. A bank of line
+//!      detectors (four orientations, dark and bright) runs over the shading-free image; the
+//!      model holds each channel's median and percentiles over good pixels, and a pixel's
+//!      anomaly is its strongest response in units of them.
 //! 3. The image score is the maximum of the anomaly map. The threshold comes from good images
 //!    alone: five-fold cross-scoring gives each good image a held-out score, and
 //!    [`stats::calibrate`] fits an extreme-value law to them for a stated false-reject rate.
@@ -61,4 +62,12 @@ pub enum InspectError {
     Decode(String),
     #[error("no part found in the image (nothing differs from the background)")]
     NoPart,
+    #[error(
+        "the image is {width}x{height} pixels, too small to judge (at least {min} on each side)"
+    )]
+    TooSmall {
+        width: usize,
+        height: usize,
+        min: usize,
+    },
 }

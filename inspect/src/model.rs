@@ -12,7 +12,7 @@ use crate::texture::{self, TextureModel};
 use crate::{Gray, InspectError};
 
 /// Version of the model layout; a model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 2;
+pub const MODEL_FORMAT: u32 = 3;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
@@ -278,12 +278,7 @@ impl Method {
                     && m.level.median.len() == n
                     && m.level.spread.len() == n
             }
-            Method::Texture(m) => {
-                m.downscale >= 1
-                    && !m.centres.is_empty()
-                    && m.centres.len() == m.inverse_variance.len()
-                    && m.reference_size.is_none_or(|(w, h)| w >= 1 && h >= 1)
-            }
+            Method::Texture(m) => m.is_consistent(),
         }
     }
 }
@@ -364,18 +359,19 @@ fn fit_fixed(reference: (usize, usize), prepared: Vec<fixed::Prepared>) -> (Meth
 
 fn fit_texture(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
     let (downscale, reference) = texture::geometry(good);
-    let prepared = good
+    let summaries = good
         .iter()
         .enumerate()
         .map(|(index, g)| {
             texture::prepare(g, downscale, reference)
+                .map(|r| r.summary())
                 .map_err(|source| FitError::Image { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (model, held_out) = cross_validate(
-        &prepared,
+        &summaries,
         |train| TextureModel::learn(train, downscale, reference),
-        |m, p| m.anomaly(p).max(),
+        TextureModel::image_score,
     );
     Ok((Method::Texture(model), held_out))
 }

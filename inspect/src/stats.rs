@@ -16,10 +16,19 @@ pub fn quantile(values: &mut [f32], q: f32) -> f32 {
         return 0.0;
     }
     values.sort_by(f32::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f32;
+    quantile_of_sorted(values, q)
+}
+
+/// The `q` quantile (0..=1) of values sorted in ascending order, by linear interpolation; 0 if
+/// empty.
+pub fn quantile_of_sorted(sorted: &[f32], q: f32) -> f32 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f32;
     let (lo, frac) = (pos.floor() as usize, pos.fract());
-    let hi = (lo + 1).min(values.len() - 1);
-    values[lo] * (1.0 - frac) + values[hi] * frac
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] * (1.0 - frac) + sorted[hi] * frac
 }
 
 /// Median and robust standard deviation (1.4826 × median absolute deviation).

@@ -1,46 +1,62 @@
 //! Textured surfaces where position carries no meaning (a ground tile, a rolled strip, a
-//! machined spindle seen at varying positions): the model is a position-free vocabulary of
-//! local appearance, learned from good images.
+//! commutator seen with play): the model is how strongly lines of each orientation stand out
+//! of good surfaces, learned position-free from good images.
 //!
 //! 1. The image is brought to a working scale (reduced by an integer factor so that its shorter
-//!    side is about 400 pixels) and its levels are normalised by its own median and robust
-//!    spread, so exposure does not count.
-//! 2. Per pixel, six features: fine level (3×3 mean), coarse level (9×9 mean), their
-//!    difference (band-pass), local contrast (5×5 standard deviation), and the horizontal and
-//!    vertical gradient magnitudes.
-//! 3. Fitting clusters the standardised features of pixels sampled from every good image
-//!    (k-means, deterministic seeding) and keeps each cluster's per-feature variance.
-//! 4. A pixel's anomaly is its Mahalanobis distance (diagonal) to the nearest cluster; the map
-//!    is averaged over 5×5, and its maximum is the image score.
+//!    side is about 250 pixels), lightly smoothed (3×3), its shading removed (minus a 33-pixel
+//!    triple box blur, about a Gaussian of σ 16) and divided by its own robust spread: exposure,
+//!    illumination gradients and contrast do not count.
+//! 2. A bank of line detectors ([`Responses`]): per orientation (0°, 45°, 90°, 135°) the mean
+//!    level along a 31-step line through each pixel; the response at a cross offset of 2 or 3
+//!    steps is the mean of the two parallel lines at ± the offset minus the central line. It is
+//!    positive on a dark line (a crack, a scratch, a row of pits) and negative on a bright one;
+//!    a compact pit answers too, more weakly.
+//! 3. Fitting keeps, per channel (orientation × offset), the median response of good pixels and
+//!    its distance to the 1st and the 99th percentile (the bright and the dark tail), pooled
+//!    over a sample of the pixels of every good image.
+//! 4. A pixel's anomaly is its largest response in units of those tails, over channels and both
+//!    polarities, floored at 0; pixels within the detectors' reach of the border are 0. The
+//!    image score is the map's maximum, so it only needs each channel's extremes: fitting and
+//!    its cross-scoring keep a [`Summary`] per image (a pixel sample and the extremes), not the
+//!    responses.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::regions::{Component, Region, surface_region};
-use crate::stats::median_spread;
+use crate::stats::{median_spread, quantile_of_sorted};
 use crate::{Gray, InspectError};
 
-const FEATURES: usize = 6;
-/// Clusters of the appearance vocabulary.
-const CLUSTERS: usize = 32;
+/// Line orientations, as one step along the line `(dx, dy)` (image y points down).
+const DIRECTIONS: [(isize, isize); 4] = [(1, 0), (1, 1), (0, 1), (-1, 1)];
+/// Cross offsets of the parallel lines, in steps across the line.
+const OFFSETS: [usize; 2] = [2, 3];
+const CHANNELS: usize = DIRECTIONS.len() * OFFSETS.len();
+/// Steps from the centre to each end of a line (31 steps in all).
+const HALF_LENGTH: usize = 15;
+/// Pixels this close to the border are not judged: their lines would leave the image.
+const MARGIN: usize = HALF_LENGTH + 3;
+/// Radius of the box blur run three times to estimate the shading.
+const SHADING_RADIUS: usize = 16;
+/// The share of good pixels a channel's tail leaves beyond it, on each side: the 1st and 99th
+/// percentiles are stable with ten good images, the extreme ones are not (measured on the real
+/// surfaces: 1e-4 gave KolektorSDD an AUROC 0.90 on average over four splits, 1e-2 0.935).
+const TAIL: f32 = 0.01;
+/// At most this many pixels per channel are sampled from each good image.
+const SAMPLES_PER_IMAGE: usize = 8_192;
+/// Smallest tail width, in units of the image's robust spread.
+const TAIL_FLOOR: f32 = 0.05;
 /// The shorter side of the working image (about; the reduction is by an integer factor).
-const WORKING_SHORT_SIDE: usize = 400;
-/// Pixels sampled per good image for clustering.
-const SAMPLES_PER_IMAGE: usize = 4000;
-const KMEANS_ROUNDS: usize = 10;
-/// Smallest per-feature variance of a cluster, in standardised units.
-const VARIANCE_FLOOR: f32 = 0.01;
-/// Clusters with fewer samples use unit variance.
-const MIN_CLUSTER_SAMPLES: usize = 20;
+const WORKING_SHORT_SIDE: usize = 250;
 /// Smallest robust spread of an image's levels used for normalisation (grey levels).
 const MIN_LEVEL_SPREAD: f32 = 2.0;
+/// Smallest robust spread of an image's detail (shading removed) used for normalisation.
+const MIN_DETAIL_SPREAD: f32 = 1.0;
 /// Aspect ratios this close (relative) count as the same field of view.
 const SAME_ASPECT: f32 = 0.05;
 /// Good images whose sizes are all this close (relative) to their median share one size.
 const SAME_SIZE: f32 = 0.02;
 
-type Vector = [f32; FEATURES];
+type PerChannel = [f32; CHANNELS];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextureModel {
@@ -50,23 +66,32 @@ pub struct TextureModel {
     /// size is resized to it first (same field of view at another resolution); otherwise images
     /// are taken at the good images' pixel scale.
     pub reference_size: Option<(usize, usize)>,
-    /// Per-feature mean and standard deviation of the good pixels (standardisation).
-    pub feature_mean: Vector,
-    pub feature_std: Vector,
-    pub centres: Vec<Vector>,
-    /// Inverse per-feature variance of each cluster.
-    pub inverse_variance: Vec<Vector>,
+    /// Per channel: the median response of good pixels.
+    pub median: PerChannel,
+    /// Per channel: distance from the median to the upper (dark-line) and the lower
+    /// (bright-line) tail quantile of good pixels; positive.
+    pub dark_tail: PerChannel,
+    pub bright_tail: PerChannel,
 }
 
-/// One image brought to the working scale, with its features.
-pub struct Prepared {
+/// One image at the working scale with its line responses, channel by channel.
+pub struct Responses {
     width: usize,
     height: usize,
-    /// Normalised level (3×3 mean) per pixel.
+    /// Normalised level (smoothed, shading removed) per pixel.
     level: Gray,
-    features: Vec<Vector>,
+    /// Per channel, the response of each pixel; 0 within [`MARGIN`] of the border.
+    channels: Vec<Gray>,
     /// Input pixels per working pixel, horizontally and vertically.
     scale: (f32, f32),
+}
+
+/// What fitting needs of one good image: a sample of each channel's responses and each
+/// channel's extremes over the judged pixels.
+pub struct Summary {
+    samples: Vec<Vec<f32>>,
+    highest: PerChannel,
+    lowest: PerChannel,
 }
 
 /// The working geometry for a set of good images: reduction factor and reference size.
@@ -120,255 +145,233 @@ pub fn working_image(
 /// Levels relative to the image's own median, in units of its robust spread: exposure and
 /// contrast changes between images do not count.
 pub fn normalise(work: &Gray) -> Gray {
-    let mut sample: Vec<f32> = work.data.iter().step_by(7).copied().collect();
-    let (m, s) = median_spread(&mut sample);
-    let s = s.max(MIN_LEVEL_SPREAD);
-    work.map(|v| (v - m) / s)
+    relative_to_spread(work, MIN_LEVEL_SPREAD)
 }
 
-/// Brings an image to the working scale and computes its features.
+/// Levels relative to the image's median, in units of its robust spread (at least `floor`).
+fn relative_to_spread(g: &Gray, floor: f32) -> Gray {
+    let mut sample: Vec<f32> = g.data.iter().step_by(7).copied().collect();
+    let (m, s) = median_spread(&mut sample);
+    let s = s.max(floor);
+    g.map(|v| (v - m) / s)
+}
+
+/// Brings an image to the working scale and runs the line detectors over it.
 pub fn prepare(
     img: &Gray,
     downscale: usize,
     reference_size: Option<(usize, usize)>,
-) -> Result<Prepared, InspectError> {
-    if img.width < 4 || img.height < 4 {
-        return Err(InspectError::NoPart);
-    }
+) -> Result<Responses, InspectError> {
     let (work, scale) = working_image(img, downscale, reference_size);
-    let x = normalise(&work);
-    let fine = x.box_blur(1);
-    let coarse = x.box_blur(4);
-    let mean = x.box_blur(2);
-    let mean_sq = x.map(|v| v * v).box_blur(2);
-    let (w, h) = (x.width, x.height);
-    let mut gx = Gray::new(w, h, 0.0);
-    let mut gy = Gray::new(w, h, 0.0);
-    for yy in 0..h {
-        for xx in 0..w {
-            let dx = fine.get((xx + 1).min(w - 1), yy) - fine.get(xx.saturating_sub(1), yy);
-            let dy = fine.get(xx, (yy + 1).min(h - 1)) - fine.get(xx, yy.saturating_sub(1));
-            gx.set(xx, yy, dx.abs());
-            gy.set(xx, yy, dy.abs());
-        }
+    if work.width <= 2 * MARGIN || work.height <= 2 * MARGIN {
+        return Err(InspectError::TooSmall {
+            width: img.width,
+            height: img.height,
+            min: (2 * MARGIN + 1) * downscale,
+        });
     }
-    let gx = gx.box_blur(1);
-    let gy = gy.box_blur(1);
-    let features = (0..w * h)
-        .map(|i| {
-            let contrast = (mean_sq.data[i] - mean.data[i] * mean.data[i])
-                .max(0.0)
-                .sqrt();
-            [
-                fine.data[i],
-                coarse.data[i],
-                fine.data[i] - coarse.data[i],
-                contrast,
-                gx.data[i],
-                gy.data[i],
-            ]
+    let level = flatten(&work);
+    let channels = DIRECTIONS
+        .iter()
+        .flat_map(|&direction| {
+            let along = line_mean(&level, direction);
+            OFFSETS.map(|offset| across(&along, direction, offset))
         })
         .collect();
-    Ok(Prepared {
-        width: w,
-        height: h,
-        level: fine,
-        features,
+    Ok(Responses {
+        width: level.width,
+        height: level.height,
+        level,
+        channels,
         scale,
     })
 }
 
+/// Light smoothing, shading removed, in units of the result's robust spread.
+fn flatten(work: &Gray) -> Gray {
+    let smooth = work.box_blur(1);
+    let shading = smooth
+        .box_blur(SHADING_RADIUS)
+        .box_blur(SHADING_RADIUS)
+        .box_blur(SHADING_RADIUS);
+    relative_to_spread(&smooth.zip(&shading, |v, s| v - s), MIN_DETAIL_SPREAD)
+}
+
+/// The mean level along a line of `2 × HALF_LENGTH + 1` steps through each pixel, for the
+/// pixels whose line stays inside the image (0 elsewhere).
+fn line_mean(level: &Gray, (dx, dy): (isize, isize)) -> Gray {
+    let (w, h) = (level.width, level.height);
+    let mut out = Gray::new(w, h, 0.0);
+    let half = HALF_LENGTH as isize;
+    let step = dy * w as isize + dx;
+    let n = (2 * HALF_LENGTH + 1) as f32;
+    for y in HALF_LENGTH..h.saturating_sub(HALF_LENGTH) {
+        for x in HALF_LENGTH..w.saturating_sub(HALF_LENGTH) {
+            let centre = (y * w + x) as isize;
+            // Every index stays inside: the pixel is HALF_LENGTH from each border and a step
+            // moves at most one pixel each way.
+            let sum: f32 = (-half..=half)
+                .map(|k| level.data[(centre + k * step) as usize])
+                .sum();
+            out.data[y * w + x] = sum / n;
+        }
+    }
+    out
+}
+
+/// The response of the parallel lines `offset` steps either side of the central one, for the
+/// judged pixels (0 within [`MARGIN`] of the border): positive on a dark line.
+fn across(along: &Gray, (dx, dy): (isize, isize), offset: usize) -> Gray {
+    let (w, h) = (along.width, along.height);
+    let mut out = Gray::new(w, h, 0.0);
+    // One step across the line: the direction turned by a right angle.
+    let normal = dx * w as isize - dy;
+    let shift = normal * offset as isize;
+    for y in MARGIN..h.saturating_sub(MARGIN) {
+        for x in MARGIN..w.saturating_sub(MARGIN) {
+            let i = y * w + x;
+            let (a, b) = ((i as isize - shift) as usize, (i as isize + shift) as usize);
+            out.data[i] = 0.5 * (along.data[a] + along.data[b]) - along.data[i];
+        }
+    }
+    out
+}
+
+impl Responses {
+    /// The judged pixels' indices (all but the border).
+    fn judged(&self) -> impl Iterator<Item = usize> + '_ {
+        let (w, h) = (self.width, self.height);
+        (MARGIN..h - MARGIN).flat_map(move |y| (MARGIN..w - MARGIN).map(move |x| y * w + x))
+    }
+
+    /// A sample of each channel and each channel's extremes over the judged pixels.
+    pub fn summary(&self) -> Summary {
+        let judged: Vec<usize> = self.judged().collect();
+        let stride = judged.len().div_ceil(SAMPLES_PER_IMAGE).max(1);
+        let mut highest = [f32::MIN; CHANNELS];
+        let mut lowest = [f32::MAX; CHANNELS];
+        let mut samples = Vec::with_capacity(CHANNELS);
+        for (c, channel) in self.channels.iter().enumerate() {
+            for &i in &judged {
+                highest[c] = highest[c].max(channel.data[i]);
+                lowest[c] = lowest[c].min(channel.data[i]);
+            }
+            samples.push(
+                judged
+                    .iter()
+                    .step_by(stride)
+                    .map(|&i| channel.data[i])
+                    .collect(),
+            );
+        }
+        Summary {
+            samples,
+            highest,
+            lowest,
+        }
+    }
+}
+
 impl TextureModel {
-    /// Learns the appearance vocabulary from prepared good images.
+    /// Learns each channel's median and tails from the summaries of good images.
     pub fn learn(
-        images: &[&Prepared],
+        images: &[&Summary],
         downscale: usize,
         reference_size: Option<(usize, usize)>,
     ) -> TextureModel {
-        let mut samples: Vec<Vector> = Vec::new();
-        for p in images {
-            let step = (p.features.len() / SAMPLES_PER_IMAGE).max(1);
-            samples.extend(p.features.iter().step_by(step));
+        let mut median = [0f32; CHANNELS];
+        let mut dark_tail = [TAIL_FLOOR; CHANNELS];
+        let mut bright_tail = [TAIL_FLOOR; CHANNELS];
+        for c in 0..CHANNELS {
+            let mut pooled: Vec<f32> = images
+                .iter()
+                .flat_map(|s| s.samples[c].iter().copied())
+                .collect();
+            pooled.sort_unstable_by(f32::total_cmp);
+            let m = quantile_of_sorted(&pooled, 0.5);
+            median[c] = m;
+            dark_tail[c] = (quantile_of_sorted(&pooled, 1.0 - TAIL) - m).max(TAIL_FLOOR);
+            bright_tail[c] = (m - quantile_of_sorted(&pooled, TAIL)).max(TAIL_FLOOR);
         }
-        let (feature_mean, feature_std) = standardisation(&samples);
-        for s in samples.iter_mut() {
-            *s = standardise(s, &feature_mean, &feature_std);
-        }
-        let centres = kmeans(&samples);
-        let inverse_variance = cluster_variances(&samples, &centres);
         TextureModel {
             downscale,
             reference_size,
-            feature_mean,
-            feature_std,
-            centres,
-            inverse_variance,
+            median,
+            dark_tail,
+            bright_tail,
         }
     }
 
-    pub fn prepare(&self, img: &Gray) -> Result<Prepared, InspectError> {
+    pub fn prepare(&self, img: &Gray) -> Result<Responses, InspectError> {
         prepare(img, self.downscale, self.reference_size)
     }
 
-    /// The anomaly map at the working scale.
-    pub fn anomaly(&self, p: &Prepared) -> Gray {
-        let data = p
-            .features
-            .iter()
-            .map(|f| {
-                let f = standardise(f, &self.feature_mean, &self.feature_std);
-                self.centres
-                    .iter()
-                    .zip(&self.inverse_variance)
-                    .map(|(c, iv)| distance(&f, c, iv))
-                    .fold(f32::MAX, f32::min)
-                    .sqrt()
-            })
-            .collect();
-        Gray {
-            width: p.width,
-            height: p.height,
-            data,
+    /// How far a response lies beyond the good tails of its channel (negative inside).
+    fn excess(&self, c: usize, response: f32) -> f32 {
+        let d = response - self.median[c];
+        if d >= 0.0 {
+            d / self.dark_tail[c]
+        } else {
+            -d / self.bright_tail[c]
         }
-        .box_blur(2)
+    }
+
+    /// The anomaly map at the working scale.
+    pub fn anomaly(&self, r: &Responses) -> Gray {
+        let mut map = Gray::new(r.width, r.height, 0.0);
+        for i in r.judged() {
+            map.data[i] = (0..CHANNELS)
+                .map(|c| self.excess(c, r.channels[c].data[i]))
+                .fold(0.0, f32::max);
+        }
+        map
+    }
+
+    /// The maximum of [`TextureModel::anomaly`], from the image's summary alone.
+    pub fn image_score(&self, s: &Summary) -> f32 {
+        (0..CHANNELS)
+            .map(|c| {
+                self.excess(c, s.highest[c])
+                    .max(self.excess(c, s.lowest[c]))
+            })
+            .fold(0.0, f32::max)
     }
 
     /// Describes one anomalous component as a region of the input image.
-    pub(crate) fn region(&self, c: &Component, p: &Prepared, input: &Gray) -> Region {
-        surface_region(c, &p.level, p.scale, input)
+    pub(crate) fn region(&self, c: &Component, r: &Responses, input: &Gray) -> Region {
+        surface_region(c, &r.level, r.scale, input)
     }
-}
 
-fn standardisation(samples: &[Vector]) -> (Vector, Vector) {
-    let n = samples.len().max(1) as f32;
-    let mut mean = [0f32; FEATURES];
-    for s in samples {
-        for (m, v) in mean.iter_mut().zip(s) {
-            *m += v / n;
-        }
+    /// Whether the stored statistics can be used: every tail positive and finite.
+    pub(crate) fn is_consistent(&self) -> bool {
+        self.downscale >= 1
+            && self.reference_size.is_none_or(|(w, h)| w >= 1 && h >= 1)
+            && self.median.iter().all(|m| m.is_finite())
+            && self
+                .dark_tail
+                .iter()
+                .chain(&self.bright_tail)
+                .all(|t| t.is_finite() && *t > 0.0)
     }
-    let mut var = [0f32; FEATURES];
-    for s in samples {
-        for ((acc, v), m) in var.iter_mut().zip(s).zip(&mean) {
-            *acc += (v - m) * (v - m) / n;
-        }
-    }
-    (mean, var.map(|v| v.sqrt().max(1e-3)))
-}
-
-fn standardise(f: &Vector, mean: &Vector, std: &Vector) -> Vector {
-    std::array::from_fn(|d| (f[d] - mean[d]) / std[d])
-}
-
-#[inline]
-fn distance(f: &Vector, c: &Vector, iv: &Vector) -> f32 {
-    let mut sum = 0.0;
-    for d in 0..FEATURES {
-        let diff = f[d] - c[d];
-        sum += diff * diff * iv[d];
-    }
-    sum
-}
-
-fn nearest(f: &Vector, centres: &[Vector]) -> (usize, f32) {
-    let ones = [1.0; FEATURES];
-    centres
-        .iter()
-        .enumerate()
-        .map(|(k, c)| (k, distance(f, c, &ones)))
-        .fold(
-            (0, f32::MAX),
-            |best, cur| if cur.1 < best.1 { cur } else { best },
-        )
-}
-
-/// k-means with k-means++ seeding from a fixed seed: the same samples give the same clusters.
-fn kmeans(samples: &[Vector]) -> Vec<Vector> {
-    if samples.is_empty() {
-        return vec![[0.0; FEATURES]];
-    }
-    let mut rng = StdRng::seed_from_u64(0x5EED);
-    let k = CLUSTERS.min(samples.len());
-    let mut centres = vec![samples[rng.random_range(0..samples.len())]];
-    let mut closest: Vec<f32> = samples.iter().map(|s| nearest(s, &centres).1).collect();
-    while centres.len() < k {
-        let total: f32 = closest.iter().sum();
-        if total <= 0.0 {
-            break;
-        }
-        let mut pick = rng.random_range(0.0..total);
-        let mut chosen = samples.len() - 1;
-        for (i, d) in closest.iter().enumerate() {
-            if pick < *d {
-                chosen = i;
-                break;
-            }
-            pick -= d;
-        }
-        let centre = samples[chosen];
-        centres.push(centre);
-        let ones = [1.0; FEATURES];
-        for (c, s) in closest.iter_mut().zip(samples) {
-            *c = c.min(distance(s, &centre, &ones));
-        }
-    }
-    for _ in 0..KMEANS_ROUNDS {
-        let mut sums = vec![[0f32; FEATURES]; centres.len()];
-        let mut counts = vec![0usize; centres.len()];
-        for s in samples {
-            let (k, _) = nearest(s, &centres);
-            counts[k] += 1;
-            for (acc, v) in sums[k].iter_mut().zip(s) {
-                *acc += v;
-            }
-        }
-        for ((c, sum), n) in centres.iter_mut().zip(&sums).zip(&counts) {
-            if *n > 0 {
-                *c = sum.map(|v| v / *n as f32);
-            }
-        }
-    }
-    centres
-}
-
-fn cluster_variances(samples: &[Vector], centres: &[Vector]) -> Vec<Vector> {
-    let mut sums = vec![[0f32; FEATURES]; centres.len()];
-    let mut counts = vec![0usize; centres.len()];
-    for s in samples {
-        let (k, _) = nearest(s, centres);
-        counts[k] += 1;
-        for ((acc, v), c) in sums[k].iter_mut().zip(s).zip(&centres[k]) {
-            *acc += (v - c) * (v - c);
-        }
-    }
-    sums.iter()
-        .zip(&counts)
-        .map(|(sum, &n)| {
-            if n < MIN_CLUSTER_SAMPLES {
-                [1.0; FEATURES]
-            } else {
-                sum.map(|v| 1.0 / (v / n as f32).max(VARIANCE_FLOOR))
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
-    /// A noisy texture; `spot` paints a dark disc (x, y, radius).
-    fn surface(seed: u64, spot: Option<(f32, f32, f32)>) -> Gray {
+    /// A noisy surface with vertical stripes; `mark` paints a dark mark over it.
+    fn surface(seed: u64, mark: Option<Mark>) -> Gray {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut g = Gray::new(160, 120, 0.0);
-        for y in 0..120 {
-            for x in 0..160 {
+        let mut g = Gray::new(200, 160, 0.0);
+        for y in 0..160 {
+            for x in 0..200 {
                 let stripe = if (x / 4) % 2 == 0 { 20.0 } else { 0.0 };
                 let mut v = 120.0 + stripe + rng.random_range(-8.0..8.0);
-                if let Some((sx, sy, r)) = spot
-                    && (x as f32 - sx).powi(2) + (y as f32 - sy).powi(2) < r * r
-                {
-                    v = 40.0;
+                if mark.is_some_and(|m| m.covers(x as f32, y as f32)) {
+                    v -= 45.0;
                 }
                 g.set(x, y, v);
             }
@@ -376,48 +379,133 @@ mod tests {
         g
     }
 
-    #[test]
-    fn a_spot_scores_higher_than_clean_texture_and_is_boxed() {
+    #[derive(Clone, Copy)]
+    enum Mark {
+        /// A one-pixel crack from (x0, y) to (x1, y).
+        Crack { x0: f32, x1: f32, y: f32 },
+        /// A disc at (x, y) of radius r.
+        Pit { x: f32, y: f32, r: f32 },
+    }
+
+    impl Mark {
+        fn covers(self, x: f32, y: f32) -> bool {
+            match self {
+                Mark::Crack { x0, x1, y: cy } => (x0..=x1).contains(&x) && (y - cy).abs() < 0.5,
+                Mark::Pit { x: cx, y: cy, r } => (x - cx).powi(2) + (y - cy).powi(2) < r * r,
+            }
+        }
+    }
+
+    fn model() -> TextureModel {
         let good: Vec<Gray> = (0..8).map(|i| surface(i, None)).collect();
         let (downscale, reference) = geometry(&good);
-        assert_eq!((downscale, reference), (1, Some((160, 120))));
-        let prepared: Vec<Prepared> = good
+        assert_eq!((downscale, reference), (1, Some((200, 160))));
+        let summaries: Vec<Summary> = good
             .iter()
-            .map(|g| prepare(g, downscale, reference).unwrap())
+            .map(|g| prepare(g, downscale, reference).unwrap().summary())
             .collect();
-        let refs: Vec<&Prepared> = prepared.iter().collect();
-        let model = TextureModel::learn(&refs, downscale, reference);
-        let clean = model
-            .anomaly(&model.prepare(&surface(99, None)).unwrap())
-            .max();
-        let spotted = model
-            .prepare(&surface(98, Some((100.0, 60.0, 5.0))))
-            .unwrap();
-        let map = model.anomaly(&spotted);
-        assert!(map.max() > 2.0 * clean, "{} vs {clean}", map.max());
-        let peak = map
+        TextureModel::learn(&summaries.iter().collect::<Vec<_>>(), downscale, reference)
+    }
+
+    fn peak(map: &Gray) -> (usize, usize) {
+        let i = map
             .data
             .iter()
             .enumerate()
             .fold((0, 0f32), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
             .0;
-        let (px, py) = (peak % map.width, peak / map.width);
-        assert!(
-            px.abs_diff(100) <= 6 && py.abs_diff(60) <= 6,
-            "peak at {px},{py}"
-        );
+        (i % map.width, i / map.width)
+    }
+
+    #[test]
+    fn a_line_answers_in_the_channel_of_its_orientation_with_its_polarity() {
+        let mut g = Gray::new(80, 80, 0.0);
+        for x in 10..70 {
+            g.set(x, 40, 1.0);
+        }
+        let horizontal = line_mean(&g, DIRECTIONS[0]);
+        let vertical = line_mean(&g, DIRECTIONS[2]);
+        // On the bright line: the horizontal line mean is its full level, the vertical one a
+        // single pixel of it; across, the bright line is a negative response.
+        assert!((horizontal.get(40, 40) - 1.0).abs() < 1e-6);
+        assert!((vertical.get(40, 40) - 1.0 / 31.0).abs() < 1e-6);
+        let response = across(&horizontal, DIRECTIONS[0], 2);
+        assert!((response.get(40, 40) + 1.0).abs() < 1e-6);
+        assert_eq!(response.get(40, 30), 0.0, "nothing off the line");
+        assert_eq!(response.get(5, 40), 0.0, "the border is not judged");
+    }
+
+    #[test]
+    fn the_image_score_from_a_summary_is_the_maximum_of_the_map() {
+        let m = model();
+        for mark in [
+            None,
+            Some(Mark::Crack {
+                x0: 60.0,
+                x1: 120.0,
+                y: 80.0,
+            }),
+        ] {
+            let r = m.prepare(&surface(50, mark)).unwrap();
+            assert_eq!(m.image_score(&r.summary()), m.anomaly(&r).max());
+        }
+    }
+
+    #[test]
+    fn a_crack_and_a_pit_score_higher_than_clean_texture_and_are_found_where_they_are() {
+        let m = model();
+        let clean = (90..94)
+            .map(|seed| m.anomaly(&m.prepare(&surface(seed, None)).unwrap()).max())
+            .fold(0.0, f32::max);
+        for (mark, (x, y)) in [
+            (
+                Mark::Crack {
+                    x0: 60.0,
+                    x1: 120.0,
+                    y: 80.0,
+                },
+                (90, 80),
+            ),
+            (
+                Mark::Pit {
+                    x: 110.0,
+                    y: 60.0,
+                    r: 3.0,
+                },
+                (110, 60),
+            ),
+        ] {
+            let map = m.anomaly(&m.prepare(&surface(98, Some(mark))).unwrap());
+            assert!(map.max() > 1.5 * clean, "{} vs {clean}", map.max());
+            // A line through a mark anywhere along its length answers to it, so the peak may
+            // lie up to half a line away; the mark itself scores nearly as high.
+            let (px, py) = peak(&map);
+            let reach = HALF_LENGTH + 2;
+            assert!(
+                px.abs_diff(x) <= reach && py.abs_diff(y) <= reach,
+                "peak at {px},{py}"
+            );
+            assert!(map.get(x, y) >= 0.8 * map.max(), "{}", map.get(x, y));
+        }
     }
 
     #[test]
     fn an_image_of_the_same_view_at_another_resolution_is_resized() {
-        let p = prepare(&Gray::new(320, 240, 9.0), 1, Some((160, 120))).unwrap();
-        assert_eq!((p.width, p.height), (160, 120));
-        let q = prepare(&Gray::new(300, 100, 9.0), 1, Some((160, 120))).unwrap();
+        let p = prepare(&Gray::new(400, 320, 9.0), 1, Some((200, 160))).unwrap();
+        assert_eq!((p.width, p.height), (200, 160));
+        let q = prepare(&Gray::new(300, 100, 9.0), 1, Some((200, 160))).unwrap();
         assert_eq!(
             (q.width, q.height),
             (300, 100),
             "another crop: same pixel scale"
         );
-        assert!(prepare(&Gray::new(2, 2, 0.0), 1, None).is_err());
+        assert_eq!(
+            prepare(&Gray::new(30, 300, 0.0), 1, None).err(),
+            Some(InspectError::TooSmall {
+                width: 30,
+                height: 300,
+                min: 2 * MARGIN + 1
+            })
+        );
     }
 }

@@ -6,9 +6,12 @@
 //!
 //! Models are stored (one active version per SKU), so a restart does not refit; every replica
 //! polls the store ([`Golden::refresh`]) and activates versions that another replica fitted.
+//! A stored model of an older file format (after an upgrade) is refitted from the SKU's stored
+//! golden set ([`Golden::refit_outdated`]) as the next version; until then the SKU is not
+//! calibrated. Fitting is deterministic, so replicas that refit at once store the same model.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -16,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tracing::{info, warn};
 use wiko_inspect::model::MIN_GOOD;
-use wiko_inspect::{DecodeLimits, FitError, FitOptions, Gray, Model, Verdict};
+use wiko_inspect::{DecodeLimits, FitError, FitOptions, Gray, Model, ModelFileError, Verdict};
 use wiko_wire::{AnalysisStatus, Defect, DefectType};
 
 use super::{Analyzer, Judgement};
@@ -26,6 +29,13 @@ use super::{Analyzer, Judgement};
 pub const MAX_GOLDEN: usize = 200;
 use crate::store::blob::BlobStore;
 use crate::store::{Store, StoreError, StoredModel};
+
+/// A stored model of an older format.
+#[derive(Clone)]
+struct Outdated {
+    version: String,
+    tried: bool,
+}
 
 /// The active model of a SKU.
 struct Active {
@@ -38,7 +48,7 @@ struct Active {
 pub struct ModelInfo {
     pub sku: String,
     pub version: String,
-    /// `aligned` or `texture`.
+    /// `aligned`, `fixed` or `texture`.
     pub method: &'static str,
     pub threshold: f32,
     pub false_reject_rate: f32,
@@ -76,6 +86,9 @@ pub struct Golden {
     limits: DecodeLimits,
     options: FitOptions,
     active: RwLock<HashMap<String, Active>>,
+    /// SKUs whose stored model is of an older format: its version, and whether a refit was
+    /// tried (a failed refit is not retried until another version is stored).
+    outdated: Mutex<HashMap<String, Outdated>>,
     /// Fits one SKU at a time: fitting is CPU-heavy and two uploads of one SKU must not race.
     fitting: tokio::sync::Mutex<()>,
 }
@@ -95,6 +108,7 @@ impl Golden {
             limits,
             options,
             active: RwLock::new(HashMap::new()),
+            outdated: Mutex::new(HashMap::new()),
             fitting: tokio::sync::Mutex::new(()),
         };
         if let Err(e) = golden.refresh().await {
@@ -107,7 +121,10 @@ impl Golden {
     /// another replica fitted become active here too.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         for (sku, version) in self.store.model_versions().await? {
-            if self.read().get(&sku).is_some_and(|a| a.version == version) {
+            let known_outdated = self.outdated().get(&sku).map(|o| o.version.clone());
+            if self.read().get(&sku).is_some_and(|a| a.version == version)
+                || known_outdated.is_some_and(|v| v == version)
+            {
                 continue;
             }
             self.load(&sku).await?;
@@ -128,11 +145,96 @@ impl Golden {
                 self.activate(m.sku, m.version.clone(), model.clone());
                 Ok(Some((model, m.version)))
             }
+            Err(ModelFileError::Format { found }) => {
+                info!(sku = %m.sku, version = %m.version, format = found,
+                      "stored model of an older format: refitting it from its golden set");
+                self.outdated().insert(
+                    m.sku,
+                    Outdated {
+                        version: m.version,
+                        tried: false,
+                    },
+                );
+                Ok(None)
+            }
             Err(e) => {
                 warn!(sku = %m.sku, error = %e, "stored model unusable; upload golden samples again");
                 Ok(None)
             }
         }
+    }
+
+    /// Refits, from their stored golden sets, the SKUs whose stored model is of an older
+    /// format, each as the version after the stored one. Returns how many were refitted.
+    pub async fn refit_outdated(&self) -> Result<usize, StoreError> {
+        let pending: Vec<(String, String)> = self
+            .outdated()
+            .iter()
+            .filter(|(_, o)| !o.tried)
+            .map(|(sku, o)| (sku.clone(), o.version.clone()))
+            .collect();
+        let mut refitted = 0;
+        for (sku, stored) in pending {
+            let _fitting = self.fitting.lock().await;
+            if let Some(o) = self.outdated().get_mut(&sku) {
+                o.tried = true;
+            }
+            let keys = self.store.golden(&sku).await?;
+            let fitted = match self.decode_stored(&keys).await {
+                Ok(set) => self.fit(&sku, set, keys.len(), &[]).await,
+                Err(e) => Err(e),
+            };
+            match fitted {
+                Ok((model, fit_ms)) => {
+                    let info = self.save_and_activate(&sku, after(&stored), model).await?;
+                    info!(%sku, version = %info.version, samples = keys.len(), fit_ms, "outdated model refitted");
+                    self.outdated().remove(&sku);
+                    refitted += 1;
+                }
+                Err(GoldenError::Store(e)) => return Err(e),
+                Err(e) => {
+                    warn!(%sku, error = %e, "refitting an outdated model failed; upload golden samples again");
+                }
+            }
+        }
+        Ok(refitted)
+    }
+
+    /// Decodes the stored golden images `keys`.
+    async fn decode_stored(&self, keys: &[String]) -> Result<Vec<Gray>, GoldenError> {
+        let mut set = Vec::with_capacity(keys.len());
+        for key in keys {
+            let bytes = self.blobs.get(key).await?;
+            let g = super::decode(bytes, self.limits)
+                .await
+                .map_err(|e| GoldenError::Fit(format!("stored golden image {key}: {e}")))?;
+            set.push(g);
+        }
+        Ok(set)
+    }
+
+    /// Stores a fitted model as `version` of its SKU and makes it the active one.
+    async fn save_and_activate(
+        &self,
+        sku: &str,
+        version: String,
+        model: Model,
+    ) -> Result<ModelInfo, StoreError> {
+        self.store
+            .save_model(StoredModel {
+                sku: sku.to_string(),
+                version: version.clone(),
+                body: model.to_bytes(),
+            })
+            .await?;
+        let info = model_info(sku, &version, &model);
+        self.activate(sku.to_string(), version, Arc::new(model));
+        Ok(info)
+    }
+
+    fn outdated(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outdated>> {
+        // Entries are replaced whole; a panic cannot leave the map half-written.
+        self.outdated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn activate(&self, sku: String, version: String, model: Arc<Model>) {
@@ -192,14 +294,7 @@ impl Golden {
             fresh.push(g);
         }
         let fitted = if samples >= MIN_GOOD && added > 0 {
-            let mut set = Vec::with_capacity(samples);
-            for key in &keys {
-                let bytes = self.blobs.get(key).await?;
-                let g = super::decode(bytes, self.limits)
-                    .await
-                    .map_err(|e| GoldenError::Fit(format!("stored golden image {key}: {e}")))?;
-                set.push(g);
-            }
+            let mut set = self.decode_stored(&keys).await?;
             set.extend(fresh);
             let upload_index: Vec<usize> = new.iter().map(|(i, ..)| *i).collect();
             Some(self.fit(sku, set, keys.len(), &upload_index).await?)
@@ -221,17 +316,13 @@ impl Golden {
         };
         // Another replica may have fitted a version since: number after the stored one.
         self.refresh().await?;
-        let version = self.next_version(sku);
-        self.store
-            .save_model(StoredModel {
-                sku: sku.to_string(),
-                version: version.clone(),
-                body: model.to_bytes(),
-            })
+        let current = self.read().get(sku).map(|a| a.version.clone());
+        let stored = current.or_else(|| self.outdated().get(sku).map(|o| o.version.clone()));
+        let info = self
+            .save_and_activate(sku, after(stored.as_deref().unwrap_or("v0")), model)
             .await?;
-        let info = model_info(sku, &version, &model);
-        info!(%sku, %version, method = info.method, threshold = info.threshold, samples, fit_ms, "model fitted");
-        self.activate(sku.to_string(), version, Arc::new(model));
+        self.outdated().remove(sku);
+        info!(%sku, version = %info.version, method = info.method, threshold = info.threshold, samples, fit_ms, "model fitted");
         Ok(Calibration {
             sku: sku.to_string(),
             samples,
@@ -269,16 +360,15 @@ impl Golden {
         })?;
         Ok((model, started.elapsed().as_secs_f64() * 1000.0))
     }
+}
 
-    /// `v1`, `v2`, …: one more than the active version.
-    fn next_version(&self, sku: &str) -> String {
-        let current = self
-            .read()
-            .get(sku)
-            .and_then(|a| a.version.strip_prefix('v')?.parse::<u64>().ok())
-            .unwrap_or(0);
-        format!("v{}", current + 1)
-    }
+/// `v1`, `v2`, …: the version after `version` (`v1` after anything unnumbered).
+fn after(version: &str) -> String {
+    let n = version
+        .strip_prefix('v')
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    format!("v{}", n + 1)
 }
 
 fn model_info(sku: &str, version: &str, m: &Model) -> ModelInfo {

@@ -663,6 +663,52 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
     );
 }
 
+#[tokio::test]
+async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
+    let h = harness().await;
+    let images: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 70_000 + seed)).collect();
+    let parts: Vec<_> = images
+        .iter()
+        .map(|i| ("image", "image/jpeg", i.as_slice()))
+        .collect();
+    let uri = "/api/v1/skus/WK-KN-200/golden";
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), multipart(&parts)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // What an upgrade finds: the stored v1 written by a release with an older model format.
+    let store = &h.state.store;
+    let mut stored = store.model("WK-KN-200").await.unwrap().unwrap();
+    stored.body[8..12].copy_from_slice(&(wiko_inspect::model::MODEL_FORMAT - 1).to_le_bytes());
+    store.save_model(stored).await.unwrap();
+
+    let restarted = started_in(h.place.clone()).await;
+    let (status, body) = get_model(&restarted).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "not_calibrated"),
+        "not usable until refitted"
+    );
+    let golden = &restarted.state.golden;
+    assert_eq!(golden.refit_outdated().await.unwrap(), 1);
+    let (status, body) = get_model(&restarted).await;
+    assert_eq!(
+        (status, &body["version"], &body["trained_on"]),
+        (StatusCode::OK, &"v2".into(), &6.into()),
+        "{body}"
+    );
+    let (_, good) = analyze(&restarted, part_jpeg(None, 90_001)).await;
+    assert_eq!(
+        (&good["status"], &good["model_version"]),
+        (&"final".into(), &"v2".into()),
+        "{good}"
+    );
+    assert_eq!(golden.refit_outdated().await.unwrap(), 0, "done once");
+    // Stored as the new version: another restart loads it without refitting.
+    let again = started_in(h.place.clone()).await;
+    let (_, body) = get_model(&again).await;
+    assert_eq!(body["version"], "v2");
+}
+
 async fn get_model(h: &Harness) -> (StatusCode, Value) {
     let req = Request::builder()
         .uri("/api/v1/skus/WK-KN-200/model")
