@@ -174,7 +174,7 @@ fn fit(good: &Path, out: &Path, sku: Option<String>, options: &FitOptions) -> an
     model.sku = sku.unwrap_or_default();
     let bytes = model.to_bytes();
     write_atomically(out, &bytes)?;
-    eprintln!("wrote {} ({} KiB)", out.display(), bytes.len() / 1024);
+    eprintln!("wrote {} ({} bytes)", out.display(), bytes.len());
     Ok(())
 }
 
