@@ -146,15 +146,17 @@ impl Golden {
                 Ok(Some((model, m.version)))
             }
             Err(ModelFileError::Format { found }) => {
-                info!(sku = %m.sku, version = %m.version, format = found,
-                      "stored model of an older format: refitting it from its golden set");
-                self.outdated().insert(
-                    m.sku,
-                    Outdated {
+                let mut outdated = self.outdated();
+                // Parts of this SKU land here until the refit: note it (and log) once.
+                if outdated.get(&m.sku).is_none_or(|o| o.version != m.version) {
+                    info!(sku = %m.sku, version = %m.version, format = found,
+                          "stored model of an older format: refitting it from its golden set");
+                    let entry = Outdated {
                         version: m.version,
                         tried: false,
-                    },
-                );
+                    };
+                    outdated.insert(m.sku, entry);
+                }
                 Ok(None)
             }
             Err(e) => {

@@ -688,6 +688,10 @@ async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
         (StatusCode::NOT_FOUND, "not_calibrated"),
         "not usable until refitted"
     );
+    for seed in [90_004, 90_005] {
+        let (_, before) = analyze(&restarted, part_jpeg(None, seed)).await;
+        assert_eq!(before["status"], "not_calibrated", "{before}");
+    }
     let golden = &restarted.state.golden;
     assert_eq!(golden.refit_outdated().await.unwrap(), 1);
     let (status, body) = get_model(&restarted).await;
