@@ -31,7 +31,6 @@ use crate::store::blob::BlobStore;
 use crate::store::{Store, StoreError, StoredModel};
 
 /// A stored model of an older format.
-#[derive(Clone)]
 struct Outdated {
     version: String,
     tried: bool,
@@ -178,8 +177,13 @@ impl Golden {
         let mut refitted = 0;
         for (sku, stored) in pending {
             let _fitting = self.fitting.lock().await;
-            if let Some(o) = self.outdated().get_mut(&sku) {
-                o.tried = true;
+            // An upload may have fitted a new version while this waited for the lock.
+            let still_pending = self
+                .outdated()
+                .get(&sku)
+                .is_some_and(|o| !o.tried && o.version == stored);
+            if !still_pending {
+                continue;
             }
             let keys = self.store.golden(&sku).await?;
             let fitted = match self.decode_stored(&keys).await {
@@ -190,12 +194,15 @@ impl Golden {
                 Ok((model, fit_ms)) => {
                     let info = self.save_and_activate(&sku, after(&stored), model).await?;
                     info!(%sku, version = %info.version, samples = keys.len(), fit_ms, "outdated model refitted");
-                    self.outdated().remove(&sku);
                     refitted += 1;
                 }
+                // The store may answer again at the next pass: try again then.
                 Err(GoldenError::Store(e)) => return Err(e),
                 Err(e) => {
                     warn!(%sku, error = %e, "refitting an outdated model failed; upload golden samples again");
+                    if let Some(o) = self.outdated().get_mut(&sku) {
+                        o.tried = true;
+                    }
                 }
             }
         }
@@ -239,7 +246,9 @@ impl Golden {
         self.outdated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes `model` the SKU's active one; an outdated stored model it replaces is forgotten.
     fn activate(&self, sku: String, version: String, model: Arc<Model>) {
+        self.outdated().remove(&sku);
         self.active
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -323,7 +332,6 @@ impl Golden {
         let info = self
             .save_and_activate(sku, after(stored.as_deref().unwrap_or("v0")), model)
             .await?;
-        self.outdated().remove(sku);
         info!(%sku, version = %info.version, method = info.method, threshold = info.threshold, samples, fit_ms, "model fitted");
         Ok(Calibration {
             sku: sku.to_string(),
@@ -462,9 +470,11 @@ impl Analyzer for Golden {
             .read()
             .get(sku)
             .map(|a| (a.model.clone(), a.version.clone()));
-        // Not cached: another replica may have fitted it since the last refresh.
+        // Not cached: another replica may have fitted it since the last refresh. A model known
+        // to be outdated is not read again for every part: the refresh finds its successor.
         let found = match cached {
             Some(active) => Some(active),
+            None if self.outdated().contains_key(sku) => None,
             None => match self.load(sku).await {
                 Ok(found) => found,
                 Err(e) => return Judgement::failed(format!("loading the model: {e}"), None),
