@@ -45,13 +45,12 @@ impl Gray {
 
     /// Mean over a `(2r+1)²` window, clamped at the borders (separable running sums).
     pub fn box_blur(&self, r: usize) -> Gray {
-        let horizontal = blur_1d(self, r, true);
-        blur_1d(&horizontal, r, false)
+        blur_columns(&blur_rows(self, r), r)
     }
 
     /// Mean over `2r+1` pixels along x only (rows), clamped at the borders.
     pub fn blur_x(&self, r: usize) -> Gray {
-        blur_1d(self, r, true)
+        blur_rows(self, r)
     }
 
     /// Mean of each `factor × factor` block (the last partial blocks are dropped); `factor` 0 or
@@ -141,31 +140,63 @@ impl Gray {
     }
 }
 
-fn blur_1d(src: &Gray, r: usize, along_x: bool) -> Gray {
-    let (w, h) = (src.width, src.height);
-    let mut out = Gray::new(w, h, 0.0);
-    let (len, lines) = if along_x { (w, h) } else { (h, w) };
-    let at = |line: usize, k: usize| {
-        if along_x { line * w + k } else { k * w + line }
-    };
-    for line in 0..lines {
+/// Mean over `2r+1` pixels along each row, clamped at the borders (a running sum).
+fn blur_rows(src: &Gray, r: usize) -> Gray {
+    let w = src.width;
+    let mut out = Gray::new(w, src.height, 0.0);
+    if w == 0 {
+        return out;
+    }
+    for (row, out_row) in src.data.chunks_exact(w).zip(out.data.chunks_exact_mut(w)) {
         let mut sum = 0.0f32;
         let mut count = 0usize;
-        for k in 0..r.min(len) {
-            sum += src.data[at(line, k)];
+        for &v in &row[..r.min(w)] {
+            sum += v;
             count += 1;
         }
-        for k in 0..len {
-            if k + r < len {
-                sum += src.data[at(line, k + r)];
+        for (k, out) in out_row.iter_mut().enumerate() {
+            if let Some(&v) = row.get(k + r) {
+                sum += v;
                 count += 1;
             }
             if k > r {
-                sum -= src.data[at(line, k - r - 1)];
+                sum -= row[k - r - 1];
                 count -= 1;
             }
-            out.data[at(line, k)] = sum / count as f32;
+            *out = sum / count as f32;
         }
+    }
+    out
+}
+
+/// Mean over `2r+1` pixels down each column, clamped at the borders: a running sum of whole
+/// rows, so memory is read in order.
+fn blur_columns(src: &Gray, r: usize) -> Gray {
+    let (w, h) = (src.width, src.height);
+    let mut out = Gray::new(w, h, 0.0);
+    if w == 0 {
+        return out;
+    }
+    let row = |y: usize| &src.data[y * w..(y + 1) * w];
+    let mut sum = vec![0f32; w];
+    let mut count = 0usize;
+    for y in 0..r.min(h) {
+        sum.iter_mut().zip(row(y)).for_each(|(s, v)| *s += v);
+        count += 1;
+    }
+    for (k, out_row) in out.data.chunks_exact_mut(w).enumerate() {
+        if k + r < h {
+            sum.iter_mut().zip(row(k + r)).for_each(|(s, v)| *s += v);
+            count += 1;
+        }
+        if k > r {
+            sum.iter_mut()
+                .zip(row(k - r - 1))
+                .for_each(|(s, v)| *s -= v);
+            count -= 1;
+        }
+        let n = count as f32;
+        out_row.iter_mut().zip(&sum).for_each(|(o, s)| *o = s / n);
     }
     out
 }

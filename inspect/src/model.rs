@@ -12,7 +12,7 @@ use crate::texture::{self, TextureModel};
 use crate::{Gray, InspectError};
 
 /// Version of the model layout; a model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 3;
+pub const MODEL_FORMAT: u32 = 4;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
