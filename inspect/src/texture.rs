@@ -58,6 +58,9 @@ const STEP_TAIL: f32 = 0.003;
 const SAMPLES_PER_IMAGE: usize = 8_192;
 /// Smallest tail width, in units of the image's robust spread.
 const TAIL_FLOOR: f32 = 0.05;
+/// A region's core: its pixels at least this share of its strongest level, in the same
+/// polarity.
+const CORE_SHARE: f32 = 0.5;
 /// The shorter side of the working image (about; the reduction is by an integer factor).
 const WORKING_SHORT_SIDE: usize = 250;
 /// Smallest robust spread of an image's levels used for normalisation (grey levels).
@@ -285,6 +288,28 @@ fn across_step(boxes: &Gray, (dx, dy): (isize, isize)) -> Gray {
     out
 }
 
+/// The pixels of `c` whose normalised level has the sign of the component's strongest and at
+/// least [`CORE_SHARE`] of its size (all of `c` if it has no contrast at all).
+fn core(c: &Component, level: &Gray) -> Component {
+    let strongest = c
+        .pixels
+        .iter()
+        .map(|&i| level.data[i])
+        .fold(0.0, |a: f32, v| if v.abs() > a.abs() { v } else { a });
+    if strongest == 0.0 {
+        return c.clone();
+    }
+    Component {
+        pixels: c
+            .pixels
+            .iter()
+            .copied()
+            .filter(|&i| level.data[i] / strongest >= CORE_SHARE)
+            .collect(),
+        peak: c.peak,
+    }
+}
+
 /// The share of good pixels left beyond each tail of channel `c`.
 fn tail_share(c: usize) -> f32 {
     if c < LINE_CHANNELS { TAIL } else { STEP_TAIL }
@@ -407,9 +432,11 @@ impl TextureModel {
             .fold(0.0, f32::max)
     }
 
-    /// Describes one anomalous component as a region of the input image.
+    /// Describes one anomalous component as a region of the input image: its core, the pixels
+    /// whose own level stands out (a line through a mark answers along its whole length, up to
+    /// half a line beyond the mark; the mark's own pixels do not).
     pub(crate) fn region(&self, c: &Component, r: &Responses, input: &Gray) -> Region {
-        surface_region(c, &r.level, r.scale, input)
+        surface_region(&core(c, &r.level), &r.level, r.scale, input)
     }
 
     /// Whether the stored statistics can be used: every tail positive and finite.
@@ -606,6 +633,28 @@ mod tests {
                 .fold(0.0, f32::max);
             assert!(on_mark >= 0.8 * map.max(), "{on_mark}");
         }
+    }
+
+    #[test]
+    fn a_crack_region_is_boxed_on_the_crack_not_half_a_line_beyond() {
+        let m = model();
+        let input = surface(
+            97,
+            Some(Mark::Crack {
+                x0: 60.0,
+                x1: 120.0,
+                y: 80.0,
+            }),
+        );
+        let r = m.prepare(&input).unwrap();
+        let map = m.anomaly(&r);
+        // Grown down to a quarter of the peak, as a calibrated threshold well under it grows:
+        // the whole component reaches up to half a line beyond each end of the crack.
+        let top = &crate::regions::components(&map, 0.25 * map.max(), 0.9 * map.max())[0];
+        let [x, y, w, h] = m.region(top, &r, &input).bbox;
+        let (x1, y1) = (x + w, y + h);
+        assert!(x.abs_diff(60) <= 3 && x1.abs_diff(121) <= 3, "x {x}..{x1}");
+        assert!(y.abs_diff(80) <= 3 && y1.abs_diff(81) <= 3, "y {y}..{y1}");
     }
 
     #[test]
