@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -22,8 +22,8 @@ use uuid::Uuid;
 use wiko_agent::source::synthetic::{self, SynthDefect};
 use wiko_cloud::analysis::golden::Golden;
 use wiko_cloud::http::auth::{KeyEntry, Scope};
-use wiko_cloud::store::Store;
 use wiko_cloud::store::blob::BlobStore;
+use wiko_cloud::store::{Store, StoreError};
 use wiko_cloud::{AppState, app};
 use wiko_inspect::{DecodeLimits, FitOptions};
 use wiko_wire::FrameMeta;
@@ -665,22 +665,7 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
 
 #[tokio::test]
 async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
-    let h = harness().await;
-    let images: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 70_000 + seed)).collect();
-    let parts: Vec<_> = images
-        .iter()
-        .map(|i| ("image", "image/jpeg", i.as_slice()))
-        .collect();
-    let uri = "/api/v1/skus/WK-KN-200/golden";
-    let (status, body) = send(&h, "POST", uri, Some(ADMIN), multipart(&parts)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-
-    // What an upgrade finds: the stored v1 written by a release with an older model format.
-    let store = &h.state.store;
-    let mut stored = store.model("WK-KN-200").await.unwrap().unwrap();
-    stored.body[8..12].copy_from_slice(&(wiko_inspect::model::MODEL_FORMAT - 1).to_le_bytes());
-    store.save_model(stored).await.unwrap();
-
+    let h = calibrated_by_an_older_release().await;
     let restarted = started_in(h.place.clone()).await;
     let (status, body) = get_model(&restarted).await;
     assert_eq!(
@@ -711,6 +696,77 @@ async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
     let again = started_in(h.place.clone()).await;
     let (_, body) = get_model(&again).await;
     assert_eq!(body["version"], "v2");
+}
+
+/// What an upgrade finds: WK-KN-200 calibrated from six good parts, its stored v1 written by a
+/// release with an older model format.
+async fn calibrated_by_an_older_release() -> Harness {
+    let h = harness().await;
+    let images: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 70_000 + seed)).collect();
+    let parts: Vec<_> = images
+        .iter()
+        .map(|i| ("image", "image/jpeg", i.as_slice()))
+        .collect();
+    let uri = "/api/v1/skus/WK-KN-200/golden";
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), multipart(&parts)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let store = &h.state.store;
+    let mut stored = store.model("WK-KN-200").await.unwrap().unwrap();
+    stored.body[8..12].copy_from_slice(&(wiko_inspect::model::MODEL_FORMAT - 1).to_le_bytes());
+    store.save_model(stored).await.unwrap();
+    h
+}
+
+/// An object store that does not answer while `down` is set.
+struct Flaky {
+    inner: Arc<dyn BlobStore>,
+    down: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for Flaky {
+    async fn put(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StoreError> {
+        self.inner.put(key, bytes).await
+    }
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("object store down (test)".into()));
+        }
+        self.inner.get(key).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_refit_cut_short_by_the_object_store_is_tried_again_at_the_next_pass() {
+    let place = calibrated_by_an_older_release().await.place;
+    let (store, blobs) = place.open().await;
+    let blobs = Arc::new(Flaky {
+        inner: blobs,
+        down: AtomicBool::new(true),
+    });
+    let h = Harness {
+        state: state_of(store, blobs.clone()).await,
+        place,
+    };
+    let golden = &h.state.golden;
+    let failed = golden.refit_outdated().await;
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "{failed:?}"
+    );
+    let (status, body) = get_model(&h).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "not_calibrated")
+    );
+
+    blobs.down.store(false, Ordering::SeqCst);
+    assert_eq!(golden.refit_outdated().await.unwrap(), 1, "tried again");
+    let (_, body) = get_model(&h).await;
+    assert_eq!(body["version"], "v2", "{body}");
 }
 
 async fn get_model(h: &Harness) -> (StatusCode, Value) {
