@@ -12,9 +12,9 @@
 //!    positive on a dark line (a crack, a scratch, a row of pits) and negative on a bright one;
 //!    a compact pit answers too, more weakly.
 //! 3. Step detectors: per orientation, the mean level of a 7 × 7 box on one side of the pixel
-//!    minus that of the box on the other side (centres 4 pixels away), on the smoothed image
-//!    with its shading kept: a pore, a broken edge or frayed grinding is a step the thin lines
-//!    miss.
+//!    minus that of the box on the other side (centres 4 pixels either side, across the
+//!    orientation), on the smoothed image with its shading kept, in units of its robust spread:
+//!    a pore, a broken edge or frayed grinding is a step the thin lines miss.
 //! 4. Fitting keeps, per channel (each line orientation × offset, each step orientation), the
 //!    median response of good pixels and its distance to a low and a high percentile (the
 //!    bright and the dark tail; 1st and 99th for lines, 0.3rd and 99.7th for steps, which good
@@ -24,7 +24,8 @@
 //!    polarities, floored at 0; pixels within the detectors' reach of the border are 0. The
 //!    image score is the map's maximum, so it only needs each channel's extremes: fitting and
 //!    its cross-scoring keep a [`Summary`] per image (a pixel sample and the extremes), not the
-//!    responses.
+//!    responses. A region is boxed on its core, the pixels whose own level stands out: a line
+//!    answers along its whole length, up to half a line beyond the mark.
 
 use serde::{Deserialize, Serialize};
 
