@@ -111,6 +111,29 @@ impl Gray {
         top * (1.0 - fy) + bottom * fy
     }
 
+    /// The `width × height` part whose top-left pixel is `(x0, y0)`, clipped to the image.
+    pub fn crop(&self, x0: usize, y0: usize, width: usize, height: usize) -> Gray {
+        let width = width.min(self.width.saturating_sub(x0));
+        let height = if width == 0 {
+            0
+        } else {
+            height.min(self.height.saturating_sub(y0))
+        };
+        let data = self
+            .data
+            .chunks_exact(self.width.max(1))
+            .skip(y0)
+            .take(height)
+            .flat_map(|row| &row[x0..x0 + width])
+            .copied()
+            .collect();
+        Gray {
+            width,
+            height,
+            data,
+        }
+    }
+
     /// Largest value (0 for an empty image).
     pub fn max(&self) -> f32 {
         self.data.iter().copied().fold(0.0, f32::max)
@@ -220,6 +243,25 @@ mod tests {
         assert!((b.get(4, 4) - 1.0).abs() < 1e-5);
         assert!((b.get(3, 5) - 1.0).abs() < 1e-5);
         assert_eq!(b.get(2, 4), 0.0);
+    }
+
+    #[test]
+    fn crop_takes_a_window_clipped_to_the_image() {
+        let g = Gray {
+            width: 3,
+            height: 3,
+            data: (0..9).map(|v| v as f32).collect(),
+        };
+        assert_eq!(g.crop(1, 1, 2, 2).data, [4.0, 5.0, 7.0, 8.0]);
+        let clipped = g.crop(2, 0, 5, 5);
+        assert_eq!((clipped.width, clipped.height), (1, 3));
+        assert_eq!(clipped.data, [2.0, 5.0, 8.0]);
+        assert!(g.crop(3, 3, 2, 2).data.is_empty());
+        assert_eq!(
+            g.crop(5, 0, 2, 2),
+            Gray::new(0, 0, 0.0),
+            "outside the image"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use wiko_cloud::manifest;
-use wiko_cloud::model_cli::evaluate_group;
+use wiko_cloud::model_cli::{Training, evaluate_group};
 use wiko_inspect::FitOptions;
 
 /// `shared/datasets/real_surface_defects`, beside the workspace or where `WIKO_DATASETS` says.
@@ -48,4 +48,31 @@ fn real_surfaces_keep_their_auroc_floor() {
         assert_eq!(report.model, method);
         assert!(auroc >= floor, "{source}: AUROC {auroc:.3} under {floor}");
     }
+}
+
+/// NEU-DET has no good image: each image is scored by a model of the mask-free surface of the
+/// others. Measured on 2026-11-27: recall 28% (scratches 6 of 6; crazing, patches and pitted
+/// surfaces, which cover the whole strip, 0).
+#[test]
+fn neu_is_measured_on_the_surface_around_its_defects() {
+    let rows = manifest::read(&dataset()).unwrap();
+    let members: Vec<&manifest::Row> = rows
+        .iter()
+        .filter(|r| r.columns["source_repo"].contains("NEU-DET"))
+        .collect();
+    let report = evaluate_group("NEU", &members, None, &FitOptions::default()).unwrap();
+    eprintln!("NEU: {report:?}");
+    assert_eq!(report.training, Training::ClearPartsOfOthers);
+    assert_eq!(report.errors, 0);
+    assert_eq!((report.metrics.good, report.metrics.defect), (0, 36));
+    assert_eq!(report.metrics.auroc, None, "no good image to rank against");
+    let recall = report.metrics.recall.unwrap();
+    assert!(recall >= 0.2, "recall {recall:.2}");
+    let scratches = report
+        .metrics
+        .recall_by_type
+        .iter()
+        .find(|t| t.defect_type == "scratches")
+        .unwrap();
+    assert!(scratches.detected >= 5, "{scratches:?}");
 }

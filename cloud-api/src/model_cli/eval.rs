@@ -1,0 +1,486 @@
+//! `wiko-cloud model eval`: fits a model per group of a manifest, scores the rest and
+//! measures detection (AUROC, F1, recall and false rejects at the calibrated threshold) and
+//! location (whether the top region overlaps the defect's mask).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use wiko_inspect::{FitOptions, Gray, Model};
+
+use super::mask_free::largest_clear_rectangle;
+use super::{decode_file, fit_rows, score_one};
+use crate::manifest::{self, Row};
+
+/// The smallest side, in image pixels, of a mask-free part taken as good surface.
+const MIN_CLEAR_SIDE: u32 = 40;
+
+/// One scored evaluation image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub defect: bool,
+    /// The manifest's `defect_type` (`none` for good images).
+    pub defect_type: String,
+    pub score: f32,
+    pub detected: bool,
+    /// Whether the top region overlaps the mask (`None` without a mask).
+    pub located: Option<bool>,
+    pub ms: f64,
+}
+
+/// Detection and location metrics of one group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    pub good: usize,
+    pub defect: usize,
+    pub auroc: Option<f64>,
+    /// `None` without good images: precision means nothing then.
+    pub f1: Option<f64>,
+    pub recall: Option<f64>,
+    pub false_reject_rate: Option<f64>,
+    pub region_hit_rate: Option<f64>,
+    pub ms_per_image: f64,
+    /// Defect images found at the calibrated threshold, per defect type in first-seen order.
+    pub recall_by_type: Vec<TypeRecall>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TypeRecall {
+    pub defect_type: String,
+    pub defects: usize,
+    pub detected: usize,
+}
+
+/// Metrics at the model's own (calibrated) threshold.
+pub fn metrics(scored: &[Scored]) -> Metrics {
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    let scores = |defect: bool| -> Vec<f32> {
+        scored
+            .iter()
+            .filter(|s| s.defect == defect)
+            .map(|s| s.score)
+            .collect()
+    };
+    let (good, defect) = (scores(false), scores(true));
+    let tp = scored.iter().filter(|s| s.defect && s.detected).count();
+    let fp = scored.iter().filter(|s| !s.defect && s.detected).count();
+    let recall = ratio(tp, defect.len());
+    let precision = ratio(tp, tp + fp).filter(|_| !good.is_empty());
+    let f1 = match (precision, recall) {
+        (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+        (Some(_), Some(_)) => Some(0.0),
+        _ => None,
+    };
+    let masked: Vec<bool> = scored.iter().filter_map(|s| s.located).collect();
+    let mut recall_by_type: Vec<TypeRecall> = Vec::new();
+    for s in scored.iter().filter(|s| s.defect) {
+        let i = match recall_by_type
+            .iter()
+            .position(|t| t.defect_type == s.defect_type)
+        {
+            Some(i) => i,
+            None => {
+                recall_by_type.push(TypeRecall {
+                    defect_type: s.defect_type.clone(),
+                    defects: 0,
+                    detected: 0,
+                });
+                recall_by_type.len() - 1
+            }
+        };
+        recall_by_type[i].defects += 1;
+        recall_by_type[i].detected += usize::from(s.detected);
+    }
+    Metrics {
+        good: good.len(),
+        defect: defect.len(),
+        auroc: wiko_inspect::stats::auroc(&good, &defect),
+        f1,
+        recall,
+        false_reject_rate: ratio(fp, good.len()),
+        region_hit_rate: ratio(masked.iter().filter(|&&h| h).count(), masked.len()),
+        ms_per_image: scored.iter().map(|s| s.ms).sum::<f64>() / scored.len().max(1) as f64,
+        recall_by_type,
+    }
+}
+
+/// Whether a box `[x, y, w, h]` of an image `image_size` covers a mask pixel (≥ 128); the
+/// box is scaled if the mask has another size.
+pub fn box_hits_mask(bbox: [u32; 4], image_size: (usize, usize), mask: &image::GrayImage) -> bool {
+    let (mw, mh) = (mask.width() as f64, mask.height() as f64);
+    let sx = mw / image_size.0.max(1) as f64;
+    let sy = mh / image_size.1.max(1) as f64;
+    let [x, y, w, h] = bbox.map(f64::from);
+    let (x0, y0) = ((x * sx).floor() as u32, (y * sy).floor() as u32);
+    let x1 = (((x + w) * sx).ceil()).min(mw) as u32;
+    let y1 = (((y + h) * sy).ceil()).min(mh) as u32;
+    (y0..y1).any(|yy| (x0..x1).any(|xx| mask.get_pixel(xx, yy).0[0] >= 128))
+}
+
+/// What a group's models were fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Training {
+    /// The group's first good images.
+    GoodImages,
+    /// A group without good images: per defect image, a model fitted on the largest
+    /// mask-free part of each of the group's other defect images.
+    ClearPartsOfOthers,
+}
+
+/// The evaluation of one group.
+#[derive(Debug, Serialize)]
+pub struct GroupReport {
+    pub group: String,
+    pub model: String,
+    pub training: Training,
+    /// Images per fit.
+    pub trained_on: usize,
+    /// The calibrated threshold (the median over the fits when there are several).
+    pub threshold: f32,
+    /// Time spent fitting, over all fits.
+    pub fit_seconds: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// Images that could not be scored.
+    pub errors: usize,
+}
+
+/// Fits on the first `train_good` good rows of a group (default: half of them, at most 50)
+/// and scores every other row. A group without good images is measured on the surface
+/// around its defects instead: see [`evaluate_on_clear_parts`].
+pub fn evaluate_group(
+    group: &str,
+    members: &[&Row],
+    train_good: Option<usize>,
+    options: &FitOptions,
+) -> anyhow::Result<GroupReport> {
+    let goods: Vec<&Row> = members.iter().copied().filter(|r| !r.defect).collect();
+    if goods.is_empty() && members.iter().any(|r| r.mask.is_some()) {
+        return evaluate_on_clear_parts(group, members, options);
+    }
+    let n = train_good
+        .unwrap_or((goods.len() / 2).min(50))
+        .min(goods.len());
+    let train = &goods[..n];
+    eprintln!("{group}: fitting on {n} good images");
+    let started = Instant::now();
+    let model = fit_rows(train, options)?;
+    let fit_seconds = started.elapsed().as_secs_f64();
+    let test: Vec<&Row> = members
+        .iter()
+        .copied()
+        .filter(|r| !train.iter().any(|t| std::ptr::eq(*t, *r)))
+        .collect();
+    eprintln!("{group}: scoring {} images", test.len());
+    let (scored, errors) = score_rows(&model, &test);
+    Ok(GroupReport {
+        group: group.to_string(),
+        model: model.kind().to_string(),
+        training: Training::GoodImages,
+        trained_on: n,
+        threshold: model.threshold,
+        fit_seconds,
+        metrics: metrics(&scored),
+        errors,
+    })
+}
+
+/// A group of defect images only (NEU-DET has no good image): each image is scored by a model
+/// fitted on the largest mask-free part (both sides at least [`MIN_CLEAR_SIDE`]) of every
+/// other image of the group, and never on any part of itself. Only recall, recall per type
+/// and the region hit rate mean something then; the threshold still comes from defect-free
+/// surface alone.
+pub fn evaluate_on_clear_parts(
+    group: &str,
+    members: &[&Row],
+    options: &FitOptions,
+) -> anyhow::Result<GroupReport> {
+    let rows: Vec<&Row> = members
+        .iter()
+        .copied()
+        .filter(|r| r.mask.is_some())
+        .collect();
+    eprintln!(
+        "{group}: no good images; scoring each of {} defect images with a model fitted on the \
+         mask-free parts of the others",
+        rows.len()
+    );
+    let clear: Vec<Option<Gray>> = rows
+        .iter()
+        .map(|row| match clear_part(row) {
+            Ok(part) => part,
+            Err(e) => {
+                eprintln!("{e}");
+                None
+            }
+        })
+        .collect();
+    let (mut scored, mut errors, mut thresholds) = (Vec::new(), 0, Vec::new());
+    let (mut fit_seconds, mut trained_on, mut model_kind) = (0.0, 0, String::new());
+    for (i, row) in rows.iter().enumerate() {
+        let others: Vec<Gray> = clear
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .filter_map(|(_, part)| part.clone())
+            .collect();
+        let started = Instant::now();
+        let model = Model::fit(&others, options).with_context(|| {
+            format!(
+                "{group}: fitting on the clear parts of {} images",
+                others.len()
+            )
+        })?;
+        fit_seconds += started.elapsed().as_secs_f64();
+        (trained_on, model_kind) = (others.len(), model.kind().to_string());
+        thresholds.push(model.threshold);
+        let (one, failed) = score_rows(&model, &[row]);
+        scored.extend(one);
+        errors += failed;
+        if (i + 1) % 10 == 0 {
+            eprintln!("{group}: {} of {} scored", i + 1, rows.len());
+        }
+    }
+    thresholds.sort_unstable_by(f32::total_cmp);
+    Ok(GroupReport {
+        group: group.to_string(),
+        model: model_kind,
+        training: Training::ClearPartsOfOthers,
+        trained_on,
+        threshold: thresholds
+            .get(thresholds.len() / 2)
+            .copied()
+            .unwrap_or(f32::NAN),
+        fit_seconds,
+        metrics: metrics(&scored),
+        errors,
+    })
+}
+
+/// The largest mask-free part of a defect image, if one is large enough.
+fn clear_part(row: &Row) -> Result<Option<Gray>, String> {
+    let Some(mask_path) = &row.mask else {
+        return Ok(None);
+    };
+    let mask = image::open(mask_path)
+        .map_err(|e| format!("{}: {e}", mask_path.display()))?
+        .to_luma8();
+    let (image, _) = decode_file(&row.path)?;
+    let Some([x, y, w, h]) = largest_clear_rectangle(&mask, MIN_CLEAR_SIDE) else {
+        return Ok(None);
+    };
+    // The mask may be at another scale than the image.
+    let sx = image.width as f64 / f64::from(mask.width().max(1));
+    let sy = image.height as f64 / f64::from(mask.height().max(1));
+    let at = |v: u32, s: f64| (f64::from(v) * s) as usize;
+    Ok(Some(image.crop(at(x, sx), at(y, sy), at(w, sx), at(h, sy))))
+}
+
+pub(super) fn eval(
+    manifest_path: &Path,
+    group_by: Option<&str>,
+    train_good: Option<usize>,
+    options: &FitOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    let rows = manifest::read(manifest_path)?;
+    let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
+    for row in &rows {
+        let key = match group_by {
+            Some(column) => row
+                .columns
+                .get(column)
+                .cloned()
+                .with_context(|| format!("the manifest has no column `{column}`"))?,
+            None => "all".to_string(),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(row),
+            None => groups.push((key, vec![row])),
+        }
+    }
+    if !json {
+        println!(
+            "{:<40} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
+            "group",
+            "model",
+            "train",
+            "good",
+            "defect",
+            "AUROC",
+            "F1",
+            "recall",
+            "FRR",
+            "hit",
+            "ms/img"
+        );
+    }
+    for (group, members) in &groups {
+        match evaluate_group(group, members, train_good, options) {
+            Ok(report) if json => println!("{}", serde_json::to_string(&report)?),
+            Ok(report) => print_row(&report),
+            Err(e) => {
+                let e = format!("{e:#}");
+                if json {
+                    println!("{}", serde_json::json!({ "group": group, "error": e }));
+                } else {
+                    println!("{group:<40} cannot fit: {e}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scores evaluation rows on one core (so the milliseconds are one core's), checking the top
+/// region against the mask.
+fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
+    let mut scored = Vec::with_capacity(rows.len());
+    let mut errors = 0;
+    for row in rows {
+        match score_one(model, &row.path) {
+            Ok((verdict, ms)) => {
+                let located = row.mask.as_ref().filter(|_| row.defect).map(|mask| {
+                    let size = image::image_dimensions(&row.path)
+                        .map(|(w, h)| (w as usize, h as usize))
+                        .unwrap_or((1, 1));
+                    match (verdict.regions.first(), image::open(mask)) {
+                        (Some(top), Ok(mask)) => box_hits_mask(top.bbox, size, &mask.to_luma8()),
+                        _ => false,
+                    }
+                });
+                scored.push(Scored {
+                    defect: row.defect,
+                    defect_type: row.defect_type.clone(),
+                    score: verdict.score,
+                    detected: verdict.defect_detected,
+                    located,
+                    ms,
+                });
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                errors += 1;
+            }
+        }
+    }
+    (scored, errors)
+}
+
+fn print_row(r: &GroupReport) {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0));
+    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let m = &r.metrics;
+    println!(
+        "{:<40} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7.1}",
+        r.group,
+        r.model,
+        r.trained_on,
+        m.good,
+        m.defect,
+        num(m.auroc),
+        num(m.f1),
+        pct(m.recall),
+        pct(m.false_reject_rate),
+        pct(m.region_hit_rate),
+        m.ms_per_image
+    );
+    if r.training == Training::ClearPartsOfOthers {
+        println!(
+            "{:<40} no good images: each scored by a model of the mask-free parts of the others",
+            ""
+        );
+    }
+    if r.metrics.recall_by_type.len() > 1 {
+        let types: Vec<String> = r
+            .metrics
+            .recall_by_type
+            .iter()
+            .map(|t| format!("{} {}/{}", t.defect_type, t.detected, t.defects))
+            .collect();
+        println!("{:<40} found: {}", "", types.join(", "));
+    }
+    if r.errors > 0 {
+        println!("{:<40} {} images could not be scored", "", r.errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(defect: bool, score: f32, detected: bool, located: Option<bool>) -> Scored {
+        Scored {
+            defect,
+            defect_type: if defect { "pit" } else { "none" }.to_string(),
+            score,
+            detected,
+            located,
+            ms: 2.0,
+        }
+    }
+
+    #[test]
+    fn metrics_at_the_calibrated_threshold() {
+        let m = metrics(&[
+            s(false, 1.0, false, None),
+            s(false, 3.0, true, None),
+            s(true, 4.0, true, Some(true)),
+            s(true, 5.0, true, Some(false)),
+            s(true, 2.0, false, Some(false)),
+            s(false, 1.5, false, None),
+        ]);
+        assert_eq!((m.good, m.defect), (3, 3));
+        assert!((m.auroc.unwrap() - 8.0 / 9.0).abs() < 1e-9);
+        assert!((m.recall.unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert!((m.false_reject_rate.unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert!(
+            (m.f1.unwrap() - 2.0 / 3.0).abs() < 1e-9,
+            "precision 2/3, recall 2/3"
+        );
+        assert!((m.region_hit_rate.unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(m.ms_per_image, 2.0);
+        let no_defects = metrics(&[s(false, 1.0, false, None)]);
+        assert_eq!((no_defects.auroc, no_defects.recall), (None, None));
+    }
+
+    #[test]
+    fn a_box_hits_a_mask_at_its_own_scale() {
+        let mut mask = image::GrayImage::new(20, 10);
+        mask.put_pixel(15, 5, image::Luma([255]));
+        assert!(box_hits_mask([14, 4, 3, 3], (20, 10), &mask));
+        assert!(!box_hits_mask([0, 0, 10, 10], (20, 10), &mask));
+        // The image is twice the mask's size.
+        assert!(box_hits_mask([29, 9, 4, 4], (40, 20), &mask));
+        mask.put_pixel(15, 5, image::Luma([100]));
+        assert!(!box_hits_mask([14, 4, 3, 3], (20, 10), &mask), "below 128");
+    }
+
+    #[test]
+    fn recall_per_type_and_no_f1_without_good_images() {
+        let typed = |t: &str, detected| Scored {
+            defect_type: t.to_string(),
+            ..s(true, 1.0, detected, None)
+        };
+        let m = metrics(&[
+            typed("scratches", true),
+            typed("crazing", false),
+            typed("scratches", true),
+            typed("crazing", true),
+            typed("patches", false),
+        ]);
+        let found: Vec<(&str, usize, usize)> = m
+            .recall_by_type
+            .iter()
+            .map(|t| (t.defect_type.as_str(), t.detected, t.defects))
+            .collect();
+        assert_eq!(
+            found,
+            [("scratches", 2, 2), ("crazing", 1, 2), ("patches", 0, 1)]
+        );
+        assert!((m.recall.unwrap() - 0.6).abs() < 1e-9);
+        assert_eq!((m.auroc, m.f1, m.false_reject_rate), (None, None, None));
+    }
+}

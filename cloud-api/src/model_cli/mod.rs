@@ -1,0 +1,284 @@
+//! `wiko-cloud model fit | score | eval`: the golden-sample model from the command line, so
+//! that quality engineers can fit, try and measure it on their own images and scripts can
+//! drive it. Progress goes to stderr, results to stdout.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model, Verdict};
+
+use crate::manifest::{self, Row};
+
+mod eval;
+mod mask_free;
+
+pub use eval::{GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_group, metrics};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelCommand {
+    /// Fit a model from good images: a folder of images or a manifest (its `good` rows).
+    Fit {
+        #[arg(long)]
+        good: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The SKU the model is for (recorded in the model file).
+        #[arg(long)]
+        sku: Option<String>,
+        #[command(flatten)]
+        options: FitArgs,
+    },
+    /// Score images (a manifest or image files); one JSON object per line.
+    Score {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Fit and score each group of a manifest, and print detection and location metrics.
+    Eval {
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Manifest column whose values split the rows into groups (one model each).
+        #[arg(long)]
+        group_by: Option<String>,
+        /// Good images to fit on: the first N of the group in manifest order
+        /// [default: half of the group's good images, at most 50].
+        #[arg(long)]
+        train_good: Option<usize>,
+        #[command(flatten)]
+        options: FitArgs,
+        /// Print one JSON object per group instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FitArgs {
+    /// `auto`, `aligned` (an object on a plain background), `fixed` (a surface under a fixed
+    /// camera) or `texture` (a surface where position means nothing).
+    #[arg(long, default_value = "auto", value_parser = parse_method)]
+    pub method: MethodChoice,
+    /// Share of good parts the calibrated threshold may reject.
+    #[arg(long, default_value_t = 0.01)]
+    pub false_reject_rate: f32,
+}
+
+impl FitArgs {
+    fn options(&self) -> FitOptions {
+        FitOptions {
+            method: self.method,
+            false_reject_rate: self.false_reject_rate,
+        }
+    }
+}
+
+fn parse_method(s: &str) -> Result<MethodChoice, String> {
+    match s {
+        "auto" => Ok(MethodChoice::Auto),
+        "aligned" => Ok(MethodChoice::Aligned),
+        "fixed" => Ok(MethodChoice::Fixed),
+        "texture" => Ok(MethodChoice::Texture),
+        other => Err(format!(
+            "`{other}`: expected auto, aligned, fixed or texture"
+        )),
+    }
+}
+
+pub fn run(command: ModelCommand) -> anyhow::Result<()> {
+    match command {
+        ModelCommand::Fit {
+            good,
+            out,
+            sku,
+            options,
+        } => fit(&good, &out, sku, &options.options()),
+        ModelCommand::Score { model, inputs } => score(&model, &inputs),
+        ModelCommand::Eval {
+            manifest,
+            group_by,
+            train_good,
+            options,
+            json,
+        } => eval::eval(
+            &manifest,
+            group_by.as_deref(),
+            train_good,
+            &options.options(),
+            json,
+        ),
+    }
+}
+
+/// Reads and decodes images on every core, in order.
+fn decode_all(paths: &[&Path]) -> Vec<Result<(Gray, f64), String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = paths.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|p| decode_file(p)).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("decoder thread failed".to_string())])
+            })
+            .collect()
+    })
+}
+
+/// Decodes one file; also returns the milliseconds it took.
+fn decode_file(path: &Path) -> Result<(Gray, f64), String> {
+    let started = Instant::now();
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let gray = wiko_inspect::decode(&bytes, DecodeLimits::default())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((gray, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// Decodes good images and fits a model, reporting progress on stderr.
+fn fit_rows(rows: &[&Row], options: &FitOptions) -> anyhow::Result<Model> {
+    let paths: Vec<&Path> = rows.iter().map(|r| r.path.as_path()).collect();
+    eprintln!("decoding {} good images", paths.len());
+    let images = decode_all(&paths)
+        .into_iter()
+        .map(|r| r.map(|(g, _)| g))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let model = Model::fit(&images, options).context("fitting the model")?;
+    eprintln!(
+        "fitted a {} model on {} images in {:.1} s; threshold {:.2} (false-reject rate {})",
+        model.kind(),
+        model.trained_on,
+        started.elapsed().as_secs_f64(),
+        model.threshold,
+        model.false_reject_rate
+    );
+    Ok(model)
+}
+
+fn fit(good: &Path, out: &Path, sku: Option<String>, options: &FitOptions) -> anyhow::Result<()> {
+    let rows = if good.is_dir() {
+        manifest::folder(good)?
+    } else {
+        manifest::read(good)?
+            .into_iter()
+            .filter(|r| !r.defect)
+            .collect()
+    };
+    if rows.is_empty() {
+        bail!("{}: no good images found", good.display());
+    }
+    let mut model = fit_rows(&rows.iter().collect::<Vec<_>>(), options)?;
+    model.sku = sku.unwrap_or_default();
+    let bytes = model.to_bytes();
+    write_atomically(out, &bytes)?;
+    eprintln!("wrote {} ({} bytes)", out.display(), bytes.len());
+    Ok(())
+}
+
+/// Writes a file through a temporary sibling and a rename: never a half-written model.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes).context("writing the model")?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn load_model(path: &Path) -> anyhow::Result<Model> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Model::from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
+}
+
+#[derive(Serialize)]
+struct ScoreLine<'a> {
+    file: &'a str,
+    score: f32,
+    defect_detected: bool,
+    defects: Vec<DefectLine>,
+    ms: f64,
+}
+
+#[derive(Serialize)]
+struct DefectLine {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    bbox: [u32; 4],
+    score: f32,
+}
+
+fn score(model_path: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
+    let model = load_model(model_path)?;
+    let rows: Vec<Row> = match inputs {
+        [one]
+            if one
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+        {
+            manifest::read(one)?
+        }
+        _ => inputs.iter().cloned().map(manifest::image_row).collect(),
+    };
+    let mut failed = 0;
+    for row in &rows {
+        match score_one(&model, &row.path) {
+            Ok((verdict, ms)) => {
+                let line = ScoreLine {
+                    file: &row.name,
+                    score: verdict.score,
+                    defect_detected: verdict.defect_detected,
+                    defects: verdict
+                        .regions
+                        .iter()
+                        .map(|r| DefectLine {
+                            kind: r.kind.as_str(),
+                            bbox: r.bbox,
+                            score: r.peak,
+                        })
+                        .collect(),
+                    ms,
+                };
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{}", serde_json::json!({ "file": row.name, "error": e }));
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be scored", rows.len());
+    }
+    Ok(())
+}
+
+/// Decodes and scores one image; the milliseconds include decoding.
+fn score_one(model: &Model, path: &Path) -> Result<(Verdict, f64), String> {
+    let started = Instant::now();
+    let (gray, _) = decode_file(path)?;
+    let verdict = model.score(&gray).map_err(|e| e.to_string())?;
+    Ok((verdict, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_parse_by_name() {
+        assert_eq!(parse_method("texture"), Ok(MethodChoice::Texture));
+        assert!(parse_method("deep").is_err());
+    }
+}
