@@ -301,9 +301,16 @@ pub(super) fn eval(
             None => groups.push((key, vec![row])),
         }
     }
+    // The group column is as wide as the longest group name.
+    let width = groups
+        .iter()
+        .map(|(g, _)| g.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     if !json {
         println!(
-            "{:<40} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
+            "{:<width$} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
             "group",
             "model",
             "train",
@@ -320,13 +327,13 @@ pub(super) fn eval(
     for (group, members) in &groups {
         match evaluate_group(group, members, train_good, options) {
             Ok(report) if json => println!("{}", serde_json::to_string(&report)?),
-            Ok(report) => print_row(&report),
+            Ok(report) => print_row(&report, width),
             Err(e) => {
                 let e = format!("{e:#}");
                 if json {
                     println!("{}", serde_json::json!({ "group": group, "error": e }));
                 } else {
-                    println!("{group:<40} cannot fit: {e}");
+                    println!("{group:<width$} cannot fit: {e}");
                 }
             }
         }
@@ -369,12 +376,12 @@ fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
     (scored, errors)
 }
 
-fn print_row(r: &GroupReport) {
+fn print_row(r: &GroupReport, width: usize) {
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0));
     let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let m = &r.metrics;
     println!(
-        "{:<40} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7.1}",
+        "{:<width$} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7.1}",
         r.group,
         r.model,
         r.trained_on,
@@ -389,7 +396,7 @@ fn print_row(r: &GroupReport) {
     );
     if r.training == Training::ClearPartsOfOthers {
         println!(
-            "{:<40} no good images: each scored by a model of the mask-free parts of the others",
+            "{:<width$} no good images: each scored by a model of the mask-free parts of the others",
             ""
         );
     }
@@ -400,10 +407,10 @@ fn print_row(r: &GroupReport) {
             .iter()
             .map(|t| format!("{} {}/{}", t.defect_type, t.detected, t.defects))
             .collect();
-        println!("{:<40} found: {}", "", types.join(", "));
+        println!("{:<width$} found: {}", "", types.join(", "));
     }
     if r.errors > 0 {
-        println!("{:<40} {} images could not be scored", "", r.errors);
+        println!("{:<width$} {} images could not be scored", "", r.errors);
     }
 }
 
