@@ -19,7 +19,7 @@
 //!      detectors (four orientations, dark and bright) runs over the shading-free image and of
 //!      step detectors over the smoothed one; the model holds each channel's median and
 //!      percentiles over good pixels, and a pixel's anomaly is its strongest response in units
-//!      of them.
+//!      of them (a line's, as far as it stands out at both of its widths).
 //! 3. The image score is the maximum of the anomaly map. The threshold comes from good images
 //!    alone: five-fold cross-scoring gives each good image a held-out score, and
 //!    [`stats::calibrate`] fits an extreme-value law to them for a stated false-reject rate.

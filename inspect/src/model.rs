@@ -11,8 +11,9 @@ use crate::stats::calibrate;
 use crate::texture::{self, TextureModel};
 use crate::{Gray, InspectError};
 
-/// Version of the model layout; a model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 4;
+/// Version of the model layout and of the scores its threshold was calibrated on (5: texture
+/// lines count as far as both offsets agree); a model file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 5;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.

@@ -21,10 +21,14 @@
 //!    surfaces' shading and edges make heavier), pooled over a sample of the pixels of every
 //!    good image.
 //! 5. A pixel's anomaly is its largest response in units of those tails, over channels and both
-//!    polarities, floored at 0; pixels within the detectors' reach of the border are 0. The
-//!    image score is the map's maximum, so it only needs each channel's extremes: fitting and
-//!    its cross-scoring keep a [`Summary`] per image (a pixel sample and the extremes), not the
-//!    responses. A region is boxed on its core, the pixels whose own level stands out: a line
+//!    polarities, floored at 0; pixels within the detectors' reach of the border are 0. A line
+//!    counts as far as it stands out at both cross offsets in the same polarity (the smaller of
+//!    the two): a response only one width sees is mostly the texture's own grain (on four
+//!    splits of the good images, AUROC +0.024 on magnetic tiles, +0.007 on KolektorSDD).
+//! 6. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`]
+//!    per image, not the responses: a pixel sample, the step channels' extremes and, per line
+//!    orientation, the Pareto front of its two offsets' responses, on which the best agreement
+//!    lies. A region is boxed on its core, the pixels whose own level stands out: a line
 //!    answers along its whole length, up to half a line beyond the mark.
 
 use serde::{Deserialize, Serialize};
@@ -35,7 +39,8 @@ use crate::{Gray, InspectError};
 
 /// Line orientations, as one step along the line `(dx, dy)` (image y points down).
 const DIRECTIONS: [(isize, isize); 4] = [(1, 0), (1, 1), (0, 1), (-1, 1)];
-/// Cross offsets of the parallel lines, in steps across the line.
+/// Cross offsets of the parallel lines, in steps across the line. A line counts as far as it
+/// stands out at both (the channels of one orientation are `2 × orientation` and the next).
 const OFFSETS: [usize; 2] = [2, 3];
 const LINE_CHANNELS: usize = DIRECTIONS.len() * OFFSETS.len();
 /// One step channel per orientation, after the line channels.
@@ -104,12 +109,15 @@ pub struct Responses {
     scale: (f32, f32),
 }
 
-/// What fitting needs of one good image: a sample of each channel's responses and each
-/// channel's extremes over the judged pixels.
+/// What fitting needs of one good image: a sample of each channel's responses, and what the
+/// image score needs over the judged pixels: each step channel's extremes and, per line
+/// orientation, the pixels whose responses at the two offsets no other pixel's exceed at both
+/// (the dark front) or undercut at both (the bright front).
 pub struct Summary {
     samples: Vec<Vec<f32>>,
-    highest: PerChannel,
-    lowest: PerChannel,
+    step_highest: [f32; DIRECTIONS.len()],
+    step_lowest: [f32; DIRECTIONS.len()],
+    line_fronts: Vec<[Vec<(f32, f32)>; 2]>,
 }
 
 /// The working geometry for a set of good images: reduction factor and reference size.
@@ -323,7 +331,7 @@ fn tail_share(c: usize) -> f32 {
 
 impl Responses {
     /// The judged part (all but the border) of each row of `g`, an image of this size.
-    fn judged_rows<'a>(&self, g: &'a Gray) -> impl Iterator<Item = &'a [f32]> {
+    fn judged_rows<'a>(&self, g: &'a Gray) -> impl Iterator<Item = &'a [f32]> + Clone {
         let w = self.width;
         g.data
             .chunks_exact(w)
@@ -332,32 +340,89 @@ impl Responses {
             .map(move |row| &row[MARGIN..w - MARGIN])
     }
 
-    /// A sample of each channel and each channel's extremes over the judged pixels.
+    /// A sample of each channel, the step channels' extremes and the line orientations'
+    /// fronts, over the judged pixels.
     pub fn summary(&self) -> Summary {
         let judged = (self.width - 2 * MARGIN) * (self.height - 2 * MARGIN);
         let stride = judged.div_ceil(SAMPLES_PER_IMAGE).max(1);
-        let mut highest = [f32::MIN; CHANNELS];
-        let mut lowest = [f32::MAX; CHANNELS];
-        let mut samples = Vec::with_capacity(CHANNELS);
-        for (c, channel) in self.channels.iter().enumerate() {
-            for row in self.judged_rows(channel) {
-                highest[c] = row.iter().copied().fold(highest[c], f32::max);
-                lowest[c] = row.iter().copied().fold(lowest[c], f32::min);
-            }
-            samples.push(
+        let samples = self
+            .channels
+            .iter()
+            .map(|channel| {
                 self.judged_rows(channel)
                     .flatten()
                     .step_by(stride)
                     .copied()
-                    .collect(),
-            );
+                    .collect()
+            })
+            .collect();
+        let mut step_highest = [f32::MIN; DIRECTIONS.len()];
+        let mut step_lowest = [f32::MAX; DIRECTIONS.len()];
+        for (d, channel) in self.channels[LINE_CHANNELS..].iter().enumerate() {
+            for row in self.judged_rows(channel) {
+                step_highest[d] = row.iter().copied().fold(step_highest[d], f32::max);
+                step_lowest[d] = row.iter().copied().fold(step_lowest[d], f32::min);
+            }
         }
+        let line_fronts = (0..DIRECTIONS.len())
+            .map(|d| {
+                let pairs = || {
+                    self.judged_rows(&self.channels[2 * d])
+                        .flatten()
+                        .copied()
+                        .zip(
+                            self.judged_rows(&self.channels[2 * d + 1])
+                                .flatten()
+                                .copied(),
+                        )
+                };
+                let bright = upper_front(pairs().map(|(u, t)| (-u, -t)));
+                [
+                    upper_front(pairs()),
+                    bright.into_iter().map(|(u, t)| (-u, -t)).collect(),
+                ]
+            })
+            .collect();
         Summary {
             samples,
-            highest,
-            lowest,
+            step_highest,
+            step_lowest,
+            line_fronts,
         }
     }
+}
+
+/// The points no other point exceeds in both coordinates (the upper-right Pareto front), by
+/// decreasing first coordinate. The maximum over all points of `min(f(u), g(t))`, for any
+/// increasing `f` and `g`, is reached on it. Only points above both the highest-`u` point's
+/// `t` and the highest-`t` point's `u` can be on it, which leaves few to sort.
+fn upper_front(points: impl Iterator<Item = (f32, f32)> + Clone) -> Vec<(f32, f32)> {
+    // The highest-`u` point (of those, the highest `t`) and the highest-`t` point (of those,
+    // the highest `u`).
+    let mut tops: Option<((f32, f32), (f32, f32))> = None;
+    for p in points.clone() {
+        let (top_u, top_t) = tops.get_or_insert((p, p));
+        if (p.0, p.1) > (top_u.0, top_u.1) {
+            *top_u = p;
+        }
+        if (p.1, p.0) > (top_t.1, top_t.0) {
+            *top_t = p;
+        }
+    }
+    let Some((top_u, top_t)) = tops else {
+        return Vec::new();
+    };
+    let mut candidates: Vec<(f32, f32)> = points
+        .filter(|&(u, t)| u >= top_t.0 && t >= top_u.1)
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    let mut front: Vec<(f32, f32)> = Vec::new();
+    for p in candidates {
+        if front.last().is_none_or(|last| p.1 > last.1) {
+            front.push(p);
+        }
+    }
+    front
 }
 
 impl TextureModel {
@@ -410,11 +475,40 @@ impl TextureModel {
         }
     }
 
-    /// The anomaly map at the working scale.
+    /// How far a line of orientation `d` stands out at both offsets in one polarity: from the
+    /// responses `(u, t)` at the two offsets, the smaller of their signed distances beyond the
+    /// dark tails, or of those beyond the bright tails, whichever is larger (negative inside).
+    /// A response that only one offset sees (noise at one width) does not count.
+    fn agreement(&self, d: usize) -> impl Fn(f32, f32) -> f32 + use<> {
+        let (a, b) = (2 * d, 2 * d + 1);
+        let (ma, mb) = (self.median[a], self.median[b]);
+        let (da, db) = (self.dark_tail[a].recip(), self.dark_tail[b].recip());
+        let (ba, bb) = (self.bright_tail[a].recip(), self.bright_tail[b].recip());
+        move |u, t| {
+            let dark = ((u - ma) * da).min((t - mb) * db);
+            let bright = ((ma - u) * ba).min((mb - t) * bb);
+            dark.max(bright)
+        }
+    }
+
+    /// The anomaly map at the working scale: per pixel, the largest line agreement and step
+    /// excess, floored at 0.
     pub fn anomaly(&self, r: &Responses) -> Gray {
         let mut map = Gray::new(r.width, r.height, 0.0);
         let w = r.width;
-        for (c, channel) in r.channels.iter().enumerate() {
+        for d in 0..DIRECTIONS.len() {
+            let agreement = self.agreement(d);
+            let judged = map.data.chunks_exact_mut(w).skip(MARGIN);
+            let pairs = r
+                .judged_rows(&r.channels[2 * d])
+                .zip(r.judged_rows(&r.channels[2 * d + 1]));
+            for (out, (us, ts)) in judged.zip(pairs) {
+                for (o, (&u, &t)) in out[MARGIN..w - MARGIN].iter_mut().zip(us.iter().zip(ts)) {
+                    *o = o.max(agreement(u, t));
+                }
+            }
+        }
+        for (c, channel) in r.channels.iter().enumerate().skip(LINE_CHANNELS) {
             let excess = self.excess(c);
             let judged = map.data.chunks_exact_mut(w).skip(MARGIN);
             for (out, row) in judged.zip(r.judged_rows(channel)) {
@@ -428,12 +522,15 @@ impl TextureModel {
 
     /// The maximum of [`TextureModel::anomaly`], from the image's summary alone.
     pub fn image_score(&self, s: &Summary) -> f32 {
-        (0..CHANNELS)
-            .map(|c| {
-                let excess = self.excess(c);
-                excess(s.highest[c]).max(excess(s.lowest[c]))
-            })
-            .fold(0.0, f32::max)
+        let lines = s.line_fronts.iter().enumerate().flat_map(|(d, fronts)| {
+            let agreement = self.agreement(d);
+            fronts.iter().flatten().map(move |&(u, t)| agreement(u, t))
+        });
+        let steps = (0..DIRECTIONS.len()).map(|d| {
+            let excess = self.excess(LINE_CHANNELS + d);
+            excess(s.step_highest[d]).max(excess(s.step_lowest[d]))
+        });
+        lines.chain(steps).fold(0.0, f32::max)
     }
 
     /// Describes one anomalous component as a region of the input image: its core, the pixels
@@ -577,6 +674,56 @@ mod tests {
         assert_eq!(across_columns.get(40, 40), 0.0, "no step along the rows");
         assert_eq!(across_rows.get(40, 20), 0.0, "nothing away from the step");
         assert_eq!(across_rows.get(5, 40), 0.0, "the border is not judged");
+    }
+
+    #[test]
+    fn the_front_holds_the_undominated_points_and_the_best_agreement() {
+        let points = [
+            (1.0, 5.0),
+            (3.0, 3.0),
+            (2.0, 2.0),
+            (5.0, 1.0),
+            (3.0, 2.5),
+            (0.0, 0.0),
+        ];
+        assert_eq!(
+            upper_front(points.iter().copied()),
+            [(5.0, 1.0), (3.0, 3.0), (1.0, 5.0)]
+        );
+        assert!(upper_front(std::iter::empty()).is_empty());
+        // Over many correlated points, the best of min(f(u), g(t)) for increasing f and g is
+        // on the front.
+        let mut rng = StdRng::seed_from_u64(5);
+        let cloud: Vec<(f32, f32)> = (0..5000)
+            .map(|_| {
+                let u: f32 = rng.random_range(-3.0..3.0);
+                (u, 0.8 * u + rng.random_range(-1.0..1.0))
+            })
+            .collect();
+        let front = upper_front(cloud.iter().copied());
+        assert!(front.len() < 50, "{} points on the front", front.len());
+        let best = |pts: &[(f32, f32)]| {
+            pts.iter()
+                .map(|&(u, t)| (2.0 * u - 1.0).min(0.5 * t + 0.3))
+                .fold(f32::MIN, f32::max)
+        };
+        assert_eq!(best(&front), best(&cloud));
+    }
+
+    #[test]
+    fn a_line_seen_at_one_offset_only_does_not_count() {
+        let m = model();
+        let agreement = m.agreement(0);
+        let (a, b) = (0, 1);
+        let far_dark = |c: usize| m.median[c] + 10.0 * m.dark_tail[c];
+        let far_bright = |c: usize| m.median[c] - 10.0 * m.bright_tail[c];
+        assert!((agreement(far_dark(a), far_dark(b)) - 10.0).abs() < 1e-3);
+        assert!((agreement(far_bright(a), far_bright(b)) - 10.0).abs() < 1e-3);
+        assert!(agreement(far_dark(a), m.median[b]) <= 0.0);
+        assert!(
+            agreement(far_dark(a), far_bright(b)) < 0.0,
+            "opposite polarities"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The golden-sample analyzer on real surface-defect photographs (`shared/datasets`), through
 //! the same evaluation as `wiko-cloud model eval`, with the method `auto` picks. Floors sit
-//! below what was measured on 2026-11-26 (BSData, a fixed view: AUROC 0.997; KolektorSDD, a
-//! texture: 0.920; magnetic tiles, a texture: 0.752): they catch a regression. The texture
+//! below what was measured on 2026-11-27 (BSData, a fixed view: AUROC 0.997; KolektorSDD, a
+//! texture: 0.930; magnetic tiles, a texture: 0.772): they catch a regression. The texture
 //! floors are under the 0.95 target, which those sources do not reach yet.
 
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ fn real_surfaces_keep_their_auroc_floor() {
     let rows = manifest::read(&dataset()).unwrap();
     for (source, method, floor) in [
         ("KolektorSDD", "texture", 0.88),
-        ("Magnetic-tile", "texture", 0.70),
+        ("Magnetic-tile", "texture", 0.74),
         ("BSData", "fixed", 0.97),
     ] {
         let members: Vec<&manifest::Row> = rows
