@@ -37,10 +37,12 @@ const MARGIN: f32 = 12.0;
 /// Longest side the registration works at; larger images are reduced by an integer factor.
 const WORKING_SIDE: usize = 800;
 
-/// Per-location statistics of one feature.
+/// Per-location statistics of one feature, rounded to half floats (as they are stored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Channel {
+    #[serde(with = "crate::half_floats")]
     pub median: Vec<f32>,
+    #[serde(with = "crate::half_floats")]
     pub spread: Vec<f32>,
 }
 
@@ -252,7 +254,7 @@ impl Channel {
             for v in column.iter_mut() {
                 *v = (*v - m).abs();
             }
-            *m_out = m;
+            *m_out = crate::half_floats::rounded(m);
             *mad_out = 1.4826 * median(&mut column);
         }
         // A pixel next to an edge varies with sub-pixel registration: take the largest spread
@@ -266,7 +268,7 @@ impl Channel {
                         s = s.max(mad.get(xx, yy));
                     }
                 }
-                spread[y * width + x] = s;
+                spread[y * width + x] = crate::half_floats::rounded(s);
             }
         }
         Channel {

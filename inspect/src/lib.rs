@@ -32,6 +32,7 @@ pub mod classify;
 pub mod decode;
 pub mod fixed;
 pub mod gray;
+mod half_floats;
 pub mod model;
 pub mod regions;
 pub mod register;

@@ -12,7 +12,8 @@ use crate::texture::{self, TextureModel};
 use crate::{Gray, InspectError};
 
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
-/// lines count as far as both offsets agree); a model file of another version must be refitted.
+/// lines count as far as both offsets agree, per-location statistics are half floats); a model
+/// file of another version must be refitted.
 pub const MODEL_FORMAT: u32 = 5;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
