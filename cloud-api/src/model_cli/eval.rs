@@ -189,7 +189,8 @@ pub fn evaluate_group(
 
 /// A group of defect images only (NEU-DET has no good image): each image is scored by a model
 /// fitted on the largest mask-free part (both sides at least [`MIN_CLEAR_SIDE`]) of every
-/// other image of the group, and never on any part of itself. Only recall, recall per type
+/// other image of the group, and never on any part of itself (rows without a mask are left
+/// out: nothing tells their clear part). Only recall, recall per type
 /// and the region hit rate mean something then; the threshold still comes from defect-free
 /// surface alone.
 pub fn evaluate_on_clear_parts(
