@@ -16,10 +16,11 @@
 //!      thing is always in the same place: per-pixel robust statistics, no registration.
 //!      Chosen when the good images' per-pixel spread is small against their spatial variation.
 //!    - [`texture`]: a surface filling the image, where position means nothing. A bank of line
-//!      detectors (four orientations, dark and bright) runs over the shading-free image and of
-//!      step detectors over the smoothed one; the model holds each channel's median and
-//!      percentiles over good pixels, and a pixel's anomaly is its strongest response in units
-//!      of them (a line's, as far as it stands out at both of its widths).
+//!      detectors (four orientations, dark and bright) and of wavy-path detectors ([`paths`])
+//!      runs over the shading-free image and of step detectors over the smoothed one; the
+//!      model holds each channel's median and percentiles over good pixels and each family's
+//!      typical maximum in good images, and a pixel's anomaly is its strongest response in
+//!      those units (a line's, as far as it stands out at both of its widths).
 //! 3. The image score is the maximum of the anomaly map. The threshold comes from good images
 //!    alone: five-fold cross-scoring gives each good image a held-out score, and
 //!    [`stats::calibrate`] fits an extreme-value law to them for a stated false-reject rate.
@@ -34,6 +35,7 @@ pub mod fixed;
 pub mod gray;
 mod half_floats;
 pub mod model;
+pub mod paths;
 pub mod regions;
 pub mod register;
 pub mod stats;

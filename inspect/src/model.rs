@@ -14,7 +14,7 @@ use crate::{Gray, InspectError};
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
 /// lines count as far as both offsets agree, per-location statistics are half floats); a model
 /// file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 5;
+pub const MODEL_FORMAT: u32 = 6;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
@@ -200,7 +200,7 @@ impl Model {
             Method::Texture(m) => {
                 let p = m.prepare(img)?;
                 let map = m.anomaly(&p);
-                let regions = self.regions(&map, |c| m.region(c, &p, img));
+                let regions = self.regions(&map, |c| m.region(c, &p, &map, img));
                 (map, None, regions)
             }
         };

@@ -1,8 +1,9 @@
 //! The golden-sample analyzer on real surface-defect photographs (`shared/datasets`), through
 //! the same evaluation as `wiko-cloud model eval`, with the method `auto` picks. Floors sit
-//! below what was measured on 2026-11-27 (BSData, a fixed view: AUROC 0.997; KolektorSDD, a
-//! texture: 0.930; magnetic tiles, a texture: 0.772): they catch a regression. The texture
-//! floors are under the 0.95 target, which those sources do not reach yet.
+//! below what was measured on 2026-11-27 (AUROC and recall at the calibrated threshold: BSData,
+//! a fixed view, 0.997 and 92.5%; KolektorSDD, a texture, 0.945 and 55%; magnetic tiles, a
+//! texture, 0.817 and 42.5%): they catch a regression. The texture floors are under the
+//! issue's 0.95 target, which those sources do not reach yet on this split.
 
 use std::path::PathBuf;
 
@@ -32,10 +33,10 @@ fn dataset() -> PathBuf {
 #[test]
 fn real_surfaces_keep_their_auroc_floor() {
     let rows = manifest::read(&dataset()).unwrap();
-    for (source, method, floor) in [
-        ("KolektorSDD", "texture", 0.88),
-        ("Magnetic-tile", "texture", 0.74),
-        ("BSData", "fixed", 0.97),
+    for (source, method, floor, recall_floor) in [
+        ("KolektorSDD", "texture", 0.92, 0.45),
+        ("Magnetic-tile", "texture", 0.79, 0.3),
+        ("BSData", "fixed", 0.97, 0.85),
     ] {
         let members: Vec<&manifest::Row> = rows
             .iter()
@@ -47,12 +48,17 @@ fn real_surfaces_keep_their_auroc_floor() {
         assert_eq!(report.errors, 0);
         assert_eq!(report.model, method);
         assert!(auroc >= floor, "{source}: AUROC {auroc:.3} under {floor}");
+        let recall = report.metrics.recall.unwrap();
+        assert!(
+            recall >= recall_floor,
+            "{source}: recall {recall:.3} under {recall_floor}"
+        );
     }
 }
 
 /// NEU-DET has no good image: each image is scored by a model of the mask-free surface of the
-/// others. Measured on 2026-11-27: recall 28% (scratches 6 of 6; crazing, patches and pitted
-/// surfaces, which cover the whole strip, 0).
+/// others. Measured on 2026-11-27: recall 33% (scratches 6 of 6; inclusion and pitted surface 2
+/// of 6, crazing and rolled-in scale 1, patches, which cover the whole strip, 0).
 #[test]
 fn neu_is_measured_on_the_surface_around_its_defects() {
     let rows = manifest::read(&dataset()).unwrap();
@@ -67,7 +73,7 @@ fn neu_is_measured_on_the_surface_around_its_defects() {
     assert_eq!((report.metrics.good, report.metrics.defect), (0, 36));
     assert_eq!(report.metrics.auroc, None, "no good image to rank against");
     let recall = report.metrics.recall.unwrap();
-    assert!(recall >= 0.2, "recall {recall:.2}");
+    assert!(recall >= 0.28, "recall {recall:.2}");
     let scratches = report
         .metrics
         .recall_by_type
