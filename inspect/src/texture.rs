@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::paths;
 use crate::regions::{Component, Region, surface_region};
-use crate::stats::{median_spread, quantile_of_sorted};
+use crate::stats::{median_spread, quantile};
 use crate::{Gray, InspectError};
 
 /// Line orientations, as one step along the line `(dx, dy)` (image y points down).
@@ -494,12 +494,11 @@ impl TextureModel {
                 .iter()
                 .flat_map(|s| s.samples[c].iter().copied())
                 .collect();
-            pooled.sort_unstable_by(f32::total_cmp);
-            let m = quantile_of_sorted(&pooled, 0.5);
+            let m = quantile(&mut pooled, 0.5);
             median[c] = m;
             let tail = tail_share(c);
-            dark_tail[c] = (quantile_of_sorted(&pooled, 1.0 - tail) - m).max(TAIL_FLOOR);
-            bright_tail[c] = (m - quantile_of_sorted(&pooled, tail)).max(TAIL_FLOOR);
+            dark_tail[c] = (quantile(&mut pooled, 1.0 - tail) - m).max(TAIL_FLOOR);
+            bright_tail[c] = (m - quantile(&mut pooled, tail)).max(TAIL_FLOOR);
         }
         let mut model = TextureModel {
             downscale,
