@@ -156,3 +156,67 @@ fn scoring_is_deterministic() {
     let img = part(300, Some((-80.0, 5.0, 3.0)));
     assert_eq!(m.score(&img).unwrap(), m.score(&img).unwrap());
 }
+
+/// Odd inputs for a model of each kind: every score is a finite verdict or an error, never a
+/// panic (flat, saturated, tiny, very long, very tall, a hard checkerboard).
+#[test]
+fn odd_images_give_a_verdict_or_an_error_with_every_method() {
+    let surface = |i: u64| {
+        let mut g = part(i, None);
+        for (k, v) in g.data.iter_mut().enumerate() {
+            *v = 100.0 + ((k * 7919 + i as usize * 31) % 61) as f32;
+        }
+        g
+    };
+    let surfaces: Vec<Gray> = (0..6).map(surface).collect();
+    let models = [
+        model(),
+        Model::fit(&surfaces, &FitOptions::default()).unwrap(),
+        Model::fit(
+            &surfaces,
+            &FitOptions {
+                method: MethodChoice::Fixed,
+                ..FitOptions::default()
+            },
+        )
+        .unwrap(),
+    ];
+    let checker = |w: usize, h: usize| {
+        let mut g = Gray::new(w, h, 0.0);
+        for y in 0..h {
+            for x in 0..w {
+                g.set(x, y, if (x / 3 + y / 3) % 2 == 0 { 0.0 } else { 255.0 });
+            }
+        }
+        g
+    };
+    let odd = [
+        Gray::new(320, 200, 0.0),
+        Gray::new(320, 200, 255.0),
+        Gray::new(1, 1, 128.0),
+        Gray::new(37, 37, 90.0),
+        Gray::new(4000, 40, 90.0),
+        Gray::new(40, 4000, 90.0),
+        checker(320, 200),
+        checker(1200, 90),
+    ];
+    let kinds: Vec<&str> = models.iter().map(Model::kind).collect();
+    assert_eq!(kinds, ["aligned", "texture", "fixed"]);
+    for m in &models {
+        let mut verdicts = 0;
+        for img in &odd {
+            if let Ok(v) = m.score(img) {
+                verdicts += 1;
+                assert!(
+                    v.score.is_finite(),
+                    "{} on {}×{}",
+                    m.kind(),
+                    img.width,
+                    img.height
+                );
+                assert!(v.regions.iter().all(|r| r.peak.is_finite()));
+            }
+        }
+        assert!(verdicts >= 2, "{}: {verdicts} verdicts", m.kind());
+    }
+}
