@@ -2,9 +2,10 @@
 //! its line, and that the eye finds because they run on.
 //!
 //! A pixel's dark contrast across the path (how much darker it is than both pixels [`OFFSET`]
-//! steps either side; for bright paths, how much brighter) is summed along the best path through it, a path that may move one pixel
-//! sideways at each step (so it follows any course within 45° of its axis), with weights
-//! decaying by `1 − 1/LENGTH` per step in both directions. The result is about the mean contrast
+//! steps either side; for bright paths, how much brighter) is summed along the best path
+//! through it, a path that may move one pixel sideways at each step (so it follows any course
+//! within 45° of its axis), with weights decaying by `1 − 1/LENGTH` per step in both
+//! directions. The result is about the mean contrast
 //! along the darkest wavy path of about [`LENGTH`] steps through the pixel: the grain of a good
 //! surface is dark in short pieces that go nowhere, a crack stays dark for its whole length.
 //! Two axes (paths running along the rows and along the columns) cover every course. A path
