@@ -52,7 +52,8 @@ impl<'de> Visitor<'de> for HalfFloats {
 
     /// Formats without a byte string type (JSON) write the bytes as a sequence of numbers.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<f32>, A::Error> {
-        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        // The format's length hint is not trusted with an allocation.
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
         while let Some(b) = seq.next_element::<u8>()? {
             bytes.push(b);
         }

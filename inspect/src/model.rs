@@ -12,8 +12,9 @@ use crate::texture::{self, TextureModel};
 use crate::{Gray, InspectError};
 
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
-/// lines count as far as both offsets agree, per-location statistics are half floats); a model
-/// file of another version must be refitted.
+/// lines count as far as both offsets agree, per-location statistics are half floats; 6:
+/// texture path channels and per-family units); a model file of another version must be
+/// refitted.
 pub const MODEL_FORMAT: u32 = 6;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;

@@ -21,8 +21,8 @@
 //!    only in short pieces.
 //! 5. Fitting keeps, per channel (each line orientation × offset, each step orientation, each
 //!    path axis and polarity), the median response of good pixels and its distance to a low
-//!    and a high percentile (the bright and the dark tail; 1st and 99th for lines and paths,
-//!    0.3rd and 99.7th for steps, which good surfaces' shading and edges make heavier), pooled
+//!    and a high percentile (the bright and the dark tail; 1st and 99th for lines, 0.3rd and
+//!    99.7th for steps and paths, which good surfaces' shading and edges make heavier), pooled
 //!    over a sample of the pixels of every good image. Then, per family of detectors (lines,
 //!    steps, paths), a unit: the median over the good images of the family's largest excess
 //!    over its tails. Every family reaches past its pixel tails somewhere in every good image,
@@ -79,7 +79,8 @@ const SHADING_RADIUS: usize = 16;
 const TAIL: f32 = 0.01;
 /// The same for the step channels, whose tails good surfaces' own edges and shading make
 /// heavier: 1e-2 lifted the magnetic tiles' AUROC most but cost KolektorSDD 0.03; 3e-3 lifts
-/// the tiles 0.04 to 0.06 and costs KolektorSDD nothing (prototype, four splits).
+/// the tiles 0.04 to 0.06 and costs KolektorSDD nothing (prototype, four splits). The path
+/// channels use it too (their figures were measured so).
 const STEP_TAIL: f32 = 0.003;
 /// At most this many pixels per channel are sampled from each good image.
 const SAMPLES_PER_IMAGE: usize = 8_192;
@@ -132,16 +133,17 @@ pub struct Responses {
     height: usize,
     /// Normalised level (smoothed, shading removed) per pixel.
     level: Gray,
-    /// Per channel, the response of each pixel; 0 within [`MARGIN`] of the border.
+    /// Per channel, the response of each pixel; only the judged pixels (not within [`MARGIN`]
+    /// of the border) are read.
     channels: Vec<Gray>,
     /// Input pixels per working pixel, horizontally and vertically.
     scale: (f32, f32),
 }
 
 /// What fitting needs of one good image: a sample of each channel's responses, and what the
-/// image score needs over the judged pixels: each step channel's extremes and, per line
-/// orientation, the pixels whose responses at the two offsets no other pixel's exceed at both
-/// (the dark front) or undercut at both (the bright front).
+/// image score needs over the judged pixels: each step channel's extremes, each path
+/// channel's highest and, per line orientation, the pixels whose responses at the two offsets
+/// no other pixel's exceed at both (the dark front) or undercut at both (the bright front).
 pub struct Summary {
     samples: Vec<Vec<f32>>,
     step_highest: [f32; STEP_CHANNELS],
@@ -212,7 +214,7 @@ fn relative_to_spread(g: &Gray, floor: f32) -> Gray {
     g.map(|v| (v - m) / s)
 }
 
-/// Brings an image to the working scale and runs the line and step detectors over it.
+/// Brings an image to the working scale and runs the line, step and path detectors over it.
 pub fn prepare(
     img: &Gray,
     downscale: usize,
@@ -372,7 +374,7 @@ fn family(c: usize) -> usize {
 
 /// The share of good pixels left beyond each tail of channel `c`.
 fn tail_share(c: usize) -> f32 {
-    if c < LINE_CHANNELS { TAIL } else { STEP_TAIL }
+    if family(c) == 0 { TAIL } else { STEP_TAIL }
 }
 
 impl Responses {
@@ -386,8 +388,8 @@ impl Responses {
             .map(move |row| &row[MARGIN..w - MARGIN])
     }
 
-    /// A sample of each channel, the step channels' extremes and the line orientations'
-    /// fronts, over the judged pixels.
+    /// A sample of each channel, the step channels' extremes, the path channels' highest and
+    /// the line orientations' fronts, over the judged pixels.
     pub fn summary(&self) -> Summary {
         let judged = (self.width - 2 * MARGIN) * (self.height - 2 * MARGIN);
         let stride = judged.div_ceil(SAMPLES_PER_IMAGE).max(1);
@@ -556,8 +558,8 @@ impl TextureModel {
         }
     }
 
-    /// The anomaly map at the working scale: per pixel, the largest line agreement and step
-    /// excess, floored at 0.
+    /// The anomaly map at the working scale: per pixel, the largest line agreement, step and
+    /// path excess, each in its family's unit, floored at 0.
     pub fn anomaly(&self, r: &Responses) -> Gray {
         let mut map = Gray::new(r.width, r.height, 0.0);
         let w = r.width;

@@ -268,10 +268,10 @@ fn clear_part(row: &Row) -> Result<Option<Gray>, String> {
     let mask = image::open(mask_path)
         .map_err(|e| format!("{}: {e}", mask_path.display()))?
         .to_luma8();
-    let (image, _) = decode_file(&row.path)?;
     let Some([x, y, w, h]) = largest_clear_rectangle(&mask, MIN_CLEAR_SIDE) else {
         return Ok(None);
     };
+    let (image, _) = decode_file(&row.path)?;
     // The mask may be at another scale than the image.
     let sx = image.width as f64 / f64::from(mask.width().max(1));
     let sy = image.height as f64 / f64::from(mask.height().max(1));
@@ -349,14 +349,19 @@ fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
     let mut errors = 0;
     for row in rows {
         match score_one(model, &row.path) {
-            Ok((verdict, ms)) => {
-                let located = row.mask.as_ref().filter(|_| row.defect).map(|mask| {
-                    let size = image::image_dimensions(&row.path)
-                        .map(|(w, h)| (w as usize, h as usize))
-                        .unwrap_or((1, 1));
-                    match (verdict.regions.first(), image::open(mask)) {
-                        (Some(top), Ok(mask)) => box_hits_mask(top.bbox, size, &mask.to_luma8()),
-                        _ => false,
+            Ok((verdict, size, ms)) => {
+                // A missed defect is not located; an unreadable mask says so and leaves the
+                // image out of the hit rate.
+                let located = row.mask.as_ref().filter(|_| row.defect).and_then(|path| {
+                    let top = verdict.regions.first();
+                    match image::open(path) {
+                        Ok(mask) => {
+                            Some(top.is_some_and(|t| box_hits_mask(t.bbox, size, &mask.to_luma8())))
+                        }
+                        Err(e) => {
+                            eprintln!("{}: {e}", path.display());
+                            None
+                        }
                     }
                 });
                 scored.push(Scored {

@@ -234,7 +234,7 @@ fn score(model_path: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
     let mut failed = 0;
     for row in &rows {
         match score_one(&model, &row.path) {
-            Ok((verdict, ms)) => {
+            Ok((verdict, _, ms)) => {
                 let line = ScoreLine {
                     file: &row.name,
                     score: verdict.score,
@@ -264,12 +264,14 @@ fn score(model_path: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Decodes and scores one image; the milliseconds include decoding.
-fn score_one(model: &Model, path: &Path) -> Result<(Verdict, f64), String> {
+/// Decodes and scores one image; also returns the decoded size (orientation applied: the
+/// frame of the verdict's boxes) and the milliseconds, decoding included.
+fn score_one(model: &Model, path: &Path) -> Result<(Verdict, (usize, usize), f64), String> {
     let started = Instant::now();
     let (gray, _) = decode_file(path)?;
     let verdict = model.score(&gray).map_err(|e| e.to_string())?;
-    Ok((verdict, started.elapsed().as_secs_f64() * 1000.0))
+    let size = (gray.width, gray.height);
+    Ok((verdict, size, started.elapsed().as_secs_f64() * 1000.0))
 }
 
 #[cfg(test)]
