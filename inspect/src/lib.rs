@@ -32,6 +32,7 @@ pub mod aligned;
 pub mod classify;
 pub mod decode;
 pub mod fixed;
+pub mod glare;
 pub mod gray;
 mod half_floats;
 pub mod model;

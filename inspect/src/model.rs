@@ -13,9 +13,9 @@ use crate::{Gray, InspectError};
 
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
 /// lines count as far as both offsets agree, per-location statistics are half floats; 6:
-/// texture path channels and per-family units); a model file of another version must be
-/// refitted.
-pub const MODEL_FORMAT: u32 = 6;
+/// texture path channels and per-family units; 7: texture dark responses beside a glare do
+/// not count); a model file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 7;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.

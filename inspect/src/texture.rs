@@ -19,7 +19,10 @@
 //!    path, summed along the best wavy path through it, along the rows and along the columns:
 //!    a long faint crack that bends off any straight line stands out of grain that is dark
 //!    only in short pieces.
-//! 5. Fitting keeps, per channel (each line orientation × offset, each step orientation, each
+//! 5. Beside a glare (a clipped highlight, [`glare`]), within the shading blur's reach, dark
+//!    responses (dark lines, dark paths) are dropped: the clipped area pulls the shading up,
+//!    so the surface around it looks darker than it is. Bright responses still count.
+//! 6. Fitting keeps, per channel (each line orientation × offset, each step orientation, each
 //!    path axis and polarity), the median response of good pixels and its distance to a low
 //!    and a high percentile (the bright and the dark tail; 1st and 99th for lines, 0.3rd and
 //!    99.7th for steps and paths, which good surfaces' shading and edges make heavier), pooled
@@ -30,13 +33,13 @@
 //!    the families have the same say (on four splits of the good images, adding the paths so
 //!    counted lifted KolektorSDD's mean AUROC 0.917 → 0.962 and the magnetic tiles'
 //!    0.770 → 0.827; dark paths alone added without units changed neither: 0.916, 0.770).
-//! 6. A pixel's anomaly is its largest excess in its family's units, over channels and both
+//! 7. A pixel's anomaly is its largest excess in its family's units, over channels and both
 //!    polarities (paths: their own polarity only), floored at 0; pixels within the detectors'
 //!    reach of the border are 0. A line counts as far as it stands out at both cross offsets in
 //!    the same polarity (the smaller of the two): a response only one width sees is mostly the
 //!    texture's own grain (on four splits of the good images, AUROC +0.024 on magnetic tiles,
 //!    +0.007 on KolektorSDD).
-//! 7. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`]
+//! 8. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`]
 //!    per image, not the responses: a pixel sample, the step and path channels' extremes and,
 //!    per line orientation, the Pareto front of its two offsets' responses, on which the best
 //!    agreement lies. A region is boxed on its core, the pixels of the component's strong part
@@ -45,10 +48,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::paths;
 use crate::regions::{Component, Region, surface_region};
 use crate::stats::{median_spread, quantile};
 use crate::{Gray, InspectError};
+use crate::{glare, paths};
 
 /// Line orientations, as one step along the line `(dx, dy)` (image y points down).
 const DIRECTIONS: [(isize, isize); 4] = [(1, 0), (1, 1), (0, 1), (-1, 1)];
@@ -62,6 +65,7 @@ const STEP_CHANNELS: usize = DIRECTIONS.len();
 /// then bright ones.
 const PATH_CHANNELS: usize = 4;
 const PATHS_FROM: usize = LINE_CHANNELS + STEP_CHANNELS;
+const DARK_PATHS: std::ops::Range<usize> = PATHS_FROM..PATHS_FROM + 2;
 const CHANNELS: usize = PATHS_FROM + PATH_CHANNELS;
 /// Families of detectors, each counted in its own unit: lines, steps, paths.
 const FAMILIES: usize = 3;
@@ -240,6 +244,9 @@ pub fn prepare(
     let boxes = normalise(&smooth).box_blur(STEP_RADIUS);
     channels.extend(DIRECTIONS.iter().map(|&d| across_step(&boxes, d)));
     channels.extend(paths::paths(&level));
+    if let Some(zone) = glare::beside_glare(&work, SHADING_RADIUS) {
+        drop_dark_responses(&mut channels, &zone);
+    }
     Ok(Responses {
         width: level.width,
         height: level.height,
@@ -247,6 +254,23 @@ pub fn prepare(
         channels,
         scale,
     })
+}
+
+/// Drops the dark responses (a line's positive response, a dark path's) of the pixels in
+/// `zone`: beside a glare, darkness is not evidence ([`glare`]).
+fn drop_dark_responses(channels: &mut [Gray], zone: &[bool]) {
+    for (c, channel) in channels.iter_mut().enumerate() {
+        if c < LINE_CHANNELS || DARK_PATHS.contains(&c) {
+            for (v, _) in channel
+                .data
+                .iter_mut()
+                .zip(zone)
+                .filter(|(_, beside)| **beside)
+            {
+                *v = v.min(0.0);
+            }
+        }
+    }
 }
 
 /// Shading removed from the (lightly smoothed) working image, in units of the result's robust
@@ -886,6 +910,44 @@ mod tests {
                 .fold(0.0, f32::max);
             assert!(on_mark >= 0.8 * map.max(), "{on_mark}");
         }
+    }
+
+    #[test]
+    fn beside_a_glare_dark_lines_and_paths_do_not_count_and_bright_ones_still_do() {
+        // A glare over the left fifth; beside it a dark and a bright vertical line, far from
+        // it another dark one.
+        let mut g = surface(5, None);
+        for y in 0..160 {
+            for x in 0..40 {
+                g.set(x, y, 255.0);
+            }
+            if (40..120).contains(&y) {
+                for (x, shift) in [(48, -45.0), (53, 45.0), (150, -45.0)] {
+                    g.set(x, y, g.get(x, y) + shift);
+                }
+            }
+        }
+        let r = prepare(&g, 1, None).unwrap();
+        let at = |c: usize, x: usize| r.channels[c].get(x, 80);
+        // Vertical lines: orientation 2, channels 4 and 5; dark paths along the columns.
+        let (vertical, dark_columns, bright_columns) = (4..6, PATHS_FROM + 1, PATHS_FROM + 3);
+        for c in (0..LINE_CHANNELS).chain(DARK_PATHS) {
+            assert!(
+                at(c, 48) <= 0.0,
+                "channel {c} beside the glare: {}",
+                at(c, 48)
+            );
+        }
+        for c in vertical {
+            assert!(
+                at(c, 150) > 1.0,
+                "channel {c} far from the glare: {}",
+                at(c, 150)
+            );
+        }
+        assert!(at(dark_columns, 150) > 1.0, "{}", at(dark_columns, 150));
+        // The bright line keeps its (negative) line response and its bright path.
+        assert!(at(4, 53) < -0.3 && at(bright_columns, 53) > 0.3);
     }
 
     #[test]
