@@ -183,16 +183,23 @@ fn fit(good: &Path, out: &Path, sku: Option<String>, options: &FitOptions) -> an
     Ok(())
 }
 
-/// Writes a file through a temporary sibling and a rename: never a half-written model.
+/// Writes a file through a temporary sibling and a rename: never a half-written model. A
+/// symbolic link is followed (its target replaced, the link kept); a device or a pipe
+/// (`/dev/stdout`, `/dev/null`, a FIFO) is written into, never replaced by a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if std::fs::metadata(&target).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::write(&target, bytes)
+            .with_context(|| format!("writing {}", path.display()));
+    }
+    let dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     std::io::Write::write_all(&mut tmp, bytes).context("writing the model")?;
-    tmp.persist(path)
+    tmp.persist(&target)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -282,5 +289,40 @@ mod tests {
     fn methods_parse_by_name() {
         assert_eq!(parse_method("texture"), Ok(MethodChoice::Texture));
         assert!(parse_method("deep").is_err());
+    }
+
+    #[test]
+    fn a_model_replaces_a_file_and_the_target_of_a_link_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("knife.model");
+        std::fs::write(&file, b"old").unwrap();
+        write_atomically(&file, b"new model").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"new model");
+        let link = dir.path().join("current.model");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        write_atomically(&link, b"newer model").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&file).unwrap(), b"newer model");
+    }
+
+    #[test]
+    fn a_model_written_to_a_pipe_goes_into_it_and_leaves_the_pipe() {
+        use std::os::unix::fs::FileTypeExt;
+        // As `--out /dev/stdout` or `--out /dev/null`: a rename would replace the device.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        write_atomically(&fifo, b"model bytes").unwrap();
+        assert_eq!(reader.join().unwrap(), b"model bytes");
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "the pipe was replaced: {kind:?}");
     }
 }
