@@ -49,9 +49,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::regions::{Component, Region, surface_region};
-use crate::stats::{median_spread, quantile};
-use crate::{Gray, InspectError};
-use crate::{glare, paths};
+use crate::stats::{self, median_spread, quantile};
+use crate::{Gray, InspectError, glare, paths};
 
 /// Line orientations, as one step along the line `(dx, dy)` (image y points down).
 const DIRECTIONS: [(isize, isize); 4] = [(1, 0), (1, 1), (0, 1), (-1, 1)];
@@ -172,8 +171,8 @@ pub fn median_size(images: &[Gray]) -> (usize, usize) {
     let mut widths: Vec<f32> = images.iter().map(|g| g.width as f32).collect();
     let mut heights: Vec<f32> = images.iter().map(|g| g.height as f32).collect();
     (
-        (crate::stats::median(&mut widths) as usize).max(1),
-        (crate::stats::median(&mut heights) as usize).max(1),
+        (stats::median(&mut widths) as usize).max(1),
+        (stats::median(&mut heights) as usize).max(1),
     )
 }
 
@@ -537,7 +536,7 @@ impl TextureModel {
         let maxima: Vec<[f32; FAMILIES]> = images.iter().map(|s| model.family_maxima(s)).collect();
         for (f, unit) in model.unit.iter_mut().enumerate() {
             let mut of_family: Vec<f32> = maxima.iter().map(|m| m[f]).collect();
-            *unit = crate::stats::median(&mut of_family).max(MIN_UNIT);
+            *unit = stats::median(&mut of_family).max(MIN_UNIT);
         }
         model
     }
@@ -825,7 +824,7 @@ mod tests {
         assert!(m.unit.iter().any(|&u| u > MIN_UNIT), "{:?}", m.unit);
         for f in 0..FAMILIES {
             let mut maxima: Vec<f32> = refs.iter().map(|s| m.family_maxima(s)[f]).collect();
-            let typical = crate::stats::median(&mut maxima);
+            let typical = stats::median(&mut maxima);
             assert!(
                 m.unit[f] == MIN_UNIT || (typical - 1.0).abs() < 1e-4,
                 "family {f}: unit {}, typical maximum {typical}",
