@@ -134,6 +134,23 @@ impl Gray {
         }
     }
 
+    /// The image with rows and columns swapped, a tile at a time (both images stay in cache).
+    pub fn transposed(&self) -> Gray {
+        const TILE: usize = 32;
+        let (w, h) = (self.width, self.height);
+        let mut out = Gray::new(h, w, 0.0);
+        for y0 in (0..h).step_by(TILE) {
+            for x0 in (0..w).step_by(TILE) {
+                for y in y0..(y0 + TILE).min(h) {
+                    for x in x0..(x0 + TILE).min(w) {
+                        out.data[x * h + y] = self.data[y * w + x];
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Largest value (0 for an empty image).
     pub fn max(&self) -> f32 {
         self.data.iter().copied().fold(0.0, f32::max)
@@ -227,6 +244,21 @@ fn blur_columns(src: &Gray, r: usize) -> Gray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposing_swaps_rows_and_columns() {
+        let mut g = Gray::new(70, 45, 0.0);
+        g.data
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32);
+        let t = g.transposed();
+        assert_eq!((t.width, t.height), (45, 70));
+        for (x, y) in [(0, 0), (69, 44), (33, 40), (64, 31)] {
+            assert_eq!(t.get(y, x), g.get(x, y));
+        }
+        assert_eq!(t.transposed(), g);
+    }
 
     #[test]
     fn box_blur_preserves_a_constant_image() {

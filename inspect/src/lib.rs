@@ -17,7 +17,8 @@
 //!      Chosen when the good images' per-pixel spread is small against their spatial variation.
 //!    - [`texture`]: a surface filling the image, where position means nothing. A bank of line
 //!      detectors (four orientations, dark and bright) and of wavy-path detectors ([`paths`])
-//!      runs over the shading-free image and of step detectors over the smoothed one; the
+//!      runs over the shading-free image and of step detectors and long boundary detectors
+//!      across the surface's grain ([`boundaries`]) over the smoothed one; the
 //!      model holds each channel's median and percentiles over good pixels and each family's
 //!      typical maximum in good images, and a pixel's anomaly is its strongest response in
 //!      those units (a line's, as far as it stands out at both of its widths).
@@ -29,6 +30,7 @@
 //!    [`classify`].
 
 pub mod aligned;
+pub mod boundaries;
 pub mod classify;
 pub mod decode;
 pub mod fixed;

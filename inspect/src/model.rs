@@ -14,8 +14,9 @@ use crate::{Gray, InspectError};
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
 /// lines count as far as both offsets agree, per-location statistics are half floats; 6:
 /// texture path channels and per-family units; 7: texture dark responses beside a glare do
-/// not count); a model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 7;
+/// not count; 8: texture boundaries across the grain); a model file of another version must be
+/// refitted.
+pub const MODEL_FORMAT: u32 = 8;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
@@ -362,18 +363,19 @@ fn fit_fixed(reference: (usize, usize), prepared: Vec<fixed::Prepared>) -> (Meth
 
 fn fit_texture(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
     let (downscale, reference) = texture::geometry(good);
+    let grain = texture::grain(good, downscale, reference);
     let summaries = good
         .iter()
         .enumerate()
         .map(|(index, g)| {
-            texture::prepare(g, downscale, reference)
+            texture::prepare(g, downscale, reference, grain)
                 .map(|r| r.summary())
                 .map_err(|source| FitError::Image { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (model, held_out) = cross_validate(
         &summaries,
-        |train| TextureModel::learn(train, downscale, reference),
+        |train| TextureModel::learn(train, downscale, reference, grain),
         TextureModel::image_score,
     );
     Ok((Method::Texture(model), held_out))

@@ -22,7 +22,7 @@ pub const LENGTH: f32 = 30.0;
 /// The path responses, each positive where a path runs and never negative: dark paths along
 /// the rows (horizontal courses), dark paths along the columns, then the same for bright paths.
 pub fn paths(level: &Gray) -> [Gray; 4] {
-    let [dark_rows, bright_rows] = along_columns(&transpose(level)).map(|g| transpose(&g));
+    let [dark_rows, bright_rows] = along_columns(&level.transposed()).map(|g| g.transposed());
     let [dark_columns, bright_columns] = along_columns(level);
     [dark_rows, dark_columns, bright_rows, bright_columns]
 }
@@ -96,23 +96,6 @@ fn accumulate(contrast: &Gray, sweep: Sweep) -> Gray {
     match sweep {
         Sweep::Down => (1..h).for_each(|y| add_best_of(y - 1, y)),
         Sweep::Up => (1..h).rev().for_each(|y| add_best_of(y, y - 1)),
-    }
-    out
-}
-
-/// `g` with rows and columns swapped, a tile at a time (both images stay in cache).
-fn transpose(g: &Gray) -> Gray {
-    const TILE: usize = 32;
-    let (w, h) = (g.width, g.height);
-    let mut out = Gray::new(h, w, 0.0);
-    for y0 in (0..h).step_by(TILE) {
-        for x0 in (0..w).step_by(TILE) {
-            for y in y0..(y0 + TILE).min(h) {
-                for x in x0..(x0 + TILE).min(w) {
-                    out.data[x * h + y] = g.data[y * w + x];
-                }
-            }
-        }
     }
     out
 }
@@ -212,21 +195,6 @@ mod tests {
                 "{on_crack} vs {clean_max} at {x},{y}"
             );
         }
-    }
-
-    #[test]
-    fn transposing_swaps_rows_and_columns() {
-        let mut g = Gray::new(70, 45, 0.0);
-        g.data
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v = i as f32);
-        let t = transpose(&g);
-        assert_eq!((t.width, t.height), (45, 70));
-        for (x, y) in [(0, 0), (69, 44), (33, 40), (64, 31)] {
-            assert_eq!(t.get(y, x), g.get(x, y));
-        }
-        assert_eq!(transpose(&t), g);
     }
 
     #[test]

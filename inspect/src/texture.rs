@@ -1,6 +1,7 @@
 //! Textured surfaces where position carries no meaning (a ground tile, a rolled strip, a
-//! commutator seen with play): the model is how strongly lines, steps and wavy paths of each
-//! orientation stand out of good surfaces, learned position-free from good images.
+//! commutator seen with play): the model is how strongly lines, steps, wavy paths and long
+//! boundaries of each orientation stand out of good surfaces, learned position-free from good
+//! images.
 //!
 //! 1. The image is brought to a working scale (reduced by an integer factor so that its shorter
 //!    side is about 250 pixels), lightly smoothed (3×3), its shading removed (minus a 33-pixel
@@ -19,28 +20,33 @@
 //!    path, summed along the best wavy path through it, along the rows and along the columns:
 //!    a long faint crack that bends off any straight line stands out of grain that is dark
 //!    only in short pieces.
-//! 5. Beside a glare (a clipped highlight, [`glare`]), within the shading blur's reach, dark
+//! 5. Boundary detectors ([`boundaries`]): the step across the rows (and across the columns)
+//!    averaged along a straight line of about 120 pixels, a few degrees either way: where a
+//!    ground surface was ground unevenly, a band ends in a faint straight boundary across the
+//!    grinding marks. Only boundaries across the good surfaces' grain count (the [`Grain`],
+//!    learned when fitting): along it, long straight steps are the marks themselves.
+//! 6. Beside a glare (a clipped highlight, [`glare`]), within the shading blur's reach, dark
 //!    responses (dark lines, dark paths) are dropped: the clipped area pulls the shading up,
 //!    so the surface around it looks darker than it is. Bright responses still count.
-//! 6. Fitting keeps, per channel (each line orientation × offset, each step orientation, each
-//!    path axis and polarity), the median response of good pixels and its distance to a low
+//! 7. Fitting keeps, per channel (each line orientation × offset, each step orientation, each
+//!    path axis and polarity, each boundary axis), the median response of good pixels and its distance to a low
 //!    and a high percentile (the bright and the dark tail; 1st and 99th for lines, 0.3rd and
-//!    99.7th for steps and paths, which good surfaces' shading and edges make heavier), pooled
+//!    99.7th for the others, which good surfaces' shading and edges make heavier), pooled
 //!    over a sample of the pixels of every good image. Then, per family of detectors (lines,
-//!    steps, paths), a unit: the median over the good images of the family's largest excess
+//!    steps, paths, boundaries), a unit: the median over the good images of the family's largest excess
 //!    over its tails. Every family reaches past its pixel tails somewhere in every good image,
 //!    some much further than others; counted in units of their good images' typical maximum,
 //!    the families have the same say (on four splits of the good images, adding the paths so
 //!    counted lifted KolektorSDD's mean AUROC 0.917 → 0.962 and the magnetic tiles'
 //!    0.770 → 0.827; dark paths alone added without units changed neither: 0.916, 0.770).
-//! 7. A pixel's anomaly is its largest excess in its family's units, over channels and both
+//! 8. A pixel's anomaly is its largest excess in its family's units, over channels and both
 //!    polarities (paths: their own polarity only), floored at 0; pixels within the detectors'
-//!    reach of the border are 0. A line counts as far as it stands out at both cross offsets in
+//!    reach of the border are 0 (boundaries read nothing from that band either). A line counts as far as it stands out at both cross offsets in
 //!    the same polarity (the smaller of the two): a response only one width sees is mostly the
 //!    texture's own grain (on four splits of the good images, AUROC +0.024 on magnetic tiles,
 //!    +0.007 on KolektorSDD).
-//! 8. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`]
-//!    per image, not the responses: a pixel sample, the step and path channels' extremes and,
+//! 9. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`]
+//!    per image, not the responses: a pixel sample, the other channels' extremes and,
 //!    per line orientation, the Pareto front of its two offsets' responses, on which the best
 //!    agreement lies. A region is boxed on its core, the pixels of the component's strong part
 //!    whose own level stands out: a line answers along its whole length, up to half a line
@@ -48,6 +54,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::boundaries::{self, Grain, gradient_energy};
 use crate::regions::{Component, Region, surface_region};
 use crate::stats::{self, median_spread, quantile};
 use crate::{Gray, InspectError, glare, paths};
@@ -65,9 +72,11 @@ const STEP_CHANNELS: usize = DIRECTIONS.len();
 const PATH_CHANNELS: usize = 4;
 const PATHS_FROM: usize = LINE_CHANNELS + STEP_CHANNELS;
 const DARK_PATHS: std::ops::Range<usize> = PATHS_FROM..PATHS_FROM + 2;
-const CHANNELS: usize = PATHS_FROM + PATH_CHANNELS;
-/// Families of detectors, each counted in its own unit: lines, steps, paths.
-const FAMILIES: usize = 3;
+/// Boundary channels after the path channels: boundaries along the rows, along the columns.
+const BOUNDARIES_FROM: usize = PATHS_FROM + PATH_CHANNELS;
+const CHANNELS: usize = BOUNDARIES_FROM + 2;
+/// Families of detectors, each counted in its own unit: lines, steps, paths, boundaries.
+const FAMILIES: usize = 4;
 /// Steps from the centre to each end of a line (31 steps in all).
 const HALF_LENGTH: usize = 15;
 /// Pixels this close to the border are not judged: their lines would leave the image.
@@ -83,7 +92,7 @@ const TAIL: f32 = 0.01;
 /// The same for the step channels, whose tails good surfaces' own edges and shading make
 /// heavier: 1e-2 lifted the magnetic tiles' AUROC most but cost KolektorSDD 0.03; 3e-3 lifts
 /// the tiles 0.04 to 0.06 and costs KolektorSDD nothing (prototype, four splits). The path
-/// channels use it too (their figures were measured so).
+/// and boundary channels use it too (their figures were measured so).
 const STEP_TAIL: f32 = 0.003;
 /// At most this many pixels per channel are sampled from each good image.
 const SAMPLES_PER_IMAGE: usize = 8_192;
@@ -122,7 +131,9 @@ pub struct TextureModel {
     /// (bright-line) tail quantile of good pixels; positive.
     pub dark_tail: PerChannel,
     pub bright_tail: PerChannel,
-    /// Per family of detectors (lines, steps, paths): the median over the good images of
+    /// Which way good surfaces' marks run: the boundaries across them are judged.
+    pub grain: Grain,
+    /// Per family of detectors (lines, steps, paths, boundaries): the median over the good images of
     /// their largest excess, the unit the family's excess is counted in. Every family reaches
     /// beyond its pixel tails somewhere in every good image, some further than others (more
     /// channels, heavier tails); counted in its good images' typical maximum, each family has
@@ -144,14 +155,14 @@ pub struct Responses {
 }
 
 /// What fitting needs of one good image: a sample of each channel's responses, and what the
-/// image score needs over the judged pixels: each step channel's extremes, each path
-/// channel's highest and, per line orientation, the pixels whose responses at the two offsets
+/// image score needs over the judged pixels: the extremes of each channel
+/// but the lines' and, per line orientation, the pixels whose responses at the two offsets
 /// no other pixel's exceed at both (the dark front) or undercut at both (the bright front).
 pub struct Summary {
     samples: Vec<Vec<f32>>,
-    step_highest: [f32; STEP_CHANNELS],
-    step_lowest: [f32; STEP_CHANNELS],
-    path_highest: [f32; PATH_CHANNELS],
+    /// Highest and lowest response of each channel from the steps on.
+    highest: Vec<f32>,
+    lowest: Vec<f32>,
     line_fronts: Vec<[Vec<(f32, f32)>; 2]>,
 }
 
@@ -217,11 +228,24 @@ fn relative_to_spread(g: &Gray, floor: f32) -> Gray {
     g.map(|v| (v - m) / s)
 }
 
-/// Brings an image to the working scale and runs the line, step and path detectors over it.
+/// The grain of a set of good images: their summed gradient energy at the working scale (after
+/// the same light smoothing as [`prepare`]'s), across the columns against across the rows.
+pub fn grain(images: &[Gray], downscale: usize, reference_size: Option<(usize, usize)>) -> Grain {
+    let (across_columns, across_rows) = images.iter().fold((0f64, 0f64), |(c, r), g| {
+        let work = working_image(g, downscale, reference_size).0;
+        let (dc, dr) = gradient_energy(&work.box_blur(1));
+        (c + f64::from(dc), r + f64::from(dr))
+    });
+    Grain::of(across_columns, across_rows)
+}
+
+/// Brings an image to the working scale and runs the line, step, path and boundary detectors
+/// over it (the boundaries only across `grain`: the other axis's channel is 0).
 pub fn prepare(
     img: &Gray,
     downscale: usize,
     reference_size: Option<(usize, usize)>,
+    grain: Grain,
 ) -> Result<Responses, InspectError> {
     let (work, scale) = working_image(img, downscale, reference_size);
     if work.width <= 2 * MARGIN || work.height <= 2 * MARGIN {
@@ -243,6 +267,7 @@ pub fn prepare(
     let boxes = normalise(&smooth).box_blur(STEP_RADIUS);
     channels.extend(DIRECTIONS.iter().map(|&d| across_step(&boxes, d)));
     channels.extend(paths::paths(&level));
+    channels.extend(boundaries::boundaries(&smooth, MARGIN, grain));
     if let Some(zone) = glare::beside_glare(&work, SHADING_RADIUS) {
         drop_dark_responses(&mut channels, &zone);
     }
@@ -386,12 +411,13 @@ fn core(c: &Component, level: &Gray, map: &Gray) -> Component {
     }
 }
 
-/// The family of channel `c`: 0 lines, 1 steps, 2 paths.
+/// The family of channel `c`: 0 lines, 1 steps, 2 paths, 3 boundaries.
 fn family(c: usize) -> usize {
     match c {
         c if c < LINE_CHANNELS => 0,
         c if c < PATHS_FROM => 1,
-        _ => 2,
+        c if c < BOUNDARIES_FROM => 2,
+        _ => 3,
     }
 }
 
@@ -411,8 +437,8 @@ impl Responses {
             .map(move |row| &row[MARGIN..w - MARGIN])
     }
 
-    /// A sample of each channel, the step channels' extremes, the path channels' highest and
-    /// the line orientations' fronts, over the judged pixels.
+    /// A sample of each channel, the extremes of each channel but the lines' and the line
+    /// orientations' fronts, over the judged pixels.
     pub fn summary(&self) -> Summary {
         let judged = (self.width - 2 * MARGIN) * (self.height - 2 * MARGIN);
         let stride = judged.div_ceil(SAMPLES_PER_IMAGE).max(1);
@@ -439,9 +465,9 @@ impl Responses {
                 .copied()
                 .fold(f32::MAX, f32::min)
         };
-        let step_highest = std::array::from_fn(|d| highest(LINE_CHANNELS + d));
-        let step_lowest = std::array::from_fn(|d| lowest(LINE_CHANNELS + d));
-        let path_highest = std::array::from_fn(|p| highest(PATHS_FROM + p));
+        let (highest, lowest) = (LINE_CHANNELS..CHANNELS)
+            .map(|c| (highest(c), lowest(c)))
+            .unzip();
         let line_fronts = (0..DIRECTIONS.len())
             .map(|d| {
                 let pairs = || {
@@ -463,9 +489,8 @@ impl Responses {
             .collect();
         Summary {
             samples,
-            step_highest,
-            step_lowest,
-            path_highest,
+            highest,
+            lowest,
             line_fronts,
         }
     }
@@ -505,11 +530,13 @@ fn upper_front(points: impl Iterator<Item = (f32, f32)> + Clone) -> Vec<(f32, f3
 }
 
 impl TextureModel {
-    /// Learns each channel's median and tails from the summaries of good images.
+    /// Learns each channel's median and tails from the summaries of good images, prepared with
+    /// these geometry and grain.
     pub fn learn(
         images: &[&Summary],
         downscale: usize,
         reference_size: Option<(usize, usize)>,
+        grain: Grain,
     ) -> TextureModel {
         let mut median = [0f32; CHANNELS];
         let mut dark_tail = [TAIL_FLOOR; CHANNELS];
@@ -528,6 +555,7 @@ impl TextureModel {
         let mut model = TextureModel {
             downscale,
             reference_size,
+            grain,
             median,
             dark_tail,
             bright_tail,
@@ -542,7 +570,7 @@ impl TextureModel {
     }
 
     pub fn prepare(&self, img: &Gray) -> Result<Responses, InspectError> {
-        prepare(img, self.downscale, self.reference_size)
+        prepare(img, self.downscale, self.reference_size, self.grain)
     }
 
     /// How far responses of channel `c` lie beyond its good tails (negative inside), as a
@@ -551,7 +579,7 @@ impl TextureModel {
     fn excess(&self, c: usize) -> impl Fn(f32) -> f32 + use<> {
         let unit = self.unit[family(c)];
         // A path's contrast is one-sided by construction: only its upper tail counts.
-        let bright = if c >= PATHS_FROM {
+        let bright = if family(c) == 2 {
             0.0
         } else {
             -(self.bright_tail[c] * unit).recip()
@@ -598,7 +626,8 @@ impl TextureModel {
                 }
             }
         }
-        for (c, channel) in r.channels.iter().enumerate().skip(LINE_CHANNELS) {
+        let judged = r.channels.iter().enumerate().skip(LINE_CHANNELS);
+        for (c, channel) in judged.filter(|(c, _)| self.judges(*c)) {
             let excess = self.excess(c);
             let judged = map.data.chunks_exact_mut(w).skip(MARGIN);
             for (out, row) in judged.zip(r.judged_rows(channel)) {
@@ -616,16 +645,21 @@ impl TextureModel {
             let agreement = self.agreement(d);
             fronts.iter().flatten().map(move |&(u, t)| agreement(u, t))
         });
-        let steps = (0..STEP_CHANNELS).map(|d| {
-            let excess = self.excess(LINE_CHANNELS + d);
-            excess(s.step_highest[d]).max(excess(s.step_lowest[d]))
-        });
-        let paths = (0..PATH_CHANNELS).map(|p| self.excess(PATHS_FROM + p)(s.path_highest[p]));
-        [
-            lines.fold(0.0, f32::max),
-            steps.fold(0.0, f32::max),
-            paths.fold(0.0, f32::max),
-        ]
+        let mut maxima = [lines.fold(0.0, f32::max), 0.0, 0.0, 0.0];
+        let extremes = s.highest.iter().zip(&s.lowest);
+        for (c, (&high, &low)) in (LINE_CHANNELS..).zip(extremes) {
+            if self.judges(c) {
+                let excess = self.excess(c);
+                let m = &mut maxima[family(c)];
+                *m = m.max(excess(high)).max(excess(low));
+            }
+        }
+        maxima
+    }
+
+    /// Whether channel `c` counts: every channel but the boundaries along the grain.
+    fn judges(&self, c: usize) -> bool {
+        c < BOUNDARIES_FROM || self.grain.judges(c - BOUNDARIES_FROM)
     }
 
     /// The maximum of [`TextureModel::anomaly`], from the image's summary alone.
@@ -700,11 +734,17 @@ mod tests {
         let good: Vec<Gray> = (0..8).map(|i| surface(i, None)).collect();
         let (downscale, reference) = geometry(&good);
         assert_eq!((downscale, reference), (1, Some((200, 160))));
+        let grain = grain(&good, downscale, reference);
         let summaries: Vec<Summary> = good
             .iter()
-            .map(|g| prepare(g, downscale, reference).unwrap().summary())
+            .map(|g| prepare(g, downscale, reference, grain).unwrap().summary())
             .collect();
-        TextureModel::learn(&summaries.iter().collect::<Vec<_>>(), downscale, reference)
+        TextureModel::learn(
+            &summaries.iter().collect::<Vec<_>>(),
+            downscale,
+            reference,
+            grain,
+        )
     }
 
     fn peak(map: &Gray) -> (usize, usize) {
@@ -817,10 +857,10 @@ mod tests {
         let good: Vec<Gray> = (0..8).map(|i| surface(i, None)).collect();
         let summaries: Vec<Summary> = good
             .iter()
-            .map(|g| prepare(g, 1, None).unwrap().summary())
+            .map(|g| prepare(g, 1, None, Grain::None).unwrap().summary())
             .collect();
         let refs: Vec<&Summary> = summaries.iter().collect();
-        let m = TextureModel::learn(&refs, 1, None);
+        let m = TextureModel::learn(&refs, 1, None, Grain::None);
         assert!(m.unit.iter().any(|&u| u > MIN_UNIT), "{:?}", m.unit);
         for f in 0..FAMILIES {
             let mut maxima: Vec<f32> = refs.iter().map(|s| m.family_maxima(s)[f]).collect();
@@ -912,6 +952,43 @@ mod tests {
     }
 
     #[test]
+    fn a_faint_boundary_across_the_grain_counts_and_one_along_it_does_not() {
+        let m = model();
+        assert_eq!(m.grain, Grain::Columns, "the stripes run down the columns");
+        let boundaries = |g: &Gray| m.family_maxima(&m.prepare(g).unwrap().summary())[3];
+        let clean = (90..94)
+            .map(|seed| boundaries(&surface(seed, None)))
+            .fold(0.0, f32::max);
+        // The lower part ground 5 grey levels brighter (the stripes are 20 apart, the noise
+        // ±8): a boundary along the rows, across the stripes.
+        let mut across = surface(95, None);
+        let mut along = across.clone();
+        for y in 0..160 {
+            for x in 0..200 {
+                if y >= 90 {
+                    across.set(x, y, across.get(x, y) + 5.0);
+                }
+                if x >= 110 {
+                    along.set(x, y, along.get(x, y) + 5.0);
+                }
+            }
+        }
+        let r = m.prepare(&across).unwrap();
+        let (_, y) = peak(&r.channels[BOUNDARIES_FROM].map(f32::abs));
+        assert!(y.abs_diff(90) <= 1, "peak at row {y}");
+        assert!(
+            boundaries(&across) > 2.0 * clean,
+            "{} vs {clean}",
+            boundaries(&across)
+        );
+        assert!(
+            boundaries(&along) < 1.2 * clean,
+            "{} vs {clean}",
+            boundaries(&along)
+        );
+    }
+
+    #[test]
     fn beside_a_glare_dark_lines_and_paths_do_not_count_and_bright_ones_still_do() {
         // A glare over the left fifth; beside it a dark and a bright vertical line, far from
         // it another dark one.
@@ -926,7 +1003,7 @@ mod tests {
                 }
             }
         }
-        let r = prepare(&g, 1, None).unwrap();
+        let r = prepare(&g, 1, None, Grain::None).unwrap();
         let at = |c: usize, x: usize| r.channels[c].get(x, 80);
         // Vertical lines: orientation 2, channels 4 and 5; dark paths along the columns.
         let (vertical, dark_columns, bright_columns) = (4..6, PATHS_FROM + 1, PATHS_FROM + 3);
@@ -973,16 +1050,16 @@ mod tests {
 
     #[test]
     fn an_image_of_the_same_view_at_another_resolution_is_resized() {
-        let p = prepare(&Gray::new(400, 320, 9.0), 1, Some((200, 160))).unwrap();
+        let p = prepare(&Gray::new(400, 320, 9.0), 1, Some((200, 160)), Grain::None).unwrap();
         assert_eq!((p.width, p.height), (200, 160));
-        let q = prepare(&Gray::new(300, 100, 9.0), 1, Some((200, 160))).unwrap();
+        let q = prepare(&Gray::new(300, 100, 9.0), 1, Some((200, 160)), Grain::None).unwrap();
         assert_eq!(
             (q.width, q.height),
             (300, 100),
             "another crop: same pixel scale"
         );
         assert_eq!(
-            prepare(&Gray::new(30, 300, 0.0), 1, None).err(),
+            prepare(&Gray::new(30, 300, 0.0), 1, None, Grain::None).err(),
             Some(InspectError::TooSmall {
                 width: 30,
                 height: 300,

@@ -1,8 +1,8 @@
 //! The golden-sample analyzer on real surface-defect photographs (`shared/datasets`), through
 //! the same evaluation as `wiko-cloud model eval`, with the method `auto` picks. Floors sit
-//! below what was measured on 2026-11-27 (model format 7; AUROC and recall at the calibrated
-//! threshold: BSData, a fixed view, 0.997 and 92.5%; KolektorSDD, a texture, 0.980 and 55%;
-//! magnetic tiles, a texture, 0.818 and 35%): they catch a regression. KolektorSDD's floor is
+//! below what was measured on 2026-11-27 (model format 8; AUROC and recall at the calibrated
+//! threshold: BSData, a fixed view, 0.997 and 92.5%; KolektorSDD, a texture, 0.980 and 60%;
+//! magnetic tiles, a texture, 0.861 and 42.5%): they catch a regression. KolektorSDD's floor is
 //! the 0.95 target (BSData's sits above it); the magnetic tiles do not reach it.
 
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ fn real_surfaces_keep_their_auroc_floor() {
     let rows = manifest::read(&dataset()).unwrap();
     for (source, method, floor, recall_floor) in [
         ("KolektorSDD", "texture", 0.95, 0.45),
-        ("Magnetic-tile", "texture", 0.79, 0.3),
+        ("Magnetic-tile", "texture", 0.84, 0.35),
         ("BSData", "fixed", 0.97, 0.85),
     ] {
         let members: Vec<&manifest::Row> = rows
@@ -57,9 +57,9 @@ fn real_surfaces_keep_their_auroc_floor() {
 }
 
 /// NEU-DET has no good image: each image is scored by a model of the mask-free surface of the
-/// others. Measured on 2026-11-27 (model format 7): recall 30.6% (scratches 6 of 6; inclusion
-/// and pitted surface 2 of 6, crazing 1; rolled-in scale and patches, which cover the whole
-/// strip, 0).
+/// others. Measured on 2026-11-27 (model format 8): recall 41.7% (scratches 6 of 6; inclusion
+/// 4 of 6, pitted surface 2; crazing, patches and rolled-in scale, which cover most of the
+/// strip, 1 each).
 #[test]
 fn neu_is_measured_on_the_surface_around_its_defects() {
     let rows = manifest::read(&dataset()).unwrap();
@@ -74,7 +74,7 @@ fn neu_is_measured_on_the_surface_around_its_defects() {
     assert_eq!((report.metrics.good, report.metrics.defect), (0, 36));
     assert_eq!(report.metrics.auroc, None, "no good image to rank against");
     let recall = report.metrics.recall.unwrap();
-    assert!(recall >= 0.28, "recall {recall:.2}");
+    assert!(recall >= 0.36, "recall {recall:.2}");
     let scratches = report
         .metrics
         .recall_by_type
