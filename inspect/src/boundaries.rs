@@ -32,6 +32,8 @@ const BLOCK: usize = 4;
 /// Blocks either side of the centre along a boundary's line (31 in all, 124 pixels: about half
 /// the working image's shorter side, a boundary running across the part).
 const HALF_LENGTH: usize = 15;
+/// Blocks sheared at a time when following the lines (see [`long_mean`]).
+const SEGMENT: usize = 256;
 /// Slopes of the lines, in rows per column (up to about 6°).
 const SLOPES: [f32; 5] = [-0.1, -0.05, 0.0, 0.05, 0.1];
 /// Smallest robust spread of the step, in grey levels, used for normalisation.
@@ -194,7 +196,9 @@ fn step_across_rows(g: &Gray, border: usize) -> Gray {
 ///
 /// Per slope, the image is sheared so that each line lies in one row: a line of this slope
 /// through (x, y) meets column x' at row y + shift[x'] − shift[x], so sheared row r holds the
-/// pixels (x, r + shift[x]). Prefix sums along each sheared row give every line's mean.
+/// pixels (x, r + shift[x]). Prefix sums along each sheared row give every line's mean. The
+/// columns are sheared [`SEGMENT`] at a time (with the lines' reach either side), so that the
+/// sheared rows and the zero rows around the image stay few however wide the image is.
 fn long_mean(step: &Gray) -> Gray {
     let (w, h) = (step.width, step.height);
     let mut best = Gray::new(w, h, 0.0);
@@ -206,40 +210,71 @@ fn long_mean(step: &Gray) -> Gray {
                 .collect()
         })
         .collect();
+    // Each segment's columns and the columns its lines reach.
+    let segments: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = (0..w)
+        .step_by(SEGMENT)
+        .map(|start| {
+            let end = (start + SEGMENT).min(w);
+            let reach = start.saturating_sub(HALF_LENGTH)..(end + HALF_LENGTH).min(w);
+            (start..end, reach)
+        })
+        .collect();
+    // The lowest shift over some columns, and how far the highest climbs above it.
     let span = |shift: &[isize]| {
         let lowest = shift.iter().copied().min().unwrap_or(0);
         (lowest, shift.iter().copied().max().unwrap_or(0) - lowest)
     };
     // Zero rows above and below, as many as any line climbs: no read leaves the image.
-    let pad = shifts.iter().map(|s| span(s).1).max().unwrap_or(0) as usize;
+    let pad = shifts
+        .iter()
+        .flat_map(|shift| {
+            segments
+                .iter()
+                .map(|(_, reach)| span(&shift[reach.clone()]).1)
+        })
+        .max()
+        .unwrap_or(0) as usize;
     let mut padded = vec![0f32; (h + 2 * pad) * w];
     padded[pad * w..(pad + h) * w].copy_from_slice(&step.data);
     let norm = ((2 * HALF_LENGTH + 1) as f32).recip();
-    let mut prefix = vec![0f32; w + 1];
-    let mut means = vec![0f32; (h + pad) * w];
+    let widest = segments
+        .iter()
+        .map(|(_, reach)| reach.len())
+        .max()
+        .unwrap_or(0);
+    let mut prefix = vec![0f32; widest + 1];
+    let mut means = vec![0f32; (h + pad) * widest];
     for shift in &shifts {
-        let (lowest, climb) = span(shift);
-        // Sheared row i holds the line {(x, r + shift[x])} with r = i − climb − lowest: from
-        // the first line that meets the image to the last.
-        let rows = h + climb as usize;
-        for (i, out) in means[..rows * w].chunks_exact_mut(w).enumerate() {
-            // Padded row of (x, r + shift[x]): r + shift[x] + pad.
-            let first = i as isize - climb - lowest + pad as isize;
-            let mut sum = 0f32;
-            for (x, p) in prefix[1..].iter_mut().enumerate() {
-                sum += padded[(first + shift[x]) as usize * w + x];
-                *p = sum;
+        for (columns, reach) in &segments {
+            let (lowest, climb) = span(&shift[reach.clone()]);
+            let cols = reach.len();
+            // Sheared row i holds the line {(x, r + shift[x])} with r = i − climb − lowest:
+            // from the first line that meets the image to the last.
+            let rows = h + climb as usize;
+            for (i, out) in means[..rows * cols].chunks_exact_mut(cols).enumerate() {
+                // Padded row of (x, r + shift[x]): r + shift[x] + pad.
+                let first = i as isize - climb - lowest + pad as isize;
+                let mut sum = 0f32;
+                for (x, p) in reach.clone().zip(&mut prefix[1..]) {
+                    sum += padded[(first + shift[x]) as usize * w + x];
+                    *p = sum;
+                }
+                // Within the reach, a line is clipped where the image ends.
+                for (x, o) in out.iter_mut().enumerate() {
+                    let (from, to) = (
+                        x.saturating_sub(HALF_LENGTH),
+                        (x + HALF_LENGTH + 1).min(cols),
+                    );
+                    *o = (prefix[to] - prefix[from]) * norm;
+                }
             }
-            for (x, o) in out.iter_mut().enumerate() {
-                let (from, to) = (x.saturating_sub(HALF_LENGTH), (x + HALF_LENGTH + 1).min(w));
-                *o = (prefix[to] - prefix[from]) * norm;
-            }
-        }
-        for (y, row) in best.data.chunks_exact_mut(w).enumerate() {
-            for ((x, b), &s) in row.iter_mut().enumerate().zip(shift) {
-                let mean = means[(y as isize - s + climb + lowest) as usize * w + x];
-                if mean.abs() > b.abs() {
-                    *b = mean;
+            for (y, row) in best.data.chunks_exact_mut(w).enumerate() {
+                for x in columns.clone() {
+                    let i = (y as isize - shift[x] + climb + lowest) as usize;
+                    let mean = means[i * cols + x - reach.start];
+                    if mean.abs() > row[x].abs() {
+                        row[x] = mean;
+                    }
                 }
             }
         }
@@ -343,13 +378,24 @@ mod tests {
     #[test]
     fn the_running_mean_is_the_mean_along_the_line() {
         let mut rng = StdRng::seed_from_u64(3);
-        let mut step = Gray::new(150, 40, 0.0);
+        // Three segments wide: lines that cross from one to the next.
+        let mut step = Gray::new(2 * SEGMENT + 150, 40, 0.0);
         step.data
             .iter_mut()
             .for_each(|v| *v = rng.random_range(-2.0..2.0));
         let fast = long_mean(&step);
         let w = step.width as f32;
-        for (x, y) in [(75usize, 20usize), (10, 5), (140, 33), (60, 0)] {
+        let edge = SEGMENT;
+        for (x, y) in [
+            (75usize, 20usize),
+            (10, 5),
+            (140, 33),
+            (60, 0),
+            (edge - 1, 20),
+            (edge, 21),
+            (edge + 3, 39),
+            (2 * edge + 149, 10),
+        ] {
             let direct = SLOPES
                 .iter()
                 .map(|&slope| {
