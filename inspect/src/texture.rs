@@ -7,50 +7,50 @@
 //!    side is about 250 pixels), lightly smoothed (3×3), its shading removed (minus a 33-pixel
 //!    triple box blur, about a Gaussian of σ 16) and divided by its own robust spread: exposure,
 //!    illumination gradients and contrast do not count.
-//! 2. A bank of line detectors ([`Responses`]): per orientation (0°, 45°, 90°, 135°) the mean
-//!    level along a 31-step line through each pixel; the response at a cross offset of 2 or 3
-//!    steps is the mean of the two parallel lines at ± the offset minus the central line. It is
-//!    positive on a dark line (a crack, a scratch, a row of pits) and negative on a bright one;
-//!    a compact pit answers too, more weakly.
-//! 3. Step detectors: per orientation, the mean level of a 7 × 7 box on one side of the pixel
-//!    minus that of the box on the other side (centres 4 pixels either side, across the
-//!    orientation), on the smoothed image with its shading kept, in units of its robust spread:
-//!    a pore, a broken edge or frayed grinding is a step the thin lines miss.
-//! 4. Path detectors ([`paths`]): the dark (and the bright) contrast of each pixel across a
-//!    path, summed along the best wavy path through it, along the rows and along the columns:
-//!    a long faint crack that bends off any straight line stands out of grain that is dark
-//!    only in short pieces.
+//! 2. A bank of line detectors ([`Responses`]): per orientation (0°, 45°, 90°, 135°) the mean level
+//!    along a 31-step line through each pixel; the response at a cross offset of 2 or 3 steps is
+//!    the mean of the two parallel lines at ± the offset minus the central line. It is positive on
+//!    a dark line (a crack, a scratch, a row of pits) and negative on a bright one; a compact pit
+//!    answers too, more weakly.
+//! 3. Step detectors: per orientation, the mean level of a 7 × 7 box on one side of the pixel minus
+//!    that of the box on the other side (centres 4 pixels either side, across the orientation), on
+//!    the smoothed image with its shading kept, in units of its robust spread: a pore, a broken
+//!    edge or frayed grinding is a step the thin lines miss.
+//! 4. Path detectors ([`paths`]): the dark (and the bright) contrast of each pixel across a path,
+//!    summed along the best wavy path through it, along the rows and along the columns: a long
+//!    faint crack that bends off any straight line stands out of grain that is dark only in short
+//!    pieces.
 //! 5. Boundary detectors ([`boundaries`]): the step across the rows (and across the columns)
-//!    averaged along a straight line of about 120 pixels, a few degrees either way: where a
-//!    ground surface was ground unevenly, a band ends in a faint straight boundary across the
-//!    grinding marks. Only boundaries across the good surfaces' grain count (the [`Grain`],
-//!    learned when fitting): along it, long straight steps are the marks themselves.
+//!    averaged along a straight line of about 120 pixels, a few degrees either way: where a ground
+//!    surface was ground unevenly, a band ends in a faint straight boundary across the grinding
+//!    marks. Only boundaries across the good surfaces' grain count (the [`Grain`], learned when
+//!    fitting): along it, long straight steps are the marks themselves.
 //! 6. Beside a glare (a clipped highlight, [`glare`]), within the shading blur's reach, dark
-//!    responses (dark lines, dark paths) are dropped: the clipped area pulls the shading up,
-//!    so the surface around it looks darker than it is. Bright responses still count.
-//! 7. Fitting keeps, per channel (each line orientation × offset, each step orientation, each
-//!    path axis and polarity, each boundary axis), the median response of good pixels and its distance to a low
-//!    and a high percentile (the bright and the dark tail; 1st and 99th for lines, 0.3rd and
-//!    99.7th for the others, which good surfaces' shading and edges make heavier), pooled
-//!    over a sample of the pixels of every good image. Then, per family of detectors (lines,
-//!    steps, paths, boundaries), a unit: the median over the good images of the family's largest excess
-//!    over its tails. Every family reaches past its pixel tails somewhere in every good image,
-//!    some much further than others; counted in units of their good images' typical maximum,
-//!    the families have the same say (on four splits of the good images, adding the paths so
-//!    counted lifted KolektorSDD's mean AUROC 0.917 → 0.962 and the magnetic tiles'
-//!    0.770 → 0.827; dark paths alone added without units changed neither: 0.916, 0.770).
+//!    responses (dark lines, dark paths) are dropped: the clipped area pulls the shading up, so the
+//!    surface around it looks darker than it is. Bright responses still count.
+//! 7. Fitting keeps, per channel (each line orientation × offset, each step orientation, each path
+//!    axis and polarity, each boundary axis), the median response of good pixels and its distance
+//!    to a low and a high percentile (the bright and the dark tail; 1st and 99th for lines, 0.3rd
+//!    and 99.7th for the others, which good surfaces' shading and edges make heavier), pooled over
+//!    a sample of the pixels of every good image. Then, per family of detectors (lines, steps,
+//!    paths, boundaries), a unit: the median over the good images of the family's largest excess
+//!    over its tails. Every family reaches past its pixel tails somewhere in every good image, some
+//!    much further than others; counted in units of their good images' typical maximum, the
+//!    families have the same say (on four splits of the good images, adding the paths so counted
+//!    lifted KolektorSDD's mean AUROC 0.917 → 0.962 and the magnetic tiles' 0.770 → 0.827; dark
+//!    paths alone added without units changed neither: 0.916, 0.770).
 //! 8. A pixel's anomaly is its largest excess in its family's units, over channels and both
-//!    polarities (paths: their own polarity only), floored at 0; pixels within the detectors'
-//!    reach of the border are 0 (boundaries read nothing from that band either). A line counts as far as it stands out at both cross offsets in
-//!    the same polarity (the smaller of the two): a response only one width sees is mostly the
-//!    texture's own grain (on four splits of the good images, AUROC +0.024 on magnetic tiles,
-//!    +0.007 on KolektorSDD).
-//! 9. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`]
-//!    per image, not the responses: a pixel sample, the other channels' extremes and,
-//!    per line orientation, the Pareto front of its two offsets' responses, on which the best
-//!    agreement lies. A region is boxed on its core, the pixels of the component's strong part
-//!    whose own level stands out: a line answers along its whole length, up to half a line
-//!    beyond the mark, and a path bends towards a crack from beside it.
+//!    polarities (paths: their own polarity only), floored at 0; pixels within the detectors' reach
+//!    of the border are 0 (boundaries read nothing from that band either). A line counts as far as
+//!    it stands out at both cross offsets in the same polarity (the smaller of the two): a response
+//!    only one width sees is mostly the texture's own grain (on four splits of the good images,
+//!    AUROC +0.024 on magnetic tiles, +0.007 on KolektorSDD).
+//! 9. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`] per
+//!    image, not the responses: a pixel sample, the other channels' extremes and, per line
+//!    orientation, the Pareto front of its two offsets' responses, on which the best agreement
+//!    lies. A region is boxed on its core, the pixels of the component's strong part whose own
+//!    level stands out: a line answers along its whole length, up to half a line beyond the mark,
+//!    and a path bends towards a crack from beside it.
 
 use serde::{Deserialize, Serialize};
 
@@ -133,11 +133,11 @@ pub struct TextureModel {
     pub bright_tail: PerChannel,
     /// Which way good surfaces' marks run: the boundaries across them are judged.
     pub grain: Grain,
-    /// Per family of detectors (lines, steps, paths, boundaries): the median over the good images of
-    /// their largest excess, the unit the family's excess is counted in. Every family reaches
-    /// beyond its pixel tails somewhere in every good image, some further than others (more
-    /// channels, heavier tails); counted in its good images' typical maximum, each family has
-    /// the same say in the image score.
+    /// Per family of detectors (lines, steps, paths, boundaries): the median over the good
+    /// images of their largest excess, the unit the family's excess is counted in. Every family
+    /// reaches beyond its pixel tails somewhere in every good image, some further than others
+    /// (more channels, heavier tails); counted in its good images' typical maximum, each family
+    /// has the same say in the image score.
     pub unit: [f32; FAMILIES],
 }
 
