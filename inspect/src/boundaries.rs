@@ -5,8 +5,8 @@
 //! stands out: a boundary lines up over its whole length, the marks across it do not.
 //!
 //! Per axis: the step across the rows at each pixel (the mean of 4 rows above it minus that of
-//! 4 rows below, 2 rows either side left out, none read from the border band the texture model
-//! does not judge), in units of its own robust spread over the image, is averaged along a line
+//! 4 rows below, 2 rows either side left out, none read from the border band above and below
+//! that the texture model does not judge), in units of its own robust spread over the image, is averaged along a line
 //! of 124 pixels through the pixel (31 blocks of 4 columns, centred on the pixel's block),
 //! level or up to about 6° off; the response is the signed mean of largest size. Boundaries
 //! along the columns are those of the transposed image.
@@ -109,8 +109,10 @@ pub fn gradient_energy(g: &Gray) -> (f32, f32) {
 
 /// The boundary responses of the (lightly smoothed) working image: along the rows, then along
 /// the columns, each 0 where `grain` does not judge that axis; positive where the side above
-/// (left of) the line is brighter. Pixels within `border` of the image's edges are not read (a
-/// part's own edge lies there): a row whose boxes would reach into that band has no step.
+/// (left of) the line is brighter. No step reads the band of `border` pixels across the line's
+/// ends of the image (above and below a boundary along the rows), where a part's own edge
+/// often lies: a row whose boxes would reach into it has no step. Along the line every pixel
+/// counts.
 pub fn boundaries(smooth: &Gray, border: usize, grain: Grain) -> [Gray; 2] {
     let unjudged = || Gray::new(smooth.width, smooth.height, 0.0);
     [

@@ -41,10 +41,10 @@
 //!    paths alone added without units changed neither: 0.916, 0.770).
 //! 8. A pixel's anomaly is its largest excess in its family's units, over channels and both
 //!    polarities (paths: their own polarity only), floored at 0; pixels within the detectors' reach
-//!    of the border are 0 (boundaries read nothing from that band either). A line counts as far as
-//!    it stands out at both cross offsets in the same polarity (the smaller of the two): a response
-//!    only one width sees is mostly the texture's own grain (on four splits of the good images,
-//!    AUROC +0.024 on magnetic tiles, +0.007 on KolektorSDD).
+//!    of the border are 0 (a boundary's step reads nothing from the band beside it either). A line
+//!    counts as far as it stands out at both cross offsets in the same polarity (the smaller of
+//!    the two): a response only one width sees is mostly the texture's own grain (on four splits
+//!    of the good images, AUROC +0.024 on magnetic tiles, +0.007 on KolektorSDD).
 //! 9. The image score is the map's maximum. Fitting and its cross-scoring keep a [`Summary`] per
 //!    image, not the responses: a pixel sample, the other channels' extremes and, per line
 //!    orientation, the Pareto front of its two offsets' responses, on which the best agreement
