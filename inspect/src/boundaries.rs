@@ -6,10 +6,10 @@
 //!
 //! Per axis: the step across the rows at each pixel (the mean of 4 rows above it minus that of
 //! 4 rows below, 2 rows either side left out, none read from the border band above and below
-//! that the texture model does not judge), in units of its own robust spread over the image, is averaged along a line
-//! of 124 pixels through the pixel (31 blocks of 4 columns, centred on the pixel's block),
-//! level or up to about 6° off; the response is the signed mean of largest size. Boundaries
-//! along the columns are those of the transposed image.
+//! that the texture model does not judge), in units of its own robust spread over the image,
+//! is averaged along a line of 124 pixels through the pixel (31 blocks of 4 columns, centred on
+//! the pixel's block), level or up to about 6° off; the response is the signed mean of largest
+//! size. Boundaries along the columns are those of the transposed image.
 //!
 //! Along the grain, long straight steps are the grain itself (a ground tile's marks, a strip's
 //! rolling lines): which axis is judged follows the good images' [`Grain`], learned when
