@@ -155,9 +155,9 @@ pub struct Responses {
 }
 
 /// What fitting needs of one good image: a sample of each channel's responses, and what the
-/// image score needs over the judged pixels: the extremes of each channel
-/// but the lines' and, per line orientation, the pixels whose responses at the two offsets
-/// no other pixel's exceed at both (the dark front) or undercut at both (the bright front).
+/// image score needs over the judged pixels: the extremes of each channel but the lines' and,
+/// per line orientation, the pixels whose responses at the two offsets no other pixel's exceed
+/// at both (the dark front) or undercut at both (the bright front).
 pub struct Summary {
     samples: Vec<Vec<f32>>,
     /// Highest and lowest response of each channel from the steps on.
@@ -531,7 +531,7 @@ fn upper_front(points: impl Iterator<Item = (f32, f32)> + Clone) -> Vec<(f32, f3
 
 impl TextureModel {
     /// Learns each channel's median and tails from the summaries of good images, prepared with
-    /// these geometry and grain.
+    /// this geometry and grain.
     pub fn learn(
         images: &[&Summary],
         downscale: usize,
@@ -645,7 +645,8 @@ impl TextureModel {
             let agreement = self.agreement(d);
             fronts.iter().flatten().map(move |&(u, t)| agreement(u, t))
         });
-        let mut maxima = [lines.fold(0.0, f32::max), 0.0, 0.0, 0.0];
+        let mut maxima = [0.0; FAMILIES];
+        maxima[0] = lines.fold(0.0, f32::max);
         let extremes = s.highest.iter().zip(&s.lowest);
         for (c, (&high, &low)) in (LINE_CHANNELS..).zip(extremes) {
             if self.judges(c) {
