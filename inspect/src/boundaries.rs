@@ -110,10 +110,10 @@ pub fn gradient_energy(g: &Gray) -> (f32, f32) {
 
 /// The boundary responses of the (lightly smoothed) working image: along the rows, then along
 /// the columns, each 0 where `grain` does not judge that axis; positive where the side above
-/// (left of) the line is brighter. No step reads the band of `border` pixels across the line's
-/// ends of the image (above and below a boundary along the rows), where a part's own edge
-/// often lies: a row whose boxes would reach into it has no step. Along the line every pixel
-/// counts.
+/// (left of) the line is brighter. No step reads the `border` rows at the top and the bottom
+/// of the image (for boundaries along the columns, the columns at its sides), where a part's
+/// own edge often lies: a row whose boxes would reach into them has no step. Along the line
+/// every pixel counts.
 pub fn boundaries(smooth: &Gray, border: usize, grain: Grain) -> [Gray; 2] {
     let unjudged = || Gray::new(smooth.width, smooth.height, 0.0);
     [
