@@ -277,6 +277,16 @@ impl Channel {
         }
     }
 
+    /// Whether a channel read from a file can judge `n` pixels: a median and a spread for
+    /// each, every value finite and every spread positive (as [`Channel::of`] makes them with a
+    /// positive floor), so that [`Channel::z`] stays finite.
+    pub(crate) fn is_sound(&self, n: usize) -> bool {
+        self.median.len() == n
+            && self.spread.len() == n
+            && self.median.iter().all(|m| m.is_finite())
+            && self.spread.iter().all(|s| s.is_finite() && *s > 0.0)
+    }
+
     /// `|x - median| / spread` per pixel.
     pub(crate) fn z(&self, x: &Gray) -> Gray {
         Gray {

@@ -260,27 +260,23 @@ impl Model {
 }
 
 impl Method {
-    /// Whether every size scoring relies on matches the stored statistics: a file that decodes
-    /// must still never make scoring index out of bounds or divide by zero.
+    /// Whether every size scoring relies on matches the stored statistics and every statistic
+    /// is one fitting can make: a file that decodes must still never make scoring index out of
+    /// bounds, divide by zero or answer with a NaN or an infinite score.
     fn is_consistent(&self) -> bool {
         match self {
             Method::Aligned(m) => {
                 let n = m.width * m.height;
                 m.downscale >= 1
                     && n >= 1
+                    && m.background.is_finite()
                     && m.handle_columns.len() == m.width
-                    && m.channels
-                        .iter()
-                        .all(|c| c.median.len() == n && c.spread.len() == n)
+                    && m.channels.iter().all(|c| c.is_sound(n))
             }
             Method::Fixed(m) => {
                 let (w, h) = m.reference_size;
                 let n = (w / m.downscale.max(1)).max(1) * (h / m.downscale.max(1)).max(1);
-                m.downscale >= 1
-                    && w >= 1
-                    && h >= 1
-                    && m.level.median.len() == n
-                    && m.level.spread.len() == n
+                m.downscale >= 1 && w >= 1 && h >= 1 && m.level.is_sound(n)
             }
             Method::Texture(m) => m.is_consistent(),
         }

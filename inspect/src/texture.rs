@@ -101,6 +101,10 @@ const SAMPLES_PER_IMAGE: usize = 8_192;
 const MIN_UNIT: f32 = 1.0;
 /// Smallest tail width, in units of the image's robust spread.
 const TAIL_FLOOR: f32 = 0.05;
+/// Largest statistic a model file may hold. Levels are counted in the image's spread (at least
+/// one grey level) and steps in their own (at least 0.5), so no response reaches a thousand; a
+/// larger value is damage (and could make an anomaly infinite).
+const MAX_STATISTIC: f32 = 1.0e4;
 /// A region's core: its pixels at least this share of its strongest level, in the same
 /// polarity.
 const CORE_SHARE: f32 = 0.5;
@@ -676,17 +680,19 @@ impl TextureModel {
         surface_region(&core(c, &r.level, map), &r.level, r.scale, input)
     }
 
-    /// Whether the stored statistics can be used: every tail positive and finite.
+    /// Whether the stored statistics are ones fitting can make: tails and units at least their
+    /// floors, nothing beyond [`MAX_STATISTIC`], so that every anomaly stays finite.
     pub(crate) fn is_consistent(&self) -> bool {
+        let within = |v: f32, low: f32| (low..=MAX_STATISTIC).contains(&v);
         self.downscale >= 1
             && self.reference_size.is_none_or(|(w, h)| w >= 1 && h >= 1)
-            && self.median.iter().all(|m| m.is_finite())
+            && self.median.iter().all(|m| within(m.abs(), 0.0))
             && self
                 .dark_tail
                 .iter()
                 .chain(&self.bright_tail)
-                .chain(&self.unit)
-                .all(|t| t.is_finite() && *t > 0.0)
+                .all(|&t| within(t, TAIL_FLOOR))
+            && self.unit.iter().all(|&u| within(u, MIN_UNIT))
     }
 }
 

@@ -148,6 +148,51 @@ fn the_model_file_round_trips_and_refuses_other_bytes() {
         Model::from_bytes(&short.to_bytes()),
         Err(ModelFileError::Corrupt(_))
     ));
+    // Statistics no fit makes (a NaN or zero spread, a tail next to zero, a huge median)
+    // would judge with NaN or infinite scores: refused.
+    let parts: Vec<Gray> = (0..6).map(|i| part(i, None)).collect();
+    let texture = Model::fit(
+        &parts,
+        &FitOptions {
+            method: MethodChoice::Texture,
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
+    let refused = |model: &Model, damage: fn(&mut Method)| {
+        let mut bad = model.clone();
+        damage(&mut bad.method);
+        assert_ne!(&bad, model, "the damage applies");
+        matches!(
+            Model::from_bytes(&bad.to_bytes()),
+            Err(ModelFileError::Corrupt(_))
+        )
+    };
+    assert!(refused(&m, |method| {
+        if let Method::Aligned(a) = method {
+            a.channels[1].spread[0] = f32::NAN;
+        }
+    }));
+    assert!(refused(&m, |method| {
+        if let Method::Aligned(a) = method {
+            a.channels[0].spread[7] = 0.0;
+        }
+    }));
+    assert!(refused(&texture, |method| {
+        if let Method::Texture(t) = method {
+            t.dark_tail[3] = 1e-30;
+        }
+    }));
+    assert!(refused(&texture, |method| {
+        if let Method::Texture(t) = method {
+            t.median[0] = 1e30;
+        }
+    }));
+    assert!(refused(&texture, |method| {
+        if let Method::Texture(t) = method {
+            t.unit[2] = 0.0;
+        }
+    }));
 }
 
 #[test]
