@@ -94,8 +94,8 @@ async fn housekeeping(
         if let Err(e) = golden.refresh().await {
             tracing::warn!(error = %e, "refreshing models from the store failed");
         }
-        if let Err(e) = golden.refit_outdated().await {
-            tracing::warn!(error = %e, "refitting outdated models failed");
+        if let Err(e) = golden.refit_unusable().await {
+            tracing::warn!(error = %e, "refitting unusable models failed");
         }
         match store.queue_stats().await {
             Ok(q) => {

@@ -6,9 +6,9 @@
 //!
 //! Models are stored (one active version per SKU), so a restart does not refit; every replica
 //! polls the store ([`Golden::refresh`]) and activates versions that another replica fitted.
-//! A stored model of an older file format (after an upgrade) is refitted from the SKU's stored
-//! golden set ([`Golden::refit_outdated`]) as the next version; until then the SKU is not
-//! calibrated. Fitting is deterministic, so replicas that refit at once store the same model.
+//! A stored model that cannot be used as it is (of an older file format after an upgrade, or
+//! damaged) is refitted from the SKU's stored golden set ([`Golden::refit_unusable`]) as the
+//! next version; until then the SKU is not calibrated. Fitting is deterministic, so replicas that refit at once store the same model.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,8 +30,8 @@ pub const MAX_GOLDEN: usize = 200;
 use crate::store::blob::BlobStore;
 use crate::store::{Store, StoreError, StoredModel};
 
-/// A stored model of an older format.
-struct Outdated {
+/// A stored model that cannot be used: of an older format, or damaged.
+struct Unusable {
     version: String,
     tried: bool,
 }
@@ -85,9 +85,10 @@ pub struct Golden {
     limits: DecodeLimits,
     options: FitOptions,
     active: RwLock<HashMap<String, Active>>,
-    /// SKUs whose stored model is of an older format: its version, and whether a refit was
-    /// tried (a failed refit is not retried until another version is stored).
-    outdated: Mutex<HashMap<String, Outdated>>,
+    /// SKUs whose stored model cannot be used (an older format, or damaged): its version, and
+    /// whether a refit was tried (a failed refit is not retried until another version is
+    /// stored).
+    unusable: Mutex<HashMap<String, Unusable>>,
     /// Fits one SKU at a time: fitting is CPU-heavy and two uploads of one SKU must not race.
     fitting: tokio::sync::Mutex<()>,
 }
@@ -107,7 +108,7 @@ impl Golden {
             limits,
             options,
             active: RwLock::new(HashMap::new()),
-            outdated: Mutex::new(HashMap::new()),
+            unusable: Mutex::new(HashMap::new()),
             fitting: tokio::sync::Mutex::new(()),
         };
         if let Err(e) = golden.refresh().await {
@@ -120,9 +121,9 @@ impl Golden {
     /// another replica fitted become active here too.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         for (sku, version) in self.store.model_versions().await? {
-            let known_outdated = self.outdated().get(&sku).map(|o| o.version.clone());
+            let known_unusable = self.unusable().get(&sku).map(|o| o.version.clone());
             if self.read().get(&sku).is_some_and(|a| a.version == version)
-                || known_outdated.is_some_and(|v| v == version)
+                || known_unusable.is_some_and(|v| v == version)
             {
                 continue;
             }
@@ -131,8 +132,8 @@ impl Golden {
         Ok(())
     }
 
-    /// Loads and activates the stored model of `sku`; `None` if it has none (or an unusable
-    /// one, logged).
+    /// Loads and activates the stored model of `sku`; `None` if it has none, or an unusable one
+    /// (logged once, and noted for [`Golden::refit_unusable`]).
     async fn load(&self, sku: &str) -> Result<Option<(Arc<Model>, String)>, StoreError> {
         let Some(m) = self.store.model(sku).await? else {
             return Ok(None);
@@ -144,32 +145,35 @@ impl Golden {
                 self.activate(m.sku, m.version.clone(), model.clone());
                 Ok(Some((model, m.version)))
             }
-            Err(ModelFileError::Format { found }) => {
-                let mut outdated = self.outdated();
+            Err(e) => {
+                let mut unusable = self.unusable();
                 // Parts of this SKU land here until the refit: note it (and log) once.
-                if outdated.get(&m.sku).is_none_or(|o| o.version != m.version) {
-                    info!(sku = %m.sku, version = %m.version, format = found,
-                          "stored model of an older format: refitting it from its golden set");
-                    let entry = Outdated {
+                if unusable.get(&m.sku).is_none_or(|o| o.version != m.version) {
+                    match e {
+                        ModelFileError::Format { found } => {
+                            info!(sku = %m.sku, version = %m.version, format = found,
+                                  "stored model of an older format: refitting it from its golden set");
+                        }
+                        e => {
+                            warn!(sku = %m.sku, version = %m.version, error = %e,
+                                  "stored model damaged: refitting it from its golden set");
+                        }
+                    }
+                    let entry = Unusable {
                         version: m.version,
                         tried: false,
                     };
-                    outdated.insert(m.sku, entry);
+                    unusable.insert(m.sku, entry);
                 }
-                Ok(None)
-            }
-            Err(e) => {
-                warn!(sku = %m.sku, error = %e, "stored model unusable; upload golden samples again");
                 Ok(None)
             }
         }
     }
 
-    /// Refits, from their stored golden sets, the SKUs whose stored model is of an older
-    /// format, each as the version after the stored one. Returns how many were refitted.
-    pub async fn refit_outdated(&self) -> Result<usize, StoreError> {
+    /// Refits, from their stored golden sets, the SKUs whose stored model cannot be used, each as the version after the stored one. Returns how many were refitted.
+    pub async fn refit_unusable(&self) -> Result<usize, StoreError> {
         let pending: Vec<(String, String)> = self
-            .outdated()
+            .unusable()
             .iter()
             .filter(|(_, o)| !o.tried)
             .map(|(sku, o)| (sku.clone(), o.version.clone()))
@@ -179,7 +183,7 @@ impl Golden {
             let _fitting = self.fitting.lock().await;
             // An upload may have fitted a new version while this waited for the lock.
             let still_pending = self
-                .outdated()
+                .unusable()
                 .get(&sku)
                 .is_some_and(|o| !o.tried && o.version == stored);
             if !still_pending {
@@ -193,14 +197,14 @@ impl Golden {
             match fitted {
                 Ok((model, fit_ms)) => {
                     let info = self.save_and_activate(&sku, after(&stored), model).await?;
-                    info!(%sku, version = %info.version, samples = keys.len(), fit_ms, "outdated model refitted");
+                    info!(%sku, version = %info.version, samples = keys.len(), fit_ms, "unusable model refitted");
                     refitted += 1;
                 }
                 // The store may answer again at the next pass: try again then.
                 Err(GoldenError::Store(e)) => return Err(e),
                 Err(e) => {
-                    warn!(%sku, error = %e, "refitting an outdated model failed; upload golden samples again");
-                    if let Some(o) = self.outdated().get_mut(&sku) {
+                    warn!(%sku, error = %e, "refitting an unusable model failed; upload golden samples again");
+                    if let Some(o) = self.unusable().get_mut(&sku) {
                         o.tried = true;
                     }
                 }
@@ -241,14 +245,14 @@ impl Golden {
         Ok(info)
     }
 
-    fn outdated(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outdated>> {
+    fn unusable(&self) -> std::sync::MutexGuard<'_, HashMap<String, Unusable>> {
         // Entries are replaced whole; a panic cannot leave the map half-written.
-        self.outdated.lock().unwrap_or_else(|p| p.into_inner())
+        self.unusable.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `model` the SKU's active one; an outdated stored model it replaces is forgotten.
+    /// Makes `model` the SKU's active one; an unusable stored model it replaces is forgotten.
     fn activate(&self, sku: String, version: String, model: Arc<Model>) {
-        self.outdated().remove(&sku);
+        self.unusable().remove(&sku);
         self.active
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -328,7 +332,7 @@ impl Golden {
         // Another replica may have fitted a version since: number after the stored one.
         self.refresh().await?;
         let current = self.read().get(sku).map(|a| a.version.clone());
-        let stored = current.or_else(|| self.outdated().get(sku).map(|o| o.version.clone()));
+        let stored = current.or_else(|| self.unusable().get(sku).map(|o| o.version.clone()));
         let info = self
             .save_and_activate(sku, after(stored.as_deref().unwrap_or("v0")), model)
             .await?;
@@ -471,10 +475,10 @@ impl Analyzer for Golden {
             .get(sku)
             .map(|a| (a.model.clone(), a.version.clone()));
         // Not cached: another replica may have fitted it since the last refresh. A model known
-        // to be outdated is not read again for every part: the refresh finds its successor.
+        // to be unusable is not read again for every part: the refresh finds its successor.
         let found = match cached {
             Some(active) => Some(active),
-            None if self.outdated().contains_key(sku) => None,
+            None if self.unusable().contains_key(sku) => None,
             None => match self.load(sku).await {
                 Ok(found) => found,
                 Err(e) => return Judgement::failed(format!("loading the model: {e}"), None),

@@ -665,7 +665,18 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
 
 #[tokio::test]
 async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
-    let h = calibrated_by_an_older_release().await;
+    refitted_from_its_golden_set(calibrated_by_an_older_release().await).await;
+}
+
+#[tokio::test]
+async fn a_damaged_stored_model_is_refitted_from_its_golden_set() {
+    let damaged = calibrated_then_stored_as(|body| body.truncate(body.len() / 2)).await;
+    refitted_from_its_golden_set(damaged).await;
+}
+
+/// After a restart, the SKU of `h`, whose stored v1 cannot be used, is not calibrated until
+/// the housekeeping pass refits it from its golden set as v2, once.
+async fn refitted_from_its_golden_set(h: Harness) {
     let restarted = started_in(h.place.clone()).await;
     let (status, body) = get_model(&restarted).await;
     assert_eq!(
@@ -678,7 +689,7 @@ async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
         assert_eq!(before["status"], "not_calibrated", "{before}");
     }
     let golden = &restarted.state.golden;
-    assert_eq!(golden.refit_outdated().await.unwrap(), 1);
+    assert_eq!(golden.refit_unusable().await.unwrap(), 1);
     let (status, body) = get_model(&restarted).await;
     assert_eq!(
         (status, &body["version"], &body["trained_on"]),
@@ -691,7 +702,7 @@ async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
         (&"final".into(), &"v2".into()),
         "{good}"
     );
-    assert_eq!(golden.refit_outdated().await.unwrap(), 0, "done once");
+    assert_eq!(golden.refit_unusable().await.unwrap(), 0, "done once");
     // Stored as the new version: another restart loads it without refitting.
     let again = started_in(h.place.clone()).await;
     let (_, body) = get_model(&again).await;
@@ -701,6 +712,14 @@ async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
 /// What an upgrade finds: WK-KN-200 calibrated from six good parts, its stored v1 written by a
 /// release with an older model format.
 async fn calibrated_by_an_older_release() -> Harness {
+    calibrated_then_stored_as(|body| {
+        body[8..12].copy_from_slice(&(wiko_inspect::model::MODEL_FORMAT - 1).to_le_bytes());
+    })
+    .await
+}
+
+/// WK-KN-200 calibrated from six good parts, the body of its stored v1 then changed by `change`.
+async fn calibrated_then_stored_as(change: fn(&mut Vec<u8>)) -> Harness {
     let h = harness().await;
     let images: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 70_000 + seed)).collect();
     let parts: Vec<_> = images
@@ -712,7 +731,7 @@ async fn calibrated_by_an_older_release() -> Harness {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let store = &h.state.store;
     let mut stored = store.model("WK-KN-200").await.unwrap().unwrap();
-    stored.body[8..12].copy_from_slice(&(wiko_inspect::model::MODEL_FORMAT - 1).to_le_bytes());
+    change(&mut stored.body);
     store.save_model(stored).await.unwrap();
     h
 }
@@ -752,7 +771,7 @@ async fn a_refit_cut_short_by_the_object_store_is_tried_again_at_the_next_pass()
         place,
     };
     let golden = &h.state.golden;
-    let failed = golden.refit_outdated().await;
+    let failed = golden.refit_unusable().await;
     assert!(
         matches!(failed, Err(StoreError::Unavailable(_))),
         "{failed:?}"
@@ -764,7 +783,7 @@ async fn a_refit_cut_short_by_the_object_store_is_tried_again_at_the_next_pass()
     );
 
     blobs.down.store(false, Ordering::SeqCst);
-    assert_eq!(golden.refit_outdated().await.unwrap(), 1, "tried again");
+    assert_eq!(golden.refit_unusable().await.unwrap(), 1, "tried again");
     let (_, body) = get_model(&h).await;
     assert_eq!(body["version"], "v2", "{body}");
 }
