@@ -265,18 +265,24 @@ impl Method {
     /// bounds, divide by zero or answer with a NaN or an infinite score.
     fn is_consistent(&self) -> bool {
         match self {
-            Method::Aligned(m) => {
-                let n = m.width * m.height;
+            // Sizes come from the file too: their product must not overflow.
+            Method::Aligned(m) => m.width.checked_mul(m.height).is_some_and(|n| {
                 m.downscale >= 1
                     && n >= 1
                     && m.background.is_finite()
                     && m.handle_columns.len() == m.width
                     && m.channels.iter().all(|c| c.is_sound(n))
-            }
+            }),
             Method::Fixed(m) => {
                 let (w, h) = m.reference_size;
-                let n = (w / m.downscale.max(1)).max(1) * (h / m.downscale.max(1)).max(1);
-                m.downscale >= 1 && w >= 1 && h >= 1 && m.level.is_sound(n)
+                let (tw, th) = (
+                    (w / m.downscale.max(1)).max(1),
+                    (h / m.downscale.max(1)).max(1),
+                );
+                m.downscale >= 1
+                    && w >= 1
+                    && h >= 1
+                    && tw.checked_mul(th).is_some_and(|n| m.level.is_sound(n))
             }
             Method::Texture(m) => m.is_consistent(),
         }

@@ -101,6 +101,9 @@ const SAMPLES_PER_IMAGE: usize = 8_192;
 const MIN_UNIT: f32 = 1.0;
 /// Smallest tail width, in units of the image's robust spread.
 const TAIL_FLOOR: f32 = 0.05;
+/// Largest working image of a reference size a model file may hold: more than any image under
+/// the default decode limit (40 megapixels) makes.
+const MAX_WORKING_PIXELS: usize = 1 << 26;
 /// Largest statistic a model file may hold. Levels are counted in the image's spread (at least
 /// one grey level) and steps in their own (at least 0.5), so no response reaches a thousand; a
 /// larger value is damage (and could make an anomaly infinite).
@@ -681,11 +684,18 @@ impl TextureModel {
     }
 
     /// Whether the stored statistics are ones fitting can make: tails and units at least their
-    /// floors, nothing beyond [`MAX_STATISTIC`], so that every anomaly stays finite.
+    /// floors, nothing beyond [`MAX_STATISTIC`], so that every anomaly stays finite; and a
+    /// reference size whose working image fits in [`MAX_WORKING_PIXELS`] (images of its aspect
+    /// ratio are resized to it).
     pub(crate) fn is_consistent(&self) -> bool {
         let within = |v: f32, low: f32| (low..=MAX_STATISTIC).contains(&v);
+        let working = |(w, h): (usize, usize)| (w / self.downscale).checked_mul(h / self.downscale);
         self.downscale >= 1
-            && self.reference_size.is_none_or(|(w, h)| w >= 1 && h >= 1)
+            && self.reference_size.is_none_or(|(w, h)| {
+                w >= self.downscale
+                    && h >= self.downscale
+                    && working((w, h)).is_some_and(|n| n <= MAX_WORKING_PIXELS)
+            })
             && self.median.iter().all(|m| within(m.abs(), 0.0))
             && self
                 .dark_tail

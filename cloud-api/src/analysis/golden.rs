@@ -8,7 +8,8 @@
 //! polls the store ([`Golden::refresh`]) and activates versions that another replica fitted.
 //! A stored model that cannot be used as it is (of an older file format after an upgrade, or
 //! damaged) is refitted from the SKU's stored golden set ([`Golden::refit_unusable`]) as the
-//! next version; until then the SKU is not calibrated. Fitting is deterministic, so replicas that refit at once store the same model.
+//! next version; until then the SKU is not calibrated. Fitting is deterministic, so replicas
+//! that refit at once store the same model.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -170,7 +171,8 @@ impl Golden {
         }
     }
 
-    /// Refits, from their stored golden sets, the SKUs whose stored model cannot be used, each as the version after the stored one. Returns how many were refitted.
+    /// Refits, from their stored golden sets, the SKUs whose stored model cannot be used, each
+    /// as the version after the stored one. Returns how many were refitted.
     pub async fn refit_unusable(&self) -> Result<usize, StoreError> {
         let pending: Vec<(String, String)> = self
             .unusable()

@@ -193,6 +193,12 @@ fn the_model_file_round_trips_and_refuses_other_bytes() {
             t.unit[2] = 0.0;
         }
     }));
+    // A reference size images would be resized to that no memory holds: refused.
+    assert!(refused(&texture, |method| {
+        if let Method::Texture(t) = method {
+            t.reference_size = Some((1 << 40, 1 << 40));
+        }
+    }));
 }
 
 #[test]
