@@ -77,6 +77,10 @@ const BOUNDARIES_FROM: usize = PATHS_FROM + PATH_CHANNELS;
 const CHANNELS: usize = BOUNDARIES_FROM + 2;
 /// Families of detectors, each counted in its own unit: lines, steps, paths, boundaries.
 const FAMILIES: usize = 4;
+const LINES: usize = 0;
+const STEPS: usize = 1;
+const PATHS: usize = 2;
+const BOUNDARIES: usize = 3;
 /// Steps from the centre to each end of a line (31 steps in all).
 const HALF_LENGTH: usize = 15;
 /// Pixels this close to the border are not judged: their lines would leave the image.
@@ -418,19 +422,19 @@ fn core(c: &Component, level: &Gray, map: &Gray) -> Component {
     }
 }
 
-/// The family of channel `c`: 0 lines, 1 steps, 2 paths, 3 boundaries.
+/// The family of channel `c`: [`LINES`], [`STEPS`], [`PATHS`] or [`BOUNDARIES`].
 fn family(c: usize) -> usize {
     match c {
-        c if c < LINE_CHANNELS => 0,
-        c if c < PATHS_FROM => 1,
-        c if c < BOUNDARIES_FROM => 2,
-        _ => 3,
+        c if c < LINE_CHANNELS => LINES,
+        c if c < PATHS_FROM => STEPS,
+        c if c < BOUNDARIES_FROM => PATHS,
+        _ => BOUNDARIES,
     }
 }
 
 /// The share of good pixels left beyond each tail of channel `c`.
 fn tail_share(c: usize) -> f32 {
-    if family(c) == 0 { TAIL } else { STEP_TAIL }
+    if family(c) == LINES { TAIL } else { STEP_TAIL }
 }
 
 impl Responses {
@@ -586,7 +590,7 @@ impl TextureModel {
     fn excess(&self, c: usize) -> impl Fn(f32) -> f32 + use<> {
         let unit = self.unit[family(c)];
         // A path's contrast is one-sided by construction: only its upper tail counts.
-        let bright = if family(c) == 2 {
+        let bright = if family(c) == PATHS {
             0.0
         } else {
             -(self.bright_tail[c] * unit).recip()
@@ -653,7 +657,7 @@ impl TextureModel {
             fronts.iter().flatten().map(move |&(u, t)| agreement(u, t))
         });
         let mut maxima = [0.0; FAMILIES];
-        maxima[0] = lines.fold(0.0, f32::max);
+        maxima[LINES] = lines.fold(0.0, f32::max);
         let extremes = s.highest.iter().zip(&s.lowest);
         for (c, (&high, &low)) in (LINE_CHANNELS..).zip(extremes) {
             if self.judges(c) {
@@ -895,7 +899,7 @@ mod tests {
     fn a_line_seen_at_one_offset_only_does_not_count() {
         let m = model();
         let agreement = m.agreement(0);
-        let ten = 10.0 / m.unit[0];
+        let ten = 10.0 / m.unit[LINES];
         let (a, b) = (0, 1);
         let far_dark = |c: usize| m.median[c] + 10.0 * m.dark_tail[c];
         let far_bright = |c: usize| m.median[c] - 10.0 * m.bright_tail[c];
@@ -972,7 +976,7 @@ mod tests {
     fn a_faint_boundary_across_the_grain_counts_and_one_along_it_does_not() {
         let m = model();
         assert_eq!(m.grain, Grain::Columns, "the stripes run down the columns");
-        let boundaries = |g: &Gray| m.family_maxima(&m.prepare(g).unwrap().summary())[3];
+        let boundaries = |g: &Gray| m.family_maxima(&m.prepare(g).unwrap().summary())[BOUNDARIES];
         let clean = (90..94)
             .map(|seed| boundaries(&surface(seed, None)))
             .fold(0.0, f32::max);
