@@ -365,16 +365,19 @@ fn fit_fixed(reference: (usize, usize), prepared: Vec<fixed::Prepared>) -> (Meth
 
 fn fit_texture(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
     let (downscale, reference) = texture::geometry(good);
-    let grain = texture::grain(good, downscale, reference);
-    let summaries = good
+    let works = good
         .iter()
         .enumerate()
         .map(|(index, g)| {
-            texture::prepare(g, downscale, reference, grain)
-                .map(|r| r.summary())
+            texture::working(g, downscale, reference)
                 .map_err(|source| FitError::Image { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let grain = texture::grain(&works);
+    let summaries: Vec<_> = works
+        .iter()
+        .map(|w| texture::prepare(w, grain).summary())
+        .collect();
     let (model, held_out) = cross_validate(
         &summaries,
         |train| TextureModel::learn(train, downscale, reference, grain),

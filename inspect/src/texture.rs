@@ -239,33 +239,45 @@ fn relative_to_spread(g: &Gray, floor: f32) -> Gray {
     g.map(|v| (v - m) / s)
 }
 
-/// The grain of a set of good images: their summed gradient energy at the working scale (after
-/// the same light smoothing as [`prepare`]'s), across the columns against across the rows.
-pub fn grain(images: &[Gray], downscale: usize, reference_size: Option<(usize, usize)>) -> Grain {
-    let (across_columns, across_rows) = images.iter().fold((0f64, 0f64), |(c, r), g| {
-        let work = working_image(g, downscale, reference_size).0;
-        let (dc, dr) = gradient_energy(&work.box_blur(1));
-        (c + f64::from(dc), r + f64::from(dr))
-    });
-    Grain::of(across_columns, across_rows)
+/// An image at the working scale ([`working_image`]), large enough for the detectors.
+pub struct Working {
+    image: Gray,
+    /// Input pixels per working pixel, horizontally and vertically.
+    scale: (f32, f32),
 }
 
-/// Brings an image to the working scale and runs the line, step, path and boundary detectors
-/// over it (the boundaries only across `grain`: the other axis's channel is 0).
-pub fn prepare(
+/// Brings an image to the working scale; an image too small for the detectors is an error.
+pub fn working(
     img: &Gray,
     downscale: usize,
     reference_size: Option<(usize, usize)>,
-    grain: Grain,
-) -> Result<Responses, InspectError> {
-    let (work, scale) = working_image(img, downscale, reference_size);
-    if work.width <= 2 * MARGIN || work.height <= 2 * MARGIN {
+) -> Result<Working, InspectError> {
+    let (image, scale) = working_image(img, downscale, reference_size);
+    if image.width <= 2 * MARGIN || image.height <= 2 * MARGIN {
         return Err(InspectError::TooSmall {
             width: img.width,
             height: img.height,
             min: (2 * MARGIN + 1) * downscale,
         });
     }
+    Ok(Working { image, scale })
+}
+
+/// The grain of a set of good images at the working scale: their summed gradient energy
+/// (after the same light smoothing as [`prepare`]'s), across the columns against across the
+/// rows.
+pub fn grain(images: &[Working]) -> Grain {
+    let (across_columns, across_rows) = images.iter().fold((0f64, 0f64), |(c, r), w| {
+        let (dc, dr) = gradient_energy(&w.image.box_blur(1));
+        (c + f64::from(dc), r + f64::from(dr))
+    });
+    Grain::of(across_columns, across_rows)
+}
+
+/// Runs the line, step, path and boundary detectors over an image at the working scale (the
+/// boundaries only across `grain`: the other axis's channel is 0).
+pub fn prepare(working: &Working, grain: Grain) -> Responses {
+    let Working { image: work, scale } = working;
     let smooth = work.box_blur(1);
     let level = flatten(&smooth);
     let mut channels: Vec<Gray> = DIRECTIONS
@@ -279,16 +291,16 @@ pub fn prepare(
     channels.extend(DIRECTIONS.iter().map(|&d| across_step(&boxes, d)));
     channels.extend(paths::paths(&level));
     channels.extend(boundaries::boundaries(&smooth, MARGIN, grain));
-    if let Some(zone) = glare::beside_glare(&work, SHADING_RADIUS) {
+    if let Some(zone) = glare::beside_glare(work, SHADING_RADIUS) {
         drop_dark_responses(&mut channels, &zone);
     }
-    Ok(Responses {
+    Responses {
         width: level.width,
         height: level.height,
         level,
         channels,
-        scale,
-    })
+        scale: *scale,
+    }
 }
 
 /// Drops the dark responses (a line's positive response, a dark path's) of the pixels in
@@ -581,7 +593,8 @@ impl TextureModel {
     }
 
     pub fn prepare(&self, img: &Gray) -> Result<Responses, InspectError> {
-        prepare(img, self.downscale, self.reference_size, self.grain)
+        let work = working(img, self.downscale, self.reference_size)?;
+        Ok(prepare(&work, self.grain))
     }
 
     /// How far responses of channel `c` lie beyond its good tails (negative inside), as a
@@ -755,11 +768,12 @@ mod tests {
         let good: Vec<Gray> = (0..8).map(|i| surface(i, None)).collect();
         let (downscale, reference) = geometry(&good);
         assert_eq!((downscale, reference), (1, Some((200, 160))));
-        let grain = grain(&good, downscale, reference);
-        let summaries: Vec<Summary> = good
+        let works: Vec<Working> = good
             .iter()
-            .map(|g| prepare(g, downscale, reference, grain).unwrap().summary())
+            .map(|g| working(g, downscale, reference).unwrap())
             .collect();
+        let grain = grain(&works);
+        let summaries: Vec<Summary> = works.iter().map(|w| prepare(w, grain).summary()).collect();
         TextureModel::learn(
             &summaries.iter().collect::<Vec<_>>(),
             downscale,
@@ -878,7 +892,7 @@ mod tests {
         let good: Vec<Gray> = (0..8).map(|i| surface(i, None)).collect();
         let summaries: Vec<Summary> = good
             .iter()
-            .map(|g| prepare(g, 1, None, Grain::None).unwrap().summary())
+            .map(|g| prepare(&working(g, 1, None).unwrap(), Grain::None).summary())
             .collect();
         let refs: Vec<&Summary> = summaries.iter().collect();
         let m = TextureModel::learn(&refs, 1, None, Grain::None);
@@ -1024,7 +1038,7 @@ mod tests {
                 }
             }
         }
-        let r = prepare(&g, 1, None, Grain::None).unwrap();
+        let r = prepare(&working(&g, 1, None).unwrap(), Grain::None);
         let at = |c: usize, x: usize| r.channels[c].get(x, 80);
         // Vertical lines: orientation 2, channels 4 and 5; dark paths along the columns.
         let (vertical, dark_columns, bright_columns) = (4..6, PATHS_FROM + 1, PATHS_FROM + 3);
@@ -1071,16 +1085,17 @@ mod tests {
 
     #[test]
     fn an_image_of_the_same_view_at_another_resolution_is_resized() {
-        let p = prepare(&Gray::new(400, 320, 9.0), 1, Some((200, 160)), Grain::None).unwrap();
-        assert_eq!((p.width, p.height), (200, 160));
-        let q = prepare(&Gray::new(300, 100, 9.0), 1, Some((200, 160)), Grain::None).unwrap();
+        let p = working(&Gray::new(400, 320, 9.0), 1, Some((200, 160))).unwrap();
+        assert_eq!((p.image.width, p.image.height), (200, 160));
+        assert_eq!(p.scale, (2.0, 2.0));
+        let q = working(&Gray::new(300, 100, 9.0), 1, Some((200, 160))).unwrap();
         assert_eq!(
-            (q.width, q.height),
+            (q.image.width, q.image.height),
             (300, 100),
             "another crop: same pixel scale"
         );
         assert_eq!(
-            prepare(&Gray::new(30, 300, 0.0), 1, None, Grain::None).err(),
+            working(&Gray::new(30, 300, 0.0), 1, None).err(),
             Some(InspectError::TooSmall {
                 width: 30,
                 height: 300,
