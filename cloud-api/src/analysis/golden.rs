@@ -25,11 +25,12 @@ use wiko_wire::{AnalysisStatus, Defect, DefectType};
 
 use super::{Analyzer, Judgement};
 
+use crate::store::blob::BlobStore;
+use crate::store::{GoldenSample, Store, StoreError, StoredModel};
+
 /// Largest golden set per SKU. Fitting holds every image decoded (4 bytes per pixel: 200
 /// 640×480 parts take 250 MB, 200 1080p parts 1.7 GB), so the set is bounded.
 pub const MAX_GOLDEN: usize = 200;
-use crate::store::blob::BlobStore;
-use crate::store::{Store, StoreError, StoredModel};
 
 /// A stored model that cannot be used: of an older format, or damaged.
 struct Unusable {
@@ -78,6 +79,13 @@ pub enum GoldenError {
     Fit(String),
     #[error("the golden set of {sku} would hold {would} images, at most {MAX_GOLDEN} are kept")]
     Full { sku: String, would: usize },
+    #[error("the golden set of {sku} holds no image {digest}")]
+    NotInSet { sku: String, digest: String },
+    #[error(
+        "the golden set of {sku} would keep {left} images, its model needs at least {MIN_GOOD}: \
+         upload good parts first, then remove this one"
+    )]
+    TooSmall { sku: String, left: usize },
 }
 
 pub struct Golden {
@@ -191,15 +199,15 @@ impl Golden {
             if !still_pending {
                 continue;
             }
-            let keys = self.store.golden(&sku).await?;
-            let fitted = match self.decode_stored(&keys).await {
-                Ok(set) => self.fit(&sku, set, keys.len(), &[]).await,
+            let samples = self.store.golden(&sku).await?;
+            let fitted = match self.decode_stored(&samples).await {
+                Ok(set) => self.fit(&sku, set, samples.len(), &[]).await,
                 Err(e) => Err(e),
             };
             match fitted {
                 Ok((model, fit_ms)) => {
                     let info = self.save_and_activate(&sku, after(&stored), model).await?;
-                    info!(%sku, version = %info.version, samples = keys.len(), fit_ms, "unusable model refitted");
+                    info!(%sku, version = %info.version, samples = samples.len(), fit_ms, "unusable model refitted");
                     refitted += 1;
                 }
                 // The store may answer again at the next pass: try again then.
@@ -215,10 +223,10 @@ impl Golden {
         Ok(refitted)
     }
 
-    /// Decodes the stored golden images `keys`.
-    async fn decode_stored(&self, keys: &[String]) -> Result<Vec<Gray>, GoldenError> {
-        let mut set = Vec::with_capacity(keys.len());
-        for key in keys {
+    /// Decodes the stored golden images `samples`.
+    async fn decode_stored(&self, samples: &[GoldenSample]) -> Result<Vec<Gray>, GoldenError> {
+        let mut set = Vec::with_capacity(samples.len());
+        for GoldenSample { image_key: key, .. } in samples {
             let bytes = self.blobs.get(key).await?;
             let g = super::decode(bytes, self.limits)
                 .await
@@ -282,17 +290,19 @@ impl Golden {
         images: Vec<Bytes>,
     ) -> Result<Calibration, GoldenError> {
         let _fitting = self.fitting.lock().await;
-        let keys = self.store.golden(sku).await?;
+        let stored = self.store.golden(sku).await?;
         // (upload index, digest, key, bytes) of the images not in the set yet.
         let mut new: Vec<(usize, String, String, Bytes)> = Vec::new();
         for (index, bytes) in images.into_iter().enumerate() {
             let digest = wiko_wire::frame::image_digest(&bytes);
-            let key = format!("golden/{digest}.jpg");
-            if !keys.contains(&key) && !new.iter().any(|(_, _, k, _)| *k == key) {
+            let known = stored.iter().any(|s| s.digest == digest)
+                || new.iter().any(|(_, d, ..)| *d == digest);
+            if !known {
+                let key = format!("golden/{digest}.jpg");
                 new.push((index, digest, key, bytes));
             }
         }
-        let (samples, added) = (keys.len() + new.len(), new.len());
+        let (samples, added) = (stored.len() + new.len(), new.len());
         if samples > MAX_GOLDEN {
             return Err(GoldenError::Full {
                 sku: sku.to_string(),
@@ -311,10 +321,10 @@ impl Golden {
             fresh.push(g);
         }
         let fitted = if samples >= MIN_GOOD && added > 0 {
-            let mut set = self.decode_stored(&keys).await?;
+            let mut set = self.decode_stored(&stored).await?;
             set.extend(fresh);
             let upload_index: Vec<usize> = new.iter().map(|(i, ..)| *i).collect();
-            Some(self.fit(sku, set, keys.len(), &upload_index).await?)
+            Some(self.fit(sku, set, stored.len(), &upload_index).await?)
         } else {
             None
         };
@@ -331,13 +341,7 @@ impl Golden {
                 fit_ms: None,
             });
         };
-        // Another replica may have fitted a version since: number after the stored one.
-        self.refresh().await?;
-        let current = self.read().get(sku).map(|a| a.version.clone());
-        let stored = current.or_else(|| self.unusable().get(sku).map(|o| o.version.clone()));
-        let info = self
-            .save_and_activate(sku, after(stored.as_deref().unwrap_or("v0")), model)
-            .await?;
+        let info = self.publish(sku, model).await?;
         info!(%sku, version = %info.version, method = info.method, threshold = info.threshold, samples, fit_ms, "model fitted");
         Ok(Calibration {
             sku: sku.to_string(),
@@ -346,6 +350,65 @@ impl Golden {
             model: Some(info),
             fit_ms: Some(fit_ms),
         })
+    }
+
+    /// Takes the image `digest` out of a SKU's golden set. A set that makes a model is refitted
+    /// without it first (the new version active before the image leaves the set: a failure
+    /// half-way leaves a set that the next removal or upload refits); it may not shrink below
+    /// [`MIN_GOOD`], which would leave the SKU without a model.
+    pub async fn remove_sample(&self, sku: &str, digest: &str) -> Result<Calibration, GoldenError> {
+        let _fitting = self.fitting.lock().await;
+        let mut kept = self.store.golden(sku).await?;
+        let before = kept.len();
+        kept.retain(|s| s.digest != digest);
+        if kept.len() == before {
+            return Err(GoldenError::NotInSet {
+                sku: sku.to_string(),
+                digest: digest.to_string(),
+            });
+        }
+        let samples = kept.len();
+        if before >= MIN_GOOD && samples < MIN_GOOD {
+            return Err(GoldenError::TooSmall {
+                sku: sku.to_string(),
+                left: samples,
+            });
+        }
+        let refitted = if samples >= MIN_GOOD {
+            let set = self.decode_stored(&kept).await?;
+            let (model, fit_ms) = self.fit(sku, set, samples, &[]).await?;
+            Some((self.publish(sku, model).await?, fit_ms))
+        } else {
+            None
+        };
+        self.store.remove_golden(sku, digest).await?;
+        let (model, fit_ms) = match refitted {
+            Some((info, fit_ms)) => {
+                info!(%sku, %digest, version = %info.version, samples, fit_ms, "golden sample removed; model refitted");
+                (Some(info), Some(fit_ms))
+            }
+            None => {
+                info!(%sku, %digest, samples, "golden sample removed");
+                (None, None)
+            }
+        };
+        Ok(Calibration {
+            sku: sku.to_string(),
+            samples,
+            added: 0,
+            model,
+            fit_ms,
+        })
+    }
+
+    /// Stores `model` as the SKU's next version and makes it active. Another replica may have
+    /// fitted a version since this one's last refresh: the number follows the stored one.
+    async fn publish(&self, sku: &str, model: Model) -> Result<ModelInfo, StoreError> {
+        self.refresh().await?;
+        let current = self.read().get(sku).map(|a| a.version.clone());
+        let stored = current.or_else(|| self.unusable().get(sku).map(|o| o.version.clone()));
+        self.save_and_activate(sku, after(stored.as_deref().unwrap_or("v0")), model)
+            .await
     }
 
     /// Fits on the blocking pool. The set holds the `stored` images first, then the new ones,

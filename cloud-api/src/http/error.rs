@@ -29,6 +29,9 @@ pub enum ApiError {
     InvalidImage(String),
     #[error("frame {0} was already received with other content")]
     FrameConflict(uuid::Uuid),
+    /// Removing a golden sample would leave its SKU's model too few images.
+    #[error("{0}")]
+    GoldenSetTooSmall(String),
     #[error("temporarily unavailable, retry later")]
     Unavailable,
     #[error("internal error")]
@@ -52,7 +55,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::FrameConflict(_) => StatusCode::CONFLICT,
+            ApiError::FrameConflict(_) | ApiError::GoldenSetTooSmall(_) => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::UnsupportedImage(_) => "unsupported_image",
             ApiError::InvalidImage(_) => "invalid_image",
             ApiError::FrameConflict(_) => "frame_conflict",
+            ApiError::GoldenSetTooSmall(_) => "golden_set_too_small",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }

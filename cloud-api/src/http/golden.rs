@@ -8,13 +8,23 @@
 //!   part among knives) is refused whole with `422 invalid_image`, naming the image; a set
 //!   that would exceed
 //!   [`MAX_GOLDEN`](crate::analysis::golden::MAX_GOLDEN) images is refused with `400 golden_set_full`.
+//! - `GET /api/v1/skus/{sku}/golden` (viewer): the golden set, oldest first (each image's
+//!   digest and when it was added), and the active model (`null` if none).
+//! - `GET /api/v1/skus/{sku}/golden/{digest}` (viewer): one golden image (JPEG as uploaded).
+//! - `DELETE /api/v1/skus/{sku}/golden/{digest}` (admin): takes a part that should not have been
+//!   a golden sample out of the set. A set that makes a model is refitted without it as a new
+//!   version: `200` with it. `404 not_found` if the set holds no such image;
+//!   `409 golden_set_too_small` if the model would be left with fewer than five images
+//!   (upload good parts first, then remove).
 //! - `GET /api/v1/skus/{sku}/model` (viewer): the active model, `404 not_calibrated` if none.
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use wiko_wire::frame::validate_id;
 
 use super::AppState;
@@ -22,11 +32,24 @@ use super::auth::{Need, authorize};
 use super::error::ApiError;
 use super::image;
 use crate::analysis::golden::{Calibration, GoldenError, ModelInfo};
+use crate::store::GoldenSample;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/skus/{sku}/golden", post(upload))
+        .route("/api/v1/skus/{sku}/golden", post(upload).get(list))
+        .route(
+            "/api/v1/skus/{sku}/golden/{digest}",
+            get(sample_image).delete(remove),
+        )
         .route("/api/v1/skus/{sku}/model", get(model))
+}
+
+/// A SKU's golden set and the model fitted from it.
+#[derive(Serialize)]
+struct GoldenSet {
+    sku: String,
+    samples: Vec<GoldenSample>,
+    model: Option<ModelInfo>,
 }
 
 async fn upload(
@@ -56,12 +79,7 @@ async fn upload(
         .golden
         .add_samples(&sku, images)
         .await
-        .map_err(|e| match e {
-            GoldenError::Store(e) => ApiError::from(e),
-            GoldenError::Image { .. } => ApiError::InvalidImage(e.to_string()),
-            GoldenError::Fit(detail) => ApiError::Internal(detail),
-            GoldenError::Full { .. } => ApiError::bad("golden_set_full", e.to_string()),
-        })?;
+        .map_err(api_error)?;
     let status = if calibration.fit_ms.is_some() {
         StatusCode::CREATED
     } else if calibration.model.is_some() {
@@ -82,4 +100,64 @@ async fn model(
         .info(&sku)
         .map(Json)
         .ok_or(ApiError::NotCalibrated(sku))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Path(sku): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<GoldenSet>, ApiError> {
+    authorize(&s.keys, &headers, Need::Read)?;
+    Ok(Json(GoldenSet {
+        samples: s.store.golden(&sku).await?,
+        model: s.golden.info(&sku),
+        sku,
+    }))
+}
+
+async fn sample_image(
+    State(s): State<AppState>,
+    Path((sku, digest)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&s.keys, &headers, Need::Read)?;
+    let samples = s.store.golden(&sku).await?;
+    let sample = samples
+        .iter()
+        .find(|g| g.digest == digest)
+        .ok_or(ApiError::NotFound("golden sample"))?;
+    let bytes = s.blobs.get(&sample.image_key).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path((sku, digest)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Calibration>, ApiError> {
+    authorize(&s.keys, &headers, Need::Admin)?;
+    let calibration = s
+        .golden
+        .remove_sample(&sku, &digest)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(calibration))
+}
+
+fn api_error(e: GoldenError) -> ApiError {
+    match e {
+        GoldenError::Store(e) => ApiError::from(e),
+        GoldenError::Image { .. } => ApiError::InvalidImage(e.to_string()),
+        GoldenError::Fit(detail) => ApiError::Internal(detail),
+        GoldenError::Full { .. } => ApiError::bad("golden_set_full", e.to_string()),
+        GoldenError::NotInSet { .. } => ApiError::NotFound("golden sample"),
+        GoldenError::TooSmall { .. } => ApiError::GoldenSetTooSmall(e.to_string()),
+    }
 }

@@ -148,6 +148,17 @@ pub struct QueueStats {
     pub oldest_due: Option<Duration>,
 }
 
+/// One image of a SKU's golden set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GoldenSample {
+    /// BLAKE3 of the image bytes (hex): the image's name in the API.
+    pub digest: String,
+    /// Where the image lies in the blob store.
+    #[serde(skip)]
+    pub image_key: String,
+    pub added_at: DateTime<Utc>,
+}
+
 /// A stored per-SKU model.
 #[derive(Debug, Clone)]
 pub struct StoredModel {
@@ -205,8 +216,11 @@ pub trait Store: Send + Sync + 'static {
         digest: &str,
         image_key: &str,
     ) -> Result<bool, StoreError>;
-    /// The blob keys of a SKU's golden set, oldest first.
-    async fn golden(&self, sku: &str) -> Result<Vec<String>, StoreError>;
+    /// A SKU's golden set, oldest first.
+    async fn golden(&self, sku: &str) -> Result<Vec<GoldenSample>, StoreError>;
+    /// Takes an image (by digest) out of a SKU's golden set; false if it was not there. The
+    /// image stays in the blob store (another SKU's set may hold the same bytes).
+    async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -25,7 +25,8 @@ use wiko_wire::{Analysis, AnalysisStatus, Defect, IngestOutcome};
 
 use super::record::{decode_cursor, defect_id, gave_up, messages, page, parse_status, status_str};
 use super::{
-    Job, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError, StoredModel,
+    GoldenSample, Job, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError,
+    StoredModel,
 };
 
 /// The migrations, in order. Append; never edit one that was released.
@@ -611,13 +612,32 @@ impl Store for PgStore {
         Ok(added.rows_affected() == 1)
     }
 
-    async fn golden(&self, sku: &str) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT image_key FROM golden_samples WHERE sku = $1 ORDER BY seq")
-                .bind(sku)
-                .fetch_all(&self.pool)
-                .await?,
+    async fn golden(&self, sku: &str) -> Result<Vec<GoldenSample>, StoreError> {
+        let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT image_blake3, image_key, created_at FROM golden_samples
+             WHERE sku = $1 ORDER BY seq",
         )
+        .bind(sku)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(digest, image_key, added_at)| GoldenSample {
+                digest,
+                image_key,
+                added_at,
+            })
+            .collect())
+    }
+
+    async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError> {
+        let removed =
+            sqlx::query("DELETE FROM golden_samples WHERE sku = $1 AND image_blake3 = $2")
+                .bind(sku)
+                .bind(digest)
+                .execute(&self.pool)
+                .await?;
+        Ok(removed.rows_affected() == 1)
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {

@@ -23,7 +23,8 @@ use super::record::{
     decode_cursor, defect_id, gave_up, messages, page, parse_status, parse_ts, status_str, ts,
 };
 use super::{
-    Job, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError, StoredModel,
+    GoldenSample, Job, ListFilter, NewAnalysis, OutboxItem, Outcome, QueueStats, Store, StoreError,
+    StoredModel,
 };
 
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -589,16 +590,39 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn golden(&self, sku: &str) -> Result<Vec<String>, StoreError> {
+    async fn golden(&self, sku: &str) -> Result<Vec<GoldenSample>, StoreError> {
         let sku = sku.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT image_key FROM golden_samples WHERE sku = ?1 ORDER BY rowid",
+                "SELECT image_blake3, image_key, created_at FROM golden_samples
+                 WHERE sku = ?1 ORDER BY rowid",
             )?;
-            let keys = stmt
-                .query_map([sku], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            Ok(keys)
+            let rows = stmt
+                .query_map([sku], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(digest, image_key, added)| {
+                    Ok(GoldenSample {
+                        digest,
+                        image_key,
+                        added_at: parse_ts(&added)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError> {
+        let (sku, digest) = (sku.to_string(), digest.to_string());
+        self.write(move |sp| {
+            let removed = sp.execute(
+                "DELETE FROM golden_samples WHERE sku = ?1 AND image_blake3 = ?2",
+                params![sku, digest],
+            )?;
+            Ok(removed == 1)
         })
         .await
     }

@@ -664,6 +664,147 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
 }
 
 #[tokio::test]
+async fn a_part_taken_out_of_the_golden_set_is_refitted_without_and_the_set_keeps_a_model() {
+    let h = harness().await;
+    // Five good parts and, by mistake, a rusty one.
+    let mistake = part_jpeg(Some(SynthDefect::Rust), 71_000);
+    let mut images: Vec<Vec<u8>> = (0..5).map(|seed| part_jpeg(None, 71_100 + seed)).collect();
+    images.push(mistake.clone());
+    let parts: Vec<_> = images
+        .iter()
+        .map(|i| ("image", "image/jpeg", i.as_slice()))
+        .collect();
+    let uri = "/api/v1/skus/WK-KN-200/golden";
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), multipart(&parts)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (status, set) = get_json(&h, uri).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let digests: Vec<&str> = set["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["digest"].as_str().unwrap())
+        .collect();
+    let wrong = wiko_wire::frame::image_digest(&mistake);
+    assert_eq!(digests.len(), 6);
+    assert_eq!(digests[5], wrong, "oldest first");
+    assert!(set["samples"][0]["added_at"].is_string() && set["samples"][0]["image_key"].is_null());
+    assert_eq!(set["model"]["version"], "v1");
+    let one = format!("{uri}/{wrong}");
+    let (status, bytes) = get_bytes(&h, &one).await;
+    assert_eq!(
+        (status, bytes.as_slice()),
+        (StatusCode::OK, mistake.as_slice())
+    );
+
+    let (status, body) = send(&h, "DELETE", &one, Some(VIEWER), Vec::new()).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (status, body) = send(
+        &h,
+        "DELETE",
+        &format!("{uri}/00ff"),
+        Some(ADMIN),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+
+    let (status, body) = send(&h, "DELETE", &one, Some(ADMIN), Vec::new()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            &body["samples"],
+            &body["model"]["version"],
+            &body["model"]["trained_on"]
+        ),
+        (&5.into(), &"v2".into(), &5.into()),
+        "{body}"
+    );
+    let (_, rusty) = analyze(&h, mistake.clone()).await;
+    assert_eq!(
+        (&rusty["defect_detected"], &rusty["model_version"]),
+        (&true.into(), &"v2".into()),
+        "the refitted model rejects the part it no longer learns from: {rusty}"
+    );
+    let (status, _) = get_bytes(&h, &one).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = send(&h, "DELETE", &one, Some(ADMIN), Vec::new()).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // Five left: taking another out would leave the model too few; nothing changes.
+    let good = format!("{uri}/{}", digests[0]);
+    let (status, body) = send(&h, "DELETE", &good, Some(ADMIN), Vec::new()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "golden_set_too_small"),
+        "{body}"
+    );
+    let (_, set) = get_json(&h, uri).await;
+    assert_eq!(
+        (
+            set["samples"].as_array().unwrap().len(),
+            &set["model"]["version"]
+        ),
+        (5, &"v2".into())
+    );
+
+    // A set too small for a model yet shrinks freely.
+    let other = "/api/v1/skus/WK-PR-090/golden";
+    let few = multipart(&[
+        ("image", "image/jpeg", &images[0]),
+        ("image", "image/jpeg", &images[1]),
+    ]);
+    let (status, _) = send(&h, "POST", other, Some(ADMIN), few).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = send(
+        &h,
+        "DELETE",
+        &format!("{other}/{}", digests[0]),
+        Some(ADMIN),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["samples"], &body["model"]),
+        (&1.into(), &Value::Null)
+    );
+
+    // A restart sees the set and the model as they were left.
+    let restarted = started_in(h.place.clone()).await;
+    let (_, set) = get_json(&restarted, uri).await;
+    assert_eq!(
+        (
+            set["samples"].as_array().unwrap().len(),
+            &set["model"]["version"]
+        ),
+        (5, &"v2".into())
+    );
+}
+
+async fn get_json(h: &Harness, uri: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .uri(uri)
+        .header("x-api-key", VIEWER)
+        .body(Body::empty())
+        .unwrap();
+    request(h, req).await
+}
+
+async fn get_bytes(h: &Harness, uri: &str) -> (StatusCode, Vec<u8>) {
+    let req = Request::builder()
+        .uri(uri)
+        .header("x-api-key", VIEWER)
+        .body(Body::empty())
+        .unwrap();
+    let response = app(h.state.clone()).oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, bytes.to_vec())
+}
+
+#[tokio::test]
 async fn a_stored_model_of_an_older_format_is_refitted_from_its_golden_set() {
     refitted_from_its_golden_set(calibrated_by_an_older_release().await).await;
 }
@@ -789,12 +930,7 @@ async fn a_refit_cut_short_by_the_object_store_is_tried_again_at_the_next_pass()
 }
 
 async fn get_model(h: &Harness) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .uri("/api/v1/skus/WK-KN-200/model")
-        .header("x-api-key", VIEWER)
-        .body(Body::empty())
-        .unwrap();
-    request(h, req).await
+    get_json(h, "/api/v1/skus/WK-KN-200/model").await
 }
 
 /// The prototype's call for a chef's knife image.
