@@ -20,8 +20,8 @@
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -127,14 +127,7 @@ async fn sample_image(
         .find(|g| g.digest == digest)
         .ok_or(ApiError::NotFound("golden sample"))?;
     let bytes = s.blobs.get(&sample.image_key).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/jpeg"),
-            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
-        ],
-        bytes,
-    )
-        .into_response())
+    Ok(image::jpeg(bytes))
 }
 
 async fn remove(

@@ -2,6 +2,9 @@
 //! and, for JPEG, the end-of-image marker (all from `wiko_inspect::decode::dimensions`; nothing
 //! is decoded).
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use wiko_inspect::{DecodeLimits, InspectError};
 
 use super::error::ApiError;
@@ -16,6 +19,19 @@ pub fn inspect_error(e: InspectError) -> ApiError {
         InspectError::UnsupportedFormat => ApiError::UnsupportedImage(e.to_string()),
         _ => ApiError::InvalidImage(e.to_string()),
     }
+}
+
+/// A stored JPEG as a response. Images are content-addressed: the bytes behind a URL never
+/// change.
+pub fn jpeg(bytes: Bytes) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 /// Content-addressed blob key, grouped by day: `images/20261126/<blake3>.jpg`.

@@ -3,8 +3,8 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -15,6 +15,7 @@ use wiko_wire::{Analysis, Page};
 use super::AppState;
 use super::auth::{Need, authorize};
 use super::error::ApiError;
+use super::image;
 use crate::store::{ListFilter, StoreError};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -103,12 +104,5 @@ async fn image(
     authorize(&s.keys, &headers, Need::Read)?;
     let key = s.store.image_key(parse_id(&id)?).await.map_err(not_found)?;
     let bytes = s.blobs.get(&key).await.map_err(not_found)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/jpeg"),
-            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
-        ],
-        bytes,
-    )
-        .into_response())
+    Ok(image::jpeg(bytes))
 }

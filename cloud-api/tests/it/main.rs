@@ -670,12 +670,8 @@ async fn a_part_taken_out_of_the_golden_set_is_refitted_without_and_the_set_keep
     let mistake = part_jpeg(Some(SynthDefect::Rust), 71_000);
     let mut images: Vec<Vec<u8>> = (0..5).map(|seed| part_jpeg(None, 71_100 + seed)).collect();
     images.push(mistake.clone());
-    let parts: Vec<_> = images
-        .iter()
-        .map(|i| ("image", "image/jpeg", i.as_slice()))
-        .collect();
     let uri = "/api/v1/skus/WK-KN-200/golden";
-    let (status, body) = send(&h, "POST", uri, Some(ADMIN), multipart(&parts)).await;
+    let (status, body) = upload_golden(&h, uri, &images).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     let (status, set) = get_json(&h, uri).await;
@@ -751,11 +747,7 @@ async fn a_part_taken_out_of_the_golden_set_is_refitted_without_and_the_set_keep
 
     // A set too small for a model yet shrinks freely.
     let other = "/api/v1/skus/WK-PR-090/golden";
-    let few = multipart(&[
-        ("image", "image/jpeg", &images[0]),
-        ("image", "image/jpeg", &images[1]),
-    ]);
-    let (status, _) = send(&h, "POST", other, Some(ADMIN), few).await;
+    let (status, _) = upload_golden(&h, other, &images[..2]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, body) = send(
         &h,
@@ -781,6 +773,15 @@ async fn a_part_taken_out_of_the_golden_set_is_refitted_without_and_the_set_keep
         ),
         (5, &"v2".into())
     );
+}
+
+/// Uploads `images` as golden samples to `uri` (`/api/v1/skus/{sku}/golden`).
+async fn upload_golden(h: &Harness, uri: &str, images: &[Vec<u8>]) -> (StatusCode, Value) {
+    let parts: Vec<_> = images
+        .iter()
+        .map(|i| ("image", "image/jpeg", i.as_slice()))
+        .collect();
+    send(h, "POST", uri, Some(ADMIN), multipart(&parts)).await
 }
 
 async fn get_json(h: &Harness, uri: &str) -> (StatusCode, Value) {
@@ -863,12 +864,7 @@ async fn calibrated_by_an_older_release() -> Harness {
 async fn calibrated_then_stored_as(change: fn(&mut Vec<u8>)) -> Harness {
     let h = harness().await;
     let images: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 70_000 + seed)).collect();
-    let parts: Vec<_> = images
-        .iter()
-        .map(|i| ("image", "image/jpeg", i.as_slice()))
-        .collect();
-    let uri = "/api/v1/skus/WK-KN-200/golden";
-    let (status, body) = send(&h, "POST", uri, Some(ADMIN), multipart(&parts)).await;
+    let (status, body) = upload_golden(&h, "/api/v1/skus/WK-KN-200/golden", &images).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let store = &h.state.store;
     let mut stored = store.model("WK-KN-200").await.unwrap().unwrap();
