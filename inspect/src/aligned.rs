@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{Evidence, Zone, classify};
 use crate::regions::{Component, Region, elongation};
 use crate::register::{Pose, register, warp};
-use crate::stats::median;
+use crate::stats::{median, quantile};
 use crate::{Gray, InspectError};
 
 /// Part level that gain normalisation brings every image to.
@@ -162,24 +162,30 @@ impl AlignedModel {
     /// Describes one anomalous component as a region of the input image.
     pub(crate) fn region(&self, c: &Component, p: &Prepared, input: &Gray) -> Region {
         let w = self.width;
-        let (mut blade, mut handle, mut outside) = (0usize, 0usize, 0usize);
-        let (mut shift, mut missing) = (0f32, 0usize);
+        let (mut blade, mut handle) = (0usize, 0usize);
+        let (mut missing, mut added) = (0usize, 0usize);
         let (mut u0, mut v0, mut u1, mut v1) = (usize::MAX, usize::MAX, 0usize, 0usize);
         let median = &self.channels[0].median;
         let level = p.level();
+        let mut shifts: Vec<f32> = Vec::with_capacity(c.pixels.len());
         for &i in &c.pixels {
+            let like_background = (level.data[i] - self.background).abs() <= PART_CONTRAST;
             match self.zone(i) {
-                Zone::Blade => blade += 1,
-                Zone::Handle => handle += 1,
-                _ => outside += 1,
+                Zone::Background | Zone::Surface => added += usize::from(!like_background),
+                part => {
+                    missing += usize::from(like_background);
+                    if part == Zone::Blade {
+                        blade += 1;
+                    } else {
+                        handle += 1;
+                    }
+                }
             }
-            shift += level.data[i] - median[i];
-            if (level.data[i] - self.background).abs() <= PART_CONTRAST {
-                missing += 1;
-            }
+            shifts.push(level.data[i] - median[i]);
             let (u, v) = (i % w, i / w);
             (u0, v0, u1, v1) = (u0.min(u), v0.min(v), u1.max(u), v1.max(v));
         }
+        let outside = c.pixels.len() - blade - handle;
         let zone = if outside > blade + handle {
             Zone::Background
         } else if handle > blade {
@@ -187,13 +193,17 @@ impl AlignedModel {
         } else {
             Zone::Blade
         };
-        let n = c.pixels.len().max(1) as f32;
+        let share = |part: usize, of: usize| part as f32 / of.max(1) as f32;
+        let shift = shifts.iter().sum::<f32>() / c.pixels.len().max(1) as f32;
         let evidence = Evidence {
             zone,
             area: c.pixels.len(),
             elongation: elongation(&c.pixels, w),
-            shift: shift / n,
-            missing_share: missing as f32 / n,
+            shift,
+            dark_shift: quantile(&mut shifts, 0.1),
+            missing_share: share(missing, blade + handle),
+            outside_share: share(outside, c.pixels.len()),
+            added_share: share(added, outside),
         };
         Region {
             bbox: self.image_box(&p.pose, (u0, v0, u1, v1), input),

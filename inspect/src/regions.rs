@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Gray;
-use crate::classify::{Evidence, RegionKind, Zone, classify};
+use crate::classify::{Evidence, RegionKind, classify};
 
 /// One anomalous region, in canonical coordinates plus its box in the input image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,13 +85,7 @@ pub(crate) fn surface_region(
         shift += level.data[i];
     }
     let n = c.pixels.len().max(1) as f32;
-    let evidence = Evidence {
-        zone: Zone::Surface,
-        area: c.pixels.len(),
-        elongation: elongation(&c.pixels, w),
-        shift: shift / n,
-        missing_share: 0.0,
-    };
+    let evidence = Evidence::on_surface(c.pixels.len(), elongation(&c.pixels, w), shift / n);
     let (sx, sy) = scale;
     Region {
         bbox: clamped_box(

@@ -1,6 +1,8 @@
 //! `wiko-cloud model eval`: fits a model per group of a manifest, scores the rest and
-//! measures detection (AUROC, F1, recall and false rejects at the calibrated threshold) and
-//! location (whether the top region overlaps the defect's mask).
+//! measures detection (AUROC, F1, recall and false rejects at the calibrated threshold),
+//! location (whether the top region overlaps the defect's mask) and typing (which type the top
+//! region of each found defect was given, against the manifest's `defect_type` where that is a
+//! taxonomy name).
 
 use std::path::Path;
 use std::time::Instant;
@@ -8,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 use wiko_inspect::{FitOptions, Gray, Model};
+use wiko_wire::DefectType;
 
 use super::mask_free::largest_clear_rectangle;
 use super::{decode_file, fit_rows, score_one};
@@ -26,6 +29,8 @@ pub struct Scored {
     pub detected: bool,
     /// Whether the top region overlaps the mask (`None` without a mask).
     pub located: Option<bool>,
+    /// The heuristic type of the top region (`None` without a region).
+    pub top_type: Option<&'static str>,
     pub ms: f64,
 }
 
@@ -40,6 +45,9 @@ pub struct Metrics {
     pub recall: Option<f64>,
     pub false_reject_rate: Option<f64>,
     pub region_hit_rate: Option<f64>,
+    /// Of the found defects whose `defect_type` is a taxonomy name, the share whose top region
+    /// was given that type (`None` if no label is a taxonomy name).
+    pub type_agreement: Option<f64>,
     pub ms_per_image: f64,
     /// Defect images found at the calibrated threshold, per defect type in first-seen order.
     pub recall_by_type: Vec<TypeRecall>,
@@ -50,6 +58,8 @@ pub struct TypeRecall {
     pub defect_type: String,
     pub defects: usize,
     pub detected: usize,
+    /// The types the top regions of the found ones were given, most frequent first.
+    pub typed_as: Vec<(String, usize)>,
 }
 
 /// Metrics at the model's own (calibrated) threshold.
@@ -85,13 +95,33 @@ pub fn metrics(scored: &[Scored]) -> Metrics {
                     defect_type: s.defect_type.clone(),
                     defects: 0,
                     detected: 0,
+                    typed_as: Vec::new(),
                 });
                 recall_by_type.len() - 1
             }
         };
-        recall_by_type[i].defects += 1;
-        recall_by_type[i].detected += usize::from(s.detected);
+        let t = &mut recall_by_type[i];
+        t.defects += 1;
+        t.detected += usize::from(s.detected);
+        if let Some(given) = s.top_type.filter(|_| s.detected) {
+            match t.typed_as.iter_mut().find(|(name, _)| name == given) {
+                Some((_, n)) => *n += 1,
+                None => t.typed_as.push((given.to_string(), 1)),
+            }
+        }
     }
+    for t in &mut recall_by_type {
+        t.typed_as
+            .sort_by(|(a, m), (b, n)| n.cmp(m).then_with(|| a.cmp(b)));
+    }
+    let labelled: Vec<&Scored> = scored
+        .iter()
+        .filter(|s| s.defect && s.detected && DefectType::parse(&s.defect_type).is_some())
+        .collect();
+    let typed_right = labelled
+        .iter()
+        .filter(|s| s.top_type == Some(s.defect_type.as_str()))
+        .count();
     Metrics {
         good: good.len(),
         defect: defect.len(),
@@ -100,6 +130,7 @@ pub fn metrics(scored: &[Scored]) -> Metrics {
         recall,
         false_reject_rate: ratio(fp, good.len()),
         region_hit_rate: ratio(masked.iter().filter(|&&h| h).count(), masked.len()),
+        type_agreement: ratio(typed_right, labelled.len()),
         ms_per_image: scored.iter().map(|s| s.ms).sum::<f64>() / scored.len().max(1) as f64,
         recall_by_type,
     }
@@ -311,7 +342,7 @@ pub(super) fn eval(
         .max(5);
     if !json {
         println!(
-            "{:<width$} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
+            "{:<width$} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
             "group",
             "model",
             "train",
@@ -322,6 +353,7 @@ pub(super) fn eval(
             "recall",
             "FRR",
             "hit",
+            "type",
             "ms/img"
         );
     }
@@ -370,6 +402,7 @@ fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
                     score: verdict.score,
                     detected: verdict.defect_detected,
                     located,
+                    top_type: verdict.regions.first().map(|r| r.kind.as_str()),
                     ms,
                 });
             }
@@ -387,7 +420,7 @@ fn print_row(r: &GroupReport, width: usize) {
     let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let m = &r.metrics;
     println!(
-        "{:<width$} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7.1}",
+        "{:<width$} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7.1}",
         r.group,
         r.model,
         r.trained_on,
@@ -398,6 +431,7 @@ fn print_row(r: &GroupReport, width: usize) {
         pct(m.recall),
         pct(m.false_reject_rate),
         pct(m.region_hit_rate),
+        pct(m.type_agreement),
         m.ms_per_image
     );
     if r.training == Training::ClearPartsOfOthers {
@@ -415,6 +449,19 @@ fn print_row(r: &GroupReport, width: usize) {
             .collect();
         println!("{:<width$} found: {}", "", types.join(", "));
     }
+    let typed: Vec<String> = r
+        .metrics
+        .recall_by_type
+        .iter()
+        .filter(|t| !t.typed_as.is_empty())
+        .map(|t| {
+            let given: Vec<String> = t.typed_as.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            format!("{} as {}", t.defect_type, given.join(", "))
+        })
+        .collect();
+    if !typed.is_empty() {
+        println!("{:<width$} typed (heuristic): {}", "", typed.join("; "));
+    }
     if r.errors > 0 {
         println!("{:<width$} {} images could not be scored", "", r.errors);
     }
@@ -431,6 +478,7 @@ mod tests {
             score,
             detected,
             located,
+            top_type: Some("pit"),
             ms: 2.0,
         }
     }
@@ -454,6 +502,8 @@ mod tests {
             "precision 2/3, recall 2/3"
         );
         assert!((m.region_hit_rate.unwrap() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(m.type_agreement, Some(1.0), "both found pits typed as pits");
+        assert_eq!(m.recall_by_type[0].typed_as, [("pit".to_string(), 2)]);
         assert_eq!(m.ms_per_image, 2.0);
         let no_defects = metrics(&[s(false, 1.0, false, None)]);
         assert_eq!((no_defects.auroc, no_defects.recall), (None, None));
@@ -495,5 +545,31 @@ mod tests {
         );
         assert!((m.recall.unwrap() - 0.6).abs() < 1e-9);
         assert_eq!((m.auroc, m.f1, m.false_reject_rate), (None, None, None));
+        assert_eq!(m.type_agreement, None, "no label is a taxonomy name");
+    }
+
+    #[test]
+    fn typing_counts_the_top_region_of_found_defects_against_taxonomy_labels() {
+        let found = |label: &str, given: Option<&'static str>, detected| Scored {
+            defect_type: label.to_string(),
+            top_type: given,
+            ..s(true, 1.0, detected, None)
+        };
+        let m = metrics(&[
+            found("chip", Some("chip"), true),
+            found("chip", Some("scratch"), true),
+            found("chip", Some("chip"), true),
+            found("chip", Some("scratch"), false),
+            found("rust", Some("stain"), true),
+            found("blowhole", Some("pit"), true),
+        ]);
+        assert_eq!(
+            m.recall_by_type[0].typed_as,
+            [("chip".to_string(), 2), ("scratch".to_string(), 1)],
+            "found ones only, most frequent first"
+        );
+        // chip 2 of 3 found, rust 0 of 1; `blowhole` is not a taxonomy name.
+        assert_eq!(m.type_agreement, Some(0.5));
+        assert_eq!(m.recall_by_type[2].typed_as, [("pit".to_string(), 1)]);
     }
 }
