@@ -225,6 +225,25 @@ impl AlignedModel {
         }
     }
 
+    /// An anomaly map of this model (canonical) laid over the `width × height` input in which
+    /// the part lay at `pose`; 0 outside the canonical frame.
+    pub fn map_in_image(&self, map: &Gray, pose: &Pose, width: usize, height: usize) -> Gray {
+        let s = self.downscale as f32;
+        let (hw, hh) = (self.width as f32 / 2.0, self.height as f32 / 2.0);
+        let (right, bottom) = ((map.width - 1) as f32, (map.height - 1) as f32);
+        let mut out = Gray::new(width, height, 0.0);
+        for y in 0..height {
+            for x in 0..width {
+                let (u, v) = pose.to_canonical(x as f32 / s, y as f32 / s);
+                let (u, v) = (u + hw, v + hh);
+                if (0.0..=right).contains(&u) && (0.0..=bottom).contains(&v) {
+                    out.data[y * width + x] = map.sample_clamped(u, v);
+                }
+            }
+        }
+        out
+    }
+
     /// The canonical box `(u0, v0, u1, v1)` (inclusive) as an axis-aligned box of the input.
     fn image_box(
         &self,

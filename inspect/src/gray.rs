@@ -102,7 +102,7 @@ impl Gray {
     }
 
     /// Bilinear sample inside the image (the position is assumed clamped to it).
-    fn sample_clamped(&self, x: f32, y: f32) -> f32 {
+    pub(crate) fn sample_clamped(&self, x: f32, y: f32) -> f32 {
         let (x0, y0) = (x as usize, y as usize);
         let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
         let (fx, fy) = (x - x0 as f32, y - y0 as f32);

@@ -217,6 +217,17 @@ impl Model {
         })
     }
 
+    /// A verdict's anomaly map laid over the `width × height` image it judged (for showing
+    /// where the part differs: the map is in the model's frame).
+    pub fn map_in_image(&self, v: &Verdict, width: usize, height: usize) -> Gray {
+        match (&self.method, &v.pose) {
+            (Method::Aligned(m), Some(pose)) => m.map_in_image(&v.map, pose, width, height),
+            (Method::Aligned(_), None) => Gray::new(width, height, 0.0),
+            // Surfaces are judged on the whole image, brought to the working scale.
+            (Method::Fixed(_) | Method::Texture(_), _) => v.map.resize(width, height),
+        }
+    }
+
     /// The regions of a map over the threshold, strongest first; none under it.
     fn regions(&self, map: &Gray, describe: impl Fn(&Component) -> Region) -> Vec<Region> {
         if map.max() <= self.threshold {

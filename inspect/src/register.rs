@@ -31,6 +31,14 @@ impl Pose {
         let (s, c) = self.angle.sin_cos();
         (self.cx + u * c - v * s, self.cy + u * s + v * c)
     }
+
+    /// Maps input-image coordinates to a canonical position: the inverse of [`Pose::to_image`].
+    #[inline]
+    pub fn to_canonical(&self, x: f32, y: f32) -> (f32, f32) {
+        let (s, c) = self.angle.sin_cos();
+        let (dx, dy) = (x - self.cx, y - self.cy);
+        (dx * c + dy * s, -dx * s + dy * c)
+    }
 }
 
 /// Smallest difference from the background (grey levels) that counts as part.
@@ -171,6 +179,16 @@ mod tests {
             // The centroid is pulled towards the bright end by the contrast threshold only.
             assert!((pose.cx - 95.0).abs() < 3.0 && (pose.cy - 70.0).abs() < 3.0);
             assert!((pose.background - 100.0).abs() < 1.0);
+        }
+    }
+
+    #[test]
+    fn canonical_and_image_positions_map_both_ways() {
+        let pose = register(&bar(0.7, 95.0, 70.0)).unwrap();
+        for (u, v) in [(0.0, 0.0), (40.0, -5.0), (-30.0, 12.0)] {
+            let (x, y) = pose.to_image(u, v);
+            let (back_u, back_v) = pose.to_canonical(x, y);
+            assert!((back_u - u).abs() < 1e-3 && (back_v - v).abs() < 1e-3);
         }
     }
 

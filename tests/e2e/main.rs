@@ -9,6 +9,7 @@
 //! - `prototype`: the prototype's own curl check works unchanged.
 //! - `backup`: a backup taken while serving restores every result and image.
 //! - `demo`: README's first command shows results and NG alerts within 30 s.
+//! - `model_cli`: `wiko-cloud model fit | score | eval` driven as a script drives them.
 //! - `mosquitto` (feature `mosquitto-tests`): alerts through an external Mosquitto broker.
 //! - `production` (feature `production-tests`): PostgreSQL, S3 and Mosquitto; three replicas
 //!   with one killed, the database and the object store cut off mid-run.
@@ -21,6 +22,7 @@ mod crash;
 mod demo;
 mod flow;
 mod folder;
+mod model_cli;
 #[cfg(feature = "mosquitto-tests")]
 mod mosquitto;
 mod outage;

@@ -381,7 +381,8 @@ fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
     let mut errors = 0;
     for row in rows {
         match score_one(model, &row.path) {
-            Ok((verdict, size, ms)) => {
+            Ok((verdict, image, ms)) => {
+                let size = (image.width, image.height);
                 // A missed defect is not located; an unreadable mask says so and leaves the
                 // image out of the hit rate.
                 let located = row.mask.as_ref().filter(|_| row.defect).and_then(|path| {

@@ -12,6 +12,7 @@ use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model, Verdict}
 use crate::manifest::{self, Row};
 
 mod eval;
+mod heatmap;
 mod mask_free;
 
 pub use eval::{GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_group, metrics};
@@ -36,6 +37,10 @@ pub enum ModelCommand {
         model: PathBuf,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        /// Also write, per image, a PNG of where it differs from the good parts (the anomaly
+        /// map in red, the regions boxed) into this directory.
+        #[arg(long)]
+        heatmap: Option<PathBuf>,
     },
     /// Fit and score each group of a manifest, and print detection and location metrics.
     Eval {
@@ -96,7 +101,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             sku,
             options,
         } => fit(&good, &out, sku, &options.options()),
-        ModelCommand::Score { model, inputs } => score(&model, &inputs),
+        ModelCommand::Score {
+            model,
+            inputs,
+            heatmap,
+        } => score(&model, &inputs, heatmap.as_deref()),
         ModelCommand::Eval {
             manifest,
             group_by,
@@ -226,8 +235,11 @@ struct DefectLine {
     score: f32,
 }
 
-fn score(model_path: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
+fn score(model_path: &Path, inputs: &[PathBuf], heatmap: Option<&Path>) -> anyhow::Result<()> {
     let model = load_model(model_path)?;
+    if let Some(dir) = heatmap {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let rows: Vec<Row> = match inputs {
         [one]
             if one
@@ -241,7 +253,14 @@ fn score(model_path: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
     let mut failed = 0;
     for row in &rows {
         match score_one(&model, &row.path) {
-            Ok((verdict, _, ms)) => {
+            Ok((verdict, image, ms)) => {
+                if let Some(dir) = heatmap {
+                    let heat = model.map_in_image(&verdict, image.width, image.height);
+                    let path = heatmap::path_for(dir, &row.name);
+                    heatmap::render(&image, &heat, verdict.threshold, &verdict.regions)
+                        .save(&path)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
                 let line = ScoreLine {
                     file: &row.name,
                     score: verdict.score,
@@ -273,12 +292,12 @@ fn score(model_path: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
 
 /// Decodes and scores one image; also returns the decoded size (orientation applied: the
 /// frame of the verdict's boxes) and the milliseconds, decoding included.
-fn score_one(model: &Model, path: &Path) -> Result<(Verdict, (usize, usize), f64), String> {
+/// Decodes and scores one image: the verdict, the decoded image and the milliseconds both took.
+fn score_one(model: &Model, path: &Path) -> Result<(Verdict, Gray, f64), String> {
     let started = Instant::now();
     let (gray, _) = decode_file(path)?;
     let verdict = model.score(&gray).map_err(|e| e.to_string())?;
-    let size = (gray.width, gray.height);
-    Ok((verdict, size, started.elapsed().as_secs_f64() * 1000.0))
+    Ok((verdict, gray, started.elapsed().as_secs_f64() * 1000.0))
 }
 
 #[cfg(test)]

@@ -69,6 +69,30 @@ fn good_parts_pass_and_a_spot_is_found_where_it_is() {
         top.bbox
     );
     assert_eq!(top.kind, RegionKind::Pit, "{top:?}");
+
+    // Laid over the image, the map is strongest on the spot, inside the region's box.
+    let heat = m.map_in_image(&v, bad.width, bad.height);
+    let (i, peak) =
+        heat.data.iter().enumerate().fold(
+            (0, f32::MIN),
+            |best, (i, &h)| if h > best.1 { (i, h) } else { best },
+        );
+    let (px, py) = ((i % heat.width) as u32, (i / heat.width) as u32);
+    assert!(
+        (x..x + w).contains(&px) && (y..y + h).contains(&py),
+        "peak at {px},{py}, box {:?}",
+        top.bbox
+    );
+    assert!(
+        (peak - v.score).abs() <= 0.25 * v.score,
+        "peak {peak}, score {}",
+        v.score
+    );
+    assert_eq!(
+        heat.get(0, 0),
+        0.0,
+        "the belt's corner lies outside the canonical frame"
+    );
 }
 
 #[test]
@@ -119,7 +143,15 @@ fn auto_takes_a_surface_filling_the_image_as_texture() {
         .collect();
     let m = Model::fit(&good, &FitOptions::default()).unwrap();
     assert_eq!(m.kind(), "texture");
-    assert!(m.score(&good[0]).unwrap().pose.is_none());
+    let v = m.score(&good[0]).unwrap();
+    assert!(v.pose.is_none());
+    let heat = m.map_in_image(&v, 320, 200);
+    assert_eq!(
+        (heat.width, heat.height),
+        (320, 200),
+        "the image's own size"
+    );
+    assert!(heat.data.iter().all(|h| (0.0..=v.score + 1e-3).contains(h)));
 }
 
 #[test]
