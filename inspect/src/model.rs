@@ -14,9 +14,9 @@ use crate::{Gray, InspectError};
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
 /// lines count as far as both offsets agree, per-location statistics are half floats; 6:
 /// texture path channels and per-family units; 7: texture dark responses beside a glare do
-/// not count; 8: texture boundaries across the grain); a model file of another version must be
-/// refitted.
-pub const MODEL_FORMAT: u32 = 8;
+/// not count; 8: texture boundaries across the grain; 9: aligned parts' gain from the upper
+/// quartile of the part's levels); a model file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 9;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
