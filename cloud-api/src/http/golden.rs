@@ -8,6 +8,8 @@
 //!   part among knives) is refused whole with `422 invalid_image`, naming the image; a set
 //!   that would exceed
 //!   [`MAX_GOLDEN`](crate::analysis::golden::MAX_GOLDEN) images is refused with `400 golden_set_full`.
+//! - `GET /api/v1/skus` (viewer): every SKU with golden samples, by name: how many, and its
+//!   active model (`null` while it has none).
 //! - `GET /api/v1/skus/{sku}/golden` (viewer): the golden set, oldest first (each image's
 //!   digest and when it was added), and the active model (`null` if none).
 //! - `GET /api/v1/skus/{sku}/golden/{digest}` (viewer): one golden image (JPEG as uploaded).
@@ -36,12 +38,21 @@ use crate::store::GoldenSample;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/skus", get(skus))
         .route("/api/v1/skus/{sku}/golden", post(upload).get(list))
         .route(
             "/api/v1/skus/{sku}/golden/{digest}",
             get(sample_image).delete(remove),
         )
         .route("/api/v1/skus/{sku}/model", get(model))
+}
+
+/// A SKU at a glance: its golden set's size and its active model.
+#[derive(Serialize)]
+struct SkuSummary {
+    sku: String,
+    samples: usize,
+    model: Option<ModelInfo>,
 }
 
 /// A SKU's golden set and the model fitted from it.
@@ -100,6 +111,23 @@ async fn model(
         .info(&sku)
         .map(Json)
         .ok_or(ApiError::NotCalibrated(sku))
+}
+
+async fn skus(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SkuSummary>>, ApiError> {
+    authorize(&s.keys, &headers, Need::Read)?;
+    let sets = s.store.golden_sets().await?;
+    Ok(Json(
+        sets.into_iter()
+            .map(|(sku, samples)| SkuSummary {
+                model: s.golden.info(&sku),
+                sku,
+                samples,
+            })
+            .collect(),
+    ))
 }
 
 async fn list(

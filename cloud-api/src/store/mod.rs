@@ -218,6 +218,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// A SKU's golden set, oldest first.
     async fn golden(&self, sku: &str) -> Result<Vec<GoldenSample>, StoreError>;
+    /// Every SKU with a golden set and how many images it holds, by SKU.
+    async fn golden_sets(&self) -> Result<Vec<(String, usize)>, StoreError>;
     /// Takes an image (by digest) out of a SKU's golden set; false if it was not there. The
     /// image stays in the blob store (another SKU's set may hold the same bytes).
     async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError>;

@@ -630,6 +630,14 @@ impl Store for PgStore {
             .collect())
     }
 
+    async fn golden_sets(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        let sets: Vec<(String, i64)> =
+            sqlx::query_as("SELECT sku, count(*) FROM golden_samples GROUP BY sku ORDER BY sku")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(sets.into_iter().map(|(sku, n)| (sku, n as usize)).collect())
+    }
+
     async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError> {
         let removed =
             sqlx::query("DELETE FROM golden_samples WHERE sku = $1 AND image_blake3 = $2")

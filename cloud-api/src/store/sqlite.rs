@@ -615,6 +615,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn golden_sets(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sku, count(*) FROM golden_samples GROUP BY sku ORDER BY sku",
+            )?;
+            let sets = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+                .collect::<Result<_, _>>()?;
+            Ok(sets)
+        })
+        .await
+    }
+
     async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError> {
         let (sku, digest) = (sku.to_string(), digest.to_string());
         self.write(move |sp| {

@@ -763,6 +763,29 @@ async fn a_part_taken_out_of_the_golden_set_is_refitted_without_and_the_set_keep
         (&1.into(), &Value::Null)
     );
 
+    // The SKUs at a glance, by name.
+    let (status, skus) = get_json(&h, "/api/v1/skus").await;
+    assert_eq!(status, StatusCode::OK, "{skus}");
+    let seen: Vec<(&str, u64, &Value)> = skus
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["sku"].as_str().unwrap(),
+                s["samples"].as_u64().unwrap(),
+                &s["model"]["version"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("WK-KN-200", 5, &Value::from("v2")),
+            ("WK-PR-090", 1, &Value::Null)
+        ]
+    );
+
     // A restart sees the set and the model as they were left.
     let restarted = started_in(h.place.clone()).await;
     let (_, set) = get_json(&restarted, uri).await;
