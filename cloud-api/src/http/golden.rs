@@ -12,7 +12,7 @@
 //!   active model (`null` while it has none).
 //! - `GET /api/v1/skus/{sku}/golden` (viewer): the golden set, oldest first (each image's
 //!   digest and when it was added), and the active model (`null` if none).
-//! - `GET /api/v1/skus/{sku}/golden/{digest}` (viewer): one golden image (JPEG as uploaded).
+//! - `GET /api/v1/skus/{sku}/golden/{digest}` (viewer): one golden image, as uploaded.
 //! - `DELETE /api/v1/skus/{sku}/golden/{digest}` (admin): takes a part that should not have been
 //!   a golden sample out of the set. A set that makes a model is refitted without it as a new
 //!   version: `200` with it. `404 not_found` if the set holds no such image;
@@ -155,7 +155,7 @@ async fn sample_image(
         .find(|g| g.digest == digest)
         .ok_or(ApiError::NotFound("golden sample"))?;
     let bytes = s.blobs.get(&sample.image_key).await?;
-    Ok(image::jpeg(bytes))
+    Ok(image::stored(bytes))
 }
 
 async fn remove(

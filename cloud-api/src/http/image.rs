@@ -21,17 +21,21 @@ pub fn inspect_error(e: InspectError) -> ApiError {
     }
 }
 
-/// A stored JPEG as a response. Images are content-addressed: the bytes behind a URL never
-/// change.
-pub fn jpeg(bytes: Bytes) -> Response {
+/// A stored image as a response, with the content type of its format (uploads may be JPEG,
+/// PNG, TIFF or BMP). Images are content-addressed: the bytes behind a URL never change.
+pub fn stored(bytes: Bytes) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CONTENT_TYPE, content_type(&bytes)),
             (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
         ],
         bytes,
     )
         .into_response()
+}
+
+fn content_type(bytes: &[u8]) -> &'static str {
+    image::guess_format(bytes).map_or("application/octet-stream", |f| f.to_mime_type())
 }
 
 /// Content-addressed blob key, grouped by day: `images/20261126/<blake3>.jpg`.
@@ -49,5 +53,15 @@ mod tests {
             .unwrap()
             .to_utc();
         assert_eq!(blob_key("ab", t), "images/20261126/ab.jpg");
+    }
+
+    #[test]
+    fn a_stored_image_is_served_as_its_own_format() {
+        assert_eq!(
+            content_type(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]),
+            "image/jpeg"
+        );
+        assert_eq!(content_type(b"\x89PNG\r\n\x1a\n\0\0"), "image/png");
+        assert_eq!(content_type(b"not an image"), "application/octet-stream");
     }
 }

@@ -104,5 +104,5 @@ async fn image(
     authorize(&s.keys, &headers, Need::Read)?;
     let key = s.store.image_key(parse_id(&id)?).await.map_err(not_found)?;
     let bytes = s.blobs.get(&key).await.map_err(not_found)?;
-    Ok(image::jpeg(bytes))
+    Ok(image::stored(bytes))
 }

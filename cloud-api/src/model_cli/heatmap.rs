@@ -18,7 +18,7 @@ pub fn render(image: &Gray, heat: &Gray, threshold: f32, regions: &[Region]) -> 
     let floor = 0.5 * threshold;
     let span = (threshold - floor).max(f32::EPSILON);
     let mut out = RgbImage::from_fn(w, h, |x, y| {
-        let i = (y * w + x) as usize;
+        let i = y as usize * image.width + x as usize;
         let grey = image.data[i].clamp(0.0, 255.0);
         let heat = heat.data.get(i).copied().unwrap_or(0.0);
         let alpha = ((heat - floor) / span).clamp(0.0, 1.0) * 0.6;
