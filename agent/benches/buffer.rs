@@ -15,9 +15,14 @@ use wiko_agent::config::{Synchronous, WhenFull};
 
 const FRAME_BYTES: usize = 200 * 1024;
 
-fn frames_arg() -> usize {
-    let mut it = std::env::args().skip_while(|a| a != "--frames").skip(1);
-    it.next().and_then(|v| v.parse().ok()).unwrap_or(1000)
+#[derive(clap::Parser)]
+struct Args {
+    /// Frames written per run.
+    #[arg(long, default_value_t = 1000)]
+    frames: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn blob(i: usize) -> Vec<u8> {
@@ -80,7 +85,7 @@ fn buffer(dir: &std::path::Path, sync: Synchronous, blobs: &[Vec<u8>]) -> f64 {
 }
 
 fn main() {
-    let n = frames_arg();
+    let n = <Args as clap::Parser>::parse().frames;
     let blobs: Vec<Vec<u8>> = (0..n).map(blob).collect();
     println!("| synchronous | raw rusqlite frames/s | Buffer::insert frames/s | ratio |");
     println!("|---|---|---|---|");

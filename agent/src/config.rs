@@ -1,5 +1,5 @@
-//! The agent's configuration: one TOML file plus `WIKO_` environment overrides
-//! (`WIKO_SYNC__ENDPOINT=…`), read into [`RawConfig`] and validated into [`Config`].
+//! The agent's configuration: one TOML file plus `WIKO_AGENT__` environment overrides
+//! (`WIKO_AGENT__SYNC__ENDPOINT=…`), read into [`RawConfig`] and validated into [`Config`].
 //!
 //! Every key is documented in `config/agent.example.toml`; a test checks that file parses.
 
@@ -8,53 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-
-/// Why a configuration is not usable; each variant names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading configuration: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("`{key}`: {message}")]
-    Invalid { key: String, message: String },
-    #[error("`{key}`: reading {path}: {source}")]
-    SecretFile {
-        key: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// A secret given inline (`key`) or in a file (`key_file`, read and trimmed); at most one.
-pub fn secret(
-    key: &str,
-    inline: Option<String>,
-    file: Option<&Path>,
-) -> Result<Option<String>, ConfigError> {
-    match (inline, file) {
-        (Some(_), Some(_)) => Err(invalid(key, format!("set {key} or {key}_file, not both"))),
-        (Some(value), None) => Ok(Some(value)),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|text| Some(text.trim().to_string()))
-            .map_err(|source| ConfigError::SecretFile {
-                key: format!("{key}_file"),
-                path: path.to_path_buf(),
-                source,
-            }),
-        (None, None) => Ok(None),
-    }
-}
-
-/// A validation error naming `key`.
-pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
+pub use wiko_daemon::config::ConfigError;
+use wiko_daemon::config::{invalid, load_layered, secret};
 
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RawConfig {
     /// Unique name of this line PC; part of every frame record.
     pub device_id: String,
@@ -79,6 +39,7 @@ fn default_data_dir() -> PathBuf {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct BufferConfig {
     /// Upper bound of the frames kept in the buffer (JPEG bytes plus 512 bytes per row).
     #[serde(default = "default_max_disk_bytes")]
@@ -109,6 +70,7 @@ impl Default for BufferConfig {
 /// Policy when a new frame does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub enum WhenFull {
     /// Evict the oldest unsynced frames, OK (or unjudged) frames before NG frames.
     #[default]
@@ -119,6 +81,7 @@ pub enum WhenFull {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub enum Synchronous {
     #[default]
     Full,
@@ -127,6 +90,7 @@ pub enum Synchronous {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RawSyncConfig {
     /// Base URL of the cloud API, e.g. `https://wiko.example.com`.
     pub endpoint: String,
@@ -171,6 +135,7 @@ fn default_poll_interval_ms() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct HttpConfig {
     /// Local address of `/healthz` and `/metrics`; keep it on loopback or the plant network.
     #[serde(default = "default_listen")]
@@ -192,6 +157,7 @@ impl Default for HttpConfig {
 /// One camera at one station.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct CameraConfig {
     /// Name used in logs and metrics; unique per agent.
     pub name: String,
@@ -208,6 +174,7 @@ pub struct CameraConfig {
 /// Where frames come from, by `type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub enum SourceConfig {
     /// Renders knife photos with known defects (demo and test camera).
     Synthetic {
@@ -255,6 +222,7 @@ fn default_incomplete_grace_secs() -> u64 {
 /// What makes a part, by `type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub enum TriggerConfig {
     /// A part every `interval_ms`.
     Interval {
@@ -289,11 +257,14 @@ pub struct SyncConfig {
     pub poll_interval: Duration,
 }
 
+/// Environment variables under this prefix override keys: `WIKO_AGENT__SYNC__ENDPOINT`.
+pub const ENV_PREFIX: &str = "WIKO_AGENT";
+
 /// Smallest buffer worth running with: a few hundred full-HD frames.
 pub const MIN_BUFFER_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Config {
-    /// Reads `path` plus `WIKO_` environment overrides and validates the result.
+    /// Reads `path` plus `WIKO_AGENT__…` environment overrides and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::load_with_env(path, None)
     }
@@ -303,27 +274,8 @@ impl Config {
         path: &Path,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
-        Config::try_from(load_layered::<RawConfig>(path, env)?)
+        Config::try_from(load_layered::<RawConfig>(path, ENV_PREFIX, env)?)
     }
-}
-
-/// Reads a TOML file, then `WIKO_` environment overrides (`__` between levels), into `T`.
-/// `env` replaces the process environment when given (tests). Both binaries load this way.
-pub fn load_layered<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    env: Option<std::collections::HashMap<String, String>>,
-) -> Result<T, ConfigError> {
-    Ok(config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix("WIKO")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true)
-                .source(env),
-        )
-        .build()?
-        .try_deserialize()?)
 }
 
 impl TryFrom<RawConfig> for Config {

@@ -8,10 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use serde_json::json;
+use wiko_wire::{AgentHealth, BufferHealth, ErrorBody, ErrorCode};
 
 use crate::buffer::{Buffer, Stats};
-use crate::telemetry::{names, prometheus};
+use crate::telemetry as names;
+use wiko_daemon::telemetry::prometheus;
 
 pub fn router(buffer: Arc<Buffer>) -> Router {
     Router::new()
@@ -29,22 +30,25 @@ async fn stats(buffer: Arc<Buffer>) -> Option<Stats> {
 
 async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
     match stats(buffer).await {
-        Some(s) => Json(json!({
-            "status": "healthy",
-            "version": env!("CARGO_PKG_VERSION"),
-            "buffer": {
-                "frames": s.frames,
-                "bytes": s.bytes,
-                "oldest_unsynced_seconds": oldest_age(&s),
-                "dead_letters": s.dead_letters,
-                "evicted_total": s.evicted_total,
-                "by_camera": s.by_camera.iter().map(|(c, n)| (c.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
-            }
-        }))
+        Some(s) => Json(AgentHealth {
+            status: "healthy".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            buffer: BufferHealth {
+                frames: s.frames,
+                bytes: s.bytes,
+                oldest_unsynced_seconds: oldest_age(&s),
+                dead_letters: s.dead_letters,
+                evicted_total: s.evicted_total,
+                by_camera: s.by_camera.into_iter().collect(),
+            },
+        })
         .into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": {"code": "buffer_unavailable", "message": "the frame buffer cannot be read"}})),
+            Json(ErrorBody::new(
+                ErrorCode::BufferUnavailable,
+                "the frame buffer cannot be read",
+            )),
         )
             .into_response(),
     }

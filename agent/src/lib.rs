@@ -35,7 +35,7 @@ use crate::config::Config;
 /// Runs the agent until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Install the metrics registry first: anything recorded before it would be lost.
-    telemetry::prometheus();
+    wiko_daemon::telemetry::prometheus();
     let path = config.data_dir.join("buffer.db");
     let limits = Limits {
         max_disk_bytes: config.buffer.max_disk_bytes,
@@ -49,7 +49,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .with_context(|| format!("opening the buffer at {}", path.display()))?;
     if let Some(aside) = quarantined {
         error!(moved_to = %aside.display(), "the buffer was corrupt: moved aside, started a fresh one");
-        metrics::counter!("wiko_agent_buffer_quarantined_total").increment(1);
+        metrics::counter!(telemetry::BUFFER_QUARANTINED_TOTAL).increment(1);
     }
     let buffer = Arc::new(buffer);
     let stats = buffer.stats()?;

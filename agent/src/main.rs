@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wiko_agent::config::Config;
-use wiko_agent::source::synthetic;
 
 #[derive(Parser)]
 #[command(
@@ -49,11 +48,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            wiko_agent::telemetry::init_tracing();
+            wiko_daemon::telemetry::init_tracing();
             let config =
                 Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(wiko_agent::run(config, shutdown_signal()))
+            runtime.block_on(wiko_agent::run(config, wiko_daemon::shutdown_signal()))
         }
         Command::Validate { config } => {
             let cfg =
@@ -72,7 +71,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             defect_rate,
         } => {
-            let n = synthetic::write_dataset(&out, &synthetic::SHAPES, count, seed, defect_rate)
+            let n = wiko_synth::write_dataset(&out, &wiko_synth::SHAPES, count, seed, defect_rate)
                 .with_context(|| format!("writing the dataset to {}", out.display()))?;
             println!(
                 "wrote {n} images and {}",
@@ -80,27 +79,5 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

@@ -39,35 +39,20 @@ use uuid::Uuid;
 const BOUNDARY: &str = "wikoBenchBoundary7MA4YWxk";
 const KEY: &str = "bench-device-key-000000001";
 
+#[derive(clap::Parser)]
 struct Args {
+    /// Requests sent to each target.
+    #[arg(long, default_value_t = 12_000)]
     requests: usize,
+    /// Connections sending at once (closed loop).
+    #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// The Flask prototype's URL, e.g. `http://127.0.0.1:5000`.
+    #[arg(long)]
     peer: Option<String>,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        requests: 12_000,
-        connections: 64,
-        peer: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--requests" => {
-                a.requests = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.requests)
-            }
-            "--connections" => {
-                a.connections = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(a.connections)
-            }
-            "--peer" => a.peer = it.next(),
-            _ => {} // cargo bench passes --bench
-        }
-    }
-    a
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 /// A ~200 KB JPEG of a noisy gradient, as the prototype's load test used.
@@ -380,8 +365,7 @@ async fn serve_cloud(dir: &std::path::Path, production: &str) -> String {
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 0\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n{production}",
         dir.display().to_string()
     );
-    let raw: wiko_cloud::config::RawConfig = toml::from_str(&toml).expect("bench config");
-    let config = wiko_cloud::config::Config::try_from(raw).expect("valid bench config");
+    let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
     let (listener, addr) = listen();
     servers().spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -423,7 +407,7 @@ fn print(r: &Report) {
 }
 
 fn main() {
-    let a = args();
+    let a = <Args as clap::Parser>::parse();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let base = base_jpeg();
     eprintln!(

@@ -5,10 +5,11 @@
 //!    `WIKOTEST_DATABASE_URL` names a PostgreSQL database, on PostgreSQL (each worker with its
 //!    own connection pool, as a worker of another replica would be; the embedded store belongs
 //!    to one process, whose workers share it). A worker leases one job
-//!    (`FOR UPDATE SKIP LOCKED` on PostgreSQL), then completes it (result, job deleted, MQTT
-//!    messages queued) in one transaction. The analyzer is left out (it is `--bench analyzer`):
+//!    (`FOR UPDATE SKIP LOCKED` on PostgreSQL), then completes it (result, job deleted, result
+//!    event queued) in one transaction. The analyzer is left out (it is `--bench analyzer`):
 //!    this is what the queue itself costs per part. Filling the queue is timed too (parts
-//!    created per second by one client, one transaction each).
+//!    created per second by one client, one transaction each; images go to a store that keeps
+//!    nothing, so only the records are timed).
 //! 2. Multi-row statements over TCP next to the Unix socket (`/var/run/postgresql`), the figure
 //!    that shows whether the client sets TCP_NODELAY (sqlx 0.9.0 does not: about 40 ms per
 //!    statement).
@@ -16,36 +17,61 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use bytes::Bytes;
+use clap::Parser;
 use sqlx::Connection;
 use uuid::Uuid;
-use wiko_cloud::store::postgres::{PgSettings, PgStore};
-use wiko_cloud::store::sqlite::SqliteStore;
-use wiko_cloud::store::{Judgement, NewAnalysis, Outcome, Store};
+use wiko_cloud::store::{
+    BlobStore, Call, Image, Judgement, Origin, Outcome, PgSettings, Storage, Store, StoreError,
+    open_postgres, open_sqlite,
+};
 use wiko_wire::AnalysisStatus;
 
 const LEASE: Duration = Duration::from_secs(60);
 
-fn jobs_arg() -> usize {
-    let mut it = std::env::args().skip_while(|a| a != "--jobs").skip(1);
-    it.next().and_then(|v| v.parse().ok()).unwrap_or(3000)
+#[derive(Parser)]
+struct Args {
+    /// Jobs queued and drained per run.
+    #[arg(long, default_value_t = 3000)]
+    jobs: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-fn part(i: usize) -> NewAnalysis {
-    NewAnalysis {
+/// An image store that keeps nothing: the records alone are timed.
+struct NoImages;
+
+#[async_trait]
+impl BlobStore for NoImages {
+    async fn put(&self, _key: &str, _bytes: Bytes) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn get(&self, _key: &str) -> Result<Bytes, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn part(i: usize) -> (Origin, Image) {
+    let origin = Origin::Call(Call {
         facility: "yangjiang".into(),
         line: "l1".into(),
         station: "grinding".into(),
         product_sku: "WK-KN-200".into(),
         part_id: Some(format!("p{i}")),
-        lot: None,
-        timestamp: chrono::Utc::now(),
-        frame: None,
-        image_key: format!("20261126/{i}.jpg"),
-        image_blake3: format!("{i:064}"),
-        image_width: 640,
-        image_height: 480,
-        run_after: Duration::ZERO,
-    }
+        received_at: chrono::Utc::now(),
+    });
+    let image = Image {
+        bytes: Bytes::new(),
+        blake3: format!("{i:064}"),
+        width: 640,
+        height: 480,
+    };
+    (origin, image)
 }
 
 fn outcome() -> Outcome {
@@ -67,10 +93,18 @@ fn outcome() -> Outcome {
 }
 
 /// Fills the queue from one client; returns parts per second.
-async fn fill(store: &dyn Store, jobs: usize) -> f64 {
+async fn fill(records: &Arc<dyn Store>, jobs: usize) -> f64 {
+    let storage = Storage {
+        records: records.clone(),
+        images: Arc::new(NoImages),
+    };
     let started = Instant::now();
     for i in 0..jobs {
-        store.create(part(i)).await.expect("create");
+        let (origin, image) = part(i);
+        storage
+            .put_part(origin, image, Duration::ZERO)
+            .await
+            .expect("create");
     }
     jobs as f64 / started.elapsed().as_secs_f64()
 }
@@ -89,7 +123,7 @@ async fn drain(stores: Vec<Arc<dyn Store>>, jobs: usize) -> f64 {
                         return done;
                     };
                     store
-                        .complete(job.analysis_id, outcome(), "http://bench")
+                        .complete(job.analysis_id, outcome())
                         .await
                         .expect("complete");
                     done += 1;
@@ -148,7 +182,7 @@ async fn multi_row(url: &str) -> f64 {
 }
 
 fn main() {
-    let jobs = jobs_arg();
+    let jobs = Args::parse().jobs;
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         println!("| store | workers | parts created/s (1 client) | jobs drained/s |");
@@ -156,8 +190,8 @@ fn main() {
         for workers in [1usize, 3] {
             let dir = tempfile::tempdir().expect("temp dir");
             let path = dir.path().join("wiko.db");
-            let first: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("sqlite"));
-            let created = fill(first.as_ref(), jobs).await;
+            let first = open_sqlite(&path).expect("sqlite");
+            let created = fill(&first, jobs).await;
             // One process owns the embedded store: its workers share one handle.
             let drained = drain(vec![first; workers], jobs).await;
             println!("| embedded SQLite | {workers} | {created:.0} | {drained:.0} |");
@@ -168,13 +202,11 @@ fn main() {
         };
         for workers in [1usize, 3] {
             let settings = pg_schema(&base).await;
-            let first = PgStore::connect(&settings).expect("pg");
-            first.migrate().await.expect("migrate");
-            let first: Arc<dyn Store> = Arc::new(first);
-            let created = fill(first.as_ref(), jobs).await;
+            let first = open_postgres(&settings, true).await.expect("pg");
+            let created = fill(&first, jobs).await;
             let mut stores = vec![first];
             while stores.len() < workers {
-                stores.push(Arc::new(PgStore::connect(&settings).expect("pg")));
+                stores.push(open_postgres(&settings, false).await.expect("pg"));
             }
             let drained = drain(stores, jobs).await;
             println!("| PostgreSQL (TCP) | {workers} | {created:.0} | {drained:.0} |");

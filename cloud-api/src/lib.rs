@@ -1,91 +1,88 @@
 //! `wiko-cloud`: the cloud API of the Wiko Defect Analyzer.
 //!
 //! A tour, in the order data flows:
-//! - [`http`]: the API. [`app`] builds the whole router, so tests can `oneshot` it; start at
-//!   `http/ingest.rs` (agent frames) and `http/analyze.rs` (the prototype's synchronous call).
-//! - [`store`]: records and images behind [`store::Store`] and [`store::blob::BlobStore`]; the
-//!   embedded backend is SQLite plus a local directory, production is PostgreSQL plus S3.
-//! - [`analysis`]: the [`analysis::Analyzer`] interface and the workers draining the job queue.
-//! - [`alert`]: the MQTT outbox publisher and the embedded broker.
-//! - [`config`]: TOML + environment configuration, validated before anything starts.
-//! - [`demo`]: the whole system on one machine with simulated stations.
+//! - [`http`]: the API. [`app`] builds the whole router over an [`AppState`], so tests can
+//!   `oneshot` it; start at `http/ingest.rs` (agent frames) and `http/analyze.rs` (the
+//!   prototype's synchronous call).
+//! - `intake`: the one way an image comes in (checked, named by digest, stored, recorded).
+//! - [`store`]: records behind [`store::Store`] (one SQL store over SQLite or PostgreSQL) and
+//!   images behind [`store::BlobStore`] (a local segment log or S3).
+//! - [`analysis`]: the analyzer interface, the golden-sample analyzer, and the workers draining
+//!   the job queue.
+//! - `alert`: the outbox publisher (events to MQTT) and the embedded broker.
+//! - `auth`: API keys and scopes.
+//! - [`config`]: TOML + environment configuration, validated before anything starts; each
+//!   section lives beside its component.
+//! - [`backup`]: `wiko-cloud backup | restore` of the embedded store.
 //!
 //! [`serve`] starts in order (store, analyzer, broker, publisher, workers, HTTP) and stops in
 //! reverse when `shutdown` completes: HTTP drains, then workers and the publisher stop.
 
-pub mod alert;
+mod alert;
 pub mod analysis;
+mod auth;
 pub mod backup;
 pub mod config;
-pub mod demo;
 pub mod http;
-pub mod manifest;
-pub mod model_cli;
+mod intake;
 pub mod store;
-pub mod telemetry;
+mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
-use wiko_inspect::DecodeLimits;
 
 pub use http::{AppState, app};
 
+use crate::analysis::golden::Golden;
 use crate::config::{Broker, Config, Database};
-use crate::store::Store;
 use crate::store::blob::{BlobStore, LocalDir};
-use crate::store::postgres::PgStore;
 use crate::store::s3::S3;
-use crate::store::sqlite::SqliteStore;
+use crate::store::{Storage, Store};
 
 /// How often a replica looks for model versions that another replica fitted, and reads the
 /// queue's gauges.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
-/// The configured store and image store; pending PostgreSQL migrations are applied unless
+/// The configured records and images; pending PostgreSQL migrations are applied unless
 /// `database.migrate_on_start` is off.
-async fn open_storage(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn BlobStore>)> {
-    let store: Arc<dyn Store> = match &config.database {
+pub async fn open_storage(config: &Config) -> anyhow::Result<Storage> {
+    let records: Arc<dyn Store> = match &config.database {
         Database::Embedded => {
             let db = config.data_dir.join("wiko.db");
-            Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?)
+            store::open_sqlite(&db).with_context(|| format!("opening {}", db.display()))?
         }
         Database::Postgres {
             settings,
             migrate_on_start,
         } => {
-            let pg = PgStore::connect(settings).context("database settings")?;
+            let pg = store::open_postgres(settings, *migrate_on_start)
+                .await
+                .context("opening the database")?;
             if *migrate_on_start {
-                pg.migrate().await.context("migrating the database")?;
                 info!("database schema up to date");
             }
-            Arc::new(pg)
+            pg
         }
     };
-    let blobs: Arc<dyn BlobStore> = match &config.s3 {
+    let images: Arc<dyn BlobStore> = match &config.s3 {
         None => {
             Arc::new(LocalDir::new(config.data_dir.clone()).context("opening the image directory")?)
         }
         Some(s3) => Arc::new(S3::new(s3).context("S3 settings")?),
     };
-    Ok((store, blobs))
+    Ok(Storage { records, images })
 }
 
 /// Every [`HOUSEKEEPING`]: activates models other replicas fitted, refits models of an older
 /// format, and sets the queue gauges.
-async fn housekeeping(
-    golden: Arc<analysis::golden::Golden>,
-    store: Arc<dyn Store>,
-    stop: CancellationToken,
-) {
+async fn housekeeping(golden: Arc<Golden>, store: Arc<dyn Store>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HOUSEKEEPING) => {}
@@ -115,30 +112,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // Install the metrics registry first: anything recorded before it would be lost.
-    telemetry::prometheus();
-    let (store, blobs) = open_storage(&config).await?;
-    let limits = DecodeLimits {
-        max_pixels: config.max_image_pixels,
-    };
-    let golden = Arc::new(
-        analysis::golden::Golden::new(
-            store.clone(),
-            blobs.clone(),
-            limits,
-            wiko_inspect::FitOptions {
-                method: config.analysis.method,
-                false_reject_rate: config.analysis.false_reject_rate,
-            },
-        )
-        .await,
-    );
+    wiko_daemon::telemetry::prometheus();
+    let storage = open_storage(&config).await?;
+    let state = AppState::new(&config, storage.clone()).await;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let broker_up = Arc::new(AtomicBool::new(false));
-    let outbox_wake = Arc::new(Notify::new());
     let mqtt_target = match &config.broker {
         Broker::Embedded(addr) => {
-            alert::broker::start(*addr).context("starting the embedded MQTT broker")?;
+            alert::broker::start(*addr)
+                .await
+                .context("starting the embedded MQTT broker")?;
             info!(%addr, "embedded MQTT broker started");
             Some((addr.ip().to_string(), addr.port()))
         }
@@ -147,46 +130,32 @@ pub async fn serve(
     };
     if let Some((host, port)) = mqtt_target {
         let publisher = alert::Publisher {
-            store: store.clone(),
+            store: storage.records.clone(),
             options: alert::options(&config.mqtt_client_id, &host, port),
-            wake: outbox_wake.clone(),
-            up: broker_up.clone(),
+            wake: state.outbox_wake.clone(),
+            up: state.broker_up.clone(),
+            public_url: config.public_url.clone(),
         };
         tasks.spawn(publisher.run(stop.clone()));
-    } else {
-        broker_up.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let jobs_wake = Arc::new(Notify::new());
     let workers = analysis::Workers {
-        store: store.clone(),
-        blobs: blobs.clone(),
-        analyzer: golden.clone(),
-        limits,
-        public_url: config.public_url.clone(),
-        wake: jobs_wake.clone(),
-        outbox_wake: outbox_wake.clone(),
+        storage: storage.clone(),
+        analyzer: state.analyzer.clone(),
+        limits: state.intake.limits,
+        wake: state.intake.jobs_wake.clone(),
+        outbox_wake: state.outbox_wake.clone(),
         max_attempts: config.analysis.max_attempts,
         lease: Duration::from_secs(config.analysis.job_lease_secs),
     };
     for _ in 0..config.analysis.workers {
         tasks.spawn(workers.clone().run(stop.clone()));
     }
-    tasks.spawn(housekeeping(golden.clone(), store.clone(), stop.clone()));
+    tasks.spawn(housekeeping(
+        state.golden.clone(),
+        storage.records.clone(),
+        stop.clone(),
+    ));
     tasks.close();
-    let state = AppState {
-        store,
-        blobs,
-        analyzer: golden.clone(),
-        golden,
-        keys: config.keys.clone().into(),
-        limits,
-        public_url: config.public_url.clone(),
-        max_body_bytes: config.max_body_bytes,
-        max_concurrent_requests: config.max_concurrent_requests,
-        jobs_wake,
-        outbox_wake,
-        broker_up,
-    };
     info!(addr = %listener.local_addr()?, public_url = %config.public_url, "wiko-cloud listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)

@@ -1,6 +1,6 @@
 //! The `wiko-cloud` binary: `serve` (the API), `validate` (check a config), `migrate`
-//! (PostgreSQL schema), `backup`/`restore` (embedded store), `demo` (the whole system on this
-//! machine with simulated stations), `model` (fit, score, evaluate).
+//! (PostgreSQL schema), `backup`/`restore` (embedded store), `model` (fit, score, evaluate:
+//! `wiko-eval`). The demo is its own binary, `wiko-demo`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wiko_cloud::backup;
 use wiko_cloud::config::{Config, Database};
-use wiko_cloud::store::postgres::PgStore;
 
 #[derive(Parser)]
 #[command(
@@ -54,17 +53,15 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
-    /// Run the cloud (embedded store and broker) and two simulated stations, printing a summary.
-    Demo(wiko_cloud::demo::DemoArgs),
     /// Fit, score and evaluate golden-sample models from the command line.
     #[command(subcommand)]
-    Model(wiko_cloud::model_cli::ModelCommand),
+    Model(wiko_eval::ModelCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
 
-    wiko_cloud::telemetry::init_tracing();
+    wiko_daemon::telemetry::init_tracing();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cli.command {
         Command::Serve { config } => {
@@ -73,7 +70,7 @@ fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(cfg.listen)
                     .await
                     .with_context(|| format!("binding listen {}", cfg.listen))?;
-                wiko_cloud::serve(cfg, listener, shutdown_signal()).await
+                wiko_cloud::serve(cfg, listener, wiko_daemon::shutdown_signal()).await
             })
         }
         Command::Validate { config } => {
@@ -99,12 +96,15 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(&config)?;
             match &cfg.database {
                 Database::Postgres { settings, .. } => runtime.block_on(async {
-                    PgStore::connect(settings)?.migrate().await?;
+                    wiko_cloud::store::migrate_postgres(settings).await?;
                     println!("database schema up to date");
                     anyhow::Ok(())
                 }),
                 Database::Embedded => {
-                    println!("embedded store: its schema is applied when the cloud opens it");
+                    let db = cfg.data_dir.join("wiko.db");
+                    wiko_cloud::store::open_sqlite(&db)
+                        .with_context(|| format!("migrating {}", db.display()))?;
+                    println!("embedded store schema up to date");
                     Ok(())
                 }
             }
@@ -133,8 +133,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
-        Command::Demo(args) => runtime.block_on(wiko_cloud::demo::run(args, shutdown_signal())),
-        Command::Model(command) => wiko_cloud::model_cli::run(command),
+        Command::Model(command) => wiko_eval::run(command),
     }
 }
 
@@ -151,23 +150,4 @@ fn embedded(path: &Path, what: &str) -> anyhow::Result<Config> {
         );
     }
     Ok(cfg)
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

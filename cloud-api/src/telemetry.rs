@@ -1,7 +1,5 @@
-//! Metric names of the cloud, in one place. The registry and the log subscriber are shared with
-//! the agent crate (one process may run both in the demo).
-
-pub use wiko_agent::telemetry::{init_tracing, prometheus};
+//! Metric names of the cloud, in one place. Units are in the names. The registry and the log
+//! subscriber are `wiko_daemon::telemetry`'s.
 
 pub const INGEST_TOTAL: &str = "wiko_cloud_ingest_total";
 pub const INGEST_SECONDS: &str = "wiko_cloud_ingest_seconds";

@@ -72,7 +72,7 @@ async fn a_backup_taken_while_serving_restores_every_result_and_image() {
 
     let all = wait_until(Duration::from_secs(60), "all 40 parts", || async {
         let all = cloud.analyses().await.ok()?;
-        let drained = agent.health().await?["buffer"]["frames"] == 0;
+        let drained = agent.health().await?.buffer.frames == 0;
         (all.len() == 40 && drained).then_some(all)
     })
     .await

@@ -59,7 +59,7 @@ async fn an_agent_stopped_or_killed_mid_upload_loses_and_duplicates_nothing() {
         let h = agent.health().await?;
         let captured = agent.captured().await?;
         let all = cloud.analyses().await.ok()?;
-        (captured >= 20 && h["buffer"]["frames"] == 0).then_some(all)
+        (captured >= 20 && h.buffer.frames == 0).then_some(all)
     })
     .await;
     let analyses = match analyses {

@@ -5,9 +5,8 @@ use wiko_e2e::bin;
 /// README's first command, shortened: the demo shows parts arriving and NG alerts going out.
 #[test]
 fn the_demo_shows_results_and_ng_alerts_within_thirty_seconds() {
-    let out = Command::new(bin("wiko-cloud"))
+    let out = Command::new(bin("wiko-demo"))
         .args([
-            "demo",
             "--port",
             "0",
             "--interval-ms",
@@ -40,6 +39,13 @@ fn the_demo_shows_results_and_ng_alerts_within_thirty_seconds() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
+    // A newcomer's first screen: no warning from the cloud's own start-up, and every summary
+    // line knows the agent's backlog.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("MQTT connection lost"), "{stderr}");
+    for line in stdout.lines().filter(|l| l.starts_with("parts ")) {
+        assert!(line.contains("backlog per camera {"), "{line}");
+    }
     assert!(number_after("parts ") >= 60, "{last}");
     assert!(number_after("NG alerts ") >= 1, "{last}");
 }

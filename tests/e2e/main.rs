@@ -46,10 +46,10 @@ pub async fn assert_complete(analyses: &[Value], agent: &Agent) -> usize {
     assert_eq!(unique.len(), frames.len(), "a frame is stored twice");
     let health = agent.health().await.expect("agent health");
     assert_eq!(
-        health["buffer"]["frames"], 0,
-        "the agent still buffers frames: {health}"
+        health.buffer.frames, 0,
+        "the agent still buffers frames: {health:?}"
     );
-    assert_eq!(health["buffer"]["dead_letters"], 0, "{health}");
+    assert_eq!(health.buffer.dead_letters, 0, "{health:?}");
     frames.len()
 }
 

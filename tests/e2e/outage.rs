@@ -31,7 +31,7 @@ async fn frames_captured_while_the_cloud_is_down_arrive_once_it_is_back() {
         "a backlog in the agent",
         || async {
             let h = agent.health().await?;
-            let frames = h["buffer"]["frames"].as_u64()?;
+            let frames = h.buffer.frames;
             (frames >= 10).then_some(frames)
         },
     )
@@ -42,7 +42,7 @@ async fn frames_captured_while_the_cloud_is_down_arrive_once_it_is_back() {
     cloud = Cloud::start(&cloud_dir, port, mqtt).await.unwrap();
     let analyses = wait_until(Duration::from_secs(120), "all 60 frames", || async {
         let all = cloud.analyses().await.ok()?;
-        let drained = agent.health().await?["buffer"]["frames"] == 0;
+        let drained = agent.health().await?.buffer.frames == 0;
         (all.len() >= 60 && drained).then_some(all)
     })
     .await

@@ -56,7 +56,7 @@ fn cameras(parts: u64, interval_ms: u64) -> [Camera; 2] {
 async fn assert_all_analysed_once(cloud: &Cloud, agent: &Agent, sub: &Subscriber, n: usize) {
     let analyses = wait_until(Duration::from_secs(180), "every part analysed", || async {
         let all = cloud.analyses().await.ok()?;
-        let drained = agent.health().await?["buffer"]["frames"] == 0;
+        let drained = agent.health().await?.buffer.frames == 0;
         (all.len() >= n && drained && all.iter().all(|a| a["status"] != "pending")).then_some(all)
     })
     .await

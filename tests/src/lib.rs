@@ -529,7 +529,7 @@ listen = "127.0.0.1:{http_port}"
         Ok(agent)
     }
 
-    pub async fn health(&self) -> Option<Value> {
+    pub async fn health(&self) -> Option<wiko_wire::AgentHealth> {
         let r = reqwest::get(format!("http://127.0.0.1:{}/healthz", self.http_port))
             .await
             .ok()?;

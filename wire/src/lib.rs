@@ -6,18 +6,26 @@
 //!
 //! - [`frame`]: what the agent uploads (`PUT /api/v1/frames/{frame_id}`) and what the cloud answers.
 //! - [`analysis`]: the result of analysing one part, as returned by the API.
+//! - [`golden`]: golden sets and models per SKU.
 //! - [`alert`]: the MQTT messages published per part, and their topics.
-//! - [`error`]: the JSON error body every HTTP error uses.
+//! - [`health`]: the health and readiness bodies of the cloud and the agent.
+//! - [`error`]: the JSON error body every HTTP error uses, and its stable codes.
+//! - [`retry`]: how long a server asks a client to wait.
 
 pub mod alert;
 pub mod analysis;
 pub mod error;
 pub mod frame;
+pub mod golden;
+pub mod health;
+pub mod retry;
 
 pub use alert::{AlertMessage, Topic};
 pub use analysis::{Analysis, AnalysisStatus, Defect, DefectType, Page};
-pub use error::{ErrorBody, ErrorDetail};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frame::{FrameMeta, IngestAck, IngestOutcome, MetaError};
+pub use golden::{Calibration, GoldenSample, GoldenSet, ModelInfo, SkuSummary};
+pub use health::{AgentHealth, BufferHealth, Health, Readiness, ReadinessChecks};
 
 /// Version of the JSON payloads published over MQTT. Bumped only for a breaking change.
 pub const SCHEMA_VERSION: u32 = 1;

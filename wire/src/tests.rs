@@ -88,3 +88,17 @@ fn error_body_has_the_documented_shape() {
         serde_json::json!({"error": {"code": "frame_conflict", "message": "m"}})
     );
 }
+
+#[test]
+fn error_codes_round_trip_by_name_and_are_unique() {
+    let mut names = std::collections::HashSet::new();
+    for code in ErrorCode::ALL {
+        assert!(names.insert(code.as_str()), "{code:?} named twice");
+        assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+    }
+    let body = ErrorBody::new(ErrorCode::FrameConflict, "x");
+    let json = serde_json::to_value(&body).unwrap();
+    assert_eq!(json["error"]["code"], "frame_conflict");
+    assert_eq!(body.code(), Some(ErrorCode::FrameConflict));
+    assert_eq!(ErrorCode::parse("from_a_later_version"), None);
+}

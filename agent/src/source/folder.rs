@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use image::codecs::jpeg::JpegEncoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wiko_inspect::DecodeLimits;
 
 use super::{Capture, Context, store};
 use crate::config::{CameraConfig, SourceConfig};
-use crate::telemetry::names;
+use crate::telemetry as names;
 
 const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"];
 
@@ -199,6 +200,9 @@ async fn take(
     }
 }
 
+/// Quality of a JPEG re-encoded from another format.
+const JPEG_QUALITY: u8 = 90;
+
 /// JPEG bytes pass as they are (after a full decode check); other formats are re-encoded.
 fn to_jpeg(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     let limits = DecodeLimits::default();
@@ -209,7 +213,10 @@ fn to_jpeg(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     let img = image::load_from_memory(&bytes)
         .map_err(|e| e.to_string())?
         .to_rgb8();
-    super::synthetic::encode_jpeg(img.as_raw(), img.width(), img.height())
+    let mut jpeg = Vec::new();
+    img.write_with_encoder(JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY))
+        .map_err(|e| e.to_string())?;
+    Ok(jpeg)
 }
 
 /// Moves a file into `dir`; false (logged) when that failed.

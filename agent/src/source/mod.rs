@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::buffer::{Buffer, BufferError, NewFrame};
 use crate::config::{CameraConfig, SourceConfig, TriggerConfig};
-use crate::telemetry::names;
+use crate::telemetry as names;
 
 /// What a camera delivers for one part.
 #[derive(Debug, Clone)]

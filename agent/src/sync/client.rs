@@ -1,6 +1,6 @@
 //! One upload: `PUT /api/v1/frames/{frame_id}` and what its answer means for the frame.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -83,7 +83,7 @@ impl Client {
             }
             return Ok(ack);
         }
-        let retry_after = retry_after(response.headers());
+        let retry_after = retry_after(response.headers(), SystemTime::now());
         let reason = match response.json::<ErrorBody>().await {
             Ok(body) => format!("{}: {}", body.error.code, body.error.message),
             Err(_) => status.to_string(),
@@ -115,12 +115,10 @@ pub fn classify(status: StatusCode, reason: String, retry_after: Option<Duration
     }
 }
 
-/// `Retry-After` in seconds, or `retry-after-ms` in milliseconds (as Azure sends it).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
-    text("retry-after-ms")
-        .map(Duration::from_millis)
-        .or_else(|| text("retry-after").map(Duration::from_secs))
+/// The wait the cloud asked for: `Retry-After` (seconds or an HTTP date) or `retry-after-ms`.
+fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| headers.get(name)?.to_str().ok();
+    wiko_wire::retry::retry_after(text("retry-after-ms"), text("retry-after"), now)
 }
 
 fn retryable(e: impl std::fmt::Display) -> UploadError {
@@ -132,6 +130,8 @@ fn retryable(e: impl std::fmt::Display) -> UploadError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -160,17 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_milliseconds() {
+    fn retry_after_reads_seconds_milliseconds_and_http_dates() {
+        let now = SystemTime::now();
         let mut h = reqwest::header::HeaderMap::new();
         h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
         h.insert("retry-after-ms", "250".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(250)));
         let mut h = reqwest::header::HeaderMap::new();
-        h.insert(
-            "retry-after",
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), None);
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(20));
+        h.insert("retry-after", date.parse().unwrap());
+        let wait = retry_after(&h, now).unwrap();
+        assert!(wait > Duration::from_secs(18), "{wait:?}");
     }
 }

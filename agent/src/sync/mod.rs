@@ -29,7 +29,7 @@ use wiko_wire::{FrameMeta, IngestAck};
 
 use crate::buffer::{Buffer, Pending};
 use crate::config::SyncConfig;
-use crate::telemetry::names;
+use crate::telemetry as names;
 pub use backoff::Backoff;
 pub use client::{Client, UploadError};
 

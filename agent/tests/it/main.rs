@@ -9,8 +9,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use wiko_agent::source::synthetic::{self, SHAPES, SynthDefect};
 use wiko_inspect::{DecodeLimits, FitOptions, Gray, Model};
+use wiko_synth::{self as synthetic, SHAPES, SynthDefect};
 
 /// Of the painted defects, at least this many tenths get their painted type (measured
 /// 2026-11-27, model format 9: 26 and 24 of 28).
@@ -22,12 +22,7 @@ fn decoded(
     seed: u64,
 ) -> (Gray, Vec<u8>) {
     let part = synthetic::render(shape, defect, seed);
-    let jpeg = synthetic::encode_jpeg(
-        &part.rgb,
-        synthetic::render::WIDTH,
-        synthetic::render::HEIGHT,
-    )
-    .unwrap();
+    let jpeg = synthetic::encode_jpeg(&part.rgb, synthetic::WIDTH, synthetic::HEIGHT).unwrap();
     (
         wiko_inspect::decode(&jpeg, DecodeLimits::default()).unwrap(),
         part.mask,
@@ -36,9 +31,9 @@ fn decoded(
 
 /// Whether a box `[x, y, w, h]` covers any masked pixel.
 fn overlaps(bbox: [u32; 4], mask: &[u8]) -> bool {
-    let w = synthetic::render::WIDTH;
+    let w = synthetic::WIDTH;
     let [x, y, bw, bh] = bbox;
-    (y..(y + bh).min(synthetic::render::HEIGHT))
+    (y..(y + bh).min(synthetic::HEIGHT))
         .any(|yy| (x..(x + bw).min(w)).any(|xx| mask[(yy * w + xx) as usize] > 0))
 }
 

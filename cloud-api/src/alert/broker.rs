@@ -1,12 +1,17 @@
 //! The embedded MQTT broker (rumqttd), started when no external broker is configured.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde_json::json;
 
-/// Starts rumqttd on `listen` in its own threads. It keeps messages in memory and lives as long
-/// as the process.
-pub fn start(listen: SocketAddr) -> anyhow::Result<()> {
+/// How long the broker may take to listen after it was started.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Starts rumqttd on `listen` in its own threads and returns once it accepts connections (so
+/// the publisher's first connection is not refused). It keeps messages in memory and lives as
+/// long as the process.
+pub async fn start(listen: SocketAddr) -> anyhow::Result<()> {
     let config: rumqttd::Config = serde_json::from_value(json!({
         "id": 0,
         "router": {
@@ -38,5 +43,13 @@ pub fn start(listen: SocketAddr) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
         })?;
+    let started = tokio::time::Instant::now();
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        anyhow::ensure!(
+            started.elapsed() < LISTEN_DEADLINE,
+            "the embedded MQTT broker does not listen on {listen} after {LISTEN_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }

@@ -1,46 +1,83 @@
 //! Alerts over MQTT: the outbox publisher. MQTT appears only in this module.
 //!
-//! Results queue their messages in the store's outbox in the same transaction that stores them.
-//! The publisher sends outbox rows with QoS 1 and deletes a row only when the broker acknowledged
-//! it (PUBACK), so messages survive restarts and broker outages. After a connection error the
-//! client is rebuilt and everything unacknowledged is sent again: delivery is at least once, and
-//! subscribers deduplicate on `result_id`.
+//! Results queue a `result` event in the store's outbox in the same transaction that stores
+//! them. The publisher turns each event into its MQTT messages ([`messages`]: the result on
+//! `…/result`, and on `…/alert` too for an NG part), sends them with QoS 1 and deletes the event
+//! only when the broker acknowledged every one (PUBACK), so messages survive restarts and
+//! broker outages. After a connection error the client is rebuilt and everything
+//! unacknowledged is sent again: delivery is at least once, and subscribers deduplicate on
+//! `result_id`.
 
-pub mod broker;
+pub(crate) mod broker;
+pub(crate) mod config;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::store::Store;
+use wiko_wire::{AlertMessage, Analysis, Topic};
+
+use crate::store::{Event, Store};
 use crate::telemetry;
 
-/// Most messages sent and not yet acknowledged.
+/// Most events sent and not yet acknowledged.
 const MAX_IN_FLIGHT: usize = 64;
 
-pub struct Publisher {
+pub(crate) struct Publisher {
     pub store: Arc<dyn Store>,
     pub options: MqttOptions,
     pub wake: Arc<Notify>,
     pub up: Arc<AtomicBool>,
+    /// Prefixed to image paths in the messages.
+    pub public_url: String,
 }
 
-/// Tracks which outbox row each packet id carries.
+/// The MQTT messages (topic, payload) of an event.
+pub(crate) fn messages(event: Event, public_url: &str) -> Vec<(String, Vec<u8>)> {
+    match event {
+        Event::Result(done) => result_messages(&done, public_url),
+        Event::Message { topic, payload } => vec![(topic, payload)],
+    }
+}
+
+/// A finished analysis on its station's `…/result`, and on `…/alert` too if NG.
+fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> {
+    let message = AlertMessage::from_analysis(done, public_url);
+    // A struct of strings, numbers and lists: serialising it cannot fail.
+    let payload = serde_json::to_vec(&message).unwrap_or_default();
+    let mut topics = vec![Topic::Result];
+    if done.defect_detected {
+        topics.push(Topic::Alert);
+    }
+    topics
+        .into_iter()
+        .map(|t| {
+            (
+                t.path(&done.facility, &done.line, &done.station),
+                payload.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Tracks which outbox event each packet id carries.
 #[derive(Default)]
 struct InFlight {
-    /// Rows handed to the client, waiting for their packet id (assigned in order).
+    /// Events whose messages were handed to the client, waiting for their packet ids
+    /// (assigned in order).
     awaiting_pkid: VecDeque<i64>,
     by_pkid: HashMap<u16, i64>,
-    rows: HashSet<i64>,
+    /// Every event in flight, and how many of its messages the broker has not acknowledged.
+    unacked: HashMap<i64, usize>,
 }
 
-pub fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
+pub(crate) fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_clean_session(true);
@@ -49,94 +86,196 @@ pub fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
     o
 }
 
+/// The first wait before reconnecting, and the longest.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// The wait before the next connection attempt: short again after a session that connected,
+/// doubling while the broker stays unreachable.
+fn reconnect_delay(previous: Duration, connected: bool) -> Duration {
+    if connected {
+        RECONNECT_FIRST
+    } else {
+        (previous * 2).clamp(RECONNECT_FIRST, RECONNECT_MAX)
+    }
+}
+
 impl Publisher {
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let mut delay = RECONNECT_FIRST;
         while !shutdown.is_cancelled() {
-            self.session(&shutdown).await;
+            let connected = self.session(&shutdown).await;
             self.up.store(false, Ordering::Relaxed);
             metrics::gauge!(telemetry::MQTT_CONNECTED).set(0.0);
+            delay = reconnect_delay(delay, connected);
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 
-    /// One connection: from connect until an error (or shutdown).
-    async fn session(&self, shutdown: &CancellationToken) {
-        let (client, mut events) = AsyncClient::new(self.options.clone(), MAX_IN_FLIGHT * 2);
+    /// One connection: from connect until an error (or shutdown). Whether it connected.
+    async fn session(&self, shutdown: &CancellationToken) -> bool {
+        // Room for every message of the events in flight (at most two each), and more.
+        let (client, mut events) = AsyncClient::new(self.options.clone(), MAX_IN_FLIGHT * 4);
         let mut state = InFlight::default();
         let mut connected = false;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let room = connected && state.rows.len() < MAX_IN_FLIGHT;
+            let room = connected && state.unacked.len() < MAX_IN_FLIGHT;
             tokio::select! {
                 event = events.poll() => match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                         info!("connected to the MQTT broker");
                         connected = true;
                         self.up.store(true, Ordering::Relaxed);
                         metrics::gauge!(telemetry::MQTT_CONNECTED).set(1.0);
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(row) = state.awaiting_pkid.pop_front() {
                             state.by_pkid.insert(pkid, row);
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
                         if let Some(row) = state.by_pkid.remove(&ack.pkid) {
-                            match self.store.outbox_done(vec![row]).await {
-                                Ok(()) => {
-                                    metrics::counter!(telemetry::MQTT_PUBLISHED_TOTAL).increment(1);
-                                    state.rows.remove(&row);
-                                }
-                                // The row stays in flight until the next session re-sends it.
-                                Err(e) => warn!(error = %e, "deleting an acknowledged outbox row failed"),
-                            }
+                            metrics::counter!(telemetry::MQTT_PUBLISHED_TOTAL).increment(1);
+                            self.acked(&mut state, row).await;
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
                         warn!(error = %e, "MQTT connection lost; unacknowledged alerts will be sent again");
-                        return;
+                        return connected;
                     }
                 },
-                _ = self.wake.notified(), if room => self.send_more(&client, &mut state).await,
-                _ = tick.tick(), if room => self.send_more(&client, &mut state).await,
+                _ = self.wake.notified(), if room => {
+                    if !self.send_more(&client, &mut state).await {
+                        return connected;
+                    }
+                }
+                _ = tick.tick(), if room => {
+                    if !self.send_more(&client, &mut state).await {
+                        return connected;
+                    }
+                }
                 _ = shutdown.cancelled() => {
                     let _ = client.try_disconnect();
-                    return;
+                    return connected;
                 }
             }
         }
     }
 
-    async fn send_more(&self, client: &AsyncClient, state: &mut InFlight) {
+    /// One message of `row` was acknowledged; once all were, the event leaves the outbox.
+    async fn acked(&self, state: &mut InFlight, row: i64) {
+        let Some(left) = state.unacked.get_mut(&row) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return;
+        }
+        match self.store.outbox_done(vec![row]).await {
+            Ok(()) => {
+                state.unacked.remove(&row);
+            }
+            // The event stays in flight until the next session sends it again.
+            Err(e) => warn!(error = %e, "deleting an acknowledged outbox event failed"),
+        }
+    }
+
+    /// Hands the client the messages of events not in flight yet. False if the client's
+    /// queue refused one (the session then ends, and the next sends everything again).
+    async fn send_more(&self, client: &AsyncClient, state: &mut InFlight) -> bool {
         let items = match self.store.outbox(MAX_IN_FLIGHT * 2).await {
             Ok(items) => items,
             Err(e) => {
                 warn!(error = %e, "reading the outbox failed");
-                return;
+                return true;
             }
         };
         metrics::gauge!(telemetry::OUTBOX_MESSAGES).set(items.len() as f64);
         for item in items {
-            if state.rows.len() >= MAX_IN_FLIGHT {
+            if state.unacked.len() >= MAX_IN_FLIGHT {
                 break;
             }
-            if state.rows.contains(&item.id) {
+            if state.unacked.contains_key(&item.id) {
                 continue;
             }
-            if client
-                .try_publish(item.topic, QoS::AtLeastOnce, false, item.payload)
-                .is_err()
-            {
-                break; // the request queue is full; the next tick continues
+            let messages = messages(item.event, &self.public_url);
+            state.unacked.insert(item.id, messages.len());
+            for (topic, payload) in messages {
+                if client
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                    .is_err()
+                {
+                    warn!("the MQTT request queue is full; reconnecting");
+                    return false;
+                }
+                state.awaiting_pkid.push_back(item.id);
             }
-            state.rows.insert(item.id);
-            state.awaiting_pkid.push_back(item.id);
         }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn analysis(defect_detected: bool) -> Analysis {
+        serde_json::from_value(serde_json::json!({
+            "id": "0192d3a4-0000-7000-8000-000000000001", "defect_id": "DEF-8000000000000001",
+            "timestamp": "2026-12-06T10:00:00Z", "facility": "yangjiang", "line": "l1",
+            "station": "grinding", "product_sku": "WK-KN-200", "part_id": null, "lot": null,
+            "device_id": "pc1", "frame_id": null, "seq": 1, "status": "final",
+            "defect_detected": defect_detected, "defects": [], "score": 2.0,
+            "score_threshold": 1.0, "confidence": 0.9, "recommendation": "reject",
+            "analyzer": "golden", "analyzer_version": "0", "model_version": "v1",
+            "latency_ms": 3.0, "image_width": 640, "image_height": 480,
+            "image_url": "/api/v1/analyses/0192d3a4-0000-7000-8000-000000000001/image",
+            "created_at": "2026-12-06T10:00:00Z", "analyzed_at": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_result_goes_to_its_station_and_an_ng_part_to_its_alert_topic_too() {
+        let ok = messages(Event::Result(Box::new(analysis(false))), "http://api");
+        let topics: Vec<&str> = ok.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, ["wiko/yangjiang/l1/grinding/result"]);
+        let ng = messages(Event::Result(Box::new(analysis(true))), "http://api/");
+        let topics: Vec<&str> = ng.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "wiko/yangjiang/l1/grinding/result",
+                "wiko/yangjiang/l1/grinding/alert"
+            ]
+        );
+        let message: AlertMessage = serde_json::from_slice(&ng[1].1).unwrap();
+        assert!(message.image_url.starts_with("http://api/api/v1/analyses/"));
+        let legacy = Event::Message {
+            topic: "wiko/a/b/c/alert".into(),
+            payload: b"{}".to_vec(),
+        };
+        assert_eq!(
+            messages(legacy, "x"),
+            [("wiko/a/b/c/alert".to_string(), b"{}".to_vec())]
+        );
+    }
+
+    #[test]
+    fn reconnecting_backs_off_while_the_broker_is_away_and_starts_short_after_a_session() {
+        let mut delay = RECONNECT_FIRST;
+        for _ in 0..10 {
+            delay = reconnect_delay(delay, false);
+        }
+        assert_eq!(delay, RECONNECT_MAX);
+        assert_eq!(reconnect_delay(delay, true), RECONNECT_FIRST);
+        assert_eq!(reconnect_delay(RECONNECT_FIRST, false), RECONNECT_FIRST * 2);
     }
 }

@@ -13,20 +13,19 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
-use wiko_wire::Analysis;
 use wiko_wire::frame::validate_id;
+use wiko_wire::{Analysis, ErrorCode};
 
 use super::AppState;
-use super::auth::{Need, authorize};
 use super::error::ApiError;
-use super::image;
 use crate::analysis;
-use crate::store::NewAnalysis;
+use crate::auth::Need;
+use crate::store::{Call, Origin};
 
 /// A synchronous call's job waits this long before a worker may take it over.
 const TAKEOVER_AFTER: Duration = Duration::from_secs(60);
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/analyze", post(analyze))
 }
 
@@ -45,20 +44,22 @@ async fn analyze(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Analysis>, ApiError> {
-    authorize(&s.keys, &headers, Need::Ingest)?;
-    let mut multipart = multipart.map_err(|e| ApiError::bad("invalid_multipart", e.body_text()))?;
-    let form = read_form(&mut multipart).await?;
+    s.authorize(&headers, Need::Ingest)?;
+    let form = read_form(&mut multipart?).await?;
     let image = form
         .image
-        .ok_or_else(|| ApiError::bad("missing_field", "the `image` field is missing"))?;
+        .ok_or_else(|| ApiError::bad(ErrorCode::MissingField, "the `image` field is missing"))?;
     let field = |name: &'static str,
                  v: Option<String>,
                  default: Option<&str>|
      -> Result<String, ApiError> {
         let v = v.or(default.map(str::to_string)).ok_or_else(|| {
-            ApiError::bad("missing_field", format!("the `{name}` field is missing"))
+            ApiError::bad(
+                ErrorCode::MissingField,
+                format!("the `{name}` field is missing"),
+            )
         })?;
-        validate_id(name, &v).map_err(|e| ApiError::bad("invalid_field", e.to_string()))?;
+        validate_id(name, &v).map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.to_string()))?;
         Ok(v)
     };
     let product_sku = field("product_sku", form.product_sku, None)?;
@@ -70,34 +71,20 @@ async fn analyze(
         .map(|p| field("part_id", Some(p), None))
         .transpose()?;
 
-    let (width, height) = image::check(&image, s.limits)?;
-    let decoded = analysis::decode(image.clone(), s.limits)
-        .await
-        .map_err(image::inspect_error)?;
-    let digest = wiko_wire::frame::image_digest(&image);
-    let now = Utc::now();
-    let key = image::blob_key(&digest, now);
-    s.blobs.put(&key, image).await?;
-    let (_, id) = s
-        .store
-        .create(NewAnalysis {
-            facility,
-            line,
-            station,
-            product_sku: product_sku.clone(),
-            part_id,
-            lot: None,
-            timestamp: now,
-            frame: None,
-            image_key: key,
-            image_blake3: digest,
-            image_width: width,
-            image_height: height,
-            run_after: TAKEOVER_AFTER,
-        })
-        .await?;
+    let image = s.intake.image(image)?;
+    // Decoded before anything is stored: an image that does not decode is refused, not kept.
+    let decoded = analysis::decode(image.bytes.clone(), s.intake.limits).await?;
+    let origin = Origin::Call(Call {
+        facility,
+        line,
+        station,
+        product_sku: product_sku.clone(),
+        part_id,
+        received_at: Utc::now(),
+    });
+    let (_, id) = s.intake.part(origin, image, TAKEOVER_AFTER).await?;
     let outcome = analysis::run(s.analyzer.as_ref(), &product_sku, decoded).await;
-    let done = s.store.complete(id, outcome, &s.public_url).await?;
+    let done = s.store().complete(id, outcome).await?;
     s.outbox_wake.notify_one();
     Ok(Json(done))
 }
@@ -113,7 +100,7 @@ async fn read_form(multipart: &mut Multipart) -> Result<Form, ApiError> {
         let text = field.text().await?;
         if text.len() > 256 {
             return Err(ApiError::bad(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 format!("`{name}` is too long"),
             ));
         }

@@ -1,15 +1,20 @@
-//! [`ApiError`]: every HTTP error, with one status and one stable code each. Its response body is
-//! `{"error":{"code":"…","message":"…"}}`; a 5xx says nothing internal (the cause is logged).
+//! [`ApiError`]: every HTTP error, with one status and one stable code ([`ErrorCode`]) each.
+//! Its response body is `{"error":{"code":"…","message":"…"}}`; a 5xx says nothing internal
+//! (the cause is logged).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use wiko_wire::{ErrorBody, ErrorDetail};
+use wiko_inspect::InspectError;
+use wiko_wire::{ErrorBody, ErrorCode};
 
+use crate::analysis::golden::GoldenError;
+use crate::auth::AuthError;
+use crate::intake::IntakeError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("this API key may not do that")]
@@ -20,7 +25,7 @@ pub enum ApiError {
     NotCalibrated(String),
     /// A malformed request; `code` names what is wrong.
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     #[error("request body over the size limit")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -39,14 +44,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest {
             code,
             message: message.into(),
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
@@ -61,20 +66,20 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::NotCalibrated(_) => "not_calibrated",
-            ApiError::BadRequest { code, .. } => code,
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedImage(_) => "unsupported_image",
-            ApiError::InvalidImage(_) => "invalid_image",
-            ApiError::FrameConflict(_) => "frame_conflict",
-            ApiError::GoldenSetTooSmall(_) => "golden_set_too_small",
-            ApiError::Unavailable => "unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::NotCalibrated(_) => ErrorCode::NotCalibrated,
+            ApiError::BadRequest { code, .. } => *code,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedImage(_) => ErrorCode::UnsupportedImage,
+            ApiError::InvalidImage(_) => ErrorCode::InvalidImage,
+            ApiError::FrameConflict(_) => ErrorCode::FrameConflict,
+            ApiError::GoldenSetTooSmall(_) => ErrorCode::GoldenSetTooSmall,
+            ApiError::Unavailable => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -85,12 +90,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_string(),
-                message: self.to_string(),
-            },
-        };
+        let body = ErrorBody::new(self.code(), self.to_string());
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -106,14 +106,56 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(id) => ApiError::FrameConflict(id),
             StoreError::NotFound => ApiError::NotFound("resource"),
-            StoreError::BadCursor => {
-                ApiError::bad("invalid_cursor", "the cursor is not one this API issued")
-            }
-            StoreError::Unavailable(detail) => {
+            StoreError::BadCursor => ApiError::bad(
+                ErrorCode::InvalidCursor,
+                "the cursor is not one this API issued",
+            ),
+            StoreError::Unavailable(detail) | StoreError::Concurrent(detail) => {
                 tracing::warn!(%detail, "storage unavailable");
                 ApiError::Unavailable
             }
             StoreError::Database(d) | StoreError::Blob(d) => ApiError::Internal(d),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized => ApiError::Unauthorized,
+            AuthError::Forbidden => ApiError::Forbidden,
+        }
+    }
+}
+
+impl From<InspectError> for ApiError {
+    fn from(e: InspectError) -> Self {
+        match e {
+            InspectError::UnsupportedFormat => ApiError::UnsupportedImage(e.to_string()),
+            _ => ApiError::InvalidImage(e.to_string()),
+        }
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::DigestMismatch => ApiError::bad(ErrorCode::DigestMismatch, e.to_string()),
+            IntakeError::Image(e) => e.into(),
+            IntakeError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<GoldenError> for ApiError {
+    fn from(e: GoldenError) -> Self {
+        match e {
+            GoldenError::Store(e) => e.into(),
+            GoldenError::Image { .. } => ApiError::InvalidImage(e.to_string()),
+            GoldenError::Fit(detail) => ApiError::Internal(detail),
+            GoldenError::Full { .. } => ApiError::bad(ErrorCode::GoldenSetFull, e.to_string()),
+            GoldenError::NotInSet { .. } => ApiError::NotFound("golden sample"),
+            GoldenError::TooSmall { .. } => ApiError::GoldenSetTooSmall(e.to_string()),
         }
     }
 }
@@ -123,7 +165,13 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge
         } else {
-            ApiError::bad("invalid_multipart", e.body_text())
+            ApiError::bad(ErrorCode::InvalidMultipart, e.body_text())
         }
+    }
+}
+
+impl From<axum::extract::multipart::MultipartRejection> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartRejection) -> Self {
+        ApiError::bad(ErrorCode::InvalidMultipart, e.body_text())
     }
 }

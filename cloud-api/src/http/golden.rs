@@ -7,7 +7,7 @@
 //!   small, `200` when nothing was new. An upload that cannot make a model (an image without a
 //!   part among knives) is refused whole with `422 invalid_image`, naming the image; a set
 //!   that would exceed
-//!   [`MAX_GOLDEN`](crate::analysis::golden::MAX_GOLDEN) images is refused with `400 golden_set_full`.
+//!   `MAX_GOLDEN` (200) images is refused with `400 golden_set_full`.
 //! - `GET /api/v1/skus` (viewer): every SKU with golden samples, by name: how many, and its
 //!   active model (`null` while it has none).
 //! - `GET /api/v1/skus/{sku}/golden` (viewer): the golden set, oldest first (each image's
@@ -26,17 +26,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 use wiko_wire::frame::validate_id;
+use wiko_wire::{Calibration, ErrorCode, GoldenSet, ModelInfo, SkuSummary};
 
 use super::AppState;
-use super::auth::{Need, authorize};
 use super::error::ApiError;
 use super::image;
-use crate::analysis::golden::{Calibration, GoldenError, ModelInfo};
-use crate::store::GoldenSample;
+use crate::auth::Need;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/skus", get(skus))
         .route("/api/v1/skus/{sku}/golden", post(upload).get(list))
@@ -47,50 +45,28 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/skus/{sku}/model", get(model))
 }
 
-/// A SKU at a glance: its golden set's size and its active model.
-#[derive(Serialize)]
-struct SkuSummary {
-    sku: String,
-    samples: usize,
-    model: Option<ModelInfo>,
-}
-
-/// A SKU's golden set and the model fitted from it.
-#[derive(Serialize)]
-struct GoldenSet {
-    sku: String,
-    samples: Vec<GoldenSample>,
-    model: Option<ModelInfo>,
-}
-
 async fn upload(
     State(s): State<AppState>,
     Path(sku): Path<String>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Calibration>), ApiError> {
-    authorize(&s.keys, &headers, Need::Admin)?;
-    validate_id("sku", &sku).map_err(|e| ApiError::bad("invalid_field", e.to_string()))?;
-    let mut multipart = multipart.map_err(|e| ApiError::bad("invalid_multipart", e.body_text()))?;
+    s.authorize(&headers, Need::Admin)?;
+    validate_id("sku", &sku).map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.to_string()))?;
+    let mut multipart = multipart?;
     let mut images = Vec::new();
     while let Some(field) = multipart.next_field().await? {
         if field.name() == Some("image") {
-            let bytes = field.bytes().await?;
-            image::check(&bytes, s.limits)?;
-            images.push(bytes);
+            images.push(s.intake.image(field.bytes().await?)?);
         }
     }
     if images.is_empty() {
         return Err(ApiError::bad(
-            "missing_field",
+            ErrorCode::MissingField,
             "no `image` field: send one or more good parts",
         ));
     }
-    let calibration = s
-        .golden
-        .add_samples(&sku, images)
-        .await
-        .map_err(api_error)?;
+    let calibration = s.golden.add_samples(&sku, images).await?;
     let status = if calibration.fit_ms.is_some() {
         StatusCode::CREATED
     } else if calibration.model.is_some() {
@@ -106,7 +82,7 @@ async fn model(
     Path(sku): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<ModelInfo>, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
+    s.authorize(&headers, Need::Read)?;
     s.golden
         .info(&sku)
         .map(Json)
@@ -117,8 +93,8 @@ async fn skus(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<SkuSummary>>, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
-    let sets = s.store.golden_sets().await?;
+    s.authorize(&headers, Need::Read)?;
+    let sets = s.store().golden_sets().await?;
     Ok(Json(
         sets.into_iter()
             .map(|(sku, samples)| SkuSummary {
@@ -135,9 +111,10 @@ async fn list(
     Path(sku): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<GoldenSet>, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
+    s.authorize(&headers, Need::Read)?;
+    let samples = s.store().golden(&sku).await?;
     Ok(Json(GoldenSet {
-        samples: s.store.golden(&sku).await?,
+        samples: samples.into_iter().map(|g| g.sample).collect(),
         model: s.golden.info(&sku),
         sku,
     }))
@@ -148,13 +125,13 @@ async fn sample_image(
     Path((sku, digest)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
-    let samples = s.store.golden(&sku).await?;
+    s.authorize(&headers, Need::Read)?;
+    let samples = s.store().golden(&sku).await?;
     let sample = samples
         .iter()
-        .find(|g| g.digest == digest)
+        .find(|g| g.sample.digest == digest)
         .ok_or(ApiError::NotFound("golden sample"))?;
-    let bytes = s.blobs.get(&sample.image_key).await?;
+    let bytes = s.intake.storage.image(&sample.key).await?;
     Ok(image::stored(bytes))
 }
 
@@ -163,22 +140,6 @@ async fn remove(
     Path((sku, digest)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Calibration>, ApiError> {
-    authorize(&s.keys, &headers, Need::Admin)?;
-    let calibration = s
-        .golden
-        .remove_sample(&sku, &digest)
-        .await
-        .map_err(api_error)?;
-    Ok(Json(calibration))
-}
-
-fn api_error(e: GoldenError) -> ApiError {
-    match e {
-        GoldenError::Store(e) => ApiError::from(e),
-        GoldenError::Image { .. } => ApiError::InvalidImage(e.to_string()),
-        GoldenError::Fit(detail) => ApiError::Internal(detail),
-        GoldenError::Full { .. } => ApiError::bad("golden_set_full", e.to_string()),
-        GoldenError::NotInSet { .. } => ApiError::NotFound("golden sample"),
-        GoldenError::TooSmall { .. } => ApiError::GoldenSetTooSmall(e.to_string()),
-    }
+    s.authorize(&headers, Need::Admin)?;
+    Ok(Json(s.golden.remove_sample(&sku, &digest).await?))
 }

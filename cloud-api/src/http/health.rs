@@ -8,34 +8,38 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use wiko_wire::{Health, Readiness, ReadinessChecks};
 
 use super::AppState;
-use super::auth::{Need, authorize};
 use super::error::ApiError;
+use crate::auth::Need;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(
-        json!({"status": "healthy", "service": "wiko-cloud", "version": env!("CARGO_PKG_VERSION")}),
-    )
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "healthy".into(),
+        service: "wiko-cloud".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    let database = s.store.ping().await.is_ok();
-    let images = s.blobs.ping().await.is_ok();
-    let broker = s.broker_up.load(Ordering::Relaxed);
-    let ok = database && images && broker;
-    let body = json!({
-        "status": if ok { "ready" } else { "not_ready" },
-        "checks": {"database": database, "object_store": images, "broker": broker},
-    });
+    let checks = ReadinessChecks {
+        database: s.store().ping().await.is_ok(),
+        object_store: s.intake.storage.images.ping().await.is_ok(),
+        broker: s.broker_up.load(Ordering::Relaxed),
+    };
+    let ok = checks.database && checks.object_store && checks.broker;
+    let body = Readiness {
+        status: if ok { "ready" } else { "not_ready" }.into(),
+        checks,
+    };
     let status = if ok {
         StatusCode::OK
     } else {
@@ -45,10 +49,10 @@ async fn ready(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
+    s.authorize(&headers, Need::Read)?;
     Ok((
         [("content-type", "text/plain; version=0.0.4")],
-        crate::telemetry::prometheus().render(),
+        wiko_daemon::telemetry::prometheus().render(),
     )
         .into_response())
 }

@@ -1,50 +1,98 @@
-//! The HTTP API. Handlers are thin: they authorize, parse, call the store and the analyzer, and
-//! map errors with [`error::ApiError`]. Status codes appear only in this module.
+//! The HTTP API. Handlers are thin: they authorize, parse, call the intake, the store and the
+//! analyzer, and map errors with [`error::ApiError`]. Status codes appear only in this module;
+//! the bodies are `wiko_wire`'s.
 
-pub mod analyze;
-pub mod auth;
-pub mod error;
-pub mod golden;
-pub mod health;
-pub mod image;
-pub mod ingest;
-pub mod results;
+mod analyze;
+pub(crate) mod error;
+mod golden;
+mod health;
+mod image;
+mod ingest;
+mod results;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
 use wiko_inspect::DecodeLimits;
 
 use crate::analysis::Analyzer;
 use crate::analysis::golden::Golden;
-use crate::store::Store;
-use crate::store::blob::BlobStore;
-use auth::KeyEntry;
+use crate::auth::{KeyEntry, Need, Principal, authorize};
+use crate::config::{Broker, Config};
+use crate::intake::Intake;
+use crate::store::Storage;
+use error::ApiError;
 
-/// What every handler shares.
+/// What every handler shares: one replica's services.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub analyzer: Arc<dyn Analyzer>,
-    /// The golden-sample analyzer, for golden uploads (the same object as `analyzer`).
+    /// Where images come in (and the storage behind it).
+    pub intake: Intake,
+    /// The golden-sample analyzer: golden sets, models, and the verdicts.
     pub golden: Arc<Golden>,
+    /// What judges parts (the golden analyzer).
+    pub analyzer: Arc<dyn Analyzer>,
     pub keys: Arc<[KeyEntry]>,
-    pub limits: DecodeLimits,
-    pub public_url: String,
     pub max_body_bytes: usize,
     /// Requests served at once.
     pub max_concurrent_requests: usize,
-    /// Wakes the analysis workers after an ingest.
-    pub jobs_wake: Arc<Notify>,
     /// Wakes the MQTT publisher after a result.
     pub outbox_wake: Arc<Notify>,
-    /// Whether the MQTT connection is up (for `/ready`).
+    /// Whether the MQTT connection is up (for `/ready`); always true without a broker.
     pub broker_up: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// The services of a replica configured by `config` over `storage`: the stored models are
+    /// loaded (or, with the store unreachable, loaded later).
+    pub async fn new(config: &Config, storage: Storage) -> AppState {
+        let limits = DecodeLimits {
+            max_pixels: config.max_image_pixels,
+        };
+        let golden = Arc::new(
+            Golden::new(
+                storage.clone(),
+                limits,
+                wiko_inspect::FitOptions {
+                    method: config.analysis.method,
+                    false_reject_rate: config.analysis.false_reject_rate,
+                },
+            )
+            .await,
+        );
+        AppState {
+            intake: Intake {
+                storage,
+                limits,
+                jobs_wake: Arc::new(Notify::new()),
+            },
+            analyzer: golden.clone(),
+            golden,
+            keys: config.keys.clone().into(),
+            max_body_bytes: config.max_body_bytes,
+            max_concurrent_requests: config.max_concurrent_requests,
+            outbox_wake: Arc::new(Notify::new()),
+            broker_up: Arc::new(AtomicBool::new(config.broker == Broker::Disabled)),
+        }
+    }
+
+    /// The records.
+    fn store(&self) -> &dyn crate::store::Store {
+        self.intake.storage.records.as_ref()
+    }
+
+    /// The key presented in `X-API-Key`, if it may do `need`.
+    fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<Principal, ApiError> {
+        let presented = headers
+            .get(wiko_wire::API_KEY_HEADER)
+            .and_then(|v| v.to_str().ok());
+        Ok(authorize(&self.keys, presented, need)?)
+    }
 }
 
 /// The whole API as one router, so that tests can call it with `oneshot`.

@@ -10,18 +10,18 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
-use wiko_wire::{Analysis, Page};
+use wiko_wire::{Analysis, ErrorCode, Page};
 
 use super::AppState;
-use super::auth::{Need, authorize};
 use super::error::ApiError;
 use super::image;
+use crate::auth::Need;
 use crate::store::{ListFilter, StoreError};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/analyses", get(list))
         .route("/api/v1/analyses/{id}", get(one))
@@ -50,13 +50,13 @@ async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page<Analysis>>, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
-    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    s.authorize(&headers, Need::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
     if let Some(t) = &q.defect_type
         && wiko_wire::DefectType::parse(t).is_none()
     {
         return Err(ApiError::bad(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("unknown defect_type {t:?}"),
         ));
     }
@@ -72,12 +72,12 @@ async fn list(
         since: q.since,
         until: q.until,
     };
-    let (items, next_cursor) = s.store.list(&filter, q.cursor.as_deref(), limit).await?;
+    let (items, next_cursor) = s.store().list(&filter, q.cursor.as_deref(), limit).await?;
     Ok(Json(Page { items, next_cursor }))
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::bad("invalid_id", "the id is not a UUID"))
+    Uuid::parse_str(id).map_err(|_| ApiError::bad(ErrorCode::InvalidId, "the id is not a UUID"))
 }
 
 fn not_found(e: StoreError) -> ApiError {
@@ -92,8 +92,10 @@ async fn one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Analysis>, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
-    Ok(Json(s.store.get(parse_id(&id)?).await.map_err(not_found)?))
+    s.authorize(&headers, Need::Read)?;
+    Ok(Json(
+        s.store().get(parse_id(&id)?).await.map_err(not_found)?,
+    ))
 }
 
 async fn image(
@@ -101,8 +103,12 @@ async fn image(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&s.keys, &headers, Need::Read)?;
-    let key = s.store.image_key(parse_id(&id)?).await.map_err(not_found)?;
-    let bytes = s.blobs.get(&key).await.map_err(not_found)?;
+    s.authorize(&headers, Need::Read)?;
+    let bytes = s
+        .intake
+        .storage
+        .part_image(parse_id(&id)?)
+        .await
+        .map_err(not_found)?;
     Ok(image::stored(bytes))
 }

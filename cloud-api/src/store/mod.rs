@@ -1,31 +1,41 @@
-//! Storage behind one interface: [`Store`] for records (analyses, frames, jobs, outbox, models)
-//! and [`blob::BlobStore`] for images. The embedded backend ([`sqlite::SqliteStore`] plus
-//! [`blob::LocalDir`]) is the default; production is [`postgres::PgStore`] plus [`s3::S3`],
-//! shared by several replicas. No SQL, path or object key leaves this module.
+//! Storage: records (analyses, frames, jobs, outbox events, golden sets, models) behind
+//! [`Store`], images behind [`BlobStore`], and [`Storage`], the two together, which is what the
+//! rest of the cloud uses to take a part or a golden image in.
+//!
+//! One SQL store ([`sql`]) serves both backends: the embedded SQLite file (default) and
+//! PostgreSQL (several replicas); they differ only in connection handling and dialect. Images
+//! go to a local segment log ([`blob::LocalDir`]) or to S3 ([`s3::S3`]). Image keys are built
+//! here ([`keys`]) and stay opaque outside ([`ImageKey`]).
 //!
 //! Invariants:
 //! - Ingest is idempotent on `frame_id`: the same metadata and image again yields the existing
 //!   analysis; a different one is [`StoreError::Conflict`].
 //! - An analysis, its frame row and its job are written in one transaction, after the image is
 //!   durable in the blob store: an acknowledged frame is never missing its image.
-//! - Completing an analysis writes the result, deletes the job and queues the MQTT messages
-//!   (outbox) in one transaction, and only once: completing a finished analysis is a no-op.
-//! - A job, and an outbox message, is leased to one worker (one replica) at a time; an expired
+//! - Completing an analysis writes the result, deletes the job and queues a `result` event in
+//!   the outbox in one transaction, and only once: completing a finished analysis is a no-op.
+//!   What the event becomes on MQTT is `alert`'s business.
+//! - A job, and an outbox event, is leased to one worker (one replica) at a time; an expired
 //!   lease hands it to another.
 
 pub mod blob;
-pub mod postgres;
-mod record;
+pub(crate) mod config;
+mod keys;
 pub mod s3;
-pub mod segments;
-pub mod sqlite;
+pub(crate) mod segments;
+mod sql;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use wiko_wire::{Analysis, AnalysisStatus, Defect, FrameMeta, IngestOutcome};
+use wiko_wire::{Analysis, AnalysisStatus, Defect, FrameMeta, GoldenSample, IngestOutcome};
+
+pub use blob::BlobStore;
+pub use sql::{PgSettings, migrate_postgres, open_postgres, open_sqlite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,31 +47,113 @@ pub enum StoreError {
     BadCursor,
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A concurrent write of the same record (another replica's) won; trying again finds it.
+    #[error("a concurrent write of the same record: {0}")]
+    Concurrent(String),
     #[error("database: {0}")]
     Database(String),
     #[error("image store: {0}")]
     Blob(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
-    }
+/// Where an image lies in the blob store. Built by the store only; the rest of the cloud
+/// hands it back to read the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageKey(String);
+
+/// Where a part comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// An agent's frame (`PUT /api/v1/frames/{id}`): idempotent on its frame id.
+    Frame(FrameMeta),
+    /// The prototype's synchronous call (`POST /api/v1/analyze`).
+    Call(Call),
 }
 
-/// A part to store: where it comes from, and its image (already in the blob store).
-#[derive(Debug, Clone)]
-pub struct NewAnalysis {
+/// A part sent to `POST /api/v1/analyze`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
     pub facility: String,
     pub line: String,
     pub station: String,
     pub product_sku: String,
     pub part_id: Option<String>,
-    pub lot: Option<String>,
-    pub timestamp: DateTime<Utc>,
-    /// Present for agent frames (idempotency key), absent for `POST /analyze`.
-    pub frame: Option<FrameMeta>,
-    pub image_key: String,
+    pub received_at: DateTime<Utc>,
+}
+
+impl Origin {
+    pub fn facility(&self) -> &str {
+        match self {
+            Origin::Frame(f) => &f.facility,
+            Origin::Call(c) => &c.facility,
+        }
+    }
+
+    pub fn line(&self) -> &str {
+        match self {
+            Origin::Frame(f) => &f.line,
+            Origin::Call(c) => &c.line,
+        }
+    }
+
+    pub fn station(&self) -> &str {
+        match self {
+            Origin::Frame(f) => &f.station,
+            Origin::Call(c) => &c.station,
+        }
+    }
+
+    pub fn sku(&self) -> &str {
+        match self {
+            Origin::Frame(f) => &f.sku,
+            Origin::Call(c) => &c.product_sku,
+        }
+    }
+
+    pub fn part_id(&self) -> Option<&str> {
+        match self {
+            Origin::Frame(f) => f.part_id.as_deref(),
+            Origin::Call(c) => c.part_id.as_deref(),
+        }
+    }
+
+    pub fn lot(&self) -> Option<&str> {
+        match self {
+            Origin::Frame(f) => f.lot.as_deref(),
+            Origin::Call(_) => None,
+        }
+    }
+
+    /// When the part was photographed (a frame) or received (a call).
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        match self {
+            Origin::Frame(f) => f.captured_at,
+            Origin::Call(c) => c.received_at,
+        }
+    }
+
+    pub fn frame(&self) -> Option<&FrameMeta> {
+        match self {
+            Origin::Frame(f) => Some(f),
+            Origin::Call(_) => None,
+        }
+    }
+}
+
+/// An image as received: its bytes, BLAKE3 (hex) and size.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub bytes: Bytes,
+    pub blake3: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A part to record, its image already stored.
+#[derive(Debug, Clone)]
+pub struct NewAnalysis {
+    pub origin: Origin,
+    pub image_key: ImageKey,
     pub image_blake3: String,
     pub image_width: u32,
     pub image_height: u32,
@@ -113,7 +205,7 @@ pub struct Outcome {
 pub struct Job {
     pub analysis_id: Uuid,
     pub product_sku: String,
-    pub image_key: String,
+    pub image: ImageKey,
     pub attempts: u32,
 }
 
@@ -131,12 +223,20 @@ pub struct ListFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// One MQTT message waiting to be published.
+/// What happened, for the outside world to hear of (through `alert`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An analysis was completed: its result as stored then.
+    Result(Box<Analysis>),
+    /// An MQTT message queued by a version before events (topic and payload as sent).
+    Message { topic: String, payload: Vec<u8> },
+}
+
+/// An outbox event waiting to be published.
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
     pub id: i64,
-    pub topic: String,
-    pub payload: Vec<u8>,
+    pub event: Event,
 }
 
 /// The analysis queue at a glance.
@@ -148,15 +248,11 @@ pub struct QueueStats {
     pub oldest_due: Option<Duration>,
 }
 
-/// One image of a SKU's golden set.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct GoldenSample {
-    /// BLAKE3 of the image bytes (hex): the image's name in the API.
-    pub digest: String,
-    /// Where the image lies in the blob store.
-    #[serde(skip)]
-    pub image_key: String,
-    pub added_at: DateTime<Utc>,
+/// One image of a SKU's golden set, and where it lies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoldenImage {
+    pub sample: GoldenSample,
+    pub key: ImageKey,
 }
 
 /// A stored per-SKU model.
@@ -167,17 +263,13 @@ pub struct StoredModel {
     pub body: Vec<u8>,
 }
 
+/// The records.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records a new part (analysis pending, job queued); idempotent on the frame id.
     async fn create(&self, new: NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError>;
-    /// Writes an analyzer's outcome once, queueing the MQTT messages; returns the analysis.
-    async fn complete(
-        &self,
-        id: Uuid,
-        outcome: Outcome,
-        public_url: &str,
-    ) -> Result<Analysis, StoreError>;
+    /// Writes an analyzer's outcome once, queueing its `result` event; returns the analysis.
+    async fn complete(&self, id: Uuid, outcome: Outcome) -> Result<Analysis, StoreError>;
     /// Leases up to `limit` runnable jobs for `lease`.
     async fn claim_jobs(&self, limit: usize, lease: Duration) -> Result<Vec<Job>, StoreError>;
     /// A job failed; it runs again after `retry_in`, or is marked failed after `max_attempts`.
@@ -187,7 +279,6 @@ pub trait Store: Send + Sync + 'static {
         error: &str,
         retry_in: Duration,
         max_attempts: u32,
-        public_url: &str,
     ) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid) -> Result<Analysis, StoreError>;
     /// Newest first; `cursor` from the previous page.
@@ -197,27 +288,24 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Analysis>, Option<String>), StoreError>;
-    /// The image key of an analysis.
-    async fn image_key(&self, id: Uuid) -> Result<String, StoreError>;
-    /// Up to `limit` messages to publish, oldest first. With several replicas on one store,
-    /// each message goes to one replica at a time (leased); its publisher skips the ones it
-    /// already has in flight.
+    /// Where the image of an analysis lies.
+    async fn image_key(&self, id: Uuid) -> Result<ImageKey, StoreError>;
+    /// Up to `limit` events to publish, oldest first. With several replicas on one store, each
+    /// event goes to one replica at a time (leased); its publisher skips the ones it already
+    /// has in flight.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
+    /// Stores a model version, makes it the SKU's active one, and audits it.
     async fn save_model(&self, model: StoredModel) -> Result<(), StoreError>;
     /// The active model version of every calibrated SKU: (sku, version).
     async fn model_versions(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// The active model of a SKU.
     async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError>;
-    /// Adds an image (by digest and blob key) to a SKU's golden set; false if it was there.
-    async fn add_golden(
-        &self,
-        sku: &str,
-        digest: &str,
-        image_key: &str,
-    ) -> Result<bool, StoreError>;
+    /// Adds an image (by digest and key) to a SKU's golden set; false if it was there.
+    async fn add_golden(&self, sku: &str, digest: &str, key: &ImageKey)
+    -> Result<bool, StoreError>;
     /// A SKU's golden set, oldest first.
-    async fn golden(&self, sku: &str) -> Result<Vec<GoldenSample>, StoreError>;
+    async fn golden(&self, sku: &str) -> Result<Vec<GoldenImage>, StoreError>;
     /// Every SKU with a golden set and how many images it holds, by SKU.
     async fn golden_sets(&self) -> Result<Vec<(String, usize)>, StoreError>;
     /// Takes an image (by digest) out of a SKU's golden set; false if it was not there. The
@@ -226,4 +314,53 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Records and images together: the one way parts and golden images come in (image first,
+/// then the record that names it), and images go out.
+#[derive(Clone)]
+pub struct Storage {
+    pub records: Arc<dyn Store>,
+    pub images: Arc<dyn BlobStore>,
+}
+
+impl Storage {
+    /// Stores the image, then records the part and its job. Idempotent on a frame's id.
+    pub async fn put_part(
+        &self,
+        origin: Origin,
+        image: Image,
+        run_after: Duration,
+    ) -> Result<(IngestOutcome, Uuid), StoreError> {
+        let key = keys::part(&image.blake3, origin.timestamp());
+        self.images.put(&key.0, image.bytes).await?;
+        self.records
+            .create(NewAnalysis {
+                origin,
+                image_key: key,
+                image_blake3: image.blake3,
+                image_width: image.width,
+                image_height: image.height,
+                run_after,
+            })
+            .await
+    }
+
+    /// Stores the image, then adds it to the SKU's golden set: false if the set held it.
+    pub async fn put_golden(&self, sku: &str, image: Image) -> Result<bool, StoreError> {
+        let key = keys::golden(&image.blake3);
+        self.images.put(&key.0, image.bytes).await?;
+        self.records.add_golden(sku, &image.blake3, &key).await
+    }
+
+    /// The image behind a key the store handed out.
+    pub async fn image(&self, key: &ImageKey) -> Result<Bytes, StoreError> {
+        self.images.get(&key.0).await
+    }
+
+    /// The image of an analysis.
+    pub async fn part_image(&self, id: Uuid) -> Result<Bytes, StoreError> {
+        let key = self.records.image_key(id).await?;
+        self.image(&key).await
+    }
 }

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use uuid::Uuid;
-use wiko_cloud::store::Store;
-use wiko_cloud::store::blob::{BlobStore, LocalDir};
-use wiko_cloud::store::postgres::{PgSettings, PgStore};
+use wiko_cloud::store::blob::LocalDir;
 use wiko_cloud::store::s3::{S3, S3Settings};
-use wiko_cloud::store::sqlite::SqliteStore;
+use wiko_cloud::store::{PgSettings, Storage, open_postgres, open_sqlite};
 
 pub struct Place {
     pub dir: tempfile::TempDir,
@@ -65,23 +63,17 @@ impl Place {
         }
     }
 
-    /// Several replicas can share this place's store (PostgreSQL).
-    pub fn is_shared(&self) -> bool {
-        self.production.is_some()
-    }
-
-    /// The stores of this place; a second call is a restart, or a second replica.
-    pub async fn open(&self) -> (Arc<dyn Store>, Arc<dyn BlobStore>) {
+    /// The storage of this place; a second call is a restart, or a second replica.
+    pub async fn open(&self) -> Storage {
         match &self.production {
-            None => (
-                Arc::new(SqliteStore::open(&self.dir.path().join("wiko.db")).unwrap()),
-                Arc::new(LocalDir::new(self.dir.path().to_path_buf()).unwrap()),
-            ),
-            Some((pg, s3)) => {
-                let store = PgStore::connect(pg).unwrap();
-                store.migrate().await.unwrap();
-                (Arc::new(store), Arc::new(S3::new(s3).unwrap()))
-            }
+            None => Storage {
+                records: open_sqlite(&self.dir.path().join("wiko.db")).unwrap(),
+                images: Arc::new(LocalDir::new(self.dir.path().to_path_buf()).unwrap()),
+            },
+            Some((pg, s3)) => Storage {
+                records: open_postgres(pg, true).await.unwrap(),
+                images: Arc::new(S3::new(s3).unwrap()),
+            },
         }
     }
 }

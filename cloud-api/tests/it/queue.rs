@@ -3,31 +3,45 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use uuid::Uuid;
-use wiko_cloud::store::{Judgement, NewAnalysis, Outcome, Store};
+use wiko_cloud::store::{Call, Event, Image, Judgement, Origin, OutboxItem, Outcome, Storage};
 use wiko_wire::{AnalysisStatus, Defect, DefectType};
 
 use crate::backend::Place;
 
 const LEASE: Duration = Duration::from_secs(60);
-const URL: &str = "http://127.0.0.1:5001";
 
-fn part(n: u32) -> NewAnalysis {
-    NewAnalysis {
+fn call(n: u32) -> Origin {
+    Origin::Call(Call {
         facility: "yangjiang".into(),
         line: "l1".into(),
         station: "grinding".into(),
         product_sku: "WK-KN-200".into(),
         part_id: Some(format!("p{n}")),
-        lot: None,
-        timestamp: chrono::Utc::now(),
-        frame: None,
-        image_key: format!("20261126/{n}.jpg"),
-        image_blake3: format!("{n:064}"),
-        image_width: 64,
-        image_height: 48,
-        run_after: Duration::ZERO,
+        received_at: chrono::Utc::now(),
+    })
+}
+
+fn image(n: u32) -> Image {
+    let bytes = Bytes::from(format!("image {n}"));
+    Image {
+        blake3: wiko_wire::frame::image_digest(&bytes),
+        bytes,
+        width: 64,
+        height: 48,
     }
+}
+
+/// The outbox's events as (kind, NG) pairs.
+fn events(items: &[OutboxItem]) -> Vec<(&'static str, bool)> {
+    items
+        .iter()
+        .map(|i| match &i.event {
+            Event::Result(a) => ("result", a.defect_detected),
+            Event::Message { .. } => ("mqtt", false),
+        })
+        .collect()
 }
 
 fn verdict(ng: bool) -> Outcome {
@@ -59,10 +73,14 @@ fn verdict(ng: bool) -> Outcome {
     }
 }
 
-async fn ids(store: &dyn Store, n: u32) -> Vec<Uuid> {
+async fn ids(storage: &Storage, n: u32) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for i in 0..n {
-        ids.push(store.create(part(i)).await.unwrap().1);
+        let (_, id) = storage
+            .put_part(call(i), image(i), Duration::ZERO)
+            .await
+            .unwrap();
+        ids.push(id);
     }
     ids
 }
@@ -70,9 +88,9 @@ async fn ids(store: &dyn Store, n: u32) -> Vec<Uuid> {
 #[tokio::test]
 async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing() {
     let place = Place::new().await;
-    let (a, _) = place.open().await;
-    let (b, _) = place.open().await;
-    let ids = ids(a.as_ref(), 3).await;
+    let (storage, b) = (place.open().await, place.open().await.records);
+    let a = storage.records.clone();
+    let ids = ids(&storage, 3).await;
     let stats = a.queue_stats().await.unwrap();
     assert_eq!(stats.waiting, 3);
     assert!(stats.oldest_due.is_some());
@@ -90,14 +108,17 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
             .all(|j| j.attempts == 1 && j.product_sku == "WK-KN-200")
     );
 
-    // The same analysis completed by two workers: the first result stands, one set of messages.
-    let first = a.complete(ids[0], verdict(true), URL).await.unwrap();
-    let second = b.complete(ids[0], verdict(false), URL).await.unwrap();
+    // The same analysis completed by two workers: the first result stands, one event.
+    let first = a.complete(ids[0], verdict(true)).await.unwrap();
+    let second = b.complete(ids[0], verdict(false)).await.unwrap();
     assert!(first.defect_detected && second.defect_detected);
     assert_eq!(first.defects, second.defects);
     let messages = a.outbox(100).await.unwrap();
-    assert_eq!(messages.len(), 2, "one result and one alert");
-    assert!(messages[0].topic.ends_with("/result") && messages[1].topic.ends_with("/alert"));
+    assert_eq!(events(&messages), [("result", true)], "one result event");
+    let Event::Result(stored) = &messages[0].event else {
+        unreachable!()
+    };
+    assert_eq!(**stored, first, "the event carries the result as stored");
 
     // A completed job is gone; the others stay leased until their lease runs out.
     a.outbox_done(messages.iter().map(|m| m.id).collect())
@@ -115,9 +136,9 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
 #[tokio::test]
 async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed() {
     let place = Place::new().await;
-    let (a, _) = place.open().await;
-    let (b, _) = place.open().await;
-    let id = ids(a.as_ref(), 1).await[0];
+    let (storage, b) = (place.open().await, place.open().await.records);
+    let a = storage.records.clone();
+    let id = ids(&storage, 1).await[0];
 
     // A worker that died: its lease runs out and another replica takes the job.
     let lost = a.claim_jobs(1, Duration::from_millis(1)).await.unwrap();
@@ -127,28 +148,16 @@ async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed(
     assert_eq!((retaken.len(), retaken[0].attempts), (1, 2));
 
     // A failure under the limit retries later; at the limit the analysis is failed, visibly.
-    b.fail_job(
-        &retaken[0],
-        "image store down",
-        Duration::from_millis(1),
-        3,
-        URL,
-    )
-    .await
-    .unwrap();
+    b.fail_job(&retaken[0], "image store down", Duration::from_millis(1), 3)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let third = a.claim_jobs(1, LEASE).await.unwrap();
     assert_eq!(third[0].attempts, 3);
     assert_eq!(a.get(id).await.unwrap().status, AnalysisStatus::Pending);
-    a.fail_job(
-        &third[0],
-        "image store down",
-        Duration::from_millis(1),
-        3,
-        URL,
-    )
-    .await
-    .unwrap();
+    a.fail_job(&third[0], "image store down", Duration::from_millis(1), 3)
+        .await
+        .unwrap();
     let dead = a.get(id).await.unwrap();
     assert_eq!(dead.status, AnalysisStatus::Failed);
     assert!(
@@ -162,32 +171,31 @@ async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed(
         "a failed job is not retried"
     );
     assert_eq!(
-        a.outbox(10).await.unwrap().len(),
-        1,
+        events(&a.outbox(10).await.unwrap()),
+        [("result", false)],
         "the failure is published as a result"
     );
 }
 
+/// Two handles on one store (replicas on PostgreSQL; on the embedded store, the same rules
+/// over one file) each take the events the other does not hold.
 #[tokio::test]
-async fn replicas_sharing_a_store_publish_each_message_once() {
+async fn replicas_sharing_a_store_publish_each_event_once() {
     let place = Place::new().await;
-    if !place.is_shared() {
-        return; // one embedded store serves one replica: nothing to share
-    }
-    let (a, _) = place.open().await;
-    let (b, _) = place.open().await;
-    for (i, id) in ids(a.as_ref(), 4).await.into_iter().enumerate() {
-        a.complete(id, verdict(i % 2 == 0), URL).await.unwrap();
+    let (storage, b) = (place.open().await, place.open().await.records);
+    let a = storage.records.clone();
+    for (i, id) in ids(&storage, 6).await.into_iter().enumerate() {
+        a.complete(id, verdict(i % 2 == 0)).await.unwrap();
     }
     let mine = a.outbox(4).await.unwrap();
     let theirs = b.outbox(100).await.unwrap();
     assert_eq!(
         (mine.len(), theirs.len()),
         (4, 2),
-        "six messages, split by lease"
+        "six events, split by lease"
     );
     assert!(mine.iter().all(|m| theirs.iter().all(|t| t.id != m.id)));
-    // A replica's own leased messages come back to it (re-sent after a reconnect).
+    // A replica's own leased events come back to it (sent again after a reconnect).
     assert_eq!(a.outbox(100).await.unwrap().len(), 4);
     a.outbox_done(mine.iter().map(|m| m.id).collect())
         .await

@@ -9,17 +9,16 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
 use uuid::Uuid;
-use wiko_cloud::store::Store;
-use wiko_cloud::store::blob::{BlobStore, LocalDir};
-use wiko_cloud::store::postgres::{PgSettings, PgStore};
+use wiko_cloud::store::blob::LocalDir;
 use wiko_cloud::store::s3::{S3, S3Settings};
-use wiko_cloud::store::sqlite::SqliteStore;
+use wiko_cloud::store::{PgSettings, Storage, open_postgres, open_sqlite};
 
-use super::{BOUNDARY, DEVICE, Harness, Place, frame_body, jpeg, meta, request, state_of};
+use crate::backend::Place;
+use crate::harness::{BOUNDARY, DEVICE, Harness, frame_body, jpeg, meta, request, state_of};
 
-async fn answers_503_and_names(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, down: &str) {
+async fn answers_503_and_names(storage: Storage, down: &str) {
     let h = Harness {
-        state: state_of(store, blobs).await,
+        state: state_of(storage).await,
         place: Arc::new(Place::new().await),
     };
     let image = jpeg();
@@ -51,23 +50,25 @@ async fn answers_503_and_names(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>,
 #[tokio::test]
 async fn an_unreachable_database_is_a_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let store = PgStore::connect(&PgSettings {
+    let settings = PgSettings {
         url: "postgres://wiko@127.0.0.1:1/wiko".into(),
         max_connections: 2,
         acquire_timeout: Duration::from_millis(300),
         statement_timeout: Duration::from_secs(1),
         outbox_lease: Duration::from_secs(30),
-    })
-    .unwrap();
-    let blobs = LocalDir::new(dir.path().to_path_buf()).unwrap();
-    answers_503_and_names(Arc::new(store), Arc::new(blobs), "database").await;
+    };
+    let storage = Storage {
+        records: open_postgres(&settings, false).await.unwrap(),
+        images: Arc::new(LocalDir::new(dir.path().to_path_buf()).unwrap()),
+    };
+    answers_503_and_names(storage, "database").await;
 }
 
 #[tokio::test]
 async fn an_unreachable_object_store_is_a_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("wiko.db")).unwrap();
-    let blobs = S3::new(&S3Settings {
+    let records = open_sqlite(&dir.path().join("wiko.db")).unwrap();
+    let images = S3::new(&S3Settings {
         bucket: "frames".into(),
         endpoint: Some("http://127.0.0.1:1".into()),
         region: "us-east-1".into(),
@@ -79,5 +80,9 @@ async fn an_unreachable_object_store_is_a_503_with_retry_after() {
         request_timeout: Duration::from_secs(1),
     })
     .unwrap();
-    answers_503_and_names(Arc::new(store), Arc::new(blobs), "object_store").await;
+    let storage = Storage {
+        records,
+        images: Arc::new(images),
+    };
+    answers_503_and_names(storage, "object_store").await;
 }

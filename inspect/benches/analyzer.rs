@@ -1,4 +1,4 @@
-//! Golden-sample analyzer speed: `cargo bench -p wiko-cloud --bench analyzer`
+//! Golden-sample analyzer speed: `cargo bench -p wiko-inspect --bench analyzer`
 //!
 //! On one thread, for synthetic chef's knives at the camera's 640×480 and upscaled to
 //! 1920×1080 (JPEG, quality as the synthetic camera's): fitting from 50 good parts, then
@@ -10,12 +10,12 @@
 use std::time::Instant;
 
 use image::{ImageBuffer, Rgb};
-use wiko_agent::source::synthetic::{self, SynthDefect};
 use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model};
+use wiko_synth::{self as synthetic, SynthDefect};
 
 fn frame(defect: Option<SynthDefect>, seed: u64, size: (u32, u32)) -> Vec<u8> {
     let part = synthetic::render(&synthetic::SHAPES[0], defect, seed);
-    let (w, h) = (synthetic::render::WIDTH, synthetic::render::HEIGHT);
+    let (w, h) = (synthetic::WIDTH, synthetic::HEIGHT);
     if size == (w, h) {
         return synthetic::encode_jpeg(&part.rgb, w, h).unwrap_or_default();
     }

@@ -1,7 +1,8 @@
-//! `wiko-cloud demo`: the whole system on one machine, no server to install. The cloud runs with
-//! its embedded store and MQTT broker; an agent with two synthetic cameras (a chef's knife and a
+//! `wiko-demo`: the whole system on one machine, no server to install. The cloud runs with its
+//! embedded store and MQTT broker; an agent with two synthetic cameras (a chef's knife and a
 //! paring knife, one station each) uploads to it. A summary is printed every few seconds from
-//! the MQTT messages themselves (parts, NG by type) and the agent's health (backlog).
+//! the MQTT messages themselves (parts, NG by type) and the agent's health (backlog). Both run
+//! in this process, through their libraries.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,25 +15,30 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 use wiko_wire::AlertMessage;
 
-use crate::config::{Config, RawConfig};
+use wiko_cloud::config::{Config, RawConfig};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "wiko-demo",
+    version,
+    about = "The Wiko Defect Analyzer on this machine: cloud, broker and two simulated stations"
+)]
+struct DemoArgs {
     /// API port (0: any free port).
     #[arg(long, default_value_t = 5001)]
-    pub port: u16,
+    port: u16,
     /// Embedded MQTT broker port (0: any free port).
     #[arg(long, default_value_t = 0)]
-    pub mqtt_port: u16,
+    mqtt_port: u16,
     /// Where data goes; a fresh temporary directory when absent.
     #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
     /// Milliseconds between parts at each station.
     #[arg(long, default_value_t = 400)]
-    pub interval_ms: u64,
+    interval_ms: u64,
     /// Stop after this many seconds (runs until Ctrl-C when absent).
     #[arg(long)]
-    pub duration_secs: Option<u64>,
+    duration_secs: Option<u64>,
 }
 
 /// Good parts uploaded per SKU as its golden set.
@@ -41,7 +47,6 @@ const GOLDEN_PARTS: u64 = 30;
 /// Uploads good synthetic parts of every demo SKU to the golden API, as a quality engineer
 /// would with photos of approved parts, and waits for each model.
 async fn calibrate(api: SocketAddr, admin_key: &str) -> anyhow::Result<()> {
-    use wiko_agent::source::synthetic;
     let client = reqwest::Client::new();
     let health = format!("http://{api}/health");
     for _ in 0..100 {
@@ -50,17 +55,12 @@ async fn calibrate(api: SocketAddr, admin_key: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for shape in synthetic::SHAPES {
+    for shape in wiko_synth::SHAPES {
         let mut form = reqwest::multipart::Form::new();
         for i in 0..GOLDEN_PARTS {
             // Seeds far from the stations' so the golden parts are not the parts judged later.
-            let part = synthetic::render(&shape, None, 1_000_000 + i);
-            let jpeg = synthetic::encode_jpeg(
-                &part.rgb,
-                synthetic::render::WIDTH,
-                synthetic::render::HEIGHT,
-            )
-            .map_err(anyhow::Error::msg)?;
+            let part = wiko_synth::render(&shape, None, 1_000_000 + i);
+            let jpeg = wiko_synth::part_jpeg(&part).map_err(anyhow::Error::msg)?;
             form = form.part(
                 "image",
                 reqwest::multipart::Part::bytes(jpeg).file_name(format!("golden-{i}.jpg")),
@@ -99,7 +99,14 @@ fn random_key(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = <DemoArgs as clap::Parser>::parse();
+    wiko_daemon::telemetry::init_tracing();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(args, wiko_daemon::shutdown_signal()))
+}
+
+async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let temp = tempfile_dir(args.data_dir.clone())?;
     let data_dir = temp.path.clone();
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
@@ -190,7 +197,7 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
 
     let stop = CancellationToken::new();
     let cloud_stop = stop.clone();
-    let cloud_task = tokio::spawn(crate::serve(cloud, listener, async move {
+    let cloud_task = tokio::spawn(wiko_cloud::serve(cloud, listener, async move {
         cloud_stop.cancelled().await
     }));
     if let Err(e) = calibrate(api, &admin_key).await {
@@ -233,10 +240,17 @@ async fn summarize(mqtt_port: u16, agent_http: u16, stop: CancellationToken) {
     let mut ng_by_type: BTreeMap<String, u64> = BTreeMap::new();
     let mut alerts = 0u64;
     let mut uncalibrated = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // The agent's backlog as it last answered (it answers within a second of its start, long
+    // before the first line).
+    let mut last_backlog = "(agent not answering yet)".to_string();
+    // The first line after 5 s, once the agent has answered its first health check.
+    let period = Duration::from_secs(5);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let http = reqwest::Client::new();
     loop {
         tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     let _ = client.subscribe("wiko/#", QoS::AtLeastOnce).await;
@@ -259,27 +273,30 @@ async fn summarize(mqtt_port: u16, agent_http: u16, stop: CancellationToken) {
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             },
             _ = tick.tick() => {
-                let backlog = http
-                    .get(format!("http://127.0.0.1:{agent_http}/healthz"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .ok();
-                let backlog = match backlog {
-                    Some(r) => r.json::<serde_json::Value>().await.ok().map(|v| v["buffer"]["by_camera"].to_string()),
-                    None => None,
-                };
+                if let Some(now) = backlog(&http, agent_http).await {
+                    last_backlog = now;
+                }
                 let total: u64 = parts.values().sum();
                 println!(
-                    "parts {total} {:?} | not calibrated {uncalibrated} | NG alerts {alerts} by type {:?} | backlog per camera {}",
-                    parts,
-                    ng_by_type,
-                    backlog.unwrap_or_else(|| "?".to_string())
+                    "parts {total} {parts:?} | not calibrated {uncalibrated} | NG alerts {alerts} by type {ng_by_type:?} | backlog per camera {last_backlog}"
                 );
             }
-            _ = stop.cancelled() => return,
         }
     }
+}
+
+/// The agent's unsynced frames per camera, from its `/healthz`.
+async fn backlog(http: &reqwest::Client, agent_http: u16) -> Option<String> {
+    let health: wiko_wire::AgentHealth = http
+        .get(format!("http://127.0.0.1:{agent_http}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(format!("{:?}", health.buffer.by_camera))
 }
 
 /// The demo's data directory: the given one, or a temporary one removed at exit.

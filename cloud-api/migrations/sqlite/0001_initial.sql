@@ -1,4 +1,6 @@
--- The embedded store's schema. Applied on every start; every statement is idempotent.
+-- The embedded store's schema, version 1 (as released before migrations were numbered: every
+-- statement is idempotent, so a file of that time is taken as version 1). Never edited:
+-- changes go into a new numbered file.
 
 -- One row per part. The prototype's columns first (id, defect_id, timestamp, facility,
 -- product_sku, defect_detected), then the analysis.

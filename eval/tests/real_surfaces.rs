@@ -5,29 +5,29 @@
 //! magnetic tiles, a texture, 0.867 and 42.5%): they catch a regression. KolektorSDD's floor is
 //! the 0.95 target (BSData's sits above it); the magnetic tiles do not reach it.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
-use wiko_cloud::manifest;
-use wiko_cloud::model_cli::{Training, evaluate_group};
+use wiko_eval::manifest;
+use wiko_eval::{Training, evaluate_group};
 use wiko_inspect::FitOptions;
 
-/// `shared/datasets/real_surface_defects`, beside the workspace or where `WIKO_DATASETS` says.
+/// `real_surface_defects/manifest.csv` of `shared/datasets`: where `WIKO_DATASETS` says, or
+/// beside the workspace (`../shared/datasets`).
 fn dataset() -> PathBuf {
     let root = std::env::var_os("WIKO_DATASETS").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"),
         PathBuf::from,
     );
     let manifest = root.join("real_surface_defects/manifest.csv");
-    let fallback = PathBuf::from("/work/shared/datasets/real_surface_defects/manifest.csv");
-    if manifest.exists() {
-        manifest
-    } else {
-        assert!(
-            fallback.exists(),
-            "the real dataset is missing: set WIKO_DATASETS to the shared/datasets folder"
-        );
-        fallback
-    }
+    assert!(
+        manifest.exists(),
+        "{} is missing: set WIKO_DATASETS to the shared/datasets folder",
+        manifest.display()
+    );
+    manifest
 }
 
 #[test]

@@ -1,6 +1,12 @@
-//! `wiko-cloud model fit | score | eval`: the golden-sample model from the command line, so
-//! that quality engineers can fit, try and measure it on their own images and scripts can
-//! drive it. Progress goes to stderr, results to stdout.
+//! `wiko-eval`: dataset tooling, behind `wiko-cloud model fit | score | eval`. The
+//! golden-sample model from the command line, so that quality engineers can fit, try and
+//! measure it on their own images and scripts can drive it. Progress goes to stderr, results
+//! to stdout.
+//!
+//! - [`manifest`]: dataset manifests (`shared/datasets` format) and image folders.
+//! - `evaluate`: fit and score each group of a manifest, and the detection and location
+//!   metrics ([`evaluate_group`], [`metrics`]); `mask_free` scores sets without good images.
+//! - `heatmap`: where an image differs from the good parts, as a picture.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,13 +15,14 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model, Verdict};
 
-use crate::manifest::{self, Row};
+use crate::manifest::Row;
 
-mod eval;
+mod evaluate;
 mod heatmap;
+pub mod manifest;
 mod mask_free;
 
-pub use eval::{GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_group, metrics};
+pub use evaluate::{GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_group, metrics};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ModelCommand {
@@ -112,7 +119,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             train_good,
             options,
             json,
-        } => eval::eval(
+        } => evaluate::eval(
             &manifest,
             group_by.as_deref(),
             train_good,
@@ -290,8 +297,6 @@ fn score(model_path: &Path, inputs: &[PathBuf], heatmap: Option<&Path>) -> anyho
     Ok(())
 }
 
-/// Decodes and scores one image; also returns the decoded size (orientation applied: the
-/// frame of the verdict's boxes) and the milliseconds, decoding included.
 /// Decodes and scores one image: the verdict, the decoded image and the milliseconds both took.
 fn score_one(model: &Model, path: &Path) -> Result<(Verdict, Gray, f64), String> {
     let started = Instant::now();
@@ -302,6 +307,8 @@ fn score_one(model: &Model, path: &Path) -> Result<(Verdict, Gray, f64), String>
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -1,0 +1,56 @@
+//! The synthetic camera: knife photos with known defects from `wiko-synth`, deterministic by
+//! seed (part `i` of a camera with seed `s` is always the same picture).
+
+use wiko_synth::{KnifeShape, part_jpeg, render_part, shape};
+
+use super::Capture;
+
+pub struct SyntheticCamera {
+    shape: KnifeShape,
+    name: String,
+    seed: u64,
+    defect_rate: f64,
+    next: u64,
+}
+
+impl SyntheticCamera {
+    /// `None` when no knife shape is known for `sku`.
+    pub fn new(sku: &str, name: &str, seed: u64, defect_rate: f64) -> Option<SyntheticCamera> {
+        Some(SyntheticCamera {
+            shape: shape(sku)?,
+            name: name.to_string(),
+            seed,
+            defect_rate,
+            next: 0,
+        })
+    }
+
+    pub fn capture(&mut self) -> Result<Capture, String> {
+        let index = self.next;
+        self.next += 1;
+        let part = render_part(&self.shape, self.seed, index, self.defect_rate);
+        Ok(Capture {
+            jpeg: part_jpeg(&part)?,
+            part_id: Some(format!("{}-{index:06}", self.name)),
+            lot: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_camera_numbers_its_parts_and_makes_jpegs() {
+        let mut cam = SyntheticCamera::new("WK-PR-090", "cam-a", 3, 0.5).unwrap();
+        let a = cam.capture().unwrap();
+        let b = cam.capture().unwrap();
+        assert_eq!(a.part_id.as_deref(), Some("cam-a-000000"));
+        assert_eq!(b.part_id.as_deref(), Some("cam-a-000001"));
+        assert_eq!(&a.jpeg[..2], &[0xFF, 0xD8]);
+        assert!(SyntheticCamera::new("NO-SUCH", "x", 0, 0.0).is_none());
+    }
+}

@@ -1,0 +1,283 @@
+//! The production backend: PostgreSQL through `sqlx`, shared by every replica.
+//!
+//! - Migrations are embedded in the binary (`cloud-api/migrations/postgres/`) and applied by
+//!   `wiko-cloud migrate` or on start; an applied migration is never edited.
+//! - Each write is one transaction; an answer means "committed".
+//! - Lost connections, pool timeouts and statement timeouts are [`StoreError::Unavailable`]
+//!   (HTTP 503 with `Retry-After`): the agent retries and nothing half-written is acknowledged.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::value::RawValue;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{Column, PgConnection, Row as _, TypeInfo};
+use uuid::Uuid;
+
+use super::{Arg, Backend, Conn, Dialect, Row, TxOp, Value};
+use crate::store::StoreError;
+
+/// The migrations, in order. Append; never edit one that was released.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "outbox events",
+        include_str!("../../../migrations/postgres/0002_outbox_events.sql"),
+    ),
+];
+
+/// The embedded migrations as a `sqlx` migration source.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*name),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Connection settings (see `[database]` in `config/cloud.example.toml`).
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// How long a replica holds outbox events it is publishing before another may take them.
+    pub outbox_lease: Duration,
+}
+
+pub(super) struct Postgres {
+    pool: PgPool,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let code = match &e {
+            sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        let transient = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // Connection exceptions, shutdown, too many connections, statement timeout,
+            // serialization failure and deadlock: all worth a retry.
+            _ => code.as_deref().is_some_and(|c| {
+                c.starts_with("08")
+                    || matches!(
+                        c,
+                        "57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01"
+                    )
+            }),
+        };
+        if code.as_deref() == Some("23505") {
+            StoreError::Concurrent(e.to_string())
+        } else if transient {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Database(e.to_string())
+        }
+    }
+}
+
+impl Postgres {
+    /// Connects lazily: the pool opens connections when first used.
+    pub(super) fn connect(settings: &PgSettings) -> Result<Postgres, StoreError> {
+        let timeout_ms = settings.statement_timeout.as_millis().to_string();
+        let options: PgConnectOptions = settings
+            .url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| StoreError::Database(format!("database url: {e}")))?
+            .application_name("wiko-cloud")
+            .options([("statement_timeout", timeout_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Postgres { pool })
+    }
+
+    /// Applies the migrations not applied yet (several replicas may call this at once: sqlx
+    /// takes an advisory lock). Refuses a database whose applied migrations differ from ours.
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = Migrator::new(Embedded)
+            .await
+            .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migrating: {e}")))
+    }
+}
+
+/// `?` placeholders as PostgreSQL's `$1`, `$2`, … (the rules' statements hold no `?` in a
+/// literal).
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn bind(
+    query: Query<'_, sqlx::Postgres, PgArguments>,
+    arg: Arg,
+) -> Result<Query<'_, sqlx::Postgres, PgArguments>, StoreError> {
+    Ok(match arg {
+        Arg::Text(v) => query.bind(v),
+        Arg::Int(v) => query.bind(v),
+        Arg::Real(v) => query.bind(v),
+        Arg::Bool(v) => query.bind(v),
+        Arg::Bytes(v) => query.bind(v),
+        Arg::Uuid(v) => query.bind(v),
+        Arg::Time(v) => query.bind(v),
+        Arg::Json(text) => {
+            let raw = RawValue::from_string(text)
+                .map_err(|e| StoreError::Database(format!("JSON parameter: {e}")))?;
+            query.bind(Json(raw))
+        }
+    })
+}
+
+fn value(row: &PgRow, i: usize) -> Result<Value, StoreError> {
+    let type_name = row.column(i).type_info().name().to_string();
+    let v = match type_name.as_str() {
+        "BOOL" => row.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
+        "INT2" => row
+            .try_get::<Option<i16>, _>(i)?
+            .map(|n| Value::Int(n.into())),
+        "INT4" => row
+            .try_get::<Option<i32>, _>(i)?
+            .map(|n| Value::Int(n.into())),
+        "INT8" => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
+        "FLOAT4" => row
+            .try_get::<Option<f32>, _>(i)?
+            .map(|x| Value::Real(x.into())),
+        "FLOAT8" => row.try_get::<Option<f64>, _>(i)?.map(Value::Real),
+        "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
+            row.try_get::<Option<String>, _>(i)?.map(Value::Text)
+        }
+        "BYTEA" => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Bytes),
+        "UUID" => row.try_get::<Option<Uuid>, _>(i)?.map(Value::Uuid),
+        "TIMESTAMPTZ" => row.try_get::<Option<DateTime<Utc>>, _>(i)?.map(Value::Time),
+        "JSON" | "JSONB" => row
+            .try_get::<Option<Json<Box<RawValue>>>, _>(i)?
+            .map(|j| Value::Text(j.0.get().to_string())),
+        other => {
+            return Err(StoreError::Database(format!(
+                "column {i}: type {other} is not read by the store"
+            )));
+        }
+    };
+    Ok(v.unwrap_or(Value::Null))
+}
+
+/// `sql` (placeholders numbered) with `args` bound.
+fn statement(
+    sql: &str,
+    args: Vec<Arg>,
+) -> Result<Query<'_, sqlx::Postgres, PgArguments>, StoreError> {
+    args.into_iter().try_fold(sqlx::query(sql), bind)
+}
+
+/// A transaction, or a pooled connection for reads.
+struct PgConn<'a>(&'a mut PgConnection);
+
+#[async_trait]
+impl Conn for PgConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
+        let sql = numbered(sql);
+        let done = statement(&sql, args)?.execute(&mut *self.0).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn query(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+        let sql = numbered(sql);
+        let rows = statement(&sql, args)?.fetch_all(&mut *self.0).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Row((0..r.len())
+                    .map(|i| value(r, i))
+                    .collect::<Result<_, _>>()?))
+            })
+            .collect()
+    }
+}
+
+impl Backend for Postgres {
+    fn write<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            match op(&mut PgConn(&mut tx)).await {
+                Ok(v) => {
+                    tx.commit().await?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    // Dropping the transaction rolls it back too; this says so at once.
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn read<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            op(&mut PgConn(&mut conn)).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        assert_eq!(
+            numbered("SELECT a FROM t WHERE b = ? AND (c, d) < (?, ?) LIMIT ?"),
+            "SELECT a FROM t WHERE b = $1 AND (c, d) < ($2, $3) LIMIT $4"
+        );
+    }
+}

@@ -1,0 +1,828 @@
+//! The store's rules, written once for both backends: each `Store` method is one transaction
+//! (or one read) of the statements below.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::future::BoxFuture;
+use uuid::Uuid;
+use wiko_wire::{Analysis, AnalysisStatus, Defect, GoldenSample, IngestOutcome};
+
+use super::{Arg, Backend, Conn, Row, SqlStore, args, op};
+use crate::store::{
+    Event, GoldenImage, ImageKey, Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome,
+    QueueStats, Store, StoreError, StoredModel,
+};
+
+/// The columns of an analysis, in the order [`analysis`] decodes them.
+const COLUMNS: &str = "id, defect_id, timestamp, facility, line, station, product_sku, part_id,
+    lot, device_id, frame_id, seq, status, defect_detected, defects, score, score_threshold,
+    confidence, recommendation, analyzer, analyzer_version, model_version, latency_ms,
+    image_width, image_height, created_at, analyzed_at";
+
+/// Outbox event kinds.
+const RESULT_EVENT: &str = "result";
+/// Rows queued by versions before events: an MQTT message as it is to be sent.
+const MQTT_MESSAGE: &str = "mqtt";
+
+fn json_error(e: serde_json::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// `DEF-` plus 16 hex digits, the prototype's human-facing id, derived from the analysis id.
+fn defect_id(id: Uuid) -> String {
+    format!("DEF-{}", id.simple().to_string()[16..].to_uppercase())
+}
+
+fn status_str(s: AnalysisStatus) -> &'static str {
+    match s {
+        AnalysisStatus::Pending => "pending",
+        AnalysisStatus::NotCalibrated => "not_calibrated",
+        AnalysisStatus::Provisional => "provisional",
+        AnalysisStatus::Final => "final",
+        AnalysisStatus::Failed => "failed",
+    }
+}
+
+fn parse_status(s: &str) -> AnalysisStatus {
+    match s {
+        "not_calibrated" => AnalysisStatus::NotCalibrated,
+        "provisional" => AnalysisStatus::Provisional,
+        "final" => AnalysisStatus::Final,
+        "failed" => AnalysisStatus::Failed,
+        _ => AnalysisStatus::Pending,
+    }
+}
+
+/// Fixed-width UTC timestamps (microseconds), so that text order is time order (SQLite
+/// stores times as this text).
+pub(super) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Database(format!("bad timestamp {s:?}: {e}")))
+}
+
+fn after(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+/// `(?, ?), (?, ?), …`: `rows` rows of `width` placeholders.
+fn values(rows: usize, width: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// `(?, ?, …)`: `n` placeholders.
+fn list(n: usize) -> String {
+    values(1, n)
+}
+
+fn analysis(r: &Row) -> Result<Analysis, StoreError> {
+    let id = r.uuid(0)?;
+    let defects: Vec<Defect> = serde_json::from_str(&r.text(14)?).map_err(json_error)?;
+    Ok(Analysis {
+        id,
+        defect_id: r.text(1)?,
+        timestamp: r.time(2)?,
+        facility: r.text(3)?,
+        line: r.text(4)?,
+        station: r.text(5)?,
+        product_sku: r.text(6)?,
+        part_id: r.opt_text(7)?,
+        lot: r.opt_text(8)?,
+        device_id: r.opt_text(9)?,
+        frame_id: r.opt_uuid(10)?,
+        seq: r.opt_int(11)?.map(|s| s as u64),
+        status: parse_status(&r.text(12)?),
+        defect_detected: r.bool(13)?,
+        defects,
+        score: r.opt_real(15)?.map(|x| x as f32),
+        score_threshold: r.opt_real(16)?.map(|x| x as f32),
+        confidence: r.opt_real(17)?.map(|x| x as f32),
+        recommendation: r.text(18)?,
+        analyzer: r.text(19)?,
+        analyzer_version: r.text(20)?,
+        model_version: r.opt_text(21)?,
+        latency_ms: r.opt_real(22)?,
+        image_width: r.int(23)? as u32,
+        image_height: r.int(24)? as u32,
+        image_url: format!("/api/v1/analyses/{id}/image"),
+        created_at: r.time(25)?,
+        analyzed_at: r.opt_time(26)?,
+    })
+}
+
+async fn get(c: &mut dyn Conn, id: Uuid) -> Result<Analysis, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM analyses WHERE id = ?");
+    match c.query(&sql, args![id]).await?.first() {
+        Some(r) => analysis(r),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// Records a part: its analysis (pending), its frame and device (agent frames), its job.
+async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError> {
+    let frame = n.origin.frame();
+    let meta_json = frame
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(json_error)?;
+    if let (Some(frame), Some(meta_json)) = (frame, &meta_json) {
+        let sql = "SELECT meta_json, analysis_id FROM frames WHERE frame_id = ?";
+        if let Some(r) = c.query(sql, args![frame.frame_id]).await?.first() {
+            return if &r.text(0)? == meta_json {
+                Ok((IngestOutcome::Duplicate, r.uuid(1)?))
+            } else {
+                Err(StoreError::Conflict(frame.frame_id))
+            };
+        }
+    }
+    let id = Uuid::now_v7();
+    let now = Utc::now();
+    let o = &n.origin;
+    c.execute(
+        &format!(
+            "INSERT INTO analyses (id, defect_id, timestamp, facility, line, station, product_sku,
+                part_id, lot, device_id, frame_id, seq, status, defect_detected, defects,
+                recommendation, analyzer, analyzer_version, image_key, image_blake3, image_width,
+                image_height, created_at)
+             VALUES {}",
+            list(23)
+        ),
+        args![
+            id,
+            defect_id(id),
+            o.timestamp(),
+            o.facility(),
+            o.line(),
+            o.station(),
+            o.sku(),
+            o.part_id(),
+            o.lot(),
+            frame.map(|f| f.device_id.clone()),
+            frame.map(|f| f.frame_id),
+            frame.map(|f| f.seq as i64),
+            status_str(AnalysisStatus::Pending),
+            false,
+            Arg::Json("[]".into()),
+            "",
+            "",
+            "",
+            n.image_key.0.as_str(),
+            n.image_blake3.as_str(),
+            i64::from(n.image_width),
+            i64::from(n.image_height),
+            now,
+        ],
+    )
+    .await?;
+    if let (Some(frame), Some(meta_json)) = (frame, meta_json) {
+        c.execute(
+            "INSERT INTO frames (frame_id, analysis_id, device_id, seq, meta_json, received_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+            args![
+                frame.frame_id,
+                id,
+                frame.device_id.as_str(),
+                frame.seq as i64,
+                meta_json,
+                now
+            ],
+        )
+        .await?;
+        // Registers the device on its first frame; DO NOTHING takes no row lock, so a busy
+        // device's uploads do not queue behind each other here.
+        c.execute(
+            "INSERT INTO devices (device_id, facility, line, station, first_seen)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO NOTHING",
+            args![
+                frame.device_id.as_str(),
+                o.facility(),
+                o.line(),
+                o.station(),
+                now
+            ],
+        )
+        .await?;
+    }
+    c.execute(
+        "INSERT INTO jobs (analysis_id, run_after, attempts) VALUES (?, ?, 0)",
+        args![id, after(n.run_after)],
+    )
+    .await?;
+    Ok((IngestOutcome::Created, id))
+}
+
+/// Writes the result and queues its event; a no-op for an analysis already done. The row lock
+/// (PostgreSQL) serialises two workers completing the same analysis.
+async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analysis, StoreError> {
+    let sql = format!(
+        "SELECT status FROM analyses WHERE id = ?{}",
+        c.dialect().for_update()
+    );
+    let status = match c.query(&sql, args![id]).await?.first() {
+        Some(r) => parse_status(&r.text(0)?),
+        None => return Err(StoreError::NotFound),
+    };
+    if status != AnalysisStatus::Pending {
+        return get(c, id).await;
+    }
+    let o: &Judgement = &outcome.judgement;
+    let defects = serde_json::to_string(&o.defects).map_err(json_error)?;
+    let rows = c
+        .query(
+            &format!(
+                "UPDATE analyses SET status = ?, defect_detected = ?, defects = ?, score = ?,
+                    score_threshold = ?, confidence = ?, recommendation = ?, analyzer = ?,
+                    analyzer_version = ?, model_version = ?, latency_ms = ?, analyzed_at = ?
+                 WHERE id = ? RETURNING {COLUMNS}"
+            ),
+            args![
+                status_str(o.status),
+                o.defect_detected,
+                Arg::Json(defects),
+                o.score,
+                o.score_threshold,
+                o.confidence,
+                o.recommendation.as_str(),
+                outcome.analyzer.as_str(),
+                outcome.analyzer_version.as_str(),
+                o.model_version.as_deref(),
+                outcome.latency_ms,
+                Utc::now(),
+                id,
+            ],
+        )
+        .await?;
+    let done = analysis(rows.first().ok_or(StoreError::NotFound)?)?;
+    if !o.defects.is_empty() {
+        let sql = format!(
+            "INSERT INTO analysis_defects (analysis_id, type) VALUES {}",
+            values(o.defects.len(), 2)
+        );
+        let args = o
+            .defects
+            .iter()
+            .flat_map(|d| args![id, d.kind.as_str()])
+            .collect();
+        c.execute(&sql, args).await?;
+    }
+    c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
+        .await?;
+    let event = serde_json::to_vec(&done).map_err(json_error)?;
+    c.execute(
+        "INSERT INTO outbox (kind, payload, created_at) VALUES (?, ?, ?)",
+        args![RESULT_EVENT, event, Utc::now()],
+    )
+    .await?;
+    Ok(done)
+}
+
+fn select_one(c: &mut dyn Conn) -> BoxFuture<'_, Result<(), StoreError>> {
+    Box::pin(async move { c.query("SELECT 1", Vec::new()).await.map(|_| ()) })
+}
+
+/// The outcome stored for a job given up after `attempts`.
+fn gave_up(attempts: u32, error: &str) -> Outcome {
+    Outcome {
+        judgement: Judgement::failed(format!("gave up after {attempts} attempts: {error}"), None),
+        analyzer: String::new(),
+        analyzer_version: String::new(),
+        latency_ms: 0.0,
+    }
+}
+
+/// The cursor after `a`: listings are ordered by (timestamp, id), newest first.
+fn encode_cursor(a: &Analysis) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", ts(a.timestamp), a.id))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), StoreError> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::BadCursor)?;
+    let text = String::from_utf8(raw).map_err(|_| StoreError::BadCursor)?;
+    let (t, id) = text.split_once('|').ok_or(StoreError::BadCursor)?;
+    let t = parse_ts(t).map_err(|_| StoreError::BadCursor)?;
+    let id = Uuid::parse_str(id).map_err(|_| StoreError::BadCursor)?;
+    Ok((t, id))
+}
+
+/// The listing's statement for `filter`, after `cursor`, fetching `limit` rows.
+fn list_query(
+    filter: &ListFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: usize,
+) -> (String, Vec<Arg>) {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut args: Vec<Arg> = Vec::new();
+    for (clause, value) in [
+        ("facility = ?", &filter.facility),
+        ("line = ?", &filter.line),
+        ("station = ?", &filter.station),
+        ("product_sku = ?", &filter.product_sku),
+        ("device_id = ?", &filter.device_id),
+        (
+            "EXISTS (SELECT 1 FROM analysis_defects d
+              WHERE d.analysis_id = analyses.id AND d.type = ?)",
+            &filter.defect_type,
+        ),
+    ] {
+        if let Some(v) = value {
+            clauses.push(clause);
+            args.push(v.clone().into());
+        }
+    }
+    if let Some(flag) = filter.defect_detected {
+        clauses.push("defect_detected = ?");
+        args.push(flag.into());
+    }
+    if let Some(since) = filter.since {
+        clauses.push("timestamp >= ?");
+        args.push(since.into());
+    }
+    if let Some(until) = filter.until {
+        clauses.push("timestamp < ?");
+        args.push(until.into());
+    }
+    if let Some((t, id)) = after {
+        clauses.push("(timestamp, id) < (?, ?)");
+        args.extend(args![t, id]);
+    }
+    let where_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    args.push((limit as i64).into());
+    let sql = format!(
+        "SELECT {COLUMNS} FROM analyses {where_sql} ORDER BY timestamp DESC, id DESC LIMIT ?"
+    );
+    (sql, args)
+}
+
+fn outbox_item(r: &Row) -> Result<OutboxItem, StoreError> {
+    let payload = r.bytes(3)?;
+    let event = match r.text(1)?.as_str() {
+        RESULT_EVENT => Event::Result(Box::new(
+            serde_json::from_slice(&payload).map_err(json_error)?,
+        )),
+        MQTT_MESSAGE => Event::Message {
+            topic: r.opt_text(2)?.unwrap_or_default(),
+            payload,
+        },
+        other => {
+            return Err(StoreError::Database(format!(
+                "unknown outbox kind {other:?}"
+            )));
+        }
+    };
+    Ok(OutboxItem {
+        id: r.int(0)?,
+        event,
+    })
+}
+
+#[async_trait]
+impl<B: Backend> Store for SqlStore<B> {
+    async fn create(&self, n: NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError> {
+        // Two tries: a frame inserted by another replica between our check and our insert
+        // makes the first fail on the unique key; the second finds it.
+        let mut tries = 2;
+        loop {
+            let new = n.clone();
+            match self
+                .backend
+                .write(op(move |c| Box::pin(async move { create(c, &new).await })))
+                .await
+            {
+                Err(StoreError::Concurrent(_)) if tries > 1 && n.origin.frame().is_some() => {
+                    tries -= 1;
+                }
+                Err(StoreError::Concurrent(detail)) => return Err(StoreError::Unavailable(detail)),
+                other => return other,
+            }
+        }
+    }
+
+    async fn complete(&self, id: Uuid, outcome: Outcome) -> Result<Analysis, StoreError> {
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move { complete(c, id, &outcome).await })
+            }))
+            .await
+    }
+
+    async fn claim_jobs(&self, limit: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    let now = Utc::now();
+                    let sql = format!(
+                        "UPDATE jobs SET leased_until = ?, attempts = attempts + 1
+                         WHERE analysis_id IN (
+                             SELECT analysis_id FROM jobs
+                             WHERE run_after <= ? AND (leased_until IS NULL OR leased_until < ?)
+                             ORDER BY run_after LIMIT ?{})
+                         RETURNING analysis_id, attempts",
+                        c.dialect().skip_locked()
+                    );
+                    let claimed = c
+                        .query(&sql, args![after(lease), now, now, limit as i64])
+                        .await?;
+                    if claimed.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let ids: Vec<Uuid> = claimed
+                        .iter()
+                        .map(|r| r.uuid(0))
+                        .collect::<Result<_, _>>()?;
+                    let sql = format!(
+                        "SELECT id, product_sku, image_key FROM analyses WHERE id IN {}",
+                        list(ids.len())
+                    );
+                    let parts = c
+                        .query(&sql, ids.iter().map(|&id| id.into()).collect())
+                        .await?;
+                    let mut jobs = Vec::with_capacity(claimed.len());
+                    for r in &claimed {
+                        let id = r.uuid(0)?;
+                        let part = parts
+                            .iter()
+                            .find(|p| p.uuid(0).is_ok_and(|p| p == id))
+                            .ok_or(StoreError::NotFound)?;
+                        jobs.push(Job {
+                            analysis_id: id,
+                            product_sku: part.text(1)?,
+                            image: ImageKey(part.text(2)?),
+                            attempts: r.int(1)? as u32,
+                        });
+                    }
+                    Ok(jobs)
+                })
+            }))
+            .await
+    }
+
+    async fn fail_job(
+        &self,
+        job: &Job,
+        error: &str,
+        retry_in: Duration,
+        max_attempts: u32,
+    ) -> Result<(), StoreError> {
+        let (id, attempts, error) = (job.analysis_id, job.attempts, error.to_string());
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    if attempts >= max_attempts {
+                        complete(c, id, &gave_up(attempts, &error)).await?;
+                    } else {
+                        c.execute(
+                            "UPDATE jobs SET run_after = ?, leased_until = NULL, last_error = ?
+                             WHERE analysis_id = ?",
+                            args![after(retry_in), error, id],
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            }))
+            .await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Analysis, StoreError> {
+        self.backend
+            .read(op(move |c| Box::pin(async move { get(c, id).await })))
+            .await
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Analysis>, Option<String>), StoreError> {
+        let after = cursor.map(decode_cursor).transpose()?;
+        // One row more than asked: whether there is a next page.
+        let (sql, args) = list_query(filter, after, limit + 1);
+        let rows = self
+            .backend
+            .read(op(move |c| {
+                Box::pin(async move { c.query(&sql, args).await })
+            }))
+            .await?;
+        let mut items = rows.iter().map(analysis).collect::<Result<Vec<_>, _>>()?;
+        if items.len() <= limit {
+            return Ok((items, None));
+        }
+        items.truncate(limit);
+        let next = items.last().map(encode_cursor);
+        Ok((items, next))
+    }
+
+    async fn image_key(&self, id: Uuid) -> Result<ImageKey, StoreError> {
+        let rows = self
+            .backend
+            .read(op(move |c| {
+                Box::pin(async move {
+                    c.query("SELECT image_key FROM analyses WHERE id = ?", args![id])
+                        .await
+                })
+            }))
+            .await?;
+        Ok(ImageKey(rows.first().ok_or(StoreError::NotFound)?.text(0)?))
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let (replica, lease) = (self.replica, self.outbox_lease);
+        let rows = self
+            .backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    let now = Utc::now();
+                    let sql = format!(
+                        "UPDATE outbox SET leased_by = ?, leased_until = ?
+                         WHERE id IN (
+                             SELECT id FROM outbox
+                             WHERE leased_until IS NULL OR leased_until < ? OR leased_by = ?
+                             ORDER BY id LIMIT ?{})
+                         RETURNING id, kind, topic, payload",
+                        c.dialect().skip_locked()
+                    );
+                    c.query(
+                        &sql,
+                        args![replica, after(lease), now, replica, limit as i64],
+                    )
+                    .await
+                })
+            }))
+            .await?;
+        let mut items = rows
+            .iter()
+            .map(outbox_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    let sql = format!("DELETE FROM outbox WHERE id IN {}", list(ids.len()));
+                    c.execute(&sql, ids.into_iter().map(Arg::from).collect())
+                        .await?;
+                    Ok(())
+                })
+            }))
+            .await
+    }
+
+    async fn save_model(&self, m: StoredModel) -> Result<(), StoreError> {
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    let now = Utc::now();
+                    c.execute(
+                        "INSERT INTO models (sku, version, body, created_at) VALUES (?, ?, ?, ?)
+                         ON CONFLICT (sku) DO UPDATE SET version = excluded.version,
+                            body = excluded.body, created_at = excluded.created_at",
+                        args![m.sku.as_str(), m.version.as_str(), m.body.clone(), now],
+                    )
+                    .await?;
+                    c.execute(
+                        "INSERT INTO model_versions (sku, version, body, created_at)
+                         VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        args![m.sku.as_str(), m.version.as_str(), m.body.clone(), now],
+                    )
+                    .await?;
+                    let detail = serde_json::json!({
+                        "sku": m.sku, "version": m.version, "bytes": m.body.len()
+                    });
+                    c.execute(
+                        "INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                        args![
+                            now,
+                            "golden",
+                            "model_activated",
+                            Arg::Json(detail.to_string())
+                        ],
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }))
+            .await
+    }
+
+    async fn model_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .backend
+            .read(op(|c| {
+                Box::pin(
+                    async move { c.query("SELECT sku, version FROM models", Vec::new()).await },
+                )
+            }))
+            .await?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
+    }
+
+    async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError> {
+        let sku = sku.to_string();
+        let rows = self
+            .backend
+            .read(op(move |c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT sku, version, body FROM models WHERE sku = ?",
+                        args![sku],
+                    )
+                    .await
+                })
+            }))
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(StoredModel {
+                    sku: r.text(0)?,
+                    version: r.text(1)?,
+                    body: r.bytes(2)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn add_golden(
+        &self,
+        sku: &str,
+        digest: &str,
+        key: &ImageKey,
+    ) -> Result<bool, StoreError> {
+        let (sku, digest, key) = (sku.to_string(), digest.to_string(), key.0.clone());
+        let added = self
+            .backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    c.execute(
+                        "INSERT INTO golden_samples (sku, image_blake3, image_key, created_at)
+                         VALUES (?, ?, ?, ?) ON CONFLICT (sku, image_blake3) DO NOTHING",
+                        args![sku, digest, key, Utc::now()],
+                    )
+                    .await
+                })
+            }))
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn golden(&self, sku: &str) -> Result<Vec<GoldenImage>, StoreError> {
+        let sku = sku.to_string();
+        let rows = self
+            .backend
+            .read(op(move |c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT image_blake3, image_key, created_at FROM golden_samples
+                         WHERE sku = ? ORDER BY seq",
+                        args![sku],
+                    )
+                    .await
+                })
+            }))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GoldenImage {
+                    sample: GoldenSample {
+                        digest: r.text(0)?,
+                        added_at: r.time(2)?,
+                    },
+                    key: ImageKey(r.text(1)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn golden_sets(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        let rows = self
+            .backend
+            .read(op(|c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT sku, count(*) FROM golden_samples GROUP BY sku ORDER BY sku",
+                        Vec::new(),
+                    )
+                    .await
+                })
+            }))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)? as usize)))
+            .collect()
+    }
+
+    async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError> {
+        let (sku, digest) = (sku.to_string(), digest.to_string());
+        let removed = self
+            .backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    c.execute(
+                        "DELETE FROM golden_samples WHERE sku = ? AND image_blake3 = ?",
+                        args![sku, digest],
+                    )
+                    .await
+                })
+            }))
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let rows = self
+            .backend
+            .read(op(|c| {
+                Box::pin(async move {
+                    c.query("SELECT count(*), min(run_after) FROM jobs", Vec::new())
+                        .await
+                })
+            }))
+            .await?;
+        let r = rows.first().ok_or(StoreError::NotFound)?;
+        Ok(QueueStats {
+            waiting: r.int(0)? as u64,
+            oldest_due: r.opt_time(1)?.and_then(|t| (Utc::now() - t).to_std().ok()),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.backend.read(op(select_one)).await?;
+        // The writer answers too (SQLite's writer thread; a PostgreSQL transaction).
+        self.backend.write(op(select_one)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn defect_ids_follow_the_prototype_format() {
+        let id = defect_id(Uuid::now_v7());
+        assert!(id.starts_with("DEF-"));
+        assert_eq!(id.len(), 4 + 16);
+        assert!(id[4..].chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let t = parse_ts(&ts(Utc::now())).unwrap();
+        let id = Uuid::now_v7();
+        let raw =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{id}", ts(t)));
+        assert_eq!(decode_cursor(&raw).unwrap(), (t, id));
+        assert!(matches!(decode_cursor("!!!"), Err(StoreError::BadCursor)));
+        let junk = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x|y");
+        assert!(matches!(decode_cursor(&junk), Err(StoreError::BadCursor)));
+    }
+
+    #[test]
+    fn every_status_survives_its_column() {
+        for s in [
+            AnalysisStatus::Pending,
+            AnalysisStatus::NotCalibrated,
+            AnalysisStatus::Provisional,
+            AnalysisStatus::Final,
+            AnalysisStatus::Failed,
+        ] {
+            assert_eq!(parse_status(status_str(s)), s);
+        }
+    }
+
+    #[test]
+    fn the_listing_binds_one_argument_per_placeholder() {
+        let filter = ListFilter {
+            facility: Some("f".into()),
+            defect_type: Some("rust".into()),
+            defect_detected: Some(true),
+            since: Some(Utc::now()),
+            ..ListFilter::default()
+        };
+        let (sql, args) = list_query(&filter, Some((Utc::now(), Uuid::now_v7())), 51);
+        assert_eq!(sql.matches('?').count(), args.len());
+        assert_eq!(args.last(), Some(&Arg::Int(Some(51))));
+        assert_eq!(values(2, 3), "(?, ?, ?), (?, ?, ?)");
+    }
+}

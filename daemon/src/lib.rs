@@ -1,0 +1,26 @@
+//! `wiko-daemon`: what both Wiko daemons (`wiko-agent`, `wiko-cloud`) need at their edge, and
+//! nothing else: the layered configuration loader ([`config`]), logs and the metrics registry
+//! ([`telemetry`]), and the shutdown signal ([`shutdown_signal`]). No IO beyond reading the
+//! configuration and its secret files.
+
+pub mod config;
+pub mod telemetry;
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
