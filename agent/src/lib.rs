@@ -15,10 +15,10 @@
 
 pub mod buffer;
 pub mod config;
-pub mod http;
-pub mod source;
-pub mod sync;
-pub mod telemetry;
+pub(crate) mod http;
+pub(crate) mod source;
+pub(crate) mod sync;
+pub(crate) mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;

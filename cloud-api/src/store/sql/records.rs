@@ -17,10 +17,17 @@ use crate::store::{
 };
 
 /// The columns of an analysis, in the order [`analysis`] decodes them.
-const COLUMNS: &str = "id, defect_id, timestamp, facility, line, station, product_sku, part_id,
-    lot, device_id, frame_id, seq, status, defect_detected, defects, score, score_threshold,
-    confidence, recommendation, analyzer, analyzer_version, model_version, latency_ms,
-    image_width, image_height, created_at, analyzed_at";
+macro_rules! columns {
+    () => {
+        "id, defect_id, timestamp, facility, line, station, product_sku, part_id, lot, device_id,
+        frame_id, seq, status, defect_detected, defects, score, score_threshold, confidence,
+        recommendation, analyzer, analyzer_version, model_version, latency_ms, image_width,
+        image_height, created_at, analyzed_at"
+    };
+}
+
+/// One analysis by id.
+const GET: &str = concat!("SELECT ", columns!(), " FROM analyses WHERE id = ?");
 
 /// Outbox event kinds.
 const RESULT_EVENT: &str = "result";
@@ -119,8 +126,7 @@ fn analysis(r: &Row) -> Result<Analysis, StoreError> {
 }
 
 async fn get(c: &mut dyn Conn, id: Uuid) -> Result<Analysis, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM analyses WHERE id = ?");
-    match c.query(&sql, args![id]).await?.first() {
+    match c.query(GET, args![id]).await?.first() {
         Some(r) => analysis(r),
         None => Err(StoreError::NotFound),
     }
@@ -237,11 +243,12 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
     let defects = serde_json::to_string(&o.defects).map_err(json_error)?;
     let rows = c
         .query(
-            &format!(
+            concat!(
                 "UPDATE analyses SET status = ?, defect_detected = ?, defects = ?, score = ?,
                     score_threshold = ?, confidence = ?, recommendation = ?, analyzer = ?,
                     analyzer_version = ?, model_version = ?, latency_ms = ?, analyzed_at = ?
-                 WHERE id = ? RETURNING {COLUMNS}"
+                 WHERE id = ? RETURNING ",
+                columns!()
             ),
             args![
                 status_str(o.status),
@@ -362,7 +369,8 @@ fn list_query(
     };
     args.push((limit as i64).into());
     let sql = format!(
-        "SELECT {COLUMNS} FROM analyses {where_sql} ORDER BY timestamp DESC, id DESC LIMIT ?"
+        "SELECT {} FROM analyses {where_sql} ORDER BY timestamp DESC, id DESC LIMIT ?",
+        columns!()
     );
     (sql, args)
 }
@@ -387,6 +395,26 @@ fn outbox_item(r: &Row) -> Result<OutboxItem, StoreError> {
         id: r.int(0)?,
         event,
     })
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// The rows of one statement, on a read connection.
+    async fn select(&self, sql: &'static str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+        self.backend
+            .read(op(move |c| {
+                Box::pin(async move { c.query(sql, args).await })
+            }))
+            .await
+    }
+
+    /// One statement in a transaction of its own; rows changed.
+    async fn change(&self, sql: &'static str, args: Vec<Arg>) -> Result<u64, StoreError> {
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move { c.execute(sql, args).await })
+            }))
+            .await
+    }
 }
 
 #[async_trait]
@@ -498,9 +526,8 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn get(&self, id: Uuid) -> Result<Analysis, StoreError> {
-        self.backend
-            .read(op(move |c| Box::pin(async move { get(c, id).await })))
-            .await
+        let rows = self.select(GET, args![id]).await?;
+        analysis(rows.first().ok_or(StoreError::NotFound)?)
     }
 
     async fn list(
@@ -529,13 +556,7 @@ impl<B: Backend> Store for SqlStore<B> {
 
     async fn image_key(&self, id: Uuid) -> Result<ImageKey, StoreError> {
         let rows = self
-            .backend
-            .read(op(move |c| {
-                Box::pin(async move {
-                    c.query("SELECT image_key FROM analyses WHERE id = ?", args![id])
-                        .await
-                })
-            }))
+            .select("SELECT image_key FROM analyses WHERE id = ?", args![id])
             .await?;
         Ok(ImageKey(rows.first().ok_or(StoreError::NotFound)?.text(0)?))
     }
@@ -638,18 +659,11 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError> {
-        let sku = sku.to_string();
         let rows = self
-            .backend
-            .read(op(move |c| {
-                Box::pin(async move {
-                    c.query(
-                        "SELECT sku, version, body FROM models WHERE sku = ?",
-                        args![sku],
-                    )
-                    .await
-                })
-            }))
+            .select(
+                "SELECT sku, version, body FROM models WHERE sku = ?",
+                args![sku],
+            )
             .await?;
         rows.first()
             .map(|r| {
@@ -668,37 +682,23 @@ impl<B: Backend> Store for SqlStore<B> {
         digest: &str,
         key: &ImageKey,
     ) -> Result<bool, StoreError> {
-        let (sku, digest, key) = (sku.to_string(), digest.to_string(), key.0.clone());
         let added = self
-            .backend
-            .write(op(move |c| {
-                Box::pin(async move {
-                    c.execute(
-                        "INSERT INTO golden_samples (sku, image_blake3, image_key, created_at)
-                         VALUES (?, ?, ?, ?) ON CONFLICT (sku, image_blake3) DO NOTHING",
-                        args![sku, digest, key, Utc::now()],
-                    )
-                    .await
-                })
-            }))
+            .change(
+                "INSERT INTO golden_samples (sku, image_blake3, image_key, created_at)
+                 VALUES (?, ?, ?, ?) ON CONFLICT (sku, image_blake3) DO NOTHING",
+                args![sku, digest, key.0.as_str(), Utc::now()],
+            )
             .await?;
         Ok(added == 1)
     }
 
     async fn golden(&self, sku: &str) -> Result<Vec<GoldenImage>, StoreError> {
-        let sku = sku.to_string();
         let rows = self
-            .backend
-            .read(op(move |c| {
-                Box::pin(async move {
-                    c.query(
-                        "SELECT image_blake3, image_key, created_at FROM golden_samples
-                         WHERE sku = ? ORDER BY seq",
-                        args![sku],
-                    )
-                    .await
-                })
-            }))
+            .select(
+                "SELECT image_blake3, image_key, created_at FROM golden_samples
+                 WHERE sku = ? ORDER BY seq",
+                args![sku],
+            )
             .await?;
         rows.iter()
             .map(|r| {
@@ -715,16 +715,10 @@ impl<B: Backend> Store for SqlStore<B> {
 
     async fn golden_sets(&self) -> Result<Vec<(String, usize)>, StoreError> {
         let rows = self
-            .backend
-            .read(op(|c| {
-                Box::pin(async move {
-                    c.query(
-                        "SELECT sku, count(*) FROM golden_samples GROUP BY sku ORDER BY sku",
-                        Vec::new(),
-                    )
-                    .await
-                })
-            }))
+            .select(
+                "SELECT sku, count(*) FROM golden_samples GROUP BY sku ORDER BY sku",
+                Vec::new(),
+            )
             .await?;
         rows.iter()
             .map(|r| Ok((r.text(0)?, r.int(1)? as usize)))
@@ -732,31 +726,18 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError> {
-        let (sku, digest) = (sku.to_string(), digest.to_string());
         let removed = self
-            .backend
-            .write(op(move |c| {
-                Box::pin(async move {
-                    c.execute(
-                        "DELETE FROM golden_samples WHERE sku = ? AND image_blake3 = ?",
-                        args![sku, digest],
-                    )
-                    .await
-                })
-            }))
+            .change(
+                "DELETE FROM golden_samples WHERE sku = ? AND image_blake3 = ?",
+                args![sku, digest],
+            )
             .await?;
         Ok(removed == 1)
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let rows = self
-            .backend
-            .read(op(|c| {
-                Box::pin(async move {
-                    c.query("SELECT count(*), min(run_after) FROM jobs", Vec::new())
-                        .await
-                })
-            }))
+            .select("SELECT count(*), min(run_after) FROM jobs", Vec::new())
             .await?;
         let r = rows.first().ok_or(StoreError::NotFound)?;
         Ok(QueueStats {
