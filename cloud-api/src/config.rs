@@ -15,7 +15,8 @@ use wiko_daemon::config::{invalid, load_layered};
 use crate::alert::config::MqttConfig;
 use crate::analysis::config::AnalysisConfig;
 use crate::auth::KeyEntry;
-use crate::auth::config::AuthConfig;
+use crate::auth::config::{AuthConfig, LimitsConfig};
+use crate::http::config::HttpConfig;
 use crate::store::config::{DatabaseConfig, ImagesConfig};
 use crate::store::s3::S3Settings;
 
@@ -49,6 +50,8 @@ pub struct RawConfig {
     /// Largest accepted image, in pixels (width × height); larger ones are refused unread.
     #[serde(default = "default_max_image_pixels")]
     pub max_image_pixels: u64,
+    #[serde(default)]
+    pub http: HttpConfig,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -86,7 +89,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_concurrent_requests: usize,
     pub max_image_pixels: u64,
+    pub http: HttpConfig,
     pub keys: Vec<KeyEntry>,
+    pub limits: LimitsConfig,
     pub analysis: AnalysisConfig,
     pub broker: Broker,
     pub mqtt_client_id: String,
@@ -129,6 +134,7 @@ impl TryFrom<RawConfig> for Config {
         if raw.max_image_pixels == 0 {
             return Err(invalid("max_image_pixels", "must be above zero"));
         }
+        raw.http.validate()?;
         let keys = raw.auth.validate()?;
         raw.analysis.validate()?;
         let broker = raw.mqtt.validate()?;
@@ -146,7 +152,9 @@ impl TryFrom<RawConfig> for Config {
             max_body_bytes: raw.max_body_bytes,
             max_concurrent_requests: raw.max_concurrent_requests,
             max_image_pixels: raw.max_image_pixels,
+            http: raw.http,
             keys,
+            limits: raw.auth.limits,
             analysis: raw.analysis,
             broker,
             mqtt_client_id: raw.mqtt.client_id,

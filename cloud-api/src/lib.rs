@@ -40,6 +40,15 @@ use tracing::info;
 
 pub use http::{AppState, app};
 
+/// Checks and stores a new API key; the key itself (shown this once) and what it may do.
+pub async fn create_key(
+    store: &dyn Store,
+    new: wiko_wire::NewKey,
+) -> anyhow::Result<(String, wiko_wire::KeyInfo)> {
+    let (key, stored) = auth::create_key(store, new).await?;
+    Ok((key, stored.info))
+}
+
 use crate::analysis::golden::Golden;
 use crate::config::{Broker, Config, Database};
 use crate::store::blob::{BlobStore, LocalDir};
@@ -105,6 +114,34 @@ async fn housekeeping(golden: Arc<Golden>, store: Arc<dyn Store>, stop: Cancella
     }
 }
 
+/// How often a replica reloads the keys in force (a revocation takes effect within it).
+const KEY_RELOAD: Duration = Duration::from_secs(1);
+/// How often rate-limit state of callers not seen lately is forgotten.
+const FORGET_IDLE_CALLERS: Duration = Duration::from_secs(60);
+
+/// Every [`KEY_RELOAD`]: reloads the keys in force and records when keys were used; now and
+/// then forgets idle callers' rate-limit state.
+async fn access(state: AppState, stop: CancellationToken) {
+    let mut forgot = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(KEY_RELOAD) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = state
+            .keyring
+            .reload(state.intake.storage.records.as_ref())
+            .await
+        {
+            tracing::warn!(error = %e, "reloading API keys failed; the keys loaded before stay in force");
+        }
+        if forgot.elapsed() >= FORGET_IDLE_CALLERS {
+            state.limits.forget_idle();
+            forgot = tokio::time::Instant::now();
+        }
+    }
+}
+
 /// Runs the cloud on `listener` until `shutdown` completes.
 pub async fn serve(
     config: Config,
@@ -155,14 +192,16 @@ pub async fn serve(
         storage.records.clone(),
         stop.clone(),
     ));
+    tasks.spawn(access(state.clone(), stop.clone()));
     tasks.close();
+    let audit = state.audit.clone();
     info!(addr = %listener.local_addr()?, public_url = %config.public_url, "wiko-cloud listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+    http::server::serve(listener, app(state), &config.http, shutdown)
         .await
         .context("serving HTTP")?;
     info!("HTTP stopped; stopping workers and publisher");
     stop.cancel();
+    audit.flush().await;
     if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
         .await
         .is_err()

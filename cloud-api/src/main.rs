@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wiko_cloud::backup;
 use wiko_cloud::config::{Config, Database};
+use wiko_wire::{CreatedKey, NewKey, Scope};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,44 @@ enum Command {
     /// Fit, score and evaluate golden-sample models from the command line.
     #[command(subcommand)]
     Model(wiko_eval::ModelCommand),
+    /// Create, list and revoke API keys in the configured store (every replica sees a change
+    /// within a second).
+    Keys {
+        #[arg(long, default_value = "/etc/wiko/cloud.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// A new key, printed once as JSON (`key` is the secret; `info.prefix` names it).
+    Create {
+        /// Who holds it, e.g. `yangjiang-line1-pc`.
+        #[arg(long)]
+        name: String,
+        /// `device`, `viewer` or `admin`.
+        #[arg(long, value_parser = parse_scope)]
+        scope: Scope,
+        /// The facility a device key sends parts for (required for device keys).
+        #[arg(long)]
+        facility: Option<String>,
+        /// The one device a device key may send frames as.
+        #[arg(long)]
+        device_id: Option<String>,
+        /// Days until the key stops working (never when absent).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Every key (never a secret), one JSON object per line.
+    List,
+    /// Revokes the key with this prefix.
+    Revoke { prefix: String },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s).ok_or_else(|| format!("`{s}`: expected device, viewer or admin"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,7 +173,46 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Model(command) => wiko_eval::run(command),
+        Command::Keys { config, command } => {
+            let cfg = load(&config)?;
+            runtime.block_on(keys(&cfg, command))
+        }
     }
+}
+
+async fn keys(cfg: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = wiko_cloud::open_storage(cfg).await?.records;
+    match command {
+        KeysCommand::Create {
+            name,
+            scope,
+            facility,
+            device_id,
+            expires_in_days,
+        } => {
+            let expires_at =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+            let new = NewKey {
+                name,
+                scope,
+                facility,
+                device_id,
+                expires_at,
+            };
+            let (key, info) = wiko_cloud::create_key(store.as_ref(), new).await?;
+            println!("{}", serde_json::to_string(&CreatedKey { key, info })?);
+        }
+        KeysCommand::List => {
+            for k in store.keys().await? {
+                println!("{}", serde_json::to_string(&k.info)?);
+            }
+        }
+        KeysCommand::Revoke { prefix } => match store.revoke_key(&prefix).await? {
+            Some(k) => println!("{}", serde_json::to_string(&k.info)?),
+            None => anyhow::bail!("no key with prefix {prefix}"),
+        },
+    }
+    Ok(())
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

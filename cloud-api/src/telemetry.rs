@@ -12,3 +12,5 @@ pub const OUTBOX_MESSAGES: &str = "wiko_cloud_outbox_messages";
 pub const JOBS_WAITING: &str = "wiko_cloud_jobs_waiting";
 pub const JOBS_OLDEST_SECONDS: &str = "wiko_cloud_jobs_oldest_seconds";
 pub const JOBS_DEAD_TOTAL: &str = "wiko_cloud_jobs_dead_total";
+pub const AUDIT_DROPPED_TOTAL: &str = "wiko_cloud_audit_dropped_total";
+pub const RATE_LIMITED_TOTAL: &str = "wiko_cloud_rate_limited_total";

@@ -91,10 +91,17 @@ error_codes! {
     DigestMismatch = "digest_mismatch",
     /// An id in the path is not a UUID (400).
     InvalidId = "invalid_id",
+    /// A JSON body does not parse or is not acceptable (400).
+    InvalidBody = "invalid_body",
     /// A query parameter is not acceptable (400).
     InvalidQuery = "invalid_query",
     /// The paging cursor is not one the API issued (400).
     InvalidCursor = "invalid_cursor",
+    /// The request took longer than the server allows: a body sent too slowly (408).
+    RequestTimeout = "request_timeout",
+    /// Over a rate limit (per key, per address, or failed key checks); retry after
+    /// `Retry-After` (429).
+    TooManyRequests = "too_many_requests",
     /// A dependency (database, object store) cannot be reached; retry after `Retry-After` (503).
     Unavailable = "unavailable",
     /// The agent's buffer cannot be read (503 on `/healthz`).

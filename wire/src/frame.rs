@@ -47,6 +47,8 @@ pub enum MetaError {
     TooLong { field: &'static str },
     #[error("field `{field}` may hold only letters, digits and `-_.:`")]
     BadChars { field: &'static str },
+    #[error("field `{field}` may not be `.` or `..`")]
+    Dots { field: &'static str },
     #[error("`image_blake3` must be 64 lower-case hex digits")]
     BadDigest,
 }
@@ -88,10 +90,15 @@ pub fn image_digest(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// Checks one identifier against the safe alphabet (see [`FrameMeta::validate`]).
+/// Checks one identifier: the one definition of what a device, facility, line, station, SKU,
+/// part or lot may be called (see [`FrameMeta::validate`]): 1 to [`MAX_ID_LEN`] bytes of
+/// letters, digits and `-_.:`, and not `.` or `..` (identifiers become path segments).
 pub fn validate_id(field: &'static str, value: &str) -> Result<(), MetaError> {
     if value.is_empty() {
         return Err(MetaError::Empty { field });
+    }
+    if value == "." || value == ".." {
+        return Err(MetaError::Dots { field });
     }
     if value.len() > MAX_ID_LEN {
         return Err(MetaError::TooLong { field });

@@ -9,6 +9,7 @@
 //! - [`golden`]: golden sets and models per SKU.
 //! - [`alert`]: the MQTT messages published per part, and their topics.
 //! - [`health`]: the health and readiness bodies of the cloud and the agent.
+//! - [`keys`]: API keys, their scopes and bindings.
 //! - [`error`]: the JSON error body every HTTP error uses, and its stable codes.
 //! - [`retry`]: how long a server asks a client to wait.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod golden;
 pub mod health;
+pub mod keys;
 pub mod retry;
 
 pub use alert::{AlertMessage, Topic};
@@ -26,6 +28,7 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frame::{FrameMeta, IngestAck, IngestOutcome, MetaError};
 pub use golden::{Calibration, GoldenSample, GoldenSet, ModelInfo, SkuSummary};
 pub use health::{AgentHealth, BufferHealth, Health, Readiness, ReadinessChecks};
+pub use keys::{CreatedKey, KeyInfo, NewKey, Scope};
 
 /// Version of the JSON payloads published over MQTT. Bumped only for a breaking change.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -51,6 +51,14 @@ fn frame_meta_validation_names_the_field() {
     let mut m = meta();
     m.lot = Some("x".repeat(MAX_ID_LEN + 1));
     assert_eq!(m.validate(), Err(MetaError::TooLong { field: "lot" }));
+    for dots in [".", ".."] {
+        let mut m = meta();
+        m.facility = dots.into();
+        assert_eq!(m.validate(), Err(MetaError::Dots { field: "facility" }));
+    }
+    let mut m = meta();
+    m.line = "l.1".into();
+    assert_eq!(m.validate(), Ok(()), "a dot inside a name is fine");
 }
 
 #[test]

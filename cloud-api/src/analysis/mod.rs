@@ -46,10 +46,25 @@ pub async fn run(analyzer: &dyn Analyzer, sku: &str, image: Gray) -> Outcome {
     }
 }
 
+/// What is said about an image that cannot be used: the decoder's own words stay in the log
+/// (they name library internals), the answer and the stored result say what is wrong.
+pub(crate) fn describe(e: &InspectError) -> String {
+    match e {
+        InspectError::Decode(detail) => {
+            tracing::debug!(%detail, "the image does not decode");
+            "the image does not decode".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// An outcome for an image that cannot be analysed at all.
 pub(crate) fn undecodable(analyzer: &dyn Analyzer, e: &InspectError) -> Outcome {
     Outcome {
-        judgement: Judgement::failed(format!("the image could not be decoded: {e}"), None),
+        judgement: Judgement::failed(
+            format!("the image could not be decoded: {}", describe(e)),
+            None,
+        ),
         analyzer: analyzer.name().to_string(),
         analyzer_version: analyzer.version().to_string(),
         latency_ms: 0.0,

@@ -1,99 +1,313 @@
-//! API keys: a presented key is checked against SHA-256 hashes in constant time. Several keys
-//! may be active at once, so a key is rotated by adding the new one before removing the old.
-//! The HTTP side (the `X-API-Key` header, the 401/403 answers) is `http`'s.
+//! Who may call, and how much.
+//!
+//! - [`Keyring`]: the keys in force, by SHA-256: the bootstrap keys of the configuration and
+//!   the keys stored in the `api_keys` table (created and revoked through the admin API or
+//!   `wiko-cloud keys`), reloaded every second on every replica, so a revocation takes effect
+//!   everywhere within a second and a key is rotated by creating the new one before revoking
+//!   the old. A key is stored as its hash only; `wk_<prefix>_<secret>` names it by its prefix.
+//! - [`limits::Limits`]: requests per second per key and per address, and failed attempts
+//!   per address (past them, an address is refused for a while before its key is looked at).
+//! - [`audit::Audit`]: every admin action and every refused key, with address, route and key
+//!   prefix, appended to the store's audit log (both backends).
+//!
+//! The HTTP side (the `X-API-Key` header, the extractor, the answers) is `http`'s.
 
+pub(crate) mod audit;
 pub(crate) mod config;
+pub(crate) mod limits;
 
-use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use wiko_wire::{KeyInfo, NewKey, Scope};
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(test, derive(schemars::JsonSchema))]
-pub enum Scope {
-    /// Upload frames and call `/analyze`.
-    Device,
-    /// Read results and images.
-    Viewer,
-    /// Everything.
-    Admin,
-}
+use crate::store::{Store, StoreError, StoredKey};
 
 /// What a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     Ingest,
     Read,
-    /// Changing what the system judges by (golden samples): admin keys only.
+    /// Changing what the system judges by (golden samples) and who may call (keys).
     Admin,
 }
 
-impl Scope {
-    fn allows(self, need: Need) -> bool {
-        matches!(
-            (self, need),
-            (Scope::Admin, _) | (Scope::Device, Need::Ingest) | (Scope::Viewer, Need::Read)
-        )
-    }
+fn allows(scope: Scope, need: Need) -> bool {
+    matches!(
+        (scope, need),
+        (Scope::Admin, _) | (Scope::Device, Need::Ingest) | (Scope::Viewer, Need::Read)
+    )
 }
 
-/// A configured key: only its hash is kept.
+/// A key of the configuration (bootstrap): only its hash is kept.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub name: String,
     pub scope: Scope,
     pub sha256: [u8; 32],
+    /// A device key bound to a facility (and device) ingests only for it.
+    pub facility: Option<String>,
+    pub device_id: Option<String>,
 }
 
-impl KeyEntry {
-    pub fn hash(secret: &str) -> [u8; 32] {
-        Sha256::digest(secret.as_bytes()).into()
-    }
+/// SHA-256 of a key: what is stored and compared.
+pub fn hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// The key that authenticated a request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The key's name (logs and audit).
     pub name: String,
+    /// The stored key's prefix; `None` for a key of the configuration.
+    pub prefix: Option<String>,
+    pub scope: Scope,
+    pub facility: Option<String>,
+    pub device_id: Option<String>,
 }
 
-/// Why a request is not let in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("missing or invalid API key")]
-    Unauthorized,
-    #[error("this API key may not do that")]
-    Forbidden,
-}
-
-/// Checks a presented key against every configured key (all compared, in constant time).
-pub fn authorize(
-    keys: &[KeyEntry],
-    presented: Option<&str>,
-    need: Need,
-) -> Result<Principal, AuthError> {
-    let presented = presented.ok_or(AuthError::Unauthorized)?;
-    let hash = KeyEntry::hash(presented);
-    let mut found: Option<&KeyEntry> = None;
-    for k in keys {
-        if bool::from(k.sha256.ct_eq(&hash)) {
-            found = Some(k);
+impl Principal {
+    /// Whether this key may do `need`.
+    pub fn may(&self, need: Need) -> Result<(), Forbidden> {
+        if allows(self.scope, need) {
+            Ok(())
+        } else {
+            Err(Forbidden(format!(
+                "a {} key may not do that",
+                self.scope.as_str()
+            )))
         }
     }
-    let Some(key) = found else {
-        metrics::counter!(crate::telemetry::AUTH_FAILURES_TOTAL).increment(1);
-        tracing::warn!("request with an unknown API key");
-        return Err(AuthError::Unauthorized);
-    };
-    if !key.scope.allows(need) {
-        return Err(AuthError::Forbidden);
+
+    /// Whether this key may send parts of `facility` (and `device_id`, for an agent's frames).
+    pub fn may_send_for(&self, facility: &str, device_id: Option<&str>) -> Result<(), Forbidden> {
+        if let Some(bound) = &self.facility
+            && bound != facility
+        {
+            return Err(Forbidden(format!(
+                "this key sends parts of facility {bound} only"
+            )));
+        }
+        if let (Some(bound), Some(device)) = (&self.device_id, device_id)
+            && bound != device
+        {
+            return Err(Forbidden(format!(
+                "this key sends parts of device {bound} only"
+            )));
+        }
+        Ok(())
     }
-    Ok(Principal {
-        name: key.name.clone(),
-    })
+}
+
+/// A key that may not do what it asked, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Forbidden(pub String);
+
+/// Why a presented key was refused (logged and audited, never told the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Unknown => "unknown",
+            Refusal::Revoked => "revoked",
+            Refusal::Expired => "expired",
+        }
+    }
+}
+
+/// A key in force (or revoked, to say so).
+#[derive(Debug, Clone)]
+struct Holder {
+    principal: Principal,
+    expires_at: Option<DateTime<Utc>>,
+    revoked: bool,
+}
+
+/// The prefix of a key written as `wk_<prefix>_<secret>`: the part that may be logged.
+pub fn prefix_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("wk_")?;
+    let (prefix, _) = rest.split_once('_')?;
+    (prefix.len() == PREFIX_LEN && prefix.bytes().all(|b| b.is_ascii_hexdigit())).then_some(prefix)
+}
+
+const PREFIX_LEN: usize = 8;
+const SECRET_LEN: usize = 32;
+
+/// A new key: `wk_<8 hex>_<32 letters and digits>` (about 190 bits of secret).
+fn generate() -> (String, String) {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let prefix: String = (0..PREFIX_LEN)
+        .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+        .collect();
+    let secret: String = (0..SECRET_LEN)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    (format!("wk_{prefix}_{secret}"), prefix)
+}
+
+/// Why a key cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a request for a new key and stores it; the key itself is returned, once.
+pub async fn create_key(store: &dyn Store, new: NewKey) -> Result<(String, StoredKey), KeyError> {
+    let id = |field: &'static str, v: &str| {
+        wiko_wire::frame::validate_id(field, v).map_err(|e| KeyError::Invalid(e.to_string()))
+    };
+    id("name", &new.name)?;
+    if let Some(f) = &new.facility {
+        id("facility", f)?;
+    }
+    if let Some(d) = &new.device_id {
+        id("device_id", d)?;
+    }
+    match (new.scope, &new.facility, &new.device_id) {
+        (Scope::Device, None, _) => {
+            return Err(KeyError::Invalid(
+                "a device key needs the facility it sends parts for".into(),
+            ));
+        }
+        (Scope::Viewer | Scope::Admin, f, d) if f.is_some() || d.is_some() => {
+            return Err(KeyError::Invalid(
+                "only device keys are bound to a facility or device".into(),
+            ));
+        }
+        _ => {}
+    }
+    if new.expires_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(KeyError::Invalid("expires_at is in the past".into()));
+    }
+    let (key, prefix) = generate();
+    let stored = StoredKey {
+        sha256: hash(&key),
+        info: KeyInfo {
+            prefix,
+            name: new.name,
+            scope: new.scope,
+            facility: new.facility,
+            device_id: new.device_id,
+            created_at: Utc::now(),
+            expires_at: new.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        },
+    };
+    store.create_key(stored.clone()).await?;
+    Ok((key, stored))
+}
+
+/// The keys in force: those of the configuration and those stored, by hash.
+pub struct Keyring {
+    config: Vec<KeyEntry>,
+    by_hash: RwLock<Arc<HashMap<[u8; 32], Holder>>>,
+    /// Stored keys used since the last flush, by prefix.
+    used: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl Keyring {
+    /// The configuration's keys; stored keys join at the first [`Keyring::reload`].
+    pub fn new(config: Vec<KeyEntry>) -> Keyring {
+        let keyring = Keyring {
+            config,
+            by_hash: RwLock::new(Arc::new(HashMap::new())),
+            used: Mutex::new(HashMap::new()),
+        };
+        keyring.install(&[]);
+        keyring
+    }
+
+    fn install(&self, stored: &[StoredKey]) {
+        let mut map = HashMap::with_capacity(self.config.len() + stored.len());
+        for k in &self.config {
+            let principal = Principal {
+                name: k.name.clone(),
+                prefix: None,
+                scope: k.scope,
+                facility: k.facility.clone(),
+                device_id: k.device_id.clone(),
+            };
+            let holder = Holder {
+                principal,
+                expires_at: None,
+                revoked: false,
+            };
+            map.insert(k.sha256, holder);
+        }
+        for k in stored {
+            let i = &k.info;
+            let principal = Principal {
+                name: i.name.clone(),
+                prefix: Some(i.prefix.clone()),
+                scope: i.scope,
+                facility: i.facility.clone(),
+                device_id: i.device_id.clone(),
+            };
+            let holder = Holder {
+                principal,
+                expires_at: i.expires_at,
+                revoked: i.revoked_at.is_some(),
+            };
+            map.insert(k.sha256, holder);
+        }
+        *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+    }
+
+    /// Reloads the stored keys, and records when keys were last used.
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let used: Vec<(String, DateTime<Utc>)> = self
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        store.touch_keys(used).await?;
+        self.install(&store.keys().await?);
+        Ok(())
+    }
+
+    /// The principal of a presented key.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, Refusal> {
+        let presented = presented.ok_or(Refusal::Missing)?;
+        let map = self
+            .by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let holder = map.get(&hash(presented)).ok_or(Refusal::Unknown)?;
+        if holder.revoked {
+            return Err(Refusal::Revoked);
+        }
+        let now = Utc::now();
+        if holder.expires_at.is_some_and(|t| t <= now) {
+            return Err(Refusal::Expired);
+        }
+        if let Some(prefix) = &holder.principal.prefix {
+            self.used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(prefix.clone(), now);
+        }
+        Ok(holder.principal.clone())
+    }
 }
 
 #[cfg(test)]
@@ -102,46 +316,82 @@ mod tests {
 
     use super::*;
 
-    fn keys() -> Vec<KeyEntry> {
-        [
-            ("dev", Scope::Device, "device-key-0000001"),
-            ("view", Scope::Viewer, "viewer-key-0000001"),
-            ("view2", Scope::Viewer, "viewer-key-0000002"),
-        ]
-        .into_iter()
-        .map(|(name, scope, key)| KeyEntry {
+    fn keyring() -> Keyring {
+        let entry = |name: &str, scope, key: &str, facility: Option<&str>| KeyEntry {
             name: name.into(),
             scope,
-            sha256: KeyEntry::hash(key),
-        })
-        .collect()
+            sha256: hash(key),
+            facility: facility.map(str::to_string),
+            device_id: None,
+        };
+        Keyring::new(vec![
+            entry(
+                "dev",
+                Scope::Device,
+                "device-key-0000001",
+                Some("yangjiang"),
+            ),
+            entry("view", Scope::Viewer, "viewer-key-0000001", None),
+            entry("view2", Scope::Viewer, "viewer-key-0000002", None),
+        ])
     }
 
     #[test]
     fn scopes_gate_what_a_key_may_do() {
-        let k = keys();
-        let name = |key, need| authorize(&k, Some(key), need).map(|p| p.name);
-        assert_eq!(name("device-key-0000001", Need::Ingest).unwrap(), "dev");
-        assert_eq!(
-            name("device-key-0000001", Need::Read),
-            Err(AuthError::Forbidden)
-        );
-        assert_eq!(
-            name("viewer-key-0000001", Need::Ingest),
-            Err(AuthError::Forbidden)
-        );
-        assert_eq!(name("nope", Need::Read), Err(AuthError::Unauthorized));
-        assert!(matches!(
-            authorize(&k, None, Need::Read),
-            Err(AuthError::Unauthorized)
-        ));
+        let k = keyring();
+        let may = |key, need| k.authenticate(Some(key)).unwrap().may(need).is_ok();
+        assert!(may("device-key-0000001", Need::Ingest));
+        assert!(!may("device-key-0000001", Need::Read));
+        assert!(!may("viewer-key-0000001", Need::Ingest));
+        assert!(may("viewer-key-0000002", Need::Read));
+        assert_eq!(k.authenticate(Some("nope")), Err(Refusal::Unknown));
+        assert_eq!(k.authenticate(None), Err(Refusal::Missing));
     }
 
     #[test]
-    fn two_keys_of_one_scope_work_at_once() {
-        let k = keys();
-        let name = |key| authorize(&k, Some(key), Need::Read).map(|p| p.name);
-        assert_eq!(name("viewer-key-0000002").unwrap(), "view2");
-        assert_eq!(name("viewer-key-0000001").unwrap(), "view");
+    fn a_device_key_sends_for_its_own_facility_only() {
+        let k = keyring();
+        let dev = k.authenticate(Some("device-key-0000001")).unwrap();
+        assert!(dev.may_send_for("yangjiang", Some("pc1")).is_ok());
+        assert!(dev.may_send_for("elsewhere", Some("pc1")).is_err());
+    }
+
+    #[test]
+    fn stored_keys_join_and_revoked_or_expired_ones_are_refused() {
+        let k = keyring();
+        let (key, prefix) = generate();
+        assert_eq!(prefix_of(&key), Some(prefix.as_str()));
+        let stored = |revoked: bool, expires_at: Option<DateTime<Utc>>| StoredKey {
+            sha256: hash(&key),
+            info: KeyInfo {
+                prefix: prefix.clone(),
+                name: "line1".into(),
+                scope: Scope::Device,
+                facility: Some("yangjiang".into()),
+                device_id: Some("pc1".into()),
+                created_at: Utc::now(),
+                expires_at,
+                last_used_at: None,
+                revoked_at: revoked.then(Utc::now),
+            },
+        };
+        k.install(&[stored(false, None)]);
+        let p = k.authenticate(Some(&key)).unwrap();
+        assert_eq!(p.prefix.as_deref(), Some(prefix.as_str()));
+        assert!(
+            p.may_send_for("yangjiang", Some("pc2")).is_err(),
+            "bound to pc1"
+        );
+        assert!(
+            k.authenticate(Some("viewer-key-0000001")).is_ok(),
+            "config keys stay"
+        );
+        k.install(&[stored(true, None)]);
+        assert_eq!(k.authenticate(Some(&key)), Err(Refusal::Revoked));
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        k.install(&[stored(false, Some(past))]);
+        assert_eq!(k.authenticate(Some(&key)), Err(Refusal::Expired));
+        assert_eq!(prefix_of("wk_XYZ_abc"), None);
+        assert_eq!(prefix_of("plain-key"), None);
     }
 }

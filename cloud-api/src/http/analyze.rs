@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
-use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use wiko_wire::frame::validate_id;
 use wiko_wire::{Analysis, ErrorCode};
 
 use super::AppState;
+use super::caller::Caller;
 use super::error::ApiError;
 use crate::analysis;
 use crate::auth::Need;
@@ -41,10 +41,10 @@ struct Form {
 
 async fn analyze(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Analysis>, ApiError> {
-    s.authorize(&headers, Need::Ingest)?;
+    caller.may(Need::Ingest)?;
     let form = read_form(&mut multipart?).await?;
     let image = form
         .image
@@ -70,6 +70,7 @@ async fn analyze(
         .part_id
         .map(|p| field("part_id", Some(p), None))
         .transpose()?;
+    caller.may_send_for(&facility, None)?;
 
     let image = s.intake.image(image)?;
     // Decoded before anything is stored: an image that does not decode is refused, not kept.
@@ -89,29 +90,46 @@ async fn analyze(
     Ok(Json(done))
 }
 
+/// Longest accepted text field.
+const MAX_FIELD_BYTES: usize = 256;
+
 async fn read_form(multipart: &mut Multipart) -> Result<Form, ApiError> {
     let mut form = Form::default();
     while let Some(field) = multipart.next_field().await? {
         let name = field.name().unwrap_or("").to_string();
         if name == "image" {
+            once(&name, &form.image)?;
             form.image = Some(field.bytes().await?);
             continue;
         }
+        let slot = match name.as_str() {
+            "product_sku" => &mut form.product_sku,
+            "facility" => &mut form.facility,
+            "line" => &mut form.line,
+            "station" => &mut form.station,
+            "part_id" => &mut form.part_id,
+            _ => continue, // the prototype ignored extra fields
+        };
+        once(&name, slot)?;
         let text = field.text().await?;
-        if text.len() > 256 {
+        if text.len() > MAX_FIELD_BYTES {
             return Err(ApiError::bad(
                 ErrorCode::InvalidField,
                 format!("`{name}` is too long"),
             ));
         }
-        match name.as_str() {
-            "product_sku" => form.product_sku = Some(text),
-            "facility" => form.facility = Some(text),
-            "line" => form.line = Some(text),
-            "station" => form.station = Some(text),
-            "part_id" => form.part_id = Some(text),
-            _ => {} // the prototype ignored extra fields
-        }
+        *slot = Some(text);
     }
     Ok(form)
+}
+
+/// A field sent twice is refused (which one would count is anyone's guess).
+pub(super) fn once<T>(name: &str, slot: &Option<T>) -> Result<(), ApiError> {
+    match slot {
+        Some(_) => Err(ApiError::bad(
+            ErrorCode::InvalidMultipart,
+            format!("the `{name}` part appears twice"),
+        )),
+        None => Ok(()),
+    }
 }

@@ -9,7 +9,6 @@ use wiko_inspect::InspectError;
 use wiko_wire::{ErrorBody, ErrorCode};
 
 use crate::analysis::golden::GoldenError;
-use crate::auth::AuthError;
 use crate::intake::IntakeError;
 use crate::store::StoreError;
 
@@ -17,8 +16,8 @@ use crate::store::StoreError;
 pub(crate) enum ApiError {
     #[error("missing or invalid API key")]
     Unauthorized,
-    #[error("this API key may not do that")]
-    Forbidden,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("SKU {0} has no golden model yet")]
@@ -37,6 +36,11 @@ pub(crate) enum ApiError {
     /// Removing a golden sample would leave its SKU's model too few images.
     #[error("{0}")]
     GoldenSetTooSmall(String),
+    #[error("the request took longer than the server allows")]
+    RequestTimeout,
+    /// Over a rate limit; retry after this many seconds.
+    #[error("too many requests: retry after {0} s")]
+    TooManyRequests(u64),
     #[error("temporarily unavailable, retry later")]
     Unavailable,
     #[error("internal error")]
@@ -54,13 +58,15 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::NotCalibrated(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::FrameConflict(_) | ApiError::GoldenSetTooSmall(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,7 +75,7 @@ impl ApiError {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
             ApiError::Unauthorized => ErrorCode::Unauthorized,
-            ApiError::Forbidden => ErrorCode::Forbidden,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::NotCalibrated(_) => ErrorCode::NotCalibrated,
             ApiError::BadRequest { code, .. } => *code,
@@ -78,6 +84,8 @@ impl ApiError {
             ApiError::InvalidImage(_) => ErrorCode::InvalidImage,
             ApiError::FrameConflict(_) => ErrorCode::FrameConflict,
             ApiError::GoldenSetTooSmall(_) => ErrorCode::GoldenSetTooSmall,
+            ApiError::RequestTimeout => ErrorCode::RequestTimeout,
+            ApiError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             ApiError::Unavailable => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
@@ -90,12 +98,15 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
+        let retry_after = match &self {
+            ApiError::Unavailable => Some(HeaderValue::from_static("5")),
+            ApiError::TooManyRequests(secs) => HeaderValue::from_str(&secs.to_string()).ok(),
+            _ => None,
+        };
         let body = ErrorBody::new(self.code(), self.to_string());
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(after) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, after);
         }
         response
     }
@@ -119,20 +130,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Unauthorized => ApiError::Unauthorized,
-            AuthError::Forbidden => ApiError::Forbidden,
-        }
-    }
-}
-
 impl From<InspectError> for ApiError {
     fn from(e: InspectError) -> Self {
         match e {
             InspectError::UnsupportedFormat => ApiError::UnsupportedImage(e.to_string()),
-            _ => ApiError::InvalidImage(e.to_string()),
+            _ => ApiError::InvalidImage(crate::analysis::describe(&e)),
         }
     }
 }

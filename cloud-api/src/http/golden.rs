@@ -22,14 +22,16 @@
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde_json::json;
 use wiko_wire::frame::validate_id;
 use wiko_wire::{Calibration, ErrorCode, GoldenSet, ModelInfo, SkuSummary};
 
 use super::AppState;
+use super::caller::Caller;
 use super::error::ApiError;
 use super::image;
 use crate::auth::Need;
@@ -48,17 +50,24 @@ pub(super) fn router() -> Router<AppState> {
 async fn upload(
     State(s): State<AppState>,
     Path(sku): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Calibration>), ApiError> {
-    s.authorize(&headers, Need::Admin)?;
-    validate_id("sku", &sku).map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.to_string()))?;
+    caller.may(Need::Admin)?;
+    valid_sku(&sku)?;
     let mut multipart = multipart?;
     let mut images = Vec::new();
     while let Some(field) = multipart.next_field().await? {
-        if field.name() == Some("image") {
-            images.push(s.intake.image(field.bytes().await?)?);
+        if field.name() != Some("image") {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidMultipart,
+                format!(
+                    "unexpected part {:?}: send `image` parts",
+                    field.name().unwrap_or("")
+                ),
+            ));
         }
+        images.push(s.intake.image(field.bytes().await?)?);
     }
     if images.is_empty() {
         return Err(ApiError::bad(
@@ -67,6 +76,15 @@ async fn upload(
         ));
     }
     let calibration = s.golden.add_samples(&sku, images).await?;
+    caller.audit(
+        "golden_added",
+        json!({
+            "sku": sku,
+            "added": calibration.added,
+            "samples": calibration.samples,
+            "version": calibration.model.as_ref().map(|m| &m.version),
+        }),
+    );
     let status = if calibration.fit_ms.is_some() {
         StatusCode::CREATED
     } else if calibration.model.is_some() {
@@ -80,9 +98,10 @@ async fn upload(
 async fn model(
     State(s): State<AppState>,
     Path(sku): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<ModelInfo>, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+    caller.may(Need::Read)?;
+    valid_sku(&sku)?;
     s.golden
         .info(&sku)
         .map(Json)
@@ -91,9 +110,9 @@ async fn model(
 
 async fn skus(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Vec<SkuSummary>>, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+    caller.may(Need::Read)?;
     let sets = s.store().golden_sets().await?;
     Ok(Json(
         sets.into_iter()
@@ -109,9 +128,10 @@ async fn skus(
 async fn list(
     State(s): State<AppState>,
     Path(sku): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<GoldenSet>, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+    caller.may(Need::Read)?;
+    valid_sku(&sku)?;
     let samples = s.store().golden(&sku).await?;
     Ok(Json(GoldenSet {
         samples: samples.into_iter().map(|g| g.sample).collect(),
@@ -123,9 +143,10 @@ async fn list(
 async fn sample_image(
     State(s): State<AppState>,
     Path((sku, digest)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+    caller.may(Need::Read)?;
+    valid_sku(&sku)?;
     let samples = s.store().golden(&sku).await?;
     let sample = samples
         .iter()
@@ -138,8 +159,24 @@ async fn sample_image(
 async fn remove(
     State(s): State<AppState>,
     Path((sku, digest)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Calibration>, ApiError> {
-    s.authorize(&headers, Need::Admin)?;
-    Ok(Json(s.golden.remove_sample(&sku, &digest).await?))
+    caller.may(Need::Admin)?;
+    valid_sku(&sku)?;
+    let calibration = s.golden.remove_sample(&sku, &digest).await?;
+    caller.audit(
+        "golden_removed",
+        json!({
+            "sku": sku,
+            "digest": digest,
+            "samples": calibration.samples,
+            "version": calibration.model.as_ref().map(|m| &m.version),
+        }),
+    );
+    Ok(Json(calibration))
+}
+
+/// A SKU in a path, checked like every identifier.
+fn valid_sku(sku: &str) -> Result<(), ApiError> {
+    validate_id("sku", sku).map_err(|e| ApiError::bad(ErrorCode::InvalidId, e.to_string()))
 }

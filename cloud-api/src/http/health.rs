@@ -4,13 +4,14 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use wiko_wire::{Health, Readiness, ReadinessChecks};
 
 use super::AppState;
+use super::caller::Caller;
 use super::error::ApiError;
 use crate::auth::Need;
 
@@ -48,8 +49,8 @@ async fn ready(State(s): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics_text(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+async fn metrics_text(caller: Caller) -> Result<Response, ApiError> {
+    caller.may(Need::Read)?;
     Ok((
         [("content-type", "text/plain; version=0.0.4")],
         wiko_daemon::telemetry::prometheus().render(),

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::put;
 use bytes::Bytes;
 use tracing::Instrument;
@@ -15,6 +15,8 @@ use wiko_wire::frame::{IMAGE_FIELD, META_FIELD};
 use wiko_wire::{ErrorCode, FrameMeta, IngestAck, IngestOutcome};
 
 use super::AppState;
+use super::analyze::once;
+use super::caller::Caller;
 use super::error::ApiError;
 use crate::auth::Need;
 use crate::store::Origin;
@@ -30,11 +32,11 @@ pub(super) fn router() -> Router<AppState> {
 async fn put_frame(
     State(s): State<AppState>,
     Path(frame_id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<IngestAck>), ApiError> {
     let started = std::time::Instant::now();
-    let principal = s.authorize(&headers, Need::Ingest)?;
+    let principal = caller.may(Need::Ingest)?;
     let frame_id = Uuid::parse_str(&frame_id)
         .map_err(|_| ApiError::bad(ErrorCode::InvalidFrameId, "the frame id is not a UUID"))?;
     let span = tracing::info_span!("ingest", %frame_id, key = %principal.name);
@@ -48,6 +50,7 @@ async fn put_frame(
         }
         meta.validate()
             .map_err(|e| ApiError::bad(ErrorCode::InvalidMetadata, e.to_string()))?;
+        caller.may_send_for(&meta.facility, Some(&meta.device_id))?;
         let image = s.intake.image(bytes)?;
         let run_now = std::time::Duration::ZERO;
         let (outcome, analysis_id) = s.intake.part(Origin::Frame(meta), image, run_now).await?;
@@ -82,6 +85,7 @@ async fn read_parts(multipart: &mut Multipart) -> Result<(FrameMeta, Bytes), Api
     while let Some(field) = multipart.next_field().await? {
         match field.name() {
             Some(META_FIELD) => {
+                once(META_FIELD, &meta)?;
                 let bytes = field.bytes().await?;
                 if bytes.len() > MAX_META_BYTES {
                     return Err(ApiError::bad(
@@ -93,7 +97,10 @@ async fn read_parts(multipart: &mut Multipart) -> Result<(FrameMeta, Bytes), Api
                     .map_err(|e| ApiError::bad(ErrorCode::InvalidMetadata, format!("meta: {e}")))?;
                 meta = Some(parsed);
             }
-            Some(IMAGE_FIELD) => image = Some(field.bytes().await?),
+            Some(IMAGE_FIELD) => {
+                once(IMAGE_FIELD, &image)?;
+                image = Some(field.bytes().await?);
+            }
             other => {
                 return Err(ApiError::bad(
                     ErrorCode::InvalidMultipart,

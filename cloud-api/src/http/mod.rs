@@ -3,30 +3,41 @@
 //! the bodies are `wiko_wire`'s.
 
 mod analyze;
+mod caller;
+pub(crate) mod config;
 pub(crate) mod error;
 mod golden;
 mod health;
 mod image;
 mod ingest;
+mod keys;
 mod results;
+pub(crate) mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderMap;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use wiko_inspect::DecodeLimits;
 
 use crate::analysis::Analyzer;
 use crate::analysis::golden::Golden;
-use crate::auth::{KeyEntry, Need, Principal, authorize};
+use crate::auth::Keyring;
+use crate::auth::audit::Audit;
+use crate::auth::limits::Limits;
 use crate::config::{Broker, Config};
 use crate::intake::Intake;
 use crate::store::Storage;
-use error::ApiError;
 
 /// What every handler shares: one replica's services.
 #[derive(Clone)]
@@ -37,10 +48,17 @@ pub struct AppState {
     pub golden: Arc<Golden>,
     /// What judges parts (the golden analyzer).
     pub analyzer: Arc<dyn Analyzer>,
-    pub keys: Arc<[KeyEntry]>,
+    /// The keys in force (reloaded from the store every second by `serve`).
+    pub keyring: Arc<Keyring>,
+    /// Requests per key and per address, failed key checks per address.
+    pub(crate) limits: Arc<Limits>,
+    /// Admin actions and refused keys, to the audit log.
+    pub(crate) audit: Audit,
     pub max_body_bytes: usize,
-    /// Requests served at once.
+    /// Requests served at once (`/health`, `/ready` and `/metrics` are not counted).
     pub max_concurrent_requests: usize,
+    /// Timeouts and the CORS allow-list.
+    pub http: config::HttpConfig,
     /// Wakes the MQTT publisher after a result.
     pub outbox_wake: Arc<Notify>,
     /// Whether the MQTT connection is up (for `/ready`); always true without a broker.
@@ -65,7 +83,14 @@ impl AppState {
             )
             .await,
         );
+        let keyring = Arc::new(Keyring::new(config.keys.clone()));
+        if let Err(e) = keyring.reload(storage.records.as_ref()).await {
+            tracing::warn!(error = %e, "stored API keys not loaded at start; retrying every second");
+        }
         AppState {
+            keyring,
+            limits: Arc::new(Limits::new(&config.limits)),
+            audit: Audit::start(storage.records.clone()),
             intake: Intake {
                 storage,
                 limits,
@@ -73,9 +98,9 @@ impl AppState {
             },
             analyzer: golden.clone(),
             golden,
-            keys: config.keys.clone().into(),
             max_body_bytes: config.max_body_bytes,
             max_concurrent_requests: config.max_concurrent_requests,
+            http: config.http.clone(),
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(config.broker == Broker::Disabled)),
         }
@@ -85,30 +110,82 @@ impl AppState {
     fn store(&self) -> &dyn crate::store::Store {
         self.intake.storage.records.as_ref()
     }
-
-    /// The key presented in `X-API-Key`, if it may do `need`.
-    fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<Principal, ApiError> {
-        let presented = headers
-            .get(wiko_wire::API_KEY_HEADER)
-            .and_then(|v| v.to_str().ok());
-        Ok(authorize(&self.keys, presented, need)?)
-    }
 }
 
-/// The whole API as one router, so that tests can call it with `oneshot`.
+/// The whole API as one router, so that tests can call it with `oneshot`. The API's routes
+/// share the request concurrency limit; health, readiness and metrics stay outside it, so
+/// they answer while the API is saturated.
 pub fn app(state: AppState) -> Router {
-    let max_body = state.max_body_bytes;
-    let max_concurrent = state.max_concurrent_requests;
-    Router::new()
-        .merge(health::router())
+    let limits = state.http.clone();
+    let api = Router::new()
         .merge(ingest::router())
         .merge(analyze::router())
         .merge(results::router())
         .merge(golden::router())
-        .layer(DefaultBodyLimit::max(max_body))
+        .merge(keys::router())
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
+            limits.body_idle_timeout_ms,
+        )))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            max_concurrent,
+            state.max_concurrent_requests,
+        ));
+    let deadline = Duration::from_millis(limits.request_timeout_ms);
+    let mut router = Router::new()
+        .merge(health::router())
+        .merge(api)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            within(deadline, req, next)
+        }))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        // Images say how long they may be kept; everything else is not to be stored.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(TraceLayer::new_for_http());
+    if let Some(cors) = cors(&limits.cors_allowed_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
+}
+
+/// Answers `408 request_timeout` when the request takes longer than `deadline`.
+async fn within(deadline: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::RequestTimeout.into_response(),
+    }
+}
+
+/// Cross-origin calls from the configured origins only; none when the list is empty.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                HeaderName::from_static(wiko_wire::API_KEY_HEADER),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

@@ -3,16 +3,17 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
+use wiko_wire::frame::validate_id;
 use wiko_wire::{Analysis, ErrorCode, Page};
 
 use super::AppState;
+use super::caller::Caller;
 use super::error::ApiError;
 use super::image;
 use crate::auth::Need;
@@ -47,11 +48,23 @@ struct ListQuery {
 
 async fn list(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page<Analysis>>, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+    caller.may(Need::Read)?;
     let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
+    for (name, value) in [
+        ("facility", &q.facility),
+        ("line", &q.line),
+        ("station", &q.station),
+        ("sku", &q.sku),
+        ("device_id", &q.device_id),
+    ] {
+        if let Some(v) = value {
+            validate_id(name, v)
+                .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+        }
+    }
     if let Some(t) = &q.defect_type
         && wiko_wire::DefectType::parse(t).is_none()
     {
@@ -89,10 +102,10 @@ fn not_found(e: StoreError) -> ApiError {
 
 async fn one(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Analysis>, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+    caller.may(Need::Read)?;
     Ok(Json(
         s.store().get(parse_id(&id)?).await.map_err(not_found)?,
     ))
@@ -100,10 +113,10 @@ async fn one(
 
 async fn image(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    s.authorize(&headers, Need::Read)?;
+    caller.may(Need::Read)?;
     let bytes = s
         .intake
         .storage

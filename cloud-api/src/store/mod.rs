@@ -32,7 +32,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use wiko_wire::{Analysis, AnalysisStatus, Defect, FrameMeta, GoldenSample, IngestOutcome};
+use wiko_wire::{
+    Analysis, AnalysisStatus, Defect, FrameMeta, GoldenSample, IngestOutcome, KeyInfo,
+};
 
 pub use blob::BlobStore;
 pub use sql::{PgSettings, migrate_postgres, open_postgres, open_sqlite};
@@ -263,14 +265,20 @@ pub struct StoredModel {
     pub body: Vec<u8>,
 }
 
-/// The records.
+/// The records: every part of the store, one object.
+pub trait Store: Parts + Models + Access {}
+
+impl<T: Parts + Models + Access> Store for T {}
+
+/// Parts: analyses, their jobs, and the outbox of events about them.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Parts: Send + Sync + 'static {
     /// Records a new part (analysis pending, job queued); idempotent on the frame id.
     async fn create(&self, new: NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError>;
     /// Writes an analyzer's outcome once, queueing its `result` event; returns the analysis.
     async fn complete(&self, id: Uuid, outcome: Outcome) -> Result<Analysis, StoreError>;
-    /// Leases up to `limit` runnable jobs for `lease`.
+    /// Leases up to `limit` runnable jobs for `lease`, in the order of their turn (fair
+    /// between devices).
     async fn claim_jobs(&self, limit: usize, lease: Duration) -> Result<Vec<Job>, StoreError>;
     /// A job failed; it runs again after `retry_in`, or is marked failed after `max_attempts`.
     async fn fail_job(
@@ -290,11 +298,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Vec<Analysis>, Option<String>), StoreError>;
     /// Where the image of an analysis lies.
     async fn image_key(&self, id: Uuid) -> Result<ImageKey, StoreError>;
-    /// Up to `limit` events to publish, oldest first. With several replicas on one store, each
-    /// event goes to one replica at a time (leased); its publisher skips the ones it already
-    /// has in flight.
+    /// Up to `limit` events not published yet, oldest first. With several replicas on one
+    /// store, each event goes to one replica at a time (leased); its publisher skips the ones
+    /// it already has in flight.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+    /// The broker acknowledged these events: they are published (and kept a while, see
+    /// [`Parts::published_since`]).
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
+    /// Events published at `since` or later, oldest first (to publish again after the
+    /// embedded broker restarted with the cloud).
+    async fn published_since(&self, since: DateTime<Utc>) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Forgets events published before `before`; how many.
+    async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Golden sets and the models fitted from them.
+#[async_trait]
+pub trait Models: Send + Sync + 'static {
     /// Stores a model version, makes it the SKU's active one, and audits it.
     async fn save_model(&self, model: StoredModel) -> Result<(), StoreError>;
     /// The active model version of every calibrated SKU: (sku, version).
@@ -311,9 +334,42 @@ pub trait Store: Send + Sync + 'static {
     /// Takes an image (by digest) out of a SKU's golden set; false if it was not there. The
     /// image stays in the blob store (another SKU's set may hold the same bytes).
     async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError>;
-    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
-    /// Checks the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// API keys and the audit log.
+#[async_trait]
+pub trait Access: Send + Sync + 'static {
+    /// Stores a new key (its hash only).
+    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError>;
+    /// Every key, revoked ones included, oldest first.
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Revokes the key with this prefix (from now on); the key as it is now, `None` if there
+    /// is no such key. Revoking a revoked key changes nothing.
+    async fn revoke_key(&self, prefix: &str) -> Result<Option<StoredKey>, StoreError>;
+    /// When keys were last used, by prefix.
+    async fn touch_keys(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), StoreError>;
+    /// Appends to the audit log.
+    async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
+    /// The newest `limit` audit entries, newest first.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// A stored API key: its hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub info: KeyInfo,
+    pub sha256: [u8; 32],
+}
+
+/// One line of the audit log: who did what, with what detail (JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// The key's name, or `-` for a caller without a valid key.
+    pub actor: String,
+    /// What happened: `auth_failed`, `key_created`, `key_revoked`, `golden_added`, …
+    pub action: String,
+    pub detail: serde_json::Value,
 }
 
 /// Records and images together: the one way parts and golden images come in (image first,

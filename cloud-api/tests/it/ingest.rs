@@ -105,6 +105,31 @@ async fn bad_input_gets_a_coded_4xx_and_stores_nothing() {
             },
         ),
         case(
+            "meta twice",
+            StatusCode::BAD_REQUEST,
+            "invalid_multipart",
+            Some(DEVICE),
+            {
+                let m = serde_json::to_vec(&meta(id, &image)).unwrap();
+                multipart(&[
+                    ("meta", "application/json", &m),
+                    ("meta", "application/json", &m),
+                    ("image", "image/jpeg", &image),
+                ])
+            },
+        ),
+        case(
+            "facility `..`",
+            StatusCode::BAD_REQUEST,
+            "invalid_metadata",
+            Some(DEVICE),
+            {
+                let mut m = meta(id, &image);
+                m.facility = "..".into();
+                frame_body(&m, &image)
+            },
+        ),
+        case(
             "no image part",
             StatusCode::BAD_REQUEST,
             "missing_field",

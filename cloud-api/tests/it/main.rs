@@ -10,6 +10,7 @@ mod backend;
 mod golden;
 mod harness;
 mod ingest;
+mod keys;
 mod queue;
 mod results;
 mod unreachable;

@@ -10,7 +10,7 @@ use wiko_inspect::{FitError, Gray, Model};
 use wiko_wire::Calibration;
 
 use super::{Golden, GoldenError, MAX_GOLDEN};
-use crate::analysis::decode;
+use crate::analysis::{decode, describe};
 use crate::store::{GoldenImage, Image, StoreError};
 
 impl Golden {
@@ -47,7 +47,7 @@ impl Golden {
                 .await
                 .map_err(|e| GoldenError::Image {
                     index: *index,
-                    reason: e.to_string(),
+                    reason: describe(&e),
                 })?;
             fresh.push(g);
         }
@@ -197,7 +197,7 @@ impl Golden {
         .map_err(|e| match e {
             FitError::Image { index, source } if index >= stored => GoldenError::Image {
                 index: upload_index.get(index - stored).copied().unwrap_or(index),
-                reason: source.to_string(),
+                reason: describe(&source),
             },
             other => GoldenError::Fit(other.to_string()),
         })?;

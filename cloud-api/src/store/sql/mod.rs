@@ -1,6 +1,7 @@
 //! One SQL store for both backends. The rules (idempotent create, complete once, fail and give
-//! up, list filters, paging, row decoding) are written once in `records` over [`Conn`]: run
-//! statements with `?` placeholders and read rows of [`Value`]s. A backend supplies only
+//! up, list filters, paging, row decoding) are written once over [`Conn`] (run statements with
+//! `?` placeholders and read rows of [`Value`]s), by concern: `parts` (analyses, jobs, the
+//! outbox), `models` (golden sets and models), `access` (keys and the audit log). A backend supplies only
 //! connection handling ([`Backend`]: a transaction per write, a connection per read) and its
 //! [`Dialect`]:
 //! - `sqlite`: the embedded file, one writer thread with group commit;
@@ -10,8 +11,10 @@
 //! same tables and columns; values differ only in storage type (SQLite keeps UUIDs and times as
 //! text, PostgreSQL natively), which each backend's binding and decoding handles.
 
+mod access;
+mod models;
+mod parts;
 mod postgres;
-mod records;
 mod sqlite;
 
 use std::path::Path;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
@@ -170,6 +173,11 @@ impl From<DateTime<Utc>> for Arg {
         Arg::Time(Some(v))
     }
 }
+impl From<Option<DateTime<Utc>>> for Arg {
+    fn from(v: Option<DateTime<Utc>>) -> Arg {
+        Arg::Time(v)
+    }
+}
 
 /// Statement parameters: `args![a, b, …]`.
 macro_rules! args {
@@ -285,7 +293,7 @@ impl Row {
     pub(crate) fn time(&self, i: usize) -> Result<DateTime<Utc>, StoreError> {
         match self.value(i)? {
             Value::Time(t) => Ok(*t),
-            Value::Text(s) => records::parse_ts(s),
+            Value::Text(s) => parse_ts(s),
             other => Err(bad(i, "a time", other)),
         }
     }
@@ -341,5 +349,66 @@ impl<B: Backend> SqlStore<B> {
             replica,
             outbox_lease,
         }
+    }
+}
+
+/// JSON that does not (de)serialise is a damaged row.
+pub(crate) fn json_error(e: serde_json::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// Fixed-width UTC timestamps (microseconds), so that text order is time order (SQLite
+/// stores times as this text).
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Database(format!("bad timestamp {s:?}: {e}")))
+}
+
+pub(crate) fn after(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+/// `(?, ?), (?, ?), …`: `rows` rows of `width` placeholders.
+pub(crate) fn values(rows: usize, width: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// `(?, ?, …)`: `n` placeholders.
+pub(crate) fn list(n: usize) -> String {
+    values(1, n)
+}
+
+/// Statements that are a transaction of their own.
+impl<B: Backend> SqlStore<B> {
+    /// The rows of one statement, on a read connection.
+    pub(crate) async fn select(
+        &self,
+        sql: &'static str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.backend
+            .read(op(move |c| {
+                Box::pin(async move { c.query(sql, args).await })
+            }))
+            .await
+    }
+
+    /// One statement in a transaction of its own; rows changed.
+    pub(crate) async fn change(
+        &self,
+        sql: &'static str,
+        args: Vec<Arg>,
+    ) -> Result<u64, StoreError> {
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move { c.execute(sql, args).await })
+            }))
+            .await
     }
 }

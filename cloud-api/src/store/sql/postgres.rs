@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox events",
         include_str!("../../../migrations/postgres/0002_outbox_events.sql"),
     ),
+    (
+        3,
+        "keys, fair queueing, replay",
+        include_str!("../../../migrations/postgres/0003_keys_fairness_replay.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.

@@ -21,7 +21,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params_from_iter};
 use tokio::sync::oneshot;
 
-use super::records::ts;
+use super::ts;
 use super::{Arg, Backend, Conn, Dialect, Row, TxOp, Value};
 use crate::store::StoreError;
 
@@ -34,6 +34,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (
         2,
         include_str!("../../../migrations/sqlite/0002_same_tables_as_postgres.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/sqlite/0003_keys_fairness_replay.sql"),
     ),
 ];
 /// Most writes grouped into one transaction.

@@ -1,19 +1,21 @@
-//! The store's rules, written once for both backends: each `Store` method is one transaction
-//! (or one read) of the statements below.
+//! Parts, written once for both backends: analyses, their jobs (fair between devices) and the
+//! outbox. Each method is one transaction (or one read) of the statements below.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
-use wiko_wire::{Analysis, AnalysisStatus, Defect, GoldenSample, IngestOutcome};
+use wiko_wire::{Analysis, AnalysisStatus, Defect, IngestOutcome};
 
-use super::{Arg, Backend, Conn, Row, SqlStore, args, op};
+use super::{
+    Arg, Backend, Conn, Row, SqlStore, after, args, json_error, list, op, parse_ts, ts, values,
+};
 use crate::store::{
-    Event, GoldenImage, ImageKey, Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome,
-    QueueStats, Store, StoreError, StoredModel,
+    Event, ImageKey, Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, Parts,
+    QueueStats, StoreError,
 };
 
 /// The columns of an analysis, in the order [`analysis`] decodes them.
@@ -33,10 +35,6 @@ const GET: &str = concat!("SELECT ", columns!(), " FROM analyses WHERE id = ?");
 const RESULT_EVENT: &str = "result";
 /// Rows queued by versions before events: an MQTT message as it is to be sent.
 const MQTT_MESSAGE: &str = "mqtt";
-
-fn json_error(e: serde_json::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
 
 /// `DEF-` plus 16 hex digits, the prototype's human-facing id, derived from the analysis id.
 fn defect_id(id: Uuid) -> String {
@@ -61,33 +59,6 @@ fn parse_status(s: &str) -> AnalysisStatus {
         "failed" => AnalysisStatus::Failed,
         _ => AnalysisStatus::Pending,
     }
-}
-
-/// Fixed-width UTC timestamps (microseconds), so that text order is time order (SQLite
-/// stores times as this text).
-pub(super) fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Database(format!("bad timestamp {s:?}: {e}")))
-}
-
-fn after(d: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()
-}
-
-/// `(?, ?), (?, ?), …`: `rows` rows of `width` placeholders.
-fn values(rows: usize, width: usize) -> String {
-    let row = format!("({})", vec!["?"; width].join(", "));
-    vec![row; rows].join(", ")
-}
-
-/// `(?, ?, …)`: `n` placeholders.
-fn list(n: usize) -> String {
-    values(1, n)
 }
 
 fn analysis(r: &Row) -> Result<Analysis, StoreError> {
@@ -217,12 +188,39 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
         )
         .await?;
     }
+    let device = frame.map(|f| f.device_id.as_str());
+    let waiting = match device {
+        Some(device) => {
+            let rows = c
+                .query(
+                    "SELECT count(*) FROM jobs WHERE device_id = ?",
+                    args![device],
+                )
+                .await?;
+            rows.first().map_or(Ok(0), |r| r.int(0))?
+        }
+        None => 0,
+    };
+    let turn = now + fair_delay(waiting, n.image_width, n.image_height);
     c.execute(
-        "INSERT INTO jobs (analysis_id, run_after, attempts) VALUES (?, ?, 0)",
-        args![id, after(n.run_after)],
+        "INSERT INTO jobs (analysis_id, run_after, attempts, device_id, fair_at)
+         VALUES (?, ?, 0, ?, ?)",
+        args![id, after(n.run_after), device, turn],
     )
     .await?;
     Ok((IngestOutcome::Created, id))
+}
+
+/// Virtual time a device's job stands behind for each job of the device already waiting, per
+/// megapixel of its image (at least one): jobs are taken in order of their turn (`fair_at`),
+/// so a device with a backlog, or with huge images, does not hold the workers while another
+/// device's parts wait.
+const FAIR_SLOT_PER_MEGAPIXEL: Duration = Duration::from_millis(25);
+
+fn fair_delay(waiting: i64, width: u32, height: u32) -> chrono::Duration {
+    let megapixels = (f64::from(width) * f64::from(height) / 1e6).max(1.0);
+    let delay = FAIR_SLOT_PER_MEGAPIXEL.mul_f64(megapixels * waiting.max(0) as f64);
+    chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Writes the result and queues its event; a no-op for an analysis already done. The row lock
@@ -397,28 +395,8 @@ fn outbox_item(r: &Row) -> Result<OutboxItem, StoreError> {
     })
 }
 
-impl<B: Backend> SqlStore<B> {
-    /// The rows of one statement, on a read connection.
-    async fn select(&self, sql: &'static str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
-        self.backend
-            .read(op(move |c| {
-                Box::pin(async move { c.query(sql, args).await })
-            }))
-            .await
-    }
-
-    /// One statement in a transaction of its own; rows changed.
-    async fn change(&self, sql: &'static str, args: Vec<Arg>) -> Result<u64, StoreError> {
-        self.backend
-            .write(op(move |c| {
-                Box::pin(async move { c.execute(sql, args).await })
-            }))
-            .await
-    }
-}
-
 #[async_trait]
-impl<B: Backend> Store for SqlStore<B> {
+impl<B: Backend> Parts for SqlStore<B> {
     async fn create(&self, n: NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError> {
         // Two tries: a frame inserted by another replica between our check and our insert
         // makes the first fail on the unique key; the second finds it.
@@ -457,7 +435,7 @@ impl<B: Backend> Store for SqlStore<B> {
                          WHERE analysis_id IN (
                              SELECT analysis_id FROM jobs
                              WHERE run_after <= ? AND (leased_until IS NULL OR leased_until < ?)
-                             ORDER BY run_after LIMIT ?{})
+                             ORDER BY fair_at LIMIT ?{})
                          RETURNING analysis_id, attempts",
                         c.dialect().skip_locked()
                     );
@@ -572,7 +550,8 @@ impl<B: Backend> Store for SqlStore<B> {
                         "UPDATE outbox SET leased_by = ?, leased_until = ?
                          WHERE id IN (
                              SELECT id FROM outbox
-                             WHERE leased_until IS NULL OR leased_until < ? OR leased_by = ?
+                             WHERE published_at IS NULL
+                               AND (leased_until IS NULL OR leased_until < ? OR leased_by = ?)
                              ORDER BY id LIMIT ?{})
                          RETURNING id, kind, topic, payload",
                         c.dialect().skip_locked()
@@ -600,139 +579,33 @@ impl<B: Backend> Store for SqlStore<B> {
         self.backend
             .write(op(move |c| {
                 Box::pin(async move {
-                    let sql = format!("DELETE FROM outbox WHERE id IN {}", list(ids.len()));
-                    c.execute(&sql, ids.into_iter().map(Arg::from).collect())
-                        .await?;
+                    let sql = format!(
+                        "UPDATE outbox SET published_at = ?, leased_by = NULL, leased_until = NULL
+                         WHERE id IN {}",
+                        list(ids.len())
+                    );
+                    let mut args = args![Utc::now()];
+                    args.extend(ids.into_iter().map(Arg::from));
+                    c.execute(&sql, args).await?;
                     Ok(())
                 })
             }))
             .await
     }
 
-    async fn save_model(&self, m: StoredModel) -> Result<(), StoreError> {
-        self.backend
-            .write(op(move |c| {
-                Box::pin(async move {
-                    let now = Utc::now();
-                    c.execute(
-                        "INSERT INTO models (sku, version, body, created_at) VALUES (?, ?, ?, ?)
-                         ON CONFLICT (sku) DO UPDATE SET version = excluded.version,
-                            body = excluded.body, created_at = excluded.created_at",
-                        args![m.sku.as_str(), m.version.as_str(), m.body.clone(), now],
-                    )
-                    .await?;
-                    c.execute(
-                        "INSERT INTO model_versions (sku, version, body, created_at)
-                         VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        args![m.sku.as_str(), m.version.as_str(), m.body.clone(), now],
-                    )
-                    .await?;
-                    let detail = serde_json::json!({
-                        "sku": m.sku, "version": m.version, "bytes": m.body.len()
-                    });
-                    c.execute(
-                        "INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                        args![
-                            now,
-                            "golden",
-                            "model_activated",
-                            Arg::Json(detail.to_string())
-                        ],
-                    )
-                    .await?;
-                    Ok(())
-                })
-            }))
+    async fn published_since(&self, since: DateTime<Utc>) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = self
+            .select(
+                "SELECT id, kind, topic, payload FROM outbox WHERE published_at >= ? ORDER BY id",
+                args![since],
+            )
+            .await?;
+        rows.iter().map(outbox_item).collect()
+    }
+
+    async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.change("DELETE FROM outbox WHERE published_at < ?", args![before])
             .await
-    }
-
-    async fn model_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = self
-            .backend
-            .read(op(|c| {
-                Box::pin(
-                    async move { c.query("SELECT sku, version FROM models", Vec::new()).await },
-                )
-            }))
-            .await?;
-        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
-    }
-
-    async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError> {
-        let rows = self
-            .select(
-                "SELECT sku, version, body FROM models WHERE sku = ?",
-                args![sku],
-            )
-            .await?;
-        rows.first()
-            .map(|r| {
-                Ok(StoredModel {
-                    sku: r.text(0)?,
-                    version: r.text(1)?,
-                    body: r.bytes(2)?,
-                })
-            })
-            .transpose()
-    }
-
-    async fn add_golden(
-        &self,
-        sku: &str,
-        digest: &str,
-        key: &ImageKey,
-    ) -> Result<bool, StoreError> {
-        let added = self
-            .change(
-                "INSERT INTO golden_samples (sku, image_blake3, image_key, created_at)
-                 VALUES (?, ?, ?, ?) ON CONFLICT (sku, image_blake3) DO NOTHING",
-                args![sku, digest, key.0.as_str(), Utc::now()],
-            )
-            .await?;
-        Ok(added == 1)
-    }
-
-    async fn golden(&self, sku: &str) -> Result<Vec<GoldenImage>, StoreError> {
-        let rows = self
-            .select(
-                "SELECT image_blake3, image_key, created_at FROM golden_samples
-                 WHERE sku = ? ORDER BY seq",
-                args![sku],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GoldenImage {
-                    sample: GoldenSample {
-                        digest: r.text(0)?,
-                        added_at: r.time(2)?,
-                    },
-                    key: ImageKey(r.text(1)?),
-                })
-            })
-            .collect()
-    }
-
-    async fn golden_sets(&self) -> Result<Vec<(String, usize)>, StoreError> {
-        let rows = self
-            .select(
-                "SELECT sku, count(*) FROM golden_samples GROUP BY sku ORDER BY sku",
-                Vec::new(),
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.text(0)?, r.int(1)? as usize)))
-            .collect()
-    }
-
-    async fn remove_golden(&self, sku: &str, digest: &str) -> Result<bool, StoreError> {
-        let removed = self
-            .change(
-                "DELETE FROM golden_samples WHERE sku = ? AND image_blake3 = ?",
-                args![sku, digest],
-            )
-            .await?;
-        Ok(removed == 1)
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
