@@ -12,6 +12,8 @@ use uuid::Uuid;
 use wiko_inspect::{DecodeLimits, InspectError};
 use wiko_wire::IngestOutcome;
 
+use crate::analysis::budget::{Budget, Reservation, TooLarge};
+use crate::analysis::decode;
 use crate::store::{Image, Origin, Storage, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,8 @@ pub enum IntakeError {
     #[error(transparent)]
     Image(#[from] InspectError),
     #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -29,6 +33,10 @@ pub enum IntakeError {
 pub struct Intake {
     pub storage: Storage,
     pub limits: DecodeLimits,
+    /// The memory of image work: verifying large frames, judging a part synchronously.
+    pub budget: Budget,
+    /// Frames over this many pixels are decoded at ingest.
+    pub verify_above_pixels: u64,
     /// Wakes the analysis workers after a new part.
     pub jobs_wake: Arc<Notify>,
 }
@@ -44,6 +52,34 @@ impl Intake {
             width,
             height,
         })
+    }
+
+    /// Decodes a frame's image once if it is large (within the budget), so that the queue
+    /// holds only images the workers can judge; smaller ones were checked from their headers.
+    pub async fn verify(&self, image: &Image) -> Result<(), IntakeError> {
+        let pixels = u64::from(image.width) * u64::from(image.height);
+        if pixels <= self.verify_above_pixels {
+            return Ok(());
+        }
+        let _memory = self
+            .budget
+            .reserve(Budget::judging(image.width, image.height))
+            .await?;
+        decode(image.bytes.clone(), self.limits).await?;
+        Ok(())
+    }
+
+    /// Decodes an image to be judged now, with the memory judging it takes reserved (hold the
+    /// reservation until the judgement is made).
+    pub async fn decode_to_judge(
+        &self,
+        image: &Image,
+    ) -> Result<(wiko_inspect::Gray, Reservation), IntakeError> {
+        let memory = self
+            .budget
+            .reserve(Budget::judging(image.width, image.height))
+            .await?;
+        Ok((decode(image.bytes.clone(), self.limits).await?, memory))
     }
 
     /// Takes a part in: its image stored, then its record and job (idempotent on a frame's

@@ -179,6 +179,7 @@ pub async fn serve(
         storage: storage.clone(),
         analyzer: state.analyzer.clone(),
         limits: state.intake.limits,
+        budget: state.intake.budget.clone(),
         wake: state.intake.jobs_wake.clone(),
         outbox_wake: state.outbox_wake.clone(),
         max_attempts: config.analysis.max_attempts,

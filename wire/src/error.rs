@@ -69,6 +69,8 @@ error_codes! {
     UnsupportedImage = "unsupported_image",
     /// An image that cannot be used: truncated, too large, no part in it (422).
     InvalidImage = "invalid_image",
+    /// Judging the image would take more memory than the server's whole budget (422).
+    ImageTooLarge = "image_too_large",
     /// The frame id was received before with other content (409).
     FrameConflict = "frame_conflict",
     /// Removing the golden sample would leave its model too few images (409).

@@ -25,6 +25,16 @@ pub struct AnalysisConfig {
     /// replica) takes the job, in seconds. Longer than the slowest analysis.
     #[serde(default = "default_job_lease_secs")]
     pub job_lease_secs: u64,
+    /// Memory that image work (decoding and judging parts, verifying large images at ingest,
+    /// fitting golden sets) may use at once, in bytes; work waits for its share, and work that
+    /// could never fit is refused. 0: half of the machine's memory.
+    #[serde(default)]
+    pub memory_budget_bytes: u64,
+    /// Frames over this many pixels are decoded once at ingest (within the budget) before they
+    /// are acknowledged, so the queue holds only images the workers can judge; smaller ones
+    /// are checked from their headers only. Default: 4000000
+    #[serde(default = "default_verify_at_ingest_pixels")]
+    pub verify_at_ingest_pixels: u64,
 }
 
 fn default_workers() -> usize {
@@ -39,6 +49,9 @@ fn default_max_attempts() -> u32 {
 fn default_job_lease_secs() -> u64 {
     60
 }
+fn default_verify_at_ingest_pixels() -> u64 {
+    4_000_000
+}
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
@@ -48,6 +61,8 @@ impl Default for AnalysisConfig {
             false_reject_rate: default_false_reject_rate(),
             max_attempts: default_max_attempts(),
             job_lease_secs: default_job_lease_secs(),
+            memory_budget_bytes: 0,
+            verify_at_ingest_pixels: default_verify_at_ingest_pixels(),
         }
     }
 }
@@ -60,6 +75,15 @@ impl AnalysisConfig {
         if self.job_lease_secs == 0 {
             return Err(invalid("analysis.job_lease_secs", "must be above zero"));
         }
+        if self.memory_budget_bytes != 0 && self.memory_budget_bytes < super::budget::MIN_BUDGET {
+            return Err(invalid(
+                "analysis.memory_budget_bytes",
+                format!(
+                    "must be 0 (automatic) or at least {}",
+                    super::budget::MIN_BUDGET
+                ),
+            ));
+        }
         if !(self.false_reject_rate > 0.0 && self.false_reject_rate < 0.5) {
             return Err(invalid(
                 "analysis.false_reject_rate",
@@ -67,5 +91,15 @@ impl AnalysisConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl AnalysisConfig {
+    /// The memory budget in bytes: the configured one, or half of the machine's memory.
+    pub(crate) fn budget_bytes(&self) -> u64 {
+        match self.memory_budget_bytes {
+            0 => super::budget::default_bytes(),
+            bytes => bytes,
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Analysis: the [`Analyzer`] interface, the golden-sample analyzer ([`golden`]), and the
 //! [`Workers`] that drain the job queue.
 
+pub mod budget;
 pub(crate) mod config;
 pub mod golden;
 mod workers;
@@ -60,11 +61,20 @@ pub(crate) fn describe(e: &InspectError) -> String {
 
 /// An outcome for an image that cannot be analysed at all.
 pub(crate) fn undecodable(analyzer: &dyn Analyzer, e: &InspectError) -> Outcome {
+    no_verdict(
+        analyzer,
+        format!("the image could not be decoded: {}", describe(e)),
+    )
+}
+
+/// An outcome for an image larger than the memory budget.
+pub(crate) fn too_large(analyzer: &dyn Analyzer, e: &budget::TooLarge) -> Outcome {
+    no_verdict(analyzer, e.to_string())
+}
+
+fn no_verdict(analyzer: &dyn Analyzer, reason: String) -> Outcome {
     Outcome {
-        judgement: Judgement::failed(
-            format!("the image could not be decoded: {}", describe(e)),
-            None,
-        ),
+        judgement: Judgement::failed(reason, None),
         analyzer: analyzer.name().to_string(),
         analyzer_version: analyzer.version().to_string(),
         latency_ms: 0.0,

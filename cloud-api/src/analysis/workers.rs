@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use wiko_inspect::DecodeLimits;
 
+use bytes::Bytes;
+
+use super::budget::Budget;
 use super::{Analyzer, decode, run, undecodable};
+use crate::store::Outcome;
 use crate::store::{Job, Storage};
 use crate::telemetry;
 
@@ -23,6 +27,8 @@ pub(crate) struct Workers {
     pub storage: Storage,
     pub analyzer: Arc<dyn Analyzer>,
     pub limits: DecodeLimits,
+    /// The memory budget a worker's decoding and judging is counted in.
+    pub budget: Budget,
     pub wake: Arc<Notify>,
     pub outbox_wake: Arc<Notify>,
     pub max_attempts: u32,
@@ -61,10 +67,7 @@ impl Workers {
 
     async fn process(&self, job: Job) {
         let outcome = match self.storage.image(&job.image).await {
-            Ok(bytes) => match decode(bytes, self.limits).await {
-                Ok(img) => run(self.analyzer.as_ref(), &job.product_sku, img).await,
-                Err(e) => undecodable(self.analyzer.as_ref(), &e),
-            },
+            Ok(bytes) => self.judge(bytes, &job.product_sku).await,
             Err(e) => {
                 let retry_in = Duration::from_secs(2u64.saturating_pow(job.attempts.min(8)));
                 warn!(error = %e, ?retry_in, "reading the image failed; job retried");
@@ -102,6 +105,23 @@ impl Workers {
                 self.outbox_wake.notify_one();
             }
             Err(e) => warn!(error = %e, "storing the result failed; the job will run again"),
+        }
+    }
+
+    /// Decodes and judges an image, its memory reserved first (waiting for the budget).
+    async fn judge(&self, bytes: Bytes, sku: &str) -> Outcome {
+        let analyzer = self.analyzer.as_ref();
+        let (width, height) = match wiko_inspect::decode::dimensions(&bytes, self.limits) {
+            Ok(size) => size,
+            Err(e) => return undecodable(analyzer, &e),
+        };
+        let _memory = match self.budget.reserve(Budget::judging(width, height)).await {
+            Ok(memory) => memory,
+            Err(e) => return super::too_large(analyzer, &e),
+        };
+        match decode(bytes, self.limits).await {
+            Ok(image) => run(analyzer, sku, image).await,
+            Err(e) => undecodable(analyzer, &e),
         }
     }
 }

@@ -74,7 +74,8 @@ async fn analyze(
 
     let image = s.intake.image(image)?;
     // Decoded before anything is stored: an image that does not decode is refused, not kept.
-    let decoded = analysis::decode(image.bytes.clone(), s.intake.limits).await?;
+    // Its memory stays reserved until it is judged.
+    let (decoded, _memory) = s.intake.decode_to_judge(&image).await?;
     let origin = Origin::Call(Call {
         facility,
         line,

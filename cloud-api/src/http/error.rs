@@ -31,6 +31,9 @@ pub(crate) enum ApiError {
     UnsupportedImage(String),
     #[error("{0}")]
     InvalidImage(String),
+    /// The image needs more memory than the whole budget.
+    #[error("{0}")]
+    ImageTooLarge(String),
     #[error("frame {0} was already received with other content")]
     FrameConflict(uuid::Uuid),
     /// Removing a golden sample would leave its SKU's model too few images.
@@ -63,7 +66,9 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidImage(_) | ApiError::ImageTooLarge(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::FrameConflict(_) | ApiError::GoldenSetTooSmall(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -82,6 +87,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedImage(_) => ErrorCode::UnsupportedImage,
             ApiError::InvalidImage(_) => ErrorCode::InvalidImage,
+            ApiError::ImageTooLarge(_) => ErrorCode::ImageTooLarge,
             ApiError::FrameConflict(_) => ErrorCode::FrameConflict,
             ApiError::GoldenSetTooSmall(_) => ErrorCode::GoldenSetTooSmall,
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
@@ -144,6 +150,7 @@ impl From<IntakeError> for ApiError {
         match e {
             IntakeError::DigestMismatch => ApiError::bad(ErrorCode::DigestMismatch, e.to_string()),
             IntakeError::Image(e) => e.into(),
+            IntakeError::TooLarge(e) => e.into(),
             IntakeError::Store(e) => e.into(),
         }
     }
@@ -156,9 +163,17 @@ impl From<GoldenError> for ApiError {
             GoldenError::Image { .. } => ApiError::InvalidImage(e.to_string()),
             GoldenError::Fit(detail) => ApiError::Internal(detail),
             GoldenError::Full { .. } => ApiError::bad(ErrorCode::GoldenSetFull, e.to_string()),
+            GoldenError::Degenerate(_) => ApiError::InvalidImage(e.to_string()),
+            GoldenError::TooLarge(e) => e.into(),
             GoldenError::NotInSet { .. } => ApiError::NotFound("golden sample"),
             GoldenError::TooSmall { .. } => ApiError::GoldenSetTooSmall(e.to_string()),
         }
+    }
+}
+
+impl From<crate::analysis::budget::TooLarge> for ApiError {
+    fn from(e: crate::analysis::budget::TooLarge) -> Self {
+        ApiError::ImageTooLarge(e.to_string())
     }
 }
 

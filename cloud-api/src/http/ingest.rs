@@ -52,6 +52,7 @@ async fn put_frame(
             .map_err(|e| ApiError::bad(ErrorCode::InvalidMetadata, e.to_string()))?;
         caller.may_send_for(&meta.facility, Some(&meta.device_id))?;
         let image = s.intake.image(bytes)?;
+        s.intake.verify(&image).await?;
         let run_now = std::time::Duration::ZERO;
         let (outcome, analysis_id) = s.intake.part(Origin::Frame(meta), image, run_now).await?;
         let status = match outcome {

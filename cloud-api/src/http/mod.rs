@@ -31,6 +31,7 @@ use tower_http::trace::TraceLayer;
 use wiko_inspect::DecodeLimits;
 
 use crate::analysis::Analyzer;
+use crate::analysis::budget::Budget;
 use crate::analysis::golden::Golden;
 use crate::auth::Keyring;
 use crate::auth::audit::Audit;
@@ -72,10 +73,12 @@ impl AppState {
         let limits = DecodeLimits {
             max_pixels: config.max_image_pixels,
         };
+        let budget = Budget::new(config.analysis.budget_bytes());
         let golden = Arc::new(
             Golden::new(
                 storage.clone(),
                 limits,
+                budget.clone(),
                 wiko_inspect::FitOptions {
                     method: config.analysis.method,
                     false_reject_rate: config.analysis.false_reject_rate,
@@ -94,6 +97,8 @@ impl AppState {
             intake: Intake {
                 storage,
                 limits,
+                budget,
+                verify_above_pixels: config.analysis.verify_at_ingest_pixels,
                 jobs_wake: Arc::new(Notify::new()),
             },
             analyzer: golden.clone(),

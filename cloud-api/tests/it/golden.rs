@@ -414,3 +414,31 @@ async fn a_refit_cut_short_by_the_object_store_is_tried_again_at_the_next_pass()
     let (_, body) = get_model(&h).await;
     assert_eq!(body["version"], "v2", "{body}");
 }
+
+#[tokio::test]
+async fn a_blank_or_repeated_golden_set_is_refused_with_the_reason() {
+    let h = harness().await;
+    let uri = "/api/v1/skus/WK-KN-200/golden";
+    let blank: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| {
+            let img = image::RgbImage::from_pixel(640, 480, image::Rgb([60 + i, 60 + i, 60 + i]));
+            synthetic::encode_jpeg(img.as_raw(), 640, 480).unwrap()
+        })
+        .collect();
+    let (status, body) = upload_golden(&h, uri, &blank).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("blank"),
+        "{body}"
+    );
+    let (_, set) = get_json(&h, uri).await;
+    assert_eq!(
+        set["samples"].as_array().unwrap().len(),
+        0,
+        "nothing stored"
+    );
+}

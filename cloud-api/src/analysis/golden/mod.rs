@@ -22,6 +22,7 @@ use wiko_inspect::model::MIN_GOOD;
 use wiko_inspect::{DecodeLimits, FitOptions, Gray, Verdict};
 use wiko_wire::{AnalysisStatus, Defect, DefectType, ModelInfo};
 
+use super::budget::Budget;
 use super::{Analyzer, Judgement};
 use crate::store::{Storage, StoreError};
 use models::Models;
@@ -38,6 +39,10 @@ pub enum GoldenError {
     Image { index: usize, reason: String },
     #[error("fitting failed: {0}")]
     Fit(String),
+    #[error("the golden set cannot make a model: {0}")]
+    Degenerate(&'static str),
+    #[error(transparent)]
+    TooLarge(#[from] crate::analysis::budget::TooLarge),
     #[error("the golden set of {sku} would hold {would} images, at most {MAX_GOLDEN} are kept")]
     Full { sku: String, would: usize },
     #[error("the golden set of {sku} holds no image {digest}")]
@@ -52,6 +57,8 @@ pub enum GoldenError {
 pub struct Golden {
     storage: Storage,
     limits: DecodeLimits,
+    /// The memory budget fits are counted in.
+    budget: Budget,
     options: FitOptions,
     models: Models,
     /// Fits one SKU at a time: fitting is CPU-heavy and two uploads of one SKU must not race.
@@ -61,11 +68,17 @@ pub struct Golden {
 impl Golden {
     /// Loads the stored models. A store that cannot be reached yet is no reason not to start:
     /// models are then loaded by the periodic [`Golden::refresh`] or when a part needs one.
-    pub async fn new(storage: Storage, limits: DecodeLimits, options: FitOptions) -> Golden {
+    pub async fn new(
+        storage: Storage,
+        limits: DecodeLimits,
+        budget: Budget,
+        options: FitOptions,
+    ) -> Golden {
         let golden = Golden {
             models: Models::new(storage.records.clone()),
             storage,
             limits,
+            budget,
             options,
             fitting: tokio::sync::Mutex::new(()),
         };

@@ -9,9 +9,20 @@ use wiko_inspect::model::MIN_GOOD;
 use wiko_inspect::{FitError, Gray, Model};
 use wiko_wire::Calibration;
 
+use bytes::Bytes;
+
 use super::{Golden, GoldenError, MAX_GOLDEN};
+use crate::analysis::budget::{Budget, Reservation};
 use crate::analysis::{decode, describe};
 use crate::store::{GoldenImage, Image, StoreError};
+
+fn stored_error(s: &GoldenImage, e: &wiko_inspect::InspectError) -> GoldenError {
+    GoldenError::Fit(format!(
+        "stored golden image {}: {}",
+        s.sample.digest,
+        describe(e)
+    ))
+}
 
 impl Golden {
     /// Adds images (already checked to be acceptable images) to a SKU's golden set and fits a
@@ -40,6 +51,18 @@ impl Golden {
                 would: samples,
             });
         }
+        let fitting = samples >= MIN_GOOD && added > 0;
+        let stored_images = if fitting {
+            self.load(&stored).await?
+        } else {
+            Vec::new()
+        };
+        // The whole set is held decoded while it is fitted: its memory is reserved first.
+        let sizes = stored_images
+            .iter()
+            .map(|(_, w, h)| (*w, *h))
+            .chain(new.iter().map(|(_, i)| (i.width, i.height)));
+        let _memory = self.budget.reserve(Budget::fitting(sizes)).await?;
         // Every new image must decode, whether or not a model is fitted now.
         let mut fresh = Vec::with_capacity(new.len());
         for (index, image) in &new {
@@ -51,8 +74,8 @@ impl Golden {
                 })?;
             fresh.push(g);
         }
-        let fitted = if samples >= MIN_GOOD && added > 0 {
-            let mut set = self.decode_stored(&stored).await?;
+        let fitted = if fitting {
+            let mut set = self.decode_stored(stored_images, &stored).await?;
             set.extend(fresh);
             let upload_index: Vec<usize> = new.iter().map(|(i, _)| *i).collect();
             Some(self.fit(sku, set, stored.len(), &upload_index).await?)
@@ -105,7 +128,7 @@ impl Golden {
             });
         }
         let refitted = if samples >= MIN_GOOD {
-            let set = self.decode_stored(&kept).await?;
+            let (set, _memory) = self.decode_kept(&kept).await?;
             let (model, fit_ms) = self.fit(sku, set, samples, &[]).await?;
             Some((self.models.publish(sku, model).await?, fit_ms))
         } else {
@@ -141,8 +164,8 @@ impl Golden {
                 continue;
             }
             let samples = self.storage.records.golden(&sku).await?;
-            let fitted = match self.decode_stored(&samples).await {
-                Ok(set) => self.fit(&sku, set, samples.len(), &[]).await,
+            let fitted = match self.decode_kept(&samples).await {
+                Ok((set, _memory)) => self.fit(&sku, set, samples.len(), &[]).await,
                 Err(e) => Err(e),
             };
             match fitted {
@@ -162,17 +185,45 @@ impl Golden {
         Ok(refitted)
     }
 
-    /// Decodes the stored golden images `samples`.
-    async fn decode_stored(&self, samples: &[GoldenImage]) -> Result<Vec<Gray>, GoldenError> {
-        let mut set = Vec::with_capacity(samples.len());
+    /// The stored golden images `samples`: their bytes and sizes.
+    async fn load(&self, samples: &[GoldenImage]) -> Result<Vec<(Bytes, u32, u32)>, GoldenError> {
+        let mut images = Vec::with_capacity(samples.len());
         for s in samples {
             let bytes = self.storage.image(&s.key).await?;
-            let g = decode(bytes, self.limits).await.map_err(|e| {
-                GoldenError::Fit(format!("stored golden image {}: {e}", s.sample.digest))
-            })?;
-            set.push(g);
+            let (w, h) = wiko_inspect::decode::dimensions(&bytes, self.limits)
+                .map_err(|e| stored_error(s, &e))?;
+            images.push((bytes, w, h));
+        }
+        Ok(images)
+    }
+
+    /// Decodes stored golden images (loaded by [`Golden::load`]); the caller holds their
+    /// memory.
+    async fn decode_stored(
+        &self,
+        images: Vec<(Bytes, u32, u32)>,
+        samples: &[GoldenImage],
+    ) -> Result<Vec<Gray>, GoldenError> {
+        let mut set = Vec::with_capacity(images.len());
+        for ((bytes, _, _), s) in images.into_iter().zip(samples) {
+            set.push(
+                decode(bytes, self.limits)
+                    .await
+                    .map_err(|e| stored_error(s, &e))?,
+            );
         }
         Ok(set)
+    }
+
+    /// A stored set, decoded to be fitted, with the memory it holds reserved.
+    async fn decode_kept(
+        &self,
+        samples: &[GoldenImage],
+    ) -> Result<(Vec<Gray>, Reservation), GoldenError> {
+        let images = self.load(samples).await?;
+        let sizes = images.iter().map(|(_, w, h)| (*w, *h));
+        let memory = self.budget.reserve(Budget::fitting(sizes)).await?;
+        Ok((self.decode_stored(images, samples).await?, memory))
     }
 
     /// Fits on the blocking pool. The set holds the `stored` images first, then the new ones,
@@ -184,6 +235,9 @@ impl Golden {
         stored: usize,
         upload_index: &[usize],
     ) -> Result<(Model, f64), GoldenError> {
+        if let Some(why) = degenerate(&set) {
+            return Err(GoldenError::Degenerate(why));
+        }
         let started = Instant::now();
         let options = self.options;
         let sku_name = sku.to_string();
@@ -202,5 +256,46 @@ impl Golden {
             other => GoldenError::Fit(other.to_string()),
         })?;
         Ok((model, started.elapsed().as_secs_f64() * 1000.0))
+    }
+}
+
+/// Grey levels below which an image counts as blank (no texture at all).
+const BLANK_SPREAD: f32 = 0.5;
+
+/// Why a set cannot teach a model what good parts look like: every image blank, or every
+/// image the same.
+fn degenerate(set: &[Gray]) -> Option<&'static str> {
+    let spread = |g: &Gray| {
+        let n = g.data.len().max(1) as f32;
+        let mean = g.data.iter().sum::<f32>() / n;
+        (g.data.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt()
+    };
+    if set.iter().all(|g| spread(g) < BLANK_SPREAD) {
+        return Some("every image is blank (no texture): photograph good parts");
+    }
+    let first = set.first()?;
+    if set.len() > 1 && set[1..].iter().all(|g| g.data == first.data) {
+        return Some("every image shows exactly the same pixels: photograph several good parts");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_or_identical_sets_are_degenerate_and_varied_ones_are_not() {
+        let flat = |v: f32| Gray::new(8, 8, v);
+        assert!(degenerate(&[flat(10.0), flat(200.0)]).is_some(), "blank");
+        let mut textured = flat(10.0);
+        textured.data[3] = 90.0;
+        assert!(
+            degenerate(&[textured.clone(), textured.clone()]).is_some(),
+            "identical"
+        );
+        let mut other = textured.clone();
+        other.data[5] = 40.0;
+        assert!(degenerate(&[textured, other]).is_none());
     }
 }
