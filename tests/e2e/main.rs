@@ -10,13 +10,19 @@
 //! - `backup`: a backup taken while serving restores every result and image.
 //! - `demo`: README's first command shows results and NG alerts within 30 s.
 //! - `model_cli`: `wiko-cloud model fit | score | eval` driven as a script drives them.
+//! - `abuse`: memory bombs, slow and stalled clients, idle connections, header bombs, a
+//!   queue-stalling image and wrong keys at speed against a real cloud, which keeps answering
+//!   `/health` within a second and stays within its memory budget.
 //! - `mosquitto` (feature `mosquitto-tests`): alerts through an external Mosquitto broker.
+//! - `openapi` (feature `schemathesis-tests`): the API fuzzed against its OpenAPI document with
+//!   each kind of key.
 //! - `production` (feature `production-tests`): PostgreSQL, S3 and Mosquitto; three replicas
 //!   with one killed, the database and the object store cut off mid-run.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod backup;
 mod crash;
 mod demo;
@@ -25,6 +31,8 @@ mod folder;
 mod model_cli;
 #[cfg(feature = "mosquitto-tests")]
 mod mosquitto;
+#[cfg(feature = "schemathesis-tests")]
+mod openapi;
 mod outage;
 #[cfg(feature = "production-tests")]
 mod production;

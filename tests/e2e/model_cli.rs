@@ -20,15 +20,16 @@ fn json_lines(out: &Output) -> Vec<Value> {
 
 /// The rows of `manifest` whose `group_id` is `sku`, as a manifest beside it.
 fn one_sku(manifest: &Path, sku: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(manifest).unwrap();
-    let mut lines = text.lines();
-    let mut out = format!("{}\n", lines.next().unwrap());
-    for line in lines.filter(|l| l.split(',').nth(7) == Some(sku)) {
-        out.push_str(line);
-        out.push('\n');
-    }
+    let mut reader = csv::Reader::from_path(manifest).unwrap();
     let path = manifest.with_file_name(format!("{sku}.csv"));
-    std::fs::write(&path, out).unwrap();
+    let mut writer = csv::Writer::from_path(&path).unwrap();
+    writer.write_record(reader.headers().unwrap()).unwrap();
+    for row in reader.records().map(Result::unwrap) {
+        if &row[7] == sku {
+            writer.write_record(&row).unwrap();
+        }
+    }
+    writer.flush().unwrap();
     path
 }
 
@@ -79,20 +80,14 @@ fn a_script_fits_scores_and_evaluates_models_from_the_command_line() {
     );
     assert!(out.status.success(), "{out:?}");
     let lines = json_lines(&out);
-    let rows: Vec<String> = std::fs::read_to_string(&knives)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(String::from)
-        .collect();
+    let rows = wiko_e2e::manifest_rows(&knives).unwrap();
     assert_eq!(lines.len(), rows.len());
     let (mut defects, mut found, mut false_rejects) = (0, 0, 0);
     for (line, row) in lines.iter().zip(&rows) {
-        let file = row.split(',').next().unwrap();
-        assert_eq!(line["file"], file);
+        assert_eq!(line["file"], row["file"].as_str());
         assert!(line["score"].is_f64() && line["ms"].is_f64(), "{line}");
         let detected = line["defect_detected"].as_bool().unwrap();
-        if row.split(',').nth(1) == Some("good") {
+        if row["label"] == "good" {
             false_rejects += usize::from(detected);
         } else {
             defects += 1;
@@ -101,7 +96,10 @@ fn a_script_fits_scores_and_evaluates_models_from_the_command_line() {
             assert!(top["type"].is_string() && top["score"].is_f64(), "{line}");
             assert_eq!(top["bbox"].as_array().map(Vec::len), Some(4), "{line}");
         }
-        let picture = heat.join(format!("images_{}", file.trim_start_matches("images/")));
+        let picture = heat.join(format!(
+            "images_{}",
+            row["file"].trim_start_matches("images/")
+        ));
         let picture = picture.with_extension("heat.png");
         let (w, h) = image::image_dimensions(&picture)
             .unwrap_or_else(|e| panic!("{}: {e}", picture.display()));

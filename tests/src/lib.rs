@@ -61,6 +61,23 @@ where
     }
 }
 
+/// The rows of a dataset manifest (`shared/datasets` format), each by column name.
+pub fn manifest_rows(path: &Path) -> anyhow::Result<Vec<HashMap<String, String>>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    reader
+        .records()
+        .map(|r| {
+            Ok(headers
+                .iter()
+                .map(String::from)
+                .zip(r?.iter().map(String::from))
+                .collect())
+        })
+        .collect()
+}
+
 /// A child process killed when dropped; its output goes to a log file in its directory.
 pub struct Process {
     child: Child,
@@ -68,6 +85,14 @@ pub struct Process {
 }
 
 impl Process {
+    /// The process's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     fn spawn(bin_name: &str, args: &[&str], log: PathBuf) -> anyhow::Result<Process> {
         Process::program(&bin(bin_name), args, log)
     }
@@ -324,16 +349,12 @@ key = "{ADMIN_KEY}"
             .stdout(Stdio::null())
             .status()?;
         anyhow::ensure!(status.success(), "wiko-agent synth failed");
-        let manifest = std::fs::read_to_string(out.join("manifest.csv"))?;
         let mut by_sku: HashMap<String, Vec<PathBuf>> = HashMap::new();
-        for line in manifest.lines().skip(1) {
-            let cols: Vec<&str> = line.split(',').collect();
-            if let (Some(file), Some(sku)) = (cols.first(), cols.get(7)) {
-                by_sku
-                    .entry(sku.to_string())
-                    .or_default()
-                    .push(out.join(file));
-            }
+        for row in manifest_rows(&out.join("manifest.csv"))? {
+            by_sku
+                .entry(row["group_id"].clone())
+                .or_default()
+                .push(out.join(&row["file"]));
         }
         let http = reqwest::Client::new();
         for (sku, files) in by_sku {

@@ -11,6 +11,7 @@ use crate::analysis::{Analysis, AnalysisStatus, Defect};
 
 /// Which stream of a station a message goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Topic {
     /// NG parts.
@@ -32,6 +33,7 @@ impl Topic {
 
 /// Payload of `…/alert` and `…/result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertMessage {
     pub schema_version: u32,
     /// The analysis id; the idempotency id of the message.

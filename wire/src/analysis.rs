@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 /// The knife defect taxonomy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DefectType {
     Scratch,
@@ -71,6 +72,7 @@ impl DefectType {
 
 /// One defect found on a part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Defect {
     #[serde(rename = "type")]
     pub kind: DefectType,
@@ -85,6 +87,7 @@ pub struct Defect {
 
 /// How far an analysis has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AnalysisStatus {
     /// Stored, waiting for an analyzer.
@@ -100,6 +103,7 @@ pub enum AnalysisStatus {
 
 /// One analysed part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Analysis {
     pub id: Uuid,
     /// Human-facing unique id, `DEF-` plus 16 hex digits (the prototype's format).
@@ -139,6 +143,7 @@ pub struct Analysis {
 
 /// One page of a listing; pass `next_cursor` back as `cursor` for the next page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

@@ -15,26 +15,39 @@ pub const IMAGE_FIELD: &str = "image";
 /// Longest accepted identifier (device, facility, line, station, SKU, part, lot), in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
+/// What an identifier may be, as a regular expression (besides not `.` or `..`): the
+/// OpenAPI document states it; [`validate_id`] enforces it.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+
 /// Everything the cloud needs to know about a frame besides its pixels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FrameMeta {
     /// UUIDv7 chosen by the agent at capture; the idempotency key of the upload.
     pub frame_id: Uuid,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub device_id: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub facility: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub line: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub station: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub sku: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub part_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub lot: Option<String>,
     /// Capture time, UTC.
     pub captured_at: DateTime<Utc>,
     /// Per-device capture sequence number, strictly increasing across restarts.
     pub seq: u64,
     /// Lower-case hex BLAKE3 of the JPEG bytes ([`image_digest`]); the cloud checks it.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub image_blake3: String,
 }
 
@@ -114,6 +127,7 @@ pub fn validate_id(field: &'static str, value: &str) -> Result<(), MetaError> {
 
 /// Whether the frame was new or already known with the same content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IngestOutcome {
     Created,
@@ -122,6 +136,7 @@ pub enum IngestOutcome {
 
 /// The cloud's answer to an accepted upload. Once received, the agent may delete the frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IngestAck {
     pub frame_id: Uuid,
     pub outcome: IngestOutcome,

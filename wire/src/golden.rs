@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One image of a SKU's golden set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoldenSample {
     /// BLAKE3 of the image bytes (hex): the image's name in the API.
     pub digest: String,
@@ -14,6 +15,7 @@ pub struct GoldenSample {
 
 /// A SKU's active model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     pub sku: String,
     /// `v1`, `v2`, …: every fit is a new version; results name the one that judged them.
@@ -30,6 +32,7 @@ pub struct ModelInfo {
 
 /// The answer to a golden upload or removal: the set and the model now active.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Calibration {
     pub sku: String,
     /// Images in the golden set.
@@ -44,6 +47,7 @@ pub struct Calibration {
 
 /// `GET /api/v1/skus`: a SKU at a glance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SkuSummary {
     pub sku: String,
     pub samples: usize,
@@ -52,6 +56,7 @@ pub struct SkuSummary {
 
 /// `GET /api/v1/skus/{sku}/golden`: the set, oldest first, and its model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GoldenSet {
     pub sku: String,
     pub samples: Vec<GoldenSample>,

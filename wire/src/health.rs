@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /health` of either service: the process answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always `healthy` (a process that cannot say so does not answer).
     pub status: String,
@@ -16,6 +17,7 @@ pub struct Health {
 
 /// `GET /ready` of the cloud: 200 when every dependency answers, 503 otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
@@ -23,6 +25,7 @@ pub struct Readiness {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadinessChecks {
     pub database: bool,
     pub object_store: bool,
@@ -31,6 +34,7 @@ pub struct ReadinessChecks {
 
 /// The agent's `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentHealth {
     /// `healthy`.
     pub status: String,
@@ -40,6 +44,7 @@ pub struct AgentHealth {
 
 /// The agent's frame buffer at a glance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BufferHealth {
     /// Frames not yet acknowledged by the cloud.
     pub frames: u64,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Upload frames and call `/analyze` (for its facility, and device when bound).
@@ -34,16 +35,20 @@ impl Scope {
 
 /// `POST /api/v1/keys`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// Who holds it (logs and audit), e.g. `yangjiang-line1-pc`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub name: String,
     pub scope: Scope,
     /// A device key may ingest only for this facility; required for device keys.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub facility: Option<String>,
     /// A device key bound to one device may ingest only as it.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
     pub device_id: Option<String>,
     /// When the key stops working; never when absent.
     #[serde(default)]
@@ -52,6 +57,7 @@ pub struct NewKey {
 
 /// A key as listed: everything but the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyInfo {
     /// The visible part of the key, `wk_<prefix>_…`: how it is named in logs and the audit.
     pub prefix: String,
@@ -68,6 +74,7 @@ pub struct KeyInfo {
 
 /// The answer to `POST /api/v1/keys`: the key itself, shown this once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     pub key: String,
     pub info: KeyInfo,

@@ -15,6 +15,8 @@ pub const JUDGE_BYTES_PER_PIXEL: u64 = 16;
 /// Bytes per pixel each image of a golden set holds while the set is fitted (kept decoded,
 /// plus the fit's statistics).
 pub const FIT_BYTES_PER_PIXEL: u64 = 6;
+/// Peak bytes per pixel of decoding one image (the decoder's buffers beside the result).
+pub const DECODE_BYTES_PER_PIXEL: u64 = 8;
 /// Smallest budget accepted: one 1080p frame judged with room to spare.
 pub const MIN_BUDGET: u64 = 256 * 1024 * 1024;
 
@@ -56,12 +58,15 @@ impl Budget {
         u64::from(width) * u64::from(height) * JUDGE_BYTES_PER_PIXEL
     }
 
-    /// What fitting a set of images of these sizes costs.
+    /// What fitting a set of images of these sizes costs: the set held decoded, and the
+    /// largest image being decoded beside it.
     pub fn fitting(sizes: impl IntoIterator<Item = (u32, u32)>) -> u64 {
-        sizes
+        let pixels: Vec<u64> = sizes
             .into_iter()
-            .map(|(w, h)| u64::from(w) * u64::from(h) * FIT_BYTES_PER_PIXEL)
-            .sum()
+            .map(|(w, h)| u64::from(w) * u64::from(h))
+            .collect();
+        let largest = pixels.iter().copied().max().unwrap_or(0);
+        pixels.iter().sum::<u64>() * FIT_BYTES_PER_PIXEL + largest * DECODE_BYTES_PER_PIXEL
     }
 
     /// Reserves `bytes`, waiting while other work holds the budget; refused at once if

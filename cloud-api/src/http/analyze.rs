@@ -39,7 +39,15 @@ struct Form {
     part_id: Option<String>,
 }
 
-async fn analyze(
+#[utoipa::path(post, path = "/api/v1/analyze", tag = "ingest",
+    request_body(content = super::openapi::AnalyzeForm, content_type = "multipart/form-data",
+        description = "The prototype's form: `image`, `product_sku`, `facility`, optional `line`, `station`, `part_id`"),
+    responses(
+        (status = 200, description = "The part, judged", body = wiko_wire::Analysis),
+        (status = 415, description = "Not an image (`unsupported_image`)", body = wiko_wire::ErrorBody),
+        (status = 422, description = "An image that cannot be used (`invalid_image`, `image_too_large`)", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn analyze(
     State(s): State<AppState>,
     caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,

@@ -47,7 +47,18 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/skus/{sku}/model", get(model))
 }
 
-async fn upload(
+#[utoipa::path(post, path = "/api/v1/skus/{sku}/golden", tag = "golden",
+    params(("sku" = String, Path, description = "The SKU")),
+    request_body(content = super::openapi::GoldenUpload, content_type = "multipart/form-data",
+        description = "One or more `image` parts: good parts of the SKU"),
+    responses(
+        (status = 201, description = "A new model version was fitted", body = wiko_wire::Calibration),
+        (status = 200, description = "Nothing new: the images were in the set", body = wiko_wire::Calibration),
+        (status = 202, description = "Added; too few images for a model yet", body = wiko_wire::Calibration),
+        (status = 415, description = "Not an image (`unsupported_image`)", body = wiko_wire::ErrorBody),
+        (status = 422, description = "An image, or the set, that cannot make a model", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn upload(
     State(s): State<AppState>,
     Path(sku): Path<String>,
     caller: Caller,
@@ -95,7 +106,13 @@ async fn upload(
     Ok((status, Json(calibration)))
 }
 
-async fn model(
+#[utoipa::path(get, path = "/api/v1/skus/{sku}/model", tag = "golden",
+    params(("sku" = String, Path, description = "The SKU")),
+    responses(
+        (status = 200, description = "The active model", body = wiko_wire::ModelInfo),
+        (status = 404, description = "The SKU has no model (`not_calibrated`)", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn model(
     State(s): State<AppState>,
     Path(sku): Path<String>,
     caller: Caller,
@@ -108,7 +125,9 @@ async fn model(
         .ok_or(ApiError::NotCalibrated(sku))
 }
 
-async fn skus(
+#[utoipa::path(get, path = "/api/v1/skus", tag = "golden",
+    responses((status = 200, description = "Every SKU with golden samples", body = Vec<wiko_wire::SkuSummary>)))]
+pub(super) async fn skus(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<SkuSummary>>, ApiError> {
@@ -125,7 +144,10 @@ async fn skus(
     ))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/skus/{sku}/golden", tag = "golden",
+    params(("sku" = String, Path, description = "The SKU")),
+    responses((status = 200, description = "The golden set, oldest first, and its model", body = wiko_wire::GoldenSet)))]
+pub(super) async fn list(
     State(s): State<AppState>,
     Path(sku): Path<String>,
     caller: Caller,
@@ -140,7 +162,13 @@ async fn list(
     }))
 }
 
-async fn sample_image(
+#[utoipa::path(get, path = "/api/v1/skus/{sku}/golden/{digest}", tag = "golden",
+    params(("sku" = String, Path, description = "The SKU"), ("digest" = String, Path, description = "The image's BLAKE3")),
+    responses(
+        (status = 200, description = "The golden image as uploaded", content_type = "image/*", body = Vec<u8>),
+        (status = 404, description = "No such image in the set", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn sample_image(
     State(s): State<AppState>,
     Path((sku, digest)): Path<(String, String)>,
     caller: Caller,
@@ -156,7 +184,15 @@ async fn sample_image(
     Ok(image::stored(bytes))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/skus/{sku}/golden/{digest}", tag = "golden",
+    params(("sku" = String, Path, description = "The SKU"), ("digest" = String, Path, description = "The image's BLAKE3")),
+    responses(
+        (status = 200, description = "Taken out; the model refitted without it", body = wiko_wire::Calibration),
+        (status = 404, description = "No such image in the set", body = wiko_wire::ErrorBody),
+        (status = 409, description = "The model would keep too few images (`golden_set_too_small`)", body = wiko_wire::ErrorBody),
+        (status = 422, description = "The rest of the set cannot make a model", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn remove(
     State(s): State<AppState>,
     Path((sku, digest)): Path<(String, String)>,
     caller: Caller,

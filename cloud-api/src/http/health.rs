@@ -22,7 +22,9 @@ pub(super) fn router() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
-async fn health() -> Json<Health> {
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses((status = 200, description = "The process answers", body = wiko_wire::Health)))]
+pub(super) async fn health() -> Json<Health> {
     Json(Health {
         status: "healthy".into(),
         service: "wiko-cloud".into(),
@@ -30,7 +32,12 @@ async fn health() -> Json<Health> {
     })
 }
 
-async fn ready(State(s): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/ready", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Database, image store and broker answer", body = wiko_wire::Readiness),
+        (status = 503, description = "A dependency does not answer", body = wiko_wire::Readiness),
+    ))]
+pub(super) async fn ready(State(s): State<AppState>) -> Response {
     let checks = ReadinessChecks {
         database: s.store().ping().await.is_ok(),
         object_store: s.intake.storage.images.ping().await.is_ok(),
@@ -49,7 +56,9 @@ async fn ready(State(s): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics_text(caller: Caller) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+pub(super) async fn metrics_text(caller: Caller) -> Result<Response, ApiError> {
     caller.may(Need::Read)?;
     Ok((
         [("content-type", "text/plain; version=0.0.4")],

@@ -29,7 +29,18 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/frames/{frame_id}", put(put_frame))
 }
 
-async fn put_frame(
+#[utoipa::path(put, path = "/api/v1/frames/{frame_id}", tag = "ingest",
+    params(("frame_id" = uuid::Uuid, Path, description = "The frame's id, as in its metadata")),
+    request_body(content = super::openapi::FrameUpload, content_type = "multipart/form-data",
+        description = "`meta` (FrameMeta as JSON) and `image` (the JPEG)"),
+    responses(
+        (status = 201, description = "Stored: durable, analysis queued", body = wiko_wire::IngestAck),
+        (status = 200, description = "The same frame again", body = wiko_wire::IngestAck),
+        (status = 409, description = "The id was received with other content (`frame_conflict`)", body = wiko_wire::ErrorBody),
+        (status = 415, description = "Not an image (`unsupported_image`)", body = wiko_wire::ErrorBody),
+        (status = 422, description = "An image that cannot be used (`invalid_image`, `image_too_large`)", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn put_frame(
     State(s): State<AppState>,
     Path(frame_id): Path<String>,
     caller: Caller,

@@ -24,7 +24,9 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/keys/{prefix}", delete(revoke))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = wiko_wire::NewKey,
+    responses((status = 201, description = "The key, shown this once", body = wiko_wire::CreatedKey)))]
+pub(super) async fn create(
     State(s): State<AppState>,
     caller: Caller,
     body: Result<Json<NewKey>, JsonRejection>,
@@ -45,13 +47,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(CreatedKey { key, info })))
 }
 
-async fn list(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, description = "Every key, without its secret", body = Vec<wiko_wire::KeyInfo>)))]
+pub(super) async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
     caller.may(Need::Admin)?;
     let keys = s.store().keys().await?;
     Ok(Json(keys.into_iter().map(|k| k.info).collect()))
 }
 
-async fn revoke(
+#[utoipa::path(delete, path = "/api/v1/keys/{prefix}", tag = "keys",
+    params(("prefix" = String, Path, description = "The key's prefix")),
+    responses(
+        (status = 200, description = "Revoked", body = wiko_wire::KeyInfo),
+        (status = 404, description = "No such key", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn revoke(
     State(s): State<AppState>,
     caller: Caller,
     Path(prefix): Path<String>,

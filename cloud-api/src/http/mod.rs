@@ -11,6 +11,7 @@ mod health;
 mod image;
 mod ingest;
 mod keys;
+mod openapi;
 mod results;
 pub(crate) mod server;
 
@@ -138,6 +139,7 @@ pub fn app(state: AppState) -> Router {
     let deadline = Duration::from_millis(limits.request_timeout_ms);
     let mut router = Router::new()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(api)
         .layer(axum::middleware::from_fn(move |req, next| {
             within(deadline, req, next)

@@ -29,9 +29,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/analyses/{id}/image", get(image))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of the results listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     facility: Option<String>,
     line: Option<String>,
     station: Option<String>,
@@ -46,7 +48,9 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/analyses", tag = "results", params(ListQuery),
+    responses((status = 200, description = "Newest first; `next_cursor` for the next page", body = wiko_wire::Page<wiko_wire::Analysis>)))]
+pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -100,7 +104,13 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
-async fn one(
+#[utoipa::path(get, path = "/api/v1/analyses/{id}", tag = "results",
+    params(("id" = uuid::Uuid, Path, description = "The analysis id")),
+    responses(
+        (status = 200, description = "One analysis", body = wiko_wire::Analysis),
+        (status = 404, description = "No such analysis", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn one(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -111,7 +121,13 @@ async fn one(
     ))
 }
 
-async fn image(
+#[utoipa::path(get, path = "/api/v1/analyses/{id}/image", tag = "results",
+    params(("id" = uuid::Uuid, Path, description = "The analysis id")),
+    responses(
+        (status = 200, description = "The image as uploaded", content_type = "image/*", body = Vec<u8>),
+        (status = 404, description = "No such analysis", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn image(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

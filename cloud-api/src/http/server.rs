@@ -1,8 +1,8 @@
 //! The accept loop: what a connection may cost. Every connection gets a header read timeout
-//! (which also closes idle keep-alive connections), open connections are capped, HTTP/2
-//! without TLS (h2c) is spoken only when configured, and the caller's address is handed to the
-//! handlers (`ConnectInfo`). A graceful shutdown stops accepting and lets requests in flight
-//! finish, for a bounded time.
+//! (which also closes connections that send nothing, and idle keep-alive connections), open
+//! connections are capped, HTTP/2 without TLS (h2c) is spoken only when configured, and the
+//! caller's address is handed to the handlers (`ConnectInfo`). A graceful shutdown stops
+//! accepting and lets requests in flight finish, for a bounded time.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
@@ -22,6 +22,8 @@ use super::config::HttpConfig;
 
 /// How long requests in flight may take to finish after shutdown began.
 const DRAIN: Duration = Duration::from_secs(30);
+/// The first bytes of an HTTP/2 connection without TLS.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves `router` on `listener` until `shutdown` completes.
 pub(crate) async fn serve(
@@ -31,18 +33,19 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     raise_open_files_limit(limits.max_connections);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+    let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
-    if !limits.h2c {
-        builder = builder.http1_only();
-    }
-    let builder = Arc::new(builder);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
+    let (h1, h2) = (Arc::new(h1), Arc::new(h2));
+    let h2c = limits.h2c;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -64,18 +67,22 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let mut req = req.map(axum::body::Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
-        });
-        let builder = builder.clone();
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(req)
+            });
+        let (h1, h2, watcher) = (h1.clone(), h2.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let ended = if h2c && speaks_h2(&stream, header_timeout).await {
+                let conn = h2.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(conn).await.map_err(|e| e.to_string())
+            } else {
+                let conn = h1.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(conn).await.map_err(|e| e.to_string())
+            };
+            if let Err(e) = ended {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(slot);
@@ -90,6 +97,26 @@ pub(crate) async fn serve(
         warn!("requests still in flight after {DRAIN:?}; closing them");
     }
     Ok(())
+}
+
+/// Whether the client opens with HTTP/2's preface (h2c), judged from its first bytes as they
+/// arrive; a client that says nothing within `timeout` is served as HTTP/1, whose header read
+/// timeout then closes it.
+async fn speaks_h2(stream: &TcpStream, timeout: Duration) -> bool {
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.unwrap_or(0);
+            if n == 0 || buf[..n] != H2_PREFACE[..n] {
+                return false;
+            }
+            if n == H2_PREFACE.len() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, sniff).await.unwrap_or(false)
 }
 
 /// Each connection is an open file: the soft limit is raised to the hard one (systemd's
