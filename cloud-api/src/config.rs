@@ -20,7 +20,7 @@ use crate::http::config::HttpConfig;
 use crate::store::config::{DatabaseConfig, ImagesConfig};
 use crate::store::s3::S3Settings;
 
-pub use crate::alert::config::Broker;
+pub use crate::alert::config::{Broker, Replay};
 pub use crate::store::config::Database;
 pub use wiko_daemon::config::ConfigError;
 
@@ -95,6 +95,8 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     pub broker: Broker,
     pub mqtt_client_id: String,
+    /// How long published events are kept and replayed after a start.
+    pub replay: Replay,
     pub database: Database,
     /// `None`: images in `data_dir`.
     pub s3: Option<S3Settings>,
@@ -137,7 +139,7 @@ impl TryFrom<RawConfig> for Config {
         raw.http.validate()?;
         let keys = raw.auth.validate()?;
         raw.analysis.validate()?;
-        let broker = raw.mqtt.validate()?;
+        let broker = raw.mqtt.validate(&raw.data_dir)?;
         let database = raw.database.validate()?;
         let s3 = raw.images.s3.map(|s3| s3.validate()).transpose()?;
         let public_url = raw
@@ -157,6 +159,7 @@ impl TryFrom<RawConfig> for Config {
             limits: raw.auth.limits,
             analysis: raw.analysis,
             broker,
+            replay: raw.mqtt.replay(),
             mqtt_client_id: raw.mqtt.client_id,
             database,
             s3,

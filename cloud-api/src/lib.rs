@@ -90,8 +90,13 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<Storage> {
 }
 
 /// Every [`HOUSEKEEPING`]: activates models other replicas fitted, refits models of an older
-/// format, and sets the queue gauges.
-async fn housekeeping(golden: Arc<Golden>, store: Arc<dyn Store>, stop: CancellationToken) {
+/// format, forgets events published longer ago than `replay_window`, and sets the queue gauges.
+async fn housekeeping(
+    golden: Arc<Golden>,
+    store: Arc<dyn Store>,
+    replay_window: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HOUSEKEEPING) => {}
@@ -102,6 +107,11 @@ async fn housekeeping(golden: Arc<Golden>, store: Arc<dyn Store>, stop: Cancella
         }
         if let Err(e) = golden.refit_unusable().await {
             tracing::warn!(error = %e, "refitting unusable models failed");
+        }
+        let published_before =
+            chrono::Utc::now() - chrono::Duration::from_std(replay_window).unwrap_or_default();
+        if let Err(e) = store.prune_published(published_before).await {
+            tracing::warn!(error = %e, "forgetting published events failed");
         }
         match store.queue_stats().await {
             Ok(q) => {
@@ -154,24 +164,32 @@ pub async fn serve(
     let state = AppState::new(&config, storage.clone()).await;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // (host, port, login, whether to replay after a start: the embedded broker forgets).
     let mqtt_target = match &config.broker {
-        Broker::Embedded(addr) => {
-            alert::broker::start(*addr)
+        Broker::Embedded(settings) => {
+            let accounts = alert::broker::start(settings)
                 .await
                 .context("starting the embedded MQTT broker")?;
-            info!(%addr, "embedded MQTT broker started");
-            Some((addr.ip().to_string(), addr.port()))
+            info!(addr = %settings.listen, "embedded MQTT broker started");
+            let login = (accounts.publisher.username, accounts.publisher.password);
+            let addr = settings.listen;
+            Some((addr.ip().to_string(), addr.port(), Some(login), true))
         }
-        Broker::External { host, port } => Some((host.clone(), *port)),
+        Broker::External { host, port, login } => Some((host.clone(), *port, login.clone(), false)),
         Broker::Disabled => None,
     };
-    if let Some((host, port)) = mqtt_target {
+    if let Some((host, port, login, replay)) = mqtt_target {
+        let mut options = alert::options(&config.mqtt_client_id, &host, port);
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let publisher = alert::Publisher {
             store: storage.records.clone(),
-            options: alert::options(&config.mqtt_client_id, &host, port),
+            options,
             wake: state.outbox_wake.clone(),
             up: state.broker_up.clone(),
             public_url: config.public_url.clone(),
+            replay: replay.then_some(config.replay),
         };
         tasks.spawn(publisher.run(stop.clone()));
     }
@@ -191,6 +209,7 @@ pub async fn serve(
     tasks.spawn(housekeeping(
         state.golden.clone(),
         storage.records.clone(),
+        config.replay.window,
         stop.clone(),
     ));
     tasks.spawn(access(state.clone(), stop.clone()));

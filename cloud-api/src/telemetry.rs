@@ -14,3 +14,5 @@ pub const JOBS_OLDEST_SECONDS: &str = "wiko_cloud_jobs_oldest_seconds";
 pub const JOBS_DEAD_TOTAL: &str = "wiko_cloud_jobs_dead_total";
 pub const AUDIT_DROPPED_TOTAL: &str = "wiko_cloud_audit_dropped_total";
 pub const RATE_LIMITED_TOTAL: &str = "wiko_cloud_rate_limited_total";
+pub const MQTT_BROKER_REFUSED_TOTAL: &str = "wiko_cloud_mqtt_broker_refused_total";
+pub const MQTT_BROKER_DROPPED_TOTAL: &str = "wiko_cloud_mqtt_broker_dropped_total";

@@ -188,7 +188,6 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
     println!("  viewer key:    {viewer_key}");
     println!("  device key:    {device_key}");
     println!("  admin key:     {admin_key}");
-    println!("  MQTT:          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t 'wiko/+/+/+/alert' -v");
     println!("  agent health:  http://127.0.0.1:{agent_http}/healthz");
     println!("  data:          {}", data_dir.display());
     println!(
@@ -205,12 +204,18 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
         let _ = cloud_task.await;
         return Err(e.context("calibrating the demo SKUs"));
     }
+    // The embedded broker wrote its accounts at start; subscribers log in as `subscriber`.
+    let login = subscriber_login(&data_dir.join("cloud").join("mqtt-credentials.json"))?;
+    println!(
+        "  MQTT:          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -u {} -P {} -t 'wiko/+/+/+/alert' -v",
+        login.0, login.1
+    );
     let agent_stop = stop.clone();
     let agent_task = tokio::spawn(wiko_agent::run(agent, async move {
         agent_stop.cancelled().await
     }));
     let summary_stop = stop.clone();
-    let summary = tokio::spawn(summarize(mqtt_port, agent_http, summary_stop));
+    let summary = tokio::spawn(summarize(mqtt_port, login, agent_http, summary_stop));
 
     let deadline = async {
         match args.duration_secs {
@@ -230,9 +235,29 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
     Ok(())
 }
 
+/// The embedded broker's subscriber account (user, password), as the cloud wrote it.
+fn subscriber_login(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let accounts: serde_json::Value = serde_json::from_str(&text)?;
+    let field = |k: &str| {
+        accounts["subscriber"][k]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok((field("username"), field("password")))
+}
+
 /// Tallies the MQTT messages and prints a line every 5 s.
-async fn summarize(mqtt_port: u16, agent_http: u16, stop: CancellationToken) {
+async fn summarize(
+    mqtt_port: u16,
+    login: (String, String),
+    agent_http: u16,
+    stop: CancellationToken,
+) {
     let mut opts = MqttOptions::new("wiko-demo-summary", "127.0.0.1", mqtt_port);
+    opts.set_credentials(login.0, login.1);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(256 * 1024, 256 * 1024);
     let (client, mut events) = AsyncClient::new(opts, 64);

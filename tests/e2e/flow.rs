@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use wiko_e2e::{Agent, Camera, Cloud, Subscriber, free_port, wait_until};
+use wiko_e2e::{Agent, Camera, Cloud, free_port, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_parts_arrive_once_with_one_result_each_and_one_alert_per_ng_part() {
@@ -10,7 +10,7 @@ async fn two_hundred_parts_arrive_once_with_one_result_each_and_one_alert_per_ng
         .await
         .unwrap();
     cloud.calibrate(dir.path()).await.unwrap();
-    let sub = Subscriber::start(cloud.mqtt_port).await.unwrap();
+    let sub = cloud.subscriber().await.unwrap();
     let agent_dir = dir.path().join("agent");
     let cameras = [
         Camera::synthetic("grind", "grinding", "WK-KN-200", 7, 100, 30),

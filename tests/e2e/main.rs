@@ -10,6 +10,8 @@
 //! - `backup`: a backup taken while serving restores every result and image.
 //! - `demo`: README's first command shows results and NG alerts within 30 s.
 //! - `model_cli`: `wiko-cloud model fit | score | eval` driven as a script drives them.
+//! - `mqtt`: the embedded broker: results published around a cloud restart reach a
+//!   reconnecting subscriber; forged publishes and a taken client id are refused.
 //! - `abuse`: memory bombs, slow and stalled clients, idle connections, header bombs, a
 //!   queue-stalling image and wrong keys at speed against a real cloud, which keeps answering
 //!   `/health` within a second and stays within its memory budget.
@@ -31,6 +33,7 @@ mod folder;
 mod model_cli;
 #[cfg(feature = "mosquitto-tests")]
 mod mosquitto;
+mod mqtt;
 #[cfg(feature = "schemathesis-tests")]
 mod openapi;
 mod outage;

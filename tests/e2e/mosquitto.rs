@@ -65,3 +65,39 @@ async fn results_and_alerts_go_through_an_external_mosquitto() {
         )
     });
 }
+
+/// Mosquitto keeps a persistent subscriber's session: what the cloud published while the
+/// subscriber was away, across a restart of the cloud too, reaches it when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_subscriber_gets_what_it_missed_across_a_cloud_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let session = format!("e2e-persistent-{}", uuid::Uuid::new_v4().simple());
+    let mut cloud = Cloud::start_external_broker(dir.path(), port, 1883)
+        .await
+        .unwrap();
+    let sub = Subscriber::start_as(1883, None, Some(&session))
+        .await
+        .unwrap();
+    drop(sub);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(super::mqtt::part(&cloud, n).await);
+    }
+    assert!(cloud.process.terminate().unwrap().success());
+    cloud = Cloud::start_external_broker(dir.path(), port, 1883)
+        .await
+        .unwrap();
+    for n in 3..6 {
+        ids.push(super::mqtt::part(&cloud, n).await);
+    }
+    let sub = Subscriber::start_as(1883, None, Some(&session))
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "every result missed", || async {
+        let got = sub.by_leaf("result");
+        ids.iter().all(|id| got.contains_key(id)).then_some(())
+    })
+    .await
+    .unwrap();
+}

@@ -163,7 +163,7 @@ impl Run {
             .await
             .unwrap();
         cloud.calibrate(dir.path()).await.unwrap();
-        let sub = Subscriber::start(mqtt).await.unwrap();
+        let sub = cloud.subscriber().await.unwrap();
         let (agent_dir, http) = (dir.path().join("agent"), free_port());
         Agent::write_config(&agent_dir, port, http, &cameras(60, 80)).unwrap();
         let agent = Agent::start(&agent_dir, http).await.unwrap();

@@ -163,6 +163,8 @@ pub struct Setup {
     pub production: Option<Production>,
     /// More configuration, appended as is (e.g. an `[analysis]` table).
     pub extra: String,
+    /// More keys of the `[mqtt]` table.
+    pub mqtt_extra: String,
 }
 
 /// A fresh schema in the test database and a fresh key prefix in the test bucket, from
@@ -275,6 +277,7 @@ listen = "127.0.0.1:{port}"
 data_dir = {data:?}
 [mqtt]
 {broker}
+{mqtt_extra}
 [[auth.keys]]
 name = "agent"
 scope = "device"
@@ -292,6 +295,7 @@ key = "{ADMIN_KEY}"
 "#,
                 data = dir.join("data").display().to_string(),
                 extra = setup.extra,
+                mqtt_extra = setup.mqtt_extra,
             ),
         )?;
         Ok(config)
@@ -328,6 +332,25 @@ key = "{ADMIN_KEY}"
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The embedded broker's subscriber account (user, password), from the data directory.
+    pub fn mqtt_subscriber_login(&self) -> anyhow::Result<(String, String)> {
+        let path = self.dir.join("data").join("mqtt-credentials.json");
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        let accounts: Value = serde_json::from_str(&text)?;
+        let field = |k: &str| {
+            accounts["subscriber"][k]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok((field("username"), field("password")))
+    }
+
+    /// A subscriber to this cloud's embedded broker.
+    pub async fn subscriber(&self) -> anyhow::Result<Subscriber> {
+        Subscriber::start_as(self.mqtt_port, Some(self.mqtt_subscriber_login()?), None).await
     }
 
     /// Calibrates both synthetic SKUs as a quality engineer would: `wiko-agent synth` makes 30
@@ -581,11 +604,29 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// A subscriber to the broker on `port` (anonymous: the machine's Mosquitto).
     pub async fn start(port: u16) -> anyhow::Result<Subscriber> {
-        let id = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        Subscriber::start_as(port, None, None).await
+    }
+
+    /// A subscriber logging in with `login` (user, password); with a `session` id, its
+    /// session (subscriptions, messages it missed) stays on the broker while it is away.
+    pub async fn start_as(
+        port: u16,
+        login: Option<(String, String)>,
+        session: Option<&str>,
+    ) -> anyhow::Result<Subscriber> {
+        let id = session.map_or_else(
+            || format!("e2e-{}", uuid::Uuid::new_v4().simple()),
+            str::to_string,
+        );
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
+        opts.set_clean_session(session.is_none());
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
         let (client, mut events) = AsyncClient::new(opts, 64);
         let messages: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
         let subscribed = Arc::new(tokio::sync::Notify::new());

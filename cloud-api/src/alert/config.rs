@@ -1,9 +1,13 @@
 //! `[mqtt]`: where alerts and results are published.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
-use wiko_daemon::config::{ConfigError, invalid};
+use wiko_daemon::config::{ConfigError, invalid, secret};
+
+use super::broker;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +25,40 @@ pub struct MqttConfig {
     /// Publish nothing (events stay in the outbox); for tests of the API alone.
     #[serde(default)]
     pub disabled: bool,
+    /// User name on an external broker (the embedded broker's accounts are its own).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password on an external broker. Prefer `password_file`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the password on an external broker.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A second listener of the embedded broker, speaking TLS (with `embedded_tls_cert_file`
+    /// and `embedded_tls_key_file`).
+    #[serde(default)]
+    pub embedded_tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain (PEM).
+    #[serde(default)]
+    pub embedded_tls_cert_file: Option<PathBuf>,
+    /// The TLS listener's private key (PEM).
+    #[serde(default)]
+    pub embedded_tls_key_file: Option<PathBuf>,
+    /// Events stay this long after the broker acknowledged them, in seconds; the embedded
+    /// broker keeps nothing across a restart, so after one the cloud publishes again what it
+    /// published in this window (subscribers deduplicate on `result_id`).
+    #[serde(default = "default_replay_secs")]
+    pub replay_secs: u64,
+    /// After a restart, how long subscribers get to reconnect before that replay, in seconds.
+    #[serde(default = "default_replay_grace_secs")]
+    pub replay_grace_secs: u64,
+}
+
+fn default_replay_secs() -> u64 {
+    60
+}
+fn default_replay_grace_secs() -> u64 {
+    10
 }
 
 fn default_embedded_listen() -> SocketAddr {
@@ -37,29 +75,86 @@ impl Default for MqttConfig {
             embedded_listen: default_embedded_listen(),
             client_id: default_client_id(),
             disabled: false,
+            username: None,
+            password: None,
+            password_file: None,
+            embedded_tls_listen: None,
+            embedded_tls_cert_file: None,
+            embedded_tls_key_file: None,
+            replay_secs: default_replay_secs(),
+            replay_grace_secs: default_replay_grace_secs(),
         }
     }
 }
 
 /// Where alerts go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Broker {
-    /// Start rumqttd in-process on this address and publish to it.
-    Embedded(SocketAddr),
+    /// Start the embedded broker in-process and publish to it.
+    Embedded(broker::Settings),
     External {
         host: String,
         port: u16,
+        /// User name and password, when the broker asks for them.
+        login: Option<(String, String)>,
     },
     Disabled,
 }
 
+/// How long events are kept after publishing, and how soon after a start they are replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub window: Duration,
+    pub grace: Duration,
+}
+
 impl MqttConfig {
-    pub(crate) fn validate(&self) -> Result<Broker, ConfigError> {
+    pub(crate) fn replay(&self) -> Replay {
+        Replay {
+            window: Duration::from_secs(self.replay_secs),
+            grace: Duration::from_secs(self.replay_grace_secs),
+        }
+    }
+
+    pub(crate) fn validate(&self, data_dir: &Path) -> Result<Broker, ConfigError> {
         if self.disabled {
             return Ok(Broker::Disabled);
         }
+        if self.replay_secs == 0 {
+            return Err(invalid("mqtt.replay_secs", "must be above zero"));
+        }
+        let password = secret(
+            "mqtt.password",
+            self.password.clone(),
+            self.password_file.as_deref(),
+        )?;
         let Some(url) = &self.url else {
-            return Ok(Broker::Embedded(self.embedded_listen));
+            if self.username.is_some() || password.is_some() {
+                return Err(invalid(
+                    "mqtt.username",
+                    "the embedded broker's accounts are its own (mqtt-credentials.json in data_dir)",
+                ));
+            }
+            let tls = match (
+                self.embedded_tls_listen,
+                &self.embedded_tls_cert_file,
+                &self.embedded_tls_key_file,
+            ) {
+                (Some(listen), Some(cert), Some(key)) => Some((listen, cert.clone(), key.clone())),
+                (None, None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "mqtt.embedded_tls_listen",
+                        "set embedded_tls_listen, embedded_tls_cert_file and embedded_tls_key_file together",
+                    ));
+                }
+            };
+            return Ok(Broker::Embedded(broker::Settings {
+                listen: self.embedded_listen,
+                tls,
+                credentials_file: data_dir.join("mqtt-credentials.json"),
+                publisher_id: self.client_id.clone(),
+            }));
         };
         let rest = url
             .strip_prefix("mqtt://")
@@ -77,9 +172,20 @@ impl MqttConfig {
         if host.is_empty() {
             return Err(invalid("mqtt.url", "no host"));
         }
+        let login = match (&self.username, password) {
+            (Some(user), Some(password)) => Some((user.clone(), password)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "mqtt.username",
+                    "set username and password (or password_file) together",
+                ));
+            }
+        };
         Ok(Broker::External {
             host: host.to_string(),
             port,
+            login,
         })
     }
 }

@@ -6,7 +6,9 @@
 //! only when the broker acknowledged every one (PUBACK), so messages survive restarts and
 //! broker outages. After a connection error the client is rebuilt and everything
 //! unacknowledged is sent again: delivery is at least once, and subscribers deduplicate on
-//! `result_id`.
+//! `result_id`. Published events are kept a while (`mqtt.replay_secs`); with the embedded
+//! broker, which keeps nothing across a restart, they are published again once after a start,
+//! when subscribers had time to reconnect.
 
 pub(crate) mod broker;
 pub(crate) mod config;
@@ -23,6 +25,7 @@ use tracing::{info, warn};
 
 use wiko_wire::{AlertMessage, Analysis, Topic};
 
+use crate::config::Replay;
 use crate::store::{Event, Store};
 use crate::telemetry;
 
@@ -36,6 +39,9 @@ pub(crate) struct Publisher {
     pub up: Arc<AtomicBool>,
     /// Prefixed to image paths in the messages.
     pub public_url: String,
+    /// Publish again, once after a start, what was published just before it (the embedded
+    /// broker keeps nothing across a restart).
+    pub replay: Option<Replay>,
 }
 
 /// The MQTT messages (topic, payload) of an event.
@@ -70,8 +76,8 @@ fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> 
 #[derive(Default)]
 struct InFlight {
     /// Events whose messages were handed to the client, waiting for their packet ids
-    /// (assigned in order).
-    awaiting_pkid: VecDeque<i64>,
+    /// (assigned in order); `None` for a replayed message, which nothing waits for.
+    awaiting_pkid: VecDeque<Option<i64>>,
     by_pkid: HashMap<u16, i64>,
     /// Every event in flight, and how many of its messages the broker has not acknowledged.
     unacked: HashMap<i64, usize>,
@@ -84,6 +90,13 @@ pub(crate) fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
     o.set_max_packet_size(256 * 1024, 256 * 1024);
     o.set_inflight(MAX_IN_FLIGHT as u16);
     o
+}
+
+/// A replay to come: when, and of what was published since when.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    at: tokio::time::Instant,
+    since: chrono::DateTime<chrono::Utc>,
 }
 
 /// The first wait before reconnecting, and the longest.
@@ -103,8 +116,12 @@ fn reconnect_delay(previous: Duration, connected: bool) -> Duration {
 impl Publisher {
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut delay = RECONNECT_FIRST;
+        let mut replay = self.replay.map(|r| Pending {
+            at: tokio::time::Instant::now() + r.grace,
+            since: chrono::Utc::now() - chrono::Duration::from_std(r.window).unwrap_or_default(),
+        });
         while !shutdown.is_cancelled() {
-            let connected = self.session(&shutdown).await;
+            let connected = self.session(&shutdown, &mut replay).await;
             self.up.store(false, Ordering::Relaxed);
             metrics::gauge!(telemetry::MQTT_CONNECTED).set(0.0);
             delay = reconnect_delay(delay, connected);
@@ -116,7 +133,7 @@ impl Publisher {
     }
 
     /// One connection: from connect until an error (or shutdown). Whether it connected.
-    async fn session(&self, shutdown: &CancellationToken) -> bool {
+    async fn session(&self, shutdown: &CancellationToken, replay: &mut Option<Pending>) -> bool {
         // Room for every message of the events in flight (at most two each), and more.
         let (client, mut events) = AsyncClient::new(self.options.clone(), MAX_IN_FLIGHT * 4);
         let mut state = InFlight::default();
@@ -124,6 +141,20 @@ impl Publisher {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let room = connected && state.unacked.len() < MAX_IN_FLIGHT;
+            let replay_due =
+                connected && replay.is_some_and(|r| r.at <= tokio::time::Instant::now());
+            if replay_due && let Some(pending) = replay.take() {
+                match self.replay(&client, &mut state, pending.since).await {
+                    Ok(n) => info!(
+                        events = n,
+                        "published again what was published before the start"
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, "replaying published events failed; trying again");
+                        *replay = Some(pending);
+                    }
+                }
+            }
             tokio::select! {
                 event = events.poll() => match event {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
@@ -133,7 +164,7 @@ impl Publisher {
                         metrics::gauge!(telemetry::MQTT_CONNECTED).set(1.0);
                     }
                     Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(row) = state.awaiting_pkid.pop_front() {
+                        if let Some(Some(row)) = state.awaiting_pkid.pop_front() {
                             state.by_pkid.insert(pkid, row);
                         }
                     }
@@ -165,6 +196,31 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Publishes again the events published since `since`; how many.
+    async fn replay(
+        &self,
+        client: &AsyncClient,
+        state: &mut InFlight,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, crate::store::StoreError> {
+        let items = self.store.published_since(since).await?;
+        let n = items.len();
+        for item in items {
+            for (topic, payload) in messages(item.event, &self.public_url) {
+                // Waits for room: the replay is a one-off at start.
+                if client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_err()
+                {
+                    return Ok(n);
+                }
+                state.awaiting_pkid.push_back(None);
+            }
+        }
+        Ok(n)
     }
 
     /// One message of `row` was acknowledged; once all were, the event leaves the outbox.
@@ -213,7 +269,7 @@ impl Publisher {
                     warn!("the MQTT request queue is full; reconnecting");
                     return false;
                 }
-                state.awaiting_pkid.push_back(item.id);
+                state.awaiting_pkid.push_back(Some(item.id));
             }
         }
         true

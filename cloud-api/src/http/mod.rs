@@ -108,7 +108,7 @@ impl AppState {
             max_concurrent_requests: config.max_concurrent_requests,
             http: config.http.clone(),
             outbox_wake: Arc::new(Notify::new()),
-            broker_up: Arc::new(AtomicBool::new(config.broker == Broker::Disabled)),
+            broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
         }
     }
 
