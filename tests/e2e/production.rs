@@ -106,6 +106,7 @@ async fn three_replicas_share_one_database_and_a_killed_replica_loses_nothing() 
         external_broker: true,
         production: Some(Production::fresh().await.unwrap()),
         extra: "[analysis]\njob_lease_secs = 5\n".into(),
+        ..Setup::default()
     };
     let ports = [free_port(), free_port(), free_port()];
     let mut replicas = Vec::new();
@@ -205,6 +206,7 @@ fn setup(production: Production) -> Setup {
         external_broker: false,
         production: Some(production),
         extra: "[analysis]\njob_lease_secs = 5\n".into(),
+        ..Setup::default()
     }
 }
 
