@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wiko_e2e::proxy::Proxy;
 use wiko_e2e::{
-    Agent, Camera, Cloud, Process, Production, Setup, Subscriber, free_port, wait_until,
+    ADMIN_KEY, Agent, Camera, Cloud, Process, Production, Setup, Subscriber, free_port, wait_until,
 };
 
 const SKUS: [&str; 2] = ["WK-KN-200", "WK-PR-090"];
@@ -326,4 +326,190 @@ async fn restarted_object_store_mid_run_loses_nothing() {
     s3 = start_s3();
     run.assert_complete().await;
     drop(s3);
+}
+
+/// A new device key for `facility`, created through `cloud`'s admin API: (key, prefix).
+async fn new_device_key(cloud: &Cloud, name: &str, facility: &str) -> (String, String) {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/keys", cloud.url()))
+        .header("x-api-key", ADMIN_KEY)
+        .json(&serde_json::json!({"name": name, "scope": "device", "facility": facility}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let prefix = created["info"]["prefix"].as_str().unwrap().to_string();
+    (key, prefix)
+}
+
+/// The status `cloud` answers a request made with `key`.
+async fn status_with(cloud: &Cloud, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/api/v1/analyses?limit=1", cloud.url()))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// Keys from the database across three replicas: two agents move from an old key to a new one
+/// while uploading, with no upload refused; the old key, revoked on one replica, is refused by
+/// every replica within a second; a key of one facility cannot send parts of another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_keys_rotate_with_no_upload_refused_and_revocation_reaches_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        external_broker: true,
+        production: Some(Production::fresh().await.unwrap()),
+        ..Setup::default()
+    };
+    let ports = [free_port(), free_port(), free_port()];
+    let mut replicas = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let cloud_dir = dir.path().join(format!("cloud{i}"));
+        replicas.push(
+            Cloud::start_with(&cloud_dir, *port, 1883, &setup)
+                .await
+                .unwrap(),
+        );
+    }
+    let balancer = Proxy::start(ports.iter().map(|p| local(*p)).collect())
+        .await
+        .unwrap();
+    let (old, old_prefix) = new_device_key(&replicas[0], "line1-2025", "yangjiang").await;
+    let agents: Vec<(std::path::PathBuf, u16, &str)> = vec![
+        (dir.path().join("agent-a"), free_port(), "pc-a"),
+        (dir.path().join("agent-b"), free_port(), "pc-b"),
+    ];
+    let camera = |n: u64| {
+        [Camera::synthetic(
+            "cam",
+            "grinding",
+            "WK-KN-200",
+            n,
+            150,
+            40,
+        )]
+    };
+    let mut running = Vec::new();
+    for (i, (agent_dir, http, device)) in agents.iter().enumerate() {
+        Agent::write_config_as(
+            agent_dir,
+            balancer.port,
+            *http,
+            &camera(30 + i as u64),
+            device,
+            &old,
+        )
+        .unwrap();
+        running.push(Agent::start(agent_dir, *http).await.unwrap());
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "parts with the old key",
+        || async { (replicas[0].analyses().await.ok()?.len() >= 40).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // Rotation: the new key is in force before any agent uses it; each agent moves to it.
+    let (new, _) = new_device_key(&replicas[1], "line1-2026", "yangjiang").await;
+    for (agent, (agent_dir, http, device)) in running.iter_mut().zip(&agents) {
+        Agent::write_config_as(agent_dir, balancer.port, *http, &camera(50), device, &new).unwrap();
+        assert!(agent.process.terminate().unwrap().success());
+        *agent = Agent::start(agent_dir, *http).await.unwrap();
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "parts with the new key",
+        || async { (replicas[0].analyses().await.ok()?.len() >= 100).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let mut refused = 0.0;
+    for r in &replicas {
+        refused += r.counter("wiko_cloud_auth_failures_total").await;
+    }
+    assert_eq!(refused, 0.0, "no request was refused during the rotation");
+
+    // Revocation on one replica reaches every replica within a second.
+    for r in &replicas {
+        assert_eq!(
+            status_with(r, &old).await,
+            403,
+            "a device key may not read, but is known"
+        );
+    }
+    let revoked = reqwest::Client::new()
+        .delete(format!("{}/api/v1/keys/{old_prefix}", replicas[2].url()))
+        .header("x-api-key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    let started = std::time::Instant::now();
+    for r in &replicas {
+        wait_until(Duration::from_secs(5), "the revocation", || async {
+            (status_with(r, &old).await == 401).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let took = started.elapsed();
+    eprintln!("revocation in force on every replica after {took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+
+    // A key of one facility cannot send parts of another.
+    let image = {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&image::GrayImage::from_pixel(64, 48, image::Luma([100])))
+            .unwrap();
+        jpeg
+    };
+    let id = uuid::Uuid::now_v7();
+    let meta = wiko_wire::FrameMeta {
+        frame_id: id,
+        device_id: "pc-a".into(),
+        facility: "elsewhere".into(),
+        line: "l1".into(),
+        station: "grinding".into(),
+        sku: "WK-KN-200".into(),
+        part_id: None,
+        lot: None,
+        captured_at: chrono::Utc::now(),
+        seq: 1,
+        image_blake3: wiko_wire::frame::image_digest(&image),
+    };
+    let form = reqwest::multipart::Form::new()
+        .text("meta", serde_json::to_string(&meta).unwrap())
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(image).file_name("f.jpg"),
+        );
+    let answer = reqwest::Client::new()
+        .put(format!("{}/api/v1/frames/{id}", replicas[0].url()))
+        .header("x-api-key", &new)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+
+    // Every frame of both agents arrived once.
+    for agent in &running {
+        wait_until(Duration::from_secs(60), "the agent drained", || async {
+            (agent.health().await?.buffer.frames == 0).then_some(())
+        })
+        .await
+        .unwrap();
+        let h = agent.health().await.unwrap();
+        assert_eq!(h.buffer.dead_letters, 0, "{h:?}");
+    }
+    drop(balancer);
 }

@@ -524,17 +524,29 @@ impl Agent {
         http_port: u16,
         cameras: &[Camera],
     ) -> anyhow::Result<PathBuf> {
+        Agent::write_config_as(dir, cloud_port, http_port, cameras, "e2e-pc1", DEVICE_KEY)
+    }
+
+    /// As [`Agent::write_config`], for device `device_id` with API key `key`.
+    pub fn write_config_as(
+        dir: &Path,
+        cloud_port: u16,
+        http_port: u16,
+        cameras: &[Camera],
+        device_id: &str,
+        key: &str,
+    ) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let mut text = format!(
             r#"
-device_id = "e2e-pc1"
+device_id = "{device_id}"
 facility = "yangjiang"
 data_dir = {data:?}
 [buffer]
 synchronous = "normal"
 [sync]
 endpoint = "http://127.0.0.1:{cloud_port}"
-api_key = "{DEVICE_KEY}"
+api_key = "{key}"
 concurrency = 4
 backoff_initial_ms = 100
 backoff_max_secs = 1

@@ -215,12 +215,19 @@ pub async fn create_key(store: &dyn Store, new: NewKey) -> Result<(String, Store
     Ok((key, stored))
 }
 
+/// At most one reload of the stored keys per this long because a key was not known: a key
+/// created on another replica works here at once, and wrong keys cannot make every request
+/// read the database.
+const RELOAD_ON_MISS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The keys in force: those of the configuration and those stored, by hash.
 pub struct Keyring {
     config: Vec<KeyEntry>,
     by_hash: RwLock<Arc<HashMap<[u8; 32], Holder>>>,
     /// Stored keys used since the last flush, by prefix.
     used: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// When an unknown key last made the keys be reloaded.
+    missed: Mutex<Option<std::time::Instant>>,
 }
 
 impl Keyring {
@@ -230,6 +237,7 @@ impl Keyring {
             config,
             by_hash: RwLock::new(Arc::new(HashMap::new())),
             used: Mutex::new(HashMap::new()),
+            missed: Mutex::new(None),
         };
         keyring.install(&[]);
         keyring
@@ -284,7 +292,35 @@ impl Keyring {
         Ok(())
     }
 
-    /// The principal of a presented key.
+    /// The principal of a presented key; a key not known is looked for in the store once more
+    /// (at most every [`RELOAD_ON_MISS_EVERY`]) before it is refused.
+    pub async fn authenticate_or_reload(
+        &self,
+        presented: Option<&str>,
+        store: &dyn Store,
+    ) -> Result<Principal, Refusal> {
+        match self.authenticate(presented) {
+            Err(Refusal::Unknown) if self.may_reload_on_miss() => {
+                if let Err(e) = self.reload(store).await {
+                    tracing::warn!(error = %e, "reloading API keys for an unknown key failed");
+                }
+                self.authenticate(presented)
+            }
+            other => other,
+        }
+    }
+
+    fn may_reload_on_miss(&self) -> bool {
+        let mut missed = self.missed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if missed.is_some_and(|t| now.duration_since(t) < RELOAD_ON_MISS_EVERY) {
+            return false;
+        }
+        *missed = Some(now);
+        true
+    }
+
+    /// The principal of a presented key, among the keys loaded.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, Refusal> {
         let presented = presented.ok_or(Refusal::Missing)?;
         let map = self

@@ -94,7 +94,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(wiko_wire::API_KEY_HEADER)
             .and_then(|v| v.to_str().ok());
-        let principal = match s.keyring.authenticate(presented) {
+        let principal = match s.keyring.authenticate_or_reload(presented, s.store()).await {
             Ok(principal) => principal,
             Err(refusal) => {
                 if let Some(address) = context.address {
