@@ -115,6 +115,9 @@ pub struct RawSyncConfig {
     /// How often the buffer is checked when nothing wakes the uploader.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Seconds between heartbeats to the cloud (the fleet view); 0 sends none.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
 }
 
 fn default_concurrency() -> usize {
@@ -131,6 +134,9 @@ fn default_backoff_max_secs() -> u64 {
 }
 fn default_poll_interval_ms() -> u64 {
     1000
+}
+fn default_heartbeat_secs() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +261,8 @@ pub struct SyncConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub poll_interval: Duration,
+    /// `None`: no heartbeats.
+    pub heartbeat: Option<Duration>,
 }
 
 /// Environment variables under this prefix override keys: `WIKO_AGENT__SYNC__ENDPOINT`.
@@ -311,6 +319,15 @@ impl TryFrom<RawConfig> for Config {
         }
         if s.request_timeout_secs == 0 || s.backoff_initial_ms == 0 || s.poll_interval_ms == 0 {
             return Err(invalid("sync", "timeouts and intervals must be above zero"));
+        }
+        if s.heartbeat_secs > u64::from(wiko_wire::Heartbeat::MAX_INTERVAL_SECONDS) {
+            return Err(invalid(
+                "sync.heartbeat_secs",
+                format!(
+                    "must be at most {}",
+                    wiko_wire::Heartbeat::MAX_INTERVAL_SECONDS
+                ),
+            ));
         }
         if s.backoff_max_secs * 1000 < s.backoff_initial_ms {
             return Err(invalid(
@@ -385,6 +402,7 @@ impl TryFrom<RawConfig> for Config {
                 backoff_initial: Duration::from_millis(s.backoff_initial_ms),
                 backoff_max: Duration::from_secs(s.backoff_max_secs),
                 poll_interval: Duration::from_millis(s.poll_interval_ms),
+                heartbeat: (s.heartbeat_secs > 0).then(|| Duration::from_secs(s.heartbeat_secs)),
             },
             http: raw.http,
             cameras: raw.camera,

@@ -33,14 +33,7 @@ async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
         Some(s) => Json(AgentHealth {
             status: "healthy".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            buffer: BufferHealth {
-                frames: s.frames,
-                bytes: s.bytes,
-                oldest_unsynced_seconds: oldest_age(&s),
-                dead_letters: s.dead_letters,
-                evicted_total: s.evicted_total,
-                by_camera: s.by_camera.into_iter().collect(),
-            },
+            buffer: buffer_health(s),
         })
         .into_response(),
         None => (
@@ -51,6 +44,18 @@ async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
             )),
         )
             .into_response(),
+    }
+}
+
+/// The buffer as `/healthz` and heartbeats report it.
+pub(crate) fn buffer_health(s: Stats) -> BufferHealth {
+    BufferHealth {
+        frames: s.frames,
+        bytes: s.bytes,
+        oldest_unsynced_seconds: oldest_age(&s),
+        dead_letters: s.dead_letters,
+        evicted_total: s.evicted_total,
+        by_camera: s.by_camera.into_iter().collect(),
     }
 }
 

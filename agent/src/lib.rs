@@ -5,6 +5,8 @@
 //!   frame record committed to the buffer.
 //! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
 //! - [`sync`]: uploads buffered frames to the cloud at least once, with backoff and dead letters.
+//! - [`heartbeat`]: reports the agent's state to the cloud (the fleet view) and carries out the
+//!   cloud's commands.
 //! - [`http`]: local `/healthz` and `/metrics`.
 //! - [`config`]: the TOML + environment configuration, validated before anything starts.
 //! - [`telemetry`]: tracing and the Prometheus registry, with every metric name.
@@ -15,6 +17,7 @@
 
 pub mod buffer;
 pub mod config;
+pub(crate) mod heartbeat;
 pub(crate) mod http;
 pub(crate) mod source;
 pub(crate) mod sync;
@@ -78,6 +81,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .context("building the HTTP client")?;
     let sync_stop = CancellationToken::new();
     let sync_task = tokio::spawn(uploader.run(sync_stop.clone()));
+    let camera_reports: heartbeat::CameraReports = Arc::new(Vec::new);
+    if let Some(interval) = config.sync.heartbeat {
+        let first = config.cameras.first();
+        let where_ = |f: fn(&config::CameraConfig) -> &String| {
+            first.map_or_else(|| "unassigned".to_string(), |c| f(c).clone())
+        };
+        let heartbeats = heartbeat::Heartbeats {
+            buffer: buffer.clone(),
+            client: sync::Client::new(
+                &config.sync.endpoint,
+                &config.sync.api_key,
+                config.sync.request_timeout,
+            )
+            .context("building the HTTP client")?,
+            identity: heartbeat::Identity {
+                device_id: config.device_id.clone(),
+                facility: config.facility.clone(),
+                line: where_(|c| &c.line),
+                station: where_(|c| &c.station),
+            },
+            interval,
+            cameras: camera_reports,
+            data_dir: config.data_dir.clone(),
+            wake: wake.clone(),
+        };
+        tracker.spawn(heartbeats.run(stop.child_token()));
+    }
 
     let ctx = Arc::new(source::Context {
         buffer: buffer.clone(),

@@ -17,3 +17,4 @@ pub const DEAD_LETTERS: &str = "wiko_agent_dead_letters";
 pub const SYNC_UPLOADS_TOTAL: &str = "wiko_agent_sync_uploads_total";
 pub const SYNC_UPLOAD_SECONDS: &str = "wiko_agent_sync_upload_seconds";
 pub const SYNC_IN_FLIGHT: &str = "wiko_agent_sync_in_flight";
+pub const HEARTBEATS_TOTAL: &str = "wiko_agent_heartbeats_total";

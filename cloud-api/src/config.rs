@@ -16,6 +16,7 @@ use crate::alert::config::MqttConfig;
 use crate::analysis::config::AnalysisConfig;
 use crate::auth::KeyEntry;
 use crate::auth::config::{AuthConfig, LimitsConfig};
+use crate::fleet::FleetConfig;
 use crate::http::config::HttpConfig;
 use crate::store::config::{DatabaseConfig, ImagesConfig};
 use crate::store::s3::S3Settings;
@@ -62,6 +63,8 @@ pub struct RawConfig {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub images: ImagesConfig,
+    #[serde(default)]
+    pub fleet: FleetConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -100,6 +103,7 @@ pub struct Config {
     pub database: Database,
     /// `None`: images in `data_dir`.
     pub s3: Option<S3Settings>,
+    pub fleet: FleetConfig,
 }
 
 impl Config {
@@ -142,6 +146,7 @@ impl TryFrom<RawConfig> for Config {
         let broker = raw.mqtt.validate(&raw.data_dir)?;
         let database = raw.database.validate()?;
         let s3 = raw.images.s3.map(|s3| s3.validate()).transpose()?;
+        raw.fleet.validate()?;
         let public_url = raw
             .public_url
             .unwrap_or_else(|| format!("http://{}", raw.listen))
@@ -163,6 +168,7 @@ impl TryFrom<RawConfig> for Config {
             mqtt_client_id: raw.mqtt.client_id,
             database,
             s3,
+            fleet: raw.fleet,
         })
     }
 }

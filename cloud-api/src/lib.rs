@@ -10,6 +10,7 @@
 //! - [`analysis`]: the analyzer interface, the golden-sample analyzer, and the workers draining
 //!   the job queue.
 //! - `alert`: the outbox publisher (events to MQTT) and the embedded broker.
+//! - [`fleet`]: the devices, from their heartbeats.
 //! - `auth`: API keys and scopes.
 //! - [`config`]: TOML + environment configuration, validated before anything starts; each
 //!   section lives beside its component.
@@ -23,6 +24,7 @@ pub mod analysis;
 mod auth;
 pub mod backup;
 pub mod config;
+pub mod fleet;
 pub mod http;
 mod intake;
 pub mod store;
@@ -213,6 +215,11 @@ pub async fn serve(
         stop.clone(),
     ));
     tasks.spawn(access(state.clone(), stop.clone()));
+    tasks.spawn(fleet::gauges(
+        storage.records.clone(),
+        config.fleet.clone(),
+        stop.clone(),
+    ));
     tasks.close();
     let audit = state.audit.clone();
     info!(addr = %listener.local_addr()?, public_url = %config.public_url, "wiko-cloud listening");

@@ -28,6 +28,7 @@ mod abuse;
 mod backup;
 mod crash;
 mod demo;
+mod fleet;
 mod flow;
 mod folder;
 mod model_cli;

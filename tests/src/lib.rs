@@ -165,6 +165,8 @@ pub struct Setup {
     pub extra: String,
     /// More keys of the `[mqtt]` table.
     pub mqtt_extra: String,
+    /// More top-level keys (e.g. `max_image_pixels = 1000`).
+    pub top: String,
 }
 
 /// A fresh schema in the test database and a fresh key prefix in the test bucket, from
@@ -275,6 +277,7 @@ impl Cloud {
                 r#"
 listen = "127.0.0.1:{port}"
 data_dir = {data:?}
+{top}
 [mqtt]
 {broker}
 {mqtt_extra}
@@ -296,6 +299,7 @@ key = "{ADMIN_KEY}"
                 data = dir.join("data").display().to_string(),
                 extra = setup.extra,
                 mqtt_extra = setup.mqtt_extra,
+                top = setup.top,
             ),
         )?;
         Ok(config)
@@ -552,6 +556,7 @@ backoff_initial_ms = 100
 backoff_max_secs = 1
 poll_interval_ms = 200
 request_timeout_secs = 10
+heartbeat_secs = 1
 [http]
 listen = "127.0.0.1:{http_port}"
 "#,

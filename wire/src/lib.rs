@@ -9,6 +9,7 @@
 //! - [`golden`]: golden sets and models per SKU.
 //! - [`alert`]: the MQTT messages published per part, and their topics.
 //! - [`health`]: the health and readiness bodies of the cloud and the agent.
+//! - [`fleet`]: heartbeats, the devices the cloud derives from them, and commands to agents.
 //! - [`keys`]: API keys, their scopes and bindings.
 //! - [`error`]: the JSON error body every HTTP error uses, and its stable codes.
 //! - [`retry`]: how long a server asks a client to wait.
@@ -16,6 +17,7 @@
 pub mod alert;
 pub mod analysis;
 pub mod error;
+pub mod fleet;
 pub mod frame;
 pub mod golden;
 pub mod health;
@@ -25,6 +27,10 @@ pub mod retry;
 pub use alert::{AlertMessage, Topic};
 pub use analysis::{Analysis, AnalysisStatus, Defect, DefectType, Page};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use fleet::{
+    CameraReport, CameraState, DeadLetter, Device, DeviceAction, DeviceCommand, DeviceState,
+    Heartbeat, HeartbeatAck, HeartbeatError,
+};
 pub use frame::{FrameMeta, IngestAck, IngestOutcome, MetaError};
 pub use golden::{Calibration, GoldenSample, GoldenSet, ModelInfo, SkuSummary};
 pub use health::{AgentHealth, BufferHealth, Health, Readiness, ReadinessChecks};

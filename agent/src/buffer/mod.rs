@@ -7,7 +7,8 @@
 //!   [`Buffer::dead_letter`] (the cloud rejected it for good: the row moves to `dead_letters`,
 //!   still on disk and counted), by [`Buffer::pending`] for a row that cannot be read back (also
 //!   to `dead_letters`, so a damaged row never blocks the ones behind it), or by eviction when
-//!   full (counted and logged).
+//!   full (counted and logged). [`Buffer::requeue`] moves a dead letter back, under its own
+//!   `frame_id` and `seq`, when an operator asks (a command from the cloud).
 //! - The accounted size (`JPEG bytes + ROW_OVERHEAD` per row) stays at most `max_disk_bytes`.
 //!   When a frame does not fit, `when_full` decides: `drop_oldest` evicts unsynced frames, OK
 //!   and unjudged before NG, oldest first; `reject_new` refuses the new frame.
@@ -81,6 +82,9 @@ pub struct Inserted {
     /// Frames evicted to make room.
     pub evicted: u64,
 }
+
+/// A frame the cloud refused for good, as listed in heartbeats.
+pub type DeadLetter = wiko_wire::fleet::DeadLetter;
 
 /// A snapshot of the buffer for metrics and health.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -325,6 +329,56 @@ impl Buffer {
             Some(seq) => move_to_dead_letters(&mut conn, seq, status, reason),
             None => Ok(()),
         }
+    }
+
+    /// The newest `limit` dead letters, newest first (the fleet view lists them).
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BufferError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT frame_id, seq, camera, status, reason, length(jpeg), rejected_at
+             FROM dead_letters ORDER BY rejected_at DESC, seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            let frame_id: String = r.get(0)?;
+            let at: String = r.get(6)?;
+            Ok(DeadLetter {
+                // Written by this module from a Uuid and `to_rfc3339`; a damaged row still
+                // lists, with the nil id or the epoch.
+                frame_id: Uuid::parse_str(&frame_id).unwrap_or_default(),
+                seq: r.get::<_, i64>(1)? as u64,
+                camera_id: r.get(2)?,
+                status: r.get(3)?,
+                reason: r.get(4)?,
+                bytes: r.get::<_, i64>(5)? as u64,
+                at: DateTime::parse_from_rfc3339(&at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves a dead letter back into the upload queue, under its own `frame_id` and `seq`
+    /// (an operator fixed what the cloud refused). Whether it was there.
+    pub fn requeue(&self, frame_id: Uuid) -> Result<bool, BufferError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let moved = tx.execute(
+            "INSERT INTO frames (seq, frame_id, camera, device_id, facility, line, station, sku,
+                                 part_id, lot, captured_at, image_blake3, jpeg, bytes)
+             SELECT seq, frame_id, camera, meta_json ->> 'device_id', meta_json ->> 'facility',
+                    meta_json ->> 'line', meta_json ->> 'station', meta_json ->> 'sku',
+                    meta_json ->> 'part_id', meta_json ->> 'lot', meta_json ->> 'captured_at',
+                    meta_json ->> 'image_blake3', jpeg, length(jpeg) + ?2
+             FROM dead_letters WHERE frame_id = ?1",
+            params![frame_id.to_string(), ROW_OVERHEAD as i64],
+        )?;
+        tx.execute(
+            "DELETE FROM dead_letters WHERE frame_id = ?1",
+            [frame_id.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(moved > 0)
     }
 
     pub fn stats(&self) -> Result<Stats, BufferError> {

@@ -209,3 +209,38 @@ fn an_unreadable_row_moves_to_dead_letters_and_blocks_nothing() {
     let s = b.stats().unwrap();
     assert_eq!((s.frames, s.dead_letters), (1, 1));
 }
+
+#[test]
+fn a_dead_letter_is_listed_and_requeued_under_its_own_id_and_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let f = frame(7, 100, None);
+    let seq = b.insert(&f).unwrap().seq;
+    let later = frame(8, 100, None);
+    b.insert(&later).unwrap();
+    b.dead_letter(f.frame_id, 422, "invalid_image: truncated")
+        .unwrap();
+    let listed = b.dead_letters(10).unwrap();
+    assert_eq!(listed.len(), 1);
+    let d = &listed[0];
+    assert_eq!((d.frame_id, d.seq, d.status), (f.frame_id, seq, 422));
+    assert_eq!((d.camera_id.as_str(), d.bytes), ("cam", 100));
+    assert_eq!(d.reason, "invalid_image: truncated");
+
+    assert!(b.requeue(f.frame_id).unwrap());
+    assert!(
+        !b.requeue(f.frame_id).unwrap(),
+        "a second requeue finds nothing"
+    );
+    assert!(b.dead_letters(10).unwrap().is_empty());
+    let stats = b.stats().unwrap();
+    assert_eq!((stats.frames, stats.dead_letters), (2, 0));
+    assert_eq!(stats.bytes, 2 * (100 + ROW_OVERHEAD), "accounted again");
+    let p = b.pending(10, &[]).unwrap();
+    let back = p.iter().find(|p| p.meta.frame_id == f.frame_id).unwrap();
+    assert_eq!(back.meta.seq, seq, "the same sequence number");
+    assert_eq!(back.meta.part_id.as_deref(), Some("P7"));
+    assert_eq!(back.meta.captured_at, f.captured_at);
+    assert_eq!(back.jpeg, f.jpeg);
+    assert_eq!(p[0].meta.frame_id, f.frame_id, "oldest first again");
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use wiko_wire::frame::{IMAGE_FIELD, META_FIELD};
-use wiko_wire::{API_KEY_HEADER, ErrorBody, FrameMeta, IngestAck};
+use wiko_wire::{API_KEY_HEADER, ErrorBody, FrameMeta, Heartbeat, HeartbeatAck, IngestAck};
 
 /// What went wrong with an upload, and so what to do with the frame.
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +84,36 @@ impl Client {
             return Ok(ack);
         }
         let retry_after = retry_after(response.headers(), SystemTime::now());
-        let reason = match response.json::<ErrorBody>().await {
-            Ok(body) => format!("{}: {}", body.error.code, body.error.message),
-            Err(_) => status.to_string(),
-        };
-        Err(classify(status, reason, retry_after))
+        Err(classify(status, error_reason(response).await, retry_after))
+    }
+}
+
+impl Client {
+    /// Sends a heartbeat; the cloud's answer carries the commands left for this device.
+    pub async fn heartbeat(&self, report: &Heartbeat) -> Result<HeartbeatAck, UploadError> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/heartbeats", self.endpoint))
+            .header(API_KEY_HEADER, &self.api_key)
+            .json(report)
+            .send()
+            .await
+            .map_err(retryable)?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.map_err(retryable);
+        }
+        let retry_after = retry_after(response.headers(), SystemTime::now());
+        Err(classify(status, error_reason(response).await, retry_after))
+    }
+}
+
+/// The error code and message of a refusal, or its status.
+async fn error_reason(response: reqwest::Response) -> String {
+    let status = response.status();
+    match response.json::<ErrorBody>().await {
+        Ok(body) => format!("{}: {}", body.error.code, body.error.message),
+        Err(_) => status.to_string(),
     }
 }
 

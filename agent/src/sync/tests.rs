@@ -76,6 +76,7 @@ fn cfg(concurrency: usize) -> SyncConfig {
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_secs(2),
         poll_interval: Duration::from_millis(50),
+        heartbeat: None,
     }
 }
 

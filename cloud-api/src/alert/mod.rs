@@ -81,6 +81,9 @@ struct InFlight {
     by_pkid: HashMap<u16, i64>,
     /// Every event in flight, and how many of its messages the broker has not acknowledged.
     unacked: HashMap<i64, usize>,
+    /// Events the broker acknowledged whose publication the store has not recorded yet (it
+    /// was unreachable); recorded before anything more is sent.
+    unrecorded: Vec<i64>,
 }
 
 pub(crate) fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
@@ -92,11 +95,13 @@ pub(crate) fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
     o
 }
 
-/// A replay to come: when, and of what was published since when.
+/// A replay to come: when, and of what was published from when until the start (what this
+/// process published itself reached its own broker and is not sent twice).
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     at: tokio::time::Instant,
     since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
 }
 
 /// The first wait before reconnecting, and the longest.
@@ -116,9 +121,11 @@ fn reconnect_delay(previous: Duration, connected: bool) -> Duration {
 impl Publisher {
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut delay = RECONNECT_FIRST;
+        let started = chrono::Utc::now();
         let mut replay = self.replay.map(|r| Pending {
             at: tokio::time::Instant::now() + r.grace,
-            since: chrono::Utc::now() - chrono::Duration::from_std(r.window).unwrap_or_default(),
+            since: started - chrono::Duration::from_std(r.window).unwrap_or_default(),
+            until: started,
         });
         while !shutdown.is_cancelled() {
             let connected = self.session(&shutdown, &mut replay).await;
@@ -144,7 +151,7 @@ impl Publisher {
             let replay_due =
                 connected && replay.is_some_and(|r| r.at <= tokio::time::Instant::now());
             if replay_due && let Some(pending) = replay.take() {
-                match self.replay(&client, &mut state, pending.since).await {
+                match self.replay(&client, &mut state, pending).await {
                     Ok(n) => info!(
                         events = n,
                         "published again what was published before the start"
@@ -185,8 +192,9 @@ impl Publisher {
                         return connected;
                     }
                 }
-                _ = tick.tick(), if room => {
-                    if !self.send_more(&client, &mut state).await {
+                _ = tick.tick() => {
+                    self.record(&mut state).await;
+                    if room && !self.send_more(&client, &mut state).await {
                         return connected;
                     }
                 }
@@ -198,14 +206,17 @@ impl Publisher {
         }
     }
 
-    /// Publishes again the events published since `since`; how many.
+    /// Publishes again the events of `pending`; how many.
     async fn replay(
         &self,
         client: &AsyncClient,
         state: &mut InFlight,
-        since: chrono::DateTime<chrono::Utc>,
+        pending: Pending,
     ) -> Result<usize, crate::store::StoreError> {
-        let items = self.store.published_since(since).await?;
+        let items = self
+            .store
+            .published_between(pending.since, pending.until)
+            .await?;
         let n = items.len();
         for item in items {
             for (topic, payload) in messages(item.event, &self.public_url) {
@@ -232,12 +243,27 @@ impl Publisher {
         if *left > 0 {
             return;
         }
-        match self.store.outbox_done(vec![row]).await {
+        state.unrecorded.push(row);
+        self.record(state).await;
+    }
+
+    /// Records the acknowledged events as published. Until that succeeds they stay in flight
+    /// (not sent again in this session) and are retried on each tick.
+    async fn record(&self, state: &mut InFlight) {
+        if state.unrecorded.is_empty() {
+            return;
+        }
+        match self.store.outbox_done(state.unrecorded.clone()).await {
             Ok(()) => {
-                state.unacked.remove(&row);
+                for row in state.unrecorded.drain(..) {
+                    state.unacked.remove(&row);
+                }
             }
-            // The event stays in flight until the next session sends it again.
-            Err(e) => warn!(error = %e, "deleting an acknowledged outbox event failed"),
+            Err(e) => warn!(
+                error = %e,
+                events = state.unrecorded.len(),
+                "recording acknowledged outbox events failed; retrying"
+            ),
         }
     }
 

@@ -6,6 +6,7 @@ mod analyze;
 mod caller;
 pub(crate) mod config;
 pub(crate) mod error;
+mod fleet;
 mod golden;
 mod health;
 mod image;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub max_concurrent_requests: usize,
     /// Timeouts and the CORS allow-list.
     pub http: config::HttpConfig,
+    /// When a device counts as behind or silent.
+    pub fleet: crate::fleet::FleetConfig,
     /// Wakes the MQTT publisher after a result.
     pub outbox_wake: Arc<Notify>,
     /// Whether the MQTT connection is up (for `/ready`); always true without a broker.
@@ -107,6 +110,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             max_concurrent_requests: config.max_concurrent_requests,
             http: config.http.clone(),
+            fleet: config.fleet.clone(),
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
         }
@@ -129,6 +133,7 @@ pub fn app(state: AppState) -> Router {
         .merge(results::router())
         .merge(golden::router())
         .merge(keys::router())
+        .merge(fleet::router())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
             limits.body_idle_timeout_ms,

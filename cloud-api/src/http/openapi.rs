@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use wiko_wire::{ErrorBody, FrameMeta};
 
 use super::AppState;
-use super::{analyze, golden, health, ingest, keys, results};
+use super::{analyze, fleet, golden, health, ingest, keys, results};
 
 /// `PUT /api/v1/frames/{frame_id}`'s multipart body.
 #[derive(ToSchema)]
@@ -51,7 +51,7 @@ pub(super) struct GoldenUpload {
 #[openapi(
     info(
         title = "Wiko Defect Analyzer API",
-        description = "Ingest, analysis results, golden sets and keys. Every error is \
+        description = "Ingest, analysis results, golden sets, keys and the fleet. Every error is \
                        `{\"error\":{\"code\":…,\"message\":…}}` with a stable code.",
     ),
     paths(
@@ -72,6 +72,10 @@ pub(super) struct GoldenUpload {
         keys::create,
         keys::list,
         keys::revoke,
+        fleet::heartbeat,
+        fleet::devices,
+        fleet::device,
+        fleet::requeue,
     ),
     security(("api_key" = [])),
     modifiers(&Common),

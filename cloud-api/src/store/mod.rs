@@ -33,7 +33,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use wiko_wire::{
-    Analysis, AnalysisStatus, Defect, FrameMeta, GoldenSample, IngestOutcome, KeyInfo,
+    Analysis, AnalysisStatus, Defect, DeviceAction, DeviceCommand, FrameMeta, GoldenSample,
+    Heartbeat, IngestOutcome, KeyInfo,
 };
 
 pub use blob::BlobStore;
@@ -266,9 +267,9 @@ pub struct StoredModel {
 }
 
 /// The records: every part of the store, one object.
-pub trait Store: Parts + Models + Access {}
+pub trait Store: Parts + Models + Access + Fleet {}
 
-impl<T: Parts + Models + Access> Store for T {}
+impl<T: Parts + Models + Access + Fleet> Store for T {}
 
 /// Parts: analyses, their jobs, and the outbox of events about them.
 #[async_trait]
@@ -303,11 +304,15 @@ pub trait Parts: Send + Sync + 'static {
     /// it already has in flight.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
     /// The broker acknowledged these events: they are published (and kept a while, see
-    /// [`Parts::published_since`]).
+    /// [`Parts::published_between`]).
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
-    /// Events published at `since` or later, oldest first (to publish again after the
-    /// embedded broker restarted with the cloud).
-    async fn published_since(&self, since: DateTime<Utc>) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Events published from `since` until before `until`, oldest first (to publish again,
+    /// after the embedded broker restarted with the cloud, what was published before the start).
+    async fn published_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
     /// Forgets events published before `before`; how many.
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
@@ -352,6 +357,45 @@ pub trait Access: Send + Sync + 'static {
     async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
     /// The newest `limit` audit entries, newest first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Devices: their last heartbeats and the commands left for them.
+#[async_trait]
+pub trait Fleet: Send + Sync + 'static {
+    /// Keeps `heartbeat` as its device's last (registering a device not seen before), marks
+    /// the commands it reports done; the device's commands still pending, oldest first.
+    async fn heartbeat(
+        &self,
+        heartbeat: &Heartbeat,
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<DeviceCommand>, StoreError>;
+    /// Every device seen (by a frame or a heartbeat), by id.
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// One device; `None` if it was never seen.
+    async fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Leaves a command for a device (seen or not); the command as stored.
+    async fn add_command(
+        &self,
+        device_id: &str,
+        action: DeviceAction,
+        created_by: &str,
+    ) -> Result<DeviceCommand, StoreError>;
+}
+
+/// What the store knows of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    /// Where its first frame (or heartbeat) came from.
+    pub facility: String,
+    pub line: String,
+    pub station: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_frame_at: Option<DateTime<Utc>>,
+    /// Its last heartbeat and when that arrived.
+    pub heartbeat: Option<(DateTime<Utc>, Heartbeat)>,
+    /// Commands it has not reported done, oldest first.
+    pub pending: Vec<DeviceCommand>,
 }
 
 /// A stored API key: its hash, never the key.

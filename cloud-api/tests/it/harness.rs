@@ -193,6 +193,27 @@ pub async fn stored(h: &Harness) -> usize {
     items.len()
 }
 
+/// A JSON body to `uri` with `key`.
+pub async fn post_json(h: &Harness, uri: &str, key: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::post(uri)
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    request(h, req).await
+}
+
+/// A request without a body to `uri` with `key`.
+pub async fn call(h: &Harness, method: &str, uri: &str, key: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .unwrap();
+    request(h, req).await
+}
+
 /// The error code of an error body.
 pub fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<no error code>")

@@ -11,25 +11,6 @@ use wiko_cloud::store::AuditEntry;
 
 use crate::harness::*;
 
-async fn post_json(h: &Harness, uri: &str, key: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::post(uri)
-        .header("x-api-key", key)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    request(h, req).await
-}
-
-async fn call(h: &Harness, method: &str, uri: &str, key: &str) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("x-api-key", key)
-        .body(Body::empty())
-        .unwrap();
-    request(h, req).await
-}
-
 /// A frame of `facility` from `device`, uploaded with `key`.
 async fn ingest(h: &Harness, key: &str, facility: &str, device: &str) -> (StatusCode, Value) {
     let image = jpeg();

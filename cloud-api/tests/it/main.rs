@@ -7,6 +7,7 @@
 
 mod analyze;
 mod backend;
+mod fleet;
 mod golden;
 mod harness;
 mod ingest;

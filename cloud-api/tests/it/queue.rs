@@ -121,9 +121,19 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
     assert_eq!(**stored, first, "the event carries the result as stored");
 
     // A completed job is gone; the others stay leased until their lease runs out.
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
     a.outbox_done(messages.iter().map(|m| m.id).collect())
         .await
         .unwrap();
+    let after = chrono::Utc::now() + chrono::Duration::seconds(1);
+    // A replay after a start takes what was published before it, not what came after.
+    assert_eq!(a.published_between(before, after).await.unwrap().len(), 1);
+    assert!(
+        a.published_between(before - chrono::Duration::seconds(60), before)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(a.outbox(100).await.unwrap().is_empty());
     assert!(a.claim_jobs(10, LEASE).await.unwrap().is_empty());
     assert_eq!(

@@ -1,7 +1,7 @@
 //! One SQL store for both backends. The rules (idempotent create, complete once, fail and give
 //! up, list filters, paging, row decoding) are written once over [`Conn`] (run statements with
 //! `?` placeholders and read rows of [`Value`]s), by concern: `parts` (analyses, jobs, the
-//! outbox), `models` (golden sets and models), `access` (keys and the audit log). A backend supplies only
+//! outbox), `models` (golden sets and models), `access` (keys and the audit log), `fleet` (heartbeats and device commands). A backend supplies only
 //! connection handling ([`Backend`]: a transaction per write, a connection per read) and its
 //! [`Dialect`]:
 //! - `sqlite`: the embedded file, one writer thread with group commit;
@@ -12,6 +12,7 @@
 //! text, PostgreSQL natively), which each backend's binding and decoding handles.
 
 mod access;
+mod fleet;
 mod models;
 mod parts;
 mod postgres;

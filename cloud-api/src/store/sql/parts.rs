@@ -593,11 +593,16 @@ impl<B: Backend> Parts for SqlStore<B> {
             .await
     }
 
-    async fn published_since(&self, since: DateTime<Utc>) -> Result<Vec<OutboxItem>, StoreError> {
+    async fn published_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = self
             .select(
-                "SELECT id, kind, topic, payload FROM outbox WHERE published_at >= ? ORDER BY id",
-                args![since],
+                "SELECT id, kind, topic, payload FROM outbox
+                 WHERE published_at >= ? AND published_at < ? ORDER BY id",
+                args![since, until],
             )
             .await?;
         rows.iter().map(outbox_item).collect()

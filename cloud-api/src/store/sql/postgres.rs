@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "keys, fair queueing, replay",
         include_str!("../../../migrations/postgres/0003_keys_fairness_replay.sql"),
     ),
+    (
+        4,
+        "fleet",
+        include_str!("../../../migrations/postgres/0004_fleet.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         3,
         include_str!("../../../migrations/sqlite/0003_keys_fairness_replay.sql"),
     ),
+    (4, include_str!("../../../migrations/sqlite/0004_fleet.sql")),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;

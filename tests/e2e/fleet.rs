@@ -1,0 +1,159 @@
+//! The fleet view: an agent's heartbeats reach the cloud, a frame the cloud refused shows up
+//! there as a dead letter, an admin's requeue travels back with the next heartbeat's answer and
+//! the frame goes up again once the cloud accepts it, and a stopped agent turns silent.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use wiko_e2e::{
+    ADMIN_KEY, Agent, Camera, Cloud, Setup, Source, VIEWER_KEY, bin, free_port, wait_until,
+};
+
+async fn device(cloud: &Cloud) -> Option<Value> {
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/devices/e2e-pc1", cloud.url()))
+        .header("X-API-Key", VIEWER_KEY)
+        .send()
+        .await
+        .ok()?;
+    r.status().is_success().then_some(())?;
+    r.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_seen_in_the_fleet_view_and_requeued_from_the_cloud() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mqtt) = (free_port(), free_port());
+    let cloud_dir = dir.path().join("cloud");
+    // First a cloud that refuses every image as too large: the frame is dead-lettered.
+    let strict = Setup {
+        top: "max_image_pixels = 1000".into(),
+        ..Setup::default()
+    };
+    let mut cloud = Cloud::start_with(&cloud_dir, port, mqtt, &strict)
+        .await
+        .unwrap();
+
+    let drop_dir = dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let images = dir.path().join("images");
+    let status = std::process::Command::new(bin("wiko-agent"))
+        .args(["synth", "--out", images.to_str().unwrap(), "--count", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let agent_dir = dir.path().join("agent");
+    let http = free_port();
+    let cam = Camera {
+        name: "drop",
+        station: "assembly",
+        sku: "WK-KN-200",
+        source: Source::Folder(drop_dir.clone()),
+    };
+    Agent::write_config(&agent_dir, cloud.port, http, &[cam]).unwrap();
+    let mut agent = Agent::start(&agent_dir, http).await.unwrap();
+    std::fs::copy(
+        images.join("images/WK-KN-200_00000.jpg"),
+        drop_dir.join("part-1.jpg"),
+    )
+    .unwrap();
+
+    let seen = wait_until(
+        Duration::from_secs(30),
+        "the dead letter in the fleet view",
+        || async {
+            let d = device(&cloud).await?;
+            (d["heartbeat"]["buffer"]["dead_letters"] == 1).then_some(d)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    assert_eq!(seen["state"], "ok", "{seen}");
+    assert_eq!(seen["facility"], "yangjiang");
+    assert_eq!(seen["station"], "assembly");
+    assert_eq!(seen["heartbeat"]["interval_seconds"], 1);
+    assert!(seen["heartbeat"]["disk_free_bytes"].as_u64().unwrap() > 0);
+    let letter = &seen["heartbeat"]["dead_letters"][0];
+    assert_eq!(letter["status"], 422, "{letter}");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit"),
+        "{letter}"
+    );
+    let frame_id = letter["frame_id"].as_str().unwrap().to_string();
+    assert!(cloud.analyses().await.unwrap().is_empty());
+
+    // The operator raises the limit (a restart with the default), then requeues the frame.
+    cloud.process.terminate().unwrap();
+    let mut cloud = Cloud::start_with(&cloud_dir, port, mqtt, &Setup::default())
+        .await
+        .unwrap();
+    let http_client = reqwest::Client::new();
+    let requeue = format!(
+        "{}/api/v1/devices/e2e-pc1/dead-letters/{frame_id}/requeue",
+        cloud.url()
+    );
+    let refused = http_client
+        .post(&requeue)
+        .header("X-API-Key", VIEWER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "only an admin requeues");
+    let asked = http_client
+        .post(&requeue)
+        .header("X-API-Key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+
+    let analyses = wait_until(
+        Duration::from_secs(30),
+        "the requeued part analysed",
+        || async {
+            let all = cloud.analyses().await.ok()?;
+            (all.len() == 1).then_some(all)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    assert_eq!(analyses[0]["frame_id"], frame_id.as_str());
+    assert_eq!(analyses[0]["part_id"], "part-1");
+    let settled = wait_until(
+        Duration::from_secs(30),
+        "the command reported done",
+        || async {
+            let d = device(&cloud).await?;
+            let done = d["pending_commands"].as_array()?.is_empty()
+                && d["heartbeat"]["buffer"]["dead_letters"] == 0
+                && d["heartbeat"]["buffer"]["frames"] == 0;
+            done.then_some(d)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(settled["state"], "ok");
+
+    // A stopped agent turns silent after three missed heartbeats.
+    agent.process.terminate().unwrap();
+    wait_until(Duration::from_secs(15), "the device silent", || async {
+        (device(&cloud).await?["state"] == "silent").then_some(())
+    })
+    .await
+    .unwrap();
+    let list: Vec<Value> = http_client
+        .get(format!("{}/api/v1/devices", cloud.url()))
+        .header("X-API-Key", VIEWER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["device_id"], "e2e-pc1");
+    cloud.process.terminate().unwrap();
+}
