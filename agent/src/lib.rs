@@ -10,6 +10,7 @@
 //! - [`http`]: local `/healthz` and `/metrics`.
 //! - [`config`]: the TOML + environment configuration, validated before anything starts.
 //! - [`telemetry`]: tracing and the Prometheus registry, with every metric name.
+//! - [`watchdog`]: the systemd watchdog, pinged while the agent makes progress.
 //!
 //! [`run`] starts everything in order (buffer, HTTP, sync, cameras) and stops it in reverse when
 //! the `shutdown` future completes: cameras stop triggering, sync finishes the uploads in flight,
@@ -22,6 +23,7 @@ pub(crate) mod http;
 pub(crate) mod source;
 pub(crate) mod sync;
 pub(crate) mod telemetry;
+pub(crate) mod watchdog;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,7 +82,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let uploader = sync::Uploader::new(buffer.clone(), &config.sync, wake.clone())
         .context("building the HTTP client")?;
     let sync_stop = CancellationToken::new();
+    let sync_liveness = uploader.liveness();
     let sync_task = tokio::spawn(uploader.run(sync_stop.clone()));
+    if let Some(timeout) = wiko_daemon::systemd::watchdog_timeout() {
+        info!(?timeout, "systemd watchdog on");
+        tracker.spawn(watchdog::run(
+            buffer.clone(),
+            sync_liveness,
+            timeout,
+            stop.child_token(),
+        ));
+    }
     let camera_reports: heartbeat::CameraReports = Arc::new(Vec::new);
     if let Some(interval) = config.sync.heartbeat {
         let first = config.cameras.first();
@@ -120,8 +132,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tracker.close();
     info!(cameras = config.cameras.len(), device_id = %config.device_id, "agent running");
+    wiko_daemon::systemd::ready(&format!(
+        "{} cameras, {} frames buffered",
+        config.cameras.len(),
+        stats.frames
+    ));
 
     shutdown.await;
+    wiko_daemon::systemd::stopping();
     info!("shutting down: stopping cameras");
     stop.cancel();
     if tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait())

@@ -223,6 +223,21 @@ pub async fn serve(
     tasks.close();
     let audit = state.audit.clone();
     info!(addr = %listener.local_addr()?, public_url = %config.public_url, "wiko-cloud listening");
+    wiko_daemon::systemd::ready("serving");
+    if let Some(timeout) = wiko_daemon::systemd::watchdog_timeout() {
+        // Pinged while the runtime runs tasks; a store or broker outage is answered with 503s
+        // and retries, which a restart would not mend.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(timeout / 3).await;
+                wiko_daemon::systemd::alive();
+            }
+        });
+    }
+    let shutdown = async move {
+        shutdown.await;
+        wiko_daemon::systemd::stopping();
+    };
     http::server::serve(listener, app(state), &config.http, shutdown)
         .await
         .context("serving HTTP")?;

@@ -1,9 +1,11 @@
 //! `wiko-daemon`: what both Wiko daemons (`wiko-agent`, `wiko-cloud`) need at their edge, and
 //! nothing else: the layered configuration loader ([`config`]), logs and the metrics registry
-//! ([`telemetry`]), and the shutdown signal ([`shutdown_signal`]). No IO beyond reading the
-//! configuration and its secret files.
+//! ([`telemetry`]), the shutdown signal ([`shutdown_signal`]) and systemd supervision
+//! ([`systemd`]). No IO beyond reading the configuration and its secret files and notifying
+//! systemd.
 
 pub mod config;
+pub mod systemd;
 pub mod telemetry;
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -41,6 +41,7 @@ mod outage;
 #[cfg(feature = "production-tests")]
 mod production;
 mod prototype;
+mod systemd;
 
 use std::collections::{BTreeSet, HashSet};
 

@@ -27,6 +27,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 use wiko_wire::{FrameMeta, IngestAck};
 
+use wiko_daemon::systemd::Liveness;
+
 use crate::buffer::{Buffer, Pending};
 use crate::config::SyncConfig;
 use crate::telemetry as names;
@@ -57,6 +59,8 @@ pub struct Uploader<U: Uplink = Client> {
     backoff: Backoff,
     /// Signalled by sources after each insert.
     wake: Arc<Notify>,
+    /// Stamped on every turn of the loop (the watchdog checks it turns).
+    liveness: Arc<Liveness>,
 }
 
 impl Uploader<Client> {
@@ -84,7 +88,13 @@ impl<U: Uplink> Uploader<U> {
             poll_interval: cfg.poll_interval,
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
             wake,
+            liveness: Arc::default(),
         }
+    }
+
+    /// Stamped on every turn of the upload loop (at least every `poll_interval`).
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
     }
 
     /// Runs until `shutdown` is cancelled, then drains the uploads in flight.
@@ -95,6 +105,7 @@ impl<U: Uplink> Uploader<U> {
         let mut paused_until: Option<Instant> = None;
         let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
         loop {
+            self.liveness.beat();
             let can_start = paused_until.is_none_or(|t| Instant::now() >= t);
             if can_start && !shutdown.is_cancelled() && in_flight.len() < self.concurrency {
                 paused_until = None;
@@ -126,7 +137,9 @@ impl<U: Uplink> Uploader<U> {
             if shutdown.is_cancelled() && in_flight.is_empty() {
                 break;
             }
-            let sleep_until = paused_until.unwrap_or_else(|| Instant::now() + self.poll_interval);
+            // A long pause (a server's Retry-After) still turns the loop every poll interval.
+            let next_poll = Instant::now() + self.poll_interval;
+            let sleep_until = paused_until.map_or(next_poll, |t| t.min(next_poll));
             tokio::select! {
                 Some(done) = in_flight.join_next_with_id() => {
                     let (frame_id, result) = match done {
