@@ -14,6 +14,7 @@ use wiko_daemon::config::{invalid, load_layered};
 
 use crate::alert::config::MqttConfig;
 use crate::analysis::config::AnalysisConfig;
+use crate::analysis::remote::config::{RemoteConfig, RemoteSettings};
 use crate::auth::KeyEntry;
 use crate::auth::config::{AuthConfig, LimitsConfig};
 use crate::http::config::HttpConfig;
@@ -62,6 +63,9 @@ pub struct RawConfig {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub images: ImagesConfig,
+    /// A remote vision model behind the golden gate; absent: none.
+    #[serde(default)]
+    pub remote: Option<RemoteConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -100,6 +104,8 @@ pub struct Config {
     pub database: Database,
     /// `None`: images in `data_dir`.
     pub s3: Option<S3Settings>,
+    /// `None`: no remote analysis.
+    pub remote: Option<RemoteSettings>,
 }
 
 impl Config {
@@ -142,6 +148,7 @@ impl TryFrom<RawConfig> for Config {
         let broker = raw.mqtt.validate(&raw.data_dir)?;
         let database = raw.database.validate()?;
         let s3 = raw.images.s3.map(|s3| s3.validate()).transpose()?;
+        let remote = raw.remote.map(RemoteConfig::validate).transpose()?;
         let public_url = raw
             .public_url
             .unwrap_or_else(|| format!("http://{}", raw.listen))
@@ -163,6 +170,7 @@ impl TryFrom<RawConfig> for Config {
             mqtt_client_id: raw.mqtt.client_id,
             database,
             s3,
+            remote,
         })
     }
 }

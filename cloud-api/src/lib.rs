@@ -206,6 +206,11 @@ pub async fn serve(
     for _ in 0..config.analysis.workers {
         tasks.spawn(workers.clone().run(stop.clone()));
     }
+    if let (Some(remote), Some(settings)) = (state.remote_workers(), &config.remote) {
+        for _ in 0..settings.workers {
+            tasks.spawn(remote.clone().run(stop.clone()));
+        }
+    }
     tasks.spawn(housekeeping(
         state.golden.clone(),
         storage.records.clone(),

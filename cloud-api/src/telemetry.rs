@@ -16,3 +16,13 @@ pub const AUDIT_DROPPED_TOTAL: &str = "wiko_cloud_audit_dropped_total";
 pub const RATE_LIMITED_TOTAL: &str = "wiko_cloud_rate_limited_total";
 pub const MQTT_BROKER_REFUSED_TOTAL: &str = "wiko_cloud_mqtt_broker_refused_total";
 pub const MQTT_BROKER_DROPPED_TOTAL: &str = "wiko_cloud_mqtt_broker_dropped_total";
+/// Remote analyzer calls by `analyzer` and `outcome` (`ok` or the verdict's error code).
+pub const REMOTE_CALLS_TOTAL: &str = "wiko_cloud_remote_calls_total";
+/// Tokens the remote analyzer used, by `analyzer` and `kind` (`input`, `output`).
+pub const REMOTE_TOKENS_TOTAL: &str = "wiko_cloud_remote_tokens_total";
+/// Estimated cost of the remote analyzer in millionths of a USD, by `analyzer`.
+pub const REMOTE_COST_MICRO_USD_TOTAL: &str = "wiko_cloud_remote_cost_micro_usd_total";
+/// Time of a remote analysis (every attempt and wait), by `analyzer`.
+pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
+/// Parts the remote analyzer judged otherwise than the gate, by `sku`.
+pub const REMOTE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_remote_disagreements_total";

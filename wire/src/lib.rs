@@ -23,7 +23,10 @@ pub mod keys;
 pub mod retry;
 
 pub use alert::{AlertMessage, Topic};
-pub use analysis::{Analysis, AnalysisStatus, Defect, DefectType, Page};
+pub use analysis::{
+    Analysis, AnalysisStatus, CostRow, Costs, Defect, DefectType, Page, Usage, Verdict, VerdictError,
+    VerdictErrorCode, VerdictSource,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frame::{FrameMeta, IngestAck, IngestOutcome, MetaError};
 pub use golden::{Calibration, GoldenSample, GoldenSet, ModelInfo, SkuSummary};

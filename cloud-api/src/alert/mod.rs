@@ -2,11 +2,12 @@
 //!
 //! Results queue a `result` event in the store's outbox in the same transaction that stores
 //! them. The publisher turns each event into its MQTT messages ([`messages`]: the result on
-//! `…/result`, and on `…/alert` too for an NG part), sends them with QoS 1 and deletes the event
+//! `…/result`, and on `…/alert` too for an NG part; a remote model's enrichment on `…/result`
+//! only, its `status` then `final`), sends them with QoS 1 and deletes the event
 //! only when the broker acknowledged every one (PUBACK), so messages survive restarts and
 //! broker outages. After a connection error the client is rebuilt and everything
 //! unacknowledged is sent again: delivery is at least once, and subscribers deduplicate on
-//! `result_id`. Published events are kept a while (`mqtt.replay_secs`); with the embedded
+//! (`result_id`, `status`). Published events are kept a while (`mqtt.replay_secs`); with the embedded
 //! broker, which keeps nothing across a restart, they are published again once after a start,
 //! when subscribers had time to reconnect.
 
@@ -52,13 +53,19 @@ pub(crate) fn messages(event: Event, public_url: &str) -> Vec<(String, Vec<u8>)>
     }
 }
 
-/// A finished analysis on its station's `…/result`, and on `…/alert` too if NG.
+/// A finished analysis on its station's `…/result`, and on `…/alert` too if NG. A remote
+/// model's enrichment of a provisional result is an update on `…/result` only: the NG part
+/// was alerted when the gate judged it.
 fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> {
     let message = AlertMessage::from_analysis(done, public_url);
     // A struct of strings, numbers and lists: serialising it cannot fail.
     let payload = serde_json::to_vec(&message).unwrap_or_default();
     let mut topics = vec![Topic::Result];
-    if done.defect_detected {
+    let enrichment = done
+        .verdicts
+        .iter()
+        .any(|v| v.source == wiko_wire::VerdictSource::Remote);
+    if done.defect_detected && !enrichment {
         topics.push(Topic::Alert);
     }
     topics

@@ -4,6 +4,7 @@
 
 mod analyze;
 mod caller;
+mod costs;
 pub(crate) mod config;
 pub(crate) mod error;
 mod golden;
@@ -32,6 +33,8 @@ use tower_http::trace::TraceLayer;
 use wiko_inspect::DecodeLimits;
 
 use crate::analysis::Analyzer;
+use crate::analysis::cascade::{Gate, RemoteWorkers};
+use crate::analysis::remote::Remote;
 use crate::analysis::budget::Budget;
 use crate::analysis::golden::Golden;
 use crate::auth::Keyring;
@@ -48,8 +51,11 @@ pub struct AppState {
     pub intake: Intake,
     /// The golden-sample analyzer: golden sets, models, and the verdicts.
     pub golden: Arc<Golden>,
-    /// What judges parts (the golden analyzer).
+    /// What judges parts (the golden analyzer, as the cascade's gate when a remote model is
+    /// configured).
     pub analyzer: Arc<dyn Analyzer>,
+    /// The remote vision model, if configured.
+    pub remote: Option<Arc<Remote>>,
     /// The keys in force (reloaded from the store every second by `serve`).
     pub keyring: Arc<Keyring>,
     /// Requests per key and per address, failed key checks per address.
@@ -87,6 +93,20 @@ impl AppState {
             )
             .await,
         );
+        let remote = config.remote.clone().and_then(|settings| match Remote::new(settings) {
+            Ok(remote) => Some(Arc::new(remote)),
+            Err(e) => {
+                tracing::error!(error = %e, "the remote analyzer cannot start; parts are judged by the gate alone");
+                None
+            }
+        });
+        let analyzer: Arc<dyn Analyzer> = match &remote {
+            Some(remote) => Arc::new(Gate {
+                local: golden.clone(),
+                remote: remote.clone(),
+            }),
+            None => golden.clone(),
+        };
         let keyring = Arc::new(Keyring::new(config.keys.clone()));
         if let Err(e) = keyring.reload(storage.records.as_ref()).await {
             tracing::warn!(error = %e, "stored API keys not loaded at start; retrying every second");
@@ -102,7 +122,8 @@ impl AppState {
                 verify_above_pixels: config.analysis.verify_at_ingest_pixels,
                 jobs_wake: Arc::new(Notify::new()),
             },
-            analyzer: golden.clone(),
+            analyzer,
+            remote,
             golden,
             max_body_bytes: config.max_body_bytes,
             max_concurrent_requests: config.max_concurrent_requests,
@@ -110,6 +131,16 @@ impl AppState {
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
         }
+    }
+
+    /// The workers that enrich provisional results, when a remote model is configured.
+    pub fn remote_workers(&self) -> Option<RemoteWorkers> {
+        self.remote.as_ref().map(|remote| RemoteWorkers {
+            storage: self.intake.storage.clone(),
+            remote: remote.clone(),
+            memory: self.intake.budget.clone(),
+            outbox_wake: self.outbox_wake.clone(),
+        })
     }
 
     /// The records.
@@ -127,6 +158,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(analyze::router())
         .merge(results::router())
+        .merge(costs::router())
         .merge(golden::router())
         .merge(keys::router())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

@@ -6,11 +6,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod analyze;
+mod azure_mock;
 mod backend;
 mod golden;
 mod harness;
 mod ingest;
 mod keys;
 mod queue;
+mod remote;
 mod results;
 mod unreachable;

@@ -40,6 +40,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "keys, fair queueing, replay",
         include_str!("../../../migrations/postgres/0003_keys_fairness_replay.sql"),
     ),
+    // Version 4 is another branch's (fleet); versions need not be contiguous.
+    (
+        5,
+        "remote analysis",
+        include_str!("../../../migrations/postgres/0005_remote_analysis.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
         3,
         include_str!("../../../migrations/sqlite/0003_keys_fairness_replay.sql"),
     ),
+    // Version 4 is another branch's (fleet); versions need not be contiguous.
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_remote_analysis.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
