@@ -24,8 +24,8 @@ pub mod retry;
 
 pub use alert::{AlertMessage, Topic};
 pub use analysis::{
-    Analysis, AnalysisStatus, CostRow, Costs, Defect, DefectType, Page, Usage, Verdict, VerdictError,
-    VerdictErrorCode, VerdictSource,
+    Analysis, AnalysisStatus, CostRow, Costs, Defect, DefectType, Page, Usage, Verdict,
+    VerdictError, VerdictErrorCode, VerdictSource,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frame::{FrameMeta, IngestAck, IngestOutcome, MetaError};

@@ -184,7 +184,9 @@ impl RemoteWorkers {
             return Ok(()); // enriched already (enrich is a no-op then; nothing to pay for)
         }
         let verdict = match self.budget_spent().await? {
-            Some(reason) => self.remote.failed(VerdictErrorCode::BudgetExhausted, reason),
+            Some(reason) => self
+                .remote
+                .failed(VerdictErrorCode::BudgetExhausted, reason),
             None => {
                 let image = self.storage.image(&job.image).await?;
                 let _memory = match self
@@ -195,7 +197,12 @@ impl RemoteWorkers {
                     Ok(memory) => memory,
                     Err(e) => {
                         let e = e.to_string();
-                        return self.store(&part, self.remote.failed(VerdictErrorCode::InvalidAnswer, e)).await;
+                        return self
+                            .store(
+                                &part,
+                                self.remote.failed(VerdictErrorCode::InvalidAnswer, e),
+                            )
+                            .await;
                     }
                 };
                 self.remote

@@ -41,7 +41,12 @@ impl Workers {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut idle = Duration::from_millis(50);
         while !shutdown.is_cancelled() {
-            let jobs = match self.storage.records.claim_jobs(Stage::Local, 1, self.lease).await {
+            let jobs = match self
+                .storage
+                .records
+                .claim_jobs(Stage::Local, 1, self.lease)
+                .await
+            {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     warn!(error = %e, "claiming analysis jobs failed");

@@ -4,8 +4,8 @@
 
 mod analyze;
 mod caller;
-mod costs;
 pub(crate) mod config;
+mod costs;
 pub(crate) mod error;
 mod golden;
 mod health;
@@ -33,10 +33,10 @@ use tower_http::trace::TraceLayer;
 use wiko_inspect::DecodeLimits;
 
 use crate::analysis::Analyzer;
-use crate::analysis::cascade::{Gate, RemoteWorkers};
-use crate::analysis::remote::Remote;
 use crate::analysis::budget::Budget;
+use crate::analysis::cascade::{Gate, RemoteWorkers};
 use crate::analysis::golden::Golden;
+use crate::analysis::remote::Remote;
 use crate::auth::Keyring;
 use crate::auth::audit::Audit;
 use crate::auth::limits::Limits;

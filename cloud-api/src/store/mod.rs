@@ -209,7 +209,11 @@ impl Outcome {
     /// The local analyzer's verdict as the result lists it; `None` when it made none.
     pub fn verdict(&self) -> Option<Verdict> {
         let j = &self.judgement;
-        matches!(j.status, AnalysisStatus::Final | AnalysisStatus::Provisional).then(|| Verdict {
+        matches!(
+            j.status,
+            AnalysisStatus::Final | AnalysisStatus::Provisional
+        )
+        .then(|| Verdict {
             source: VerdictSource::Cloud,
             analyzer: self.analyzer.clone(),
             model: j.model_version.clone(),

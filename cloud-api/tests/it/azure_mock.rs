@@ -23,7 +23,10 @@ pub const OUTPUT_TOKENS: u64 = 100;
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// A chat completion with this content and finish reason.
-    Answer { content: String, finish: &'static str },
+    Answer {
+        content: String,
+        finish: &'static str,
+    },
     /// The model refuses.
     Refusal,
     /// An error status with headers and Azure's error body.
@@ -141,12 +144,19 @@ async fn handle(
     let has_version = query.as_deref().is_some_and(|q| q.contains("api-version="));
     let known = path == "/openai/v1/chat/completions"
         || path == "/v1/chat/completions"
-        || (path.starts_with("/openai/deployments/") && path.ends_with("/chat/completions") && has_version)
+        || (path.starts_with("/openai/deployments/")
+            && path.ends_with("/chat/completions")
+            && has_version)
         || (path == "/models/chat/completions" && has_version);
     if !known {
         return error(StatusCode::NOT_FOUND, "404", "Resource not found");
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let (api_key, authorization) = (header("api-key"), header("authorization"));
     let authorised = api_key.as_deref() == Some(script.key.as_str())
         || authorization.as_deref() == Some(format!("Bearer {}", script.key).as_str());
@@ -168,7 +178,12 @@ async fn handle(
         body,
         at: Instant::now(),
     });
-    let reply = script.replies.lock().unwrap().pop_front().unwrap_or_else(Reply::good);
+    let reply = script
+        .replies
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(Reply::good);
     match reply {
         Reply::Answer { content, finish } => completion(Some(content), None, finish),
         Reply::Refusal => completion(None, Some("I'm sorry, I can't help with that."), "stop"),
@@ -187,9 +202,7 @@ async fn handle(
                 "scripted failure",
             );
             for (name, value) in headers {
-                response
-                    .headers_mut()
-                    .insert(name, value.parse().unwrap());
+                response.headers_mut().insert(name, value.parse().unwrap());
             }
             response
         }

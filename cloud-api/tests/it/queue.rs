@@ -100,7 +100,10 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
     let mut jobs = a.claim_jobs(Stage::Local, 10, LEASE).await.unwrap();
     assert_eq!(jobs.len(), 3);
     assert!(
-        b.claim_jobs(Stage::Local, 10, LEASE).await.unwrap().is_empty(),
+        b.claim_jobs(Stage::Local, 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
         "leased jobs are not handed out twice"
     );
     jobs.sort_by_key(|j| j.analysis_id);
@@ -127,7 +130,12 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
         .await
         .unwrap();
     assert!(a.outbox(100).await.unwrap().is_empty());
-    assert!(a.claim_jobs(Stage::Local, 10, LEASE).await.unwrap().is_empty());
+    assert!(
+        a.claim_jobs(Stage::Local, 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         a.queue_stats().await.unwrap().waiting,
         2,
@@ -143,7 +151,10 @@ async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed(
     let id = ids(&storage, 1).await[0];
 
     // A worker that died: its lease runs out and another replica takes the job.
-    let lost = a.claim_jobs(Stage::Local, 1, Duration::from_millis(1)).await.unwrap();
+    let lost = a
+        .claim_jobs(Stage::Local, 1, Duration::from_millis(1))
+        .await
+        .unwrap();
     assert_eq!(lost.len(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let retaken = b.claim_jobs(Stage::Local, 1, LEASE).await.unwrap();
@@ -169,7 +180,10 @@ async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed(
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(
-        b.claim_jobs(Stage::Local, 1, LEASE).await.unwrap().is_empty(),
+        b.claim_jobs(Stage::Local, 1, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
         "a failed job is not retried"
     );
     assert_eq!(

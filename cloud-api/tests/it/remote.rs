@@ -87,13 +87,21 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
     let workers = h.state.remote_workers().unwrap();
 
     let (_, good) = analyze(&h, part_jpeg(None, 90_001)).await;
-    assert_eq!((&good["status"], &good["defect_detected"]), (&"final".into(), &false.into()), "{good}");
+    assert_eq!(
+        (&good["status"], &good["defect_detected"]),
+        (&"final".into(), &false.into()),
+        "{good}"
+    );
     assert_eq!(good["verdicts"].as_array().unwrap().len(), 1);
     assert_eq!(good["verdicts"][0]["source"], "cloud");
 
     let ng_image = part_jpeg(Some(SynthDefect::Rust), 90_002);
     let (_, bad) = analyze(&h, ng_image.clone()).await;
-    assert_eq!((&bad["status"], &bad["defect_detected"]), (&"provisional".into(), &true.into()), "{bad}");
+    assert_eq!(
+        (&bad["status"], &bad["defect_detected"]),
+        (&"provisional".into(), &true.into()),
+        "{bad}"
+    );
     assert!(workers.work_once().await);
     assert!(!workers.work_once().await, "the good part was not sent");
 
@@ -107,58 +115,114 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
     let format = &r.body["response_format"];
     assert_eq!(format["type"], "json_schema");
     assert_eq!(format["json_schema"]["strict"], true);
-    assert_eq!(format["json_schema"]["schema"]["additionalProperties"], false);
+    assert_eq!(
+        format["json_schema"]["schema"]["additionalProperties"],
+        false
+    );
     assert_eq!(
         format["json_schema"]["schema"]["properties"]["defects"]["items"]["properties"]["type"]["enum"],
         serde_json::json!(["rust", "scratch", "chip", "other"])
     );
     let content = &r.body["messages"][1]["content"];
-    assert!(content[0]["text"].as_str().unwrap().contains("a 200 mm chef's knife"));
+    assert!(
+        content[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("a 200 mm chef's knife")
+    );
     assert_eq!(content[1]["image_url"]["detail"], "low");
     let url = content[1]["image_url"]["url"].as_str().unwrap();
-    let b64 = url.strip_prefix("data:image/jpeg;base64,").expect("a JPEG data URL");
-    let sent = image::load_from_memory(&base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
-    assert_eq!(sent.width().max(sent.height()), 512, "re-encoded to max_side_px");
+    let b64 = url
+        .strip_prefix("data:image/jpeg;base64,")
+        .expect("a JPEG data URL");
+    let sent = image::load_from_memory(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        sent.width().max(sent.height()),
+        512,
+        "re-encoded to max_side_px"
+    );
 
     // The same result, now final: the gate's verdict stands, the remote one is added.
     let done = result(&h, &bad["id"]).await;
-    assert_eq!((&done["status"], &done["defect_detected"]), (&"final".into(), &true.into()), "{done}");
+    assert_eq!(
+        (&done["status"], &done["defect_detected"]),
+        (&"final".into(), &true.into()),
+        "{done}"
+    );
     assert_eq!(done["disagreement"], false);
     let v = &done["verdicts"][1];
-    assert_eq!((&v["source"], &v["analyzer"], &v["model"]), (&"remote".into(), &"azure_openai".into(), &"gpt4o-prod".into()));
+    assert_eq!(
+        (&v["source"], &v["analyzer"], &v["model"]),
+        (
+            &"remote".into(),
+            &"azure_openai".into(),
+            &"gpt4o-prod".into()
+        )
+    );
     assert_eq!(v["error"], Value::Null);
-    assert_eq!(v["defects"][0]["description"], "an orange-brown rust spot on the blade");
+    assert_eq!(
+        v["defects"][0]["description"],
+        "an orange-brown rust spot on the blade"
+    );
     assert_eq!(v["usage"]["input_tokens"], INPUT_TOKENS);
     assert!((v["usage"]["cost_usd"].as_f64().unwrap() - CALL_USD).abs() < 1e-9);
 
     // The service fails: the part still gets its one final result, with the error on the
     // remote verdict.
-    mock.script([Reply::status(500, "InternalServerError"), Reply::status(503, "ServiceUnavailable")]);
+    mock.script([
+        Reply::status(500, "InternalServerError"),
+        Reply::status(503, "ServiceUnavailable"),
+    ]);
     let (_, failing) = analyze(&h, ng_image.clone()).await;
     assert!(workers.work_once().await);
     let failed = result(&h, &failing["id"]).await;
     assert_eq!(failed["status"], "final");
     assert_eq!(failed["defect_detected"], true, "the gate's verdict stands");
-    assert_eq!(failed["verdicts"][1]["error"]["code"], "unavailable", "{failed}");
+    assert_eq!(
+        failed["verdicts"][1]["error"]["code"], "unavailable",
+        "{failed}"
+    );
     assert_eq!(mock.seen().len(), 3, "two attempts");
 
     // The daily budget (0.005 USD) allows a second paid call, then stops the calls.
     let (_, second) = analyze(&h, ng_image.clone()).await;
     assert!(workers.work_once().await);
-    assert_eq!(result(&h, &second["id"]).await["verdicts"][1]["error"], Value::Null);
+    assert_eq!(
+        result(&h, &second["id"]).await["verdicts"][1]["error"],
+        Value::Null
+    );
     let (_, over) = analyze(&h, ng_image).await;
     assert!(workers.work_once().await);
     let over = result(&h, &over["id"]).await;
-    assert_eq!((&over["status"], &over["verdicts"][1]["error"]["code"]), (&"final".into(), &"budget_exhausted".into()), "{over}");
+    assert_eq!(
+        (&over["status"], &over["verdicts"][1]["error"]["code"]),
+        (&"final".into(), &"budget_exhausted".into()),
+        "{over}"
+    );
     assert_eq!(mock.seen().len(), 4, "no call once the budget is spent");
 
     // Cost per day, facility and SKU.
     let (status, costs) = get_json(&h, "/api/v1/costs").await;
     assert_eq!(status, StatusCode::OK, "{costs}");
     let row = &costs["rows"][0];
-    assert_eq!((&row["analyzer"], &row["facility"], &row["product_sku"]), (&"azure_openai".into(), &"yangjiang".into(), &"WK-KN-200".into()));
+    assert_eq!(
+        (&row["analyzer"], &row["facility"], &row["product_sku"]),
+        (
+            &"azure_openai".into(),
+            &"yangjiang".into(),
+            &"WK-KN-200".into()
+        )
+    );
     assert_eq!((&row["parts"], &row["failures"]), (&4.into(), &2.into()));
-    assert!((costs["total_cost_usd"].as_f64().unwrap() - 2.0 * CALL_USD).abs() < 1e-9, "{costs}");
+    assert!(
+        (costs["total_cost_usd"].as_f64().unwrap() - 2.0 * CALL_USD).abs() < 1e-9,
+        "{costs}"
+    );
     let (status, _) = get_json(&h, "/api/v1/costs?since=2026-13-01").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -172,11 +236,21 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
         })
         .collect();
     let of = |id: &Value| -> Vec<AnalysisStatus> {
-        statuses.iter().filter(|(i, _)| i == id.as_str().unwrap()).map(|(_, s)| *s).collect()
+        statuses
+            .iter()
+            .filter(|(i, _)| i == id.as_str().unwrap())
+            .map(|(_, s)| *s)
+            .collect()
     };
     assert_eq!(of(&good["id"]), [AnalysisStatus::Final]);
-    assert_eq!(of(&bad["id"]), [AnalysisStatus::Provisional, AnalysisStatus::Final]);
-    assert_eq!(of(&failing["id"]), [AnalysisStatus::Provisional, AnalysisStatus::Final]);
+    assert_eq!(
+        of(&bad["id"]),
+        [AnalysisStatus::Provisional, AnalysisStatus::Final]
+    );
+    assert_eq!(
+        of(&failing["id"]),
+        [AnalysisStatus::Provisional, AnalysisStatus::Final]
+    );
 
     // The key is never in a result, a listing or the costs.
     let (_, listing) = get_json(&h, "/api/v1/analyses").await;
@@ -188,15 +262,27 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
 #[tokio::test]
 async fn uncertain_parts_go_too_when_the_band_covers_them() {
     let mock = Mock::start(KEY).await;
-    let h = harness_with(&remote_table(&mock, "openai_compatible", "uncertain_band = 1.0\n")).await;
+    let h = harness_with(&remote_table(
+        &mock,
+        "openai_compatible",
+        "uncertain_band = 1.0\n",
+    ))
+    .await;
     calibrate(&h).await;
     let (_, good) = analyze(&h, part_jpeg(None, 90_001)).await;
-    assert_eq!((&good["status"], &good["defect_detected"]), (&"provisional".into(), &false.into()), "{good}");
+    assert_eq!(
+        (&good["status"], &good["defect_detected"]),
+        (&"provisional".into(), &false.into()),
+        "{good}"
+    );
     assert!(h.state.remote_workers().unwrap().work_once().await);
     let done = result(&h, &good["id"]).await;
     assert_eq!(done["status"], "final");
     assert_eq!(done["defect_detected"], false, "the gate decides");
-    assert_eq!(done["disagreement"], true, "the mock sees rust on every part: {done}");
+    assert_eq!(
+        done["disagreement"], true,
+        "the mock sees rust on every part: {done}"
+    );
 }
 
 #[tokio::test]
@@ -212,15 +298,28 @@ async fn each_service_gets_its_own_path_and_key_header() {
         assert_eq!(verdict.analyzer, kind);
     }
     let seen = mock.seen();
-    assert_eq!(seen[0].path, "/openai/deployments/gpt4o-prod/chat/completions");
+    assert_eq!(
+        seen[0].path,
+        "/openai/deployments/gpt4o-prod/chat/completions"
+    );
     assert_eq!(seen[0].query.as_deref(), Some("api-version=2024-10-21"));
-    assert_eq!(seen[0].body.get("model"), None, "the URL names the deployment");
+    assert_eq!(
+        seen[0].body.get("model"),
+        None,
+        "the URL names the deployment"
+    );
     assert_eq!(seen[0].api_key.as_deref(), Some(KEY));
     assert_eq!(seen[1].path, "/models/chat/completions");
-    assert_eq!(seen[1].query.as_deref(), Some("api-version=2024-05-01-preview"));
+    assert_eq!(
+        seen[1].query.as_deref(),
+        Some("api-version=2024-05-01-preview")
+    );
     assert_eq!(seen[1].body["model"], "gpt4o-prod");
     assert_eq!(seen[2].path, "/v1/chat/completions");
-    assert_eq!(seen[2].authorization.as_deref(), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(
+        seen[2].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
     assert_eq!(seen[2].api_key, None);
 
     // An Entra ID token from a file, and a wrong key: refused, and the key is not repeated.
@@ -235,7 +334,11 @@ async fn each_service_gets_its_own_path_and_key_header() {
     let wrong = remote_table(&mock, "azure_openai", "").replace(KEY, "wrong-key-0000000000");
     let error = ask(&remote(&wrong)).await.error.unwrap();
     assert_eq!(error.code, VerdictErrorCode::Rejected);
-    assert!(error.message.contains("401") && !error.message.contains("wrong-key"), "{}", error.message);
+    assert!(
+        error.message.contains("401") && !error.message.contains("wrong-key"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -243,26 +346,53 @@ async fn every_failure_is_a_clear_error_on_the_verdict() {
     let mock = Mock::start(KEY).await;
     let remote = remote(&remote_table(&mock, "azure_openai", ""));
     let answer = |content: String, finish| Reply::Answer { content, finish };
-    let outside = good_answer()
-        .to_string()
-        .replace("\"x\":10", "\"x\":5000");
+    let outside = good_answer().to_string().replace("\"x\":10", "\"x\":5000");
     let cases = [
         (vec![Reply::Refusal], VerdictErrorCode::Refused),
-        (vec![answer(good_answer().to_string(), "length")], VerdictErrorCode::Truncated),
-        (vec![answer(String::new(), "content_filter")], VerdictErrorCode::ContentFilter),
-        (vec![Reply::status(400, "content_filter")], VerdictErrorCode::ContentFilter),
-        (vec![answer("{\"defect_detected\": tr".into(), "stop")], VerdictErrorCode::InvalidAnswer),
-        (vec![answer(outside, "stop")], VerdictErrorCode::InvalidAnswer),
-        (vec![Reply::status(500, "InternalServerError"); 2], VerdictErrorCode::Unavailable),
-        (vec![Reply::Slow(Duration::from_secs(3)); 2], VerdictErrorCode::Timeout),
+        (
+            vec![answer(good_answer().to_string(), "length")],
+            VerdictErrorCode::Truncated,
+        ),
+        (
+            vec![answer(String::new(), "content_filter")],
+            VerdictErrorCode::ContentFilter,
+        ),
+        (
+            vec![Reply::status(400, "content_filter")],
+            VerdictErrorCode::ContentFilter,
+        ),
+        (
+            vec![answer("{\"defect_detected\": tr".into(), "stop")],
+            VerdictErrorCode::InvalidAnswer,
+        ),
+        (
+            vec![answer(outside, "stop")],
+            VerdictErrorCode::InvalidAnswer,
+        ),
+        (
+            vec![Reply::status(500, "InternalServerError"); 2],
+            VerdictErrorCode::Unavailable,
+        ),
+        (
+            vec![Reply::Slow(Duration::from_secs(3)); 2],
+            VerdictErrorCode::Timeout,
+        ),
         // A 429 asking for longer than max_retry_wait_secs (2 s): no retry.
-        (vec![Reply::too_many("retry-after", "3600")], VerdictErrorCode::RateLimited),
-        (vec![Reply::too_many("retry-after-ms", "10"); 2], VerdictErrorCode::RateLimited),
+        (
+            vec![Reply::too_many("retry-after", "3600")],
+            VerdictErrorCode::RateLimited,
+        ),
+        (
+            vec![Reply::too_many("retry-after-ms", "10"); 2],
+            VerdictErrorCode::RateLimited,
+        ),
     ];
     for (replies, code) in cases {
         mock.script(replies.clone());
         let verdict = ask(&remote).await;
-        let error = verdict.error.unwrap_or_else(|| panic!("{replies:?} gave no error"));
+        let error = verdict
+            .error
+            .unwrap_or_else(|| panic!("{replies:?} gave no error"));
         assert_eq!(error.code, code, "{replies:?}: {}", error.message);
         assert!(!error.message.is_empty());
         assert_eq!(verdict.defect_detected, None);
@@ -276,11 +406,17 @@ async fn every_failure_is_a_clear_error_on_the_verdict() {
 #[tokio::test]
 async fn a_429_pauses_every_request_for_as_long_as_it_asks() {
     let mock = Mock::start(KEY).await;
-    let remote = std::sync::Arc::new(remote(&remote_table(&mock, "azure_openai", "max_attempts = 4\n")));
+    let table =
+        remote_table(&mock, "azure_openai", "").replace("max_attempts = 2", "max_attempts = 4");
+    let remote = std::sync::Arc::new(remote(&table));
     for (header, value, wait) in [
         ("retry-after-ms", "300", Duration::from_millis(300)),
         ("retry-after", "1", Duration::from_secs(1)),
-        ("x-ratelimit-reset-requests", "0.5s", Duration::from_millis(500)),
+        (
+            "x-ratelimit-reset-requests",
+            "0.5s",
+            Duration::from_millis(500),
+        ),
     ] {
         let before = mock.seen().len();
         mock.script([Reply::too_many(header, value)]);
@@ -292,11 +428,22 @@ async fn a_429_pauses_every_request_for_as_long_as_it_asks() {
             })
             .collect();
         for a in asks {
-            assert_eq!(a.await.unwrap().error, None, "{header}: retried until answered");
+            assert_eq!(
+                a.await.unwrap().error,
+                None,
+                "{header}: retried until answered"
+            );
         }
         let seen = &mock.seen()[before..];
-        assert_eq!(seen.len(), 4, "{header}: one 429, three answers, nothing lost or repeated");
-        assert!(seen[3].at - seen[0].at >= wait.mul_f64(0.9), "{header}: the retry waited");
+        assert_eq!(
+            seen.len(),
+            4,
+            "{header}: one 429, three answers, nothing lost or repeated"
+        );
+        assert!(
+            seen[3].at - seen[0].at >= wait.mul_f64(0.9),
+            "{header}: the retry waited"
+        );
     }
 }
 
@@ -304,7 +451,8 @@ async fn a_429_pauses_every_request_for_as_long_as_it_asks() {
 async fn requests_never_exceed_the_configured_rate() {
     let mock = Mock::start(KEY).await;
     // 600 per minute: one every 100 ms, no burst.
-    let table = remote_table(&mock, "openai_compatible", "").replace("requests_per_minute = 6000", "requests_per_minute = 600");
+    let table = remote_table(&mock, "openai_compatible", "")
+        .replace("requests_per_minute = 6000", "requests_per_minute = 600");
     let remote = std::sync::Arc::new(remote(&table));
     let asks: Vec<_> = (0..5)
         .map(|_| {

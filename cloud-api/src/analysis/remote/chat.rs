@@ -269,14 +269,20 @@ fn answer(
 ) -> Result<Answer, RemoteError> {
     let fail = |code, message: String| Err(RemoteError::Answer(code, message));
     let Some(choice) = completion.choices.into_iter().next() else {
-        return fail(VerdictErrorCode::InvalidAnswer, "no choice in the response".into());
+        return fail(
+            VerdictErrorCode::InvalidAnswer,
+            "no choice in the response".into(),
+        );
     };
     let message = choice.message.unwrap_or(Message {
         content: None,
         refusal: None,
     });
     if let Some(refusal) = message.refusal.filter(|r| !r.is_empty()) {
-        return fail(VerdictErrorCode::Refused, format!("the model refused: {refusal}"));
+        return fail(
+            VerdictErrorCode::Refused,
+            format!("the model refused: {refusal}"),
+        );
     }
     match choice.finish_reason.as_deref() {
         Some("length") => {
@@ -294,7 +300,10 @@ fn answer(
         _ => {}
     }
     let Some(content) = message.content else {
-        return fail(VerdictErrorCode::InvalidAnswer, "the answer is empty".into());
+        return fail(
+            VerdictErrorCode::InvalidAnswer,
+            "the answer is empty".into(),
+        );
     };
     let raw: RawAnswer = serde_json::from_str(content.trim()).map_err(|e| {
         RemoteError::Answer(
@@ -375,14 +384,22 @@ pub fn error_message(body: &[u8]) -> (Option<String>, String) {
             }),
             error.message.unwrap_or_default(),
         ),
-        Err(_) => (None, String::from_utf8_lossy(body).chars().take(200).collect()),
+        Err(_) => (
+            None,
+            String::from_utf8_lossy(body).chars().take(200).collect(),
+        ),
     }
 }
 
 /// How long a 429 or 503 asks the client to wait: `retry-after-ms`, `Retry-After` (seconds or
 /// an HTTP date), or the longer of `x-ratelimit-reset-requests` / `-tokens`.
 pub fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
@@ -417,7 +434,9 @@ fn reset_duration(v: &str) -> Option<Duration> {
             .filter(|&i| i > 0)?;
         let value: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -498,8 +517,14 @@ mod tests {
             Err(RemoteError::Answer(code, _)) => code,
             other => panic!("{other:?}"),
         };
-        assert_eq!(code(completion("{", "stop")), VerdictErrorCode::InvalidAnswer);
-        assert_eq!(code(completion("{}", "length")), VerdictErrorCode::Truncated);
+        assert_eq!(
+            code(completion("{", "stop")),
+            VerdictErrorCode::InvalidAnswer
+        );
+        assert_eq!(
+            code(completion("{}", "length")),
+            VerdictErrorCode::Truncated
+        );
         assert_eq!(
             code(completion("", "content_filter")),
             VerdictErrorCode::ContentFilter
@@ -507,7 +532,10 @@ mod tests {
         let outside = r#"{"defect_detected": true, "summary": "",
             "defects": [{"type": "chip", "severity": "low", "confidence": 0.5,
               "bbox": {"x": 90, "y": 0, "width": 50, "height": 5}, "description": ""}]}"#;
-        assert_eq!(code(completion(outside, "stop")), VerdictErrorCode::InvalidAnswer);
+        assert_eq!(
+            code(completion(outside, "stop")),
+            VerdictErrorCode::InvalidAnswer
+        );
         let refusal = serde_json::to_vec(&json!({"choices": [{"finish_reason": "stop",
             "message": {"content": null, "refusal": "I can't help with that."}}]}))
         .unwrap();
@@ -523,13 +551,19 @@ mod tests {
             h.insert(name, HeaderValue::from_str(value).unwrap());
             retry_after(&h, now)
         };
-        assert_eq!(with("retry-after-ms", "250"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            with("retry-after-ms", "250"),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(with("retry-after", "7"), Some(Duration::from_secs(7)));
         let date = (now + chrono::Duration::seconds(30))
             .format("%a, %d %b %Y %H:%M:%S GMT")
             .to_string();
         let d = with("retry-after", &date).unwrap();
-        assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(28) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
         assert_eq!(
             with("x-ratelimit-reset-requests", "1m30s"),
             Some(Duration::from_secs(90))

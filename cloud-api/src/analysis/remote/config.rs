@@ -266,11 +266,7 @@ impl RemoteConfig {
         if self.model.trim().is_empty() {
             return Err(invalid("remote.model", "must not be empty"));
         }
-        let key = secret(
-            "remote.api_key",
-            self.api_key,
-            self.api_key_file.as_deref(),
-        )?;
+        let key = secret("remote.api_key", self.api_key, self.api_key_file.as_deref())?;
         let auth = match (key, self.bearer_token_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -296,7 +292,10 @@ impl RemoteConfig {
         }
         for (key, value) in [
             ("remote.max_concurrency", self.max_concurrency as u64),
-            ("remote.requests_per_minute", u64::from(self.requests_per_minute)),
+            (
+                "remote.requests_per_minute",
+                u64::from(self.requests_per_minute),
+            ),
             ("remote.timeout_secs", self.timeout_secs),
             ("remote.max_attempts", u64::from(self.max_attempts)),
             ("remote.max_tokens", u64::from(self.max_tokens)),
@@ -310,8 +309,14 @@ impl RemoteConfig {
             return Err(invalid("remote.max_side_px", "must be at least 64"));
         }
         for (key, value) in [
-            ("remote.input_usd_per_million_tokens", self.input_usd_per_million_tokens),
-            ("remote.output_usd_per_million_tokens", self.output_usd_per_million_tokens),
+            (
+                "remote.input_usd_per_million_tokens",
+                self.input_usd_per_million_tokens,
+            ),
+            (
+                "remote.output_usd_per_million_tokens",
+                self.output_usd_per_million_tokens,
+            ),
             ("remote.daily_budget_usd", self.daily_budget_usd),
             ("remote.monthly_budget_usd", self.monthly_budget_usd),
         ] {
@@ -330,7 +335,7 @@ impl RemoteConfig {
                     .map(|name| {
                         DefectType::parse(name).ok_or_else(|| {
                             invalid(
-                                &format!("remote.skus[{i}].taxonomy"),
+                                format!("remote.skus[{i}].taxonomy"),
                                 format!("{name:?} is not a defect type"),
                             )
                         })

@@ -27,7 +27,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
-use wiko_wire::{Defect, DefectType, Usage, Verdict, VerdictError, VerdictErrorCode, VerdictSource};
+use wiko_wire::{
+    Defect, DefectType, Usage, Verdict, VerdictError, VerdictErrorCode, VerdictSource,
+};
 
 use crate::telemetry;
 use chat::{Prompt, SentImage, TokenUsage};
@@ -130,7 +132,12 @@ impl Remote {
 
     /// A verdict without a call (the budget is spent, the image is unusable).
     pub fn failed(&self, code: VerdictErrorCode, message: String) -> Verdict {
-        self.verdict(None, Duration::ZERO, TokenUsage::default(), Some((code, message)))
+        self.verdict(
+            None,
+            Duration::ZERO,
+            TokenUsage::default(),
+            Some((code, message)),
+        )
     }
 
     /// Asks the remote model about a part; every failure is in the verdict.
@@ -151,7 +158,12 @@ impl Remote {
         };
         let description = prompt_settings
             .and_then(|s| s.description.clone())
-            .unwrap_or_else(|| format!("a kitchen knife (SKU {}), photographed from above", part.sku));
+            .unwrap_or_else(|| {
+                format!(
+                    "a kitchen knife (SKU {}), photographed from above",
+                    part.sku
+                )
+            });
         let gate = match (part.score, part.threshold) {
             (Some(score), Some(threshold)) => format!(
                 "judged it {} (anomaly score {score:.3}, threshold {threshold:.3})",
@@ -171,7 +183,9 @@ impl Remote {
             regions,
         };
         let body = chat::body(
-            self.target.model_in_body.then_some(self.settings.model.as_str()),
+            self.target
+                .model_in_body
+                .then_some(self.settings.model.as_str()),
             &prompt,
             &sent,
             self.settings.detail,
@@ -312,7 +326,10 @@ impl Remote {
                         } else {
                             VerdictErrorCode::Rejected
                         };
-                        return Err(RemoteError::Answer(kind, format!("request refused: {said}")));
+                        return Err(RemoteError::Answer(
+                            kind,
+                            format!("request refused: {said}"),
+                        ));
                     }
                 }
                 Err(e) if e.is_timeout() => {
@@ -328,7 +345,10 @@ impl Remote {
                 Err(e) => {
                     last = RemoteError::Answer(
                         VerdictErrorCode::Unavailable,
-                        format!("the service cannot be reached ({attempt} attempts): {}", e.without_url()),
+                        format!(
+                            "the service cannot be reached ({attempt} attempts): {}",
+                            e.without_url()
+                        ),
                     );
                     None
                 }

@@ -320,7 +320,11 @@ async fn queue_result(c: &mut dyn Conn, done: &Analysis) -> Result<(), StoreErro
 /// Adds a remote verdict to a provisional result and makes it final, counts its cost, and
 /// queues the update; a no-op for a result that is not provisional (enriched already).
 async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, StoreError> {
-    let sql = format!("SELECT {} FROM analyses WHERE id = ?{}", columns!(), c.dialect().for_update());
+    let sql = format!(
+        "SELECT {} FROM analyses WHERE id = ?{}",
+        columns!(),
+        c.dialect().for_update()
+    );
     let current = match c.query(&sql, args![id]).await?.first() {
         Some(r) => analysis(r)?,
         None => return Err(StoreError::NotFound),
@@ -347,8 +351,11 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
         )
         .await?;
     let done = analysis(rows.first().ok_or(StoreError::NotFound)?)?;
-    c.execute("DELETE FROM analysis_defects WHERE analysis_id = ?", args![id])
-        .await?;
+    c.execute(
+        "DELETE FROM analysis_defects WHERE analysis_id = ?",
+        args![id],
+    )
+    .await?;
     index_defects(c, id, &e.defects).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
         .await?;
@@ -624,7 +631,12 @@ impl<B: Backend> Parts for SqlStore<B> {
                 args![analyzer, day(since)],
             )
             .await?;
-        Ok(rows.first().map(|r| r.opt_real(0)).transpose()?.flatten().unwrap_or(0.0))
+        Ok(rows
+            .first()
+            .map(|r| r.opt_real(0))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0.0))
     }
 
     async fn costs(&self, filter: &CostFilter) -> Result<Vec<CostRow>, StoreError> {
