@@ -332,6 +332,33 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_enrichment_is_an_update_on_result_only() {
+        let mut enriched = analysis(true);
+        enriched.verdicts.push(wiko_wire::Verdict {
+            source: wiko_wire::VerdictSource::Remote,
+            analyzer: "azure_openai".into(),
+            model: Some("gpt-4o".into()),
+            defect_detected: Some(false),
+            score: None,
+            defects: Vec::new(),
+            summary: None,
+            latency_ms: Some(900.0),
+            usage: None,
+            error: None,
+        });
+        enriched.disagreement = true;
+        let update = messages(Event::Result(Box::new(enriched)), "http://api");
+        let topics: Vec<&str> = update.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            ["wiko/yangjiang/l1/grinding/result"],
+            "alerted once, before"
+        );
+        let message: AlertMessage = serde_json::from_slice(&update[0].1).unwrap();
+        assert!(message.disagreement);
+    }
+
+    #[test]
     fn reconnecting_backs_off_while_the_broker_is_away_and_starts_short_after_a_session() {
         let mut delay = RECONNECT_FIRST;
         for _ in 0..10 {
