@@ -9,7 +9,8 @@
 //! the remote model's types and descriptions, the verdict is added to `verdicts`, a
 //! disagreement on OK/NG is flagged and counted, and the result becomes `final` (its update
 //! goes out on `…/result`). Whatever the remote model does, the part gets exactly one final
-//! result: failures are the remote verdict's `error`.
+//! result: failures are the remote verdict's `error`. While the circuit breaker is open (the
+//! service failed several parts in a row), no job is taken: provisional results wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,8 +153,12 @@ impl RemoteWorkers {
         }
     }
 
-    /// Enriches one provisional result, if one is waiting; whether one was.
+    /// Enriches one provisional result, if one is waiting and the circuit is closed; whether
+    /// one was.
     pub async fn work_once(&self) -> bool {
+        if self.remote.circuit_open() {
+            return false;
+        }
         let lease = self.remote.settings().job_lease;
         let jobs = match self
             .storage

@@ -78,7 +78,7 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
     let h = harness_with(&remote_table(
         &mock,
         "azure_openai",
-        "uncertain_band = 0.0\ndaily_budget_usd = 0.005\n\
+        "uncertain_band = 0.0\ndaily_budget_usd = 0.005\nbreaker_failures = 2\nbreaker_open_secs = 2\n\
          [[remote.skus]]\nsku = \"WK-KN-200\"\ndescription = \"a 200 mm chef's knife\"\n\
          taxonomy = [\"rust\", \"scratch\", \"chip\"]\n",
     ))
@@ -189,13 +189,31 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
     );
     assert_eq!(mock.seen().len(), 3, "two attempts");
 
-    // The daily budget (0.005 USD) allows a second paid call, then stops the calls.
-    let (_, second) = analyze(&h, ng_image.clone()).await;
+    // A second failure in a row opens the circuit (breaker_failures = 2): the next part waits,
+    // provisional, and no call is made.
+    mock.script([
+        Reply::status(500, "InternalServerError"),
+        Reply::status(500, "InternalServerError"),
+    ]);
+    let (_, failing_again) = analyze(&h, ng_image.clone()).await;
     assert!(workers.work_once().await);
     assert_eq!(
-        result(&h, &second["id"]).await["verdicts"][1]["error"],
-        Value::Null
+        result(&h, &failing_again["id"]).await["verdicts"][1]["error"]["code"],
+        "unavailable"
     );
+    let (_, waiting) = analyze(&h, ng_image.clone()).await;
+    assert!(!workers.work_once().await, "the circuit is open");
+    assert_eq!(result(&h, &waiting["id"]).await["status"], "provisional");
+    assert_eq!(mock.seen().len(), 5);
+    tokio::time::sleep(Duration::from_millis(2100)).await; // breaker_open_secs = 2
+    assert!(workers.work_once().await);
+    assert_eq!(
+        result(&h, &waiting["id"]).await["verdicts"][1]["error"],
+        Value::Null,
+        "enriched once closed"
+    );
+
+    // The daily budget (0.005 USD) is spent by two paid calls, then stops the calls.
     let (_, over) = analyze(&h, ng_image).await;
     assert!(workers.work_once().await);
     let over = result(&h, &over["id"]).await;
@@ -204,7 +222,7 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
         (&"final".into(), &"budget_exhausted".into()),
         "{over}"
     );
-    assert_eq!(mock.seen().len(), 4, "no call once the budget is spent");
+    assert_eq!(mock.seen().len(), 6, "no call once the budget is spent");
 
     // Cost per day, facility and SKU.
     let (status, costs) = get_json(&h, "/api/v1/costs").await;
@@ -218,7 +236,7 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
             &"WK-KN-200".into()
         )
     );
-    assert_eq!((&row["parts"], &row["failures"]), (&4.into(), &2.into()));
+    assert_eq!((&row["parts"], &row["failures"]), (&5.into(), &3.into()));
     assert!(
         (costs["total_cost_usd"].as_f64().unwrap() - 2.0 * CALL_USD).abs() < 1e-9,
         "{costs}"

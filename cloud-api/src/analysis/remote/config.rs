@@ -97,6 +97,14 @@ pub struct RemoteConfig {
     /// USD per UTC calendar month, as above. 0: no monthly budget. Default: 0
     #[serde(default)]
     pub monthly_budget_usd: f64,
+    /// Parts in a row whose call failed for the service's sake (unreachable, 5xx, timeout,
+    /// 429 past the retries) that open the circuit: no call is made, and provisional results
+    /// wait, for `breaker_open_secs`. 0: no breaker. Default: 5
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// Seconds the circuit stays open. Default: 30
+    #[serde(default = "default_breaker_open_secs")]
+    pub breaker_open_secs: u64,
     /// Seconds a remote worker holds a part before another worker (of any replica) may take
     /// it; longer than every attempt and wait together. Default: 300
     #[serde(default = "default_job_lease_secs")]
@@ -210,6 +218,12 @@ fn default_true() -> bool {
 fn default_job_lease_secs() -> u64 {
     300
 }
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_secs() -> u64 {
+    30
+}
 
 /// How requests are authorised.
 #[derive(Debug, Clone)]
@@ -245,6 +259,9 @@ pub struct RemoteSettings {
     pub daily_budget_usd: Option<f64>,
     pub monthly_budget_usd: Option<f64>,
     pub job_lease: Duration,
+    /// `None`: no breaker.
+    pub breaker_failures: Option<u32>,
+    pub breaker_open: Duration,
     pub skus: Vec<SkuPrompt>,
 }
 
@@ -373,6 +390,8 @@ impl RemoteConfig {
             daily_budget_usd: positive(self.daily_budget_usd),
             monthly_budget_usd: positive(self.monthly_budget_usd),
             job_lease: Duration::from_secs(self.job_lease_secs),
+            breaker_failures: (self.breaker_failures > 0).then_some(self.breaker_failures),
+            breaker_open: Duration::from_secs(self.breaker_open_secs),
             skus,
         })
     }

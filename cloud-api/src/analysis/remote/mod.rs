@@ -94,6 +94,15 @@ pub struct Remote {
     slots: Semaphore,
     /// No request leaves before this (a 429 asked every request to wait).
     paused_until: Mutex<Option<tokio::time::Instant>>,
+    /// The circuit breaker.
+    breaker: Mutex<Breaker>,
+}
+
+/// Parts in a row the service failed, and until when no call is made.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
 }
 
 impl Remote {
@@ -115,6 +124,7 @@ impl Remote {
             rate: RateLimiter::direct(quota),
             slots: Semaphore::new(settings.max_concurrency),
             paused_until: Mutex::new(None),
+            breaker: Mutex::new(Breaker::default()),
             settings,
             target,
             http,
@@ -128,6 +138,43 @@ impl Remote {
     /// The analyzer's name on verdicts and cost rows.
     pub fn name(&self) -> &'static str {
         self.settings.kind.name()
+    }
+
+    /// Whether the circuit is open: the service failed `breaker_failures` parts in a row
+    /// less than `breaker_open_secs` ago. Provisional results wait meanwhile.
+    pub fn circuit_open(&self) -> bool {
+        let breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        breaker.open_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Counts a part's outcome in the breaker.
+    fn record(&self, error: Option<VerdictErrorCode>) {
+        let Some(threshold) = self.settings.breaker_failures else {
+            return;
+        };
+        let service_failed = matches!(
+            error,
+            Some(
+                VerdictErrorCode::Unavailable
+                    | VerdictErrorCode::Timeout
+                    | VerdictErrorCode::RateLimited
+            )
+        );
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if !service_failed {
+            *breaker = Breaker::default();
+            return;
+        }
+        breaker.failures += 1;
+        if breaker.failures >= threshold {
+            tracing::warn!(
+                failures = breaker.failures,
+                open_secs = self.settings.breaker_open.as_secs(),
+                "the remote analyzer keeps failing: no calls for a while, provisional results wait"
+            );
+            breaker.failures = 0;
+            breaker.open_until = Some(Instant::now() + self.settings.breaker_open);
+        }
     }
 
     /// A verdict without a call (the budget is spent, the image is unusable).
@@ -201,6 +248,10 @@ impl Remote {
             Err(e) => (TokenUsage::default(), Err(e)),
         };
         let latency = started.elapsed();
+        self.record(answer.as_ref().err().map(|e| match e {
+            RemoteError::Answer(code, _) => *code,
+            _ => VerdictErrorCode::InvalidAnswer,
+        }));
         metrics::histogram!(telemetry::REMOTE_SECONDS, "analyzer" => self.name())
             .record(latency.as_secs_f64());
         match answer {
