@@ -7,8 +7,9 @@
 //! - `intake`: the one way an image comes in (checked, named by digest, stored, recorded).
 //! - [`store`]: records behind [`store::Store`] (one SQL store over SQLite or PostgreSQL) and
 //!   images behind [`store::BlobStore`] (a local segment log or S3).
-//! - [`analysis`]: the analyzer interface, the golden-sample analyzer, and the workers draining
-//!   the job queue.
+//! - [`analysis`]: the analyzer interface, the golden-sample analyzer, the workers draining
+//!   the job queue, and the cascade that has a remote vision model enrich NG and uncertain
+//!   parts.
 //! - `alert`: the outbox publisher (events to MQTT) and the embedded broker.
 //! - `auth`: API keys and scopes.
 //! - [`config`]: TOML + environment configuration, validated before anything starts; each

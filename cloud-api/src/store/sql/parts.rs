@@ -603,10 +603,11 @@ impl<B: Backend> Parts for SqlStore<B> {
                     if attempts >= max_attempts {
                         complete(c, id, &gave_up(attempts, &error)).await?;
                     } else {
+                        // Local jobs only: a part completed meanwhile may have a remote job.
                         c.execute(
                             "UPDATE jobs SET run_after = ?, leased_until = NULL, last_error = ?
-                             WHERE analysis_id = ?",
-                            args![after(retry_in), error, id],
+                             WHERE analysis_id = ? AND stage = ?",
+                            args![after(retry_in), error, id, Stage::Local.as_str()],
                         )
                         .await?;
                     }
