@@ -23,8 +23,8 @@ use clap::Parser;
 use sqlx::Connection;
 use uuid::Uuid;
 use wiko_cloud::store::{
-    BlobStore, Call, Image, Judgement, Origin, Outcome, PgSettings, Storage, Store, StoreError,
-    open_postgres, open_sqlite,
+    BlobStore, Call, Image, Judgement, Origin, Outcome, PgSettings, Stage, Storage, Store,
+    StoreError, open_postgres, open_sqlite,
 };
 use wiko_wire::AnalysisStatus;
 
@@ -118,7 +118,10 @@ async fn drain(stores: Vec<Arc<dyn Store>>, jobs: usize) -> f64 {
             tokio::spawn(async move {
                 let mut done = 0usize;
                 loop {
-                    let claimed = store.claim_jobs(1, LEASE).await.expect("claim");
+                    let claimed = store
+                        .claim_jobs(Stage::Local, 1, LEASE)
+                        .await
+                        .expect("claim");
                     let Some(job) = claimed.first() else {
                         return done;
                     };

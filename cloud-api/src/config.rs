@@ -14,6 +14,7 @@ use wiko_daemon::config::{invalid, load_layered};
 
 use crate::alert::config::MqttConfig;
 use crate::analysis::config::AnalysisConfig;
+use crate::analysis::remote::config::{RemoteConfig, RemoteSettings};
 use crate::auth::KeyEntry;
 use crate::auth::config::{AuthConfig, LimitsConfig};
 use crate::fleet::FleetConfig;
@@ -65,6 +66,9 @@ pub struct RawConfig {
     pub images: ImagesConfig,
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// A remote vision model behind the golden gate; absent: none.
+    #[serde(default)]
+    pub remote: Option<RemoteConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -104,6 +108,8 @@ pub struct Config {
     /// `None`: images in `data_dir`.
     pub s3: Option<S3Settings>,
     pub fleet: FleetConfig,
+    /// `None`: no remote analysis.
+    pub remote: Option<RemoteSettings>,
 }
 
 impl Config {
@@ -147,6 +153,7 @@ impl TryFrom<RawConfig> for Config {
         let database = raw.database.validate()?;
         let s3 = raw.images.s3.map(|s3| s3.validate()).transpose()?;
         raw.fleet.validate()?;
+        let remote = raw.remote.map(RemoteConfig::validate).transpose()?;
         let public_url = raw
             .public_url
             .unwrap_or_else(|| format!("http://{}", raw.listen))
@@ -169,6 +176,7 @@ impl TryFrom<RawConfig> for Config {
             database,
             s3,
             fleet: raw.fleet,
+            remote,
         })
     }
 }

@@ -7,8 +7,9 @@
 //! - `intake`: the one way an image comes in (checked, named by digest, stored, recorded).
 //! - [`store`]: records behind [`store::Store`] (one SQL store over SQLite or PostgreSQL) and
 //!   images behind [`store::BlobStore`] (a local segment log or S3).
-//! - [`analysis`]: the analyzer interface, the golden-sample analyzer, and the workers draining
-//!   the job queue.
+//! - [`analysis`]: the analyzer interface, the golden-sample analyzer, the workers draining
+//!   the job queue, and the cascade that has a remote vision model enrich NG and uncertain
+//!   parts.
 //! - `alert`: the outbox publisher (events to MQTT) and the embedded broker.
 //! - [`fleet`]: the devices, from their heartbeats.
 //! - `auth`: API keys and scopes.
@@ -207,6 +208,11 @@ pub async fn serve(
     };
     for _ in 0..config.analysis.workers {
         tasks.spawn(workers.clone().run(stop.clone()));
+    }
+    if let (Some(remote), Some(settings)) = (state.remote_workers(), &config.remote) {
+        for _ in 0..settings.workers {
+            tasks.spawn(remote.clone().run(stop.clone()));
+        }
     }
     tasks.spawn(housekeeping(
         state.golden.clone(),

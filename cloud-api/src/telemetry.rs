@@ -23,3 +23,13 @@ pub const DEVICE_BUFFER_FRAMES: &str = "wiko_cloud_device_buffer_frames";
 pub const DEVICE_OLDEST_UNSYNCED_SECONDS: &str = "wiko_cloud_device_oldest_unsynced_seconds";
 pub const DEVICE_DEAD_LETTERS: &str = "wiko_cloud_device_dead_letters";
 pub const HEARTBEATS_TOTAL: &str = "wiko_cloud_heartbeats_total";
+/// Remote analyzer calls by `analyzer` and `outcome` (`ok` or the verdict's error code).
+pub const REMOTE_CALLS_TOTAL: &str = "wiko_cloud_remote_calls_total";
+/// Tokens the remote analyzer used, by `analyzer` and `kind` (`input`, `output`).
+pub const REMOTE_TOKENS_TOTAL: &str = "wiko_cloud_remote_tokens_total";
+/// Estimated cost of the remote analyzer in millionths of a USD, by `analyzer`.
+pub const REMOTE_COST_MICRO_USD_TOTAL: &str = "wiko_cloud_remote_cost_micro_usd_total";
+/// Time of a remote analysis (every attempt and wait), by `analyzer`.
+pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
+/// Parts the remote analyzer judged otherwise than the gate, by `sku`.
+pub const REMOTE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_remote_disagreements_total";

@@ -4,6 +4,8 @@
 //! the MQTT messages themselves (parts, NG by type) and the agent's health (backlog). Both run
 //! in this process, through their libraries.
 
+mod fake_remote;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +41,10 @@ struct DemoArgs {
     /// Stop after this many seconds (runs until Ctrl-C when absent).
     #[arg(long)]
     duration_secs: Option<u64>,
+    /// Send NG and uncertain parts to a fake remote vision model (an OpenAI-compatible server
+    /// in this process answering in 1 to 3 s) and show its descriptions arriving.
+    #[arg(long)]
+    remote_fake: bool,
 }
 
 /// Good parts uploaded per SKU as its golden set.
@@ -144,6 +150,17 @@ key = "{admin_key}"
 "#,
         cloud_dir = data_dir.join("cloud").display().to_string(),
     );
+    let remote_table = if args.remote_fake {
+        let endpoint = fake_remote::start().await?;
+        format!(
+            "[remote]\nkind = \"openai_compatible\"\nendpoint = \"{endpoint}\"\nmodel = \"fake-vision\"\n\
+             workers = 8\nmax_concurrency = 8\nrequests_per_minute = 600\n\
+             input_usd_per_million_tokens = 2.5\noutput_usd_per_million_tokens = 10.0\n"
+        )
+    } else {
+        String::new()
+    };
+    let cloud_toml = format!("{cloud_toml}{remote_table}");
     let cloud: Config =
         Config::try_from(toml::from_str::<RawConfig>(&cloud_toml).context("demo cloud config")?)?;
     let agent_http = free_port()?;
@@ -216,6 +233,11 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
     }));
     let summary_stop = stop.clone();
     let summary = tokio::spawn(summarize(mqtt_port, login, agent_http, summary_stop));
+    if args.remote_fake {
+        println!(
+            "  Remote:        a fake vision model describes NG and uncertain parts in 1 to 3 s (cost: curl -H 'X-API-Key: {viewer_key}' http://{api}/api/v1/costs)"
+        );
+    }
 
     let deadline = async {
         match args.duration_secs {
@@ -265,6 +287,9 @@ async fn summarize(
     let mut ng_by_type: BTreeMap<String, u64> = BTreeMap::new();
     let mut alerts = 0u64;
     let mut uncalibrated = 0u64;
+    // Results a remote model described (the `--remote-fake` run), and its latest description.
+    let mut described = 0u64;
+    let mut last_description = String::new();
     // The agent's backlog as it last answered (it answers within a second of its start, long
     // before the first line).
     let mut last_backlog = "(agent not answering yet)".to_string();
@@ -287,10 +312,15 @@ async fn summarize(
                         for d in &msg.defects {
                             *ng_by_type.entry(d.kind.as_str().to_string()).or_default() += 1;
                         }
-                    } else {
+                    } else if msg.status != wiko_wire::AnalysisStatus::Provisional {
+                        // A provisional result is followed by its final update: counted once.
                         *parts.entry(msg.station.clone()).or_default() += 1;
                         if msg.status == wiko_wire::AnalysisStatus::NotCalibrated {
                             uncalibrated += 1;
+                        }
+                        if let Some(d) = msg.defects.iter().find(|d| d.description.starts_with(fake_remote::DESCRIBED_BY)) {
+                            described += 1;
+                            last_description = d.description.clone();
                         }
                     }
                 }
@@ -305,6 +335,9 @@ async fn summarize(
                 println!(
                     "parts {total} {parts:?} | not calibrated {uncalibrated} | NG alerts {alerts} by type {ng_by_type:?} | backlog per camera {last_backlog}"
                 );
+                if described > 0 {
+                    println!("  remote descriptions {described}, latest: {last_description}");
+                }
             }
         }
     }

@@ -1,7 +1,8 @@
 //! MQTT messages: one JSON message per part, QoS 1, the image by URL (never inline).
 //!
 //! Topics are `wiko/{facility}/{line}/{station}/{kind}` where kind is `alert` (NG parts only)
-//! or `result` (every part). Subscribers deduplicate on `result_id`: delivery is at least once.
+//! or `result` (every part). Subscribers deduplicate on (`result_id`, `status`): delivery is at least once, and a
+//! `provisional` result is followed by its `final` update when a remote model enriches it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,9 @@ pub struct AlertMessage {
     pub defect_detected: bool,
     pub defects: Vec<Defect>,
     pub score: Option<f32>,
+    /// The remote model disagreed with the gate on OK/NG (in a `final` update).
+    #[serde(default)]
+    pub disagreement: bool,
     /// Absolute URL of the image when the cloud knows its public URL, else the API path.
     pub image_url: String,
 }
@@ -74,6 +78,7 @@ impl AlertMessage {
             defect_detected: a.defect_detected,
             defects: a.defects.clone(),
             score: a.score,
+            disagreement: a.disagreement,
             image_url: format!("{}{}", base_url.trim_end_matches('/'), a.image_url),
         }
     }

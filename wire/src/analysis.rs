@@ -139,6 +139,121 @@ pub struct Analysis {
     pub image_url: String,
     pub created_at: DateTime<Utc>,
     pub analyzed_at: Option<DateTime<Utc>>,
+    /// Every analyzer's verdict on the part: the local gate's first, then the remote model's
+    /// once it answered (or failed).
+    #[serde(default)]
+    pub verdicts: Vec<Verdict>,
+    /// The verdicts disagree on OK/NG (the gate's decides `defect_detected`).
+    #[serde(default)]
+    pub disagreement: bool,
+}
+
+/// Where an analyzer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictSource {
+    /// On the line PC.
+    Edge,
+    /// In this cloud (the golden-sample analyzer).
+    Cloud,
+    /// A remote vision model (Azure OpenAI, Azure AI Foundry, an OpenAI-compatible server).
+    Remote,
+}
+
+/// One analyzer's verdict on a part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Verdict {
+    pub source: VerdictSource,
+    /// `golden`, `azure_openai`, `azure_ai_inference`, `openai_compatible`.
+    pub analyzer: String,
+    /// The model version (golden) or the model / deployment name (remote).
+    pub model: Option<String>,
+    /// `None` when the analyzer gave no verdict (see `error`).
+    pub defect_detected: Option<bool>,
+    pub score: Option<f32>,
+    pub defects: Vec<Defect>,
+    /// A summary of what the analyzer saw, when it gives one.
+    pub summary: Option<String>,
+    pub latency_ms: Option<f64>,
+    /// Tokens and estimated cost of a remote call.
+    pub usage: Option<Usage>,
+    pub error: Option<VerdictError>,
+}
+
+/// What a remote call used and cost.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Estimated from the configured per-token prices.
+    pub cost_usd: f64,
+}
+
+/// Why an analyzer gave no verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerdictError {
+    pub code: VerdictErrorCode,
+    /// What happened, in words (the service's own message where it sent one).
+    pub message: String,
+}
+
+/// The kinds of remote analyzer failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictErrorCode {
+    /// No answer within the request timeout, after every retry.
+    Timeout,
+    /// Still rate limited (429) after every retry, or asked to wait longer than allowed.
+    RateLimited,
+    /// The service failed (5xx) after every retry, or could not be reached.
+    Unavailable,
+    /// The service refused the request (4xx other than 429).
+    Rejected,
+    /// The model refused to answer.
+    Refused,
+    /// The answer was cut at `max_tokens` (`finish_reason: length`).
+    Truncated,
+    /// The service's content filter withheld the answer.
+    ContentFilter,
+    /// The answer is not the JSON asked for, or names boxes outside the image.
+    InvalidAnswer,
+    /// The daily or monthly budget is spent: no call was made.
+    BudgetExhausted,
+}
+
+/// Remote analysis cost per day, analyzer, facility and SKU (`GET /api/v1/costs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CostRow {
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub analyzer: String,
+    pub facility: String,
+    pub product_sku: String,
+    /// Parts sent to the remote analyzer (budget stops included).
+    pub parts: u64,
+    /// Of which the answer was an error.
+    pub failures: u64,
+    /// Of which the remote verdict disagreed with the local gate.
+    pub disagreements: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// `GET /api/v1/costs`: rows and their total.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Costs {
+    pub rows: Vec<CostRow>,
+    pub total_cost_usd: f64,
+    /// Cost per part sent, over the rows.
+    pub cost_per_part_usd: Option<f64>,
 }
 
 /// One page of a listing; pass `next_cursor` back as `cursor` for the next page.

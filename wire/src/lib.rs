@@ -25,7 +25,10 @@ pub mod keys;
 pub mod retry;
 
 pub use alert::{AlertMessage, Topic};
-pub use analysis::{Analysis, AnalysisStatus, Defect, DefectType, Page};
+pub use analysis::{
+    Analysis, AnalysisStatus, CostRow, Costs, Defect, DefectType, Page, Usage, Verdict,
+    VerdictError, VerdictErrorCode, VerdictSource,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use fleet::{
     CameraReport, CameraState, DeadLetter, Device, DeviceAction, DeviceCommand, DeviceState,

@@ -2,11 +2,12 @@
 //!
 //! Results queue a `result` event in the store's outbox in the same transaction that stores
 //! them. The publisher turns each event into its MQTT messages ([`messages`]: the result on
-//! `…/result`, and on `…/alert` too for an NG part), sends them with QoS 1 and deletes the event
+//! `…/result`, and on `…/alert` too for an NG part; a remote model's enrichment on `…/result`
+//! only, its `status` then `final`), sends them with QoS 1 and deletes the event
 //! only when the broker acknowledged every one (PUBACK), so messages survive restarts and
 //! broker outages. After a connection error the client is rebuilt and everything
 //! unacknowledged is sent again: delivery is at least once, and subscribers deduplicate on
-//! `result_id`. Published events are kept a while (`mqtt.replay_secs`); with the embedded
+//! (`result_id`, `status`). Published events are kept a while (`mqtt.replay_secs`); with the embedded
 //! broker, which keeps nothing across a restart, they are published again once after a start,
 //! when subscribers had time to reconnect.
 
@@ -52,13 +53,19 @@ pub(crate) fn messages(event: Event, public_url: &str) -> Vec<(String, Vec<u8>)>
     }
 }
 
-/// A finished analysis on its station's `…/result`, and on `…/alert` too if NG.
+/// A finished analysis on its station's `…/result`, and on `…/alert` too if NG. A remote
+/// model's enrichment of a provisional result is an update on `…/result` only: the NG part
+/// was alerted when the gate judged it.
 fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> {
     let message = AlertMessage::from_analysis(done, public_url);
     // A struct of strings, numbers and lists: serialising it cannot fail.
     let payload = serde_json::to_vec(&message).unwrap_or_default();
     let mut topics = vec![Topic::Result];
-    if done.defect_detected {
+    let enrichment = done
+        .verdicts
+        .iter()
+        .any(|v| v.source == wiko_wire::VerdictSource::Remote);
+    if done.defect_detected && !enrichment {
         topics.push(Topic::Alert);
     }
     topics
@@ -95,8 +102,9 @@ pub(crate) fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
     o
 }
 
-/// A replay to come: when, and of what was published from when until the start (what this
-/// process published itself reached its own broker and is not sent twice).
+/// A replay to come: when, and of what was published from when until when: the window before
+/// the start, and the grace after it (when subscribers had not reconnected yet). Bounded, so a
+/// replay retried later (the store was unreachable when it was due) sends nothing more.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     at: tokio::time::Instant,
@@ -122,10 +130,11 @@ impl Publisher {
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut delay = RECONNECT_FIRST;
         let started = chrono::Utc::now();
+        let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or_default();
         let mut replay = self.replay.map(|r| Pending {
             at: tokio::time::Instant::now() + r.grace,
-            since: started - chrono::Duration::from_std(r.window).unwrap_or_default(),
-            until: started,
+            since: started - span(r.window),
+            until: started + span(r.grace),
         });
         while !shutdown.is_cancelled() {
             let connected = self.session(&shutdown, &mut replay).await;
@@ -348,6 +357,33 @@ mod tests {
             messages(legacy, "x"),
             [("wiko/a/b/c/alert".to_string(), b"{}".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_remote_enrichment_is_an_update_on_result_only() {
+        let mut enriched = analysis(true);
+        enriched.verdicts.push(wiko_wire::Verdict {
+            source: wiko_wire::VerdictSource::Remote,
+            analyzer: "azure_openai".into(),
+            model: Some("gpt-4o".into()),
+            defect_detected: Some(false),
+            score: None,
+            defects: Vec::new(),
+            summary: None,
+            latency_ms: Some(900.0),
+            usage: None,
+            error: None,
+        });
+        enriched.disagreement = true;
+        let update = messages(Event::Result(Box::new(enriched)), "http://api");
+        let topics: Vec<&str> = update.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            ["wiko/yangjiang/l1/grinding/result"],
+            "alerted once, before"
+        );
+        let message: AlertMessage = serde_json::from_slice(&update[0].1).unwrap();
+        assert!(message.disagreement);
     }
 
     #[test]

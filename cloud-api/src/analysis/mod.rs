@@ -1,9 +1,12 @@
-//! Analysis: the [`Analyzer`] interface, the golden-sample analyzer ([`golden`]), and the
-//! [`Workers`] that drain the job queue.
+//! Analysis: the [`Analyzer`] interface, the golden-sample analyzer ([`golden`]), the
+//! [`Workers`] that drain the job queue, and the [`cascade`] that sends NG and uncertain parts
+//! to a [`remote`] vision model.
 
 pub mod budget;
+pub mod cascade;
 pub(crate) mod config;
 pub mod golden;
+pub mod remote;
 mod workers;
 
 use std::sync::Arc;

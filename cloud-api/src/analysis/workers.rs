@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::budget::Budget;
 use super::{Analyzer, decode, run, undecodable};
 use crate::store::Outcome;
-use crate::store::{Job, Storage};
+use crate::store::{Job, Stage, Storage};
 use crate::telemetry;
 
 /// What the workers share.
@@ -41,7 +41,12 @@ impl Workers {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut idle = Duration::from_millis(50);
         while !shutdown.is_cancelled() {
-            let jobs = match self.storage.records.claim_jobs(1, self.lease).await {
+            let jobs = match self
+                .storage
+                .records
+                .claim_jobs(Stage::Local, 1, self.lease)
+                .await
+            {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     warn!(error = %e, "claiming analysis jobs failed");

@@ -158,3 +158,26 @@ fn production_storage_is_chosen_by_config_with_clear_errors() {
         assert!(err.contains(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_remote_model_is_configured_with_its_key_kept_out_of_logs() {
+    let cfg = parse(
+        "[remote]\nkind = \"azure_openai\"\nendpoint = \"https://x.openai.azure.com/\"\n\
+         model = \"gpt-4o\"\napi_key = \"secret-azure-key-123\"\n",
+    )
+    .unwrap();
+    let remote = cfg.remote.as_ref().unwrap();
+    assert_eq!(remote.endpoint, "https://x.openai.azure.com");
+    assert!(!format!("{cfg:?}").contains("secret-azure-key-123"));
+    let e = parse("[remote]\nkind = \"azure_openai\"\nendpoint = \"https://x\"\nmodel = \"m\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("remote.api_key"), "{e}");
+    let e = parse(
+        "[remote]\nkind = \"openai_compatible\"\nendpoint = \"http://x/v1\"\nmodel = \"m\"\n\
+         [[remote.skus]]\nsku = \"A\"\ntaxonomy = [\"dragon\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("remote.skus[0].taxonomy"), "{e}");
+}

@@ -5,6 +5,7 @@
 mod analyze;
 mod caller;
 pub(crate) mod config;
+mod costs;
 pub(crate) mod error;
 mod fleet;
 mod golden;
@@ -34,7 +35,9 @@ use wiko_inspect::DecodeLimits;
 
 use crate::analysis::Analyzer;
 use crate::analysis::budget::Budget;
+use crate::analysis::cascade::{Gate, RemoteWorkers};
 use crate::analysis::golden::Golden;
+use crate::analysis::remote::Remote;
 use crate::auth::Keyring;
 use crate::auth::audit::Audit;
 use crate::auth::limits::Limits;
@@ -49,8 +52,11 @@ pub struct AppState {
     pub intake: Intake,
     /// The golden-sample analyzer: golden sets, models, and the verdicts.
     pub golden: Arc<Golden>,
-    /// What judges parts (the golden analyzer).
+    /// What judges parts (the golden analyzer, as the cascade's gate when a remote model is
+    /// configured).
     pub analyzer: Arc<dyn Analyzer>,
+    /// The remote vision model, if configured.
+    pub remote: Option<Arc<Remote>>,
     /// The keys in force (reloaded from the store every second by `serve`).
     pub keyring: Arc<Keyring>,
     /// Requests per key and per address, failed key checks per address.
@@ -90,6 +96,20 @@ impl AppState {
             )
             .await,
         );
+        let remote = config.remote.clone().and_then(|settings| match Remote::new(settings) {
+            Ok(remote) => Some(Arc::new(remote)),
+            Err(e) => {
+                tracing::error!(error = %e, "the remote analyzer cannot start; parts are judged by the gate alone");
+                None
+            }
+        });
+        let analyzer: Arc<dyn Analyzer> = match &remote {
+            Some(remote) => Arc::new(Gate {
+                local: golden.clone(),
+                remote: remote.clone(),
+            }),
+            None => golden.clone(),
+        };
         let keyring = Arc::new(Keyring::new(config.keys.clone()));
         if let Err(e) = keyring.reload(storage.records.as_ref()).await {
             tracing::warn!(error = %e, "stored API keys not loaded at start; retrying every second");
@@ -105,7 +125,8 @@ impl AppState {
                 verify_above_pixels: config.analysis.verify_at_ingest_pixels,
                 jobs_wake: Arc::new(Notify::new()),
             },
-            analyzer: golden.clone(),
+            analyzer,
+            remote,
             golden,
             max_body_bytes: config.max_body_bytes,
             max_concurrent_requests: config.max_concurrent_requests,
@@ -114,6 +135,16 @@ impl AppState {
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
         }
+    }
+
+    /// The workers that enrich provisional results, when a remote model is configured.
+    pub fn remote_workers(&self) -> Option<RemoteWorkers> {
+        self.remote.as_ref().map(|remote| RemoteWorkers {
+            storage: self.intake.storage.clone(),
+            remote: remote.clone(),
+            memory: self.intake.budget.clone(),
+            outbox_wake: self.outbox_wake.clone(),
+        })
     }
 
     /// The records.
@@ -131,6 +162,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(analyze::router())
         .merge(results::router())
+        .merge(costs::router())
         .merge(golden::router())
         .merge(keys::router())
         .merge(fleet::router())

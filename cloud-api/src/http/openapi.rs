@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use wiko_wire::{ErrorBody, FrameMeta};
 
 use super::AppState;
-use super::{analyze, fleet, golden, health, ingest, keys, results};
+use super::{analyze, costs, fleet, golden, health, ingest, keys, results};
 
 /// `PUT /api/v1/frames/{frame_id}`'s multipart body.
 #[derive(ToSchema)]
@@ -63,6 +63,7 @@ pub(super) struct GoldenUpload {
         results::list,
         results::one,
         results::image,
+        costs::costs,
         golden::skus,
         golden::upload,
         golden::list,

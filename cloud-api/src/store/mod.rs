@@ -15,6 +15,8 @@
 //! - Completing an analysis writes the result, deletes the job and queues a `result` event in
 //!   the outbox in one transaction, and only once: completing a finished analysis is a no-op.
 //!   What the event becomes on MQTT is `alert`'s business.
+//! - A result judged provisional by the gate gets a remote-stage job in the same transaction;
+//!   enriching it makes it final, counts its cost and queues its update, once.
 //! - A job, and an outbox event, is leased to one worker (one replica) at a time; an expired
 //!   lease hands it to another.
 
@@ -33,8 +35,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use wiko_wire::{
-    Analysis, AnalysisStatus, Defect, DeviceAction, DeviceCommand, FrameMeta, GoldenSample,
-    Heartbeat, IngestOutcome, KeyInfo,
+    Analysis, AnalysisStatus, CostRow, Defect, DeviceAction, DeviceCommand, FrameMeta,
+    GoldenSample, Heartbeat, IngestOutcome, KeyInfo, Verdict, VerdictSource,
 };
 
 pub use blob::BlobStore;
@@ -203,6 +205,67 @@ pub struct Outcome {
     pub latency_ms: f64,
 }
 
+impl Outcome {
+    /// The local analyzer's verdict as the result lists it; `None` when it made none.
+    pub fn verdict(&self) -> Option<Verdict> {
+        let j = &self.judgement;
+        matches!(
+            j.status,
+            AnalysisStatus::Final | AnalysisStatus::Provisional
+        )
+        .then(|| Verdict {
+            source: VerdictSource::Cloud,
+            analyzer: self.analyzer.clone(),
+            model: j.model_version.clone(),
+            defect_detected: Some(j.defect_detected),
+            score: j.score,
+            defects: j.defects.clone(),
+            summary: None,
+            latency_ms: Some(self.latency_ms),
+            usage: None,
+            error: None,
+        })
+    }
+}
+
+/// What a remote analyzer adds to a provisional result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrichment {
+    /// The remote verdict (or its error), with its usage.
+    pub verdict: Verdict,
+    /// The result's defects after enrichment (the gate's regions, typed and described).
+    pub defects: Vec<Defect>,
+    /// The remote verdict disagrees with the gate on OK/NG.
+    pub disagreement: bool,
+}
+
+/// Which analyzer a job waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The local (golden) analyzer: every part.
+    Local,
+    /// The remote analyzer: provisional results only.
+    Remote,
+}
+
+impl Stage {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Stage::Local => "local",
+            Stage::Remote => "remote",
+        }
+    }
+}
+
+/// Which cost rows to list; days are UTC and inclusive.
+#[derive(Debug, Clone)]
+pub struct CostFilter {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub facility: Option<String>,
+    pub product_sku: Option<String>,
+}
+
 /// A leased analysis job.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -278,9 +341,21 @@ pub trait Parts: Send + Sync + 'static {
     async fn create(&self, new: NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError>;
     /// Writes an analyzer's outcome once, queueing its `result` event; returns the analysis.
     async fn complete(&self, id: Uuid, outcome: Outcome) -> Result<Analysis, StoreError>;
-    /// Leases up to `limit` runnable jobs for `lease`, in the order of their turn (fair
-    /// between devices).
-    async fn claim_jobs(&self, limit: usize, lease: Duration) -> Result<Vec<Job>, StoreError>;
+    /// Leases up to `limit` runnable jobs of `stage` for `lease`, in the order of their turn
+    /// (fair between devices).
+    async fn claim_jobs(
+        &self,
+        stage: Stage,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Adds a remote verdict to a provisional result, makes it final, counts its cost and
+    /// queues the update, once: a result no longer provisional is returned as it is.
+    async fn enrich(&self, id: Uuid, enrichment: Enrichment) -> Result<Analysis, StoreError>;
+    /// What `analyzer` cost from the UTC day of `since` on, in USD (every replica's calls).
+    async fn remote_spent(&self, analyzer: &str, since: DateTime<Utc>) -> Result<f64, StoreError>;
+    /// Remote analysis cost per day, analyzer, facility and SKU.
+    async fn costs(&self, filter: &CostFilter) -> Result<Vec<CostRow>, StoreError>;
     /// A job failed; it runs again after `retry_in`, or is marked failed after `max_attempts`.
     async fn fail_job(
         &self,
@@ -307,7 +382,7 @@ pub trait Parts: Send + Sync + 'static {
     /// [`Parts::published_between`]).
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     /// Events published from `since` until before `until`, oldest first (to publish again,
-    /// after the embedded broker restarted with the cloud, what was published before the start).
+    /// after the embedded broker restarted with the cloud, what was published around the start).
     async fn published_between(
         &self,
         since: DateTime<Utc>,

@@ -42,8 +42,19 @@ pub async fn started_in(place: Arc<Place>) -> Harness {
     }
 }
 
-/// The test cloud's configuration: three keys, a small body limit, no MQTT.
-fn config() -> Config {
+/// A cloud with `tables` (TOML, e.g. `[remote]`) added to the test configuration.
+pub async fn harness_with(tables: &str) -> Harness {
+    let place = Arc::new(Place::new().await);
+    let storage = place.open().await;
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    Harness {
+        state: AppState::new(&config(tables), storage).await,
+        place,
+    }
+}
+
+/// The test cloud's configuration: three keys, a small body limit, no MQTT; `tables` added.
+fn config(tables: &str) -> Config {
     Config::from_toml(&format!(
         r#"
 max_body_bytes = {MAX_BODY}
@@ -63,6 +74,7 @@ key = "{VIEWER}"
 name = "a"
 scope = "admin"
 key = "{ADMIN}"
+{tables}
 "#
     ))
     .unwrap()
@@ -72,7 +84,7 @@ key = "{ADMIN}"
 pub async fn state_of(storage: Storage) -> AppState {
     // Logs of a failing test are shown with its output.
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    AppState::new(&config(), storage).await
+    AppState::new(&config(""), storage).await
 }
 
 pub fn jpeg() -> Vec<u8> {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod analyze;
+mod azure_mock;
 mod backend;
 mod fleet;
 mod golden;
@@ -13,5 +14,6 @@ mod harness;
 mod ingest;
 mod keys;
 mod queue;
+mod remote;
 mod results;
 mod unreachable;

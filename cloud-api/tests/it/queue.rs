@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use uuid::Uuid;
-use wiko_cloud::store::{Call, Event, Image, Judgement, Origin, OutboxItem, Outcome, Storage};
+use wiko_cloud::store::{
+    Call, Event, Image, Judgement, Origin, OutboxItem, Outcome, Stage, Storage,
+};
 use wiko_wire::{AnalysisStatus, Defect, DefectType};
 
 use crate::backend::Place;
@@ -95,10 +97,13 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
     assert_eq!(stats.waiting, 3);
     assert!(stats.oldest_due.is_some());
 
-    let mut jobs = a.claim_jobs(10, LEASE).await.unwrap();
+    let mut jobs = a.claim_jobs(Stage::Local, 10, LEASE).await.unwrap();
     assert_eq!(jobs.len(), 3);
     assert!(
-        b.claim_jobs(10, LEASE).await.unwrap().is_empty(),
+        b.claim_jobs(Stage::Local, 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
         "leased jobs are not handed out twice"
     );
     jobs.sort_by_key(|j| j.analysis_id);
@@ -135,7 +140,12 @@ async fn a_leased_job_goes_to_one_worker_and_a_second_completion_changes_nothing
             .is_empty()
     );
     assert!(a.outbox(100).await.unwrap().is_empty());
-    assert!(a.claim_jobs(10, LEASE).await.unwrap().is_empty());
+    assert!(
+        a.claim_jobs(Stage::Local, 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         a.queue_stats().await.unwrap().waiting,
         2,
@@ -151,10 +161,13 @@ async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed(
     let id = ids(&storage, 1).await[0];
 
     // A worker that died: its lease runs out and another replica takes the job.
-    let lost = a.claim_jobs(1, Duration::from_millis(1)).await.unwrap();
+    let lost = a
+        .claim_jobs(Stage::Local, 1, Duration::from_millis(1))
+        .await
+        .unwrap();
     assert_eq!(lost.len(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let retaken = b.claim_jobs(1, LEASE).await.unwrap();
+    let retaken = b.claim_jobs(Stage::Local, 1, LEASE).await.unwrap();
     assert_eq!((retaken.len(), retaken[0].attempts), (1, 2));
 
     // A failure under the limit retries later; at the limit the analysis is failed, visibly.
@@ -162,7 +175,7 @@ async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed(
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let third = a.claim_jobs(1, LEASE).await.unwrap();
+    let third = a.claim_jobs(Stage::Local, 1, LEASE).await.unwrap();
     assert_eq!(third[0].attempts, 3);
     assert_eq!(a.get(id).await.unwrap().status, AnalysisStatus::Pending);
     a.fail_job(&third[0], "image store down", Duration::from_millis(1), 3)
@@ -177,7 +190,10 @@ async fn a_job_whose_lease_ran_out_is_taken_again_and_a_failing_job_ends_failed(
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(
-        b.claim_jobs(1, LEASE).await.unwrap().is_empty(),
+        b.claim_jobs(Stage::Local, 1, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
         "a failed job is not retried"
     );
     assert_eq!(

@@ -8,14 +8,14 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
-use wiko_wire::{Analysis, AnalysisStatus, Defect, IngestOutcome};
+use wiko_wire::{Analysis, AnalysisStatus, CostRow, Defect, IngestOutcome};
 
 use super::{
     Arg, Backend, Conn, Row, SqlStore, after, args, json_error, list, op, parse_ts, ts, values,
 };
 use crate::store::{
-    Event, ImageKey, Job, Judgement, ListFilter, NewAnalysis, OutboxItem, Outcome, Parts,
-    QueueStats, StoreError,
+    CostFilter, Enrichment, Event, ImageKey, Job, Judgement, ListFilter, NewAnalysis, OutboxItem,
+    Outcome, Parts, QueueStats, Stage, StoreError,
 };
 
 /// The columns of an analysis, in the order [`analysis`] decodes them.
@@ -24,7 +24,7 @@ macro_rules! columns {
         "id, defect_id, timestamp, facility, line, station, product_sku, part_id, lot, device_id,
         frame_id, seq, status, defect_detected, defects, score, score_threshold, confidence,
         recommendation, analyzer, analyzer_version, model_version, latency_ms, image_width,
-        image_height, created_at, analyzed_at"
+        image_height, created_at, analyzed_at, verdicts, disagreement"
     };
 }
 
@@ -93,6 +93,8 @@ fn analysis(r: &Row) -> Result<Analysis, StoreError> {
         image_url: format!("/api/v1/analyses/{id}/image"),
         created_at: r.time(25)?,
         analyzed_at: r.opt_time(26)?,
+        verdicts: serde_json::from_str(&r.text(27)?).map_err(json_error)?,
+        disagreement: r.bool(28)?,
     })
 }
 
@@ -239,12 +241,15 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
     }
     let o: &Judgement = &outcome.judgement;
     let defects = serde_json::to_string(&o.defects).map_err(json_error)?;
+    let verdicts = serde_json::to_string(&outcome.verdict().into_iter().collect::<Vec<_>>())
+        .map_err(json_error)?;
     let rows = c
         .query(
             concat!(
                 "UPDATE analyses SET status = ?, defect_detected = ?, defects = ?, score = ?,
                     score_threshold = ?, confidence = ?, recommendation = ?, analyzer = ?,
-                    analyzer_version = ?, model_version = ?, latency_ms = ?, analyzed_at = ?
+                    analyzer_version = ?, model_version = ?, latency_ms = ?, analyzed_at = ?,
+                    verdicts = ?
                  WHERE id = ? RETURNING ",
                 columns!()
             ),
@@ -261,32 +266,131 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
                 o.model_version.as_deref(),
                 outcome.latency_ms,
                 Utc::now(),
+                Arg::Json(verdicts),
                 id,
             ],
         )
         .await?;
     let done = analysis(rows.first().ok_or(StoreError::NotFound)?)?;
-    if !o.defects.is_empty() {
-        let sql = format!(
-            "INSERT INTO analysis_defects (analysis_id, type) VALUES {}",
-            values(o.defects.len(), 2)
-        );
-        let args = o
-            .defects
-            .iter()
-            .flat_map(|d| args![id, d.kind.as_str()])
-            .collect();
-        c.execute(&sql, args).await?;
-    }
+    index_defects(c, id, &o.defects).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
         .await?;
-    let event = serde_json::to_vec(&done).map_err(json_error)?;
+    if o.status == AnalysisStatus::Provisional {
+        // The remote stage's job: taken by the remote workers, oldest first.
+        let now = Utc::now();
+        c.execute(
+            "INSERT INTO jobs (analysis_id, run_after, attempts, device_id, fair_at, stage)
+             VALUES (?, ?, 0, ?, ?, ?)",
+            args![id, now, done.device_id.clone(), now, Stage::Remote.as_str()],
+        )
+        .await?;
+    }
+    queue_result(c, &done).await?;
+    Ok(done)
+}
+
+/// The defect types of a result, for the listing's `defect_type` filter.
+async fn index_defects(c: &mut dyn Conn, id: Uuid, defects: &[Defect]) -> Result<(), StoreError> {
+    if defects.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO analysis_defects (analysis_id, type) VALUES {}",
+        values(defects.len(), 2)
+    );
+    let args = defects
+        .iter()
+        .flat_map(|d| args![id, d.kind.as_str()])
+        .collect();
+    c.execute(&sql, args).await?;
+    Ok(())
+}
+
+/// Queues the `result` event of a result as stored now.
+async fn queue_result(c: &mut dyn Conn, done: &Analysis) -> Result<(), StoreError> {
+    let event = serde_json::to_vec(done).map_err(json_error)?;
     c.execute(
         "INSERT INTO outbox (kind, payload, created_at) VALUES (?, ?, ?)",
         args![RESULT_EVENT, event, Utc::now()],
     )
     .await?;
+    Ok(())
+}
+
+/// Adds a remote verdict to a provisional result and makes it final, counts its cost, and
+/// queues the update; a no-op for a result that is not provisional (enriched already).
+async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM analyses WHERE id = ?{}",
+        columns!(),
+        c.dialect().for_update()
+    );
+    let current = match c.query(&sql, args![id]).await?.first() {
+        Some(r) => analysis(r)?,
+        None => return Err(StoreError::NotFound),
+    };
+    if current.status != AnalysisStatus::Provisional {
+        return Ok(current);
+    }
+    let mut verdicts = current.verdicts.clone();
+    verdicts.push(e.verdict.clone());
+    let rows = c
+        .query(
+            concat!(
+                "UPDATE analyses SET status = ?, defects = ?, verdicts = ?, disagreement = ?
+                 WHERE id = ? RETURNING ",
+                columns!()
+            ),
+            args![
+                status_str(AnalysisStatus::Final),
+                Arg::Json(serde_json::to_string(&e.defects).map_err(json_error)?),
+                Arg::Json(serde_json::to_string(&verdicts).map_err(json_error)?),
+                e.disagreement,
+                id,
+            ],
+        )
+        .await?;
+    let done = analysis(rows.first().ok_or(StoreError::NotFound)?)?;
+    c.execute(
+        "DELETE FROM analysis_defects WHERE analysis_id = ?",
+        args![id],
+    )
+    .await?;
+    index_defects(c, id, &e.defects).await?;
+    c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
+        .await?;
+    let usage = e.verdict.usage.unwrap_or_default();
+    c.execute(
+        "INSERT INTO remote_costs (day, analyzer, facility, product_sku, parts, failures,
+            disagreements, input_tokens, output_tokens, cost_usd)
+         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
+         ON CONFLICT (day, analyzer, facility, product_sku) DO UPDATE SET
+            parts = remote_costs.parts + 1,
+            failures = remote_costs.failures + excluded.failures,
+            disagreements = remote_costs.disagreements + excluded.disagreements,
+            input_tokens = remote_costs.input_tokens + excluded.input_tokens,
+            output_tokens = remote_costs.output_tokens + excluded.output_tokens,
+            cost_usd = remote_costs.cost_usd + excluded.cost_usd",
+        args![
+            day(Utc::now()),
+            e.verdict.analyzer.as_str(),
+            done.facility.as_str(),
+            done.product_sku.as_str(),
+            i64::from(e.verdict.error.is_some()),
+            i64::from(e.disagreement),
+            usage.input_tokens as i64,
+            usage.output_tokens as i64,
+            usage.cost_usd,
+        ],
+    )
+    .await?;
+    queue_result(c, &done).await?;
     Ok(done)
+}
+
+/// A UTC day as the cost table keys it.
+fn day(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
 }
 
 fn select_one(c: &mut dyn Conn) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -425,7 +529,12 @@ impl<B: Backend> Parts for SqlStore<B> {
             .await
     }
 
-    async fn claim_jobs(&self, limit: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
+    async fn claim_jobs(
+        &self,
+        stage: Stage,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
         self.backend
             .write(op(move |c| {
                 Box::pin(async move {
@@ -434,13 +543,17 @@ impl<B: Backend> Parts for SqlStore<B> {
                         "UPDATE jobs SET leased_until = ?, attempts = attempts + 1
                          WHERE analysis_id IN (
                              SELECT analysis_id FROM jobs
-                             WHERE run_after <= ? AND (leased_until IS NULL OR leased_until < ?)
+                             WHERE stage = ? AND run_after <= ?
+                               AND (leased_until IS NULL OR leased_until < ?)
                              ORDER BY fair_at LIMIT ?{})
                          RETURNING analysis_id, attempts",
                         c.dialect().skip_locked()
                     );
                     let claimed = c
-                        .query(&sql, args![after(lease), now, now, limit as i64])
+                        .query(
+                            &sql,
+                            args![after(lease), stage.as_str(), now, now, limit as i64],
+                        )
                         .await?;
                     if claimed.is_empty() {
                         return Ok(Vec::new());
@@ -490,10 +603,11 @@ impl<B: Backend> Parts for SqlStore<B> {
                     if attempts >= max_attempts {
                         complete(c, id, &gave_up(attempts, &error)).await?;
                     } else {
+                        // Local jobs only: a part completed meanwhile may have a remote job.
                         c.execute(
                             "UPDATE jobs SET run_after = ?, leased_until = NULL, last_error = ?
-                             WHERE analysis_id = ?",
-                            args![after(retry_in), error, id],
+                             WHERE analysis_id = ? AND stage = ?",
+                            args![after(retry_in), error, id, Stage::Local.as_str()],
                         )
                         .await?;
                     }
@@ -501,6 +615,71 @@ impl<B: Backend> Parts for SqlStore<B> {
                 })
             }))
             .await
+    }
+
+    async fn enrich(&self, id: Uuid, enrichment: Enrichment) -> Result<Analysis, StoreError> {
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move { enrich(c, id, &enrichment).await })
+            }))
+            .await
+    }
+
+    async fn remote_spent(&self, analyzer: &str, since: DateTime<Utc>) -> Result<f64, StoreError> {
+        let rows = self
+            .select(
+                "SELECT sum(cost_usd) FROM remote_costs WHERE analyzer = ? AND day >= ?",
+                args![analyzer, day(since)],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| r.opt_real(0))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0.0))
+    }
+
+    async fn costs(&self, filter: &CostFilter) -> Result<Vec<CostRow>, StoreError> {
+        let mut clauses = vec!["day >= ?", "day <= ?"];
+        let mut args = args![day(filter.since), day(filter.until)];
+        for (clause, value) in [
+            ("facility = ?", &filter.facility),
+            ("product_sku = ?", &filter.product_sku),
+        ] {
+            if let Some(v) = value {
+                clauses.push(clause);
+                args.push(v.clone().into());
+            }
+        }
+        let sql = format!(
+            "SELECT day, analyzer, facility, product_sku, parts, failures, disagreements,
+                input_tokens, output_tokens, cost_usd
+             FROM remote_costs WHERE {} ORDER BY day, analyzer, facility, product_sku",
+            clauses.join(" AND ")
+        );
+        let rows = self
+            .backend
+            .read(op(move |c| {
+                Box::pin(async move { c.query(&sql, args).await })
+            }))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CostRow {
+                    day: r.text(0)?,
+                    analyzer: r.text(1)?,
+                    facility: r.text(2)?,
+                    product_sku: r.text(3)?,
+                    parts: r.int(4)? as u64,
+                    failures: r.int(5)? as u64,
+                    disagreements: r.int(6)? as u64,
+                    input_tokens: r.int(7)? as u64,
+                    output_tokens: r.int(8)? as u64,
+                    cost_usd: r.real(9)?,
+                })
+            })
+            .collect()
     }
 
     async fn get(&self, id: Uuid) -> Result<Analysis, StoreError> {

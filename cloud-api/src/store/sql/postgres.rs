@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fleet",
         include_str!("../../../migrations/postgres/0004_fleet.sql"),
     ),
+    (
+        5,
+        "remote analysis",
+        include_str!("../../../migrations/postgres/0005_remote_analysis.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.

@@ -40,6 +40,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../../migrations/sqlite/0003_keys_fairness_replay.sql"),
     ),
     (4, include_str!("../../../migrations/sqlite/0004_fleet.sql")),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_remote_analysis.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;

@@ -1,0 +1,365 @@
+//! The cascade: the golden model is the gate, a remote model enriches.
+//!
+//! [`Gate`] wraps the local analyzer: its verdict decides OK/NG for every part, at no cost,
+//! and is stored and published at once. A part the gate judged NG, or whose score lies within
+//! the uncertain band of the threshold ([`sends`], per SKU `mode`), is stored `provisional`
+//! with a remote-stage job in the same transaction. [`RemoteWorkers`] take those jobs, check
+//! the budget (counted in the store, so it holds across replicas), ask the [`Remote`]
+//! analyzer, and [`enrichment`] folds its answer into the same result: the gate's regions get
+//! the remote model's types and descriptions, the verdict is added to `verdicts`, a
+//! disagreement on OK/NG is flagged and counted, and the result becomes `final` (its update
+//! goes out on `…/result`). Whatever the remote model does, the part gets exactly one final
+//! result: failures are the remote verdict's `error`. While the circuit breaker is open (the
+//! service failed several parts in a row), no job is taken: provisional results wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{Datelike, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+use wiko_inspect::Gray;
+use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
+
+use super::budget::Budget;
+use super::remote::config::{Mode, RemoteSettings};
+use super::remote::{Part, Remote};
+use super::{Analyzer, Judgement};
+use crate::store::{Enrichment, Job, Stage, Storage, StoreError};
+use crate::telemetry;
+
+/// The local analyzer as the cascade's gate: marks the parts the remote model is to see.
+pub struct Gate {
+    pub local: Arc<dyn Analyzer>,
+    pub remote: Arc<Remote>,
+}
+
+#[async_trait]
+impl Analyzer for Gate {
+    fn name(&self) -> &'static str {
+        self.local.name()
+    }
+
+    fn version(&self) -> &'static str {
+        self.local.version()
+    }
+
+    async fn judge(&self, sku: &str, image: Arc<Gray>) -> Judgement {
+        let mut judgement = self.local.judge(sku, image).await;
+        if sends(self.remote.settings(), sku, &judgement) {
+            judgement.status = AnalysisStatus::Provisional;
+        }
+        judgement
+    }
+}
+
+/// Whether a part the gate judged goes to the remote model.
+pub fn sends(settings: &RemoteSettings, sku: &str, j: &Judgement) -> bool {
+    if j.status != AnalysisStatus::Final {
+        return false; // no verdict (not calibrated, failed): nothing to enrich
+    }
+    let uncertain = match (j.score, j.score_threshold) {
+        (Some(score), Some(threshold)) => {
+            (score - threshold).abs() <= settings.uncertain_band * threshold.abs()
+        }
+        _ => false,
+    };
+    match settings.mode(sku) {
+        Mode::Off => false,
+        Mode::Ng => j.defect_detected,
+        Mode::NgAndUncertain => j.defect_detected || uncertain,
+        Mode::All => true,
+    }
+}
+
+/// What the remote verdict adds to a provisional result: each of the gate's regions takes the
+/// type and description of the remote defect it overlaps most (the only one, if both found
+/// one); the gate's boxes, severities and OK/NG stay.
+pub fn enrichment(part: &Analysis, verdict: Verdict) -> Enrichment {
+    let disagreement = verdict
+        .defect_detected
+        .is_some_and(|remote| remote != part.defect_detected);
+    let one_each = part.defects.len() == 1 && verdict.defects.len() == 1;
+    let defects = part
+        .defects
+        .iter()
+        .map(|local| {
+            let best = verdict
+                .defects
+                .iter()
+                .map(|r| (overlap(local.bbox, r.bbox), r))
+                .filter(|(o, _)| *o > 0.0 || one_each)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, r)| r);
+            match best {
+                Some(r) => Defect {
+                    kind: if r.kind == DefectType::Other {
+                        local.kind
+                    } else {
+                        r.kind
+                    },
+                    description: r.description.clone(),
+                    ..local.clone()
+                },
+                None => local.clone(),
+            }
+        })
+        .collect();
+    Enrichment {
+        verdict,
+        defects,
+        disagreement,
+    }
+}
+
+/// Intersection over union of two `[x, y, w, h]` boxes.
+fn overlap(a: [u32; 4], b: [u32; 4]) -> f64 {
+    let span = |a0: u32, al: u32, b0: u32, bl: u32| {
+        let lo = a0.max(b0);
+        let hi = (a0 + al).min(b0 + bl);
+        f64::from(hi.saturating_sub(lo))
+    };
+    let inter = span(a[0], a[2], b[0], b[2]) * span(a[1], a[3], b[1], b[3]);
+    let area = |r: [u32; 4]| f64::from(r[2]) * f64::from(r[3]);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 { inter / union } else { 0.0 }
+}
+
+/// The workers that enrich provisional results, shared by a replica's remote worker tasks.
+#[derive(Clone)]
+pub struct RemoteWorkers {
+    pub(crate) storage: Storage,
+    pub(crate) remote: Arc<Remote>,
+    /// The memory budget the image's re-encoding is counted in.
+    pub(crate) memory: Budget,
+    pub(crate) outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+impl RemoteWorkers {
+    /// One worker loop; run `remote.workers` of them.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut idle = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            if self.work_once().await {
+                idle = Duration::from_millis(50);
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            idle = (idle * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Enriches one provisional result, if one is waiting and the circuit is closed; whether
+    /// one was.
+    pub async fn work_once(&self) -> bool {
+        if self.remote.circuit_open() {
+            return false;
+        }
+        let lease = self.remote.settings().job_lease;
+        let jobs = match self
+            .storage
+            .records
+            .claim_jobs(Stage::Remote, 1, lease)
+            .await
+        {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                warn!(error = %e, "claiming remote jobs failed");
+                return false;
+            }
+        };
+        let Some(job) = jobs.into_iter().next() else {
+            return false;
+        };
+        let span = info_span!("remote", analysis_id = %job.analysis_id, sku = %job.product_sku, attempt = job.attempts);
+        if let Err(e) = self.process(&job).instrument(span).await {
+            // The job stays leased; another worker takes it when the lease runs out.
+            warn!(error = %e, analysis_id = %job.analysis_id, "remote enrichment not stored; retried after the lease");
+        }
+        true
+    }
+
+    async fn process(&self, job: &Job) -> Result<(), StoreError> {
+        let part = self.storage.records.get(job.analysis_id).await?;
+        if part.status != AnalysisStatus::Provisional {
+            return Ok(()); // enriched already (enrich is a no-op then; nothing to pay for)
+        }
+        let verdict = match self.budget_spent().await? {
+            Some(reason) => self
+                .remote
+                .failed(VerdictErrorCode::BudgetExhausted, reason),
+            None => {
+                let image = self.storage.image(&job.image).await?;
+                let _memory = match self
+                    .memory
+                    .reserve(Budget::judging(part.image_width, part.image_height))
+                    .await
+                {
+                    Ok(memory) => memory,
+                    Err(e) => {
+                        let e = e.to_string();
+                        return self
+                            .store(
+                                &part,
+                                self.remote.failed(VerdictErrorCode::InvalidAnswer, e),
+                            )
+                            .await;
+                    }
+                };
+                self.remote
+                    .judge(&Part {
+                        sku: &part.product_sku,
+                        image: &image,
+                        width: part.image_width,
+                        height: part.image_height,
+                        gate_ng: part.defect_detected,
+                        score: part.score,
+                        threshold: part.score_threshold,
+                        regions: &part.defects,
+                    })
+                    .await
+            }
+        };
+        self.store(&part, verdict).await
+    }
+
+    async fn store(&self, part: &Analysis, verdict: Verdict) -> Result<(), StoreError> {
+        let enriched = enrichment(part, verdict);
+        if enriched.disagreement {
+            metrics::counter!(telemetry::REMOTE_DISAGREEMENTS_TOTAL, "sku" => part.product_sku.clone())
+                .increment(1);
+        }
+        self.storage.records.enrich(part.id, enriched).await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Why no call may be made now: the daily or monthly budget is spent (every replica's
+    /// calls count).
+    async fn budget_spent(&self) -> Result<Option<String>, StoreError> {
+        let s = self.remote.settings();
+        let now = Utc::now();
+        let name = self.remote.name();
+        if let Some(daily) = s.daily_budget_usd {
+            let spent = self.storage.records.remote_spent(name, now).await?;
+            if spent >= daily {
+                return Ok(Some(format!(
+                    "the daily budget of {daily} USD is spent ({spent:.4} USD today, UTC)"
+                )));
+            }
+        }
+        if let Some(monthly) = s.monthly_budget_usd {
+            let month_start = now.with_day(1).unwrap_or(now);
+            let spent = self.storage.records.remote_spent(name, month_start).await?;
+            if spent >= monthly {
+                return Ok(Some(format!(
+                    "the monthly budget of {monthly} USD is spent ({spent:.4} USD this month, UTC)"
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::analysis::remote::config::RemoteConfig;
+
+    fn settings(extra: &str) -> RemoteSettings {
+        toml::from_str::<RemoteConfig>(&format!(
+            "kind = \"openai_compatible\"\nendpoint = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n{extra}"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    fn judged(ng: bool, score: f32) -> Judgement {
+        Judgement {
+            status: AnalysisStatus::Final,
+            defect_detected: ng,
+            defects: Vec::new(),
+            score: Some(score),
+            score_threshold: Some(1.0),
+            confidence: None,
+            recommendation: String::new(),
+            model_version: Some("v1".into()),
+        }
+    }
+
+    #[test]
+    fn only_ng_and_uncertain_parts_go_remote_by_default() {
+        let s = settings("uncertain_band = 0.2");
+        assert!(sends(&s, "A", &judged(true, 3.0)));
+        assert!(sends(&s, "A", &judged(false, 0.85)), "uncertain");
+        assert!(!sends(&s, "A", &judged(false, 0.5)), "clearly good");
+        let mut none = judged(false, 0.9);
+        none.status = AnalysisStatus::NotCalibrated;
+        assert!(!sends(&s, "A", &none), "no verdict, nothing to enrich");
+    }
+
+    #[test]
+    fn the_mode_is_set_per_sku() {
+        let s = settings(
+            "mode = \"ng\"\n[[skus]]\nsku = \"ALL\"\nmode = \"all\"\n[[skus]]\nsku = \"OFF\"\nmode = \"off\"\n",
+        );
+        assert!(!sends(&s, "A", &judged(false, 0.95)));
+        assert!(sends(&s, "A", &judged(true, 3.0)));
+        assert!(sends(&s, "ALL", &judged(false, 0.1)));
+        assert!(!sends(&s, "OFF", &judged(true, 3.0)));
+    }
+
+    fn defect(kind: DefectType, bbox: [u32; 4], description: &str) -> Defect {
+        Defect {
+            kind,
+            severity: "high".into(),
+            confidence: 0.9,
+            bbox,
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn the_gate_regions_take_the_remote_types_and_descriptions() {
+        let part: Analysis = serde_json::from_value(serde_json::json!({
+            "id": "0193a000-0000-7000-8000-000000000001", "defect_id": "DEF-0000000000000001",
+            "timestamp": "2026-12-06T10:00:00Z", "facility": "f", "line": "l", "station": "s",
+            "product_sku": "A", "part_id": null, "lot": null, "device_id": null, "frame_id": null,
+            "seq": null, "status": "provisional", "defect_detected": true,
+            "defects": [
+                defect(DefectType::Scratch, [10, 10, 20, 20], "local a"),
+                defect(DefectType::Pit, [200, 200, 5, 5], "local b")
+            ],
+            "score": 3.0, "score_threshold": 1.0, "confidence": 0.9, "recommendation": "reject",
+            "analyzer": "golden", "analyzer_version": "1", "model_version": "v1",
+            "latency_ms": 1.0, "image_width": 640, "image_height": 480, "image_url": "/x",
+            "created_at": "2026-12-06T10:00:00Z", "analyzed_at": null
+        }))
+        .unwrap();
+        let verdict = Verdict {
+            source: wiko_wire::VerdictSource::Remote,
+            analyzer: "openai_compatible".into(),
+            model: Some("m".into()),
+            defect_detected: Some(false),
+            score: None,
+            defects: vec![defect(DefectType::Rust, [12, 12, 20, 20], "a rust spot")],
+            summary: Some("rust".into()),
+            latency_ms: Some(5.0),
+            usage: None,
+            error: None,
+        };
+        let e = enrichment(&part, verdict);
+        assert!(e.disagreement);
+        assert_eq!(e.defects[0].kind, DefectType::Rust);
+        assert_eq!(e.defects[0].description, "a rust spot");
+        assert_eq!(e.defects[0].bbox, [10, 10, 20, 20], "the gate's box stays");
+        assert_eq!(e.defects[1].description, "local b", "no overlap, unchanged");
+    }
+}

@@ -1,0 +1,471 @@
+//! Remote vision analyzers: Azure OpenAI ([`azure_openai`]), Azure AI Foundry model endpoints
+//! ([`azure_ai_inference`]) and any OpenAI-compatible server ([`openai_compatible`]). They
+//! differ only in the URL and how the key is sent; the exchange ([`chat`]) is the same chat
+//! completions call: the part's image as a data URL, re-encoded to `max_side_px`, the SKU's
+//! description and taxonomy and the gate's regions in the prompt, and a strict JSON schema for
+//! the answer.
+//!
+//! [`Remote::judge`] never fails: every failure (timeout, 429 after the retries, 5xx, a
+//! refusal, `finish_reason` `length` or `content_filter`, an answer that is not the JSON
+//! asked for or has boxes outside the image) is a [`Verdict`] whose `error` says what happened.
+//! Requests are bounded per replica: `max_concurrency` in flight and `requests_per_minute`;
+//! a 429 pauses every request of the replica for as long as it asks (`retry-after-ms`,
+//! `Retry-After`, `x-ratelimit-reset-*`), other retries back off with jitter up to
+//! `max_retry_wait_secs`.
+
+mod azure_ai_inference;
+mod azure_openai;
+pub mod chat;
+pub mod config;
+mod openai_compatible;
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::StatusCode;
+use tokio::sync::Semaphore;
+use wiko_wire::{
+    Defect, DefectType, Usage, Verdict, VerdictError, VerdictErrorCode, VerdictSource,
+};
+
+use crate::telemetry;
+use chat::{Prompt, SentImage, TokenUsage};
+use config::{Auth, RemoteKind, RemoteSettings};
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the HTTP client cannot be built: {0}")]
+    Client(String),
+    #[error("the image cannot be prepared: {0}")]
+    Image(String),
+    #[error("{1}")]
+    Answer(VerdictErrorCode, String),
+}
+
+/// Where a request goes and how its key is sent.
+pub(crate) struct Target {
+    url: String,
+    /// The v1 and inference APIs name the model in the body; the deployments path in the URL.
+    model_in_body: bool,
+    key: KeyStyle,
+}
+
+pub(crate) enum KeyStyle {
+    /// Azure's `api-key` header.
+    ApiKeyHeader,
+    /// `Authorization: Bearer`.
+    Bearer,
+}
+
+/// One part as the remote analyzer sees it.
+#[derive(Debug, Clone)]
+pub struct Part<'a> {
+    pub sku: &'a str,
+    /// The image as uploaded.
+    pub image: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+    /// The gate's verdict and its regions (pixels of the uploaded image).
+    pub gate_ng: bool,
+    pub score: Option<f32>,
+    pub threshold: Option<f32>,
+    pub regions: &'a [Defect],
+}
+
+/// A remote analyzer: one service, its limits, shared by the replica's remote workers.
+pub struct Remote {
+    settings: RemoteSettings,
+    target: Target,
+    http: reqwest::Client,
+    rate: DefaultDirectRateLimiter,
+    slots: Semaphore,
+    /// No request leaves before this (a 429 asked every request to wait).
+    paused_until: Mutex<Option<tokio::time::Instant>>,
+    /// The circuit breaker.
+    breaker: Mutex<Breaker>,
+}
+
+/// Parts in a row the service failed, and until when no call is made.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Remote {
+    pub fn new(settings: RemoteSettings) -> Result<Remote, RemoteError> {
+        let target = match settings.kind {
+            RemoteKind::AzureOpenai => azure_openai::target(&settings),
+            RemoteKind::AzureAiInference => azure_ai_inference::target(&settings),
+            RemoteKind::OpenaiCompatible => openai_compatible::target(&settings),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| RemoteError::Client(e.to_string()))?;
+        let per_minute = NonZeroU32::new(settings.requests_per_minute).unwrap_or(NonZeroU32::MIN);
+        // No burst: requests are spread evenly over the minute.
+        let quota = Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN);
+        Ok(Remote {
+            rate: RateLimiter::direct(quota),
+            slots: Semaphore::new(settings.max_concurrency),
+            paused_until: Mutex::new(None),
+            breaker: Mutex::new(Breaker::default()),
+            settings,
+            target,
+            http,
+        })
+    }
+
+    pub fn settings(&self) -> &RemoteSettings {
+        &self.settings
+    }
+
+    /// The analyzer's name on verdicts and cost rows.
+    pub fn name(&self) -> &'static str {
+        self.settings.kind.name()
+    }
+
+    /// Whether the circuit is open: the service failed `breaker_failures` parts in a row
+    /// less than `breaker_open_secs` ago. Provisional results wait meanwhile.
+    pub fn circuit_open(&self) -> bool {
+        let breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        breaker.open_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Counts a part's outcome in the breaker.
+    fn record(&self, error: Option<VerdictErrorCode>) {
+        let Some(threshold) = self.settings.breaker_failures else {
+            return;
+        };
+        let service_failed = matches!(
+            error,
+            Some(
+                VerdictErrorCode::Unavailable
+                    | VerdictErrorCode::Timeout
+                    | VerdictErrorCode::RateLimited
+            )
+        );
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if !service_failed {
+            *breaker = Breaker::default();
+            return;
+        }
+        breaker.failures += 1;
+        if breaker.failures >= threshold {
+            tracing::warn!(
+                failures = breaker.failures,
+                open_secs = self.settings.breaker_open.as_secs(),
+                "the remote analyzer keeps failing: no calls for a while, provisional results wait"
+            );
+            breaker.failures = 0;
+            breaker.open_until = Some(Instant::now() + self.settings.breaker_open);
+        }
+    }
+
+    /// A verdict without a call (the budget is spent, the image is unusable).
+    pub fn failed(&self, code: VerdictErrorCode, message: String) -> Verdict {
+        self.verdict(
+            None,
+            Duration::ZERO,
+            TokenUsage::default(),
+            Some((code, message)),
+        )
+    }
+
+    /// Asks the remote model about a part; every failure is in the verdict.
+    pub async fn judge(&self, part: &Part<'_>) -> Verdict {
+        let started = Instant::now();
+        let prompt_settings = self.settings.sku(part.sku);
+        let taxonomy: Vec<DefectType> = match prompt_settings {
+            Some(s) if !s.taxonomy.is_empty() => s.taxonomy.clone(),
+            _ => DefectType::ALL.to_vec(),
+        };
+        let bytes = part.image.to_vec();
+        let max_side = self.settings.max_side_px;
+        let sent = tokio::task::spawn_blocking(move || chat::reencode(&bytes, max_side)).await;
+        let sent = match sent {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(e)) => return self.failed(VerdictErrorCode::InvalidAnswer, e.to_string()),
+            Err(e) => return self.failed(VerdictErrorCode::InvalidAnswer, e.to_string()),
+        };
+        let description = prompt_settings
+            .and_then(|s| s.description.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "a kitchen knife (SKU {}), photographed from above",
+                    part.sku
+                )
+            });
+        let gate = match (part.score, part.threshold) {
+            (Some(score), Some(threshold)) => format!(
+                "judged it {} (anomaly score {score:.3}, threshold {threshold:.3})",
+                if part.gate_ng { "defective" } else { "good" }
+            ),
+            _ => "gave no verdict".to_string(),
+        };
+        let regions = if self.settings.send_regions {
+            scaled_regions(part.regions, (part.width, part.height), &sent)
+        } else {
+            Vec::new()
+        };
+        let prompt = Prompt {
+            description,
+            taxonomy: taxonomy.clone(),
+            gate,
+            regions,
+        };
+        let body = chat::body(
+            self.target
+                .model_in_body
+                .then_some(self.settings.model.as_str()),
+            &prompt,
+            &sent,
+            self.settings.detail,
+            self.settings.max_tokens,
+        );
+        let (usage, answer) = match self.send(&body).await {
+            Ok(bytes) => chat::parse(
+                &bytes,
+                &taxonomy,
+                (sent.width, sent.height),
+                (part.width, part.height),
+            ),
+            Err(e) => (TokenUsage::default(), Err(e)),
+        };
+        let latency = started.elapsed();
+        self.record(answer.as_ref().err().map(|e| match e {
+            RemoteError::Answer(code, _) => *code,
+            _ => VerdictErrorCode::InvalidAnswer,
+        }));
+        metrics::histogram!(telemetry::REMOTE_SECONDS, "analyzer" => self.name())
+            .record(latency.as_secs_f64());
+        match answer {
+            Ok(answer) => self.verdict(Some(answer), latency, usage, None),
+            Err(RemoteError::Answer(code, message)) => {
+                self.verdict(None, latency, usage, Some((code, message)))
+            }
+            Err(other) => self.verdict(
+                None,
+                latency,
+                usage,
+                Some((VerdictErrorCode::InvalidAnswer, other.to_string())),
+            ),
+        }
+    }
+
+    fn verdict(
+        &self,
+        answer: Option<chat::Answer>,
+        latency: Duration,
+        tokens: TokenUsage,
+        error: Option<(VerdictErrorCode, String)>,
+    ) -> Verdict {
+        let cost_usd = tokens.prompt_tokens as f64 * self.settings.input_usd_per_token
+            + tokens.completion_tokens as f64 * self.settings.output_usd_per_token;
+        let name = self.name();
+        let outcome = error.as_ref().map_or("ok", |(code, _)| code_name(*code));
+        metrics::counter!(telemetry::REMOTE_CALLS_TOTAL, "analyzer" => name, "outcome" => outcome)
+            .increment(1);
+        metrics::counter!(telemetry::REMOTE_TOKENS_TOTAL, "analyzer" => name, "kind" => "input")
+            .increment(tokens.prompt_tokens);
+        metrics::counter!(telemetry::REMOTE_TOKENS_TOTAL, "analyzer" => name, "kind" => "output")
+            .increment(tokens.completion_tokens);
+        metrics::counter!(telemetry::REMOTE_COST_MICRO_USD_TOTAL, "analyzer" => name)
+            .increment((cost_usd * 1e6).round() as u64);
+        Verdict {
+            source: VerdictSource::Remote,
+            analyzer: name.to_string(),
+            model: Some(self.settings.model.clone()),
+            defect_detected: answer.as_ref().map(|a| a.defect_detected),
+            score: None,
+            summary: answer.as_ref().map(|a| a.summary.clone()),
+            defects: answer.map(|a| a.defects).unwrap_or_default(),
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            usage: Some(Usage {
+                input_tokens: tokens.prompt_tokens,
+                output_tokens: tokens.completion_tokens,
+                cost_usd,
+            }),
+            error: error.map(|(code, message)| VerdictError { code, message }),
+        }
+    }
+
+    /// Sends the request within the limits, retrying what may pass later; the body of the
+    /// 200 answer.
+    async fn send(&self, body: &serde_json::Value) -> Result<Vec<u8>, RemoteError> {
+        let s = &self.settings;
+        let mut last = RemoteError::Answer(VerdictErrorCode::Unavailable, "no attempt".into());
+        for attempt in 1..=s.max_attempts {
+            self.wait_for_turn().await;
+            let permit = self.slots.acquire().await;
+            let mut request = self.http.post(&self.target.url).json(body);
+            request = match (&s.auth, &self.target.key) {
+                (Auth::None, _) => request,
+                (Auth::Key(key), KeyStyle::ApiKeyHeader) => request.header("api-key", &key.0),
+                (Auth::Key(key), KeyStyle::Bearer) => request.bearer_auth(&key.0),
+                (Auth::BearerFile(path), _) => match tokio::fs::read_to_string(path).await {
+                    Ok(token) => request.bearer_auth(token.trim()),
+                    Err(e) => {
+                        return Err(RemoteError::Answer(
+                            VerdictErrorCode::Rejected,
+                            format!("the bearer token file cannot be read: {e}"),
+                        ));
+                    }
+                },
+            };
+            let response = request.send().await;
+            drop(permit);
+            let hinted = match response {
+                Ok(r) if r.status() == StatusCode::OK => {
+                    return r.bytes().await.map(|b| b.to_vec()).map_err(|e| {
+                        RemoteError::Answer(
+                            VerdictErrorCode::Unavailable,
+                            format!("the response was cut off: {e}"),
+                        )
+                    });
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let hint = chat::retry_after(r.headers(), chrono::Utc::now());
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    let (code, message) = chat::error_message(&bytes);
+                    let said = format!(
+                        "{status}{}: {message}",
+                        code.as_deref().map(|c| format!(" {c}")).unwrap_or_default()
+                    );
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        last = RemoteError::Answer(
+                            VerdictErrorCode::RateLimited,
+                            format!("rate limited after {attempt} attempts: {said}"),
+                        );
+                        let wait = hint.unwrap_or_else(|| self.backoff(attempt));
+                        if wait > s.max_retry_wait {
+                            return Err(RemoteError::Answer(
+                                VerdictErrorCode::RateLimited,
+                                format!(
+                                    "rate limited: asked to wait {:.1} s, more than max_retry_wait_secs ({said})",
+                                    wait.as_secs_f64()
+                                ),
+                            ));
+                        }
+                        self.pause(wait);
+                        Some(wait)
+                    } else if status.is_server_error() {
+                        last = RemoteError::Answer(
+                            VerdictErrorCode::Unavailable,
+                            format!("the service failed after {attempt} attempts: {said}"),
+                        );
+                        hint.filter(|h| *h <= s.max_retry_wait)
+                    } else {
+                        let kind = if code.as_deref() == Some("content_filter") {
+                            VerdictErrorCode::ContentFilter
+                        } else {
+                            VerdictErrorCode::Rejected
+                        };
+                        return Err(RemoteError::Answer(
+                            kind,
+                            format!("request refused: {said}"),
+                        ));
+                    }
+                }
+                Err(e) if e.is_timeout() => {
+                    last = RemoteError::Answer(
+                        VerdictErrorCode::Timeout,
+                        format!(
+                            "no answer within {} s, {attempt} attempts",
+                            s.timeout.as_secs()
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    last = RemoteError::Answer(
+                        VerdictErrorCode::Unavailable,
+                        format!(
+                            "the service cannot be reached ({attempt} attempts): {}",
+                            e.without_url()
+                        ),
+                    );
+                    None
+                }
+            };
+            if attempt < s.max_attempts {
+                tokio::time::sleep(hinted.unwrap_or_else(|| self.backoff(attempt))).await;
+            }
+        }
+        Err(last)
+    }
+
+    /// Waits until a 429's pause is over, then for the rate limiter.
+    async fn wait_for_turn(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                _ => break,
+            }
+        }
+        self.rate.until_ready().await;
+    }
+
+    /// Holds every request of this replica for `wait`.
+    fn pause(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none_or(|t| t < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// Jittered exponential backoff: between half and all of 0.5 s × 2^(attempt-1), capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let full = Duration::from_millis(500)
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(self.settings.max_retry_wait);
+        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+/// The gate's regions in pixels of the image as sent.
+fn scaled_regions(regions: &[Defect], (w, h): (u32, u32), sent: &SentImage) -> Vec<[u32; 4]> {
+    let sx = f64::from(sent.width) / f64::from(w.max(1));
+    let sy = f64::from(sent.height) / f64::from(h.max(1));
+    regions
+        .iter()
+        .map(|d| {
+            let [x, y, bw, bh] = d.bbox;
+            let s = |v: u32, f: f64| (f64::from(v) * f).round() as u32;
+            [s(x, sx), s(y, sy), s(bw, sx), s(bh, sy)]
+        })
+        .collect()
+}
+
+/// The metric label of an error code.
+fn code_name(code: VerdictErrorCode) -> &'static str {
+    match code {
+        VerdictErrorCode::Timeout => "timeout",
+        VerdictErrorCode::RateLimited => "rate_limited",
+        VerdictErrorCode::Unavailable => "unavailable",
+        VerdictErrorCode::Rejected => "rejected",
+        VerdictErrorCode::Refused => "refused",
+        VerdictErrorCode::Truncated => "truncated",
+        VerdictErrorCode::ContentFilter => "content_filter",
+        VerdictErrorCode::InvalidAnswer => "invalid_answer",
+        VerdictErrorCode::BudgetExhausted => "budget_exhausted",
+    }
+}

@@ -1,0 +1,490 @@
+//! The remote analyzers against a local server speaking Azure's protocol (`azure_mock.rs`):
+//! the cascade end to end through the API (only NG and uncertain parts sent, enriched under the
+//! same id, one final result each, cost and budget), each service's paths and keys, each
+//! failure mode, the retry hints and the rate limit.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use base64::Engine;
+use serde_json::Value;
+use wiko_cloud::analysis::remote::{Part, Remote};
+use wiko_cloud::config::Config;
+use wiko_cloud::store::Event;
+use wiko_synth::SynthDefect;
+use wiko_wire::{AnalysisStatus, Verdict, VerdictErrorCode};
+
+use crate::azure_mock::{INPUT_TOKENS, Mock, OUTPUT_TOKENS, Reply, good_answer};
+use crate::harness::*;
+
+const KEY: &str = "azure-test-key-5f3a9c1e7d";
+/// gpt-4o's list prices, USD per million tokens.
+const PRICES: &str = "input_usd_per_million_tokens = 2.5\noutput_usd_per_million_tokens = 10.0\n";
+/// What one mock answer costs at those prices.
+const CALL_USD: f64 = (INPUT_TOKENS as f64 * 2.5 + OUTPUT_TOKENS as f64 * 10.0) / 1e6;
+
+/// A `[remote]` table for the mock: `kind`, then `extra` keys.
+fn remote_table(mock: &Mock, kind: &str, extra: &str) -> String {
+    let endpoint = if kind == "openai_compatible" {
+        format!("{}/v1", mock.url)
+    } else {
+        mock.url.clone()
+    };
+    format!(
+        "[remote]\nkind = \"{kind}\"\nendpoint = \"{endpoint}\"\nmodel = \"gpt4o-prod\"\n\
+         api_key = \"{KEY}\"\nmax_side_px = 512\nmax_attempts = 2\nmax_retry_wait_secs = 2\n\
+         timeout_secs = 1\nrequests_per_minute = 6000\n{PRICES}{extra}"
+    )
+}
+
+/// A remote analyzer alone, configured by a `[remote]` table.
+fn remote(table: &str) -> Remote {
+    let config = Config::from_toml(table).unwrap();
+    Remote::new(config.remote.unwrap()).unwrap()
+}
+
+/// Asks the remote analyzer about a rusty knife, as the cascade would.
+async fn ask(remote: &Remote) -> Verdict {
+    let image = part_jpeg(Some(SynthDefect::Rust), 5);
+    remote
+        .judge(&Part {
+            sku: "WK-KN-200",
+            image: &image,
+            width: 640,
+            height: 480,
+            gate_ng: true,
+            score: Some(2.0),
+            threshold: Some(1.0),
+            regions: &[],
+        })
+        .await
+}
+
+async fn calibrate(h: &Harness) {
+    let good: Vec<Vec<u8>> = (0..8).map(|i| part_jpeg(None, 40_000 + i)).collect();
+    let (status, body) = upload_golden(h, "/api/v1/skus/WK-KN-200/golden", &good).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+async fn result(h: &Harness, id: &Value) -> Value {
+    let (status, body) = get_json(h, &format!("/api/v1/analyses/{}", id.as_str().unwrap())).await;
+    assert_eq!(status, StatusCode::OK);
+    body
+}
+
+#[tokio::test]
+async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
+    let mock = Mock::start(KEY).await;
+    let h = harness_with(&remote_table(
+        &mock,
+        "azure_openai",
+        "uncertain_band = 0.0\ndaily_budget_usd = 0.005\nbreaker_failures = 2\nbreaker_open_secs = 2\n\
+         [[remote.skus]]\nsku = \"WK-KN-200\"\ndescription = \"a 200 mm chef's knife\"\n\
+         taxonomy = [\"rust\", \"scratch\", \"chip\"]\n",
+    ))
+    .await;
+    calibrate(&h).await;
+    let workers = h.state.remote_workers().unwrap();
+
+    let (_, good) = analyze(&h, part_jpeg(None, 90_001)).await;
+    assert_eq!(
+        (&good["status"], &good["defect_detected"]),
+        (&"final".into(), &false.into()),
+        "{good}"
+    );
+    assert_eq!(good["verdicts"].as_array().unwrap().len(), 1);
+    assert_eq!(good["verdicts"][0]["source"], "cloud");
+
+    let ng_image = part_jpeg(Some(SynthDefect::Rust), 90_002);
+    let (_, bad) = analyze(&h, ng_image.clone()).await;
+    assert_eq!(
+        (&bad["status"], &bad["defect_detected"]),
+        (&"provisional".into(), &true.into()),
+        "{bad}"
+    );
+    assert!(workers.work_once().await);
+    assert!(!workers.work_once().await, "the good part was not sent");
+
+    // The request, as Azure OpenAI's v1 API takes it.
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.path, "/openai/v1/chat/completions");
+    assert_eq!(r.api_key.as_deref(), Some(KEY));
+    assert_eq!(r.body["model"], "gpt4o-prod");
+    let format = &r.body["response_format"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(format["json_schema"]["strict"], true);
+    assert_eq!(
+        format["json_schema"]["schema"]["additionalProperties"],
+        false
+    );
+    assert_eq!(
+        format["json_schema"]["schema"]["properties"]["defects"]["items"]["properties"]["type"]["enum"],
+        serde_json::json!(["rust", "scratch", "chip", "other"])
+    );
+    let content = &r.body["messages"][1]["content"];
+    assert!(
+        content[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("a 200 mm chef's knife")
+    );
+    assert_eq!(content[1]["image_url"]["detail"], "low");
+    let url = content[1]["image_url"]["url"].as_str().unwrap();
+    let b64 = url
+        .strip_prefix("data:image/jpeg;base64,")
+        .expect("a JPEG data URL");
+    let sent = image::load_from_memory(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        sent.width().max(sent.height()),
+        512,
+        "re-encoded to max_side_px"
+    );
+
+    // The same result, now final: the gate's verdict stands, the remote one is added.
+    let done = result(&h, &bad["id"]).await;
+    assert_eq!(
+        (&done["status"], &done["defect_detected"]),
+        (&"final".into(), &true.into()),
+        "{done}"
+    );
+    assert_eq!(done["disagreement"], false);
+    let v = &done["verdicts"][1];
+    assert_eq!(
+        (&v["source"], &v["analyzer"], &v["model"]),
+        (
+            &"remote".into(),
+            &"azure_openai".into(),
+            &"gpt4o-prod".into()
+        )
+    );
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(
+        v["defects"][0]["description"],
+        "an orange-brown rust spot on the blade"
+    );
+    assert_eq!(v["usage"]["input_tokens"], INPUT_TOKENS);
+    assert!((v["usage"]["cost_usd"].as_f64().unwrap() - CALL_USD).abs() < 1e-9);
+
+    // The service fails: the part still gets its one final result, with the error on the
+    // remote verdict.
+    mock.script([
+        Reply::status(500, "InternalServerError"),
+        Reply::status(503, "ServiceUnavailable"),
+    ]);
+    let (_, failing) = analyze(&h, ng_image.clone()).await;
+    assert!(workers.work_once().await);
+    let failed = result(&h, &failing["id"]).await;
+    assert_eq!(failed["status"], "final");
+    assert_eq!(failed["defect_detected"], true, "the gate's verdict stands");
+    assert_eq!(
+        failed["verdicts"][1]["error"]["code"], "unavailable",
+        "{failed}"
+    );
+    assert_eq!(mock.seen().len(), 3, "two attempts");
+
+    // A second failure in a row opens the circuit (breaker_failures = 2): the next part waits,
+    // provisional, and no call is made.
+    mock.script([
+        Reply::status(500, "InternalServerError"),
+        Reply::status(500, "InternalServerError"),
+    ]);
+    let (_, failing_again) = analyze(&h, ng_image.clone()).await;
+    assert!(workers.work_once().await);
+    assert_eq!(
+        result(&h, &failing_again["id"]).await["verdicts"][1]["error"]["code"],
+        "unavailable"
+    );
+    let (_, waiting) = analyze(&h, ng_image.clone()).await;
+    assert!(!workers.work_once().await, "the circuit is open");
+    assert_eq!(result(&h, &waiting["id"]).await["status"], "provisional");
+    assert_eq!(mock.seen().len(), 5);
+    tokio::time::sleep(Duration::from_millis(2100)).await; // breaker_open_secs = 2
+    assert!(workers.work_once().await);
+    assert_eq!(
+        result(&h, &waiting["id"]).await["verdicts"][1]["error"],
+        Value::Null,
+        "enriched once closed"
+    );
+
+    // The daily budget (0.005 USD) is spent by two paid calls, then stops the calls.
+    let (_, over) = analyze(&h, ng_image).await;
+    assert!(workers.work_once().await);
+    let over = result(&h, &over["id"]).await;
+    assert_eq!(
+        (&over["status"], &over["verdicts"][1]["error"]["code"]),
+        (&"final".into(), &"budget_exhausted".into()),
+        "{over}"
+    );
+    assert_eq!(mock.seen().len(), 6, "no call once the budget is spent");
+
+    // Cost per day, facility and SKU.
+    let (status, costs) = get_json(&h, "/api/v1/costs").await;
+    assert_eq!(status, StatusCode::OK, "{costs}");
+    let row = &costs["rows"][0];
+    assert_eq!(
+        (&row["analyzer"], &row["facility"], &row["product_sku"]),
+        (
+            &"azure_openai".into(),
+            &"yangjiang".into(),
+            &"WK-KN-200".into()
+        )
+    );
+    assert_eq!((&row["parts"], &row["failures"]), (&5.into(), &3.into()));
+    assert!(
+        (costs["total_cost_usd"].as_f64().unwrap() - 2.0 * CALL_USD).abs() < 1e-9,
+        "{costs}"
+    );
+    let (status, _) = get_json(&h, "/api/v1/costs?since=2026-13-01").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Every NG part: a provisional result event, then its final update; the good part one.
+    let events = h.state.intake.storage.records.outbox(100).await.unwrap();
+    let statuses: Vec<(String, AnalysisStatus)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Result(a) => Some((a.id.to_string(), a.status)),
+            Event::Message { .. } => None,
+        })
+        .collect();
+    let of = |id: &Value| -> Vec<AnalysisStatus> {
+        statuses
+            .iter()
+            .filter(|(i, _)| i == id.as_str().unwrap())
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    assert_eq!(of(&good["id"]), [AnalysisStatus::Final]);
+    assert_eq!(
+        of(&bad["id"]),
+        [AnalysisStatus::Provisional, AnalysisStatus::Final]
+    );
+    assert_eq!(
+        of(&failing["id"]),
+        [AnalysisStatus::Provisional, AnalysisStatus::Final]
+    );
+
+    // The key is never in a result, a listing or the costs.
+    let (_, listing) = get_json(&h, "/api/v1/analyses").await;
+    for body in [listing, costs, failed, over] {
+        assert!(!body.to_string().contains(KEY));
+    }
+}
+
+#[tokio::test]
+async fn uncertain_parts_go_too_when_the_band_covers_them() {
+    let mock = Mock::start(KEY).await;
+    let h = harness_with(&remote_table(
+        &mock,
+        "openai_compatible",
+        "uncertain_band = 1.0\n",
+    ))
+    .await;
+    calibrate(&h).await;
+    let (_, good) = analyze(&h, part_jpeg(None, 90_001)).await;
+    assert_eq!(
+        (&good["status"], &good["defect_detected"]),
+        (&"provisional".into(), &false.into()),
+        "{good}"
+    );
+    assert!(h.state.remote_workers().unwrap().work_once().await);
+    let done = result(&h, &good["id"]).await;
+    assert_eq!(done["status"], "final");
+    assert_eq!(done["defect_detected"], false, "the gate decides");
+    assert_eq!(
+        done["disagreement"], true,
+        "the mock sees rust on every part: {done}"
+    );
+}
+
+#[tokio::test]
+async fn each_service_gets_its_own_path_and_key_header() {
+    let mock = Mock::start(KEY).await;
+    for (kind, extra) in [
+        ("azure_openai", "api_version = \"2024-10-21\"\n"),
+        ("azure_ai_inference", ""),
+        ("openai_compatible", ""),
+    ] {
+        let verdict = ask(&remote(&remote_table(&mock, kind, extra))).await;
+        assert_eq!(verdict.error, None, "{kind}");
+        assert_eq!(verdict.analyzer, kind);
+    }
+    let seen = mock.seen();
+    assert_eq!(
+        seen[0].path,
+        "/openai/deployments/gpt4o-prod/chat/completions"
+    );
+    assert_eq!(seen[0].query.as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(
+        seen[0].body.get("model"),
+        None,
+        "the URL names the deployment"
+    );
+    assert_eq!(seen[0].api_key.as_deref(), Some(KEY));
+    assert_eq!(seen[1].path, "/models/chat/completions");
+    assert_eq!(
+        seen[1].query.as_deref(),
+        Some("api-version=2024-05-01-preview")
+    );
+    assert_eq!(seen[1].body["model"], "gpt4o-prod");
+    assert_eq!(seen[2].path, "/v1/chat/completions");
+    assert_eq!(
+        seen[2].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert_eq!(seen[2].api_key, None);
+
+    // An Entra ID token from a file, and a wrong key: refused, and the key is not repeated.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{KEY}\n")).unwrap();
+    let table = remote_table(&mock, "azure_openai", "").replace(
+        &format!("api_key = \"{KEY}\""),
+        &format!("bearer_token_file = \"{}\"", token.display()),
+    );
+    assert_eq!(ask(&remote(&table)).await.error, None);
+    let wrong = remote_table(&mock, "azure_openai", "").replace(KEY, "wrong-key-0000000000");
+    let error = ask(&remote(&wrong)).await.error.unwrap();
+    assert_eq!(error.code, VerdictErrorCode::Rejected);
+    assert!(
+        error.message.contains("401") && !error.message.contains("wrong-key"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn every_failure_is_a_clear_error_on_the_verdict() {
+    let mock = Mock::start(KEY).await;
+    let remote = remote(&remote_table(&mock, "azure_openai", ""));
+    let answer = |content: String, finish| Reply::Answer { content, finish };
+    let outside = good_answer().to_string().replace("\"x\":10", "\"x\":5000");
+    let cases = [
+        (vec![Reply::Refusal], VerdictErrorCode::Refused),
+        (
+            vec![answer(good_answer().to_string(), "length")],
+            VerdictErrorCode::Truncated,
+        ),
+        (
+            vec![answer(String::new(), "content_filter")],
+            VerdictErrorCode::ContentFilter,
+        ),
+        (
+            vec![Reply::status(400, "content_filter")],
+            VerdictErrorCode::ContentFilter,
+        ),
+        (
+            vec![answer("{\"defect_detected\": tr".into(), "stop")],
+            VerdictErrorCode::InvalidAnswer,
+        ),
+        (
+            vec![answer(outside, "stop")],
+            VerdictErrorCode::InvalidAnswer,
+        ),
+        (
+            vec![Reply::status(500, "InternalServerError"); 2],
+            VerdictErrorCode::Unavailable,
+        ),
+        (
+            vec![Reply::Slow(Duration::from_secs(3)); 2],
+            VerdictErrorCode::Timeout,
+        ),
+        // A 429 asking for longer than max_retry_wait_secs (2 s): no retry.
+        (
+            vec![Reply::too_many("retry-after", "3600")],
+            VerdictErrorCode::RateLimited,
+        ),
+        (
+            vec![Reply::too_many("retry-after-ms", "10"); 2],
+            VerdictErrorCode::RateLimited,
+        ),
+    ];
+    for (replies, code) in cases {
+        mock.script(replies.clone());
+        let verdict = ask(&remote).await;
+        let error = verdict
+            .error
+            .unwrap_or_else(|| panic!("{replies:?} gave no error"));
+        assert_eq!(error.code, code, "{replies:?}: {}", error.message);
+        assert!(!error.message.is_empty());
+        assert_eq!(verdict.defect_detected, None);
+    }
+    // Tokens the service counted are counted even when the answer is unusable.
+    mock.script([answer(good_answer().to_string(), "length")]);
+    let truncated = ask(&remote).await;
+    assert_eq!(truncated.usage.unwrap().output_tokens, OUTPUT_TOKENS);
+}
+
+#[tokio::test]
+async fn a_429_pauses_every_request_for_as_long_as_it_asks() {
+    let mock = Mock::start(KEY).await;
+    let table =
+        remote_table(&mock, "azure_openai", "").replace("max_attempts = 2", "max_attempts = 4");
+    let remote = std::sync::Arc::new(remote(&table));
+    for (header, value, wait) in [
+        ("retry-after-ms", "300", Duration::from_millis(300)),
+        ("retry-after", "1", Duration::from_secs(1)),
+        (
+            "x-ratelimit-reset-requests",
+            "0.5s",
+            Duration::from_millis(500),
+        ),
+    ] {
+        let before = mock.seen().len();
+        mock.script([Reply::too_many(header, value)]);
+        // Three parts at once: one request gets the 429 and is retried after the wait.
+        let asks: Vec<_> = (0..3)
+            .map(|_| {
+                let remote = remote.clone();
+                tokio::spawn(async move { ask(&remote).await })
+            })
+            .collect();
+        for a in asks {
+            assert_eq!(
+                a.await.unwrap().error,
+                None,
+                "{header}: retried until answered"
+            );
+        }
+        let seen = &mock.seen()[before..];
+        assert_eq!(
+            seen.len(),
+            4,
+            "{header}: one 429, three answers, nothing lost or repeated"
+        );
+        assert!(
+            seen[3].at - seen[0].at >= wait.mul_f64(0.9),
+            "{header}: the retry waited"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_never_exceed_the_configured_rate() {
+    let mock = Mock::start(KEY).await;
+    // 600 per minute: one every 100 ms, no burst.
+    let table = remote_table(&mock, "openai_compatible", "")
+        .replace("requests_per_minute = 6000", "requests_per_minute = 600");
+    let remote = std::sync::Arc::new(remote(&table));
+    let asks: Vec<_> = (0..5)
+        .map(|_| {
+            let remote = remote.clone();
+            tokio::spawn(async move { ask(&remote).await })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap().error, None);
+    }
+    let mut at: Vec<_> = mock.seen().iter().map(|s| s.at).collect();
+    at.sort();
+    assert_eq!(at.len(), 5);
+    // Five requests at 10 per second take at least 400 ms (less a little for the network).
+    let span = at[4] - at[0];
+    assert!(span >= Duration::from_millis(350), "{span:?}");
+}
