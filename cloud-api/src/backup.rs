@@ -169,7 +169,7 @@ fn check(dir: &Path, started: Instant, bytes: u64) -> Result<Summary, BackupErro
     while let Some(row) = rows.next()? {
         let key: String = row.get(0)?;
         total += 1;
-        if !log.contains(&key) && !dir.join(&key).is_file() {
+        if !log.contains(&key).map_err(io(&segments))? && !dir.join(&key).is_file() {
             missing += 1;
             first.get_or_insert(key);
         }

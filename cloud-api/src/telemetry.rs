@@ -16,3 +16,4 @@ pub const AUDIT_DROPPED_TOTAL: &str = "wiko_cloud_audit_dropped_total";
 pub const RATE_LIMITED_TOTAL: &str = "wiko_cloud_rate_limited_total";
 pub const MQTT_BROKER_REFUSED_TOTAL: &str = "wiko_cloud_mqtt_broker_refused_total";
 pub const MQTT_BROKER_DROPPED_TOTAL: &str = "wiko_cloud_mqtt_broker_dropped_total";
+pub const IMAGES_DAMAGED_TOTAL: &str = "wiko_cloud_images_damaged_total";
