@@ -33,7 +33,7 @@ async fn stats(buffer: Arc<Buffer>) -> Option<Stats> {
 /// Why the agent is degraded (checks the free space again); also sets the gauges.
 async fn degraded(buffer: Arc<Buffer>) -> Vec<String> {
     let reasons = tokio::task::spawn_blocking(move || {
-        let reasons = buffer.faults().reasons();
+        let reasons = buffer.degraded();
         if let Ok(free) = buffer.faults().free_bytes() {
             metrics::gauge!(names::BUFFER_DISK_FREE_BYTES).set(free as f64);
         }
@@ -49,7 +49,12 @@ async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
     let reasons = degraded(buffer.clone()).await;
     match stats(buffer).await {
         Some(s) => Json(AgentHealth {
-            status: if reasons.is_empty() { "healthy" } else { "degraded" }.into(),
+            status: if reasons.is_empty() {
+                "healthy"
+            } else {
+                "degraded"
+            }
+            .into(),
             version: env!("CARGO_PKG_VERSION").into(),
             buffer: BufferHealth {
                 frames: s.frames,

@@ -88,13 +88,17 @@ impl Faults {
     }
 
     /// Why the buffer is degraded, one line per reason, each starting with a stable code;
-    /// empty when all is well. Checks the free space again.
-    pub fn reasons(&self) -> Vec<String> {
+    /// empty when all is well. Checks the free space again; `reusable` is the room inside the
+    /// buffer's file.
+    pub fn reasons(&self, reusable: u64) -> Vec<String> {
         let mut out = Vec::new();
         match self.free_bytes() {
-            Ok(free) if free < self.min_free_bytes || self.disk_limited.load(Ordering::Relaxed) => {
+            Ok(free)
+                if free + reusable < self.min_free_bytes
+                    || self.disk_limited.load(Ordering::Relaxed) =>
+            {
                 out.push(format!(
-                    "disk_low: {free} bytes free, buffer.min_free_bytes is {}; frames are evicted or refused",
+                    "disk_low: {free} bytes free (and {reusable} inside the buffer), buffer.min_free_bytes is {}; frames are evicted or refused",
                     self.min_free_bytes
                 ))
             }
@@ -102,7 +106,9 @@ impl Faults {
             Err(e) => out.push(format!("disk_low: free space unknown: {e}")),
         }
         if let Some(e) = lock(&self.write_failure).as_ref() {
-            out.push(format!("buffer_write_failed: the last capture was not buffered: {e}"));
+            out.push(format!(
+                "buffer_write_failed: the last capture was not buffered: {e}"
+            ));
         }
         let acked = lock(&self.acked).len();
         if acked > 0 {
@@ -125,12 +131,12 @@ mod tests {
         assert!(free > 0);
         let under = Faults::new(dir.path(), u64::MAX);
         assert_eq!(under.room(1000).unwrap(), 0);
-        assert!(under.reasons()[0].starts_with("disk_low:"));
+        assert!(under.reasons(0)[0].starts_with("disk_low:"));
         let some = Faults::new(dir.path(), free / 2);
         let room = some.room(10).unwrap();
         // Other processes write too: the free space moves a little between the two calls.
         assert!(room > free / 4 && room < free, "{room} of {free}");
-        assert!(some.reasons().is_empty());
+        assert!(some.reasons(0).is_empty());
     }
 
     #[test]
@@ -140,14 +146,17 @@ mod tests {
         f.record_insert(Err((false, "database or disk is full".into())));
         let id = Uuid::now_v7();
         f.remember_acked(id);
-        let reasons = f.reasons();
+        let reasons = f.reasons(0);
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         assert!(reasons[0].starts_with("buffer_write_failed:"));
         assert!(reasons[1].starts_with("acks_not_deleted: 1 "));
         assert_eq!(f.acked(), [id]);
         f.record_insert(Ok(true));
-        assert!(f.reasons()[0].starts_with("disk_low:"), "evicting for the disk");
+        assert!(
+            f.reasons(0)[0].starts_with("disk_low:"),
+            "evicting for the disk"
+        );
         f.deleted(id);
-        assert!(f.reasons().is_empty());
+        assert!(f.reasons(0).is_empty());
     }
 }

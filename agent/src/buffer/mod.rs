@@ -164,9 +164,25 @@ impl Buffer {
         &self.path
     }
 
-    /// Free space and what failed: why the agent is degraded.
+    /// Free space and what failed.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// Why the agent is degraded (see [`Faults::reasons`]); empty when all is well.
+    pub fn degraded(&self) -> Vec<String> {
+        let reusable = Self::reusable(&self.conn()).unwrap_or(0);
+        self.faults.reasons(reusable)
+    }
+
+    /// Bytes of the pages freed by deletes: reused before the file grows.
+    fn reusable(conn: &Connection) -> Result<u64, rusqlite::Error> {
+        let bytes: i64 = conn.query_row(
+            "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(bytes.max(0) as u64)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -196,13 +212,7 @@ impl Buffer {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
-        // Pages freed by deletes are reused before the file grows.
-        let reusable: i64 = tx.query_row(
-            "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
-            [],
-            |r| r.get(0),
-        )?;
-        let room = self.faults.room(reusable.max(0) as u64)?;
+        let room = self.faults.room(Self::reusable(&tx)?)?;
         let limit = max.min(used as u64 + room);
         let mut evicted = 0u64;
         if used as u64 + needed > limit {

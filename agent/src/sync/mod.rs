@@ -140,7 +140,10 @@ impl<U: Uplink> Uploader<U> {
             }
             let sleep_until = paused_until
                 .unwrap_or_else(|| Instant::now() + self.poll_interval)
-                .min(self.delete_retry_at.unwrap_or(Instant::now() + self.poll_interval));
+                .min(
+                    self.delete_retry_at
+                        .unwrap_or(Instant::now() + self.poll_interval),
+                );
             tokio::select! {
                 Some(done) = in_flight.join_next_with_id() => {
                     let (frame_id, result) = match done {

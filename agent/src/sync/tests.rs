@@ -215,24 +215,38 @@ async fn an_acknowledged_frame_whose_delete_fails_is_not_uploaded_again() {
     .unwrap();
     let uplink = Scripted::new(vec![]);
     let stop = CancellationToken::new();
-    let up = Uploader::with_uplink(buffer.clone(), uplink.clone(), &cfg(1), Arc::new(Notify::new()));
+    let up = Uploader::with_uplink(
+        buffer.clone(),
+        uplink.clone(),
+        &cfg(1),
+        Arc::new(Notify::new()),
+    );
     let task = tokio::spawn(up.run(stop.clone()));
     tokio::time::sleep(Duration::from_secs(30)).await;
     let order: Vec<Uuid> = uplink.calls().iter().map(|(_, id)| *id).collect();
-    assert_eq!(order, ids, "each frame uploaded once, however long the deletes fail");
+    assert_eq!(
+        order, ids,
+        "each frame uploaded once, however long the deletes fail"
+    );
     assert_eq!(buffer.stats().unwrap().frames, 3);
-    let reasons = buffer.faults().reasons();
+    let reasons = buffer.degraded();
     assert!(
-        reasons.iter().any(|r| r.starts_with("acks_not_deleted: 3 ")),
+        reasons
+            .iter()
+            .any(|r| r.starts_with("acks_not_deleted: 3 ")),
         "{reasons:?}"
     );
 
     side.execute_batch("DROP TRIGGER full").unwrap();
     // Retried within the backoff's cap (2 s) plus a poll.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(buffer.stats().unwrap().frames, 0, "deleted once the disk has room");
+    assert_eq!(
+        buffer.stats().unwrap().frames,
+        0,
+        "deleted once the disk has room"
+    );
     assert_eq!(uplink.calls().len(), 3, "and still never uploaded again");
-    assert!(buffer.faults().reasons().is_empty());
+    assert!(buffer.degraded().is_empty());
     stop.cancel();
     task.await.unwrap();
 }

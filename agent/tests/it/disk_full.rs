@@ -97,7 +97,9 @@ fn open(disk: &SmallDisk, when_full: WhenFull) -> Buffer {
         when_full,
         synchronous: Synchronous::Normal,
     };
-    Buffer::open(&disk.path.join("buffer.db"), limits).unwrap().0
+    Buffer::open(&disk.path.join("buffer.db"), limits)
+        .unwrap()
+        .0
 }
 
 // See: issue #19
@@ -127,7 +129,7 @@ fn under_the_free_space_watermark_the_buffer_evicts_ok_frames_and_never_fails_a_
     assert!(s.bytes < 16 * MIB, "{s:?}");
     // The write-ahead log may take a little of the watermark between two checkpoints.
     assert!(least_free > MIB, "free space fell to {least_free}");
-    let reasons = buffer.faults().reasons();
+    let reasons = buffer.degraded();
     assert!(reasons[0].starts_with("disk_low:"), "{reasons:?}");
     // OK frames went first: every NG frame is still there.
     let kept: Vec<Uuid> = buffer
@@ -136,13 +138,16 @@ fn under_the_free_space_watermark_the_buffer_evicts_ok_frames_and_never_fails_a_
         .iter()
         .map(|p| p.meta.frame_id)
         .collect();
-    assert!(ng_ids.iter().all(|id| kept.contains(id)), "an NG frame was evicted");
+    assert!(
+        ng_ids.iter().all(|id| kept.contains(id)),
+        "an NG frame was evicted"
+    );
 
     // Deleting makes room inside the file: the next insert needs no eviction.
     for id in &kept[..20] {
         assert!(buffer.ack(*id).unwrap());
     }
-    assert!(buffer.faults().reasons().is_empty());
+    assert!(buffer.degraded().is_empty());
     assert_eq!(buffer.insert(&frame(100_000, false, 1)).unwrap().evicted, 0);
 }
 
@@ -161,10 +166,15 @@ fn under_the_watermark_reject_new_refuses_and_says_why() {
         }
     }
     assert!(refused > 50, "refused {refused}");
-    let reasons = buffer.faults().reasons();
-    assert!(reasons.iter().any(|r| r.starts_with("disk_low:")), "{reasons:?}");
+    let reasons = buffer.degraded();
     assert!(
-        reasons.iter().any(|r| r.starts_with("buffer_write_failed:")),
+        reasons.iter().any(|r| r.starts_with("disk_low:")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("buffer_write_failed:")),
         "{reasons:?}"
     );
 }
@@ -177,7 +187,11 @@ struct Stub {
     acks: Arc<Mutex<HashMap<Uuid, u32>>>,
 }
 
-async fn ingest(State(stub): State<Stub>, UrlPath(id): UrlPath<Uuid>, _body: axum::body::Bytes) -> Response {
+async fn ingest(
+    State(stub): State<Stub>,
+    UrlPath(id): UrlPath<Uuid>,
+    _body: axum::body::Bytes,
+) -> Response {
     if !stub.up.load(Ordering::SeqCst) {
         stub.refused.fetch_add(1, Ordering::SeqCst);
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -210,7 +224,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn config(dir: &Path, data_dir: &Path, cloud: u16, http: u16, parts: u64) -> Config {
+/// A camera's hot folder holding `parts` photos of about 400 KB (noise compresses badly).
+fn hot_folder(dir: &Path, parts: u64) -> PathBuf {
+    let folder = dir.join("camera");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise = image::RgbImage::from_fn(640, 480, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let [r, g, b, ..] = state.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&noise)
+        .unwrap();
+    assert!(jpeg.len() > 200_000, "{} bytes", jpeg.len());
+    for i in 0..parts {
+        std::fs::write(folder.join(format!("part-{i:04}.jpg")), &jpeg).unwrap();
+    }
+    folder
+}
+
+fn config(dir: &Path, data_dir: &Path, cloud: u16, http: u16, folder: &Path) -> Config {
     let path = dir.join("agent.toml");
     std::fs::write(
         &path,
@@ -236,10 +273,10 @@ name = "cam"
 line = "l1"
 station = "grinding"
 sku = "WK-KN-200"
-source = {{ type = "synthetic", seed = 7, defect_rate = 0.25 }}
-trigger = {{ type = "interval", interval_ms = 2, max_parts = {parts} }}
+source = {{ type = "folder", path = {folder:?}, settle_ms = 20, poll_interval_ms = 20 }}
 "#,
-            data = data_dir.display().to_string()
+            data = data_dir.display().to_string(),
+            folder = folder.display().to_string(),
         ),
     )
     .unwrap();
@@ -266,7 +303,7 @@ async fn counter(http: u16, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |sum, v| sum + v)
 }
 
 async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
@@ -294,8 +331,9 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
     let stub = Stub::default();
     let cloud = serve_stub(stub.clone()).await;
     let http = free_port();
-    let parts = 400;
-    let cfg = config(work.path(), &disk.path, cloud, http, parts);
+    let parts = 80;
+    let folder = hot_folder(work.path(), parts);
+    let cfg = config(work.path(), &disk.path, cloud, http, &folder);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(wiko_agent::run(cfg, async move {
         let _ = stopped.await;
@@ -315,16 +353,34 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
     assert_eq!(counter(http, "wiko_agent_capture_errors_total").await, 0.0);
     assert_eq!(counter(http, "wiko_agent_buffer_rejected_total").await, 0.0);
     assert!(disk.free() > 0, "the disk never filled up");
-    // Retries while down back off (1 s cap): no storm.
+    // Retries while down back off (at least 0.5 s once at the 1 s cap, for all 4 uploads in
+    // flight): no storm.
     let refused = stub.refused.load(Ordering::SeqCst) as f64;
-    let bound = 4.0 * down.elapsed().as_secs_f64() + 20.0;
-    assert!(refused < bound, "{refused} refused uploads in {:?}", down.elapsed());
+    let bound = 8.0 * down.elapsed().as_secs_f64() + 20.0;
+    assert!(
+        refused < bound,
+        "{refused} refused uploads in {:?}",
+        down.elapsed()
+    );
+    eprintln!(
+        "down {:?}: {refused} uploads refused, {} frames evicted, {h:?}",
+        down.elapsed(),
+        h.buffer.evicted_total
+    );
 
-    // Another program fills the disk to the last byte; then the cloud comes back.
+    // Another program fills the disk to the last byte; then the cloud comes back. Deleting
+    // acknowledged frames may still work (the log's file is reused, and the rows' pages are
+    // freed inside the database) or fail (then they are retried, see the sync tests): either
+    // way no frame is uploaded again.
     let filler = disk.fill();
     stub.up.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let h = health(http).await;
+    eprintln!(
+        "disk full, cloud up: {} acknowledged, {} failed deletes, {h:?}",
+        stub.acks.lock().unwrap().len(),
+        counter(http, "wiko_agent_sync_delete_failures_total").await
+    );
     {
         let acks = stub.acks.lock().unwrap();
         assert!(
@@ -348,6 +404,12 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
         "captured = acknowledged + evicted: {h:?}"
     );
     assert_eq!(h.status, "healthy", "{h:?}");
+    eprintln!(
+        "drained: {} acknowledged once each, {} evicted, {} refused while down",
+        acks.len(),
+        h.buffer.evicted_total,
+        stub.refused.load(Ordering::SeqCst)
+    );
     let _ = stop.send(());
     agent.await.unwrap().unwrap();
 }

@@ -69,7 +69,9 @@ fn a_torn_write_ahead_log_reopens_to_a_state_the_buffer_really_had() {
                 part_id: Some(format!("P{i}")),
                 lot: None,
                 captured_at: Utc::now(),
-                jpeg: (0..rng.random_range(200..3000)).map(|_| rng.random()).collect(),
+                jpeg: (0..rng.random_range(200..3000))
+                    .map(|_| rng.random())
+                    .collect(),
                 ng: Some(rng.random_bool(0.2)),
             };
             buffer.insert(&f).unwrap();
@@ -81,7 +83,10 @@ fn a_torn_write_ahead_log_reopens_to_a_state_the_buffer_really_had() {
         }
         history.push((wal_len(&db), held.clone()));
     }
-    assert!(history.windows(2).all(|w| w[0].0 <= w[1].0), "no checkpoint ran");
+    assert!(
+        history.windows(2).all(|w| w[0].0 <= w[1].0),
+        "no checkpoint ran"
+    );
     // The files as a power cut leaves them (the shared-memory index is rebuilt on open).
     let main = std::fs::read(&db).unwrap();
     let wal = std::fs::read(db.with_extension("db-wal")).unwrap();
@@ -105,7 +110,10 @@ fn a_torn_write_ahead_log_reopens_to_a_state_the_buffer_really_had() {
 
         let (reopened, quarantined) = Buffer::open(&path, limits())
             .unwrap_or_else(|e| panic!("seed {seed}: {how} at {cut}: open failed: {e}"));
-        assert_eq!(quarantined, None, "seed {seed}: a torn log tail is no corruption");
+        assert_eq!(
+            quarantined, None,
+            "seed {seed}: a torn log tail is no corruption"
+        );
         let expected = &history
             .iter()
             .rev()
