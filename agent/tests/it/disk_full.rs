@@ -376,10 +376,10 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
     stub.up.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let h = health(http).await;
+    let failed_deletes = counter(http, "wiko_agent_sync_delete_failures_total").await;
     eprintln!(
-        "disk full, cloud up: {} acknowledged, {} failed deletes, {h:?}",
+        "disk full, cloud up: {} acknowledged, {failed_deletes} failed deletes, {h:?}",
         stub.acks.lock().unwrap().len(),
-        counter(http, "wiko_agent_sync_delete_failures_total").await
     );
     {
         let acks = stub.acks.lock().unwrap();
