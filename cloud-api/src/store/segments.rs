@@ -198,21 +198,27 @@ impl SegmentLog {
     /// The data of `key`, checked against its digest; `None` if the key is not in the log or
     /// its record is damaged (then quarantined).
     pub fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(loc) = lock(&self.state).index.get(key).copied() else {
-            return Ok(None);
-        };
-        self.read_verified(key, loc)
+        loop {
+            let Some(loc) = lock(&self.state).index.get(key).copied() else {
+                return Ok(None);
+            };
+            if let Some(data) = self.read_verified(key, loc)? {
+                return Ok(Some(data));
+            }
+            // Quarantined, unless a `put` replaced it meanwhile: look again.
+        }
     }
 
     /// Whether the log holds a good record of `key` (its data is read and checked once).
     pub fn contains(&self, key: &str) -> std::io::Result<bool> {
-        let Some(loc) = lock(&self.state).index.get(key).copied() else {
-            return Ok(false);
-        };
-        if loc.verified {
-            return Ok(true);
+        loop {
+            let Some(loc) = lock(&self.state).index.get(key).copied() else {
+                return Ok(false);
+            };
+            if loc.verified || self.read_verified(key, loc)?.is_some() {
+                return Ok(true);
+            }
         }
-        Ok(self.read_verified(key, loc)?.is_some())
     }
 
     /// Reads the record at `loc` and checks it against its digest. A match marks it verified;
