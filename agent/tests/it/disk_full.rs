@@ -247,6 +247,7 @@ fn hot_folder(dir: &Path, parts: u64) -> PathBuf {
     folder
 }
 
+/// The agent of a drill; its camera is named after the drill, for its own counters.
 fn config(dir: &Path, data_dir: &Path, cloud: u16, http: u16, folder: &Path) -> Config {
     let path = dir.join("agent.toml");
     std::fs::write(
@@ -269,7 +270,7 @@ poll_interval_ms = 100
 [http]
 listen = "127.0.0.1:{http}"
 [[camera]]
-name = "cam"
+name = "{camera}"
 line = "l1"
 station = "grinding"
 sku = "WK-KN-200"
@@ -277,11 +278,27 @@ source = {{ type = "folder", path = {folder:?}, settle_ms = 20, poll_interval_ms
 "#,
             data = data_dir.display().to_string(),
             folder = folder.display().to_string(),
+            camera = camera(folder),
         ),
     )
     .unwrap();
     Config::load_with_env(&path, Some(HashMap::new())).unwrap()
 }
+
+fn camera(folder: &Path) -> String {
+    format!(
+        "cam-{}",
+        folder
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+    )
+}
+
+/// The drills share the process's metrics registry: one at a time.
+static DRILL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn health(http: u16) -> AgentHealth {
     reqwest::get(format!("http://127.0.0.1:{http}/healthz"))
@@ -327,6 +344,7 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
     let Some(disk) = SmallDisk::mount(12 * MIB) else {
         return;
     };
+    let _one_at_a_time = DRILL.lock().await;
     let work = tempfile::tempdir().unwrap();
     let stub = Stub::default();
     let cloud = serve_stub(stub.clone()).await;
@@ -341,9 +359,12 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
 
     // The cloud is down and the disk fills: the agent evicts and says so; no capture fails.
     let down = Instant::now();
+    let captured = format!(
+        "wiko_agent_frames_captured_total{{camera=\"{}\"}}",
+        camera(&folder)
+    );
     wait_for("every part captured", 300, || async {
-        let captured = counter(http, "wiko_agent_frames_captured_total").await;
-        (captured >= parts as f64).then_some(())
+        (counter(http, &captured).await >= parts as f64).then_some(())
     })
     .await;
     let h = health(http).await;
@@ -410,6 +431,72 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
         h.buffer.evicted_total,
         stub.refused.load(Ordering::SeqCst)
     );
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
+}
+
+// See: issue #19
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_frames_are_not_uploaded_again_while_the_disk_is_full() {
+    let Some(disk) = SmallDisk::mount(12 * MIB) else {
+        return;
+    };
+    let _one_at_a_time = DRILL.lock().await;
+    let work = tempfile::tempdir().unwrap();
+    let stub = Stub::default();
+    let cloud = serve_stub(stub.clone()).await;
+    let http = free_port();
+    let parts = 3;
+    let folder = hot_folder(work.path(), parts);
+    let cfg = config(work.path(), &disk.path, cloud, http, &folder);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(wiko_agent::run(cfg, async move {
+        let _ = stopped.await;
+    }));
+    let captured = format!(
+        "wiko_agent_frames_captured_total{{camera=\"{}\"}}",
+        camera(&folder)
+    );
+    wait_for("every part captured", 60, || async {
+        (counter(http, &captured).await >= parts as f64).then_some(())
+    })
+    .await;
+    let failed_before = counter(http, "wiko_agent_sync_delete_failures_total").await;
+
+    // The disk fills up while the log is still short: deleting needs it to grow, and fails.
+    let filler = disk.fill();
+    stub.up.store(true, Ordering::SeqCst);
+    let h = wait_for("acknowledgements", 30, || async {
+        let h = health(http).await;
+        h.reasons
+            .iter()
+            .any(|r| r.starts_with("acks_not_deleted: 3 "))
+            .then_some(h)
+    })
+    .await;
+    assert_eq!(h.status, "degraded");
+    assert_eq!(h.buffer.frames, 3, "{h:?}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let acks = stub.acks.lock().unwrap().clone();
+    assert_eq!(acks.len(), 3);
+    assert!(
+        acks.values().all(|n| *n == 1),
+        "uploaded again after an acknowledgement: {acks:?}"
+    );
+    let failed = counter(http, "wiko_agent_sync_delete_failures_total").await - failed_before;
+    // Three failed deletes, then retries backing off to a second apart: a few, not thousands.
+    assert!((3.0..30.0).contains(&failed), "{failed} failed deletes");
+
+    std::fs::remove_file(filler).unwrap();
+    let h = wait_for("the deletes retried", 30, || async {
+        let h = health(http).await;
+        (h.buffer.frames == 0).then_some(h)
+    })
+    .await;
+    assert_eq!(h.status, "healthy", "{h:?}");
+    let acks = stub.acks.lock().unwrap().clone();
+    assert!(acks.values().all(|n| *n == 1), "{acks:?}");
+    eprintln!("{failed} failed deletes while the disk was full; {acks:?}");
     let _ = stop.send(());
     agent.await.unwrap().unwrap();
 }
