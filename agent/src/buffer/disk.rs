@@ -4,12 +4,14 @@
 //!
 //! The watermark is what keeps a full disk from failing writes: under it the buffer does not
 //! grow its file (frames are evicted by `when_full` to make room inside it), even when the
-//! accounted size is far below `max_disk_bytes`.
+//! accounted size is far below `max_disk_bytes`. Pages freed inside the file count as room:
+//! the disk is low when the free space plus those is under the watermark, or when the last
+//! frame had to evict (or was refused) for it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use uuid::Uuid;
 
@@ -17,8 +19,6 @@ use uuid::Uuid;
 pub struct Faults {
     dir: PathBuf,
     min_free_bytes: u64,
-    /// Free bytes at the last check (`u64::MAX` before the first).
-    free_bytes: AtomicU64,
     /// Why the last insert failed; `None` once one succeeds.
     write_failure: Mutex<Option<String>>,
     /// The last insert had to evict or refuse because of the watermark.
@@ -38,7 +38,6 @@ impl Faults {
         Faults {
             dir: dir.to_path_buf(),
             min_free_bytes,
-            free_bytes: AtomicU64::new(u64::MAX),
             write_failure: Mutex::new(None),
             disk_limited: AtomicBool::new(false),
             acked: Mutex::new(HashSet::new()),
@@ -47,19 +46,13 @@ impl Faults {
 
     /// Free bytes on the file system (for an unprivileged process: `statvfs`'s `f_bavail`).
     pub fn free_bytes(&self) -> std::io::Result<u64> {
-        let free = fs4::available_space(&self.dir)?;
-        self.free_bytes.store(free, Ordering::Relaxed);
-        Ok(free)
+        fs4::available_space(&self.dir)
     }
 
     /// How many bytes the buffer may still add to the file system: the free space above the
     /// watermark plus `reusable` (pages free inside the database file).
     pub fn room(&self, reusable: u64) -> std::io::Result<u64> {
         Ok((self.free_bytes()? + reusable).saturating_sub(self.min_free_bytes))
-    }
-
-    pub fn min_free_bytes(&self) -> u64 {
-        self.min_free_bytes
     }
 
     /// What the last insert did: `Ok(disk_limited)`, or why it failed.
