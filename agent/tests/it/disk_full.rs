@@ -356,6 +356,11 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
     let agent = tokio::spawn(wiko_agent::run(cfg, async move {
         let _ = stopped.await;
     }));
+    wait_for("the agent's health endpoint", 30, || async {
+        let url = format!("http://127.0.0.1:{http}/healthz");
+        reqwest::get(url).await.ok().map(drop)
+    })
+    .await;
 
     // The cloud is down and the disk fills: the agent evicts and says so; no capture fails.
     let down = Instant::now();
@@ -453,6 +458,11 @@ async fn acknowledged_frames_are_not_uploaded_again_while_the_disk_is_full() {
     let agent = tokio::spawn(wiko_agent::run(cfg, async move {
         let _ = stopped.await;
     }));
+    wait_for("the agent's health endpoint", 30, || async {
+        let url = format!("http://127.0.0.1:{http}/healthz");
+        reqwest::get(url).await.ok().map(drop)
+    })
+    .await;
     let captured = format!(
         "wiko_agent_frames_captured_total{{camera=\"{}\"}}",
         camera(&folder)
