@@ -19,6 +19,7 @@
 //! - A database that fails to open or its quick integrity check is moved aside (quarantined,
 //!   with a timestamp) and a fresh one is created, so a corrupt file never crash-loops the agent.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -285,7 +286,8 @@ impl Buffer {
     /// so that it never blocks the frames behind it.
     pub fn pending(&self, limit: usize, exclude: &[Uuid]) -> Result<Vec<Pending>, BufferError> {
         // Acknowledged frames still here (their delete failed) are never uploaded again.
-        let exclude = [exclude, &self.faults.acked()].concat();
+        // A set: on a full disk with the cloud up, every buffered frame may be in it.
+        let exclude: HashSet<Uuid> = exclude.iter().copied().chain(self.faults.acked()).collect();
         let mut conn = self.conn();
         let mut unreadable = Vec::new();
         let out = Self::read_pending(&conn, limit, &exclude, &mut unreadable)?;
@@ -299,7 +301,7 @@ impl Buffer {
     fn read_pending(
         conn: &Connection,
         limit: usize,
-        exclude: &[Uuid],
+        exclude: &HashSet<Uuid>,
         unreadable: &mut Vec<(i64, String)>,
     ) -> Result<Vec<Pending>, BufferError> {
         let mut stmt = conn.prepare_cached(
