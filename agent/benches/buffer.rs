@@ -59,6 +59,7 @@ fn raw(dir: &std::path::Path, sync: &str, blobs: &[Vec<u8>]) -> f64 {
 fn buffer(dir: &std::path::Path, sync: Synchronous, blobs: &[Vec<u8>]) -> f64 {
     let limits = Limits {
         max_disk_bytes: 1 << 40,
+        min_free_bytes: wiko_agent::config::MIN_FREE_BYTES,
         when_full: WhenFull::DropOldest,
         synchronous: sync,
     };

@@ -44,6 +44,10 @@ pub struct BufferConfig {
     /// Upper bound of the frames kept in the buffer (JPEG bytes plus 512 bytes per row).
     #[serde(default = "default_max_disk_bytes")]
     pub max_disk_bytes: u64,
+    /// Free space kept on the buffer's file system: under it the buffer does not grow (frames
+    /// are evicted or refused by `when_full`) and the agent reports `degraded`.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
     /// What happens to a new frame when the buffer is full.
     #[serde(default)]
     pub when_full: WhenFull,
@@ -57,10 +61,15 @@ fn default_max_disk_bytes() -> u64 {
     2_000_000_000
 }
 
+fn default_min_free_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
 impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig {
             max_disk_bytes: default_max_disk_bytes(),
+            min_free_bytes: default_min_free_bytes(),
             when_full: WhenFull::default(),
             synchronous: Synchronous::default(),
         }
@@ -271,6 +280,10 @@ pub const ENV_PREFIX: &str = "WIKO_AGENT";
 /// Smallest buffer worth running with: a few hundred full-HD frames.
 pub const MIN_BUFFER_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Smallest free-space watermark: room for the write-ahead log between two checkpoints
+/// (SQLite's default of 1,000 pages of 4 KiB).
+pub const MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
+
 impl Config {
     /// Reads `path` plus `WIKO_AGENT__…` environment overrides and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -299,6 +312,12 @@ impl TryFrom<RawConfig> for Config {
             return Err(invalid(
                 "buffer.max_disk_bytes",
                 format!("must be at least {MIN_BUFFER_BYTES}"),
+            ));
+        }
+        if raw.buffer.min_free_bytes < MIN_FREE_BYTES {
+            return Err(invalid(
+                "buffer.min_free_bytes",
+                format!("must be at least {MIN_FREE_BYTES}"),
             ));
         }
         let s = raw.sync;

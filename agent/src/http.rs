@@ -1,4 +1,6 @@
 //! The agent's local HTTP endpoints: `GET /healthz` (JSON status) and `GET /metrics`.
+//! `/healthz` says `degraded`, with its reasons, while the buffer's disk is under its
+//! watermark, captures fail to be buffered, or acknowledged frames cannot be deleted.
 
 use std::sync::Arc;
 
@@ -28,12 +30,34 @@ async fn stats(buffer: Arc<Buffer>) -> Option<Stats> {
         .ok()
 }
 
+/// Why the agent is degraded (checks the free space again); also sets the gauges.
+async fn degraded(buffer: Arc<Buffer>) -> Vec<String> {
+    let reasons = tokio::task::spawn_blocking(move || {
+        let reasons = buffer.degraded();
+        if let Ok(free) = buffer.faults().free_bytes() {
+            metrics::gauge!(names::BUFFER_DISK_FREE_BYTES).set(free as f64);
+        }
+        reasons
+    })
+    .await
+    .unwrap_or_else(|e| vec![format!("buffer_unavailable: {e}")]);
+    metrics::gauge!(names::DEGRADED).set(if reasons.is_empty() { 0.0 } else { 1.0 });
+    reasons
+}
+
 async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
+    let reasons = degraded(buffer.clone()).await;
     match stats(buffer).await {
         Some(s) => Json(AgentHealth {
-            status: "healthy".into(),
+            status: if reasons.is_empty() {
+                "healthy"
+            } else {
+                "degraded"
+            }
+            .into(),
             version: env!("CARGO_PKG_VERSION").into(),
             buffer: buffer_health(s),
+            reasons,
         })
         .into_response(),
         None => (
@@ -66,6 +90,7 @@ fn oldest_age(s: &Stats) -> f64 {
 }
 
 async fn metrics_text(State(buffer): State<Arc<Buffer>>) -> Response {
+    degraded(buffer.clone()).await;
     if let Some(s) = stats(buffer).await {
         metrics::gauge!(names::BUFFER_FRAMES).set(s.frames as f64);
         for (camera, frames) in &s.by_camera {

@@ -44,6 +44,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let path = config.data_dir.join("buffer.db");
     let limits = Limits {
         max_disk_bytes: config.buffer.max_disk_bytes,
+        min_free_bytes: config.buffer.min_free_bytes,
         when_full: config.buffer.when_full,
         synchronous: config.buffer.synchronous,
     };

@@ -18,3 +18,6 @@ pub const SYNC_UPLOADS_TOTAL: &str = "wiko_agent_sync_uploads_total";
 pub const SYNC_UPLOAD_SECONDS: &str = "wiko_agent_sync_upload_seconds";
 pub const SYNC_IN_FLIGHT: &str = "wiko_agent_sync_in_flight";
 pub const HEARTBEATS_TOTAL: &str = "wiko_agent_heartbeats_total";
+pub const SYNC_DELETE_FAILURES_TOTAL: &str = "wiko_agent_sync_delete_failures_total";
+pub const BUFFER_DISK_FREE_BYTES: &str = "wiko_agent_buffer_disk_free_bytes";
+pub const DEGRADED: &str = "wiko_agent_degraded";

@@ -153,7 +153,8 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<u64, BackupError> {
     Ok(bytes)
 }
 
-/// Checks that every image the database in `dir` names is in its image directory.
+/// Checks that every image the database in `dir` names is in its image directory (a
+/// segment-log record only if its data matches its digest).
 fn check(dir: &Path, started: Instant, bytes: u64) -> Result<Summary, BackupError> {
     let conn = Connection::open(dir.join(DB))?;
     let count = |table: &str| -> Result<u64, rusqlite::Error> {
@@ -169,7 +170,7 @@ fn check(dir: &Path, started: Instant, bytes: u64) -> Result<Summary, BackupErro
     while let Some(row) = rows.next()? {
         let key: String = row.get(0)?;
         total += 1;
-        if !log.contains(&key) && !dir.join(&key).is_file() {
+        if !log.contains(&key).map_err(io(&segments))? && !dir.join(&key).is_file() {
             missing += 1;
             first.get_or_insert(key);
         }

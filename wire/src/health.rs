@@ -36,10 +36,14 @@ pub struct ReadinessChecks {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentHealth {
-    /// `healthy`.
+    /// `healthy`, or `degraded` when frames may be lost or captures fail (see `reasons`).
     pub status: String,
     pub version: String,
     pub buffer: BufferHealth,
+    /// Why the agent is degraded, one line each starting with a stable code (`disk_low`,
+    /// `buffer_write_failed`, `acks_not_deleted`); empty when healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// The agent's frame buffer at a glance.

@@ -9,14 +9,18 @@
 //!   to `dead_letters`, so a damaged row never blocks the ones behind it), or by eviction when
 //!   full (counted and logged). [`Buffer::requeue`] moves a dead letter back, under its own
 //!   `frame_id` and `seq`, when an operator asks (a command from the cloud).
-//! - The accounted size (`JPEG bytes + ROW_OVERHEAD` per row) stays at most `max_disk_bytes`.
-//!   When a frame does not fit, `when_full` decides: `drop_oldest` evicts unsynced frames, OK
-//!   and unjudged before NG, oldest first; `reject_new` refuses the new frame.
+//! - The accounted size (`JPEG bytes + ROW_OVERHEAD` per row) stays at most `max_disk_bytes`,
+//!   and the file does not grow while the file system's free space is under `min_free_bytes`
+//!   ([`disk`]). When a frame does not fit, `when_full` decides: `drop_oldest` evicts unsynced
+//!   frames, OK and unjudged before NG, oldest first; `reject_new` refuses the new frame.
+//! - An acknowledged frame whose delete failed (a full disk) is remembered in memory, never
+//!   returned by [`Buffer::pending`] again, and deleted by [`Buffer::retry_acked`] later.
 //! - `seq` is the per-device sequence number: `AUTOINCREMENT` never reuses a value, even after
 //!   the rows holding the highest ones were deleted.
 //! - A database that fails to open or its quick integrity check is moved aside (quarantined,
 //!   with a timestamp) and a fresh one is created, so a corrupt file never crash-loops the agent.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -26,6 +30,9 @@ use uuid::Uuid;
 use wiko_wire::FrameMeta;
 
 use crate::config::{Synchronous, WhenFull};
+pub use disk::Faults;
+
+pub mod disk;
 
 /// Bytes accounted per row on top of the JPEG: metadata, indexes, page slack.
 pub const ROW_OVERHEAD: u64 = 512;
@@ -38,12 +45,18 @@ pub enum BufferError {
     Io(#[from] std::io::Error),
     #[error("buffer full: a frame of {needed} bytes does not fit in {max} bytes")]
     Full { needed: u64, max: u64 },
+    #[error(
+        "disk low: a frame of {needed} bytes does not fit in the {room} bytes above buffer.min_free_bytes"
+    )]
+    DiskLow { needed: u64, room: u64 },
 }
 
 /// Size policy of a buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_disk_bytes: u64,
+    /// Free space the buffer leaves on its file system.
+    pub min_free_bytes: u64,
     pub when_full: WhenFull,
     pub synchronous: Synchronous,
 }
@@ -81,6 +94,8 @@ pub struct Inserted {
     pub seq: u64,
     /// Frames evicted to make room.
     pub evicted: u64,
+    /// They were evicted because the file system's free space is under `min_free_bytes`.
+    pub disk_low: bool,
 }
 
 /// A frame the cloud refused for good, as listed in heartbeats.
@@ -102,6 +117,7 @@ pub struct Buffer {
     conn: Mutex<Connection>,
     limits: Limits,
     path: PathBuf,
+    faults: Faults,
 }
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -140,15 +156,38 @@ impl Buffer {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         Ok(Buffer {
             conn: Mutex::new(conn),
             limits,
             path: path.to_path_buf(),
+            faults: Faults::new(dir, limits.min_free_bytes),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Free space and what failed.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Why the agent is degraded (see [`Faults::reasons`]); empty when all is well.
+    pub fn degraded(&self) -> Vec<String> {
+        let reusable = Self::reusable(&self.conn()).unwrap_or(0);
+        self.faults.reasons(reusable)
+    }
+
+    /// Bytes of the pages freed by deletes: reused before the file grows.
+    fn reusable(conn: &Connection) -> Result<u64, rusqlite::Error> {
+        let bytes: i64 = conn.query_row(
+            "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(bytes.max(0) as u64)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -157,8 +196,18 @@ impl Buffer {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores a frame, making room first according to `when_full`.
+    /// Stores a frame, making room first according to `when_full`. A failure is kept for
+    /// [`Faults::reasons`] until an insert succeeds.
     pub fn insert(&self, f: &NewFrame) -> Result<Inserted, BufferError> {
+        let result = self.insert_frame(f);
+        self.faults.record_insert(match &result {
+            Ok(inserted) => Ok(inserted.disk_low),
+            Err(e) => Err((matches!(e, BufferError::DiskLow { .. }), e.to_string())),
+        });
+        result
+    }
+
+    fn insert_frame(&self, f: &NewFrame) -> Result<Inserted, BufferError> {
         let needed = f.jpeg.len() as u64 + ROW_OVERHEAD;
         let max = self.limits.max_disk_bytes;
         if needed > max {
@@ -168,12 +217,21 @@ impl Buffer {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
+        let room = self.faults.room(Self::reusable(&tx)?)?;
+        let limit = max.min(used as u64 + room);
         let mut evicted = 0u64;
-        if used as u64 + needed > max {
+        if used as u64 + needed > limit {
+            let refused = || {
+                if limit < max {
+                    BufferError::DiskLow { needed, room }
+                } else {
+                    BufferError::Full { needed, max }
+                }
+            };
             if self.limits.when_full == WhenFull::RejectNew {
-                return Err(BufferError::Full { needed, max });
+                return Err(refused());
             }
-            let mut free = max as i64 - used;
+            let mut free = limit as i64 - used;
             let mut victims = Vec::new();
             {
                 let mut stmt =
@@ -184,6 +242,9 @@ impl Buffer {
                     victims.push(row.get::<_, i64>(0)?);
                     free += row.get::<_, i64>(1)?;
                 }
+            }
+            if free < needed as i64 {
+                return Err(refused());
             }
             for seq in &victims {
                 tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
@@ -217,16 +278,23 @@ impl Buffer {
         )?;
         let seq = tx.last_insert_rowid() as u64;
         tx.commit()?;
-        Ok(Inserted { seq, evicted })
+        Ok(Inserted {
+            seq,
+            evicted,
+            disk_low: evicted > 0 && limit < max,
+        })
     }
 
     /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`. A row
     /// that cannot be read back (a damaged file) is moved to the dead letters with the reason,
     /// so that it never blocks the frames behind it.
     pub fn pending(&self, limit: usize, exclude: &[Uuid]) -> Result<Vec<Pending>, BufferError> {
+        // Acknowledged frames still here (their delete failed) are never uploaded again.
+        // A set: on a full disk with the cloud up, every buffered frame may be in it.
+        let exclude: HashSet<Uuid> = exclude.iter().copied().chain(self.faults.acked()).collect();
         let mut conn = self.conn();
         let mut unreadable = Vec::new();
-        let out = Self::read_pending(&conn, limit, exclude, &mut unreadable)?;
+        let out = Self::read_pending(&conn, limit, &exclude, &mut unreadable)?;
         for (seq, reason) in unreadable {
             tracing::error!(seq, %reason, "unreadable buffer row moved to dead letters");
             move_to_dead_letters(&mut conn, seq, 0, &format!("unreadable row: {reason}"))?;
@@ -237,7 +305,7 @@ impl Buffer {
     fn read_pending(
         conn: &Connection,
         limit: usize,
-        exclude: &[Uuid],
+        exclude: &HashSet<Uuid>,
         unreadable: &mut Vec<(i64, String)>,
     ) -> Result<Vec<Pending>, BufferError> {
         let mut stmt = conn.prepare_cached(
@@ -292,13 +360,33 @@ impl Buffer {
     }
 
     /// The cloud acknowledged `frame_id`: the frame leaves the buffer. Returns whether it was
-    /// still there (an ack may arrive twice).
+    /// still there (an ack may arrive twice). When the delete fails the frame is remembered as
+    /// acknowledged: [`Buffer::pending`] skips it and [`Buffer::retry_acked`] deletes it later.
     pub fn ack(&self, frame_id: Uuid) -> Result<bool, BufferError> {
-        let n = self.conn().execute(
+        let deleted = self.conn().execute(
             "DELETE FROM frames WHERE frame_id = ?1",
             [frame_id.to_string()],
-        )?;
-        Ok(n > 0)
+        );
+        match deleted {
+            Ok(n) => {
+                self.faults.deleted(frame_id);
+                Ok(n > 0)
+            }
+            Err(e) => {
+                self.faults.remember_acked(frame_id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Deletes the acknowledged frames whose delete failed before; returns how many are
+    /// still there.
+    pub fn retry_acked(&self) -> usize {
+        self.faults
+            .acked()
+            .into_iter()
+            .filter(|id| self.ack(*id).is_err())
+            .count()
     }
 
     /// A retryable failure: counts the attempt and keeps the reason for the fleet view.

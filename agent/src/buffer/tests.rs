@@ -3,6 +3,7 @@ use super::*;
 fn limits(max_disk_bytes: u64, when_full: WhenFull) -> Limits {
     Limits {
         max_disk_bytes,
+        min_free_bytes: 0,
         when_full,
         synchronous: Synchronous::Normal,
     }

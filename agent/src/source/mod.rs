@@ -144,6 +144,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                     metrics::counter!(names::BUFFER_EVICTIONS_TOTAL).increment(inserted.evicted);
                     warn!(
                         evicted = inserted.evicted,
+                        disk_low = inserted.disk_low,
                         "buffer full: evicted the oldest unsynced frames"
                     );
                 }
@@ -156,6 +157,11 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                     needed,
                     max, "buffer full: frame refused (when_full = reject_new)"
                 );
+                None
+            }
+            Ok(Err(e @ BufferError::DiskLow { .. })) => {
+                metrics::counter!(names::BUFFER_REJECTED_TOTAL).increment(1);
+                warn!(error = %e, "disk low: frame refused");
                 None
             }
             Ok(Err(e)) => {

@@ -7,6 +7,9 @@
 //! on `frame_id`, so a frame uploaded twice (e.g. the agent died between the cloud's answer and
 //! the delete) is stored once.
 //!
+//! An acknowledged frame whose delete fails (a full disk) is not uploaded again: the buffer
+//! remembers it, and its delete is retried with its own capped backoff until it succeeds.
+//!
 //! On shutdown no new upload starts; the ones in flight finish (each has a request deadline) and
 //! their outcome is recorded.
 
@@ -57,6 +60,10 @@ pub struct Uploader<U: Uplink = Client> {
     concurrency: usize,
     poll_interval: Duration,
     backoff: Backoff,
+    /// Between attempts to delete acknowledged frames whose delete failed.
+    delete_backoff: Backoff,
+    /// When to try those deletes again; `None` while there are none.
+    delete_retry_at: Option<Instant>,
     /// Signalled by sources after each insert.
     wake: Arc<Notify>,
     /// Stamped on every turn of the loop (the watchdog checks it turns).
@@ -87,6 +94,8 @@ impl<U: Uplink> Uploader<U> {
             concurrency: cfg.concurrency,
             poll_interval: cfg.poll_interval,
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
+            delete_backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
+            delete_retry_at: None,
             wake,
             liveness: Arc::default(),
         }
@@ -106,6 +115,9 @@ impl<U: Uplink> Uploader<U> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
         loop {
             self.liveness.beat();
+            if self.delete_retry_at.is_some_and(|t| Instant::now() >= t) {
+                self.retry_deletes(&mut rng).await;
+            }
             let can_start = paused_until.is_none_or(|t| Instant::now() >= t);
             if can_start && !shutdown.is_cancelled() && in_flight.len() < self.concurrency {
                 paused_until = None;
@@ -139,7 +151,9 @@ impl<U: Uplink> Uploader<U> {
             }
             // A long pause (a server's Retry-After) still turns the loop every poll interval.
             let next_poll = Instant::now() + self.poll_interval;
-            let sleep_until = paused_until.map_or(next_poll, |t| t.min(next_poll));
+            let sleep_until = paused_until
+                .map_or(next_poll, |t| t.min(next_poll))
+                .min(self.delete_retry_at.unwrap_or(next_poll));
             tokio::select! {
                 Some(done) = in_flight.join_next_with_id() => {
                     let (frame_id, result) = match done {
@@ -179,6 +193,28 @@ impl<U: Uplink> Uploader<U> {
             .unwrap_or_else(|e| Err(crate::buffer::BufferError::Io(std::io::Error::other(e))))
     }
 
+    /// Deletes the acknowledged frames whose delete failed; backs off while some remain.
+    async fn retry_deletes(&mut self, rng: &mut rand::rngs::StdRng) {
+        let buffer = self.buffer.clone();
+        let left = tokio::task::spawn_blocking(move || buffer.retry_acked())
+            .await
+            .ok();
+        if left == Some(0) {
+            info!("acknowledged frames deleted after earlier failures");
+            self.delete_backoff.reset();
+            self.delete_retry_at = None;
+        } else {
+            metrics::counter!(names::SYNC_DELETE_FAILURES_TOTAL).increment(1);
+            let delay = self.delete_backoff.fail(None, rng);
+            warn!(
+                ?left,
+                delay_ms = delay.as_millis() as u64,
+                "acknowledged frames still cannot be deleted; retrying later"
+            );
+            self.delete_retry_at = Some(Instant::now() + delay);
+        }
+    }
+
     /// Records an upload's outcome; returns a pause when uploads should back off.
     async fn settle(
         &mut self,
@@ -194,7 +230,12 @@ impl<U: Uplink> Uploader<U> {
                 debug!(%frame_id, outcome = ?ack.outcome, analysis_id = %ack.analysis_id, "frame acknowledged");
                 let done = tokio::task::spawn_blocking(move || buffer.ack(frame_id)).await;
                 if !matches!(done, Ok(Ok(_))) {
-                    warn!(%frame_id, "deleting an acknowledged frame failed; it will be uploaded again (idempotent)");
+                    metrics::counter!(names::SYNC_DELETE_FAILURES_TOTAL).increment(1);
+                    warn!(%frame_id, "deleting an acknowledged frame failed; it is not uploaded again, the delete is retried");
+                    if self.delete_retry_at.is_none() {
+                        self.delete_retry_at =
+                            Some(Instant::now() + self.delete_backoff.fail(None, rng));
+                    }
                 }
                 None
             }

@@ -84,6 +84,7 @@ fn buffer_with(n: usize) -> (tempfile::TempDir, Arc<Buffer>, Vec<Uuid>) {
     let dir = tempfile::tempdir().unwrap();
     let limits = Limits {
         max_disk_bytes: 1 << 30,
+        min_free_bytes: 0,
         when_full: WhenFull::DropOldest,
         synchronous: Synchronous::Normal,
     };
@@ -201,4 +202,52 @@ async fn at_most_concurrency_uploads_are_in_flight() {
     assert_eq!(uplink.calls().len(), 10);
     let most = uplink.in_flight.lock().unwrap().1;
     assert_eq!(most, 3, "uploads in flight at once with concurrency 3");
+}
+
+// See: issue #19
+#[tokio::test(start_paused = true)]
+async fn an_acknowledged_frame_whose_delete_fails_is_not_uploaded_again() {
+    let (dir, buffer, ids) = buffer_with(3);
+    // Deletes fail, as they do on a full disk, until the trigger is dropped.
+    let side = rusqlite::Connection::open(dir.path().join("b.db")).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER full BEFORE DELETE ON frames BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    let uplink = Scripted::new(vec![]);
+    let stop = CancellationToken::new();
+    let up = Uploader::with_uplink(
+        buffer.clone(),
+        uplink.clone(),
+        &cfg(1),
+        Arc::new(Notify::new()),
+    );
+    let task = tokio::spawn(up.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let order: Vec<Uuid> = uplink.calls().iter().map(|(_, id)| *id).collect();
+    assert_eq!(
+        order, ids,
+        "each frame uploaded once, however long the deletes fail"
+    );
+    assert_eq!(buffer.stats().unwrap().frames, 3);
+    let reasons = buffer.degraded();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("acks_not_deleted: 3 ")),
+        "{reasons:?}"
+    );
+
+    side.execute_batch("DROP TRIGGER full").unwrap();
+    // Retried within the backoff's cap (2 s) plus a poll.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        buffer.stats().unwrap().frames,
+        0,
+        "deleted once the disk has room"
+    );
+    assert_eq!(uplink.calls().len(), 3, "and still never uploaded again");
+    assert!(buffer.degraded().is_empty());
+    stop.cancel();
+    task.await.unwrap();
 }

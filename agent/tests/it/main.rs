@@ -5,9 +5,19 @@
 //!   and mostly gives it the painted type (measured 2026-11-26: 56 of 56 found and located, no
 //!   good part rejected; 2026-11-27, model format 9: 50 of 56 typed as painted; the floors leave room for one
 //!   miss per SKU, and for a fifth of the types); a part of the other SKU is rejected.
+//! - `disk_full`: the buffer on a small tmpfs under its free-space watermark, and the whole
+//!   agent against a stand-in cloud counting requests: a disk that fills while the cloud is
+//!   down (evicted by policy, `degraded`, no failed capture), then fills to the last byte as
+//!   the cloud comes back (acknowledged frames whose delete fails are never uploaded again);
+//!   needs root to mount, skipped otherwise.
+//! - `torn_tail`: power loss, seeded many times over: the write-ahead log cut or zeroed at
+//!   random offsets reopens to a state the buffer really had; a damaged file is quarantined.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
+
+mod disk_full;
+mod torn_tail;
 
 use wiko_inspect::{DecodeLimits, FitOptions, Gray, Model};
 use wiko_synth::{self as synthetic, SHAPES, SynthDefect};

@@ -9,6 +9,13 @@
 //! appended in order); the scan stops at the first incomplete record and the file is cut there.
 //! Nothing torn was ever acknowledged: `put` returns only after a sync that covers its record.
 //!
+//! A power loss can also keep a record's header but not its data (zeros, or old blocks). A
+//! record found by the scan is therefore unverified until its data has been read and matched
+//! against its BLAKE3 (lazily: on the first `get`, `contains` or `put` of its key, so a start
+//! reads headers only). A record that does not match is quarantined: dropped from the index
+//! (logged and counted), so the key is absent and the next `put` of it appends a good record,
+//! which a later scan prefers (the last record of a key wins).
+//!
 //! Blocking: call from a blocking thread.
 
 use std::collections::HashMap;
@@ -30,6 +37,14 @@ struct Location {
     len: u32,
     /// Write sequence number: the record is durable once `synced >= seq`.
     seq: u64,
+    /// The data matched its digest (or was written by this process).
+    verified: bool,
+}
+
+impl Location {
+    fn same_record(&self, other: &Location) -> bool {
+        (self.segment, self.offset) == (other.segment, other.offset)
+    }
 }
 
 struct Active {
@@ -117,10 +132,16 @@ impl SegmentLog {
         let key_len = u16::try_from(key.len()).map_err(|_| invalid("key too long"))?;
         let data_len = u32::try_from(data.len()).map_err(|_| invalid("image too large"))?;
         let digest = blake3::hash(data);
-        let seq = {
+        let seq = loop {
             let mut state = lock(&self.state);
-            match state.index.get(key) {
-                Some(loc) => loc.seq,
+            match state.index.get(key).copied() {
+                Some(loc) if loc.verified => break loc.seq,
+                Some(loc) => {
+                    // Found by the scan: check it before trusting it; a damaged record is
+                    // dropped from the index and the loop appends a good one.
+                    drop(state);
+                    self.read_verified(key, loc)?;
+                }
                 None => {
                     if state.active.len >= SEGMENT_BYTES {
                         // Close the full segment durably before writing to the next.
@@ -148,9 +169,10 @@ impl SegmentLog {
                         offset: offset + (HEADER + key.len()) as u64,
                         len: data_len,
                         seq: state.written,
+                        verified: true,
                     };
                     state.index.insert(key.to_string(), loc);
-                    loc.seq
+                    break loc.seq;
                 }
             }
         };
@@ -173,27 +195,67 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// The data of `key`, checked against its digest; `None` if the key is not in the log.
+    /// The data of `key`, checked against its digest; `None` if the key is not in the log or
+    /// its record is damaged (then quarantined).
     pub fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(loc) = lock(&self.state).index.get(key).copied() else {
-            return Ok(None);
-        };
-        let file = File::open(segment_path(&self.dir, loc.segment))?;
-        let mut data = vec![0u8; loc.len as usize];
-        file.read_exact_at(&mut data, loc.offset)?;
-        let mut digest = [0u8; 32];
-        file.read_exact_at(&mut digest, loc.offset - (key.len() + 32) as u64)?;
-        if blake3::hash(&data).as_bytes() != &digest {
-            return Err(std::io::Error::other(format!(
-                "image {key} is damaged in segment {}",
-                loc.segment
-            )));
+        loop {
+            let Some(loc) = lock(&self.state).index.get(key).copied() else {
+                return Ok(None);
+            };
+            if let Some(data) = self.read_verified(key, loc)? {
+                return Ok(Some(data));
+            }
+            // Quarantined, unless a `put` replaced it meanwhile: look again.
         }
-        Ok(Some(data))
     }
 
-    pub fn contains(&self, key: &str) -> bool {
-        lock(&self.state).index.contains_key(key)
+    /// Whether the log holds a good record of `key` (its data is read and checked once).
+    pub fn contains(&self, key: &str) -> std::io::Result<bool> {
+        loop {
+            let Some(loc) = lock(&self.state).index.get(key).copied() else {
+                return Ok(false);
+            };
+            if loc.verified || self.read_verified(key, loc)?.is_some() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads the record at `loc` and checks it against its digest. A match marks it verified;
+    /// a mismatch quarantines it (the key leaves the index) and gives `None`.
+    fn read_verified(&self, key: &str, loc: Location) -> std::io::Result<Option<Vec<u8>>> {
+        let file = File::open(segment_path(&self.dir, loc.segment))?;
+        let mut data = vec![0u8; loc.len as usize];
+        let mut digest = [0u8; 32];
+        let read = file
+            .read_exact_at(&mut data, loc.offset)
+            .and_then(|()| file.read_exact_at(&mut digest, loc.offset - (key.len() + 32) as u64));
+        let good = match read {
+            Ok(()) => blake3::hash(&data).as_bytes() == &digest,
+            // Shorter than its header says: cut under a running log, as damaged as zeros.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+            Err(e) => return Err(e),
+        };
+        let mut state = lock(&self.state);
+        let current = state.index.get_mut(key);
+        let same = current.as_ref().is_some_and(|c| c.same_record(&loc));
+        if good {
+            if let Some(current) = current.filter(|_| same) {
+                current.verified = true;
+            }
+            return Ok(Some(data));
+        }
+        if same {
+            state.index.remove(key);
+            metrics::counter!(crate::telemetry::IMAGES_DAMAGED_TOTAL).increment(1);
+            tracing::error!(
+                key,
+                segment = loc.segment,
+                offset = loc.offset,
+                "an image record does not match its digest: quarantined, the next upload of it rewrites it"
+            );
+        }
+        Ok(None)
     }
 
     /// Records held.
@@ -250,6 +312,7 @@ fn scan(path: &Path, id: u32, index: &mut HashMap<String, Location>) -> std::io:
                 offset: offset + HEADER as u64 + key_len,
                 len: data_len,
                 seq: 0,
+                verified: false,
             },
         );
         offset = end;
@@ -302,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn damaged_bytes_are_reported_not_returned() {
+    fn damaged_bytes_are_never_served_and_a_new_put_repairs_them() {
         let dir = tempfile::tempdir().unwrap();
         let log = SegmentLog::open(dir.path()).unwrap();
         log.put("k", b"0123456789").unwrap();
@@ -310,7 +373,120 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         let size = file.metadata().unwrap().len();
         file.write_all_at(b"X", size - 3).unwrap();
-        assert!(log.get("k").is_err());
+        assert_eq!(log.get("k").unwrap(), None, "damaged: absent");
+        assert!(!log.contains("k").unwrap());
+        log.put("k", b"0123456789").unwrap();
+        assert_eq!(log.get("k").unwrap().unwrap(), b"0123456789");
+        drop(log);
+        let log = SegmentLog::open(dir.path()).unwrap();
+        assert_eq!(
+            log.get("k").unwrap().unwrap(),
+            b"0123456789",
+            "the new record wins"
+        );
+    }
+
+    // See: issue #19
+    #[test]
+    fn a_record_whose_data_was_zeroed_by_a_power_loss_is_rewritten_by_the_next_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path()).unwrap();
+        log.put("good", b"kept as it was").unwrap();
+        log.put("zeroed", &[7u8; 4096]).unwrap();
+        drop(log);
+        // The header survived, the data blocks did not.
+        let path = segment_path(dir.path(), 1);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let size = file.metadata().unwrap().len();
+        file.write_all_at(&[0u8; 4096], size - 4096).unwrap();
+        let log = SegmentLog::open(dir.path()).unwrap();
+        assert_eq!(log.len(), 2, "the scan reads headers only");
+        // The upload that follows (the agent retries: it was never acknowledged) is written.
+        log.put("zeroed", &[7u8; 4096]).unwrap();
+        assert_eq!(log.get("zeroed").unwrap().unwrap(), [7u8; 4096]);
+        assert_eq!(log.get("good").unwrap().unwrap(), b"kept as it was");
+        assert!(
+            std::fs::metadata(&path).unwrap().len() > size,
+            "appended again"
+        );
+        drop(log);
+        let log = SegmentLog::open(dir.path()).unwrap();
+        assert_eq!(log.get("zeroed").unwrap().unwrap(), [7u8; 4096]);
+    }
+
+    /// Power loss, seeded many times over: the segment's tail is cut, zeroed, or only the data
+    /// of the last records is zeroed (their headers survived), at a random offset. A record
+    /// wholly before the damage is served as written; nothing damaged is ever served; putting
+    /// every image again (the agents retry what was not acknowledged) repairs the log for good.
+    // See: issue #19
+    #[test]
+    fn torn_tails_never_serve_a_damaged_image_and_a_reupload_repairs_it() {
+        use rand::{Rng, SeedableRng};
+        let live = tempfile::tempdir().unwrap();
+        let mut images = Vec::new();
+        {
+            let log = SegmentLog::open(live.path()).unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+            for i in 0..40 {
+                let data: Vec<u8> = (0..rng.random_range(1..4000))
+                    .map(|_| rng.random())
+                    .collect();
+                let key = format!("20261206/{i:03}.jpg");
+                log.put(&key, &data).unwrap();
+                let end = lock(&log.state).active.len;
+                images.push((key, data, end));
+            }
+        }
+        let segment = std::fs::read(segment_path(live.path(), 1)).unwrap();
+        for seed in 0..100u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let cut = rng.random_range(0..=segment.len());
+            let mut torn = segment.clone();
+            let how = match rng.random_range(0..3) {
+                0 => {
+                    torn.truncate(cut);
+                    "cut"
+                }
+                1 => {
+                    torn[cut..].fill(0);
+                    "zeroed"
+                }
+                _ => {
+                    // Headers kept, data lost: every record's data from `cut` on is zeroed.
+                    for (_, data, end) in &images {
+                        let end = *end as usize;
+                        if end > cut {
+                            torn[(end - data.len()).max(cut)..end].fill(0);
+                        }
+                    }
+                    "data zeroed"
+                }
+            };
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(segment_path(dir.path(), 1), &torn).unwrap();
+            let log = SegmentLog::open(dir.path()).unwrap();
+            for (key, data, end) in &images {
+                match log.get(key).unwrap() {
+                    Some(got) => assert_eq!(&got, data, "seed {seed}: {how} at {cut}: {key}"),
+                    None => assert!(
+                        *end as usize > cut,
+                        "seed {seed}: {how} at {cut}: {key}, whole before the cut, is gone"
+                    ),
+                }
+            }
+            for (key, data, _) in &images {
+                log.put(key, data).unwrap();
+            }
+            drop(log);
+            let log = SegmentLog::open(dir.path()).unwrap();
+            for (key, data, _) in &images {
+                assert_eq!(
+                    log.get(key).unwrap().as_ref(),
+                    Some(data),
+                    "seed {seed}: {how} at {cut}: {key} after the re-upload"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Agent ingest (`PUT /api/v1/frames/{id}`): idempotent on the frame id; bad input of every
-//! kind gets a 4xx with a stable code, stores nothing, and the service keeps answering.
+//! kind gets a 4xx with a stable code, stores nothing, and the service keeps answering; an image
+//! a power loss damaged is never served and the next upload writes it again.
 
 use axum::http::StatusCode;
 use uuid::Uuid;
@@ -228,4 +229,47 @@ async fn bad_input_gets_a_coded_4xx_and_stores_nothing() {
     );
     let (status, _) = put_frame(&h, &uri, Some(DEVICE), good).await;
     assert_eq!(status, StatusCode::CREATED, "the service still serves");
+}
+
+// See: issue #19
+#[tokio::test]
+async fn an_image_zeroed_by_a_power_loss_is_written_again_by_the_next_upload() {
+    let h = harness().await;
+    let image = jpeg();
+    let id = Uuid::now_v7();
+    let m = meta(id, &image);
+    let body = || frame_body(&m, &image);
+    let (status, first) = put_frame(&h, &id.to_string(), Some(DEVICE), body()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let segment = h.place.dir.path().join("segments/seg-00000001.log");
+    if !segment.exists() {
+        return; // S3 keeps no segment log
+    }
+    // The power loss: the record's header survived, its data did not.
+    let mut log = std::fs::read(&segment).unwrap();
+    let at = log
+        .windows(image.len())
+        .position(|w| w == image.as_slice())
+        .unwrap();
+    log[at..at + image.len()].fill(0);
+    std::fs::write(&segment, &log).unwrap();
+
+    let h = started_in(h.place.clone()).await;
+    let uri = format!(
+        "/api/v1/analyses/{}/image",
+        first["analysis_id"].as_str().unwrap()
+    );
+    let (status, _) = get_bytes(&h, &uri).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a damaged image is absent, never served"
+    );
+    // The agent sends the frame again: the image is written again.
+    let (status, again) = put_frame(&h, &id.to_string(), Some(DEVICE), body()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["outcome"], "duplicate");
+    let (status, served) = get_bytes(&h, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served, image);
 }
