@@ -1,5 +1,6 @@
 //! Heartbeats: every `sync.heartbeat_secs` the agent tells the cloud how it is (`POST
-//! /api/v1/heartbeats`: cameras, buffer backlog and age, free disk, dead letters) and carries
+//! /api/v1/heartbeats`: cameras, buffer backlog and age, free disk, dead letters, why it is
+//! degraded) and carries
 //! out the commands in the answer (requeue a dead letter). A command is reported done in the
 //! next heartbeat that reaches the cloud; carrying one out twice is harmless.
 //!
@@ -82,10 +83,11 @@ impl Heartbeats {
 
     async fn report(&self, started: Instant, done: &[i64]) -> anyhow::Result<Heartbeat> {
         let buffer = self.buffer.clone();
-        let (stats, dead_letters) = tokio::task::spawn_blocking(move || {
+        let (stats, dead_letters, degraded) = tokio::task::spawn_blocking(move || {
             Ok::<_, crate::buffer::BufferError>((
                 buffer.stats()?,
                 buffer.dead_letters(Heartbeat::MAX_DEAD_LETTERS)?,
+                buffer.degraded(),
             ))
         })
         .await??;
@@ -106,6 +108,7 @@ impl Heartbeats {
             models: Default::default(),
             dead_letters,
             commands_done: done.iter().copied().take(Heartbeat::MAX_ENTRIES).collect(),
+            degraded,
         })
     }
 

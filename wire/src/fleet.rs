@@ -42,6 +42,10 @@ pub struct Heartbeat {
     /// Commands (by id) the agent has carried out since it last reported them.
     #[serde(default)]
     pub commands_done: Vec<i64>,
+    /// Why the agent is degraded, as its `/healthz` says (`disk_low`, `buffer_write_failed`,
+    /// `acks_not_deleted`); empty while it is healthy.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 impl Heartbeat {
@@ -51,6 +55,9 @@ impl Heartbeat {
     pub const MAX_CAMERAS: usize = 64;
     /// SKUs with a model, and commands reported done, in one heartbeat.
     pub const MAX_ENTRIES: usize = 1000;
+    /// Reasons for being degraded in one heartbeat, and the longest reason.
+    pub const MAX_REASONS: usize = 16;
+    pub const MAX_REASON_LEN: usize = 200;
     /// The longest heartbeat interval (one hour).
     pub const MAX_INTERVAL_SECONDS: u32 = 3600;
 
@@ -80,6 +87,7 @@ impl Heartbeat {
                 self.commands_done.len(),
                 Heartbeat::MAX_ENTRIES,
             ),
+            ("degraded", self.degraded.len(), Heartbeat::MAX_REASONS),
         ];
         for (field, len, max) in lists {
             if len > max {
@@ -88,6 +96,16 @@ impl Heartbeat {
         }
         for c in &self.cameras {
             validate_id("camera_id", &c.camera_id)?;
+        }
+        if self
+            .degraded
+            .iter()
+            .any(|r| r.len() > Heartbeat::MAX_REASON_LEN)
+        {
+            return Err(HeartbeatError::TooLong {
+                field: "degraded",
+                max: Heartbeat::MAX_REASON_LEN,
+            });
         }
         for (sku, version) in &self.models {
             validate_id("sku", sku)?;
@@ -108,6 +126,8 @@ pub enum HeartbeatError {
     Interval(u32),
     #[error("`{field}` may list at most {max} entries")]
     TooMany { field: &'static str, max: usize },
+    #[error("each entry of `{field}` may be at most {max} bytes")]
+    TooLong { field: &'static str, max: usize },
 }
 
 /// One camera as its agent sees it.
@@ -196,15 +216,18 @@ pub enum DeviceState {
     Behind,
     /// A camera is failed or stalled.
     CameraFailed,
+    /// The agent says it is degraded (its disk is low, buffer writes fail, …).
+    Degraded,
     /// No heartbeat for three of its intervals (or never one).
     Silent,
 }
 
 impl DeviceState {
-    pub const ALL: [DeviceState; 4] = [
+    pub const ALL: [DeviceState; 5] = [
         DeviceState::Ok,
         DeviceState::Behind,
         DeviceState::CameraFailed,
+        DeviceState::Degraded,
         DeviceState::Silent,
     ];
 
@@ -214,6 +237,7 @@ impl DeviceState {
             DeviceState::Ok => "ok",
             DeviceState::Behind => "behind",
             DeviceState::CameraFailed => "camera_failed",
+            DeviceState::Degraded => "degraded",
             DeviceState::Silent => "silent",
         }
     }

@@ -3,8 +3,9 @@
 //!
 //! A device is `silent` when its last heartbeat is older than
 //! `fleet.silent_after_missed` of its own intervals (or it never sent one), else
-//! `camera_failed` when a camera is failed or stalled, else `behind` when its oldest unsynced
-//! frame is older than `fleet.behind_after_secs`, else `ok`.
+//! `camera_failed` when a camera is failed or stalled, else `degraded` when the agent says so
+//! (disk low, buffer writes failing), else `behind` when its oldest unsynced frame is older
+//! than `fleet.behind_after_secs`, else `ok`.
 
 pub(crate) mod config;
 
@@ -39,6 +40,9 @@ pub fn state(
         .any(|c| matches!(c.state, CameraState::Failed | CameraState::Stalled))
     {
         return DeviceState::CameraFailed;
+    }
+    if !hb.degraded.is_empty() {
+        return DeviceState::Degraded;
     }
     if hb.buffer.oldest_unsynced_seconds > cfg.behind_after_secs as f64 {
         return DeviceState::Behind;

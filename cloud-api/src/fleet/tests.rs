@@ -40,6 +40,7 @@ fn heartbeat(cameras: &[CameraState], oldest_unsynced_seconds: f64) -> Heartbeat
         models: BTreeMap::new(),
         dead_letters: Vec::new(),
         commands_done: Vec::new(),
+        degraded: Vec::new(),
     }
 }
 
@@ -48,7 +49,17 @@ fn each_state_follows_from_the_last_heartbeat() {
     let cfg = FleetConfig::default();
     let at = Utc.with_ymd_and_hms(2026, 12, 6, 8, 0, 1).unwrap();
     let ok = heartbeat(&[CameraState::Running], 1.0);
+    let low_disk = |cameras: &[CameraState], age: f64| Heartbeat {
+        degraded: vec!["disk_low: 3 MB free, under the watermark".into()],
+        ..heartbeat(cameras, age)
+    };
     let cases = [
+        (low_disk(&[CameraState::Running], 999.0), 0, DeviceState::Degraded),
+        (
+            low_disk(&[CameraState::Failed], 1.0),
+            0,
+            DeviceState::CameraFailed,
+        ),
         (
             heartbeat(&[CameraState::Running, CameraState::Starting], 1.0),
             0,
