@@ -1,9 +1,60 @@
 //! The synthetic camera: knife photos with known defects from `wiko-synth`, deterministic by
 //! seed (part `i` of a camera with seed `s` is always the same picture).
 
+use async_trait::async_trait;
 use wiko_synth::{KnifeShape, part_jpeg, render_part, shape};
 
-use super::Capture;
+use super::{Blocking, Capture, Source, SourceError};
+
+/// The knife renderer as a [`Source`]: rendering runs on the blocking pool.
+pub struct Synthetic {
+    device: Blocking<SyntheticCamera>,
+    shape: KnifeShape,
+    name: String,
+    seed: u64,
+    defect_rate: f64,
+}
+
+impl Synthetic {
+    /// `None` when no knife shape is known for `sku`.
+    pub fn new(sku: &str, name: &str, seed: u64, defect_rate: f64) -> Option<Synthetic> {
+        Some(Synthetic {
+            device: Blocking::new(),
+            shape: shape(sku)?,
+            name: name.to_string(),
+            seed,
+            defect_rate,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for Synthetic {
+    async fn open(&mut self) -> Result<(), SourceError> {
+        // A renderer lost with a render past its deadline is replaced; it starts over from
+        // part 0 of the same seed, which a synthetic camera may do.
+        if !self.device.is_open() {
+            let camera = SyntheticCamera {
+                shape: self.shape,
+                name: self.name.clone(),
+                seed: self.seed,
+                defect_rate: self.defect_rate,
+                next: 0,
+            };
+            self.device.open(move || Ok(camera)).await?;
+        }
+        Ok(())
+    }
+
+    async fn grab(&mut self) -> Result<Capture, SourceError> {
+        self.device
+            .call(|camera| camera.capture().map_err(SourceError::Device))
+            .await
+    }
+
+    /// Nothing to close: the renderer cannot fail the way a device does.
+    fn close(&mut self) {}
+}
 
 pub struct SyntheticCamera {
     shape: KnifeShape,
@@ -33,6 +84,7 @@ impl SyntheticCamera {
             jpeg: part_jpeg(&part)?,
             part_id: Some(format!("{}-{index:06}", self.name)),
             lot: None,
+            sku: None,
         })
     }
 }
