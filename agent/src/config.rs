@@ -375,6 +375,34 @@ pub enum TriggerConfig {
     Mqtt {},
     /// A part per `POST /trigger/{camera}` on the agent's HTTP address.
     Http {},
+    /// A handshake with the line PLC over Modbus TCP, in the PLC's coils: a part per rising
+    /// edge of `trigger_coil`; the agent raises `busy_coil`, writes `error_coil` (raised when
+    /// nothing was captured), lowers busy and raises `ready_coil`.
+    Plc {
+        /// The PLC's Modbus TCP address, e.g. `192.168.10.5:502`.
+        address: SocketAddr,
+        /// Modbus unit (slave) id.
+        #[serde(default = "default_unit_id")]
+        unit_id: u8,
+        /// How often the trigger coil is read.
+        #[serde(default = "default_plc_poll_ms")]
+        poll_interval_ms: u64,
+        /// Coil the PLC raises for a part.
+        trigger_coil: u16,
+        /// Coil the agent raises while it captures.
+        busy_coil: u16,
+        /// Coil the agent raises when the part is done (captured or not).
+        ready_coil: u16,
+        /// Coil the agent raises when nothing was captured.
+        error_coil: u16,
+    },
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_plc_poll_ms() -> u64 {
+    20
 }
 
 /// A validated configuration.
@@ -513,6 +541,32 @@ impl TryFrom<RawConfig> for Config {
                 (_, Some(TriggerConfig::Interval { interval_ms, .. })) if *interval_ms == 0 => {
                     return Err(invalid(key("trigger.interval_ms"), "must be above zero"));
                 }
+                (
+                    _,
+                    Some(TriggerConfig::Plc {
+                        poll_interval_ms,
+                        trigger_coil,
+                        busy_coil,
+                        ready_coil,
+                        error_coil,
+                        ..
+                    }),
+                ) => {
+                    if *poll_interval_ms == 0 {
+                        return Err(invalid(
+                            key("trigger.poll_interval_ms"),
+                            "must be above zero",
+                        ));
+                    }
+                    let coils: std::collections::HashSet<u16> =
+                        [*trigger_coil, *busy_coil, *ready_coil, *error_coil].into();
+                    if coils.len() != 4 {
+                        return Err(invalid(
+                            key("trigger"),
+                            "trigger_coil, busy_coil, ready_coil and error_coil must differ",
+                        ));
+                    }
+                }
                 (_, Some(TriggerConfig::Mqtt {})) => {
                     if mqtt.is_none() {
                         return Err(invalid(
@@ -641,7 +695,10 @@ fn validate_source(
                 password_file.take().as_deref(),
             )?;
             if resolved.is_some() && username.is_none() {
-                return Err(invalid(key("source.username"), "a password needs a username"));
+                return Err(invalid(
+                    key("source.username"),
+                    "a password needs a username",
+                ));
             }
             *password = resolved;
         }

@@ -173,9 +173,7 @@ fn answer(ack: TriggerAck) -> Response {
         TriggerOutcome::Captured => StatusCode::OK,
         TriggerOutcome::Busy => StatusCode::CONFLICT,
         TriggerOutcome::Invalid => StatusCode::BAD_REQUEST,
-        TriggerOutcome::CameraFailed | TriggerOutcome::NotStored => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        TriggerOutcome::CameraFailed | TriggerOutcome::NotStored => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(ack)).into_response()
 }

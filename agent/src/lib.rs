@@ -3,7 +3,8 @@
 //! A tour, in the order data flows:
 //! - [`source`]: cameras (`synthetic`, `folder`, `genicam`, `rtsp`, `http_snapshot`), one task
 //!   each, with their health; each capture becomes a frame record committed to the buffer.
-//! - [`trigger`]: what makes a part (`interval`, `mqtt`, `http`), through each camera's station.
+//! - [`trigger`]: what makes a part (`interval`, `mqtt`, `http`, `plc`), through each camera's
+//!   station.
 //! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
 //! - [`sync`]: uploads buffered frames to the cloud at least once, with backoff and dead letters.
 //! - [`http`]: local `/healthz`, `/metrics` and `POST /trigger/{camera}`.
@@ -125,7 +126,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
     let mut mqtt_routes = Vec::new();
     for (cam, station, triggers) in stations {
-        start_camera(&tracker, &stop, &ctx, cam, station, triggers, &mut mqtt_routes);
+        start_camera(
+            &tracker,
+            &stop,
+            &ctx,
+            cam,
+            station,
+            triggers,
+            &mut mqtt_routes,
+        );
     }
     if let (Some(mqtt), false) = (config.mqtt.clone(), mqtt_routes.is_empty()) {
         tracker.spawn(trigger::mqtt::run(mqtt, mqtt_routes, stop.child_token()));
@@ -202,6 +211,30 @@ fn start_camera(
             &cam.station,
             station.clone(),
         )),
+        Some(TriggerConfig::Plc {
+            address,
+            unit_id,
+            poll_interval_ms,
+            trigger_coil,
+            busy_coil,
+            ready_coil,
+            error_coil,
+        }) => {
+            let handshake = trigger::plc::Handshake {
+                address: *address,
+                unit_id: *unit_id,
+                poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
+                trigger_coil: *trigger_coil,
+                busy_coil: *busy_coil,
+                ready_coil: *ready_coil,
+                error_coil: *error_coil,
+            };
+            tracker.spawn(trigger::plc::run(
+                station.clone(),
+                handshake,
+                stop.child_token(),
+            ));
+        }
         // Served by the HTTP module; a folder has no trigger.
         Some(TriggerConfig::Http {}) | None => {}
     }

@@ -45,7 +45,10 @@ async fn status_of(agent: &Agent, camera: &str) -> Option<CameraStatus> {
 /// Triggers `part` on `camera` and expects it captured.
 async fn capture(agent: &Agent, camera: &str, part: &str) {
     let (code, ack) = agent
-        .trigger(camera, &json!({ "part_id": part, "lot": "L1", "request_id": part }))
+        .trigger(
+            camera,
+            &json!({ "part_id": part, "lot": "L1", "request_id": part }),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -62,18 +65,28 @@ async fn capture(agent: &Agent, camera: &str, part: &str) {
 /// while `steady` keeps capturing. Returns the errors counted so far.
 async fn lost(agent: &Agent, camera: &str) -> u64 {
     let before = agent.camera("steady").await.unwrap().frames_total;
-    let health = wait_until(Duration::from_secs(60), "the camera reported down", || async {
-        let h = agent.camera(camera).await?;
-        (h.status != CameraStatus::Ok && h.errors_total > 0).then_some(h)
-    })
+    let health = wait_until(
+        Duration::from_secs(60),
+        "the camera reported down",
+        || async {
+            let h = agent.camera(camera).await?;
+            (h.status != CameraStatus::Ok && h.errors_total > 0).then_some(h)
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
     assert!(health.last_error.is_some(), "{health:?}");
     let (code, ack) = agent.trigger(camera, &json!({})).await.unwrap();
-    assert_eq!((code, ack.outcome), (503, TriggerOutcome::CameraFailed), "{ack:?}");
-    wait_until(Duration::from_secs(30), "the other camera capturing meanwhile", || async {
-        (agent.camera("steady").await?.frames_total >= before + 5).then_some(())
-    })
+    assert_eq!(
+        (code, ack.outcome),
+        (503, TriggerOutcome::CameraFailed),
+        "{ack:?}"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the other camera capturing meanwhile",
+        || async { (agent.camera("steady").await?.frames_total >= before + 5).then_some(()) },
+    )
     .await
     .unwrap();
     assert_eq!(agent.camera("steady").await.unwrap().errors_total, 0);
@@ -92,17 +105,25 @@ async fn back(agent: &Agent, camera: &str) {
 
 /// The cloud's analyses of `station`, once there are `n`: their part ids, and the size of
 /// their images.
-async fn arrived(cloud: &Cloud, station: &str, n: usize) -> (BTreeSet<String>, BTreeSet<(u64, u64)>) {
-    let mine = wait_until(Duration::from_secs(90), "the frames in the cloud", || async {
-        let mine: Vec<Value> = cloud
-            .analyses()
-            .await
-            .ok()?
-            .into_iter()
-            .filter(|a| a["station"] == station)
-            .collect();
-        (mine.len() >= n).then_some(mine)
-    })
+async fn arrived(
+    cloud: &Cloud,
+    station: &str,
+    n: usize,
+) -> (BTreeSet<String>, BTreeSet<(u64, u64)>) {
+    let mine = wait_until(
+        Duration::from_secs(90),
+        "the frames in the cloud",
+        || async {
+            let mine: Vec<Value> = cloud
+                .analyses()
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|a| a["station"] == station)
+                .collect();
+            (mine.len() >= n).then_some(mine)
+        },
+    )
     .await
     .unwrap();
     assert_eq!(mine.len(), n, "one frame per trigger");
@@ -131,7 +152,15 @@ fn parts(names: &[&str]) -> BTreeSet<String> {
 fn knife_jpeg(dir: &Path) -> Vec<u8> {
     let out = dir.join("synth");
     let status = std::process::Command::new(bin("wiko-agent"))
-        .args(["synth", "--out", out.to_str().unwrap(), "--count", "1", "--defect-rate", "0"])
+        .args([
+            "synth",
+            "--out",
+            out.to_str().unwrap(),
+            "--count",
+            "1",
+            "--defect-rate",
+            "0",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -154,9 +183,11 @@ async fn an_http_snapshot_camera_serves_each_trigger_and_is_reopened_after_its_o
     let cams = [triggered("snap", source, 2000), steady()];
     Agent::write_config(&agent_dir, cloud.port, http, &cams).unwrap();
     let agent = Agent::start(&agent_dir, http).await.unwrap();
-    wait_until(Duration::from_secs(30), "the snapshot camera open", || async {
-        (status_of(&agent, "snap").await? == CameraStatus::Ok).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the snapshot camera open",
+        || async { (status_of(&agent, "snap").await? == CameraStatus::Ok).then_some(()) },
+    )
     .await
     .unwrap();
 
@@ -191,12 +222,22 @@ async fn a_snapshot_camera_with_the_wrong_password_is_reported_failed() {
         "{{ type = \"http_snapshot\", url = \"{}\", username = \"wiko\", password = \"wrong\" }}",
         snap.url()
     );
-    Agent::write_config(&agent_dir, cloud.port, http, &[triggered("snap", source, 2000)]).unwrap();
+    Agent::write_config(
+        &agent_dir,
+        cloud.port,
+        http,
+        &[triggered("snap", source, 2000)],
+    )
+    .unwrap();
     let agent = Agent::start(&agent_dir, http).await.unwrap();
-    let h = wait_until(Duration::from_secs(30), "the camera reported failed", || async {
-        let h = agent.camera("snap").await?;
-        (h.status == CameraStatus::Failed && h.errors_total >= 2).then_some(h)
-    })
+    let h = wait_until(
+        Duration::from_secs(30),
+        "the camera reported failed",
+        || async {
+            let h = agent.camera("snap").await?;
+            (h.status == CameraStatus::Failed && h.errors_total >= 2).then_some(h)
+        },
+    )
     .await
     .unwrap();
     assert!(h.last_error.unwrap().contains("401"));
@@ -212,7 +253,8 @@ async fn an_rtsp_camera_serves_each_trigger_and_is_reopened_after_its_server_res
         .unwrap();
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rtsp_server.py");
-    let python = std::env::var("WIKOTEST_RTSP_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let python =
+        std::env::var("WIKOTEST_RTSP_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
     let start_server = || {
         wiko_e2e::Process::program(
             Path::new(&python),
@@ -272,13 +314,16 @@ async fn a_gige_vision_camera_serves_each_trigger_and_is_reopened_after_it_comes
     let mut camera = start_camera();
     let agent_dir = dir.path().join("agent");
     let http = free_port();
-    let source = format!("{{ type = \"genicam\", device = \"{address}\", pixel_format = \"Mono8\" }}");
+    let source =
+        format!("{{ type = \"genicam\", device = \"{address}\", pixel_format = \"Mono8\" }}");
     let cams = [triggered("gige", source, 3000), steady()];
     Agent::write_config(&agent_dir, cloud.port, http, &cams).unwrap();
     let agent = Agent::start(&agent_dir, http).await.unwrap();
-    wait_until(Duration::from_secs(60), "the GigE Vision camera open", || async {
-        (status_of(&agent, "gige").await? == CameraStatus::Ok).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the GigE Vision camera open",
+        || async { (status_of(&agent, "gige").await? == CameraStatus::Ok).then_some(()) },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
 
@@ -309,8 +354,9 @@ async fn mqtt_triggers_are_each_answered_once_and_captured_parts_reach_the_cloud
         .await
         .unwrap();
     // A station of its own: the machine's Mosquitto is shared.
-    let station: &'static str =
-        Box::leak(format!("mq{}", &uuid::Uuid::new_v4().simple().to_string()[..8]).into_boxed_str());
+    let station: &'static str = Box::leak(
+        format!("mq{}", &uuid::Uuid::new_v4().simple().to_string()[..8]).into_boxed_str(),
+    );
     let agent_dir = dir.path().join("agent");
     let http = free_port();
     let cam = Camera {
@@ -323,7 +369,10 @@ async fn mqtt_triggers_are_each_answered_once_and_captured_parts_reach_the_cloud
     };
     let config = Agent::write_config(&agent_dir, cloud.port, http, &[cam]).unwrap();
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text = text.replace("[http]", "[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n[http]");
+    text = text.replace(
+        "[http]",
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n[http]",
+    );
     std::fs::write(&config, text).unwrap();
     let agent = Agent::start(&agent_dir, http).await.unwrap();
 
@@ -345,16 +394,20 @@ async fn mqtt_triggers_are_each_answered_once_and_captured_parts_reach_the_cloud
         }
     });
     // The agent subscribes once the camera is open and the broker connected.
-    wait_until(Duration::from_secs(30), "the agent's subscription", || async {
-        client
-            .publish(&topic, QoS::AtLeastOnce, false, r#"{"request_id":"probe"}"#)
-            .await
-            .ok()?;
-        tokio::time::timeout(Duration::from_millis(500), acks.recv())
-            .await
-            .ok()
-            .flatten()
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the agent's subscription",
+        || async {
+            client
+                .publish(&topic, QoS::AtLeastOnce, false, r#"{"request_id":"probe"}"#)
+                .await
+                .ok()?;
+            tokio::time::timeout(Duration::from_millis(500), acks.recv())
+                .await
+                .ok()
+                .flatten()
+        },
+    )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -410,21 +463,21 @@ async fn mqtt_triggers_are_each_answered_once_and_captured_parts_reach_the_cloud
 
 /// As [`arrived`], for a station whose first frame (the probe) has no part id or lot.
 #[cfg(feature = "mosquitto-tests")]
-async fn arrived_with_probe(
-    cloud: &Cloud,
-    station: &str,
-    n: usize,
-) -> (BTreeSet<String>, usize) {
-    let mine = wait_until(Duration::from_secs(90), "the frames in the cloud", || async {
-        let mine: Vec<Value> = cloud
-            .analyses()
-            .await
-            .ok()?
-            .into_iter()
-            .filter(|a| a["station"] == station)
-            .collect();
-        (mine.len() >= n).then_some(mine)
-    })
+async fn arrived_with_probe(cloud: &Cloud, station: &str, n: usize) -> (BTreeSet<String>, usize) {
+    let mine = wait_until(
+        Duration::from_secs(90),
+        "the frames in the cloud",
+        || async {
+            let mine: Vec<Value> = cloud
+                .analyses()
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|a| a["station"] == station)
+                .collect();
+            (mine.len() >= n).then_some(mine)
+        },
+    )
     .await
     .unwrap();
     assert_eq!(mine.len(), n, "one frame per captured trigger");

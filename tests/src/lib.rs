@@ -678,14 +678,13 @@ impl SnapshotServer {
                         l.to_ascii_lowercase().starts_with("authorization:")
                             && l.trim_end().ends_with("Basic d2lrbzpzZWNyZXQ=")
                     });
-                    let (status, body): (&str, &[u8]) =
-                        if !authorized {
-                            ("401 Unauthorized", b"")
-                        } else if !flag.load(Ordering::SeqCst) {
-                            ("503 Service Unavailable", b"")
-                        } else {
-                            ("200 OK", &jpeg[..])
-                        };
+                    let (status, body): (&str, &[u8]) = if !authorized {
+                        ("401 Unauthorized", b"")
+                    } else if !flag.load(Ordering::SeqCst) {
+                        ("503 Service Unavailable", b"")
+                    } else {
+                        ("200 OK", &jpeg[..])
+                    };
                     let reply = format!(
                         "HTTP/1.1 {status}\r\ncontent-type: image/jpeg\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                         body.len()

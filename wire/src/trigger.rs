@@ -142,9 +142,6 @@ mod tests {
             text,
             r#"{"camera":"c1","outcome":"camera_failed","reason":"stalled"}"#
         );
-        assert_eq!(
-            trigger_ack_topic("f", "l1", "s"),
-            "wiko/f/l1/s/trigger/ack"
-        );
+        assert_eq!(trigger_ack_topic("f", "l1", "s"), "wiko/f/l1/s/trigger/ack");
     }
 }

@@ -122,27 +122,45 @@ fn camera_with(source: &str, trigger: &str) -> String {
 #[test]
 fn camera_sources_and_triggers_are_checked_by_key() {
     let http = "trigger = { type = \"http\" }";
-    let e = error_of(&camera_with(r#"{ type = "rtsp", url = "http://cam/x" }"#, http));
+    let e = error_of(&camera_with(
+        r#"{ type = "rtsp", url = "http://cam/x" }"#,
+        http,
+    ));
     assert!(e.contains("camera[0].source.url"), "{e}");
-    let e = error_of(&camera_with(r#"{ type = "http_snapshot", url = "rtsp://cam" }"#, http));
+    let e = error_of(&camera_with(
+        r#"{ type = "http_snapshot", url = "rtsp://cam" }"#,
+        http,
+    ));
     assert!(e.contains("camera[0].source.url"), "{e}");
-    let e = error_of(&camera_with(r#"{ type = "rtsp", url = "rtsp://cam/x" }"#, ""));
+    let e = error_of(&camera_with(
+        r#"{ type = "rtsp", url = "rtsp://cam/x" }"#,
+        "",
+    ));
     assert!(e.contains("camera[0].trigger") && e.contains("rtsp"), "{e}");
     let e = error_of(&camera_with(
         r#"{ type = "synthetic" }"#,
         "trigger = { type = \"mqtt\" }",
     ));
-    assert!(e.contains("camera[0].trigger") && e.contains("[mqtt]"), "{e}");
+    assert!(
+        e.contains("camera[0].trigger") && e.contains("[mqtt]"),
+        "{e}"
+    );
     let e = error_of(&camera_with(
         r#"{ type = "http_snapshot", url = "http://cam/snap.jpg", password = "p" }"#,
         http,
     ));
     assert!(e.contains("camera[0].source.username"), "{e}");
-    let e = error_of(&camera_with(r#"{ type = "synthetic" }"#, "trigger = { type = \"http\" }\nstall_timeout_ms = 0"));
+    let e = error_of(&camera_with(
+        r#"{ type = "synthetic" }"#,
+        "trigger = { type = \"http\" }\nstall_timeout_ms = 0",
+    ));
     assert!(e.contains("camera[0].stall_timeout_ms"), "{e}");
     if !cfg!(feature = "genicam") {
         let e = error_of(&camera_with(r#"{ type = "genicam" }"#, http));
-        assert!(e.contains("camera[0].source.type") && e.contains("genicam"), "{e}");
+        assert!(
+            e.contains("camera[0].source.type") && e.contains("genicam"),
+            "{e}"
+        );
     }
 }
 
@@ -167,7 +185,10 @@ fn a_snapshot_password_file_is_read_and_mqtt_defaults_fill_in() {
         other => panic!("{other:?}"),
     }
     let mqtt = cfg.mqtt.unwrap();
-    assert_eq!((mqtt.port, mqtt.client_id.as_str()), (1883, "wiko-agent-d1"));
+    assert_eq!(
+        (mqtt.port, mqtt.client_id.as_str()),
+        (1883, "wiko-agent-d1")
+    );
     assert_eq!(cfg.cameras[0].stall_timeout_ms, 5000);
 }
 

@@ -9,9 +9,9 @@
 //! every `stall_timeout_ms`, so a camera that went away is reported. Every Aravis call runs on the blocking pool
 //! ([`Blocking`]): a call that hangs costs a thread, never the camera task.
 
-use async_trait::async_trait;
 use aravis::prelude::*;
 use aravis::{AcquisitionMode, Buffer, BufferStatus, Camera, PixelFormat, Stream};
+use async_trait::async_trait;
 use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
@@ -99,7 +99,9 @@ fn open(s: &Settings) -> Result<Device, SourceError> {
             .map_err(device_error("setting the exposure"))?;
     }
     if let Some(db) = s.gain_db {
-        camera.set_gain(db).map_err(device_error("setting the gain"))?;
+        camera
+            .set_gain(db)
+            .map_err(device_error("setting the gain"))?;
     }
     camera
         .set_acquisition_mode(AcquisitionMode::Continuous)
@@ -168,7 +170,9 @@ enum Layout {
     Rgb8,
     Bgr8,
     /// 8-bit Bayer mosaic; the offset of the red pixel in the 2×2 tile (x, y).
-    Bayer8 { red: (usize, usize) },
+    Bayer8 {
+        red: (usize, usize),
+    },
 }
 
 fn layout(format: PixelFormat) -> Option<Layout> {
@@ -315,9 +319,7 @@ pub fn list() -> Vec<[String; 4]> {
         Ok(aravis) => aravis
             .get_device_list()
             .into_iter()
-            .map(|d| {
-                [d.id, d.vendor, d.model, d.address].map(|s| s.to_string_lossy().into_owned())
-            })
+            .map(|d| [d.id, d.vendor, d.model, d.address].map(|s| s.to_string_lossy().into_owned()))
             .collect(),
         Err(_) => Vec::new(),
     }

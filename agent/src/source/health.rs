@@ -88,8 +88,7 @@ impl Monitor {
         inner.errors_total += 1;
         inner.last_error = Some(error.to_string());
         drop(inner);
-        metrics::counter!(names::CAPTURE_ERRORS_TOTAL, "camera" => self.name.clone())
-            .increment(1);
+        metrics::counter!(names::CAPTURE_ERRORS_TOTAL, "camera" => self.name.clone()).increment(1);
     }
 
     /// A frame was buffered.

@@ -30,10 +30,7 @@ impl HttpSnapshot {
                 username,
                 password,
                 ..
-            } => (
-                url.clone(),
-                username.clone().map(|u| (u, password.clone())),
-            ),
+            } => (url.clone(), username.clone().map(|u| (u, password.clone()))),
             _ => (String::new(), None),
         };
         HttpSnapshot {
@@ -87,7 +84,9 @@ impl HttpSnapshot {
 /// The URL without credentials, for logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_string(),
     }
 }
@@ -130,6 +129,9 @@ mod tests {
             redact("http://admin:secret@10.0.0.5/snap.jpg"),
             "http://…@10.0.0.5/snap.jpg"
         );
-        assert_eq!(redact("http://10.0.0.5/snap.jpg"), "http://10.0.0.5/snap.jpg");
+        assert_eq!(
+            redact("http://10.0.0.5/snap.jpg"),
+            "http://10.0.0.5/snap.jpg"
+        );
     }
 }

@@ -148,7 +148,12 @@ pub fn build(cam: &CameraConfig) -> Result<Option<Box<dyn Source>>, SourceError>
         SourceConfig::Folder { .. } => return Ok(None),
         SourceConfig::Synthetic { seed, defect_rate } => Box::new(
             synthetic::Synthetic::new(&cam.sku, &cam.name, *seed, *defect_rate).ok_or_else(
-                || SourceError::Device(format!("the synthetic camera knows no knife of SKU {}", cam.sku)),
+                || {
+                    SourceError::Device(format!(
+                        "the synthetic camera knows no knife of SKU {}",
+                        cam.sku
+                    ))
+                },
             )?,
         ),
         #[cfg(feature = "genicam")]
@@ -228,8 +233,7 @@ pub async fn run_camera(
                                 _ = &mut sleep => break,
                                 _ = shutdown.cancelled() => return,
                                 Some(t) = triggers.recv() => {
-                                    t.answer(&cam.name, TriggerOutcome::CameraFailed, None, Some(e.to_string()));
-                                    station.done();
+                                    station.finish(t, TriggerOutcome::CameraFailed, None, Some(e.to_string()));
                                 }
                             }
                         }
@@ -241,8 +245,7 @@ pub async fn run_camera(
                 _ = shutdown.cancelled() => break,
                 trigger = triggers.recv() => {
                     let Some(trigger) = trigger else { break };
-                    open = serve(&cam, &ctx, &mut *source, deadline, trigger, &monitor).await;
-                    station.done();
+                    open = serve(&cam, &ctx, &mut *source, deadline, trigger, &station, &monitor).await;
                 }
                 _ = watchdog.tick() => {
                     if let Err(e) = with_deadline(deadline, source.check()).await {
@@ -278,6 +281,7 @@ async fn serve(
     source: &mut dyn Source,
     deadline: Duration,
     trigger: Trigger,
+    station: &Station,
     monitor: &health::Monitor,
 ) -> bool {
     match with_deadline(deadline, source.grab()).await {
@@ -292,10 +296,10 @@ async fn serve(
                 Some(frame_id) => {
                     metrics::histogram!(names::TRIGGER_TO_FRAME_SECONDS, "kind" => trigger.kind)
                         .record(trigger.received.elapsed().as_secs_f64());
-                    trigger.answer(&cam.name, TriggerOutcome::Captured, Some(frame_id), None);
+                    station.finish(trigger, TriggerOutcome::Captured, Some(frame_id), None);
                 }
-                None => trigger.answer(
-                    &cam.name,
+                None => station.finish(
+                    trigger,
                     TriggerOutcome::NotStored,
                     None,
                     Some("the frame could not be buffered".into()),
@@ -307,7 +311,12 @@ async fn serve(
             warn!(error = %e, "capture failed; reopening the camera");
             monitor.error(CameraStatus::Stalled, &e.to_string());
             source.close();
-            trigger.answer(&cam.name, TriggerOutcome::CameraFailed, None, Some(e.to_string()));
+            station.finish(
+                trigger,
+                TriggerOutcome::CameraFailed,
+                None,
+                Some(e.to_string()),
+            );
             false
         }
     }
@@ -318,7 +327,8 @@ async fn serve(
 pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Option<Uuid> {
     let frame_id = Uuid::now_v7();
     let sku = shot.sku.unwrap_or_else(|| cam.sku.clone());
-    let span = info_span!("frame", %frame_id, %sku, part_id = shot.part_id.as_deref().unwrap_or(""));
+    let span =
+        info_span!("frame", %frame_id, %sku, part_id = shot.part_id.as_deref().unwrap_or(""));
     async {
         let started = Instant::now();
         let frame = NewFrame {

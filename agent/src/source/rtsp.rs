@@ -101,9 +101,7 @@ impl Rtsp {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                SourceError::Device(format!("starting {}: {e}", self.ffmpeg.display()))
-            })?;
+            .map_err(|e| SourceError::Device(format!("starting {}: {e}", self.ffmpeg.display())))?;
         let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
             (Some(out), Some(err)) => (out, err),
             _ => return Err(SourceError::Device("ffmpeg's pipes are missing".into())),
@@ -201,10 +199,12 @@ impl Source for Rtsp {
             .await
         {
             Ok(frame) => frame.clone(),
-            Err(_) => return Err(running.ended()),
+            Err(_) => None,
         };
-        let frame = frame.ok_or(SourceError::NotOpen)?;
-        Ok(Capture::jpeg(frame.jpeg.as_ref().clone()))
+        match frame {
+            Some(frame) => Ok(Capture::jpeg(frame.jpeg.as_ref().clone())),
+            None => Err(running.ended()),
+        }
     }
 
     async fn check(&mut self) -> Result<(), SourceError> {

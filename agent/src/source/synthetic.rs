@@ -9,10 +9,8 @@ use super::{Blocking, Capture, Source, SourceError};
 /// The knife renderer as a [`Source`]: rendering runs on the blocking pool.
 pub struct Synthetic {
     device: Blocking<SyntheticCamera>,
-    shape: KnifeShape,
-    name: String,
-    seed: u64,
-    defect_rate: f64,
+    /// The renderer as it starts, at part 0.
+    fresh: SyntheticCamera,
 }
 
 impl Synthetic {
@@ -20,10 +18,7 @@ impl Synthetic {
     pub fn new(sku: &str, name: &str, seed: u64, defect_rate: f64) -> Option<Synthetic> {
         Some(Synthetic {
             device: Blocking::new(),
-            shape: shape(sku)?,
-            name: name.to_string(),
-            seed,
-            defect_rate,
+            fresh: SyntheticCamera::new(sku, name, seed, defect_rate)?,
         })
     }
 }
@@ -34,13 +29,7 @@ impl Source for Synthetic {
         // A renderer lost with a render past its deadline is replaced; it starts over from
         // part 0 of the same seed, which a synthetic camera may do.
         if !self.device.is_open() {
-            let camera = SyntheticCamera {
-                shape: self.shape,
-                name: self.name.clone(),
-                seed: self.seed,
-                defect_rate: self.defect_rate,
-                next: 0,
-            };
+            let camera = self.fresh.clone();
             self.device.open(move || Ok(camera)).await?;
         }
         Ok(())
@@ -56,6 +45,7 @@ impl Source for Synthetic {
     fn close(&mut self) {}
 }
 
+#[derive(Clone)]
 pub struct SyntheticCamera {
     shape: KnifeShape,
     name: String,

@@ -29,5 +29,9 @@ pub async fn run(
             taken += 1;
         }
     }
-    info!(camera = station.camera(), parts = taken, "max_parts reached");
+    info!(
+        camera = station.camera(),
+        parts = taken,
+        "max_parts reached"
+    );
 }

@@ -1,6 +1,7 @@
 //! Triggers: what makes a part. Each camera has a [`Station`], the one door its triggers go
 //! through, whatever their kind: `interval` (a timer), `mqtt` (a message on the station's
-//! trigger topic), `http` (`POST /trigger/{camera}`, served by the agent's HTTP module).
+//! trigger topic), `http` (`POST /trigger/{camera}`, served by the agent's HTTP module), `plc`
+//! (a Modbus TCP handshake with the line PLC).
 //!
 //! A station serves one part at a time. A trigger that arrives while the previous part is
 //! still being captured and buffered, or while the camera is not delivering, is answered at
@@ -8,6 +9,7 @@
 
 pub mod interval;
 pub mod mqtt;
+pub mod plc;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +53,13 @@ impl Trigger {
     }
 
     /// Sends the answer, if anyone waits for it.
-    pub fn answer(self, camera: &str, outcome: TriggerOutcome, frame_id: Option<uuid::Uuid>, reason: Option<String>) {
+    pub fn answer(
+        self,
+        camera: &str,
+        outcome: TriggerOutcome,
+        frame_id: Option<uuid::Uuid>,
+        reason: Option<String>,
+    ) {
         if let Some(reply) = self.reply {
             // The asker may have given up (an HTTP client gone): nothing to do then.
             let _ = reply.send(TriggerAck {
@@ -98,13 +106,22 @@ impl Station {
             .increment(1);
         if let Err(e) = trigger.request.validate() {
             debug!(error = %e, "trigger refused");
-            trigger.answer(self.camera(), TriggerOutcome::Invalid, None, Some(e.to_string()));
+            trigger.answer(
+                self.camera(),
+                TriggerOutcome::Invalid,
+                None,
+                Some(e.to_string()),
+            );
             return false;
         }
         let status = self.monitor.status();
         if status != CameraStatus::Ok {
             self.monitor.missed(Missed::CameraFailed);
-            warn!(camera = self.camera(), status = status.as_str(), "trigger missed: the camera is not delivering");
+            warn!(
+                camera = self.camera(),
+                status = status.as_str(),
+                "trigger missed: the camera is not delivering"
+            );
             trigger.answer(
                 self.camera(),
                 TriggerOutcome::CameraFailed,
@@ -115,7 +132,10 @@ impl Station {
         }
         if self.busy.swap(true, Ordering::AcqRel) {
             self.monitor.missed(Missed::Busy);
-            warn!(camera = self.camera(), "trigger missed: the station is busy with the previous part");
+            warn!(
+                camera = self.camera(),
+                "trigger missed: the station is busy with the previous part"
+            );
             trigger.answer(
                 self.camera(),
                 TriggerOutcome::Busy,
@@ -144,9 +164,18 @@ impl Station {
         }
     }
 
-    /// The camera finished with the trigger it took: the next one may come.
-    pub fn done(&self) {
+    /// The camera finished with the trigger it took: the station is free for the next one,
+    /// then the trigger is answered (so an asker that sends the next trigger on the answer
+    /// never finds the station busy).
+    pub fn finish(
+        &self,
+        trigger: Trigger,
+        outcome: TriggerOutcome,
+        frame_id: Option<uuid::Uuid>,
+        reason: Option<String>,
+    ) {
         self.busy.store(false, Ordering::Release);
+        trigger.answer(self.camera(), outcome, frame_id, reason);
     }
 }
 
