@@ -8,7 +8,7 @@
 //! Busy-off and Ready-on coil writes.
 //!
 //! `cargo bench -p wiko-e2e --bench trigger -- [--parts N] [--genicam ADDRESS] [--mqtt]`
-//! (`--genicam 127.0.0.31` starts Aravis's fake GigE camera there; `--mqtt` uses Mosquitto on
+//! (`--genicam 127.0.0.1` starts Aravis's fake GigE camera there; `--mqtt` uses Mosquitto on
 //! 127.0.0.1:1883).
 
 use std::sync::{Arc, Mutex};

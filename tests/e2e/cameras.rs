@@ -298,9 +298,9 @@ async fn a_gige_vision_camera_serves_each_trigger_and_is_reopened_after_it_comes
     let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port())
         .await
         .unwrap();
-    // Aravis's fake GigE Vision camera: the real GVCP/GVSP protocol over UDP on a loopback
-    // address of its own (the control port, 3956, is fixed).
-    let address = "127.0.0.21";
+    // Aravis's fake GigE Vision camera: the real GVCP/GVSP protocol over UDP on loopback. Its
+    // control port (3956) is fixed: one such test at a time on a machine.
+    let address = "127.0.0.1";
     let fake = std::env::var("WIKOTEST_ARV_FAKE_GV_CAMERA")
         .unwrap_or_else(|_| "arv-fake-gv-camera-0.8".into());
     let start_camera = || {

@@ -142,6 +142,17 @@ impl<T: Send + 'static> Default for Blocking<T> {
     }
 }
 
+/// A URL without its credentials (`scheme://user:password@host/…` → `scheme://…@host/…`), for
+/// logs and health.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The source a camera's configuration names; `None` for `folder`, which is no [`Source`].
 pub fn build(cam: &CameraConfig) -> Result<Option<Box<dyn Source>>, SourceError> {
     Ok(Some(match &cam.source {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::{Capture, Source, SourceError};
+use super::{Capture, Source, SourceError, redact};
 use crate::config::{CameraConfig, RtspTransport, SourceConfig};
 
 /// Largest frame accepted from ffmpeg.
@@ -109,10 +109,13 @@ impl Rtsp {
         let last_error = Arc::new(Mutex::new(String::new()));
         let (tx, frames) = watch::channel(None);
         let errors = last_error.clone();
+        // ffmpeg names the URL in its errors: never its credentials.
+        let (url, shown) = (self.url.clone(), redact(&self.url));
         let reader = tokio::spawn(async move {
             let log = async {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
+                    let line = line.replace(&url, &shown);
                     debug!(%line, "ffmpeg");
                     if let Ok(mut last) = errors.lock() {
                         *last = line;

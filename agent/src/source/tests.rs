@@ -273,3 +273,12 @@ async fn triggers_while_the_camera_is_down_are_answered_and_counted_as_missed() 
     assert!(rig.frames().len() == 1);
     rig.stop.cancel();
 }
+
+#[test]
+fn credentials_in_a_url_are_not_logged() {
+    assert_eq!(
+        redact("rtsp://admin:secret@10.0.0.5:554/stream1"),
+        "rtsp://…@10.0.0.5:554/stream1"
+    );
+    assert_eq!(redact("http://10.0.0.5/snap.jpg"), "http://10.0.0.5/snap.jpg");
+}

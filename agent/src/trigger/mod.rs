@@ -126,7 +126,7 @@ impl Station {
                 self.camera(),
                 TriggerOutcome::CameraFailed,
                 None,
-                Some(format!("the camera is {}", status.as_str())),
+                Some(format!("the camera is not delivering ({})", status.as_str())),
             );
             return false;
         }
