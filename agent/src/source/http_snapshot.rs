@@ -47,12 +47,9 @@ impl HttpSnapshot {
         if let Some((user, password)) = &self.auth {
             request = request.basic_auth(user, password.as_ref());
         }
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| {
-                SourceError::Device(format!("GET {}: {}", redact(&self.url), e.without_url()))
-            })?;
+        let mut response = request.send().await.map_err(|e| {
+            SourceError::Device(format!("GET {}: {}", redact(&self.url), e.without_url()))
+        })?;
         if !response.status().is_success() {
             return Err(SourceError::Device(format!(
                 "GET {} answered {}",

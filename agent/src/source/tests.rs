@@ -280,5 +280,8 @@ fn credentials_in_a_url_are_not_logged() {
         redact("rtsp://admin:secret@10.0.0.5:554/stream1"),
         "rtsp://…@10.0.0.5:554/stream1"
     );
-    assert_eq!(redact("http://10.0.0.5/snap.jpg"), "http://10.0.0.5/snap.jpg");
+    assert_eq!(
+        redact("http://10.0.0.5/snap.jpg"),
+        "http://10.0.0.5/snap.jpg"
+    );
 }

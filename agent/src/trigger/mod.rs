@@ -126,7 +126,10 @@ impl Station {
                 self.camera(),
                 TriggerOutcome::CameraFailed,
                 None,
-                Some(format!("the camera is not delivering ({})", status.as_str())),
+                Some(format!(
+                    "the camera is not delivering ({})",
+                    status.as_str()
+                )),
             );
             return false;
         }
