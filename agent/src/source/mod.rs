@@ -130,10 +130,6 @@ impl<T: Send + 'static> Blocking<T> {
     pub fn close(&mut self) {
         self.slot = None;
     }
-
-    pub fn is_open(&self) -> bool {
-        self.slot.is_some()
-    }
 }
 
 impl<T: Send + 'static> Default for Blocking<T> {

@@ -9,8 +9,8 @@ use super::{Blocking, Capture, Source, SourceError};
 /// The knife renderer as a [`Source`]: rendering runs on the blocking pool.
 pub struct Synthetic {
     device: Blocking<SyntheticCamera>,
-    /// The renderer as it starts, at part 0.
-    fresh: SyntheticCamera,
+    /// The renderer at the next part: what a reopen starts from.
+    next: SyntheticCamera,
 }
 
 impl Synthetic {
@@ -18,7 +18,7 @@ impl Synthetic {
     pub fn new(sku: &str, name: &str, seed: u64, defect_rate: f64) -> Option<Synthetic> {
         Some(Synthetic {
             device: Blocking::new(),
-            fresh: SyntheticCamera::new(sku, name, seed, defect_rate)?,
+            next: SyntheticCamera::new(sku, name, seed, defect_rate)?,
         })
     }
 }
@@ -26,23 +26,22 @@ impl Synthetic {
 #[async_trait]
 impl Source for Synthetic {
     async fn open(&mut self) -> Result<(), SourceError> {
-        // A renderer lost with a render past its deadline is replaced; it starts over from
-        // part 0 of the same seed, which a synthetic camera may do.
-        if !self.device.is_open() {
-            let camera = self.fresh.clone();
-            self.device.open(move || Ok(camera)).await?;
-        }
-        Ok(())
+        let camera = self.next.clone();
+        self.device.open(move || Ok(camera)).await
     }
 
     async fn grab(&mut self) -> Result<Capture, SourceError> {
-        self.device
+        let shot = self
+            .device
             .call(|camera| camera.capture().map_err(SourceError::Device))
-            .await
+            .await?;
+        self.next.next += 1;
+        Ok(shot)
     }
 
-    /// Nothing to close: the renderer cannot fail the way a device does.
-    fn close(&mut self) {}
+    fn close(&mut self) {
+        self.device.close();
+    }
 }
 
 #[derive(Clone)]
