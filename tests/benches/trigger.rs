@@ -7,9 +7,9 @@
 //! the answer's way back: the HTTP response, the MQTT ack through the broker, the PLC's
 //! Busy-off and Ready-on coil writes.
 //!
-//! `cargo bench -p wiko-e2e --bench trigger -- [--parts N] [--genicam ADDRESS] [--mqtt]`
-//! (`--genicam 127.0.0.1` starts Aravis's fake GigE camera there; `--mqtt` uses Mosquitto on
-//! 127.0.0.1:1883).
+//! `cargo bench -p wiko-e2e --bench trigger -- [--parts N] [--genicam ADDRESS] [--mqtt | --mqtt-port P]`
+//! (`--genicam 127.0.0.1` starts Aravis's fake GigE camera there; `--mqtt` uses a broker on
+//! 127.0.0.1:1883, `--mqtt-port` another port of 127.0.0.1).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +30,10 @@ fn main() -> anyhow::Result<()> {
     };
     let parts: usize = value("--parts").map_or(Ok(200), |n| n.parse())?;
     let genicam = value("--genicam");
-    let mqtt = args.iter().any(|a| a == "--mqtt");
+    let mqtt = match value("--mqtt-port") {
+        Some(port) => Some(port.parse::<u16>()?),
+        None => args.iter().any(|a| a == "--mqtt").then_some(1883),
+    };
     tokio::runtime::Runtime::new()?.block_on(run(parts, genicam, mqtt))
 }
 
@@ -104,7 +107,7 @@ fn camera(name: &'static str, source: &str, trigger: &str) -> Camera {
     }
 }
 
-async fn run(parts: usize, genicam: Option<String>, mqtt: bool) -> anyhow::Result<()> {
+async fn run(parts: usize, genicam: Option<String>, mqtt: Option<u16>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let _fake = match &genicam {
         Some(address) => Some(Process::program(
@@ -124,112 +127,127 @@ async fn run(parts: usize, genicam: Option<String>, mqtt: bool) -> anyhow::Resul
             format!("{{ type = \"genicam\", device = \"{address}\", pixel_format = \"Mono8\" }}"),
         ));
     }
+    // One agent per source and trigger kind: a GigE camera takes one controller at a time.
     for (kind, source) in sources {
         let plc = Plc::default();
         let plc_port = start_plc(plc.clone()).await?;
-        let mut cams = vec![
-            camera("http", &source, "{ type = \"http\" }"),
-            camera(
+        let station = format!("bench{}", std::process::id());
+        let mut triggers = vec![
+            ("http", "{ type = \"http\" }".to_string()),
+            (
                 "plc",
-                &source,
-                &format!(
+                format!(
                     "{{ type = \"plc\", address = \"127.0.0.1:{plc_port}\", poll_interval_ms = 5, trigger_coil = 0, busy_coil = 1, ready_coil = 2, error_coil = 3 }}"
                 ),
             ),
         ];
-        let station = format!("bench{}", std::process::id());
-        if mqtt {
-            let mut cam = camera("mqtt", &source, "{ type = \"mqtt\" }");
+        if mqtt.is_some() {
+            triggers.push(("mqtt", "{ type = \"mqtt\" }".to_string()));
+        }
+        for (trigger, table) in triggers {
+            let mut cam = camera(trigger, &source, &table);
             cam.station = Box::leak(station.clone().into_boxed_str());
-            cams.push(cam);
-        }
-        let agent_dir = dir.path().join(kind);
-        let http = free_port();
-        let config = Agent::write_config(&agent_dir, free_port(), http, &cams)?;
-        if mqtt {
-            let text = std::fs::read_to_string(&config)?
-                .replace("[http]", "[mqtt]\nhost = \"127.0.0.1\"\n[http]");
-            std::fs::write(&config, text)?;
-        }
-        let agent = Agent::start(&agent_dir, http).await?;
-        for cam in &cams {
-            wait_until(Duration::from_secs(60), "the cameras open", || async {
-                (agent.camera(cam.name).await?.status == CameraStatus::Ok).then_some(())
+            let agent_dir = dir.path().join(format!("{kind}-{trigger}"));
+            let http = free_port();
+            let config = Agent::write_config(&agent_dir, free_port(), http, &[cam])?;
+            if let Some(port) = mqtt {
+                let text = std::fs::read_to_string(&config)?.replace(
+                    "[http]",
+                    &format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n[http]"),
+                );
+                std::fs::write(&config, text)?;
+            }
+            let agent = Agent::start(&agent_dir, http).await?;
+            wait_until(Duration::from_secs(60), "the camera open", || async {
+                (agent.camera(trigger).await?.status == CameraStatus::Ok).then_some(())
             })
             .await?;
+            let times = match trigger {
+                "http" => by_http(&agent, parts).await?,
+                "plc" => by_plc(&plc, parts).await?,
+                _ => by_mqtt(&station, mqtt.unwrap_or(1883), parts).await?,
+            };
+            report(&format!("{kind} / {trigger}"), times);
         }
-
-        let mut times = Vec::with_capacity(parts);
-        for i in 0..parts + 5 {
-            let start = Instant::now();
-            let (_, ack) = agent
-                .trigger("http", &json!({ "part_id": format!("P{i}") }))
-                .await?;
-            anyhow::ensure!(ack.outcome == TriggerOutcome::Captured, "{ack:?}");
-            if i >= 5 {
-                times.push(start.elapsed());
-            }
-        }
-        report(&format!("{kind} / http"), times);
-
-        let mut times = Vec::with_capacity(parts);
-        for i in 0..parts + 5 {
-            let ready = plc.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            let start = Instant::now();
-            plc.coils.lock().unwrap_or_else(|p| p.into_inner())[0] = true;
-            tokio::time::timeout(Duration::from_secs(30), ready).await?;
-            if i >= 5 {
-                times.push(start.elapsed());
-            }
-            plc.coils.lock().unwrap_or_else(|p| p.into_inner())[0] = false;
-            tokio::time::sleep(Duration::from_millis(15)).await;
-        }
-        report(&format!("{kind} / plc"), times);
-
-        if mqtt {
-            let topic = format!("wiko/yangjiang/l1/{station}/trigger");
-            let mut options = MqttOptions::new(format!("bench-{station}"), "127.0.0.1", 1883);
-            options.set_keep_alive(Duration::from_secs(10));
-            let (client, mut events) = AsyncClient::new(options, 64);
-            client
-                .subscribe(format!("{topic}/ack"), QoS::AtLeastOnce)
-                .await?;
-            let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-            let pump = tokio::spawn(async move {
-                while let Ok(event) = events.poll().await {
-                    if let Event::Incoming(Packet::Publish(p)) = event
-                        && let Ok(ack) = serde_json::from_slice::<TriggerAck>(&p.payload)
-                    {
-                        let _ = tx.send(ack);
-                    }
-                }
-            });
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut times = Vec::with_capacity(parts);
-            for i in 0..parts + 5 {
-                let start = Instant::now();
-                client
-                    .publish(
-                        &topic,
-                        QoS::AtLeastOnce,
-                        false,
-                        json!({ "request_id": i.to_string() }).to_string(),
-                    )
-                    .await?;
-                let ack = tokio::time::timeout(Duration::from_secs(30), acks.recv())
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("no answer"))?;
-                anyhow::ensure!(ack.outcome == TriggerOutcome::Captured, "{ack:?}");
-                if i >= 5 {
-                    times.push(start.elapsed());
-                }
-            }
-            report(&format!("{kind} / mqtt"), times);
-            pump.abort();
-        }
-        drop(agent);
     }
     Ok(())
+}
+
+/// Warm-up triggers, not counted.
+const WARM_UP: usize = 5;
+
+async fn by_http(agent: &Agent, parts: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(parts);
+    for i in 0..parts + WARM_UP {
+        let start = Instant::now();
+        let (_, ack) = agent
+            .trigger("http", &json!({ "part_id": format!("P{i}") }))
+            .await?;
+        anyhow::ensure!(ack.outcome == TriggerOutcome::Captured, "{ack:?}");
+        if i >= WARM_UP {
+            times.push(start.elapsed());
+        }
+    }
+    Ok(times)
+}
+
+async fn by_plc(plc: &Plc, parts: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(parts);
+    for i in 0..parts + WARM_UP {
+        let ready = plc.ready.notified();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        let start = Instant::now();
+        plc.coils.lock().unwrap_or_else(|p| p.into_inner())[0] = true;
+        tokio::time::timeout(Duration::from_secs(30), ready).await?;
+        if i >= WARM_UP {
+            times.push(start.elapsed());
+        }
+        anyhow::ensure!(
+            !plc.coils.lock().unwrap_or_else(|p| p.into_inner())[3],
+            "Error raised"
+        );
+        plc.coils.lock().unwrap_or_else(|p| p.into_inner())[0] = false;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    Ok(times)
+}
+
+async fn by_mqtt(station: &str, port: u16, parts: usize) -> anyhow::Result<Vec<Duration>> {
+    let topic = format!("wiko/yangjiang/l1/{station}/trigger");
+    let mut options = MqttOptions::new(format!("bench-{station}"), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut events) = AsyncClient::new(options, 64);
+    events.network_options.set_tcp_nodelay(true);
+    client
+        .subscribe(format!("{topic}/ack"), QoS::AtLeastOnce)
+        .await?;
+    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event
+                && let Ok(ack) = serde_json::from_slice::<TriggerAck>(&p.payload)
+            {
+                let _ = tx.send(ack);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut times = Vec::with_capacity(parts);
+    for i in 0..parts + WARM_UP {
+        let start = Instant::now();
+        let body = json!({ "request_id": i.to_string() }).to_string();
+        client
+            .publish(&topic, QoS::AtLeastOnce, false, body)
+            .await?;
+        let ack = tokio::time::timeout(Duration::from_secs(30), acks.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no answer"))?;
+        anyhow::ensure!(ack.outcome == TriggerOutcome::Captured, "{ack:?}");
+        if i >= WARM_UP {
+            times.push(start.elapsed());
+        }
+    }
+    pump.abort();
+    Ok(times)
 }

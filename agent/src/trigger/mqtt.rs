@@ -49,6 +49,8 @@ pub async fn run(cfg: MqttConfig, routes: Vec<Route>, shutdown: CancellationToke
         options.set_credentials(user.clone(), password.clone());
     }
     let (client, mut events) = AsyncClient::new(options, 64);
+    // A trigger is a small message that must not wait for Nagle's algorithm (40 ms and more).
+    events.network_options.set_tcp_nodelay(true);
     let routes = Arc::new(routes);
     loop {
         let event = tokio::select! {
