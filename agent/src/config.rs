@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub sync: RawSyncConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// The MQTT broker `mqtt` triggers arrive through; required when a camera uses one.
+    #[serde(default)]
+    pub mqtt: Option<RawMqttConfig>,
     /// One entry per camera/station.
     #[serde(default)]
     pub camera: Vec<CameraConfig>,
@@ -169,6 +172,47 @@ impl Default for HttpConfig {
     }
 }
 
+/// The broker of `mqtt` triggers, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct RawMqttConfig {
+    /// Host name or address of the broker.
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; default `wiko-agent-<device_id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Prefer `password_file`.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Keep-alive interval of the connection.
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_keep_alive_secs() -> u64 {
+    30
+}
+
+/// The broker of `mqtt` triggers, validated (the password read).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub keep_alive: Duration,
+}
+
 /// One camera at one station.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +228,39 @@ pub struct CameraConfig {
     /// What makes a part. Not used by `folder`, where every new file is a part.
     #[serde(default)]
     pub trigger: Option<TriggerConfig>,
+    /// Deadline of opening the device and of one picture; a stream with no new frame for
+    /// this long is stalled. A stalled or failed camera is reopened.
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
+    /// First wait before reopening a failed camera; doubles per failure, with jitter.
+    #[serde(default = "default_reopen_initial_ms")]
+    pub reopen_initial_ms: u64,
+    /// Longest wait between two attempts to reopen a camera.
+    #[serde(default = "default_reopen_max_secs")]
+    pub reopen_max_secs: u64,
+}
+
+fn default_stall_timeout_ms() -> u64 {
+    5000
+}
+fn default_reopen_initial_ms() -> u64 {
+    500
+}
+fn default_reopen_max_secs() -> u64 {
+    30
+}
+
+impl CameraConfig {
+    /// The source's `type`, as health and metrics name it.
+    pub fn source_type(&self) -> &'static str {
+        match self.source {
+            SourceConfig::Synthetic { .. } => "synthetic",
+            SourceConfig::Folder { .. } => "folder",
+            SourceConfig::Genicam { .. } => "genicam",
+            SourceConfig::Rtsp { .. } => "rtsp",
+            SourceConfig::HttpSnapshot { .. } => "http_snapshot",
+        }
+    }
 }
 
 /// Where frames come from, by `type`.
@@ -219,6 +296,68 @@ pub enum SourceConfig {
         #[serde(default = "default_incomplete_grace_secs")]
         incomplete_grace_secs: u64,
     },
+    /// A GigE Vision or USB3 Vision camera through Aravis (cargo feature `genicam`), taken
+    /// with a software trigger per part.
+    Genicam {
+        /// Aravis device id (`wiko-agent cameras` lists them) or the camera's IP address;
+        /// the first camera found when absent.
+        #[serde(default)]
+        device: Option<String>,
+        /// GenICam pixel format, e.g. `Mono8`, `RGB8`, `BayerRG8`; the camera's own when absent.
+        #[serde(default)]
+        pixel_format: Option<String>,
+        /// Exposure time in microseconds; the camera's own when absent.
+        #[serde(default)]
+        exposure_us: Option<f64>,
+        /// Gain in dB; the camera's own when absent.
+        #[serde(default)]
+        gain_db: Option<f64>,
+        /// Quality of the JPEG the raw pixels are encoded to, 1..100.
+        #[serde(default = "default_jpeg_quality")]
+        jpeg_quality: u8,
+    },
+    /// An IP camera's RTSP stream, decoded by an `ffmpeg` child process; each trigger takes
+    /// the first frame decoded after it.
+    Rtsp {
+        /// `rtsp://` or `rtsps://` URL, credentials included if the camera needs them.
+        url: String,
+        /// RTSP transport: `tcp` (default; survives lossy networks) or `udp`.
+        #[serde(default)]
+        transport: RtspTransport,
+        /// The ffmpeg executable.
+        #[serde(default = "default_ffmpeg")]
+        ffmpeg: PathBuf,
+    },
+    /// An IP camera's snapshot URL (a JPEG per GET).
+    HttpSnapshot {
+        /// `http://` or `https://` URL of the JPEG.
+        url: String,
+        /// HTTP basic auth user.
+        #[serde(default)]
+        username: Option<String>,
+        /// HTTP basic auth password. Prefer `password_file`.
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// How RTSP carries the video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+fn default_jpeg_quality() -> u8 {
+    90
+}
+fn default_ffmpeg() -> PathBuf {
+    PathBuf::from("ffmpeg")
 }
 
 fn default_defect_rate() -> f64 {
@@ -246,6 +385,39 @@ pub enum TriggerConfig {
         #[serde(default)]
         max_parts: Option<u64>,
     },
+    /// A part per message on `wiko/{facility}/{line}/{station}/trigger` (needs `[mqtt]`);
+    /// answered on `…/trigger/ack`.
+    Mqtt {},
+    /// A part per `POST /trigger/{camera}` on the agent's HTTP address.
+    Http {},
+    /// A handshake with the line PLC over Modbus TCP, in the PLC's coils: a part per rising
+    /// edge of `trigger_coil`; the agent raises `busy_coil`, writes `error_coil` (raised when
+    /// nothing was captured), lowers busy and raises `ready_coil`.
+    Plc {
+        /// The PLC's Modbus TCP address, e.g. `192.168.10.5:502`.
+        address: SocketAddr,
+        /// Modbus unit (slave) id.
+        #[serde(default = "default_unit_id")]
+        unit_id: u8,
+        /// How often the trigger coil is read.
+        #[serde(default = "default_plc_poll_ms")]
+        poll_interval_ms: u64,
+        /// Coil the PLC raises for a part.
+        trigger_coil: u16,
+        /// Coil the agent raises while it captures.
+        busy_coil: u16,
+        /// Coil the agent raises when the part is done (captured or not).
+        ready_coil: u16,
+        /// Coil the agent raises when nothing was captured.
+        error_coil: u16,
+    },
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_plc_poll_ms() -> u64 {
+    20
 }
 
 /// A validated configuration.
@@ -257,6 +429,8 @@ pub struct Config {
     pub buffer: BufferConfig,
     pub sync: SyncConfig,
     pub http: HttpConfig,
+    pub mqtt: Option<MqttConfig>,
+    /// Cameras; an `http_snapshot` password is resolved into `password` (`password_file` read).
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -354,10 +528,16 @@ impl TryFrom<RawConfig> for Config {
                 "must be at least backoff_initial_ms",
             ));
         }
+        let mqtt = raw
+            .mqtt
+            .map(|m| mqtt_config(m, &raw.device_id))
+            .transpose()?;
         let mut names = std::collections::HashSet::new();
-        for (i, cam) in raw.camera.iter().enumerate() {
+        let mut mqtt_stations = std::collections::HashSet::new();
+        let mut cameras = Vec::with_capacity(raw.camera.len());
+        for (i, mut cam) in raw.camera.into_iter().enumerate() {
             let key = |k: &str| format!("camera[{i}].{k}");
-            if !names.insert(cam.name.as_str()) {
+            if !names.insert(cam.name.clone()) {
                 return Err(invalid(
                     key("name"),
                     format!("`{}` is used twice", cam.name),
@@ -367,46 +547,79 @@ impl TryFrom<RawConfig> for Config {
             id(&key("line"), &cam.line)?;
             id(&key("station"), &cam.station)?;
             id(&key("sku"), &cam.sku)?;
+            if cam.stall_timeout_ms == 0 || cam.reopen_initial_ms == 0 {
+                return Err(invalid(
+                    key("stall_timeout_ms"),
+                    "stall_timeout_ms and reopen_initial_ms must be above zero",
+                ));
+            }
+            if cam.reopen_max_secs * 1000 < cam.reopen_initial_ms {
+                return Err(invalid(
+                    key("reopen_max_secs"),
+                    "must be at least reopen_initial_ms",
+                ));
+            }
+            validate_source(&mut cam.source, &key)?;
             match (&cam.source, &cam.trigger) {
-                (SourceConfig::Synthetic { defect_rate, .. }, trigger) => {
-                    if !(0.0..=1.0).contains(defect_rate) {
-                        return Err(invalid(key("source.defect_rate"), "must be within 0..1"));
-                    }
-                    match trigger {
-                        None => {
-                            return Err(invalid(
-                                key("trigger"),
-                                "a synthetic camera needs a trigger",
-                            ));
-                        }
-                        Some(TriggerConfig::Interval { interval_ms, .. }) if *interval_ms == 0 => {
-                            return Err(invalid(key("trigger.interval_ms"), "must be above zero"));
-                        }
-                        Some(_) => {}
-                    }
-                }
                 (SourceConfig::Folder { .. }, Some(_)) => {
                     return Err(invalid(
                         key("trigger"),
                         "a folder camera is triggered by its files",
                     ));
                 }
+                (SourceConfig::Folder { .. }, None) => {}
+                (_, None) => {
+                    return Err(invalid(
+                        key("trigger"),
+                        format!("a {} camera needs a trigger", cam.source_type()),
+                    ));
+                }
+                (_, Some(TriggerConfig::Interval { interval_ms, .. })) if *interval_ms == 0 => {
+                    return Err(invalid(key("trigger.interval_ms"), "must be above zero"));
+                }
                 (
-                    SourceConfig::Folder {
-                        settle_ms,
+                    _,
+                    Some(TriggerConfig::Plc {
                         poll_interval_ms,
+                        trigger_coil,
+                        busy_coil,
+                        ready_coil,
+                        error_coil,
                         ..
-                    },
-                    None,
+                    }),
                 ) => {
-                    if *poll_interval_ms == 0 || *settle_ms == 0 {
+                    if *poll_interval_ms == 0 {
                         return Err(invalid(
-                            key("source"),
-                            "settle_ms and poll_interval_ms must be above zero",
+                            key("trigger.poll_interval_ms"),
+                            "must be above zero",
+                        ));
+                    }
+                    let coils: std::collections::HashSet<u16> =
+                        [*trigger_coil, *busy_coil, *ready_coil, *error_coil].into();
+                    if coils.len() != 4 {
+                        return Err(invalid(
+                            key("trigger"),
+                            "trigger_coil, busy_coil, ready_coil and error_coil must differ",
                         ));
                     }
                 }
+                (_, Some(TriggerConfig::Mqtt {})) => {
+                    if mqtt.is_none() {
+                        return Err(invalid(
+                            key("trigger"),
+                            "an mqtt trigger needs the [mqtt] section",
+                        ));
+                    }
+                    if !mqtt_stations.insert((cam.line.clone(), cam.station.clone())) {
+                        return Err(invalid(
+                            key("trigger"),
+                            "another camera of this line and station has an mqtt trigger (they would share its topic)",
+                        ));
+                    }
+                }
+                (_, Some(_)) => {}
             }
+            cameras.push(cam);
         }
         Ok(Config {
             device_id: raw.device_id,
@@ -424,9 +637,110 @@ impl TryFrom<RawConfig> for Config {
                 heartbeat: (s.heartbeat_secs > 0).then(|| Duration::from_secs(s.heartbeat_secs)),
             },
             http: raw.http,
-            cameras: raw.camera,
+            mqtt,
+            cameras,
         })
     }
+}
+
+fn mqtt_config(m: RawMqttConfig, device_id: &str) -> Result<MqttConfig, ConfigError> {
+    if m.host.is_empty() {
+        return Err(invalid("mqtt.host", "is empty"));
+    }
+    if m.keep_alive_secs < 5 {
+        return Err(invalid("mqtt.keep_alive_secs", "must be at least 5"));
+    }
+    let password = secret("mqtt.password", m.password, m.password_file.as_deref())?;
+    let credentials = match (m.username, password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "mqtt.username",
+                "set both username and password (or password_file), or neither",
+            ));
+        }
+    };
+    Ok(MqttConfig {
+        host: m.host,
+        port: m.port,
+        client_id: m
+            .client_id
+            .unwrap_or_else(|| format!("wiko-agent-{device_id}")),
+        credentials,
+        keep_alive: Duration::from_secs(m.keep_alive_secs),
+    })
+}
+
+/// Checks one camera's source; reads an `http_snapshot` password file into `password`.
+fn validate_source(
+    source: &mut SourceConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    match source {
+        SourceConfig::Synthetic { defect_rate, .. } => {
+            if !(0.0..=1.0).contains(defect_rate) {
+                return Err(invalid(key("source.defect_rate"), "must be within 0..1"));
+            }
+        }
+        SourceConfig::Folder {
+            settle_ms,
+            poll_interval_ms,
+            ..
+        } => {
+            if *poll_interval_ms == 0 || *settle_ms == 0 {
+                return Err(invalid(
+                    key("source"),
+                    "settle_ms and poll_interval_ms must be above zero",
+                ));
+            }
+        }
+        SourceConfig::Genicam { jpeg_quality, .. } => {
+            if !cfg!(feature = "genicam") {
+                return Err(invalid(
+                    key("source.type"),
+                    "this wiko-agent was built without GenICam support (cargo feature `genicam`)",
+                ));
+            }
+            if !(1..=100).contains(jpeg_quality) {
+                return Err(invalid(key("source.jpeg_quality"), "must be 1 to 100"));
+            }
+        }
+        SourceConfig::Rtsp { url, .. } => {
+            if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
+                return Err(invalid(
+                    key("source.url"),
+                    "must start with rtsp:// or rtsps://",
+                ));
+            }
+        }
+        SourceConfig::HttpSnapshot {
+            url,
+            username,
+            password,
+            password_file,
+        } => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    key("source.url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            let resolved = secret(
+                &key("source.password"),
+                password.take(),
+                password_file.take().as_deref(),
+            )?;
+            if resolved.is_some() && username.is_none() {
+                return Err(invalid(
+                    key("source.username"),
+                    "a password needs a username",
+                ));
+            }
+            *password = resolved;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

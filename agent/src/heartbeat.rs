@@ -15,15 +15,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wiko_wire::HeartbeatAck;
-use wiko_wire::fleet::{CameraReport, DeviceAction, DeviceCommand, Heartbeat};
+use wiko_wire::fleet::{DeviceAction, DeviceCommand, Heartbeat};
 
 use crate::buffer::Buffer;
 use crate::http::buffer_health;
+use crate::source::health::Registry;
 use crate::sync::Client;
 use crate::telemetry as names;
-
-/// The cameras as they are now, for the report.
-pub type CameraReports = Arc<dyn Fn() -> Vec<CameraReport> + Send + Sync>;
 
 /// Who this agent is, as its heartbeats say.
 #[derive(Debug, Clone)]
@@ -41,7 +39,8 @@ pub struct Heartbeats {
     pub client: Client,
     pub identity: Identity,
     pub interval: Duration,
-    pub cameras: CameraReports,
+    /// Each camera's health, as `/healthz` shows it.
+    pub cameras: Arc<Registry>,
     /// The buffer's directory, whose file system's free space is reported.
     pub data_dir: PathBuf,
     /// Woken after a requeue, so the frame goes up at once.
@@ -102,7 +101,7 @@ impl Heartbeats {
             sent_at: chrono::Utc::now(),
             uptime_seconds: started.elapsed().as_secs(),
             interval_seconds: u32::try_from(self.interval.as_secs()).unwrap_or(u32::MAX),
-            cameras: (self.cameras)(),
+            cameras: self.cameras.snapshot(),
             buffer: buffer_health(stats),
             disk_free_bytes: fs4::available_space(&self.data_dir).ok(),
             models: Default::default(),

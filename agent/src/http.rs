@@ -1,26 +1,46 @@
-//! The agent's local HTTP endpoints: `GET /healthz` (JSON status) and `GET /metrics`.
-//! `/healthz` says `degraded`, with its reasons, while the buffer's disk is under its
-//! watermark, captures fail to be buffered, or acknowledged frames cannot be deleted.
+//! The agent's local HTTP endpoints: `GET /healthz` (JSON status: the buffer and each camera),
+//! `GET /metrics`, and `POST /trigger/{camera}` for cameras with an `http` trigger (`POST
+//! /trigger` when there is exactly one). `/healthz` says `degraded`, with its reasons, while
+//! the buffer's disk is under its watermark, captures fail to be buffered, or acknowledged
+//! frames cannot be deleted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use wiko_wire::{AgentHealth, BufferHealth, ErrorBody, ErrorCode};
+use tokio::sync::oneshot;
+use wiko_wire::{
+    AgentHealth, BufferHealth, ErrorBody, ErrorCode, TriggerAck, TriggerOutcome, TriggerRequest,
+};
 
 use crate::buffer::{Buffer, Stats};
+use crate::source::health::Registry;
 use crate::telemetry as names;
+use crate::trigger::{ANSWER_DEADLINE, Station, Trigger};
 use wiko_daemon::telemetry::prometheus;
 
-pub fn router(buffer: Arc<Buffer>) -> Router {
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub buffer: Arc<Buffer>,
+    pub health: Arc<Registry>,
+    /// Cameras with an `http` trigger, by name.
+    pub stations: Arc<BTreeMap<String, Arc<Station>>>,
+}
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(buffer)
+        .route("/trigger", post(trigger_only))
+        .route("/trigger/{camera}", post(trigger))
+        .with_state(state)
 }
 
 async fn stats(buffer: Arc<Buffer>) -> Option<Stats> {
@@ -45,9 +65,9 @@ async fn degraded(buffer: Arc<Buffer>) -> Vec<String> {
     reasons
 }
 
-async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
-    let reasons = degraded(buffer.clone()).await;
-    match stats(buffer).await {
+async fn healthz(State(state): State<AppState>) -> Response {
+    let reasons = degraded(state.buffer.clone()).await;
+    match stats(state.buffer).await {
         Some(s) => Json(AgentHealth {
             status: if reasons.is_empty() {
                 "healthy"
@@ -58,6 +78,7 @@ async fn healthz(State(buffer): State<Arc<Buffer>>) -> Response {
             version: env!("CARGO_PKG_VERSION").into(),
             buffer: buffer_health(s),
             reasons,
+            cameras: state.health.snapshot(),
         })
         .into_response(),
         None => (
@@ -89,9 +110,9 @@ fn oldest_age(s: &Stats) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metrics_text(State(buffer): State<Arc<Buffer>>) -> Response {
-    degraded(buffer.clone()).await;
-    if let Some(s) = stats(buffer).await {
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    degraded(state.buffer.clone()).await;
+    if let Some(s) = stats(state.buffer).await {
         metrics::gauge!(names::BUFFER_FRAMES).set(s.frames as f64);
         for (camera, frames) in &s.by_camera {
             metrics::gauge!(names::BUFFER_CAMERA_FRAMES, "camera" => camera.clone())
@@ -101,9 +122,88 @@ async fn metrics_text(State(buffer): State<Arc<Buffer>>) -> Response {
         metrics::gauge!(names::BUFFER_OLDEST_UNSYNCED_SECONDS).set(oldest_age(&s));
         metrics::gauge!(names::DEAD_LETTERS).set(s.dead_letters as f64);
     }
+    state.health.export_gauges();
     (
         [("content-type", "text/plain; version=0.0.4")],
         prometheus().render(),
     )
         .into_response()
+}
+
+/// `POST /trigger`: the one camera with an `http` trigger.
+async fn trigger_only(State(state): State<AppState>, body: Bytes) -> Response {
+    let mut stations = state.stations.values();
+    match (stations.next(), stations.next()) {
+        (Some(station), None) => fire(station, &body).await,
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(ErrorBody::new(
+                ErrorCode::NotFound,
+                "name the camera: POST /trigger/{camera} (not exactly one camera has an http trigger)",
+            )),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /trigger/{camera}`: one part, answered once it is buffered (or why not).
+async fn trigger(
+    State(state): State<AppState>,
+    Path(camera): Path<String>,
+    body: Bytes,
+) -> Response {
+    match state.stations.get(&camera) {
+        Some(station) => fire(station, &body).await,
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(ErrorBody::new(
+                ErrorCode::NotFound,
+                "no camera of that name has an http trigger",
+            )),
+        )
+            .into_response(),
+    }
+}
+
+async fn fire(station: &Station, body: &[u8]) -> Response {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerRequest::default()
+    } else {
+        match serde_json::from_slice::<TriggerRequest>(body) {
+            Ok(request) => request,
+            Err(e) => {
+                return answer(TriggerAck {
+                    request_id: None,
+                    camera: station.camera().to_string(),
+                    outcome: TriggerOutcome::Invalid,
+                    frame_id: None,
+                    reason: Some(format!("not a trigger request: {e}")),
+                });
+            }
+        }
+    };
+    let request_id = request.request_id.clone();
+    let (tx, rx) = oneshot::channel();
+    station.fire(Trigger::new("http", request, Some(tx)));
+    let ack = match tokio::time::timeout(ANSWER_DEADLINE, rx).await {
+        Ok(Ok(ack)) => ack,
+        _ => TriggerAck {
+            request_id,
+            camera: station.camera().to_string(),
+            outcome: TriggerOutcome::CameraFailed,
+            frame_id: None,
+            reason: Some("no answer from the camera".into()),
+        },
+    };
+    answer(ack)
+}
+
+fn answer(ack: TriggerAck) -> Response {
+    let status = match ack.outcome {
+        TriggerOutcome::Captured => StatusCode::OK,
+        TriggerOutcome::Busy => StatusCode::CONFLICT,
+        TriggerOutcome::Invalid => StatusCode::BAD_REQUEST,
+        TriggerOutcome::CameraFailed | TriggerOutcome::NotStored => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(ack)).into_response()
 }

@@ -1,13 +1,15 @@
 //! `wiko-agent`: the edge daemon of the Wiko Defect Analyzer.
 //!
 //! A tour, in the order data flows:
-//! - [`source`]: cameras (`synthetic`, `folder`) and their triggers; each capture becomes a
-//!   frame record committed to the buffer.
+//! - [`source`]: cameras (`synthetic`, `folder`, `genicam`, `rtsp`, `http_snapshot`), one task
+//!   each, with their health; each capture becomes a frame record committed to the buffer.
+//! - [`trigger`]: what makes a part (`interval`, `mqtt`, `http`, `plc`), through each camera's
+//!   station.
 //! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
 //! - [`sync`]: uploads buffered frames to the cloud at least once, with backoff and dead letters.
 //! - [`heartbeat`]: reports the agent's state to the cloud (the fleet view) and carries out the
 //!   cloud's commands.
-//! - [`http`]: local `/healthz` and `/metrics`.
+//! - [`http`]: local `/healthz`, `/metrics` and `POST /trigger/{camera}`.
 //! - [`config`]: the TOML + environment configuration, validated before anything starts.
 //! - [`telemetry`]: tracing and the Prometheus registry, with every metric name.
 //! - [`watchdog`]: the systemd watchdog, pinged while the agent makes progress.
@@ -23,6 +25,7 @@ pub(crate) mod http;
 pub(crate) mod source;
 pub(crate) mod sync;
 pub(crate) mod telemetry;
+pub(crate) mod trigger;
 pub(crate) mod watchdog;
 
 use std::future::Future;
@@ -35,7 +38,18 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::buffer::{Buffer, Limits};
-use crate::config::Config;
+use crate::config::{Config, TriggerConfig};
+use crate::source::health::{Monitor, Registry};
+use crate::trigger::Station;
+
+/// The GenICam cameras Aravis can see, as `[device id, vendor, model, address]`; `None` when
+/// this build lacks the `genicam` feature.
+pub fn genicam_devices() -> Option<Vec<[String; 4]>> {
+    #[cfg(feature = "genicam")]
+    return Some(source::genicam::list());
+    #[cfg(not(feature = "genicam"))]
+    None
+}
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -64,12 +78,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
 
+    // Each camera's monitor and station exist before anything serves them.
+    let mut registry = Registry::default();
+    for cam in &config.cameras {
+        registry.add(Monitor::new(&cam.name, cam.source_type()));
+    }
+    let health = Arc::new(registry);
+    let mut stations = Vec::new();
+    for cam in &config.cameras {
+        let Some(monitor) = health.get(&cam.name).cloned() else {
+            continue;
+        };
+        let (station, triggers) = Station::new(monitor);
+        stations.push((cam.clone(), station, triggers));
+    }
+    let http_stations = stations
+        .iter()
+        .filter(|(cam, ..)| matches!(cam.trigger, Some(TriggerConfig::Http {})))
+        .map(|(cam, station, _)| (cam.name.clone(), station.clone()))
+        .collect();
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;
     info!(addr = %listener.local_addr()?, "health and metrics listening");
     let http_stop = stop.clone();
-    let app = http::router(buffer.clone());
+    let app = http::router(http::AppState {
+        buffer: buffer.clone(),
+        health: health.clone(),
+        stations: Arc::new(http_stations),
+    });
     let http_task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
@@ -94,7 +132,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             stop.child_token(),
         ));
     }
-    let camera_reports: heartbeat::CameraReports = Arc::new(Vec::new);
     if let Some(interval) = config.sync.heartbeat {
         let first = config.cameras.first();
         let where_ = |f: fn(&config::CameraConfig) -> &String| {
@@ -115,7 +152,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 station: where_(|c| &c.station),
             },
             interval,
-            cameras: camera_reports,
+            cameras: health.clone(),
             data_dir: config.data_dir.clone(),
             wake: wake.clone(),
         };
@@ -127,9 +164,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         wake,
         device_id: config.device_id.clone(),
         facility: config.facility.clone(),
+        health: health.clone(),
     });
-    for cam in config.cameras.clone() {
-        tracker.spawn(source::run_camera(cam, ctx.clone(), stop.child_token()));
+    let mut mqtt_routes = Vec::new();
+    for (cam, station, triggers) in stations {
+        start_camera(
+            &tracker,
+            &stop,
+            &ctx,
+            cam,
+            station,
+            triggers,
+            &mut mqtt_routes,
+        );
+    }
+    if let (Some(mqtt), false) = (config.mqtt.clone(), mqtt_routes.is_empty()) {
+        tracker.spawn(trigger::mqtt::run(mqtt, mqtt_routes, stop.child_token()));
     }
     tracker.close();
     info!(cameras = config.cameras.len(), device_id = %config.device_id, "agent running");
@@ -160,4 +210,88 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = http_task.await;
     info!("agent stopped");
     Ok(())
+}
+
+/// Starts one camera's task and its trigger; an MQTT-triggered station is added to `routes`.
+fn start_camera(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    ctx: &Arc<source::Context>,
+    cam: config::CameraConfig,
+    station: Arc<Station>,
+    triggers: tokio::sync::mpsc::Receiver<trigger::Trigger>,
+    routes: &mut Vec<trigger::mqtt::Route>,
+) {
+    let source = match source::build(&cam) {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            // A folder: its files are its triggers.
+            if let Some(monitor) = ctx.health.get(&cam.name) {
+                monitor.set_status(wiko_wire::CameraStatus::Ok);
+            }
+            let (ctx, token) = (ctx.clone(), stop.child_token());
+            tracker.spawn(async move { source::folder::run(&cam, &ctx, token).await });
+            return;
+        }
+        Err(e) => {
+            error!(camera = %cam.name, error = %e, "camera cannot be started");
+            if let Some(monitor) = ctx.health.get(&cam.name) {
+                monitor.error(wiko_wire::CameraStatus::Failed, &e.to_string());
+            }
+            return;
+        }
+    };
+    match &cam.trigger {
+        Some(TriggerConfig::Interval {
+            interval_ms,
+            max_parts,
+        }) => {
+            tracker.spawn(trigger::interval::run(
+                station.clone(),
+                std::time::Duration::from_millis(*interval_ms),
+                *max_parts,
+                stop.child_token(),
+            ));
+        }
+        Some(TriggerConfig::Mqtt {}) => routes.push(trigger::mqtt::Route::new(
+            &ctx.facility,
+            &cam.line,
+            &cam.station,
+            station.clone(),
+        )),
+        Some(TriggerConfig::Plc {
+            address,
+            unit_id,
+            poll_interval_ms,
+            trigger_coil,
+            busy_coil,
+            ready_coil,
+            error_coil,
+        }) => {
+            let handshake = trigger::plc::Handshake {
+                address: *address,
+                unit_id: *unit_id,
+                poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
+                trigger_coil: *trigger_coil,
+                busy_coil: *busy_coil,
+                ready_coil: *ready_coil,
+                error_coil: *error_coil,
+            };
+            tracker.spawn(trigger::plc::run(
+                station.clone(),
+                handshake,
+                stop.child_token(),
+            ));
+        }
+        // Served by the HTTP module; a folder has no trigger.
+        Some(TriggerConfig::Http {}) | None => {}
+    }
+    tracker.spawn(source::run_camera(
+        cam,
+        source,
+        ctx.clone(),
+        station,
+        triggers,
+        stop.child_token(),
+    ));
 }

@@ -1,5 +1,5 @@
-//! The `wiko-agent` binary: `run` (the daemon), `validate` (check a config), `synth` (write a
-//! labelled synthetic dataset).
+//! The `wiko-agent` binary: `run` (the daemon), `validate` (check a config), `cameras` (list
+//! the cameras it can see), `synth` (write a labelled synthetic dataset).
 
 use std::path::PathBuf;
 
@@ -30,6 +30,9 @@ enum Command {
         #[arg(long, default_value = "/etc/wiko/agent.toml")]
         config: PathBuf,
     },
+    /// List the GenICam (GigE Vision, USB3 Vision) cameras this machine can see, to fill in
+    /// `[[camera]] source = { type = "genicam", device = … }`.
+    Cameras,
     /// Write synthetic knife images with labels and masks (manifest.csv) for tests and evaluation.
     Synth {
         #[arg(long)]
@@ -63,6 +66,20 @@ fn main() -> anyhow::Result<()> {
                 cfg.cameras.len(),
                 cfg.device_id
             );
+            Ok(())
+        }
+        Command::Cameras => {
+            match wiko_agent::genicam_devices() {
+                None => println!(
+                    "genicam: not built in (this wiko-agent lacks the cargo feature `genicam`)"
+                ),
+                Some(devices) if devices.is_empty() => println!("genicam: no camera found"),
+                Some(devices) => {
+                    for [id, vendor, model, address] in devices {
+                        println!("genicam  device = {id:?}  ({vendor} {model}, {address})");
+                    }
+                }
+            }
             Ok(())
         }
         Command::Synth {

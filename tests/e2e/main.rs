@@ -6,6 +6,9 @@
 //! - `crash`: the agent is stopped (SIGTERM) and killed (SIGKILL) mid-upload and restarted:
 //!   nothing lost, nothing twice.
 //! - `folder`: the hot-folder camera takes complete files once and rejects unreadable ones.
+//! - `cameras`: snapshot, RTSP (`camera-tests`) and GigE Vision (`genicam-tests`) cameras and
+//!   MQTT triggers (`mosquitto-tests`): one frame per trigger; a camera taken away is reported
+//!   and reopened while another keeps capturing.
 //! - `prototype`: the prototype's own curl check works unchanged.
 //! - `backup`: a backup taken while serving restores every result and image.
 //! - `demo`: README's first command shows results and NG alerts within 30 s.
@@ -26,6 +29,7 @@
 
 mod abuse;
 mod backup;
+mod cameras;
 mod crash;
 mod demo;
 mod fleet;

@@ -469,6 +469,8 @@ pub enum Source {
     },
     /// A hot folder.
     Folder(PathBuf),
+    /// Any source and trigger, as the camera's TOML lines (`source = …`, `trigger = …`, …).
+    Toml(String),
 }
 
 impl Camera {
@@ -506,6 +508,7 @@ impl Camera {
                 "source = {{ type = \"folder\", path = {:?}, settle_ms = 200, poll_interval_ms = 50 }}",
                 path.display().to_string()
             ),
+            Source::Toml(lines) => lines.clone(),
         };
         format!(
             "\n[[camera]]\nname = \"{}\"\nline = \"l1\"\nstation = \"{}\"\nsku = \"{}\"\n{source}\n",
@@ -597,6 +600,33 @@ listen = "127.0.0.1:{http_port}"
         r.json().await.ok()
     }
 
+    /// One camera's health, from `/healthz`.
+    pub async fn camera(&self, name: &str) -> Option<wiko_wire::CameraHealth> {
+        self.health()
+            .await?
+            .cameras
+            .into_iter()
+            .find(|c| c.name == name)
+    }
+
+    /// `POST /trigger/{camera}` with `body`: the status code and the answer.
+    pub async fn trigger(
+        &self,
+        camera: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, wiko_wire::TriggerAck)> {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/trigger/{camera}",
+                self.http_port
+            ))
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await?))
+    }
+
     /// Frames captured so far, from the agent's own metrics.
     pub async fn captured(&self) -> Option<u64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
@@ -611,6 +641,85 @@ listen = "127.0.0.1:{http_port}"
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>() as u64,
         )
+    }
+}
+
+/// An IP camera's snapshot URL on 127.0.0.1: `GET /snap.jpg` with HTTP basic auth
+/// `wiko:secret` answers `jpeg`, or 503 while [`SnapshotServer::set_up`] is false; any other
+/// credentials get 401.
+pub struct SnapshotServer {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SnapshotServer {
+    pub async fn start(jpeg: Vec<u8>) -> anyhow::Result<SnapshotServer> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let up = Arc::new(AtomicBool::new(true));
+        let requests = Arc::new(AtomicU64::new(0));
+        let jpeg = Arc::new(jpeg);
+        let (flag, count) = (up.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (flag, count, jpeg) = (flag.clone(), count.clone(), jpeg.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    // `wiko:secret` in base64.
+                    let authorized = head.lines().any(|l| {
+                        l.to_ascii_lowercase().starts_with("authorization:")
+                            && l.trim_end().ends_with("Basic d2lrbzpzZWNyZXQ=")
+                    });
+                    let (status, body): (&str, &[u8]) = if !authorized {
+                        ("401 Unauthorized", b"")
+                    } else if !flag.load(Ordering::SeqCst) {
+                        ("503 Service Unavailable", b"")
+                    } else {
+                        ("200 OK", &jpeg[..])
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: image/jpeg\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.write_all(body).await;
+                });
+            }
+        });
+        Ok(SnapshotServer {
+            port,
+            up,
+            requests,
+            task,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/snap.jpg", self.port)
+    }
+
+    /// Whether snapshots are served (true) or answered 503 (false).
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SnapshotServer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::frame::{MetaError, validate_id};
-use crate::health::BufferHealth;
+use crate::health::{BufferHealth, CameraHealth};
 
 /// An agent's report on itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +28,8 @@ pub struct Heartbeat {
     pub uptime_seconds: u64,
     /// How often the agent sends a heartbeat; the cloud calls it silent after three missed.
     pub interval_seconds: u32,
-    pub cameras: Vec<CameraReport>,
+    /// Each camera, as the agent's `/healthz` shows it.
+    pub cameras: Vec<CameraHealth>,
     pub buffer: BufferHealth,
     /// Free space on the buffer's file system; `None` where it could not be read.
     pub disk_free_bytes: Option<u64>,
@@ -95,7 +96,7 @@ impl Heartbeat {
             }
         }
         for c in &self.cameras {
-            validate_id("camera_id", &c.camera_id)?;
+            validate_id("camera name", &c.name)?;
         }
         if self
             .degraded
@@ -128,35 +129,6 @@ pub enum HeartbeatError {
     TooMany { field: &'static str, max: usize },
     #[error("each entry of `{field}` may be at most {max} bytes")]
     TooLong { field: &'static str, max: usize },
-}
-
-/// One camera as its agent sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CameraReport {
-    pub camera_id: String,
-    pub state: CameraState,
-    /// Frames per second over the last interval.
-    pub fps: f64,
-    /// Age of the newest frame; `None` before the first.
-    pub last_frame_age_seconds: Option<f64>,
-    /// Why the camera is not running, when it is not.
-    pub error: Option<String>,
-}
-
-/// A camera's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum CameraState {
-    /// Delivering frames.
-    Running,
-    /// Opening, or reconnecting after a failure (no frame yet).
-    Starting,
-    /// Open, but no frame for longer than expected.
-    Stalled,
-    /// Could not be opened or read; retried.
-    Failed,
 }
 
 /// A frame the cloud refused for good, kept on the agent.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// `GET /health` of either service: the process answers.
@@ -44,6 +45,78 @@ pub struct AgentHealth {
     /// `buffer_write_failed`, `acks_not_deleted`); empty when healthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+    /// Each camera, in configuration order.
+    #[serde(default)]
+    pub cameras: Vec<CameraHealth>,
+}
+
+/// One camera as the agent sees it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CameraHealth {
+    /// The camera's configured name.
+    pub name: String,
+    /// Its source type: `synthetic`, `folder`, `genicam`, `rtsp`, `http_snapshot`, `v4l2`.
+    pub source: String,
+    pub status: CameraStatus,
+    /// When its last frame was buffered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_frame_at: Option<DateTime<Utc>>,
+    /// Seconds since then; absent before the first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_age_seconds: Option<f64>,
+    /// Frames buffered per second over the last minute.
+    pub fps: f64,
+    /// Frames buffered since the agent started.
+    pub frames_total: u64,
+    /// Failed opens, grabs and stalls since the agent started.
+    pub errors_total: u64,
+    /// Times the device was opened again after a failure.
+    pub reopens_total: u64,
+    /// Triggers not served (station busy, camera failed) since the agent started.
+    pub triggers_missed_total: u64,
+    /// The last error, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Where a camera stands. A camera that fails keeps being reopened with backoff; it is never
+/// given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CameraStatus {
+    /// Opened for the first time.
+    Starting,
+    /// Delivering frames (or ready to, on the next trigger).
+    Ok,
+    /// No frame within `stall_timeout_ms`, or a read failed: about to be reopened.
+    Stalled,
+    /// Being opened again.
+    Reopening,
+    /// The last open failed; the next attempt waits for the backoff.
+    Failed,
+}
+
+impl CameraStatus {
+    pub const ALL: [CameraStatus; 5] = [
+        CameraStatus::Starting,
+        CameraStatus::Ok,
+        CameraStatus::Stalled,
+        CameraStatus::Reopening,
+        CameraStatus::Failed,
+    ];
+
+    /// The name used in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraStatus::Starting => "starting",
+            CameraStatus::Ok => "ok",
+            CameraStatus::Stalled => "stalled",
+            CameraStatus::Reopening => "reopening",
+            CameraStatus::Failed => "failed",
+        }
+    }
 }
 
 /// The agent's frame buffer at a glance.

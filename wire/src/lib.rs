@@ -10,6 +10,7 @@
 //! - [`alert`]: the MQTT messages published per part, and their topics.
 //! - [`health`]: the health and readiness bodies of the cloud and the agent.
 //! - [`fleet`]: heartbeats, the devices the cloud derives from them, and commands to agents.
+//! - [`trigger`]: part triggers sent to the agent (MQTT or its local HTTP) and their answers.
 //! - [`keys`]: API keys, their scopes and bindings.
 //! - [`error`]: the JSON error body every HTTP error uses, and its stable codes.
 //! - [`retry`]: how long a server asks a client to wait.
@@ -23,6 +24,7 @@ pub mod golden;
 pub mod health;
 pub mod keys;
 pub mod retry;
+pub mod trigger;
 
 pub use alert::{AlertMessage, Topic};
 pub use analysis::{
@@ -31,13 +33,16 @@ pub use analysis::{
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use fleet::{
-    CameraReport, CameraState, DeadLetter, Device, DeviceAction, DeviceCommand, DeviceState,
-    Heartbeat, HeartbeatAck, HeartbeatError,
+    DeadLetter, Device, DeviceAction, DeviceCommand, DeviceState, Heartbeat, HeartbeatAck,
+    HeartbeatError,
 };
 pub use frame::{FrameMeta, IngestAck, IngestOutcome, MetaError};
 pub use golden::{Calibration, GoldenSample, GoldenSet, ModelInfo, SkuSummary};
-pub use health::{AgentHealth, BufferHealth, Health, Readiness, ReadinessChecks};
+pub use health::{
+    AgentHealth, BufferHealth, CameraHealth, CameraStatus, Health, Readiness, ReadinessChecks,
+};
 pub use keys::{CreatedKey, KeyInfo, NewKey, Scope};
+pub use trigger::{TriggerAck, TriggerOutcome, TriggerRequest};
 
 /// Version of the JSON payloads published over MQTT. Bumped only for a breaking change.
 pub const SCHEMA_VERSION: u32 = 1;

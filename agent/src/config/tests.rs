@@ -26,7 +26,7 @@ fn error_of(text: &str) -> String {
 #[test]
 fn the_example_config_parses_and_documents_every_key() {
     let raw: RawConfig = toml::from_str(EXAMPLE).unwrap();
-    assert_eq!(raw.camera.len(), 2);
+    assert_eq!(raw.camera.len(), 4);
     let schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap();
     let missing = wiko_daemon::config::documented::undocumented(&schema, EXAMPLE);
     assert!(
@@ -110,4 +110,95 @@ fn environment_overrides_reach_nested_keys() {
         .collect();
     let cfg = Config::load_with_env(&file, Some(env)).unwrap();
     assert_eq!(cfg.sync.concurrency, 9);
+}
+
+fn camera_with(source: &str, trigger: &str) -> String {
+    format!(
+        "{}\n[[camera]]\nname = \"c\"\nline = \"l1\"\nstation = \"s\"\nsku = \"WK-KN-200\"\nsource = {source}\n{trigger}\n",
+        minimal()
+    )
+}
+
+#[test]
+fn camera_sources_and_triggers_are_checked_by_key() {
+    let http = "trigger = { type = \"http\" }";
+    let e = error_of(&camera_with(
+        r#"{ type = "rtsp", url = "http://cam/x" }"#,
+        http,
+    ));
+    assert!(e.contains("camera[0].source.url"), "{e}");
+    let e = error_of(&camera_with(
+        r#"{ type = "http_snapshot", url = "rtsp://cam" }"#,
+        http,
+    ));
+    assert!(e.contains("camera[0].source.url"), "{e}");
+    let e = error_of(&camera_with(
+        r#"{ type = "rtsp", url = "rtsp://cam/x" }"#,
+        "",
+    ));
+    assert!(e.contains("camera[0].trigger") && e.contains("rtsp"), "{e}");
+    let e = error_of(&camera_with(
+        r#"{ type = "synthetic" }"#,
+        "trigger = { type = \"mqtt\" }",
+    ));
+    assert!(
+        e.contains("camera[0].trigger") && e.contains("[mqtt]"),
+        "{e}"
+    );
+    let e = error_of(&camera_with(
+        r#"{ type = "http_snapshot", url = "http://cam/snap.jpg", password = "p" }"#,
+        http,
+    ));
+    assert!(e.contains("camera[0].source.username"), "{e}");
+    let e = error_of(&camera_with(
+        r#"{ type = "synthetic" }"#,
+        "trigger = { type = \"http\" }\nstall_timeout_ms = 0",
+    ));
+    assert!(e.contains("camera[0].stall_timeout_ms"), "{e}");
+    if !cfg!(feature = "genicam") {
+        let e = error_of(&camera_with(r#"{ type = "genicam" }"#, http));
+        assert!(
+            e.contains("camera[0].source.type") && e.contains("genicam"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_password_file_is_read_and_mqtt_defaults_fill_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let text = camera_with(
+        &format!(
+            "{{ type = \"http_snapshot\", url = \"http://cam/snap.jpg\", username = \"u\", password_file = {:?} }}",
+            file.display().to_string()
+        ),
+        "trigger = { type = \"mqtt\" }",
+    )
+    .replace("[sync]", "[mqtt]\nhost = \"broker\"\n[sync]");
+    let cfg = Config::try_from(raw(&text)).unwrap();
+    match &cfg.cameras[0].source {
+        SourceConfig::HttpSnapshot { password, .. } => {
+            assert_eq!(password.as_deref(), Some("s3cret"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mqtt = cfg.mqtt.unwrap();
+    assert_eq!(
+        (mqtt.port, mqtt.client_id.as_str()),
+        (1883, "wiko-agent-d1")
+    );
+    assert_eq!(cfg.cameras[0].stall_timeout_ms, 5000);
+}
+
+#[test]
+fn two_mqtt_cameras_may_not_share_a_station_topic() {
+    let one = camera_with(r#"{ type = "synthetic" }"#, "trigger = { type = \"mqtt\" }")
+        .replace("[sync]", "[mqtt]\nhost = \"broker\"\n[sync]");
+    let two = format!(
+        "{one}\n[[camera]]\nname = \"d\"\nline = \"l1\"\nstation = \"s\"\nsku = \"WK-KN-200\"\nsource = {{ type = \"synthetic\" }}\ntrigger = {{ type = \"mqtt\" }}\n"
+    );
+    let e = error_of(&two);
+    assert!(e.contains("camera[1].trigger"), "{e}");
 }

@@ -183,9 +183,8 @@ async fn take(
         cam,
         ctx,
         Capture {
-            jpeg,
             part_id,
-            lot: None,
+            ..Capture::jpeg(jpeg)
         },
     )
     .await

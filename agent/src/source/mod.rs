@@ -1,23 +1,39 @@
-//! Cameras: where frames come from, and the loop that turns each trigger into a buffered frame.
+//! Cameras: where frames come from, and the task that turns each trigger into a buffered frame.
 //!
-//! One task per camera: a failing or slow camera never blocks another. Each capture is one
-//! `frame` span; its frame is in the buffer (committed) before the next trigger is served.
+//! Every camera kind but `folder` is a [`Source`]: opened, asked for one picture per trigger,
+//! checked between triggers, closed after a failure. [`run_camera`] drives one source in its own
+//! task, so a failing or slow camera never blocks another: every open and every picture has a
+//! deadline (`stall_timeout_ms`); a failure marks the camera stalled, and it is reopened with
+//! backoff until it works again, the daemon never restarted. The camera's [`health::Monitor`]
+//! shows where it stands. Each capture is one `frame` span; its frame is in the buffer
+//! (committed) before the station takes the next trigger.
+//!
+//! `folder` cameras are driven by their files instead ([`folder::run`]).
 
 pub mod folder;
+#[cfg(feature = "genicam")]
+pub mod genicam;
+pub mod health;
+pub mod http_snapshot;
+pub mod rtsp;
 pub mod synthetic;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
+use wiko_wire::{CameraStatus, TriggerOutcome};
 
 use crate::buffer::{Buffer, BufferError, NewFrame};
-use crate::config::{CameraConfig, SourceConfig, TriggerConfig};
+use crate::config::{CameraConfig, SourceConfig};
+use crate::sync::Backoff;
 use crate::telemetry as names;
+use crate::trigger::{Station, Trigger};
 
 /// What a camera delivers for one part.
 #[derive(Debug, Clone)]
@@ -25,6 +41,139 @@ pub struct Capture {
     pub jpeg: Vec<u8>,
     pub part_id: Option<String>,
     pub lot: Option<String>,
+    /// The part's SKU when the trigger named one; the camera's otherwise.
+    pub sku: Option<String>,
+}
+
+impl Capture {
+    /// A picture with nothing known about the part yet.
+    pub fn jpeg(jpeg: Vec<u8>) -> Capture {
+        Capture {
+            jpeg,
+            part_id: None,
+            lot: None,
+            sku: None,
+        }
+    }
+}
+
+/// Why a camera gave no picture.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the camera is not open")]
+    NotOpen,
+    #[error("no frame within {0:?}")]
+    Stalled(Duration),
+    #[error("{0}")]
+    Device(String),
+    #[error("the capture thread panicked")]
+    Panicked,
+}
+
+/// One camera device. Calls may block for long: the camera task gives each a deadline.
+#[async_trait]
+pub trait Source: Send {
+    /// Opens the device (again, after a failure: whatever was open is dropped first).
+    async fn open(&mut self) -> Result<(), SourceError>;
+    /// One picture of the part in front of the camera now.
+    async fn grab(&mut self) -> Result<Capture, SourceError>;
+    /// Called between triggers: an error means the device stopped delivering.
+    async fn check(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    /// Closes the device after a failure.
+    fn close(&mut self);
+}
+
+/// A device driven by blocking calls, run on the blocking pool. A call that outlives its
+/// deadline keeps the device on its thread: the slot stays empty and the camera is opened
+/// anew, so a hung driver call never blocks the camera task.
+pub struct Blocking<T> {
+    slot: Option<T>,
+}
+
+impl<T: Send + 'static> Blocking<T> {
+    pub fn new() -> Blocking<T> {
+        Blocking { slot: None }
+    }
+
+    /// Drops the device held, then opens a new one with `open`.
+    pub async fn open<F>(&mut self, open: F) -> Result<(), SourceError>
+    where
+        F: FnOnce() -> Result<T, SourceError> + Send + 'static,
+    {
+        self.slot = None;
+        let device = tokio::task::spawn_blocking(open)
+            .await
+            .map_err(|_| SourceError::Panicked)??;
+        self.slot = Some(device);
+        Ok(())
+    }
+
+    /// Runs `f` on the device, off the async threads.
+    pub async fn call<R, F>(&mut self, f: F) -> Result<R, SourceError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut T) -> Result<R, SourceError> + Send + 'static,
+    {
+        let mut device = self.slot.take().ok_or(SourceError::NotOpen)?;
+        let (device, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&mut device);
+            (device, result)
+        })
+        .await
+        .map_err(|_| SourceError::Panicked)?;
+        self.slot = Some(device);
+        result
+    }
+
+    pub fn close(&mut self) {
+        self.slot = None;
+    }
+}
+
+impl<T: Send + 'static> Default for Blocking<T> {
+    fn default() -> Self {
+        Blocking::new()
+    }
+}
+
+/// A URL without its credentials (`scheme://user:password@host/…` → `scheme://…@host/…`), for
+/// logs and health.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The source a camera's configuration names; `None` for `folder`, which is no [`Source`].
+pub fn build(cam: &CameraConfig) -> Result<Option<Box<dyn Source>>, SourceError> {
+    Ok(Some(match &cam.source {
+        SourceConfig::Folder { .. } => return Ok(None),
+        SourceConfig::Synthetic { seed, defect_rate } => Box::new(
+            synthetic::Synthetic::new(&cam.sku, &cam.name, *seed, *defect_rate).ok_or_else(
+                || {
+                    SourceError::Device(format!(
+                        "the synthetic camera knows no knife of SKU {}",
+                        cam.sku
+                    ))
+                },
+            )?,
+        ),
+        #[cfg(feature = "genicam")]
+        SourceConfig::Genicam { .. } => Box::new(genicam::Genicam::new(cam)),
+        #[cfg(not(feature = "genicam"))]
+        SourceConfig::Genicam { .. } => {
+            return Err(SourceError::Device(
+                "built without GenICam support (cargo feature `genicam`)".into(),
+            ));
+        }
+        SourceConfig::Rtsp { .. } => Box::new(rtsp::Rtsp::new(cam)),
+        SourceConfig::HttpSnapshot { .. } => Box::new(http_snapshot::HttpSnapshot::new(cam)),
+    }))
 }
 
 /// What every camera task shares.
@@ -33,90 +182,160 @@ pub struct Context {
     pub wake: Arc<Notify>,
     pub device_id: String,
     pub facility: String,
+    pub health: Arc<health::Registry>,
 }
 
-/// Runs one camera until `shutdown` (or until its trigger's `max_parts`).
-pub async fn run_camera(cam: CameraConfig, ctx: Arc<Context>, shutdown: CancellationToken) {
+/// Serves `station`'s triggers with `source` until `shutdown`.
+pub async fn run_camera(
+    cam: CameraConfig,
+    mut source: Box<dyn Source>,
+    ctx: Arc<Context>,
+    station: Arc<Station>,
+    mut triggers: mpsc::Receiver<Trigger>,
+    shutdown: CancellationToken,
+) {
     let span = info_span!("camera", name = %cam.name, station = %cam.station);
     async move {
-        match (&cam.source, &cam.trigger) {
-            (SourceConfig::Synthetic { seed, defect_rate }, Some(TriggerConfig::Interval { interval_ms, max_parts })) => {
-                let Some(mut camera) = synthetic::SyntheticCamera::new(&cam.sku, &cam.name, *seed, *defect_rate) else {
-                    error!(sku = %cam.sku, "the synthetic camera knows no knife of this SKU; camera stopped");
-                    return;
-                };
-                let interval = Duration::from_millis(*interval_ms);
-                run_interval(&cam, &ctx, interval, *max_parts, shutdown, move || camera.capture()).await;
+        let Some(monitor) = ctx.health.get(&cam.name).cloned() else {
+            error!("camera has no health monitor; not started");
+            return;
+        };
+        let deadline = Duration::from_millis(cam.stall_timeout_ms);
+        let mut backoff = Backoff::new(
+            Duration::from_millis(cam.reopen_initial_ms),
+            Duration::from_secs(cam.reopen_max_secs),
+        );
+        let mut watchdog = tokio::time::interval(deadline);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = false;
+        let mut opened_before = false;
+        loop {
+            if !open {
+                if opened_before {
+                    monitor.set_status(CameraStatus::Reopening);
+                }
+                match with_deadline(deadline, source.open()).await {
+                    Ok(()) => {
+                        open = true;
+                        if opened_before {
+                            monitor.reopened();
+                            info!("camera reopened");
+                        } else {
+                            info!(source = cam.source_type(), "camera open");
+                        }
+                        opened_before = true;
+                        backoff.reset();
+                        monitor.set_status(CameraStatus::Ok);
+                    }
+                    Err(e) => {
+                        source.close();
+                        monitor.error(CameraStatus::Failed, &e.to_string());
+                        let wait = backoff.fail(None, &mut rand::rng());
+                        warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "opening the camera failed");
+                        // Triggers already handed over before the status changed are answered.
+                        let sleep = tokio::time::sleep(wait);
+                        tokio::pin!(sleep);
+                        loop {
+                            tokio::select! {
+                                _ = &mut sleep => break,
+                                _ = shutdown.cancelled() => return,
+                                Some(t) = triggers.recv() => {
+                                    station.finish(t, TriggerOutcome::CameraFailed, None, Some(e.to_string()));
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
             }
-            (SourceConfig::Folder { .. }, _) => folder::run(&cam, &ctx, shutdown).await,
-            (SourceConfig::Synthetic { .. }, None) => {
-                error!("a synthetic camera needs a trigger; camera stopped");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                trigger = triggers.recv() => {
+                    let Some(trigger) = trigger else { break };
+                    open = serve(&cam, &ctx, &mut *source, deadline, trigger, &station, &monitor).await;
+                }
+                _ = watchdog.tick() => {
+                    if let Err(e) = with_deadline(deadline, source.check()).await {
+                        warn!(error = %e, "the camera stalled; reopening");
+                        monitor.error(CameraStatus::Stalled, &e.to_string());
+                        source.close();
+                        open = false;
+                    }
+                }
             }
         }
+        source.close();
         info!("camera stopped");
     }
     .instrument(span)
     .await
 }
 
-/// Captures a part every `interval`, counting triggers missed while a capture ran long.
-async fn run_interval<F>(
+async fn with_deadline<T>(
+    deadline: Duration,
+    f: impl Future<Output = Result<T, SourceError>>,
+) -> Result<T, SourceError> {
+    tokio::time::timeout(deadline, f)
+        .await
+        .unwrap_or(Err(SourceError::Stalled(deadline)))
+}
+
+/// Takes and buffers one part; answers the trigger. False when the camera failed and must be
+/// reopened.
+async fn serve(
     cam: &CameraConfig,
     ctx: &Arc<Context>,
-    interval: Duration,
-    max_parts: Option<u64>,
-    shutdown: CancellationToken,
-    capture: F,
-) where
-    F: FnMut() -> Result<Capture, String> + Send + 'static,
-{
-    let capture = Arc::new(std::sync::Mutex::new(capture));
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut taken = 0u64;
-    while max_parts.is_none_or(|max| taken < max) {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.cancelled() => return,
+    source: &mut dyn Source,
+    deadline: Duration,
+    trigger: Trigger,
+    station: &Station,
+    monitor: &health::Monitor,
+) -> bool {
+    match with_deadline(deadline, source.grab()).await {
+        Ok(mut shot) => {
+            let request = &trigger.request;
+            if request.part_id.is_some() {
+                shot.part_id.clone_from(&request.part_id);
+            }
+            shot.lot = request.lot.clone().or(shot.lot);
+            shot.sku = request.sku.clone().or(shot.sku);
+            match store(cam, ctx, shot).await {
+                Some(frame_id) => {
+                    metrics::histogram!(names::TRIGGER_TO_FRAME_SECONDS, "kind" => trigger.kind)
+                        .record(trigger.received.elapsed().as_secs_f64());
+                    station.finish(trigger, TriggerOutcome::Captured, Some(frame_id), None);
+                }
+                None => station.finish(
+                    trigger,
+                    TriggerOutcome::NotStored,
+                    None,
+                    Some("the frame could not be buffered".into()),
+                ),
+            }
+            true
         }
-        let started = Instant::now();
-        let cap = capture.clone();
-        let shot = tokio::task::spawn_blocking(move || {
-            let mut f = cap.lock().unwrap_or_else(|p| p.into_inner());
-            f()
-        })
-        .await;
-        taken += 1;
-        match shot {
-            Ok(Ok(shot)) => {
-                store(cam, ctx, shot).await;
-            }
-            Ok(Err(e)) => {
-                metrics::counter!(names::CAPTURE_ERRORS_TOTAL, "camera" => cam.name.clone())
-                    .increment(1);
-                warn!(error = %e, "capture failed");
-            }
-            Err(e) => {
-                metrics::counter!(names::CAPTURE_ERRORS_TOTAL, "camera" => cam.name.clone())
-                    .increment(1);
-                error!(error = %e, "capture task panicked");
-            }
-        }
-        let missed = (started.elapsed().as_nanos() / interval.as_nanos().max(1)) as u64;
-        if missed > 0 {
-            metrics::counter!(names::TRIGGERS_MISSED_TOTAL, "camera" => cam.name.clone())
-                .increment(missed);
-            warn!(missed, "triggers missed while the camera was busy");
+        Err(e) => {
+            warn!(error = %e, "capture failed; reopening the camera");
+            monitor.error(CameraStatus::Stalled, &e.to_string());
+            source.close();
+            station.finish(
+                trigger,
+                TriggerOutcome::CameraFailed,
+                None,
+                Some(e.to_string()),
+            );
+            false
         }
     }
-    info!(parts = taken, "max_parts reached");
 }
 
 /// Writes one capture to the buffer as a new frame and wakes sync. Returns the frame id once
 /// it is committed.
 pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Option<Uuid> {
     let frame_id = Uuid::now_v7();
-    let span = info_span!("frame", %frame_id, sku = %cam.sku, part_id = shot.part_id.as_deref().unwrap_or(""));
+    let sku = shot.sku.unwrap_or_else(|| cam.sku.clone());
+    let span =
+        info_span!("frame", %frame_id, %sku, part_id = shot.part_id.as_deref().unwrap_or(""));
     async {
         let started = Instant::now();
         let frame = NewFrame {
@@ -126,7 +345,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
             facility: ctx.facility.clone(),
             line: cam.line.clone(),
             station: cam.station.clone(),
-            sku: cam.sku.clone(),
+            sku,
             part_id: shot.part_id,
             lot: shot.lot,
             captured_at: Utc::now(),
@@ -140,6 +359,9 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
             Ok(Ok(inserted)) => {
                 metrics::counter!(names::FRAMES_CAPTURED_TOTAL, "camera" => label).increment(1);
                 metrics::histogram!(names::CAPTURE_SECONDS).record(started.elapsed().as_secs_f64());
+                if let Some(monitor) = ctx.health.get(&cam.name) {
+                    monitor.frame();
+                }
                 if inserted.evicted > 0 {
                     metrics::counter!(names::BUFFER_EVICTIONS_TOTAL).increment(inserted.evicted);
                     warn!(
@@ -178,3 +400,6 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
     .instrument(span)
     .await
 }
+
+#[cfg(test)]
+mod tests;

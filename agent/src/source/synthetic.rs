@@ -1,10 +1,50 @@
 //! The synthetic camera: knife photos with known defects from `wiko-synth`, deterministic by
 //! seed (part `i` of a camera with seed `s` is always the same picture).
 
+use async_trait::async_trait;
 use wiko_synth::{KnifeShape, part_jpeg, render_part, shape};
 
-use super::Capture;
+use super::{Blocking, Capture, Source, SourceError};
 
+/// The knife renderer as a [`Source`]: rendering runs on the blocking pool.
+pub struct Synthetic {
+    device: Blocking<SyntheticCamera>,
+    /// The renderer at the next part: what a reopen starts from.
+    next: SyntheticCamera,
+}
+
+impl Synthetic {
+    /// `None` when no knife shape is known for `sku`.
+    pub fn new(sku: &str, name: &str, seed: u64, defect_rate: f64) -> Option<Synthetic> {
+        Some(Synthetic {
+            device: Blocking::new(),
+            next: SyntheticCamera::new(sku, name, seed, defect_rate)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for Synthetic {
+    async fn open(&mut self) -> Result<(), SourceError> {
+        let camera = self.next.clone();
+        self.device.open(move || Ok(camera)).await
+    }
+
+    async fn grab(&mut self) -> Result<Capture, SourceError> {
+        let shot = self
+            .device
+            .call(|camera| camera.capture().map_err(SourceError::Device))
+            .await?;
+        self.next.next += 1;
+        Ok(shot)
+    }
+
+    fn close(&mut self) {
+        self.device.close();
+    }
+}
+
+#[derive(Clone)]
 pub struct SyntheticCamera {
     shape: KnifeShape,
     name: String,
@@ -33,6 +73,7 @@ impl SyntheticCamera {
             jpeg: part_jpeg(&part)?,
             part_id: Some(format!("{}-{index:06}", self.name)),
             lot: None,
+            sku: None,
         })
     }
 }

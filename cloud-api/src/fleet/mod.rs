@@ -3,7 +3,8 @@
 //!
 //! A device is `silent` when its last heartbeat is older than
 //! `fleet.silent_after_missed` of its own intervals (or it never sent one), else
-//! `camera_failed` when a camera is failed or stalled, else `degraded` when the agent says so
+//! `camera_failed` when a camera is failed or stalled (a camera being reopened after a
+//! stall counts as working until that open fails), else `degraded` when the agent says so
 //! (disk low, buffer writes failing), else `behind` when its oldest unsynced frame is older
 //! than `fleet.behind_after_secs`, else `ok`.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use wiko_wire::{CameraState, Device, DeviceState, Heartbeat};
+use wiko_wire::{CameraStatus, Device, DeviceState, Heartbeat};
 
 pub use config::FleetConfig;
 
@@ -37,7 +38,7 @@ pub fn state(
     if hb
         .cameras
         .iter()
-        .any(|c| matches!(c.state, CameraState::Failed | CameraState::Stalled))
+        .any(|c| matches!(c.status, CameraStatus::Failed | CameraStatus::Stalled))
     {
         return DeviceState::CameraFailed;
     }

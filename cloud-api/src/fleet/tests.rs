@@ -1,12 +1,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
-use wiko_wire::{BufferHealth, CameraReport, CameraState, DeviceState, Heartbeat};
+use wiko_wire::{BufferHealth, CameraHealth, CameraStatus, DeviceState, Heartbeat};
 
 use super::{FleetConfig, describe, state};
 use crate::store::DeviceRecord;
 
-fn heartbeat(cameras: &[CameraState], oldest_unsynced_seconds: f64) -> Heartbeat {
+fn heartbeat(cameras: &[CameraStatus], oldest_unsynced_seconds: f64) -> Heartbeat {
     Heartbeat {
         schema_version: 1,
         device_id: "line-pc-1".into(),
@@ -20,12 +20,18 @@ fn heartbeat(cameras: &[CameraState], oldest_unsynced_seconds: f64) -> Heartbeat
         cameras: cameras
             .iter()
             .enumerate()
-            .map(|(i, s)| CameraReport {
-                camera_id: format!("cam{i}"),
-                state: *s,
+            .map(|(i, s)| CameraHealth {
+                name: format!("cam{i}"),
+                source: "genicam".into(),
+                status: *s,
+                last_frame_at: None,
+                frame_age_seconds: Some(0.05),
                 fps: 20.0,
-                last_frame_age_seconds: Some(0.05),
-                error: None,
+                frames_total: 100,
+                errors_total: 0,
+                reopens_total: 0,
+                triggers_missed_total: 0,
+                last_error: None,
             })
             .collect(),
         buffer: BufferHealth {
@@ -48,40 +54,40 @@ fn heartbeat(cameras: &[CameraState], oldest_unsynced_seconds: f64) -> Heartbeat
 fn each_state_follows_from_the_last_heartbeat() {
     let cfg = FleetConfig::default();
     let at = Utc.with_ymd_and_hms(2026, 12, 6, 8, 0, 1).unwrap();
-    let ok = heartbeat(&[CameraState::Running], 1.0);
-    let low_disk = |cameras: &[CameraState], age: f64| Heartbeat {
+    let ok = heartbeat(&[CameraStatus::Ok], 1.0);
+    let low_disk = |cameras: &[CameraStatus], age: f64| Heartbeat {
         degraded: vec!["disk_low: 3 MB free, under the watermark".into()],
         ..heartbeat(cameras, age)
     };
     let cases = [
-        (low_disk(&[CameraState::Running], 999.0), 0, DeviceState::Degraded),
+        (low_disk(&[CameraStatus::Ok], 999.0), 0, DeviceState::Degraded),
         (
-            low_disk(&[CameraState::Failed], 1.0),
+            low_disk(&[CameraStatus::Failed], 1.0),
             0,
             DeviceState::CameraFailed,
         ),
         (
-            heartbeat(&[CameraState::Running, CameraState::Starting], 1.0),
+            heartbeat(&[CameraStatus::Ok, CameraStatus::Starting], 1.0),
             0,
             DeviceState::Ok,
         ),
         (
-            heartbeat(&[CameraState::Running, CameraState::Failed], 1.0),
+            heartbeat(&[CameraStatus::Ok, CameraStatus::Failed], 1.0),
             0,
             DeviceState::CameraFailed,
         ),
         (
-            heartbeat(&[CameraState::Stalled], 1.0),
+            heartbeat(&[CameraStatus::Stalled], 1.0),
             0,
             DeviceState::CameraFailed,
         ),
         (
-            heartbeat(&[CameraState::Running], 301.0),
+            heartbeat(&[CameraStatus::Ok], 301.0),
             0,
             DeviceState::Behind,
         ),
         (
-            heartbeat(&[CameraState::Running], 299.0),
+            heartbeat(&[CameraStatus::Ok], 299.0),
             0,
             DeviceState::Ok,
         ),
@@ -90,7 +96,7 @@ fn each_state_follows_from_the_last_heartbeat() {
         (ok, 181, DeviceState::Silent),
         // Silent wins over what its last heartbeat said.
         (
-            heartbeat(&[CameraState::Failed], 999.0),
+            heartbeat(&[CameraStatus::Failed], 999.0),
             200,
             DeviceState::Silent,
         ),
@@ -112,7 +118,7 @@ fn silence_counts_the_devices_own_interval() {
         silent_after_missed: 3,
         ..FleetConfig::default()
     };
-    let mut hb = heartbeat(&[CameraState::Running], 0.0);
+    let mut hb = heartbeat(&[CameraStatus::Ok], 0.0);
     hb.interval_seconds = 2;
     let at = Utc::now();
     assert_eq!(
@@ -127,7 +133,7 @@ fn silence_counts_the_devices_own_interval() {
 
 #[test]
 fn a_device_is_shown_where_its_last_heartbeat_says_with_its_clock_offset() {
-    let hb = heartbeat(&[CameraState::Running], 0.0);
+    let hb = heartbeat(&[CameraStatus::Ok], 0.0);
     let received = hb.sent_at + Duration::milliseconds(2500);
     let first_seen = hb.sent_at - Duration::days(3);
     let record = |heartbeat| DeviceRecord {

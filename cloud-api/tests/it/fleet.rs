@@ -18,8 +18,12 @@ fn heartbeat(device: &str, camera_state: &str) -> Value {
         "uptime_seconds": 120,
         "interval_seconds": 60,
         "cameras": [
-            {"camera_id": "top", "state": "running", "fps": 19.5, "last_frame_age_seconds": 0.04, "error": null},
-            {"camera_id": "side", "state": camera_state, "fps": 0.0, "last_frame_age_seconds": null, "error": null},
+            {"name": "top", "source": "genicam", "status": "ok", "frame_age_seconds": 0.04,
+             "fps": 19.5, "frames_total": 1200, "errors_total": 0, "reopens_total": 0,
+             "triggers_missed_total": 0},
+            {"name": "side", "source": "rtsp", "status": camera_state, "fps": 0.0,
+             "frames_total": 0, "errors_total": 3, "reopens_total": 2, "triggers_missed_total": 1,
+             "last_error": "connection refused"},
         ],
         "buffer": {"frames": 4, "bytes": 800000, "oldest_unsynced_seconds": 2.5,
                    "dead_letters": 1, "evicted_total": 0, "by_camera": {"top": 4}},
@@ -37,7 +41,7 @@ async fn heartbeats_show_each_device_with_its_state() {
         &h,
         "/api/v1/heartbeats",
         DEVICE,
-        heartbeat("pc7", "running"),
+        heartbeat("pc7", "ok"),
     )
     .await;
     assert_eq!(status, 200, "{ack}");
@@ -97,7 +101,7 @@ async fn heartbeats_show_each_device_with_its_state() {
     assert_eq!((status.as_u16(), code(&body)), (404, "not_found"));
 
     // The next heartbeat replaces the last.
-    let mut later = heartbeat("pc8", "running");
+    let mut later = heartbeat("pc8", "ok");
     later["buffer"]["oldest_unsynced_seconds"] = json!(900.0);
     assert_eq!(
         post_json(&h, "/api/v1/heartbeats", DEVICE, later).await.0,
@@ -113,20 +117,20 @@ async fn heartbeats_show_each_device_with_its_state() {
 async fn heartbeats_are_checked_and_keys_keep_to_their_scope() {
     let h = harness().await;
     let mut cases: Vec<(Value, &str)> = Vec::new();
-    let mut v = heartbeat("pc7", "running");
+    let mut v = heartbeat("pc7", "ok");
     v["schema_version"] = json!(99);
     cases.push((v, "schema_version"));
-    let mut v = heartbeat("pc7", "running");
+    let mut v = heartbeat("pc7", "ok");
     v["device_id"] = json!("../etc");
     cases.push((v, "device_id"));
-    let mut v = heartbeat("pc7", "running");
+    let mut v = heartbeat("pc7", "ok");
     v["interval_seconds"] = json!(0);
     cases.push((v, "interval_seconds"));
-    let mut v = heartbeat("pc7", "running");
+    let mut v = heartbeat("pc7", "ok");
     v["dead_letters"] = json!(vec![v["dead_letters"][0].clone(); 51]);
     cases.push((v, "dead_letters"));
-    let mut v = heartbeat("pc7", "running");
-    v["cameras"][0]["state"] = json!("exploded");
+    let mut v = heartbeat("pc7", "ok");
+    v["cameras"][0]["status"] = json!("exploded");
     cases.push((v, "exploded"));
     for (body, why) in cases {
         let (status, answer) = post_json(&h, "/api/v1/heartbeats", DEVICE, body).await;
@@ -144,7 +148,7 @@ async fn heartbeats_are_checked_and_keys_keep_to_their_scope() {
         &h,
         "/api/v1/heartbeats",
         VIEWER,
-        heartbeat("pc7", "running"),
+        heartbeat("pc7", "ok"),
     )
     .await;
     assert_eq!(status, 403);
@@ -165,7 +169,7 @@ async fn a_dead_letter_is_requeued_through_the_next_heartbeat() {
             &h,
             "/api/v1/heartbeats",
             DEVICE,
-            heartbeat("pc7", "running")
+            heartbeat("pc7", "ok")
         )
         .await
         .0,
@@ -203,7 +207,7 @@ async fn a_dead_letter_is_requeued_through_the_next_heartbeat() {
             &h,
             "/api/v1/heartbeats",
             DEVICE,
-            heartbeat("pc7", "running"),
+            heartbeat("pc7", "ok"),
         )
         .await;
         assert_eq!(ack["commands"], json!([command.clone()]));
@@ -212,7 +216,7 @@ async fn a_dead_letter_is_requeued_through_the_next_heartbeat() {
         get_json(&h, "/api/v1/devices/pc7").await.1["pending_commands"],
         json!([command.clone()])
     );
-    let mut done = heartbeat("pc7", "running");
+    let mut done = heartbeat("pc7", "ok");
     done["commands_done"] = json!([command["id"]]);
     let (_, ack) = post_json(&h, "/api/v1/heartbeats", DEVICE, done).await;
     assert_eq!(ack["commands"], json!([]));
@@ -222,7 +226,7 @@ async fn a_dead_letter_is_requeued_through_the_next_heartbeat() {
     );
     // Another device cannot mark it done.
     let (_, other) = call(&h, "POST", &uri, ADMIN).await;
-    let mut foreign = heartbeat("pc8", "running");
+    let mut foreign = heartbeat("pc8", "ok");
     foreign["commands_done"] = json!([other["id"]]);
     post_json(&h, "/api/v1/heartbeats", DEVICE, foreign).await;
     assert_eq!(

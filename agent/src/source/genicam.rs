@@ -1,0 +1,361 @@
+//! The `genicam` camera: GigE Vision and USB3 Vision industrial cameras through Aravis
+//! (cargo feature `genicam`; Debian's `libaravis-dev`).
+//!
+//! Opening sets the configured pixel format, exposure and gain, puts the camera in software
+//! trigger mode when it has one (free run otherwise), queues a few buffers and starts
+//! acquisition. Each part is one software trigger and the buffer it fills (in free run, the
+//! first buffer after the frames already queued are put back). Mono8, RGB8, BGR8 and 8-bit
+//! Bayer pixels are encoded to JPEG. Between triggers the camera is read (its payload size)
+//! every `stall_timeout_ms`, so a camera that went away is reported. Every Aravis call runs on the blocking pool
+//! ([`Blocking`]): a call that hangs costs a thread, never the camera task.
+
+use aravis::prelude::*;
+use aravis::{AcquisitionMode, Buffer, BufferStatus, Camera, PixelFormat, Stream};
+use async_trait::async_trait;
+use image::codecs::jpeg::JpegEncoder;
+use image::{ExtendedColorType, ImageEncoder};
+
+use super::{Blocking, Capture, Source, SourceError};
+use crate::config::{CameraConfig, SourceConfig};
+
+/// Buffers queued on the stream.
+const BUFFERS: usize = 4;
+
+#[derive(Clone)]
+struct Settings {
+    device: Option<String>,
+    pixel_format: Option<String>,
+    exposure_us: Option<f64>,
+    gain_db: Option<f64>,
+    jpeg_quality: u8,
+    timeout_us: u64,
+}
+
+pub struct Genicam {
+    settings: Settings,
+    device: Blocking<Device>,
+}
+
+struct Device {
+    camera: Camera,
+    stream: Stream,
+    software_trigger: bool,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // Best effort: a camera that is gone cannot be stopped, and need not be.
+        let _ = self.camera.stop_acquisition();
+    }
+}
+
+fn device_error(what: &str) -> impl Fn(aravis::glib::Error) -> SourceError + '_ {
+    move |e| SourceError::Device(format!("{what}: {e}"))
+}
+
+impl Genicam {
+    pub fn new(cam: &CameraConfig) -> Genicam {
+        let settings = match &cam.source {
+            SourceConfig::Genicam {
+                device,
+                pixel_format,
+                exposure_us,
+                gain_db,
+                jpeg_quality,
+            } => Settings {
+                device: device.clone(),
+                pixel_format: pixel_format.clone(),
+                exposure_us: *exposure_us,
+                gain_db: *gain_db,
+                jpeg_quality: *jpeg_quality,
+                timeout_us: cam.stall_timeout_ms.saturating_mul(1000),
+            },
+            _ => Settings {
+                device: None,
+                pixel_format: None,
+                exposure_us: None,
+                gain_db: None,
+                jpeg_quality: 90,
+                timeout_us: cam.stall_timeout_ms.saturating_mul(1000),
+            },
+        };
+        Genicam {
+            settings,
+            device: Blocking::new(),
+        }
+    }
+}
+
+fn open(s: &Settings) -> Result<Device, SourceError> {
+    let camera = Camera::new(s.device.as_deref()).map_err(device_error("opening the camera"))?;
+    if let Some(format) = &s.pixel_format {
+        camera
+            .set_pixel_format_from_string(format)
+            .map_err(device_error("setting the pixel format"))?;
+    }
+    if let Some(us) = s.exposure_us {
+        camera
+            .set_exposure_time(us)
+            .map_err(device_error("setting the exposure"))?;
+    }
+    if let Some(db) = s.gain_db {
+        camera
+            .set_gain(db)
+            .map_err(device_error("setting the gain"))?;
+    }
+    camera
+        .set_acquisition_mode(AcquisitionMode::Continuous)
+        .map_err(device_error("setting continuous acquisition"))?;
+    let software_trigger = camera.set_trigger("Software").is_ok();
+    let payload = camera
+        .payload()
+        .map_err(device_error("reading the payload size"))?;
+    let stream = camera
+        .create_stream()
+        .map_err(device_error("creating the stream"))?;
+    for _ in 0..BUFFERS {
+        stream.push_buffer(Buffer::new_allocate(payload as usize));
+    }
+    camera
+        .start_acquisition()
+        .map_err(device_error("starting acquisition"))?;
+    Ok(Device {
+        camera,
+        stream,
+        software_trigger,
+    })
+}
+
+fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
+    // Frames already delivered show an earlier moment: put them back.
+    while let Some(old) = device.stream.try_pop_buffer() {
+        device.stream.push_buffer(old);
+    }
+    if device.software_trigger {
+        device
+            .camera
+            .software_trigger()
+            .map_err(device_error("software trigger"))?;
+    }
+    let buffer = device
+        .stream
+        .timeout_pop_buffer(s.timeout_us)
+        .ok_or(SourceError::Stalled(std::time::Duration::from_micros(
+            s.timeout_us,
+        )))?;
+    let result = if buffer.status() == BufferStatus::Success {
+        let width = usize::try_from(buffer.image_width()).unwrap_or(0);
+        let height = usize::try_from(buffer.image_height()).unwrap_or(0);
+        to_jpeg(
+            buffer.image_pixel_format(),
+            width,
+            height,
+            &buffer.image_data(),
+            s.jpeg_quality,
+        )
+    } else {
+        Err(SourceError::Device(format!(
+            "the camera delivered an incomplete buffer ({:?})",
+            buffer.status()
+        )))
+    };
+    device.stream.push_buffer(buffer);
+    result
+}
+
+/// How the raw pixels of one frame are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Mono8,
+    Rgb8,
+    Bgr8,
+    /// 8-bit Bayer mosaic; the offset of the red pixel in the 2×2 tile (x, y).
+    Bayer8 {
+        red: (usize, usize),
+    },
+}
+
+fn layout(format: PixelFormat) -> Option<Layout> {
+    Some(match format {
+        PixelFormat::MONO_8 => Layout::Mono8,
+        PixelFormat::RGB_8_PACKED => Layout::Rgb8,
+        PixelFormat::BGR_8_PACKED => Layout::Bgr8,
+        PixelFormat::BAYER_RG_8 => Layout::Bayer8 { red: (0, 0) },
+        PixelFormat::BAYER_GR_8 => Layout::Bayer8 { red: (1, 0) },
+        PixelFormat::BAYER_GB_8 => Layout::Bayer8 { red: (0, 1) },
+        PixelFormat::BAYER_BG_8 => Layout::Bayer8 { red: (1, 1) },
+        _ => return None,
+    })
+}
+
+fn to_jpeg(
+    format: PixelFormat,
+    width: usize,
+    height: usize,
+    data: &[u8],
+    quality: u8,
+) -> Result<Vec<u8>, SourceError> {
+    let layout = layout(format).ok_or_else(|| {
+        SourceError::Device(format!(
+            "pixel format {:#010x} is not supported (use Mono8, RGB8, BGR8 or an 8-bit Bayer format)",
+            format.raw()
+        ))
+    })?;
+    encode(layout, width, height, data, quality)
+}
+
+/// Encodes one frame of `layout` pixels to JPEG.
+fn encode(
+    layout: Layout,
+    width: usize,
+    height: usize,
+    data: &[u8],
+    quality: u8,
+) -> Result<Vec<u8>, SourceError> {
+    let pixels = width * height;
+    let needed = match layout {
+        Layout::Mono8 | Layout::Bayer8 { .. } => pixels,
+        Layout::Rgb8 | Layout::Bgr8 => pixels * 3,
+    };
+    if pixels == 0 || data.len() < needed {
+        return Err(SourceError::Device(format!(
+            "a {width}×{height} frame of {} bytes is short",
+            data.len()
+        )));
+    }
+    let (bytes, color): (std::borrow::Cow<'_, [u8]>, _) = match layout {
+        Layout::Mono8 => (data[..needed].into(), ExtendedColorType::L8),
+        Layout::Rgb8 => (data[..needed].into(), ExtendedColorType::Rgb8),
+        Layout::Bgr8 => (
+            data[..needed]
+                .chunks_exact(3)
+                .flat_map(|p| [p[2], p[1], p[0]])
+                .collect::<Vec<u8>>()
+                .into(),
+            ExtendedColorType::Rgb8,
+        ),
+        Layout::Bayer8 { red } => (
+            debayer(width, height, &data[..needed], red).into(),
+            ExtendedColorType::Rgb8,
+        ),
+    };
+    let (w, h) = (
+        u32::try_from(width).map_err(|_| SourceError::Device("frame too wide".into()))?,
+        u32::try_from(height).map_err(|_| SourceError::Device("frame too tall".into()))?,
+    );
+    let mut jpeg = Vec::new();
+    JpegEncoder::new_with_quality(&mut jpeg, quality)
+        .write_image(&bytes, w, h, color)
+        .map_err(|e| SourceError::Device(format!("encoding the JPEG: {e}")))?;
+    Ok(jpeg)
+}
+
+/// A Bayer mosaic to RGB, one colour per 2×2 tile (red, the mean of the two greens, blue) given
+/// to its four pixels: cheap, and sharp enough for the analyzer, which works on brightness.
+fn debayer(width: usize, height: usize, mosaic: &[u8], red: (usize, usize)) -> Vec<u8> {
+    let blue = (1 - red.0, 1 - red.1);
+    let mut rgb = vec![0u8; width * height * 3];
+    for ty in (0..height).step_by(2) {
+        for tx in (0..width).step_by(2) {
+            let at = |dx: usize, dy: usize| -> u16 {
+                let x = (tx + dx).min(width - 1);
+                let y = (ty + dy).min(height - 1);
+                u16::from(mosaic[y * width + x])
+            };
+            let r = at(red.0, red.1) as u8;
+            let b = at(blue.0, blue.1) as u8;
+            let g = ((at(1 - red.0, red.1) + at(red.0, 1 - red.1)) / 2) as u8;
+            for dy in 0..2 {
+                for dx in 0..2 {
+                    let (x, y) = (tx + dx, ty + dy);
+                    if x < width && y < height {
+                        let i = (y * width + x) * 3;
+                        rgb[i..i + 3].copy_from_slice(&[r, g, b]);
+                    }
+                }
+            }
+        }
+    }
+    rgb
+}
+
+#[async_trait]
+impl Source for Genicam {
+    async fn open(&mut self) -> Result<(), SourceError> {
+        let settings = self.settings.clone();
+        self.device.open(move || open(&settings)).await
+    }
+
+    async fn grab(&mut self) -> Result<Capture, SourceError> {
+        let settings = self.settings.clone();
+        let jpeg = self
+            .device
+            .call(move |device| grab(device, &settings))
+            .await?;
+        Ok(Capture::jpeg(jpeg))
+    }
+
+    /// Reads the payload size: a camera that went away (or lost its control channel) fails.
+    async fn check(&mut self) -> Result<(), SourceError> {
+        self.device
+            .call(|device| {
+                device
+                    .camera
+                    .payload()
+                    .map(drop)
+                    .map_err(device_error("reading the camera"))
+            })
+            .await
+    }
+
+    fn close(&mut self) {
+        self.device.close();
+    }
+}
+
+/// The GenICam cameras Aravis can see: `(device id, vendor, model, address)`.
+pub fn list() -> Vec<[String; 4]> {
+    match aravis::Aravis::initialize() {
+        Ok(aravis) => aravis
+            .get_device_list()
+            .into_iter()
+            .map(|d| [d.id, d.vendor, d.model, d.address].map(|s| s.to_string_lossy().into_owned()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn mono_rgb_and_bgr_frames_become_jpegs_of_their_size() {
+        for (layout, bpp) in [(Layout::Mono8, 1), (Layout::Rgb8, 3), (Layout::Bgr8, 3)] {
+            let data = vec![128u8; 64 * 48 * bpp];
+            let jpeg = encode(layout, 64, 48, &data, 90).unwrap();
+            let img = image::load_from_memory(&jpeg).unwrap();
+            assert_eq!((img.width(), img.height()), (64, 48), "{layout:?}");
+        }
+        assert!(encode(Layout::Mono8, 64, 48, &[0; 10], 90).is_err());
+    }
+
+    #[test]
+    fn a_bayer_tile_gives_its_colours_to_its_four_pixels() {
+        // RGGB: red 200, greens 100 and 50, blue 10.
+        let mosaic = [200, 100, 50, 10];
+        assert_eq!(debayer(2, 2, &mosaic, (0, 0)), [200, 75, 10].repeat(4));
+        // BGGR: the same bytes read the other way round.
+        assert_eq!(debayer(2, 2, &mosaic, (1, 1)), [10, 75, 200].repeat(4));
+        // Odd sizes reuse the last row and column.
+        assert_eq!(debayer(3, 1, &[200, 100, 50], (0, 0)).len(), 9);
+    }
+
+    #[test]
+    fn unsupported_pixel_formats_are_named() {
+        let e = to_jpeg(PixelFormat::from_raw(0x1234), 2, 2, &[0; 4], 90).unwrap_err();
+        assert!(e.to_string().contains("0x00001234"), "{e}");
+    }
+}

@@ -1,0 +1,287 @@
+//! The camera task against a scripted source: each trigger is one buffered frame with the
+//! trigger's identifiers; a source that fails or hangs is reported, reopened with backoff and
+//! delivers again, while another camera keeps capturing.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::oneshot;
+use wiko_wire::{TriggerAck, TriggerRequest};
+
+use super::health::{Monitor, Registry};
+use super::*;
+use crate::buffer::Limits;
+use crate::config::{Synchronous, WhenFull};
+
+/// What the scripted source does on its next call.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Works,
+    Fails,
+    Hangs,
+}
+
+#[derive(Clone, Default)]
+struct Script {
+    opens: Arc<Mutex<VecDeque<Step>>>,
+    grabs: Arc<Mutex<VecDeque<Step>>>,
+    opened: Arc<AtomicU32>,
+}
+
+struct Scripted(Script);
+
+impl Script {
+    fn next(queue: &Mutex<VecDeque<Step>>) -> Step {
+        queue.lock().unwrap().pop_front().unwrap_or(Step::Works)
+    }
+}
+
+async fn act<T>(step: Step, ok: T) -> Result<T, SourceError> {
+    match step {
+        Step::Works => Ok(ok),
+        Step::Fails => Err(SourceError::Device("scripted failure".into())),
+        Step::Hangs => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl Source for Scripted {
+    async fn open(&mut self) -> Result<(), SourceError> {
+        let step = Script::next(&self.0.opens);
+        act(step, ()).await?;
+        self.0.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn grab(&mut self) -> Result<Capture, SourceError> {
+        let step = Script::next(&self.0.grabs);
+        act(step, Capture::jpeg(vec![0xFF, 0xD8, 0xFF, 0xD9])).await
+    }
+
+    fn close(&mut self) {}
+}
+
+fn camera(name: &str) -> CameraConfig {
+    toml::from_str(&format!(
+        r#"
+name = "{name}"
+line = "l1"
+station = "{name}"
+sku = "WK-KN-200"
+source = {{ type = "synthetic" }}
+trigger = {{ type = "http" }}
+stall_timeout_ms = 300
+reopen_initial_ms = 50
+reopen_max_secs = 1
+"#
+    ))
+    .unwrap()
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+}
+
+impl Rig {
+    fn new(names: &[&str]) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_disk_bytes: 1 << 30,
+            when_full: WhenFull::DropOldest,
+            synchronous: Synchronous::Normal,
+        };
+        let (buffer, _) = Buffer::open(&dir.path().join("b.db"), limits).unwrap();
+        let mut registry = Registry::default();
+        for name in names {
+            registry.add(Monitor::new(name, "synthetic"));
+        }
+        Rig {
+            _dir: dir,
+            ctx: Arc::new(Context {
+                buffer: Arc::new(buffer),
+                wake: Arc::new(Notify::new()),
+                device_id: "d1".into(),
+                facility: "yangjiang".into(),
+                health: Arc::new(registry),
+            }),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    fn start(&self, name: &str, source: impl Source + 'static) -> Arc<Station> {
+        let monitor = self.ctx.health.get(name).unwrap().clone();
+        let (station, rx) = Station::new(monitor);
+        tokio::spawn(run_camera(
+            camera(name),
+            Box::new(source),
+            self.ctx.clone(),
+            station.clone(),
+            rx,
+            self.stop.child_token(),
+        ));
+        station
+    }
+
+    fn health(&self, name: &str) -> wiko_wire::CameraHealth {
+        self.ctx.health.get(name).unwrap().snapshot()
+    }
+
+    async fn until(&self, what: &str, check: impl Fn(&Rig) -> bool) {
+        for _ in 0..400 {
+            if check(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{what} never happened: {:?}", self.ctx.health.snapshot());
+    }
+
+    fn frames(&self) -> Vec<crate::buffer::Pending> {
+        self.ctx.buffer.pending(1000, &[]).unwrap()
+    }
+}
+
+async fn ask(station: &Station, request: TriggerRequest) -> TriggerAck {
+    let (tx, rx) = oneshot::channel();
+    station.fire(Trigger::new("http", request, Some(tx)));
+    rx.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_trigger_is_one_frame_with_the_triggers_identifiers() {
+    let rig = Rig::new(&["c1"]);
+    let station = rig.start("c1", Scripted(Script::default()));
+    rig.until("the camera opens", |r| {
+        r.health("c1").status == CameraStatus::Ok
+    })
+    .await;
+    let ack = ask(
+        &station,
+        TriggerRequest {
+            request_id: Some("r1".into()),
+            part_id: Some("SN-7".into()),
+            lot: Some("L42".into()),
+            sku: Some("WK-PR-090".into()),
+        },
+    )
+    .await;
+    assert_eq!(ack.outcome, TriggerOutcome::Captured);
+    assert_eq!(ack.request_id.as_deref(), Some("r1"));
+    let plain = ask(&station, TriggerRequest::default()).await;
+    assert_eq!(plain.outcome, TriggerOutcome::Captured);
+    let frames = rig.frames();
+    assert_eq!(frames.len(), 2);
+    let first = frames
+        .iter()
+        .find(|f| Some(f.meta.frame_id) == ack.frame_id)
+        .unwrap();
+    assert_eq!(first.meta.part_id.as_deref(), Some("SN-7"));
+    assert_eq!(first.meta.lot.as_deref(), Some("L42"));
+    assert_eq!(first.meta.sku, "WK-PR-090");
+    let second = frames
+        .iter()
+        .find(|f| Some(f.meta.frame_id) == plain.frame_id)
+        .unwrap();
+    assert_eq!(second.meta.sku, "WK-KN-200", "the camera's SKU by default");
+    assert_eq!(second.meta.part_id, None);
+    assert_eq!(rig.health("c1").frames_total, 2);
+    rig.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_hangs_then_fails_to_open_is_reopened_and_delivers_again_while_another_keeps_capturing()
+ {
+    let rig = Rig::new(&["bad", "good"]);
+    let script = Script::default();
+    // The first picture hangs past the deadline; the next two opens fail; then all is well.
+    script
+        .grabs
+        .lock()
+        .unwrap()
+        .extend([Step::Works, Step::Hangs]);
+    let bad = rig.start("bad", Scripted(script.clone()));
+    let good = rig.start("good", Scripted(Script::default()));
+    rig.until("both cameras open", |r| {
+        r.health("bad").status == CameraStatus::Ok && r.health("good").status == CameraStatus::Ok
+    })
+    .await;
+    assert_eq!(
+        ask(&bad, TriggerRequest::default()).await.outcome,
+        TriggerOutcome::Captured
+    );
+    script
+        .opens
+        .lock()
+        .unwrap()
+        .extend([Step::Fails, Step::Fails]);
+    let hung = tokio::spawn({
+        let bad = bad.clone();
+        async move { ask(&bad, TriggerRequest::default()).await }
+    });
+    // While the bad camera hangs and then fails to open, the good one keeps capturing.
+    let mut good_frames = 0;
+    for _ in 0..5 {
+        let ack = ask(&good, TriggerRequest::default()).await;
+        assert_eq!(ack.outcome, TriggerOutcome::Captured);
+        good_frames += 1;
+    }
+    let hung = hung.await.unwrap();
+    assert_eq!(hung.outcome, TriggerOutcome::CameraFailed);
+    assert!(hung.reason.unwrap().contains("no frame within"));
+    rig.until("the bad camera is reopened", |r| {
+        let h = r.health("bad");
+        h.status == CameraStatus::Ok && h.reopens_total == 1
+    })
+    .await;
+    let h = rig.health("bad");
+    assert_eq!(h.errors_total, 3, "one stall and two failed opens: {h:?}");
+    assert_eq!(script.opened.load(Ordering::SeqCst), 2);
+    let again = ask(&bad, TriggerRequest::default()).await;
+    assert_eq!(again.outcome, TriggerOutcome::Captured, "{again:?} {h:?}");
+    assert_eq!(rig.health("bad").frames_total, 2);
+    assert_eq!(rig.health("good").frames_total, good_frames);
+    assert_eq!(rig.health("good").errors_total, 0);
+    rig.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_while_the_camera_is_down_are_answered_and_counted_as_missed() {
+    let rig = Rig::new(&["c1"]);
+    let script = Script::default();
+    script.opens.lock().unwrap().extend([Step::Fails; 3]);
+    let station = rig.start("c1", Scripted(script));
+    rig.until("the first open fails", |r| {
+        r.health("c1").status == CameraStatus::Failed
+    })
+    .await;
+    let ack = ask(&station, TriggerRequest::default()).await;
+    assert_eq!(ack.outcome, TriggerOutcome::CameraFailed);
+    assert_eq!(rig.health("c1").triggers_missed_total, 1);
+    rig.until("the camera opens at last", |r| {
+        r.health("c1").status == CameraStatus::Ok
+    })
+    .await;
+    assert_eq!(
+        ask(&station, TriggerRequest::default()).await.outcome,
+        TriggerOutcome::Captured
+    );
+    assert!(rig.frames().len() == 1);
+    rig.stop.cancel();
+}
+
+#[test]
+fn credentials_in_a_url_are_not_logged() {
+    assert_eq!(
+        redact("rtsp://admin:secret@10.0.0.5:554/stream1"),
+        "rtsp://…@10.0.0.5:554/stream1"
+    );
+    assert_eq!(
+        redact("http://10.0.0.5/snap.jpg"),
+        "http://10.0.0.5/snap.jpg"
+    );
+}

@@ -1,0 +1,186 @@
+//! Triggers: what makes a part. Each camera has a [`Station`], the one door its triggers go
+//! through, whatever their kind: `interval` (a timer), `mqtt` (a message on the station's
+//! trigger topic), `http` (`POST /trigger/{camera}`, served by the agent's HTTP module), `plc`
+//! (a Modbus TCP handshake with the line PLC).
+//!
+//! A station serves one part at a time. A trigger that arrives while the previous part is
+//! still being captured and buffered, or while the camera is not delivering, is answered at
+//! once (`busy`, `camera_failed`) and counted as missed: never queued, never silent.
+
+pub mod interval;
+pub mod mqtt;
+pub mod plc;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+use wiko_wire::{CameraStatus, TriggerAck, TriggerOutcome, TriggerRequest};
+
+use crate::source::health::{Missed, Monitor};
+use crate::telemetry as names;
+
+/// How long an asker (MQTT, HTTP) waits for its answer before answering `camera_failed`
+/// itself: longer than any capture, since the camera's own deadlines answer first.
+pub const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// One trigger on its way to a camera.
+#[derive(Debug)]
+pub struct Trigger {
+    pub request: TriggerRequest,
+    /// Where the answer goes; `None` for timers, which nobody waits for.
+    pub reply: Option<oneshot::Sender<TriggerAck>>,
+    /// When the trigger arrived (trigger-to-frame latency).
+    pub received: Instant,
+    /// The kind of trigger, as the metric label names it.
+    pub kind: &'static str,
+}
+
+impl Trigger {
+    pub fn new(
+        kind: &'static str,
+        request: TriggerRequest,
+        reply: Option<oneshot::Sender<TriggerAck>>,
+    ) -> Trigger {
+        Trigger {
+            request,
+            reply,
+            received: Instant::now(),
+            kind,
+        }
+    }
+
+    /// Sends the answer, if anyone waits for it.
+    pub fn answer(
+        self,
+        camera: &str,
+        outcome: TriggerOutcome,
+        frame_id: Option<uuid::Uuid>,
+        reason: Option<String>,
+    ) {
+        if let Some(reply) = self.reply {
+            // The asker may have given up (an HTTP client gone): nothing to do then.
+            let _ = reply.send(TriggerAck {
+                request_id: self.request.request_id,
+                camera: camera.to_string(),
+                outcome,
+                frame_id,
+                reason,
+            });
+        }
+    }
+}
+
+/// The door to one camera's task.
+pub struct Station {
+    monitor: Arc<Monitor>,
+    busy: AtomicBool,
+    tx: mpsc::Sender<Trigger>,
+}
+
+impl Station {
+    /// A station and the receiving end its camera task serves.
+    pub fn new(monitor: Arc<Monitor>) -> (Arc<Station>, mpsc::Receiver<Trigger>) {
+        // One slot: the busy flag lets at most one trigger through until `done`.
+        let (tx, rx) = mpsc::channel(1);
+        (
+            Arc::new(Station {
+                monitor,
+                busy: AtomicBool::new(false),
+                tx,
+            }),
+            rx,
+        )
+    }
+
+    pub fn camera(&self) -> &str {
+        self.monitor.name()
+    }
+
+    /// Hands `trigger` to the camera, or answers it at once when the request is invalid, the
+    /// station is busy or the camera is not delivering. True when the camera took it.
+    pub fn fire(&self, trigger: Trigger) -> bool {
+        metrics::counter!(names::TRIGGERS_TOTAL, "camera" => self.camera().to_string(), "kind" => trigger.kind)
+            .increment(1);
+        if let Err(e) = trigger.request.validate() {
+            debug!(error = %e, "trigger refused");
+            trigger.answer(
+                self.camera(),
+                TriggerOutcome::Invalid,
+                None,
+                Some(e.to_string()),
+            );
+            return false;
+        }
+        let status = self.monitor.status();
+        if status != CameraStatus::Ok {
+            self.monitor.missed(Missed::CameraFailed);
+            warn!(
+                camera = self.camera(),
+                status = status.as_str(),
+                "trigger missed: the camera is not delivering"
+            );
+            trigger.answer(
+                self.camera(),
+                TriggerOutcome::CameraFailed,
+                None,
+                Some(format!(
+                    "the camera is not delivering ({})",
+                    status.as_str()
+                )),
+            );
+            return false;
+        }
+        if self.busy.swap(true, Ordering::AcqRel) {
+            self.monitor.missed(Missed::Busy);
+            warn!(
+                camera = self.camera(),
+                "trigger missed: the station is busy with the previous part"
+            );
+            trigger.answer(
+                self.camera(),
+                TriggerOutcome::Busy,
+                None,
+                Some("the previous part is still being captured".into()),
+            );
+            return false;
+        }
+        match self.tx.try_send(trigger) {
+            Ok(()) => true,
+            Err(e) => {
+                // Closed (the camera task ended) or full (cannot be: the busy flag was clear).
+                self.busy.store(false, Ordering::Release);
+                self.monitor.missed(Missed::CameraFailed);
+                let trigger = match e {
+                    mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t) => t,
+                };
+                trigger.answer(
+                    self.camera(),
+                    TriggerOutcome::CameraFailed,
+                    None,
+                    Some("the camera has stopped".into()),
+                );
+                false
+            }
+        }
+    }
+
+    /// The camera finished with the trigger it took: the station is free for the next one,
+    /// then the trigger is answered (so an asker that sends the next trigger on the answer
+    /// never finds the station busy).
+    pub fn finish(
+        &self,
+        trigger: Trigger,
+        outcome: TriggerOutcome,
+        frame_id: Option<uuid::Uuid>,
+        reason: Option<String>,
+    ) {
+        self.busy.store(false, Ordering::Release);
+        trigger.answer(self.camera(), outcome, frame_id, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The handshake against a PLC played by tokio-modbus's own TCP server, in process: its coils
+//! in memory, every write logged in order.
+
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
+use tokio_modbus::{ExceptionCode, Request, Response};
+use wiko_wire::CameraStatus;
+
+use super::*;
+use crate::source::health::Monitor;
+
+const TRIGGER: u16 = 0;
+const BUSY: u16 = 1;
+const READY: u16 = 2;
+const ERROR: u16 = 3;
+
+#[derive(Clone, Default)]
+struct Plc {
+    coils: Arc<Mutex<[bool; 8]>>,
+    /// The agent's writes, in order.
+    writes: Arc<Mutex<Vec<(u16, bool)>>>,
+}
+
+impl tokio_modbus::server::Service for Plc {
+    type Request = Request<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = std::future::Ready<Result<Response, ExceptionCode>>;
+
+    fn call(&self, req: Request<'static>) -> Self::Future {
+        let mut coils = self.coils.lock().unwrap();
+        std::future::ready(match req {
+            Request::ReadCoils(addr, n) => {
+                let (a, n) = (addr as usize, n as usize);
+                coils
+                    .get(a..a + n)
+                    .map(|c| Response::ReadCoils(c.to_vec()))
+                    .ok_or(ExceptionCode::IllegalDataAddress)
+            }
+            Request::WriteSingleCoil(addr, on) => match coils.get_mut(addr as usize) {
+                Some(coil) => {
+                    *coil = on;
+                    self.writes.lock().unwrap().push((addr, on));
+                    Ok(Response::WriteSingleCoil(addr, on))
+                }
+                None => Err(ExceptionCode::IllegalDataAddress),
+            },
+            _ => Err(ExceptionCode::IllegalFunction),
+        })
+    }
+}
+
+impl Plc {
+    fn set_trigger(&self, on: bool) {
+        self.coils.lock().unwrap()[TRIGGER as usize] = on;
+    }
+
+    fn coil(&self, coil: u16) -> bool {
+        self.coils.lock().unwrap()[coil as usize]
+    }
+
+    fn last_write(&self) -> Option<(u16, bool)> {
+        self.writes.lock().unwrap().last().copied()
+    }
+
+    fn take_writes(&self) -> Vec<(u16, bool)> {
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
+
+    async fn serve(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let plc = self.clone();
+        tokio::spawn(async move {
+            let server = Server::new(listener);
+            let on_connected = |stream, socket_addr| {
+                let plc = plc.clone();
+                async move { accept_tcp_connection(stream, socket_addr, move |_| Ok(Some(plc.clone()))) }
+            };
+            let _ = server.serve(&on_connected, |_| {}).await;
+        });
+        address
+    }
+}
+
+async fn until(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} never happened");
+}
+
+/// A station whose camera answers each trigger with `outcome`.
+fn station(outcome: TriggerOutcome) -> (Arc<Station>, Arc<Monitor>, impl Future<Output = ()>) {
+    let monitor = Arc::new(Monitor::new("c1", "synthetic"));
+    monitor.set_status(CameraStatus::Ok);
+    let (station, mut rx) = Station::new(monitor.clone());
+    let camera = {
+        let station = station.clone();
+        async move {
+            while let Some(trigger) = rx.recv().await {
+                let frame = (outcome == TriggerOutcome::Captured).then(uuid::Uuid::now_v7);
+                station.finish(trigger, outcome, frame, None);
+            }
+        }
+    };
+    (station, monitor, camera)
+}
+
+fn handshake_at(address: SocketAddr) -> Handshake {
+    Handshake {
+        address,
+        unit_id: 1,
+        poll_interval: Duration::from_millis(10),
+        trigger_coil: TRIGGER,
+        busy_coil: BUSY,
+        ready_coil: READY,
+        error_coil: ERROR,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rising_edge_is_one_part_answered_busy_then_result_then_ready() {
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, _monitor, camera) = station(TriggerOutcome::Captured);
+    tokio::spawn(camera);
+    let stop = CancellationToken::new();
+    tokio::spawn(run(station.clone(), handshake_at(address), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(plc.take_writes().is_empty(), "nothing before a trigger");
+
+    for _ in 0..2 {
+        plc.set_trigger(true);
+        until("Ready", || plc.last_write() == Some((READY, true))).await;
+        assert_eq!(
+            plc.take_writes(),
+            [
+                (BUSY, true),
+                (READY, false),
+                (ERROR, false),
+                (ERROR, false),
+                (BUSY, false),
+                (READY, true)
+            ]
+        );
+        // Still high: no second part until the PLC lowers the trigger and raises it again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(plc.take_writes().is_empty());
+        plc.set_trigger(false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_the_camera_could_not_take_raises_error_before_ready() {
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, _monitor, camera) = station(TriggerOutcome::CameraFailed);
+    tokio::spawn(camera);
+    let stop = CancellationToken::new();
+    tokio::spawn(run(station, handshake_at(address), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    plc.set_trigger(true);
+    until("Ready", || plc.coil(READY)).await;
+    let writes = plc.take_writes();
+    assert_eq!(&writes[3..], [(ERROR, true), (BUSY, false), (READY, true)]);
+    assert!(plc.coil(ERROR));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_high_before_the_agent_connects_is_not_a_part() {
+    let plc = Plc::default();
+    plc.set_trigger(true);
+    let address = plc.serve().await;
+    let (station, monitor, camera) = station(TriggerOutcome::Captured);
+    tokio::spawn(camera);
+    let stop = CancellationToken::new();
+    tokio::spawn(run(station, handshake_at(address), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(plc.take_writes().is_empty());
+    assert_eq!(monitor.snapshot().triggers_missed_total, 0);
+    stop.cancel();
+}
