@@ -49,7 +49,9 @@ pub struct MqttConfig {
     /// published in this window (subscribers deduplicate on `result_id`).
     #[serde(default = "default_replay_secs")]
     pub replay_secs: u64,
-    /// After a restart, how long subscribers get to reconnect before that replay, in seconds.
+    /// After a restart, how long subscribers get to reconnect before that replay, in seconds;
+    /// meanwhile a subscriber returning with a persistent session gets what was published since
+    /// the start.
     #[serde(default = "default_replay_grace_secs")]
     pub replay_grace_secs: u64,
 }
@@ -154,6 +156,7 @@ impl MqttConfig {
                 tls,
                 credentials_file: data_dir.join("mqtt-credentials.json"),
                 publisher_id: self.client_id.clone(),
+                catch_up: Duration::from_secs(self.replay_grace_secs),
             }));
         };
         let rest = url

@@ -102,9 +102,10 @@ pub(crate) fn options(client_id: &str, host: &str, port: u16) -> MqttOptions {
     o
 }
 
-/// A replay to come: when, and of what was published from when until when: the window before
-/// the start, and the grace after it (when subscribers had not reconnected yet). Bounded, so a
-/// replay retried later (the store was unreachable when it was due) sends nothing more.
+/// A replay to come: when, and of what was published from when until the start (what was
+/// published after it reached the new broker, which catches returning sessions up itself).
+/// Bounded, so a replay retried later (the store was unreachable when it was due) sends
+/// nothing more.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     at: tokio::time::Instant,
@@ -134,7 +135,7 @@ impl Publisher {
         let mut replay = self.replay.map(|r| Pending {
             at: tokio::time::Instant::now() + r.grace,
             since: started - span(r.window),
-            until: started + span(r.grace),
+            until: started,
         });
         while !shutdown.is_cancelled() {
             let connected = self.session(&shutdown, &mut replay).await;

@@ -382,7 +382,7 @@ pub trait Parts: Send + Sync + 'static {
     /// [`Parts::published_between`]).
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     /// Events published from `since` until before `until`, oldest first (to publish again,
-    /// after the embedded broker restarted with the cloud, what was published around the start).
+    /// after the embedded broker restarted with the cloud, what was published before the start).
     async fn published_between(
         &self,
         since: DateTime<Utc>,

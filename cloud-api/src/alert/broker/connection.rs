@@ -41,6 +41,11 @@ impl Shared {
         self.router.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Closes the router's catch-up window.
+    pub(super) fn end_catch_up(&self) {
+        self.router().end_catch_up();
+    }
+
     fn clients(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, (mpsc::Sender<Packet>, CancellationToken)>> {

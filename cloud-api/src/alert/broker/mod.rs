@@ -11,7 +11,9 @@
 //! - **Sessions:** a subscriber that connects with `clean_session = false` keeps its
 //!   subscriptions and the QoS 1 messages it has not acknowledged while it is away (up to
 //!   `router::MAX_OWED`). The broker keeps its state in memory: across a restart of the cloud,
-//!   the publisher publishes again what it published just before (`mqtt.replay_secs`).
+//!   the publisher publishes again what it published just before (`mqtt.replay_secs`), and for
+//!   the grace after the start (`mqtt.replay_grace_secs`) a subscriber that comes back with a
+//!   persistent session gets what was published since the start (the router's catch-up).
 //! - **Where:** a plain listener (loopback by default), and optionally a TLS one.
 
 mod connection;
@@ -118,6 +120,8 @@ pub struct Settings {
     pub credentials_file: PathBuf,
     /// The cloud's client id.
     pub publisher_id: String,
+    /// How long after the start a returning persistent session catches up.
+    pub catch_up: Duration,
 }
 
 /// Starts the broker; returns once it accepts connections (so the publisher's first connection
@@ -125,10 +129,15 @@ pub struct Settings {
 pub(crate) async fn start(settings: &Settings) -> anyhow::Result<Credentials> {
     let credentials = Credentials::load_or_create(&settings.credentials_file)?;
     let shared = Arc::new(Shared {
-        router: Mutex::default(),
+        router: Mutex::new(router::Router::catching_up()),
         credentials: credentials.clone(),
         publisher_id: settings.publisher_id.clone(),
         clients: Mutex::default(),
+    });
+    let window = (shared.clone(), settings.catch_up);
+    tokio::spawn(async move {
+        tokio::time::sleep(window.1).await;
+        window.0.end_catch_up();
     });
     let plain = TcpListener::bind(settings.listen).await?;
     tokio::spawn(accept(plain, None, shared.clone()));

@@ -7,6 +7,11 @@
 //!   it goes away, and gets every message it missed when it comes back (a bounded number).
 //! - A QoS 1 message stays owed until the client acknowledges it; a reconnecting client gets
 //!   the owed ones again, marked duplicate.
+//! - Catch-up after a start: the broker keeps nothing across a restart, so while its catch-up
+//!   window is open it logs what is published; a persistent session that is new then (its
+//!   client was subscribed before the restart) gets, when it subscribes, the logged messages
+//!   its filter matches that were published before it connected. Sessions already connected
+//!   got them live, and get nothing twice.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -34,17 +39,35 @@ struct Session {
     /// Kept when its client goes away.
     persistent: bool,
     connected: bool,
+    /// The catch-up log's messages this session gets when it subscribes: those logged before
+    /// it connected (none for a clean session or outside the window).
+    catch_up: usize,
 }
 
 impl Session {
-    fn new(persistent: bool) -> Session {
+    fn new(persistent: bool, catch_up: usize) -> Session {
         Session {
             subscriptions: Vec::new(),
             owed: VecDeque::new(),
             next_pkid: 1,
             persistent,
             connected: true,
+            catch_up: if persistent { catch_up } else { 0 },
         }
+    }
+
+    /// Queues `message` for this session at `qos` (owed until acknowledged at QoS 1); the copy
+    /// to send.
+    fn queue(&mut self, mut copy: Publish, dropped: &mut usize) -> Publish {
+        if copy.qos == QoS::AtLeastOnce {
+            copy.pkid = self.pkid();
+            if self.owed.len() >= MAX_OWED {
+                self.owed.pop_front();
+                *dropped += 1;
+            }
+            self.owed.push_back(copy.clone());
+        }
+        copy
     }
 
     fn pkid(&mut self) -> u16 {
@@ -65,9 +88,25 @@ pub(super) struct Routed {
 pub(super) struct Router {
     sessions: HashMap<String, Session>,
     retained: HashMap<String, Publish>,
+    /// What was published since the start, while the catch-up window is open (at most
+    /// `MAX_OWED` messages).
+    catch_up: Option<Vec<Publish>>,
 }
 
 impl Router {
+    /// A router whose catch-up window is open (see the module doc).
+    pub(super) fn catching_up() -> Router {
+        Router {
+            catch_up: Some(Vec::new()),
+            ..Router::default()
+        }
+    }
+
+    /// Closes the catch-up window: its log is dropped.
+    pub(super) fn end_catch_up(&mut self) {
+        self.catch_up = None;
+    }
+
     /// A client connected: whether a session was there for it, and what it is owed (to send
     /// at once, marked duplicate).
     pub(super) fn connect(&mut self, client: &str, clean: bool) -> (bool, Vec<Publish>) {
@@ -89,8 +128,9 @@ impl Router {
                 (true, owed)
             }
             None => {
+                let logged = self.catch_up.as_ref().map_or(0, Vec::len);
                 self.sessions
-                    .insert(client.to_string(), Session::new(!clean));
+                    .insert(client.to_string(), Session::new(!clean, logged));
                 (false, Vec::new())
             }
         }
@@ -112,20 +152,32 @@ impl Router {
         let Some(session) = self.sessions.get_mut(client) else {
             return Vec::new();
         };
+        let earlier: Vec<&str> = session.subscriptions.iter().map(|(f, _)| f.as_str()).collect();
+        // Logged messages an earlier subscription of this session already took.
+        let taken = |topic: &str| earlier.iter().any(|f| matches(topic, f));
+        let logged: Vec<Publish> = self
+            .catch_up
+            .iter()
+            .flatten()
+            .take(session.catch_up)
+            .filter(|m| matches(&m.topic, filter) && !taken(&m.topic))
+            .cloned()
+            .collect();
         session.subscriptions.retain(|(f, _)| f != filter);
         session.subscriptions.push((filter.to_string(), qos));
         let mut out = Vec::new();
+        let mut dropped = 0;
         for message in self.retained.values() {
             if matches(&message.topic, filter) {
                 let mut copy = message.clone();
                 copy.qos = min_qos(copy.qos, qos);
                 copy.retain = true;
-                if copy.qos == QoS::AtLeastOnce {
-                    copy.pkid = session.pkid();
-                    session.owed.push_back(copy.clone());
-                }
-                out.push(copy);
+                out.push(session.queue(copy, &mut dropped));
             }
+        }
+        for message in logged {
+            let copy = Publish::new(message.topic, min_qos(message.qos, qos), message.payload);
+            out.push(session.queue(copy, &mut dropped));
         }
         out
     }
@@ -154,6 +206,11 @@ impl Router {
                 self.retained.insert(message.topic.clone(), kept);
             }
         }
+        if let Some(log) = &mut self.catch_up
+            && log.len() < MAX_OWED
+        {
+            log.push(message.clone());
+        }
         let mut routed = Routed::default();
         for (client, session) in &mut self.sessions {
             let Some(qos) = session
@@ -165,19 +222,14 @@ impl Router {
             else {
                 continue;
             };
-            let mut copy = Publish::new(
-                message.topic.clone(),
-                min_qos(message.qos, qos),
-                message.payload.clone(),
+            let copy = session.queue(
+                Publish::new(
+                    message.topic.clone(),
+                    min_qos(message.qos, qos),
+                    message.payload.clone(),
+                ),
+                &mut routed.dropped,
             );
-            if copy.qos == QoS::AtLeastOnce {
-                copy.pkid = session.pkid();
-                if session.owed.len() >= MAX_OWED {
-                    session.owed.pop_front();
-                    routed.dropped += 1;
-                }
-                session.owed.push_back(copy.clone());
-            }
             if session.connected {
                 routed.send.push((client.clone(), copy));
             }
@@ -233,6 +285,34 @@ mod tests {
         assert_eq!(owed.len(), 1, "the acknowledged one is not owed again");
         let (present, owed) = r.connect("passer", true);
         assert!(!present && owed.is_empty());
+    }
+
+    #[test]
+    fn after_a_start_a_new_persistent_session_catches_up_once_and_live_ones_get_nothing_twice() {
+        let mut r = Router::catching_up();
+        r.connect("live", false);
+        r.subscribe("live", "wiko/#", QoS::AtLeastOnce);
+        assert_eq!(r.publish(&alert("one")).send.len(), 1);
+        r.publish(&Publish::new("wiko/yj/l1/s1/result", QoS::AtLeastOnce, "r1"));
+
+        // The line display was subscribed before the restart: it comes back with a new session.
+        r.connect("display", false);
+        let got = r.subscribe("display", "wiko/+/+/+/alert", QoS::AtLeastOnce);
+        let payloads: Vec<&[u8]> = got.iter().map(|p| p.payload.as_ref()).collect();
+        assert_eq!(payloads, [b"one".as_slice()], "what its filter matches");
+        let got = r.subscribe("display", "wiko/#", QoS::AtLeastOnce);
+        let payloads: Vec<&[u8]> = got.iter().map(|p| p.payload.as_ref()).collect();
+        assert_eq!(payloads, [b"r1".as_slice()], "nothing an earlier filter took");
+        assert!(r.subscribe("display", "wiko/#", QoS::AtLeastOnce).is_empty());
+        let routed = r.publish(&alert("two"));
+        assert_eq!(routed.send.len(), 2, "live to both, once");
+
+        // A clean session, or any session after the window, catches nothing up.
+        r.connect("glance", true);
+        assert!(r.subscribe("glance", "wiko/#", QoS::AtLeastOnce).is_empty());
+        r.end_catch_up();
+        r.connect("late", false);
+        assert!(r.subscribe("late", "wiko/#", QoS::AtLeastOnce).is_empty());
     }
 
     #[test]
