@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use image::{ImageBuffer, Rgb};
-use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model};
+use wiko_inspect::{DecodeLimits, FitOptions, Image, MethodChoice, Model};
 use wiko_synth::{self as synthetic, SynthDefect};
 
 fn frame(defect: Option<SynthDefect>, seed: u64, size: (u32, u32)) -> Vec<u8> {
@@ -40,7 +40,7 @@ fn main() {
                 frame(defect, 5000 + i, size)
             })
             .collect();
-        let decoded: Vec<Gray> = good
+        let decoded: Vec<Image> = good
             .iter()
             .filter_map(|b| wiko_inspect::decode(b, limits).ok())
             .collect();
@@ -52,7 +52,7 @@ fn main() {
 
 /// Fits `good` by `method`, then decodes and scores every test frame, one by one.
 fn measure(
-    good: &[Gray],
+    good: &[Image],
     test: &[Vec<u8>],
     size: (u32, u32),
     method: MethodChoice,

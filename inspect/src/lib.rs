@@ -32,12 +32,14 @@
 pub mod aligned;
 pub mod boundaries;
 pub mod classify;
+pub mod colour;
 pub mod decode;
 pub mod fixed;
 pub mod glare;
 pub mod gray;
 mod half_floats;
 pub mod model;
+pub mod patch;
 pub mod paths;
 pub mod regions;
 pub mod register;
@@ -45,6 +47,7 @@ pub mod stats;
 pub mod texture;
 
 pub use classify::RegionKind;
+pub use colour::Image;
 pub use decode::{DecodeLimits, decode};
 pub use gray::Gray;
 pub use model::{FitError, FitOptions, MethodChoice, Model, ModelFileError, Verdict};
