@@ -400,8 +400,8 @@ pub fn evaluate_folds(
             test.len()
         );
         let started = Instant::now();
-        let model = fit_rows(&train, options)
-            .with_context(|| format!("{group}: fold {}", fold + 1))?;
+        let model =
+            fit_rows(&train, options).with_context(|| format!("{group}: fold {}", fold + 1))?;
         fit_seconds += started.elapsed().as_secs_f64();
         trained += train.len();
         if !kinds.contains(&model.kind().to_string()) {

@@ -23,8 +23,8 @@ pub mod manifest;
 mod mask_free;
 
 pub use evaluate::{
-    FoldsReport, GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_folds, evaluate_group,
-    metrics,
+    FoldsReport, GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_folds,
+    evaluate_group, metrics,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -142,7 +142,13 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
                 },
                 None => evaluate::Split::FirstGood(train_good),
             };
-            evaluate::eval(&manifest, group_by.as_deref(), &split, &options.options(), json)
+            evaluate::eval(
+                &manifest,
+                group_by.as_deref(),
+                &split,
+                &options.options(),
+                json,
+            )
         }
     }
 }

@@ -118,8 +118,15 @@ mod tests {
         let img = Image::from_rgb(3, 3, &rgb);
         assert_eq!((img.width(), img.height()), (3, 3));
         let [cb, cr] = img.chroma.as_ref().unwrap();
-        assert_eq!((cb.width, cb.height), (1, 1), "an odd side joins the block before");
-        assert!(cr.data[0] > 20.0 && cb.data[0] < -5.0, "reddish: {cr:?} {cb:?}");
+        assert_eq!(
+            (cb.width, cb.height),
+            (1, 1),
+            "an odd side joins the block before"
+        );
+        assert!(
+            cr.data[0] > 20.0 && cb.data[0] < -5.0,
+            "reddish: {cr:?} {cb:?}"
+        );
         assert!((img.luma.get(1, 1) - 128.0).abs() < 0.01);
         // The same red in JPEG's YCbCr.
         let (y, cb8, cr8) = (81u8, 99u8, 213u8);
@@ -136,7 +143,11 @@ mod tests {
         let mut rgb = Vec::new();
         for _ in 0..4 {
             for x in 0..8 {
-                rgb.extend_from_slice(if x < 4 { &[200, 30, 30] } else { &[30, 30, 200] });
+                rgb.extend_from_slice(if x < 4 {
+                    &[200, 30, 30]
+                } else {
+                    &[30, 30, 200]
+                });
             }
         }
         let part = Image::from_rgb(8, 4, &rgb).crop(4, 0, 4, 4);

@@ -258,8 +258,14 @@ mod tests {
             let decoded = decode(&out, DecodeLimits::default()).unwrap();
             let [cb, cr] = decoded.chroma.unwrap();
             assert_eq!((cr.width, cr.height), (16, 8), "{format:?}");
-            assert!(cr.get(2, 4) > 50.0 && cb.get(2, 4) < -10.0, "red: {format:?}");
-            assert!(cb.get(13, 4) > 50.0 && cr.get(13, 4) < -10.0, "blue: {format:?}");
+            assert!(
+                cr.get(2, 4) > 50.0 && cb.get(2, 4) < -10.0,
+                "red: {format:?}"
+            );
+            assert!(
+                cb.get(13, 4) > 50.0 && cr.get(13, 4) < -10.0,
+                "blue: {format:?}"
+            );
         }
         assert!(
             decode(&jpeg(16, 16), DecodeLimits::default())

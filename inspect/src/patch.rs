@@ -115,7 +115,11 @@ pub fn cells(img: &Image, scale: f32, colour: bool) -> Result<Cells, InspectErro
                     + (luma.get(x, yd) - luma.get(x, yu)).abs();
             }
         }
-        let planes = [Some(&luma), chroma.as_ref().map(|c| &c[0]), chroma.as_ref().map(|c| &c[1])];
+        let planes = [
+            Some(&luma),
+            chroma.as_ref().map(|c| &c[0]),
+            chroma.as_ref().map(|c| &c[1]),
+        ];
         for (p, plane) in planes.into_iter().enumerate() {
             let Some(plane) = plane else { continue };
             let (mut sum, mut squares) = (0f32, 0f32);
@@ -234,7 +238,13 @@ impl PatchModel {
         self.anomaly(c).0.max()
     }
 
-    pub(crate) fn region(&self, c: &Component, cells: &Cells, shift: &Gray, input: &Gray) -> Region {
+    pub(crate) fn region(
+        &self,
+        c: &Component,
+        cells: &Cells,
+        shift: &Gray,
+        input: &Gray,
+    ) -> Region {
         surface_region(c, shift, cells.size, input)
     }
 
@@ -245,7 +255,10 @@ impl PatchModel {
             && self.scale <= 1.0
             && !self.bank.is_empty()
             && self.bank.len().is_multiple_of(FEATURES)
-            && self.bank.iter().all(|v| v.is_finite() && v.abs() <= MAX_STATISTIC)
+            && self
+                .bank
+                .iter()
+                .all(|v| v.is_finite() && v.abs() <= MAX_STATISTIC)
     }
 }
 
@@ -269,7 +282,11 @@ mod tests {
                 let (dx, dy) = (x as f32 - 80.0, y as f32 - 60.0);
                 let (u, v) = (dx * c + dy * s, -dx * s + dy * c);
                 let on_plate = u.abs() < 45.0 && v.abs() < 30.0;
-                let mut px = if on_plate { [40, 70, 160] } else { [120, 120, 120] };
+                let mut px = if on_plate {
+                    [40, 70, 160]
+                } else {
+                    [120, 120, 120]
+                };
                 if let Some((fx, fy)) = spot
                     && on_plate
                     && (u - fx).hypot(v - fy) < 5.0
@@ -290,8 +307,11 @@ mod tests {
         let good: Vec<Image> = (0..8).map(|i| plate(i as f32 * 0.4, None, i)).collect();
         let refs: Vec<&Image> = good.iter().collect();
         let scale = scale_for(&refs);
-        let cells: Vec<Cells> = good.iter().map(|g| cells(g, scale, true).unwrap()).collect();
-        let model = PatchModel::learn(&cells.iter().collect::<Vec<_>>(), scale, true);
+        let described: Vec<Cells> = good
+            .iter()
+            .map(|g| cells(g, scale, true).unwrap())
+            .collect();
+        let model = PatchModel::learn(&described.iter().collect::<Vec<_>>(), scale, true);
         let clean = model.image_score(&model.prepare(&plate(2.0, None, 50)).unwrap());
         let rusty = model.prepare(&plate(1.1, Some((20.0, -10.0)), 51)).unwrap();
         let (map, _) = model.anomaly(&rusty);
@@ -306,16 +326,27 @@ mod tests {
             (peak % map.width) as f32 * rusty.size.0,
             (peak / map.width) as f32 * rusty.size.1,
         );
-        assert!((px - x).abs() < 12.0 && (py - y).abs() < 12.0, "{px},{py} vs {x},{y}");
+        assert!(
+            (px - x).abs() < 12.0 && (py - y).abs() < 12.0,
+            "{px},{py} vs {x},{y}"
+        );
         // Judged on luma alone, the same spot (about as bright as the paint) stands out less.
-        let grey: Vec<Cells> = good.iter().map(|g| cells(g, scale, false).unwrap()).collect();
+        let grey: Vec<Cells> = good
+            .iter()
+            .map(|g| cells(g, scale, false).unwrap())
+            .collect();
         let mono = PatchModel::learn(&grey.iter().collect::<Vec<_>>(), scale, false);
         let spot = plate(1.1, Some((20.0, -10.0)), 51);
         let ratio = |m: &PatchModel| {
             m.image_score(&m.prepare(&spot).unwrap())
                 / m.image_score(&m.prepare(&plate(2.0, None, 50)).unwrap())
         };
-        assert!(ratio(&model) > ratio(&mono), "{} vs {}", ratio(&model), ratio(&mono));
+        assert!(
+            ratio(&model) > ratio(&mono),
+            "{} vs {}",
+            ratio(&model),
+            ratio(&mono)
+        );
     }
 
     #[test]

@@ -290,10 +290,7 @@ mod tests {
         assert!(degenerate(&[&flat(10.0), &flat(200.0)]).is_some(), "blank");
         let mut textured = flat(10.0);
         textured.data[3] = 90.0;
-        assert!(
-            degenerate(&[&textured, &textured]).is_some(),
-            "identical"
-        );
+        assert!(degenerate(&[&textured, &textured]).is_some(), "identical");
         let mut other = textured.clone();
         other.data[5] = 40.0;
         assert!(degenerate(&[&textured, &other]).is_none());
