@@ -4,8 +4,9 @@
 //! 1920×1080 (JPEG, quality as the synthetic camera's): fitting from 50 good parts, then
 //! decode + score per image, over 60 images (good and defective). Baseline in the same run:
 //! decoding alone, the floor any analyzer pays. The parts are fitted by each method in turn
-//! (the automatic choice, aligned, and the position-free texture method, which knives do not
-//! need but surfaces do) so that every method's speed is measured on the same frames.
+//! (the automatic choice, aligned, and the position-free texture and patch methods, which knives
+//! on a belt do not need but surfaces and parts that turn do) so that every method's speed is
+//! measured on the same frames.
 
 use std::time::Instant;
 
@@ -44,7 +45,11 @@ fn main() {
             .iter()
             .filter_map(|b| wiko_inspect::decode(b, limits).ok())
             .collect();
-        for method in [MethodChoice::Auto, MethodChoice::Texture] {
+        for method in [
+            MethodChoice::Auto,
+            MethodChoice::Texture,
+            MethodChoice::Patch,
+        ] {
             measure(&decoded, &test, size, method, limits);
         }
     }

@@ -8,7 +8,7 @@ use crate::fixed::{self, FixedModel};
 use crate::patch::{self, PatchModel};
 use crate::regions::{Component, Region, components};
 use crate::register::Pose;
-use crate::stats::calibrate;
+use crate::stats::{calibrate, median};
 use crate::texture::{self, TextureModel};
 use crate::{Gray, Image, InspectError};
 
@@ -32,9 +32,12 @@ const FOLDS: usize = 5;
 const OBJECT_COVERAGE: std::ops::RangeInclusive<f32> = 0.01..=0.6;
 const PLAIN_BORDER: f32 = 15.0;
 /// Auto choice: objects whose good images lie within this angle (radians) of their mean
-/// direction are compared per location (aligned); beyond it the part hangs or turns freely
-/// and is compared position-free (patch). Knives on a belt lie within a few degrees.
+/// direction are compared per location (aligned). Beyond it, an elongated part (its length
+/// at least [`ELONGATED`] times its width, as a knife's ten) is still registered by its long
+/// axis at any angle; a compact one (a plate, whose axis of inertia means little) hangs or
+/// turns freely and is compared position-free (patch).
 const ALIGNED_PLAY: f32 = 0.35;
+const ELONGATED: f32 = 3.0;
 /// First bytes of a model file.
 const MAGIC: &[u8; 8] = b"WIKOMODL";
 
@@ -164,7 +167,11 @@ impl Model {
                 if objects == good.len() {
                     let registered = all_registered(poses)?;
                     let angles: Vec<f32> = registered.iter().map(|(_, p)| p.angle).collect();
-                    if angle_play(&angles) > ALIGNED_PLAY {
+                    let mut elongations: Vec<f32> = registered
+                        .iter()
+                        .map(|(_, p)| p.half_length / p.half_width.max(1.0))
+                        .collect();
+                    if angle_play(&angles) > ALIGNED_PLAY && median(&mut elongations) < ELONGATED {
                         fit_patch(images)?
                     } else {
                         fit_aligned(good, registered)?
