@@ -44,7 +44,8 @@ const MAX_STATISTIC: f32 = 1.0e4;
 pub struct PatchModel {
     /// Working pixels per input pixel (at most 1).
     pub scale: f32,
-    /// Whether the good images had colour: a mono model ignores an image's chroma.
+    /// Whether the good images had colour: a mono model ignores an image's chroma; a colour
+    /// model reads a mono image as grey (a camera swapped for a mono one is flagged).
     pub colour: bool,
     /// The memory, [`FEATURES`] values a descriptor.
     #[serde(with = "crate::half_floats")]
