@@ -34,7 +34,7 @@ pub struct Nuisance {
 impl Nuisance {
     /// The part's picture and mask with this nuisance applied, drawn from `seed`.
     pub fn apply(&self, part: &Part, seed: u64) -> (Vec<u8>, Vec<u8>) {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F_4A11);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F4A);
         let mut either = |range: f32| {
             if range > 0.0 {
                 rng.random_range(-range..=range)
