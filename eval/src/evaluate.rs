@@ -698,6 +698,50 @@ mod tests {
     }
 
     #[test]
+    fn held_out_objects_are_each_scored_once_by_a_model_that_never_saw_them() {
+        // Ten objects with two good photos each and two with a defect photo: a bright square.
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = "file,label,group_id\n".to_string();
+        let photo = |name: &str, seed: u32, defect: bool| {
+            let img = image::RgbImage::from_fn(64, 64, |x, y| {
+                let noise = ((x * 7 + y * 13 + seed * 31) % 17) as u8;
+                let spot = defect && (20..30).contains(&x) && (20..30).contains(&y);
+                image::Rgb(if spot {
+                    [250, 240, 60]
+                } else {
+                    [90 + noise, 100, 120]
+                })
+            });
+            img.save(dir.path().join(name)).unwrap();
+        };
+        for object in 0..12u32 {
+            let defect = object >= 10;
+            for shot in 0..if defect { 1 } else { 2 } {
+                let name = format!("o{object}_{shot}.png");
+                photo(&name, object * 2 + shot, defect);
+                let label = if defect { "defect" } else { "good" };
+                text.push_str(&format!("{name},{label},object{object}\n"));
+            }
+        }
+        let rows = manifest::parse(&text, dir.path()).unwrap();
+        let members: Vec<&Row> = rows.iter().collect();
+        let options = FitOptions {
+            method: wiko_inspect::MethodChoice::Patch,
+            ..FitOptions::default()
+        };
+        let report = evaluate_folds("all", &members, "group_id", 4, &options).unwrap();
+        assert_eq!((report.folds, report.objects, report.errors), (4, 12, 0));
+        // Every image scored exactly once.
+        assert_eq!((report.pooled.good, report.pooled.defect), (20, 2));
+        // Objects are dealt in turn: folds 0 and 1 hold three good objects (six photos) each,
+        // so their models fit on the other 14; folds 2 and 3 two good objects and a defect
+        // each (16 fitted).
+        assert_eq!(report.trained_on, (14 + 14 + 16 + 16) as f64 / 4.0);
+        assert_eq!(report.fold_auroc.iter().filter(|a| a.is_some()).count(), 2);
+        assert_eq!(report.auroc_mean, Some(1.0), "the bright square stands out");
+    }
+
+    #[test]
     fn a_box_hits_a_mask_at_its_own_scale() {
         let mut mask = image::GrayImage::new(20, 10);
         mask.put_pixel(15, 5, image::Luma([255]));
