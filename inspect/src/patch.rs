@@ -47,7 +47,7 @@ pub struct PatchModel {
     /// Whether the good images had colour: a mono model ignores an image's chroma; a colour
     /// model reads a mono image as grey (a camera swapped for a mono one is flagged).
     pub colour: bool,
-    /// The memory, [`FEATURES`] values a descriptor.
+    /// The memory, [`FEATURES`] values a descriptor, sorted by the first (luma mean).
     #[serde(with = "crate::half_floats")]
     pub bank: Vec<f32>,
 }
@@ -161,13 +161,43 @@ fn distance2(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
-/// The nearest descriptor of `bank` to `query`: its squared distance and its index.
+/// The nearest descriptor of `bank` (sorted by its first value) to `query`: its squared
+/// distance and its index. The search starts where the query's first value would lie and
+/// walks outwards both ways, each way stopping once the first values alone differ by more
+/// than the best distance found: exact, and most of the memory is never read.
 fn nearest(bank: &[f32], query: &[f32]) -> (f32, usize) {
+    let count = bank.len() / FEATURES;
+    let at = |i: usize| &bank[i * FEATURES..(i + 1) * FEATURES];
+    let (mut low, mut high) = (0, count);
+    while low < high {
+        let mid = (low + high) / 2;
+        if at(mid)[0] < query[0] {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
     let mut best = (f32::INFINITY, 0);
-    for (i, d) in bank.chunks_exact(FEATURES).enumerate() {
+    let mut check = |i: usize| {
+        let d = at(i);
+        let gap = d[0] - query[0];
+        if gap * gap > best.0 {
+            return false;
+        }
         let d2 = distance2(d, query);
         if d2 < best.0 {
             best = (d2, i);
+        }
+        true
+    };
+    for i in low..count {
+        if !check(i) {
+            break;
+        }
+    }
+    for i in (0..low).rev() {
+        if !check(i) {
+            break;
         }
     }
     best
@@ -206,10 +236,12 @@ impl PatchModel {
             .iter()
             .flat_map(|c| c.descriptors.iter().copied())
             .collect();
-        let bank = coreset(&all, BANK_SIZE)
-            .into_iter()
-            .map(crate::half_floats::rounded)
+        let mut kept: Vec<Vec<f32>> = coreset(&all, BANK_SIZE)
+            .chunks_exact(FEATURES)
+            .map(|d| d.iter().copied().map(crate::half_floats::rounded).collect())
             .collect();
+        kept.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        let bank = kept.concat();
         PatchModel {
             scale,
             colour,
@@ -260,6 +292,11 @@ impl PatchModel {
                 .bank
                 .iter()
                 .all(|v| v.is_finite() && v.abs() <= MAX_STATISTIC)
+            && self
+                .bank
+                .chunks_exact(FEATURES)
+                .zip(self.bank.chunks_exact(FEATURES).skip(1))
+                .all(|(a, b)| a[0] <= b[0])
     }
 }
 
@@ -362,6 +399,29 @@ mod tests {
         assert_eq!(kept.len(), 2 * FEATURES);
         assert!(kept.contains(&50.0));
         assert_eq!(coreset(&all[..3 * FEATURES], 5).len(), 3 * FEATURES);
+    }
+
+    #[test]
+    fn the_pruned_search_finds_the_nearest_descriptor() {
+        let mut state = 7u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 1000) as f32 / 10.0
+        };
+        let mut rows: Vec<Vec<f32>> = (0..300)
+            .map(|_| (0..FEATURES).map(|_| next()).collect())
+            .collect();
+        rows.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        let bank = rows.concat();
+        for _ in 0..50 {
+            let q: Vec<f32> = (0..FEATURES).map(|_| next()).collect();
+            let brute = (0..300)
+                .map(|i| distance2(&bank[i * FEATURES..(i + 1) * FEATURES], &q))
+                .fold(f32::INFINITY, f32::min);
+            assert_eq!(nearest(&bank, &q).0, brute);
+        }
     }
 
     #[test]
