@@ -74,7 +74,7 @@ impl Intake {
     pub async fn decode_to_judge(
         &self,
         image: &Image,
-    ) -> Result<(wiko_inspect::Gray, Reservation), IntakeError> {
+    ) -> Result<(wiko_inspect::Image, Reservation), IntakeError> {
         let memory = self
             .budget
             .reserve(Budget::judging(image.width, image.height))

@@ -2,14 +2,16 @@
 //! measures detection (AUROC, F1, recall and false rejects at the calibrated threshold),
 //! location (whether the top region overlaps the defect's mask) and typing (which type the top
 //! region of each found defect was given, against the manifest's `defect_type` where that is a
-//! taxonomy name).
+//! taxonomy name). With `--split-by`, whole objects are held out instead: each fold of
+//! objects is scored by a model fitted on the other objects' good images only
+//! ([`evaluate_folds`]), and the AUROC is given as the mean and spread over the folds.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use wiko_inspect::{FitOptions, Gray, Model};
+use wiko_inspect::{FitOptions, Image, Model};
 use wiko_wire::DefectType;
 
 use super::mask_free::largest_clear_rectangle;
@@ -239,7 +241,7 @@ pub fn evaluate_on_clear_parts(
          mask-free parts of the others",
         rows.len()
     );
-    let clear: Vec<Option<Gray>> = rows
+    let clear: Vec<Option<Image>> = rows
         .iter()
         .map(|row| match clear_part(row) {
             Ok(part) => part,
@@ -252,7 +254,7 @@ pub fn evaluate_on_clear_parts(
     let (mut scored, mut errors, mut thresholds) = (Vec::new(), 0, Vec::new());
     let (mut fit_seconds, mut trained_on, mut model_kind) = (0.0, 0, String::new());
     for (i, row) in rows.iter().enumerate() {
-        let others: Vec<Gray> = clear
+        let others: Vec<Image> = clear
             .iter()
             .enumerate()
             .filter(|&(j, _)| j != i)
@@ -292,7 +294,7 @@ pub fn evaluate_on_clear_parts(
 }
 
 /// The largest mask-free part of a defect image, if one is large enough.
-fn clear_part(row: &Row) -> Result<Option<Gray>, String> {
+fn clear_part(row: &Row) -> Result<Option<Image>, String> {
     let Some(mask_path) = &row.mask else {
         return Ok(None);
     };
@@ -304,16 +306,144 @@ fn clear_part(row: &Row) -> Result<Option<Gray>, String> {
     };
     let (image, _) = decode_file(&row.path)?;
     // The mask may be at another scale than the image.
-    let sx = image.width as f64 / f64::from(mask.width().max(1));
-    let sy = image.height as f64 / f64::from(mask.height().max(1));
+    let sx = image.width() as f64 / f64::from(mask.width().max(1));
+    let sy = image.height() as f64 / f64::from(mask.height().max(1));
     let at = |v: u32, s: f64| (f64::from(v) * s) as usize;
     Ok(Some(image.crop(at(x, sx), at(y, sy), at(w, sx), at(h, sy))))
+}
+
+/// How a group's rows are split into fitting and scoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Split {
+    /// Fit on the first N good rows (default: half, at most 50), score the rest.
+    FirstGood(Option<usize>),
+    /// Deal the objects named by `column` into `folds` folds; score each fold with a model
+    /// fitted on the other folds' good rows.
+    Objects { column: String, folds: usize },
+}
+
+/// The evaluation of one group with whole objects held out.
+#[derive(Debug, Serialize)]
+pub struct FoldsReport {
+    pub group: String,
+    /// The method of each fold's model (one name when all agree).
+    pub model: String,
+    pub folds: usize,
+    /// Distinct objects in the group.
+    pub objects: usize,
+    /// Good images per fit, the mean over the folds.
+    pub trained_on: f64,
+    /// AUROC of each fold with both good and defect images (`None` for the others).
+    pub fold_auroc: Vec<Option<f64>>,
+    /// Mean and standard deviation of the folds' AUROCs.
+    pub auroc_mean: Option<f64>,
+    pub auroc_sd: Option<f64>,
+    /// Every fold's scored images together, each at its own model's calibrated threshold
+    /// (the pooled AUROC ranks scores of different models: the per-fold mean is the figure).
+    #[serde(flatten)]
+    pub pooled: Metrics,
+    pub fit_seconds: f64,
+    pub errors: usize,
+}
+
+/// Holds out whole objects: the distinct values of `column` are dealt round-robin, in
+/// first-seen order, into `folds` folds; each fold's rows (good and defect) are scored by a
+/// model fitted on the good rows of the other folds, so no object is ever scored by a model
+/// that saw it, and no threshold comes from it.
+pub fn evaluate_folds(
+    group: &str,
+    members: &[&Row],
+    column: &str,
+    folds: usize,
+    options: &FitOptions,
+) -> anyhow::Result<FoldsReport> {
+    let mut objects: Vec<&str> = Vec::new();
+    let mut fold_of = Vec::with_capacity(members.len());
+    for row in members {
+        let object = row
+            .columns
+            .get(column)
+            .map(String::as_str)
+            .with_context(|| format!("the manifest has no column `{column}`"))?;
+        let index = match objects.iter().position(|o| *o == object) {
+            Some(i) => i,
+            None => {
+                objects.push(object);
+                objects.len() - 1
+            }
+        };
+        fold_of.push(index % folds.max(1));
+    }
+    let folds = folds.clamp(1, objects.len().max(1));
+    let (mut scored, mut errors, mut fit_seconds) = (Vec::new(), 0, 0.0);
+    let (mut kinds, mut fold_auroc, mut trained) = (Vec::<String>::new(), Vec::new(), 0usize);
+    for fold in 0..folds {
+        let train: Vec<&Row> = members
+            .iter()
+            .zip(&fold_of)
+            .filter(|(r, f)| **f != fold && !r.defect)
+            .map(|(r, _)| *r)
+            .collect();
+        let test: Vec<&Row> = members
+            .iter()
+            .zip(&fold_of)
+            .filter(|(_, f)| **f == fold)
+            .map(|(r, _)| *r)
+            .collect();
+        if test.is_empty() {
+            continue;
+        }
+        eprintln!(
+            "{group}: fold {} of {folds}: fitting on {} good images, scoring {}",
+            fold + 1,
+            train.len(),
+            test.len()
+        );
+        let started = Instant::now();
+        let model =
+            fit_rows(&train, options).with_context(|| format!("{group}: fold {}", fold + 1))?;
+        fit_seconds += started.elapsed().as_secs_f64();
+        trained += train.len();
+        if !kinds.contains(&model.kind().to_string()) {
+            kinds.push(model.kind().to_string());
+        }
+        let (fold_scored, failed) = score_rows(&model, &test);
+        fold_auroc.push(metrics(&fold_scored).auroc);
+        scored.extend(fold_scored);
+        errors += failed;
+    }
+    let defined: Vec<f64> = fold_auroc.iter().flatten().copied().collect();
+    let (auroc_mean, auroc_sd) = mean_sd(&defined);
+    Ok(FoldsReport {
+        group: group.to_string(),
+        model: kinds.join("+"),
+        folds,
+        objects: objects.len(),
+        trained_on: trained as f64 / fold_auroc.len().max(1) as f64,
+        fold_auroc,
+        auroc_mean,
+        auroc_sd,
+        pooled: metrics(&scored),
+        fit_seconds,
+        errors,
+    })
+}
+
+/// Mean and (population) standard deviation; `None` for no values.
+fn mean_sd(values: &[f64]) -> (Option<f64>, Option<f64>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    (Some(mean), Some(var.sqrt()))
 }
 
 pub(super) fn eval(
     manifest_path: &Path,
     group_by: Option<&str>,
-    train_good: Option<usize>,
+    split: &Split,
     options: &FitOptions,
     json: bool,
 ) -> anyhow::Result<()> {
@@ -340,6 +470,35 @@ pub(super) fn eval(
         .max()
         .unwrap_or(0)
         .max(5);
+    if let Split::Objects { column, folds } = split {
+        if !json {
+            println!(
+                "{:<width$} {:>7} {:>5} {:>7} {:>5} {:>6} {:>13} {:>6} {:>6} {:>6} {:>7}",
+                "group",
+                "model",
+                "folds",
+                "objects",
+                "good",
+                "defect",
+                "AUROC (sd)",
+                "recall",
+                "FRR",
+                "hit",
+                "ms/img"
+            );
+        }
+        for (group, members) in &groups {
+            match evaluate_folds(group, members, column, *folds, options) {
+                Ok(report) if json => println!("{}", serde_json::to_string(&report)?),
+                Ok(report) => print_folds(&report, width),
+                Err(e) => print_error(group, &e, json, width),
+            }
+        }
+        return Ok(());
+    }
+    let Split::FirstGood(train_good) = *split else {
+        return Ok(());
+    };
     if !json {
         println!(
             "{:<width$} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7}",
@@ -361,17 +520,45 @@ pub(super) fn eval(
         match evaluate_group(group, members, train_good, options) {
             Ok(report) if json => println!("{}", serde_json::to_string(&report)?),
             Ok(report) => print_row(&report, width),
-            Err(e) => {
-                let e = format!("{e:#}");
-                if json {
-                    println!("{}", serde_json::json!({ "group": group, "error": e }));
-                } else {
-                    println!("{group:<width$} cannot fit: {e}");
-                }
-            }
+            Err(e) => print_error(group, &e, json, width),
         }
     }
     Ok(())
+}
+
+fn print_error(group: &str, e: &anyhow::Error, json: bool, width: usize) {
+    let e = format!("{e:#}");
+    if json {
+        println!("{}", serde_json::json!({ "group": group, "error": e }));
+    } else {
+        println!("{group:<width$} cannot fit: {e}");
+    }
+}
+
+fn print_folds(r: &FoldsReport, width: usize) {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0));
+    let m = &r.pooled;
+    let auroc = match (r.auroc_mean, r.auroc_sd) {
+        (Some(mean), Some(sd)) => format!("{mean:.3} ({sd:.3})"),
+        _ => "-".to_string(),
+    };
+    println!(
+        "{:<width$} {:>7} {:>5} {:>7} {:>5} {:>6} {:>13} {:>6} {:>6} {:>6} {:>7.1}",
+        r.group,
+        r.model,
+        r.folds,
+        r.objects,
+        m.good,
+        m.defect,
+        auroc,
+        pct(m.recall),
+        pct(m.false_reject_rate),
+        pct(m.region_hit_rate),
+        m.ms_per_image
+    );
+    if r.errors > 0 {
+        println!("{:<width$} {} images could not be scored", "", r.errors);
+    }
 }
 
 /// Scores evaluation rows on one core (so the milliseconds are one core's), checking the top
@@ -382,7 +569,7 @@ fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
     for row in rows {
         match score_one(model, &row.path) {
             Ok((verdict, image, ms)) => {
-                let size = (image.width, image.height);
+                let size = (image.width(), image.height());
                 // A missed defect is not located; an unreadable mask says so and leaves the
                 // image out of the hit rate.
                 let located = row.mask.as_ref().filter(|_| row.defect).and_then(|path| {
@@ -508,6 +695,50 @@ mod tests {
         assert_eq!(m.ms_per_image, 2.0);
         let no_defects = metrics(&[s(false, 1.0, false, None)]);
         assert_eq!((no_defects.auroc, no_defects.recall), (None, None));
+    }
+
+    #[test]
+    fn held_out_objects_are_each_scored_once_by_a_model_that_never_saw_them() {
+        // Ten objects with two good photos each and two with a defect photo: a bright square.
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = "file,label,group_id\n".to_string();
+        let photo = |name: &str, seed: u32, defect: bool| {
+            let img = image::RgbImage::from_fn(64, 64, |x, y| {
+                let noise = ((x * 7 + y * 13 + seed * 31) % 17) as u8;
+                let spot = defect && (20..30).contains(&x) && (20..30).contains(&y);
+                image::Rgb(if spot {
+                    [250, 240, 60]
+                } else {
+                    [90 + noise, 100, 120]
+                })
+            });
+            img.save(dir.path().join(name)).unwrap();
+        };
+        for object in 0..12u32 {
+            let defect = object >= 10;
+            for shot in 0..if defect { 1 } else { 2 } {
+                let name = format!("o{object}_{shot}.png");
+                photo(&name, object * 2 + shot, defect);
+                let label = if defect { "defect" } else { "good" };
+                text.push_str(&format!("{name},{label},object{object}\n"));
+            }
+        }
+        let rows = manifest::parse(&text, dir.path()).unwrap();
+        let members: Vec<&Row> = rows.iter().collect();
+        let options = FitOptions {
+            method: wiko_inspect::MethodChoice::Patch,
+            ..FitOptions::default()
+        };
+        let report = evaluate_folds("all", &members, "group_id", 4, &options).unwrap();
+        assert_eq!((report.folds, report.objects, report.errors), (4, 12, 0));
+        // Every image scored exactly once.
+        assert_eq!((report.pooled.good, report.pooled.defect), (20, 2));
+        // Objects are dealt in turn: folds 0 and 1 hold three good objects (six photos) each,
+        // so their models fit on the other 14; folds 2 and 3 two good objects and a defect
+        // each (16 fitted).
+        assert_eq!(report.trained_on, (14 + 14 + 16 + 16) as f64 / 4.0);
+        assert_eq!(report.fold_auroc.iter().filter(|a| a.is_some()).count(), 2);
+        assert_eq!(report.auroc_mean, Some(1.0), "the bright square stands out");
     }
 
     #[test]

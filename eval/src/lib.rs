@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model, Verdict};
+use wiko_inspect::{DecodeLimits, FitOptions, Image, MethodChoice, Model, Verdict};
 
 use crate::manifest::Row;
 
@@ -22,7 +22,10 @@ mod heatmap;
 pub mod manifest;
 mod mask_free;
 
-pub use evaluate::{GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_group, metrics};
+pub use evaluate::{
+    FoldsReport, GroupReport, Metrics, Scored, Training, TypeRecall, evaluate_folds,
+    evaluate_group, metrics,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ModelCommand {
@@ -58,8 +61,16 @@ pub enum ModelCommand {
         group_by: Option<String>,
         /// Good images to fit on: the first N of the group in manifest order
         /// [default: half of the group's good images, at most 50].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "split_by")]
         train_good: Option<usize>,
+        /// Hold out whole objects: the manifest column naming each row's object (e.g.
+        /// `group_id`). Objects are dealt into `--folds` folds; each fold is scored by a model
+        /// fitted on the good images of the other folds' objects only.
+        #[arg(long)]
+        split_by: Option<String>,
+        /// Folds for `--split-by`.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+        folds: u32,
         #[command(flatten)]
         options: FitArgs,
         /// Print one JSON object per group instead of a table.
@@ -71,7 +82,8 @@ pub enum ModelCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct FitArgs {
     /// `auto`, `aligned` (an object on a plain background), `fixed` (a surface under a fixed
-    /// camera) or `texture` (a surface where position means nothing).
+    /// camera), `texture` (a surface where position means nothing) or `patch` (local colour
+    /// statistics against the good parts', position-free: parts that hang or turn).
     #[arg(long, default_value = "auto", value_parser = parse_method)]
     pub method: MethodChoice,
     /// Share of good parts the calibrated threshold may reject.
@@ -94,8 +106,9 @@ fn parse_method(s: &str) -> Result<MethodChoice, String> {
         "aligned" => Ok(MethodChoice::Aligned),
         "fixed" => Ok(MethodChoice::Fixed),
         "texture" => Ok(MethodChoice::Texture),
+        "patch" => Ok(MethodChoice::Patch),
         other => Err(format!(
-            "`{other}`: expected auto, aligned, fixed or texture"
+            "`{other}`: expected auto, aligned, fixed, texture or patch"
         )),
     }
 }
@@ -117,20 +130,31 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             manifest,
             group_by,
             train_good,
+            split_by,
+            folds,
             options,
             json,
-        } => evaluate::eval(
-            &manifest,
-            group_by.as_deref(),
-            train_good,
-            &options.options(),
-            json,
-        ),
+        } => {
+            let split = match split_by {
+                Some(column) => evaluate::Split::Objects {
+                    column,
+                    folds: folds as usize,
+                },
+                None => evaluate::Split::FirstGood(train_good),
+            };
+            evaluate::eval(
+                &manifest,
+                group_by.as_deref(),
+                &split,
+                &options.options(),
+                json,
+            )
+        }
     }
 }
 
 /// Reads and decodes images on every core, in order.
-fn decode_all(paths: &[&Path]) -> Vec<Result<(Gray, f64), String>> {
+fn decode_all(paths: &[&Path]) -> Vec<Result<(Image, f64), String>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = paths.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
@@ -149,12 +173,12 @@ fn decode_all(paths: &[&Path]) -> Vec<Result<(Gray, f64), String>> {
 }
 
 /// Decodes one file; also returns the milliseconds it took.
-fn decode_file(path: &Path) -> Result<(Gray, f64), String> {
+fn decode_file(path: &Path) -> Result<(Image, f64), String> {
     let started = Instant::now();
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let gray = wiko_inspect::decode(&bytes, DecodeLimits::default())
+    let image = wiko_inspect::decode(&bytes, DecodeLimits::default())
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((gray, started.elapsed().as_secs_f64() * 1000.0))
+    Ok((image, started.elapsed().as_secs_f64() * 1000.0))
 }
 
 /// Decodes good images and fits a model, reporting progress on stderr.
@@ -262,9 +286,9 @@ fn score(model_path: &Path, inputs: &[PathBuf], heatmap: Option<&Path>) -> anyho
         match score_one(&model, &row.path) {
             Ok((verdict, image, ms)) => {
                 if let Some(dir) = heatmap {
-                    let heat = model.map_in_image(&verdict, image.width, image.height);
+                    let heat = model.map_in_image(&verdict, image.width(), image.height());
                     let path = heatmap::path_for(dir, &row.name);
-                    heatmap::render(&image, &heat, verdict.threshold, &verdict.regions)
+                    heatmap::render(&image.luma, &heat, verdict.threshold, &verdict.regions)
                         .save(&path)
                         .with_context(|| format!("writing {}", path.display()))?;
                 }
@@ -298,11 +322,11 @@ fn score(model_path: &Path, inputs: &[PathBuf], heatmap: Option<&Path>) -> anyho
 }
 
 /// Decodes and scores one image: the verdict, the decoded image and the milliseconds both took.
-fn score_one(model: &Model, path: &Path) -> Result<(Verdict, Gray, f64), String> {
+fn score_one(model: &Model, path: &Path) -> Result<(Verdict, Image, f64), String> {
     let started = Instant::now();
-    let (gray, _) = decode_file(path)?;
-    let verdict = model.score(&gray).map_err(|e| e.to_string())?;
-    Ok((verdict, gray, started.elapsed().as_secs_f64() * 1000.0))
+    let (image, _) = decode_file(path)?;
+    let verdict = model.score(&image).map_err(|e| e.to_string())?;
+    Ok((verdict, image, started.elapsed().as_secs_f64() * 1000.0))
 }
 
 #[cfg(test)]

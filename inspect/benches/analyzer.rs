@@ -4,13 +4,14 @@
 //! 1920×1080 (JPEG, quality as the synthetic camera's): fitting from 50 good parts, then
 //! decode + score per image, over 60 images (good and defective). Baseline in the same run:
 //! decoding alone, the floor any analyzer pays. The parts are fitted by each method in turn
-//! (the automatic choice, aligned, and the position-free texture method, which knives do not
-//! need but surfaces do) so that every method's speed is measured on the same frames.
+//! (the automatic choice, aligned, and the position-free texture and patch methods, which knives
+//! on a belt do not need but surfaces and parts that turn do) so that every method's speed is
+//! measured on the same frames.
 
 use std::time::Instant;
 
 use image::{ImageBuffer, Rgb};
-use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model};
+use wiko_inspect::{DecodeLimits, FitOptions, Image, MethodChoice, Model};
 use wiko_synth::{self as synthetic, SynthDefect};
 
 fn frame(defect: Option<SynthDefect>, seed: u64, size: (u32, u32)) -> Vec<u8> {
@@ -40,11 +41,15 @@ fn main() {
                 frame(defect, 5000 + i, size)
             })
             .collect();
-        let decoded: Vec<Gray> = good
+        let decoded: Vec<Image> = good
             .iter()
             .filter_map(|b| wiko_inspect::decode(b, limits).ok())
             .collect();
-        for method in [MethodChoice::Auto, MethodChoice::Texture] {
+        for method in [
+            MethodChoice::Auto,
+            MethodChoice::Texture,
+            MethodChoice::Patch,
+        ] {
             measure(&decoded, &test, size, method, limits);
         }
     }
@@ -52,7 +57,7 @@ fn main() {
 
 /// Fits `good` by `method`, then decodes and scores every test frame, one by one.
 fn measure(
-    good: &[Gray],
+    good: &[Image],
     test: &[Vec<u8>],
     size: (u32, u32),
     method: MethodChoice,

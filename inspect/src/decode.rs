@@ -1,10 +1,11 @@
-//! Bytes to a grey image, with a pixel limit checked before any pixel is allocated.
+//! Bytes to an [`Image`] (luma, and chroma where the file has colour), with a pixel limit
+//! checked before any pixel is allocated.
 
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use crate::{Gray, InspectError};
+use crate::{Gray, Image, InspectError};
 
 /// Bounds on what [`decode`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +23,15 @@ impl Default for DecodeLimits {
     }
 }
 
-/// Decodes JPEG, PNG, TIFF or BMP bytes (8 or 16 bit, grey or colour) to 8-bit-range grey,
-/// turned upright by the EXIF orientation when there is one.
-pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Gray, InspectError> {
+/// Decodes JPEG, PNG, TIFF or BMP bytes (8 or 16 bit, grey or colour) to 8-bit-range luma,
+/// with chroma when the file has colour, turned upright by the EXIF orientation when there is
+/// one.
+pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Image, InspectError> {
     let (width, height) = dimensions(bytes, limits)?;
     if image::guess_format(bytes).ok() == Some(ImageFormat::Jpeg)
-        && let Some(gray) = decode_jpeg_luma(bytes, width, height)
+        && let Some(img) = decode_jpeg(bytes, width, height)
     {
-        return Ok(gray);
+        return Ok(img);
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -47,18 +49,31 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Gray, InspectError> 
     if let Some(orientation) = orientation {
         img.apply_orientation(orientation);
     }
-    Ok(to_gray(&img))
+    Ok(if img.color().has_color() {
+        let rgb = img.to_rgb8();
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        Image::from_rgb(w, h, rgb.as_raw())
+    } else {
+        Image::from(to_gray(&img))
+    })
 }
 
-/// The fast path for the common case, a colour or grey JPEG: only the luma channel is
-/// decoded (no chroma upsampling, no colour conversion), which halves the time of a 1080p
-/// frame. `None` where it does not apply (CMYK, odd headers): the general path decodes those.
-fn decode_jpeg_luma(bytes: &[u8], width: u32, height: u32) -> Option<Gray> {
+/// The fast path for the common case, a colour or grey JPEG: decoded in its own colour space
+/// (YCbCr or grey; no colour conversion). `None` where it does not apply (CMYK, odd headers):
+/// the general path decodes those.
+fn decode_jpeg(bytes: &[u8], width: u32, height: u32) -> Option<Image> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
+    let mut probe = zune_jpeg::JpegDecoder::new(ZCursor::new(bytes));
+    probe.decode_headers().ok()?;
+    let colour = match probe.input_colorspace()? {
+        ColorSpace::YCbCr => ColorSpace::YCbCr,
+        ColorSpace::Luma => ColorSpace::Luma,
+        _ => return None,
+    };
     let options = DecoderOptions::default()
-        .jpeg_set_out_colorspace(ColorSpace::Luma)
+        .jpeg_set_out_colorspace(colour)
         .set_max_width(width as usize)
         .set_max_height(height as usize);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
@@ -67,12 +82,20 @@ fn decode_jpeg_luma(bytes: &[u8], width: u32, height: u32) -> Option<Gray> {
         .into_decoder()
         .ok()
         .and_then(|mut d| d.orientation().ok());
-    let luma = image::GrayImage::from_raw(width, height, pixels)?;
-    let mut img = DynamicImage::ImageLuma8(luma);
+    // Orientation only moves pixels: YCbCr triples ride in an RGB buffer.
+    let mut img = if colour == ColorSpace::YCbCr {
+        DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, pixels)?)
+    } else {
+        DynamicImage::ImageLuma8(image::GrayImage::from_raw(width, height, pixels)?)
+    };
     if let Some(orientation) = orientation {
         img.apply_orientation(orientation);
     }
-    Some(to_gray(&img))
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    Some(match img {
+        DynamicImage::ImageRgb8(ycc) => Image::from_ycbcr(w, h, ycc.as_raw()),
+        other => Image::from(to_gray(&other)),
+    })
 }
 
 /// An 8-bit-range grey image of any decoded image.
@@ -147,7 +170,7 @@ mod tests {
 
     #[test]
     fn decodes_a_jpeg_to_grey() {
-        let g = decode(&jpeg(40, 30), DecodeLimits::default()).unwrap();
+        let g = decode(&jpeg(40, 30), DecodeLimits::default()).unwrap().luma;
         assert_eq!((g.width, g.height), (40, 30));
         assert!(g.get(39, 29) > g.get(0, 0));
     }
@@ -186,7 +209,7 @@ mod tests {
         image::DynamicImage::ImageLuma16(img)
             .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
             .unwrap();
-        let g = decode(&out, DecodeLimits::default()).unwrap();
+        let g = decode(&out, DecodeLimits::default()).unwrap().luma;
         assert_eq!((g.get(0, 0), g.get(7, 3)), (0.0, 255.0));
     }
 
@@ -213,11 +236,42 @@ mod tests {
         tagged.extend_from_slice(&len.to_be_bytes());
         tagged.extend_from_slice(&app1);
         tagged.extend_from_slice(&plain[2..]);
-        let g = decode(&tagged, DecodeLimits::default()).unwrap();
+        let g = decode(&tagged, DecodeLimits::default()).unwrap().luma;
         assert_eq!((g.width, g.height), (8, 16), "turned upright");
         assert!(
             g.get(4, 2) > 200.0 && g.get(4, 13) < 50.0,
             "the bright half is now on top"
+        );
+    }
+
+    #[test]
+    fn colour_files_keep_their_chroma_and_grey_ones_are_mono() {
+        // Left half red, right half blue, as a JPEG and as a PNG.
+        let img = image::RgbImage::from_fn(32, 16, |x, _| {
+            image::Rgb(if x < 16 { [200, 30, 30] } else { [30, 30, 200] })
+        });
+        for format in [ImageFormat::Jpeg, ImageFormat::Png] {
+            let mut out = Vec::new();
+            image::DynamicImage::ImageRgb8(img.clone())
+                .write_to(&mut Cursor::new(&mut out), format)
+                .unwrap();
+            let decoded = decode(&out, DecodeLimits::default()).unwrap();
+            let [cb, cr] = decoded.chroma.unwrap();
+            assert_eq!((cr.width, cr.height), (16, 8), "{format:?}");
+            assert!(
+                cr.get(2, 4) > 50.0 && cb.get(2, 4) < -10.0,
+                "red: {format:?}"
+            );
+            assert!(
+                cb.get(13, 4) > 50.0 && cr.get(13, 4) < -10.0,
+                "blue: {format:?}"
+            );
+        }
+        assert!(
+            decode(&jpeg(16, 16), DecodeLimits::default())
+                .unwrap()
+                .chroma
+                .is_none()
         );
     }
 

@@ -6,9 +6,10 @@
 //! # The golden-sample method
 //! A [`Model`] is fitted per SKU from good images only and tells how far an image is from them.
 //! 1. [`decode`]: JPEG/PNG/TIFF/BMP (8 or 16 bit, grey or colour, EXIF orientation applied) to
-//!    an 8-bit-range grey image, refusing anything over the pixel limit before pixels are
-//!    allocated (no decompression bombs) and truncated JPEGs.
-//! 2. Three kinds of view, chosen per model ([`model::MethodChoice`], `auto` by default):
+//!    an [`Image`]: 8-bit-range luma, and chroma at half resolution where the file has colour;
+//!    refusing anything over the pixel limit before pixels are allocated (no decompression
+//!    bombs) and truncated JPEGs.
+//! 2. Four kinds of view, chosen per model ([`model::MethodChoice`], `auto` by default):
 //!    - [`aligned`]: an object on a plain background (a knife on a belt). [`register`] finds
 //!      its pose from the silhouette's moments; per canonical location the model holds robust
 //!      statistics (median, spread) of the gain-normalised level and of the cross-grain detail.
@@ -22,6 +23,11 @@
 //!      model holds each channel's median and percentiles over good pixels and each family's
 //!      typical maximum in good images, and a pixel's anomaly is its strongest response in
 //!      those units (a line's, as far as it stands out at both of its widths).
+//!    - [`patch`]: a part that hangs or turns by any angle (chosen for compact objects whose
+//!      good images turn by more than 20°; elongated ones are registered by their axis): per cell of the working image, the mean and spread of
+//!      luma and chroma and the luma gradient, against a bounded memory of the good images'
+//!      cells; a cell's anomaly is the distance to its nearest good one. Colour counts here:
+//!      rust on paint is a change of hue.
 //! 3. The image score is the maximum of the anomaly map. The threshold comes from good images
 //!    alone: five-fold cross-scoring gives each good image a held-out score, and
 //!    [`stats::calibrate`] fits an extreme-value law to them for a stated false-reject rate.
@@ -32,12 +38,14 @@
 pub mod aligned;
 pub mod boundaries;
 pub mod classify;
+pub mod colour;
 pub mod decode;
 pub mod fixed;
 pub mod glare;
 pub mod gray;
 mod half_floats;
 pub mod model;
+pub mod patch;
 pub mod paths;
 pub mod regions;
 pub mod register;
@@ -45,6 +53,7 @@ pub mod stats;
 pub mod texture;
 
 pub use classify::RegionKind;
+pub use colour::Image;
 pub use decode::{DecodeLimits, decode};
 pub use gray::Gray;
 pub use model::{FitError, FitOptions, MethodChoice, Model, ModelFileError, Verdict};

@@ -5,18 +5,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::aligned::{self, AlignedModel};
 use crate::fixed::{self, FixedModel};
+use crate::patch::{self, PatchModel};
 use crate::regions::{Component, Region, components};
 use crate::register::Pose;
-use crate::stats::calibrate;
+use crate::stats::{calibrate, median};
 use crate::texture::{self, TextureModel};
-use crate::{Gray, InspectError};
+use crate::{Gray, Image, InspectError};
 
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
 /// lines count as far as both offsets agree, per-location statistics are half floats; 6:
 /// texture path channels and per-family units; 7: texture dark responses beside a glare do
 /// not count; 8: texture boundaries across the grain; 9: aligned parts' gain from the upper
-/// quartile of the part's levels); a model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 9;
+/// quartile of the part's levels; 10: colour images and the position-free patch method); a
+/// model file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 10;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
@@ -29,6 +31,13 @@ const FOLDS: usize = 5;
 /// share of it, and the border's spread is below [`PLAIN_BORDER`].
 const OBJECT_COVERAGE: std::ops::RangeInclusive<f32> = 0.01..=0.6;
 const PLAIN_BORDER: f32 = 15.0;
+/// Auto choice: objects whose good images lie within this angle (radians) of their mean
+/// direction are compared per location (aligned). Beyond it, an elongated part (its length
+/// at least [`ELONGATED`] times its width, as a knife's ten) is still registered by its long
+/// axis at any angle; a compact one (a plate, whose axis of inertia means little) hangs or
+/// turns freely and is compared position-free (patch).
+const ALIGNED_PLAY: f32 = 0.35;
+const ELONGATED: f32 = 3.0;
 /// First bytes of a model file.
 const MAGIC: &[u8; 8] = b"WIKOMODL";
 
@@ -36,13 +45,17 @@ const MAGIC: &[u8; 8] = b"WIKOMODL";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MethodChoice {
-    /// Aligned when every good image shows one object on a plain background; for surfaces,
-    /// fixed when the good images repeat one view in place, else texture.
+    /// Aligned when every good image shows one object on a plain background within a small
+    /// angle (patch when it turns further); for surfaces, fixed when the good images repeat
+    /// one view in place, else texture.
     #[default]
     Auto,
     Aligned,
     Fixed,
     Texture,
+    /// Position-free: local colour statistics against a memory of the good parts' (parts
+    /// that hang or turn by any angle).
+    Patch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,6 +81,7 @@ pub enum Method {
     Aligned(AlignedModel),
     Fixed(FixedModel),
     Texture(TextureModel),
+    Patch(PatchModel),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,16 +140,19 @@ pub struct Verdict {
 impl Model {
     /// Fits a model from good images and calibrates its threshold by cross-scoring: each of
     /// five folds is scored by a model fitted without it.
-    pub fn fit(good: &[Gray], options: &FitOptions) -> Result<Model, FitError> {
-        if good.len() < MIN_GOOD {
-            return Err(FitError::TooFew { got: good.len() });
+    pub fn fit(images: &[Image], options: &FitOptions) -> Result<Model, FitError> {
+        if images.len() < MIN_GOOD {
+            return Err(FitError::TooFew { got: images.len() });
         }
+        let good: Vec<&Gray> = images.iter().map(|i| &i.luma).collect();
+        let good = good.as_slice();
         let rate = options.false_reject_rate;
         if !(rate > 0.0 && rate < 0.5) {
             return Err(FitError::Rate(rate));
         }
         let (method, held_out_scores) = match options.method {
             MethodChoice::Texture => fit_texture(good)?,
+            MethodChoice::Patch => fit_patch(images)?,
             MethodChoice::Fixed => {
                 let reference = texture::median_size(good);
                 fit_fixed(reference, prepare_fixed(good, reference)?)
@@ -148,7 +165,17 @@ impl Model {
                 };
                 let objects = poses.iter().filter(|p| is_object(p)).count();
                 if objects == good.len() {
-                    fit_aligned(good, all_registered(poses)?)?
+                    let registered = all_registered(poses)?;
+                    let angles: Vec<f32> = registered.iter().map(|(_, p)| p.angle).collect();
+                    let mut elongations: Vec<f32> = registered
+                        .iter()
+                        .map(|(_, p)| p.half_length / p.half_width.max(1.0))
+                        .collect();
+                    if angle_play(&angles) > ALIGNED_PLAY && median(&mut elongations) < ELONGATED {
+                        fit_patch(images)?
+                    } else {
+                        fit_aligned(good, registered)?
+                    }
                 } else if objects * 2 > good.len() {
                     // Mostly single parts on a belt: the others are bad golden images (an empty
                     // belt, two parts, a cut-off frame). Refuse rather than fall back to a
@@ -181,11 +208,13 @@ impl Model {
             Method::Aligned(_) => "aligned",
             Method::Fixed(_) => "fixed",
             Method::Texture(_) => "texture",
+            Method::Patch(_) => "patch",
         }
     }
 
     /// Scores one decoded image against the model.
-    pub fn score(&self, img: &Gray) -> Result<Verdict, InspectError> {
+    pub fn score(&self, image: &Image) -> Result<Verdict, InspectError> {
+        let img = &image.luma;
         let (map, pose, regions) = match &self.method {
             Method::Aligned(m) => {
                 let p = m.prepare(img)?;
@@ -203,6 +232,12 @@ impl Model {
                 let p = m.prepare(img)?;
                 let map = m.anomaly(&p);
                 let regions = self.regions(&map, |c| m.region(c, &p, &map, img));
+                (map, None, regions)
+            }
+            Method::Patch(m) => {
+                let cells = m.prepare(image)?;
+                let (map, shift) = m.anomaly(&cells);
+                let regions = self.regions(&map, |c| m.region(c, &cells, &shift, img));
                 (map, None, regions)
             }
         };
@@ -224,7 +259,9 @@ impl Model {
             (Method::Aligned(m), Some(pose)) => m.map_in_image(&v.map, pose, width, height),
             (Method::Aligned(_), None) => Gray::new(width, height, 0.0),
             // Surfaces are judged on the whole image, brought to the working scale.
-            (Method::Fixed(_) | Method::Texture(_), _) => v.map.resize(width, height),
+            (Method::Fixed(_) | Method::Texture(_) | Method::Patch(_), _) => {
+                v.map.resize(width, height)
+            }
         }
     }
 
@@ -296,8 +333,24 @@ impl Method {
                     && tw.checked_mul(th).is_some_and(|n| m.level.is_sound(n))
             }
             Method::Texture(m) => m.is_consistent(),
+            Method::Patch(m) => m.is_consistent(),
         }
     }
+}
+
+/// The largest angle (radians) between a direction and the directions' circular mean.
+fn angle_play(angles: &[f32]) -> f32 {
+    let (s, c) = angles
+        .iter()
+        .fold((0f32, 0f32), |(s, c), a| (s + a.sin(), c + a.cos()));
+    let mean = s.atan2(c);
+    angles
+        .iter()
+        .map(|a| {
+            let d = (a - mean).rem_euclid(std::f32::consts::TAU);
+            d.min(std::f32::consts::TAU - d)
+        })
+        .fold(0.0, f32::max)
 }
 
 fn looks_like_an_object(pose: &Pose) -> bool {
@@ -305,8 +358,8 @@ fn looks_like_an_object(pose: &Pose) -> bool {
 }
 
 /// Registers every good image at the working resolution of the first.
-fn aligned_poses(good: &[Gray]) -> Vec<Result<(Gray, Pose), InspectError>> {
-    let downscale = good.first().map_or(1, aligned::downscale_for);
+fn aligned_poses(good: &[&Gray]) -> Vec<Result<(Gray, Pose), InspectError>> {
+    let downscale = good.first().map_or(1, |g| aligned::downscale_for(g));
     good.iter()
         .map(|g| aligned::pose_of(g, downscale))
         .collect()
@@ -323,8 +376,8 @@ fn all_registered(
         .collect()
 }
 
-fn fit_aligned(good: &[Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<f32>), FitError> {
-    let downscale = good.first().map_or(1, aligned::downscale_for);
+fn fit_aligned(good: &[&Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<f32>), FitError> {
+    let downscale = good.first().map_or(1, |g| aligned::downscale_for(g));
     let (width, height) = aligned::frame_for(&poses.iter().map(|(_, p)| *p).collect::<Vec<_>>());
     let prepared: Vec<aligned::Prepared> = poses
         .into_iter()
@@ -340,7 +393,7 @@ fn fit_aligned(good: &[Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<f
 
 /// A surface: a fixed view when the good images share one size and repeat one view in place,
 /// else a texture.
-fn fit_surface(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
+fn fit_surface(good: &[&Gray]) -> Result<(Method, Vec<f32>), FitError> {
     if let (_, Some(reference)) = texture::geometry(good) {
         let prepared = prepare_fixed(good, reference)?;
         if fixed::view_is_fixed(&prepared.iter().collect::<Vec<_>>()) {
@@ -351,7 +404,7 @@ fn fit_surface(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
 }
 
 fn prepare_fixed(
-    good: &[Gray],
+    good: &[&Gray],
     reference: (usize, usize),
 ) -> Result<Vec<fixed::Prepared>, FitError> {
     let downscale = fixed::downscale_for(reference);
@@ -374,7 +427,7 @@ fn fit_fixed(reference: (usize, usize), prepared: Vec<fixed::Prepared>) -> (Meth
     (Method::Fixed(model), held_out)
 }
 
-fn fit_texture(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
+fn fit_texture(good: &[&Gray]) -> Result<(Method, Vec<f32>), FitError> {
     let (downscale, reference) = texture::geometry(good);
     let works = good
         .iter()
@@ -395,6 +448,26 @@ fn fit_texture(good: &[Gray]) -> Result<(Method, Vec<f32>), FitError> {
         TextureModel::image_score,
     );
     Ok((Method::Texture(model), held_out))
+}
+
+/// The position-free patch model: chroma counts when every good image has colour.
+fn fit_patch(good: &[Image]) -> Result<(Method, Vec<f32>), FitError> {
+    let refs: Vec<&Image> = good.iter().collect();
+    let scale = patch::scale_for(&refs);
+    let colour = good.iter().all(|g| g.chroma.is_some());
+    let cells = good
+        .iter()
+        .enumerate()
+        .map(|(index, g)| {
+            patch::cells(g, scale, colour).map_err(|source| FitError::Image { index, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (model, held_out) = cross_validate(
+        &cells,
+        |train| PatchModel::learn(train, scale, colour),
+        PatchModel::image_score,
+    );
+    Ok((Method::Patch(model), held_out))
 }
 
 /// Learns on all but one fold and scores that fold, for every fold; then learns on all.

@@ -178,7 +178,7 @@ pub struct Summary {
 }
 
 /// The working geometry for a set of good images: reduction factor and reference size.
-pub fn geometry(images: &[Gray]) -> (usize, Option<(usize, usize)>) {
+pub fn geometry(images: &[&Gray]) -> (usize, Option<(usize, usize)>) {
     let (w, h) = median_size(images);
     let close = |a: usize, b: usize| (a as f32 - b as f32).abs() <= SAME_SIZE * b as f32;
     let same = images
@@ -189,7 +189,7 @@ pub fn geometry(images: &[Gray]) -> (usize, Option<(usize, usize)>) {
 }
 
 /// The median width and height of a set of images (at least 1 × 1).
-pub fn median_size(images: &[Gray]) -> (usize, usize) {
+pub fn median_size(images: &[&Gray]) -> (usize, usize) {
     let mut widths: Vec<f32> = images.iter().map(|g| g.width as f32).collect();
     let mut heights: Vec<f32> = images.iter().map(|g| g.height as f32).collect();
     (
@@ -766,7 +766,7 @@ mod tests {
 
     fn model() -> TextureModel {
         let good: Vec<Gray> = (0..8).map(|i| surface(i, None)).collect();
-        let (downscale, reference) = geometry(&good);
+        let (downscale, reference) = geometry(&good.iter().collect::<Vec<_>>());
         assert_eq!((downscale, reference), (1, Some((200, 160))));
         let works: Vec<Working> = good
             .iter()

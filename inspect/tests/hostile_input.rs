@@ -5,7 +5,7 @@
 use image::{DynamicImage, GrayImage, ImageFormat, Luma};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use wiko_inspect::{DecodeLimits, FitOptions, Gray, MethodChoice, Model, decode};
+use wiko_inspect::{DecodeLimits, FitOptions, Gray, Image, MethodChoice, Model, decode};
 
 /// Mutations tried per model file and per image file.
 const MUTATIONS: usize = 1_000;
@@ -40,10 +40,10 @@ fn surface(seed: u64) -> Gray {
 }
 
 /// One model of each kind, with the images it was fitted on.
-fn models() -> Vec<(Model, Vec<Gray>)> {
-    let parts: Vec<Gray> = (0..8).map(part).collect();
-    let surfaces: Vec<Gray> = (0..8).map(surface).collect();
-    let fit = |images: &[Gray], method| {
+fn models() -> Vec<(Model, Vec<Image>)> {
+    let parts: Vec<Image> = (0..8).map(|i| part(i).into()).collect();
+    let surfaces: Vec<Image> = (0..8).map(|i| surface(i).into()).collect();
+    let fit = |images: &[Image], method| {
         let options = FitOptions {
             method,
             ..FitOptions::default()
@@ -53,10 +53,11 @@ fn models() -> Vec<(Model, Vec<Gray>)> {
     let models = vec![
         (fit(&parts, MethodChoice::Aligned), parts),
         (fit(&surfaces, MethodChoice::Texture), surfaces.clone()),
-        (fit(&surfaces, MethodChoice::Fixed), surfaces),
+        (fit(&surfaces, MethodChoice::Fixed), surfaces.clone()),
+        (fit(&surfaces, MethodChoice::Patch), surfaces),
     ];
     let kinds: Vec<&str> = models.iter().map(|(m, _)| m.kind()).collect();
-    assert_eq!(kinds, ["aligned", "texture", "fixed"]);
+    assert_eq!(kinds, ["aligned", "texture", "fixed", "patch"]);
     models
 }
 
@@ -84,7 +85,7 @@ fn mutate(bytes: &[u8], rng: &mut StdRng) -> Vec<u8> {
 }
 
 /// Scores `images` with `model`: each is an error or a verdict with finite numbers.
-fn assert_judges_soundly(model: &Model, images: &[Gray], what: &str) {
+fn assert_judges_soundly(model: &Model, images: &[Image], what: &str) {
     for img in images {
         if let Ok(v) = model.score(img) {
             assert!(v.score.is_finite(), "{what}: score {}", v.score);
@@ -102,7 +103,7 @@ fn a_damaged_model_file_is_refused_or_judges_soundly() {
     let mut rng = StdRng::seed_from_u64(7);
     for (model, images) in models() {
         let bytes = model.to_bytes();
-        let probes = [images[0].clone(), Gray::new(90, 60, 128.0)];
+        let probes = [images[0].clone(), Gray::new(90, 60, 128.0).into()];
         let mut loaded = 0;
         for i in 0..MUTATIONS {
             let damaged = mutate(&bytes, &mut rng);
@@ -159,7 +160,9 @@ fn damaged_image_bytes_decode_to_an_image_or_an_error() {
         for i in 0..MUTATIONS {
             let damaged = mutate(&bytes, &mut rng);
             if let Ok(img) = decode(&damaged, DecodeLimits::default()) {
-                assert!(img.data.iter().all(|v| v.is_finite()));
+                assert!(img.luma.data.iter().all(|v| v.is_finite()));
+                let chroma = img.chroma.iter().flatten();
+                assert!(chroma.flat_map(|p| &p.data).all(|v| v.is_finite()));
                 for (m, _) in &models {
                     let what = format!("{format:?} mutation {i}");
                     assert_judges_soundly(m, std::slice::from_ref(&img), &what);

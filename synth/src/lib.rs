@@ -3,9 +3,11 @@
 //! [`render`] draws one part (chef's knife `WK-KN-200`, paring knife `WK-PR-090`) with a
 //! painted defect and its pixel mask; [`render_part`] is part `i` of a camera's stream;
 //! [`write_dataset`] writes a labelled set (images, masks, `manifest.csv`) in the format of
-//! `shared/datasets`. Used by the agent's `synthetic` camera and `wiko-agent synth`, the demo,
+//! `shared/datasets`; [`Nuisance`] adds what a line adds (pose play, blur, light, noise) for
+//! robustness sweeps. Used by the agent's `synthetic` camera and `wiko-agent synth`, the demo,
 //! the benchmarks and the tests.
 
+pub mod nuisance;
 pub mod render;
 
 use std::path::Path;
@@ -13,6 +15,7 @@ use std::path::Path;
 use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
+pub use nuisance::Nuisance;
 pub use render::{
     HEIGHT, KnifeShape, Part, SHAPES, SynthDefect, WIDTH, pick_defect, render, shape,
 };
@@ -32,8 +35,13 @@ pub fn render_part(shape: &KnifeShape, seed: u64, index: u64, defect_rate: f64) 
 
 /// RGB pixels (`width × height × 3`) as a JPEG of the synthetic camera's quality.
 pub fn encode_jpeg(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
+    encode_jpeg_at(rgb, width, height, QUALITY)
+}
+
+/// RGB pixels (`width × height × 3`) as a JPEG of `quality` (1 to 100).
+pub fn encode_jpeg_at(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(rgb.len() / 8);
-    JpegEncoder::new_with_quality(&mut out, QUALITY)
+    JpegEncoder::new_with_quality(&mut out, quality)
         .write_image(rgb, width, height, ExtendedColorType::Rgb8)
         .map_err(|e| e.to_string())?;
     Ok(out)

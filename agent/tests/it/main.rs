@@ -19,7 +19,7 @@
 mod disk_full;
 mod torn_tail;
 
-use wiko_inspect::{DecodeLimits, FitOptions, Gray, Model};
+use wiko_inspect::{DecodeLimits, FitOptions, Image, Model};
 use wiko_synth::{self as synthetic, SHAPES, SynthDefect};
 
 /// Of the painted defects, at least this many tenths get their painted type (measured
@@ -30,7 +30,7 @@ fn decoded(
     shape: &synthetic::KnifeShape,
     defect: Option<SynthDefect>,
     seed: u64,
-) -> (Gray, Vec<u8>) {
+) -> (Image, Vec<u8>) {
     let part = synthetic::render(shape, defect, seed);
     let jpeg = synthetic::encode_jpeg(&part.rgb, synthetic::WIDTH, synthetic::HEIGHT).unwrap();
     (
@@ -50,7 +50,7 @@ fn overlaps(bbox: [u32; 4], mask: &[u8]) -> bool {
 #[test]
 fn synthetic_knives_good_parts_pass_and_painted_defects_are_found_where_they_are() {
     for shape in SHAPES {
-        let good: Vec<Gray> = (0..30).map(|i| decoded(&shape, None, 1000 + i).0).collect();
+        let good: Vec<Image> = (0..30).map(|i| decoded(&shape, None, 1000 + i).0).collect();
         let model = Model::fit(&good, &FitOptions::default()).unwrap();
         assert_eq!(model.kind(), "aligned");
         let false_rejects = (0..20)

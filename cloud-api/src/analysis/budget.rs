@@ -10,13 +10,15 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Peak bytes per pixel of decoding and judging one image (the decoder's buffers, the
-/// analyzer's working images), measured on model format 9 (`BENCHMARKS.md`, memory budget).
-pub const JUDGE_BYTES_PER_PIXEL: u64 = 16;
+/// analyzer's working images), measured on model format 9, plus what format 10's colour adds
+/// (half-resolution chroma: 2 bytes a pixel kept; added, not measured).
+pub const JUDGE_BYTES_PER_PIXEL: u64 = 18;
 /// Bytes per pixel each image of a golden set holds while the set is fitted (kept decoded,
-/// plus the fit's statistics).
-pub const FIT_BYTES_PER_PIXEL: u64 = 6;
-/// Peak bytes per pixel of decoding one image (the decoder's buffers beside the result).
-pub const DECODE_BYTES_PER_PIXEL: u64 = 8;
+/// luma 4 and chroma 2, plus the fit's statistics).
+pub const FIT_BYTES_PER_PIXEL: u64 = 8;
+/// Peak bytes per pixel of decoding one image (the decoder's buffers beside the result: a
+/// colour JPEG's YCbCr samples, 3 bytes, and their turned copy when EXIF says so).
+pub const DECODE_BYTES_PER_PIXEL: u64 = 12;
 /// Smallest budget accepted: one 1080p frame judged with room to spare.
 pub const MIN_BUDGET: u64 = 256 * 1024 * 1024;
 

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use chrono::{Datelike, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
-use wiko_inspect::Gray;
+use wiko_inspect::Image;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
 
 use super::budget::Budget;
@@ -45,7 +45,7 @@ impl Analyzer for Gate {
         self.local.version()
     }
 
-    async fn judge(&self, sku: &str, image: Arc<Gray>) -> Judgement {
+    async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {
         let mut judgement = self.local.judge(sku, image).await;
         if sends(self.remote.settings(), sku, &judgement) {
             judgement.status = AnalysisStatus::Provisional;

@@ -11,7 +11,8 @@ pub struct AnalysisConfig {
     /// another replica works off. Default: 2.
     #[serde(default = "default_workers")]
     pub workers: usize,
-    /// Kind of golden-sample model fitted for a SKU: `auto`, `aligned`, `fixed` or `texture`.
+    /// Kind of golden-sample model fitted for a SKU: `auto`, `aligned`, `fixed`, `texture` or
+    /// `patch`.
     #[serde(default)]
     #[cfg_attr(test, schemars(with = "String"))]
     pub method: wiko_inspect::MethodChoice,

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use wiko_inspect::{DecodeLimits, Gray, InspectError};
+use wiko_inspect::{DecodeLimits, Image, InspectError};
 
 pub use crate::store::Judgement;
 use crate::store::Outcome;
@@ -26,18 +26,18 @@ pub trait Analyzer: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn version(&self) -> &'static str;
     /// Judges one image of a part of `sku`.
-    async fn judge(&self, sku: &str, image: Arc<Gray>) -> Judgement;
+    async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement;
 }
 
 /// Decodes on the blocking pool.
-pub async fn decode(bytes: Bytes, limits: DecodeLimits) -> Result<Gray, InspectError> {
+pub async fn decode(bytes: Bytes, limits: DecodeLimits) -> Result<Image, InspectError> {
     tokio::task::spawn_blocking(move || wiko_inspect::decode(&bytes, limits))
         .await
         .unwrap_or_else(|e| Err(InspectError::Decode(format!("decoder task: {e}"))))
 }
 
 /// Runs the analyzer and fills in name, version and latency.
-pub async fn run(analyzer: &dyn Analyzer, sku: &str, image: Gray) -> Outcome {
+pub async fn run(analyzer: &dyn Analyzer, sku: &str, image: Image) -> Outcome {
     let started = Instant::now();
     let judgement = analyzer.judge(sku, Arc::new(image)).await;
     let latency = started.elapsed();

@@ -60,7 +60,11 @@ fn each_state_follows_from_the_last_heartbeat() {
         ..heartbeat(cameras, age)
     };
     let cases = [
-        (low_disk(&[CameraStatus::Ok], 999.0), 0, DeviceState::Degraded),
+        (
+            low_disk(&[CameraStatus::Ok], 999.0),
+            0,
+            DeviceState::Degraded,
+        ),
         (
             low_disk(&[CameraStatus::Failed], 1.0),
             0,
@@ -86,11 +90,7 @@ fn each_state_follows_from_the_last_heartbeat() {
             0,
             DeviceState::Behind,
         ),
-        (
-            heartbeat(&[CameraStatus::Ok], 299.0),
-            0,
-            DeviceState::Ok,
-        ),
+        (heartbeat(&[CameraStatus::Ok], 299.0), 0, DeviceState::Ok),
         // Three intervals of 60 s: still heard at 180 s, silent after.
         (ok.clone(), 180, DeviceState::Ok),
         (ok, 181, DeviceState::Silent),

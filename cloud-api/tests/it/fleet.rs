@@ -37,13 +37,7 @@ fn heartbeat(device: &str, camera_state: &str) -> Value {
 #[tokio::test]
 async fn heartbeats_show_each_device_with_its_state() {
     let h = harness().await;
-    let (status, ack) = post_json(
-        &h,
-        "/api/v1/heartbeats",
-        DEVICE,
-        heartbeat("pc7", "ok"),
-    )
-    .await;
+    let (status, ack) = post_json(&h, "/api/v1/heartbeats", DEVICE, heartbeat("pc7", "ok")).await;
     assert_eq!(status, 200, "{ack}");
     assert_eq!(ack["commands"], json!([]));
     let (status, _) = post_json(&h, "/api/v1/heartbeats", DEVICE, heartbeat("pc8", "failed")).await;
@@ -144,13 +138,7 @@ async fn heartbeats_are_checked_and_keys_keep_to_their_scope() {
             "{answer}"
         );
     }
-    let (status, _) = post_json(
-        &h,
-        "/api/v1/heartbeats",
-        VIEWER,
-        heartbeat("pc7", "ok"),
-    )
-    .await;
+    let (status, _) = post_json(&h, "/api/v1/heartbeats", VIEWER, heartbeat("pc7", "ok")).await;
     assert_eq!(status, 403);
     let (status, _) = call(&h, "GET", "/api/v1/devices", DEVICE).await;
     assert_eq!(status, 403);
@@ -165,14 +153,9 @@ async fn heartbeats_are_checked_and_keys_keep_to_their_scope() {
 async fn a_dead_letter_is_requeued_through_the_next_heartbeat() {
     let h = harness().await;
     assert_eq!(
-        post_json(
-            &h,
-            "/api/v1/heartbeats",
-            DEVICE,
-            heartbeat("pc7", "ok")
-        )
-        .await
-        .0,
+        post_json(&h, "/api/v1/heartbeats", DEVICE, heartbeat("pc7", "ok"))
+            .await
+            .0,
         200
     );
     let frame = Uuid::now_v7();
@@ -203,13 +186,7 @@ async fn a_dead_letter_is_requeued_through_the_next_heartbeat() {
 
     // Handed over with every answer until the device reports it done.
     for _ in 0..2 {
-        let (_, ack) = post_json(
-            &h,
-            "/api/v1/heartbeats",
-            DEVICE,
-            heartbeat("pc7", "ok"),
-        )
-        .await;
+        let (_, ack) = post_json(&h, "/api/v1/heartbeats", DEVICE, heartbeat("pc7", "ok")).await;
         assert_eq!(ack["commands"], json!([command.clone()]));
     }
     assert_eq!(

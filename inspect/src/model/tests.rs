@@ -37,7 +37,7 @@ fn part(seed: u64, spot: Option<(f32, f32, f32)>) -> Gray {
 }
 
 fn model() -> Model {
-    let good: Vec<Gray> = (0..12).map(|i| part(i, None)).collect();
+    let good: Vec<Image> = (0..12).map(|i| part(i, None)).map(Image::from).collect();
     Model::fit(&good, &FitOptions::default()).unwrap()
 }
 
@@ -46,14 +46,14 @@ fn good_parts_pass_and_a_spot_is_found_where_it_is() {
     let m = model();
     assert_eq!(m.kind(), "aligned", "an object on a plain belt");
     for seed in 100..106 {
-        let v = m.score(&part(seed, None)).unwrap();
+        let v = m.score(&part(seed, None).into()).unwrap();
         assert!(
             !v.defect_detected,
             "good part {seed}: score {} threshold {}",
             v.score, v.threshold
         );
     }
-    let bad = part(200, Some((40.0, 0.0, 3.0)));
+    let bad = Image::from(part(200, Some((40.0, 0.0, 3.0))));
     let v = m.score(&bad).unwrap();
     assert!(
         v.defect_detected,
@@ -71,7 +71,7 @@ fn good_parts_pass_and_a_spot_is_found_where_it_is() {
     assert_eq!(top.kind, RegionKind::Pit, "{top:?}");
 
     // Laid over the image, the map is strongest on the spot, inside the region's box.
-    let heat = m.map_in_image(&v, bad.width, bad.height);
+    let heat = m.map_in_image(&v, bad.width(), bad.height());
     let (i, peak) =
         heat.data.iter().enumerate().fold(
             (0, f32::MIN),
@@ -97,11 +97,11 @@ fn good_parts_pass_and_a_spot_is_found_where_it_is() {
 
 #[test]
 fn fitting_needs_enough_images_and_a_part_in_each() {
-    let few: Vec<Gray> = (0..3).map(|i| part(i, None)).collect();
+    let few: Vec<Image> = (0..3).map(|i| part(i, None)).map(Image::from).collect();
     let options = FitOptions::default();
     assert_eq!(Model::fit(&few, &options), Err(FitError::TooFew { got: 3 }));
-    let mut with_empty: Vec<Gray> = (0..6).map(|i| part(i, None)).collect();
-    with_empty[4] = Gray::new(320, 200, 90.0);
+    let mut with_empty: Vec<Image> = (0..6).map(|i| part(i, None)).map(Image::from).collect();
+    with_empty[4] = Gray::new(320, 200, 90.0).into();
     let aligned = FitOptions {
         method: MethodChoice::Aligned,
         ..options
@@ -126,19 +126,19 @@ fn fitting_needs_enough_images_and_a_part_in_each() {
         Model::fit(&few, &bad_rate).map(|_| ()),
         Err(FitError::TooFew { got: 3 })
     );
-    let enough: Vec<Gray> = (0..6).map(|i| part(i, None)).collect();
+    let enough: Vec<Image> = (0..6).map(|i| part(i, None)).map(Image::from).collect();
     assert_eq!(Model::fit(&enough, &bad_rate), Err(FitError::Rate(0.0)));
 }
 
 #[test]
 fn auto_takes_a_surface_filling_the_image_as_texture() {
-    let good: Vec<Gray> = (0..6)
+    let good: Vec<Image> = (0..6)
         .map(|i| {
             let mut g = part(i, None);
             for (k, v) in g.data.iter_mut().enumerate() {
                 *v = 100.0 + ((k * 7919 + i as usize * 31) % 61) as f32;
             }
-            g
+            Image::from(g)
         })
         .collect();
     let m = Model::fit(&good, &FitOptions::default()).unwrap();
@@ -182,7 +182,7 @@ fn the_model_file_round_trips_and_refuses_other_bytes() {
     ));
     // Statistics no fit makes (a NaN or zero spread, a tail next to zero, a huge median)
     // would judge with NaN or infinite scores: refused.
-    let parts: Vec<Gray> = (0..6).map(|i| part(i, None)).collect();
+    let parts: Vec<Image> = (0..6).map(|i| part(i, None)).map(Image::from).collect();
     let texture = Model::fit(
         &parts,
         &FitOptions {
@@ -225,6 +225,29 @@ fn the_model_file_round_trips_and_refuses_other_bytes() {
             t.unit[2] = 0.0;
         }
     }));
+    let patch = Model::fit(
+        &parts,
+        &FitOptions {
+            method: MethodChoice::Patch,
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(refused(&patch, |method| {
+        if let Method::Patch(p) = method {
+            p.bank.pop();
+        }
+    }));
+    assert!(refused(&patch, |method| {
+        if let Method::Patch(p) = method {
+            p.bank[5] = f32::INFINITY;
+        }
+    }));
+    assert!(refused(&patch, |method| {
+        if let Method::Patch(p) = method {
+            p.scale = 0.0;
+        }
+    }));
     // A reference size images would be resized to that no memory holds: refused.
     assert!(refused(&texture, |method| {
         if let Method::Texture(t) = method {
@@ -236,7 +259,7 @@ fn the_model_file_round_trips_and_refuses_other_bytes() {
 #[test]
 fn scoring_is_deterministic() {
     let m = model();
-    let img = part(300, Some((-80.0, 5.0, 3.0)));
+    let img = Image::from(part(300, Some((-80.0, 5.0, 3.0))));
     assert_eq!(m.score(&img).unwrap(), m.score(&img).unwrap());
 }
 
@@ -251,7 +274,7 @@ fn odd_images_give_a_verdict_or_an_error_with_every_method() {
         }
         g
     };
-    let surfaces: Vec<Gray> = (0..6).map(surface).collect();
+    let surfaces: Vec<Image> = (0..6).map(surface).map(Image::from).collect();
     let models = [
         model(),
         Model::fit(&surfaces, &FitOptions::default()).unwrap(),
@@ -259,6 +282,14 @@ fn odd_images_give_a_verdict_or_an_error_with_every_method() {
             &surfaces,
             &FitOptions {
                 method: MethodChoice::Fixed,
+                ..FitOptions::default()
+            },
+        )
+        .unwrap(),
+        Model::fit(
+            &surfaces,
+            &FitOptions {
+                method: MethodChoice::Patch,
                 ..FitOptions::default()
             },
         )
@@ -284,11 +315,11 @@ fn odd_images_give_a_verdict_or_an_error_with_every_method() {
         checker(1200, 90),
     ];
     let kinds: Vec<&str> = models.iter().map(Model::kind).collect();
-    assert_eq!(kinds, ["aligned", "texture", "fixed"]);
+    assert_eq!(kinds, ["aligned", "texture", "fixed", "patch"]);
     for m in &models {
         let mut verdicts = 0;
         for img in &odd {
-            if let Ok(v) = m.score(img) {
+            if let Ok(v) = m.score(&Image::from(img.clone())) {
                 verdicts += 1;
                 assert!(
                     v.score.is_finite(),
@@ -302,4 +333,13 @@ fn odd_images_give_a_verdict_or_an_error_with_every_method() {
         }
         assert!(verdicts >= 2, "{}: {verdicts} verdicts", m.kind());
     }
+}
+
+#[test]
+fn angle_play_is_measured_around_the_circle() {
+    let tau = std::f32::consts::TAU;
+    assert!(angle_play(&[0.0, 0.05, -0.05]) < 0.06);
+    // Directions either side of ±180° are close, not a full turn apart.
+    assert!(angle_play(&[3.1, -3.1, 3.12]) < 0.1);
+    assert!(angle_play(&[0.0, 1.0, tau - 1.0]) > 0.9);
 }

@@ -152,7 +152,11 @@ impl Router {
         let Some(session) = self.sessions.get_mut(client) else {
             return Vec::new();
         };
-        let earlier: Vec<&str> = session.subscriptions.iter().map(|(f, _)| f.as_str()).collect();
+        let earlier: Vec<&str> = session
+            .subscriptions
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .collect();
         // Logged messages an earlier subscription of this session already took.
         let taken = |topic: &str| earlier.iter().any(|f| matches(topic, f));
         let logged: Vec<Publish> = self
@@ -293,7 +297,11 @@ mod tests {
         r.connect("live", false);
         r.subscribe("live", "wiko/#", QoS::AtLeastOnce);
         assert_eq!(r.publish(&alert("one")).send.len(), 1);
-        r.publish(&Publish::new("wiko/yj/l1/s1/result", QoS::AtLeastOnce, "r1"));
+        r.publish(&Publish::new(
+            "wiko/yj/l1/s1/result",
+            QoS::AtLeastOnce,
+            "r1",
+        ));
 
         // The line display was subscribed before the restart: it comes back with a new session.
         r.connect("display", false);
@@ -302,8 +310,15 @@ mod tests {
         assert_eq!(payloads, [b"one".as_slice()], "what its filter matches");
         let got = r.subscribe("display", "wiko/#", QoS::AtLeastOnce);
         let payloads: Vec<&[u8]> = got.iter().map(|p| p.payload.as_ref()).collect();
-        assert_eq!(payloads, [b"r1".as_slice()], "nothing an earlier filter took");
-        assert!(r.subscribe("display", "wiko/#", QoS::AtLeastOnce).is_empty());
+        assert_eq!(
+            payloads,
+            [b"r1".as_slice()],
+            "nothing an earlier filter took"
+        );
+        assert!(
+            r.subscribe("display", "wiko/#", QoS::AtLeastOnce)
+                .is_empty()
+        );
         let routed = r.publish(&alert("two"));
         assert_eq!(routed.send.len(), 2, "live to both, once");
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tracing::warn;
 use wiko_inspect::model::MIN_GOOD;
-use wiko_inspect::{DecodeLimits, FitOptions, Gray, Verdict};
+use wiko_inspect::{DecodeLimits, FitOptions, Image, Verdict};
 use wiko_wire::{AnalysisStatus, Defect, DefectType, ModelInfo};
 
 use super::budget::Budget;
@@ -172,7 +172,7 @@ impl Analyzer for Golden {
         env!("CARGO_PKG_VERSION")
     }
 
-    async fn judge(&self, sku: &str, image: Arc<Gray>) -> Judgement {
+    async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {
         let found = match self.models.for_part(sku).await {
             Ok(found) => found,
             Err(e) => return Judgement::failed(format!("loading the model: {e}"), None),

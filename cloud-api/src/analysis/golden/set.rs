@@ -203,7 +203,7 @@ impl Golden {
         &self,
         images: Vec<(Bytes, u32, u32)>,
         samples: &[GoldenImage],
-    ) -> Result<Vec<Gray>, GoldenError> {
+    ) -> Result<Vec<wiko_inspect::Image>, GoldenError> {
         let mut set = Vec::with_capacity(images.len());
         for ((bytes, _, _), s) in images.into_iter().zip(samples) {
             set.push(
@@ -219,7 +219,7 @@ impl Golden {
     async fn decode_kept(
         &self,
         samples: &[GoldenImage],
-    ) -> Result<(Vec<Gray>, Reservation), GoldenError> {
+    ) -> Result<(Vec<wiko_inspect::Image>, Reservation), GoldenError> {
         let images = self.load(samples).await?;
         let sizes = images.iter().map(|(_, w, h)| (*w, *h));
         let memory = self.budget.reserve(Budget::fitting(sizes)).await?;
@@ -231,11 +231,11 @@ impl Golden {
     async fn fit(
         &self,
         sku: &str,
-        set: Vec<Gray>,
+        set: Vec<wiko_inspect::Image>,
         stored: usize,
         upload_index: &[usize],
     ) -> Result<(Model, f64), GoldenError> {
-        if let Some(why) = degenerate(&set) {
+        if let Some(why) = degenerate(&set.iter().map(|i| &i.luma).collect::<Vec<_>>()) {
             return Err(GoldenError::Degenerate(why));
         }
         let started = Instant::now();
@@ -264,7 +264,7 @@ const BLANK_SPREAD: f32 = 0.5;
 
 /// Why a set cannot teach a model what good parts look like: every image blank, or every
 /// image the same.
-fn degenerate(set: &[Gray]) -> Option<&'static str> {
+fn degenerate(set: &[&Gray]) -> Option<&'static str> {
     let spread = |g: &Gray| {
         let n = g.data.len().max(1) as f32;
         let mean = g.data.iter().sum::<f32>() / n;
@@ -287,15 +287,12 @@ mod tests {
     #[test]
     fn blank_or_identical_sets_are_degenerate_and_varied_ones_are_not() {
         let flat = |v: f32| Gray::new(8, 8, v);
-        assert!(degenerate(&[flat(10.0), flat(200.0)]).is_some(), "blank");
+        assert!(degenerate(&[&flat(10.0), &flat(200.0)]).is_some(), "blank");
         let mut textured = flat(10.0);
         textured.data[3] = 90.0;
-        assert!(
-            degenerate(&[textured.clone(), textured.clone()]).is_some(),
-            "identical"
-        );
+        assert!(degenerate(&[&textured, &textured]).is_some(), "identical");
         let mut other = textured.clone();
         other.data[5] = 40.0;
-        assert!(degenerate(&[textured, other]).is_none());
+        assert!(degenerate(&[&textured, &other]).is_none());
     }
 }

@@ -1,0 +1,154 @@
+//! Robustness of the golden-sample analyzer to what a line adds that is no defect: one
+//! nuisance knob at a time ([`wiko_synth::Nuisance`], or the JPEG quality), from none to
+//! beyond what a line would see, on synthetic chef's knives. Per level: fit (method `auto`) on
+//! 30 good parts under that nuisance, score 20 other good parts and 21 defective ones (3 of
+//! each painted kind) under it; image AUROC and the share of defects whose top region
+//! covers the mask.
+//!
+//! The suite runs a few levels with floors set from what was measured (2026-12-06, model
+//! format 10); the whole sweep, for BENCHMARKS.md:
+//! `cargo test --release -p wiko-inspect --test robustness -- --ignored --nocapture`.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use wiko_inspect::stats::auroc;
+use wiko_inspect::{DecodeLimits, FitOptions, Image, Model};
+use wiko_synth::{self as synthetic, Nuisance, SHAPES, SynthDefect};
+
+/// One level of one knob: a nuisance and the JPEG quality.
+struct Level {
+    knob: &'static str,
+    value: f32,
+    nuisance: Nuisance,
+    quality: u8,
+}
+
+fn level(knob: &'static str, value: f32) -> Level {
+    let mut nuisance = Nuisance::default();
+    let mut quality = 90;
+    match knob {
+        "none" => {}
+        "shift_px" => nuisance.shift_px = value,
+        "rotation_deg" => nuisance.rotation_deg = value,
+        "scale" => nuisance.scale = value,
+        "blur_sigma" => nuisance.blur_sigma = value,
+        "gain" => nuisance.gain = value,
+        "colour_cast" => nuisance.colour_cast = value,
+        "gradient" => nuisance.gradient = value,
+        "noise_sigma" => nuisance.noise_sigma = value,
+        "jpeg_quality" => quality = value as u8,
+        other => panic!("no knob {other}"),
+    }
+    Level {
+        knob,
+        value,
+        nuisance,
+        quality,
+    }
+}
+
+/// A part under the level's nuisance, decoded, with its mask.
+fn photo(l: &Level, defect: Option<SynthDefect>, seed: u64) -> (Image, Vec<u8>) {
+    let part = synthetic::render(&SHAPES[0], defect, seed);
+    let (rgb, mask) = l.nuisance.apply(&part, seed);
+    let jpeg =
+        synthetic::encode_jpeg_at(&rgb, synthetic::WIDTH, synthetic::HEIGHT, l.quality).unwrap();
+    (
+        wiko_inspect::decode(&jpeg, DecodeLimits::default()).unwrap(),
+        mask,
+    )
+}
+
+/// Whether a box `[x, y, w, h]` covers a masked pixel.
+fn covers(bbox: [u32; 4], mask: &[u8]) -> bool {
+    let w = synthetic::WIDTH;
+    let [x, y, bw, bh] = bbox;
+    (y..(y + bh).min(synthetic::HEIGHT))
+        .any(|yy| (x..(x + bw).min(w)).any(|xx| mask[(yy * w + xx) as usize] > 0))
+}
+
+/// The method auto chose, image AUROC and the region hit rate at one level; why the good
+/// parts could not be fitted, when they could not.
+fn measure(l: &Level) -> Result<(String, f64, f64), String> {
+    let good: Vec<Image> = (0..30).map(|i| photo(l, None, 1000 + i).0).collect();
+    let model = Model::fit(&good, &FitOptions::default()).map_err(|e| e.to_string())?;
+    let good_scores: Vec<f32> = (0..20)
+        .map(|i| model.score(&photo(l, None, 5000 + i).0).unwrap().score)
+        .collect();
+    let (mut defect_scores, mut hits) = (Vec::new(), 0);
+    for (k, defect) in SynthDefect::ALL.iter().enumerate() {
+        for j in 0..3u64 {
+            let (img, mask) = photo(l, Some(*defect), 7000 + 10 * k as u64 + j);
+            let v = model.score(&img).unwrap();
+            defect_scores.push(v.score);
+            hits += usize::from(v.regions.first().is_some_and(|r| covers(r.bbox, &mask)));
+        }
+    }
+    let n = defect_scores.len() as f64;
+    Ok((
+        model.kind().to_string(),
+        auroc(&good_scores, &defect_scores).unwrap(),
+        hits as f64 / n,
+    ))
+}
+
+/// Prints the level's row; its AUROC and hit rate (0 when the fit was refused).
+fn report(l: &Level) -> (f64, f64) {
+    match measure(l) {
+        Ok((kind, a, hit)) => {
+            let percent = hit * 100.0;
+            println!(
+                "| {} | {} | {kind} | {a:.3} | {percent:.0}% |",
+                l.knob, l.value
+            );
+            (a, hit)
+        }
+        Err(e) => {
+            println!("| {} | {} | fit refused: {e} | - | - |", l.knob, l.value);
+            (0.0, 0.0)
+        }
+    }
+}
+
+/// A few levels, each with floors under what it reached.
+#[test]
+fn the_analyzer_holds_under_line_nuisances_at_a_few_levels() {
+    for (knob, value, auroc_floor, hit_floor) in [
+        ("none", 0.0, 0.98, 0.9),
+        ("shift_px", 2.0, 0.98, 0.9),
+        ("rotation_deg", 180.0, 0.98, 0.9),
+        ("scale", 0.015, 0.95, 0.8),
+        ("gain", 0.2, 0.98, 0.9),
+        ("jpeg_quality", 60.0, 0.95, 0.8),
+    ] {
+        let (a, hit) = report(&level(knob, value));
+        assert!(a >= auroc_floor, "{knob} {value}: AUROC {a:.3}");
+        assert!(hit >= hit_floor, "{knob} {value}: hit {hit:.3}");
+    }
+}
+
+/// The whole sweep (minutes in a debug build): a Markdown table for BENCHMARKS.md.
+#[test]
+#[ignore = "the whole sweep; run it for BENCHMARKS.md"]
+fn sweep() {
+    println!("| knob | level | method | AUROC | top region on the defect |");
+    println!("|---|---|---|---|---|");
+    let levels: &[(&str, &[f32])] = &[
+        ("none", &[0.0]),
+        ("shift_px", &[0.5, 2.0, 4.0]),
+        ("rotation_deg", &[5.0, 30.0, 180.0]),
+        ("scale", &[0.015, 0.05]),
+        ("blur_sigma", &[0.75, 1.5]),
+        ("gain", &[0.1, 0.3]),
+        ("colour_cast", &[0.05, 0.15]),
+        ("gradient", &[0.1, 0.3]),
+        ("noise_sigma", &[3.0, 8.0]),
+        ("jpeg_quality", &[75.0, 60.0]),
+    ];
+    for (knob, values) in levels {
+        for &value in *values {
+            report(&level(knob, value));
+        }
+    }
+}
