@@ -78,6 +78,7 @@ mod tests {
             max_disk_bytes: 1 << 30,
             when_full: WhenFull::DropOldest,
             synchronous: Synchronous::Normal,
+            min_free_bytes: 0,
         };
         let buffer = Arc::new(Buffer::open(&dir.path().join("b.db"), limits).unwrap().0);
         let sync = Liveness::default();

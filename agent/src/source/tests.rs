@@ -94,6 +94,7 @@ impl Rig {
             max_disk_bytes: 1 << 30,
             when_full: WhenFull::DropOldest,
             synchronous: Synchronous::Normal,
+            min_free_bytes: 0,
         };
         let (buffer, _) = Buffer::open(&dir.path().join("b.db"), limits).unwrap();
         let mut registry = Registry::default();

@@ -228,6 +228,7 @@ mod tests {
             tls: None,
             credentials_file: dir.path().join("mqtt-credentials.json"),
             publisher_id: "wiko-cloud".into(),
+            catch_up: Duration::from_secs(10),
         };
         let credentials = start(&settings).await.unwrap();
         (settings.listen, credentials, dir)
