@@ -362,7 +362,11 @@ async fn s3_ceiling(base: &[u8], from: usize, a: &Args) -> Option<Report> {
 
 async fn serve_cloud(dir: &std::path::Path, production: &str) -> String {
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 0\n[[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n{production}",
+        // One key sends thousands of requests a second: lift the per-key and per-address
+        // limits (their defaults would refuse most of the load).
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n[analysis]\nworkers = 0\n\
+         [auth.limits]\nrequests_per_second_per_key = 1000000\nrequests_per_second_per_address = 1000000\n\
+         [[auth.keys]]\nname = \"bench\"\nscope = \"device\"\nkey = \"{KEY}\"\n{production}",
         dir.display().to_string()
     );
     let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
