@@ -33,8 +33,10 @@ install -d -o wiko -g wiko -m 0750 /var/lib/wiko-agent /var/lib/wiko-cloud /srv/
 key=ci-package-device-key-0000001
 printf '%s' "$key" > /etc/wiko/keys/agent
 printf '%s' "$key" > /etc/wiko/keys/device
-chgrp wiko /etc/wiko/keys/agent /etc/wiko/keys/device
-chmod 0640 /etc/wiko/keys/agent /etc/wiko/keys/device
+# The example's snapshot camera logs in with a password from a file.
+printf '%s' "ci-camera-password" > /etc/wiko/camera.password
+chgrp wiko /etc/wiko/keys/agent /etc/wiko/keys/device /etc/wiko/camera.password
+chmod 0640 /etc/wiko/keys/agent /etc/wiko/keys/device /etc/wiko/camera.password
 runuser -u wiko -- /usr/bin/wiko-cloud validate --config /etc/wiko/cloud.toml
 runuser -u wiko -- /usr/bin/wiko-agent validate --config /etc/wiko/agent.toml
 
