@@ -231,3 +231,58 @@ async fn replicas_sharing_a_store_publish_each_event_once() {
         .unwrap();
     assert!(a.outbox(100).await.unwrap().is_empty() && b.outbox(100).await.unwrap().is_empty());
 }
+
+fn frame(device: &str, seq: u64, image: &Image) -> Origin {
+    Origin::Frame(wiko_wire::FrameMeta {
+        frame_id: Uuid::now_v7(),
+        device_id: device.into(),
+        facility: "yangjiang".into(),
+        line: "l1".into(),
+        station: "grinding".into(),
+        sku: "WK-KN-200".into(),
+        part_id: None,
+        lot: None,
+        captured_at: chrono::Utc::now(),
+        seq,
+        image_blake3: image.blake3.clone(),
+    })
+}
+
+/// A device that uploads a backlog deeper than the turns count (after an outage, say) does not
+/// hold the workers: another device's part is taken within the next few jobs; the backlog's
+/// own parts are taken in the order they came.
+#[tokio::test]
+async fn a_device_with_a_backlog_does_not_hold_the_workers_and_its_parts_keep_their_order() {
+    let place = Place::new().await;
+    let storage = place.open().await;
+    let mut busy = Vec::new();
+    for seq in 1..=100u32 {
+        let img = image(seq);
+        let (_, id) = storage
+            .put_part(frame("busy-pc", seq.into(), &img), img, Duration::ZERO)
+            .await
+            .unwrap();
+        busy.push(id);
+    }
+    let img = image(1000);
+    let (_, quiet) = storage
+        .put_part(frame("quiet-pc", 1, &img), img, Duration::ZERO)
+        .await
+        .unwrap();
+
+    let mut taken = Vec::new();
+    loop {
+        let jobs = storage
+            .records
+            .claim_jobs(Stage::Local, 1, LEASE)
+            .await
+            .unwrap();
+        let Some(job) = jobs.first() else { break };
+        taken.push(job.analysis_id);
+    }
+    assert_eq!(taken.len(), 101);
+    let at = taken.iter().position(|&id| id == quiet).unwrap();
+    assert!(at < 3, "the quiet device's part was job {at} of 101");
+    taken.retain(|&id| id != quiet);
+    assert_eq!(taken, busy);
+}

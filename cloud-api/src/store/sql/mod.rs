@@ -330,6 +330,10 @@ where
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Runs `op` in one transaction; `Ok` means committed (durable).
     fn write<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>>;
+    /// Runs `op`, which runs exactly one statement (atomic on its own), as a write: on
+    /// PostgreSQL without a transaction around it (one round trip, not three), on SQLite in the
+    /// writer's group commit like any write. `Ok` means committed.
+    fn write_one<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>>;
     /// Runs `op`, which only reads, on a connection of its own.
     fn read<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>>;
 }
@@ -400,14 +404,14 @@ impl<B: Backend> SqlStore<B> {
             .await
     }
 
-    /// One statement in a transaction of its own; rows changed.
+    /// One statement, atomic on its own; rows changed.
     pub(crate) async fn change(
         &self,
         sql: &'static str,
         args: Vec<Arg>,
     ) -> Result<u64, StoreError> {
         self.backend
-            .write(op(move |c| {
+            .write_one(op(move |c| {
                 Box::pin(async move { c.execute(sql, args).await })
             }))
             .await

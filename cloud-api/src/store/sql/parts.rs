@@ -191,19 +191,17 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
         .await?;
     }
     let device = frame.map(|f| f.device_id.as_str());
-    let waiting = match device {
+    let turn = match device {
         Some(device) => {
-            let rows = c
-                .query(
-                    "SELECT count(*) FROM jobs WHERE device_id = ?",
-                    args![device],
-                )
-                .await?;
-            rows.first().map_or(Ok(0), |r| r.int(0))?
+            let sql = "SELECT count(*), max(fair_at) FROM (
+                           SELECT fair_at FROM jobs WHERE device_id = ?
+                           ORDER BY fair_at DESC LIMIT ?) latest";
+            let rows = c.query(sql, args![device, FAIR_COUNTED]).await?;
+            let r = rows.first().ok_or(StoreError::NotFound)?;
+            fair_turn(now, r.int(0)?, r.opt_time(1)?, n.image_width, n.image_height)
         }
-        None => 0,
+        None => now,
     };
-    let turn = now + fair_delay(waiting, n.image_width, n.image_height);
     c.execute(
         "INSERT INTO jobs (analysis_id, run_after, attempts, device_id, fair_at)
          VALUES (?, ?, 0, ?, ?)",
@@ -219,10 +217,33 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
 /// device's parts wait.
 const FAIR_SLOT_PER_MEGAPIXEL: Duration = Duration::from_millis(25);
 
-fn fair_delay(waiting: i64, width: u32, height: u32) -> chrono::Duration {
+/// Jobs of a device counted at most: counting costs a step per job (a count of the whole
+/// backlog made each upload slower the longer the queue), so past this many a new job's turn
+/// is one slot after the device's latest.
+const FAIR_COUNTED: i64 = 64;
+
+/// The turn of a device's new job, from its jobs waiting (counted up to [`FAIR_COUNTED`]) and
+/// the latest turn among them: one slot per job waiting after now; with a deeper backlog, one
+/// slot after its latest job's turn (and never sooner than a counted backlog's turn), so the
+/// turns of a backlog of any depth stay one slot apart.
+fn fair_turn(
+    now: DateTime<Utc>,
+    waiting: i64,
+    latest: Option<DateTime<Utc>>,
+    width: u32,
+    height: u32,
+) -> DateTime<Utc> {
     let megapixels = (f64::from(width) * f64::from(height) / 1e6).max(1.0);
-    let delay = FAIR_SLOT_PER_MEGAPIXEL.mul_f64(megapixels * waiting.max(0) as f64);
-    chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+    let slot = |jobs: i64| {
+        let delay = FAIR_SLOT_PER_MEGAPIXEL.mul_f64(megapixels * jobs.max(0) as f64);
+        chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+    };
+    let plus = |t: DateTime<Utc>, d| t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let counted = plus(now, slot(waiting.min(FAIR_COUNTED)));
+    match latest {
+        Some(latest) if waiting >= FAIR_COUNTED => counted.max(plus(latest, slot(1))),
+        _ => counted,
+    }
 }
 
 /// Writes the result and queues its event; a no-op for an analysis already done. The row lock
@@ -535,8 +556,10 @@ impl<B: Backend> Parts for SqlStore<B> {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        self.backend
-            .write(op(move |c| {
+        // One statement: on PostgreSQL one round trip, no transaction around it.
+        let rows = self
+            .backend
+            .write_one(op(move |c| {
                 Box::pin(async move {
                     let now = Utc::now();
                     let sql = format!(
@@ -546,47 +569,29 @@ impl<B: Backend> Parts for SqlStore<B> {
                              WHERE stage = ? AND run_after <= ?
                                AND (leased_until IS NULL OR leased_until < ?)
                              ORDER BY fair_at LIMIT ?{})
-                         RETURNING analysis_id, attempts",
+                         RETURNING analysis_id, attempts,
+                             (SELECT product_sku FROM analyses a WHERE a.id = jobs.analysis_id),
+                             (SELECT image_key FROM analyses a WHERE a.id = jobs.analysis_id)",
                         c.dialect().skip_locked()
                     );
-                    let claimed = c
-                        .query(
-                            &sql,
-                            args![after(lease), stage.as_str(), now, now, limit as i64],
-                        )
-                        .await?;
-                    if claimed.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let ids: Vec<Uuid> = claimed
-                        .iter()
-                        .map(|r| r.uuid(0))
-                        .collect::<Result<_, _>>()?;
-                    let sql = format!(
-                        "SELECT id, product_sku, image_key FROM analyses WHERE id IN {}",
-                        list(ids.len())
-                    );
-                    let parts = c
-                        .query(&sql, ids.iter().map(|&id| id.into()).collect())
-                        .await?;
-                    let mut jobs = Vec::with_capacity(claimed.len());
-                    for r in &claimed {
-                        let id = r.uuid(0)?;
-                        let part = parts
-                            .iter()
-                            .find(|p| p.uuid(0).is_ok_and(|p| p == id))
-                            .ok_or(StoreError::NotFound)?;
-                        jobs.push(Job {
-                            analysis_id: id,
-                            product_sku: part.text(1)?,
-                            image: ImageKey(part.text(2)?),
-                            attempts: r.int(1)? as u32,
-                        });
-                    }
-                    Ok(jobs)
+                    c.query(
+                        &sql,
+                        args![after(lease), stage.as_str(), now, now, limit as i64],
+                    )
+                    .await
                 })
             }))
-            .await
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Job {
+                    analysis_id: r.uuid(0)?,
+                    attempts: r.int(1)? as u32,
+                    product_sku: r.text(2)?,
+                    image: ImageKey(r.text(3)?),
+                })
+            })
+            .collect()
     }
 
     async fn fail_job(
@@ -722,7 +727,7 @@ impl<B: Backend> Parts for SqlStore<B> {
         let (replica, lease) = (self.replica, self.outbox_lease);
         let rows = self
             .backend
-            .write(op(move |c| {
+            .write_one(op(move |c| {
                 Box::pin(async move {
                     let now = Utc::now();
                     let sql = format!(
@@ -756,7 +761,7 @@ impl<B: Backend> Parts for SqlStore<B> {
             return Ok(());
         }
         self.backend
-            .write(op(move |c| {
+            .write_one(op(move |c| {
                 Box::pin(async move {
                     let sql = format!(
                         "UPDATE outbox SET published_at = ?, leased_by = NULL, leased_until = NULL
@@ -862,5 +867,32 @@ mod tests {
         assert_eq!(sql.matches('?').count(), args.len());
         assert_eq!(args.last(), Some(&Arg::Int(Some(51))));
         assert_eq!(values(2, 3), "(?, ?, ?), (?, ?, ?)");
+    }
+
+    #[test]
+    fn a_backlog_gets_turns_one_slot_apart_at_any_depth() {
+        let now = Utc::now();
+        let slot = chrono::Duration::milliseconds(25);
+        // Counted: one slot per job waiting, from now.
+        assert_eq!(fair_turn(now, 0, None, 640, 480), now);
+        assert_eq!(fair_turn(now, 3, Some(now), 640, 480), now + slot * 3);
+        // Four megapixels: four slots per job.
+        assert_eq!(fair_turn(now, 2, Some(now), 2000, 2000), now + slot * 8);
+        // Past the count: one slot after the latest turn...
+        let latest = now + slot * 500;
+        assert_eq!(
+            fair_turn(now, FAIR_COUNTED, Some(latest), 640, 480),
+            latest + slot
+        );
+        // ...never sooner than the counted jobs' turn (a backlog drained meanwhile).
+        assert_eq!(
+            fair_turn(now, FAIR_COUNTED, Some(now), 640, 480),
+            now + slot * FAIR_COUNTED as i32
+        );
+        // A turn past the calendar's end is its end, not a panic.
+        assert_eq!(
+            fair_turn(now, FAIR_COUNTED, Some(DateTime::<Utc>::MAX_UTC), 640, 480),
+            DateTime::<Utc>::MAX_UTC
+        );
     }
 }

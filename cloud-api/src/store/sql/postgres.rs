@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "remote analysis",
         include_str!("../../../migrations/postgres/0005_remote_analysis.sql"),
     ),
+    (
+        8,
+        "fair turns",
+        include_str!("../../../migrations/postgres/0008_fair_turns.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.
@@ -274,6 +279,11 @@ impl Backend for Postgres {
                 }
             }
         })
+    }
+
+    fn write_one<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>> {
+        // A statement outside a transaction commits when it ends.
+        self.read(op)
     }
 
     fn read<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>> {

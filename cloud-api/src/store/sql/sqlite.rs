@@ -44,10 +44,13 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_remote_analysis.sql"),
     ),
+    (8, include_str!("../../../migrations/sqlite/0008_fair_turns.sql")),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
 const READERS: usize = 4;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 256;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -71,6 +74,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // Every statement the rules run stays prepared (rusqlite keeps 16 by default, fewer than
+    // the rules have: the rest would be parsed again on each use).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -260,6 +266,10 @@ impl Backend for Sqlite {
             sent.map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         })
+    }
+
+    fn write_one<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>> {
+        self.write(op)
     }
 
     fn read<T: Send + 'static>(&self, op: TxOp<T>) -> BoxFuture<'_, Result<T, StoreError>> {

@@ -1,0 +1,4 @@
+-- A device's latest job turns, read from the top of this index at each new job (counting
+-- every job of a device made each upload slower the longer its backlog).
+CREATE INDEX jobs_device_fair ON jobs (device_id, fair_at);
+DROP INDEX jobs_device;
