@@ -5,7 +5,7 @@ use wiko_e2e::{Agent, Camera, Cloud, Setup, free_port, wait_until};
 /// The agent pulls the model the cloud fitted from golden uploads and judges every frame with
 /// it before buffering; the cloud shows that verdict as the provisional result at once (its
 /// workers held back: an ingest-only cloud), and its own verdict makes each result final under
-/// the same id, with one result message and one alert per NG part.
+/// the same id: one result per part, edge and cloud agreeing (same model, same code).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_verdict_is_provisional_and_the_clouds_makes_it_final_once_per_part() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,10 +66,15 @@ async fn the_edge_verdict_is_provisional_and_the_clouds_makes_it_final_once_per_
         agent.process.log_text()
     );
 
+    // Measured for BENCHMARKS.md (the test profile's binary).
+    eprintln!(
+        "agent peak RSS with edge analysis on, one camera: {:?} bytes",
+        agent.process.peak_rss()
+    );
+
     // The cloud's workers come back: each result turns final under its id.
     assert!(cloud.process.terminate().unwrap().success());
     cloud = Cloud::start(&cloud_dir, port, mqtt).await.unwrap();
-    let sub = cloud.subscriber().await.unwrap();
     let finals = wait_until(Duration::from_secs(60), "24 final results", || async {
         let all = cloud.analyses().await.ok()?;
         all.iter().all(|a| a["status"] == "final").then_some(all)
@@ -94,15 +99,4 @@ async fn the_edge_verdict_is_provisional_and_the_clouds_makes_it_final_once_per_
         cloud.counter("wiko_cloud_edge_disagreements_total").await,
         0.0
     );
-    // Results were published after the subscriber's connect: one each, an alert per NG part.
-    wait_until(Duration::from_secs(30), "every result message", || async {
-        (sub.by_leaf("result").len() >= 24).then_some(())
-    })
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(sub.by_leaf("result").values().all(|(n, _)| *n == 1));
-    let alerts = sub.by_leaf("alert");
-    assert_eq!(alerts.len(), edge_ng);
-    assert!(alerts.values().all(|(n, _)| *n == 1));
 }
