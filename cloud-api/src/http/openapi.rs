@@ -216,6 +216,7 @@ mod tests {
         }
         assert!(doc["paths"]["/api/v1/frames/{frame_id}"]["put"]["responses"]["401"].is_object());
         assert!(doc["components"]["schemas"]["Analysis"].is_object());
+        assert!(doc["components"]["schemas"]["EdgeVerdict"].is_object());
         assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
     }
 }
