@@ -356,8 +356,12 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
         };
         let (buffer, edge) = (ctx.buffer.clone(), ctx.edge.clone());
         // Both are blocking: judging is CPU work, the insert waits for the disk.
+        let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
-            frame.edge = edge.and_then(|models| models.judge(&frame.sku, &frame.jpeg));
+            frame.edge = edge.and_then(|models| {
+                let _judging = info_span!(parent: &span, "edge_verdict").entered();
+                models.judge(&frame.sku, &frame.jpeg)
+            });
             buffer.insert(&frame)
         })
         .await;
