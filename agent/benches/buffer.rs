@@ -78,7 +78,7 @@ fn buffer(dir: &std::path::Path, sync: Synchronous, blobs: &[Vec<u8>]) -> f64 {
             lot: None,
             captured_at: Utc::now(),
             jpeg: jpeg.clone(),
-            ng: None,
+            edge: None,
         })
         .expect("insert");
     }

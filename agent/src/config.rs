@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub sync: RawSyncConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Edge analysis: each frame judged on the line PC with its SKU's model from the cloud.
+    #[serde(default)]
+    pub edge: RawEdgeConfig,
     /// The MQTT broker `mqtt` triggers arrive through; required when a camera uses one.
     #[serde(default)]
     pub mqtt: Option<RawMqttConfig>,
@@ -170,6 +173,46 @@ impl Default for HttpConfig {
             listen: default_listen(),
         }
     }
+}
+
+/// Edge analysis, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct RawEdgeConfig {
+    /// Judge each frame locally once the cloud has a model for its SKU.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds between two checks of the cloud for a new model of each SKU.
+    #[serde(default = "default_refresh_secs")]
+    pub refresh_secs: u64,
+    /// Where the last good model of each SKU is kept; default `<data_dir>/models`.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_refresh_secs() -> u64 {
+    300
+}
+
+impl Default for RawEdgeConfig {
+    fn default() -> Self {
+        RawEdgeConfig {
+            enabled: true,
+            refresh_secs: default_refresh_secs(),
+            model_dir: None,
+        }
+    }
+}
+
+/// Edge analysis, validated; `None` in [`Config::edge`] when disabled.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub refresh: Duration,
+    pub model_dir: PathBuf,
 }
 
 /// The broker of `mqtt` triggers, as written.
@@ -429,6 +472,8 @@ pub struct Config {
     pub buffer: BufferConfig,
     pub sync: SyncConfig,
     pub http: HttpConfig,
+    /// `None`: edge analysis is off, frames go unjudged to the cloud.
+    pub edge: Option<EdgeConfig>,
     pub mqtt: Option<MqttConfig>,
     /// Cameras; an `http_snapshot` password is resolved into `password` (`password_file` read).
     pub cameras: Vec<CameraConfig>,
@@ -532,6 +577,17 @@ impl TryFrom<RawConfig> for Config {
             .mqtt
             .map(|m| mqtt_config(m, &raw.device_id))
             .transpose()?;
+        if !(1..=86_400).contains(&raw.edge.refresh_secs) {
+            return Err(invalid("edge.refresh_secs", "must be 1 to 86400"));
+        }
+        let edge = raw.edge.enabled.then(|| EdgeConfig {
+            refresh: Duration::from_secs(raw.edge.refresh_secs),
+            model_dir: raw
+                .edge
+                .model_dir
+                .clone()
+                .unwrap_or_else(|| raw.data_dir.join("models")),
+        });
         let mut names = std::collections::HashSet::new();
         let mut mqtt_stations = std::collections::HashSet::new();
         let mut cameras = Vec::with_capacity(raw.camera.len());
@@ -637,6 +693,7 @@ impl TryFrom<RawConfig> for Config {
                 heartbeat: (s.heartbeat_secs > 0).then(|| Duration::from_secs(s.heartbeat_secs)),
             },
             http: raw.http,
+            edge,
             mqtt,
             cameras,
         })

@@ -45,6 +45,8 @@ pub struct Heartbeats {
     pub data_dir: PathBuf,
     /// Woken after a requeue, so the frame goes up at once.
     pub wake: Arc<Notify>,
+    /// Edge analysis, whose model versions are reported.
+    pub edge: Option<Arc<crate::edge::Models>>,
 }
 
 impl Heartbeats {
@@ -104,7 +106,7 @@ impl Heartbeats {
             cameras: self.cameras.snapshot(),
             buffer: buffer_health(stats),
             disk_free_bytes: fs4::available_space(&self.data_dir).ok(),
-            models: Default::default(),
+            models: self.edge.as_ref().map(|m| m.versions()).unwrap_or_default(),
             dead_letters,
             commands_done: done.iter().copied().take(Heartbeat::MAX_ENTRIES).collect(),
             degraded,

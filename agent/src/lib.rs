@@ -3,6 +3,8 @@
 //! A tour, in the order data flows:
 //! - [`source`]: cameras (`synthetic`, `folder`, `genicam`, `rtsp`, `http_snapshot`), one task
 //!   each, with their health; each capture becomes a frame record committed to the buffer.
+//! - [`edge`]: edge analysis: each frame judged with its SKU's model (pulled from the cloud,
+//!   kept on disk) before it is buffered.
 //! - [`trigger`]: what makes a part (`interval`, `mqtt`, `http`, `plc`), through each camera's
 //!   station.
 //! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
@@ -20,6 +22,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod edge;
 pub(crate) mod heartbeat;
 pub(crate) mod http;
 pub(crate) mod source;
@@ -132,6 +135,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             stop.child_token(),
         ));
     }
+    let edge = match &config.edge {
+        Some(edge) => Some(start_edge(&config, edge, &tracker, &stop).await?),
+        None => None,
+    };
     if let Some(interval) = config.sync.heartbeat {
         let first = config.cameras.first();
         let where_ = |f: fn(&config::CameraConfig) -> &String| {
@@ -155,6 +162,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             cameras: health.clone(),
             data_dir: config.data_dir.clone(),
             wake: wake.clone(),
+            edge: edge.clone(),
         };
         tracker.spawn(heartbeats.run(stop.child_token()));
     }
@@ -165,6 +173,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         device_id: config.device_id.clone(),
         facility: config.facility.clone(),
         health: health.clone(),
+        edge,
     });
     let mut mqtt_routes = Vec::new();
     for (cam, station, triggers) in stations {
@@ -210,6 +219,47 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = http_task.await;
     info!("agent stopped");
     Ok(())
+}
+
+/// Loads the kept edge models and starts pulling the cameras' SKUs' models from the cloud.
+async fn start_edge(
+    config: &Config,
+    edge: &config::EdgeConfig,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<edge::Models>> {
+    let dir = edge.model_dir.clone();
+    let models = tokio::task::spawn_blocking(move || edge::Models::open(&dir))
+        .await?
+        .with_context(|| format!("opening edge.model_dir {}", edge.model_dir.display()))?;
+    let models = Arc::new(models);
+    let mut skus: Vec<String> = config.cameras.iter().map(|c| c.sku.clone()).collect();
+    skus.sort();
+    skus.dedup();
+    let client = sync::Client::new(
+        &config.sync.endpoint,
+        &config.sync.api_key,
+        config.sync.request_timeout,
+    )
+    .context("building the HTTP client")?;
+    info!(skus = skus.len(), dir = %edge.model_dir.display(), "edge analysis on");
+    let first = edge::pull_all(&models, &client, &skus);
+    if tokio::time::timeout(edge::FIRST_PULL_WAIT, first)
+        .await
+        .is_err()
+    {
+        warn!(
+            "the cloud did not answer the first model pull in time; judging with the kept models"
+        );
+    }
+    tracker.spawn(edge::run(
+        models.clone(),
+        client,
+        skus,
+        edge.refresh,
+        stop.child_token(),
+    ));
+    Ok(models)
 }
 
 /// Starts one camera's task and its trigger; an MQTT-triggered station is added to `routes`.

@@ -27,3 +27,9 @@ pub const CAMERA_FRAME_AGE_SECONDS: &str = "wiko_agent_camera_frame_age_seconds"
 pub const CAMERA_REOPENS_TOTAL: &str = "wiko_agent_camera_reopens_total";
 pub const TRIGGERS_TOTAL: &str = "wiko_agent_triggers_total";
 pub const TRIGGER_TO_FRAME_SECONDS: &str = "wiko_agent_trigger_to_frame_seconds";
+/// Edge analysis: the time to judge one frame (decode and score), verdicts by `outcome`
+/// (`ok`, `ng`, `error`), models in use, model files refused.
+pub const EDGE_VERDICT_SECONDS: &str = "wiko_agent_edge_verdict_seconds";
+pub const EDGE_VERDICTS_TOTAL: &str = "wiko_agent_edge_verdicts_total";
+pub const EDGE_MODELS: &str = "wiko_agent_edge_models";
+pub const EDGE_MODELS_REFUSED_TOTAL: &str = "wiko_agent_edge_models_refused_total";

@@ -118,6 +118,7 @@ fn frame_request(base: &[u8], index: usize) -> (String, Bytes) {
         captured_at: chrono::Utc::now(),
         seq: index as u64 + 1,
         image_blake3: wiko_wire::frame::image_digest(&jpeg),
+        edge: None,
     };
     let mut body = Vec::with_capacity(jpeg.len() + 1024);
     part(

@@ -33,4 +33,6 @@ pub const REMOTE_COST_MICRO_USD_TOTAL: &str = "wiko_cloud_remote_cost_micro_usd_
 pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
 /// Parts the remote analyzer judged otherwise than the gate, by `sku`.
 pub const REMOTE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_remote_disagreements_total";
+/// Parts the cloud's golden model judged otherwise than the agent's (edge analysis), by `sku`.
+pub const EDGE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_edge_disagreements_total";
 pub const IMAGES_DAMAGED_TOTAL: &str = "wiko_cloud_images_damaged_total";

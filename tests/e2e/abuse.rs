@@ -185,6 +185,7 @@ async fn the_cloud_stays_up_and_within_its_memory_through_abuse() {
         captured_at: chrono::Utc::now(),
         seq: 1,
         image_blake3: wiko_wire::frame::image_digest(&stalling),
+        edge: None,
     };
     let meta = serde_json::to_vec(&meta).unwrap();
     let body = form(&[("meta", &meta), ("image", &stalling)]);

@@ -5,6 +5,9 @@
 //! - `outage`: the cloud stops while the agent captures, then comes back: nothing lost.
 //! - `crash`: the agent is stopped (SIGTERM) and killed (SIGKILL) mid-upload and restarted:
 //!   nothing lost, nothing twice.
+//! - `edge`: the agent judges each frame with the model the cloud fitted (pulled at start);
+//!   the cloud shows that verdict as the provisional result, its own makes it final, one
+//!   result per part.
 //! - `folder`: the hot-folder camera takes complete files once and rejects unreadable ones.
 //! - `cameras`: snapshot, RTSP (`camera-tests`) and GigE Vision (`genicam-tests`) cameras and
 //!   MQTT triggers (`mosquitto-tests`): one frame per trigger; a camera taken away is reported
@@ -32,6 +35,7 @@ mod backup;
 mod cameras;
 mod crash;
 mod demo;
+mod edge;
 mod fleet;
 mod flow;
 mod folder;

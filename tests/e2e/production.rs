@@ -485,6 +485,7 @@ async fn production_keys_rotate_with_no_upload_refused_and_revocation_reaches_ev
         captured_at: chrono::Utc::now(),
         seq: 1,
         image_blake3: wiko_wire::frame::image_digest(&image),
+        edge: None,
     };
     let form = reqwest::multipart::Form::new()
         .text("meta", serde_json::to_string(&meta).unwrap())

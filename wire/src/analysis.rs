@@ -85,6 +85,50 @@ pub struct Defect {
     pub description: String,
 }
 
+/// A region the golden model found, as the inspection reports it: what [`Defect::from_region`]
+/// needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionFigures<'a> {
+    /// The heuristic type's name (`scratch`, `chip`, …; anything else is `other`).
+    pub kind: &'a str,
+    pub bbox: [u32; 4],
+    /// Pixels in the model's frame.
+    pub area: usize,
+    /// Highest anomaly inside the region.
+    pub peak: f32,
+    /// Mean signed difference from good parts (grey levels); negative is darker.
+    pub shift: f32,
+}
+
+impl Defect {
+    /// A golden-model region as a defect, the same at the edge and in the cloud: its severity
+    /// and confidence follow how far its peak stands over the model's `threshold`.
+    pub fn from_region(r: RegionFigures<'_>, threshold: f32) -> Defect {
+        let ratio = r.peak / threshold.max(1e-6);
+        let severity = if ratio > 3.0 {
+            "high"
+        } else if ratio > 1.5 {
+            "medium"
+        } else {
+            "low"
+        };
+        let kind = DefectType::parse(r.kind).unwrap_or(DefectType::Other);
+        Defect {
+            kind,
+            severity: severity.to_string(),
+            confidence: (1.0 - 1.0 / (1.0 + ratio)).clamp(0.0, 0.99),
+            bbox: r.bbox,
+            description: format!(
+                "{} (heuristic type): {} px, {:.1}x threshold, {} than good parts",
+                kind.as_str(),
+                r.area,
+                ratio,
+                if r.shift < 0.0 { "darker" } else { "brighter" }
+            ),
+        }
+    }
+}
+
 /// How far an analysis has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -139,8 +183,8 @@ pub struct Analysis {
     pub image_url: String,
     pub created_at: DateTime<Utc>,
     pub analyzed_at: Option<DateTime<Utc>>,
-    /// Every analyzer's verdict on the part: the local gate's first, then the remote model's
-    /// once it answered (or failed).
+    /// Every analyzer's verdict on the part: the agent's (edge analysis) when it judged the
+    /// frame, the cloud's golden gate's, then the remote model's once it answered (or failed).
     #[serde(default)]
     pub verdicts: Vec<Verdict>,
     /// The verdicts disagree on OK/NG (the gate's decides `defect_detected`).

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::analysis::{Defect, Verdict, VerdictSource};
+
 /// Name of the multipart field holding [`FrameMeta`] as JSON.
 pub const META_FIELD: &str = "meta";
 /// Name of the multipart field holding the JPEG.
@@ -20,7 +22,7 @@ pub const MAX_ID_LEN: usize = 128;
 pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
 
 /// Everything the cloud needs to know about a frame besides its pixels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FrameMeta {
@@ -49,6 +51,51 @@ pub struct FrameMeta {
     /// Lower-case hex BLAKE3 of the JPEG bytes ([`image_digest`]); the cloud checks it.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub image_blake3: String,
+    /// The agent's own verdict (edge analysis), when it had a model for the SKU. The cloud
+    /// shows it at once as the `provisional` result; its own verdict makes the result `final`.
+    /// Agents without edge analysis leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeVerdict>,
+}
+
+/// Most defects an edge verdict may list.
+pub const MAX_EDGE_DEFECTS: usize = 64;
+
+/// The agent's verdict on a frame, by the golden model it pulled from the cloud
+/// (`GET /api/v1/skus/{sku}/model/file`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EdgeVerdict {
+    pub defect_detected: bool,
+    pub score: f32,
+    pub score_threshold: f32,
+    /// The version of the SKU's model that judged the frame.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._:-]{1,128}$"))]
+    pub model_version: String,
+    /// At most [`MAX_EDGE_DEFECTS`], strongest first.
+    #[serde(default)]
+    pub defects: Vec<Defect>,
+    /// Time the agent took to judge the frame (decode and score).
+    pub latency_ms: f64,
+}
+
+impl EdgeVerdict {
+    /// The verdict as a result lists it.
+    pub fn verdict(&self) -> Verdict {
+        Verdict {
+            source: VerdictSource::Edge,
+            analyzer: "golden".to_string(),
+            model: Some(self.model_version.clone()),
+            defect_detected: Some(self.defect_detected),
+            score: Some(self.score),
+            defects: self.defects.clone(),
+            summary: None,
+            latency_ms: Some(self.latency_ms),
+            usage: None,
+            error: None,
+        }
+    }
 }
 
 /// Why a [`FrameMeta`] is not acceptable.
@@ -64,6 +111,10 @@ pub enum MetaError {
     Dots { field: &'static str },
     #[error("`image_blake3` must be 64 lower-case hex digits")]
     BadDigest,
+    #[error("the edge verdict lists more than {MAX_EDGE_DEFECTS} defects")]
+    EdgeDefects,
+    #[error("the edge verdict's score, threshold or latency is not a finite number")]
+    EdgeNotFinite,
 }
 
 impl FrameMeta {
@@ -91,6 +142,18 @@ impl FrameMeta {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !digest_ok {
             return Err(MetaError::BadDigest);
+        }
+        if let Some(edge) = &self.edge {
+            validate_id("edge.model_version", &edge.model_version)?;
+            if edge.defects.len() > MAX_EDGE_DEFECTS {
+                return Err(MetaError::EdgeDefects);
+            }
+            if !(edge.score.is_finite()
+                && edge.score_threshold.is_finite()
+                && edge.latency_ms.is_finite())
+            {
+                return Err(MetaError::EdgeNotFinite);
+            }
         }
         Ok(())
     }

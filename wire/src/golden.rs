@@ -62,3 +62,7 @@ pub struct GoldenSet {
     pub samples: Vec<GoldenSample>,
     pub model: Option<ModelInfo>,
 }
+
+/// The response header of `GET /api/v1/skus/{sku}/model/file` naming the model version the
+/// file holds (the body is the model file itself, `application/octet-stream`).
+pub const MODEL_VERSION_HEADER: &str = "x-wiko-model-version";

@@ -28,15 +28,15 @@ pub mod trigger;
 
 pub use alert::{AlertMessage, Topic};
 pub use analysis::{
-    Analysis, AnalysisStatus, CostRow, Costs, Defect, DefectType, Page, Usage, Verdict,
-    VerdictError, VerdictErrorCode, VerdictSource,
+    Analysis, AnalysisStatus, CostRow, Costs, Defect, DefectType, Page, RegionFigures, Usage,
+    Verdict, VerdictError, VerdictErrorCode, VerdictSource,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use fleet::{
     DeadLetter, Device, DeviceAction, DeviceCommand, DeviceState, Heartbeat, HeartbeatAck,
     HeartbeatError,
 };
-pub use frame::{FrameMeta, IngestAck, IngestOutcome, MetaError};
+pub use frame::{EdgeVerdict, FrameMeta, IngestAck, IngestOutcome, MetaError};
 pub use golden::{Calibration, GoldenSample, GoldenSet, ModelInfo, SkuSummary};
 pub use health::{
     AgentHealth, BufferHealth, CameraHealth, CameraStatus, Health, Readiness, ReadinessChecks,

@@ -17,6 +17,7 @@ fn meta() -> FrameMeta {
         captured_at: chrono::Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).unwrap(),
         seq: 7,
         image_blake3: "ab".repeat(32),
+        edge: None,
     }
 }
 
@@ -59,6 +60,47 @@ fn frame_meta_validation_names_the_field() {
     let mut m = meta();
     m.line = "l.1".into();
     assert_eq!(m.validate(), Ok(()), "a dot inside a name is fine");
+}
+
+#[test]
+fn an_edge_verdict_travels_in_the_meta_and_old_agents_leave_it_out() {
+    let json = serde_json::to_string(&meta()).unwrap();
+    assert!(!json.contains("edge"), "{json}");
+    let mut m = meta();
+    m.edge = Some(EdgeVerdict {
+        defect_detected: true,
+        score: 2.5,
+        score_threshold: 1.0,
+        model_version: "v3".into(),
+        defects: vec![Defect::from_region(
+            RegionFigures {
+                kind: "rust",
+                bbox: [1, 2, 3, 4],
+                area: 40,
+                peak: 4.0,
+                shift: -3.0,
+            },
+            1.0,
+        )],
+        latency_ms: 18.0,
+    });
+    assert_eq!(m.validate(), Ok(()));
+    let back: FrameMeta = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    let edge = m.edge.as_ref().unwrap();
+    assert_eq!(edge.defects[0].kind, DefectType::Rust);
+    assert_eq!(edge.defects[0].severity, "high");
+    let v = edge.verdict();
+    assert_eq!(
+        (v.source, v.defect_detected, v.model.as_deref()),
+        (VerdictSource::Edge, Some(true), Some("v3"))
+    );
+    let mut bad = m.clone();
+    bad.edge.as_mut().unwrap().score = f32::NAN;
+    assert_eq!(bad.validate(), Err(MetaError::EdgeNotFinite));
+    let mut bad = m;
+    bad.edge.as_mut().unwrap().model_version = "v/3".into();
+    assert!(bad.validate().is_err());
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
-use wiko_wire::FrameMeta;
+use wiko_wire::{EdgeVerdict, FrameMeta};
 
 use crate::config::{Synchronous, WhenFull};
 pub use disk::Faults;
@@ -43,6 +43,8 @@ pub enum BufferError {
     Sqlite(#[from] rusqlite::Error),
     #[error("buffer file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("edge verdict: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("buffer full: a frame of {needed} bytes does not fit in {max} bytes")]
     Full { needed: u64, max: u64 },
     #[error(
@@ -75,8 +77,9 @@ pub struct NewFrame {
     pub lot: Option<String>,
     pub captured_at: DateTime<Utc>,
     pub jpeg: Vec<u8>,
-    /// Local verdict, when the edge analyzer ran: NG frames are synced first, evicted last.
-    pub ng: Option<bool>,
+    /// The verdict of edge analysis, when the SKU had a model: NG frames are synced first,
+    /// evicted last; it travels with the upload.
+    pub edge: Option<EdgeVerdict>,
 }
 
 /// A frame waiting for upload.
@@ -156,6 +159,7 @@ impl Buffer {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        add_edge_columns(&conn)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Ok(Buffer {
             conn: Mutex::new(conn),
@@ -214,6 +218,7 @@ impl Buffer {
             return Err(BufferError::Full { needed, max });
         }
         let digest = wiko_wire::frame::image_digest(&f.jpeg);
+        let edge = f.edge.as_ref().map(serde_json::to_string).transpose()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
@@ -257,8 +262,8 @@ impl Buffer {
         }
         tx.execute(
             "INSERT INTO frames (frame_id, camera, device_id, facility, line, station, sku, part_id,
-                                 lot, captured_at, image_blake3, jpeg, bytes, ng)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                 lot, captured_at, image_blake3, jpeg, bytes, ng, edge)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 f.frame_id.to_string(),
                 f.camera,
@@ -273,7 +278,8 @@ impl Buffer {
                 digest,
                 f.jpeg,
                 needed as i64,
-                f.ng.unwrap_or(false),
+                f.edge.as_ref().is_some_and(|e| e.defect_detected),
+                edge,
             ],
         )?;
         let seq = tx.last_insert_rowid() as u64;
@@ -310,7 +316,7 @@ impl Buffer {
     ) -> Result<Vec<Pending>, BufferError> {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
-                    captured_at, image_blake3, jpeg, attempts
+                    captured_at, image_blake3, jpeg, attempts, edge
              FROM frames ORDER BY ng DESC, seq ASC",
         )?;
         let mut rows = stmt.query([])?;
@@ -320,14 +326,22 @@ impl Buffer {
             let seq: i64 = row.get(0)?;
             let frame_id: String = row.get(1)?;
             let captured_at: String = row.get(10)?;
+            let edge: Option<String> = row.get(14)?;
             let parsed = Uuid::parse_str(&frame_id)
                 .map_err(|e| format!("frame_id {frame_id:?}: {e}"))
                 .and_then(|id| {
                     DateTime::parse_from_rfc3339(&captured_at)
                         .map(|t| (id, t.with_timezone(&Utc)))
                         .map_err(|e| format!("captured_at {captured_at:?}: {e}"))
+                })
+                .and_then(|(id, at)| {
+                    edge.as_deref()
+                        .map(serde_json::from_str::<EdgeVerdict>)
+                        .transpose()
+                        .map(|edge| (id, at, edge))
+                        .map_err(|e| format!("edge verdict: {e}"))
                 });
-            let (frame_id, captured_at) = match parsed {
+            let (frame_id, captured_at, edge) = match parsed {
                 Ok(p) => p,
                 Err(reason) => {
                     unreadable.push((seq, reason));
@@ -350,6 +364,7 @@ impl Buffer {
                     captured_at,
                     seq: seq as u64,
                     image_blake3: row.get(11)?,
+                    edge,
                 },
                 camera: row.get(2)?,
                 jpeg: row.get(12)?,
@@ -453,11 +468,12 @@ impl Buffer {
         let tx = conn.transaction()?;
         let moved = tx.execute(
             "INSERT INTO frames (seq, frame_id, camera, device_id, facility, line, station, sku,
-                                 part_id, lot, captured_at, image_blake3, jpeg, bytes)
+                                 part_id, lot, captured_at, image_blake3, jpeg, bytes, ng, edge)
              SELECT seq, frame_id, camera, meta_json ->> 'device_id', meta_json ->> 'facility',
                     meta_json ->> 'line', meta_json ->> 'station', meta_json ->> 'sku',
                     meta_json ->> 'part_id', meta_json ->> 'lot', meta_json ->> 'captured_at',
-                    meta_json ->> 'image_blake3', jpeg, length(jpeg) + ?2
+                    meta_json ->> 'image_blake3', jpeg, length(jpeg) + ?2,
+                    coalesce(meta_json ->> '$.edge.defect_detected', 0), meta_json ->> 'edge'
              FROM dead_letters WHERE frame_id = ?1",
             params![frame_id.to_string(), ROW_OVERHEAD as i64],
         )?;
@@ -523,13 +539,28 @@ fn move_to_dead_letters(
          SELECT frame_id, seq, camera,
                 json_object('device_id', device_id, 'facility', facility, 'line', line,
                             'station', station, 'sku', sku, 'part_id', part_id, 'lot', lot,
-                            'captured_at', captured_at, 'image_blake3', image_blake3),
+                            'captured_at', captured_at, 'image_blake3', image_blake3,
+                            'edge', json(edge)),
                 jpeg, ?2, ?3, ?4
          FROM frames WHERE seq = ?1",
         params![seq, status, reason, Utc::now().to_rfc3339()],
     )?;
     tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Adds the `edge` column to a buffer written before edge analysis (the schema file creates
+/// it in a new one).
+fn add_edge_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = 'edge'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute("ALTER TABLE frames ADD COLUMN edge TEXT", [])?;
+    }
     Ok(())
 }
 

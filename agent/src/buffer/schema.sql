@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS frames (
     jpeg         BLOB    NOT NULL,
     bytes        INTEGER NOT NULL,                  -- accounted size: JPEG + row overhead
     ng           INTEGER NOT NULL DEFAULT 0,        -- local verdict NG: synced first, evicted last
+    edge         TEXT,                              -- the edge verdict (wire EdgeVerdict JSON), uploaded with the frame
     attempts     INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT
 );

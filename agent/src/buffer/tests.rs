@@ -22,7 +22,19 @@ fn frame(n: u8, size: usize, ng: Option<bool>) -> NewFrame {
         lot: None,
         captured_at: Utc::now(),
         jpeg: vec![n; size],
-        ng,
+        edge: ng.map(verdict),
+    }
+}
+
+/// An edge verdict of `ng`, as edge analysis would write it.
+fn verdict(ng: bool) -> wiko_wire::EdgeVerdict {
+    wiko_wire::EdgeVerdict {
+        defect_detected: ng,
+        score: if ng { 3.0 } else { 0.5 },
+        score_threshold: 1.0,
+        model_version: "v1".into(),
+        defects: Vec::new(),
+        latency_ms: 20.0,
     }
 }
 
@@ -244,4 +256,45 @@ fn a_dead_letter_is_listed_and_requeued_under_its_own_id_and_seq() {
     assert_eq!(back.meta.captured_at, f.captured_at);
     assert_eq!(back.jpeg, f.jpeg);
     assert_eq!(p[0].meta.frame_id, f.frame_id, "oldest first again");
+}
+
+#[test]
+fn the_edge_verdict_is_uploaded_with_its_frame_and_survives_a_dead_letter_and_requeue() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let ok = frame(1, 10, Some(false));
+    let ng = frame(2, 10, Some(true));
+    for f in [&ok, &ng] {
+        b.insert(f).unwrap();
+    }
+    let pending = b.pending(10, &[]).unwrap();
+    let edges: Vec<_> = pending.iter().map(|p| p.meta.edge.clone()).collect();
+    assert_eq!(edges, [Some(verdict(true)), Some(verdict(false))]);
+    b.dead_letter(ng.frame_id, 422, "refused").unwrap();
+    assert!(b.requeue(ng.frame_id).unwrap());
+    let back = b.pending(10, &[]).unwrap();
+    assert_eq!(back[0].meta.frame_id, ng.frame_id, "still NG first");
+    assert_eq!(back[0].meta.edge, Some(verdict(true)));
+}
+
+#[test]
+fn a_buffer_written_before_edge_analysis_gains_its_column_and_keeps_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("buffer.db");
+    {
+        let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+        b.insert(&frame(1, 10, None)).unwrap();
+    }
+    // The table as the previous version created it: no `edge` column.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("ALTER TABLE frames DROP COLUMN edge", [])
+        .unwrap();
+    drop(conn);
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    assert_eq!(b.pending(10, &[]).unwrap()[0].meta.edge, None);
+    b.insert(&frame(2, 10, Some(true))).unwrap();
+    assert_eq!(
+        b.pending(10, &[]).unwrap()[0].meta.edge,
+        Some(verdict(true))
+    );
 }

@@ -45,6 +45,18 @@ fn defaults_fill_what_is_left_out() {
 }
 
 #[test]
+fn edge_analysis_is_on_by_default_keeps_its_models_under_the_data_dir_and_can_be_off() {
+    let cfg = Config::try_from(raw(&minimal())).unwrap();
+    let edge = cfg.edge.unwrap();
+    assert_eq!(edge.refresh, Duration::from_secs(300));
+    assert_eq!(edge.model_dir, cfg.data_dir.join("models"));
+    let off = Config::try_from(raw(&format!("{}[edge]\nenabled = false\n", minimal()))).unwrap();
+    assert!(off.edge.is_none());
+    let e = error_of(&format!("{}[edge]\nrefresh_secs = 0\n", minimal()));
+    assert!(e.contains("edge.refresh_secs"), "{e}");
+}
+
+#[test]
 fn errors_name_the_key() {
     let e = error_of(&minimal().replace("http://127.0.0.1:1", "ftp://x"));
     assert!(e.contains("sync.endpoint"), "{e}");

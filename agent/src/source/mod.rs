@@ -183,6 +183,8 @@ pub struct Context {
     pub device_id: String,
     pub facility: String,
     pub health: Arc<health::Registry>,
+    /// Edge analysis; `None` when it is off.
+    pub edge: Option<Arc<crate::edge::Models>>,
 }
 
 /// Serves `station`'s triggers with `source` until `shutdown`.
@@ -329,8 +331,8 @@ async fn serve(
     }
 }
 
-/// Writes one capture to the buffer as a new frame and wakes sync. Returns the frame id once
-/// it is committed.
+/// Judges one capture at the edge (when on and its SKU has a model), writes it to the buffer
+/// as a new frame with its verdict, and wakes sync. Returns the frame id once it is committed.
 pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Option<Uuid> {
     let frame_id = Uuid::now_v7();
     let sku = shot.sku.unwrap_or_else(|| cam.sku.clone());
@@ -338,7 +340,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
         info_span!("frame", %frame_id, %sku, part_id = shot.part_id.as_deref().unwrap_or(""));
     async {
         let started = Instant::now();
-        let frame = NewFrame {
+        let mut frame = NewFrame {
             frame_id,
             camera: cam.name.clone(),
             device_id: ctx.device_id.clone(),
@@ -350,10 +352,19 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
             lot: shot.lot,
             captured_at: Utc::now(),
             jpeg: shot.jpeg,
-            ng: None,
+            edge: None,
         };
-        let buffer = ctx.buffer.clone();
-        let result = tokio::task::spawn_blocking(move || buffer.insert(&frame)).await;
+        let (buffer, edge) = (ctx.buffer.clone(), ctx.edge.clone());
+        // Both are blocking: judging is CPU work, the insert waits for the disk.
+        let span = tracing::Span::current();
+        let result = tokio::task::spawn_blocking(move || {
+            frame.edge = edge.and_then(|models| {
+                let _judging = info_span!(parent: &span, "edge_verdict").entered();
+                models.judge(&frame.sku, &frame.jpeg)
+            });
+            buffer.insert(&frame)
+        })
+        .await;
         let label = cam.name.clone();
         match result {
             Ok(Ok(inserted)) => {

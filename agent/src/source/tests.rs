@@ -109,6 +109,7 @@ impl Rig {
                 device_id: "d1".into(),
                 facility: "yangjiang".into(),
                 health: Arc::new(registry),
+                edge: None,
             }),
             stop: CancellationToken::new(),
         }

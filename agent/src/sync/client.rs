@@ -108,6 +108,68 @@ impl Client {
     }
 }
 
+/// The answer to a model pull.
+#[derive(Debug)]
+pub enum ModelDownload {
+    /// The model held is the active one.
+    Unchanged,
+    /// The SKU has no model yet.
+    NoModel,
+    New {
+        version: String,
+        etag: String,
+        body: bytes::Bytes,
+    },
+}
+
+impl Client {
+    /// The active model file of `sku` (edge analysis), unless `etag` names it already.
+    pub async fn model_file(
+        &self,
+        sku: &str,
+        etag: Option<&str>,
+    ) -> Result<ModelDownload, UploadError> {
+        let mut request = self
+            .http
+            .get(format!("{}/api/v1/skus/{sku}/model/file", self.endpoint))
+            .header(API_KEY_HEADER, &self.api_key);
+        if let Some(etag) = etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let response = request.send().await.map_err(retryable)?;
+        let status = response.status();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match status {
+            StatusCode::NOT_MODIFIED => Ok(ModelDownload::Unchanged),
+            StatusCode::NOT_FOUND => Ok(ModelDownload::NoModel),
+            StatusCode::OK => {
+                let (Some(version), Some(etag)) = (
+                    header(wiko_wire::golden::MODEL_VERSION_HEADER),
+                    header(reqwest::header::ETAG.as_str()),
+                ) else {
+                    return Err(retryable("the model file came without its version or ETag"));
+                };
+                let body = response.bytes().await.map_err(retryable)?;
+                Ok(ModelDownload::New {
+                    version,
+                    etag,
+                    body,
+                })
+            }
+            _ => {
+                let retry_after = retry_after(response.headers(), SystemTime::now());
+                Err(classify(status, error_reason(response).await, retry_after))
+            }
+        }
+    }
+}
+
 /// The error code and message of a refusal, or its status.
 async fn error_reason(response: reqwest::Response) -> String {
     let status = response.status();

@@ -36,7 +36,7 @@ use crate::buffer::{Buffer, Pending};
 use crate::config::SyncConfig;
 use crate::telemetry as names;
 pub use backoff::Backoff;
-pub use client::{Client, UploadError};
+pub use client::{Client, ModelDownload, UploadError};
 
 /// Where frames go: the cloud's ingest ([`Client`]), or a stand-in in tests.
 pub trait Uplink: Clone + Send + Sync + 'static {

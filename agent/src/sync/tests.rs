@@ -103,7 +103,7 @@ fn buffer_with(n: usize) -> (tempfile::TempDir, Arc<Buffer>, Vec<Uuid>) {
                 lot: None,
                 captured_at: Utc::now(),
                 jpeg: vec![i as u8; 10],
-                ng: None,
+                edge: None,
             };
             buffer.insert(&f).unwrap();
             f.frame_id

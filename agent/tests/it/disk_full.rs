@@ -86,7 +86,7 @@ fn frame(size: usize, ng: bool, fill: u8) -> NewFrame {
         lot: None,
         captured_at: Utc::now(),
         jpeg: vec![fill; size],
-        ng: Some(ng),
+        edge: Some(crate::verdict(ng)),
     }
 }
 
@@ -115,7 +115,7 @@ fn under_the_free_space_watermark_the_buffer_evicts_ok_frames_and_never_fails_a_
     // 30 MB of frames into 16 MiB, one in ten NG, far under max_disk_bytes (1 GiB).
     for i in 0..300u32 {
         let f = frame(100_000, i % 10 == 0, i as u8);
-        if f.ng == Some(true) {
+        if f.edge.as_ref().is_some_and(|e| e.defect_detected) {
             ng_ids.push(f.frame_id);
         }
         let inserted = buffer

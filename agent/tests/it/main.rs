@@ -22,6 +22,18 @@ mod torn_tail;
 use wiko_inspect::{DecodeLimits, FitOptions, Image, Model};
 use wiko_synth::{self as synthetic, SHAPES, SynthDefect};
 
+/// An edge verdict of `ng`, as edge analysis would write it.
+fn verdict(ng: bool) -> wiko_wire::EdgeVerdict {
+    wiko_wire::EdgeVerdict {
+        defect_detected: ng,
+        score: if ng { 3.0 } else { 0.5 },
+        score_threshold: 1.0,
+        model_version: "v1".into(),
+        defects: Vec::new(),
+        latency_ms: 20.0,
+    }
+}
+
 /// Of the painted defects, at least this many tenths get their painted type (measured
 /// 2026-11-27, model format 9: 26 and 24 of 28).
 const TYPED_FLOOR_TENTHS: usize = 8;

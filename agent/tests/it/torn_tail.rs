@@ -72,7 +72,7 @@ fn a_torn_write_ahead_log_reopens_to_a_state_the_buffer_really_had() {
                 jpeg: (0..rng.random_range(200..3000))
                     .map(|_| rng.random())
                     .collect(),
-                ng: Some(rng.random_bool(0.2)),
+                edge: Some(crate::verdict(rng.random_bool(0.2))),
             };
             buffer.insert(&f).unwrap();
             held.insert(f.frame_id);
@@ -138,7 +138,7 @@ fn a_torn_write_ahead_log_reopens_to_a_state_the_buffer_really_had() {
             lot: None,
             captured_at: Utc::now(),
             jpeg: vec![1; 100],
-            ng: None,
+            edge: None,
         };
         reopened.insert(&extra).unwrap();
         assert!(reopened.ack(extra.frame_id).unwrap());
@@ -167,7 +167,7 @@ fn a_damaged_database_file_opens_or_is_quarantined_and_the_agent_goes_on() {
                 lot: None,
                 captured_at: Utc::now(),
                 jpeg: vec![i; 5000],
-                ng: None,
+                edge: None,
             };
             buffer.insert(&f).unwrap();
         }

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use wiko_inspect::DecodeLimits;
+use wiko_wire::VerdictSource;
 
 use bytes::Bytes;
 
@@ -105,8 +106,21 @@ impl Workers {
             .complete(job.analysis_id, outcome)
             .await
         {
-            Ok(_) => {
+            Ok(done) => {
                 metrics::counter!(telemetry::ANALYSES_TOTAL, "status" => status).increment(1);
+                if done.disagreement
+                    && done
+                        .verdicts
+                        .iter()
+                        .any(|v| v.source == VerdictSource::Edge)
+                {
+                    warn!(
+                        defect_detected = done.defect_detected,
+                        "the agent's verdict differs from the cloud's"
+                    );
+                    metrics::counter!(telemetry::EDGE_DISAGREEMENTS_TOTAL, "sku" => done.product_sku)
+                        .increment(1);
+                }
                 self.outbox_wake.notify_one();
             }
             Err(e) => warn!(error = %e, "storing the result failed; the job will run again"),

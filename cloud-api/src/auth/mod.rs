@@ -33,12 +33,16 @@ pub enum Need {
     Read,
     /// Changing what the system judges by (golden samples) and who may call (keys).
     Admin,
+    /// Downloading a SKU's model file: devices (edge analysis) and viewers.
+    Model,
 }
 
 fn allows(scope: Scope, need: Need) -> bool {
     matches!(
         (scope, need),
-        (Scope::Admin, _) | (Scope::Device, Need::Ingest) | (Scope::Viewer, Need::Read)
+        (Scope::Admin, _)
+            | (Scope::Device, Need::Ingest | Need::Model)
+            | (Scope::Viewer, Need::Read | Need::Model)
     )
 }
 
@@ -380,6 +384,8 @@ mod tests {
         assert!(!may("device-key-0000001", Need::Read));
         assert!(!may("viewer-key-0000001", Need::Ingest));
         assert!(may("viewer-key-0000002", Need::Read));
+        assert!(may("device-key-0000001", Need::Model));
+        assert!(may("viewer-key-0000002", Need::Model));
         assert_eq!(k.authenticate(Some("nope")), Err(Refusal::Unknown));
         assert_eq!(k.authenticate(None), Err(Refusal::Missing));
     }

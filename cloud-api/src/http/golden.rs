@@ -19,11 +19,14 @@
 //!   `409 golden_set_too_small` if the model would be left with fewer than five images
 //!   (upload good parts first, then remove).
 //! - `GET /api/v1/skus/{sku}/model` (viewer): the active model, `404 not_calibrated` if none.
+//! - `GET /api/v1/skus/{sku}/model/file` (device or viewer): the active model's file, for edge
+//!   analysis: its version in `X-Wiko-Model-Version`, its BLAKE3 as a strong `ETag`;
+//!   `If-None-Match` with the current tag is answered `304` without a body.
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -45,6 +48,7 @@ pub(super) fn router() -> Router<AppState> {
             get(sample_image).delete(remove),
         )
         .route("/api/v1/skus/{sku}/model", get(model))
+        .route("/api/v1/skus/{sku}/model/file", get(model_file))
 }
 
 #[utoipa::path(post, path = "/api/v1/skus/{sku}/golden", tag = "golden",
@@ -123,6 +127,60 @@ pub(super) async fn model(
         .info(&sku)
         .map(Json)
         .ok_or(ApiError::NotCalibrated(sku))
+}
+
+#[utoipa::path(get, path = "/api/v1/skus/{sku}/model/file", tag = "golden",
+    params(
+        ("sku" = String, Path, description = "The SKU"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the model file the device holds"),
+    ),
+    responses(
+        (status = 200, description = "The active model's file; its version in `X-Wiko-Model-Version`, its BLAKE3 in `ETag`",
+            content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("X-Wiko-Model-Version" = String, description = "The model version"),
+                    ("ETag" = String, description = "The file's BLAKE3, quoted"))),
+        (status = 304, description = "The device holds the active model already (`If-None-Match`)"),
+        (status = 404, description = "The SKU has no model (`not_calibrated`)", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn model_file(
+    State(s): State<AppState>,
+    Path(sku): Path<String>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.may(Need::Model)?;
+    valid_sku(&sku)?;
+    let file = s
+        .golden
+        .model_file(&sku)
+        .ok_or(ApiError::NotCalibrated(sku))?;
+    let tags = [
+        (header::ETAG, file.etag.clone()),
+        (
+            HeaderName::from_static(wiko_wire::golden::MODEL_VERSION_HEADER),
+            file.version.clone(),
+        ),
+    ];
+    if holds(&headers, &file.etag) {
+        return Ok((StatusCode::NOT_MODIFIED, tags).into_response());
+    }
+    Ok((
+        tags,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        file.body,
+    )
+        .into_response())
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`).
+fn holds(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
 }
 
 #[utoipa::path(get, path = "/api/v1/skus", tag = "golden",
@@ -215,4 +273,23 @@ pub(super) async fn remove(
 /// A SKU in a path, checked like every identifier.
 fn valid_sku(sku: &str) -> Result<(), ApiError> {
     validate_id("sku", sku).map_err(|e| ApiError::bad(ErrorCode::InvalidId, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_names_the_current_tag_in_a_list_or_weakly_or_as_a_star() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, v.parse().unwrap());
+            h
+        };
+        assert!(holds(&with("\"ab\""), "\"ab\""));
+        assert!(holds(&with("\"x\", W/\"ab\""), "\"ab\""));
+        assert!(holds(&with("*"), "\"ab\""));
+        assert!(!holds(&with("\"x\""), "\"ab\""));
+        assert!(!holds(&HeaderMap::new(), "\"ab\""));
+    }
 }

@@ -70,6 +70,7 @@ pub(super) struct GoldenUpload {
         golden::sample_image,
         golden::remove,
         golden::model,
+        golden::model_file,
         keys::create,
         keys::list,
         keys::revoke,
@@ -196,6 +197,7 @@ mod tests {
             ("/api/v1/skus/{sku}/golden/{digest}", "get"),
             ("/api/v1/skus/{sku}/golden/{digest}", "delete"),
             ("/api/v1/skus/{sku}/model", "get"),
+            ("/api/v1/skus/{sku}/model/file", "get"),
             ("/api/v1/keys", "post"),
             ("/api/v1/keys", "get"),
             ("/api/v1/keys/{prefix}", "delete"),
@@ -214,6 +216,7 @@ mod tests {
         }
         assert!(doc["paths"]["/api/v1/frames/{frame_id}"]["put"]["responses"]["401"].is_object());
         assert!(doc["components"]["schemas"]["Analysis"].is_object());
+        assert!(doc["components"]["schemas"]["EdgeVerdict"].is_object());
         assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
     }
 }

@@ -1,7 +1,8 @@
 //! Where a test's data lives. By default the embedded backend in a temporary directory; with
 //! `WIKOTEST_BACKEND=postgres`, a fresh schema in the database at `WIKOTEST_DATABASE_URL` and
 //! a fresh key prefix in the bucket `WIKOTEST_S3_BUCKET` of the S3 server at
-//! `WIKOTEST_S3_ENDPOINT` (credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`).
+//! `WIKOTEST_S3_ENDPOINT` (credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`);
+//! without `WIKOTEST_S3_ENDPOINT`, images stay in the temporary directory.
 //! `.ci/run` runs this whole suite both ways.
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use wiko_cloud::store::{PgSettings, Storage, open_postgres, open_sqlite};
 
 pub struct Place {
     pub dir: tempfile::TempDir,
-    production: Option<(PgSettings, S3Settings)>,
+    production: Option<(PgSettings, Option<S3Settings>)>,
 }
 
 fn env(name: &str) -> String {
@@ -46,17 +47,19 @@ impl Place {
             statement_timeout: Duration::from_secs(10),
             outbox_lease: Duration::from_secs(30),
         };
-        let s3 = S3Settings {
-            bucket: env("WIKOTEST_S3_BUCKET"),
-            endpoint: Some(env("WIKOTEST_S3_ENDPOINT")),
-            region: "us-east-1".into(),
-            prefix: format!("{schema}/"),
-            path_style: true,
-            allow_http: true,
-            access_key_id: None,
-            secret_access_key: None,
-            request_timeout: Duration::from_secs(10),
-        };
+        let s3 = std::env::var("WIKOTEST_S3_ENDPOINT")
+            .ok()
+            .map(|endpoint| S3Settings {
+                bucket: env("WIKOTEST_S3_BUCKET"),
+                endpoint: Some(endpoint),
+                region: "us-east-1".into(),
+                prefix: format!("{schema}/"),
+                path_style: true,
+                allow_http: true,
+                access_key_id: None,
+                secret_access_key: None,
+                request_timeout: Duration::from_secs(10),
+            });
         Place {
             dir,
             production: Some((pg, s3)),
@@ -72,7 +75,10 @@ impl Place {
             },
             Some((pg, s3)) => Storage {
                 records: open_postgres(pg, true).await.unwrap(),
-                images: Arc::new(S3::new(s3).unwrap()),
+                images: match s3 {
+                    Some(s3) => Arc::new(S3::new(s3).unwrap()),
+                    None => Arc::new(LocalDir::new(self.dir.path().to_path_buf()).unwrap()),
+                },
             },
         }
     }

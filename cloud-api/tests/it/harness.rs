@@ -110,6 +110,7 @@ pub fn meta(frame_id: Uuid, image: &[u8]) -> FrameMeta {
         captured_at: chrono::Utc::now(),
         seq: 1,
         image_blake3: wiko_wire::frame::image_digest(image),
+        edge: None,
     }
 }
 

@@ -20,11 +20,12 @@ use async_trait::async_trait;
 use tracing::warn;
 use wiko_inspect::model::MIN_GOOD;
 use wiko_inspect::{DecodeLimits, FitOptions, Image, Verdict};
-use wiko_wire::{AnalysisStatus, Defect, DefectType, ModelInfo};
+use wiko_wire::{AnalysisStatus, Defect, ModelInfo, RegionFigures};
 
 use super::budget::Budget;
 use super::{Analyzer, Judgement};
 use crate::store::{Storage, StoreError};
+pub use models::ModelFile;
 use models::Models;
 
 /// Largest golden set per SKU. Fitting holds every image decoded (4 bytes per pixel: 200
@@ -93,6 +94,11 @@ impl Golden {
         self.models.refresh().await
     }
 
+    /// The file of a SKU's active model, as devices download it.
+    pub fn model_file(&self, sku: &str) -> Option<ModelFile> {
+        self.models.file(sku)
+    }
+
     /// The active model of a SKU.
     pub fn info(&self, sku: &str) -> Option<ModelInfo> {
         self.models.info(sku)
@@ -115,35 +121,23 @@ fn not_calibrated(sku: &str) -> Judgement {
     }
 }
 
+/// What the wire needs of an inspection region to make it a defect.
+fn figures(r: &wiko_inspect::Region) -> RegionFigures<'static> {
+    RegionFigures {
+        kind: r.kind.as_str(),
+        bbox: r.bbox,
+        area: r.area,
+        peak: r.peak,
+        shift: r.shift,
+    }
+}
+
 /// Turns the inspection verdict into the API's judgement.
 fn judgement(v: &Verdict, version: &str) -> Judgement {
     let defects: Vec<Defect> = v
         .regions
         .iter()
-        .map(|r| {
-            let ratio = r.peak / v.threshold.max(1e-6);
-            let severity = if ratio > 3.0 {
-                "high"
-            } else if ratio > 1.5 {
-                "medium"
-            } else {
-                "low"
-            };
-            let kind = DefectType::parse(r.kind.as_str()).unwrap_or(DefectType::Other);
-            Defect {
-                kind,
-                severity: severity.to_string(),
-                confidence: (1.0 - 1.0 / (1.0 + ratio)).clamp(0.0, 0.99),
-                bbox: r.bbox,
-                description: format!(
-                    "{} (heuristic type): {} px, {:.1}x threshold, {} than good parts",
-                    kind.as_str(),
-                    r.area,
-                    ratio,
-                    if r.shift < 0.0 { "darker" } else { "brighter" }
-                ),
-            }
-        })
+        .map(|r| Defect::from_region(figures(r), v.threshold))
         .collect();
     let margin = (v.score / v.threshold.max(1e-6) - 1.0).abs();
     Judgement {

@@ -22,7 +22,27 @@ struct Unusable {
 /// The active model of a SKU.
 struct Active {
     model: Arc<Model>,
-    version: String,
+    /// The model file and its version, as devices download it.
+    file: ModelFile,
+}
+
+/// The model file of a SKU's active version, as served to devices.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    pub version: String,
+    /// A strong HTTP entity tag: the file's BLAKE3, quoted.
+    pub etag: String,
+    pub body: bytes::Bytes,
+}
+
+impl ModelFile {
+    fn new(version: &str, body: Vec<u8>) -> ModelFile {
+        ModelFile {
+            version: version.to_string(),
+            etag: format!("\"{}\"", blake3::hash(&body).to_hex()),
+            body: body.into(),
+        }
+    }
 }
 
 pub(super) struct Models {
@@ -54,7 +74,12 @@ impl Models {
     pub(super) fn info(&self, sku: &str) -> Option<ModelInfo> {
         self.read()
             .get(sku)
-            .map(|a| model_info(sku, &a.version, &a.model))
+            .map(|a| model_info(sku, &a.file.version, &a.model))
+    }
+
+    /// The file of the active model of a SKU.
+    pub(super) fn file(&self, sku: &str) -> Option<ModelFile> {
+        self.read().get(sku).map(|a| a.file.clone())
     }
 
     /// The model to judge a part of `sku` with, and its version: the active one, else the
@@ -68,7 +93,7 @@ impl Models {
         let cached = self
             .read()
             .get(sku)
-            .map(|a| (a.model.clone(), a.version.clone()));
+            .map(|a| (a.model.clone(), a.file.version.clone()));
         match cached {
             Some(active) => Ok(Some(active)),
             None if self.unusable().contains_key(sku) => Ok(None),
@@ -81,7 +106,10 @@ impl Models {
     pub(super) async fn refresh(&self) -> Result<(), StoreError> {
         for (sku, version) in self.store.model_versions().await? {
             let known_unusable = self.unusable().get(&sku).map(|o| o.version.clone());
-            if self.read().get(&sku).is_some_and(|a| a.version == version)
+            if self
+                .read()
+                .get(&sku)
+                .is_some_and(|a| a.file.version == version)
                 || known_unusable.is_some_and(|v| v == version)
             {
                 continue;
@@ -101,7 +129,8 @@ impl Models {
             Ok(model) => {
                 info!(sku = %m.sku, version = %m.version, method = model.kind(), "model loaded");
                 let model = Arc::new(model);
-                self.activate(m.sku, m.version.clone(), model.clone());
+                let file = ModelFile::new(&m.version, m.body);
+                self.activate(m.sku, model.clone(), file);
                 Ok(Some((model, m.version)))
             }
             Err(e) => {
@@ -157,7 +186,7 @@ impl Models {
     /// fitted a version since this one's last refresh: the number follows the stored one.
     pub(super) async fn publish(&self, sku: &str, model: Model) -> Result<ModelInfo, StoreError> {
         self.refresh().await?;
-        let current = self.read().get(sku).map(|a| a.version.clone());
+        let current = self.read().get(sku).map(|a| a.file.version.clone());
         let stored = current.or_else(|| self.unusable().get(sku).map(|o| o.version.clone()));
         self.save_and_activate(sku, after(stored.as_deref().unwrap_or("v0")), model)
             .await
@@ -180,25 +209,30 @@ impl Models {
         version: String,
         model: Model,
     ) -> Result<ModelInfo, StoreError> {
+        let body = model.to_bytes();
         self.store
             .save_model(StoredModel {
                 sku: sku.to_string(),
                 version: version.clone(),
-                body: model.to_bytes(),
+                body: body.clone(),
             })
             .await?;
         let info = model_info(sku, &version, &model);
-        self.activate(sku.to_string(), version, Arc::new(model));
+        self.activate(
+            sku.to_string(),
+            Arc::new(model),
+            ModelFile::new(&version, body),
+        );
         Ok(info)
     }
 
     /// Makes `model` the SKU's active one; an unusable stored model it replaces is forgotten.
-    fn activate(&self, sku: String, version: String, model: Arc<Model>) {
+    fn activate(&self, sku: String, model: Arc<Model>, file: ModelFile) {
         self.unusable().remove(&sku);
         self.active
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sku, Active { model, version });
+            .insert(sku, Active { model, file });
     }
 }
 

@@ -8,7 +8,9 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
-use wiko_wire::{Analysis, AnalysisStatus, CostRow, Defect, IngestOutcome};
+use wiko_wire::{
+    Analysis, AnalysisStatus, CostRow, Defect, EdgeVerdict, IngestOutcome, VerdictSource,
+};
 
 use super::{
     Arg, Backend, Conn, Row, SqlStore, after, args, json_error, list, op, parse_ts, ts, values,
@@ -98,14 +100,9 @@ fn analysis(r: &Row) -> Result<Analysis, StoreError> {
     })
 }
 
-async fn get(c: &mut dyn Conn, id: Uuid) -> Result<Analysis, StoreError> {
-    match c.query(GET, args![id]).await?.first() {
-        Some(r) => analysis(r),
-        None => Err(StoreError::NotFound),
-    }
-}
-
-/// Records a part: its analysis (pending), its frame and device (agent frames), its job.
+/// Records a part: its analysis (pending), its frame and device (agent frames), its job. A
+/// frame the agent judged is `provisional` at once, with the agent's verdict; the cloud's own
+/// verdict makes it final (and is the one published: one result message per part).
 async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uuid), StoreError> {
     let frame = n.origin.frame();
     let meta_json = frame
@@ -208,7 +205,53 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
         args![id, after(n.run_after), device, turn],
     )
     .await?;
+    if let Some(edge) = frame.and_then(|f| f.edge.as_ref()) {
+        provisional_from_edge(c, id, edge).await?;
+    }
     Ok((IngestOutcome::Created, id))
+}
+
+/// Makes a new analysis the agent's provisional result.
+async fn provisional_from_edge(
+    c: &mut dyn Conn,
+    id: Uuid,
+    edge: &EdgeVerdict,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE analyses SET status = ?, defect_detected = ?, defects = ?, score = ?,
+            score_threshold = ?, recommendation = ?, analyzer = ?, model_version = ?,
+            latency_ms = ?, verdicts = ?
+         WHERE id = ?",
+        args![
+            status_str(AnalysisStatus::Provisional),
+            edge.defect_detected,
+            Arg::Json(serde_json::to_string(&edge.defects).map_err(json_error)?),
+            Some(edge.score),
+            Some(edge.score_threshold),
+            if edge.defect_detected {
+                "reject (edge verdict; the cloud's follows)"
+            } else {
+                "accept (edge verdict; the cloud's follows)"
+            },
+            "golden",
+            edge.model_version.as_str(),
+            edge.latency_ms,
+            Arg::Json(serde_json::to_string(&[edge.verdict()]).map_err(json_error)?),
+            id,
+        ],
+    )
+    .await?;
+    index_defects(c, id, &edge.defects).await
+}
+
+/// Whether the local analyzer is still to judge this analysis: it is pending, or provisional
+/// with the agent's verdict only.
+fn awaits_cloud(a: &Analysis) -> bool {
+    match a.status {
+        AnalysisStatus::Pending => true,
+        AnalysisStatus::Provisional => a.verdicts.iter().all(|v| v.source == VerdictSource::Edge),
+        _ => false,
+    }
 }
 
 /// Virtual time a device's job stands behind for each job of the device already waiting, per
@@ -246,31 +289,42 @@ fn fair_turn(
     }
 }
 
-/// Writes the result and queues its event; a no-op for an analysis already done. The row lock
-/// (PostgreSQL) serialises two workers completing the same analysis.
+/// Writes the result and queues its event; a no-op for an analysis already done. The agent's
+/// verdict, if any, stays in `verdicts`; a different OK/NG from the cloud's is a
+/// `disagreement`. The row lock (PostgreSQL) serialises two workers completing the same
+/// analysis.
 async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analysis, StoreError> {
     let sql = format!(
-        "SELECT status FROM analyses WHERE id = ?{}",
+        "SELECT {} FROM analyses WHERE id = ?{}",
+        columns!(),
         c.dialect().for_update()
     );
-    let status = match c.query(&sql, args![id]).await?.first() {
-        Some(r) => parse_status(&r.text(0)?),
+    let current = match c.query(&sql, args![id]).await?.first() {
+        Some(r) => analysis(r)?,
         None => return Err(StoreError::NotFound),
     };
-    if status != AnalysisStatus::Pending {
-        return get(c, id).await;
+    if !awaits_cloud(&current) {
+        return Ok(current);
     }
+    let cloud = outcome.verdict();
+    let disagreement = cloud.as_ref().is_some_and(|cloud| {
+        current
+            .verdicts
+            .iter()
+            .any(|edge| edge.defect_detected != cloud.defect_detected)
+    });
+    let mut verdicts = current.verdicts;
+    verdicts.extend(cloud);
     let o: &Judgement = &outcome.judgement;
     let defects = serde_json::to_string(&o.defects).map_err(json_error)?;
-    let verdicts = serde_json::to_string(&outcome.verdict().into_iter().collect::<Vec<_>>())
-        .map_err(json_error)?;
+    let verdicts = serde_json::to_string(&verdicts).map_err(json_error)?;
     let rows = c
         .query(
             concat!(
                 "UPDATE analyses SET status = ?, defect_detected = ?, defects = ?, score = ?,
                     score_threshold = ?, confidence = ?, recommendation = ?, analyzer = ?,
                     analyzer_version = ?, model_version = ?, latency_ms = ?, analyzed_at = ?,
-                    verdicts = ?
+                    verdicts = ?, disagreement = ?
                  WHERE id = ? RETURNING ",
                 columns!()
             ),
@@ -288,11 +342,17 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
                 outcome.latency_ms,
                 Utc::now(),
                 Arg::Json(verdicts),
+                disagreement,
                 id,
             ],
         )
         .await?;
     let done = analysis(rows.first().ok_or(StoreError::NotFound)?)?;
+    c.execute(
+        "DELETE FROM analysis_defects WHERE analysis_id = ?",
+        args![id],
+    )
+    .await?;
     index_defects(c, id, &o.defects).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
         .await?;
@@ -366,7 +426,8 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
                 status_str(AnalysisStatus::Final),
                 Arg::Json(serde_json::to_string(&e.defects).map_err(json_error)?),
                 Arg::Json(serde_json::to_string(&verdicts).map_err(json_error)?),
-                e.disagreement,
+                // The agent's verdict may have disagreed already.
+                current.disagreement || e.disagreement,
                 id,
             ],
         )
