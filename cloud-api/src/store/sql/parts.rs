@@ -95,6 +95,8 @@ fn analysis(r: &Row) -> Result<Analysis, StoreError> {
         analyzed_at: r.opt_time(26)?,
         verdicts: serde_json::from_str(&r.text(27)?).map_err(json_error)?,
         disagreement: r.bool(28)?,
+        thumbnail_url: format!("/api/v1/analyses/{id}/thumbnail"),
+        feedback: None,
     })
 }
 
