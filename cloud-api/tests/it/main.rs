@@ -8,12 +8,16 @@
 mod analyze;
 mod azure_mock;
 mod backend;
+mod feedback;
 mod fleet;
 mod golden;
 mod harness;
 mod ingest;
 mod keys;
+mod live;
 mod queue;
 mod remote;
 mod results;
+mod stats;
+mod thumbnail;
 mod unreachable;
