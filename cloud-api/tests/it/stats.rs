@@ -28,7 +28,12 @@ pub async fn part(storage: &Storage, n: u32, station: &str, sku: &str, at: DateT
         height: 48,
     };
     let origin = Origin::Call(Call {
-        facility: if n.is_multiple_of(5) { "shenzhen" } else { "yangjiang" }.into(),
+        facility: if n.is_multiple_of(5) {
+            "shenzhen"
+        } else {
+            "yangjiang"
+        }
+        .into(),
         line: "l1".into(),
         station: station.into(),
         product_sku: sku.into(),
