@@ -190,6 +190,13 @@ pub struct Analysis {
     /// The verdicts disagree on OK/NG (the gate's decides `defect_detected`).
     #[serde(default)]
     pub disagreement: bool,
+    /// A small JPEG of the image (at most 320 px on its long side), e.g.
+    /// `/api/v1/analyses/{id}/thumbnail`.
+    #[serde(default)]
+    pub thumbnail_url: String,
+    /// The latest review of the result, if any (`POST /api/v1/analyses/{id}/feedback`).
+    #[serde(default)]
+    pub feedback: Option<crate::Feedback>,
 }
 
 /// Where an analyzer runs.

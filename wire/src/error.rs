@@ -75,6 +75,8 @@ error_codes! {
     ImageTooLarge = "image_too_large",
     /// The frame id was received before with other content (409).
     FrameConflict = "frame_conflict",
+    /// The analysis has no verdict to review: pending, failed or not calibrated (409).
+    NotJudged = "not_judged",
     /// Removing the golden sample would leave its model too few images (409).
     GoldenSetTooSmall = "golden_set_too_small",
     /// The SKU's golden set is full (400).

@@ -7,6 +7,9 @@
 //! - [`frame`]: what the agent uploads (`PUT /api/v1/frames/{frame_id}`) and what the cloud answers.
 //! - [`analysis`]: the result of analysing one part, as returned by the API.
 //! - [`golden`]: golden sets and models per SKU.
+//! - [`stats`]: parts, NG and first-pass yield by group and time bucket.
+//! - [`feedback`]: reviews of results, and the model capability they show.
+//! - [`events`]: the live stream of results (Server-Sent Events).
 //! - [`alert`]: the MQTT messages published per part, and their topics.
 //! - [`health`]: the health and readiness bodies of the cloud and the agent.
 //! - [`fleet`]: heartbeats, the devices the cloud derives from them, and commands to agents.
@@ -18,12 +21,15 @@
 pub mod alert;
 pub mod analysis;
 pub mod error;
+pub mod events;
+pub mod feedback;
 pub mod fleet;
 pub mod frame;
 pub mod golden;
 pub mod health;
 pub mod keys;
 pub mod retry;
+pub mod stats;
 pub mod trigger;
 
 pub use alert::{AlertMessage, Topic};
@@ -32,6 +38,7 @@ pub use analysis::{
     Verdict, VerdictError, VerdictErrorCode, VerdictSource,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use feedback::{Capability, Feedback, FeedbackVerdict, NewFeedback};
 pub use fleet::{
     DeadLetter, Device, DeviceAction, DeviceCommand, DeviceState, Heartbeat, HeartbeatAck,
     HeartbeatError,
@@ -42,6 +49,7 @@ pub use health::{
     AgentHealth, BufferHealth, CameraHealth, CameraStatus, Health, Readiness, ReadinessChecks,
 };
 pub use keys::{CreatedKey, KeyInfo, NewKey, Scope};
+pub use stats::{Stats, StatsBucket, StatsCounts, StatsDimension, StatsRow};
 pub use trigger::{TriggerAck, TriggerOutcome, TriggerRequest};
 
 /// Version of the JSON payloads published over MQTT. Bumped only for a breaking change.

@@ -152,3 +152,47 @@ fn error_codes_round_trip_by_name_and_are_unique() {
     assert_eq!(body.code(), Some(ErrorCode::FrameConflict));
     assert_eq!(ErrorCode::parse("from_a_later_version"), None);
 }
+
+#[test]
+fn capability_figures_come_from_the_four_counts() {
+    let c = Capability::new("WK".into(), None, [8, 2, 30, 2, 1]);
+    assert_eq!(c.precision, Some(0.8));
+    assert_eq!(c.recall, Some(0.8));
+    assert_eq!(c.false_reject_rate, Some(2.0 / 32.0));
+    let none = Capability::new("WK".into(), None, [0; 5]);
+    assert_eq!((none.precision, none.recall), (None, None));
+    assert!(FeedbackVerdict::FalseNg.fits(true) && !FeedbackVerdict::FalseNg.fits(false));
+    assert!(FeedbackVerdict::FalseOk.fits(false) && !FeedbackVerdict::FalseOk.fits(true));
+    for v in FeedbackVerdict::ALL {
+        assert_eq!(FeedbackVerdict::parse(v.as_str()), Some(v));
+        assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+    }
+}
+
+#[test]
+fn stats_rows_omit_the_dimensions_not_grouped_by() {
+    for d in StatsDimension::ALL {
+        assert_eq!(StatsDimension::parse(d.as_str()), Some(d));
+        assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+    }
+    assert_eq!(
+        StatsDimension::parse("product_sku"),
+        Some(StatsDimension::Sku)
+    );
+    let row = StatsRow {
+        bucket_start: chrono::Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).unwrap(),
+        facility: None,
+        line: None,
+        station: Some("polish".into()),
+        product_sku: None,
+        device_id: None,
+        defect_type: None,
+        counts: StatsCounts::new(10, 8, 2, 3),
+    };
+    let v = serde_json::to_value(&row).unwrap();
+    assert_eq!(v["station"], "polish");
+    assert!(v.get("facility").is_none());
+    assert_eq!(v["parts"], 10);
+    assert_eq!(v["first_pass_yield"], 0.75);
+    assert_eq!(serde_json::from_value::<StatsRow>(v).unwrap(), row);
+}

@@ -31,6 +31,8 @@ use crate::store::{Store, StoreError, StoredKey};
 pub enum Need {
     Ingest,
     Read,
+    /// Reviewing results (feedback): a person, signed in with a viewer or admin key.
+    Review,
     /// Changing what the system judges by (golden samples) and who may call (keys).
     Admin,
     /// Downloading a SKU's model file: devices (edge analysis) and viewers.
@@ -42,7 +44,7 @@ fn allows(scope: Scope, need: Need) -> bool {
         (scope, need),
         (Scope::Admin, _)
             | (Scope::Device, Need::Ingest | Need::Model)
-            | (Scope::Viewer, Need::Read | Need::Model)
+            | (Scope::Viewer, Need::Read | Need::Model | Need::Review)
     )
 }
 

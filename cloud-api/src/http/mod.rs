@@ -7,6 +7,8 @@ mod caller;
 pub(crate) mod config;
 mod costs;
 pub(crate) mod error;
+mod events;
+mod feedback;
 mod fleet;
 mod golden;
 mod health;
@@ -16,6 +18,7 @@ mod keys;
 mod openapi;
 mod results;
 pub(crate) mod server;
+mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,6 +46,7 @@ use crate::auth::audit::Audit;
 use crate::auth::limits::Limits;
 use crate::config::{Broker, Config};
 use crate::intake::Intake;
+use crate::live::Live;
 use crate::store::Storage;
 
 /// What every handler shares: one replica's services.
@@ -74,6 +78,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// Whether the MQTT connection is up (for `/ready`); always true without a broker.
     pub broker_up: Arc<AtomicBool>,
+    /// Results committed on any replica, for `GET /api/v1/events`.
+    pub live: Live,
 }
 
 impl AppState {
@@ -111,6 +117,7 @@ impl AppState {
             None => golden.clone(),
         };
         let keyring = Arc::new(Keyring::new(config.keys.clone()));
+        let live = Live::start(storage.records.clone()).await;
         if let Err(e) = keyring.reload(storage.records.as_ref()).await {
             tracing::warn!(error = %e, "stored API keys not loaded at start; retrying every second");
         }
@@ -134,6 +141,7 @@ impl AppState {
             fleet: config.fleet.clone(),
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
+            live,
         }
     }
 
@@ -166,6 +174,9 @@ pub fn app(state: AppState) -> Router {
         .merge(golden::router())
         .merge(keys::router())
         .merge(fleet::router())
+        .merge(stats::router())
+        .merge(feedback::router())
+        .merge(events::router())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
             limits.body_idle_timeout_ms,

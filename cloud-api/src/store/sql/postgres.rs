@@ -51,9 +51,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0005_remote_analysis.sql"),
     ),
     (
-        8,
-        "fair turns",
-        include_str!("../../../migrations/postgres/0008_fair_turns.sql"),
+        6,
+        "dashboard data",
+        include_str!("../../../migrations/postgres/0006_dashboard_data.sql"),
+    ),
+    (
+        7,
+        "indexes for fair turns and defects",
+        include_str!("../../../migrations/postgres/0007_indexes_for_turns_and_defects.sql"),
     ),
 ];
 

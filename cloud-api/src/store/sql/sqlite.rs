@@ -44,7 +44,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_remote_analysis.sql"),
     ),
-    (8, include_str!("../../../migrations/sqlite/0008_fair_turns.sql")),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_dashboard_data.sql"),
+    ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_indexes_for_turns_and_defects.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;

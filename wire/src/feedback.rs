@@ -1,0 +1,129 @@
+//! A person's review of a result (`POST /api/v1/analyses/{id}/feedback`), and what the reviews
+//! say of a model (`GET /api/v1/capability`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Most characters of a feedback comment.
+pub const MAX_COMMENT_CHARS: usize = 1000;
+
+/// What the reviewer says of the analyzer's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackVerdict {
+    /// The verdict (OK or NG) is right.
+    Confirmed,
+    /// Judged NG, but the part is good (a false reject).
+    FalseNg,
+    /// Judged OK, but the part is defective (an escape).
+    FalseOk,
+    /// The reviewer cannot tell.
+    Inconclusive,
+}
+
+impl FeedbackVerdict {
+    pub const ALL: [FeedbackVerdict; 4] = [
+        FeedbackVerdict::Confirmed,
+        FeedbackVerdict::FalseNg,
+        FeedbackVerdict::FalseOk,
+        FeedbackVerdict::Inconclusive,
+    ];
+
+    /// The snake_case name on the wire (and in the `feedback=` filter).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackVerdict::Confirmed => "confirmed",
+            FeedbackVerdict::FalseNg => "false_ng",
+            FeedbackVerdict::FalseOk => "false_ok",
+            FeedbackVerdict::Inconclusive => "inconclusive",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<FeedbackVerdict> {
+        FeedbackVerdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == name)
+    }
+
+    /// Whether the verdict can be said of a result judged `defect_detected`: `false_ng` only of
+    /// an NG result, `false_ok` only of an OK one.
+    pub fn fits(self, defect_detected: bool) -> bool {
+        match self {
+            FeedbackVerdict::FalseNg => defect_detected,
+            FeedbackVerdict::FalseOk => !defect_detected,
+            FeedbackVerdict::Confirmed | FeedbackVerdict::Inconclusive => true,
+        }
+    }
+}
+
+/// `POST /api/v1/analyses/{id}/feedback`'s body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewFeedback {
+    pub verdict: FeedbackVerdict,
+    /// At most [`MAX_COMMENT_CHARS`] characters.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// A review as stored; a result shows its latest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Feedback {
+    pub verdict: FeedbackVerdict,
+    pub comment: Option<String>,
+    /// The name of the key the reviewer signed in (or called) with.
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/capability`: how a SKU's model (one version, or all) fares against its reviews.
+/// Each reviewed result counts once, by its latest review; `inconclusive` reviews count in
+/// none of the four.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Capability {
+    pub product_sku: String,
+    /// `None`: every version.
+    pub model_version: Option<String>,
+    /// NG confirmed.
+    pub true_positives: u64,
+    /// NG, reviewed `false_ng`.
+    pub false_positives: u64,
+    /// OK confirmed.
+    pub true_negatives: u64,
+    /// OK, reviewed `false_ok`.
+    pub false_negatives: u64,
+    pub inconclusive: u64,
+    /// TP / (TP + FP); `None` without such reviews.
+    pub precision: Option<f64>,
+    /// TP / (TP + FN).
+    pub recall: Option<f64>,
+    /// FP / (FP + TN): good parts rejected.
+    pub false_reject_rate: Option<f64>,
+}
+
+impl Capability {
+    /// The figures from the four counts (and the inconclusive ones).
+    pub fn new(
+        product_sku: String,
+        model_version: Option<String>,
+        [tp, fp, tn, fn_, inconclusive]: [u64; 5],
+    ) -> Capability {
+        let ratio = |a: u64, b: u64| (a + b > 0).then(|| a as f64 / (a + b) as f64);
+        Capability {
+            product_sku,
+            model_version,
+            true_positives: tp,
+            false_positives: fp,
+            true_negatives: tn,
+            false_negatives: fn_,
+            inconclusive,
+            precision: ratio(tp, fp),
+            recall: ratio(tp, fn_),
+            false_reject_rate: ratio(fp, tn),
+        }
+    }
+}
