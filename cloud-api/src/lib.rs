@@ -13,6 +13,8 @@
 //! - `alert`: the outbox publisher (events to MQTT) and the embedded broker.
 //! - [`fleet`]: the devices, from their heartbeats.
 //! - `auth`: API keys and scopes.
+//! - `dashboard`: the pages quality engineers use, at `/` (sign-in with a key, a session
+//!   cookie, server-rendered HTML).
 //! - [`config`]: TOML + environment configuration, validated before anything starts; each
 //!   section lives beside its component.
 //! - [`backup`]: `wiko-cloud backup | restore` of the embedded store.
@@ -25,6 +27,7 @@ pub mod analysis;
 mod auth;
 pub mod backup;
 pub mod config;
+mod dashboard;
 pub mod fleet;
 pub mod http;
 mod intake;

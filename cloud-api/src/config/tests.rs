@@ -181,3 +181,31 @@ fn a_remote_model_is_configured_with_its_key_kept_out_of_logs() {
     .to_string();
     assert!(e.contains("remote.skus[0].taxonomy"), "{e}");
 }
+
+#[test]
+fn the_dashboard_secret_is_long_enough_and_may_come_from_a_file() {
+    let cfg = parse("").unwrap();
+    assert!(cfg.dashboard.session_secret.is_none(), "random per start");
+    assert_eq!(cfg.dashboard.session_ttl_secs, 43_200);
+    let e = parse("[dashboard]\nsession_secret = \"short\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dashboard.session_secret"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let cfg = parse(&format!(
+        "[dashboard]\nsession_secret_file = {:?}\nsecure_cookies = true\n",
+        file.display().to_string()
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.dashboard.session_secret.as_deref(),
+        Some(&b"0123456789abcdef0123456789abcdef"[..])
+    );
+    assert!(cfg.dashboard.secure_cookies);
+    let e = parse("[dashboard]\nsession_ttl_secs = 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dashboard.session_ttl_secs"), "{e}");
+}

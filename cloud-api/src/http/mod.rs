@@ -3,18 +3,18 @@
 //! the bodies are `wiko_wire`'s.
 
 mod analyze;
-mod caller;
+pub(crate) mod caller;
 pub(crate) mod config;
 mod costs;
 pub(crate) mod error;
-mod fleet;
-mod golden;
+pub(crate) mod fleet;
+pub(crate) mod golden;
 mod health;
-mod image;
+pub(crate) mod image;
 mod ingest;
 mod keys;
 mod openapi;
-mod results;
+pub(crate) mod results;
 pub(crate) mod server;
 
 use std::sync::Arc;
@@ -74,6 +74,8 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// Whether the MQTT connection is up (for `/ready`); always true without a broker.
     pub broker_up: Arc<AtomicBool>,
+    /// Signs and checks the dashboard's session cookies and form tokens.
+    pub(crate) sessions: crate::dashboard::Sessions,
 }
 
 impl AppState {
@@ -134,6 +136,7 @@ impl AppState {
             fleet: config.fleet.clone(),
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
+            sessions: crate::dashboard::Sessions::new(&config.dashboard),
         }
     }
 
@@ -166,6 +169,7 @@ pub fn app(state: AppState) -> Router {
         .merge(golden::router())
         .merge(keys::router())
         .merge(fleet::router())
+        .merge(crate::dashboard::router())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
             limits.body_idle_timeout_ms,
@@ -188,6 +192,13 @@ pub fn app(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
+        ))
+        // The dashboard's pages load only their own stylesheet, script and images.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+            ),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,

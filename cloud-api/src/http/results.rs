@@ -17,7 +17,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::image;
 use crate::auth::Need;
-use crate::store::{ListFilter, StoreError};
+use crate::store::{ListFilter, Store, StoreError};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -33,7 +33,7 @@ pub(super) fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub(super) struct ListQuery {
+pub(crate) struct ListQuery {
     facility: Option<String>,
     line: Option<String>,
     station: Option<String>,
@@ -57,47 +57,55 @@ pub(super) async fn list(
 ) -> Result<Json<Page<Analysis>>, ApiError> {
     caller.may(Need::Read)?;
     let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
-    for (name, value) in [
-        ("facility", &q.facility),
-        ("line", &q.line),
-        ("station", &q.station),
-        ("sku", &q.sku),
-        ("device_id", &q.device_id),
-    ] {
-        if let Some(v) = value {
-            validate_id(name, v)
-                .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
-        }
-    }
-    if let Some(t) = &q.defect_type
-        && wiko_wire::DefectType::parse(t).is_none()
-    {
-        return Err(ApiError::bad(
-            ErrorCode::InvalidQuery,
-            format!("unknown defect_type {t:?}"),
-        ));
-    }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let filter = ListFilter {
-        facility: q.facility,
-        line: q.line,
-        station: q.station,
-        product_sku: q.sku,
-        device_id: q.device_id,
-        defect_detected: q.defect_detected,
-        defect_type: q.defect_type,
-        since: q.since,
-        until: q.until,
-    };
-    let (items, next_cursor) = s.store().list(&filter, q.cursor.as_deref(), limit).await?;
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(q.page(s.store()).await?))
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+impl ListQuery {
+    /// The page of results this query asks for, its filters checked.
+    pub(crate) async fn page(self, store: &dyn Store) -> Result<Page<Analysis>, ApiError> {
+        let q = self;
+        for (name, value) in [
+            ("facility", &q.facility),
+            ("line", &q.line),
+            ("station", &q.station),
+            ("sku", &q.sku),
+            ("device_id", &q.device_id),
+        ] {
+            if let Some(v) = value {
+                validate_id(name, v)
+                    .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+            }
+        }
+        if let Some(t) = &q.defect_type
+            && wiko_wire::DefectType::parse(t).is_none()
+        {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidQuery,
+                format!("unknown defect_type {t:?}"),
+            ));
+        }
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let filter = ListFilter {
+            facility: q.facility,
+            line: q.line,
+            station: q.station,
+            product_sku: q.sku,
+            device_id: q.device_id,
+            defect_detected: q.defect_detected,
+            defect_type: q.defect_type,
+            since: q.since,
+            until: q.until,
+        };
+        let (items, next_cursor) = store.list(&filter, q.cursor.as_deref(), limit).await?;
+        Ok(Page { items, next_cursor })
+    }
+}
+
+pub(crate) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::bad(ErrorCode::InvalidId, "the id is not a UUID"))
 }
 
-fn not_found(e: StoreError) -> ApiError {
+pub(crate) fn not_found(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::NotFound("analysis"),
         other => other.into(),

@@ -8,6 +8,7 @@
 mod analyze;
 mod azure_mock;
 mod backend;
+mod dashboard;
 mod fleet;
 mod golden;
 mod harness;
