@@ -259,7 +259,8 @@ async fn the_pages_show_the_stored_parts_golden_sets_and_devices() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (_, ng) = analyze(&h, part_jpeg(Some(SynthDefect::Rust), 90_002)).await;
     assert_eq!(ng["defect_detected"], true, "{ng}");
-    let (_, ok) = analyze(&h, part_jpeg(None, 90_100)).await;
+    let (_, ok) = analyze(&h, part_jpeg(None, 50_001)).await;
+    assert_eq!(ok["defect_detected"], false, "{ok}");
     let ng_id = ng["id"].as_str().unwrap();
     let (session, _) = sign_in(&h, VIEWER).await;
     let session = session.unwrap();
