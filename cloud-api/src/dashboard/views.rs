@@ -129,6 +129,19 @@ fn verdict(a: &Analysis) -> Markup {
     }
 }
 
+/// A part's defect types, each once with how many, in the order first found.
+fn defect_kinds(a: &Analysis) -> Vec<(String, usize)> {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for d in &a.defects {
+        let name = d.kind.as_str().replace('_', " ");
+        match kinds.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((name, 1)),
+        }
+    }
+    kinds
+}
+
 fn score(a: &Analysis) -> String {
     match (a.score, a.score_threshold) {
         (Some(s), Some(t)) => format!("{s:.3} / {t:.3}"),
@@ -194,7 +207,9 @@ pub fn results(value: &dyn Fn(&str) -> String, items: &[Analysis], next: Option<
                         td { (a.product_sku) }
                         td.mono { (a.part_id.as_deref().unwrap_or("–")) }
                         td { (verdict(a)) }
-                        td { @for d in &a.defects { span.tag { (d.kind.as_str().replace('_', " ")) } } }
+                        td { @for (kind, n) in defect_kinds(a) {
+                            span.tag { (kind) @if n > 1 { " ×" (n) } }
+                        } }
                         td.num.mono { (score(a)) }
                         td { (status_name(a.status)) }
                     }
@@ -217,13 +232,12 @@ pub fn detail(a: &Analysis) -> Markup {
                 div.overlay {
                     img src={ "/results/" (a.id) "/image" } alt="the part";
                     svg viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" #boxes {
-                        @for d in &a.defects {
+                        @for (i, d) in a.defects.iter().enumerate() {
                             @let [x, y, bw, bh] = d.bbox;
                             g.defect data-type=(d.kind.as_str()) {
+                                title { (i + 1) ": " (d.kind.as_str().replace('_', " ")) " " (format!("{:.0}%", d.confidence * 100.0)) }
                                 rect x=(x) y=(y) width=(bw) height=(bh) stroke-width=(stroke) {}
-                                text x=(x) y=(y.saturating_sub(stroke * 2).max(font)) font-size=(font) {
-                                    (d.kind.as_str().replace('_', " ")) " " (format!("{:.0}%", d.confidence * 100.0))
-                                }
+                                text x=(x) y=(y.saturating_sub(stroke * 2).max(font)) font-size=(font) { (i + 1) }
                             }
                         }
                     }
@@ -253,10 +267,11 @@ pub fn detail(a: &Analysis) -> Markup {
         }
         h2 { "Defects" }
         table.grid #defects {
-            thead { tr { th { "Type" } th { "Severity" } th.num { "Confidence" } th { "Box (x, y, w, h)" } th { "Description" } } }
+            thead { tr { th { "#" } th { "Type" } th { "Severity" } th.num { "Confidence" } th { "Box (x, y, w, h)" } th { "Description" } } }
             tbody {
-                @for d in &a.defects {
+                @for (i, d) in a.defects.iter().enumerate() {
                     tr {
+                        td.mono { (i + 1) }
                         td { span.tag { (d.kind.as_str().replace('_', " ")) } }
                         td { (d.severity) }
                         td.num.mono { (format!("{:.0}%", d.confidence * 100.0)) }
@@ -264,7 +279,7 @@ pub fn detail(a: &Analysis) -> Markup {
                         td { (d.description) }
                     }
                 }
-                @if a.defects.is_empty() { tr { td.empty colspan="5" { "No defect found." } } }
+                @if a.defects.is_empty() { tr { td.empty colspan="6" { "No defect found." } } }
             }
         }
         @if !a.verdicts.is_empty() {
@@ -298,7 +313,7 @@ fn score_bar(a: &Analysis) -> Markup {
     let over = score > threshold;
     html! {
         div.scorebar #score data-score=(score) data-threshold=(threshold) {
-            svg viewBox="0 0 300 28" width="100%" height="28" {
+            svg viewBox="0 0 300 28" width="100%" height="28" preserveAspectRatio="none" {
                 rect.track x="0" y="6" width="300" height="14" {}
                 rect class=(if over { "fill ng" } else { "fill ok" }) x="0" y="6" width=(format!("{:.1}", at(score))) height="14" {}
                 line.threshold x1=(format!("{:.1}", at(threshold))) x2=(format!("{:.1}", at(threshold))) y1="1" y2="27" {}
