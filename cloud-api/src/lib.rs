@@ -12,6 +12,9 @@
 //!   parts.
 //! - `alert`: the outbox publisher (events to MQTT) and the embedded broker.
 //! - [`fleet`]: the devices, from their heartbeats.
+//! - What the dashboard reads: [`stats`] (hourly aggregates folded into buckets and groups),
+//!   [`live`] (every replica's feed of committed results), `thumbnail` (made once, kept in the
+//!   image store).
 //! - `auth`: API keys and scopes.
 //! - `dashboard`: the pages quality engineers use, at `/` (sign-in with a key, a session
 //!   cookie, server-rendered HTML).
@@ -31,8 +34,11 @@ mod dashboard;
 pub mod fleet;
 pub mod http;
 mod intake;
+pub mod live;
+pub mod stats;
 pub mod store;
 mod telemetry;
+mod thumbnail;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -118,6 +124,12 @@ async fn housekeeping(
             chrono::Utc::now() - chrono::Duration::from_std(replay_window).unwrap_or_default();
         if let Err(e) = store.prune_published(published_before).await {
             tracing::warn!(error = %e, "forgetting published events failed");
+        }
+        if let Err(e) = store
+            .prune_result_events(chrono::Utc::now() - live::KEEP)
+            .await
+        {
+            tracing::warn!(error = %e, "forgetting the live feed's old numbers failed");
         }
         match store.queue_stats().await {
             Ok(q) => {

@@ -34,3 +34,13 @@ pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
 /// Parts the remote analyzer judged otherwise than the gate, by `sku`.
 pub const REMOTE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_remote_disagreements_total";
 pub const IMAGES_DAMAGED_TOTAL: &str = "wiko_cloud_images_damaged_total";
+/// Time to answer `GET /api/v1/stats`.
+pub const STATS_SECONDS: &str = "wiko_cloud_stats_seconds";
+/// Reviews of results, by `verdict`.
+pub const FEEDBACK_TOTAL: &str = "wiko_cloud_feedback_total";
+/// Clients of the live feed (`GET /api/v1/events`) connected to this replica.
+pub const LIVE_CLIENTS: &str = "wiko_cloud_live_clients";
+/// Results the live feed of this replica passed on.
+pub const LIVE_EVENTS_TOTAL: &str = "wiko_cloud_live_events_total";
+/// Thumbnails made (the first request of each; later ones are read from the image store).
+pub const THUMBNAILS_MADE_TOTAL: &str = "wiko_cloud_thumbnails_made_total";

@@ -31,6 +31,8 @@ use crate::store::{Store, StoreError, StoredKey};
 pub enum Need {
     Ingest,
     Read,
+    /// Reviewing results (feedback): a person, signed in with a viewer or admin key.
+    Review,
     /// Changing what the system judges by (golden samples) and who may call (keys).
     Admin,
 }
@@ -38,7 +40,9 @@ pub enum Need {
 fn allows(scope: Scope, need: Need) -> bool {
     matches!(
         (scope, need),
-        (Scope::Admin, _) | (Scope::Device, Need::Ingest) | (Scope::Viewer, Need::Read)
+        (Scope::Admin, _)
+            | (Scope::Device, Need::Ingest)
+            | (Scope::Viewer, Need::Read | Need::Review)
     )
 }
 

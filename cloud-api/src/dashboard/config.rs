@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
+use chrono::NaiveTime;
 use serde::Deserialize;
 use wiko_daemon::config::{ConfigError, invalid, secret};
+
+use super::overview::Plant;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +27,13 @@ pub struct DashboardConfig {
     /// the dashboard.
     #[serde(default)]
     pub secure_cookies: bool,
+    /// The plant's offset from UTC, in minutes (e.g. 480 for UTC+8): where "today" and the
+    /// shifts of the Overview begin.
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+    /// When the plant's shifts start, local `HH:MM` (default 06:00, 14:00, 22:00).
+    #[serde(default)]
+    pub shift_starts: Option<Vec<String>>,
 }
 
 /// The validated `[dashboard]` section.
@@ -33,6 +43,7 @@ pub struct Dashboard {
     pub session_secret: Option<Vec<u8>>,
     pub session_ttl_secs: u64,
     pub secure_cookies: bool,
+    pub plant: Plant,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -41,6 +52,7 @@ impl std::fmt::Debug for Dashboard {
             .field("session_secret", &self.session_secret.as_ref().map(|_| "…"))
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("secure_cookies", &self.secure_cookies)
+            .field("plant", &self.plant)
             .finish()
     }
 }
@@ -72,10 +84,40 @@ impl DashboardConfig {
                 "must be between 60 and 2592000 (30 days)",
             ));
         }
+        if !(-12 * 60..=14 * 60).contains(&self.utc_offset_minutes) {
+            return Err(invalid(
+                "dashboard.utc_offset_minutes",
+                "must be between -720 and 840",
+            ));
+        }
+        let starts = self
+            .shift_starts
+            .unwrap_or_else(|| vec!["06:00".into(), "14:00".into(), "22:00".into()]);
+        let mut shift_starts = starts
+            .iter()
+            .map(|s| NaiveTime::parse_from_str(s, "%H:%M"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                invalid(
+                    "dashboard.shift_starts",
+                    "each must be a time like \"06:00\"",
+                )
+            })?;
+        if shift_starts.is_empty() {
+            return Err(invalid(
+                "dashboard.shift_starts",
+                "needs at least one shift",
+            ));
+        }
+        shift_starts.sort();
         Ok(Dashboard {
             session_secret: session_secret.map(String::into_bytes),
             session_ttl_secs,
             secure_cookies: self.secure_cookies,
+            plant: Plant {
+                utc_offset_minutes: self.utc_offset_minutes,
+                shift_starts,
+            },
         })
     }
 }

@@ -6,13 +6,15 @@
 //!   (not its secret); each request checks the key in the keyring again. Every form carries the
 //!   session's CSRF token.
 //! - `pages`: the handlers, thin over the same functions the API's handlers call; `views`: the
-//!   HTML.
+//!   HTML; `overview` the Overview's ranges in plant time and its page, `charts` its SVG.
 //!
 //! Nothing but the sign-in page and the stylesheet is served without a session. The API and
 //! its `X-API-Key` are untouched: the pages read the store directly.
 
 mod assets;
+mod charts;
 pub(crate) mod config;
+mod overview;
 mod pages;
 pub(crate) mod session;
 mod views;
@@ -30,17 +32,23 @@ use crate::http::AppState;
 use crate::http::caller::too_many;
 use session::{SESSION_COOKIE, cookie_value};
 
+pub use overview::Plant;
 pub use session::Sessions;
 
 /// The pages, their forms and assets.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::home))
+        .route("/overview", get(pages::overview))
+        .route("/live", get(pages::live))
+        .route("/live/events", get(pages::live_events))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", post(pages::signout))
         .route("/results", get(pages::results))
         .route("/results/{id}", get(pages::detail))
         .route("/results/{id}/image", get(pages::part_image))
+        .route("/results/{id}/thumbnail", get(pages::thumbnail))
+        .route("/results/{id}/feedback", post(pages::feedback))
         .route("/golden", get(pages::golden_index))
         .route("/golden/{sku}", get(pages::golden_set))
         .route("/golden/{sku}/{digest}", get(pages::golden_image))

@@ -1,25 +1,29 @@
 //! The handlers: a session (or the sign-in form), the data from the same functions the API's
 //! handlers use, a view.
 
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, RawQuery, State};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
-use wiko_wire::ErrorCode;
+use wiko_wire::{ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket, StatsDimension};
 
 use super::SignedIn;
+use super::overview::{self, Figures, Range, window};
 use super::session::{SIGNIN_COOKIE, Sessions, cookie_value};
 use super::views::{self, Section, Viewer};
 use crate::auth::Need;
 use crate::http::AppState;
 use crate::http::caller::{Context, too_many};
 use crate::http::error::ApiError;
-use crate::http::results::{ListQuery, not_found, parse_id};
+use crate::http::events::{self, EventsQuery};
+use crate::http::results::{ListQuery, checked_filter, not_found, parse_id};
+use crate::http::stats::answer;
 use crate::http::{fleet, golden, image};
+use crate::stats::StatsRequest;
 
 fn html(markup: Markup) -> Response {
     Html(markup.into_string()).into_response()
@@ -40,7 +44,7 @@ fn form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, ApiError> {
 }
 
 pub(super) async fn home(_: SignedIn) -> Redirect {
-    Redirect::to("/results")
+    Redirect::to("/overview")
 }
 
 /// The sign-in form, with a fresh nonce cookie its CSRF token is bound to.
@@ -159,9 +163,7 @@ pub(super) async fn signout(
 fn list_query(raw: Option<&str>) -> Result<(Vec<(String, String)>, ListQuery), ApiError> {
     let bad =
         |e: serde_urlencoded::de::Error| ApiError::bad(ErrorCode::InvalidQuery, e.to_string());
-    let mut pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw.unwrap_or("")).map_err(bad)?;
-    pairs.retain(|(_, v)| !v.trim().is_empty());
+    let pairs = filled(raw)?;
     let parsed: Vec<(String, String)> = pairs
         .iter()
         .map(|(k, v)| {
@@ -182,6 +184,108 @@ fn list_query(raw: Option<&str>) -> Result<(Vec<(String, String)>, ListQuery), A
     Ok((pairs, query))
 }
 
+/// A page's query as its form sends it: the fields filled in.
+fn filled(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+    pairs.retain(|(_, v)| !v.trim().is_empty());
+    Ok(pairs)
+}
+
+/// The value of a query field, empty when absent.
+fn field(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// Parts, NG and yield for a range in plant time, with the trend, p-chart, Pareto and the
+/// per-station table: three requests to the hourly aggregates.
+pub(super) async fn overview(
+    State(s): State<AppState>,
+    signed: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = filled(raw.as_deref())?;
+    let value = |name: &str| field(&pairs, name);
+    let range = Range::parse(&value("range")).unwrap_or(Range::Shift);
+    let place = |name: &str| Some(value(name)).filter(|v| !v.is_empty());
+    let filter = checked_filter(
+        [
+            place("facility"),
+            place("line"),
+            place("station"),
+            place("sku"),
+            None,
+        ],
+        None,
+        None,
+    )?;
+    let now = Utc::now();
+    let (since, bucket) = window(range, now, &s.plant);
+    let request = |bucket, group_by| StatsRequest {
+        since,
+        until: now,
+        bucket,
+        utc_offset_minutes: s.plant.utc_offset_minutes,
+        filter: filter.clone(),
+        group_by,
+    };
+    let by_station = answer(
+        &s,
+        &request(
+            StatsBucket::All,
+            vec![StatsDimension::Line, StatsDimension::Station],
+        ),
+    )
+    .await?;
+    let trend = answer(&s, &request(bucket, Vec::new())).await?;
+    let by_defect = answer(
+        &s,
+        &request(StatsBucket::All, vec![StatsDimension::DefectType]),
+    )
+    .await?;
+    let figures = Figures {
+        by_station: &by_station,
+        trend: &trend,
+        by_defect: &by_defect,
+    };
+    Ok(page(
+        &signed,
+        "Overview",
+        Section::Overview,
+        overview::view(range, &value, &figures, &s.plant),
+    ))
+}
+
+/// The newest NG parts; the page's script listens to `/live/events` for the next ones.
+pub(super) async fn live(
+    State(s): State<AppState>,
+    signed: SignedIn,
+) -> Result<Response, ApiError> {
+    let (_, query) = list_query(Some("defect_detected=true&limit=20"))?;
+    let newest = query.page(s.intake.storage.records.as_ref()).await?;
+    Ok(page(
+        &signed,
+        "Live NG parts",
+        Section::Live,
+        views::live(&newest.items),
+    ))
+}
+
+/// The API's live feed (`GET /api/v1/events`), for a session: an `EventSource` cannot send a key.
+pub(super) async fn live_events(
+    State(s): State<AppState>,
+    _: SignedIn,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
+    Ok(events::stream(&s, &headers, q).await?.into_response())
+}
+
 pub(super) async fn results(
     State(s): State<AppState>,
     signed: SignedIn,
@@ -189,13 +293,7 @@ pub(super) async fn results(
 ) -> Result<Response, ApiError> {
     let (pairs, query) = list_query(raw.as_deref())?;
     let listing = query.page(s.intake.storage.records.as_ref()).await?;
-    let value = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let value = |name: &str| field(&pairs, name);
     let next = listing.next_cursor.as_ref().map(|cursor| {
         let mut next: Vec<(&str, &str)> = pairs
             .iter()
@@ -233,7 +331,7 @@ pub(super) async fn detail(
         &signed,
         &title,
         Section::Results,
-        views::detail(&analysis),
+        views::detail(&analysis, &signed.csrf),
     ))
 }
 
@@ -249,6 +347,53 @@ pub(super) async fn part_image(
         .await
         .map_err(not_found)?;
     Ok(image::stored(bytes))
+}
+
+pub(super) async fn thumbnail(
+    State(s): State<AppState>,
+    _: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let i = &s.intake;
+    let bytes =
+        crate::thumbnail::thumbnail(&i.storage, &i.budget, i.limits, parse_id(&id)?).await?;
+    Ok(image::stored(bytes))
+}
+
+#[derive(Deserialize)]
+pub(super) struct FeedbackForm {
+    #[serde(default)]
+    csrf: String,
+    verdict: FeedbackVerdict,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// A review from the part's page, recorded as the API records it (audited with the key).
+pub(super) async fn feedback(
+    State(s): State<AppState>,
+    signed: SignedIn,
+    Path(id): Path<String>,
+    body: Result<Form<FeedbackForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let f = form(body)?;
+    if !signed.csrf_ok(&s, &f.csrf) {
+        return Err(ApiError::CsrfRejected);
+    }
+    let p = &signed.principal;
+    p.may(Need::Review).map_err(|e| ApiError::Forbidden(e.0))?;
+    let id = parse_id(&id)?;
+    let new = NewFeedback {
+        verdict: f.verdict,
+        comment: f.comment,
+    };
+    let (_, mut detail) = crate::http::feedback::record(&s, p.name.clone(), id, new).await?;
+    if let Some(object) = detail.as_object_mut() {
+        object.insert("key_prefix".into(), json!(p.prefix));
+        object.insert("via".into(), json!("dashboard"));
+    }
+    s.audit.record(&p.name, "feedback", detail);
+    Ok(Redirect::to(&format!("/results/{id}#feedback")).into_response())
 }
 
 pub(super) async fn golden_index(

@@ -182,6 +182,10 @@ mod tests {
             session_secret: Some(secret.as_bytes().to_vec()),
             session_ttl_secs: 3600,
             secure_cookies: secure,
+            plant: crate::dashboard::overview::Plant {
+                utc_offset_minutes: 0,
+                shift_starts: Vec::new(),
+            },
         })
     }
 

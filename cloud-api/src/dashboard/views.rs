@@ -3,23 +3,35 @@
 
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
-use wiko_wire::{Analysis, AnalysisStatus, Device, DeviceState, GoldenSet, SkuSummary};
+use wiko_wire::{
+    Analysis, AnalysisStatus, Device, DeviceState, FeedbackVerdict, GoldenSet, SkuSummary,
+};
 
 use crate::auth::Principal;
 
 /// The sections of the navigation bar.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Section {
+    Overview,
+    Live,
     Results,
     Golden,
     Fleet,
 }
 
 impl Section {
-    const ALL: [Section; 3] = [Section::Results, Section::Golden, Section::Fleet];
+    const ALL: [Section; 5] = [
+        Section::Overview,
+        Section::Live,
+        Section::Results,
+        Section::Golden,
+        Section::Fleet,
+    ];
 
     fn href(self) -> &'static str {
         match self {
+            Section::Overview => "/overview",
+            Section::Live => "/live",
             Section::Results => "/results",
             Section::Golden => "/golden",
             Section::Fleet => "/fleet",
@@ -28,6 +40,8 @@ impl Section {
 
     fn label(self) -> &'static str {
         match self {
+            Section::Overview => "Overview",
+            Section::Live => "Live",
             Section::Results => "Results",
             Section::Golden => "Golden sets",
             Section::Fleet => "Fleet",
@@ -200,7 +214,7 @@ pub fn results(value: &dyn Fn(&str) -> String, items: &[Analysis], next: Option<
                 @for a in items {
                     tr data-id=(a.id) data-verdict=(if a.defect_detected { "ng" } else { "ok" }) {
                         td.thumb { a href={ "/results/" (a.id) } {
-                            img src={ "/results/" (a.id) "/image" } alt="part" loading="lazy" width="96" height="54";
+                            img src={ "/results/" (a.id) "/thumbnail" } alt="part" loading="lazy" width="96" height="54";
                         } }
                         td.mono { a href={ "/results/" (a.id) } { (time(a.timestamp)) } }
                         td { (a.facility) " · " (a.line) " / " (a.station) }
@@ -222,7 +236,7 @@ pub fn results(value: &dyn Fn(&str) -> String, items: &[Analysis], next: Option<
 }
 
 /// One part: the image with its defects boxed, the verdict and where it came from.
-pub fn detail(a: &Analysis) -> Markup {
+pub fn detail(a: &Analysis, csrf: &str) -> Markup {
     let (w, h) = (a.image_width.max(1), a.image_height.max(1));
     let stroke = (w.max(h) / 250).max(2);
     let font = (w.max(h) / 45).max(12);
@@ -263,6 +277,7 @@ pub fn detail(a: &Analysis) -> Markup {
                     tr { th { "Recommendation" } td { (a.recommendation) } }
                     tr { th { "Defect id" } td.mono { (a.defect_id) } }
                 }
+                (feedback(a, csrf))
             }
         }
         h2 { "Defects" }
@@ -296,6 +311,71 @@ pub fn detail(a: &Analysis) -> Markup {
                             td.num.mono { (v.score.map_or("–".into(), |s| format!("{s:.3}"))) }
                             td { (v.summary.as_deref().or(v.error.as_ref().map(|e| e.message.as_str())).unwrap_or("")) }
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The latest review and the form to review the verdict (judged parts only).
+fn feedback(a: &Analysis, csrf: &str) -> Markup {
+    let judged = matches!(
+        a.status,
+        AnalysisStatus::Provisional | AnalysisStatus::Final
+    );
+    html! {
+        section.review #feedback {
+            h2 { "Review" }
+            @if let Some(f) = &a.feedback {
+                p.latest #latest-feedback data-verdict=(f.verdict.as_str()) {
+                    span.tag.review { (f.verdict.as_str().replace('_', " ")) }
+                    " by " b { (f.by) } " · " (time(f.at))
+                    @if let Some(c) = &f.comment { br; q { (c) } }
+                }
+            } @else {
+                p.muted { "Not reviewed yet." }
+            }
+            @if judged {
+                form method="post" action={ "/results/" (a.id) "/feedback" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="text" name="comment" placeholder="Comment (optional)" maxlength="1000";
+                    div.verdicts {
+                        @for v in FeedbackVerdict::ALL {
+                            @if v.fits(a.defect_detected) {
+                                button type="submit" name="verdict" value=(v.as_str()) class={ "review-" (v.as_str()) } {
+                                    (match v {
+                                        FeedbackVerdict::Confirmed => "Confirm",
+                                        FeedbackVerdict::FalseNg => "False NG",
+                                        FeedbackVerdict::FalseOk => "False OK",
+                                        FeedbackVerdict::Inconclusive => "Inconclusive",
+                                    })
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The live NG parts: the newest first; the script prepends each new one as it is committed.
+pub fn live(items: &[Analysis]) -> Markup {
+    html! {
+        p.muted #live-status { "Connecting to the live feed…" }
+        table.grid #live {
+            thead { tr { th { "Image" } th { "Time (UTC)" } th { "Line / station" } th { "SKU" } th { "Part" } th { "Verdict" } th { "Defects" } } }
+            tbody {
+                @for a in items {
+                    tr data-id=(a.id) {
+                        td.thumb { a href={ "/results/" (a.id) } { img src={ "/results/" (a.id) "/thumbnail" } alt="part" width="96" height="54"; } }
+                        td.mono { a href={ "/results/" (a.id) } { (time(a.timestamp)) } }
+                        td { (a.facility) " · " (a.line) " / " (a.station) }
+                        td { (a.product_sku) }
+                        td.mono { (a.part_id.as_deref().unwrap_or("–")) }
+                        td { (verdict(a)) }
+                        td { @for (kind, n) in defect_kinds(a) { span.tag { (kind) @if n > 1 { " ×" (n) } } } }
                     }
                 }
             }

@@ -42,6 +42,9 @@ pub(crate) enum ApiError {
     /// Removing a golden sample would leave its SKU's model too few images.
     #[error("{0}")]
     GoldenSetTooSmall(String),
+    /// The analysis has no verdict to review.
+    #[error("{0}")]
+    NotJudged(String),
     #[error("the request took longer than the server allows")]
     RequestTimeout,
     /// Over a rate limit; retry after this many seconds.
@@ -72,7 +75,9 @@ impl ApiError {
             ApiError::InvalidImage(_) | ApiError::ImageTooLarge(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::FrameConflict(_) | ApiError::GoldenSetTooSmall(_) => StatusCode::CONFLICT,
+            ApiError::FrameConflict(_)
+            | ApiError::GoldenSetTooSmall(_)
+            | ApiError::NotJudged(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,6 +99,7 @@ impl ApiError {
             ApiError::ImageTooLarge(_) => ErrorCode::ImageTooLarge,
             ApiError::FrameConflict(_) => ErrorCode::FrameConflict,
             ApiError::GoldenSetTooSmall(_) => ErrorCode::GoldenSetTooSmall,
+            ApiError::NotJudged(_) => ErrorCode::NotJudged,
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             ApiError::Unavailable => ErrorCode::Unavailable,
@@ -171,6 +177,18 @@ impl From<GoldenError> for ApiError {
             GoldenError::TooLarge(e) => e.into(),
             GoldenError::NotInSet { .. } => ApiError::NotFound("golden sample"),
             GoldenError::TooSmall { .. } => ApiError::GoldenSetTooSmall(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::thumbnail::ThumbnailError> for ApiError {
+    fn from(e: crate::thumbnail::ThumbnailError) -> Self {
+        use crate::thumbnail::ThumbnailError;
+        match e {
+            ThumbnailError::Store(StoreError::NotFound) => ApiError::NotFound("analysis"),
+            ThumbnailError::Store(e) => e.into(),
+            ThumbnailError::Image(_) => ApiError::InvalidImage(e.to_string()),
+            ThumbnailError::TooLarge(e) => e.into(),
         }
     }
 }

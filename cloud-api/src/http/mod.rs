@@ -7,6 +7,8 @@ pub(crate) mod caller;
 pub(crate) mod config;
 mod costs;
 pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod feedback;
 pub(crate) mod fleet;
 pub(crate) mod golden;
 mod health;
@@ -16,6 +18,7 @@ mod keys;
 mod openapi;
 pub(crate) mod results;
 pub(crate) mod server;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,6 +46,7 @@ use crate::auth::audit::Audit;
 use crate::auth::limits::Limits;
 use crate::config::{Broker, Config};
 use crate::intake::Intake;
+use crate::live::Live;
 use crate::store::Storage;
 
 /// What every handler shares: one replica's services.
@@ -74,8 +78,12 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// Whether the MQTT connection is up (for `/ready`); always true without a broker.
     pub broker_up: Arc<AtomicBool>,
+    /// Results committed on any replica, for `GET /api/v1/events`.
+    pub live: Live,
     /// Signs and checks the dashboard's session cookies and form tokens.
     pub(crate) sessions: crate::dashboard::Sessions,
+    /// The plant's clock, for the dashboard's Overview.
+    pub(crate) plant: crate::dashboard::Plant,
 }
 
 impl AppState {
@@ -113,6 +121,7 @@ impl AppState {
             None => golden.clone(),
         };
         let keyring = Arc::new(Keyring::new(config.keys.clone()));
+        let live = Live::start(storage.records.clone()).await;
         if let Err(e) = keyring.reload(storage.records.as_ref()).await {
             tracing::warn!(error = %e, "stored API keys not loaded at start; retrying every second");
         }
@@ -136,7 +145,9 @@ impl AppState {
             fleet: config.fleet.clone(),
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
+            live,
             sessions: crate::dashboard::Sessions::new(&config.dashboard),
+            plant: config.dashboard.plant.clone(),
         }
     }
 
@@ -169,6 +180,9 @@ pub fn app(state: AppState) -> Router {
         .merge(golden::router())
         .merge(keys::router())
         .merge(fleet::router())
+        .merge(stats::router())
+        .merge(feedback::router())
+        .merge(events::router())
         .merge(crate::dashboard::router())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(

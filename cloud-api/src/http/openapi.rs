@@ -11,7 +11,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use wiko_wire::{ErrorBody, FrameMeta};
 
 use super::AppState;
-use super::{analyze, costs, fleet, golden, health, ingest, keys, results};
+use super::{
+    analyze, costs, events, feedback, fleet, golden, health, ingest, keys, results, stats,
+};
 
 /// `PUT /api/v1/frames/{frame_id}`'s multipart body.
 #[derive(ToSchema)]
@@ -63,6 +65,11 @@ pub(super) struct GoldenUpload {
         results::list,
         results::one,
         results::image,
+        results::thumbnail,
+        feedback::review,
+        feedback::capability,
+        stats::get_stats,
+        events::events,
         costs::costs,
         golden::skus,
         golden::upload,
@@ -190,6 +197,11 @@ mod tests {
             ("/api/v1/analyses", "get"),
             ("/api/v1/analyses/{id}", "get"),
             ("/api/v1/analyses/{id}/image", "get"),
+            ("/api/v1/analyses/{id}/thumbnail", "get"),
+            ("/api/v1/analyses/{id}/feedback", "post"),
+            ("/api/v1/capability", "get"),
+            ("/api/v1/stats", "get"),
+            ("/api/v1/events", "get"),
             ("/api/v1/skus", "get"),
             ("/api/v1/skus/{sku}/golden", "post"),
             ("/api/v1/skus/{sku}/golden", "get"),

@@ -1,5 +1,5 @@
 //! Results: `GET /api/v1/analyses` (filters, cursor paging), `GET /api/v1/analyses/{id}`,
-//! `GET /api/v1/analyses/{id}/image`.
+//! `GET /api/v1/analyses/{id}/image`, `GET /api/v1/analyses/{id}/thumbnail`.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -10,14 +10,14 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 use wiko_wire::frame::validate_id;
-use wiko_wire::{Analysis, ErrorCode, Page};
+use wiko_wire::{Analysis, ErrorCode, FeedbackVerdict, Page};
 
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
 use super::image;
 use crate::auth::Need;
-use crate::store::{ListFilter, Store, StoreError};
+use crate::store::{FeedbackFilter, ListFilter, Store, StoreError};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -27,6 +27,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/analyses", get(list))
         .route("/api/v1/analyses/{id}", get(one))
         .route("/api/v1/analyses/{id}/image", get(image))
+        .route("/api/v1/analyses/{id}/thumbnail", get(thumbnail))
 }
 
 /// Filters and paging of the results listing.
@@ -42,6 +43,9 @@ pub(crate) struct ListQuery {
     device_id: Option<String>,
     defect_detected: Option<bool>,
     defect_type: Option<String>,
+    /// The latest review: a verdict (`confirmed`, `false_ng`, `false_ok`, `inconclusive`),
+    /// `none` (not reviewed) or `any`.
+    feedback: Option<String>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     cursor: Option<String>,
@@ -61,43 +65,77 @@ pub(super) async fn list(
 }
 
 impl ListQuery {
-    /// The page of results this query asks for, its filters checked.
+    /// The page of results this query asks for, its filters checked (the dashboard's results
+    /// page asks the same way).
     pub(crate) async fn page(self, store: &dyn Store) -> Result<Page<Analysis>, ApiError> {
         let q = self;
-        for (name, value) in [
-            ("facility", &q.facility),
-            ("line", &q.line),
-            ("station", &q.station),
-            ("sku", &q.sku),
-            ("device_id", &q.device_id),
-        ] {
-            if let Some(v) = value {
-                validate_id(name, v)
-                    .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
-            }
-        }
-        if let Some(t) = &q.defect_type
-            && wiko_wire::DefectType::parse(t).is_none()
-        {
-            return Err(ApiError::bad(
-                ErrorCode::InvalidQuery,
-                format!("unknown defect_type {t:?}"),
-            ));
-        }
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let filter = ListFilter {
-            facility: q.facility,
-            line: q.line,
-            station: q.station,
-            product_sku: q.sku,
-            device_id: q.device_id,
-            defect_detected: q.defect_detected,
-            defect_type: q.defect_type,
             since: q.since,
             until: q.until,
+            feedback: q.feedback.as_deref().map(feedback_filter).transpose()?,
+            ..checked_filter(
+                [q.facility, q.line, q.station, q.sku, q.device_id],
+                q.defect_detected,
+                q.defect_type,
+            )?
         };
         let (items, next_cursor) = store.list(&filter, q.cursor.as_deref(), limit).await?;
         Ok(Page { items, next_cursor })
+    }
+}
+
+/// The listing's filters by place, verdict and defect type, checked: identifiers as a frame's,
+/// a known defect type.
+pub(crate) fn checked_filter(
+    [facility, line, station, sku, device_id]: [Option<String>; 5],
+    defect_detected: Option<bool>,
+    defect_type: Option<String>,
+) -> Result<ListFilter, ApiError> {
+    for (name, value) in [
+        ("facility", &facility),
+        ("line", &line),
+        ("station", &station),
+        ("sku", &sku),
+        ("device_id", &device_id),
+    ] {
+        if let Some(v) = value {
+            validate_id(name, v)
+                .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+        }
+    }
+    if let Some(t) = &defect_type
+        && wiko_wire::DefectType::parse(t).is_none()
+    {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidQuery,
+            format!("unknown defect_type {t:?}"),
+        ));
+    }
+    Ok(ListFilter {
+        facility,
+        line,
+        station,
+        product_sku: sku,
+        device_id,
+        defect_detected,
+        defect_type,
+        ..ListFilter::default()
+    })
+}
+
+fn feedback_filter(name: &str) -> Result<FeedbackFilter, ApiError> {
+    match name {
+        "none" => Ok(FeedbackFilter::None),
+        "any" => Ok(FeedbackFilter::Any),
+        _ => FeedbackVerdict::parse(name)
+            .map(FeedbackFilter::Is)
+            .ok_or_else(|| {
+                ApiError::bad(
+                    ErrorCode::InvalidQuery,
+                    format!("unknown feedback {name:?}"),
+                )
+            }),
     }
 }
 
@@ -147,5 +185,23 @@ pub(super) async fn image(
         .part_image(parse_id(&id)?)
         .await
         .map_err(not_found)?;
+    Ok(image::stored(bytes))
+}
+
+#[utoipa::path(get, path = "/api/v1/analyses/{id}/thumbnail", tag = "results",
+    params(("id" = uuid::Uuid, Path, description = "The analysis id")),
+    responses(
+        (status = 200, description = "A JPEG of the image, at most 320 px on its long side", content_type = "image/jpeg", body = Vec<u8>),
+        (status = 404, description = "No such analysis", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn thumbnail(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.may(Need::Read)?;
+    let id = parse_id(&id)?;
+    let i = &s.intake;
+    let bytes = crate::thumbnail::thumbnail(&i.storage, &i.budget, i.limits, id).await?;
     Ok(image::stored(bytes))
 }

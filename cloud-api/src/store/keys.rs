@@ -15,6 +15,13 @@ pub(super) fn golden(digest: &str) -> ImageKey {
     ImageKey(format!("golden/{digest}.jpg"))
 }
 
+/// The thumbnail of a part's image, beside it under `thumbs/`:
+/// `thumbs/20261126/<blake3>.jpg`.
+pub(super) fn thumbnail(image: &ImageKey) -> ImageKey {
+    let rest = image.0.strip_prefix("images/").unwrap_or(&image.0);
+    ImageKey(format!("thumbs/{rest}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -28,5 +35,6 @@ mod tests {
             .to_utc();
         assert_eq!(part("ab", t).0, "images/20261126/ab.jpg");
         assert_eq!(golden("cd").0, "golden/cd.jpg");
+        assert_eq!(thumbnail(&part("ab", t)).0, "thumbs/20261126/ab.jpg");
     }
 }

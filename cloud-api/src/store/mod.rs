@@ -35,8 +35,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use wiko_wire::{
-    Analysis, AnalysisStatus, CostRow, Defect, DeviceAction, DeviceCommand, FrameMeta,
-    GoldenSample, Heartbeat, IngestOutcome, KeyInfo, Verdict, VerdictSource,
+    Analysis, AnalysisStatus, CostRow, Defect, DeviceAction, DeviceCommand, Feedback, FrameMeta,
+    GoldenSample, Heartbeat, IngestOutcome, KeyInfo, StatsDimension, Verdict, VerdictSource,
 };
 
 pub use blob::BlobStore;
@@ -287,6 +287,75 @@ pub struct ListFilter {
     pub defect_type: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The latest review of the result.
+    pub feedback: Option<FeedbackFilter>,
+}
+
+/// Results by their latest review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackFilter {
+    /// Not reviewed yet (a review queue).
+    None,
+    /// Reviewed, whatever the verdict.
+    Any,
+    Is(wiko_wire::FeedbackVerdict),
+}
+
+/// Which hourly counts to read (`GET /api/v1/stats`).
+#[derive(Debug, Clone)]
+pub struct StatsQuery {
+    /// Capture hours from `since` until before `until` (both whole hours).
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// The listing's filters but `feedback`, `since` and `until`.
+    pub filter: ListFilter,
+    pub group_by: Vec<StatsDimension>,
+}
+
+/// Where counts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsSource {
+    /// The hourly aggregates kept with each result: what the API answers from.
+    Aggregates,
+    /// The results themselves, scanned: the same figures, slowly; to check the aggregates
+    /// (tests, the benchmark).
+    Results,
+}
+
+/// The counts of one capture hour of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsCell {
+    pub hour: DateTime<Utc>,
+    /// The group's values, in the order of [`StatsQuery::group_by`].
+    pub group: Vec<String>,
+    pub counts: CellCounts,
+}
+
+/// Completed results, of which judged, of which NG, and their defects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CellCounts {
+    pub parts: u64,
+    pub judged: u64,
+    pub ng: u64,
+    pub defects: u64,
+}
+
+/// What became of a review.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reviewed {
+    /// Stored; the result with it as its latest.
+    Recorded(Box<Analysis>),
+    /// The result has no verdict to review (pending, failed, not calibrated).
+    NotJudged(AnalysisStatus),
+    /// `false_ng` of an OK result, or `false_ok` of an NG one.
+    Mismatch { defect_detected: bool },
+}
+
+/// A result committed (completed or enriched), numbered for the live feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveResult {
+    pub seq: i64,
+    pub analysis: Analysis,
 }
 
 /// What happened, for the outside world to hear of (through `alert`).
@@ -330,9 +399,9 @@ pub struct StoredModel {
 }
 
 /// The records: every part of the store, one object.
-pub trait Store: Parts + Models + Access + Fleet {}
+pub trait Store: Parts + Models + Access + Fleet + Insight {}
 
-impl<T: Parts + Models + Access + Fleet> Store for T {}
+impl<T: Parts + Models + Access + Fleet + Insight> Store for T {}
 
 /// Parts: analyses, their jobs, and the outbox of events about them.
 #[async_trait]
@@ -393,6 +462,40 @@ pub trait Parts: Send + Sync + 'static {
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What the dashboard reads of the results: statistics, reviews, the live feed.
+#[async_trait]
+pub trait Insight: Send + Sync + 'static {
+    /// Counts per capture hour and group, filtered, ordered by hour.
+    async fn stats(
+        &self,
+        query: &StatsQuery,
+        source: StatsSource,
+    ) -> Result<Vec<StatsCell>, StoreError>;
+    /// Records a review of a judged result (and audits nothing: the caller does).
+    async fn review(&self, id: Uuid, feedback: Feedback) -> Result<Reviewed, StoreError>;
+    /// Reviewed results of a SKU (of one model version, or all) by their latest review:
+    /// `[tp, fp, tn, fn, inconclusive]`, from capture time `since` on.
+    async fn capability(
+        &self,
+        sku: &str,
+        model_version: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<[u64; 5], StoreError>;
+    /// The numbers of results committed after `seq` (`(seq, analysis id, defect_detected)`),
+    /// at most `limit`, in order: what a replica's feed polls.
+    async fn result_events_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Uuid, bool)>, StoreError>;
+    /// The newest number given to a committed result (0: none yet).
+    async fn last_result_event(&self) -> Result<i64, StoreError>;
+    /// Results by id (those that exist), in no order.
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Analysis>, StoreError>;
+    /// Forgets the live feed's numbers of results committed before `before`; how many.
+    async fn prune_result_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Golden sets and the models fitted from them.
@@ -531,6 +634,18 @@ impl Storage {
     /// The image behind a key the store handed out.
     pub async fn image(&self, key: &ImageKey) -> Result<Bytes, StoreError> {
         self.images.get(&key.0).await
+    }
+
+    /// Where an analysis's image and its thumbnail lie.
+    pub async fn part_keys(&self, id: Uuid) -> Result<(ImageKey, ImageKey), StoreError> {
+        let image = self.records.image_key(id).await?;
+        let thumbnail = keys::thumbnail(&image);
+        Ok((image, thumbnail))
+    }
+
+    /// Keeps a thumbnail under the key [`Storage::part_keys`] gave.
+    pub async fn put_thumbnail(&self, key: &ImageKey, bytes: Bytes) -> Result<(), StoreError> {
+        self.images.put(&key.0, bytes).await
     }
 
     /// The image of an analysis.

@@ -1,7 +1,8 @@
 //! One SQL store for both backends. The rules (idempotent create, complete once, fail and give
 //! up, list filters, paging, row decoding) are written once over [`Conn`] (run statements with
 //! `?` placeholders and read rows of [`Value`]s), by concern: `parts` (analyses, jobs, the
-//! outbox), `models` (golden sets and models), `access` (keys and the audit log), `fleet` (heartbeats and device commands). A backend supplies only
+//! outbox), `models` (golden sets and models), `access` (keys and the audit log), `fleet` (heartbeats and device commands), `insight` (hourly statistics kept with each
+//! result, reviews, the live feed's numbering). A backend supplies only
 //! connection handling ([`Backend`]: a transaction per write, a connection per read) and its
 //! [`Dialect`]:
 //! - `sqlite`: the embedded file, one writer thread with group commit;
@@ -13,6 +14,7 @@
 
 mod access;
 mod fleet;
+mod insight;
 mod models;
 mod parts;
 mod postgres;
@@ -81,6 +83,34 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// How many rows the hourly statistics of one group are spread over: PostgreSQL's
+    /// concurrent completions then rarely wait on one row's lock; SQLite's one writer never
+    /// waits.
+    fn stats_shards(self) -> i64 {
+        match self {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => 8,
+        }
+    }
+
+    /// The UTC hour of a time column (for a scan of the results).
+    fn hour_of(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("substr({column}, 1, 13) || ':00:00.000000Z'"),
+            Dialect::Postgres => {
+                format!("date_trunc('hour', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'")
+            }
+        }
+    }
+
+    /// The length of a JSON array column.
+    fn json_len(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_array_length({column})"),
+            Dialect::Postgres => format!("jsonb_array_length({column})"),
         }
     }
 

@@ -8,14 +8,17 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
-use wiko_wire::{Analysis, AnalysisStatus, CostRow, Defect, IngestOutcome};
+use wiko_wire::{
+    Analysis, AnalysisStatus, CostRow, Defect, Feedback, FeedbackVerdict, IngestOutcome,
+};
 
 use super::{
-    Arg, Backend, Conn, Row, SqlStore, after, args, json_error, list, op, parse_ts, ts, values,
+    Arg, Backend, Conn, Row, SqlStore, after, args, insight, json_error, list, op, parse_ts, ts,
+    values,
 };
 use crate::store::{
-    CostFilter, Enrichment, Event, ImageKey, Job, Judgement, ListFilter, NewAnalysis, OutboxItem,
-    Outcome, Parts, QueueStats, Stage, StoreError,
+    CostFilter, Enrichment, Event, FeedbackFilter, ImageKey, Job, Judgement, ListFilter,
+    NewAnalysis, OutboxItem, Outcome, Parts, QueueStats, Stage, StoreError,
 };
 
 /// The columns of an analysis, in the order [`analysis`] decodes them.
@@ -24,7 +27,8 @@ macro_rules! columns {
         "id, defect_id, timestamp, facility, line, station, product_sku, part_id, lot, device_id,
         frame_id, seq, status, defect_detected, defects, score, score_threshold, confidence,
         recommendation, analyzer, analyzer_version, model_version, latency_ms, image_width,
-        image_height, created_at, analyzed_at, verdicts, disagreement"
+        image_height, created_at, analyzed_at, verdicts, disagreement, feedback_verdict,
+        feedback_comment, feedback_by, feedback_at"
     };
 }
 
@@ -41,7 +45,7 @@ fn defect_id(id: Uuid) -> String {
     format!("DEF-{}", id.simple().to_string()[16..].to_uppercase())
 }
 
-fn status_str(s: AnalysisStatus) -> &'static str {
+pub(super) fn status_str(s: AnalysisStatus) -> &'static str {
     match s {
         AnalysisStatus::Pending => "pending",
         AnalysisStatus::NotCalibrated => "not_calibrated",
@@ -51,7 +55,7 @@ fn status_str(s: AnalysisStatus) -> &'static str {
     }
 }
 
-fn parse_status(s: &str) -> AnalysisStatus {
+pub(super) fn parse_status(s: &str) -> AnalysisStatus {
     match s {
         "not_calibrated" => AnalysisStatus::NotCalibrated,
         "provisional" => AnalysisStatus::Provisional,
@@ -61,7 +65,7 @@ fn parse_status(s: &str) -> AnalysisStatus {
     }
 }
 
-fn analysis(r: &Row) -> Result<Analysis, StoreError> {
+pub(super) fn analysis(r: &Row) -> Result<Analysis, StoreError> {
     let id = r.uuid(0)?;
     let defects: Vec<Defect> = serde_json::from_str(&r.text(14)?).map_err(json_error)?;
     Ok(Analysis {
@@ -96,15 +100,46 @@ fn analysis(r: &Row) -> Result<Analysis, StoreError> {
         verdicts: serde_json::from_str(&r.text(27)?).map_err(json_error)?,
         disagreement: r.bool(28)?,
         thumbnail_url: format!("/api/v1/analyses/{id}/thumbnail"),
-        feedback: None,
+        feedback: feedback(r)?,
     })
 }
 
-async fn get(c: &mut dyn Conn, id: Uuid) -> Result<Analysis, StoreError> {
+/// The latest review stored on an analysis row.
+fn feedback(r: &Row) -> Result<Option<Feedback>, StoreError> {
+    let Some(verdict) = r.opt_text(29)? else {
+        return Ok(None);
+    };
+    let verdict = FeedbackVerdict::parse(&verdict)
+        .ok_or_else(|| StoreError::Database(format!("unknown feedback verdict {verdict:?}")))?;
+    Ok(Some(Feedback {
+        verdict,
+        comment: r.opt_text(30)?,
+        by: r.opt_text(31)?.unwrap_or_default(),
+        at: r.time(32)?,
+    }))
+}
+
+pub(super) async fn get(c: &mut dyn Conn, id: Uuid) -> Result<Analysis, StoreError> {
     match c.query(GET, args![id]).await?.first() {
         Some(r) => analysis(r),
         None => Err(StoreError::NotFound),
     }
+}
+
+/// The analyses of `ids` that exist, in no order.
+pub(super) async fn get_many(c: &mut dyn Conn, ids: &[Uuid]) -> Result<Vec<Analysis>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {} FROM analyses WHERE id IN {}",
+        columns!(),
+        list(ids.len())
+    );
+    let rows = c
+        .query(&sql, ids.iter().map(|&id| id.into()).collect())
+        .await?;
+    rows.iter().map(analysis).collect()
 }
 
 /// Records a part: its analysis (pending), its frame and device (agent frames), its job.
@@ -275,6 +310,7 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
         .await?;
     let done = analysis(rows.first().ok_or(StoreError::NotFound)?)?;
     index_defects(c, id, &o.defects).await?;
+    insight::tally(c, &[(&done, 1)]).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
         .await?;
     if o.status == AnalysisStatus::Provisional {
@@ -308,12 +344,18 @@ async fn index_defects(c: &mut dyn Conn, id: Uuid, defects: &[Defect]) -> Result
     Ok(())
 }
 
-/// Queues the `result` event of a result as stored now.
+/// Queues the `result` event of a result as stored now, and numbers it for the live feed.
 async fn queue_result(c: &mut dyn Conn, done: &Analysis) -> Result<(), StoreError> {
     let event = serde_json::to_vec(done).map_err(json_error)?;
+    let now = Utc::now();
     c.execute(
         "INSERT INTO outbox (kind, payload, created_at) VALUES (?, ?, ?)",
-        args![RESULT_EVENT, event, Utc::now()],
+        args![RESULT_EVENT, event, now],
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO result_events (analysis_id, defect_detected, at) VALUES (?, ?, ?)",
+        args![done.id, done.defect_detected, now],
     )
     .await?;
     Ok(())
@@ -359,6 +401,7 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
     )
     .await?;
     index_defects(c, id, &e.defects).await?;
+    insight::tally(c, &[(&current, -1), (&done, 1)]).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
         .await?;
     let usage = e.verdict.usage.unwrap_or_default();
@@ -453,6 +496,15 @@ fn list_query(
     if let Some(flag) = filter.defect_detected {
         clauses.push("defect_detected = ?");
         args.push(flag.into());
+    }
+    match filter.feedback {
+        None => {}
+        Some(FeedbackFilter::None) => clauses.push("feedback_verdict IS NULL"),
+        Some(FeedbackFilter::Any) => clauses.push("feedback_verdict IS NOT NULL"),
+        Some(FeedbackFilter::Is(v)) => {
+            clauses.push("feedback_verdict = ?");
+            args.push(v.as_str().into());
+        }
     }
     if let Some(since) = filter.since {
         clauses.push("timestamp >= ?");

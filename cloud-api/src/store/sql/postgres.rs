@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "remote analysis",
         include_str!("../../../migrations/postgres/0005_remote_analysis.sql"),
     ),
+    (
+        7,
+        "dashboard data",
+        include_str!("../../../migrations/postgres/0007_dashboard_data.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.

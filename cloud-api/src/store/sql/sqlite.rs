@@ -44,6 +44,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_remote_analysis.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_dashboard_data.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;

@@ -1,0 +1,149 @@
+//! Reviews of results and what they say of the models:
+//! - `POST /api/v1/analyses/{id}/feedback` (a viewer or admin key: reviewers are people signed
+//!   in with either): `confirmed`, `false_ng`, `false_ok` or `inconclusive`, with an optional
+//!   comment; stored with the key's name, audited (`feedback`); the result shows its latest.
+//! - `GET /api/v1/capability?sku=&model_version=&since=`: TP/FP/TN/FN from the reviews,
+//!   precision, recall, false-reject rate.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use wiko_wire::feedback::MAX_COMMENT_CHARS;
+use wiko_wire::frame::validate_id;
+use wiko_wire::{Analysis, Capability, ErrorCode, Feedback, NewFeedback};
+
+use super::AppState;
+use super::caller::Caller;
+use super::error::ApiError;
+use super::results::{not_found, parse_id};
+use crate::auth::Need;
+use crate::store::Reviewed;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/analyses/{id}/feedback", post(review))
+        .route("/api/v1/capability", get(capability))
+}
+
+/// A comment as stored: trimmed, `None` when empty; refused over [`MAX_COMMENT_CHARS`].
+fn comment(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = raw.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_COMMENT_CHARS {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidBody,
+            format!("the comment is longer than {MAX_COMMENT_CHARS} characters"),
+        ));
+    }
+    Ok(Some(text))
+}
+
+#[utoipa::path(post, path = "/api/v1/analyses/{id}/feedback", tag = "results",
+    params(("id" = uuid::Uuid, Path, description = "The analysis id")),
+    request_body = wiko_wire::NewFeedback,
+    responses(
+        (status = 200, description = "The result with this review as its latest", body = wiko_wire::Analysis),
+        (status = 404, description = "No such analysis", body = wiko_wire::ErrorBody),
+        (status = 409, description = "The result has no verdict to review (`not_judged`)", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn review(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<NewFeedback>, JsonRejection>,
+) -> Result<Json<Analysis>, ApiError> {
+    let reviewer = caller.may(Need::Review)?.name.clone();
+    let id = parse_id(&id)?;
+    let Json(new) = body.map_err(|e| ApiError::bad(ErrorCode::InvalidBody, e.body_text()))?;
+    let (analysis, detail) = record(&s, reviewer, id, new).await?;
+    caller.audit("feedback", detail);
+    Ok(Json(analysis))
+}
+
+/// Stores a reviewer's feedback on a judged result: the result with it, and what to audit (the
+/// dashboard's feedback form records the same way).
+pub(crate) async fn record(
+    s: &AppState,
+    reviewer: String,
+    id: uuid::Uuid,
+    new: NewFeedback,
+) -> Result<(Analysis, serde_json::Value), ApiError> {
+    let feedback = Feedback {
+        verdict: new.verdict,
+        comment: comment(new.comment)?,
+        by: reviewer,
+        at: Utc::now(),
+    };
+    let detail = json!({
+        "analysis_id": id,
+        "verdict": feedback.verdict.as_str(),
+        "comment": feedback.comment,
+    });
+    match s
+        .store()
+        .review(id, feedback.clone())
+        .await
+        .map_err(not_found)?
+    {
+        Reviewed::Recorded(analysis) => {
+            metrics::counter!(crate::telemetry::FEEDBACK_TOTAL, "verdict" => feedback.verdict.as_str())
+                .increment(1);
+            Ok((*analysis, detail))
+        }
+        Reviewed::NotJudged(status) => Err(ApiError::NotJudged(format!(
+            "the analysis has no verdict to review (status {})",
+            serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ))),
+        Reviewed::Mismatch { defect_detected } => Err(ApiError::bad(
+            ErrorCode::InvalidBody,
+            format!(
+                "{} does not fit a result judged {}",
+                feedback.verdict.as_str(),
+                if defect_detected { "NG" } else { "OK" }
+            ),
+        )),
+    }
+}
+
+/// Which SKU, model version and reviews.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct CapabilityQuery {
+    #[serde(alias = "product_sku")]
+    sku: String,
+    /// One model version (`v3`); default every version.
+    model_version: Option<String>,
+    /// Results captured from then on; default all.
+    since: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(get, path = "/api/v1/capability", tag = "results", params(CapabilityQuery),
+    responses((status = 200, description = "The model's counts and rates from the reviews", body = wiko_wire::Capability)))]
+pub(super) async fn capability(
+    State(s): State<AppState>,
+    caller: Caller,
+    query: Result<Query<CapabilityQuery>, QueryRejection>,
+) -> Result<Json<Capability>, ApiError> {
+    caller.may(Need::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
+    validate_id("sku", &q.sku)
+        .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+    if let Some(v) = &q.model_version {
+        validate_id("model_version", v)
+            .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+    }
+    let counts = s
+        .store()
+        .capability(&q.sku, q.model_version.as_deref(), q.since)
+        .await?;
+    Ok(Json(Capability::new(q.sku, q.model_version, counts)))
+}

@@ -1,0 +1,157 @@
+//! Reviews: `POST /api/v1/analyses/{id}/feedback` by a viewer or admin, shown on the result,
+//! filtered on, audited, and counted by `GET /api/v1/capability`.
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde_json::json;
+use uuid::Uuid;
+use wiko_wire::{AnalysisStatus, DefectType};
+
+use crate::harness::*;
+use crate::stats::{defect, outcome, part};
+
+#[tokio::test]
+async fn reviews_are_stored_shown_filtered_audited_and_counted() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let now = Utc::now();
+    // Two NG and three OK results, and one the analyzer could not judge.
+    let mut ng = Vec::new();
+    let mut ok = Vec::new();
+    for n in 0..5 {
+        let id = part(&storage, n, "polish", "WK-KN-200", now).await;
+        let defects = if n < 2 {
+            vec![defect(DefectType::Chip)]
+        } else {
+            Vec::new()
+        };
+        storage
+            .records
+            .complete(id, outcome(AnalysisStatus::Final, defects))
+            .await
+            .unwrap();
+        if n < 2 { ng.push(id) } else { ok.push(id) }
+    }
+    let failed = part(&storage, 9, "polish", "WK-KN-200", now).await;
+    storage
+        .records
+        .complete(failed, outcome(AnalysisStatus::Failed, Vec::new()))
+        .await
+        .unwrap();
+    let uri = |id: Uuid| format!("/api/v1/analyses/{id}/feedback");
+    let (s, a) = post_json(&h, &uri(ng[0]), VIEWER, json!({"verdict": "confirmed"})).await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(a["feedback"]["verdict"], "confirmed");
+    assert_eq!(a["feedback"]["by"], "v");
+    // A second review replaces the first as the latest.
+    let (s, a) = post_json(
+        &h,
+        &uri(ng[1]),
+        ADMIN,
+        json!({"verdict": "confirmed", "comment": "first look"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(a["feedback"]["comment"], "first look");
+    let (s, a) = post_json(
+        &h,
+        &uri(ng[1]),
+        VIEWER,
+        json!({"verdict": "false_ng", "comment": "  reflection, not a chip  "}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(a["feedback"]["comment"], "reflection, not a chip");
+    post_json(&h, &uri(ok[0]), VIEWER, json!({"verdict": "confirmed"})).await;
+    post_json(&h, &uri(ok[1]), VIEWER, json!({"verdict": "false_ok"})).await;
+    post_json(&h, &uri(ok[2]), VIEWER, json!({"verdict": "inconclusive"})).await;
+    let (_, shown) = get_json(&h, &format!("/api/v1/analyses/{}", ng[1])).await;
+    assert_eq!(shown["feedback"]["verdict"], "false_ng");
+    assert_eq!(shown["feedback"]["by"], "v");
+
+    // Refusals: a device key, a verdict that does not fit, no verdict to review, bad bodies.
+    let (s, _) = post_json(&h, &uri(ng[0]), DEVICE, json!({"verdict": "confirmed"})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, e) = post_json(&h, &uri(ok[0]), VIEWER, json!({"verdict": "false_ng"})).await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    let (s, e) = post_json(&h, &uri(failed), VIEWER, json!({"verdict": "confirmed"})).await;
+    assert_eq!((s, code(&e)), (StatusCode::CONFLICT, "not_judged"));
+    let (s, e) = post_json(&h, &uri(ng[0]), VIEWER, json!({"verdict": "maybe"})).await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    let long = "x".repeat(wiko_wire::feedback::MAX_COMMENT_CHARS + 1);
+    let (s, e) = post_json(
+        &h,
+        &uri(ng[0]),
+        VIEWER,
+        json!({"verdict": "confirmed", "comment": long}),
+    )
+    .await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    let (s, e) = post_json(
+        &h,
+        &uri(Uuid::now_v7()),
+        VIEWER,
+        json!({"verdict": "confirmed"}),
+    )
+    .await;
+    assert_eq!((s, code(&e)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // The listing's filter.
+    let count = |uri: &'static str| {
+        let h = &h;
+        async move {
+            let (s, page) = get_json(h, uri).await;
+            assert_eq!(s, StatusCode::OK, "{page}");
+            page["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("/api/v1/analyses?feedback=false_ng").await, 1);
+    assert_eq!(count("/api/v1/analyses?feedback=any").await, 5);
+    assert_eq!(count("/api/v1/analyses?feedback=none").await, 1);
+    assert_eq!(
+        count("/api/v1/analyses?feedback=confirmed&defect_detected=false").await,
+        1
+    );
+    let (s, e) = get_json(&h, "/api/v1/analyses?feedback=perhaps").await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_query"));
+
+    // Capability: TP 1, FP 1, TN 1, FN 1, inconclusive 1.
+    let (s, c) = get_json(&h, "/api/v1/capability?sku=WK-KN-200&model_version=v1").await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let counts: Vec<_> = [
+        "true_positives",
+        "false_positives",
+        "true_negatives",
+        "false_negatives",
+        "inconclusive",
+    ]
+    .iter()
+    .map(|k| c[k].as_u64().unwrap())
+    .collect();
+    assert_eq!(counts, [1, 1, 1, 1, 1]);
+    assert_eq!(c["precision"], 0.5);
+    assert_eq!(c["recall"], 0.5);
+    assert_eq!(c["false_reject_rate"], 0.5);
+    let (_, none) = get_json(&h, "/api/v1/capability?sku=WK-KN-200&model_version=v9").await;
+    assert_eq!(none["true_positives"], 0);
+    assert!(none["precision"].is_null());
+    let (s, _) = get_json(&h, "/api/v1/capability").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Audited with the reviewer's key name.
+    let mut reviews = Vec::new();
+    for _ in 0..50 {
+        let log = storage.records.audit_log(100).await.unwrap();
+        reviews = log.into_iter().filter(|e| e.action == "feedback").collect();
+        if reviews.len() == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reviews.len(), 6);
+    assert!(
+        reviews
+            .iter()
+            .any(|e| e.actor == "a" && e.detail["comment"] == "first look")
+    );
+}

@@ -1,0 +1,284 @@
+//! `GET /api/v1/stats`: the hourly aggregates kept with each result agree with a scan of the
+//! results, after many completions, enrichments and failures, on whichever backend the suite
+//! runs on.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+use wiko_cloud::stats::{StatsRequest, stats};
+use wiko_cloud::store::{
+    Call, Enrichment, Image, Judgement, ListFilter, Origin, Outcome, StatsSource, Storage,
+};
+use wiko_wire::{
+    AnalysisStatus, Defect, DefectType, StatsBucket, StatsDimension, Verdict, VerdictSource,
+};
+
+use crate::harness::*;
+
+/// A part of `station` and `sku` captured at `at`, stored (pending).
+pub async fn part(storage: &Storage, n: u32, station: &str, sku: &str, at: DateTime<Utc>) -> Uuid {
+    let bytes = Bytes::from(format!("stats image {n}"));
+    let image = Image {
+        blake3: wiko_wire::frame::image_digest(&bytes),
+        bytes,
+        width: 64,
+        height: 48,
+    };
+    let origin = Origin::Call(Call {
+        facility: if n.is_multiple_of(5) {
+            "shenzhen"
+        } else {
+            "yangjiang"
+        }
+        .into(),
+        line: "l1".into(),
+        station: station.into(),
+        product_sku: sku.into(),
+        part_id: None,
+        received_at: at,
+    });
+    storage
+        .put_part(origin, image, Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .1
+}
+
+pub fn defect(kind: DefectType) -> Defect {
+    Defect {
+        kind,
+        severity: "high".into(),
+        confidence: 0.9,
+        bbox: [1, 2, 3, 4],
+        description: String::new(),
+    }
+}
+
+/// A verdict: NG with `defects`, OK without; `status` as given.
+pub fn outcome(status: AnalysisStatus, defects: Vec<Defect>) -> Outcome {
+    let ng = !defects.is_empty();
+    Outcome {
+        judgement: Judgement {
+            status,
+            defect_detected: ng,
+            defects,
+            score: Some(if ng { 2.0 } else { 0.5 }),
+            score_threshold: Some(1.0),
+            confidence: Some(0.9),
+            recommendation: if ng { "reject" } else { "accept" }.into(),
+            model_version: Some("v1".into()),
+        },
+        analyzer: "golden".into(),
+        analyzer_version: "test".into(),
+        latency_ms: 1.0,
+    }
+}
+
+fn request(group_by: Vec<StatsDimension>, bucket: StatsBucket, filter: ListFilter) -> StatsRequest {
+    let now = Utc::now();
+    StatsRequest {
+        since: now - TimeDelta::hours(30),
+        until: now,
+        bucket,
+        utc_offset_minutes: 480,
+        filter,
+        group_by,
+    }
+}
+
+#[tokio::test]
+async fn the_hourly_aggregates_match_a_scan_of_the_results_after_many_completions() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let store = storage.records.as_ref();
+    let now = Utc::now();
+    let stations = ["grinding", "polish", "etch"];
+    let skus = ["WK-KN-200", "WK-KN-150"];
+    let kinds = [DefectType::Scratch, DefectType::Chip, DefectType::Rust];
+    let mut provisional = Vec::new();
+    for n in 0..240u32 {
+        let at = now - TimeDelta::minutes(i64::from(n) * 7);
+        let id = part(
+            &storage,
+            n,
+            stations[n as usize % 3],
+            skus[n as usize % 2],
+            at,
+        )
+        .await;
+        if n.is_multiple_of(17) {
+            continue; // still pending: not counted
+        }
+        let defects: Vec<Defect> = match n % 4 {
+            0 => vec![defect(kinds[n as usize % 3])],
+            1 => vec![
+                defect(DefectType::Rust),
+                defect(DefectType::Rust),
+                defect(DefectType::Chip),
+            ],
+            _ => Vec::new(),
+        };
+        let status = match n % 11 {
+            3 => AnalysisStatus::Failed,
+            5 => AnalysisStatus::NotCalibrated,
+            7 | 8 => AnalysisStatus::Provisional,
+            _ => AnalysisStatus::Final,
+        };
+        let judged = matches!(status, AnalysisStatus::Final | AnalysisStatus::Provisional);
+        let o = outcome(status, if judged { defects } else { Vec::new() });
+        store.complete(id, o.clone()).await.unwrap();
+        // Completing again changes nothing.
+        if n.is_multiple_of(13) {
+            store.complete(id, o).await.unwrap();
+        }
+        if status == AnalysisStatus::Provisional {
+            provisional.push(id);
+        }
+    }
+    // Enrichment retypes the defects of provisional results.
+    for id in &provisional {
+        let current = store.get(*id).await.unwrap();
+        let retyped: Vec<Defect> = current
+            .defects
+            .iter()
+            .map(|_| defect(DefectType::Crack))
+            .collect();
+        let enrichment = Enrichment {
+            verdict: Verdict {
+                source: VerdictSource::Remote,
+                analyzer: "azure_openai".into(),
+                model: None,
+                defect_detected: Some(current.defect_detected),
+                score: None,
+                defects: retyped.clone(),
+                summary: None,
+                latency_ms: None,
+                usage: None,
+                error: None,
+            },
+            defects: retyped,
+            disagreement: false,
+        };
+        store.enrich(*id, enrichment.clone()).await.unwrap();
+        store.enrich(*id, enrichment).await.unwrap();
+    }
+    use StatsDimension as D;
+    let cases = [
+        request(vec![], StatsBucket::All, ListFilter::default()),
+        request(vec![D::Station], StatsBucket::Hour, ListFilter::default()),
+        request(
+            vec![D::Facility, D::Sku],
+            StatsBucket::Day,
+            ListFilter::default(),
+        ),
+        request(vec![D::DefectType], StatsBucket::All, ListFilter::default()),
+        request(
+            vec![D::Station, D::DefectType],
+            StatsBucket::Day,
+            ListFilter::default(),
+        ),
+        request(vec![D::Device], StatsBucket::All, ListFilter::default()),
+        request(
+            vec![D::Station],
+            StatsBucket::Hour,
+            ListFilter {
+                product_sku: Some("WK-KN-200".into()),
+                defect_detected: Some(true),
+                ..ListFilter::default()
+            },
+        ),
+        request(
+            vec![D::Sku],
+            StatsBucket::Day,
+            ListFilter {
+                defect_type: Some("rust".into()),
+                ..ListFilter::default()
+            },
+        ),
+    ];
+    for case in &cases {
+        let kept = stats(store, case, StatsSource::Aggregates)
+            .await
+            .unwrap()
+            .unwrap();
+        let scanned = stats(store, case, StatsSource::Results)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            kept, scanned,
+            "group_by {:?}, filter {:?}",
+            case.group_by, case.filter
+        );
+        assert!(!kept.rows.is_empty());
+    }
+    let all = stats(store, &cases[0], StatsSource::Aggregates)
+        .await
+        .unwrap()
+        .unwrap();
+    let pending = (0..240).filter(|n: &u32| n.is_multiple_of(17)).count() as u64;
+    assert_eq!(all.totals.parts, 240 - pending);
+    let types = stats(store, &cases[3], StatsSource::Aggregates)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        types.totals, all.totals,
+        "a part with two defect types counts once"
+    );
+    assert!(
+        types
+            .rows
+            .iter()
+            .any(|r| r.defect_type == Some(wiko_wire::DefectType::Crack))
+    );
+}
+
+#[tokio::test]
+async fn the_stats_route_answers_a_viewer_and_refuses_what_it_cannot_count() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let now = Utc::now();
+    for (n, ng) in [(1, true), (2, false), (3, false), (4, false)] {
+        let id = part(&storage, n, "polish", "WK-KN-200", now).await;
+        let defects = if ng {
+            vec![defect(DefectType::Chip)]
+        } else {
+            Vec::new()
+        };
+        storage
+            .records
+            .complete(id, outcome(AnalysisStatus::Final, defects))
+            .await
+            .unwrap();
+    }
+    let (s, body) = get_json(&h, "/api/v1/stats?group_by=station,defect_type&bucket=hour").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["totals"]["parts"], 4);
+    assert_eq!(body["totals"]["ng"], 1);
+    assert_eq!(body["totals"]["first_pass_yield"], 0.75);
+    assert_eq!(body["rows"][0]["defect_type"], "chip");
+    assert_eq!(body["rows"][0]["station"], "polish");
+    let (s, body) = get_json(&h, "/api/v1/stats?sku=WK-KN-200&defect_detected=false").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["totals"]["parts"], 3);
+    for bad in [
+        "/api/v1/stats?group_by=colour",
+        "/api/v1/stats?bucket=hour&since=2020-01-01T00:00:00Z",
+        "/api/v1/stats?since=2030-01-01T00:00:00Z&until=2029-01-01T00:00:00Z",
+        "/api/v1/stats?defect_type=wobble",
+        "/api/v1/stats?feedback=none",
+    ] {
+        let (s, e) = get_json(&h, bad).await;
+        assert_eq!(
+            (s, code(&e)),
+            (StatusCode::BAD_REQUEST, "invalid_query"),
+            "{bad}"
+        );
+    }
+    let (s, _) = call(&h, "GET", "/api/v1/stats", DEVICE).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
