@@ -4,7 +4,10 @@
 //   WIKO_KEY     a viewer key
 //   WIKO_EXPECT  the API's numbers (JSON) the pages must show
 //   WIKO_SHOTS   where the screenshots go
+//   WIKO_DEVICE_KEY, WIKO_NG_FRAME  a device key and an NG frame (meta JSON and image file) to
+//                send while the Live page is open
 // Every check reads the DOM; a failed one exits non-zero naming it.
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const url = process.env.WIKO_URL;
@@ -36,7 +39,36 @@ try {
   await page.click("button[type=submit]");
   check("a wrong key is told", await page.locator("p.error").count(), 1);
   await page.fill("#key", key);
-  await Promise.all([page.waitForURL(`${url}/results`), page.click("button[type=submit]")]);
+  await Promise.all([page.waitForURL(`${url}/overview`), page.click("button[type=submit]")]);
+
+  // Overview (the first page): this shift's parts and NG, as the API counts them.
+  check("overview parts", Number(await page.textContent("#kpi-parts")), expect.parts);
+  check("overview NG", Number(await page.textContent("#kpi-ng")), expect.ng);
+  check("overview stations", await page.locator("#stations tr[data-station]").count(), 2);
+  check("Pareto bars", await page.locator("#pareto g.bar").count(), expect.defect_types);
+  await shot("overview");
+
+  // Live: an NG part sent now appears at the top within 2 s of its upload's answer.
+  await page.click("nav a[href='/live']");
+  await page.waitForFunction(() => document.getElementById("live-status").textContent.startsWith("Live"));
+  const frame = JSON.parse(process.env.WIKO_NG_FRAME);
+  const form = new FormData();
+  form.append("meta", new Blob([JSON.stringify(frame.meta)], { type: "application/json" }));
+  form.append("image", new Blob([readFileSync(frame.image)], { type: "image/jpeg" }), "part.jpg");
+  const put = await fetch(`${url}/api/v1/frames/${frame.meta.frame_id}`, {
+    method: "PUT", headers: { "X-API-Key": process.env.WIKO_DEVICE_KEY }, body: form,
+  });
+  check("the NG frame is taken", put.status, 201);
+  const { analysis_id } = await put.json();
+  const sent = Date.now();
+  await page.waitForSelector(`#live tbody tr[data-id="${analysis_id}"]`, { timeout: 2000 });
+  console.log(`ok the NG part is on Live ${Date.now() - sent} ms after its upload was answered`);
+  check("it is the first row", await page.getAttribute("#live tbody tr", "data-id"), analysis_id);
+  await shot("live");
+  expect.parts += 1;
+  expect.ng += 1;
+
+  await page.click("nav a[href='/results']");
 
   // Results: every part, the NG ones marked.
   const shown = Math.min(expect.parts, 50);
@@ -56,6 +88,10 @@ try {
   check("defect boxes", await page.locator("#boxes g.defect").count(), expect.ng_boxes);
   check("model version", await page.textContent("#model-version"), expect.ng_model_version);
   await page.waitForFunction(() => document.querySelector(".overlay img").naturalWidth > 0);
+  // A review: the NG verdict confirmed, with a comment, shown as the latest.
+  await page.fill("#feedback input[name=comment]", "rivet missing, seen at the bench");
+  await Promise.all([page.waitForURL(/#feedback$/), page.click("#feedback button[value=confirmed]")]);
+  check("the review is shown", await page.getAttribute("#latest-feedback", "data-verdict"), "confirmed");
   await shot("detail");
   await page.setViewportSize({ width: 800, height: 1280 });
   await shot("detail-tablet");

@@ -23,8 +23,36 @@ fn screenshots() -> PathBuf {
     profile.join("dashboard-screenshots")
 }
 
-/// Sends the parts of a synthetic dataset as the agent `line1-pc` would, one station per SKU.
-async fn send_parts(cloud: &Cloud, dir: &std::path::Path) -> usize {
+/// A frame of `line1-pc` for an image of the dataset in `dir`.
+fn frame_meta(
+    row: &std::collections::HashMap<String, String>,
+    image: &[u8],
+    seq: usize,
+) -> FrameMeta {
+    let sku = row["group_id"].clone();
+    FrameMeta {
+        frame_id: uuid::Uuid::now_v7(),
+        device_id: "line1-pc".into(),
+        facility: "yangjiang".into(),
+        line: "l1".into(),
+        station: if sku == "WK-KN-200" {
+            "grinding"
+        } else {
+            "polish"
+        }
+        .into(),
+        sku,
+        part_id: Some(format!("P{seq:04}")),
+        lot: Some("LOT-7".into()),
+        captured_at: chrono::Utc::now(),
+        seq: seq as u64 + 1,
+        image_blake3: wiko_wire::frame::image_digest(image),
+    }
+}
+
+/// Sends the parts of a synthetic dataset as the agent `line1-pc` would, one station per SKU;
+/// the last NG part is kept back (its meta and image file), for the Live page.
+async fn send_parts(cloud: &Cloud, dir: &std::path::Path) -> (usize, Value) {
     let status = Command::new(bin("wiko-agent"))
         .args([
             "synth",
@@ -43,28 +71,17 @@ async fn send_parts(cloud: &Cloud, dir: &std::path::Path) -> usize {
     assert!(status.success());
     let http = reqwest::Client::new();
     let rows = manifest_rows(&dir.join("manifest.csv")).unwrap();
+    let mut held_frame = None;
+    let held = rows.iter().rposition(|r| r["label"] == "defect").unwrap();
     for (seq, row) in rows.iter().enumerate() {
         let image = std::fs::read(dir.join(&row["file"])).unwrap();
-        let sku = row["group_id"].clone();
-        let frame_id = uuid::Uuid::now_v7();
-        let meta = FrameMeta {
-            frame_id,
-            device_id: "line1-pc".into(),
-            facility: "yangjiang".into(),
-            line: "l1".into(),
-            station: if sku == "WK-KN-200" {
-                "grinding"
-            } else {
-                "polish"
-            }
-            .into(),
-            sku,
-            part_id: Some(format!("P{seq:04}")),
-            lot: Some("LOT-7".into()),
-            captured_at: chrono::Utc::now(),
-            seq: seq as u64 + 1,
-            image_blake3: wiko_wire::frame::image_digest(&image),
-        };
+        let meta = frame_meta(row, &image, seq);
+        if seq == held {
+            let ng = json!({"meta": meta, "image": dir.join(&row["file"])});
+            held_frame = Some(ng);
+            continue;
+        }
+        let frame_id = meta.frame_id;
         let form = reqwest::multipart::Form::new()
             .part(
                 "meta",
@@ -88,7 +105,7 @@ async fn send_parts(cloud: &Cloud, dir: &std::path::Path) -> usize {
             .unwrap();
         assert!(answer.status().is_success(), "{}", answer.status());
     }
-    rows.len()
+    (rows.len() - 1, held_frame.unwrap())
 }
 
 #[tokio::test]
@@ -97,7 +114,7 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
     let (port, mqtt) = (free_port(), free_port());
     let cloud = Cloud::start(dir.path(), port, mqtt).await.unwrap();
     cloud.calibrate(dir.path()).await.unwrap();
-    let parts = send_parts(&cloud, &dir.path().join("parts")).await;
+    let (parts, ng_frame) = send_parts(&cloud, &dir.path().join("parts")).await;
     let analyses = wait_until(Duration::from_secs(60), "every part judged", || async {
         let all = cloud.analyses().await.ok()?;
         (all.len() == parts && all.iter().all(|a| a["status"] != "pending")).then_some(all)
@@ -116,6 +133,11 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
         "ng_id": first_ng["id"],
         "ng_boxes": first_ng["defects"].as_array().map_or(0, Vec::len),
         "ng_model_version": first_ng["model_version"],
+        "defect_types": ng
+            .iter()
+            .flat_map(|a| a["defects"].as_array().unwrap().iter().map(|d| d["type"].to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         "skus": {"WK-KN-200": 30, "WK-PR-090": 30},
         "devices": ["line1-pc"],
     });
@@ -129,6 +151,8 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
         .env("WIKO_KEY", VIEWER_KEY)
         .env("WIKO_EXPECT", expect.to_string())
         .env("WIKO_SHOTS", &shots)
+        .env("WIKO_DEVICE_KEY", DEVICE_KEY)
+        .env("WIKO_NG_FRAME", ng_frame.to_string())
         .output()
         .expect("node runs (tests/browser: npm ci)");
     let stdout = String::from_utf8_lossy(&out.stdout);
