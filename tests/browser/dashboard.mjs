@@ -29,7 +29,10 @@ const browser = await chromium.launch({
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
-  const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  const shot = async (name) => {
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  };
 
   // Without a session every page leads to the sign-in form.
   await page.goto(`${url}/results`);

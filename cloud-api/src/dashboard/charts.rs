@@ -10,7 +10,7 @@ const H: f64 = 220.0;
 /// Room for the axes' labels.
 const LEFT: f64 = 44.0;
 const BOTTOM: f64 = 28.0;
-const TOP: f64 = 12.0;
+const TOP: f64 = 20.0;
 const RIGHT: f64 = 12.0;
 
 /// One bucket of a time series: its label, parts judged, and of them NG.
@@ -78,7 +78,7 @@ fn y_at(v: f64, top: f64) -> f64 {
 
 /// A rate axis's top: a round percentage above `max`.
 fn rate_top(max: f64) -> f64 {
-    let steps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0];
+    let steps = [0.02, 0.04, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0];
     steps.into_iter().find(|s| *s >= max * 1.1).unwrap_or(1.0)
 }
 

@@ -84,6 +84,34 @@ fn label(t: DateTime<Utc>, bucket: StatsBucket, plant: &Plant) -> String {
     }
 }
 
+/// Every bucket of the range in order, those without parts included, so the charts show the
+/// whole range.
+fn series(trend: &Stats, plant: &Plant) -> Vec<Sample> {
+    let step = match trend.bucket {
+        StatsBucket::Day => Duration::days(1),
+        _ => Duration::hours(1),
+    };
+    let mut out = Vec::new();
+    let mut t = trend
+        .rows
+        .first()
+        .map_or(trend.since, |r| r.bucket_start.min(trend.since));
+    while t < trend.until && out.len() < 24 * 62 {
+        let counts = trend
+            .rows
+            .iter()
+            .find(|r| r.bucket_start == t)
+            .map(|r| r.counts);
+        out.push(Sample {
+            label: label(t, trend.bucket, plant),
+            judged: counts.map_or(0, |c| c.judged),
+            ng: counts.map_or(0, |c| c.ng),
+        });
+        t += step;
+    }
+    out
+}
+
 fn yield_text(c: &StatsCounts) -> String {
     c.first_pass_yield
         .map_or("–".into(), |y| format!("{:.1}%", y * 100.0))
@@ -113,16 +141,7 @@ pub fn view(
     plant: &Plant,
 ) -> Markup {
     let totals = &figures.by_station.totals;
-    let samples: Vec<Sample> = figures
-        .trend
-        .rows
-        .iter()
-        .map(|r| Sample {
-            label: label(r.bucket_start, figures.trend.bucket, plant),
-            judged: r.counts.judged,
-            ng: r.counts.ng,
-        })
-        .collect();
+    let samples = series(figures.trend, plant);
     let defects: Vec<(String, u64)> = figures
         .by_defect
         .rows
@@ -200,6 +219,35 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_series_has_every_bucket_of_the_range() {
+        let row = |h: &str, judged, ng| wiko_wire::StatsRow {
+            bucket_start: at(h),
+            facility: None,
+            line: None,
+            station: None,
+            product_sku: None,
+            device_id: None,
+            defect_type: None,
+            counts: StatsCounts::new(judged, judged, ng, ng),
+        };
+        let trend = Stats {
+            since: at("2026-12-06T06:00:00Z"),
+            until: at("2026-12-06T10:00:00Z"),
+            bucket: StatsBucket::Hour,
+            group_by: Vec::new(),
+            rows: vec![
+                row("2026-12-06T07:00:00Z", 10, 1),
+                row("2026-12-06T09:00:00Z", 5, 2),
+            ],
+            totals: StatsCounts::new(15, 15, 3, 3),
+        };
+        let s = series(&trend, &plant(0));
+        let labels: Vec<&str> = s.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["06:00", "07:00", "08:00", "09:00"]);
+        assert_eq!((s[1].judged, s[1].ng, s[2].judged), (10, 1, 0));
     }
 
     #[test]

@@ -115,6 +115,9 @@ async fn nothing_but_the_sign_in_page_is_served_without_a_session() {
         "/fleet",
         "/golden",
         "/assets/app.js",
+        "/overview",
+        "/live",
+        "/live/events",
         "/results/0190a5a4-0000-7000-8000-000000000000/image",
     ] {
         let a = call(&h, "GET", uri, "", None).await;
@@ -325,6 +328,51 @@ async fn the_pages_show_the_stored_parts_golden_sets_and_devices() {
     let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
     assert!(set.text.contains("<span id=\"sample-count\">6</span>"));
     assert!(set.text.contains("<dd class=\"version\">v1</dd>"));
+
+    // The Overview counts this shift's parts from the hourly aggregates.
+    let overview = call(&h, "GET", "/overview?range=shift&facility=", &session, None).await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.text);
+    assert!(
+        overview.text.contains("id=\"kpi-parts\">2<"),
+        "{}",
+        overview.text
+    );
+    assert!(overview.text.contains("id=\"kpi-ng\">1<"));
+    assert!(overview.text.contains("id=\"p-chart\""));
+    let live = call(&h, "GET", "/live", &session, None).await;
+    assert!(live.text.contains(&format!("data-id=\"{ng_id}\"")));
+    assert!(
+        !live.text.contains(ok["id"].as_str().unwrap()),
+        "NG parts only"
+    );
+
+    // A review from the part's page, with the page's token; none without it.
+    let uri = format!("/results/{ng_id}/feedback");
+    let token = detail.csrf();
+    let refused = call(
+        &h,
+        "POST",
+        &uri,
+        &session,
+        Some(&form(&[("verdict", "confirmed")])),
+    )
+    .await;
+    assert_eq!(refused.json()["error"]["code"], "csrf_rejected");
+    let body = form(&[
+        ("csrf", &token),
+        ("verdict", "confirmed"),
+        ("comment", "seen"),
+    ]);
+    let reviewed = call(&h, "POST", &uri, &session, Some(&body)).await;
+    assert_eq!(reviewed.status, StatusCode::SEE_OTHER, "{}", reviewed.text);
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &session, None).await;
+    assert!(
+        detail.text.contains("data-verdict=\"confirmed\""),
+        "{}",
+        detail.text
+    );
+    let (_, capability) = get_json(&h, "/api/v1/capability?sku=WK-KN-200").await;
+    assert_eq!(capability["true_positives"], 1, "{capability}");
 
     let fleet = call(&h, "GET", "/fleet", &session, None).await;
     assert_eq!(fleet.status, StatusCode::OK);
