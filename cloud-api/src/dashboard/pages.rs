@@ -118,6 +118,9 @@ pub(super) async fn signin(
             ));
         }
     };
+    metrics::counter!(crate::telemetry::DASHBOARD_SIGNINS_TOTAL, "scope" => principal.scope.as_str())
+        .increment(1);
+    tracing::info!(key = %principal.name, scope = principal.scope.as_str(), "dashboard sign-in");
     s.audit.record(
         &principal.name,
         "dashboard_signin",
