@@ -102,7 +102,8 @@ fn axes(top: f64, labels: &[String]) -> Markup {
         }
         @for (i, l) in labels.iter().enumerate() {
             @if i % every == 0 {
-                text.axis x=(x_at(i, labels.len())) y=(H - 8.0) text-anchor="middle" { (l) }
+                @let anchor = if labels.len() > 1 && i == 0 { "start" } else if labels.len() > 1 && i + 1 == labels.len() { "end" } else { "middle" };
+                text.axis x=(x_at(i, labels.len())) y=(H - 8.0) text-anchor=(anchor) { (l) }
             }
         }
     }
