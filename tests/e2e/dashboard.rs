@@ -162,8 +162,23 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
         "{stdout}\n{stderr}\ncloud log:\n{}",
         cloud.process.log_text()
     );
+    println!("{stdout}");
+    // The review given in the browser counts in the SKU's capability.
+    let sku = first_ng["product_sku"].as_str().unwrap();
+    let capability: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/capability?sku={sku}", cloud.url()))
+        .header("X-API-Key", VIEWER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(capability["true_positives"], 1, "{capability}");
     for page in [
         "signin",
+        "overview",
+        "live",
         "results",
         "detail",
         "golden",
