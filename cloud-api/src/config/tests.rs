@@ -209,3 +209,29 @@ fn the_dashboard_secret_is_long_enough_and_may_come_from_a_file() {
         .to_string();
     assert!(e.contains("dashboard.session_ttl_secs"), "{e}");
 }
+
+#[test]
+fn the_plant_clock_is_checked_and_its_shifts_sorted() {
+    let cfg =
+        parse("[dashboard]\nutc_offset_minutes = 480\nshift_starts = [\"22:00\", \"06:00\"]\n")
+            .unwrap();
+    assert_eq!(cfg.dashboard.plant.utc_offset_minutes, 480);
+    let starts: Vec<String> = cfg
+        .dashboard
+        .plant
+        .shift_starts
+        .iter()
+        .map(|t| t.format("%H:%M").to_string())
+        .collect();
+    assert_eq!(starts, ["06:00", "22:00"]);
+    for bad in [
+        "utc_offset_minutes = 900",
+        "shift_starts = [\"6h\"]",
+        "shift_starts = []",
+    ] {
+        let e = parse(&format!("[dashboard]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dashboard."), "{bad}: {e}");
+    }
+}
