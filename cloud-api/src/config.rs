@@ -17,6 +17,7 @@ use crate::analysis::config::AnalysisConfig;
 use crate::analysis::remote::config::{RemoteConfig, RemoteSettings};
 use crate::auth::KeyEntry;
 use crate::auth::config::{AuthConfig, LimitsConfig};
+use crate::dashboard::config::{Dashboard, DashboardConfig};
 use crate::fleet::FleetConfig;
 use crate::http::config::HttpConfig;
 use crate::store::config::{DatabaseConfig, ImagesConfig};
@@ -66,6 +67,8 @@ pub struct RawConfig {
     pub images: ImagesConfig,
     #[serde(default)]
     pub fleet: FleetConfig,
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
     /// A remote vision model behind the golden gate; absent: none.
     #[serde(default)]
     pub remote: Option<RemoteConfig>,
@@ -108,6 +111,8 @@ pub struct Config {
     /// `None`: images in `data_dir`.
     pub s3: Option<S3Settings>,
     pub fleet: FleetConfig,
+    /// The dashboard's sessions.
+    pub dashboard: Dashboard,
     /// `None`: no remote analysis.
     pub remote: Option<RemoteSettings>,
 }
@@ -153,6 +158,7 @@ impl TryFrom<RawConfig> for Config {
         let database = raw.database.validate()?;
         let s3 = raw.images.s3.map(|s3| s3.validate()).transpose()?;
         raw.fleet.validate()?;
+        let dashboard = raw.dashboard.validate()?;
         let remote = raw.remote.map(RemoteConfig::validate).transpose()?;
         let public_url = raw
             .public_url
@@ -176,6 +182,7 @@ impl TryFrom<RawConfig> for Config {
             database,
             s3,
             fleet: raw.fleet,
+            dashboard,
             remote,
         })
     }

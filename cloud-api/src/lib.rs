@@ -16,6 +16,8 @@
 //!   [`live`] (every replica's feed of committed results), `thumbnail` (made once, kept in the
 //!   image store).
 //! - `auth`: API keys and scopes.
+//! - `dashboard`: the pages quality engineers use, at `/` (sign-in with a key, a session
+//!   cookie, server-rendered HTML).
 //! - [`config`]: TOML + environment configuration, validated before anything starts; each
 //!   section lives beside its component.
 //! - [`backup`]: `wiko-cloud backup | restore` of the embedded store.
@@ -28,6 +30,7 @@ pub mod analysis;
 mod auth;
 pub mod backup;
 pub mod config;
+mod dashboard;
 pub mod fleet;
 pub mod http;
 mod intake;

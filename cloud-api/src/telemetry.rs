@@ -40,6 +40,8 @@ pub const IMAGES_DAMAGED_TOTAL: &str = "wiko_cloud_images_damaged_total";
 pub const STATS_SECONDS: &str = "wiko_cloud_stats_seconds";
 /// Reviews of results, by `verdict`.
 pub const FEEDBACK_TOTAL: &str = "wiko_cloud_feedback_total";
+/// Dashboard sign-ins, by the key's `scope` (refused ones count in `AUTH_FAILURES_TOTAL`).
+pub const DASHBOARD_SIGNINS_TOTAL: &str = "wiko_cloud_dashboard_signins_total";
 /// Clients of the live feed (`GET /api/v1/events`) connected to this replica.
 pub const LIVE_CLIENTS: &str = "wiko_cloud_live_clients";
 /// Results the live feed of this replica passed on.

@@ -21,6 +21,8 @@
 //! - `abuse`: memory bombs, slow and stalled clients, idle connections, header bombs, a
 //!   queue-stalling image and wrong keys at speed against a real cloud, which keeps answering
 //!   `/health` within a second and stays within its memory budget.
+//! - `dashboard` (feature `browser-tests`): the dashboard in Chromium shows the API's numbers;
+//!   no page without a session, no form without its token.
 //! - `mosquitto` (feature `mosquitto-tests`): alerts through an external Mosquitto broker.
 //! - `openapi` (feature `schemathesis-tests`): the API fuzzed against its OpenAPI document with
 //!   each kind of key.
@@ -34,6 +36,8 @@ mod abuse;
 mod backup;
 mod cameras;
 mod crash;
+#[cfg(feature = "browser-tests")]
+mod dashboard;
 mod demo;
 mod edge;
 mod fleet;

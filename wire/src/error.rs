@@ -61,6 +61,8 @@ error_codes! {
     Unauthorized = "unauthorized",
     /// The key may not do this (403).
     Forbidden = "forbidden",
+    /// A dashboard form without its session's CSRF token, or with another's (403).
+    CsrfRejected = "csrf_rejected",
     /// No such analysis, image or golden sample (404).
     NotFound = "not_found",
     /// The SKU has no golden model yet (404 on its model).

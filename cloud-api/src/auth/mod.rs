@@ -77,6 +77,15 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// What names this key without its secret, for a dashboard session: `key:<prefix>` for a
+    /// stored key, `config:<name>` for one of the configuration.
+    pub fn reference(&self) -> String {
+        match &self.prefix {
+            Some(prefix) => format!("key:{prefix}"),
+            None => format!("config:{}", self.name),
+        }
+    }
+
     /// Whether this key may do `need`.
     pub fn may(&self, need: Need) -> Result<(), Forbidden> {
         if allows(self.scope, need) {
@@ -326,6 +335,28 @@ impl Keyring {
         true
     }
 
+    /// The principal of the key named by `reference` ([`Principal::reference`]), among the
+    /// keys loaded: what a dashboard session is checked against on each request, so that a
+    /// revoked or expired key ends its sessions.
+    pub fn by_reference(&self, reference: &str) -> Result<Principal, Refusal> {
+        let map = self
+            .by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let holder = map
+            .values()
+            .find(|h| h.principal.reference() == reference)
+            .ok_or(Refusal::Unknown)?;
+        if holder.revoked {
+            return Err(Refusal::Revoked);
+        }
+        if holder.expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(Refusal::Expired);
+        }
+        Ok(holder.principal.clone())
+    }
+
     /// The principal of a presented key, among the keys loaded.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, Refusal> {
         let presented = presented.ok_or(Refusal::Missing)?;
@@ -430,8 +461,14 @@ mod tests {
             k.authenticate(Some("viewer-key-0000001")).is_ok(),
             "config keys stay"
         );
+        assert_eq!(k.by_reference(&p.reference()), Ok(p.clone()));
+        let config_key = k.authenticate(Some("viewer-key-0000001")).unwrap();
+        assert_eq!(config_key.reference(), "config:view");
+        assert_eq!(k.by_reference("config:view"), Ok(config_key));
+        assert_eq!(k.by_reference("config:nobody"), Err(Refusal::Unknown));
         k.install(&[stored(true, None)]);
         assert_eq!(k.authenticate(Some(&key)), Err(Refusal::Revoked));
+        assert_eq!(k.by_reference(&p.reference()), Err(Refusal::Revoked));
         let past = Utc::now() - chrono::Duration::seconds(1);
         k.install(&[stored(false, Some(past))]);
         assert_eq!(k.authenticate(Some(&key)), Err(Refusal::Expired));

@@ -181,3 +181,57 @@ fn a_remote_model_is_configured_with_its_key_kept_out_of_logs() {
     .to_string();
     assert!(e.contains("remote.skus[0].taxonomy"), "{e}");
 }
+
+#[test]
+fn the_dashboard_secret_is_long_enough_and_may_come_from_a_file() {
+    let cfg = parse("").unwrap();
+    assert!(cfg.dashboard.session_secret.is_none(), "random per start");
+    assert_eq!(cfg.dashboard.session_ttl_secs, 43_200);
+    let e = parse("[dashboard]\nsession_secret = \"short\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dashboard.session_secret"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let cfg = parse(&format!(
+        "[dashboard]\nsession_secret_file = {:?}\nsecure_cookies = true\n",
+        file.display().to_string()
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.dashboard.session_secret.as_deref(),
+        Some(&b"0123456789abcdef0123456789abcdef"[..])
+    );
+    assert!(cfg.dashboard.secure_cookies);
+    let e = parse("[dashboard]\nsession_ttl_secs = 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dashboard.session_ttl_secs"), "{e}");
+}
+
+#[test]
+fn the_plant_clock_is_checked_and_its_shifts_sorted() {
+    let cfg =
+        parse("[dashboard]\nutc_offset_minutes = 480\nshift_starts = [\"22:00\", \"06:00\"]\n")
+            .unwrap();
+    assert_eq!(cfg.dashboard.plant.utc_offset_minutes, 480);
+    let starts: Vec<String> = cfg
+        .dashboard
+        .plant
+        .shift_starts
+        .iter()
+        .map(|t| t.format("%H:%M").to_string())
+        .collect();
+    assert_eq!(starts, ["06:00", "22:00"]);
+    for bad in [
+        "utc_offset_minutes = 900",
+        "shift_starts = [\"6h\"]",
+        "shift_starts = []",
+    ] {
+        let e = parse(&format!("[dashboard]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dashboard."), "{bad}: {e}");
+    }
+}

@@ -24,9 +24,10 @@ pub(crate) struct Caller {
     audit: Audit,
 }
 
-/// Where a request came from and what it asked for: what a refusal is logged with.
+/// Where a request came from and what it asked for: what a refusal is logged with (the
+/// dashboard's sign-in takes it as an extractor).
 #[derive(Clone)]
-struct Context {
+pub(crate) struct Context {
     address: Option<SocketAddr>,
     method: Method,
     route: String,
@@ -47,8 +48,19 @@ impl Context {
         }
     }
 
+    /// The address the request came from (none when served without one, as in tests).
+    pub(crate) fn address(&self) -> Option<SocketAddr> {
+        self.address
+    }
+
     /// Counts, logs and audits a refused request.
-    fn refused(&self, audit: &Audit, actor: &str, reason: &str, key_prefix: Option<&str>) {
+    pub(crate) fn refused(
+        &self,
+        audit: &Audit,
+        actor: &str,
+        reason: &str,
+        key_prefix: Option<&str>,
+    ) {
         metrics::counter!(telemetry::AUTH_FAILURES_TOTAL, "reason" => reason.to_string())
             .increment(1);
         let address = self.address.map(|a| a.ip().to_string());
@@ -75,9 +87,17 @@ impl Context {
     }
 }
 
-fn too_many(wait: std::time::Duration, what: &'static str) -> ApiError {
+pub(crate) fn too_many(wait: std::time::Duration, what: &'static str) -> ApiError {
     metrics::counter!(telemetry::RATE_LIMITED_TOTAL, "limit" => what).increment(1);
     ApiError::TooManyRequests(wait.as_secs().max(1))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Context {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Context, Self::Rejection> {
+        Ok(Context::of(parts))
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

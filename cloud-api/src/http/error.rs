@@ -18,6 +18,9 @@ pub(crate) enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// A dashboard form without its session's CSRF token.
+    #[error("the form's CSRF token is missing or not this session's: reload the page")]
+    CsrfRejected,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("SKU {0} has no golden model yet")]
@@ -64,7 +67,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::NotCalibrated(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,6 +89,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => ErrorCode::Unauthorized,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::CsrfRejected => ErrorCode::CsrfRejected,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::NotCalibrated(_) => ErrorCode::NotCalibrated,
             ApiError::BadRequest { code, .. } => *code,

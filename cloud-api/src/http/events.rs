@@ -35,7 +35,7 @@ pub(super) fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub(super) struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// Every result, not only NG ones.
     all: Option<bool>,
     facility: Option<String>,
@@ -90,6 +90,16 @@ pub(super) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.may(Need::Read)?;
     let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
+    stream(&s, &headers, q).await
+}
+
+/// The live feed a query asks for, after what `Last-Event-ID` names (the dashboard's Live page
+/// listens to the same).
+pub(crate) async fn stream(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: EventsQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, ApiError> {
     let filter = checked_filter([q.facility, q.line, q.station, q.sku, None], None, None)?;
     let all = q.all.unwrap_or(false);
     let last_seen = match headers.get("last-event-id") {

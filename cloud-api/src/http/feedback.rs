@@ -60,6 +60,19 @@ pub(super) async fn review(
     let reviewer = caller.may(Need::Review)?.name.clone();
     let id = parse_id(&id)?;
     let Json(new) = body.map_err(|e| ApiError::bad(ErrorCode::InvalidBody, e.body_text()))?;
+    let (analysis, detail) = record(&s, reviewer, id, new).await?;
+    caller.audit("feedback", detail);
+    Ok(Json(analysis))
+}
+
+/// Stores a reviewer's feedback on a judged result: the result with it, and what to audit (the
+/// dashboard's feedback form records the same way).
+pub(crate) async fn record(
+    s: &AppState,
+    reviewer: String,
+    id: uuid::Uuid,
+    new: NewFeedback,
+) -> Result<(Analysis, serde_json::Value), ApiError> {
     let feedback = Feedback {
         verdict: new.verdict,
         comment: comment(new.comment)?,
@@ -80,8 +93,7 @@ pub(super) async fn review(
         Reviewed::Recorded(analysis) => {
             metrics::counter!(crate::telemetry::FEEDBACK_TOTAL, "verdict" => feedback.verdict.as_str())
                 .increment(1);
-            caller.audit("feedback", detail);
-            Ok(Json(*analysis))
+            Ok((*analysis, detail))
         }
         Reviewed::NotJudged(status) => Err(ApiError::NotJudged(format!(
             "the analysis has no verdict to review (status {})",

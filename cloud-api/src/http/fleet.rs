@@ -66,14 +66,17 @@ pub(super) async fn devices(
     caller: Caller,
 ) -> Result<Json<Vec<Device>>, ApiError> {
     caller.may(Need::Read)?;
+    Ok(Json(every_device(&s).await?))
+}
+
+/// Every device seen, described as of now.
+pub(crate) async fn every_device(s: &AppState) -> Result<Vec<Device>, ApiError> {
     let now = Utc::now();
     let records = s.store().devices().await?;
-    Ok(Json(
-        records
-            .into_iter()
-            .map(|r| describe(r, now, &s.fleet))
-            .collect(),
-    ))
+    Ok(records
+        .into_iter()
+        .map(|r| describe(r, now, &s.fleet))
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v1/devices/{device_id}", tag = "fleet",

@@ -190,16 +190,20 @@ pub(super) async fn skus(
     caller: Caller,
 ) -> Result<Json<Vec<SkuSummary>>, ApiError> {
     caller.may(Need::Read)?;
+    Ok(Json(summaries(&s).await?))
+}
+
+/// Every SKU with golden samples, and its active model (the dashboard shows them too).
+pub(crate) async fn summaries(s: &AppState) -> Result<Vec<SkuSummary>, ApiError> {
     let sets = s.store().golden_sets().await?;
-    Ok(Json(
-        sets.into_iter()
-            .map(|(sku, samples)| SkuSummary {
-                model: s.golden.info(&sku),
-                sku,
-                samples,
-            })
-            .collect(),
-    ))
+    Ok(sets
+        .into_iter()
+        .map(|(sku, samples)| SkuSummary {
+            model: s.golden.info(&sku),
+            sku,
+            samples,
+        })
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v1/skus/{sku}/golden", tag = "golden",
@@ -211,13 +215,18 @@ pub(super) async fn list(
     caller: Caller,
 ) -> Result<Json<GoldenSet>, ApiError> {
     caller.may(Need::Read)?;
+    Ok(Json(golden_set(&s, sku).await?))
+}
+
+/// A SKU's golden set, oldest first, and its active model.
+pub(crate) async fn golden_set(s: &AppState, sku: String) -> Result<GoldenSet, ApiError> {
     valid_sku(&sku)?;
     let samples = s.store().golden(&sku).await?;
-    Ok(Json(GoldenSet {
+    Ok(GoldenSet {
         samples: samples.into_iter().map(|g| g.sample).collect(),
         model: s.golden.info(&sku),
         sku,
-    }))
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/skus/{sku}/golden/{digest}", tag = "golden",
@@ -232,8 +241,17 @@ pub(super) async fn sample_image(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.may(Need::Read)?;
-    valid_sku(&sku)?;
-    let samples = s.store().golden(&sku).await?;
+    sample_bytes(&s, &sku, &digest).await
+}
+
+/// One golden image of a SKU, as uploaded.
+pub(crate) async fn sample_bytes(
+    s: &AppState,
+    sku: &str,
+    digest: &str,
+) -> Result<Response, ApiError> {
+    valid_sku(sku)?;
+    let samples = s.store().golden(sku).await?;
     let sample = samples
         .iter()
         .find(|g| g.sample.digest == digest)

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 /// A stored image as a response, with the content type of its format (uploads may be JPEG,
 /// PNG, TIFF or BMP). Images are content-addressed: the bytes behind a URL never change.
-pub(super) fn stored(bytes: Bytes) -> Response {
+pub(crate) fn stored(bytes: Bytes) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type(&bytes)),

@@ -3,22 +3,22 @@
 //! the bodies are `wiko_wire`'s.
 
 mod analyze;
-mod caller;
+pub(crate) mod caller;
 pub(crate) mod config;
 mod costs;
 pub(crate) mod error;
-mod events;
-mod feedback;
-mod fleet;
-mod golden;
+pub(crate) mod events;
+pub(crate) mod feedback;
+pub(crate) mod fleet;
+pub(crate) mod golden;
 mod health;
-mod image;
+pub(crate) mod image;
 mod ingest;
 mod keys;
 mod openapi;
-mod results;
+pub(crate) mod results;
 pub(crate) mod server;
-mod stats;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -80,6 +80,10 @@ pub struct AppState {
     pub broker_up: Arc<AtomicBool>,
     /// Results committed on any replica, for `GET /api/v1/events`.
     pub live: Live,
+    /// Signs and checks the dashboard's session cookies and form tokens.
+    pub(crate) sessions: crate::dashboard::Sessions,
+    /// The plant's clock, for the dashboard's Overview.
+    pub(crate) plant: crate::dashboard::Plant,
 }
 
 impl AppState {
@@ -142,6 +146,8 @@ impl AppState {
             outbox_wake: Arc::new(Notify::new()),
             broker_up: Arc::new(AtomicBool::new(matches!(config.broker, Broker::Disabled))),
             live,
+            sessions: crate::dashboard::Sessions::new(&config.dashboard),
+            plant: config.dashboard.plant.clone(),
         }
     }
 
@@ -177,6 +183,7 @@ pub fn app(state: AppState) -> Router {
         .merge(stats::router())
         .merge(feedback::router())
         .merge(events::router())
+        .merge(crate::dashboard::router())
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
             limits.body_idle_timeout_ms,
@@ -199,6 +206,13 @@ pub fn app(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
+        ))
+        // The dashboard's pages load only their own stylesheet, script and images.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+            ),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,

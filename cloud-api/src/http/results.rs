@@ -17,7 +17,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::image;
 use crate::auth::Need;
-use crate::store::{FeedbackFilter, ListFilter, StoreError};
+use crate::store::{FeedbackFilter, ListFilter, Store, StoreError};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -34,7 +34,7 @@ pub(super) fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub(super) struct ListQuery {
+pub(crate) struct ListQuery {
     facility: Option<String>,
     line: Option<String>,
     station: Option<String>,
@@ -61,24 +61,33 @@ pub(super) async fn list(
 ) -> Result<Json<Page<Analysis>>, ApiError> {
     caller.may(Need::Read)?;
     let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let filter = ListFilter {
-        since: q.since,
-        until: q.until,
-        feedback: q.feedback.as_deref().map(feedback_filter).transpose()?,
-        ..checked_filter(
-            [q.facility, q.line, q.station, q.sku, q.device_id],
-            q.defect_detected,
-            q.defect_type,
-        )?
-    };
-    let (items, next_cursor) = s.store().list(&filter, q.cursor.as_deref(), limit).await?;
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(q.page(s.store()).await?))
+}
+
+impl ListQuery {
+    /// The page of results this query asks for, its filters checked (the dashboard's results
+    /// page asks the same way).
+    pub(crate) async fn page(self, store: &dyn Store) -> Result<Page<Analysis>, ApiError> {
+        let q = self;
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let filter = ListFilter {
+            since: q.since,
+            until: q.until,
+            feedback: q.feedback.as_deref().map(feedback_filter).transpose()?,
+            ..checked_filter(
+                [q.facility, q.line, q.station, q.sku, q.device_id],
+                q.defect_detected,
+                q.defect_type,
+            )?
+        };
+        let (items, next_cursor) = store.list(&filter, q.cursor.as_deref(), limit).await?;
+        Ok(Page { items, next_cursor })
+    }
 }
 
 /// The listing's filters by place, verdict and defect type, checked: identifiers as a frame's,
 /// a known defect type.
-pub(super) fn checked_filter(
+pub(crate) fn checked_filter(
     [facility, line, station, sku, device_id]: [Option<String>; 5],
     defect_detected: Option<bool>,
     defect_type: Option<String>,
@@ -130,11 +139,11 @@ fn feedback_filter(name: &str) -> Result<FeedbackFilter, ApiError> {
     }
 }
 
-pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::bad(ErrorCode::InvalidId, "the id is not a UUID"))
 }
 
-pub(super) fn not_found(e: StoreError) -> ApiError {
+pub(crate) fn not_found(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::NotFound("analysis"),
         other => other.into(),

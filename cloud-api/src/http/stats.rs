@@ -95,13 +95,19 @@ pub(super) async fn get_stats(
         filter,
         group_by: group_by(q.group_by.as_deref())?,
     };
+    Ok(Json(answer(&s, &request).await?))
+}
+
+/// The statistics of a checked request, from the hourly aggregates (the dashboard's Overview
+/// asks the same way).
+pub(crate) async fn answer(s: &AppState, request: &StatsRequest) -> Result<Stats, ApiError> {
     let span =
         tracing::info_span!("stats", bucket = ?request.bucket, groups = request.group_by.len());
     let started = std::time::Instant::now();
-    let answer = stats(s.store(), &request, StatsSource::Aggregates)
+    let answer = stats(s.store(), request, StatsSource::Aggregates)
         .instrument(span)
         .await?
         .map_err(|refused| ApiError::bad(ErrorCode::InvalidQuery, refused.to_string()))?;
     metrics::histogram!(crate::telemetry::STATS_SECONDS).record(started.elapsed().as_secs_f64());
-    Ok(Json(answer))
+    Ok(answer)
 }

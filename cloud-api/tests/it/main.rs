@@ -8,6 +8,7 @@
 mod analyze;
 mod azure_mock;
 mod backend;
+mod dashboard;
 mod edge;
 mod feedback;
 mod fleet;

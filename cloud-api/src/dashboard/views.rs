@@ -1,0 +1,512 @@
+//! The pages' HTML. Every function returns markup and does no IO; numbers a test reads carry a
+//! `data-` attribute or an id.
+
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
+use wiko_wire::{
+    Analysis, AnalysisStatus, Device, DeviceState, FeedbackVerdict, GoldenSet, SkuSummary,
+};
+
+use crate::auth::Principal;
+
+/// The sections of the navigation bar.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Live,
+    Results,
+    Golden,
+    Fleet,
+}
+
+impl Section {
+    const ALL: [Section; 5] = [
+        Section::Overview,
+        Section::Live,
+        Section::Results,
+        Section::Golden,
+        Section::Fleet,
+    ];
+
+    fn href(self) -> &'static str {
+        match self {
+            Section::Overview => "/overview",
+            Section::Live => "/live",
+            Section::Results => "/results",
+            Section::Golden => "/golden",
+            Section::Fleet => "/fleet",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Section::Overview => "Overview",
+            Section::Live => "Live",
+            Section::Results => "Results",
+            Section::Golden => "Golden sets",
+            Section::Fleet => "Fleet",
+        }
+    }
+}
+
+/// Who is signed in, and the token their forms carry.
+pub struct Viewer<'a> {
+    pub principal: &'a Principal,
+    pub csrf: &'a str,
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · Wiko" }
+            link rel="stylesheet" href="/assets/style.css";
+        }
+    }
+}
+
+/// A page of the signed-in dashboard.
+pub fn page(title: &str, section: Section, viewer: &Viewer<'_>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body {
+                header.top {
+                    a.brand href="/" { span.mark { "W" } "Wiko " span.sub { "Defect Analyzer" } }
+                    nav {
+                        @for s in Section::ALL {
+                            a href=(s.href()) class=[(s == section).then_some("active")] { (s.label()) }
+                        }
+                    }
+                    div.who {
+                        span.key data-scope=(viewer.principal.scope.as_str()) {
+                            (viewer.principal.name) " · " (viewer.principal.scope.as_str())
+                        }
+                        form method="post" action="/signout" {
+                            input type="hidden" name="csrf" value=(viewer.csrf);
+                            button.link type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+                script src="/assets/app.js" defer {}
+            }
+        }
+    }
+}
+
+/// The sign-in form; `error` after a refused key.
+pub fn signin(csrf: &str, error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Sign in"))
+            body.signin {
+                form.card method="post" action="/signin" {
+                    div.brand { span.mark { "W" } "Wiko " span.sub { "Defect Analyzer" } }
+                    p.muted { "Sign in with a viewer or admin API key." }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    label for="key" { "API key" }
+                    input #key type="password" name="key" autocomplete="current-password" required autofocus;
+                    input type="hidden" name="csrf" value=(csrf);
+                    button.primary type="submit" { "Sign in" }
+                }
+            }
+        }
+    }
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn status_name(s: AnalysisStatus) -> &'static str {
+    match s {
+        AnalysisStatus::Pending => "pending",
+        AnalysisStatus::NotCalibrated => "not calibrated",
+        AnalysisStatus::Provisional => "provisional",
+        AnalysisStatus::Final => "final",
+        AnalysisStatus::Failed => "failed",
+    }
+}
+
+/// NG, OK, or what the part is waiting for.
+fn verdict(a: &Analysis) -> Markup {
+    match a.status {
+        AnalysisStatus::Pending | AnalysisStatus::NotCalibrated | AnalysisStatus::Failed => {
+            html! { span.badge.wait { (status_name(a.status)) } }
+        }
+        _ if a.defect_detected => html! { span.badge.ng { "NG" } },
+        _ => html! { span.badge.ok { "OK" } },
+    }
+}
+
+/// A part's defect types, each once with how many, in the order first found.
+fn defect_kinds(a: &Analysis) -> Vec<(String, usize)> {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for d in &a.defects {
+        let name = d.kind.as_str().replace('_', " ");
+        match kinds.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((name, 1)),
+        }
+    }
+    kinds
+}
+
+fn score(a: &Analysis) -> String {
+    match (a.score, a.score_threshold) {
+        (Some(s), Some(t)) => format!("{s:.3} / {t:.3}"),
+        (Some(s), None) => format!("{s:.3}"),
+        _ => "–".into(),
+    }
+}
+
+/// The filters the results page takes, as the list API names them.
+pub const FILTERS: [(&str, &str); 5] = [
+    ("facility", "Facility"),
+    ("line", "Line"),
+    ("station", "Station"),
+    ("sku", "SKU"),
+    ("device_id", "Device"),
+];
+
+/// The results: filters, a table of parts, and the next page's link.
+pub fn results(value: &dyn Fn(&str) -> String, items: &[Analysis], next: Option<&str>) -> Markup {
+    let detected = value("defect_detected");
+    let defect_type = value("defect_type");
+    html! {
+        form.filters method="get" action="/results" {
+            @for (name, label) in FILTERS {
+                label { span { (label) } input type="text" name=(name) value=(value(name)); }
+            }
+            label { span { "Verdict" }
+                select name="defect_detected" {
+                    option value="" selected[detected.is_empty()] { "Any" }
+                    option value="true" selected[detected == "true"] { "NG" }
+                    option value="false" selected[detected == "false"] { "OK" }
+                }
+            }
+            label { span { "Defect" }
+                select name="defect_type" {
+                    option value="" { "Any" }
+                    @for t in wiko_wire::DefectType::ALL {
+                        option value=(t.as_str()) selected[defect_type == t.as_str()] { (t.as_str().replace('_', " ")) }
+                    }
+                }
+            }
+            label { span { "From (UTC)" } input type="datetime-local" name="since" value=(value("since")); }
+            label { span { "To (UTC)" } input type="datetime-local" name="until" value=(value("until")); }
+            div.actions {
+                button.primary type="submit" { "Apply" }
+                a.button href="/results" { "Clear" }
+            }
+        }
+        p.count { span #result-count { (items.len()) } " parts on this page" }
+        table.grid #results {
+            thead { tr {
+                th { "Image" } th { "Time (UTC)" } th { "Line / station" } th { "SKU" }
+                th { "Part" } th { "Verdict" } th { "Defects" } th.num { "Score / threshold" } th { "Status" }
+            } }
+            tbody {
+                @for a in items {
+                    tr data-id=(a.id) data-verdict=(if a.defect_detected { "ng" } else { "ok" }) {
+                        td.thumb { a href={ "/results/" (a.id) } {
+                            img src={ "/results/" (a.id) "/thumbnail" } alt="part" loading="lazy" width="96" height="54";
+                        } }
+                        td.mono { a href={ "/results/" (a.id) } { (time(a.timestamp)) } }
+                        td { (a.facility) " · " (a.line) " / " (a.station) }
+                        td { (a.product_sku) }
+                        td.mono { (a.part_id.as_deref().unwrap_or("–")) }
+                        td { (verdict(a)) }
+                        td { @for (kind, n) in defect_kinds(a) {
+                            span.tag { (kind) @if n > 1 { " ×" (n) } }
+                        } }
+                        td.num.mono { (score(a)) }
+                        td { (status_name(a.status)) }
+                    }
+                }
+                @if items.is_empty() { tr { td.empty colspan="9" { "No parts match these filters." } } }
+            }
+        }
+        @if let Some(next) = next { p.pager { a.button #next-page href=(next) { "Older parts →" } } }
+    }
+}
+
+/// One part: the image with its defects boxed, the verdict and where it came from.
+pub fn detail(a: &Analysis, csrf: &str) -> Markup {
+    let (w, h) = (a.image_width.max(1), a.image_height.max(1));
+    let stroke = (w.max(h) / 250).max(2);
+    let font = (w.max(h) / 45).max(12);
+    html! {
+        div.detail {
+            figure.part {
+                div.overlay {
+                    img src={ "/results/" (a.id) "/image" } alt="the part";
+                    svg viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" #boxes {
+                        @for (i, d) in a.defects.iter().enumerate() {
+                            @let [x, y, bw, bh] = d.bbox;
+                            g.defect data-type=(d.kind.as_str()) {
+                                title { (i + 1) ": " (d.kind.as_str().replace('_', " ")) " " (format!("{:.0}%", d.confidence * 100.0)) }
+                                rect x=(x) y=(y) width=(bw) height=(bh) stroke-width=(stroke) {}
+                                text x=(x) y=(y.saturating_sub(stroke * 2).max(font)) font-size=(font) { (i + 1) }
+                            }
+                        }
+                    }
+                }
+                figcaption.muted {
+                    label.toggle { input #toggle-boxes type="checkbox" checked; " Defect boxes" }
+                    " · " (a.image_width) " × " (a.image_height) " px · " (a.defects.len()) " defect(s)"
+                }
+            }
+            aside.facts {
+                div.verdict-line { (verdict(a)) span.status { (status_name(a.status)) } }
+                (score_bar(a))
+                table.kv {
+                    tr { th { "Time (UTC)" } td.mono { (time(a.timestamp)) } }
+                    tr { th { "Facility" } td { (a.facility) } }
+                    tr { th { "Line / station" } td { (a.line) " / " (a.station) } }
+                    tr { th { "SKU" } td #sku { (a.product_sku) } }
+                    tr { th { "Part / lot" } td { (a.part_id.as_deref().unwrap_or("–")) " / " (a.lot.as_deref().unwrap_or("–")) } }
+                    tr { th { "Device" } td { (a.device_id.as_deref().unwrap_or("–")) } }
+                    tr { th { "Analyzer" } td #analyzer { (a.analyzer) " " (a.analyzer_version) } }
+                    tr { th { "Model version" } td #model-version { (a.model_version.as_deref().unwrap_or("–")) } }
+                    tr { th { "Latency" } td { (a.latency_ms.map_or("–".into(), |l| format!("{l:.0} ms"))) } }
+                    tr { th { "Recommendation" } td { (a.recommendation) } }
+                    tr { th { "Defect id" } td.mono { (a.defect_id) } }
+                }
+                (feedback(a, csrf))
+            }
+        }
+        h2 { "Defects" }
+        table.grid #defects {
+            thead { tr { th { "#" } th { "Type" } th { "Severity" } th.num { "Confidence" } th { "Box (x, y, w, h)" } th { "Description" } } }
+            tbody {
+                @for (i, d) in a.defects.iter().enumerate() {
+                    tr {
+                        td.mono { (i + 1) }
+                        td { span.tag { (d.kind.as_str().replace('_', " ")) } }
+                        td { (d.severity) }
+                        td.num.mono { (format!("{:.0}%", d.confidence * 100.0)) }
+                        td.mono { (format!("{}, {}, {}, {}", d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3])) }
+                        td { (d.description) }
+                    }
+                }
+                @if a.defects.is_empty() { tr { td.empty colspan="6" { "No defect found." } } }
+            }
+        }
+        @if !a.verdicts.is_empty() {
+            h2 { "Verdicts" }
+            table.grid {
+                thead { tr { th { "Where" } th { "Analyzer" } th { "Model" } th { "Verdict" } th.num { "Score" } th { "Summary" } } }
+                tbody {
+                    @for v in &a.verdicts {
+                        tr {
+                            td { (format!("{:?}", v.source).to_lowercase()) }
+                            td { (v.analyzer) }
+                            td { (v.model.as_deref().unwrap_or("–")) }
+                            td { (match v.defect_detected { Some(true) => "NG", Some(false) => "OK", None => "–" }) }
+                            td.num.mono { (v.score.map_or("–".into(), |s| format!("{s:.3}"))) }
+                            td { (v.summary.as_deref().or(v.error.as_ref().map(|e| e.message.as_str())).unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The latest review and the form to review the verdict (judged parts only).
+fn feedback(a: &Analysis, csrf: &str) -> Markup {
+    let judged = matches!(
+        a.status,
+        AnalysisStatus::Provisional | AnalysisStatus::Final
+    );
+    html! {
+        section.review #feedback {
+            h2 { "Review" }
+            @if let Some(f) = &a.feedback {
+                p.latest #latest-feedback data-verdict=(f.verdict.as_str()) {
+                    span.tag.review { (f.verdict.as_str().replace('_', " ")) }
+                    " by " b { (f.by) } " · " (time(f.at))
+                    @if let Some(c) = &f.comment { br; q { (c) } }
+                }
+            } @else {
+                p.muted { "Not reviewed yet." }
+            }
+            @if judged {
+                form method="post" action={ "/results/" (a.id) "/feedback" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="text" name="comment" placeholder="Comment (optional)" maxlength="1000";
+                    div.verdicts {
+                        @for v in FeedbackVerdict::ALL {
+                            @if v.fits(a.defect_detected) {
+                                button type="submit" name="verdict" value=(v.as_str()) class={ "review-" (v.as_str()) } {
+                                    (match v {
+                                        FeedbackVerdict::Confirmed => "Confirm",
+                                        FeedbackVerdict::FalseNg => "False NG",
+                                        FeedbackVerdict::FalseOk => "False OK",
+                                        FeedbackVerdict::Inconclusive => "Inconclusive",
+                                    })
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The live NG parts: the newest first; the script prepends each new one as it is committed.
+pub fn live(items: &[Analysis]) -> Markup {
+    html! {
+        p.muted #live-status { "Connecting to the live feed…" }
+        table.grid #live {
+            thead { tr { th { "Image" } th { "Time (UTC)" } th { "Line / station" } th { "SKU" } th { "Part" } th { "Verdict" } th { "Defects" } } }
+            tbody {
+                @for a in items {
+                    tr data-id=(a.id) {
+                        td.thumb { a href={ "/results/" (a.id) } { img src={ "/results/" (a.id) "/thumbnail" } alt="part" width="96" height="54"; } }
+                        td.mono { a href={ "/results/" (a.id) } { (time(a.timestamp)) } }
+                        td { (a.facility) " · " (a.line) " / " (a.station) }
+                        td { (a.product_sku) }
+                        td.mono { (a.part_id.as_deref().unwrap_or("–")) }
+                        td { (verdict(a)) }
+                        td { @for (kind, n) in defect_kinds(a) { span.tag { (kind) @if n > 1 { " ×" (n) } } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The score against the threshold, as a bar.
+fn score_bar(a: &Analysis) -> Markup {
+    let (Some(score), Some(threshold)) = (a.score, a.score_threshold) else {
+        return html! { p.muted { "No score." } };
+    };
+    let top = (score.max(threshold) * 1.25).max(f32::EPSILON);
+    let at = |v: f32| (v / top * 300.0).clamp(0.0, 300.0);
+    let over = score > threshold;
+    html! {
+        div.scorebar #score data-score=(score) data-threshold=(threshold) {
+            svg viewBox="0 0 300 28" width="100%" height="28" preserveAspectRatio="none" {
+                rect.track x="0" y="6" width="300" height="14" {}
+                rect class=(if over { "fill ng" } else { "fill ok" }) x="0" y="6" width=(format!("{:.1}", at(score))) height="14" {}
+                line.threshold x1=(format!("{:.1}", at(threshold))) x2=(format!("{:.1}", at(threshold))) y1="1" y2="27" {}
+            }
+            div.legend { span { "score " b.mono { (format!("{score:.3}")) } } span { "threshold " b.mono { (format!("{threshold:.3}")) } } }
+        }
+    }
+}
+
+/// Every SKU with a golden set.
+pub fn golden_index(skus: &[SkuSummary]) -> Markup {
+    html! {
+        table.grid #skus {
+            thead { tr { th { "SKU" } th.num { "Golden images" } th { "Active model" } th { "Method" } th.num { "Threshold" } th.num { "False-reject target" } th.num { "Trained on" } } }
+            tbody {
+                @for s in skus {
+                    tr data-sku=(s.sku) {
+                        td { a href={ "/golden/" (s.sku) } { (s.sku) } }
+                        td.num.mono.samples { (s.samples) }
+                        @if let Some(m) = &s.model {
+                            td.version { (m.version) }
+                            td { (m.method) }
+                            td.num.mono { (format!("{:.3}", m.threshold)) }
+                            td.num.mono { (format!("{:.1}%", m.false_reject_rate * 100.0)) }
+                            td.num.mono { (m.trained_on) }
+                        } @else {
+                            td.version { "none yet" } td {} td {} td {} td {}
+                        }
+                    }
+                }
+                @if skus.is_empty() { tr { td.empty colspan="7" { "No golden sets yet: upload good parts with POST /api/v1/skus/{sku}/golden." } } }
+            }
+        }
+    }
+}
+
+/// One SKU's golden set and its active model.
+pub fn golden_set(set: &GoldenSet) -> Markup {
+    html! {
+        @if let Some(m) = &set.model {
+            dl.stats #model {
+                div { dt { "Active model" } dd.version { (m.version) } }
+                div { dt { "Method" } dd { (m.method) } }
+                div { dt { "Threshold" } dd.mono { (format!("{:.3}", m.threshold)) } }
+                div { dt { "False-reject target" } dd.mono { (format!("{:.1}%", m.false_reject_rate * 100.0)) } }
+                div { dt { "Trained on" } dd.mono { (m.trained_on) " images" } }
+            }
+        } @else {
+            p.muted { "No model yet: a model is fitted once the set holds five images." }
+        }
+        h2 { span #sample-count { (set.samples.len()) } " golden images" }
+        div.gallery {
+            @for g in &set.samples {
+                figure {
+                    img src={ "/golden/" (set.sku) "/" (g.digest) } alt="golden sample" loading="lazy";
+                    figcaption.mono { (g.digest.get(..12).unwrap_or(&g.digest)) " · " (time(g.added_at)) }
+                }
+            }
+        }
+    }
+}
+
+fn state_badge(state: DeviceState) -> Markup {
+    let class = match state {
+        DeviceState::Ok => "badge ok",
+        DeviceState::Behind | DeviceState::Degraded => "badge warn",
+        DeviceState::CameraFailed | DeviceState::Silent => "badge ng",
+    };
+    html! { span class=(class) { (state.as_str().replace('_', " ")) } }
+}
+
+fn age(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "never".into(),
+        Some(s) if s < 120.0 => format!("{s:.0} s ago"),
+        Some(s) if s < 7200.0 => format!("{:.0} min ago", s / 60.0),
+        Some(s) => format!("{:.1} h ago", s / 3600.0),
+    }
+}
+
+/// The fleet: every device, its state and last signs of life.
+pub fn fleet(devices: &[Device], now: DateTime<Utc>) -> Markup {
+    html! {
+        dl.stats {
+            @for state in DeviceState::ALL {
+                div data-state=(state.as_str()) {
+                    dt { (state.as_str().replace('_', " ")) }
+                    dd.mono { (devices.iter().filter(|d| d.state == state).count()) }
+                }
+            }
+        }
+        table.grid #devices {
+            thead { tr {
+                th { "Device" } th { "Facility · line / station" } th { "State" } th { "Heartbeat" }
+                th { "Last frame" } th { "Version" } th.num { "Unsynced" } th.num { "Dead letters" } th { "Cameras" }
+            } }
+            tbody {
+                @for d in devices {
+                    @let hb = d.heartbeat.as_ref();
+                    tr data-device=(d.device_id) {
+                        td.mono { (d.device_id) }
+                        td { (d.facility) " · " (d.line) " / " (d.station) }
+                        td { (state_badge(d.state)) }
+                        td { (age(d.heartbeat_age_seconds)) }
+                        td { (age(d.last_frame_at.map(|t| (now - t).num_milliseconds() as f64 / 1000.0))) }
+                        td.mono { (hb.map_or("–", |h| h.version.as_str())) }
+                        td.num.mono { (hb.map_or("–".into(), |h| h.buffer.frames.to_string())) }
+                        td.num.mono { (hb.map_or(0, |h| h.dead_letters.len())) }
+                        td { @for c in hb.map(|h| h.cameras.as_slice()).unwrap_or_default() { span.tag { (c.name) } } }
+                    }
+                }
+                @if devices.is_empty() { tr { td.empty colspan="9" { "No device has sent a frame or heartbeat yet." } } }
+            }
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The dashboard at `/`: nothing but the sign-in page and its stylesheet without a session;
+//! sign-in with a viewer or admin key (not a device key) gives an `HttpOnly`, `SameSite=Strict`
+//! cookie; forms without their CSRF token are refused with `csrf_rejected`; a revoked key ends
+//! its sessions; the pages show the stored parts, golden sets and devices.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wiko_synth::SynthDefect;
+
+use crate::harness::*;
+
+/// One answer: status, headers, body text.
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn location(&self) -> Option<&str> {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The `Set-Cookie` lines.
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The value `name` is set to (`name=value; …`).
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|c| {
+            let (pair, _) = c.split_once(';')?;
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
+    }
+
+    /// The value of the form's hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let at = self.text.find("name=\"csrf\" value=\"").unwrap() + 19;
+        self.text[at..].split('"').next().unwrap().to_string()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+}
+
+async fn call(h: &Harness, method: &str, uri: &str, cookie: &str, form: Option<&str>) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if !cookie.is_empty() {
+        req = req.header(header::COOKIE, cookie);
+    }
+    let body = match form {
+        Some(f) => {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Body::from(f.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = wiko_cloud::app(h.state.clone())
+        .oneshot(req.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap()
+}
+
+/// Signs in with `key`: the session cookie (`wiko_session=…`) and the sign-in answer.
+async fn sign_in(h: &Harness, key: &str) -> (Option<String>, Answer) {
+    let page = call(h, "GET", "/signin", "", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let nonce = page.cookie("wiko_signin").unwrap();
+    let answer = call(
+        h,
+        "POST",
+        "/signin",
+        &format!("wiko_signin={nonce}"),
+        Some(&form(&[("key", key), ("csrf", &page.csrf())])),
+    )
+    .await;
+    let session = answer
+        .cookie("wiko_session")
+        .map(|v| format!("wiko_session={v}"));
+    (session, answer)
+}
+
+#[tokio::test]
+async fn nothing_but_the_sign_in_page_is_served_without_a_session() {
+    let h = harness().await;
+    for uri in [
+        "/",
+        "/results",
+        "/fleet",
+        "/golden",
+        "/assets/app.js",
+        "/overview",
+        "/live",
+        "/live/events",
+        "/results/0190a5a4-0000-7000-8000-000000000000/image",
+    ] {
+        let a = call(&h, "GET", uri, "", None).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{uri}");
+        assert_eq!(a.location(), Some("/signin"), "{uri}");
+    }
+    let forged = call(
+        &h,
+        "GET",
+        "/results",
+        "wiko_session=djF8Y29uZmlnOnY.AAAA",
+        None,
+    )
+    .await;
+    assert_eq!(forged.location(), Some("/signin"));
+    let style = call(&h, "GET", "/assets/style.css", "", None).await;
+    assert_eq!(style.status, StatusCode::OK);
+    assert_eq!(
+        style.headers[header::CACHE_CONTROL],
+        "private, max-age=3600"
+    );
+    let signin = call(&h, "GET", "/signin", "", None).await;
+    assert!(signin.text.contains("<form"), "{}", signin.text);
+    assert!(
+        signin.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    // The API's key rules are unchanged: no key, no results.
+    let (status, _) = request(
+        &h,
+        Request::builder()
+            .uri("/api/v1/analyses")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_viewer_key_signs_in_a_device_key_does_not_and_forms_need_their_token() {
+    let h = harness().await;
+    let (session, answer) = sign_in(&h, VIEWER).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.location(), Some("/"));
+    let set = answer
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("wiko_session="))
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "not configured: {set}");
+    let session = session.unwrap();
+    let page = call(&h, "GET", "/results", &session, None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("v · viewer"), "the key's name and scope");
+
+    let (none, refused) = sign_in(&h, DEVICE).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(none.is_none());
+    assert!(refused.text.contains("device key cannot sign in"));
+    let (none, refused) = sign_in(&h, "not-a-key-at-all-000").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(none.is_none());
+
+    // The sign-in form's token is bound to its nonce cookie.
+    let no_token = call(
+        &h,
+        "POST",
+        "/signin",
+        "wiko_signin=00112233445566778899aabbccddeeff",
+        Some(&form(&[("key", VIEWER)])),
+    )
+    .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    assert_eq!(no_token.json()["error"]["code"], "csrf_rejected");
+
+    // Signing out needs the session's token; another session's is refused.
+    let (other, _) = sign_in(&h, ADMIN).await;
+    let other_token = call(&h, "GET", "/results", &other.unwrap(), None)
+        .await
+        .csrf();
+    for body in ["", &form(&[("csrf", &other_token)])] {
+        let a = call(&h, "POST", "/signout", &session, Some(body)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(a.json()["error"]["code"], "csrf_rejected");
+    }
+    let out = call(
+        &h,
+        "POST",
+        "/signout",
+        &session,
+        Some(&form(&[("csrf", &page.csrf())])),
+    )
+    .await;
+    assert_eq!(out.location(), Some("/signin"));
+    assert!(out.set_cookies()[0].starts_with("wiko_session=; "));
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_sessions() {
+    let h = harness().await;
+    let (status, created) = post_json(
+        &h,
+        "/api/v1/keys",
+        ADMIN,
+        json!({"name": "shift-lead", "scope": "viewer"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let key = created["key"].as_str().unwrap();
+    let prefix = created["info"]["prefix"].as_str().unwrap();
+    let (session, _) = sign_in(&h, key).await;
+    let session = session.unwrap();
+    assert_eq!(
+        call(&h, "GET", "/fleet", &session, None).await.status,
+        StatusCode::OK
+    );
+    let (status, _) =
+        crate::harness::call(&h, "DELETE", &format!("/api/v1/keys/{prefix}"), ADMIN).await;
+    assert_eq!(status, StatusCode::OK);
+    // What every replica's keyring does within a second.
+    h.state
+        .keyring
+        .reload(h.state.intake.storage.records.as_ref())
+        .await
+        .unwrap();
+    let after = call(&h, "GET", "/fleet", &session, None).await;
+    assert_eq!(after.location(), Some("/signin"));
+}
+
+#[tokio::test]
+async fn the_pages_show_the_stored_parts_golden_sets_and_devices() {
+    let h = harness().await;
+    let golden: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 50_000 + seed)).collect();
+    let (status, body) = upload_golden(&h, "/api/v1/skus/WK-KN-200/golden", &golden).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, ng) = analyze(&h, part_jpeg(Some(SynthDefect::Rust), 90_002)).await;
+    assert_eq!(ng["defect_detected"], true, "{ng}");
+    let (_, ok) = analyze(&h, part_jpeg(None, 50_001)).await;
+    assert_eq!(ok["defect_detected"], false, "{ok}");
+    let ng_id = ng["id"].as_str().unwrap();
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+
+    let all = call(&h, "GET", "/results", &session, None).await;
+    assert!(
+        all.text.contains("<span id=\"result-count\">2</span>"),
+        "{}",
+        all.text
+    );
+    assert!(
+        all.text
+            .contains(&format!("data-id=\"{ng_id}\" data-verdict=\"ng\""))
+    );
+    // The filter form's empty fields are left out; a datetime-local value is UTC.
+    let only_ng = call(
+        &h,
+        "GET",
+        "/results?facility=&defect_detected=true&since=2000-01-01T00%3A00&limit=1",
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(only_ng.status, StatusCode::OK, "{}", only_ng.text);
+    assert!(only_ng.text.contains("<span id=\"result-count\">1</span>"));
+    assert!(!only_ng.text.contains(ok["id"].as_str().unwrap()));
+    let paged = call(&h, "GET", "/results?limit=1", &session, None).await;
+    assert!(
+        paged.text.contains("id=\"next-page\""),
+        "a cursor to the next page"
+    );
+    let bad = call(&h, "GET", "/results?colour=red", &session, None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["error"]["code"], "invalid_query");
+
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &session, None).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    let boxes = ng["defects"].as_array().unwrap().len();
+    assert!(boxes > 0);
+    assert_eq!(detail.text.matches("<g class=\"defect\"").count(), boxes);
+    assert!(detail.text.contains(&format!(
+        "<td id=\"model-version\">{}</td>",
+        ng["model_version"].as_str().unwrap()
+    )));
+    let image = call(
+        &h,
+        "GET",
+        &format!("/results/{ng_id}/image"),
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(image.status, StatusCode::OK);
+    assert_eq!(image.headers[header::CONTENT_TYPE], "image/jpeg");
+
+    let skus = call(&h, "GET", "/golden", &session, None).await;
+    assert!(
+        skus.text.contains("<td class=\"num mono samples\">6</td>"),
+        "{}",
+        skus.text
+    );
+    let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
+    assert!(set.text.contains("<span id=\"sample-count\">6</span>"));
+    assert!(set.text.contains("<dd class=\"version\">v1</dd>"));
+
+    // The Overview counts this shift's parts from the hourly aggregates.
+    let overview = call(&h, "GET", "/overview?range=shift&facility=", &session, None).await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.text);
+    assert!(
+        overview.text.contains("id=\"kpi-parts\">2<"),
+        "{}",
+        overview.text
+    );
+    assert!(overview.text.contains("id=\"kpi-ng\">1<"));
+    assert!(overview.text.contains("id=\"p-chart\""));
+    let live = call(&h, "GET", "/live", &session, None).await;
+    assert!(live.text.contains(&format!("data-id=\"{ng_id}\"")));
+    assert!(
+        !live.text.contains(ok["id"].as_str().unwrap()),
+        "NG parts only"
+    );
+
+    // A review from the part's page, with the page's token; none without it.
+    let uri = format!("/results/{ng_id}/feedback");
+    let token = detail.csrf();
+    let refused = call(
+        &h,
+        "POST",
+        &uri,
+        &session,
+        Some(&form(&[("verdict", "confirmed")])),
+    )
+    .await;
+    assert_eq!(refused.json()["error"]["code"], "csrf_rejected");
+    let body = form(&[
+        ("csrf", &token),
+        ("verdict", "confirmed"),
+        ("comment", "seen"),
+    ]);
+    let reviewed = call(&h, "POST", &uri, &session, Some(&body)).await;
+    assert_eq!(reviewed.status, StatusCode::SEE_OTHER, "{}", reviewed.text);
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &session, None).await;
+    assert!(
+        detail.text.contains("data-verdict=\"confirmed\""),
+        "{}",
+        detail.text
+    );
+    let (_, capability) = get_json(&h, "/api/v1/capability?sku=WK-KN-200").await;
+    assert_eq!(capability["true_positives"], 1, "{capability}");
+
+    let fleet = call(&h, "GET", "/fleet", &session, None).await;
+    assert_eq!(fleet.status, StatusCode::OK);
+    assert!(fleet.text.contains("id=\"devices\""));
+}
