@@ -105,7 +105,7 @@ async fn a_backup_taken_while_serving_restores_every_result_and_image() {
         "restored parts analysed",
         || async {
             let all = cloud.analyses().await.ok()?;
-            all.iter().all(|a| a["status"] != "pending").then_some(all)
+            all.iter().all(wiko_e2e::judged_by_cloud).then_some(all)
         },
     )
     .await

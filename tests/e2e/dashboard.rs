@@ -47,6 +47,7 @@ fn frame_meta(
         captured_at: chrono::Utc::now(),
         seq: seq as u64 + 1,
         image_blake3: wiko_wire::frame::image_digest(image),
+        edge: None,
     }
 }
 
@@ -117,7 +118,7 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
     let (parts, ng_frame) = send_parts(&cloud, &dir.path().join("parts")).await;
     let analyses = wait_until(Duration::from_secs(60), "every part judged", || async {
         let all = cloud.analyses().await.ok()?;
-        (all.len() == parts && all.iter().all(|a| a["status"] != "pending")).then_some(all)
+        (all.len() == parts && all.iter().all(wiko_e2e::judged_by_cloud)).then_some(all)
     })
     .await
     .unwrap();

@@ -22,7 +22,7 @@ async fn two_hundred_parts_arrive_once_with_one_result_each_and_one_alert_per_ng
 
     let analyses = wait_until(Duration::from_secs(180), "200 analysed parts", || async {
         let all = cloud.analyses().await.ok()?;
-        (all.len() >= 200 && all.iter().all(|a| a["status"] != "pending")).then_some(all)
+        (all.len() >= 200 && all.iter().all(wiko_e2e::judged_by_cloud)).then_some(all)
     })
     .await
     .unwrap_or_else(|e| {

@@ -32,7 +32,7 @@ async fn results_and_alerts_go_through_an_external_mosquitto() {
     let agent = Agent::start(&agent_dir, http).await.unwrap();
     let analyses = wait_until(Duration::from_secs(120), "60 analysed parts", || async {
         let all = cloud.analyses().await.ok()?;
-        (all.len() >= 60 && all.iter().all(|a| a["status"] != "pending")).then_some(all)
+        (all.len() >= 60 && all.iter().all(wiko_e2e::judged_by_cloud)).then_some(all)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));

@@ -57,7 +57,7 @@ async fn assert_all_analysed_once(cloud: &Cloud, agent: &Agent, sub: &Subscriber
     let analyses = wait_until(Duration::from_secs(180), "every part analysed", || async {
         let all = cloud.analyses().await.ok()?;
         let drained = agent.health().await?.buffer.frames == 0;
-        (all.len() >= n && drained && all.iter().all(|a| a["status"] != "pending")).then_some(all)
+        (all.len() >= n && drained && all.iter().all(wiko_e2e::judged_by_cloud)).then_some(all)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));

@@ -36,6 +36,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether the cloud has judged a result (a JSON analysis): neither pending nor provisional
+/// on the agent's own verdict alone (edge analysis).
+pub fn judged_by_cloud(analysis: &Value) -> bool {
+    match analysis["status"].as_str() {
+        Some("pending") => false,
+        Some("provisional") => analysis["verdicts"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["source"] != "edge")),
+        _ => true,
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
