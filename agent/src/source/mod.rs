@@ -18,7 +18,8 @@ pub mod http_snapshot;
 pub mod rtsp;
 pub mod synthetic;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,6 +31,40 @@ use uuid::Uuid;
 use wiko_wire::{CameraStatus, TriggerOutcome};
 
 use crate::buffer::{Buffer, BufferError, NewFrame};
+
+/// How often a full buffer is logged at most: at 20 frames/s a line per frame would flood the
+/// journal (the metrics count every frame).
+const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Frames evicted, and frames refused, since the last line that said so.
+static EVICTED: Throttled = Throttled::new();
+static REFUSED: Throttled = Throttled::new();
+
+/// A count logged at most once per [`FULL_LOG_EVERY`], with what happened since its last line.
+struct Throttled {
+    since_line: AtomicU64,
+    last_line: Mutex<Option<Instant>>,
+}
+
+impl Throttled {
+    const fn new() -> Throttled {
+        Throttled {
+            since_line: AtomicU64::new(0),
+            last_line: Mutex::new(None),
+        }
+    }
+
+    /// Adds `n`; the count to log when a line is due.
+    fn add(&self, n: u64, now: Instant) -> Option<u64> {
+        self.since_line.fetch_add(n, Ordering::Relaxed);
+        let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.saturating_duration_since(t) < FULL_LOG_EVERY) {
+            return None;
+        }
+        *last = Some(now);
+        Some(self.since_line.swap(0, Ordering::Relaxed))
+    }
+}
 use crate::config::{CameraConfig, SourceConfig};
 use crate::sync::Backoff;
 use crate::telemetry as names;
@@ -375,26 +410,34 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 }
                 if inserted.evicted > 0 {
                     metrics::counter!(names::BUFFER_EVICTIONS_TOTAL).increment(inserted.evicted);
-                    warn!(
-                        evicted = inserted.evicted,
-                        disk_low = inserted.disk_low,
-                        "buffer full: evicted the oldest unsynced frames"
-                    );
+                    if let Some(evicted) = EVICTED.add(inserted.evicted, Instant::now()) {
+                        warn!(
+                            evicted,
+                            disk_low = inserted.disk_low,
+                            "buffer full: evicted the oldest unsynced frames (count since the last such line)"
+                        );
+                    }
                 }
                 ctx.wake.notify_one();
                 Some(frame_id)
             }
             Ok(Err(BufferError::Full { needed, max })) => {
                 metrics::counter!(names::BUFFER_REJECTED_TOTAL).increment(1);
-                warn!(
-                    needed,
-                    max, "buffer full: frame refused (when_full = reject_new)"
-                );
+                if let Some(refused) = REFUSED.add(1, Instant::now()) {
+                    warn!(
+                        needed,
+                        max,
+                        refused,
+                        "buffer full: frames refused (when_full = reject_new; count since the last such line)"
+                    );
+                }
                 None
             }
             Ok(Err(e @ BufferError::DiskLow { .. })) => {
                 metrics::counter!(names::BUFFER_REJECTED_TOTAL).increment(1);
-                warn!(error = %e, "disk low: frame refused");
+                if let Some(refused) = REFUSED.add(1, Instant::now()) {
+                    warn!(error = %e, refused, "disk low: frames refused (count since the last such line)");
+                }
                 None
             }
             Ok(Err(e)) => {

@@ -287,3 +287,14 @@ fn credentials_in_a_url_are_not_logged() {
         "http://10.0.0.5/snap.jpg"
     );
 }
+
+#[test]
+fn a_full_buffer_is_logged_once_per_interval_with_the_count_since() {
+    let log = Throttled::new();
+    let t0 = Instant::now();
+    assert_eq!(log.add(2, t0), Some(2));
+    assert_eq!(log.add(1, t0 + Duration::from_secs(1)), None);
+    assert_eq!(log.add(3, t0 + Duration::from_secs(9)), None);
+    assert_eq!(log.add(1, t0 + FULL_LOG_EVERY), Some(5));
+    assert_eq!(log.add(1, t0 + FULL_LOG_EVERY), None);
+}
