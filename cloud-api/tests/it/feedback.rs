@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
-use wiko_wire::{AnalysisStatus, DefectType};
+use wiko_wire::AnalysisStatus;
 
 use crate::harness::*;
-use crate::stats::{defect, outcome, part};
+use crate::stats::{completed, outcome, part};
 
 #[tokio::test]
 async fn reviews_are_stored_shown_filtered_audited_and_counted() {
@@ -19,17 +19,7 @@ async fn reviews_are_stored_shown_filtered_audited_and_counted() {
     let mut ng = Vec::new();
     let mut ok = Vec::new();
     for n in 0..5 {
-        let id = part(&storage, n, "polish", "WK-KN-200", now).await;
-        let defects = if n < 2 {
-            vec![defect(DefectType::Chip)]
-        } else {
-            Vec::new()
-        };
-        storage
-            .records
-            .complete(id, outcome(AnalysisStatus::Final, defects))
-            .await
-            .unwrap();
+        let id = completed(&storage, n, n < 2).await;
         if n < 2 { ng.push(id) } else { ok.push(id) }
     }
     let failed = part(&storage, 9, "polish", "WK-KN-200", now).await;

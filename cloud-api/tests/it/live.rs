@@ -8,12 +8,9 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use uuid::Uuid;
-use wiko_cloud::store::Storage;
-use wiko_wire::{AnalysisStatus, DefectType};
 
 use crate::harness::*;
-use crate::stats::{defect, outcome, part};
+use crate::stats::completed;
 
 /// A connected client: the response body, and what was read of it.
 struct Client {
@@ -72,21 +69,6 @@ impl Client {
             }
         }
     }
-}
-
-async fn completed(storage: &Storage, n: u32, ng: bool) -> Uuid {
-    let id = part(storage, n, "polish", "WK-KN-200", chrono::Utc::now()).await;
-    let defects = if ng {
-        vec![defect(DefectType::Chip)]
-    } else {
-        Vec::new()
-    };
-    storage
-        .records
-        .complete(id, outcome(AnalysisStatus::Final, defects))
-        .await
-        .unwrap();
-    id
 }
 
 const WAIT: Duration = Duration::from_secs(3);

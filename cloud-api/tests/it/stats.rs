@@ -77,6 +77,22 @@ pub fn outcome(status: AnalysisStatus, defects: Vec<Defect>) -> Outcome {
     }
 }
 
+/// A part at the polish station completed now, NG (one chip) or OK.
+pub async fn completed(storage: &Storage, n: u32, ng: bool) -> Uuid {
+    let id = part(storage, n, "polish", "WK-KN-200", Utc::now()).await;
+    let defects = if ng {
+        vec![defect(DefectType::Chip)]
+    } else {
+        Vec::new()
+    };
+    storage
+        .records
+        .complete(id, outcome(AnalysisStatus::Final, defects))
+        .await
+        .unwrap();
+    id
+}
+
 fn request(group_by: Vec<StatsDimension>, bucket: StatsBucket, filter: ListFilter) -> StatsRequest {
     let now = Utc::now();
     StatsRequest {
@@ -241,19 +257,8 @@ async fn the_hourly_aggregates_match_a_scan_of_the_results_after_many_completion
 async fn the_stats_route_answers_a_viewer_and_refuses_what_it_cannot_count() {
     let h = harness().await;
     let storage = h.state.intake.storage.clone();
-    let now = Utc::now();
     for (n, ng) in [(1, true), (2, false), (3, false), (4, false)] {
-        let id = part(&storage, n, "polish", "WK-KN-200", now).await;
-        let defects = if ng {
-            vec![defect(DefectType::Chip)]
-        } else {
-            Vec::new()
-        };
-        storage
-            .records
-            .complete(id, outcome(AnalysisStatus::Final, defects))
-            .await
-            .unwrap();
+        completed(&storage, n, ng).await;
     }
     let (s, body) = get_json(&h, "/api/v1/stats?group_by=station,defect_type&bucket=hour").await;
     assert_eq!(s, StatusCode::OK, "{body}");
