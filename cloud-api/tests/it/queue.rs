@@ -234,18 +234,9 @@ async fn replicas_sharing_a_store_publish_each_event_once() {
 
 fn frame(device: &str, seq: u64, image: &Image) -> Origin {
     Origin::Frame(wiko_wire::FrameMeta {
-        frame_id: Uuid::now_v7(),
         device_id: device.into(),
-        facility: "yangjiang".into(),
-        line: "l1".into(),
-        station: "grinding".into(),
-        sku: "WK-KN-200".into(),
-        part_id: None,
-        lot: None,
-        captured_at: chrono::Utc::now(),
         seq,
-        image_blake3: image.blake3.clone(),
-        edge: None,
+        ..crate::harness::meta(Uuid::now_v7(), &image.bytes)
     })
 }
 
