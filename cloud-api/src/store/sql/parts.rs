@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
 use wiko_wire::{
-    Analysis, AnalysisStatus, CostRow, Defect, EdgeVerdict, Feedback, FeedbackVerdict,
-    IngestOutcome, VerdictSource,
+    Analysis, AnalysisStatus, CostRow, Defect, Feedback, FeedbackVerdict, IngestOutcome,
+    VerdictSource,
 };
 
 use super::{
@@ -165,14 +165,33 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
     let id = Uuid::now_v7();
     let now = Utc::now();
     let o = &n.origin;
+    let edge = frame.and_then(|f| f.edge.as_ref());
+    // A frame the agent judged is its provisional result at once; any other is pending.
+    let (status, recommendation, verdicts) = match edge {
+        Some(e) => (
+            AnalysisStatus::Provisional,
+            if e.defect_detected {
+                "reject (edge verdict; the cloud's follows)"
+            } else {
+                "accept (edge verdict; the cloud's follows)"
+            },
+            serde_json::to_string(&[e.verdict()]).map_err(json_error)?,
+        ),
+        None => (AnalysisStatus::Pending, "", "[]".to_string()),
+    };
+    let defects = match edge {
+        Some(e) => serde_json::to_string(&e.defects).map_err(json_error)?,
+        None => "[]".to_string(),
+    };
     c.execute(
         &format!(
             "INSERT INTO analyses (id, defect_id, timestamp, facility, line, station, product_sku,
-                part_id, lot, device_id, frame_id, seq, status, defect_detected, defects,
-                recommendation, analyzer, analyzer_version, image_key, image_blake3, image_width,
-                image_height, created_at)
+                part_id, lot, device_id, frame_id, seq, status, defect_detected, defects, score,
+                score_threshold, recommendation, analyzer, analyzer_version, model_version,
+                latency_ms, verdicts, image_key, image_blake3, image_width, image_height,
+                created_at)
              VALUES {}",
-            list(23)
+            list(28)
         ),
         args![
             id,
@@ -187,12 +206,17 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
             frame.map(|f| f.device_id.clone()),
             frame.map(|f| f.frame_id),
             frame.map(|f| f.seq as i64),
-            status_str(AnalysisStatus::Pending),
-            false,
-            Arg::Json("[]".into()),
+            status_str(status),
+            edge.is_some_and(|e| e.defect_detected),
+            Arg::Json(defects),
+            edge.map(|e| e.score),
+            edge.map(|e| e.score_threshold),
+            recommendation,
+            if edge.is_some() { "golden" } else { "" },
             "",
-            "",
-            "",
+            edge.map(|e| e.model_version.as_str()),
+            Arg::Real(edge.map(|e| e.latency_ms)),
+            Arg::Json(verdicts),
             n.image_key.0.as_str(),
             n.image_blake3.as_str(),
             i64::from(n.image_width),
@@ -201,6 +225,9 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
         ],
     )
     .await?;
+    if let Some(e) = edge {
+        index_defects(c, id, &e.defects).await?;
+    }
     if let (Some(frame), Some(meta_json)) = (frame, meta_json) {
         c.execute(
             "INSERT INTO frames (frame_id, analysis_id, device_id, seq, meta_json, received_at)
@@ -254,43 +281,7 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
         args![id, after(n.run_after), device, turn],
     )
     .await?;
-    if let Some(edge) = frame.and_then(|f| f.edge.as_ref()) {
-        provisional_from_edge(c, id, edge).await?;
-    }
     Ok((IngestOutcome::Created, id))
-}
-
-/// Makes a new analysis the agent's provisional result.
-async fn provisional_from_edge(
-    c: &mut dyn Conn,
-    id: Uuid,
-    edge: &EdgeVerdict,
-) -> Result<(), StoreError> {
-    c.execute(
-        "UPDATE analyses SET status = ?, defect_detected = ?, defects = ?, score = ?,
-            score_threshold = ?, recommendation = ?, analyzer = ?, model_version = ?,
-            latency_ms = ?, verdicts = ?
-         WHERE id = ?",
-        args![
-            status_str(AnalysisStatus::Provisional),
-            edge.defect_detected,
-            Arg::Json(serde_json::to_string(&edge.defects).map_err(json_error)?),
-            Some(edge.score),
-            Some(edge.score_threshold),
-            if edge.defect_detected {
-                "reject (edge verdict; the cloud's follows)"
-            } else {
-                "accept (edge verdict; the cloud's follows)"
-            },
-            "golden",
-            edge.model_version.as_str(),
-            edge.latency_ms,
-            Arg::Json(serde_json::to_string(&[edge.verdict()]).map_err(json_error)?),
-            id,
-        ],
-    )
-    .await?;
-    index_defects(c, id, &edge.defects).await
 }
 
 /// Whether the local analyzer is still to judge this analysis: it is pending, or provisional
