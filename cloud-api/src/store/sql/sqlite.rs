@@ -52,6 +52,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_indexes_for_turns_and_defects.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_jobs_write_fewer_indexes.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
