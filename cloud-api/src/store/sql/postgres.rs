@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "indexes for fair turns and defects",
         include_str!("../../../migrations/postgres/0007_indexes_for_turns_and_defects.sql"),
     ),
+    (
+        9,
+        "remote deployment windows",
+        include_str!("../../../migrations/postgres/0009_remote_windows.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.

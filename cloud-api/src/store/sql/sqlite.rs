@@ -52,6 +52,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_indexes_for_turns_and_defects.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_remote_windows.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
