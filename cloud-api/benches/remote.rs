@@ -28,7 +28,6 @@ use wiko_synth::SynthDefect;
 const DEVICE: &str = "bench-device-key-000000001";
 const ADMIN: &str = "bench-admin-key-0000000001";
 const VIEWER: &str = "bench-viewer-key-000000001";
-const BOUNDARY: &str = "wikoBenchBoundary7MA4YWxk";
 
 #[derive(Parser)]
 struct Args {
@@ -114,21 +113,20 @@ async fn serve_cloud(dir: &std::path::Path, endpoint: &str, a: &Args) -> String 
     url
 }
 
-fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, ctype, bytes) in parts {
-        body.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
-        );
-        if *name == "image" {
-            body.extend_from_slice(b"; filename=\"x.jpg\"");
-        }
-        body.extend_from_slice(format!("\r\nContent-Type: {ctype}\r\n\r\n").as_bytes());
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
+/// A multipart form of images (field `image`) and text fields.
+fn form(images: &[&[u8]], fields: &[(&'static str, String)]) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new();
+    for image in images {
+        let part = reqwest::multipart::Part::bytes(image.to_vec())
+            .file_name("x.jpg")
+            .mime_str("image/jpeg")
+            .expect("a MIME type");
+        form = form.part("image", part);
     }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
+    for (name, value) in fields {
+        form = form.text(*name, value.clone());
+    }
+    form
 }
 
 fn knife(defect: Option<SynthDefect>, seed: u64) -> Vec<u8> {
@@ -194,21 +192,12 @@ async fn main() {
     let url = serve_cloud(dir.path(), &endpoint, &a).await;
     let client = reqwest::Client::new();
 
-    let good: Vec<(&str, &str, Vec<u8>)> = (0..8)
-        .map(|i| ("image", "image/jpeg", knife(None, 40_000 + i)))
-        .collect();
-    let parts: Vec<_> = good
-        .iter()
-        .map(|(n, c, b)| (*n, *c, b.as_slice()))
-        .collect();
+    let good: Vec<Vec<u8>> = (0..8).map(|i| knife(None, 40_000 + i)).collect();
+    let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
     let fitted = client
         .post(format!("{url}/api/v1/skus/WK-KN-200/golden"))
         .header("x-api-key", ADMIN)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(multipart(&parts))
+        .multipart(form(&good, &[]))
         .send()
         .await
         .expect("golden upload");
@@ -240,24 +229,21 @@ async fn main() {
             for i in 0..(u64::from(rate) * secs) as usize {
                 tick.tick().await;
                 let image = &images[(i * 7 + s * 13) % images.len()];
-                let station = format!("st{s}");
-                let body = multipart(&[
-                    ("image", "image/jpeg", image),
-                    ("product_sku", "text/plain", b"WK-KN-200"),
-                    ("facility", "text/plain", b"yangjiang"),
-                    ("station", "text/plain", station.as_bytes()),
-                ]);
+                let body = form(
+                    &[image],
+                    &[
+                        ("product_sku", "WK-KN-200".into()),
+                        ("facility", "yangjiang".into()),
+                        ("station", format!("st{s}")),
+                    ],
+                );
                 let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
                 requests.push(tokio::spawn(async move {
                     let at = Instant::now();
                     let response = client
                         .post(format!("{url}/api/v1/analyze"))
                         .header("x-api-key", DEVICE)
-                        .header(
-                            "content-type",
-                            format!("multipart/form-data; boundary={BOUNDARY}"),
-                        )
-                        .body(body)
+                        .multipart(body)
                         .send()
                         .await;
                     if let Ok(r) = response
