@@ -40,7 +40,8 @@ struct Args {
     /// Seconds the stations send.
     #[arg(long, default_value_t = 60)]
     secs: u64,
-    /// The deployment's requests per minute (shared budget, 10 s windows).
+    /// The deployment's requests per minute (shared budget, 10 s windows), measured after a
+    /// baseline run without one.
     #[arg(long, default_value_t = 600)]
     deployment_rpm: u64,
     /// Remote workers (each holds one call at a time).
@@ -84,7 +85,13 @@ async fn fake_remote(arrivals: Arrivals) -> String {
     endpoint
 }
 
-async fn serve_cloud(dir: &std::path::Path, endpoint: &str, a: &Args) -> String {
+async fn serve_cloud(
+    dir: &std::path::Path,
+    endpoint: &str,
+    a: &Args,
+    rpm: u64,
+    stop: tokio_util::sync::CancellationToken,
+) -> String {
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n\
          [auth.limits]\nrequests_per_second_per_key = 1000000\nrequests_per_second_per_address = 1000000\n\
@@ -96,14 +103,14 @@ async fn serve_cloud(dir: &std::path::Path, endpoint: &str, a: &Args) -> String 
          deployment_requests_per_minute = {rpm}\ndeployment_window_secs = 10\n",
         dir.display().to_string(),
         w = a.workers,
-        rpm = a.deployment_rpm,
+        rpm = rpm,
     );
     let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { wiko_cloud::serve(config, listener, std::future::pending()).await });
+    tokio::spawn(async move { wiko_cloud::serve(config, listener, stop.cancelled_owned()).await });
     for _ in 0..100 {
         if reqwest::get(format!("{url}/health")).await.is_ok() {
             break;
@@ -186,10 +193,21 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = Args::parse();
+    // The baseline first: no deployment budget, the same load and the same fake remote.
+    for rpm in [0, a.deployment_rpm] {
+        println!("\n== deployment budget: {rpm} requests per minute (0: none)");
+        run(&a, rpm).await;
+    }
+}
+
+/// One cloud, one fake remote, one load; `rpm` the deployment's requests per minute.
+async fn run(a: &Args, rpm: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let arrivals: Arrivals = Arc::default();
     let endpoint = fake_remote(arrivals.clone()).await;
-    let url = serve_cloud(dir.path(), &endpoint, &a).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let url = serve_cloud(dir.path(), &endpoint, a, rpm, stop).await;
     let client = reqwest::Client::new();
 
     let good: Vec<Vec<u8>> = (0..8).map(|i| knife(None, 40_000 + i)).collect();
@@ -213,7 +231,7 @@ async fn main() {
             .collect(),
     );
     let finals: Finals = Arc::default();
-    tokio::spawn(follow(url.clone(), finals.clone()));
+    let following = tokio::spawn(follow(url.clone(), finals.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let sent: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
@@ -280,6 +298,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    following.abort();
     let finals = finals.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut all = Vec::new();
     let mut enriched = Vec::new();
@@ -326,7 +345,7 @@ async fn main() {
             pct(times, 1.0)
         );
     }
-    let limit = a.deployment_rpm * 10 / 60;
+    let limit = (rpm * 10).div_ceil(60);
     println!(
         "remote calls: {} in all; per 10 s window at most {} (limit {limit}); per second at most {}",
         per_second.values().sum::<u64>(),
