@@ -1,8 +1,8 @@
 //! The remote analyzer's queue behaviour (issue #22): the deployment's token and request
 //! budget shared by two replicas over one store, counted at the server that speaks Azure's
-//! protocol (`azure_mock.rs`); a 429 asking to wait past `max_retry_wait_secs` puts the part
-//! back in the queue, enriched later, once; a burst against the budget loses or repeats
-//! nothing.
+//! protocol (`azure_mock.rs`), and the store's reservations themselves; a 429 asking to wait
+//! past `max_retry_wait_secs` puts the part back in the queue, enriched later, once; a burst
+//! against the budget loses or repeats nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use wiko_cloud::store::Event;
+use wiko_cloud::store::{Event, WindowClaim};
 use wiko_synth::SynthDefect;
 use wiko_wire::AnalysisStatus;
 
@@ -229,4 +229,55 @@ async fn a_burst_against_the_request_budget_loses_or_repeats_nothing() {
         "12 parts at 3 per window take 4 windows: {per_second:?}"
     );
     enriched_once(&a, &ids).await;
+}
+
+#[tokio::test]
+async fn reservations_from_two_replicas_never_exceed_the_window_together() {
+    let place = Place::new().await;
+    let (a, b) = (place.open().await.records, place.open().await.records);
+    let claim = WindowClaim {
+        deployment: "https://x.openai.azure.com gpt-4o".into(),
+        slot: 7,
+        tokens: 300,
+        max_tokens: 1000,
+        max_requests: 100,
+    };
+    let tries: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let claim = claim.clone();
+            tokio::spawn(async move { store.reserve_remote(&claim).await.unwrap() })
+        })
+        .collect();
+    let mut fitted = 0;
+    for t in tries {
+        fitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(fitted, 3, "3 × 300 of 1,000 tokens");
+    // A call used 200 tokens less than estimated: room for one more.
+    a.settle_remote(&claim.deployment, 7, -200).await.unwrap();
+    assert!(b.reserve_remote(&claim).await.unwrap());
+    assert!(!a.reserve_remote(&claim).await.unwrap());
+    // Another window starts empty; its request limit holds as well.
+    let requests = WindowClaim {
+        slot: 8,
+        tokens: 1,
+        max_requests: 2,
+        ..claim.clone()
+    };
+    assert!(a.reserve_remote(&requests).await.unwrap());
+    assert!(b.reserve_remote(&requests).await.unwrap());
+    assert!(!a.reserve_remote(&requests).await.unwrap());
+    // A call estimated above the whole window still runs, alone in a window.
+    let big = WindowClaim {
+        slot: 9,
+        tokens: 5000,
+        ..claim.clone()
+    };
+    assert!(a.reserve_remote(&big).await.unwrap());
+    assert!(
+        !b.reserve_remote(&WindowClaim { tokens: 1, ..big })
+            .await
+            .unwrap()
+    );
 }
