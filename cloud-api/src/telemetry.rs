@@ -31,6 +31,12 @@ pub const REMOTE_TOKENS_TOTAL: &str = "wiko_cloud_remote_tokens_total";
 pub const REMOTE_COST_MICRO_USD_TOTAL: &str = "wiko_cloud_remote_cost_micro_usd_total";
 /// Time of a remote analysis (every attempt and wait), by `analyzer`.
 pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
+/// Remote calls put off by `analyzer` and `cause` (`rate_limited`: a 429 asked to wait
+/// longer than `max_retry_wait_secs`; `budget`: the deployment's shared budget is used up
+/// until a later window): their parts went back to the queue.
+pub const REMOTE_DEFERRED_TOTAL: &str = "wiko_cloud_remote_deferred_total";
+/// Time a remote call waited for room in the deployment's shared budget, by `analyzer`.
+pub const REMOTE_BUDGET_WAIT_SECONDS: &str = "wiko_cloud_remote_budget_wait_seconds";
 /// Parts the remote analyzer judged otherwise than the gate, by `sku`.
 pub const REMOTE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_remote_disagreements_total";
 /// Parts the cloud's golden model judged otherwise than the agent's (edge analysis), by `sku`.

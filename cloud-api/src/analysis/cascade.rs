@@ -10,7 +10,11 @@
 //! disagreement on OK/NG is flagged and counted, and the result becomes `final` (its update
 //! goes out on `…/result`). Whatever the remote model does, the part gets exactly one final
 //! result: failures are the remote verdict's `error`. While the circuit breaker is open (the
-//! service failed several parts in a row), no job is taken: provisional results wait.
+//! service failed several parts in a row), or a 429 asked this replica to wait, no job is
+//! taken: provisional results wait. A call the service (a 429 asking for longer than
+//! `max_retry_wait_secs`) or the deployment's shared budget puts off is not an answer: its
+//! job goes back to the queue until then, its result stays provisional, and it is enriched
+//! later, once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,10 +157,10 @@ impl RemoteWorkers {
         }
     }
 
-    /// Enriches one provisional result, if one is waiting and the circuit is closed; whether
-    /// one was.
+    /// Enriches one provisional result (or puts it off), if one is waiting, the circuit is
+    /// closed and no 429 asked to wait; whether one was taken.
     pub async fn work_once(&self) -> bool {
-        if self.remote.circuit_open() {
+        if self.remote.circuit_open() || self.remote.paused() {
             return false;
         }
         let lease = self.remote.settings().job_lease;
@@ -210,7 +214,8 @@ impl RemoteWorkers {
                             .await;
                     }
                 };
-                self.remote
+                let judged = self
+                    .remote
                     .judge(&Part {
                         sku: &part.product_sku,
                         image: &image,
@@ -221,7 +226,18 @@ impl RemoteWorkers {
                         threshold: part.score_threshold,
                         regions: &part.defects,
                     })
-                    .await
+                    .await;
+                match judged {
+                    Ok(verdict) => verdict,
+                    Err(later) => {
+                        tracing::info!(retry_in_secs = later.retry_in.as_secs_f64(), reason = %later.reason, "remote call put off; the part waits in the queue");
+                        return self
+                            .storage
+                            .records
+                            .defer_job(job, &later.reason, later.retry_in)
+                            .await;
+                    }
+                }
             }
         };
         self.store(&part, verdict).await

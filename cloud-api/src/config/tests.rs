@@ -183,6 +183,43 @@ fn a_remote_model_is_configured_with_its_key_kept_out_of_logs() {
 }
 
 #[test]
+fn the_deployment_budget_is_scaled_to_its_window() {
+    use crate::analysis::remote::config::DeploymentBudget;
+    let table =
+        "[remote]\nkind = \"openai_compatible\"\nendpoint = \"http://x/v1\"\nmodel = \"m\"\n";
+    assert_eq!(parse(table).unwrap().remote.unwrap().deployment, None);
+    let cfg = parse(&format!(
+        "{table}deployment_tokens_per_minute = 30000\ndeployment_requests_per_minute = 100\n\
+         deployment_window_secs = 10\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.remote.unwrap().deployment,
+        Some(DeploymentBudget {
+            window: std::time::Duration::from_secs(10),
+            tokens: 5000,
+            requests: 17,
+        })
+    );
+    let cfg = parse(&format!("{table}deployment_requests_per_minute = 6\n")).unwrap();
+    let budget = cfg.remote.unwrap().deployment.unwrap();
+    assert_eq!((budget.tokens, budget.requests), (u64::MAX, 6));
+    for (extra, key) in [
+        (
+            "deployment_window_secs = 0\n",
+            "remote.deployment_window_secs",
+        ),
+        (
+            "deployment_tokens_per_minute = 600\ndeployment_window_secs = 1\n",
+            "remote.deployment_tokens_per_minute",
+        ),
+    ] {
+        let e = parse(&format!("{table}{extra}")).unwrap_err().to_string();
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+}
+
+#[test]
 fn the_dashboard_secret_is_long_enough_and_may_come_from_a_file() {
     let cfg = parse("").unwrap();
     assert!(cfg.dashboard.session_secret.is_none(), "random per start");

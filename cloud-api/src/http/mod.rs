@@ -107,7 +107,7 @@ impl AppState {
             .await,
         );
         let remote = config.remote.clone().and_then(|settings| match Remote::new(settings) {
-            Ok(remote) => Some(Arc::new(remote)),
+            Ok(remote) => Some(Arc::new(remote.sharing(storage.records.clone()))),
             Err(e) => {
                 tracing::error!(error = %e, "the remote analyzer cannot start; parts are judged by the gate alone");
                 None

@@ -275,6 +275,20 @@ pub struct Job {
     pub attempts: u32,
 }
 
+/// A remote call's reservation in its deployment's budget (shared by every replica).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowClaim {
+    /// The deployment: the service's endpoint and model.
+    pub deployment: String,
+    /// The window, as its index since the Unix epoch.
+    pub slot: i64,
+    /// Tokens to reserve: the call's estimate (at most `max_tokens`).
+    pub tokens: u64,
+    /// The window's limits (`u64::MAX`: none).
+    pub max_tokens: u64,
+    pub max_requests: u64,
+}
+
 /// Filters of the results listing; all optional.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -425,6 +439,25 @@ pub trait Parts: Send + Sync + 'static {
     async fn remote_spent(&self, analyzer: &str, since: DateTime<Utc>) -> Result<f64, StoreError>;
     /// Remote analysis cost per day, analyzer, facility and SKU.
     async fn costs(&self, filter: &CostFilter) -> Result<Vec<CostRow>, StoreError>;
+    /// Reserves a call (its tokens and one request) in its deployment's window if both still
+    /// fit under the window's limits, in one statement, so that replicas sharing the store
+    /// never reserve more than the limits together; whether it did.
+    async fn reserve_remote(&self, claim: &WindowClaim) -> Result<bool, StoreError>;
+    /// Corrects a reservation by `tokens` (the call's real usage less its estimate).
+    async fn settle_remote(
+        &self,
+        deployment: &str,
+        slot: i64,
+        tokens: i64,
+    ) -> Result<(), StoreError>;
+    /// Puts a leased remote job back, to be taken again after `retry_in` (the service or the
+    /// budget asked to wait); the result stays provisional.
+    async fn defer_job(
+        &self,
+        job: &Job,
+        reason: &str,
+        retry_in: Duration,
+    ) -> Result<(), StoreError>;
     /// A job failed; it runs again after `retry_in`, or is marked failed after `max_attempts`.
     async fn fail_job(
         &self,

@@ -86,6 +86,8 @@ pub struct Seen {
     pub authorization: Option<String>,
     pub body: Value,
     pub at: Instant,
+    /// When it arrived, by the wall clock (the deployment budget's windows are in it).
+    pub wall: chrono::DateTime<chrono::Utc>,
 }
 
 struct Script {
@@ -177,6 +179,7 @@ async fn handle(
         authorization,
         body,
         at: Instant::now(),
+        wall: chrono::Utc::now(),
     });
     let reply = script
         .replies

@@ -44,7 +44,11 @@ pub async fn started_in(place: Arc<Place>) -> Harness {
 
 /// A cloud with `tables` (TOML, e.g. `[remote]`) added to the test configuration.
 pub async fn harness_with(tables: &str) -> Harness {
-    let place = Arc::new(Place::new().await);
+    started_with(Arc::new(Place::new().await), tables).await
+}
+
+/// A cloud over `place` with `tables` added (a second call is a second replica).
+pub async fn started_with(place: Arc<Place>, tables: &str) -> Harness {
     let storage = place.open().await;
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     Harness {

@@ -19,6 +19,7 @@ mod keys;
 mod live;
 mod queue;
 mod remote;
+mod remote_queue;
 mod results;
 mod stats;
 mod thumbnail;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine;
 use serde_json::Value;
-use wiko_cloud::analysis::remote::{Part, Remote};
+use wiko_cloud::analysis::remote::{Deferred, Part, Remote};
 use wiko_cloud::config::Config;
 use wiko_cloud::store::Event;
 use wiko_synth::SynthDefect;
@@ -17,14 +17,14 @@ use wiko_wire::{AnalysisStatus, Verdict, VerdictErrorCode};
 use crate::azure_mock::{INPUT_TOKENS, Mock, OUTPUT_TOKENS, Reply, good_answer};
 use crate::harness::*;
 
-const KEY: &str = "azure-test-key-5f3a9c1e7d";
+pub const KEY: &str = "azure-test-key-5f3a9c1e7d";
 /// gpt-4o's list prices, USD per million tokens.
 const PRICES: &str = "input_usd_per_million_tokens = 2.5\noutput_usd_per_million_tokens = 10.0\n";
 /// What one mock answer costs at those prices.
 const CALL_USD: f64 = (INPUT_TOKENS as f64 * 2.5 + OUTPUT_TOKENS as f64 * 10.0) / 1e6;
 
 /// A `[remote]` table for the mock: `kind`, then `extra` keys.
-fn remote_table(mock: &Mock, kind: &str, extra: &str) -> String {
+pub fn remote_table(mock: &Mock, kind: &str, extra: &str) -> String {
     let endpoint = if kind == "openai_compatible" {
         format!("{}/v1", mock.url)
     } else {
@@ -43,8 +43,12 @@ fn remote(table: &str) -> Remote {
     Remote::new(config.remote.unwrap()).unwrap()
 }
 
-/// Asks the remote analyzer about a rusty knife, as the cascade would.
+/// Asks the remote analyzer about a rusty knife, as the cascade would; an answer, not put off.
 async fn ask(remote: &Remote) -> Verdict {
+    try_ask(remote).await.unwrap()
+}
+
+async fn try_ask(remote: &Remote) -> Result<Verdict, Deferred> {
     let image = part_jpeg(Some(SynthDefect::Rust), 5);
     remote
         .judge(&Part {
@@ -60,13 +64,13 @@ async fn ask(remote: &Remote) -> Verdict {
         .await
 }
 
-async fn calibrate(h: &Harness) {
+pub async fn calibrate(h: &Harness) {
     let good: Vec<Vec<u8>> = (0..8).map(|i| part_jpeg(None, 40_000 + i)).collect();
     let (status, body) = upload_golden(h, "/api/v1/skus/WK-KN-200/golden", &good).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
-async fn result(h: &Harness, id: &Value) -> Value {
+pub async fn result(h: &Harness, id: &Value) -> Value {
     let (status, body) = get_json(h, &format!("/api/v1/analyses/{}", id.as_str().unwrap())).await;
     assert_eq!(status, StatusCode::OK);
     body
@@ -395,11 +399,6 @@ async fn every_failure_is_a_clear_error_on_the_verdict() {
             vec![Reply::Slow(Duration::from_secs(3)); 2],
             VerdictErrorCode::Timeout,
         ),
-        // A 429 asking for longer than max_retry_wait_secs (2 s): no retry.
-        (
-            vec![Reply::too_many("retry-after", "3600")],
-            VerdictErrorCode::RateLimited,
-        ),
         (
             vec![Reply::too_many("retry-after-ms", "10"); 2],
             VerdictErrorCode::RateLimited,
@@ -419,6 +418,18 @@ async fn every_failure_is_a_clear_error_on_the_verdict() {
     mock.script([answer(good_answer().to_string(), "length")]);
     let truncated = ask(&remote).await;
     assert_eq!(truncated.usage.unwrap().output_tokens, OUTPUT_TOKENS);
+
+    // A 429 asking for longer than max_retry_wait_secs (2 s) is no verdict: the call is put
+    // off for as long as asked, and so is every other call of this replica meanwhile.
+    // See: issue #22
+    mock.script([Reply::too_many("retry-after", "3600")]);
+    let later = try_ask(&remote).await.unwrap_err();
+    assert_eq!(later.retry_in, Duration::from_secs(3600));
+    assert!(later.reason.contains("rate limited"), "{}", later.reason);
+    assert!(remote.paused());
+    let seen = mock.seen().len();
+    assert!(try_ask(&remote).await.is_err());
+    assert_eq!(mock.seen().len(), seen, "no call while paused");
 }
 
 #[tokio::test]

@@ -169,6 +169,30 @@ pub fn body(
     body
 }
 
+/// Tokens an image costs gpt-4o-class models: 85 at low detail; at high (and `auto`, counted
+/// as high) 85 plus 170 per 512-px tile of the image fitted into 2048×2048, its short side
+/// then scaled down to 768.
+pub fn image_tokens(width: u32, height: u32, detail: Detail) -> u64 {
+    if detail == Detail::Low {
+        return 85;
+    }
+    let (mut w, mut h) = (f64::from(width.max(1)), f64::from(height.max(1)));
+    let fit = (2048.0 / w.max(h)).min(1.0);
+    (w, h) = (w * fit, h * fit);
+    let short = (768.0 / w.min(h)).min(1.0);
+    (w, h) = (w * short, h * short);
+    let tiles = (w / 512.0).ceil() * (h / 512.0).ceil();
+    85 + 170 * tiles as u64
+}
+
+/// The input tokens of a request, estimated before it is sent: its text (everything but the
+/// image's data, about 4 characters a token, rounded up) and the image's tiles.
+pub fn estimate_input_tokens(body: &Value, image: &SentImage, detail: Detail) -> u64 {
+    let data = image.jpeg.len().div_ceil(3) * 4;
+    let text = body.to_string().len().saturating_sub(data);
+    text.div_ceil(4) as u64 + image_tokens(image.width, image.height, detail)
+}
+
 #[derive(Debug, Deserialize)]
 struct Completion {
     #[serde(default)]
@@ -464,6 +488,34 @@ mod tests {
             "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn image_tokens_follow_the_tile_formula() {
+        assert_eq!(image_tokens(1920, 1080, Detail::Low), 85);
+        assert_eq!(image_tokens(640, 480, Detail::High), 85 + 170 * 2);
+        assert_eq!(image_tokens(1024, 576, Detail::High), 85 + 170 * 4);
+        assert_eq!(image_tokens(1920, 1080, Detail::Auto), 85 + 170 * 6);
+    }
+
+    #[test]
+    fn the_estimate_counts_the_text_and_the_tiles_not_the_image_data() {
+        let image = SentImage {
+            jpeg: vec![0; 30_000],
+            width: 640,
+            height: 480,
+        };
+        let prompt = Prompt {
+            description: "a knife".into(),
+            taxonomy: vec![DefectType::Rust],
+            gate: "judged it defective".into(),
+            regions: vec![[1, 2, 3, 4]],
+        };
+        let body = body(Some("m"), &prompt, &image, Detail::High, 100);
+        let estimate = estimate_input_tokens(&body, &image, Detail::High);
+        let text = body.to_string().len() - 40_000;
+        assert_eq!(estimate, text.div_ceil(4) as u64 + 425);
+        assert!((300..700).contains(&(estimate - 425)), "{estimate}");
     }
 
     #[test]

@@ -58,6 +58,22 @@ pub struct RemoteConfig {
     /// Requests this replica sends per minute, at most. Default: 60
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
+    /// Tokens per minute the deployment allows (its TPM quota), shared by every replica on the
+    /// store: each call reserves its estimate (prompt, image tiles and `max_tokens`) in the
+    /// store before it is sent, and is corrected to the real usage after; a call that does
+    /// not fit waits for the next window (up to `max_retry_wait_secs`) or its part is put
+    /// back in the queue until then. 0: no shared token budget. Default: 0
+    #[serde(default)]
+    pub deployment_tokens_per_minute: u64,
+    /// Requests per minute the deployment allows (its RPM quota), shared likewise by every
+    /// replica. 0: no shared request budget. Default: 0
+    #[serde(default)]
+    pub deployment_requests_per_minute: u64,
+    /// The window, in seconds, the deployment's budget is counted in; both per-minute limits
+    /// are scaled to it (Azure also counts its quotas over windows shorter than a minute).
+    /// 1 to 60. Default: 60
+    #[serde(default = "default_deployment_window_secs")]
+    pub deployment_window_secs: u64,
     /// Seconds one request may take. Default: 30
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
@@ -65,8 +81,9 @@ pub struct RemoteConfig {
     /// verdict says so). Default: 4
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Longest wait before a retry, in seconds: a 429 asking for longer gives the part a
-    /// `rate_limited` verdict at once; backoff without a hint is capped here. Default: 30
+    /// Longest wait before a retry, in seconds: a 429 asking for longer, or a deployment
+    /// budget that frees up later, puts the part back in the queue until then (it stays
+    /// provisional and is enriched later); backoff without a hint is capped here. Default: 30
     #[serde(default = "default_max_retry_wait_secs")]
     pub max_retry_wait_secs: u64,
     /// `max_tokens` of each request: the answer's length (services count it against the
@@ -197,6 +214,9 @@ fn default_max_concurrency() -> usize {
 fn default_requests_per_minute() -> u32 {
     60
 }
+fn default_deployment_window_secs() -> u64 {
+    60
+}
 fn default_timeout_secs() -> u64 {
     30
 }
@@ -247,6 +267,8 @@ pub struct RemoteSettings {
     pub workers: usize,
     pub max_concurrency: usize,
     pub requests_per_minute: u32,
+    /// The deployment's budget shared by every replica; `None`: no limits set.
+    pub deployment: Option<DeploymentBudget>,
     pub timeout: Duration,
     pub max_attempts: u32,
     pub max_retry_wait: Duration,
@@ -263,6 +285,16 @@ pub struct RemoteSettings {
     pub breaker_failures: Option<u32>,
     pub breaker_open: Duration,
     pub skus: Vec<SkuPrompt>,
+}
+
+/// A deployment's token and request limits per window, shared by every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeploymentBudget {
+    pub window: Duration,
+    /// Tokens per window (`u64::MAX`: no limit).
+    pub tokens: u64,
+    /// Requests per window (`u64::MAX`: no limit).
+    pub requests: u64,
 }
 
 /// A SKU's prompt, its taxonomy parsed.
@@ -366,6 +398,25 @@ impl RemoteConfig {
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        if !(1..=60).contains(&self.deployment_window_secs) {
+            return Err(invalid("remote.deployment_window_secs", "must be 1 to 60"));
+        }
+        let deployment = deployment_budget(
+            self.deployment_tokens_per_minute,
+            self.deployment_requests_per_minute,
+            self.deployment_window_secs,
+        );
+        if let Some(budget) = deployment
+            && budget.tokens < u64::from(self.max_tokens)
+        {
+            return Err(invalid(
+                "remote.deployment_tokens_per_minute",
+                format!(
+                    "allows {} tokens per {} s window, fewer than one call's max_tokens ({})",
+                    budget.tokens, self.deployment_window_secs, self.max_tokens
+                ),
+            ));
+        }
         let positive = |v: f64| (v > 0.0).then_some(v);
         Ok(RemoteSettings {
             kind: self.kind,
@@ -378,6 +429,7 @@ impl RemoteConfig {
             workers: self.workers,
             max_concurrency: self.max_concurrency,
             requests_per_minute: self.requests_per_minute,
+            deployment,
             timeout: Duration::from_secs(self.timeout_secs),
             max_attempts: self.max_attempts,
             max_retry_wait: Duration::from_secs(self.max_retry_wait_secs),
@@ -395,6 +447,24 @@ impl RemoteConfig {
             skus,
         })
     }
+}
+
+/// Per-minute limits (0: none) scaled to a window of `window_secs`, rounded up; `None` when
+/// neither is set.
+fn deployment_budget(
+    tokens_per_minute: u64,
+    requests_per_minute: u64,
+    window_secs: u64,
+) -> Option<DeploymentBudget> {
+    let per_window = |per_minute: u64| match per_minute {
+        0 => u64::MAX,
+        n => n.saturating_mul(window_secs).div_ceil(60),
+    };
+    (tokens_per_minute > 0 || requests_per_minute > 0).then(|| DeploymentBudget {
+        window: Duration::from_secs(window_secs),
+        tokens: per_window(tokens_per_minute),
+        requests: per_window(requests_per_minute),
+    })
 }
 
 impl RemoteSettings {

@@ -11,7 +11,15 @@
 //! Requests are bounded per replica: `max_concurrency` in flight and `requests_per_minute`;
 //! a 429 pauses every request of the replica for as long as it asks (`retry-after-ms`,
 //! `Retry-After`, `x-ratelimit-reset-*`), other retries back off with jitter up to
-//! `max_retry_wait_secs`.
+//! `max_retry_wait_secs`. With `deployment_tokens_per_minute` or
+//! `deployment_requests_per_minute`, every attempt first reserves its estimated tokens (text,
+//! image tiles and `max_tokens`) and one request in the deployment's current window, counted
+//! in the store, so that the replicas sharing it never send more together than the
+//! deployment allows; the estimate is corrected to the answer's real usage.
+//!
+//! A call that would have to wait longer than `max_retry_wait_secs` (a 429 asking for more,
+//! a budget that frees up in a later window) is not made: [`Remote::judge`] returns
+//! [`Deferred`] and the cascade puts the part back in the queue until then.
 
 mod azure_ai_inference;
 mod azure_openai;
@@ -20,8 +28,10 @@ pub mod config;
 mod openai_compatible;
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use chrono::Utc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
@@ -31,9 +41,10 @@ use wiko_wire::{
     Defect, DefectType, Usage, Verdict, VerdictError, VerdictErrorCode, VerdictSource,
 };
 
+use crate::store::{Store, WindowClaim};
 use crate::telemetry;
 use chat::{Prompt, SentImage, TokenUsage};
-use config::{Auth, RemoteKind, RemoteSettings};
+use config::{Auth, DeploymentBudget, RemoteKind, RemoteSettings};
 
 /// A secret that never shows in logs or `Debug` output.
 #[derive(Clone)]
@@ -53,6 +64,33 @@ pub enum RemoteError {
     Image(String),
     #[error("{1}")]
     Answer(VerdictErrorCode, String),
+    #[error("{}", .0.reason)]
+    Later(Deferred),
+}
+
+/// A call not made: the service, or the deployment's budget, asks to wait longer than
+/// `max_retry_wait_secs`. The part is to be asked about again after `retry_in`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deferred {
+    pub retry_in: Duration,
+    pub reason: String,
+    /// The metric label: `rate_limited` or `budget`.
+    pub cause: &'static str,
+}
+
+/// The deployment's budget, counted in the store every replica shares.
+struct Shared {
+    records: Arc<dyn Store>,
+    /// The endpoint and model.
+    deployment: String,
+    budget: DeploymentBudget,
+}
+
+/// Tokens reserved for an attempt, and in which window.
+#[derive(Debug, Clone, Copy)]
+struct Reserved {
+    slot: i64,
+    tokens: u64,
 }
 
 /// Where a request goes and how its key is sent.
@@ -96,6 +134,8 @@ pub struct Remote {
     paused_until: Mutex<Option<tokio::time::Instant>>,
     /// The circuit breaker.
     breaker: Mutex<Breaker>,
+    /// The deployment's budget shared with the other replicas, if limited.
+    shared: Option<Shared>,
 }
 
 /// Parts in a row the service failed, and until when no call is made.
@@ -125,10 +165,22 @@ impl Remote {
             slots: Semaphore::new(settings.max_concurrency),
             paused_until: Mutex::new(None),
             breaker: Mutex::new(Breaker::default()),
+            shared: None,
             settings,
             target,
             http,
         })
+    }
+
+    /// Counts the deployment's budget (`deployment_*` settings) in `records`, shared by
+    /// every replica on it; without this call, or without those settings, it is not limited.
+    pub fn sharing(mut self, records: Arc<dyn Store>) -> Remote {
+        self.shared = self.settings.deployment.map(|budget| Shared {
+            records,
+            deployment: format!("{} {}", self.settings.endpoint, self.settings.model),
+            budget,
+        });
+        self
     }
 
     pub fn settings(&self) -> &RemoteSettings {
@@ -145,6 +197,12 @@ impl Remote {
     pub fn circuit_open(&self) -> bool {
         let breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         breaker.open_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether a 429 asked every request of this replica to wait, and that wait is not over.
+    pub fn paused(&self) -> bool {
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        paused.is_some_and(|t| t > tokio::time::Instant::now())
     }
 
     /// Counts a part's outcome in the breaker.
@@ -187,8 +245,9 @@ impl Remote {
         )
     }
 
-    /// Asks the remote model about a part; every failure is in the verdict.
-    pub async fn judge(&self, part: &Part<'_>) -> Verdict {
+    /// Asks the remote model about a part; every failure is in the verdict, but a wait longer
+    /// than `max_retry_wait_secs`, which is [`Deferred`].
+    pub async fn judge(&self, part: &Part<'_>) -> Result<Verdict, Deferred> {
         let started = Instant::now();
         let prompt_settings = self.settings.sku(part.sku);
         let taxonomy: Vec<DefectType> = match prompt_settings {
@@ -200,8 +259,8 @@ impl Remote {
         let sent = tokio::task::spawn_blocking(move || chat::reencode(&bytes, max_side)).await;
         let sent = match sent {
             Ok(Ok(sent)) => sent,
-            Ok(Err(e)) => return self.failed(VerdictErrorCode::InvalidAnswer, e.to_string()),
-            Err(e) => return self.failed(VerdictErrorCode::InvalidAnswer, e.to_string()),
+            Ok(Err(e)) => return Ok(self.failed(VerdictErrorCode::InvalidAnswer, e.to_string())),
+            Err(e) => return Ok(self.failed(VerdictErrorCode::InvalidAnswer, e.to_string())),
         };
         let description = prompt_settings
             .and_then(|s| s.description.clone())
@@ -238,13 +297,26 @@ impl Remote {
             self.settings.detail,
             self.settings.max_tokens,
         );
-        let (usage, answer) = match self.send(&body).await {
-            Ok(bytes) => chat::parse(
-                &bytes,
-                &taxonomy,
-                (sent.width, sent.height),
-                (part.width, part.height),
-            ),
+        let estimate = chat::estimate_input_tokens(&body, &sent, self.settings.detail)
+            + u64::from(self.settings.max_tokens);
+        let (usage, answer) = match self.send(&body, estimate).await {
+            Ok((bytes, reserved)) => {
+                let parsed = chat::parse(
+                    &bytes,
+                    &taxonomy,
+                    (sent.width, sent.height),
+                    (part.width, part.height),
+                );
+                if let Some(reserved) = reserved {
+                    self.settle(reserved, parsed.0).await;
+                }
+                parsed
+            }
+            Err(RemoteError::Later(deferred)) => {
+                metrics::counter!(telemetry::REMOTE_DEFERRED_TOTAL, "analyzer" => self.name(), "cause" => deferred.cause)
+                    .increment(1);
+                return Err(deferred);
+            }
             Err(e) => (TokenUsage::default(), Err(e)),
         };
         let latency = started.elapsed();
@@ -254,7 +326,7 @@ impl Remote {
         }));
         metrics::histogram!(telemetry::REMOTE_SECONDS, "analyzer" => self.name())
             .record(latency.as_secs_f64());
-        match answer {
+        Ok(match answer {
             Ok(answer) => self.verdict(Some(answer), latency, usage, None),
             Err(RemoteError::Answer(code, message)) => {
                 self.verdict(None, latency, usage, Some((code, message)))
@@ -265,7 +337,7 @@ impl Remote {
                 usage,
                 Some((VerdictErrorCode::InvalidAnswer, other.to_string())),
             ),
-        }
+        })
     }
 
     fn verdict(
@@ -306,12 +378,18 @@ impl Remote {
     }
 
     /// Sends the request within the limits, retrying what may pass later; the body of the
-    /// 200 answer.
-    async fn send(&self, body: &serde_json::Value) -> Result<Vec<u8>, RemoteError> {
+    /// 200 answer, and what its attempt reserved of the deployment's budget. Each attempt
+    /// reserves `estimate` tokens.
+    async fn send(
+        &self,
+        body: &serde_json::Value,
+        estimate: u64,
+    ) -> Result<(Vec<u8>, Option<Reserved>), RemoteError> {
         let s = &self.settings;
         let mut last = RemoteError::Answer(VerdictErrorCode::Unavailable, "no attempt".into());
         for attempt in 1..=s.max_attempts {
-            self.wait_for_turn().await;
+            self.wait_for_turn().await?;
+            let reserved = self.reserve(estimate).await?;
             let permit = self.slots.acquire().await;
             let mut request = self.http.post(&self.target.url).json(body);
             request = match (&s.auth, &self.target.key) {
@@ -332,12 +410,16 @@ impl Remote {
             drop(permit);
             let hinted = match response {
                 Ok(r) if r.status() == StatusCode::OK => {
-                    return r.bytes().await.map(|b| b.to_vec()).map_err(|e| {
-                        RemoteError::Answer(
-                            VerdictErrorCode::Unavailable,
-                            format!("the response was cut off: {e}"),
-                        )
-                    });
+                    return r
+                        .bytes()
+                        .await
+                        .map(|b| (b.to_vec(), reserved))
+                        .map_err(|e| {
+                            RemoteError::Answer(
+                                VerdictErrorCode::Unavailable,
+                                format!("the response was cut off: {e}"),
+                            )
+                        });
                 }
                 Ok(r) => {
                     let status = r.status();
@@ -354,16 +436,17 @@ impl Remote {
                             format!("rate limited after {attempt} attempts: {said}"),
                         );
                         let wait = hint.unwrap_or_else(|| self.backoff(attempt));
+                        self.pause(wait);
                         if wait > s.max_retry_wait {
-                            return Err(RemoteError::Answer(
-                                VerdictErrorCode::RateLimited,
-                                format!(
+                            return Err(RemoteError::Later(Deferred {
+                                retry_in: wait,
+                                reason: format!(
                                     "rate limited: asked to wait {:.1} s, more than max_retry_wait_secs ({said})",
                                     wait.as_secs_f64()
                                 ),
-                            ));
+                                cause: "rate_limited",
+                            }));
                         }
-                        self.pause(wait);
                         Some(wait)
                     } else if status.is_server_error() {
                         last = RemoteError::Answer(
@@ -411,16 +494,102 @@ impl Remote {
         Err(last)
     }
 
-    /// Waits until a 429's pause is over, then for the rate limiter.
-    async fn wait_for_turn(&self) {
+    /// Waits until a 429's pause is over (deferred if that is further than
+    /// `max_retry_wait_secs`), then for the rate limiter.
+    async fn wait_for_turn(&self) -> Result<(), RemoteError> {
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
             match until {
-                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                Some(t) if t > now => {
+                    if t - now > self.settings.max_retry_wait {
+                        return Err(RemoteError::Later(Deferred {
+                            retry_in: t - now,
+                            reason: "rate limited: the service asked every request to wait".into(),
+                            cause: "rate_limited",
+                        }));
+                    }
+                    tokio::time::sleep_until(t).await;
+                }
                 _ => break,
             }
         }
         self.rate.until_ready().await;
+        Ok(())
+    }
+
+    /// Reserves an attempt's `tokens` and one request in the deployment's current window,
+    /// waiting for a later one up to `max_retry_wait_secs` (deferred past that); `None`
+    /// without a shared budget.
+    async fn reserve(&self, tokens: u64) -> Result<Option<Reserved>, RemoteError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let window = shared.budget.window;
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let started = Instant::now();
+        loop {
+            let now = Utc::now().timestamp_millis();
+            let slot = now.div_euclid(window_ms);
+            let claim = WindowClaim {
+                deployment: shared.deployment.clone(),
+                slot,
+                tokens,
+                max_tokens: shared.budget.tokens,
+                max_requests: shared.budget.requests,
+            };
+            let fits = shared.records.reserve_remote(&claim).await.map_err(|e| {
+                RemoteError::Later(Deferred {
+                    retry_in: self.backoff(1),
+                    reason: format!("the deployment's budget cannot be counted: {e}"),
+                    cause: "budget",
+                })
+            })?;
+            if fits {
+                metrics::histogram!(telemetry::REMOTE_BUDGET_WAIT_SECONDS, "analyzer" => self.name())
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(Some(Reserved {
+                    slot,
+                    tokens: tokens.min(shared.budget.tokens),
+                }));
+            }
+            // The next window, plus a little jitter: replicas do not all ask at its start.
+            let next =
+                Duration::from_millis(u64::try_from((slot + 1) * window_ms - now).unwrap_or(1))
+                    + window.mul_f64(rand::rng().random_range(0.0..0.05));
+            if started.elapsed() + next > self.settings.max_retry_wait {
+                return Err(RemoteError::Later(Deferred {
+                    retry_in: next,
+                    reason: format!(
+                        "the deployment's token or request budget for this {} s window is used up",
+                        window.as_secs()
+                    ),
+                    cause: "budget",
+                }));
+            }
+            tokio::time::sleep(next).await;
+        }
+    }
+
+    /// Corrects a reservation to the tokens the service says the call used (kept as
+    /// estimated when it says nothing).
+    async fn settle(&self, reserved: Reserved, usage: TokenUsage) {
+        let (Some(shared), used) = (&self.shared, usage.prompt_tokens + usage.completion_tokens)
+        else {
+            return;
+        };
+        if used == 0 {
+            return;
+        }
+        let delta = i64::try_from(used).unwrap_or(i64::MAX)
+            - i64::try_from(reserved.tokens).unwrap_or(i64::MAX);
+        if let Err(e) = shared
+            .records
+            .settle_remote(&shared.deployment, reserved.slot, delta)
+            .await
+        {
+            tracing::warn!(error = %e, "the deployment's budget keeps the call's estimate");
+        }
     }
 
     /// Holds every request of this replica for `wait`.

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::store::{
     CostFilter, Enrichment, Event, FeedbackFilter, ImageKey, Job, Judgement, ListFilter,
-    NewAnalysis, OutboxItem, Outcome, Parts, QueueStats, Stage, StoreError,
+    NewAnalysis, OutboxItem, Outcome, Parts, QueueStats, Stage, StoreError, WindowClaim,
 };
 
 /// The columns of an analysis, in the order [`analysis`] decodes them.
@@ -521,6 +521,23 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
     Ok(done)
 }
 
+/// Makes a leased job of `stage` runnable again from `not_before` on.
+async fn requeue(
+    c: &mut dyn Conn,
+    id: Uuid,
+    stage: Stage,
+    not_before: DateTime<Utc>,
+    error: String,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE jobs SET run_after = ?, leased_until = NULL, last_error = ?
+         WHERE analysis_id = ? AND stage = ?",
+        args![not_before, error, id, stage.as_str()],
+    )
+    .await
+    .map(|_| ())
+}
+
 /// A UTC day as the cost table keys it.
 fn day(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
@@ -730,17 +747,87 @@ impl<B: Backend> Parts for SqlStore<B> {
                         complete(c, id, &gave_up(attempts, &error)).await?;
                     } else {
                         // Local jobs only: a part completed meanwhile may have a remote job.
-                        c.execute(
-                            "UPDATE jobs SET run_after = ?, leased_until = NULL, last_error = ?
-                             WHERE analysis_id = ? AND stage = ?",
-                            args![after(retry_in), error, id, Stage::Local.as_str()],
-                        )
-                        .await?;
+                        requeue(c, id, Stage::Local, after(retry_in), error).await?;
                     }
                     Ok(())
                 })
             }))
             .await
+    }
+
+    async fn defer_job(
+        &self,
+        job: &Job,
+        reason: &str,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let (id, reason) = (job.analysis_id, reason.to_string());
+        self.backend
+            .write_one(op(move |c| {
+                Box::pin(
+                    async move { requeue(c, id, Stage::Remote, after(retry_in), reason).await },
+                )
+            }))
+            .await
+    }
+
+    async fn reserve_remote(&self, claim: &WindowClaim) -> Result<bool, StoreError> {
+        let claim = claim.clone();
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.backend
+            .write(op(move |c| {
+                Box::pin(async move {
+                    // Inserts the window's first reservation, or adds to it only if the sum
+                    // stays under both limits (no row returned otherwise). Concurrent upserts
+                    // of one row are serialised by its lock, so the sum holds across replicas.
+                    let rows = c
+                        .query(
+                            "INSERT INTO remote_windows (deployment, slot, tokens, requests)
+                             VALUES (?, ?, ?, 1)
+                             ON CONFLICT (deployment, slot) DO UPDATE SET
+                                tokens = remote_windows.tokens + excluded.tokens,
+                                requests = remote_windows.requests + 1
+                             WHERE remote_windows.tokens + excluded.tokens <= ?
+                               AND remote_windows.requests + 1 <= ?
+                             RETURNING requests",
+                            args![
+                                claim.deployment.as_str(),
+                                claim.slot,
+                                int(claim.tokens.min(claim.max_tokens)),
+                                int(claim.max_tokens),
+                                int(claim.max_requests),
+                            ],
+                        )
+                        .await?;
+                    let Some(row) = rows.first() else {
+                        return Ok(false);
+                    };
+                    if row.int(0)? == 1 {
+                        // A window begins: the ones before the previous are done with.
+                        c.execute(
+                            "DELETE FROM remote_windows WHERE deployment = ? AND slot < ?",
+                            args![claim.deployment.as_str(), claim.slot - 1],
+                        )
+                        .await?;
+                    }
+                    Ok(true)
+                })
+            }))
+            .await
+    }
+
+    async fn settle_remote(
+        &self,
+        deployment: &str,
+        slot: i64,
+        tokens: i64,
+    ) -> Result<(), StoreError> {
+        self.change(
+            "UPDATE remote_windows SET tokens = tokens + ? WHERE deployment = ? AND slot = ?",
+            args![tokens, deployment, slot],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn enrich(&self, id: Uuid, enrichment: Enrichment) -> Result<Analysis, StoreError> {

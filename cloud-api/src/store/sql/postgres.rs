@@ -61,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0007_indexes_for_turns_and_defects.sql"),
     ),
     (
+        9,
+        "remote deployment windows",
+        include_str!("../../../migrations/postgres/0009_remote_windows.sql"),
+    ),
+    (
         11,
         "jobs write fewer indexes",
         include_str!("../../../migrations/postgres/0011_jobs_write_fewer_indexes.sql"),

@@ -53,6 +53,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../../migrations/sqlite/0007_indexes_for_turns_and_defects.sql"),
     ),
     (
+        9,
+        include_str!("../../../migrations/sqlite/0009_remote_windows.sql"),
+    ),
+    (
         11,
         include_str!("../../../migrations/sqlite/0011_jobs_write_fewer_indexes.sql"),
     ),

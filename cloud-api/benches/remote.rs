@@ -1,0 +1,355 @@
+//! The cascade under load with a slow remote model:
+//! `cargo test -p wiko-cloud --bench remote -- [--stations S --parts-per-second R --secs D]`
+//!
+//! A `wiko-cloud` (embedded store, MQTT off, started in this process as `wiko-cloud serve`
+//! starts) fits the chef's knife's golden model on 8 synthetic good parts; then `S` stations
+//! each send `R` parts a second for `D` seconds (`POST /api/v1/analyze`, open loop, synthetic
+//! knives, 20% with a painted defect). The gate judges every part; NG and uncertain ones go to
+//! a fake OpenAI-compatible remote model that answers each call in 1 to 3 s, behind the
+//! deployment's shared budget (`--deployment-rpm`, counted in the store as replicas would
+//! share it) and `--workers` remote workers.
+//!
+//! Printed: parts per second through the gate, the share sent remote, the time from sending a
+//! frame to its final result (read from the live feed, `GET /api/v1/events?all=true`: p50, p99,
+//! max; for every part and for the parts enriched), and the remote calls the fake received
+//! per second of the wall clock (the deployment's window), highest and the limit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::routing::post;
+use clap::Parser;
+use rand::Rng;
+use serde_json::{Value, json};
+use wiko_synth::SynthDefect;
+
+const DEVICE: &str = "bench-device-key-000000001";
+const ADMIN: &str = "bench-admin-key-0000000001";
+const VIEWER: &str = "bench-viewer-key-000000001";
+
+#[derive(Parser)]
+struct Args {
+    /// Stations sending parts.
+    #[arg(long, default_value_t = 2)]
+    stations: usize,
+    /// Parts each station sends per second.
+    #[arg(long, default_value_t = 20)]
+    parts_per_second: u32,
+    /// Seconds the stations send.
+    #[arg(long, default_value_t = 60)]
+    secs: u64,
+    /// The deployment's requests per minute (shared budget, 10 s windows), measured after a
+    /// baseline run without one.
+    #[arg(long, default_value_t = 600)]
+    deployment_rpm: u64,
+    /// Remote workers (each holds one call at a time).
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// When each call reached the fake remote model.
+type Arrivals = Arc<Mutex<Vec<chrono::DateTime<chrono::Utc>>>>;
+
+/// An OpenAI-compatible server that answers in 1 to 3 s (as the demo's `--remote-fake`).
+async fn fake_remote(arrivals: Arrivals) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}/v1", listener.local_addr().expect("address"));
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |Json(_): Json<Value>| {
+            let arrivals = arrivals.clone();
+            async move {
+                arrivals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(chrono::Utc::now());
+                let wait = rand::rng().random_range(1000..=3000);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let answer = json!({"defect_detected": true, "summary": "a defect", "defects": []});
+                Json(json!({
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": answer.to_string(), "refusal": null}}],
+                    "usage": {"prompt_tokens": 485, "completion_tokens": 80, "total_tokens": 565}
+                }))
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    endpoint
+}
+
+async fn serve_cloud(
+    dir: &std::path::Path,
+    endpoint: &str,
+    a: &Args,
+    rpm: u64,
+    stop: tokio_util::sync::CancellationToken,
+) -> String {
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n\
+         [auth.limits]\nrequests_per_second_per_key = 1000000\nrequests_per_second_per_address = 1000000\n\
+         [[auth.keys]]\nname = \"d\"\nscope = \"device\"\nkey = \"{DEVICE}\"\n\
+         [[auth.keys]]\nname = \"a\"\nscope = \"admin\"\nkey = \"{ADMIN}\"\n\
+         [[auth.keys]]\nname = \"v\"\nscope = \"viewer\"\nkey = \"{VIEWER}\"\n\
+         [remote]\nkind = \"openai_compatible\"\nendpoint = \"{endpoint}\"\nmodel = \"fake\"\n\
+         workers = {w}\nmax_concurrency = {w}\nrequests_per_minute = 100000\nmax_side_px = 512\n\
+         deployment_requests_per_minute = {rpm}\ndeployment_window_secs = 10\n",
+        dir.display().to_string(),
+        w = a.workers,
+        rpm = rpm,
+    );
+    let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { wiko_cloud::serve(config, listener, stop.cancelled_owned()).await });
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/health")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    url
+}
+
+/// A multipart form of images (field `image`) and text fields.
+fn form(images: &[&[u8]], fields: &[(&'static str, String)]) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new();
+    for image in images {
+        let part = reqwest::multipart::Part::bytes(image.to_vec())
+            .file_name("x.jpg")
+            .mime_str("image/jpeg")
+            .expect("a MIME type");
+        form = form.part("image", part);
+    }
+    for (name, value) in fields {
+        form = form.text(*name, value.clone());
+    }
+    form
+}
+
+fn knife(defect: Option<SynthDefect>, seed: u64) -> Vec<u8> {
+    let part = wiko_synth::render(&wiko_synth::SHAPES[0], defect, seed);
+    wiko_synth::part_jpeg(&part).expect("a JPEG")
+}
+
+/// When each result became final, read from the live feed.
+type Finals = Arc<Mutex<HashMap<String, (Instant, bool)>>>;
+
+/// Reads the live feed of every result, noting when each id is first final and whether a
+/// remote verdict made it so.
+async fn follow(url: String, finals: Finals) {
+    let client = reqwest::Client::new();
+    let mut response = client
+        .get(format!("{url}/api/v1/events?all=true"))
+        .header("x-api-key", VIEWER)
+        .send()
+        .await
+        .expect("the live feed");
+    let mut pending = String::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            for line in event.lines() {
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue;
+                };
+                let Ok(result) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                if result["status"] == "final" {
+                    let remote = result["verdicts"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|v| v["source"] == "remote"));
+                    let id = result["id"].as_str().unwrap_or_default().to_string();
+                    finals
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(id)
+                        .or_insert((Instant::now(), remote));
+                }
+            }
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = Args::parse();
+    // The baseline first: no deployment budget, the same load and the same fake remote.
+    for rpm in [0, a.deployment_rpm] {
+        println!("\n== deployment budget: {rpm} requests per minute (0: none)");
+        run(&a, rpm).await;
+    }
+}
+
+/// One cloud, one fake remote, one load; `rpm` the deployment's requests per minute.
+async fn run(a: &Args, rpm: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let arrivals: Arrivals = Arc::default();
+    let endpoint = fake_remote(arrivals.clone()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let url = serve_cloud(dir.path(), &endpoint, a, rpm, stop).await;
+    let client = reqwest::Client::new();
+
+    let good: Vec<Vec<u8>> = (0..8).map(|i| knife(None, 40_000 + i)).collect();
+    let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+    let fitted = client
+        .post(format!("{url}/api/v1/skus/WK-KN-200/golden"))
+        .header("x-api-key", ADMIN)
+        .multipart(form(&good, &[]))
+        .send()
+        .await
+        .expect("golden upload");
+    assert!(fitted.status().is_success(), "{}", fitted.status());
+
+    // 100 distinct knives, 20 with a defect, sent round robin.
+    let images: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..100u64)
+            .map(|i| {
+                let defect = (i % 5 == 0).then_some(SynthDefect::Rust);
+                knife(defect, 50_000 + i)
+            })
+            .collect(),
+    );
+    let finals: Finals = Arc::default();
+    let following = tokio::spawn(follow(url.clone(), finals.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let sent: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let started = Instant::now();
+    let mut stations = Vec::new();
+    for s in 0..a.stations {
+        let (client, url, images, sent) =
+            (client.clone(), url.clone(), images.clone(), sent.clone());
+        let (rate, secs) = (a.parts_per_second, a.secs);
+        stations.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+            let mut requests = Vec::new();
+            for i in 0..(u64::from(rate) * secs) as usize {
+                tick.tick().await;
+                let image = &images[(i * 7 + s * 13) % images.len()];
+                let body = form(
+                    &[image],
+                    &[
+                        ("product_sku", "WK-KN-200".into()),
+                        ("facility", "yangjiang".into()),
+                        ("station", format!("st{s}")),
+                    ],
+                );
+                let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
+                requests.push(tokio::spawn(async move {
+                    let at = Instant::now();
+                    let response = client
+                        .post(format!("{url}/api/v1/analyze"))
+                        .header("x-api-key", DEVICE)
+                        .multipart(body)
+                        .send()
+                        .await;
+                    if let Ok(r) = response
+                        && let Ok(v) = r.json::<Value>().await
+                        && let Some(id) = v["id"].as_str()
+                    {
+                        sent.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((id.to_string(), at));
+                    }
+                }));
+            }
+            for r in requests {
+                let _ = r.await;
+            }
+        }));
+    }
+    for s in stations {
+        let _ = s.await;
+    }
+    let sending = started.elapsed();
+    // Every part sent is final within 120 s of the last, or counted as not final.
+    let sent = sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = {
+            let finals = finals.lock().unwrap_or_else(|e| e.into_inner());
+            sent.iter()
+                .filter(|(id, _)| finals.contains_key(id))
+                .count()
+        };
+        if done == sent.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    following.abort();
+    let finals = finals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut all = Vec::new();
+    let mut enriched = Vec::new();
+    for (id, at) in &sent {
+        if let Some((done, remote)) = finals.get(id) {
+            all.push(*done - *at);
+            if *remote {
+                enriched.push(*done - *at);
+            }
+        }
+    }
+    all.sort();
+    enriched.sort();
+    let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
+    for at in arrivals.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        *per_second.entry(at.timestamp()).or_default() += 1;
+    }
+    let mut per_window: BTreeMap<i64, u64> = BTreeMap::new();
+    for (second, n) in &per_second {
+        *per_window.entry(second.div_euclid(10)).or_default() += n;
+    }
+    let asked = a.stations as f64 * f64::from(a.parts_per_second);
+    println!(
+        "stations {} × {} parts/s for {} s: {} parts sent in {:.1} s ({:.1}/s; asked {asked}/s)",
+        a.stations,
+        a.parts_per_second,
+        a.secs,
+        sent.len(),
+        sending.as_secs_f64(),
+        sent.len() as f64 / sending.as_secs_f64(),
+    );
+    println!(
+        "final: {} of {}; enriched by the remote model: {} ({:.1}% of parts)",
+        all.len(),
+        sent.len(),
+        enriched.len(),
+        100.0 * enriched.len() as f64 / sent.len().max(1) as f64
+    );
+    for (name, times) in [("every part", &all), ("enriched parts", &enriched)] {
+        println!(
+            "frame → final, {name}: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+            pct(times, 0.5),
+            pct(times, 0.99),
+            pct(times, 1.0)
+        );
+    }
+    let limit = (rpm * 10).div_ceil(60);
+    println!(
+        "remote calls: {} in all; per 10 s window at most {} (limit {limit}); per second at most {}",
+        per_second.values().sum::<u64>(),
+        per_window.values().max().copied().unwrap_or(0),
+        per_second.values().max().copied().unwrap_or(0),
+    );
+}

@@ -1,0 +1,283 @@
+//! The remote analyzer's queue behaviour (issue #22): the deployment's token and request
+//! budget shared by two replicas over one store, counted at the server that speaks Azure's
+//! protocol (`azure_mock.rs`), and the store's reservations themselves; a 429 asking to wait
+//! past `max_retry_wait_secs` puts the part back in the queue, enriched later, once; a burst
+//! against the budget loses or repeats nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use wiko_cloud::store::{Event, WindowClaim};
+use wiko_synth::SynthDefect;
+use wiko_wire::AnalysisStatus;
+
+use crate::azure_mock::{INPUT_TOKENS, Mock, OUTPUT_TOKENS, Reply};
+use crate::backend::Place;
+use crate::harness::*;
+use crate::remote::{KEY, calibrate, remote_table, result};
+
+/// Waits until the wall clock is just past the start of a `window`, so that the calls of a
+/// test begin at a window's start (a call reserved at a window's very end could reach the
+/// server in the next one).
+async fn at_window_start(window: Duration) {
+    let ms = window.as_millis() as i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let next = (now.div_euclid(ms) + 1) * ms;
+    tokio::time::sleep(Duration::from_millis((next - now) as u64 + 10)).await;
+}
+
+/// Sends `n` NG parts through `h`; their ids.
+async fn ng_parts(h: &Harness, n: u64) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (_, part) = analyze(h, part_jpeg(Some(SynthDefect::Rust), 70_000 + i)).await;
+        assert_eq!(part["status"], "provisional", "{part}");
+        ids.push(part["id"].clone());
+    }
+    ids
+}
+
+/// Runs the remote workers of every replica until each of `ids` is final (or 60 s pass).
+async fn enrich_all(replicas: &[&Harness], ids: &[Value]) {
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for h in replicas {
+        for _ in 0..2 {
+            let workers = h.state.remote_workers().unwrap();
+            tasks.push(tokio::spawn(workers.run(stop.clone())));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for id in ids {
+        while result(replicas[0], id).await["status"] != "final" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} not enriched in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Each part: one provisional result event, then one final update, and a remote verdict
+/// without error.
+async fn enriched_once(h: &Harness, ids: &[Value]) {
+    let events = h.state.intake.storage.records.outbox(1000).await.unwrap();
+    for id in ids {
+        let statuses: Vec<AnalysisStatus> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::Result(a) if a.id.to_string() == id.as_str().unwrap() => Some(a.status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [AnalysisStatus::Provisional, AnalysisStatus::Final],
+            "{id}"
+        );
+        let done = result(h, id).await;
+        let verdicts = done["verdicts"].as_array().unwrap();
+        assert_eq!(verdicts.len(), 2, "{done}");
+        assert_eq!(verdicts[1]["source"], "remote");
+        assert_eq!(verdicts[1]["error"], Value::Null, "{done}");
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_never_send_more_tokens_together_than_the_deployment_allows() {
+    let mock = Mock::start(KEY).await;
+    // 4,000 tokens per 1 s window: each call reserves its estimate (about 500 text, 85 image,
+    // 800 max_tokens) and is corrected to the 1,100 the server reports, so two or three calls
+    // fit in a window, whichever replica makes them.
+    let per_window = 4000;
+    // Workers wait for a later window (up to 5 s) rather than put their part off, so every call
+    // is reserved at a window's start or just after an answer: it reaches the server within
+    // the window it was counted in.
+    let table = remote_table(
+        &mock,
+        "azure_openai",
+        &format!(
+            "deployment_tokens_per_minute = {}\ndeployment_window_secs = 1\n",
+            per_window * 60
+        ),
+    )
+    .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 5");
+    let place = Arc::new(Place::new().await);
+    let a = started_with(place.clone(), &table).await;
+    calibrate(&a).await;
+    let b = started_with(place, &table).await;
+    let mut ids = ng_parts(&a, 5).await;
+    ids.extend(ng_parts(&b, 5).await);
+
+    at_window_start(Duration::from_secs(1)).await;
+    enrich_all(&[&a, &b], &ids).await;
+
+    let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
+    for seen in mock.seen() {
+        *per_second.entry(seen.wall.timestamp()).or_default() += INPUT_TOKENS + OUTPUT_TOKENS;
+    }
+    assert_eq!(
+        per_second.values().sum::<u64>(),
+        10 * (INPUT_TOKENS + OUTPUT_TOKENS),
+        "one call per part"
+    );
+    assert!(
+        per_second.values().all(|&tokens| tokens <= per_window),
+        "tokens per window at the server: {per_second:?}"
+    );
+    assert!(
+        per_second.len() >= 3,
+        "the budget spread the calls: {per_second:?}"
+    );
+    enriched_once(&a, &ids).await;
+}
+
+#[tokio::test]
+async fn a_429_asking_past_the_max_wait_puts_the_part_back_until_then() {
+    let mock = Mock::start(KEY).await;
+    // max_retry_wait_secs = 2: a 429 asking for 3 s is not waited out by the worker.
+    let h = harness_with(&remote_table(&mock, "azure_openai", "")).await;
+    calibrate(&h).await;
+    let workers = h.state.remote_workers().unwrap();
+    let ids = ng_parts(&h, 1).await;
+
+    mock.script([Reply::too_many("retry-after", "3")]);
+    assert!(workers.work_once().await);
+    assert_eq!(mock.seen().len(), 1);
+    let waiting = result(&h, &ids[0]).await;
+    assert_eq!(waiting["status"], "provisional", "{waiting}");
+    assert_eq!(waiting["verdicts"].as_array().unwrap().len(), 1);
+    assert!(!workers.work_once().await, "the part waits for its time");
+
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert!(workers.work_once().await);
+    assert!(!workers.work_once().await, "enriched once");
+    assert_eq!(mock.seen().len(), 2);
+    enriched_once(&h, &ids).await;
+    let (_, costs) = get_json(&h, "/api/v1/costs").await;
+    assert_eq!(costs["rows"][0]["parts"], 1, "{costs}");
+}
+
+#[tokio::test]
+async fn a_burst_against_the_request_budget_loses_or_repeats_nothing() {
+    let mock = Mock::start(KEY).await;
+    // Three requests per 1 s window for both replicas, and no waiting for a window: a call
+    // that does not fit puts its part back until the next one.
+    let table = remote_table(
+        &mock,
+        "openai_compatible",
+        "deployment_requests_per_minute = 180\ndeployment_window_secs = 1\n",
+    )
+    .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 0");
+    let place = Arc::new(Place::new().await);
+    let a = started_with(place.clone(), &table).await;
+    calibrate(&a).await;
+    let b = started_with(place, &table).await;
+    let mut ids = ng_parts(&a, 6).await;
+    ids.extend(ng_parts(&b, 6).await);
+
+    // Each window, the workers of both replicas take turns with the parts that are due until
+    // none is (those that do not fit are put off until the next window).
+    let workers = [
+        a.state.remote_workers().unwrap(),
+        b.state.remote_workers().unwrap(),
+    ];
+    let mut windows = 0;
+    while windows < 30 {
+        at_window_start(Duration::from_secs(1)).await;
+        // Parts put off are due within 5% of a window after its start.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        windows += 1;
+        let mut took = true;
+        while took {
+            took = false;
+            for w in &workers {
+                took |= w.work_once().await;
+            }
+        }
+        let mut waiting = 0;
+        for id in &ids {
+            if result(&a, id).await["status"] != "final" {
+                waiting += 1;
+            }
+        }
+        if waiting == 0 {
+            break;
+        }
+    }
+
+    let seen = mock.seen();
+    assert_eq!(seen.len(), ids.len(), "one call per part");
+    let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+    for s in &seen {
+        *per_second.entry(s.wall.timestamp()).or_default() += 1;
+    }
+    assert!(
+        per_second.values().all(|&n| n <= 3),
+        "requests per window: {per_second:?}"
+    );
+    assert!(
+        per_second.len() >= 4,
+        "12 parts at 3 per window take 4 windows: {per_second:?}"
+    );
+    enriched_once(&a, &ids).await;
+}
+
+#[tokio::test]
+async fn reservations_from_two_replicas_never_exceed_the_window_together() {
+    let place = Place::new().await;
+    let (a, b) = (place.open().await.records, place.open().await.records);
+    let claim = WindowClaim {
+        deployment: "https://x.openai.azure.com gpt-4o".into(),
+        slot: 7,
+        tokens: 300,
+        max_tokens: 1000,
+        max_requests: 100,
+    };
+    let tries: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let claim = claim.clone();
+            tokio::spawn(async move { store.reserve_remote(&claim).await.unwrap() })
+        })
+        .collect();
+    let mut fitted = 0;
+    for t in tries {
+        fitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(fitted, 3, "3 × 300 of 1,000 tokens");
+    // A call used 200 tokens less than estimated: room for one more.
+    a.settle_remote(&claim.deployment, 7, -200).await.unwrap();
+    assert!(b.reserve_remote(&claim).await.unwrap());
+    assert!(!a.reserve_remote(&claim).await.unwrap());
+    // Another window starts empty; its request limit holds as well.
+    let requests = WindowClaim {
+        slot: 8,
+        tokens: 1,
+        max_requests: 2,
+        ..claim.clone()
+    };
+    assert!(a.reserve_remote(&requests).await.unwrap());
+    assert!(b.reserve_remote(&requests).await.unwrap());
+    assert!(!a.reserve_remote(&requests).await.unwrap());
+    // A call estimated above the whole window still runs, alone in a window.
+    let big = WindowClaim {
+        slot: 9,
+        tokens: 5000,
+        ..claim.clone()
+    };
+    assert!(a.reserve_remote(&big).await.unwrap());
+    assert!(
+        !b.reserve_remote(&WindowClaim { tokens: 1, ..big })
+            .await
+            .unwrap()
+    );
+}
