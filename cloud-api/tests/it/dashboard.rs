@@ -378,3 +378,128 @@ async fn the_pages_show_the_stored_parts_golden_sets_and_devices() {
     assert_eq!(fleet.status, StatusCode::OK);
     assert!(fleet.text.contains("id=\"devices\""));
 }
+
+#[tokio::test]
+async fn the_results_page_exports_its_filtered_set_and_reviews_the_selected_parts() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let ng: Vec<_> = [
+        crate::stats::completed(&storage, 0, true).await,
+        crate::stats::completed(&storage, 1, true).await,
+    ]
+    .into();
+    let ok = crate::stats::completed(&storage, 2, false).await;
+    let pending = crate::stats::part(&storage, 3, "polish", "WK-KN-200", chrono::Utc::now()).await;
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+
+    // The export link carries the page's filters, not its page.
+    let page = call(
+        &h,
+        "GET",
+        "/results?defect_detected=true&limit=1",
+        &session,
+        None,
+    )
+    .await;
+    assert!(
+        page.text
+            .contains("id=\"export-csv\" href=\"/results/export.csv?defect_detected=true\""),
+        "{}",
+        page.text
+    );
+    let csv = call(
+        &h,
+        "GET",
+        "/results/export.csv?defect_detected=true",
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        csv.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", csv.text);
+    assert!(lines[0].starts_with("id,defect_id,timestamp"));
+    assert!(ng.iter().all(|id| csv.text.contains(&id.to_string())));
+    let signed_out = call(&h, "GET", "/results/export.csv", "", None).await;
+    assert_eq!(signed_out.location(), Some("/signin"));
+
+    // One review of the selected parts, with the page's token; back to the same page.
+    let all = call(&h, "GET", "/results", &session, None).await;
+    assert!(
+        all.text.contains("name=\"id\" type=\"checkbox\"")
+            || all.text.contains("type=\"checkbox\" name=\"id\"")
+    );
+    assert!(
+        !all.text
+            .contains(&format!("name=\"id\" value=\"{pending}\"")),
+        "a part without a verdict cannot be selected"
+    );
+    let token = all.csrf();
+    let (ng0, ok_id) = (ng[0].to_string(), ok.to_string());
+    let selected = [
+        ("id", ng0.as_str()),
+        ("id", ok_id.as_str()),
+        ("verdict", "incorrect"),
+        ("comment", ""),
+        ("back", "/results?defect_detected=true"),
+    ];
+    let refused = call(
+        &h,
+        "POST",
+        "/results/feedback",
+        &session,
+        Some(&form(&selected)),
+    )
+    .await;
+    assert_eq!(refused.json()["error"]["code"], "csrf_rejected");
+    let mut with_token = selected.to_vec();
+    with_token.push(("csrf", &token));
+    let reviewed = call(
+        &h,
+        "POST",
+        "/results/feedback",
+        &session,
+        Some(&form(&with_token)),
+    )
+    .await;
+    assert_eq!(reviewed.status, StatusCode::SEE_OTHER, "{}", reviewed.text);
+    assert_eq!(reviewed.location(), Some("/results?defect_detected=true"));
+    let all = call(&h, "GET", "/results", &session, None).await;
+    assert_eq!(all.text.matches("data-feedback=\"false_ng\"").count(), 1);
+    assert_eq!(all.text.matches("data-feedback=\"false_ok\"").count(), 1);
+    let (_, c) = get_json(&h, "/api/v1/capability?sku=WK-KN-200").await;
+    assert_eq!(
+        (&c["false_positives"], &c["false_negatives"]),
+        (&json!(1), &json!(1))
+    );
+
+    // What cannot be reviewed is named on a page of its own.
+    let pending_id = pending.to_string();
+    let mixed = form(&[
+        ("csrf", token.as_str()),
+        ("id", ng[1].to_string().as_str()),
+        ("id", pending_id.as_str()),
+        ("verdict", "confirmed"),
+    ]);
+    let answer = call(&h, "POST", "/results/feedback", &session, Some(&mixed)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(
+        answer.text.contains("1 part(s) reviewed, 1 refused"),
+        "{}",
+        answer.text
+    );
+    assert!(answer.text.contains(&format!("data-id=\"{pending}\"")));
+}
