@@ -503,3 +503,167 @@ async fn the_results_page_exports_its_filtered_set_and_reviews_the_selected_part
     );
     assert!(answer.text.contains(&format!("data-id=\"{pending}\"")));
 }
+
+#[tokio::test]
+async fn a_false_ng_joins_its_golden_set_in_one_click_and_an_admin_edits_the_set_from_its_page() {
+    let h = harness().await;
+    let golden: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 50_000 + seed)).collect();
+    let (status, body) = upload_golden(&h, "/api/v1/skus/WK-KN-200/golden", &golden).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ng_image = part_jpeg(Some(SynthDefect::Rust), 90_002);
+    let (_, ng) = analyze(&h, ng_image.clone()).await;
+    assert_eq!(ng["defect_detected"], true, "{ng}");
+    let ng_id = ng["id"].as_str().unwrap().to_string();
+
+    // The API: an admin's, and only for a part reviewed good.
+    let add = format!("/api/v1/analyses/{ng_id}/golden");
+    let (s, e) = post_json(&h, &add, VIEWER, json!({})).await;
+    assert_eq!((s, code(&e)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, e) = post_json(&h, &add, ADMIN, json!({})).await;
+    assert_eq!((s, code(&e)), (StatusCode::CONFLICT, "not_reviewed_good"));
+
+    let (session, _) = sign_in(&h, ADMIN).await;
+    let session = session.unwrap();
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &session, None).await;
+    assert!(!detail.text.contains("add-golden"), "not reviewed yet");
+    let token = detail.csrf();
+    let reviewed = call(
+        &h,
+        "POST",
+        &format!("/results/{ng_id}/feedback"),
+        &session,
+        Some(&form(&[("csrf", &token), ("verdict", "false_ng")])),
+    )
+    .await;
+    assert_eq!(reviewed.status, StatusCode::SEE_OTHER);
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &session, None).await;
+    assert!(
+        detail.text.contains("class=\"add-golden\""),
+        "{}",
+        detail.text
+    );
+
+    // The capability page counts it a false positive and lists it as a false NG.
+    let capability = call(&h, "GET", "/capability?range=all", &session, None).await;
+    assert_eq!(capability.status, StatusCode::OK, "{}", capability.text);
+    assert!(
+        capability.text.contains("<td class=\"num mono fp\">1</td>"),
+        "{}",
+        capability.text
+    );
+    assert!(
+        capability
+            .text
+            .contains("<span id=\"false-ng-count\">1</span>")
+    );
+    assert!(
+        capability
+            .text
+            .contains("<span id=\"false-ok-count\">0</span>")
+    );
+    let other = call(&h, "GET", "/capability?sku=WK-XX-1", &session, None).await;
+    assert!(other.text.contains("<span id=\"false-ng-count\">0</span>"));
+
+    // One click: the image joins the set, a new model version is fitted.
+    let added = call(
+        &h,
+        "POST",
+        &format!("/results/{ng_id}/golden"),
+        &session,
+        Some(&form(&[("csrf", &token)])),
+    )
+    .await;
+    assert_eq!(
+        added.location(),
+        Some("/golden/WK-KN-200"),
+        "{}",
+        added.text
+    );
+    let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
+    assert!(set.text.contains("<span id=\"sample-count\">7</span>"));
+    assert!(
+        set.text.contains("<dd class=\"version\">v2</dd>"),
+        "{}",
+        set.text
+    );
+    assert!(set.text.contains("id=\"golden-upload\""));
+
+    // Remove it again, and upload a good part, from the set's page.
+    let digest = wiko_wire::frame::image_digest(&ng_image);
+    let removed = call(
+        &h,
+        "POST",
+        &format!("/golden/WK-KN-200/{digest}/remove"),
+        &session,
+        Some(&form(&[("csrf", &token)])),
+    )
+    .await;
+    assert_eq!(
+        removed.location(),
+        Some("/golden/WK-KN-200"),
+        "{}",
+        removed.text
+    );
+    let upload = |csrf: String| {
+        let body = multipart(&[("image", "image/jpeg", &part_jpeg(None, 50_010))]);
+        let req = Request::post(format!("/golden/WK-KN-200?csrf={csrf}"))
+            .header(header::COOKIE, session.as_str())
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        wiko_cloud::app(h.state.clone()).oneshot(req)
+    };
+    let refused = upload("forged".into()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let uploaded = upload(token.clone()).await.unwrap();
+    assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
+    let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
+    assert!(set.text.contains("<span id=\"sample-count\">7</span>"));
+    assert!(
+        set.text.contains("<dd class=\"version\">v4</dd>"),
+        "{}",
+        set.text
+    );
+    assert!(
+        !set.text.contains(&digest),
+        "the false NG is out of the set"
+    );
+
+    // A viewer sees the set but none of its forms, and cannot add.
+    let (viewer, _) = sign_in(&h, VIEWER).await;
+    let viewer = viewer.unwrap();
+    let set = call(&h, "GET", "/golden/WK-KN-200", &viewer, None).await;
+    assert!(!set.text.contains("golden-upload") && !set.text.contains("/remove"));
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &viewer, None).await;
+    assert!(!detail.text.contains("add-golden"));
+    let refused = call(
+        &h,
+        "POST",
+        &format!("/results/{ng_id}/golden"),
+        &viewer,
+        Some(&form(&[("csrf", &detail.csrf())])),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // The Overview over custom plant days: today holds the part.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let overview = call(
+        &h,
+        "GET",
+        &format!("/overview?range=custom&from={today}&to={today}"),
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.text);
+    assert!(
+        overview.text.contains("id=\"kpi-parts\">1<"),
+        "{}",
+        overview.text
+    );
+    assert!(overview.text.contains("<option value=\"custom\" selected>"));
+}
