@@ -9,10 +9,9 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
 use wiko_cloud::store::{Call, Image, Origin, Storage};
-use wiko_wire::{AnalysisStatus, DefectType};
 
 use crate::harness::*;
-use crate::stats::{defect, outcome};
+use crate::stats::judge;
 
 /// More results than twenty of the export's pages.
 const RESULTS: usize = 10_050;
@@ -50,16 +49,7 @@ async fn seed(storage: &Storage, n: usize) {
                         .put_part(origin, image.clone(), Duration::from_secs(3600))
                         .await
                         .unwrap();
-                    let defects = if i % 3 == 0 {
-                        vec![defect(DefectType::Chip)]
-                    } else {
-                        Vec::new()
-                    };
-                    storage
-                        .records
-                        .complete(id, outcome(AnalysisStatus::Final, defects))
-                        .await
-                        .unwrap();
+                    judge(&storage, id, i % 3 == 0).await;
                 }
             })
         })
