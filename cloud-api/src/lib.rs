@@ -14,7 +14,7 @@
 //! - [`fleet`]: the devices, from their heartbeats.
 //! - What the dashboard reads: [`stats`] (hourly aggregates folded into buckets and groups),
 //!   [`live`] (every replica's feed of committed results), `thumbnail` (made once, kept in the
-//!   image store).
+//!   image store), `export` (the results as CSV, streamed page by page).
 //! - `auth`: API keys and scopes.
 //! - `dashboard`: the pages quality engineers use, at `/` (sign-in with a key, a session
 //!   cookie, server-rendered HTML).
@@ -31,6 +31,7 @@ mod auth;
 pub mod backup;
 pub mod config;
 mod dashboard;
+mod export;
 pub mod fleet;
 pub mod http;
 mod intake;

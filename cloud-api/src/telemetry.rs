@@ -54,3 +54,5 @@ pub const LIVE_CLIENTS: &str = "wiko_cloud_live_clients";
 pub const LIVE_EVENTS_TOTAL: &str = "wiko_cloud_live_events_total";
 /// Thumbnails made (the first request of each; later ones are read from the image store).
 pub const THUMBNAILS_MADE_TOTAL: &str = "wiko_cloud_thumbnails_made_total";
+/// Rows of results exported as CSV.
+pub const EXPORT_ROWS_TOTAL: &str = "wiko_cloud_export_rows_total";

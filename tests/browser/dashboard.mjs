@@ -6,6 +6,7 @@
 //   WIKO_SHOTS   where the screenshots go
 //   WIKO_DEVICE_KEY, WIKO_NG_FRAME  a device key and an NG frame (meta JSON and image file) to
 //                send while the Live page is open
+//   WIKO_ADMIN_KEY  an admin key, to add a false NG to its golden set
 // Every check reads the DOM; a failed one exits non-zero naming it.
 import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -84,6 +85,18 @@ try {
   await page.selectOption("select[name=defect_detected]", "true");
   await page.waitForURL(/defect_detected=true/);
   check("NG filter", Number(await page.textContent("#result-count")), expect.ng);
+  // The CSV export of the filtered set: the API's list, row for row.
+  const api = async (path) => {
+    const r = await fetch(`${url}${path}`, { headers: { "X-API-Key": key } });
+    return r.json();
+  };
+  const exportHref = await page.getAttribute("#export-csv", "href");
+  check("the export carries the filter", exportHref, "/results/export.csv?defect_detected=true");
+  const csv = await page.request.get(`${url}${exportHref}`);
+  check("the export answers", csv.status(), 200);
+  const csvIds = (await csv.text()).trim().split("\n").slice(1).map((l) => l.split(",")[0]);
+  const listed = (await api("/api/v1/analyses?defect_detected=true&limit=500")).items.map((a) => a.id);
+  check("CSV rows are the API's list", csvIds, listed);
 
   // The part's detail: the image with each defect boxed, the model that judged it.
   await page.click(`tr[data-id="${expect.ng_id}"] td.mono a`);
@@ -99,6 +112,38 @@ try {
   await page.setViewportSize({ width: 800, height: 1280 });
   await shot("detail-tablet");
   await page.setViewportSize({ width: 1280, height: 800 });
+
+  // Bulk review: two OK parts confirmed and one marked incorrect (a false OK), from the list.
+  await page.goto(`${url}/results?defect_detected=false`);
+  const okIds = await page.locator("#results input[name=id]").evaluateAll((b) => b.map((x) => x.value));
+  await page.check(`#results input[value="${okIds[0]}"]`);
+  await page.check(`#results input[value="${okIds[1]}"]`);
+  await Promise.all([page.waitForURL(/defect_detected=false/), page.click("#bulk button[value=confirmed]")]);
+  await page.check(`#results input[value="${okIds[2]}"]`);
+  await page.fill("#bulk input[name=comment]", "burr on the spine");
+  await Promise.all([page.waitForURL(/defect_detected=false/), page.click("#bulk button[value=incorrect]")]);
+  const reviews = await page.locator("#results td.review").evaluateAll((c) =>
+    c.map((td) => [td.parentElement.dataset.id, td.dataset.feedback]));
+  const reviewOf = Object.fromEntries(reviews);
+  check("bulk reviews shown", [okIds[0], okIds[1], okIds[2]].map((id) => reviewOf[id]),
+    ["confirmed", "confirmed", "false_ok"]);
+  await shot("results-reviewed");
+
+  // Capability: each SKU's counts are the API's; the false OK is listed.
+  await page.click("nav a[href='/capability']");
+  await page.selectOption("select[name=range]", "all");
+  await Promise.all([page.waitForURL(/range=all/), page.click("form.filters button[type=submit]")]);
+  for (const sku of Object.keys(expect.skus)) {
+    const c = await api(`/api/v1/capability?sku=${sku}`);
+    const row = `#capability tr[data-sku="${sku}"]`;
+    const shownCounts = [];
+    for (const k of ["tp", "fp", "tn", "fn"]) shownCounts.push(Number(await page.textContent(`${row} .${k}`)));
+    check(`${sku} capability`, shownCounts,
+      [c.true_positives, c.false_positives, c.true_negatives, c.false_negatives]);
+  }
+  check("false OKs listed", await page.locator("#false-ok tbody tr[data-id]").evaluateAll((r) =>
+    r.map((x) => x.dataset.id)), [okIds[2]]);
+  await shot("capability");
 
   // Golden sets: the images of each SKU and its active model.
   await page.click("nav a[href='/golden']");
@@ -128,6 +173,22 @@ try {
   await Promise.all([page.waitForURL(`${url}/signin`), page.click("header form button")]);
   await page.goto(`${url}/fleet`);
   check("after signing out", new URL(page.url()).pathname, "/signin");
+
+  // An admin marks an NG part a false NG and adds it to its SKU's golden set in one click:
+  // a new model version, one more golden image.
+  await page.fill("#key", process.env.WIKO_ADMIN_KEY);
+  await Promise.all([page.waitForURL(`${url}/overview`), page.click("button[type=submit]")]);
+  await page.goto(`${url}/results/${expect.false_ng_id}`);
+  check("no golden button before the review", await page.locator("button.add-golden").count(), 0);
+  await Promise.all([page.waitForURL(/#feedback$/), page.click("#feedback button[value=false_ng]")]);
+  await Promise.all([
+    page.waitForURL(`${url}/golden/${expect.false_ng_sku}`),
+    page.click("button.add-golden"),
+  ]);
+  check("golden images after the add", Number(await page.textContent("#sample-count")),
+    expect.skus[expect.false_ng_sku] + 1);
+  check("the new model version", await page.textContent("#model .version"), "v2");
+  await shot("golden-added");
   console.log("all checks passed");
 } finally {
   await browser.close();

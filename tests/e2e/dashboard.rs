@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wiko_e2e::{Cloud, DEVICE_KEY, VIEWER_KEY, bin, free_port, manifest_rows, wait_until};
+use wiko_e2e::{
+    ADMIN_KEY, Cloud, DEVICE_KEY, VIEWER_KEY, bin, free_port, manifest_rows, wait_until,
+};
 use wiko_wire::FrameMeta;
 
 /// Where the screenshots go: beside the binaries' profile directory.
@@ -127,6 +129,11 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
         .filter(|a| a["defect_detected"] == true)
         .collect();
     assert!(!ng.is_empty(), "the dataset has NG parts");
+    assert!(ng.len() >= 2, "two NG parts: one confirmed, one a false NG");
+    assert!(
+        analyses.len() - ng.len() >= 3,
+        "three OK parts, to review at once"
+    );
     let first_ng = ng[0];
     let expect = json!({
         "parts": parts,
@@ -139,6 +146,8 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
             .flat_map(|a| a["defects"].as_array().unwrap().iter().map(|d| d["type"].to_string()))
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
+        "false_ng_id": ng[1]["id"],
+        "false_ng_sku": ng[1]["product_sku"],
         "skus": {"WK-KN-200": 30, "WK-PR-090": 30},
         "devices": ["line1-pc"],
     });
@@ -153,6 +162,7 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
         .env("WIKO_EXPECT", expect.to_string())
         .env("WIKO_SHOTS", &shots)
         .env("WIKO_DEVICE_KEY", DEVICE_KEY)
+        .env("WIKO_ADMIN_KEY", ADMIN_KEY)
         .env("WIKO_NG_FRAME", ng_frame.to_string())
         .output()
         .expect("node runs (tests/browser: npm ci)");
@@ -184,6 +194,9 @@ async fn the_dashboard_shows_the_api_numbers_in_chromium() {
         "detail",
         "golden",
         "golden-set",
+        "results-reviewed",
+        "capability",
+        "golden-added",
         "fleet",
         "detail-tablet",
     ] {

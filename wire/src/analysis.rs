@@ -145,6 +145,19 @@ pub enum AnalysisStatus {
     Failed,
 }
 
+impl AnalysisStatus {
+    /// The snake_case name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnalysisStatus::Pending => "pending",
+            AnalysisStatus::NotCalibrated => "not_calibrated",
+            AnalysisStatus::Provisional => "provisional",
+            AnalysisStatus::Final => "final",
+            AnalysisStatus::Failed => "failed",
+        }
+    }
+}
+
 /// One analysed part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -79,6 +79,8 @@ error_codes! {
     FrameConflict = "frame_conflict",
     /// The analysis has no verdict to review: pending, failed or not calibrated (409).
     NotJudged = "not_judged",
+    /// Only a part whose latest review says it is good joins a golden set (409).
+    NotReviewedGood = "not_reviewed_good",
     /// Removing the golden sample would leave its model too few images (409).
     GoldenSetTooSmall = "golden_set_too_small",
     /// The SKU's golden set is full (400).

@@ -68,6 +68,90 @@ pub struct NewFeedback {
     pub comment: Option<String>,
 }
 
+/// Most results one bulk review may name.
+pub const MAX_BULK_REVIEW: usize = 200;
+
+/// What a bulk review says of each result it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BulkVerdict {
+    /// The verdict (OK or NG) is right.
+    Confirmed,
+    /// The verdict is wrong: `false_ng` of an NG result, `false_ok` of an OK one.
+    Incorrect,
+    /// The reviewer cannot tell.
+    Inconclusive,
+}
+
+impl BulkVerdict {
+    pub const ALL: [BulkVerdict; 3] = [
+        BulkVerdict::Confirmed,
+        BulkVerdict::Incorrect,
+        BulkVerdict::Inconclusive,
+    ];
+
+    /// The snake_case name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkVerdict::Confirmed => "confirmed",
+            BulkVerdict::Incorrect => "incorrect",
+            BulkVerdict::Inconclusive => "inconclusive",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<BulkVerdict> {
+        BulkVerdict::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+
+    /// The review of a result judged `defect_detected`.
+    pub fn for_result(self, defect_detected: bool) -> FeedbackVerdict {
+        match self {
+            BulkVerdict::Confirmed => FeedbackVerdict::Confirmed,
+            BulkVerdict::Incorrect if defect_detected => FeedbackVerdict::FalseNg,
+            BulkVerdict::Incorrect => FeedbackVerdict::FalseOk,
+            BulkVerdict::Inconclusive => FeedbackVerdict::Inconclusive,
+        }
+    }
+}
+
+/// `POST /api/v1/feedback`'s body: one review of many results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkFeedback {
+    /// The results, 1 to [`MAX_BULK_REVIEW`] (repeats count once).
+    pub ids: Vec<uuid::Uuid>,
+    pub verdict: BulkVerdict,
+    /// At most [`MAX_COMMENT_CHARS`] characters, the same on each result.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// A result a bulk review recorded, with the review it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BulkReviewedResult {
+    pub id: uuid::Uuid,
+    pub verdict: FeedbackVerdict,
+}
+
+/// A result a bulk review did not record, and why (`not_found`, `not_judged`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BulkRefusal {
+    pub id: uuid::Uuid,
+    pub error: crate::ErrorDetail,
+}
+
+/// `POST /api/v1/feedback`'s answer: each named result, reviewed or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BulkReviewed {
+    pub reviewed: Vec<BulkReviewedResult>,
+    pub refused: Vec<BulkRefusal>,
+}
+
 /// A review as stored; a result shows its latest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

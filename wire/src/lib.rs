@@ -38,7 +38,10 @@ pub use analysis::{
     Verdict, VerdictError, VerdictErrorCode, VerdictSource,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use feedback::{Capability, Feedback, FeedbackVerdict, NewFeedback};
+pub use feedback::{
+    BulkFeedback, BulkRefusal, BulkReviewed, BulkReviewedResult, BulkVerdict, Capability, Feedback,
+    FeedbackVerdict, NewFeedback,
+};
 pub use fleet::{
     DeadLetter, Device, DeviceAction, DeviceCommand, DeviceState, Heartbeat, HeartbeatAck,
     HeartbeatError,

@@ -45,13 +45,21 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", post(pages::signout))
         .route("/results", get(pages::results))
+        .route("/results/export.csv", get(pages::export))
+        .route("/results/feedback", post(pages::bulk_feedback))
         .route("/results/{id}", get(pages::detail))
         .route("/results/{id}/image", get(pages::part_image))
         .route("/results/{id}/thumbnail", get(pages::thumbnail))
         .route("/results/{id}/feedback", post(pages::feedback))
+        .route("/results/{id}/golden", post(pages::add_to_golden))
+        .route("/capability", get(pages::capability))
         .route("/golden", get(pages::golden_index))
-        .route("/golden/{sku}", get(pages::golden_set))
+        .route(
+            "/golden/{sku}",
+            get(pages::golden_set).post(pages::golden_upload),
+        )
         .route("/golden/{sku}/{digest}", get(pages::golden_image))
+        .route("/golden/{sku}/{digest}/remove", post(pages::golden_remove))
         .route("/fleet", get(pages::fleet))
         .route("/assets/style.css", get(assets::style))
         .route("/assets/app.js", get(assets::script))

@@ -1,7 +1,7 @@
 //! The Overview: which time range "this shift", "today" and "7 days" mean in the plant's time
 //! (`[dashboard]` `utc_offset_minutes` and `shift_starts`), and the page drawn from the stats.
 
-use chrono::{DateTime, Duration, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use maud::{Markup, html};
 use wiko_wire::{Stats, StatsBucket, StatsCounts};
 
@@ -13,16 +13,23 @@ pub enum Range {
     Shift,
     Today,
     Week,
+    /// Whole plant days, `from` through `to` (the form's dates).
+    Custom {
+        from: NaiveDate,
+        to: NaiveDate,
+    },
 }
 
-impl Range {
-    pub const ALL: [Range; 3] = [Range::Shift, Range::Today, Range::Week];
+/// The ranges the Overview's select names (a custom one takes its dates from the form).
+const NAMED: [Range; 3] = [Range::Shift, Range::Today, Range::Week];
 
+impl Range {
     pub fn as_str(self) -> &'static str {
         match self {
             Range::Shift => "shift",
             Range::Today => "today",
             Range::Week => "7d",
+            Range::Custom { .. } => "custom",
         }
     }
 
@@ -31,11 +38,19 @@ impl Range {
             Range::Shift => "This shift",
             Range::Today => "Today",
             Range::Week => "7 days",
+            Range::Custom { .. } => "Custom dates",
         }
     }
 
-    pub fn parse(name: &str) -> Option<Range> {
-        Range::ALL.into_iter().find(|r| r.as_str() == name)
+    /// The range a query names: `range` one of the named ones, or `custom` with `from` and
+    /// `to` (`YYYY-MM-DD`, plant days, `from` not after `to`). `None` for anything else.
+    pub fn parse(name: &str, from: &str, to: &str) -> Option<Range> {
+        if name == "custom" {
+            let day = |v: &str| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok();
+            let (from, to) = (day(from)?, day(to)?);
+            return (from <= to).then_some(Range::Custom { from, to });
+        }
+        NAMED.into_iter().find(|r| r.as_str() == name)
     }
 }
 
@@ -46,14 +61,25 @@ pub struct Plant {
     pub shift_starts: Vec<NaiveTime>,
 }
 
-/// The window of `range` at `now`: from its start until now, and how it is bucketed.
-pub fn window(range: Range, now: DateTime<Utc>, plant: &Plant) -> (DateTime<Utc>, StatsBucket) {
+/// The window of `range` at `now`: from its start until its end (now, for all but a custom
+/// range of past days), and how it is bucketed (by day over more than two days).
+pub fn window(
+    range: Range,
+    now: DateTime<Utc>,
+    plant: &Plant,
+) -> (DateTime<Utc>, DateTime<Utc>, StatsBucket) {
     let offset = Duration::minutes(i64::from(plant.utc_offset_minutes));
     let local = now.naive_utc() + offset;
     let midnight = local.date().and_time(NaiveTime::MIN);
+    let mut until = now;
     let start_local = match range {
         Range::Today => midnight,
         Range::Week => midnight - Duration::days(6),
+        Range::Custom { from, to } => {
+            let end = (to + Duration::days(1)).and_time(NaiveTime::MIN) - offset;
+            until = until.min(end.and_utc());
+            from.and_time(NaiveTime::MIN)
+        }
         Range::Shift => {
             let today = plant
                 .shift_starts
@@ -68,11 +94,13 @@ pub fn window(range: Range, now: DateTime<Utc>, plant: &Plant) -> (DateTime<Utc>
             })
         }
     };
-    let bucket = match range {
-        Range::Week => StatsBucket::Day,
-        _ => StatsBucket::Hour,
+    let since = (start_local - offset).and_utc();
+    let bucket = if until - since > Duration::days(2) {
+        StatsBucket::Day
+    } else {
+        StatsBucket::Hour
     };
-    ((start_local - offset).and_utc(), bucket)
+    (since, until, bucket)
 }
 
 /// A bucket's label in plant time: its hour, or its day.
@@ -151,12 +179,15 @@ pub fn view(
     html! {
         form.filters method="get" action="/overview" {
             label { span { "Range" }
-                select name="range" {
-                    @for r in Range::ALL {
+                select #range name="range" {
+                    @for r in NAMED {
                         option value=(r.as_str()) selected[r == range] { (r.label()) }
                     }
+                    option value="custom" selected[matches!(range, Range::Custom { .. })] { "Custom dates" }
                 }
             }
+            label { span { "From (plant day)" } input type="date" name="from" value=(value("from")); }
+            label { span { "To (plant day)" } input type="date" name="to" value=(value("to")); }
             @for (name, text) in [("facility", "Facility"), ("line", "Line"), ("station", "Station"), ("sku", "SKU")] {
                 label { span { (text) } input type="text" name=(name) value=(value(name)); }
             }
@@ -257,13 +288,32 @@ mod tests {
         let p = plant(480);
         assert_eq!(
             window(Range::Shift, now, &p),
-            (at("2026-12-05T22:00:00Z"), StatsBucket::Hour)
+            (at("2026-12-05T22:00:00Z"), now, StatsBucket::Hour)
         );
         assert_eq!(window(Range::Today, now, &p).0, at("2026-12-05T16:00:00Z"));
         assert_eq!(
             window(Range::Week, now, &p),
-            (at("2026-11-29T16:00:00Z"), StatsBucket::Day)
+            (at("2026-11-29T16:00:00Z"), now, StatsBucket::Day)
         );
+        // Custom plant days: from the first's midnight to the last's end (or now), by day
+        // over more than two days.
+        let custom = Range::parse("custom", "2026-11-01", "2026-11-03").unwrap();
+        assert_eq!(
+            window(custom, now, &p),
+            (
+                at("2026-10-31T16:00:00Z"),
+                at("2026-11-03T16:00:00Z"),
+                StatsBucket::Day
+            )
+        );
+        let one_day = Range::parse("custom", "2026-12-06", "2026-12-06").unwrap();
+        assert_eq!(
+            window(one_day, now, &p),
+            (at("2026-12-05T16:00:00Z"), now, StatsBucket::Hour)
+        );
+        assert_eq!(Range::parse("custom", "2026-11-03", "2026-11-01"), None);
+        assert_eq!(Range::parse("custom", "", "2026-11-01"), None);
+        assert_eq!(Range::parse("7d", "", ""), Some(Range::Week));
         // 03:00 local, before the day's first shift: the night shift that began at 22:00.
         assert_eq!(
             window(Range::Shift, at("2026-12-06T03:00:00Z"), &plant(0)).0,

@@ -1,15 +1,19 @@
 //! The handlers: a session (or the sign-in form), the data from the same functions the API's
 //! handlers use, a view.
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Form, Path, Query, RawQuery, State};
+use axum::extract::{Form, Multipart, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
-use wiko_wire::{ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket, StatsDimension};
+use wiko_wire::{
+    BulkFeedback, BulkVerdict, Capability, ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket,
+    StatsDimension,
+};
 
 use super::SignedIn;
 use super::overview::{self, Figures, Range, window};
@@ -20,10 +24,11 @@ use crate::http::AppState;
 use crate::http::caller::{Context, too_many};
 use crate::http::error::ApiError;
 use crate::http::events::{self, EventsQuery};
-use crate::http::results::{ListQuery, checked_filter, not_found, parse_id};
+use crate::http::results::{ListQuery, checked_filter, csv_response, not_found, parse_id};
 use crate::http::stats::answer;
 use crate::http::{fleet, golden, image};
 use crate::stats::StatsRequest;
+use crate::store::{FeedbackFilter, ListFilter};
 
 fn html(markup: Markup) -> Response {
     Html(markup.into_string()).into_response()
@@ -213,7 +218,7 @@ pub(super) async fn overview(
 ) -> Result<Response, ApiError> {
     let pairs = filled(raw.as_deref())?;
     let value = |name: &str| field(&pairs, name);
-    let range = Range::parse(&value("range")).unwrap_or(Range::Shift);
+    let range = Range::parse(&value("range"), &value("from"), &value("to")).unwrap_or(Range::Shift);
     let place = |name: &str| Some(value(name)).filter(|v| !v.is_empty());
     let filter = checked_filter(
         [
@@ -227,10 +232,10 @@ pub(super) async fn overview(
         None,
     )?;
     let now = Utc::now();
-    let (since, bucket) = window(range, now, &s.plant);
+    let (since, until, bucket) = window(range, now, &s.plant);
     let request = |bucket, group_by| StatsRequest {
         since,
-        until: now,
+        until,
         bucket,
         utc_offset_minutes: s.plant.utc_offset_minutes,
         filter: filter.clone(),
@@ -297,24 +302,55 @@ pub(super) async fn results(
     let (pairs, query) = list_query(raw.as_deref())?;
     let listing = query.page(s.intake.storage.records.as_ref()).await?;
     let value = |name: &str| field(&pairs, name);
+    // The filters without the page: what the next page and the export carry.
+    let filters: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "cursor" && k != "limit")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let next = listing.next_cursor.as_ref().map(|cursor| {
-        let mut next: Vec<(&str, &str)> = pairs
-            .iter()
-            .filter(|(k, _)| k != "cursor")
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let mut next = filters.clone();
+        next.extend(
+            pairs
+                .iter()
+                .filter(|(k, _)| k == "limit")
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         next.push(("cursor", cursor));
         format!(
             "/results?{}",
             serde_urlencoded::to_string(&next).unwrap_or_default()
         )
     });
+    let export = format!(
+        "/results/export.csv?{}",
+        serde_urlencoded::to_string(&filters).unwrap_or_default()
+    );
+    let back = format!(
+        "/results?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    );
+    let links = views::ResultLinks {
+        next: next.as_deref(),
+        export: &export,
+        back: &back,
+    };
     Ok(page(
         &signed,
         "Results",
         Section::Results,
-        views::results(&value, &listing.items, next.as_deref()),
+        views::results(&value, &listing.items, &links, &signed.csrf),
     ))
+}
+
+/// Every result the page's filters select, as CSV (the API's export, for a session).
+pub(super) async fn export(
+    State(s): State<AppState>,
+    _: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (_, query) = list_query(raw.as_deref())?;
+    Ok(csv_response(&s, query.export()?))
 }
 
 pub(super) async fn detail(
@@ -334,7 +370,11 @@ pub(super) async fn detail(
         &signed,
         &title,
         Section::Results,
-        views::detail(&analysis, &signed.csrf),
+        views::detail(
+            &analysis,
+            &signed.csrf,
+            signed.principal.may(Need::Admin).is_ok(),
+        ),
     ))
 }
 
@@ -390,13 +430,139 @@ pub(super) async fn feedback(
         verdict: f.verdict,
         comment: f.comment,
     };
-    let (_, mut detail) = crate::http::feedback::record(&s, p.name.clone(), id, new).await?;
-    if let Some(object) = detail.as_object_mut() {
-        object.insert("key_prefix".into(), json!(p.prefix));
-        object.insert("via".into(), json!("dashboard"));
-    }
-    s.audit.record(&p.name, "feedback", detail);
+    let (_, detail) = crate::http::feedback::record(&s, p.name.clone(), id, new).await?;
+    s.audit
+        .record(&p.name, "feedback", via_dashboard(p, detail));
     Ok(Redirect::to(&format!("/results/{id}#feedback")).into_response())
+}
+
+/// One review of the parts selected on the results page, recorded as the API's bulk review
+/// records it (each audited with the key); back to the same page, or what was refused.
+pub(super) async fn bulk_feedback(
+    State(s): State<AppState>,
+    signed: SignedIn,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| ApiError::bad(ErrorCode::InvalidBody, e.to_string()))?;
+    if !signed.csrf_ok(&s, &field(&pairs, "csrf")) {
+        return Err(ApiError::CsrfRejected);
+    }
+    let p = &signed.principal;
+    p.may(Need::Review).map_err(|e| ApiError::Forbidden(e.0))?;
+    let verdict = BulkVerdict::parse(&field(&pairs, "verdict")).ok_or_else(|| {
+        ApiError::bad(
+            ErrorCode::InvalidBody,
+            "verdict: confirmed, incorrect or inconclusive",
+        )
+    })?;
+    let ids = pairs
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| parse_id(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Back to the page the form was on: its query, checked as the results page checks it.
+    let back_query = field(&pairs, "back");
+    let (back_pairs, _) = list_query(back_query.strip_prefix("/results?"))?;
+    let back = format!(
+        "/results?{}",
+        serde_urlencoded::to_string(&back_pairs).unwrap_or_default()
+    );
+    let bulk = BulkFeedback {
+        ids,
+        verdict,
+        comment: Some(field(&pairs, "comment")),
+    };
+    let (answer, details) = crate::http::feedback::record_many(&s, p.name.clone(), bulk).await?;
+    for detail in details {
+        s.audit
+            .record(&p.name, "feedback", via_dashboard(p, detail));
+    }
+    if answer.refused.is_empty() {
+        return Ok(Redirect::to(&back).into_response());
+    }
+    Ok(page(
+        &signed,
+        "Bulk review",
+        Section::Results,
+        views::bulk_reviewed(&answer, &back),
+    ))
+}
+
+/// How each SKU's model fares against the reviews over a range, and the parts reviewed as
+/// its mistakes: false OKs (escapes) and false NGs (each, for an admin, one click from the
+/// golden set).
+pub(super) async fn capability(
+    State(s): State<AppState>,
+    signed: SignedIn,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = filled(raw.as_deref())?;
+    let range = views::ReviewRange::parse(&field(&pairs, "range"));
+    let since = range
+        .days()
+        .map(|d| Utc::now() - chrono::TimeDelta::days(d));
+    let sku = Some(field(&pairs, "sku")).filter(|v| !v.is_empty());
+    let filter = checked_filter([None, None, None, sku.clone(), None], None, None)?;
+    let store = s.intake.storage.records.as_ref();
+    let skus: Vec<String> = golden::summaries(&s)
+        .await?
+        .into_iter()
+        .map(|k| k.sku)
+        .filter(|k| sku.as_ref().is_none_or(|only| only == k))
+        .collect();
+    let mut rows = Vec::with_capacity(skus.len());
+    for k in skus {
+        let counts = store.capability(&k, None, since).await?;
+        rows.push(Capability::new(k, None, counts));
+    }
+    let reviewed = |verdict| ListFilter {
+        since,
+        feedback: Some(FeedbackFilter::Is(verdict)),
+        ..filter.clone()
+    };
+    let (false_ok, _) = store
+        .list(&reviewed(FeedbackVerdict::FalseOk), None, MISTAKES_SHOWN)
+        .await?;
+    let (false_ng, _) = store
+        .list(&reviewed(FeedbackVerdict::FalseNg), None, MISTAKES_SHOWN)
+        .await?;
+    let admin = signed.principal.may(Need::Admin).is_ok();
+    let view = views::CapabilityView {
+        range,
+        sku: sku.as_deref().unwrap_or(""),
+        rows: &rows,
+        false_ok: &false_ok,
+        false_ng: &false_ng,
+        csrf: admin.then_some(signed.csrf.as_str()),
+    };
+    Ok(page(
+        &signed,
+        "Capability",
+        Section::Capability,
+        views::capability(&view),
+    ))
+}
+
+/// The newest mistakes of each kind the capability page lists.
+const MISTAKES_SHOWN: usize = 50;
+
+/// A part reviewed good joins its SKU's golden set (an admin's click); on to the set's page,
+/// which shows the new model version.
+pub(super) async fn add_to_golden(
+    State(s): State<AppState>,
+    signed: SignedIn,
+    Path(id): Path<String>,
+    body: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    if !signed.csrf_ok(&s, &form(body)?.csrf) {
+        return Err(ApiError::CsrfRejected);
+    }
+    let p = admin(&signed)?;
+    let (calibration, detail) = golden::add_part(&s, parse_id(&id)?).await?;
+    s.audit
+        .record(&p.name, "golden_added", via_dashboard(p, detail));
+    Ok(Redirect::to(&format!("/golden/{}", calibration.sku)).into_response())
 }
 
 pub(super) async fn golden_index(
@@ -419,12 +585,65 @@ pub(super) async fn golden_set(
 ) -> Result<Response, ApiError> {
     let set = golden::golden_set(&s, sku).await?;
     let title = format!("Golden set {}", set.sku);
+    let admin = signed.principal.may(Need::Admin).is_ok();
     Ok(page(
         &signed,
         &title,
         Section::Golden,
-        views::golden_set(&set),
+        views::golden_set(&set, admin.then_some(signed.csrf.as_str())),
     ))
+}
+
+/// The golden page's upload (an admin's): good parts join the set as the API's upload adds
+/// them. A multipart form carries its token in the query.
+pub(super) async fn golden_upload(
+    State(s): State<AppState>,
+    signed: SignedIn,
+    Path(sku): Path<String>,
+    Query(token): Query<CsrfForm>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    if !signed.csrf_ok(&s, &token.csrf) {
+        return Err(ApiError::CsrfRejected);
+    }
+    let p = admin(&signed)?;
+    let (_, detail) = golden::upload_images(&s, &sku, multipart?).await?;
+    s.audit
+        .record(&p.name, "golden_added", via_dashboard(p, detail));
+    Ok(Redirect::to(&format!("/golden/{sku}")).into_response())
+}
+
+/// The golden page's remove button (an admin's).
+pub(super) async fn golden_remove(
+    State(s): State<AppState>,
+    signed: SignedIn,
+    Path((sku, digest)): Path<(String, String)>,
+    body: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    if !signed.csrf_ok(&s, &form(body)?.csrf) {
+        return Err(ApiError::CsrfRejected);
+    }
+    let p = admin(&signed)?;
+    let (_, detail) = golden::remove_sample(&s, &sku, &digest).await?;
+    s.audit
+        .record(&p.name, "golden_removed", via_dashboard(p, detail));
+    Ok(Redirect::to(&format!("/golden/{sku}")).into_response())
+}
+
+/// The signed-in key, when it is an admin's.
+fn admin(signed: &SignedIn) -> Result<&crate::auth::Principal, ApiError> {
+    let p = &signed.principal;
+    p.may(Need::Admin).map_err(|e| ApiError::Forbidden(e.0))?;
+    Ok(p)
+}
+
+/// An audit detail of the API's, marked as done from the dashboard with the key's prefix.
+fn via_dashboard(p: &crate::auth::Principal, mut detail: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = detail.as_object_mut() {
+        object.insert("key_prefix".into(), json!(p.prefix));
+        object.insert("via".into(), json!("dashboard"));
+    }
+    detail
 }
 
 pub(super) async fn golden_image(

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use wiko_wire::{
-    Analysis, AnalysisStatus, Device, DeviceState, FeedbackVerdict, GoldenSet, SkuSummary,
+    Analysis, AnalysisStatus, BulkReviewed, BulkVerdict, Capability, Device, DeviceState,
+    FeedbackVerdict, GoldenSet, SkuSummary,
 };
 
 use crate::auth::Principal;
@@ -15,15 +16,17 @@ pub enum Section {
     Overview,
     Live,
     Results,
+    Capability,
     Golden,
     Fleet,
 }
 
 impl Section {
-    const ALL: [Section; 5] = [
+    const ALL: [Section; 6] = [
         Section::Overview,
         Section::Live,
         Section::Results,
+        Section::Capability,
         Section::Golden,
         Section::Fleet,
     ];
@@ -33,6 +36,7 @@ impl Section {
             Section::Overview => "/overview",
             Section::Live => "/live",
             Section::Results => "/results",
+            Section::Capability => "/capability",
             Section::Golden => "/golden",
             Section::Fleet => "/fleet",
         }
@@ -43,6 +47,7 @@ impl Section {
             Section::Overview => "Overview",
             Section::Live => "Live",
             Section::Results => "Results",
+            Section::Capability => "Capability",
             Section::Golden => "Golden sets",
             Section::Fleet => "Fleet",
         }
@@ -173,10 +178,33 @@ pub const FILTERS: [(&str, &str); 5] = [
     ("device_id", "Device"),
 ];
 
-/// The results: filters, a table of parts, and the next page's link.
-pub fn results(value: &dyn Fn(&str) -> String, items: &[Analysis], next: Option<&str>) -> Markup {
+/// Where the results page links to: its next page, its CSV export, and the query it was
+/// asked with (where a bulk review returns).
+pub struct ResultLinks<'a> {
+    pub next: Option<&'a str>,
+    pub export: &'a str,
+    pub back: &'a str,
+}
+
+/// Whether a result has a verdict a person can review.
+fn judged(a: &Analysis) -> bool {
+    matches!(
+        a.status,
+        AnalysisStatus::Provisional | AnalysisStatus::Final
+    )
+}
+
+/// The results: filters, a table of parts to select and review at once, the CSV export of the
+/// filtered set, and the next page's link.
+pub fn results(
+    value: &dyn Fn(&str) -> String,
+    items: &[Analysis],
+    links: &ResultLinks<'_>,
+    csrf: &str,
+) -> Markup {
     let detected = value("defect_detected");
     let defect_type = value("defect_type");
+    let reviewed = value("feedback");
     html! {
         form.filters method="get" action="/results" {
             @for (name, label) in FILTERS {
@@ -197,22 +225,60 @@ pub fn results(value: &dyn Fn(&str) -> String, items: &[Analysis], next: Option<
                     }
                 }
             }
+            label { span { "Review" }
+                select name="feedback" {
+                    option value="" selected[reviewed.is_empty()] { "Any" }
+                    option value="none" selected[reviewed == "none"] { "Not reviewed" }
+                    option value="any" selected[reviewed == "any"] { "Reviewed" }
+                    @for v in FeedbackVerdict::ALL {
+                        option value=(v.as_str()) selected[reviewed == v.as_str()] { (v.as_str().replace('_', " ")) }
+                    }
+                }
+            }
             label { span { "From (UTC)" } input type="datetime-local" name="since" value=(value("since")); }
             label { span { "To (UTC)" } input type="datetime-local" name="until" value=(value("until")); }
             div.actions {
                 button.primary type="submit" { "Apply" }
                 a.button href="/results" { "Clear" }
+                a.button #export-csv href=(links.export) download { "Export CSV" }
             }
         }
-        p.count { span #result-count { (items.len()) } " parts on this page" }
+        form #bulk method="post" action="/results/feedback" {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="back" value=(links.back);
+            div.bulkbar {
+                span.count { span #result-count { (items.len()) } " parts on this page" }
+                span.muted { "Selected parts:" }
+                input type="text" name="comment" placeholder="Comment (optional)" maxlength="1000";
+                @for v in BulkVerdict::ALL {
+                    button type="submit" name="verdict" value=(v.as_str()) class={ "bulk-" (v.as_str()) } {
+                        (match v {
+                            BulkVerdict::Confirmed => "Correct",
+                            BulkVerdict::Incorrect => "Incorrect",
+                            BulkVerdict::Inconclusive => "Inconclusive",
+                        })
+                    }
+                }
+            }
+            (results_table(items))
+        }
+        @if let Some(next) = links.next { p.pager { a.button #next-page href=(next) { "Older parts →" } } }
+    }
+}
+
+/// The results' rows, each judged one with a box to select it.
+fn results_table(items: &[Analysis]) -> Markup {
+    html! {
         table.grid #results {
             thead { tr {
+                th.pick { input #select-all type="checkbox" aria-label="Select every judged part"; }
                 th { "Image" } th { "Time (UTC)" } th { "Line / station" } th { "SKU" }
-                th { "Part" } th { "Verdict" } th { "Defects" } th.num { "Score / threshold" } th { "Status" }
+                th { "Part" } th { "Verdict" } th { "Defects" } th.num { "Score / threshold" } th { "Status" } th { "Review" }
             } }
             tbody {
                 @for a in items {
                     tr data-id=(a.id) data-verdict=(if a.defect_detected { "ng" } else { "ok" }) {
+                        td.pick { @if judged(a) { input type="checkbox" name="id" value=(a.id) aria-label="Select"; } }
                         td.thumb { a href={ "/results/" (a.id) } {
                             img src={ "/results/" (a.id) "/thumbnail" } alt="part" loading="lazy" width="96" height="54";
                         } }
@@ -226,17 +292,39 @@ pub fn results(value: &dyn Fn(&str) -> String, items: &[Analysis], next: Option<
                         } }
                         td.num.mono { (score(a)) }
                         td { (status_name(a.status)) }
+                        td.review data-feedback=(a.feedback.as_ref().map_or("", |f| f.verdict.as_str())) {
+                            @if let Some(f) = &a.feedback { span.tag.review { (f.verdict.as_str().replace('_', " ")) } }
+                        }
                     }
                 }
-                @if items.is_empty() { tr { td.empty colspan="9" { "No parts match these filters." } } }
+                @if items.is_empty() { tr { td.empty colspan="11" { "No parts match these filters." } } }
             }
         }
-        @if let Some(next) = next { p.pager { a.button #next-page href=(next) { "Older parts →" } } }
     }
 }
 
-/// One part: the image with its defects boxed, the verdict and where it came from.
-pub fn detail(a: &Analysis, csrf: &str) -> Markup {
+/// What a bulk review recorded and refused, when it refused any.
+pub fn bulk_reviewed(answer: &BulkReviewed, back: &str) -> Markup {
+    html! {
+        p #bulk-summary { (answer.reviewed.len()) " part(s) reviewed, " (answer.refused.len()) " refused:" }
+        table.grid #refused {
+            thead { tr { th { "Part" } th { "Why" } } }
+            tbody {
+                @for r in &answer.refused {
+                    tr data-id=(r.id) {
+                        td.mono { a href={ "/results/" (r.id) } { (r.id) } }
+                        td { (r.error.message) }
+                    }
+                }
+            }
+        }
+        p.pager { a.button href=(back) { "← Back to the results" } }
+    }
+}
+
+/// One part: the image with its defects boxed, the verdict and where it came from; `admin`
+/// may add a part reviewed good to its golden set.
+pub fn detail(a: &Analysis, csrf: &str, admin: bool) -> Markup {
     let (w, h) = (a.image_width.max(1), a.image_height.max(1));
     let stroke = (w.max(h) / 250).max(2);
     let font = (w.max(h) / 45).max(12);
@@ -278,6 +366,7 @@ pub fn detail(a: &Analysis, csrf: &str) -> Markup {
                     tr { th { "Defect id" } td.mono { (a.defect_id) } }
                 }
                 (feedback(a, csrf))
+                @if admin && crate::http::golden::reviewed_good(a) { (golden_button(a, csrf)) }
             }
         }
         h2 { "Defects" }
@@ -318,12 +407,153 @@ pub fn detail(a: &Analysis, csrf: &str) -> Markup {
     }
 }
 
+/// The one click that adds a part reviewed good to its SKU's golden set (a refit).
+fn golden_button(a: &Analysis, csrf: &str) -> Markup {
+    html! {
+        form.inline method="post" action={ "/results/" (a.id) "/golden" } {
+            input type="hidden" name="csrf" value=(csrf);
+            button.add-golden type="submit" data-id=(a.id) { "Add to golden set" }
+        }
+    }
+}
+
+/// The ranges the capability page counts reviews over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ReviewRange {
+    Week,
+    Month,
+    All,
+}
+
+impl ReviewRange {
+    const ALL: [ReviewRange; 3] = [ReviewRange::Week, ReviewRange::Month, ReviewRange::All];
+
+    /// The range a query names; 7 days when it names none.
+    pub fn parse(name: &str) -> ReviewRange {
+        ReviewRange::ALL
+            .into_iter()
+            .find(|r| r.name() == name)
+            .unwrap_or(ReviewRange::Week)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ReviewRange::Week => "7d",
+            ReviewRange::Month => "30d",
+            ReviewRange::All => "all",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ReviewRange::Week => "7 days",
+            ReviewRange::Month => "30 days",
+            ReviewRange::All => "All time",
+        }
+    }
+
+    /// Parts captured in the last this many days; `None`: all.
+    pub fn days(self) -> Option<i64> {
+        match self {
+            ReviewRange::Week => Some(7),
+            ReviewRange::Month => Some(30),
+            ReviewRange::All => None,
+        }
+    }
+}
+
+/// What the capability page shows.
+pub struct CapabilityView<'a> {
+    pub range: ReviewRange,
+    /// One SKU, or empty for every SKU.
+    pub sku: &'a str,
+    pub rows: &'a [Capability],
+    pub false_ok: &'a [Analysis],
+    pub false_ng: &'a [Analysis],
+    /// The form token, for an admin (who may add false NGs to their golden sets).
+    pub csrf: Option<&'a str>,
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// Each SKU's TP/FP/TN/FN from the reviews with precision, recall and false-reject rate, then
+/// the false OKs and false NGs.
+pub fn capability(v: &CapabilityView<'_>) -> Markup {
+    html! {
+        form.filters method="get" action="/capability" {
+            label { span { "SKU" } input type="text" name="sku" value=(v.sku); }
+            label { span { "Captured in" }
+                select name="range" {
+                    @for r in ReviewRange::ALL {
+                        option value=(r.name()) selected[r == v.range] { (r.label()) }
+                    }
+                }
+            }
+            div.actions { button.primary type="submit" { "Apply" } }
+        }
+        p.muted { "Each reviewed part counts once, by its latest review; inconclusive reviews count in none of the four." }
+        table.grid #capability {
+            thead { tr {
+                th { "SKU" } th.num { "TP" } th.num { "FP" } th.num { "TN" } th.num { "FN" } th.num { "Inconclusive" }
+                th.num { "Precision" } th.num { "Recall" } th.num { "False-reject rate" }
+            } }
+            tbody {
+                @for c in v.rows {
+                    tr data-sku=(c.product_sku) {
+                        td { a href={ "/golden/" (c.product_sku) } { (c.product_sku) } }
+                        td.num.mono.tp { (c.true_positives) }
+                        td.num.mono.fp { (c.false_positives) }
+                        td.num.mono.tn { (c.true_negatives) }
+                        td.num.mono.fn { (c.false_negatives) }
+                        td.num.mono { (c.inconclusive) }
+                        td.num.mono.precision { (percent(c.precision)) }
+                        td.num.mono.recall { (percent(c.recall)) }
+                        td.num.mono { (percent(c.false_reject_rate)) }
+                    }
+                }
+                @if v.rows.is_empty() { tr { td.empty colspan="9" { "No SKU has a golden set yet." } } }
+            }
+        }
+        h2 { "False OK: passed, reviewed defective (" span #false-ok-count { (v.false_ok.len()) } ")" }
+        (mistakes("false-ok", v.false_ok, None))
+        h2 { "False NG: rejected, reviewed good (" span #false-ng-count { (v.false_ng.len()) } ")" }
+        (mistakes("false-ng", v.false_ng, v.csrf))
+    }
+}
+
+/// Reviewed mistakes, newest first; with a form token, each with its golden-set button.
+fn mistakes(id: &str, items: &[Analysis], csrf: Option<&str>) -> Markup {
+    html! {
+        table.grid id=(id) {
+            thead { tr {
+                th { "Image" } th { "Time (UTC)" } th { "Line / station" } th { "SKU" } th { "Part" }
+                th { "Defects" } th { "Reviewed by" } th { "Comment" } @if csrf.is_some() { th {} }
+            } }
+            tbody {
+                @for a in items {
+                    tr data-id=(a.id) {
+                        td.thumb { a href={ "/results/" (a.id) } { img src={ "/results/" (a.id) "/thumbnail" } alt="part" loading="lazy" width="96" height="54"; } }
+                        td.mono { a href={ "/results/" (a.id) } { (time(a.timestamp)) } }
+                        td { (a.facility) " · " (a.line) " / " (a.station) }
+                        td { (a.product_sku) }
+                        td.mono { (a.part_id.as_deref().unwrap_or("–")) }
+                        td { @for (kind, n) in defect_kinds(a) { span.tag { (kind) @if n > 1 { " ×" (n) } } } }
+                        td { (a.feedback.as_ref().map_or("", |f| f.by.as_str())) }
+                        td { (a.feedback.as_ref().and_then(|f| f.comment.as_deref()).unwrap_or("")) }
+                        @if let Some(token) = csrf { td { (golden_button(a, token)) } }
+                    }
+                }
+                @if items.is_empty() { tr { td.empty colspan="9" { "None in this range." } } }
+            }
+        }
+    }
+}
+
 /// The latest review and the form to review the verdict (judged parts only).
 fn feedback(a: &Analysis, csrf: &str) -> Markup {
-    let judged = matches!(
-        a.status,
-        AnalysisStatus::Provisional | AnalysisStatus::Final
-    );
+    let judged = judged(a);
     html! {
         section.review #feedback {
             h2 { "Review" }
@@ -430,8 +660,9 @@ pub fn golden_index(skus: &[SkuSummary]) -> Markup {
     }
 }
 
-/// One SKU's golden set and its active model.
-pub fn golden_set(set: &GoldenSet) -> Markup {
+/// One SKU's golden set and its active model; with a form token (an admin's), the forms to
+/// upload good parts and to remove an image.
+pub fn golden_set(set: &GoldenSet, csrf: Option<&str>) -> Markup {
     html! {
         @if let Some(m) = &set.model {
             dl.stats #model {
@@ -445,11 +676,25 @@ pub fn golden_set(set: &GoldenSet) -> Markup {
             p.muted { "No model yet: a model is fitted once the set holds five images." }
         }
         h2 { span #sample-count { (set.samples.len()) } " golden images" }
+        @if let Some(token) = csrf {
+            form.upload #golden-upload method="post" enctype="multipart/form-data" action={ "/golden/" (set.sku) "?csrf=" (token) } {
+                label { span { "Good parts to add" } input type="file" name="image" accept="image/*" multiple required; }
+                button.primary type="submit" { "Upload" }
+            }
+        }
         div.gallery {
             @for g in &set.samples {
-                figure {
+                figure data-digest=(g.digest) {
                     img src={ "/golden/" (set.sku) "/" (g.digest) } alt="golden sample" loading="lazy";
-                    figcaption.mono { (g.digest.get(..12).unwrap_or(&g.digest)) " · " (time(g.added_at)) }
+                    figcaption.mono {
+                        (g.digest.get(..12).unwrap_or(&g.digest)) " · " (time(g.added_at))
+                        @if let Some(token) = csrf {
+                            form.inline method="post" action={ "/golden/" (set.sku) "/" (g.digest) "/remove" } {
+                                input type="hidden" name="csrf" value=(token);
+                                button.link.remove type="submit" { "Remove" }
+                            }
+                        }
+                    }
                 }
             }
         }

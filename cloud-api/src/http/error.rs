@@ -45,6 +45,9 @@ pub(crate) enum ApiError {
     /// The analysis has no verdict to review.
     #[error("{0}")]
     NotJudged(String),
+    /// A part not reviewed good cannot join a golden set.
+    #[error("{0}")]
+    NotReviewedGood(String),
     #[error("the request took longer than the server allows")]
     RequestTimeout,
     /// Over a rate limit; retry after this many seconds.
@@ -77,7 +80,8 @@ impl ApiError {
             }
             ApiError::FrameConflict(_)
             | ApiError::GoldenSetTooSmall(_)
-            | ApiError::NotJudged(_) => StatusCode::CONFLICT,
+            | ApiError::NotJudged(_)
+            | ApiError::NotReviewedGood(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::FrameConflict(_) => ErrorCode::FrameConflict,
             ApiError::GoldenSetTooSmall(_) => ErrorCode::GoldenSetTooSmall,
             ApiError::NotJudged(_) => ErrorCode::NotJudged,
+            ApiError::NotReviewedGood(_) => ErrorCode::NotReviewedGood,
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             ApiError::Unavailable => ErrorCode::Unavailable,

@@ -2,6 +2,10 @@
 //! - `POST /api/v1/analyses/{id}/feedback` (a viewer or admin key: reviewers are people signed
 //!   in with either): `confirmed`, `false_ng`, `false_ok` or `inconclusive`, with an optional
 //!   comment; stored with the key's name, audited (`feedback`); the result shows its latest.
+//! - `POST /api/v1/feedback`: one review of up to `MAX_BULK_REVIEW` results (`confirmed`,
+//!   `incorrect`: a false NG of an NG result, a false OK of an OK one, `inconclusive`), each
+//!   recorded and audited as a single review is; the ones that cannot be reviewed are named
+//!   with their error.
 //! - `GET /api/v1/capability?sku=&model_version=&since=`: TP/FP/TN/FN from the reviews,
 //!   precision, recall, false-reject rate.
 
@@ -12,9 +16,12 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use wiko_wire::feedback::MAX_COMMENT_CHARS;
+use wiko_wire::feedback::{MAX_BULK_REVIEW, MAX_COMMENT_CHARS};
 use wiko_wire::frame::validate_id;
-use wiko_wire::{Analysis, Capability, ErrorCode, Feedback, NewFeedback};
+use wiko_wire::{
+    Analysis, BulkFeedback, BulkRefusal, BulkReviewed, BulkReviewedResult, Capability, ErrorCode,
+    ErrorDetail, Feedback, NewFeedback,
+};
 
 use super::AppState;
 use super::caller::Caller;
@@ -26,6 +33,7 @@ use crate::store::Reviewed;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/analyses/{id}/feedback", post(review))
+        .route("/api/v1/feedback", post(review_many))
         .route("/api/v1/capability", get(capability))
 }
 
@@ -97,10 +105,7 @@ pub(crate) async fn record(
         }
         Reviewed::NotJudged(status) => Err(ApiError::NotJudged(format!(
             "the analysis has no verdict to review (status {})",
-            serde_json::to_value(status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
+            status.as_str()
         ))),
         Reviewed::Mismatch { defect_detected } => Err(ApiError::bad(
             ErrorCode::InvalidBody,
@@ -111,6 +116,90 @@ pub(crate) async fn record(
             ),
         )),
     }
+}
+
+#[utoipa::path(post, path = "/api/v1/feedback", tag = "results",
+    request_body = wiko_wire::BulkFeedback,
+    responses(
+        (status = 200, description = "Each named result, reviewed or refused with its error", body = wiko_wire::BulkReviewed),
+    ))]
+pub(super) async fn review_many(
+    State(s): State<AppState>,
+    caller: Caller,
+    body: Result<Json<BulkFeedback>, JsonRejection>,
+) -> Result<Json<BulkReviewed>, ApiError> {
+    let reviewer = caller.may(Need::Review)?.name.clone();
+    let Json(bulk) = body.map_err(|e| ApiError::bad(ErrorCode::InvalidBody, e.body_text()))?;
+    let (answer, details) = record_many(&s, reviewer, bulk).await?;
+    for detail in details {
+        caller.audit("feedback", detail);
+    }
+    Ok(Json(answer))
+}
+
+/// Records one review of many results, each as [`record`] does: the answer, and what to audit
+/// for each recorded review (the dashboard's bulk form records the same way). Refused whole
+/// only when the request itself is wrong (no result, too many, a comment too long).
+pub(crate) async fn record_many(
+    s: &AppState,
+    reviewer: String,
+    bulk: BulkFeedback,
+) -> Result<(BulkReviewed, Vec<serde_json::Value>), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<uuid::Uuid> = bulk.ids.into_iter().filter(|id| seen.insert(*id)).collect();
+    if ids.is_empty() || ids.len() > MAX_BULK_REVIEW {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidBody,
+            format!("name 1 to {MAX_BULK_REVIEW} results"),
+        ));
+    }
+    let comment = comment(bulk.comment)?;
+    let judged: std::collections::HashMap<uuid::Uuid, bool> = s
+        .store()
+        .get_many(&ids)
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a.defect_detected))
+        .collect();
+    let mut answer = BulkReviewed {
+        reviewed: Vec::new(),
+        refused: Vec::new(),
+    };
+    let mut details = Vec::new();
+    for id in ids {
+        let outcome = match judged.get(&id) {
+            None => Err(ApiError::NotFound("analysis")),
+            Some(&defect_detected) => {
+                let verdict = bulk.verdict.for_result(defect_detected);
+                let new = NewFeedback {
+                    verdict,
+                    comment: comment.clone(),
+                };
+                record(s, reviewer.clone(), id, new)
+                    .await
+                    .map(|(_, detail)| (verdict, detail))
+            }
+        };
+        match outcome {
+            Ok((verdict, detail)) => {
+                answer.reviewed.push(BulkReviewedResult { id, verdict });
+                details.push(detail);
+            }
+            Err(e) => {
+                if let ApiError::Internal(detail) = &e {
+                    tracing::error!(%detail, analysis = %id, "a bulk review failed");
+                }
+                answer.refused.push(BulkRefusal {
+                    id,
+                    error: ErrorDetail {
+                        code: e.code().as_str().to_string(),
+                        message: e.to_string(),
+                    },
+                });
+            }
+        }
+    }
+    Ok((answer, details))
 }
 
 /// Which SKU, model version and reviews.

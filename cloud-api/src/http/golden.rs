@@ -8,6 +8,9 @@
 //!   part among knives) is refused whole with `422 invalid_image`, naming the image; a set
 //!   that would exceed
 //!   `MAX_GOLDEN` (200) images is refused with `400 golden_set_full`.
+//! - `POST /api/v1/analyses/{id}/golden` (admin): the part's image joins its SKU's golden set
+//!   (refitted as an upload is) when its latest review says the part is good: a false NG (the
+//!   one-click fix of a false reject), or a confirmed OK; otherwise `409 not_reviewed_good`.
 //! - `GET /api/v1/skus` (viewer): every SKU with golden samples, by name: how many, and its
 //!   active model (`null` while it has none).
 //! - `GET /api/v1/skus/{sku}/golden` (viewer): the golden set, oldest first (each image's
@@ -30,13 +33,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use uuid::Uuid;
 use wiko_wire::frame::validate_id;
-use wiko_wire::{Calibration, ErrorCode, GoldenSet, ModelInfo, SkuSummary};
+use wiko_wire::{
+    Analysis, Calibration, ErrorCode, FeedbackVerdict, GoldenSet, ModelInfo, SkuSummary,
+};
 
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
 use super::image;
+use super::results::{not_found, parse_id};
 use crate::auth::Need;
 
 pub(super) fn router() -> Router<AppState> {
@@ -49,6 +56,7 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/api/v1/skus/{sku}/model", get(model))
         .route("/api/v1/skus/{sku}/model/file", get(model_file))
+        .route("/api/v1/analyses/{id}/golden", post(add_result))
 }
 
 #[utoipa::path(post, path = "/api/v1/skus/{sku}/golden", tag = "golden",
@@ -69,8 +77,19 @@ pub(super) async fn upload(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Calibration>), ApiError> {
     caller.may(Need::Admin)?;
-    valid_sku(&sku)?;
-    let mut multipart = multipart?;
+    let (calibration, detail) = upload_images(&s, &sku, multipart?).await?;
+    caller.audit("golden_added", detail);
+    Ok((added_status(&calibration), Json(calibration)))
+}
+
+/// Reads the `image` parts of `multipart` and adds them to `sku`'s golden set: the
+/// calibration and what to audit (the golden page's upload form adds the same way).
+pub(crate) async fn upload_images(
+    s: &AppState,
+    sku: &str,
+    mut multipart: Multipart,
+) -> Result<(Calibration, serde_json::Value), ApiError> {
+    valid_sku(sku)?;
     let mut images = Vec::new();
     while let Some(field) = multipart.next_field().await? {
         if field.name() != Some("image") {
@@ -90,24 +109,87 @@ pub(super) async fn upload(
             "no `image` field: send one or more good parts",
         ));
     }
-    let calibration = s.golden.add_samples(&sku, images).await?;
-    caller.audit(
-        "golden_added",
-        json!({
-            "sku": sku,
-            "added": calibration.added,
-            "samples": calibration.samples,
-            "version": calibration.model.as_ref().map(|m| &m.version),
-        }),
-    );
-    let status = if calibration.fit_ms.is_some() {
+    add(s, sku, images, None).await
+}
+
+/// `201` when a new version was fitted, `200` when nothing was new, `202` while the set is
+/// too small for a model.
+fn added_status(calibration: &Calibration) -> StatusCode {
+    if calibration.fit_ms.is_some() {
         StatusCode::CREATED
     } else if calibration.model.is_some() {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
-    };
-    Ok((status, Json(calibration)))
+    }
+}
+
+/// Adds `images` to `sku`'s golden set (refitted once large enough): the calibration, and what
+/// to audit as `golden_added` (with the result the image came from, if any).
+async fn add(
+    s: &AppState,
+    sku: &str,
+    images: Vec<crate::store::Image>,
+    from: Option<Uuid>,
+) -> Result<(Calibration, serde_json::Value), ApiError> {
+    let calibration = s.golden.add_samples(sku, images).await?;
+    let detail = json!({
+        "sku": sku,
+        "added": calibration.added,
+        "samples": calibration.samples,
+        "version": calibration.model.as_ref().map(|m| &m.version),
+        "analysis_id": from,
+    });
+    Ok((calibration, detail))
+}
+
+#[utoipa::path(post, path = "/api/v1/analyses/{id}/golden", tag = "golden",
+    params(("id" = uuid::Uuid, Path, description = "The analysis id")),
+    responses(
+        (status = 201, description = "The part's image joined its SKU's golden set; a new model version was fitted", body = wiko_wire::Calibration),
+        (status = 200, description = "The image was in the set already", body = wiko_wire::Calibration),
+        (status = 202, description = "Added; too few images for a model yet", body = wiko_wire::Calibration),
+        (status = 404, description = "No such analysis", body = wiko_wire::ErrorBody),
+        (status = 409, description = "Its latest review does not say the part is good (`not_reviewed_good`)", body = wiko_wire::ErrorBody),
+        (status = 422, description = "An image that cannot make a model", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn add_result(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<Calibration>), ApiError> {
+    caller.may(Need::Admin)?;
+    let (calibration, detail) = add_part(&s, parse_id(&id)?).await?;
+    caller.audit("golden_added", detail);
+    Ok((added_status(&calibration), Json(calibration)))
+}
+
+/// Whether the latest review of `a` says the part is good (a false NG, or a confirmed OK):
+/// only such a part may join a golden set.
+pub(crate) fn reviewed_good(a: &Analysis) -> bool {
+    a.feedback.as_ref().is_some_and(|f| match f.verdict {
+        FeedbackVerdict::FalseNg => true,
+        FeedbackVerdict::Confirmed => !a.defect_detected,
+        FeedbackVerdict::FalseOk | FeedbackVerdict::Inconclusive => false,
+    })
+}
+
+/// Adds a result's image to its SKU's golden set, when its latest review says the part is
+/// good (a false NG, or a confirmed OK): the calibration and what to audit (the dashboard's
+/// button adds the same way).
+pub(crate) async fn add_part(
+    s: &AppState,
+    id: Uuid,
+) -> Result<(Calibration, serde_json::Value), ApiError> {
+    let analysis = s.store().get(id).await.map_err(not_found)?;
+    if !reviewed_good(&analysis) {
+        return Err(ApiError::NotReviewedGood(
+            "only a part reviewed good (a false NG, or a confirmed OK) joins a golden set".into(),
+        ));
+    }
+    let bytes = s.intake.storage.part_image(id).await.map_err(not_found)?;
+    let image = s.intake.image(bytes)?;
+    add(s, &analysis.product_sku, vec![image], Some(id)).await
 }
 
 #[utoipa::path(get, path = "/api/v1/skus/{sku}/model", tag = "golden",
@@ -274,18 +356,27 @@ pub(super) async fn remove(
     caller: Caller,
 ) -> Result<Json<Calibration>, ApiError> {
     caller.may(Need::Admin)?;
-    valid_sku(&sku)?;
-    let calibration = s.golden.remove_sample(&sku, &digest).await?;
-    caller.audit(
-        "golden_removed",
-        json!({
-            "sku": sku,
-            "digest": digest,
-            "samples": calibration.samples,
-            "version": calibration.model.as_ref().map(|m| &m.version),
-        }),
-    );
+    let (calibration, detail) = remove_sample(&s, &sku, &digest).await?;
+    caller.audit("golden_removed", detail);
     Ok(Json(calibration))
+}
+
+/// Takes an image out of `sku`'s golden set (refitted without it): the calibration and what
+/// to audit (the golden page's remove button removes the same way).
+pub(crate) async fn remove_sample(
+    s: &AppState,
+    sku: &str,
+    digest: &str,
+) -> Result<(Calibration, serde_json::Value), ApiError> {
+    valid_sku(sku)?;
+    let calibration = s.golden.remove_sample(sku, digest).await?;
+    let detail = json!({
+        "sku": sku,
+        "digest": digest,
+        "samples": calibration.samples,
+        "version": calibration.model.as_ref().map(|m| &m.version),
+    });
+    Ok((calibration, detail))
 }
 
 /// A SKU in a path, checked like every identifier.

@@ -1,12 +1,16 @@
-//! Results: `GET /api/v1/analyses` (filters, cursor paging), `GET /api/v1/analyses/{id}`,
+//! Results: `GET /api/v1/analyses` (filters, cursor paging), `GET /api/v1/analyses/export`
+//! (the same filters, every page as one CSV, streamed), `GET /api/v1/analyses/{id}`,
 //! `GET /api/v1/analyses/{id}/image`, `GET /api/v1/analyses/{id}/thumbnail`.
 
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
 use wiko_wire::frame::validate_id;
@@ -17,6 +21,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::image;
 use crate::auth::Need;
+use crate::export::Export;
 use crate::store::{FeedbackFilter, ListFilter, Store, StoreError};
 
 const DEFAULT_LIMIT: usize = 50;
@@ -25,6 +30,7 @@ const MAX_LIMIT: usize = 500;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/analyses", get(list))
+        .route("/api/v1/analyses/export", get(export))
         .route("/api/v1/analyses/{id}", get(one))
         .route("/api/v1/analyses/{id}/image", get(image))
         .route("/api/v1/analyses/{id}/thumbnail", get(thumbnail))
@@ -68,9 +74,32 @@ impl ListQuery {
     /// The page of results this query asks for, its filters checked (the dashboard's results
     /// page asks the same way).
     pub(crate) async fn page(self, store: &dyn Store) -> Result<Page<Analysis>, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let cursor = self.cursor.clone();
+        let filter = self.filter()?;
+        let (items, next_cursor) = store.list(&filter, cursor.as_deref(), limit).await?;
+        Ok(Page { items, next_cursor })
+    }
+
+    /// The CSV export this query asks for: its filters checked, from after its cursor, at
+    /// most `limit` rows (default every row).
+    pub(crate) fn export(self) -> Result<Export, ApiError> {
+        let (cursor, limit) = (self.cursor.clone(), self.limit);
+        if let Some(c) = &cursor {
+            // A cursor that does not decode is refused before the status line is sent.
+            crate::store::check_cursor(c)?;
+        }
+        Ok(Export {
+            filter: self.filter()?,
+            cursor,
+            limit,
+        })
+    }
+
+    /// The store's filter, checked.
+    fn filter(self) -> Result<ListFilter, ApiError> {
         let q = self;
-        let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let filter = ListFilter {
+        Ok(ListFilter {
             since: q.since,
             until: q.until,
             feedback: q.feedback.as_deref().map(feedback_filter).transpose()?,
@@ -79,10 +108,42 @@ impl ListQuery {
                 q.defect_detected,
                 q.defect_type,
             )?
-        };
-        let (items, next_cursor) = store.list(&filter, q.cursor.as_deref(), limit).await?;
-        Ok(Page { items, next_cursor })
+        })
     }
+}
+
+#[utoipa::path(get, path = "/api/v1/analyses/export", tag = "results", params(ListQuery),
+    responses(
+        (status = 200, description = "Every result the filters select, newest first, as CSV with a header row; `cursor` starts after a listing's page, `limit` caps the rows (default all)", content_type = "text/csv", body = String),
+        (status = 400, description = "A filter or the cursor is invalid", body = wiko_wire::ErrorBody),
+    ))]
+pub(super) async fn export(
+    State(s): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.may(Need::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
+    Ok(csv_response(&s, q.export()?))
+}
+
+/// The streamed CSV of `export` as a download (the dashboard's link answers the same way).
+pub(crate) fn csv_response(s: &AppState, export: Export) -> Response {
+    tracing::info!(filter = ?export.filter, "CSV export");
+    let stream = crate::export::csv_stream(s.intake.storage.records.clone(), export)
+        .inspect_err(|e| tracing::warn!(error = %e, "CSV export ended early"));
+    let file = format!(
+        "attachment; filename=\"results-{}.csv\"",
+        Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// The listing's filters by place, verdict and defect type, checked: identifiers as a frame's,

@@ -40,6 +40,7 @@ use wiko_wire::{
 };
 
 pub use blob::BlobStore;
+pub(crate) use sql::check_cursor;
 pub use sql::{PgSettings, migrate_postgres, open_postgres, open_sqlite};
 
 #[derive(Debug, thiserror::Error)]

@@ -378,3 +378,292 @@ async fn the_pages_show_the_stored_parts_golden_sets_and_devices() {
     assert_eq!(fleet.status, StatusCode::OK);
     assert!(fleet.text.contains("id=\"devices\""));
 }
+
+#[tokio::test]
+async fn the_results_page_exports_its_filtered_set_and_reviews_the_selected_parts() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let ng: Vec<_> = [
+        crate::stats::completed(&storage, 0, true).await,
+        crate::stats::completed(&storage, 1, true).await,
+    ]
+    .into();
+    let ok = crate::stats::completed(&storage, 2, false).await;
+    let pending = crate::stats::part(&storage, 3, "polish", "WK-KN-200", chrono::Utc::now()).await;
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+
+    // The export link carries the page's filters, not its page.
+    let page = call(
+        &h,
+        "GET",
+        "/results?defect_detected=true&limit=1",
+        &session,
+        None,
+    )
+    .await;
+    assert!(
+        page.text
+            .contains("id=\"export-csv\" href=\"/results/export.csv?defect_detected=true\""),
+        "{}",
+        page.text
+    );
+    let csv = call(
+        &h,
+        "GET",
+        "/results/export.csv?defect_detected=true",
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        csv.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", csv.text);
+    assert!(lines[0].starts_with("id,defect_id,timestamp"));
+    assert!(ng.iter().all(|id| csv.text.contains(&id.to_string())));
+    let signed_out = call(&h, "GET", "/results/export.csv", "", None).await;
+    assert_eq!(signed_out.location(), Some("/signin"));
+
+    // One review of the selected parts, with the page's token; back to the same page.
+    let all = call(&h, "GET", "/results", &session, None).await;
+    assert!(
+        all.text.contains("name=\"id\" type=\"checkbox\"")
+            || all.text.contains("type=\"checkbox\" name=\"id\"")
+    );
+    assert!(
+        !all.text
+            .contains(&format!("name=\"id\" value=\"{pending}\"")),
+        "a part without a verdict cannot be selected"
+    );
+    let token = all.csrf();
+    let (ng0, ok_id) = (ng[0].to_string(), ok.to_string());
+    let selected = [
+        ("id", ng0.as_str()),
+        ("id", ok_id.as_str()),
+        ("verdict", "incorrect"),
+        ("comment", ""),
+        ("back", "/results?defect_detected=true"),
+    ];
+    let refused = call(
+        &h,
+        "POST",
+        "/results/feedback",
+        &session,
+        Some(&form(&selected)),
+    )
+    .await;
+    assert_eq!(refused.json()["error"]["code"], "csrf_rejected");
+    let mut with_token = selected.to_vec();
+    with_token.push(("csrf", &token));
+    let reviewed = call(
+        &h,
+        "POST",
+        "/results/feedback",
+        &session,
+        Some(&form(&with_token)),
+    )
+    .await;
+    assert_eq!(reviewed.status, StatusCode::SEE_OTHER, "{}", reviewed.text);
+    assert_eq!(reviewed.location(), Some("/results?defect_detected=true"));
+    let all = call(&h, "GET", "/results", &session, None).await;
+    assert_eq!(all.text.matches("data-feedback=\"false_ng\"").count(), 1);
+    assert_eq!(all.text.matches("data-feedback=\"false_ok\"").count(), 1);
+    let (_, c) = get_json(&h, "/api/v1/capability?sku=WK-KN-200").await;
+    assert_eq!(
+        (&c["false_positives"], &c["false_negatives"]),
+        (&json!(1), &json!(1))
+    );
+
+    // What cannot be reviewed is named on a page of its own.
+    let pending_id = pending.to_string();
+    let mixed = form(&[
+        ("csrf", token.as_str()),
+        ("id", ng[1].to_string().as_str()),
+        ("id", pending_id.as_str()),
+        ("verdict", "confirmed"),
+    ]);
+    let answer = call(&h, "POST", "/results/feedback", &session, Some(&mixed)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(
+        answer.text.contains("1 part(s) reviewed, 1 refused"),
+        "{}",
+        answer.text
+    );
+    assert!(answer.text.contains(&format!("data-id=\"{pending}\"")));
+}
+
+#[tokio::test]
+async fn a_false_ng_joins_its_golden_set_in_one_click_and_an_admin_edits_the_set_from_its_page() {
+    let h = harness().await;
+    let golden: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 50_000 + seed)).collect();
+    let (status, body) = upload_golden(&h, "/api/v1/skus/WK-KN-200/golden", &golden).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ng_image = part_jpeg(Some(SynthDefect::Rust), 90_002);
+    let (_, ng) = analyze(&h, ng_image.clone()).await;
+    assert_eq!(ng["defect_detected"], true, "{ng}");
+    let ng_id = ng["id"].as_str().unwrap().to_string();
+
+    // The API: an admin's, and only for a part reviewed good.
+    let add = format!("/api/v1/analyses/{ng_id}/golden");
+    let (s, e) = post_json(&h, &add, VIEWER, json!({})).await;
+    assert_eq!((s, code(&e)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, e) = post_json(&h, &add, ADMIN, json!({})).await;
+    assert_eq!((s, code(&e)), (StatusCode::CONFLICT, "not_reviewed_good"));
+
+    let (session, _) = sign_in(&h, ADMIN).await;
+    let session = session.unwrap();
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &session, None).await;
+    assert!(!detail.text.contains("add-golden"), "not reviewed yet");
+    let token = detail.csrf();
+    let reviewed = call(
+        &h,
+        "POST",
+        &format!("/results/{ng_id}/feedback"),
+        &session,
+        Some(&form(&[("csrf", &token), ("verdict", "false_ng")])),
+    )
+    .await;
+    assert_eq!(reviewed.status, StatusCode::SEE_OTHER);
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &session, None).await;
+    assert!(
+        detail.text.contains("class=\"add-golden\""),
+        "{}",
+        detail.text
+    );
+
+    // The capability page counts it a false positive and lists it as a false NG.
+    let capability = call(&h, "GET", "/capability?range=all", &session, None).await;
+    assert_eq!(capability.status, StatusCode::OK, "{}", capability.text);
+    assert!(
+        capability.text.contains("<td class=\"num mono fp\">1</td>"),
+        "{}",
+        capability.text
+    );
+    assert!(
+        capability
+            .text
+            .contains("<span id=\"false-ng-count\">1</span>")
+    );
+    assert!(
+        capability
+            .text
+            .contains("<span id=\"false-ok-count\">0</span>")
+    );
+    let other = call(&h, "GET", "/capability?sku=WK-XX-1", &session, None).await;
+    assert!(other.text.contains("<span id=\"false-ng-count\">0</span>"));
+
+    // One click: the image joins the set, a new model version is fitted.
+    let added = call(
+        &h,
+        "POST",
+        &format!("/results/{ng_id}/golden"),
+        &session,
+        Some(&form(&[("csrf", &token)])),
+    )
+    .await;
+    assert_eq!(
+        added.location(),
+        Some("/golden/WK-KN-200"),
+        "{}",
+        added.text
+    );
+    let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
+    assert!(set.text.contains("<span id=\"sample-count\">7</span>"));
+    assert!(
+        set.text.contains("<dd class=\"version\">v2</dd>"),
+        "{}",
+        set.text
+    );
+    assert!(set.text.contains("id=\"golden-upload\""));
+
+    // Remove it again, and upload a good part, from the set's page.
+    let digest = wiko_wire::frame::image_digest(&ng_image);
+    let removed = call(
+        &h,
+        "POST",
+        &format!("/golden/WK-KN-200/{digest}/remove"),
+        &session,
+        Some(&form(&[("csrf", &token)])),
+    )
+    .await;
+    assert_eq!(
+        removed.location(),
+        Some("/golden/WK-KN-200"),
+        "{}",
+        removed.text
+    );
+    let upload = |csrf: String| {
+        let body = multipart(&[("image", "image/jpeg", &part_jpeg(None, 50_010))]);
+        let req = Request::post(format!("/golden/WK-KN-200?csrf={csrf}"))
+            .header(header::COOKIE, session.as_str())
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        wiko_cloud::app(h.state.clone()).oneshot(req)
+    };
+    let refused = upload("forged".into()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let uploaded = upload(token.clone()).await.unwrap();
+    assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
+    let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
+    assert!(set.text.contains("<span id=\"sample-count\">7</span>"));
+    assert!(
+        set.text.contains("<dd class=\"version\">v4</dd>"),
+        "{}",
+        set.text
+    );
+    assert!(
+        !set.text.contains(&digest),
+        "the false NG is out of the set"
+    );
+
+    // A viewer sees the set but none of its forms, and cannot add.
+    let (viewer, _) = sign_in(&h, VIEWER).await;
+    let viewer = viewer.unwrap();
+    let set = call(&h, "GET", "/golden/WK-KN-200", &viewer, None).await;
+    assert!(!set.text.contains("golden-upload") && !set.text.contains("/remove"));
+    let detail = call(&h, "GET", &format!("/results/{ng_id}"), &viewer, None).await;
+    assert!(!detail.text.contains("add-golden"));
+    let refused = call(
+        &h,
+        "POST",
+        &format!("/results/{ng_id}/golden"),
+        &viewer,
+        Some(&form(&[("csrf", &detail.csrf())])),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // The Overview over custom plant days: today holds the part.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let overview = call(
+        &h,
+        "GET",
+        &format!("/overview?range=custom&from={today}&to={today}"),
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.text);
+    assert!(
+        overview.text.contains("id=\"kpi-parts\">1<"),
+        "{}",
+        overview.text
+    );
+    assert!(overview.text.contains("<option value=\"custom\" selected>"));
+}

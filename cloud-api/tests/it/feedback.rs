@@ -145,3 +145,100 @@ async fn reviews_are_stored_shown_filtered_audited_and_counted() {
             .any(|e| e.actor == "a" && e.detail["comment"] == "first look")
     );
 }
+
+#[tokio::test]
+async fn one_review_of_many_results_records_each_as_a_single_review_would() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let ng = completed(&storage, 0, true).await;
+    let ok = completed(&storage, 1, false).await;
+    let pending = part(&storage, 2, "polish", "WK-KN-200", Utc::now()).await;
+    let unknown = Uuid::now_v7();
+    let (s, answer) = post_json(
+        &h,
+        "/api/v1/feedback",
+        VIEWER,
+        json!({"ids": [ng, ok, pending, unknown, ng], "verdict": "incorrect", "comment": "glare"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    // "Incorrect" is a false NG of the NG result, a false OK of the OK one; a repeat counts once.
+    assert_eq!(
+        answer["reviewed"],
+        json!([{"id": ng, "verdict": "false_ng"}, {"id": ok, "verdict": "false_ok"}])
+    );
+    let refused: Vec<_> = answer["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), code(r).to_string()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (pending.to_string(), "not_judged".to_string()),
+            (unknown.to_string(), "not_found".to_string()),
+        ]
+    );
+    let (_, shown) = get_json(&h, &format!("/api/v1/analyses/{ok}")).await;
+    assert_eq!(shown["feedback"]["verdict"], "false_ok");
+    assert_eq!(shown["feedback"]["comment"], "glare");
+    assert_eq!(shown["feedback"]["by"], "v");
+    let (_, c) = get_json(&h, "/api/v1/capability?sku=WK-KN-200").await;
+    assert_eq!(
+        (&c["false_positives"], &c["false_negatives"]),
+        (&json!(1), &json!(1))
+    );
+
+    // Confirmed is a confirmation of either verdict.
+    let (_, answer) = post_json(
+        &h,
+        "/api/v1/feedback",
+        ADMIN,
+        json!({"ids": [ng, ok], "verdict": "confirmed"}),
+    )
+    .await;
+    assert_eq!(answer["reviewed"].as_array().unwrap().len(), 2, "{answer}");
+    let (_, c) = get_json(&h, "/api/v1/capability?sku=WK-KN-200").await;
+    assert_eq!(
+        (&c["true_positives"], &c["true_negatives"]),
+        (&json!(1), &json!(1))
+    );
+
+    // Refused whole: a device key, no result, too many, an unknown verdict, a long comment.
+    let (s, _) = post_json(
+        &h,
+        "/api/v1/feedback",
+        DEVICE,
+        json!({"ids": [ng], "verdict": "confirmed"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let too_many: Vec<Uuid> = (0..=wiko_wire::feedback::MAX_BULK_REVIEW)
+        .map(|_| Uuid::now_v7())
+        .collect();
+    for body in [
+        json!({"ids": [], "verdict": "confirmed"}),
+        json!({"ids": too_many, "verdict": "confirmed"}),
+        json!({"ids": [ng], "verdict": "false_ng"}),
+        json!({"ids": [ng], "verdict": "confirmed", "comment": "x".repeat(1001)}),
+    ] {
+        let (s, e) = post_json(&h, "/api/v1/feedback", VIEWER, body).await;
+        assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_body"));
+    }
+
+    // Each review audited as a single one is: two, then two more.
+    let mut reviews = Vec::new();
+    for _ in 0..50 {
+        let log = storage.records.audit_log(100).await.unwrap();
+        reviews = log.into_iter().filter(|e| e.action == "feedback").collect();
+        if reviews.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reviews.len(), 4);
+    assert!(reviews.iter().any(|e| e.actor == "v"
+        && e.detail["analysis_id"] == json!(ok)
+        && e.detail["verdict"] == "false_ok"));
+}

@@ -10,6 +10,7 @@ mod azure_mock;
 mod backend;
 mod dashboard;
 mod edge;
+mod export;
 mod feedback;
 mod fleet;
 mod golden;

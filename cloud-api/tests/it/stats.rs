@@ -80,6 +80,12 @@ pub fn outcome(status: AnalysisStatus, defects: Vec<Defect>) -> Outcome {
 /// A part at the polish station completed now, NG (one chip) or OK.
 pub async fn completed(storage: &Storage, n: u32, ng: bool) -> Uuid {
     let id = part(storage, n, "polish", "WK-KN-200", Utc::now()).await;
+    judge(storage, id, ng).await;
+    id
+}
+
+/// Completes the part `id`, final: NG (one chip) or OK.
+pub async fn judge(storage: &Storage, id: Uuid, ng: bool) {
     let defects = if ng {
         vec![defect(DefectType::Chip)]
     } else {
@@ -90,7 +96,6 @@ pub async fn completed(storage: &Storage, n: u32, ng: bool) -> Uuid {
         .complete(id, outcome(AnalysisStatus::Final, defects))
         .await
         .unwrap();
-    id
 }
 
 fn request(group_by: Vec<StatsDimension>, bucket: StatsBucket, filter: ListFilter) -> StatsRequest {

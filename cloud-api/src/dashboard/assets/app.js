@@ -6,8 +6,17 @@ document.addEventListener("DOMContentLoaded", () => {
   // A results row opens its part (a tablet has no hover; the whole row is the target).
   for (const row of document.querySelectorAll("#results tbody tr[data-id]")) {
     row.addEventListener("click", (e) => {
-      if (e.target.closest("a")) return;
+      if (e.target.closest("a, input, td.pick")) return;
       window.location.href = "/results/" + row.dataset.id;
+    });
+  }
+  // Bulk review: the header's box selects every judged part on the page.
+  const all = document.getElementById("select-all");
+  if (all) {
+    all.addEventListener("change", () => {
+      for (const box of document.querySelectorAll("#results tbody input[name=id]")) {
+        box.checked = all.checked;
+      }
     });
   }
   // Choosing a verdict or defect type applies the filters at once.

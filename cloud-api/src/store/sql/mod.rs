@@ -29,6 +29,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+pub(crate) use parts::check_cursor;
 pub use postgres::PgSettings;
 
 use super::{Store, StoreError};

@@ -562,6 +562,11 @@ fn encode_cursor(a: &Analysis) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", ts(a.timestamp), a.id))
 }
 
+/// Checks that `cursor` is one a listing gave (before an export's stream begins).
+pub(crate) fn check_cursor(cursor: &str) -> Result<(), StoreError> {
+    decode_cursor(cursor).map(|_| ())
+}
+
 fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), StoreError> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
