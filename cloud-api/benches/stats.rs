@@ -160,6 +160,7 @@ fn requests() -> Vec<(&'static str, StatsRequest)> {
         utc_offset_minutes: 480,
         filter: ListFilter::default(),
         group_by,
+        shift_starts: Vec::new(),
     };
     vec![
         ("today: totals", request(1, StatsBucket::All, vec![])),

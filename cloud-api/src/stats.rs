@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use wiko_wire::{DefectType, Stats, StatsBucket, StatsCounts, StatsDimension, StatsRow};
 
 use crate::store::{CellCounts, ListFilter, StatsCell, StatsQuery, StatsSource, Store, StoreError};
@@ -26,6 +26,21 @@ pub struct StatsRequest {
     pub utc_offset_minutes: i32,
     pub filter: ListFilter,
     pub group_by: Vec<StatsDimension>,
+    /// When the plant's shifts start, local time, sorted (for [`StatsDimension::Shift`]).
+    pub shift_starts: Vec<NaiveTime>,
+}
+
+/// When the shift holding the local time `at` began: the day's last shift start not after it,
+/// or, before the day's first, the day before's last (the day's midnight without shifts).
+pub fn shift_began(at: NaiveDateTime, shift_starts: &[NaiveTime]) -> NaiveDateTime {
+    match (
+        shift_starts.iter().rev().find(|s| **s <= at.time()),
+        shift_starts.last(),
+    ) {
+        (Some(start), _) => at.date().and_time(*start),
+        (None, Some(last)) => (at.date() - TimeDelta::days(1)).and_time(*last),
+        (None, None) => at.date().and_time(NaiveTime::MIN),
+    }
 }
 
 /// Why a request cannot be answered.
@@ -104,13 +119,24 @@ fn counts(c: CellCounts) -> StatsCounts {
 /// Folds hourly cells into buckets (rows ordered by bucket, then by the groups' values).
 pub fn fold(request: &StatsRequest, since: DateTime<Utc>, cells: &[StatsCell]) -> Vec<StatsRow> {
     let offset = TimeDelta::minutes(i64::from(request.utc_offset_minutes));
-    let mut buckets: BTreeMap<(DateTime<Utc>, &[String]), CellCounts> = BTreeMap::new();
+    let mut buckets: BTreeMap<(DateTime<Utc>, Vec<String>), CellCounts> = BTreeMap::new();
     for cell in cells {
         let start = bucket_start(cell.hour, request.bucket, offset, since);
-        add(
-            buckets.entry((start, cell.group.as_slice())).or_default(),
-            &cell.counts,
-        );
+        // The store's values come in the order asked, without the shift (the hour's).
+        let mut stored = cell.group.iter();
+        let group = request
+            .group_by
+            .iter()
+            .map(|d| match d {
+                StatsDimension::Shift => {
+                    let local = (cell.hour + offset).naive_utc();
+                    let began = shift_began(local, &request.shift_starts);
+                    began.format("%H:%M").to_string()
+                }
+                _ => stored.next().cloned().unwrap_or_default(),
+            })
+            .collect();
+        add(buckets.entry((start, group)).or_default(), &cell.counts);
     }
     buckets
         .into_iter()
@@ -123,6 +149,7 @@ pub fn fold(request: &StatsRequest, since: DateTime<Utc>, cells: &[StatsCell]) -
                 product_sku: None,
                 device_id: None,
                 defect_type: None,
+                shift: None,
                 counts: counts(c),
             };
             for (d, value) in request.group_by.iter().zip(group) {
@@ -136,6 +163,7 @@ pub fn fold(request: &StatsRequest, since: DateTime<Utc>, cells: &[StatsCell]) -
                     StatsDimension::DefectType => {
                         row.defect_type = value.as_deref().and_then(DefectType::parse);
                     }
+                    StatsDimension::Shift => row.shift = value,
                 }
             }
             row
@@ -204,6 +232,10 @@ mod tests {
             utc_offset_minutes: offset,
             filter: ListFilter::default(),
             group_by: vec![StatsDimension::Station],
+            shift_starts: ["06:00", "14:00", "22:00"]
+                .iter()
+                .map(|s| NaiveTime::parse_from_str(s, "%H:%M").unwrap())
+                .collect(),
         }
     }
 
@@ -308,6 +340,58 @@ mod tests {
         assert!(
             all.iter()
                 .all(|r| r.bucket_start == t("2026-12-01T05:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn hours_fold_into_the_plants_shifts_the_night_shift_across_midnight() {
+        // UTC+8: 22:00 UTC is 06:00 local (early shift), 07:00 UTC is 15:00 (late), 16:00 UTC
+        // is 00:00 local of the next day, still the night shift that began at 22:00.
+        let cells = [
+            cell("2026-12-01T22:00:00Z", "polish", 10, 1),
+            cell("2026-12-02T07:00:00Z", "polish", 20, 2),
+            cell("2026-12-02T07:00:00Z", "grind", 4, 0),
+            cell("2026-12-02T14:00:00Z", "polish", 3, 3),
+            cell("2026-12-02T16:00:00Z", "polish", 7, 0),
+        ];
+        let mut by_shift = request(StatsBucket::All, 480);
+        by_shift.group_by = vec![StatsDimension::Shift, StatsDimension::Station];
+        // The store's cells carry the station only: the shift is the hour's.
+        let rows = fold(&by_shift, t("2026-12-01T05:00:00Z"), &cells);
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.shift.clone().unwrap(),
+                    r.station.clone().unwrap(),
+                    r.counts.parts,
+                    r.counts.ng,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("06:00".to_string(), "polish".to_string(), 10, 1),
+                ("14:00".into(), "grind".into(), 4, 0),
+                ("14:00".into(), "polish".into(), 20, 2),
+                ("22:00".into(), "polish".into(), 10, 3),
+            ]
+        );
+        // Before the first shift of the day: the day before's last one.
+        let at = |s: &str| s.parse::<NaiveDateTime>().unwrap();
+        let shifts = &by_shift.shift_starts;
+        assert_eq!(
+            shift_began(at("2026-12-02T05:59:00"), shifts),
+            at("2026-12-01T22:00:00")
+        );
+        assert_eq!(
+            shift_began(at("2026-12-02T14:00:00"), shifts),
+            at("2026-12-02T14:00:00")
+        );
+        assert_eq!(
+            shift_began(at("2026-12-02T05:00:00"), &[]),
+            at("2026-12-02T00:00:00")
         );
     }
 }

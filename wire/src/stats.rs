@@ -1,6 +1,6 @@
 //! Production statistics (`GET /api/v1/stats`): parts, NG and first-pass yield over a time
-//! range, grouped by any of facility, line, station, SKU, device and defect type, bucketed by
-//! hour or day. Served from hourly aggregates kept with each result, so the answer costs the
+//! range, grouped by any of facility, line, station, SKU, device, defect type and the plant's
+//! shift, bucketed by hour or day. Served from hourly aggregates kept with each result, so the answer costs the
 //! same whether the store holds a thousand results or a million.
 
 use chrono::{DateTime, Utc};
@@ -23,16 +23,21 @@ pub enum StatsDimension {
     /// One row per defect type found: `parts` and `ng` count the parts with at least one
     /// defect of the type, `defects` the defects of the type (a Pareto).
     DefectType,
+    /// The plant's shift each hour falls in, named by its local start (`HH:MM`): shifts from
+    /// the server's `[dashboard] shift_starts`, local time at `utc_offset_minutes`. Counted by
+    /// the hour: an hour belongs to the shift in which it begins.
+    Shift,
 }
 
 impl StatsDimension {
-    pub const ALL: [StatsDimension; 6] = [
+    pub const ALL: [StatsDimension; 7] = [
         StatsDimension::Facility,
         StatsDimension::Line,
         StatsDimension::Station,
         StatsDimension::Sku,
         StatsDimension::Device,
         StatsDimension::DefectType,
+        StatsDimension::Shift,
     ];
 
     /// The name in `group_by`.
@@ -44,6 +49,7 @@ impl StatsDimension {
             StatsDimension::Sku => "sku",
             StatsDimension::Device => "device",
             StatsDimension::DefectType => "defect_type",
+            StatsDimension::Shift => "shift",
         }
     }
 
@@ -121,6 +127,9 @@ pub struct StatsRow {
     pub device_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defect_type: Option<DefectType>,
+    /// Grouped by shift: the shift's local start, `HH:MM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<String>,
     #[serde(flatten)]
     pub counts: StatsCounts,
 }

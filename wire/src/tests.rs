@@ -187,6 +187,7 @@ fn stats_rows_omit_the_dimensions_not_grouped_by() {
         product_sku: None,
         device_id: None,
         defect_type: None,
+        shift: None,
         counts: StatsCounts::new(10, 8, 2, 3),
     };
     let v = serde_json::to_value(&row).unwrap();

@@ -6,6 +6,7 @@ use maud::{Markup, html};
 use wiko_wire::{Stats, StatsBucket, StatsCounts};
 
 use super::charts::{self, Sample};
+use crate::stats::shift_began;
 
 /// The ranges the Overview offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,19 +81,7 @@ pub fn window(
             until = until.min(end.and_utc());
             from.and_time(NaiveTime::MIN)
         }
-        Range::Shift => {
-            let today = plant
-                .shift_starts
-                .iter()
-                .rev()
-                .find(|s| **s <= local.time())
-                .map(|s| local.date().and_time(*s));
-            // Before the day's first shift: the day before's last one.
-            today.unwrap_or_else(|| {
-                let last = plant.shift_starts.last().copied().unwrap_or(NaiveTime::MIN);
-                (local.date() - Duration::days(1)).and_time(last)
-            })
-        }
+        Range::Shift => shift_began(local, &plant.shift_starts),
     };
     let since = (start_local - offset).and_utc();
     let bucket = if until - since > Duration::days(2) {
@@ -154,9 +143,11 @@ fn ng_rate(c: &StatsCounts) -> String {
 }
 
 /// What the Overview shows: the totals and per-station rows (`by_station`, one bucket), the
-/// series (`trend`, by hour or day) and the defects by type (`by_defect`).
+/// same per shift (`by_shift`), the series (`trend`, by hour or day) and the defects by type
+/// (`by_defect`).
 pub struct Figures<'a> {
     pub by_station: &'a Stats,
+    pub by_shift: &'a Stats,
     pub trend: &'a Stats,
     pub by_defect: &'a Stats,
 }
@@ -228,6 +219,25 @@ pub fn view(
                     }
                 }
             }
+            section.panel {
+                h2 { "By shift" }
+                table.grid #shifts {
+                    thead { tr { th { "Shift (from)" } th.num { "Parts" } th.num { "NG" } th.num { "NG rate" } th.num { "First-pass yield" } } }
+                    tbody {
+                        @for r in &figures.by_shift.rows {
+                            @let shift = r.shift.as_deref().unwrap_or("");
+                            tr data-shift=(shift) {
+                                td.mono { (shift) }
+                                td.num.mono.parts { (r.counts.parts) }
+                                td.num.mono.ng { (r.counts.ng) }
+                                td.num.mono { (ng_rate(&r.counts)) }
+                                td.num.mono.fpy { (yield_text(&r.counts)) }
+                            }
+                        }
+                        @if figures.by_shift.rows.is_empty() { tr { td.empty colspan="5" { "No parts in this range." } } }
+                    }
+                }
+            }
         }
     }
 }
@@ -262,6 +272,7 @@ mod tests {
             product_sku: None,
             device_id: None,
             defect_type: None,
+            shift: None,
             counts: StatsCounts::new(judged, judged, ng, ng),
         };
         let trend = Stats {

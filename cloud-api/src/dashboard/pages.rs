@@ -240,6 +240,7 @@ pub(super) async fn overview(
         utc_offset_minutes: s.plant.utc_offset_minutes,
         filter: filter.clone(),
         group_by,
+        shift_starts: s.plant.shift_starts.clone(),
     };
     let by_station = answer(
         &s,
@@ -255,8 +256,10 @@ pub(super) async fn overview(
         &request(StatsBucket::All, vec![StatsDimension::DefectType]),
     )
     .await?;
+    let by_shift = answer(&s, &request(StatsBucket::All, vec![StatsDimension::Shift])).await?;
     let figures = Figures {
         by_station: &by_station,
+        by_shift: &by_shift,
         trend: &trend,
         by_defect: &by_defect,
     };

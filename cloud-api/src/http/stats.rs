@@ -37,9 +37,11 @@ pub(super) struct StatsParams {
     /// `hour`, `day` or `all` (default): one bucket for the range.
     #[param(value_type = Option<StatsBucket>)]
     bucket: Option<StatsBucket>,
-    /// Days start at midnight this many minutes from UTC (e.g. 480 for UTC+8). Default 0.
+    /// Days and shifts start in local time this many minutes from UTC (e.g. 480 for UTC+8).
+    /// Default: the plant's (`[dashboard] utc_offset_minutes`).
     utc_offset_minutes: Option<i32>,
-    /// Comma-separated: `facility`, `line`, `station`, `sku`, `device`, `defect_type`.
+    /// Comma-separated: `facility`, `line`, `station`, `sku`, `device`, `defect_type`, `shift`
+    /// (the plant's shifts, `[dashboard] shift_starts`; an hour counts in the shift it begins in).
     group_by: Option<String>,
     facility: Option<String>,
     line: Option<String>,
@@ -91,9 +93,10 @@ pub(super) async fn get_stats(
         since: q.since.unwrap_or(until - DEFAULT_RANGE),
         until,
         bucket: q.bucket.unwrap_or_default(),
-        utc_offset_minutes: q.utc_offset_minutes.unwrap_or(0),
+        utc_offset_minutes: q.utc_offset_minutes.unwrap_or(s.plant.utc_offset_minutes),
         filter,
         group_by: group_by(q.group_by.as_deref())?,
+        shift_starts: s.plant.shift_starts.clone(),
     };
     Ok(Json(answer(&s, &request).await?))
 }

@@ -341,7 +341,8 @@ pub enum StatsSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsCell {
     pub hour: DateTime<Utc>,
-    /// The group's values, in the order of [`StatsQuery::group_by`].
+    /// The group's values, in the order of [`StatsQuery::group_by`], the shift left out (it is
+    /// the hour's).
     pub group: Vec<String>,
     pub counts: CellCounts,
 }

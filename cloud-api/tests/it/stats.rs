@@ -107,6 +107,7 @@ fn request(group_by: Vec<StatsDimension>, bucket: StatsBucket, filter: ListFilte
         utc_offset_minutes: 480,
         filter,
         group_by,
+        shift_starts: Vec::new(),
     }
 }
 

@@ -115,9 +115,10 @@ pub(super) async fn tally(
 }
 
 /// A dimension's column in `result_stats` (the scan's names are the same, but the device's,
-/// which the scan reads as `coalesce(device_id, '')`, and the defect type's, `d.type`).
-fn column(d: StatsDimension, source: StatsSource) -> &'static str {
-    match (d, source) {
+/// which the scan reads as `coalesce(device_id, '')`, and the defect type's, `d.type`). The
+/// shift has none: it is the hour's, folded by `crate::stats` from each cell's hour.
+fn column(d: StatsDimension, source: StatsSource) -> Option<&'static str> {
+    Some(match (d, source) {
         (StatsDimension::Facility, _) => "facility",
         (StatsDimension::Line, _) => "line",
         (StatsDimension::Station, _) => "station",
@@ -126,7 +127,8 @@ fn column(d: StatsDimension, source: StatsSource) -> &'static str {
         (StatsDimension::Device, StatsSource::Results) => "coalesce(device_id, '')",
         (StatsDimension::DefectType, StatsSource::Aggregates) => "defect_type",
         (StatsDimension::DefectType, StatsSource::Results) => "d.type",
-    }
+        (StatsDimension::Shift, _) => return None,
+    })
 }
 
 /// The statement reading `q`'s cells from `source`: rows of (hour, the groups' values,
@@ -145,8 +147,8 @@ fn stats_query(q: &StatsQuery, source: StatsSource, dialect: Dialect) -> (String
         (StatsDimension::Device, &f.device_id),
         (StatsDimension::DefectType, &f.defect_type),
     ] {
-        if let Some(v) = value {
-            clauses.push(format!("{} = ?", column(d, source)));
+        if let (Some(v), Some(column)) = (value, column(d, source)) {
+            clauses.push(format!("{column} = ?"));
             args.push(v.clone().into());
         }
     }
@@ -154,7 +156,11 @@ fn stats_query(q: &StatsQuery, source: StatsSource, dialect: Dialect) -> (String
         clauses.push("defect_detected = ?".into());
         args.push(flag.into());
     }
-    let groups: Vec<&str> = q.group_by.iter().map(|&d| column(d, source)).collect();
+    let groups: Vec<&str> = q
+        .group_by
+        .iter()
+        .filter_map(|&d| column(d, source))
+        .collect();
     let group_list: String = groups.iter().map(|g| format!(", {g}")).collect();
     let sql = match source {
         StatsSource::Aggregates => {
@@ -209,7 +215,12 @@ impl<B: Backend> Insight for SqlStore<B> {
         source: StatsSource,
     ) -> Result<Vec<StatsCell>, StoreError> {
         let q = query.clone();
-        let width = q.group_by.len();
+        // Values of the dimensions with a column (not the shift, the hour's).
+        let width = q
+            .group_by
+            .iter()
+            .filter(|d| column(**d, source).is_some())
+            .count();
         let rows = self
             .backend
             .read(op(move |c| {
