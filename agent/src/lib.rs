@@ -1,12 +1,13 @@
 //! `wiko-agent`: the edge daemon of the Wiko Defect Analyzer.
 //!
 //! A tour, in the order data flows:
-//! - [`source`]: cameras (`synthetic`, `folder`, `genicam`, `v4l2`, `rtsp`, `http_snapshot`), one task
-//!   each, with their health; each capture becomes a frame record committed to the buffer.
+//! - [`source`]: cameras (`synthetic`, `folder`, `genicam`, `v4l2`, `rtsp`, `http_snapshot`),
+//!   one task each, with their health; each capture becomes a frame record committed to the
+//!   buffer.
 //! - [`edge`]: edge analysis: each frame judged with its SKU's model (pulled from the cloud,
 //!   kept on disk) before it is buffered.
-//! - [`trigger`]: what makes a part (`interval`, `cron`, `mqtt`, `http`, `plc`), through each camera's
-//!   station.
+//! - [`trigger`]: what makes a part (`interval`, `cron`, `mqtt`, `http`, `plc`), through each
+//!   camera's station.
 //! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
 //! - [`sync`]: uploads buffered frames to the cloud at least once, with backoff and dead letters.
 //! - [`heartbeat`]: reports the agent's state to the cloud (the fleet view) and carries out the

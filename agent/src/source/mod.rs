@@ -15,6 +15,7 @@ pub mod folder;
 pub mod genicam;
 pub mod health;
 pub mod http_snapshot;
+pub mod latest;
 #[cfg(any(feature = "genicam", feature = "v4l2"))]
 pub mod pixels;
 pub mod rtsp;

@@ -22,13 +22,14 @@
 //! reopen meanwhile fails (device busy) and is retried.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::latest::{self, Latest};
 use super::pixels::{Layout, encode};
 use super::{Capture, Source, SourceError};
 use crate::config::{CameraConfig, SourceConfig, V4l2PixelFormat};
@@ -56,43 +57,18 @@ pub trait FrameProvider {
     fn frame(&mut self) -> Result<RawFrame, SourceError>;
 }
 
-/// Opens a device; called on the capture thread.
-pub type Opener = Arc<dyn Fn() -> Result<Box<dyn FrameProvider>, SourceError> + Send + Sync>;
+/// The capture thread's answer to opening its device.
+type Opened = oneshot::Receiver<Result<(), SourceError>>;
 
-#[derive(Clone)]
-struct Frame {
-    at: Instant,
-    raw: Arc<RawFrame>,
-}
+/// Opens a device; called on the capture thread (the device need not be `Send`).
+pub type Opener = Arc<dyn Fn() -> Result<Box<dyn FrameProvider>, SourceError> + Send + Sync>;
 
 pub struct V4l2 {
     open: Opener,
     jpeg_quality: u8,
     stall: Duration,
-    running: Option<Running>,
-}
-
-/// The capture thread, seen from the camera task. Dropping it stops the thread at its next
-/// frame (its sends fail).
-struct Running {
-    frames: watch::Receiver<Option<Frame>>,
-    /// Why the thread stopped, when it did.
-    last_error: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn ended(&self) -> SourceError {
-        let last = self
-            .last_error
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default();
-        SourceError::Device(if last.is_empty() {
-            "the V4L2 capture stopped".into()
-        } else {
-            last
-        })
-    }
+    /// The capture thread's frames; dropping them stops the thread at its next frame.
+    running: Option<Latest<RawFrame>>,
 }
 
 impl V4l2 {
@@ -140,12 +116,10 @@ impl V4l2 {
         }
     }
 
-    /// Starts the capture thread; answers once the device is open.
-    fn spawn(&self) -> Result<(Running, oneshot::Receiver<Result<(), SourceError>>), SourceError> {
-        let (tx, frames) = watch::channel(None);
+    /// Starts the capture thread; `Opened` answers once the device is open.
+    fn spawn(&self) -> Result<(Latest<RawFrame>, Opened), SourceError> {
+        let (feed, frames) = latest::channel("the V4L2 capture stopped");
         let (opened_tx, opened) = oneshot::channel();
-        let last_error = Arc::new(Mutex::new(String::new()));
-        let errors = last_error.clone();
         let open = self.open.clone();
         std::thread::Builder::new()
             .name("v4l2-capture".into())
@@ -163,27 +137,21 @@ impl V4l2 {
                 loop {
                     match device.frame() {
                         Ok(raw) => {
-                            let frame = Frame {
-                                at: Instant::now(),
-                                raw: Arc::new(raw),
-                            };
-                            // No receiver: the camera was closed.
-                            if tx.send(Some(frame)).is_err() {
+                            // Not sent: the camera was closed.
+                            if !feed.send(raw) {
                                 return;
                             }
                         }
                         Err(e) => {
                             debug!(error = %e, "V4L2 read failed");
-                            if let Ok(mut last) = errors.lock() {
-                                *last = e.to_string();
-                            }
+                            feed.reason(e.to_string());
                             return;
                         }
                     }
                 }
             })
             .map_err(|e| SourceError::Device(format!("starting the capture thread: {e}")))?;
-        Ok((Running { frames, last_error }, opened))
+        Ok((frames, opened))
     }
 }
 
@@ -209,31 +177,18 @@ impl Source for V4l2 {
     /// Starts the capture thread and waits for the device to open and send its first frame.
     async fn open(&mut self) -> Result<(), SourceError> {
         self.running = None;
-        let (mut running, opened) = self.spawn()?;
+        let (mut frames, opened) = self.spawn()?;
         opened.await.map_err(|_| SourceError::Panicked)??;
-        if running.frames.wait_for(Option::is_some).await.is_err() {
-            return Err(running.ended());
-        }
-        self.running = Some(running);
+        frames.first().await?;
+        self.running = Some(frames);
         Ok(())
     }
 
     async fn grab(&mut self) -> Result<Capture, SourceError> {
-        let running = self.running.as_mut().ok_or(SourceError::NotOpen)?;
-        let asked = Instant::now();
-        let frame = match running
-            .frames
-            .wait_for(|f| f.as_ref().is_some_and(|f| f.at >= asked))
-            .await
-        {
-            Ok(frame) => frame.clone(),
-            Err(_) => None,
-        };
-        let Some(frame) = frame else {
-            return Err(running.ended());
-        };
+        let frames = self.running.as_mut().ok_or(SourceError::NotOpen)?;
+        let raw = frames.next().await?;
         let quality = self.jpeg_quality;
-        let jpeg = tokio::task::spawn_blocking(move || to_jpeg(&frame.raw, quality))
+        let jpeg = tokio::task::spawn_blocking(move || to_jpeg(&raw, quality))
             .await
             .map_err(|_| SourceError::Panicked)??;
         Ok(Capture::jpeg(jpeg))
@@ -241,19 +196,8 @@ impl Source for V4l2 {
 
     /// The capture thread still runs and its latest frame is younger than `stall_timeout_ms`.
     async fn check(&mut self) -> Result<(), SourceError> {
-        let running = self.running.as_ref().ok_or(SourceError::NotOpen)?;
-        if running.frames.has_changed().is_err() {
-            return Err(running.ended());
-        }
-        let age = running
-            .frames
-            .borrow()
-            .as_ref()
-            .map_or(Duration::MAX, |f| f.at.elapsed());
-        if age > self.stall {
-            return Err(SourceError::Stalled(self.stall));
-        }
-        Ok(())
+        let frames = self.running.as_ref().ok_or(SourceError::NotOpen)?;
+        frames.check(self.stall)
     }
 
     fn close(&mut self) {

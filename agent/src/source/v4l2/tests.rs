@@ -116,15 +116,7 @@ async fn a_trigger_takes_a_frame_read_after_it() {
     });
     cam.open().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let latest = cam
-        .running
-        .as_ref()
-        .unwrap()
-        .frames
-        .borrow()
-        .as_ref()
-        .map(|f| f.raw.data[0])
-        .unwrap();
+    let latest = cam.running.as_ref().unwrap().peek().unwrap().data[0];
     let jpeg = cam.grab().await.unwrap().jpeg;
     let grey = image::load_from_memory(&jpeg)
         .unwrap()
@@ -161,7 +153,7 @@ async fn a_failing_read_ends_the_capture_and_the_camera_opens_again() {
 #[tokio::test]
 async fn a_read_that_hangs_is_reported_stalled() {
     let (release, hang) = mpsc::channel::<()>();
-    let hang = Arc::new(Mutex::new(hang));
+    let hang = Arc::new(std::sync::Mutex::new(hang));
     let (mut cam, _) = camera_of(move || {
         let hang = hang.clone();
         move |n: u32| {

@@ -59,8 +59,7 @@ async fn fired(
     task.await.unwrap();
     camera.abort();
     assert_eq!(monitor.snapshot().triggers_missed_total, 0);
-    let seen = seen.lock().unwrap().clone();
-    seen
+    seen.lock().unwrap().clone()
 }
 
 fn berlin(times: &[(DateTime<Utc>, TriggerRequest)]) -> Vec<String> {
