@@ -122,8 +122,8 @@ impl<T> Latest<T> {
         Ok(())
     }
 
-    /// The latest frame, if any (tests).
-    #[cfg(test)]
+    /// The latest frame, if any (the V4L2 tests).
+    #[cfg(all(test, feature = "v4l2"))]
     pub fn peek(&self) -> Option<Arc<T>> {
         self.frames.borrow().as_ref().map(|f| f.frame.clone())
     }
