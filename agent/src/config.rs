@@ -300,6 +300,7 @@ impl CameraConfig {
             SourceConfig::Synthetic { .. } => "synthetic",
             SourceConfig::Folder { .. } => "folder",
             SourceConfig::Genicam { .. } => "genicam",
+            SourceConfig::V4l2 { .. } => "v4l2",
             SourceConfig::Rtsp { .. } => "rtsp",
             SourceConfig::HttpSnapshot { .. } => "http_snapshot",
         }
@@ -359,6 +360,37 @@ pub enum SourceConfig {
         #[serde(default = "default_jpeg_quality")]
         jpeg_quality: u8,
     },
+    /// A USB/UVC camera through V4L2 (cargo feature `v4l2`); each trigger takes the first
+    /// frame the camera sends after it.
+    V4l2 {
+        /// `/dev/v4l/by-id/…` (stable across reboots and USB ports; `wiko-agent cameras` lists
+        /// them), `/dev/videoN`, or the index N.
+        device: String,
+        /// Frame width in pixels asked of the camera (it streams its nearest mode).
+        #[serde(default = "default_v4l2_width")]
+        width: u32,
+        /// Frame height in pixels asked of the camera.
+        #[serde(default = "default_v4l2_height")]
+        height: u32,
+        /// Frames per second asked of the camera.
+        #[serde(default = "default_v4l2_fps")]
+        fps: u32,
+        /// Pixel format asked of the camera: `mjpeg` (passed through, never re-encoded),
+        /// `yuyv`, `nv12` or `gray` (encoded to JPEG).
+        #[serde(default)]
+        pixel_format: V4l2PixelFormat,
+        /// Exposure in the driver's units (UVC: 100 µs), where the camera has the control; the
+        /// camera's own when absent.
+        #[serde(default)]
+        exposure: Option<i64>,
+        /// Gain in the driver's units, where the camera has the control; the camera's own
+        /// when absent.
+        #[serde(default)]
+        gain: Option<i64>,
+        /// Quality of the JPEG that raw (not MJPEG) frames are encoded to, 1..100.
+        #[serde(default = "default_jpeg_quality")]
+        jpeg_quality: u8,
+    },
     /// An IP camera's RTSP stream, decoded by an `ffmpeg` child process; each trigger takes
     /// the first frame decoded after it.
     Rtsp {
@@ -375,15 +407,53 @@ pub enum SourceConfig {
     HttpSnapshot {
         /// `http://` or `https://` URL of the JPEG.
         url: String,
-        /// HTTP basic auth user.
+        /// HTTP auth user.
         #[serde(default)]
         username: Option<String>,
-        /// HTTP basic auth password. Prefer `password_file`.
+        /// HTTP auth password. Prefer `password_file`.
         #[serde(default)]
         password: Option<String>,
         #[serde(default)]
         password_file: Option<PathBuf>,
+        /// How the user and password are sent: `basic` or `digest` (RFC 7616).
+        #[serde(default)]
+        auth: HttpAuth,
     },
+}
+
+/// How an `http_snapshot` camera's credentials are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum HttpAuth {
+    /// In every request, base64-encoded (use it over HTTPS only).
+    #[default]
+    Basic,
+    /// As the answer to the camera's digest challenge (MD5, SHA-256 or SHA-512-256, `qop=auth`).
+    Digest,
+}
+
+/// The pixel format a V4L2 camera is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub enum V4l2PixelFormat {
+    /// JPEG frames from the camera, buffered as they come.
+    #[default]
+    Mjpeg,
+    Yuyv,
+    Nv12,
+    Gray,
+}
+
+fn default_v4l2_width() -> u32 {
+    1920
+}
+fn default_v4l2_height() -> u32 {
+    1080
+}
+fn default_v4l2_fps() -> u32 {
+    30
 }
 
 /// How RTSP carries the video.
@@ -433,9 +503,26 @@ pub enum TriggerConfig {
     Mqtt {},
     /// A part per `POST /trigger/{camera}` on the agent's HTTP address.
     Http {},
+    /// A part at each time of a cron schedule in the plant's local time.
+    Cron {
+        /// Cron expression: five fields (minute hour day-of-month month day-of-week), or six
+        /// with seconds first, or an alias such as `@daily`; read in `timezone`.
+        schedule: String,
+        /// IANA time zone of the plant, e.g. `Europe/Berlin`. Daylight saving time follows
+        /// Vixie cron: a time in the skipped hour fires right after it, a time in the repeated
+        /// hour fires once.
+        timezone: String,
+        /// SKU of the parts; the camera's when absent.
+        #[serde(default)]
+        sku: Option<String>,
+        /// Production lot written into each frame.
+        #[serde(default)]
+        lot: Option<String>,
+    },
     /// A handshake with the line PLC over Modbus TCP, in the PLC's coils: a part per rising
     /// edge of `trigger_coil`; the agent raises `busy_coil`, writes `error_coil` (raised when
-    /// nothing was captured), lowers busy and raises `ready_coil`.
+    /// nothing was captured) and the result (`ok_coil` or `ng_coil`), lowers busy and raises
+    /// `ready_coil`.
     Plc {
         /// The PLC's Modbus TCP address, e.g. `192.168.10.5:502`.
         address: SocketAddr,
@@ -453,6 +540,13 @@ pub enum TriggerConfig {
         ready_coil: u16,
         /// Coil the agent raises when nothing was captured.
         error_coil: u16,
+        /// Coil the agent raises when the part's edge verdict is OK. A part captured but not
+        /// judged (edge analysis off, no model for its SKU yet) raises neither OK nor NG.
+        #[serde(default)]
+        ok_coil: Option<u16>,
+        /// Coil the agent raises when the part's edge verdict is NG.
+        #[serde(default)]
+        ng_coil: Option<u16>,
     },
 }
 
@@ -641,6 +735,8 @@ impl TryFrom<RawConfig> for Config {
                         busy_coil,
                         ready_coil,
                         error_coil,
+                        ok_coil,
+                        ng_coil,
                         ..
                     }),
                 ) => {
@@ -650,14 +746,38 @@ impl TryFrom<RawConfig> for Config {
                             "must be above zero",
                         ));
                     }
-                    let coils: std::collections::HashSet<u16> =
-                        [*trigger_coil, *busy_coil, *ready_coil, *error_coil].into();
-                    if coils.len() != 4 {
+                    let mapped: Vec<u16> = [*trigger_coil, *busy_coil, *ready_coil, *error_coil]
+                        .into_iter()
+                        .chain(*ok_coil)
+                        .chain(*ng_coil)
+                        .collect();
+                    let coils: std::collections::HashSet<u16> = mapped.iter().copied().collect();
+                    if coils.len() != mapped.len() {
                         return Err(invalid(
                             key("trigger"),
-                            "trigger_coil, busy_coil, ready_coil and error_coil must differ",
+                            "trigger_coil, busy_coil, ready_coil, error_coil, ok_coil and ng_coil must differ",
                         ));
                     }
+                }
+                (
+                    _,
+                    Some(TriggerConfig::Cron {
+                        schedule,
+                        timezone,
+                        sku,
+                        lot,
+                    }),
+                ) => {
+                    crate::trigger::cron::Schedule::parse(schedule, timezone)
+                        .map_err(|e| invalid(key("trigger.schedule"), e))?;
+                    let request = wiko_wire::TriggerRequest {
+                        sku: sku.clone(),
+                        lot: lot.clone(),
+                        ..wiko_wire::TriggerRequest::default()
+                    };
+                    request
+                        .validate()
+                        .map_err(|e| invalid(key("trigger"), e.to_string()))?;
                 }
                 (_, Some(TriggerConfig::Mqtt {})) => {
                     if mqtt.is_none() {
@@ -763,6 +883,33 @@ fn validate_source(
                 return Err(invalid(key("source.jpeg_quality"), "must be 1 to 100"));
             }
         }
+        SourceConfig::V4l2 {
+            device,
+            width,
+            height,
+            fps,
+            jpeg_quality,
+            ..
+        } => {
+            if !cfg!(feature = "v4l2") {
+                return Err(invalid(
+                    key("source.type"),
+                    "this wiko-agent was built without V4L2 support (cargo feature `v4l2`)",
+                ));
+            }
+            if device.is_empty() {
+                return Err(invalid(key("source.device"), "is empty"));
+            }
+            if *width == 0 || *height == 0 || *fps == 0 {
+                return Err(invalid(
+                    key("source"),
+                    "width, height and fps must be above zero",
+                ));
+            }
+            if !(1..=100).contains(jpeg_quality) {
+                return Err(invalid(key("source.jpeg_quality"), "must be 1 to 100"));
+            }
+        }
         SourceConfig::Rtsp { url, .. } => {
             if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
                 return Err(invalid(
@@ -776,6 +923,7 @@ fn validate_source(
             username,
             password,
             password_file,
+            ..
         } => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(

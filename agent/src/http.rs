@@ -178,6 +178,7 @@ async fn fire(station: &Station, body: &[u8]) -> Response {
                     outcome: TriggerOutcome::Invalid,
                     frame_id: None,
                     reason: Some(format!("not a trigger request: {e}")),
+                    defect_detected: None,
                 });
             }
         }
@@ -193,6 +194,7 @@ async fn fire(station: &Station, body: &[u8]) -> Response {
             outcome: TriggerOutcome::CameraFailed,
             frame_id: None,
             reason: Some("no answer from the camera".into()),
+            defect_detected: None,
         },
     };
     answer(ack)

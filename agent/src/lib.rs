@@ -1,12 +1,13 @@
 //! `wiko-agent`: the edge daemon of the Wiko Defect Analyzer.
 //!
 //! A tour, in the order data flows:
-//! - [`source`]: cameras (`synthetic`, `folder`, `genicam`, `rtsp`, `http_snapshot`), one task
-//!   each, with their health; each capture becomes a frame record committed to the buffer.
+//! - [`source`]: cameras (`synthetic`, `folder`, `genicam`, `v4l2`, `rtsp`, `http_snapshot`),
+//!   one task each, with their health; each capture becomes a frame record committed to the
+//!   buffer.
 //! - [`edge`]: edge analysis: each frame judged with its SKU's model (pulled from the cloud,
 //!   kept on disk) before it is buffered.
-//! - [`trigger`]: what makes a part (`interval`, `mqtt`, `http`, `plc`), through each camera's
-//!   station.
+//! - [`trigger`]: what makes a part (`interval`, `cron`, `mqtt`, `http`, `plc`), through each
+//!   camera's station.
 //! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
 //! - [`sync`]: uploads buffered frames to the cloud at least once, with backoff and dead letters.
 //! - [`heartbeat`]: reports the agent's state to the cloud (the fleet view) and carries out the
@@ -51,6 +52,16 @@ pub fn genicam_devices() -> Option<Vec<[String; 4]>> {
     #[cfg(feature = "genicam")]
     return Some(source::genicam::list());
     #[cfg(not(feature = "genicam"))]
+    None
+}
+
+/// The V4L2 cameras this machine has, as `[device, name, /dev/videoN]` (the device by its
+/// stable `/dev/v4l/by-id/…` link where it has one); `None` when this build lacks the `v4l2`
+/// feature.
+pub fn v4l2_devices() -> Option<Vec<[String; 3]>> {
+    #[cfg(feature = "v4l2")]
+    return Some(source::v4l2::list());
+    #[cfg(not(feature = "v4l2"))]
     None
 }
 
@@ -303,6 +314,29 @@ fn start_camera(
                 stop.child_token(),
             ));
         }
+        Some(TriggerConfig::Cron {
+            schedule,
+            timezone,
+            sku,
+            lot,
+        }) => match trigger::cron::Schedule::parse(schedule, timezone) {
+            Ok(schedule) => {
+                let request = wiko_wire::TriggerRequest {
+                    sku: sku.clone(),
+                    lot: lot.clone(),
+                    ..wiko_wire::TriggerRequest::default()
+                };
+                tracker.spawn(trigger::cron::run(
+                    station.clone(),
+                    schedule,
+                    request,
+                    chrono::Utc::now,
+                    stop.child_token(),
+                ));
+            }
+            // Validated with the configuration: cannot happen.
+            Err(e) => error!(camera = %cam.name, error = %e, "the cron schedule is invalid"),
+        },
         Some(TriggerConfig::Mqtt {}) => routes.push(trigger::mqtt::Route::new(
             &ctx.facility,
             &cam.line,
@@ -317,6 +351,8 @@ fn start_camera(
             busy_coil,
             ready_coil,
             error_coil,
+            ok_coil,
+            ng_coil,
         }) => {
             let handshake = trigger::plc::Handshake {
                 address: *address,
@@ -326,6 +362,8 @@ fn start_camera(
                 busy_coil: *busy_coil,
                 ready_coil: *ready_coil,
                 error_coil: *error_coil,
+                ok_coil: *ok_coil,
+                ng_coil: *ng_coil,
             };
             tracker.spawn(trigger::plc::run(
                 station.clone(),

@@ -30,8 +30,8 @@ enum Command {
         #[arg(long, default_value = "/etc/wiko/agent.toml")]
         config: PathBuf,
     },
-    /// List the GenICam (GigE Vision, USB3 Vision) cameras this machine can see, to fill in
-    /// `[[camera]] source = { type = "genicam", device = … }`.
+    /// List the V4L2 (USB/UVC) and GenICam (GigE Vision, USB3 Vision) cameras this machine can
+    /// see, to fill in `[[camera]] source = { type = "v4l2" | "genicam", device = … }`.
     Cameras,
     /// Write synthetic knife images with labels and masks (manifest.csv) for tests and evaluation.
     Synth {
@@ -69,6 +69,17 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cameras => {
+            match wiko_agent::v4l2_devices() {
+                None => {
+                    println!("v4l2: not built in (this wiko-agent lacks the cargo feature `v4l2`)")
+                }
+                Some(devices) if devices.is_empty() => println!("v4l2: no camera found"),
+                Some(devices) => {
+                    for [device, name, node] in devices {
+                        println!("v4l2     device = {device:?}  ({name}, {node})");
+                    }
+                }
+            }
             match wiko_agent::genicam_devices() {
                 None => println!(
                     "genicam: not built in (this wiko-agent lacks the cargo feature `genicam`)"

@@ -84,6 +84,11 @@ pub struct TriggerAck {
     /// Why nothing was captured, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The edge verdict of the captured frame (true: NG), when the agent judged it (edge
+    /// analysis on and a model for the part's SKU); absent otherwise. Provisional: the cloud's
+    /// verdict follows on the result topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defect_detected: Option<bool>,
 }
 
 /// The MQTT topic a station's triggers arrive on: `wiko/{facility}/{line}/{station}/trigger`.
@@ -136,6 +141,7 @@ mod tests {
             outcome: TriggerOutcome::CameraFailed,
             frame_id: None,
             reason: Some("stalled".into()),
+            defect_detected: None,
         };
         let text = serde_json::to_string(&ack).unwrap();
         assert_eq!(

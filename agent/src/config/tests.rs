@@ -174,6 +174,77 @@ fn camera_sources_and_triggers_are_checked_by_key() {
             "{e}"
         );
     }
+    let usb = r#"{ type = "v4l2", device = "/dev/v4l/by-id/usb-cam-video-index0" }"#;
+    if cfg!(feature = "v4l2") {
+        let e = error_of(&camera_with(
+            r#"{ type = "v4l2", device = "0", fps = 0 }"#,
+            http,
+        ));
+        assert!(e.contains("camera[0].source"), "{e}");
+        let cfg = Config::try_from(raw(&camera_with(usb, http))).unwrap();
+        assert!(matches!(
+            cfg.cameras[0].source,
+            SourceConfig::V4l2 {
+                width: 1920,
+                height: 1080,
+                fps: 30,
+                pixel_format: V4l2PixelFormat::Mjpeg,
+                jpeg_quality: 90,
+                ..
+            }
+        ));
+    } else {
+        let e = error_of(&camera_with(usb, http));
+        assert!(
+            e.contains("camera[0].source.type") && e.contains("v4l2"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn cron_and_plc_triggers_are_checked_by_key() {
+    let synthetic = r#"{ type = "synthetic" }"#;
+    let cron = |schedule: &str, zone: &str, extra: &str| {
+        camera_with(
+            synthetic,
+            &format!(
+                "trigger = {{ type = \"cron\", schedule = \"{schedule}\", timezone = \"{zone}\"{extra} }}"
+            ),
+        )
+    };
+    Config::try_from(raw(&cron(
+        "0 6,14,22 * * *",
+        "Europe/Berlin",
+        ", sku = \"WK-REF-01\"",
+    )))
+    .unwrap();
+    let e = error_of(&cron("0 25 * * *", "Europe/Berlin", ""));
+    assert!(e.contains("camera[0].trigger.schedule"), "{e}");
+    let e = error_of(&cron("@daily", "Europe/Atlantis", ""));
+    assert!(
+        e.contains("camera[0].trigger.schedule") && e.contains("Europe/Atlantis"),
+        "{e}"
+    );
+    let e = error_of(&cron("@daily", "UTC", ", lot = \"lot 7\""));
+    assert!(e.contains("camera[0].trigger") && e.contains("lot"), "{e}");
+
+    let plc = |coils: &str| {
+        camera_with(
+            synthetic,
+            &format!(
+                "trigger = {{ type = \"plc\", address = \"127.0.0.1:502\", trigger_coil = 0, busy_coil = 1, ready_coil = 2, error_coil = 3{coils} }}"
+            ),
+        )
+    };
+    Config::try_from(raw(&plc(", ok_coil = 4, ng_coil = 5"))).unwrap();
+    let e = error_of(&plc(", ok_coil = 4, ng_coil = 4"));
+    assert!(
+        e.contains("camera[0].trigger") && e.contains("ng_coil"),
+        "{e}"
+    );
+    let e = error_of(&plc(", ok_coil = 1"));
+    assert!(e.contains("must differ"), "{e}");
 }
 
 #[test]

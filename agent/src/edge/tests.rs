@@ -201,7 +201,12 @@ trigger = { type = "http" }
         let id = crate::source::store(&cam, &ctx, crate::source::Capture::jpeg(jpeg.clone()))
             .await
             .unwrap();
-        ids.push((id, *ng));
+        assert_eq!(
+            id.defect_detected,
+            Some(*ng),
+            "the verdict comes back with the frame"
+        );
+        ids.push((id.frame_id, *ng));
     }
     let ng_ids: Vec<_> = ids
         .iter()

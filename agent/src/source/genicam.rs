@@ -5,16 +5,16 @@
 //! trigger mode when it has one (free run otherwise), queues a few buffers and starts
 //! acquisition. Each part is one software trigger and the buffer it fills (in free run, the
 //! first buffer after the frames already queued are put back). Mono8, RGB8, BGR8 and 8-bit
-//! Bayer pixels are encoded to JPEG. Between triggers the camera is read (its payload size)
-//! every `stall_timeout_ms`, so a camera that went away is reported. Every Aravis call runs on the blocking pool
-//! ([`Blocking`]): a call that hangs costs a thread, never the camera task.
+//! Bayer pixels are encoded to JPEG ([`super::pixels`]). Between triggers the camera is read
+//! (its payload size) every `stall_timeout_ms`, so a camera that went away is reported. Every
+//! Aravis call runs on the blocking pool ([`Blocking`]): a call that hangs costs a thread,
+//! never the camera task.
 
 use aravis::prelude::*;
 use aravis::{AcquisitionMode, Buffer, BufferStatus, Camera, PixelFormat, Stream};
 use async_trait::async_trait;
-use image::codecs::jpeg::JpegEncoder;
-use image::{ExtendedColorType, ImageEncoder};
 
+use super::pixels::{Layout, encode};
 use super::{Blocking, Capture, Source, SourceError};
 use crate::config::{CameraConfig, SourceConfig};
 
@@ -163,18 +163,6 @@ fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
     result
 }
 
-/// How the raw pixels of one frame are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    Mono8,
-    Rgb8,
-    Bgr8,
-    /// 8-bit Bayer mosaic; the offset of the red pixel in the 2×2 tile (x, y).
-    Bayer8 {
-        red: (usize, usize),
-    },
-}
-
 fn layout(format: PixelFormat) -> Option<Layout> {
     Some(match format {
         PixelFormat::MONO_8 => Layout::Mono8,
@@ -202,81 +190,6 @@ fn to_jpeg(
         ))
     })?;
     encode(layout, width, height, data, quality)
-}
-
-/// Encodes one frame of `layout` pixels to JPEG.
-fn encode(
-    layout: Layout,
-    width: usize,
-    height: usize,
-    data: &[u8],
-    quality: u8,
-) -> Result<Vec<u8>, SourceError> {
-    let pixels = width * height;
-    let needed = match layout {
-        Layout::Mono8 | Layout::Bayer8 { .. } => pixels,
-        Layout::Rgb8 | Layout::Bgr8 => pixels * 3,
-    };
-    if pixels == 0 || data.len() < needed {
-        return Err(SourceError::Device(format!(
-            "a {width}×{height} frame of {} bytes is short",
-            data.len()
-        )));
-    }
-    let (bytes, color): (std::borrow::Cow<'_, [u8]>, _) = match layout {
-        Layout::Mono8 => (data[..needed].into(), ExtendedColorType::L8),
-        Layout::Rgb8 => (data[..needed].into(), ExtendedColorType::Rgb8),
-        Layout::Bgr8 => (
-            data[..needed]
-                .chunks_exact(3)
-                .flat_map(|p| [p[2], p[1], p[0]])
-                .collect::<Vec<u8>>()
-                .into(),
-            ExtendedColorType::Rgb8,
-        ),
-        Layout::Bayer8 { red } => (
-            debayer(width, height, &data[..needed], red).into(),
-            ExtendedColorType::Rgb8,
-        ),
-    };
-    let (w, h) = (
-        u32::try_from(width).map_err(|_| SourceError::Device("frame too wide".into()))?,
-        u32::try_from(height).map_err(|_| SourceError::Device("frame too tall".into()))?,
-    );
-    let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut jpeg, quality)
-        .write_image(&bytes, w, h, color)
-        .map_err(|e| SourceError::Device(format!("encoding the JPEG: {e}")))?;
-    Ok(jpeg)
-}
-
-/// A Bayer mosaic to RGB, one colour per 2×2 tile (red, the mean of the two greens, blue) given
-/// to its four pixels: cheap, and sharp enough for the analyzer, which works on brightness.
-fn debayer(width: usize, height: usize, mosaic: &[u8], red: (usize, usize)) -> Vec<u8> {
-    let blue = (1 - red.0, 1 - red.1);
-    let mut rgb = vec![0u8; width * height * 3];
-    for ty in (0..height).step_by(2) {
-        for tx in (0..width).step_by(2) {
-            let at = |dx: usize, dy: usize| -> u16 {
-                let x = (tx + dx).min(width - 1);
-                let y = (ty + dy).min(height - 1);
-                u16::from(mosaic[y * width + x])
-            };
-            let r = at(red.0, red.1) as u8;
-            let b = at(blue.0, blue.1) as u8;
-            let g = ((at(1 - red.0, red.1) + at(red.0, 1 - red.1)) / 2) as u8;
-            for dy in 0..2 {
-                for dx in 0..2 {
-                    let (x, y) = (tx + dx, ty + dy);
-                    if x < width && y < height {
-                        let i = (y * width + x) * 3;
-                        rgb[i..i + 3].copy_from_slice(&[r, g, b]);
-                    }
-                }
-            }
-        }
-    }
-    rgb
 }
 
 #[async_trait]
@@ -330,28 +243,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn mono_rgb_and_bgr_frames_become_jpegs_of_their_size() {
-        for (layout, bpp) in [(Layout::Mono8, 1), (Layout::Rgb8, 3), (Layout::Bgr8, 3)] {
-            let data = vec![128u8; 64 * 48 * bpp];
-            let jpeg = encode(layout, 64, 48, &data, 90).unwrap();
-            let img = image::load_from_memory(&jpeg).unwrap();
-            assert_eq!((img.width(), img.height()), (64, 48), "{layout:?}");
-        }
-        assert!(encode(Layout::Mono8, 64, 48, &[0; 10], 90).is_err());
-    }
-
-    #[test]
-    fn a_bayer_tile_gives_its_colours_to_its_four_pixels() {
-        // RGGB: red 200, greens 100 and 50, blue 10.
-        let mosaic = [200, 100, 50, 10];
-        assert_eq!(debayer(2, 2, &mosaic, (0, 0)), [200, 75, 10].repeat(4));
-        // BGGR: the same bytes read the other way round.
-        assert_eq!(debayer(2, 2, &mosaic, (1, 1)), [10, 75, 200].repeat(4));
-        // Odd sizes reuse the last row and column.
-        assert_eq!(debayer(3, 1, &[200, 100, 50], (0, 0)).len(), 9);
-    }
 
     #[test]
     fn unsupported_pixel_formats_are_named() {

@@ -15,8 +15,13 @@ pub mod folder;
 pub mod genicam;
 pub mod health;
 pub mod http_snapshot;
+pub mod latest;
+#[cfg(any(feature = "genicam", feature = "v4l2"))]
+pub mod pixels;
 pub mod rtsp;
 pub mod synthetic;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -206,6 +211,14 @@ pub fn build(cam: &CameraConfig) -> Result<Option<Box<dyn Source>>, SourceError>
                 "built without GenICam support (cargo feature `genicam`)".into(),
             ));
         }
+        #[cfg(feature = "v4l2")]
+        SourceConfig::V4l2 { .. } => Box::new(v4l2::V4l2::new(cam)),
+        #[cfg(not(feature = "v4l2"))]
+        SourceConfig::V4l2 { .. } => {
+            return Err(SourceError::Device(
+                "built without V4L2 support (cargo feature `v4l2`)".into(),
+            ));
+        }
         SourceConfig::Rtsp { .. } => Box::new(rtsp::Rtsp::new(cam)),
         SourceConfig::HttpSnapshot { .. } => Box::new(http_snapshot::HttpSnapshot::new(cam)),
     }))
@@ -337,10 +350,10 @@ async fn serve(
             shot.lot = request.lot.clone().or(shot.lot);
             shot.sku = request.sku.clone().or(shot.sku);
             match store(cam, ctx, shot).await {
-                Some(frame_id) => {
+                Some(stored) => {
                     metrics::histogram!(names::TRIGGER_TO_FRAME_SECONDS, "kind" => trigger.kind)
                         .record(trigger.received.elapsed().as_secs_f64());
-                    station.finish(trigger, TriggerOutcome::Captured, Some(frame_id), None);
+                    station.captured(trigger, stored.frame_id, stored.defect_detected);
                 }
                 None => station.finish(
                     trigger,
@@ -366,9 +379,17 @@ async fn serve(
     }
 }
 
+/// A frame committed to the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub frame_id: Uuid,
+    /// Its edge verdict (true: NG); `None` when it was not judged.
+    pub defect_detected: Option<bool>,
+}
+
 /// Judges one capture at the edge (when on and its SKU has a model), writes it to the buffer
-/// as a new frame with its verdict, and wakes sync. Returns the frame id once it is committed.
-pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Option<Uuid> {
+/// as a new frame with its verdict, and wakes sync. Returns the frame once it is committed.
+pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Option<Stored> {
     let frame_id = Uuid::now_v7();
     let sku = shot.sku.unwrap_or_else(|| cam.sku.clone());
     let span =
@@ -397,12 +418,13 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 let _judging = info_span!(parent: &span, "edge_verdict").entered();
                 models.judge(&frame.sku, &frame.jpeg)
             });
-            buffer.insert(&frame)
+            let verdict = frame.edge.as_ref().map(|v| v.defect_detected);
+            buffer.insert(&frame).map(|inserted| (inserted, verdict))
         })
         .await;
         let label = cam.name.clone();
         match result {
-            Ok(Ok(inserted)) => {
+            Ok(Ok((inserted, defect_detected))) => {
                 metrics::counter!(names::FRAMES_CAPTURED_TOTAL, "camera" => label).increment(1);
                 metrics::histogram!(names::CAPTURE_SECONDS).record(started.elapsed().as_secs_f64());
                 if let Some(monitor) = ctx.health.get(&cam.name) {
@@ -419,7 +441,10 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                     }
                 }
                 ctx.wake.notify_one();
-                Some(frame_id)
+                Some(Stored {
+                    frame_id,
+                    defect_detected,
+                })
             }
             Ok(Err(BufferError::Full { needed, max })) => {
                 metrics::counter!(names::BUFFER_REJECTED_TOTAL).increment(1);

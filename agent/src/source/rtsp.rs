@@ -8,28 +8,20 @@
 //! stops (`kill_on_drop`).
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use super::latest::{self, Latest};
 use super::{Capture, Source, SourceError, redact};
 use crate::config::{CameraConfig, RtspTransport, SourceConfig};
 
 /// Largest frame accepted from ffmpeg.
 const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-
-/// One decoded frame and when it arrived.
-#[derive(Clone)]
-struct Frame {
-    at: Instant,
-    jpeg: Arc<Vec<u8>>,
-}
 
 pub struct Rtsp {
     url: String,
@@ -41,30 +33,13 @@ pub struct Rtsp {
 
 struct Running {
     _child: Child,
-    frames: watch::Receiver<Option<Frame>>,
+    frames: Latest<Vec<u8>>,
     reader: JoinHandle<()>,
-    /// ffmpeg's last line on stderr: why it stopped, usually.
-    last_error: Arc<Mutex<String>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.reader.abort();
-    }
-}
-
-impl Running {
-    fn ended(&self) -> SourceError {
-        let last = self
-            .last_error
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default();
-        SourceError::Device(if last.is_empty() {
-            "ffmpeg stopped delivering frames".into()
-        } else {
-            format!("ffmpeg stopped: {last}")
-        })
     }
 }
 
@@ -106,9 +81,7 @@ impl Rtsp {
             (Some(out), Some(err)) => (out, err),
             _ => return Err(SourceError::Device("ffmpeg's pipes are missing".into())),
         };
-        let last_error = Arc::new(Mutex::new(String::new()));
-        let (tx, frames) = watch::channel(None);
-        let errors = last_error.clone();
+        let (feed, frames) = latest::channel("ffmpeg stopped");
         // ffmpeg names the URL in its errors: never its credentials.
         let (url, shown) = (self.url.clone(), redact(&self.url));
         let reader = tokio::spawn(async move {
@@ -117,19 +90,13 @@ impl Rtsp {
                 while let Ok(Some(line)) = lines.next_line().await {
                     let line = line.replace(&url, &shown);
                     debug!(%line, "ffmpeg");
-                    if let Ok(mut last) = errors.lock() {
-                        *last = line;
-                    }
+                    feed.reason(line);
                 }
             };
             let read = async {
                 let mut out = BufReader::new(stdout);
                 while let Ok(Some(jpeg)) = next_part(&mut out).await {
-                    let frame = Frame {
-                        at: Instant::now(),
-                        jpeg: Arc::new(jpeg),
-                    };
-                    if tx.send(Some(frame)).is_err() {
+                    if !feed.send(jpeg) {
                         return;
                     }
                 }
@@ -141,7 +108,6 @@ impl Rtsp {
             _child: child,
             frames,
             reader,
-            last_error,
         })
     }
 }
@@ -185,46 +151,20 @@ impl Source for Rtsp {
     async fn open(&mut self) -> Result<(), SourceError> {
         self.running = None;
         let mut running = self.spawn()?;
-        let first = running.frames.wait_for(Option::is_some).await.is_ok();
-        if !first {
-            return Err(running.ended());
-        }
+        running.frames.first().await?;
         self.running = Some(running);
         Ok(())
     }
 
     async fn grab(&mut self) -> Result<Capture, SourceError> {
         let running = self.running.as_mut().ok_or(SourceError::NotOpen)?;
-        let asked = Instant::now();
-        let frame = match running
-            .frames
-            .wait_for(|f| f.as_ref().is_some_and(|f| f.at >= asked))
-            .await
-        {
-            Ok(frame) => frame.clone(),
-            Err(_) => None,
-        };
-        match frame {
-            Some(frame) => Ok(Capture::jpeg(frame.jpeg.as_ref().clone())),
-            None => Err(running.ended()),
-        }
+        let jpeg = running.frames.next().await?;
+        Ok(Capture::jpeg(jpeg.as_ref().clone()))
     }
 
     async fn check(&mut self) -> Result<(), SourceError> {
         let running = self.running.as_ref().ok_or(SourceError::NotOpen)?;
-        if running.frames.has_changed().is_err() {
-            return Err(running.ended());
-        }
-        let age = running
-            .frames
-            .borrow()
-            .as_ref()
-            .map(|f| f.at.elapsed())
-            .unwrap_or(Duration::MAX);
-        if age > self.stall {
-            return Err(SourceError::Stalled(self.stall));
-        }
-        Ok(())
+        running.frames.check(self.stall)
     }
 
     fn close(&mut self) {

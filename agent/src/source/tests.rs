@@ -298,3 +298,81 @@ fn a_full_buffer_is_logged_once_per_interval_with_the_count_since() {
     assert_eq!(log.add(1, t0 + FULL_LOG_EVERY), Some(5));
     assert_eq!(log.add(1, t0 + FULL_LOG_EVERY), None);
 }
+
+#[cfg(feature = "v4l2")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v4l2_cameras_mjpeg_frame_reaches_the_buffer_unchanged() {
+    use super::v4l2::{FrameProvider, Opener, Pixels, RawFrame, V4l2};
+
+    struct Mjpeg(Vec<u8>);
+    impl FrameProvider for Mjpeg {
+        fn frame(&mut self) -> Result<RawFrame, SourceError> {
+            std::thread::sleep(Duration::from_millis(5));
+            Ok(RawFrame {
+                pixels: Pixels::Jpeg,
+                width: 32,
+                height: 16,
+                data: self.0.clone(),
+            })
+        }
+    }
+    let sent = super::v4l2::tests::mjpeg(32, 16, 200);
+    let frame = sent.clone();
+    let open: Opener =
+        Arc::new(move || Ok(Box::new(Mjpeg(frame.clone())) as Box<dyn FrameProvider>));
+    let rig = Rig::new(&["usb"]);
+    let station = rig.start(
+        "usb",
+        V4l2::with_opener(open, 90, Duration::from_millis(300)),
+    );
+    rig.until("the camera opens", |r| {
+        r.health("usb").status == CameraStatus::Ok
+    })
+    .await;
+    let ack = ask(&station, TriggerRequest::default()).await;
+    assert_eq!(ack.outcome, TriggerOutcome::Captured);
+    let frames = rig.frames();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].jpeg, sent, "no decode, no re-encode");
+    rig.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_trigger_is_one_frame_per_firing_with_its_sku_and_lot() {
+    // Every second, in real time: each firing one frame with the trigger's SKU and lot.
+    let rig = Rig::new(&["c1"]);
+    let station = rig.start("c1", Scripted(Script::default()));
+    rig.until("the camera opens", |r| {
+        r.health("c1").status == CameraStatus::Ok
+    })
+    .await;
+    let schedule = crate::trigger::cron::Schedule::parse("* * * * * *", "Europe/Berlin").unwrap();
+    let request = TriggerRequest {
+        sku: Some("WK-REF-01".into()),
+        lot: Some("L7".into()),
+        ..TriggerRequest::default()
+    };
+    let started = Utc::now();
+    tokio::spawn(crate::trigger::cron::run(
+        station,
+        schedule,
+        request,
+        Utc::now,
+        rig.stop.child_token(),
+    ));
+    rig.until("two frames", |r| r.frames().len() >= 2).await;
+    rig.stop.cancel();
+    let elapsed = (Utc::now() - started).num_milliseconds();
+    let frames = rig.frames();
+    // One a second: never two within one.
+    assert!(
+        frames.len() as i64 <= elapsed / 1000 + 1,
+        "{} frames in {elapsed} ms",
+        frames.len()
+    );
+    for f in &frames {
+        assert_eq!(f.meta.sku, "WK-REF-01");
+        assert_eq!(f.meta.lot.as_deref(), Some("L7"));
+    }
+    assert_eq!(rig.health("c1").triggers_missed_total, 0);
+}

@@ -1,5 +1,6 @@
 //! Triggers: what makes a part. Each camera has a [`Station`], the one door its triggers go
-//! through, whatever their kind: `interval` (a timer), `mqtt` (a message on the station's
+//! through, whatever their kind: `interval` (a timer), `cron` (a schedule in the plant's local
+//! time), `mqtt` (a message on the station's
 //! trigger topic), `http` (`POST /trigger/{camera}`, served by the agent's HTTP module), `plc`
 //! (a Modbus TCP handshake with the line PLC).
 //!
@@ -7,6 +8,7 @@
 //! still being captured and buffered, or while the camera is not delivering, is answered at
 //! once (`busy`, `camera_failed`) and counted as missed: never queued, never silent.
 
+pub mod cron;
 pub mod interval;
 pub mod mqtt;
 pub mod plc;
@@ -60,14 +62,23 @@ impl Trigger {
         frame_id: Option<uuid::Uuid>,
         reason: Option<String>,
     ) {
+        self.reply(TriggerAck {
+            request_id: None,
+            camera: camera.to_string(),
+            outcome,
+            frame_id,
+            reason,
+            defect_detected: None,
+        });
+    }
+
+    /// Sends `ack` (its request id the trigger's), if anyone waits for it.
+    fn reply(self, ack: TriggerAck) {
         if let Some(reply) = self.reply {
             // The asker may have given up (an HTTP client gone): nothing to do then.
             let _ = reply.send(TriggerAck {
                 request_id: self.request.request_id,
-                camera: camera.to_string(),
-                outcome,
-                frame_id,
-                reason,
+                ..ack
             });
         }
     }
@@ -179,6 +190,20 @@ impl Station {
     ) {
         self.busy.store(false, Ordering::Release);
         trigger.answer(self.camera(), outcome, frame_id, reason);
+    }
+
+    /// As [`Station::finish`] for a part captured and buffered as `frame_id`, with its edge
+    /// verdict (`Some(true)`: NG) when it was judged.
+    pub fn captured(&self, trigger: Trigger, frame_id: uuid::Uuid, defect_detected: Option<bool>) {
+        self.busy.store(false, Ordering::Release);
+        trigger.reply(TriggerAck {
+            request_id: None,
+            camera: self.camera().to_string(),
+            outcome: TriggerOutcome::Captured,
+            frame_id: Some(frame_id),
+            reason: None,
+            defect_detected,
+        });
     }
 }
 

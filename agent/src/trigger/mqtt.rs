@@ -104,6 +104,7 @@ fn serve(client: &AsyncClient, route: &Route, payload: &[u8]) {
                 outcome: TriggerOutcome::Invalid,
                 frame_id: None,
                 reason: Some(format!("not a trigger request: {e}")),
+                defect_detected: None,
             };
             tokio::spawn(publish(client, ack_topic, ack));
             return;
@@ -121,6 +122,7 @@ fn serve(client: &AsyncClient, route: &Route, payload: &[u8]) {
                 outcome: TriggerOutcome::CameraFailed,
                 frame_id: None,
                 reason: Some("no answer from the camera".into()),
+                defect_detected: None,
             },
         };
         publish(client, ack_topic, ack).await;

@@ -3,7 +3,12 @@
 //! raises Busy (and lowers Ready and Error), captures, writes the result (Error raised when
 //! nothing was captured), lowers Busy and raises Ready: Busy → result → Ready, in that order.
 //! The next part is the trigger coil's next rising edge (the PLC lowers it once it saw Ready).
-//! OK and NG coils need a local verdict, which the agent does not make yet (edge analysis).
+//!
+//! The result, when the OK and NG coils are mapped: a captured part's edge verdict (edge
+//! analysis judges each frame before it is buffered) raises OK or NG. A part captured but not
+//! judged (edge analysis off, or no model for its SKU yet) raises neither, and Error stays low:
+//! "captured", its verdict left to the cloud. All result coils are lowered with Ready when the
+//! next part starts.
 //!
 //! A lost connection is retried with backoff; a rising edge seen while the station is busy is
 //! answered like any trigger (counted as missed, Error raised).
@@ -32,6 +37,10 @@ pub struct Handshake {
     pub busy_coil: u16,
     pub ready_coil: u16,
     pub error_coil: u16,
+    /// Raised when the part's edge verdict is OK.
+    pub ok_coil: Option<u16>,
+    /// Raised when the part's edge verdict is NG.
+    pub ng_coil: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +114,24 @@ async fn handshake(
     write(modbus, plc.busy_coil, true).await?;
     write(modbus, plc.ready_coil, false).await?;
     write(modbus, plc.error_coil, false).await?;
+    for coil in [plc.ok_coil, plc.ng_coil].into_iter().flatten() {
+        write(modbus, coil, false).await?;
+    }
     let (tx, rx) = oneshot::channel();
     station.fire(Trigger::new("plc", TriggerRequest::default(), Some(tx)));
-    let captured = matches!(
-        tokio::time::timeout(ANSWER_DEADLINE, rx).await,
-        Ok(Ok(ack)) if ack.outcome == TriggerOutcome::Captured
-    );
-    write(modbus, plc.error_coil, !captured).await?;
+    let ack = match tokio::time::timeout(ANSWER_DEADLINE, rx).await {
+        Ok(Ok(ack)) if ack.outcome == TriggerOutcome::Captured => Some(ack),
+        _ => None,
+    };
+    write(modbus, plc.error_coil, ack.is_none()).await?;
+    let result = match ack.and_then(|a| a.defect_detected) {
+        Some(false) => plc.ok_coil,
+        Some(true) => plc.ng_coil,
+        None => None,
+    };
+    if let Some(coil) = result {
+        write(modbus, coil, true).await?;
+    }
     write(modbus, plc.busy_coil, false).await?;
     write(modbus, plc.ready_coil, true).await?;
     Ok(())

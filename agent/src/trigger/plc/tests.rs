@@ -17,6 +17,8 @@ const TRIGGER: u16 = 0;
 const BUSY: u16 = 1;
 const READY: u16 = 2;
 const ERROR: u16 = 3;
+const OK: u16 = 4;
+const NG: u16 = 5;
 
 #[derive(Clone, Default)]
 struct Plc {
@@ -99,15 +101,28 @@ async fn until(what: &str, check: impl Fn() -> bool) {
 
 /// A station whose camera answers each trigger with `outcome`.
 fn station(outcome: TriggerOutcome) -> (Arc<Station>, Arc<Monitor>, impl Future<Output = ()>) {
+    judged_station(outcome, Vec::new())
+}
+
+/// A station whose camera answers each trigger with `outcome`, a captured frame judged with
+/// the next of `verdicts` (true: NG; unjudged once they run out).
+fn judged_station(
+    outcome: TriggerOutcome,
+    verdicts: Vec<bool>,
+) -> (Arc<Station>, Arc<Monitor>, impl Future<Output = ()>) {
     let monitor = Arc::new(Monitor::new("c1", "synthetic"));
     monitor.set_status(CameraStatus::Ok);
     let (station, mut rx) = Station::new(monitor.clone());
     let camera = {
         let station = station.clone();
         async move {
+            let mut verdicts = verdicts.into_iter();
             while let Some(trigger) = rx.recv().await {
-                let frame = (outcome == TriggerOutcome::Captured).then(uuid::Uuid::now_v7);
-                station.finish(trigger, outcome, frame, None);
+                if outcome == TriggerOutcome::Captured {
+                    station.captured(trigger, uuid::Uuid::now_v7(), verdicts.next());
+                } else {
+                    station.finish(trigger, outcome, None, None);
+                }
             }
         }
     };
@@ -123,7 +138,48 @@ fn handshake_at(address: SocketAddr) -> Handshake {
         busy_coil: BUSY,
         ready_coil: READY,
         error_coil: ERROR,
+        ok_coil: None,
+        ng_coil: None,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
+    // See: issue #20 (PLC result registers).
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, _monitor, camera) = judged_station(TriggerOutcome::Captured, vec![false, true]);
+    tokio::spawn(camera);
+    let stop = CancellationToken::new();
+    let handshake = Handshake {
+        ok_coil: Some(OK),
+        ng_coil: Some(NG),
+        ..handshake_at(address)
+    };
+    tokio::spawn(run(station, handshake, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = [
+        (BUSY, true),
+        (READY, false),
+        (ERROR, false),
+        (OK, false),
+        (NG, false),
+    ];
+    // OK, then NG, then a part captured but not judged: neither.
+    for result in [Some(OK), Some(NG), None] {
+        plc.set_trigger(true);
+        until("Ready", || plc.last_write() == Some((READY, true))).await;
+        let mut expected = start.to_vec();
+        expected.push((ERROR, false));
+        expected.extend(result.map(|coil| (coil, true)));
+        expected.extend([(BUSY, false), (READY, true)]);
+        assert_eq!(plc.take_writes(), expected, "result {result:?}");
+        assert_eq!(plc.coil(OK), result == Some(OK));
+        assert_eq!(plc.coil(NG), result == Some(NG));
+        plc.set_trigger(false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
