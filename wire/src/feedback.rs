@@ -68,8 +68,9 @@ pub struct NewFeedback {
     pub comment: Option<String>,
 }
 
-/// Most results one bulk review may name.
-pub const MAX_BULK_REVIEW: usize = 200;
+/// Most results one bulk review may name: a whole results page (its largest `limit`), so
+/// "select all" on any page can be reviewed at once.
+pub const MAX_BULK_REVIEW: usize = 500;
 
 /// What a bulk review says of each result it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -198,7 +198,8 @@ fn the_deployment_budget_is_scaled_to_its_window() {
         Some(DeploymentBudget {
             window: std::time::Duration::from_secs(10),
             tokens: 5000,
-            requests: 17,
+            // 100 a minute is 16.7 per 10 s: 16, so six windows never allow more than 100.
+            requests: 16,
         })
     );
     let cfg = parse(&format!("{table}deployment_requests_per_minute = 6\n")).unwrap();
@@ -212,6 +213,10 @@ fn the_deployment_budget_is_scaled_to_its_window() {
         (
             "deployment_tokens_per_minute = 600\ndeployment_window_secs = 1\n",
             "remote.deployment_tokens_per_minute",
+        ),
+        (
+            "deployment_requests_per_minute = 30\ndeployment_window_secs = 1\n",
+            "remote.deployment_requests_per_minute",
         ),
     ] {
         let e = parse(&format!("{table}{extra}")).unwrap_err().to_string();

@@ -1,7 +1,7 @@
 //! The Overview: which time range "this shift", "today" and "7 days" mean in the plant's time
 //! (`[dashboard]` `utc_offset_minutes` and `shift_starts`), and the page drawn from the stats.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use maud::{Markup, html};
 use wiko_wire::{Stats, StatsBucket, StatsCounts};
 
@@ -47,7 +47,12 @@ impl Range {
     /// `to` (`YYYY-MM-DD`, plant days, `from` not after `to`). `None` for anything else.
     pub fn parse(name: &str, from: &str, to: &str) -> Option<Range> {
         if name == "custom" {
-            let day = |v: &str| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok();
+            // Years a plant's data can have (and no date arithmetic at chrono's limits).
+            let day = |v: &str| {
+                NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                    .ok()
+                    .filter(|d| (1970..=9999).contains(&d.year()))
+            };
             let (from, to) = (day(from)?, day(to)?);
             return (from <= to).then_some(Range::Custom { from, to });
         }
@@ -324,6 +329,9 @@ mod tests {
         );
         assert_eq!(Range::parse("custom", "2026-11-03", "2026-11-01"), None);
         assert_eq!(Range::parse("custom", "", "2026-11-01"), None);
+        // Years at chrono's limits would overflow the window's arithmetic.
+        assert_eq!(Range::parse("custom", "2026-11-01", "+262142-12-31"), None);
+        assert_eq!(Range::parse("custom", "-262143-01-01", "2026-11-01"), None);
         assert_eq!(Range::parse("7d", "", ""), Some(Range::Week));
         // 03:00 local, before the day's first shift: the night shift that began at 22:00.
         assert_eq!(

@@ -415,20 +415,38 @@ pub fn error_message(body: &[u8]) -> (Option<String>, String) {
     }
 }
 
+/// The longest wait a service's hint is taken for: a longer one (or a nonsensical one) is
+/// read as this, so that no clock arithmetic on it can overflow.
+pub const MAX_RETRY_HINT: Duration = Duration::from_secs(3600);
+
 /// How long a 429 or 503 asks the client to wait: `retry-after-ms`, `Retry-After` (seconds or
-/// an HTTP date), or the longer of `x-ratelimit-reset-requests` / `-tokens`.
+/// an HTTP date), or the longer of `x-ratelimit-reset-requests` / `-tokens`; at most
+/// [`MAX_RETRY_HINT`].
 pub fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    asked_wait(headers, now).map(|d| d.min(MAX_RETRY_HINT))
+}
+
+/// Seconds as a duration, [`MAX_RETRY_HINT`] past it; `None` for a negative or not finite one.
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0).then(|| {
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_RETRY_HINT)
+            .min(MAX_RETRY_HINT)
+    })
+}
+
+fn asked_wait(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     let text = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+    if let Some(wait) = text("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| seconds(ms / 1000.0))
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(wait);
     }
     if let Some(v) = text("retry-after") {
         if let Ok(secs) = v.parse::<u64>() {
@@ -448,7 +466,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> 
 /// `"250ms"`.
 fn reset_duration(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return seconds(secs);
     }
     let mut total = 0.0;
     let mut rest = v;
@@ -471,7 +489,7 @@ fn reset_duration(v: &str) -> Option<Duration> {
         total += value * factor;
         rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    seconds(total)
 }
 
 #[cfg(test)]
@@ -626,5 +644,26 @@ mod tests {
         );
         assert_eq!(with("retry-after", "soon"), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn a_hint_of_any_size_is_at_most_an_hour_and_never_overflows() {
+        let now = Utc::now();
+        let with = |name: &'static str, value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_str(value).unwrap());
+            retry_after(&h, now)
+        };
+        for (name, value) in [
+            ("retry-after", "18446744073709551615"),
+            ("retry-after", "10000000000000"),
+            ("retry-after-ms", "1e300"),
+            ("x-ratelimit-reset-tokens", "1e300"),
+            ("x-ratelimit-reset-requests", "99999999999999999999h"),
+        ] {
+            assert_eq!(with(name, value), Some(MAX_RETRY_HINT), "{name}: {value}");
+        }
+        assert_eq!(with("retry-after-ms", "-5"), None);
+        assert_eq!(with("retry-after-ms", "NaN"), None);
     }
 }

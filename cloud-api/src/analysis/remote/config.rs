@@ -123,7 +123,8 @@ pub struct RemoteConfig {
     #[serde(default = "default_breaker_open_secs")]
     pub breaker_open_secs: u64,
     /// Seconds a remote worker holds a part before another worker (of any replica) may take
-    /// it; longer than every attempt and wait together. Default: 300
+    /// it; keep it longer than `max_attempts` × (`timeout_secs` + 2 × `max_retry_wait_secs`),
+    /// or a slow part may be asked about twice (stored once). Default: 300
     #[serde(default = "default_job_lease_secs")]
     pub job_lease_secs: u64,
     /// The prompt per SKU (a SKU not listed gets a generic knife description and every
@@ -417,6 +418,17 @@ impl RemoteConfig {
                 ),
             ));
         }
+        if let Some(budget) = deployment
+            && budget.requests == 0
+        {
+            return Err(invalid(
+                "remote.deployment_requests_per_minute",
+                format!(
+                    "allows no whole request per {} s window: raise it or the window",
+                    self.deployment_window_secs
+                ),
+            ));
+        }
         let positive = |v: f64| (v > 0.0).then_some(v);
         Ok(RemoteSettings {
             kind: self.kind,
@@ -458,7 +470,8 @@ fn deployment_budget(
 ) -> Option<DeploymentBudget> {
     let per_window = |per_minute: u64| match per_minute {
         0 => u64::MAX,
-        n => n.saturating_mul(window_secs).div_ceil(60),
+        // Rounded down: the windows of a minute together never allow more than the minute.
+        n => n.saturating_mul(window_secs) / 60,
     };
     (tokens_per_minute > 0 || requests_per_minute > 0).then(|| DeploymentBudget {
         window: Duration::from_secs(window_secs),

@@ -14,8 +14,9 @@
 //! `max_retry_wait_secs`. With `deployment_tokens_per_minute` or
 //! `deployment_requests_per_minute`, every attempt first reserves its estimated tokens (text,
 //! image tiles and `max_tokens`) and one request in the deployment's current window, counted
-//! in the store, so that the replicas sharing it never send more together than the
-//! deployment allows; the estimate is corrected to the answer's real usage.
+//! in the store, so that the replicas sharing it never reserve more in one window than the
+//! window's share (windows are fixed: around a boundary, two windows' shares may go out within
+//! one window's length); the estimate is corrected to the answer's real usage.
 //!
 //! A call that would have to wait longer than `max_retry_wait_secs` (a 429 asking for more,
 //! a budget that frees up in a later window) is not made: [`Remote::judge`] returns
@@ -389,8 +390,10 @@ impl Remote {
         let mut last = RemoteError::Answer(VerdictErrorCode::Unavailable, "no attempt".into());
         for attempt in 1..=s.max_attempts {
             self.wait_for_turn().await?;
-            let reserved = self.reserve(estimate).await?;
+            // The slot first: a call counted in a window goes out in it, not after waiting for
+            // a slot into the next.
             let permit = self.slots.acquire().await;
+            let reserved = self.reserve(estimate).await?;
             let mut request = self.http.post(&self.target.url).json(body);
             request = match (&s.auth, &self.target.key) {
                 (Auth::None, _) => request,
@@ -594,7 +597,10 @@ impl Remote {
 
     /// Holds every request of this replica for `wait`.
     fn pause(&self, wait: Duration) {
-        let until = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        let until = now
+            .checked_add(wait.min(chat::MAX_RETRY_HINT))
+            .unwrap_or(now);
         let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         if paused.is_none_or(|t| t < until) {
             *paused = Some(until);

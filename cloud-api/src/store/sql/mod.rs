@@ -406,7 +406,11 @@ pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
 }
 
 pub(crate) fn after(d: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()
+    let now = Utc::now();
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
 }
 
 /// `(?, ?), (?, ?), …`: `rows` rows of `width` placeholders.

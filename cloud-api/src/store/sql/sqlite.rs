@@ -26,7 +26,7 @@ use super::{Arg, Backend, Conn, Dialect, Row, TxOp, Value};
 use crate::store::StoreError;
 
 /// The migrations, in order: (version, SQL). Append; never edit one that was released.
-const MIGRATIONS: &[(u32, &str)] = &[
+pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (
         1,
         include_str!("../../../migrations/sqlite/0001_initial.sql"),
@@ -53,12 +53,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../../migrations/sqlite/0007_indexes_for_turns_and_defects.sql"),
     ),
     (
-        9,
-        include_str!("../../../migrations/sqlite/0009_remote_windows.sql"),
+        8,
+        include_str!("../../../migrations/sqlite/0008_remote_windows.sql"),
     ),
     (
-        11,
-        include_str!("../../../migrations/sqlite/0011_jobs_write_fewer_indexes.sql"),
+        9,
+        include_str!("../../../migrations/sqlite/0009_jobs_write_fewer_indexes.sql"),
     ),
 ];
 /// Most writes grouped into one transaction.

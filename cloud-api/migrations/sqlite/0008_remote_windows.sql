@@ -1,14 +1,15 @@
--- The PostgreSQL store's schema, version 9 (the embedded store's version 9 is the same): a
--- remote deployment's token and request budget, shared by every replica.
+-- The embedded store's schema, version 8 (PostgreSQL's version 8 is the same): a remote
+-- deployment's token and request budget, shared by every replica (here, every handle on the
+-- file).
 
 -- Tokens and requests reserved per deployment (endpoint and model) and window (the window's
 -- index since the Unix epoch, `deployment_window_secs` long). A call is reserved with one
 -- upsert that only adds what still fits under the limits; its estimate is corrected with the
 -- real usage after the answer. Rows of past windows are deleted when a window starts.
 CREATE TABLE remote_windows (
-    deployment text NOT NULL,
-    slot       bigint NOT NULL,
-    tokens     bigint NOT NULL,
-    requests   bigint NOT NULL,
+    deployment TEXT NOT NULL,
+    slot       INTEGER NOT NULL,
+    tokens     INTEGER NOT NULL,
+    requests   INTEGER NOT NULL,
     PRIMARY KEY (deployment, slot)
 );
