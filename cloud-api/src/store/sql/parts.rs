@@ -524,15 +524,23 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
 /// Makes a leased job of `stage` runnable again from `not_before` on.
 async fn requeue(
     c: &mut dyn Conn,
-    id: Uuid,
+    job: &Job,
     stage: Stage,
     not_before: DateTime<Utc>,
     error: String,
 ) -> Result<(), StoreError> {
+    // Only the worker holding the latest claim: a lease that ran out may have been claimed
+    // again (one more attempt), and that worker's lease stays.
     c.execute(
         "UPDATE jobs SET run_after = ?, leased_until = NULL, last_error = ?
-         WHERE analysis_id = ? AND stage = ?",
-        args![not_before, error, id, stage.as_str()],
+         WHERE analysis_id = ? AND stage = ? AND attempts = ?",
+        args![
+            not_before,
+            error,
+            job.analysis_id,
+            stage.as_str(),
+            i64::from(job.attempts)
+        ],
     )
     .await
     .map(|_| ())
@@ -744,15 +752,15 @@ impl<B: Backend> Parts for SqlStore<B> {
         retry_in: Duration,
         max_attempts: u32,
     ) -> Result<(), StoreError> {
-        let (id, attempts, error) = (job.analysis_id, job.attempts, error.to_string());
+        let (job, error) = (job.clone(), error.to_string());
         self.backend
             .write(op(move |c| {
                 Box::pin(async move {
-                    if attempts >= max_attempts {
-                        complete(c, id, &gave_up(attempts, &error)).await?;
+                    if job.attempts >= max_attempts {
+                        complete(c, job.analysis_id, &gave_up(job.attempts, &error)).await?;
                     } else {
                         // Local jobs only: a part completed meanwhile may have a remote job.
-                        requeue(c, id, Stage::Local, after(retry_in), error).await?;
+                        requeue(c, &job, Stage::Local, after(retry_in), error).await?;
                     }
                     Ok(())
                 })
@@ -766,11 +774,11 @@ impl<B: Backend> Parts for SqlStore<B> {
         reason: &str,
         retry_in: Duration,
     ) -> Result<(), StoreError> {
-        let (id, reason) = (job.analysis_id, reason.to_string());
+        let (job, reason) = (job.clone(), reason.to_string());
         self.backend
             .write_one(op(move |c| {
                 Box::pin(
-                    async move { requeue(c, id, Stage::Remote, after(retry_in), reason).await },
+                    async move { requeue(c, &job, Stage::Remote, after(retry_in), reason).await },
                 )
             }))
             .await
