@@ -37,6 +37,8 @@ fn level(knob: &'static str, value: f32) -> Level {
         "colour_cast" => nuisance.colour_cast = value,
         "gradient" => nuisance.gradient = value,
         "noise_sigma" => nuisance.noise_sigma = value,
+        "flip" => nuisance.flip = value > 0.0,
+        "belt_marks" => nuisance.belt_marks = value,
         "jpeg_quality" => quality = value as u8,
         other => panic!("no knob {other}"),
     }
@@ -145,6 +147,8 @@ fn sweep() {
         ("gradient", &[0.1, 0.3]),
         ("noise_sigma", &[3.0, 8.0]),
         ("jpeg_quality", &[75.0, 60.0]),
+        ("flip", &[1.0]),
+        ("belt_marks", &[8.0, 20.0]),
     ];
     for (knob, values) in levels {
         for &value in *values {
