@@ -387,9 +387,15 @@ fn fit_aligned(good: &[&Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<
         .map(|(work, pose)| (work, norm.apply(pose)))
         .collect();
     let (width, height) = aligned::frame_for(&poses.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    let first: Vec<aligned::Prepared> = poses
+        .iter()
+        .map(|(work, pose)| aligned::prepare(work, *pose, width, height))
+        .collect();
+    // Each good part's scale refined against a first model of them all, as scoring does.
+    let reference = AlignedModel::learn(&first.iter().collect::<Vec<_>>(), downscale, norm);
     let prepared: Vec<aligned::Prepared> = poses
         .into_iter()
-        .map(|(work, pose)| aligned::prepare(&work, pose, width, height))
+        .map(|(work, pose)| aligned::prepare(&work, reference.refined(&work, pose), width, height))
         .collect();
     let (model, held_out) = cross_validate(
         &prepared,
