@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Evidence, Zone, classify};
 use crate::regions::{Component, Region, elongation};
-use crate::register::{Pose, register, warp};
+use crate::register::{Pose, flatten, register, warp};
 use crate::stats::{median, quantile};
 use crate::{Gray, InspectError};
 
@@ -115,9 +115,10 @@ pub fn downscale_for(img: &Gray) -> usize {
     img.width.max(img.height).div_ceil(WORKING_SIDE).max(1)
 }
 
-/// Registers an image and measures its pose, at the working resolution.
+/// Registers an image and measures its pose, at the working resolution, after uneven light is
+/// divided out ([`flatten`]); the flattened working image is what the part is compared on.
 pub fn pose_of(img: &Gray, downscale: usize) -> Result<(Gray, Pose), InspectError> {
-    let work = img.downscale(downscale);
+    let work = flatten(&img.downscale(downscale));
     let pose = register(&work)?;
     Ok((work, pose))
 }

@@ -185,17 +185,112 @@ pub fn warp(img: &Gray, pose: &Pose, width: usize, height: usize) -> Gray {
 
 /// Median and robust spread of the grey levels of a 4-pixel-wide border.
 fn border_level(img: &Gray) -> (f32, f32) {
+    let mut values: Vec<f32> = border(img).map(|(_, _, v)| v).collect();
+    median_spread(&mut values)
+}
+
+/// The pixels `(x, y, level)` of a 4-pixel-wide border.
+fn border(img: &Gray) -> impl Iterator<Item = (f32, f32, f32)> + '_ {
     let band = 4.min(img.width / 2).min(img.height / 2);
-    let mut values = Vec::with_capacity(2 * band * (img.width + img.height));
+    (0..img.height).flat_map(move |y| {
+        let inner = y >= band && y < img.height - band;
+        let xs: Box<dyn Iterator<Item = usize>> = if inner {
+            Box::new((0..band).chain(img.width - band..img.width))
+        } else {
+            Box::new(0..img.width)
+        };
+        xs.map(move |x| (x as f32, y as f32, img.get(x, y)))
+    })
+}
+
+/// Background darker than this (grey levels) is not flattened: a gradient barely shows on it
+/// and dividing by it would amplify noise.
+const FLAT_MIN_LEVEL: f32 = 20.0;
+
+/// The image with uneven illumination divided out (flat-field correction): a plane is fitted
+/// to the border's levels (the plain belt around the part; robustly, so a part that touches
+/// the border does not tilt it) and each pixel is scaled by the plane's level at the image
+/// centre over its level there. Light that falls off across the frame multiplies the belt and
+/// the part alike, so the part is then found against one background level and keeps its
+/// levels wherever it lies. A plain, evenly lit belt gives a flat plane: nothing changes.
+pub fn flatten(img: &Gray) -> Gray {
+    let Some(plane) = border_plane(img) else {
+        return img.clone();
+    };
+    let (cx, cy) = (img.width as f32 / 2.0, img.height as f32 / 2.0);
+    let centre = plane.at(cx, cy);
+    if centre < FLAT_MIN_LEVEL {
+        return img.clone();
+    }
+    let mut out = img.clone();
     for y in 0..img.height {
         for x in 0..img.width {
-            let on_border = x < band || y < band || x >= img.width - band || y >= img.height - band;
-            if on_border {
-                values.push(img.get(x, y));
-            }
+            let light = plane.at(x as f32, y as f32).max(0.25 * centre);
+            out.data[y * img.width + x] *= centre / light;
         }
     }
-    median_spread(&mut values)
+    out
+}
+
+/// A plane `a + b x + c y` of grey levels.
+#[derive(Debug, Clone, Copy)]
+struct Plane {
+    a: f32,
+    b: f32,
+    c: f32,
+}
+
+impl Plane {
+    fn at(&self, x: f32, y: f32) -> f32 {
+        self.a + self.b * x + self.c * y
+    }
+}
+
+/// The plane fitted to the border by least squares, then again without the pixels more than
+/// three robust spreads from the first fit (a part or a mark on the border). `None` when the
+/// border cannot fix a plane.
+fn border_plane(img: &Gray) -> Option<Plane> {
+    let first = fit_plane(border(img))?;
+    let mut residuals: Vec<f32> = border(img).map(|(x, y, v)| v - first.at(x, y)).collect();
+    let (_, spread) = median_spread(&mut residuals);
+    let limit = 3.0 * spread.max(1.0);
+    fit_plane(border(img).filter(|&(x, y, v)| (v - first.at(x, y)).abs() <= limit))
+}
+
+/// The least-squares plane through points `(x, y, level)`; `None` when they do not span a
+/// plane.
+fn fit_plane(points: impl Iterator<Item = (f32, f32, f32)>) -> Option<Plane> {
+    // Normal equations, in f64 and about the points' mean for conditioning.
+    let points: Vec<(f64, f64, f64)> = points
+        .map(|(x, y, v)| (f64::from(x), f64::from(y), f64::from(v)))
+        .collect();
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return None;
+    }
+    let (mx, my, mv) = points.iter().fold((0.0, 0.0, 0.0), |(a, b, c), p| {
+        (a + p.0 / n, b + p.1 / n, c + p.2 / n)
+    });
+    let (mut sxx, mut sxy, mut syy, mut sxv, mut syv) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for &(x, y, v) in &points {
+        let (x, y, v) = (x - mx, y - my, v - mv);
+        sxx += x * x;
+        sxy += x * y;
+        syy += y * y;
+        sxv += x * v;
+        syv += y * v;
+    }
+    let det = sxx * syy - sxy * sxy;
+    if det.abs() < 1e-9 * (sxx * syy).max(1.0) {
+        return None;
+    }
+    let b = (sxv * syy - syv * sxy) / det;
+    let c = (syv * sxx - sxv * sxy) / det;
+    Some(Plane {
+        a: (mv - b * mx - c * my) as f32,
+        b: b as f32,
+        c: c as f32,
+    })
 }
 
 #[cfg(test)]
@@ -325,6 +420,27 @@ mod tests {
             let (back_u, back_v) = pose.to_canonical(x, y);
             assert!((back_u - u).abs() < 1e-3 && (back_v - v).abs() < 1e-3);
         }
+    }
+
+    #[test]
+    fn flattening_divides_out_light_that_falls_across_the_frame() {
+        let plain = bar(0.3, 100.0, 75.0);
+        // Light rising by 30% from left to right, over belt and part alike.
+        let mut lit = plain.clone();
+        for y in 0..lit.height {
+            for x in 0..lit.width {
+                let light = 0.7 + 0.6 * x as f32 / lit.width as f32;
+                lit.data[y * lit.width + x] *= light;
+            }
+        }
+        let truth = register(&plain).unwrap();
+        // Unflattened, the belt's dark and bright sides pass for part.
+        assert!(register(&lit).is_ok_and(|p| p.coverage > 2.0 * truth.coverage));
+        let pose = register(&flatten(&lit)).unwrap();
+        assert!((pose.cx - truth.cx).abs() < 1.0 && (pose.cy - truth.cy).abs() < 1.0);
+        assert!((pose.radius / truth.radius - 1.0).abs() < 0.01);
+        // A plain, evenly lit scene is left as it is.
+        assert_eq!(flatten(&plain), plain);
     }
 
     #[test]
