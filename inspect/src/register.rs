@@ -203,6 +203,9 @@ fn border(img: &Gray) -> impl Iterator<Item = (f32, f32, f32)> + '_ {
     })
 }
 
+/// A slope is divided out only when it rises across the frame by more than this many times
+/// the border's robust spread about it.
+const FLAT_SIGNIFICANCE: f32 = 3.0;
 /// Background darker than this (grey levels) is not flattened: a gradient barely shows on it
 /// and dividing by it would amplify noise.
 const FLAT_MIN_LEVEL: f32 = 20.0;
@@ -248,13 +251,17 @@ impl Plane {
 
 /// The plane fitted to the border by least squares, then again without the pixels more than
 /// three robust spreads from the first fit (a part or a mark on the border). `None` when the
-/// border cannot fix a plane.
+/// border cannot fix a plane or shows no clear slope (see [`FLAT_SIGNIFICANCE`]).
 fn border_plane(img: &Gray) -> Option<Plane> {
     let first = fit_plane(border(img))?;
     let mut residuals: Vec<f32> = border(img).map(|(x, y, v)| v - first.at(x, y)).collect();
     let (_, spread) = median_spread(&mut residuals);
     let limit = 3.0 * spread.max(1.0);
-    fit_plane(border(img).filter(|&(x, y, v)| (v - first.at(x, y)).abs() <= limit))
+    let plane = fit_plane(border(img).filter(|&(x, y, v)| (v - first.at(x, y)).abs() <= limit))?;
+    // Only a slope the border shows clearly: on a belt with marks of its own, a plane fitted
+    // to them tilts at random and dividing it out would shade the part.
+    let rise = plane.b.abs() * img.width as f32 + plane.c.abs() * img.height as f32;
+    (rise > FLAT_SIGNIFICANCE * spread.max(1.0)).then_some(plane)
 }
 
 /// The least-squares plane through points `(x, y, level)`; `None` when they do not span a
