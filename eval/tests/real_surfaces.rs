@@ -4,7 +4,8 @@
 //! objects' good images only. Floors sit below what was measured on 2026-12-06 (model format
 //! 10; mean AUROC over the folds (spread), hit rate of the top region): metal plates, patch,
 //! 0.993 (0.014), 97.2%; BSData, fixed, 1.000 (0.000), 57.5%; KolektorSDD, texture, 0.923
-//! (0.130), 75.0%; magnetic tiles, texture, 0.878 (0.089), 27.5%. They catch a regression.
+//! (0.130), 75.0%; magnetic tiles, texture, 0.878 (0.089), 27.5%; the same to the digit with
+//! model format 11 (2026-12-07). They catch a regression.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Evidence, Zone, classify};
 use crate::regions::{Component, Region, elongation};
-use crate::register::{Pose, register, warp};
+use crate::register::{Pose, flatten, register, warp};
 use crate::stats::{median, quantile};
 use crate::{Gray, InspectError};
 
@@ -35,6 +35,27 @@ const GAIN_QUANTILE: f32 = 0.75;
 const PART_CONTRAST: f32 = 25.0;
 /// Smallest per-pixel spread of each feature: sensor noise never goes below it.
 const SPREAD_FLOOR: [f32; 2] = [4.0, 3.0];
+/// The registration's residual play (canonical pixels) that the tolerance allows on edges, as
+/// a variation model does: where the reference has a slope, a good part shifted by this much
+/// differs by the slope times it, so a pixel's spread is at least that (see [`Channel::of`]).
+/// A sub-pixel shift of a rivet rim or of the silhouette is then no defect, while a faint
+/// stain on a flat blade, where the slope is nil, keeps the floor's tolerance.
+const EDGE_PLAY: f32 = 0.25;
+/// How far (a share either way) a part's size may differ from the reference's and still be
+/// brought to it before the per-location comparison (parts nearer the camera, or made a little
+/// larger, within a line's tolerances); a larger difference is left for the statistics to see.
+const SCALE_TOLERANCE: f32 = 0.08;
+/// The scale refinement's steps (a share) and how many either way (see
+/// [`AlignedModel::refined`]): ±0.8%, twice the size estimate's error under exposure changes.
+const SCALE_STEP: f32 = 0.004;
+const SCALE_STEPS: i32 = 2;
+/// z-scores are clipped here in the refinement's cost.
+const REFINE_CLIP: f32 = 4.0;
+/// A part lies either way up when every good part's silhouette is clearly lopsided across its
+/// axis (|skewness| over this) and both sides are seen among them; the parts are then
+/// mirrored to one side before the comparison. A symmetric part is never mirrored: which way
+/// it lies cannot be told from its outline.
+const HANDED: f32 = 0.2;
 /// Half-length of the along-the-grain mean of the detail feature (canonical pixels).
 const GRAIN_RADIUS: usize = 20;
 /// The along-the-grain mean is taken of levels clipped to this far from a first mean, so a
@@ -63,6 +84,11 @@ pub struct AlignedModel {
     pub height: usize,
     /// Background level (normalised).
     pub background: f32,
+    /// Radius of gyration of the good parts' silhouettes (median, working pixels): every part
+    /// is scaled to it (within [`SCALE_TOLERANCE`]) before the comparison.
+    pub radius: f32,
+    /// Whether the good parts lie either way up: parts are then mirrored to one side first.
+    pub either_way: bool,
     /// Level, then cross-grain detail.
     pub channels: [Channel; 2],
     /// Canonical columns that belong to the handle (the darker end).
@@ -89,17 +115,46 @@ pub fn downscale_for(img: &Gray) -> usize {
     img.width.max(img.height).div_ceil(WORKING_SIDE).max(1)
 }
 
-/// Registers an image and measures its pose, at the working resolution.
+/// Registers an image and measures its pose, at the working resolution, after uneven light is
+/// divided out ([`flatten`]); the flattened working image is what the part is compared on.
 pub fn pose_of(img: &Gray, downscale: usize) -> Result<(Gray, Pose), InspectError> {
-    let work = img.downscale(downscale);
+    let work = flatten(&img.downscale(downscale));
     let pose = register(&work)?;
     Ok((work, pose))
 }
 
+/// How the good parts are brought to one size and one side: their median radius of gyration
+/// and whether they lie either way up (see [`HANDED`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalisation {
+    pub radius: f32,
+    pub either_way: bool,
+}
+
+impl Normalisation {
+    /// Learned from the good parts' poses.
+    pub fn of(poses: &[Pose]) -> Normalisation {
+        let mut radii: Vec<f32> = poses.iter().map(|p| p.radius).collect();
+        let handed = poses.iter().all(|p| p.handedness.abs() > HANDED);
+        let sides = |positive: bool| poses.iter().any(|p| (p.handedness > 0.0) == positive);
+        Normalisation {
+            radius: median(&mut radii),
+            either_way: handed && sides(true) && sides(false),
+        }
+    }
+
+    /// A registered pose brought to the reference size and side.
+    pub fn apply(&self, pose: Pose) -> Pose {
+        pose.scaled_to(self.radius, SCALE_TOLERANCE)
+            .mirrored_if(self.either_way)
+    }
+}
+
 /// The canonical frame size that holds every pose with a margin.
 pub fn frame_for(poses: &[Pose]) -> (usize, usize) {
-    let half_length = poses.iter().map(|p| p.half_length).fold(0.0, f32::max);
-    let half_width = poses.iter().map(|p| p.half_width).fold(0.0, f32::max);
+    let extents: Vec<(f32, f32)> = poses.iter().map(Pose::canonical_half_extent).collect();
+    let half_length = extents.iter().map(|e| e.0).fold(0.0, f32::max);
+    let half_width = extents.iter().map(|e| e.1).fold(0.0, f32::max);
     (
         (2.0 * (half_length + MARGIN)).ceil() as usize,
         (2.0 * (half_width + MARGIN)).ceil() as usize,
@@ -108,7 +163,20 @@ pub fn frame_for(poses: &[Pose]) -> (usize, usize) {
 
 /// Warps a registered image into the canonical frame and computes its features.
 pub fn prepare(work: &Gray, pose: Pose, width: usize, height: usize) -> Prepared {
-    let canon = warp(work, &pose, width, height);
+    let (level, gain) = level(work, &pose, width, height);
+    let first = level.blur_x(GRAIN_RADIUS);
+    let clipped = level.zip(&first, |v, m| v.clamp(m - GRAIN_CLIP, m + GRAIN_CLIP));
+    let detail = level.zip(&clipped.blur_x(GRAIN_RADIUS), |a, b| a - b);
+    Prepared {
+        pose,
+        gain,
+        features: [level, detail],
+    }
+}
+
+/// The gain-normalised level in the canonical frame, and the gain.
+fn level(work: &Gray, pose: &Pose, width: usize, height: usize) -> (Gray, f32) {
+    let canon = warp(work, pose, width, height);
     let mut part: Vec<f32> = canon
         .data
         .iter()
@@ -121,26 +189,18 @@ pub fn prepare(work: &Gray, pose: Pose, width: usize, height: usize) -> Prepared
     } else {
         1.0
     };
-    let level = canon.map(|v| v * gain);
-    let first = level.blur_x(GRAIN_RADIUS);
-    let clipped = level.zip(&first, |v, m| v.clamp(m - GRAIN_CLIP, m + GRAIN_CLIP));
-    let detail = level.zip(&clipped.blur_x(GRAIN_RADIUS), |a, b| a - b);
-    Prepared {
-        pose,
-        gain,
-        features: [level, detail],
-    }
+    (canon.map(|v| v * gain), gain)
 }
 
 impl AlignedModel {
     /// Learns per-location statistics from prepared good images.
-    pub fn learn(images: &[&Prepared], downscale: usize) -> AlignedModel {
+    pub fn learn(images: &[&Prepared], downscale: usize, norm: Normalisation) -> AlignedModel {
         let (width, height) = images
             .first()
             .map_or((1, 1), |p| (p.level().width, p.level().height));
         let channels = [0, 1].map(|c| {
             let values: Vec<&Gray> = images.iter().map(|p| &p.features[c]).collect();
-            Channel::of(&values, width, height, SPREAD_FLOOR[c])
+            Channel::of(&values, width, height, SPREAD_FLOOR[c], EDGE_PLAY)
         });
         let mut backgrounds: Vec<f32> = images.iter().map(|p| p.pose.background * p.gain).collect();
         let background = median(&mut backgrounds);
@@ -150,6 +210,8 @@ impl AlignedModel {
             width,
             height,
             background,
+            radius: norm.radius,
+            either_way: norm.either_way,
             channels,
             handle_columns,
         }
@@ -158,7 +220,50 @@ impl AlignedModel {
     /// Registers and prepares an input image for this model.
     pub fn prepare(&self, img: &Gray) -> Result<Prepared, InspectError> {
         let (work, pose) = pose_of(img, self.downscale)?;
+        let norm = Normalisation {
+            radius: self.radius,
+            either_way: self.either_way,
+        };
+        let pose = self.refined(&work, norm.apply(pose));
         Ok(prepare(&work, pose, self.width, self.height))
+    }
+
+    /// The pose with its scale refined against this model's reference: the silhouette's size
+    /// moves a little with exposure (a darker part crosses the contrast threshold nearer its
+    /// middle; ±0.4% under a ±30% gain), which at a knife's tip is a pixel. The level is
+    /// compared at scales a few tenths of a percent apart around the pose's, and the scale
+    /// where it departs least from the reference (mean z-score, clipped so a defect weighs
+    /// no more than an edge) is interpolated between the best and its neighbours.
+    pub fn refined(&self, work: &Gray, pose: Pose) -> Pose {
+        let cost = |k: f32| {
+            let mut p = pose;
+            p.scale *= 1.0 + k * SCALE_STEP;
+            let (level, _) = level(work, &p, self.width, self.height);
+            self.channels[0].clipped_z_mean(&level)
+        };
+        let costs: Vec<f32> = (-SCALE_STEPS..=SCALE_STEPS)
+            .map(|k| cost(k as f32))
+            .collect();
+        let best = costs
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(SCALE_STEPS as usize, |(i, _)| i);
+        let offset = match (best.checked_sub(1), costs.get(best + 1)) {
+            (Some(before), Some(&after)) => {
+                let (a, b) = (costs[before], costs[best]);
+                let curvature = a - 2.0 * b + after;
+                if curvature > 0.0 {
+                    (0.5 * (a - after) / curvature).clamp(-0.5, 0.5)
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        };
+        let mut p = pose;
+        p.scale *= 1.0 + (best as f32 - SCALE_STEPS as f32 + offset) * SCALE_STEP;
+        p
     }
 
     /// The anomaly map in the canonical frame.
@@ -278,8 +383,16 @@ impl AlignedModel {
 
 impl Channel {
     /// Per-pixel median and spread of images of one size; a pixel's spread is the largest of
-    /// its 3×3 neighbourhood (edges move by sub-pixel amounts) and at least `floor`.
-    pub(crate) fn of(images: &[&Gray], width: usize, height: usize, floor: f32) -> Channel {
+    /// its 3×3 neighbourhood (edges move by sub-pixel amounts), at least `floor`, and at least
+    /// the median's slope there times `edge_play` (pixels): the variation model's tolerance
+    /// on edges, which a few good images may not have shown moving.
+    pub(crate) fn of(
+        images: &[&Gray],
+        width: usize,
+        height: usize,
+        floor: f32,
+        edge_play: f32,
+    ) -> Channel {
         let n = width * height;
         let mut med = vec![0f32; n];
         let mut mad = Gray::new(width, height, 0.0);
@@ -299,7 +412,7 @@ impl Channel {
         let mut spread = vec![0f32; n];
         for y in 0..height {
             for x in 0..width {
-                let mut s = floor;
+                let mut s = floor.max(edge_play * slope(&med, width, height, x, y));
                 for yy in y.saturating_sub(1)..(y + 2).min(height) {
                     for xx in x.saturating_sub(1)..(x + 2).min(width) {
                         s = s.max(mad.get(xx, yy));
@@ -324,6 +437,18 @@ impl Channel {
             && self.spread.iter().all(|s| s.is_finite() && *s > 0.0)
     }
 
+    /// The mean of `|x - median| / spread` over the pixels, each clipped at [`REFINE_CLIP`].
+    fn clipped_z_mean(&self, x: &Gray) -> f32 {
+        let sum: f32 = x
+            .data
+            .iter()
+            .zip(&self.median)
+            .zip(&self.spread)
+            .map(|((x, m), s)| ((x - m).abs() / s).min(REFINE_CLIP))
+            .sum();
+        sum / x.data.len().max(1) as f32
+    }
+
     /// `|x - median| / spread` per pixel.
     pub(crate) fn z(&self, x: &Gray) -> Gray {
         Gray {
@@ -338,6 +463,17 @@ impl Channel {
                 .collect(),
         }
     }
+}
+
+/// The gradient magnitude of a `width × height` image at `(x, y)` (central differences,
+/// one-sided at the border).
+fn slope(img: &[f32], width: usize, height: usize, x: usize, y: usize) -> f32 {
+    let at = |xx: usize, yy: usize| img[yy * width + xx];
+    let (x0, x1) = (x.saturating_sub(1), (x + 1).min(width - 1));
+    let (y0, y1) = (y.saturating_sub(1), (y + 1).min(height - 1));
+    let gx = (at(x1, y) - at(x0, y)) / (x1 - x0).max(1) as f32;
+    let gy = (at(x, y1) - at(x, y0)) / (y1 - y0).max(1) as f32;
+    gx.hypot(gy)
 }
 
 /// Columns whose part pixels are on average darker than the background: the handle.

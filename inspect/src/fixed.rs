@@ -75,7 +75,7 @@ pub fn view_is_fixed(images: &[&Prepared]) -> bool {
     };
     let (w, h) = (first.level.width, first.level.height);
     let levels: Vec<&Gray> = images.iter().map(|p| &p.level).collect();
-    let stats = Channel::of(&levels, w, h, 0.0);
+    let stats = Channel::of(&levels, w, h, 0.0, 0.0);
     let mut spread = stats.spread.clone();
     let typical = median(&mut spread);
     let (_, spatial) = median_spread(&mut stats.median.clone());
@@ -95,7 +95,7 @@ impl FixedModel {
         FixedModel {
             reference_size,
             downscale,
-            level: Channel::of(&levels, w, h, SPREAD_FLOOR),
+            level: Channel::of(&levels, w, h, SPREAD_FLOOR, 0.0),
         }
     }
 

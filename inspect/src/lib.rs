@@ -10,9 +10,13 @@
 //!    refusing anything over the pixel limit before pixels are allocated (no decompression
 //!    bombs) and truncated JPEGs.
 //! 2. Four kinds of view, chosen per model ([`model::MethodChoice`], `auto` by default):
-//!    - [`aligned`]: an object on a plain background (a knife on a belt). [`register`] finds
-//!      its pose from the silhouette's moments; per canonical location the model holds robust
-//!      statistics (median, spread) of the gain-normalised level and of the cross-grain detail.
+//!    - [`aligned`]: an object on a plain background (a knife on a belt). [`register`] divides
+//!      out light that falls across the frame (a plane fitted to the border), finds the pose
+//!      from the silhouette's moments, scales the part to the good parts' size (refined on the
+//!      reference) and mirrors it when good parts lie either way up; per canonical location
+//!      the model holds robust statistics (median, spread) of the gain-normalised level and of
+//!      the cross-grain detail, the spread at least the reference's slope times a quarter
+//!      pixel (a variation model's tolerance on edges).
 //!    - [`fixed`]: a surface filling the image under a fixed camera and fixture, so the same
 //!      thing is always in the same place: per-pixel robust statistics, no registration.
 //!      Chosen when the good images' per-pixel spread is small against their spatial variation.

@@ -16,9 +16,11 @@ use crate::{Gray, Image, InspectError};
 /// lines count as far as both offsets agree, per-location statistics are half floats; 6:
 /// texture path channels and per-family units; 7: texture dark responses beside a glare do
 /// not count; 8: texture boundaries across the grain; 9: aligned parts' gain from the upper
-/// quartile of the part's levels; 10: colour images and the position-free patch method); a
-/// model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 10;
+/// quartile of the part's levels; 10: colour images and the position-free patch method; 11:
+/// aligned parts scaled to the good parts' size and mirrored to one side when they lie either
+/// way up, their tolerance widened on edges); a model
+/// file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 11;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
@@ -318,6 +320,7 @@ impl Method {
                 m.downscale >= 1
                     && n >= 1
                     && m.background.is_finite()
+                    && m.radius.is_finite()
                     && m.handle_columns.len() == m.width
                     && m.channels.iter().all(|c| c.is_sound(n))
             }),
@@ -378,14 +381,25 @@ fn all_registered(
 
 fn fit_aligned(good: &[&Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<f32>), FitError> {
     let downscale = good.first().map_or(1, |g| aligned::downscale_for(g));
+    let norm = aligned::Normalisation::of(&poses.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    let poses: Vec<(Gray, Pose)> = poses
+        .into_iter()
+        .map(|(work, pose)| (work, norm.apply(pose)))
+        .collect();
     let (width, height) = aligned::frame_for(&poses.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    let first: Vec<aligned::Prepared> = poses
+        .iter()
+        .map(|(work, pose)| aligned::prepare(work, *pose, width, height))
+        .collect();
+    // Each good part's scale refined against a first model of them all, as scoring does.
+    let reference = AlignedModel::learn(&first.iter().collect::<Vec<_>>(), downscale, norm);
     let prepared: Vec<aligned::Prepared> = poses
         .into_iter()
-        .map(|(work, pose)| aligned::prepare(&work, pose, width, height))
+        .map(|(work, pose)| aligned::prepare(&work, reference.refined(&work, pose), width, height))
         .collect();
     let (model, held_out) = cross_validate(
         &prepared,
-        |train| AlignedModel::learn(train, downscale),
+        |train| AlignedModel::learn(train, downscale, norm),
         |m, p| m.anomaly(p).max(),
     );
     Ok((Method::Aligned(model), held_out))

@@ -22,6 +22,17 @@ pub struct Pose {
     /// Robust spread of the border's grey levels: small for a plain belt, large when the
     /// image is all surface texture.
     pub border_spread: f32,
+    /// Radius of gyration of the silhouette (pixels): its size, sub-pixel, whatever its angle.
+    pub radius: f32,
+    /// Input pixels per canonical pixel: 1 as registered; [`Pose::scaled_to`] sets it so that
+    /// parts a little nearer or larger than the reference fill the same canonical frame.
+    pub scale: f32,
+    /// Skewness of the silhouette across its long axis: its sign tells which way up an
+    /// asymmetric part lies (a knife's edge on one side of its axis, its spine on the other).
+    pub handedness: f32,
+    /// Whether the canonical frame is mirrored across the long axis (a part lying the other
+    /// way up, see [`Pose::mirrored_if`]).
+    pub mirrored: bool,
 }
 
 impl Pose {
@@ -29,6 +40,8 @@ impl Pose {
     #[inline]
     pub fn to_image(&self, u: f32, v: f32) -> (f32, f32) {
         let (s, c) = self.angle.sin_cos();
+        let v = if self.mirrored { -v } else { v };
+        let (u, v) = (u * self.scale, v * self.scale);
         (self.cx + u * c - v * s, self.cy + u * s + v * c)
     }
 
@@ -36,8 +49,35 @@ impl Pose {
     #[inline]
     pub fn to_canonical(&self, x: f32, y: f32) -> (f32, f32) {
         let (s, c) = self.angle.sin_cos();
-        let (dx, dy) = (x - self.cx, y - self.cy);
-        (dx * c + dy * s, -dx * s + dy * c)
+        let (dx, dy) = ((x - self.cx) / self.scale, (y - self.cy) / self.scale);
+        let v = -dx * s + dy * c;
+        (dx * c + dy * s, if self.mirrored { -v } else { v })
+    }
+
+    /// This pose, mirrored across the long axis when `either_way` and its handedness is
+    /// negative: parts that lie either way up then all show the same side in the canonical
+    /// frame.
+    pub fn mirrored_if(mut self, either_way: bool) -> Pose {
+        self.mirrored = either_way && self.handedness < 0.0;
+        self
+    }
+
+    /// This pose with the scale that brings the part's radius of gyration to `reference`,
+    /// within `tolerance` (a share) either way: a part's distance to the camera and its size
+    /// vary a little from part to part, and an unscaled warp moves its far end by that share
+    /// of its length (a 500-pixel knife 1.5% larger ends 7 pixels further), which the
+    /// per-location statistics would take for a defect. Beyond the tolerance the part is not
+    /// the reference's size, and that stays visible.
+    pub fn scaled_to(mut self, reference: f32, tolerance: f32) -> Pose {
+        if reference > 0.0 && self.radius > 0.0 {
+            self.scale = (self.radius / reference).clamp(1.0 - tolerance, 1.0 + tolerance);
+        }
+        self
+    }
+
+    /// Half-extents along and across the part in canonical pixels.
+    pub fn canonical_half_extent(&self) -> (f32, f32) {
+        (self.half_length / self.scale, self.half_width / self.scale)
     }
 }
 
@@ -85,6 +125,7 @@ pub fn register(img: &Gray) -> Result<Pose, InspectError> {
     let (s, c) = angle.sin_cos();
     let (mut dark_pos, mut n_pos, mut dark_neg, mut n_neg) = (0f64, 0f64, 0f64, 0f64);
     let (mut max_u, mut max_v) = (0f64, 0f64);
+    let (mut v2, mut v3) = (0f64, 0f64);
     for y in (0..img.height).step_by(step) {
         for x in (0..img.width).step_by(step) {
             let value = smooth.get(x, y);
@@ -94,6 +135,8 @@ pub fn register(img: &Gray) -> Result<Pose, InspectError> {
                 let v = -dx * s + dy * c;
                 max_u = max_u.max(u.abs());
                 max_v = max_v.max(v.abs());
+                v2 += v * v;
+                v3 += v * v * v;
                 if u >= 0.0 {
                     dark_pos += f64::from(value);
                     n_pos += 1.0;
@@ -104,8 +147,10 @@ pub fn register(img: &Gray) -> Result<Pose, InspectError> {
             }
         }
     }
+    let mut turn = 1.0;
     if n_pos > 0.0 && n_neg > 0.0 && dark_pos / n_pos < dark_neg / n_neg {
         angle += std::f64::consts::PI;
+        turn = -1.0;
     }
     Ok(Pose {
         cx: cx as f32,
@@ -116,6 +161,11 @@ pub fn register(img: &Gray) -> Result<Pose, InspectError> {
         half_width: max_v as f32,
         coverage: (n * (step * step) as f64 / (img.width * img.height) as f64) as f32,
         border_spread,
+        radius: (mu20 + mu02).max(0.0).sqrt() as f32,
+        scale: 1.0,
+        // Turning by 180° below changes v's sign.
+        handedness: (turn * (v3 / n) / (v2 / n).max(1e-9).powf(1.5)) as f32,
+        mirrored: false,
     })
 }
 
@@ -135,17 +185,119 @@ pub fn warp(img: &Gray, pose: &Pose, width: usize, height: usize) -> Gray {
 
 /// Median and robust spread of the grey levels of a 4-pixel-wide border.
 fn border_level(img: &Gray) -> (f32, f32) {
+    let mut values: Vec<f32> = border(img).map(|(_, _, v)| v).collect();
+    median_spread(&mut values)
+}
+
+/// The pixels `(x, y, level)` of a 4-pixel-wide border.
+fn border(img: &Gray) -> impl Iterator<Item = (f32, f32, f32)> + '_ {
     let band = 4.min(img.width / 2).min(img.height / 2);
-    let mut values = Vec::with_capacity(2 * band * (img.width + img.height));
+    (0..img.height).flat_map(move |y| {
+        let inner = y >= band && y < img.height - band;
+        let xs: Box<dyn Iterator<Item = usize>> = if inner {
+            Box::new((0..band).chain(img.width - band..img.width))
+        } else {
+            Box::new(0..img.width)
+        };
+        xs.map(move |x| (x as f32, y as f32, img.get(x, y)))
+    })
+}
+
+/// A slope is divided out only when it rises across the frame by more than this many times
+/// the border's robust spread about it.
+const FLAT_SIGNIFICANCE: f32 = 3.0;
+/// Background darker than this (grey levels) is not flattened: a gradient barely shows on it
+/// and dividing by it would amplify noise.
+const FLAT_MIN_LEVEL: f32 = 20.0;
+
+/// The image with uneven illumination divided out (flat-field correction): a plane is fitted
+/// to the border's levels (the plain belt around the part; robustly, so a part that touches
+/// the border does not tilt it) and each pixel is scaled by the plane's level at the image
+/// centre over its level there. Light that falls off across the frame multiplies the belt and
+/// the part alike, so the part is then found against one background level and keeps its
+/// levels wherever it lies. A plain, evenly lit belt gives a flat plane: nothing changes.
+pub fn flatten(img: &Gray) -> Gray {
+    let Some(plane) = border_plane(img) else {
+        return img.clone();
+    };
+    let (cx, cy) = (img.width as f32 / 2.0, img.height as f32 / 2.0);
+    let centre = plane.at(cx, cy);
+    if centre < FLAT_MIN_LEVEL {
+        return img.clone();
+    }
+    let mut out = img.clone();
     for y in 0..img.height {
         for x in 0..img.width {
-            let on_border = x < band || y < band || x >= img.width - band || y >= img.height - band;
-            if on_border {
-                values.push(img.get(x, y));
-            }
+            let light = plane.at(x as f32, y as f32).max(0.25 * centre);
+            out.data[y * img.width + x] *= centre / light;
         }
     }
-    median_spread(&mut values)
+    out
+}
+
+/// A plane `a + b x + c y` of grey levels.
+#[derive(Debug, Clone, Copy)]
+struct Plane {
+    a: f32,
+    b: f32,
+    c: f32,
+}
+
+impl Plane {
+    fn at(&self, x: f32, y: f32) -> f32 {
+        self.a + self.b * x + self.c * y
+    }
+}
+
+/// The plane fitted to the border by least squares, then again without the pixels more than
+/// three robust spreads from the first fit (a part or a mark on the border). `None` when the
+/// border cannot fix a plane or shows no clear slope (see [`FLAT_SIGNIFICANCE`]).
+fn border_plane(img: &Gray) -> Option<Plane> {
+    let first = fit_plane(border(img))?;
+    let mut residuals: Vec<f32> = border(img).map(|(x, y, v)| v - first.at(x, y)).collect();
+    let (_, spread) = median_spread(&mut residuals);
+    let limit = 3.0 * spread.max(1.0);
+    let plane = fit_plane(border(img).filter(|&(x, y, v)| (v - first.at(x, y)).abs() <= limit))?;
+    // Only a slope the border shows clearly: on a belt with marks of its own, a plane fitted
+    // to them tilts at random and dividing it out would shade the part.
+    let rise = plane.b.abs() * img.width as f32 + plane.c.abs() * img.height as f32;
+    (rise > FLAT_SIGNIFICANCE * spread.max(1.0)).then_some(plane)
+}
+
+/// The least-squares plane through points `(x, y, level)`; `None` when they do not span a
+/// plane.
+fn fit_plane(points: impl Iterator<Item = (f32, f32, f32)>) -> Option<Plane> {
+    // Normal equations, in f64 and about the points' mean for conditioning.
+    let points: Vec<(f64, f64, f64)> = points
+        .map(|(x, y, v)| (f64::from(x), f64::from(y), f64::from(v)))
+        .collect();
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return None;
+    }
+    let (mx, my, mv) = points.iter().fold((0.0, 0.0, 0.0), |(a, b, c), p| {
+        (a + p.0 / n, b + p.1 / n, c + p.2 / n)
+    });
+    let (mut sxx, mut sxy, mut syy, mut sxv, mut syv) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for &(x, y, v) in &points {
+        let (x, y, v) = (x - mx, y - my, v - mv);
+        sxx += x * x;
+        sxy += x * y;
+        syy += y * y;
+        sxv += x * v;
+        syv += y * v;
+    }
+    let det = sxx * syy - sxy * sxy;
+    if det.abs() < 1e-9 * (sxx * syy).max(1.0) {
+        return None;
+    }
+    let b = (sxv * syy - syv * sxy) / det;
+    let c = (syv * sxx - sxv * sxy) / det;
+    Some(Plane {
+        a: (mv - b * mx - c * my) as f32,
+        b: b as f32,
+        c: c as f32,
+    })
 }
 
 #[cfg(test)]
@@ -216,6 +368,86 @@ mod tests {
         assert!(mean_diff < 6.0, "mean difference {mean_diff}");
         assert!(a.get(10, 15) < 60.0, "handle on the left");
         assert!(a.get(120, 15) > 150.0, "blade on the right");
+    }
+
+    /// A bright bar with a dark end and a bump on one side of its axis (`side` ±1), drawn
+    /// `size` times as large as at 1.
+    fn lopsided_bar(side: f32, size: f32) -> Gray {
+        let mut g = Gray::new(240, 160, 100.0);
+        for y in 0..160 {
+            for x in 0..240 {
+                let (u, v) = ((x as f32 - 120.0) / size, (y as f32 - 80.0) / size);
+                let bump = (0.0..40.0).contains(&u) && (0.0..16.0).contains(&(v * side));
+                if (u.abs() < 60.0 && v.abs() < 6.0) || bump {
+                    g.set(x, y, if u < -30.0 { 30.0 } else { 200.0 });
+                }
+            }
+        }
+        g
+    }
+
+    #[test]
+    fn the_radius_measures_size_and_the_handedness_which_way_up() {
+        let (a, b) = (lopsided_bar(1.0, 1.0), lopsided_bar(1.0, 1.05));
+        let (pa, pb) = (register(&a).unwrap(), register(&b).unwrap());
+        // Up to the drawing's whole pixels (its thickness is rounded to whole rows).
+        let ratio = pb.radius / pa.radius;
+        assert!((ratio - 1.05).abs() < 0.02, "radius ratio {ratio}");
+        assert_eq!(pb.scaled_to(pa.radius, 0.08).scale, ratio);
+        assert_eq!(
+            pb.scaled_to(pa.radius * 0.5, 0.08).scale,
+            1.08,
+            "within the tolerance"
+        );
+
+        let flipped = register(&lopsided_bar(-1.0, 1.0)).unwrap();
+        assert!(pa.handedness.abs() > 0.2, "{}", pa.handedness);
+        assert!(pa.handedness * flipped.handedness < 0.0, "opposite sides");
+        // Mirrored to one side, both parts warp to the same canonical picture.
+        let [ca, cf] = [(&a, pa), (&lopsided_bar(-1.0, 1.0), flipped)]
+            .map(|(img, pose)| warp(img, &pose.mirrored_if(true), 150, 50));
+        let diff = ca.zip(&cf, |x, y| (x - y).abs()).data.iter().sum::<f32>();
+        assert!(diff / (150.0 * 50.0) < 3.0, "mean difference {diff}");
+        // Not when they may not lie either way.
+        let [ca, cf] = [(&a, pa), (&lopsided_bar(-1.0, 1.0), flipped)]
+            .map(|(img, pose)| warp(img, &pose.mirrored_if(false), 150, 50));
+        let diff = ca.zip(&cf, |x, y| (x - y).abs()).data.iter().sum::<f32>();
+        assert!(diff / (150.0 * 50.0) > 10.0, "mean difference {diff}");
+    }
+
+    #[test]
+    fn a_scaled_and_mirrored_pose_maps_both_ways() {
+        let mut pose = register(&lopsided_bar(-1.0, 1.03))
+            .unwrap()
+            .mirrored_if(true);
+        pose.scale = 1.03;
+        assert!(pose.mirrored);
+        for (u, v) in [(0.0, 0.0), (40.0, -5.0), (-30.0, 12.0)] {
+            let (x, y) = pose.to_image(u, v);
+            let (back_u, back_v) = pose.to_canonical(x, y);
+            assert!((back_u - u).abs() < 1e-3 && (back_v - v).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn flattening_divides_out_light_that_falls_across_the_frame() {
+        let plain = bar(0.3, 100.0, 75.0);
+        // Light rising by 30% from left to right, over belt and part alike.
+        let mut lit = plain.clone();
+        for y in 0..lit.height {
+            for x in 0..lit.width {
+                let light = 0.7 + 0.6 * x as f32 / lit.width as f32;
+                lit.data[y * lit.width + x] *= light;
+            }
+        }
+        let truth = register(&plain).unwrap();
+        // Unflattened, the belt's dark and bright sides pass for part.
+        assert!(register(&lit).is_ok_and(|p| p.coverage > 2.0 * truth.coverage));
+        let pose = register(&flatten(&lit)).unwrap();
+        assert!((pose.cx - truth.cx).abs() < 1.0 && (pose.cy - truth.cy).abs() < 1.0);
+        assert!((pose.radius / truth.radius - 1.0).abs() < 0.01);
+        // A plain, evenly lit scene is left as it is.
+        assert_eq!(flatten(&plain), plain);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What a line adds to a photo that is no defect, as independent knobs: pose play (shift,
-//! rotation, scale), focus (blur), exposure (gain), colour cast, uneven illumination, sensor
-//! noise and JPEG quality. Applied after rendering, to the picture and its defect mask alike,
+//! rotation, scale, a flip), focus (blur), exposure (gain), colour cast, uneven illumination,
+//! marks on the belt that do not move with the part, sensor noise and JPEG quality. Applied after rendering, to the picture and its defect mask alike,
 //! each drawn at random up to its level from a seed, so a robustness sweep can turn one knob
 //! at a time from none to beyond what a line would see.
 
@@ -29,7 +29,19 @@ pub struct Nuisance {
     pub gradient: f32,
     /// Sensor noise, standard deviation in grey levels.
     pub noise_sigma: f32,
+    /// Half of the parts lie the other way up: the picture mirrored across the frame's
+    /// horizontal centre line (a knife turned over shows its edge on the other side).
+    pub flip: bool,
+    /// Marks on the belt (smooth blotches, up to this many grey levels either way) that lie
+    /// somewhere else under every part: the background does not move with the part. Only the
+    /// belt gets them, not the part lying on it.
+    pub belt_marks: f32,
 }
+
+/// The belt's colour as rendered (see `render::shade`): what the belt marks may change.
+const BELT: [f32; 3] = [78.0, 92.0, 84.0];
+/// Spacing of the belt marks' lattice (pixels): blotches about this large.
+const MARK_CELL: f32 = 24.0;
 
 impl Nuisance {
     /// The part's picture and mask with this nuisance applied, drawn from `seed`.
@@ -55,8 +67,16 @@ impl Nuisance {
         ];
         let slope = either(self.gradient);
         let light_direction = either(std::f32::consts::PI);
+        let flipped = self.flip && rng.random_bool(0.5);
+        let belt_offset = (rng.random_range(0.0..4096.0), rng.random_range(0.0..4096.0));
         let (w, h) = (WIDTH as usize, HEIGHT as usize);
         let (mut rgb, mut mask) = (part.rgb.clone(), part.mask.clone());
+        if flipped {
+            (rgb, mask) = (mirrored(&rgb, 3), mirrored(&mask, 1));
+        }
+        if self.belt_marks > 0.0 {
+            mark_belt(&mut rgb, self.belt_marks, belt_offset);
+        }
         if shift > 0.0 || angle != 0.0 || scale != 1.0 {
             (rgb, mask) = warp(&part.rgb, &part.mask, (dx, dy), angle, scale);
         }
@@ -83,6 +103,50 @@ impl Nuisance {
         }
         (rgb, mask)
     }
+}
+
+/// Rows of a `WIDTH`-wide image of `channels` bytes per pixel in reverse order.
+fn mirrored(pixels: &[u8], channels: usize) -> Vec<u8> {
+    let row = WIDTH as usize * channels;
+    pixels.chunks(row).rev().flatten().copied().collect()
+}
+
+/// Adds smooth blotches of up to `amplitude` grey levels to the pixels that show the belt
+/// (weighted by how close they are to its colour, so the part's edges blend), read from a
+/// fixed pattern at `offset`.
+fn mark_belt(rgb: &mut [u8], amplitude: f32, offset: (f32, f32)) {
+    let w = WIDTH as usize;
+    for (i, pixel) in rgb.chunks_mut(3).enumerate() {
+        let distance = pixel
+            .iter()
+            .zip(BELT)
+            .map(|(&v, b)| (f32::from(v) - b).abs())
+            .fold(0.0, f32::max);
+        let belt = (1.0 - distance / 30.0).clamp(0.0, 1.0);
+        if belt == 0.0 {
+            continue;
+        }
+        let (x, y) = ((i % w) as f32 + offset.0, (i / w) as f32 + offset.1);
+        let mark = amplitude * belt * value_noise(x / MARK_CELL, y / MARK_CELL);
+        for v in pixel.iter_mut() {
+            *v = (f32::from(*v) + mark).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+}
+
+/// Smooth noise in [-1, 1]: hashed values on the integer lattice, interpolated (smoothstep).
+fn value_noise(x: f32, y: f32) -> f32 {
+    let lattice = |i: i64, j: i64| {
+        let h = (i.wrapping_mul(0x9E37_79B9) ^ j.wrapping_mul(0x85EB_CA6B)) as u64;
+        let h = (h ^ (h >> 15)).wrapping_mul(0x2C1B_3C6D_297A_4D2B);
+        ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let (i, j) = (x.floor() as i64, y.floor() as i64);
+    let smooth = |t: f32| t * t * (3.0 - 2.0 * t);
+    let (fx, fy) = (smooth(x - x.floor()), smooth(y - y.floor()));
+    let top = lattice(i, j) * (1.0 - fx) + lattice(i + 1, j) * fx;
+    let bottom = lattice(i, j + 1) * (1.0 - fx) + lattice(i + 1, j + 1) * fx;
+    top * (1.0 - fy) + bottom * fy
 }
 
 /// A standard normal draw (Box-Muller).
@@ -186,6 +250,44 @@ mod tests {
             "{}",
             count(&mask)
         );
+    }
+
+    #[test]
+    fn a_flip_mirrors_the_picture_and_the_mask() {
+        let part = render(&SHAPES[0], Some(SynthDefect::ALL[0]), 4);
+        let flip = Nuisance {
+            flip: true,
+            ..Nuisance::default()
+        };
+        // Each part draws whether it lies the other way up: some seed turns it over.
+        let (rgb, mask) = (0..16)
+            .map(|seed| flip.apply(&part, seed))
+            .find(|(rgb, _)| *rgb != part.rgb)
+            .unwrap();
+        assert_eq!(mask, mirrored(&part.mask, 1));
+        assert_eq!(rgb, mirrored(&part.rgb, 3));
+        assert_eq!(mirrored(&rgb, 3), part.rgb, "twice is the identity");
+    }
+
+    #[test]
+    fn belt_marks_change_the_belt_not_the_part() {
+        let part = render(&SHAPES[0], None, 4);
+        let marked = Nuisance {
+            belt_marks: 20.0,
+            ..Nuisance::default()
+        };
+        let (a, mask) = marked.apply(&part, 1);
+        let (b, _) = marked.apply(&part, 2);
+        assert_eq!(mask, part.mask);
+        let changed = |rgb: &[u8], i: usize| rgb[i] != part.rgb[i];
+        let w = WIDTH as usize;
+        // A corner is belt: marked, and differently under two parts.
+        assert!((0..w * 3).any(|i| changed(&a, i)));
+        assert_ne!(a[..w * 3], b[..w * 3]);
+        // The blade at the frame's centre is far brighter than the belt: untouched.
+        let centre = (HEIGHT as usize / 2 * w + w / 2) * 3;
+        assert!(part.rgb[centre] > 150, "the blade lies at the centre");
+        assert_eq!(a[centre..centre + 3], part.rgb[centre..centre + 3]);
     }
 
     #[test]
