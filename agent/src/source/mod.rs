@@ -220,6 +220,8 @@ pub struct Context {
     pub health: Arc<health::Registry>,
     /// Edge analysis; `None` when it is off.
     pub edge: Option<Arc<crate::edge::Models>>,
+    /// NG alerts from the agent; `None` without a broker or edge analysis.
+    pub alerts: Option<crate::mqtt::Alerts>,
 }
 
 /// Serves `station`'s triggers with `source` until `shutdown`.
@@ -390,6 +392,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
             edge: None,
         };
         let (buffer, edge) = (ctx.buffer.clone(), ctx.edge.clone());
+        let alert_url = ctx.alerts.as_ref().map(|a| a.base_url.clone());
         // Both are blocking: judging is CPU work, the insert waits for the disk.
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
@@ -397,7 +400,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 let _judging = info_span!(parent: &span, "edge_verdict").entered();
                 models.judge(&frame.sku, &frame.jpeg)
             });
-            buffer.insert(&frame)
+            buffer.insert_alerting(&frame, alert_url.as_deref())
         })
         .await;
         let label = cam.name.clone();
@@ -407,6 +410,10 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 metrics::histogram!(names::CAPTURE_SECONDS).record(started.elapsed().as_secs_f64());
                 if let Some(monitor) = ctx.health.get(&cam.name) {
                     monitor.frame();
+                }
+                if let (true, Some(alerts)) = (inserted.alerted, &ctx.alerts) {
+                    metrics::counter!(names::ALERTS_TOTAL, "outcome" => "queued").increment(1);
+                    alerts.wake.notify_one();
                 }
                 if inserted.evicted > 0 {
                     metrics::counter!(names::BUFFER_EVICTIONS_TOTAL).increment(inserted.evicted);
