@@ -262,7 +262,13 @@ impl Buffer {
             return Err(BufferError::Full { needed, max });
         }
         let digest = wiko_wire::frame::image_digest(&f.jpeg);
-        let edge = f.edge.as_ref().map(serde_json::to_string).transpose()?;
+        // An NG frame's alert is queued below when alerts are on: its verdict says so, and
+        // the cloud does not alert the part again.
+        let mut verdict = f.edge.clone();
+        if let Some(e) = verdict.as_mut() {
+            e.alerted = e.defect_detected && alert_base_url.is_some();
+        }
+        let edge = verdict.as_ref().map(serde_json::to_string).transpose()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;

@@ -35,6 +35,7 @@ fn verdict(ng: bool) -> wiko_wire::EdgeVerdict {
         model_version: "v1".into(),
         defects: Vec::new(),
         latency_ms: 20.0,
+        alerted: false,
     }
 }
 
@@ -332,6 +333,16 @@ fn an_ng_frame_queues_its_alert_in_its_transaction_and_an_ok_one_none() {
         message.image_url,
         format!("{CLOUD}/api/v1/analyses/{}/image", ng.frame_id)
     );
+    // The upload tells the cloud which NG parts the agent alerted (not the one buffered
+    // without alerts).
+    let alerted: Vec<(bool, bool)> = b
+        .pending(10, &[])
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.meta.edge.as_ref())
+        .map(|e| (e.defect_detected, e.alerted))
+        .collect();
+    assert_eq!(alerted, [(true, false), (true, true), (false, false)]);
 }
 
 #[test]

@@ -166,6 +166,8 @@ impl Models {
                         })
                         .collect(),
                     latency_ms: latency.as_secs_f64() * 1000.0,
+                    // Set by the buffer when it queues the frame's alert.
+                    alerted: false,
                 })
             }
             Err(e) => {

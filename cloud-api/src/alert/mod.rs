@@ -55,9 +55,9 @@ pub(crate) fn messages(event: Event, public_url: &str) -> Vec<(String, Vec<u8>)>
 
 /// A finished analysis on its station's `…/result`, and on `…/alert` too if NG and the agent
 /// did not alert it. A remote model's enrichment of a provisional result is an update on
-/// `…/result` only: the NG part was alerted when the gate judged it. A part the agent judged
-/// NG at the edge was alerted by the agent (under the same `result_id`), so the cloud never
-/// alerts it a second time; it alerts a part its own verdict finds NG when the edge's did not.
+/// `…/result` only: the NG part was alerted when the gate judged it. A part the agent alerted
+/// itself (its edge verdict NG, `alerted`, under the same `result_id`) is never alerted a
+/// second time; the cloud alerts a part its own verdict finds NG when the agent did not.
 fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> {
     let message = AlertMessage::from_analysis(done, public_url);
     // A struct of strings, numbers and lists: serialising it cannot fail.
@@ -70,7 +70,7 @@ fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> 
     let edge_alerted = done
         .verdicts
         .iter()
-        .any(|v| v.source == wiko_wire::VerdictSource::Edge && v.defect_detected == Some(true));
+        .any(|v| v.source == wiko_wire::VerdictSource::Edge && v.alerted);
     if done.defect_detected && !enrichment && !edge_alerted {
         topics.push(Topic::Alert);
     }
@@ -382,6 +382,7 @@ mod tests {
             latency_ms: Some(900.0),
             usage: None,
             error: None,
+            alerted: false,
         });
         enriched.disagreement = true;
         let update = messages(Event::Result(Box::new(enriched)), "http://api");
@@ -397,7 +398,9 @@ mod tests {
 
     #[test]
     fn a_part_the_edge_alerted_is_not_alerted_again() {
-        let edge = |ng: bool| wiko_wire::Verdict {
+        // The edge's verdict: NG or not, and whether the agent published its alert (it
+        // does only with `[mqtt]`).
+        let edge = |ng: bool, alerted: bool| wiko_wire::Verdict {
             source: wiko_wire::VerdictSource::Edge,
             analyzer: "golden".into(),
             model: Some("v1".into()),
@@ -408,27 +411,34 @@ mod tests {
             latency_ms: Some(15.0),
             usage: None,
             error: None,
+            alerted,
         };
-        let topics = |edge_ng: bool| {
+        let topics = |edge_ng: bool, alerted: bool| {
             let mut done = analysis(true);
-            done.verdicts.push(edge(edge_ng));
+            done.verdicts.push(edge(edge_ng, alerted));
             messages(Event::Result(Box::new(done)), "http://api")
                 .into_iter()
                 .map(|(t, _)| t)
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            topics(true),
+            topics(true, true),
             ["wiko/yangjiang/l1/grinding/result"],
             "the agent alerted it"
         );
+        let cloud_alerts = [
+            "wiko/yangjiang/l1/grinding/result",
+            "wiko/yangjiang/l1/grinding/alert",
+        ];
         assert_eq!(
-            topics(false),
-            [
-                "wiko/yangjiang/l1/grinding/result",
-                "wiko/yangjiang/l1/grinding/alert"
-            ],
+            topics(false, false),
+            cloud_alerts,
             "the edge found it OK: the cloud alerts"
+        );
+        assert_eq!(
+            topics(true, false),
+            cloud_alerts,
+            "an agent without a broker did not alert: the cloud does"
         );
     }
 

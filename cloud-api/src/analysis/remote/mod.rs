@@ -302,6 +302,7 @@ impl Remote {
                 cost_usd,
             }),
             error: error.map(|(code, message)| VerdictError { code, message }),
+            alerted: false,
         }
     }
 
