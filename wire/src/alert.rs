@@ -5,8 +5,9 @@
 //! `provisional` result is followed by its `final` update when a remote model enriches it.
 //!
 //! One alert per NG part: when the agent judged the part NG at the edge it publishes the alert
-//! itself ([`AlertMessage::from_edge`], `status` `provisional`) and the cloud does not; the cloud
-//! alerts a part its own verdict finds NG when the edge's did not. A part's `result_id` is its
+//! itself ([`AlertMessage::from_edge`], `status` `provisional`; its uploaded verdict says
+//! `alerted`) and the cloud does not; the cloud alerts a part its own verdict finds NG that the
+//! agent did not alert. A part's `result_id` is its
 //! `frame_id` ([`result_id`]), so both sides name the part alike.
 //!
 //! The agent's own topics, beside its station's: `…/status` ([`AgentStatus`], retained:
