@@ -11,6 +11,17 @@ use wiko_e2e::{
     free_port, wait_until,
 };
 
+/// One synthetic WK-KN-200 part made by `wiko-agent synth` under `dir`: its path.
+fn synth_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("images");
+    let status = std::process::Command::new(bin("wiko-agent"))
+        .args(["synth", "--out", out.to_str().unwrap(), "--count", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out.join("images/WK-KN-200_00000.jpg")
+}
+
 async fn device(cloud: &Cloud) -> Option<Value> {
     device_named(cloud, "e2e-pc1").await
 }
@@ -42,12 +53,7 @@ async fn a_dead_letter_is_seen_in_the_fleet_view_and_requeued_from_the_cloud() {
 
     let drop_dir = dir.path().join("drop");
     std::fs::create_dir_all(&drop_dir).unwrap();
-    let images = dir.path().join("images");
-    let status = std::process::Command::new(bin("wiko-agent"))
-        .args(["synth", "--out", images.to_str().unwrap(), "--count", "1"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let images = synth_image(dir.path());
     let agent_dir = dir.path().join("agent");
     let http = free_port();
     let cam = Camera {
@@ -58,11 +64,7 @@ async fn a_dead_letter_is_seen_in_the_fleet_view_and_requeued_from_the_cloud() {
     };
     Agent::write_config(&agent_dir, cloud.port, http, &[cam]).unwrap();
     let mut agent = Agent::start(&agent_dir, http).await.unwrap();
-    std::fs::copy(
-        images.join("images/WK-KN-200_00000.jpg"),
-        drop_dir.join("part-1.jpg"),
-    )
-    .unwrap();
+    std::fs::copy(&images, drop_dir.join("part-1.jpg")).unwrap();
 
     let seen = wait_until(
         Duration::from_secs(30),
@@ -173,16 +175,10 @@ async fn of_two_agents_the_one_whose_camera_stalls_is_camera_failed_and_the_othe
     let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port())
         .await
         .unwrap();
-    let images = dir.path().join("images");
-    let status = std::process::Command::new(bin("wiko-agent"))
-        .args(["synth", "--out", images.to_str().unwrap(), "--count", "1"])
-        .status()
+    let images = synth_image(dir.path());
+    let snap = SnapshotServer::start(std::fs::read(&images).unwrap())
+        .await
         .unwrap();
-    assert!(status.success());
-    let snap =
-        SnapshotServer::start(std::fs::read(images.join("images/WK-KN-200_00000.jpg")).unwrap())
-            .await
-            .unwrap();
     let steady = Camera {
         name: "steady",
         station: "steady",

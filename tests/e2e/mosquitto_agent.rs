@@ -41,22 +41,6 @@ fn write_agent(
     std::fs::write(&path, text).unwrap();
 }
 
-/// The sum of one of the agent's counters with `label` in its line, from its `/metrics`.
-async fn agent_counter(agent: &Agent, name: &str, label: &str) -> u64 {
-    let text = async {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", agent.http_port))
-            .await?
-            .text()
-            .await
-    };
-    text.await
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// Messages on `wiko/yangjiang/l1/{station}/{leaf}`.
 fn on(sub: &Subscriber, station: &str, leaf: &str) -> Vec<Value> {
     let topic = format!("wiko/yangjiang/l1/{station}/{leaf}");
@@ -118,7 +102,10 @@ async fn the_agent_alerts_an_ng_part_once_with_the_cloud_down_and_the_cloud_does
     assert!(cloud.process.terminate().unwrap().success());
     let mut triggered = fire(&agent, 10).await;
     let ng = wait_until(Duration::from_secs(20), "the agent's alerts", || async {
-        let queued = agent_counter(&agent, "wiko_agent_alerts_total", "queued").await;
+        let queued = agent
+            .metric("wiko_agent_alerts_total", "queued")
+            .await
+            .unwrap_or(0.0) as u64;
         let got = alerts(&sub, station);
         (queued > 0 && got.len() as u64 == queued).then_some(queued)
     })
@@ -128,7 +115,10 @@ async fn the_agent_alerts_an_ng_part_once_with_the_cloud_down_and_the_cloud_does
     // The broker goes away: alerts wait in the outbox; the agent is killed with them there.
     broker.set_down(true);
     triggered += fire(&agent, 10).await;
-    let queued = agent_counter(&agent, "wiko_agent_alerts_total", "queued").await;
+    let queued = agent
+        .metric("wiko_agent_alerts_total", "queued")
+        .await
+        .unwrap_or(0.0) as u64;
     assert!(queued > ng, "the second batch has NG parts too");
     agent.process.kill();
     assert_eq!(
