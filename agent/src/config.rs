@@ -31,7 +31,8 @@ pub struct RawConfig {
     /// Edge analysis: each frame judged on the line PC with its SKU's model from the cloud.
     #[serde(default)]
     pub edge: RawEdgeConfig,
-    /// The MQTT broker `mqtt` triggers arrive through; required when a camera uses one.
+    /// The agent's MQTT broker (status, NG alerts, heartbeats, model announcements, `mqtt`
+    /// triggers); required when a camera has an `mqtt` trigger.
     #[serde(default)]
     pub mqtt: Option<RawMqttConfig>,
     /// One entry per camera/station.
@@ -215,7 +216,8 @@ pub struct EdgeConfig {
     pub model_dir: PathBuf,
 }
 
-/// The broker of `mqtt` triggers, as written.
+/// The agent's MQTT broker, as written: its status (retained, Last Will `offline`), its NG
+/// alerts, heartbeats, model announcements and `mqtt` triggers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -246,7 +248,7 @@ fn default_keep_alive_secs() -> u64 {
     30
 }
 
-/// The broker of `mqtt` triggers, validated (the password read).
+/// The agent's MQTT broker, validated (the password read).
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub host: String,

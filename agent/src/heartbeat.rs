@@ -4,6 +4,8 @@
 //! out the commands in the answer (requeue a dead letter). A command is reported done in the
 //! next heartbeat that reaches the cloud; carrying one out twice is harmless.
 //!
+//! With `[mqtt]` each heartbeat is also published on `wiko/{facility}/{line}/{station}/heartbeat`.
+//!
 //! Heartbeats are best effort: a failed one is logged and counted, and the next is due one
 //! interval later (the cloud calls a device silent only after several missed ones).
 
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use wiko_wire::HeartbeatAck;
 use wiko_wire::fleet::{DeviceAction, DeviceCommand, Heartbeat};
+use wiko_wire::{HeartbeatAck, Topic};
 
 use crate::buffer::Buffer;
 use crate::http::buffer_health;
@@ -47,6 +49,8 @@ pub struct Heartbeats {
     pub wake: Arc<Notify>,
     /// Edge analysis, whose model versions are reported.
     pub edge: Option<Arc<crate::edge::Models>>,
+    /// The MQTT connection: each heartbeat is also published on `…/heartbeat`.
+    pub mqtt: Option<crate::mqtt::Outgoing>,
 }
 
 impl Heartbeats {
@@ -67,6 +71,7 @@ impl Heartbeats {
                     continue;
                 }
             };
+            self.publish(&report);
             match self.client.heartbeat(&report).await {
                 Ok(ack) => {
                     metrics::counter!(names::HEARTBEATS_TOTAL, "outcome" => "sent").increment(1);
@@ -79,6 +84,21 @@ impl Heartbeats {
                     warn!(error = %e, "heartbeat not delivered");
                 }
             }
+        }
+    }
+
+    /// Hands the heartbeat to the MQTT connection (best effort, like the HTTP one).
+    fn publish(&self, report: &Heartbeat) {
+        let Some(out) = &self.mqtt else { return };
+        let id = &self.identity;
+        let message = serde_json::to_vec(report).map(|payload| crate::mqtt::Message {
+            topic: Topic::Heartbeat.path(&id.facility, &id.line, &id.station),
+            payload,
+        });
+        match message.map(|m| out.try_send(m)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(error = %e, "heartbeat not handed to the MQTT connection"),
+            Err(e) => warn!(error = %e, "encoding the heartbeat failed"),
         }
     }
 

@@ -10,6 +10,8 @@
 //!   camera's station.
 //! - [`buffer`]: the SQLite (WAL) buffer, the source of truth; its module doc lists the invariants.
 //! - [`sync`]: uploads buffered frames to the cloud at least once, with backoff and dead letters.
+//! - [`mqtt`]: the agent's one MQTT connection: its status (retained, Last Will `offline`),
+//!   its NG alerts from the buffer's outbox, `mqtt` triggers, heartbeats, model announcements.
 //! - [`heartbeat`]: reports the agent's state to the cloud (the fleet view) and carries out the
 //!   cloud's commands.
 //! - [`http`]: local `/healthz`, `/metrics` and `POST /trigger/{camera}`.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod edge;
 pub(crate) mod heartbeat;
 pub(crate) mod http;
+pub(crate) mod mqtt;
 pub(crate) mod source;
 pub(crate) mod sync;
 pub(crate) mod telemetry;
@@ -146,15 +149,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             stop.child_token(),
         ));
     }
+    // A model announced over MQTT is pulled at once.
+    let (announced, announcements) = tokio::sync::mpsc::channel(16);
     let edge = match &config.edge {
-        Some(edge) => Some(start_edge(&config, edge, &tracker, &stop).await?),
+        Some(edge) => Some(start_edge(&config, edge, announcements, &tracker, &stop).await?),
         None => None,
     };
+    let first = config.cameras.first();
+    let where_ = |f: fn(&config::CameraConfig) -> &String| {
+        first.map_or_else(|| "unassigned".to_string(), |c| f(c).clone())
+    };
+    let identity = heartbeat::Identity {
+        device_id: config.device_id.clone(),
+        facility: config.facility.clone(),
+        line: where_(|c| &c.line),
+        station: where_(|c| &c.station),
+    };
+    let (to_broker, for_broker) = mqtt::outgoing();
     if let Some(interval) = config.sync.heartbeat {
-        let first = config.cameras.first();
-        let where_ = |f: fn(&config::CameraConfig) -> &String| {
-            first.map_or_else(|| "unassigned".to_string(), |c| f(c).clone())
-        };
         let heartbeats = heartbeat::Heartbeats {
             buffer: buffer.clone(),
             client: sync::Client::new(
@@ -163,12 +175,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 config.sync.request_timeout,
             )
             .context("building the HTTP client")?,
-            identity: heartbeat::Identity {
-                device_id: config.device_id.clone(),
-                facility: config.facility.clone(),
-                line: where_(|c| &c.line),
-                station: where_(|c| &c.station),
-            },
+            identity: identity.clone(),
+            mqtt: config.mqtt.is_some().then(|| to_broker.clone()),
             interval,
             cameras: health.clone(),
             data_dir: config.data_dir.clone(),
@@ -178,13 +186,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tracker.spawn(heartbeats.run(stop.child_token()));
     }
 
+    // NG frames queue their alert when there is a broker to publish it and a verdict to
+    // make one.
+    let alerts = (config.mqtt.is_some() && edge.is_some()).then(|| mqtt::Alerts {
+        base_url: config.sync.endpoint.clone(),
+        wake: Arc::new(Notify::new()),
+    });
     let ctx = Arc::new(source::Context {
         buffer: buffer.clone(),
         wake,
         device_id: config.device_id.clone(),
         facility: config.facility.clone(),
         health: health.clone(),
-        edge,
+        edge: edge.clone(),
+        alerts: alerts.clone(),
     });
     let mut mqtt_routes = Vec::new();
     for (cam, station, triggers) in stations {
@@ -198,8 +213,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             &mut mqtt_routes,
         );
     }
-    if let (Some(mqtt), false) = (config.mqtt.clone(), mqtt_routes.is_empty()) {
-        tracker.spawn(trigger::mqtt::run(mqtt, mqtt_routes, stop.child_token()));
+    if let Some(mqtt) = config.mqtt.clone() {
+        let link = mqtt::Link {
+            config: mqtt,
+            identity,
+            routes: mqtt_routes,
+            buffer: buffer.clone(),
+            alerts: alerts.map_or_else(|| Arc::new(Notify::new()), |a| a.wake),
+            models: edge.is_some().then(|| (skus(&config), announced)),
+            outgoing: for_broker,
+            answers: to_broker,
+        };
+        tracker.spawn(link.run(stop.child_token()));
     }
     tracker.close();
     info!(cameras = config.cameras.len(), device_id = %config.device_id, "agent running");
@@ -236,6 +261,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 async fn start_edge(
     config: &Config,
     edge: &config::EdgeConfig,
+    announced: tokio::sync::mpsc::Receiver<String>,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) -> anyhow::Result<Arc<edge::Models>> {
@@ -244,9 +270,7 @@ async fn start_edge(
         .await?
         .with_context(|| format!("opening edge.model_dir {}", edge.model_dir.display()))?;
     let models = Arc::new(models);
-    let mut skus: Vec<String> = config.cameras.iter().map(|c| c.sku.clone()).collect();
-    skus.sort();
-    skus.dedup();
+    let skus = skus(config);
     let client = sync::Client::new(
         &config.sync.endpoint,
         &config.sync.api_key,
@@ -268,9 +292,18 @@ async fn start_edge(
         client,
         skus,
         edge.refresh,
+        announced,
         stop.child_token(),
     ));
     Ok(models)
+}
+
+/// The cameras' SKUs, each once.
+fn skus(config: &Config) -> Vec<String> {
+    let mut skus: Vec<String> = config.cameras.iter().map(|c| c.sku.clone()).collect();
+    skus.sort();
+    skus.dedup();
+    skus
 }
 
 /// Starts one camera's task and its trigger; an MQTT-triggered station is added to `routes`.

@@ -1,17 +1,34 @@
 //! The fleet view: an agent's heartbeats reach the cloud, a frame the cloud refused shows up
 //! there as a dead letter, an admin's requeue travels back with the next heartbeat's answer and
-//! the frame goes up again once the cloud accepts it, and a stopped agent turns silent.
+//! the frame goes up again once the cloud accepts it, and a stopped agent turns silent; of two
+//! agents, the one whose camera stalls is `camera_failed`, the other `ok`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use wiko_e2e::{
-    ADMIN_KEY, Agent, Camera, Cloud, Setup, Source, VIEWER_KEY, bin, free_port, wait_until,
+    ADMIN_KEY, Agent, Camera, Cloud, DEVICE_KEY, Setup, SnapshotServer, Source, VIEWER_KEY, bin,
+    free_port, wait_until,
 };
 
+/// One synthetic WK-KN-200 part made by `wiko-agent synth` under `dir`: its path.
+fn synth_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("images");
+    let status = std::process::Command::new(bin("wiko-agent"))
+        .args(["synth", "--out", out.to_str().unwrap(), "--count", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out.join("images/WK-KN-200_00000.jpg")
+}
+
 async fn device(cloud: &Cloud) -> Option<Value> {
+    device_named(cloud, "e2e-pc1").await
+}
+
+async fn device_named(cloud: &Cloud, id: &str) -> Option<Value> {
     let r = reqwest::Client::new()
-        .get(format!("{}/api/v1/devices/e2e-pc1", cloud.url()))
+        .get(format!("{}/api/v1/devices/{id}", cloud.url()))
         .header("X-API-Key", VIEWER_KEY)
         .send()
         .await
@@ -36,12 +53,7 @@ async fn a_dead_letter_is_seen_in_the_fleet_view_and_requeued_from_the_cloud() {
 
     let drop_dir = dir.path().join("drop");
     std::fs::create_dir_all(&drop_dir).unwrap();
-    let images = dir.path().join("images");
-    let status = std::process::Command::new(bin("wiko-agent"))
-        .args(["synth", "--out", images.to_str().unwrap(), "--count", "1"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let images = synth_image(dir.path());
     let agent_dir = dir.path().join("agent");
     let http = free_port();
     let cam = Camera {
@@ -52,11 +64,7 @@ async fn a_dead_letter_is_seen_in_the_fleet_view_and_requeued_from_the_cloud() {
     };
     Agent::write_config(&agent_dir, cloud.port, http, &[cam]).unwrap();
     let mut agent = Agent::start(&agent_dir, http).await.unwrap();
-    std::fs::copy(
-        images.join("images/WK-KN-200_00000.jpg"),
-        drop_dir.join("part-1.jpg"),
-    )
-    .unwrap();
+    std::fs::copy(&images, drop_dir.join("part-1.jpg")).unwrap();
 
     let seen = wait_until(
         Duration::from_secs(30),
@@ -156,4 +164,79 @@ async fn a_dead_letter_is_seen_in_the_fleet_view_and_requeued_from_the_cloud() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["device_id"], "e2e-pc1");
     cloud.process.terminate().unwrap();
+}
+
+/// Two agents report; one's camera stalls (its snapshot server stops answering): the fleet view
+/// shows that device `camera_failed` and the other `ok`, and the first `ok` again once its
+/// camera is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_agents_the_one_whose_camera_stalls_is_camera_failed_and_the_other_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port())
+        .await
+        .unwrap();
+    let images = synth_image(dir.path());
+    let snap = SnapshotServer::start(std::fs::read(&images).unwrap())
+        .await
+        .unwrap();
+    let steady = Camera {
+        name: "steady",
+        station: "steady",
+        sku: "WK-KN-200",
+        source: Source::Toml(
+            "source = { type = \"synthetic\", seed = 3 }\ntrigger = { type = \"interval\", interval_ms = 500 }".into(),
+        ),
+    };
+    let snapshot = Camera {
+        name: "snap",
+        station: "snap",
+        sku: "WK-KN-200",
+        source: Source::Toml(format!(
+            "source = {{ type = \"http_snapshot\", url = \"{}\", username = \"wiko\", password = \"secret\" }}\ntrigger = {{ type = \"http\" }}\nstall_timeout_ms = 1000\nreopen_initial_ms = 100\nreopen_max_secs = 1",
+            snap.url()
+        )),
+    };
+    let mut agents = Vec::new();
+    for (id, cam) in [("e2e-pc1", steady), ("e2e-pc2", snapshot)] {
+        let agent_dir = dir.path().join(id);
+        let http = free_port();
+        Agent::write_config_as(&agent_dir, cloud.port, http, &[cam], id, DEVICE_KEY).unwrap();
+        agents.push(Agent::start(&agent_dir, http).await.unwrap());
+    }
+    let states = || async {
+        Some((
+            device_named(&cloud, "e2e-pc1").await?["state"].clone(),
+            device_named(&cloud, "e2e-pc2").await?["state"].clone(),
+        ))
+    };
+    wait_until(Duration::from_secs(30), "both devices ok", || async {
+        (states().await? == ("ok".into(), "ok".into())).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agents[1].process.log_text()));
+
+    snap.set_up(false);
+    wait_until(
+        Duration::from_secs(30),
+        "pc2 camera_failed, pc1 ok",
+        || async { (states().await? == ("ok".into(), "camera_failed".into())).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agents[1].process.log_text()));
+    let failed = device_named(&cloud, "e2e-pc2").await.unwrap();
+    let camera = &failed["heartbeat"]["cameras"][0];
+    assert_eq!(camera["name"], "snap", "{failed}");
+    assert!(
+        camera["status"] == "stalled"
+            || camera["status"] == "failed"
+            || camera["status"] == "reopening",
+        "{failed}"
+    );
+
+    snap.set_up(true);
+    wait_until(Duration::from_secs(30), "pc2 ok again", || async {
+        (states().await? == ("ok".into(), "ok".into())).then_some(())
+    })
+    .await
+    .unwrap();
 }

@@ -24,6 +24,10 @@
 //! - `dashboard` (feature `browser-tests`): the dashboard in Chromium shows the API's numbers;
 //!   no page without a session, no form without its token.
 //! - `mosquitto` (feature `mosquitto-tests`): alerts through an external Mosquitto broker.
+//! - `mosquitto_agent` (feature `mosquitto-tests`): the agent's own MQTT: an NG part alerted
+//!   by the agent with the cloud down, once (broker outage, restart with alerts in its outbox),
+//!   not again by the cloud; its retained status and Last Will; a model announcement pulled at
+//!   once.
 //! - `openapi` (feature `schemathesis-tests`): the API fuzzed against its OpenAPI document with
 //!   each kind of key.
 //! - `production` (feature `production-tests`): PostgreSQL, S3 and Mosquitto; three replicas
@@ -46,6 +50,8 @@ mod folder;
 mod model_cli;
 #[cfg(feature = "mosquitto-tests")]
 mod mosquitto;
+#[cfg(feature = "mosquitto-tests")]
+mod mosquitto_agent;
 mod mqtt;
 #[cfg(feature = "schemathesis-tests")]
 mod openapi;

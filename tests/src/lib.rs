@@ -429,12 +429,7 @@ key = "{ADMIN_KEY}"
                 .text()
                 .await
         };
-        text.await
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        sum_metric(&text.await.unwrap_or_default(), name, "")
     }
 
     /// Every analysis, paging through the API.
@@ -462,6 +457,14 @@ key = "{ADMIN_KEY}"
             }
         }
     }
+}
+
+/// The sum of Prometheus metric `name` over its lines of `text` that contain `label`.
+fn sum_metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// One camera of an agent.
@@ -641,18 +644,18 @@ listen = "127.0.0.1:{http_port}"
 
     /// Frames captured so far, from the agent's own metrics.
     pub async fn captured(&self) -> Option<u64> {
+        Some(self.metric("wiko_agent_frames_captured_total", "").await? as u64)
+    }
+
+    /// The sum of one of the agent's metrics over its lines that contain `label`.
+    pub async fn metric(&self, name: &str, label: &str) -> Option<f64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
             .await
             .ok()?
             .text()
             .await
             .ok()?;
-        Some(
-            text.lines()
-                .filter(|l| l.starts_with("wiko_agent_frames_captured_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64,
-        )
+        Some(sum_metric(&text, name, label))
     }
 }
 

@@ -3,12 +3,24 @@
 //! Topics are `wiko/{facility}/{line}/{station}/{kind}` where kind is `alert` (NG parts only)
 //! or `result` (every part). Subscribers deduplicate on (`result_id`, `status`): delivery is at least once, and a
 //! `provisional` result is followed by its `final` update when a remote model enriches it.
+//!
+//! One alert per NG part: when the agent judged the part NG at the edge it publishes the alert
+//! itself ([`AlertMessage::from_edge`], `status` `provisional`; its uploaded verdict says
+//! `alerted`) and the cloud does not; the cloud alerts a part its own verdict finds NG that the
+//! agent did not alert. A part's `result_id` is its
+//! `frame_id` ([`result_id`]), so both sides name the part alike.
+//!
+//! The agent's own topics, beside its station's: `…/status` ([`AgentStatus`], retained:
+//! `online` after each connect, `offline` as its Last Will) and `…/heartbeat` (the
+//! [`crate::Heartbeat`] it also posts to the cloud). The cloud announces each SKU's active model
+//! on `wiko/models/{sku}` ([`ModelAnnouncement`], retained).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::analysis::{Analysis, AnalysisStatus, Defect};
+use crate::frame::{EdgeVerdict, FrameMeta};
 
 /// Which stream of a station a message goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +31,10 @@ pub enum Topic {
     Alert,
     /// Every part.
     Result,
+    /// The agent's [`AgentStatus`] (retained).
+    Status,
+    /// The agent's heartbeats.
+    Heartbeat,
 }
 
 impl Topic {
@@ -27,6 +43,8 @@ impl Topic {
         let leaf = match self {
             Topic::Alert => "alert",
             Topic::Result => "result",
+            Topic::Status => "status",
+            Topic::Heartbeat => "heartbeat",
         };
         format!("wiko/{facility}/{line}/{station}/{leaf}")
     }
@@ -59,7 +77,51 @@ pub struct AlertMessage {
     pub image_url: String,
 }
 
+/// The id of a part's result: its `frame_id` for a frame from an agent (which alerts an NG
+/// part before the cloud has seen it), a new id otherwise.
+pub fn result_id(frame_id: Option<Uuid>) -> Uuid {
+    frame_id.unwrap_or_else(Uuid::now_v7)
+}
+
+/// The human-facing id of a result: `DEF-` and the last 16 hex digits of its id.
+pub fn defect_id(result_id: Uuid) -> String {
+    format!(
+        "DEF-{}",
+        result_id.simple().to_string()[16..].to_uppercase()
+    )
+}
+
+/// The API path of a result's image.
+pub fn image_path(result_id: Uuid) -> String {
+    format!("/api/v1/analyses/{result_id}/image")
+}
+
 impl AlertMessage {
+    /// The alert the agent publishes for a frame it judged NG: the same body and `result_id`
+    /// the cloud would publish, `provisional`. `base_url` is the cloud's, for the image.
+    pub fn from_edge(meta: &FrameMeta, edge: &EdgeVerdict, base_url: &str) -> AlertMessage {
+        let id = result_id(Some(meta.frame_id));
+        AlertMessage {
+            schema_version: crate::SCHEMA_VERSION,
+            result_id: id,
+            defect_id: defect_id(id),
+            frame_id: Some(meta.frame_id),
+            device_id: Some(meta.device_id.clone()),
+            facility: meta.facility.clone(),
+            line: meta.line.clone(),
+            station: meta.station.clone(),
+            product_sku: meta.sku.clone(),
+            part_id: meta.part_id.clone(),
+            timestamp: meta.captured_at,
+            status: AnalysisStatus::Provisional,
+            defect_detected: edge.defect_detected,
+            defects: edge.defects.clone(),
+            score: Some(edge.score),
+            disagreement: false,
+            image_url: format!("{}{}", base_url.trim_end_matches('/'), image_path(id)),
+        }
+    }
+
     /// Builds the message for an analysis; `base_url` is prepended to the image path.
     pub fn from_analysis(a: &Analysis, base_url: &str) -> AlertMessage {
         AlertMessage {
@@ -81,5 +143,46 @@ impl AlertMessage {
             disagreement: a.disagreement,
             image_url: format!("{}{}", base_url.trim_end_matches('/'), a.image_url),
         }
+    }
+}
+
+/// Whether an agent is connected to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Online,
+    /// Published by the broker as the agent's Last Will when its connection is lost.
+    Offline,
+}
+
+/// Payload of `…/status`, retained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub schema_version: u32,
+    pub device_id: String,
+    pub state: AgentState,
+}
+
+/// Payload of `wiko/models/{sku}`, retained: the SKU's active model, published by the cloud
+/// when a model is activated or refitted; an agent judging that SKU pulls it at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelAnnouncement {
+    pub schema_version: u32,
+    pub sku: String,
+    pub version: String,
+}
+
+impl ModelAnnouncement {
+    /// The topic filter of every SKU's announcement.
+    pub const FILTER: &'static str = "wiko/models/+";
+
+    /// The announcement topic of `sku`.
+    pub fn topic(sku: &str) -> String {
+        format!("wiko/models/{sku}")
+    }
+
+    /// Whether `topic` is an announcement's (these are published retained).
+    pub fn is_topic(topic: &str) -> bool {
+        topic.starts_with("wiko/models/")
     }
 }

@@ -244,6 +244,9 @@ pub struct Verdict {
     /// Tokens and estimated cost of a remote call.
     pub usage: Option<Usage>,
     pub error: Option<VerdictError>,
+    /// An edge verdict whose NG alert the agent published itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alerted: bool,
 }
 
 /// What a remote call used and cost.

@@ -78,6 +78,10 @@ pub struct EdgeVerdict {
     pub defects: Vec<Defect>,
     /// Time the agent took to judge the frame (decode and score).
     pub latency_ms: f64,
+    /// The agent published this part's NG alert itself (its `[mqtt]`): the cloud does not
+    /// alert the part again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alerted: bool,
 }
 
 impl EdgeVerdict {
@@ -94,6 +98,7 @@ impl EdgeVerdict {
             latency_ms: Some(self.latency_ms),
             usage: None,
             error: None,
+            alerted: self.alerted,
         }
     }
 }

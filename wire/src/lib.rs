@@ -32,7 +32,7 @@ pub mod retry;
 pub mod stats;
 pub mod trigger;
 
-pub use alert::{AlertMessage, Topic};
+pub use alert::{AgentState, AgentStatus, AlertMessage, ModelAnnouncement, Topic};
 pub use analysis::{
     Analysis, AnalysisStatus, CostRow, Costs, Defect, DefectType, Page, RegionFigures, Usage,
     Verdict, VerdictError, VerdictErrorCode, VerdictSource,

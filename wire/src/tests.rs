@@ -83,6 +83,7 @@ fn an_edge_verdict_travels_in_the_meta_and_old_agents_leave_it_out() {
             1.0,
         )],
         latency_ms: 18.0,
+        alerted: false,
     });
     assert_eq!(m.validate(), Ok(()));
     let back: FrameMeta = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();

@@ -17,6 +17,10 @@
 //!   returned by [`Buffer::pending`] again, and deleted by [`Buffer::retry_acked`] later.
 //! - `seq` is the per-device sequence number: `AUTOINCREMENT` never reuses a value, even after
 //!   the rows holding the highest ones were deleted.
+//! - An NG frame's alert (when the agent publishes alerts) is written in the frame's own
+//!   transaction to the `alerts` outbox and deleted only when the broker acknowledged it
+//!   ([`alerts`]); a start frees every lease, so an alert in flight when the agent stopped is
+//!   sent again.
 //! - A database that fails to open or its quick integrity check is moved aside (quarantined,
 //!   with a timestamp) and a fresh one is created, so a corrupt file never crash-loops the agent.
 
@@ -30,8 +34,10 @@ use uuid::Uuid;
 use wiko_wire::{EdgeVerdict, FrameMeta};
 
 use crate::config::{Synchronous, WhenFull};
+pub use alerts::QueuedAlert;
 pub use disk::Faults;
 
+pub mod alerts;
 pub mod disk;
 
 /// Bytes accounted per row on top of the JPEG: metadata, indexes, page slack.
@@ -82,6 +88,26 @@ pub struct NewFrame {
     pub edge: Option<EdgeVerdict>,
 }
 
+impl NewFrame {
+    /// The frame's metadata once buffered as `seq`, its image's digest `image_blake3`.
+    pub fn meta(&self, seq: u64, image_blake3: String) -> FrameMeta {
+        FrameMeta {
+            frame_id: self.frame_id,
+            device_id: self.device_id.clone(),
+            facility: self.facility.clone(),
+            line: self.line.clone(),
+            station: self.station.clone(),
+            sku: self.sku.clone(),
+            part_id: self.part_id.clone(),
+            lot: self.lot.clone(),
+            captured_at: self.captured_at,
+            seq,
+            image_blake3,
+            edge: self.edge.clone(),
+        }
+    }
+}
+
 /// A frame waiting for upload.
 #[derive(Debug, Clone)]
 pub struct Pending {
@@ -99,6 +125,8 @@ pub struct Inserted {
     pub evicted: u64,
     /// They were evicted because the file system's free space is under `min_free_bytes`.
     pub disk_low: bool,
+    /// The frame's alert was queued (an NG verdict, alerts on).
+    pub alerted: bool,
 }
 
 /// A frame the cloud refused for good, as listed in heartbeats.
@@ -160,6 +188,8 @@ impl Buffer {
         }
         conn.execute_batch(SCHEMA)?;
         add_edge_columns(&conn)?;
+        // The previous run's connection is gone: its leased alerts are sent again.
+        conn.execute("UPDATE alerts SET leased_until = NULL", [])?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Ok(Buffer {
             conn: Mutex::new(conn),
@@ -203,7 +233,17 @@ impl Buffer {
     /// Stores a frame, making room first according to `when_full`. A failure is kept for
     /// [`Faults::reasons`] until an insert succeeds.
     pub fn insert(&self, f: &NewFrame) -> Result<Inserted, BufferError> {
-        let result = self.insert_frame(f);
+        self.insert_alerting(f, None)
+    }
+
+    /// [`Buffer::insert`], and with `alert_base_url` an NG frame's alert is queued in the same
+    /// transaction (its image named under that cloud URL).
+    pub fn insert_alerting(
+        &self,
+        f: &NewFrame,
+        alert_base_url: Option<&str>,
+    ) -> Result<Inserted, BufferError> {
+        let result = self.insert_frame(f, alert_base_url);
         self.faults.record_insert(match &result {
             Ok(inserted) => Ok(inserted.disk_low),
             Err(e) => Err((matches!(e, BufferError::DiskLow { .. }), e.to_string())),
@@ -211,14 +251,24 @@ impl Buffer {
         result
     }
 
-    fn insert_frame(&self, f: &NewFrame) -> Result<Inserted, BufferError> {
+    fn insert_frame(
+        &self,
+        f: &NewFrame,
+        alert_base_url: Option<&str>,
+    ) -> Result<Inserted, BufferError> {
         let needed = f.jpeg.len() as u64 + ROW_OVERHEAD;
         let max = self.limits.max_disk_bytes;
         if needed > max {
             return Err(BufferError::Full { needed, max });
         }
         let digest = wiko_wire::frame::image_digest(&f.jpeg);
-        let edge = f.edge.as_ref().map(serde_json::to_string).transpose()?;
+        // An NG frame's alert is queued below when alerts are on: its verdict says so, and
+        // the cloud does not alert the part again.
+        let mut verdict = f.edge.clone();
+        if let Some(e) = verdict.as_mut() {
+            e.alerted = e.defect_detected && alert_base_url.is_some();
+        }
+        let edge = verdict.as_ref().map(serde_json::to_string).transpose()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
@@ -283,11 +333,16 @@ impl Buffer {
             ],
         )?;
         let seq = tx.last_insert_rowid() as u64;
+        let alerted = match alert_base_url {
+            Some(base_url) => alerts::queue(&tx, &f.meta(seq, digest), base_url)?,
+            None => false,
+        };
         tx.commit()?;
         Ok(Inserted {
             seq,
             evicted,
             disk_low: evicted > 0 && limit < max,
+            alerted,
         })
     }
 

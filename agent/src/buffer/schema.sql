@@ -48,3 +48,16 @@ END;
 
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('evicted', 0);
+
+-- The NG alerts to publish on MQTT (the outbox): written in the transaction of their frame, so
+-- an NG frame is never buffered without its alert; deleted when the broker acknowledged it
+-- (PUBACK). `leased_until` (Unix ms) marks one handed to the connection and not acknowledged
+-- yet; a start or a new connection frees them all.
+CREATE TABLE IF NOT EXISTS alerts (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    frame_id     TEXT    NOT NULL UNIQUE,
+    topic        TEXT    NOT NULL,
+    payload      BLOB    NOT NULL,
+    captured_at  TEXT    NOT NULL,                  -- RFC 3339: the capture-to-alert latency
+    leased_until INTEGER
+);

@@ -35,6 +35,7 @@ fn verdict(ng: bool) -> wiko_wire::EdgeVerdict {
         model_version: "v1".into(),
         defects: Vec::new(),
         latency_ms: 20.0,
+        alerted: false,
     }
 }
 
@@ -297,4 +298,125 @@ fn a_buffer_written_before_edge_analysis_gains_its_column_and_keeps_its_frames()
         b.pending(10, &[]).unwrap()[0].meta.edge,
         Some(verdict(true))
     );
+}
+
+const CLOUD: &str = "http://cloud.example";
+const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[test]
+fn an_ng_frame_queues_its_alert_in_its_transaction_and_an_ok_one_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let ok = b
+        .insert_alerting(&frame(1, 100, Some(false)), Some(CLOUD))
+        .unwrap();
+    let unjudged = b
+        .insert_alerting(&frame(2, 100, None), Some(CLOUD))
+        .unwrap();
+    let off = b.insert(&frame(3, 100, Some(true))).unwrap();
+    assert!(!ok.alerted && !unjudged.alerted && !off.alerted);
+    let ng = frame(4, 100, Some(true));
+    assert!(b.insert_alerting(&ng, Some(CLOUD)).unwrap().alerted);
+    assert_eq!(b.alerts_queued().unwrap(), 1);
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].frame_id, ng.frame_id);
+    assert_eq!(leased[0].topic, "wiko/yangjiang/l1/s1/alert");
+    let message: wiko_wire::AlertMessage = serde_json::from_slice(&leased[0].payload).unwrap();
+    assert_eq!(
+        message.result_id, ng.frame_id,
+        "the cloud's id for the part"
+    );
+    assert_eq!(message.status, wiko_wire::AnalysisStatus::Provisional);
+    assert!(message.defect_detected);
+    assert_eq!(
+        message.image_url,
+        format!("{CLOUD}/api/v1/analyses/{}/image", ng.frame_id)
+    );
+    // The upload tells the cloud which NG parts the agent alerted (not the one buffered
+    // without alerts).
+    let alerted: Vec<(bool, bool)> = b
+        .pending(10, &[])
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.meta.edge.as_ref())
+        .map(|e| (e.defect_detected, e.alerted))
+        .collect();
+    assert_eq!(alerted, [(true, false), (true, true), (false, false)]);
+}
+
+#[test]
+fn a_refused_frame_queues_no_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(2000, WhenFull::RejectNew));
+    b.insert_alerting(&frame(1, 1000, Some(true)), Some(CLOUD))
+        .unwrap();
+    assert!(
+        b.insert_alerting(&frame(2, 1000, Some(true)), Some(CLOUD))
+            .is_err()
+    );
+    assert_eq!(b.alerts_queued().unwrap(), 1, "rolled back with its frame");
+}
+
+#[test]
+fn a_leased_alert_is_not_leased_again_until_released_and_leaves_on_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    for n in 0..3 {
+        b.insert_alerting(&frame(n, 100, Some(true)), Some(CLOUD))
+            .unwrap();
+    }
+    let first = b.lease_alerts(2, LEASE).unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].seq < first[1].seq, "oldest first");
+    let rest = b.lease_alerts(10, LEASE).unwrap();
+    assert_eq!(rest.len(), 1, "only the one not leased");
+    assert!(b.lease_alerts(10, LEASE).unwrap().is_empty());
+    assert!(b.ack_alert(first[0].seq).unwrap());
+    assert!(!b.ack_alert(first[0].seq).unwrap(), "an ack may come twice");
+    b.release_alerts().unwrap();
+    let again: Vec<i64> = b
+        .lease_alerts(10, LEASE)
+        .unwrap()
+        .iter()
+        .map(|a| a.seq)
+        .collect();
+    assert_eq!(
+        again,
+        [first[1].seq, rest[0].seq],
+        "the acknowledged one is gone"
+    );
+}
+
+#[test]
+fn a_lease_that_ran_out_is_leased_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    b.insert_alerting(&frame(1, 100, Some(true)), Some(CLOUD))
+        .unwrap();
+    assert_eq!(
+        b.lease_alerts(10, std::time::Duration::ZERO).unwrap().len(),
+        1
+    );
+    assert_eq!(b.lease_alerts(10, LEASE).unwrap().len(), 1);
+}
+
+#[test]
+fn a_restart_sends_the_alerts_in_flight_again_and_not_the_acknowledged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acked, in_flight) = {
+        let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+        for n in 0..2 {
+            b.insert_alerting(&frame(n, 100, Some(true)), Some(CLOUD))
+                .unwrap();
+        }
+        let leased = b.lease_alerts(10, LEASE).unwrap();
+        b.ack_alert(leased[0].seq).unwrap();
+        (leased[0].clone(), leased[1].clone())
+    };
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let after = b.lease_alerts(10, LEASE).unwrap();
+    assert_eq!(after, std::slice::from_ref(&in_flight));
+    assert_ne!(after[0].frame_id, acked.frame_id);
+    assert_eq!(b.alerts_queued().unwrap(), 1);
 }

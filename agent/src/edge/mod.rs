@@ -166,6 +166,8 @@ impl Models {
                         })
                         .collect(),
                     latency_ms: latency.as_secs_f64() * 1000.0,
+                    // Set by the buffer when it queues the frame's alert.
+                    alerted: false,
                 })
             }
             Err(e) => {
@@ -262,13 +264,15 @@ pub async fn pull_all(models: &Arc<Models>, client: &Client, skus: &[String]) {
     }
 }
 
-/// Pulls the model of each of `skus` every `refresh` until `stop` (the first pull is the
-/// start's, [`pull_all`]).
+/// Pulls the model of each of `skus` every `refresh`, and a SKU's at once when it comes out
+/// of `announced` (the cloud announced a new model over MQTT), until `stop` (the first pull
+/// is the start's, [`pull_all`]).
 pub async fn run(
     models: Arc<Models>,
     client: Client,
     skus: Vec<String>,
     refresh: Duration,
+    mut announced: tokio::sync::mpsc::Receiver<String>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
@@ -277,6 +281,11 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => pull_all(&models, &client, &skus).await,
+            Some(sku) = announced.recv() => {
+                if skus.contains(&sku) {
+                    pull(&models, &client, &sku).await;
+                }
+            }
         }
     }
 }

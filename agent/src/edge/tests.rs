@@ -184,6 +184,7 @@ async fn with_the_cloud_down_and_the_buffer_full_ng_frames_are_kept_and_uploaded
         facility: "yangjiang".into(),
         health: Arc::new(crate::source::health::Registry::default()),
         edge: Some(models),
+        alerts: None,
     });
     let cam: CameraConfig = toml::from_str(
         r#"

@@ -233,6 +233,8 @@ pub struct Context {
     pub health: Arc<health::Registry>,
     /// Edge analysis; `None` when it is off.
     pub edge: Option<Arc<crate::edge::Models>>,
+    /// NG alerts from the agent; `None` without a broker or edge analysis.
+    pub alerts: Option<crate::mqtt::Alerts>,
 }
 
 /// Serves `station`'s triggers with `source` until `shutdown`.
@@ -411,6 +413,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
             edge: None,
         };
         let (buffer, edge) = (ctx.buffer.clone(), ctx.edge.clone());
+        let alert_url = ctx.alerts.as_ref().map(|a| a.base_url.clone());
         // Both are blocking: judging is CPU work, the insert waits for the disk.
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
@@ -419,7 +422,9 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 models.judge(&frame.sku, &frame.jpeg)
             });
             let verdict = frame.edge.as_ref().map(|v| v.defect_detected);
-            buffer.insert(&frame).map(|inserted| (inserted, verdict))
+            buffer
+                .insert_alerting(&frame, alert_url.as_deref())
+                .map(|inserted| (inserted, verdict))
         })
         .await;
         let label = cam.name.clone();
@@ -429,6 +434,10 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 metrics::histogram!(names::CAPTURE_SECONDS).record(started.elapsed().as_secs_f64());
                 if let Some(monitor) = ctx.health.get(&cam.name) {
                     monitor.frame();
+                }
+                if let (true, Some(alerts)) = (inserted.alerted, &ctx.alerts) {
+                    metrics::counter!(names::ALERTS_TOTAL, "outcome" => "queued").increment(1);
+                    alerts.wake.notify_one();
                 }
                 if inserted.evicted > 0 {
                     metrics::counter!(names::BUFFER_EVICTIONS_TOTAL).increment(inserted.evicted);

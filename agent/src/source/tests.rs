@@ -110,6 +110,7 @@ impl Rig {
                 facility: "yangjiang".into(),
                 health: Arc::new(registry),
                 edge: None,
+                alerts: None,
             }),
             stop: CancellationToken::new(),
         }

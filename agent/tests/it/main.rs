@@ -31,6 +31,7 @@ fn verdict(ng: bool) -> wiko_wire::EdgeVerdict {
         model_version: "v1".into(),
         defects: Vec::new(),
         latency_ms: 20.0,
+        alerted: false,
     }
 }
 

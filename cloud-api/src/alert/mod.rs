@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use wiko_wire::{AlertMessage, Analysis, Topic};
+use wiko_wire::{AlertMessage, Analysis, ModelAnnouncement, Topic};
 
 use crate::config::Replay;
 use crate::store::{Event, Store};
@@ -53,9 +53,11 @@ pub(crate) fn messages(event: Event, public_url: &str) -> Vec<(String, Vec<u8>)>
     }
 }
 
-/// A finished analysis on its station's `…/result`, and on `…/alert` too if NG. A remote
-/// model's enrichment of a provisional result is an update on `…/result` only: the NG part
-/// was alerted when the gate judged it.
+/// A finished analysis on its station's `…/result`, and on `…/alert` too if NG and the agent
+/// did not alert it. A remote model's enrichment of a provisional result is an update on
+/// `…/result` only: the NG part was alerted when the gate judged it. A part the agent alerted
+/// itself (its edge verdict NG, `alerted`, under the same `result_id`) is never alerted a
+/// second time; the cloud alerts a part its own verdict finds NG when the agent did not.
 fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> {
     let message = AlertMessage::from_analysis(done, public_url);
     // A struct of strings, numbers and lists: serialising it cannot fail.
@@ -65,7 +67,11 @@ fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> 
         .verdicts
         .iter()
         .any(|v| v.source == wiko_wire::VerdictSource::Remote);
-    if done.defect_detected && !enrichment {
+    let edge_alerted = done
+        .verdicts
+        .iter()
+        .any(|v| v.source == wiko_wire::VerdictSource::Edge && v.alerted);
+    if done.defect_detected && !enrichment && !edge_alerted {
         topics.push(Topic::Alert);
     }
     topics
@@ -231,8 +237,9 @@ impl Publisher {
         for item in items {
             for (topic, payload) in messages(item.event, &self.public_url) {
                 // Waits for room: the replay is a one-off at start.
+                let retain = ModelAnnouncement::is_topic(&topic);
                 if client
-                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .publish(topic, QoS::AtLeastOnce, retain, payload)
                     .await
                     .is_err()
                 {
@@ -298,8 +305,9 @@ impl Publisher {
             let messages = messages(item.event, &self.public_url);
             state.unacked.insert(item.id, messages.len());
             for (topic, payload) in messages {
+                let retain = ModelAnnouncement::is_topic(&topic);
                 if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                    .try_publish(topic, QoS::AtLeastOnce, retain, payload)
                     .is_err()
                 {
                     warn!("the MQTT request queue is full; reconnecting");
@@ -374,6 +382,7 @@ mod tests {
             latency_ms: Some(900.0),
             usage: None,
             error: None,
+            alerted: false,
         });
         enriched.disagreement = true;
         let update = messages(Event::Result(Box::new(enriched)), "http://api");
@@ -385,6 +394,52 @@ mod tests {
         );
         let message: AlertMessage = serde_json::from_slice(&update[0].1).unwrap();
         assert!(message.disagreement);
+    }
+
+    #[test]
+    fn a_part_the_edge_alerted_is_not_alerted_again() {
+        // The edge's verdict: NG or not, and whether the agent published its alert (it
+        // does only with `[mqtt]`).
+        let edge = |ng: bool, alerted: bool| wiko_wire::Verdict {
+            source: wiko_wire::VerdictSource::Edge,
+            analyzer: "golden".into(),
+            model: Some("v1".into()),
+            defect_detected: Some(ng),
+            score: Some(2.0),
+            defects: Vec::new(),
+            summary: None,
+            latency_ms: Some(15.0),
+            usage: None,
+            error: None,
+            alerted,
+        };
+        let topics = |edge_ng: bool, alerted: bool| {
+            let mut done = analysis(true);
+            done.verdicts.push(edge(edge_ng, alerted));
+            messages(Event::Result(Box::new(done)), "http://api")
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            topics(true, true),
+            ["wiko/yangjiang/l1/grinding/result"],
+            "the agent alerted it"
+        );
+        let cloud_alerts = [
+            "wiko/yangjiang/l1/grinding/result",
+            "wiko/yangjiang/l1/grinding/alert",
+        ];
+        assert_eq!(
+            topics(false, false),
+            cloud_alerts,
+            "the edge found it OK: the cloud alerts"
+        );
+        assert_eq!(
+            topics(true, false),
+            cloud_alerts,
+            "an agent without a broker did not alert: the cloud does"
+        );
     }
 
     #[test]

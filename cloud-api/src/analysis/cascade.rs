@@ -370,6 +370,7 @@ mod tests {
             latency_ms: Some(5.0),
             usage: None,
             error: None,
+            alerted: false,
         };
         let e = enrichment(&part, verdict);
         assert!(e.disagreement);

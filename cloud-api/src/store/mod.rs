@@ -225,6 +225,7 @@ impl Outcome {
             latency_ms: Some(self.latency_ms),
             usage: None,
             error: None,
+            alerted: false,
         })
     }
 }

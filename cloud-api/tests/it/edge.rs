@@ -111,6 +111,7 @@ fn edge(ng: bool) -> EdgeVerdict {
             Vec::new()
         },
         latency_ms: 12.5,
+        alerted: false,
     }
 }
 

@@ -180,6 +180,7 @@ async fn the_hourly_aggregates_match_a_scan_of_the_results_after_many_completion
                 latency_ms: None,
                 usage: None,
                 error: None,
+                alerted: false,
             },
             defects: retyped,
             disagreement: false,

@@ -375,6 +375,7 @@ impl Remote {
                 cost_usd,
             }),
             error: error.map(|(code, message)| VerdictError { code, message }),
+            alerted: false,
         }
     }
 

@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use wiko_wire::GoldenSample;
+use wiko_wire::{GoldenSample, ModelAnnouncement};
 
-use super::{Arg, Backend, SqlStore, args, op};
+use super::parts::MQTT_MESSAGE;
+use super::{Arg, Backend, SqlStore, args, json_error, op};
 use crate::store::{GoldenImage, ImageKey, Models, StoreError, StoredModel};
 
 #[async_trait]
@@ -37,6 +38,24 @@ impl<B: Backend> Models for SqlStore<B> {
                             "golden",
                             "model_activated",
                             Arg::Json(detail.to_string())
+                        ],
+                    )
+                    .await?;
+                    // Agents judging this SKU pull the new model at once (retained on
+                    // the broker, so an agent that connects later hears of it too).
+                    let announcement = serde_json::to_vec(&ModelAnnouncement {
+                        schema_version: wiko_wire::SCHEMA_VERSION,
+                        sku: m.sku.clone(),
+                        version: m.version.clone(),
+                    })
+                    .map_err(json_error)?;
+                    c.execute(
+                        "INSERT INTO outbox (kind, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+                        args![
+                            MQTT_MESSAGE,
+                            ModelAnnouncement::topic(&m.sku),
+                            announcement,
+                            now
                         ],
                     )
                     .await?;

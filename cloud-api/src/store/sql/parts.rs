@@ -8,6 +8,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
+use wiko_wire::alert::defect_id;
 use wiko_wire::{
     Analysis, AnalysisStatus, CostRow, Defect, Feedback, FeedbackVerdict, IngestOutcome,
     VerdictSource,
@@ -38,13 +39,9 @@ const GET: &str = concat!("SELECT ", columns!(), " FROM analyses WHERE id = ?");
 
 /// Outbox event kinds.
 const RESULT_EVENT: &str = "result";
-/// Rows queued by versions before events: an MQTT message as it is to be sent.
-const MQTT_MESSAGE: &str = "mqtt";
-
-/// `DEF-` plus 16 hex digits, the prototype's human-facing id, derived from the analysis id.
-fn defect_id(id: Uuid) -> String {
-    format!("DEF-{}", id.simple().to_string()[16..].to_uppercase())
-}
+/// An MQTT message as it is to be sent: a model announcement, or a row queued by a version
+/// before events.
+pub(super) const MQTT_MESSAGE: &str = "mqtt";
 
 pub(super) fn status_str(s: AnalysisStatus) -> &'static str {
     match s {
@@ -95,7 +92,7 @@ pub(super) fn analysis(r: &Row) -> Result<Analysis, StoreError> {
         latency_ms: r.opt_real(22)?,
         image_width: r.int(23)? as u32,
         image_height: r.int(24)? as u32,
-        image_url: format!("/api/v1/analyses/{id}/image"),
+        image_url: wiko_wire::alert::image_path(id),
         created_at: r.time(25)?,
         analyzed_at: r.opt_time(26)?,
         verdicts: serde_json::from_str(&r.text(27)?).map_err(json_error)?,
@@ -162,7 +159,9 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
             };
         }
     }
-    let id = Uuid::now_v7();
+    // An agent's frame is its part's result under its own id: the agent alerts an NG part
+    // under that id before the cloud has seen it.
+    let id = wiko_wire::alert::result_id(frame.map(|f| f.frame_id));
     let now = Utc::now();
     let o = &n.origin;
     let edge = frame.and_then(|f| f.edge.as_ref());
