@@ -239,6 +239,10 @@ pub struct RawMqttConfig {
     /// Keep-alive interval of the connection.
     #[serde(default = "default_keep_alive_secs")]
     pub keep_alive_secs: u64,
+    /// Publish the NG alerts of edge verdicts on this broker (the cloud then leaves out its
+    /// own for those parts): only where the alert subscribers listen to it.
+    #[serde(default)]
+    pub alerts: bool,
 }
 
 fn default_mqtt_port() -> u16 {
@@ -256,6 +260,8 @@ pub struct MqttConfig {
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     pub keep_alive: Duration,
+    /// NG alerts of edge verdicts are published here.
+    pub alerts: bool,
 }
 
 /// One camera at one station.
@@ -770,8 +776,14 @@ impl TryFrom<RawConfig> for Config {
                         lot,
                     }),
                 ) => {
-                    crate::trigger::cron::Schedule::parse(schedule, timezone)
+                    let parsed = crate::trigger::cron::Schedule::parse(schedule, timezone)
                         .map_err(|e| invalid(key("trigger.schedule"), e))?;
+                    if parsed.next_after(chrono::Utc::now()).is_none() {
+                        return Err(invalid(
+                            key("trigger.schedule"),
+                            "never comes (no such date from now on)",
+                        ));
+                    }
                     let request = wiko_wire::TriggerRequest {
                         sku: sku.clone(),
                         lot: lot.clone(),
@@ -848,6 +860,7 @@ fn mqtt_config(m: RawMqttConfig, device_id: &str) -> Result<MqttConfig, ConfigEr
             .unwrap_or_else(|| format!("wiko-agent-{device_id}")),
         credentials,
         keep_alive: Duration::from_secs(m.keep_alive_secs),
+        alerts: m.alerts,
     })
 }
 

@@ -186,12 +186,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tracker.spawn(heartbeats.run(stop.child_token()));
     }
 
-    // NG frames queue their alert when there is a broker to publish it and a verdict to
-    // make one.
-    let alerts = (config.mqtt.is_some() && edge.is_some()).then(|| mqtt::Alerts {
-        base_url: config.sync.endpoint.clone(),
-        wake: Arc::new(Notify::new()),
-    });
+    // NG frames queue their alert when the broker is the alerts' (`mqtt.alerts`) and there is
+    // a verdict to make one.
+    let alerts =
+        (config.mqtt.as_ref().is_some_and(|m| m.alerts) && edge.is_some()).then(|| mqtt::Alerts {
+            base_url: config.sync.endpoint.clone(),
+            wake: Arc::new(Notify::new()),
+        });
     let ctx = Arc::new(source::Context {
         buffer: buffer.clone(),
         wake,

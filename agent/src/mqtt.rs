@@ -33,6 +33,8 @@ use crate::heartbeat::Identity;
 use crate::telemetry as names;
 use crate::trigger::mqtt::Route;
 
+/// Largest MQTT packet sent or taken: a heartbeat with its dead letters and models fits.
+const MAX_PACKET: usize = 256 * 1024;
 /// Most alerts sent and not acknowledged yet.
 pub const MAX_ALERTS_IN_FLIGHT: usize = 32;
 /// How long an alert handed to the connection waits for its PUBACK before it is sent again.
@@ -117,6 +119,9 @@ impl Link {
         let cfg = &self.config;
         let mut options = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
         options.set_keep_alive(cfg.keep_alive);
+        // The library's 10 KiB default would end the connection at a heartbeat with many dead
+        // letters (an encoding error), so status, answers and alerts would flap with it.
+        options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         options.set_clean_session(true);
         options.set_inflight(u16::try_from(MAX_ALERTS_IN_FLIGHT * 4).unwrap_or(u16::MAX));
         if let Some((user, password)) = &cfg.credentials {
@@ -137,6 +142,8 @@ impl Link {
         while !stop.is_cancelled() {
             let connected = self.session(&stop).await;
             metrics::gauge!(names::MQTT_CONNECTED).set(0.0);
+            // Between connections the outbox only grows: its depth is read here.
+            self.gauge_outbox().await;
             delay = if connected {
                 RECONNECT_FIRST
             } else {
@@ -198,9 +205,12 @@ impl Link {
                         return connected;
                     }
                 }
-                _ = tick.tick() => {
+                // Only once connected: a branch taken while connecting would drop the
+                // connect under way (the client starts it again on the next poll), so a
+                // broker slower to answer than the tick would never be reached.
+                _ = tick.tick(), if connected => {
                     self.gauge_outbox().await;
-                    if connected && !self.send_alerts(&client, &mut state).await {
+                    if !self.send_alerts(&client, &mut state).await {
                         return connected;
                     }
                 }

@@ -67,7 +67,7 @@ async fn run(parts: usize, rate: f64, broker: u16) -> anyhow::Result<()> {
     let config = Agent::write_config(&agent_dir, cloud.port, http, &cameras)?;
     let mut text = std::fs::read_to_string(&config)?;
     text.push_str(&format!(
-        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"{run_id}\"\n"
+        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"{run_id}\"\nalerts = true\n"
     ));
     std::fs::write(&config, text)?;
 

@@ -36,7 +36,7 @@ fn write_agent(
     let path = Agent::write_config(dir, cloud_port, http, &[cam]).unwrap();
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&format!(
-        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nclient_id = \"e2e-agent-{station}\"\nkeep_alive_secs = 5\n{extra}\n"
+        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nclient_id = \"e2e-agent-{station}\"\nkeep_alive_secs = 5\nalerts = true\n{extra}\n"
     ));
     std::fs::write(&path, text).unwrap();
 }

@@ -221,6 +221,12 @@ fn cron_and_plc_triggers_are_checked_by_key() {
     .unwrap();
     let e = error_of(&cron("0 25 * * *", "Europe/Berlin", ""));
     assert!(e.contains("camera[0].trigger.schedule"), "{e}");
+    // Valid cron, but 30 February never comes.
+    let e = error_of(&cron("0 0 30 2 *", "Europe/Berlin", ""));
+    assert!(
+        e.contains("camera[0].trigger.schedule") && e.contains("never"),
+        "{e}"
+    );
     let e = error_of(&cron("@daily", "Europe/Atlantis", ""));
     assert!(
         e.contains("camera[0].trigger.schedule") && e.contains("Europe/Atlantis"),

@@ -67,10 +67,9 @@ fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> 
         .verdicts
         .iter()
         .any(|v| v.source == wiko_wire::VerdictSource::Remote);
-    let edge_alerted = done
-        .verdicts
-        .iter()
-        .any(|v| v.source == wiko_wire::VerdictSource::Edge && v.alerted);
+    let edge_alerted = done.verdicts.iter().any(|v| {
+        v.source == wiko_wire::VerdictSource::Edge && v.defect_detected == Some(true) && v.alerted
+    });
     if done.defect_detected && !enrichment && !edge_alerted {
         topics.push(Topic::Alert);
     }

@@ -39,6 +39,27 @@ async fn ingest_is_idempotent_on_the_frame_id() {
 }
 
 #[tokio::test]
+async fn a_frame_named_like_another_result_is_a_conflict_not_a_failure() {
+    // An agent frame's result id is its frame id: one equal to a result the API made
+    // (or another device's) is refused for good, so the agent dead-letters it.
+    let h = harness().await;
+    let (status, taken) = analyze(&h, jpeg()).await;
+    assert!(status.is_success(), "{taken}");
+    let id: Uuid = taken["id"].as_str().unwrap().parse().unwrap();
+    let image = jpeg();
+    let (status, conflict) = put_frame(
+        &h,
+        &id.to_string(),
+        Some(DEVICE),
+        frame_body(&meta(id, &image), &image),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(code(&conflict), "frame_conflict");
+    assert_eq!(stored(&h).await, 1);
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_coded_4xx_and_stores_nothing() {
     let h = harness().await;
     let image = jpeg();

@@ -294,3 +294,54 @@ async fn the_stats_route_answers_a_viewer_and_refuses_what_it_cannot_count() {
     let (s, _) = call(&h, "GET", "/api/v1/stats", DEVICE).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_stats_route_groups_by_the_plants_shifts() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    // The plant's shifts (the default [dashboard]): 06:00, 14:00, 22:00.
+    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+    for (n, t, ng) in [
+        (1, "2026-12-01T05:30:00Z", true),
+        (2, "2026-12-01T07:10:00Z", false),
+        (3, "2026-12-01T07:40:00Z", true),
+        (4, "2026-12-01T23:00:00Z", false),
+    ] {
+        let id = part(&storage, n, "polish", "WK-KN-200", at(t)).await;
+        judge(&storage, id, ng).await;
+    }
+    let range = "since=2026-12-01T00:00:00Z&until=2026-12-02T00:00:00Z";
+    let shifts = |body: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["shift"].as_str().unwrap().to_string(),
+                    r["parts"].as_u64().unwrap(),
+                    r["ng"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // UTC: 05:30 is still the night shift begun at 22:00 the day before.
+    let (s, body) = get_json(&h, &format!("/api/v1/stats?group_by=shift&{range}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        shifts(&body),
+        [("06:00".to_string(), 2, 1), ("22:00".into(), 2, 1)]
+    );
+    assert_eq!(body["totals"]["parts"], 4);
+    // UTC+8: 13:30 and 07:00 local are the early shift, 15:10 and 15:40 the late one.
+    let (s, body) = get_json(
+        &h,
+        &format!("/api/v1/stats?group_by=shift&utc_offset_minutes=480&{range}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        shifts(&body),
+        [("06:00".to_string(), 2, 1), ("14:00".into(), 2, 1)]
+    );
+}

@@ -150,13 +150,22 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
         .transpose()
         .map_err(json_error)?;
     if let (Some(frame), Some(meta_json)) = (frame, &meta_json) {
-        let sql = "SELECT meta_json, analysis_id FROM frames WHERE frame_id = ?";
-        if let Some(r) = c.query(sql, args![frame.frame_id]).await?.first() {
-            return if &r.text(0)? == meta_json {
-                Ok((IngestOutcome::Duplicate, r.uuid(1)?))
-            } else {
-                Err(StoreError::Conflict(frame.frame_id))
-            };
+        // The frame as uploaded before, and any result already holding its id (another
+        // device's, or a call's): one round trip.
+        let sql = "SELECT meta_json, analysis_id FROM frames WHERE frame_id = ?
+                   UNION ALL SELECT NULL, id FROM analyses WHERE id = ?";
+        let rows = c.query(sql, args![frame.frame_id, frame.frame_id]).await?;
+        for r in &rows {
+            if let Some(stored) = r.opt_text(0)? {
+                return if &stored == meta_json {
+                    Ok((IngestOutcome::Duplicate, r.uuid(1)?))
+                } else {
+                    Err(StoreError::Conflict(frame.frame_id))
+                };
+            }
+        }
+        if !rows.is_empty() {
+            return Err(StoreError::Conflict(frame.frame_id));
         }
     }
     // An agent's frame is its part's result under its own id: the agent alerts an NG part
