@@ -81,7 +81,8 @@ impl StatsRequest {
                 hint: " for hourly buckets: bucket by day",
             });
         }
-        if self.utc_offset_minutes.abs() > MAX_OFFSET_MINUTES {
+        // Not `abs()`: i32::MIN has none (a query may say anything).
+        if !(-MAX_OFFSET_MINUTES..=MAX_OFFSET_MINUTES).contains(&self.utc_offset_minutes) {
             return Err(StatsRefused::BadOffset);
         }
         Ok((since, until))
@@ -272,6 +273,10 @@ mod tests {
         assert_eq!(empty.hours(), Err(StatsRefused::EmptyRange));
         assert_eq!(
             request(StatsBucket::Day, 15 * 60).hours(),
+            Err(StatsRefused::BadOffset)
+        );
+        assert_eq!(
+            request(StatsBucket::Day, i32::MIN).hours(),
             Err(StatsRefused::BadOffset)
         );
     }
