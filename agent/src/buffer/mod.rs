@@ -333,9 +333,11 @@ impl Buffer {
             ],
         )?;
         let seq = tx.last_insert_rowid() as u64;
+        // Only an NG frame has an alert: an OK one (most frames) builds no message.
+        let ng = f.edge.as_ref().is_some_and(|e| e.defect_detected);
         let alerted = match alert_base_url {
-            Some(base_url) => alerts::queue(&tx, &f.meta(seq, digest), base_url)?,
-            None => false,
+            Some(base_url) if ng => alerts::queue(&tx, &f.meta(seq, digest), base_url)?,
+            _ => false,
         };
         tx.commit()?;
         Ok(Inserted {
