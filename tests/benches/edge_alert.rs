@@ -23,11 +23,7 @@ use wiko_wire::{AlertMessage, TriggerOutcome};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    let value = |flag: &str| wiko_e2e::flag_value(&args, flag);
     let parts: usize = value("--parts").map_or(Ok(400), |n| n.parse())?;
     let rate: f64 = value("--rate").map_or(Ok(20.0), |n| n.parse())?;
     let broker: u16 = value("--mqtt-port").map_or(Ok(1883), |n| n.parse())?;

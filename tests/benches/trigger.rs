@@ -23,11 +23,7 @@ use wiko_wire::{CameraStatus, TriggerAck, TriggerOutcome};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    let value = |flag: &str| wiko_e2e::flag_value(&args, flag);
     let parts: usize = value("--parts").map_or(Ok(200), |n| n.parse())?;
     let genicam = value("--genicam");
     let mqtt = match value("--mqtt-port") {

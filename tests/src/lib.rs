@@ -48,6 +48,13 @@ pub fn judged_by_cloud(analysis: &Value) -> bool {
     }
 }
 
+/// A benchmark's command line: the value after `flag` (`--parts 200`), if given.
+pub fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
