@@ -8,7 +8,8 @@
 //!   still on disk and counted), by [`Buffer::pending`] for a row that cannot be read back (also
 //!   to `dead_letters`, so a damaged row never blocks the ones behind it), or by eviction when
 //!   full (counted and logged). [`Buffer::requeue`] moves a dead letter back, under its own
-//!   `frame_id` and `seq`, when an operator asks (a command from the cloud).
+//!   `frame_id` and `seq`, when an operator asks (a command from the cloud), under the same
+//!   limits as a new frame.
 //! - The accounted size (`JPEG bytes + ROW_OVERHEAD` per row) stays at most `max_disk_bytes`,
 //!   and the file does not grow while the file system's free space is under `min_free_bytes`
 //!   ([`disk`]). When a frame does not fit, `when_full` decides: `drop_oldest` evicts unsynced
@@ -127,6 +128,15 @@ pub struct Inserted {
     pub disk_low: bool,
     /// The frame's alert was queued (an NG verdict, alerts on).
     pub alerted: bool,
+}
+
+/// What making room for a row did.
+#[derive(Debug, Default)]
+struct Room {
+    /// Frames evicted.
+    evicted: u64,
+    /// They were evicted because the file system's free space is under `min_free_bytes`.
+    disk_low: bool,
 }
 
 /// A frame the cloud refused for good, as listed in heartbeats.
@@ -271,45 +281,7 @@ impl Buffer {
         let edge = verdict.as_ref().map(serde_json::to_string).transpose()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
-        let room = self.faults.room(Self::reusable(&tx)?)?;
-        let limit = max.min(used as u64 + room);
-        let mut evicted = 0u64;
-        if used as u64 + needed > limit {
-            let refused = || {
-                if limit < max {
-                    BufferError::DiskLow { needed, room }
-                } else {
-                    BufferError::Full { needed, max }
-                }
-            };
-            if self.limits.when_full == WhenFull::RejectNew {
-                return Err(refused());
-            }
-            let mut free = limit as i64 - used;
-            let mut victims = Vec::new();
-            {
-                let mut stmt =
-                    tx.prepare_cached("SELECT seq, bytes FROM frames ORDER BY ng ASC, seq ASC")?;
-                let mut rows = stmt.query([])?;
-                while free < needed as i64 {
-                    let Some(row) = rows.next()? else { break };
-                    victims.push(row.get::<_, i64>(0)?);
-                    free += row.get::<_, i64>(1)?;
-                }
-            }
-            if free < needed as i64 {
-                return Err(refused());
-            }
-            for seq in &victims {
-                tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
-            }
-            evicted = victims.len() as u64;
-            tx.execute(
-                "UPDATE counters SET value = value + ?1 WHERE name = 'evicted'",
-                [evicted as i64],
-            )?;
-        }
+        let room = self.make_room(&tx, needed, 0)?;
         tx.execute(
             "INSERT INTO frames (frame_id, camera, device_id, facility, line, station, sku, part_id,
                                  lot, captured_at, image_blake3, jpeg, bytes, ng, edge)
@@ -342,9 +314,60 @@ impl Buffer {
         tx.commit()?;
         Ok(Inserted {
             seq,
+            evicted: room.evicted,
+            disk_low: room.disk_low,
+            alerted,
+        })
+    }
+
+    /// Makes room in `tx` for a row of `needed` accounted bytes according to `when_full`:
+    /// within `max_disk_bytes`, and within the file system's free space above
+    /// `min_free_bytes` plus the free pages of the file and `freed` bytes the same transaction
+    /// releases. `drop_oldest` evicts unsynced frames, OK and unjudged before NG, oldest first.
+    fn make_room(&self, tx: &Connection, needed: u64, freed: u64) -> Result<Room, BufferError> {
+        let max = self.limits.max_disk_bytes;
+        let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
+        let room = self.faults.room(Self::reusable(tx)? + freed)?;
+        let limit = max.min(used as u64 + room);
+        if used as u64 + needed <= limit {
+            return Ok(Room::default());
+        }
+        let refused = || {
+            if limit < max {
+                BufferError::DiskLow { needed, room }
+            } else {
+                BufferError::Full { needed, max }
+            }
+        };
+        if self.limits.when_full == WhenFull::RejectNew {
+            return Err(refused());
+        }
+        let mut free = limit as i64 - used;
+        let mut victims = Vec::new();
+        {
+            let mut stmt =
+                tx.prepare_cached("SELECT seq, bytes FROM frames ORDER BY ng ASC, seq ASC")?;
+            let mut rows = stmt.query([])?;
+            while free < needed as i64 {
+                let Some(row) = rows.next()? else { break };
+                victims.push(row.get::<_, i64>(0)?);
+                free += row.get::<_, i64>(1)?;
+            }
+        }
+        if free < needed as i64 {
+            return Err(refused());
+        }
+        for seq in &victims {
+            tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
+        }
+        let evicted = victims.len() as u64;
+        tx.execute(
+            "UPDATE counters SET value = value + ?1 WHERE name = 'evicted'",
+            [evicted as i64],
+        )?;
+        Ok(Room {
             evicted,
             disk_low: evicted > 0 && limit < max,
-            alerted,
         })
     }
 
@@ -523,23 +546,40 @@ impl Buffer {
     pub fn requeue(&self, frame_id: Uuid) -> Result<bool, BufferError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let moved = tx.execute(
+        let Some(jpeg_bytes) = tx
+            .query_row(
+                "SELECT length(jpeg) FROM dead_letters WHERE frame_id = ?1",
+                [frame_id.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        // Back under the buffer's limits like a new frame (a full buffer evicts or refuses);
+        // the dead letter's own pages are freed in the same transaction.
+        let needed = jpeg_bytes.max(0) as u64 + ROW_OVERHEAD;
+        let room = self.make_room(&tx, needed, needed)?;
+        tx.execute(
             "INSERT INTO frames (seq, frame_id, camera, device_id, facility, line, station, sku,
                                  part_id, lot, captured_at, image_blake3, jpeg, bytes, ng, edge)
              SELECT seq, frame_id, camera, meta_json ->> 'device_id', meta_json ->> 'facility',
                     meta_json ->> 'line', meta_json ->> 'station', meta_json ->> 'sku',
                     meta_json ->> 'part_id', meta_json ->> 'lot', meta_json ->> 'captured_at',
-                    meta_json ->> 'image_blake3', jpeg, length(jpeg) + ?2,
+                    meta_json ->> 'image_blake3', jpeg, ?2,
                     coalesce(meta_json ->> '$.edge.defect_detected', 0), meta_json ->> 'edge'
              FROM dead_letters WHERE frame_id = ?1",
-            params![frame_id.to_string(), ROW_OVERHEAD as i64],
+            params![frame_id.to_string(), needed as i64],
         )?;
         tx.execute(
             "DELETE FROM dead_letters WHERE frame_id = ?1",
             [frame_id.to_string()],
         )?;
         tx.commit()?;
-        Ok(moved > 0)
+        if room.evicted > 0 {
+            tracing::warn!(%frame_id, evicted = room.evicted, "frames evicted to requeue a dead letter");
+        }
+        Ok(true)
     }
 
     pub fn stats(&self) -> Result<Stats, BufferError> {

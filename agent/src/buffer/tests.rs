@@ -260,6 +260,54 @@ fn a_dead_letter_is_listed_and_requeued_under_its_own_id_and_seq() {
 }
 
 #[test]
+fn a_requeued_dead_letter_stays_within_the_buffers_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for two frames of 100 bytes.
+    let max = 2 * (100 + ROW_OVERHEAD);
+    let b = open(dir.path(), limits(max, WhenFull::DropOldest));
+    let refused = frame(1, 100, None);
+    b.insert(&refused).unwrap();
+    b.dead_letter(refused.frame_id, 422, "refused").unwrap();
+    let (ok, ng) = (frame(2, 100, Some(false)), frame(3, 100, Some(true)));
+    b.insert(&ok).unwrap();
+    b.insert(&ng).unwrap();
+
+    assert!(b.requeue(refused.frame_id).unwrap());
+    let stats = b.stats().unwrap();
+    assert_eq!(
+        (stats.frames, stats.bytes),
+        (2, max),
+        "still within max_disk_bytes"
+    );
+    assert_eq!(stats.evicted_total, 1);
+    let left: Vec<_> = b
+        .pending(10, &[])
+        .unwrap()
+        .iter()
+        .map(|p| p.meta.frame_id)
+        .collect();
+    assert_eq!(
+        left,
+        [ng.frame_id, refused.frame_id],
+        "the OK frame made room"
+    );
+
+    // Refusing new frames, a full buffer leaves the dead letter where it is.
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(max, WhenFull::RejectNew));
+    b.insert(&refused).unwrap();
+    b.dead_letter(refused.frame_id, 422, "refused").unwrap();
+    b.insert(&ok).unwrap();
+    b.insert(&ng).unwrap();
+    assert!(matches!(
+        b.requeue(refused.frame_id),
+        Err(BufferError::Full { .. })
+    ));
+    assert_eq!(b.dead_letters(10).unwrap().len(), 1, "still a dead letter");
+    assert_eq!(b.stats().unwrap().frames, 2);
+}
+
+#[test]
 fn the_edge_verdict_is_uploaded_with_its_frame_and_survives_a_dead_letter_and_requeue() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
