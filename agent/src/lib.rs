@@ -135,8 +135,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
 
     let wake = Arc::new(Notify::new());
-    let uploader = sync::Uploader::new(buffer.clone(), &config.sync, wake.clone())
-        .context("building the HTTP client")?;
+    // One HTTP client (one connection pool) for uploads, heartbeats and model pulls.
+    let client = sync::Client::new(
+        &config.sync.endpoint,
+        &config.sync.api_key,
+        config.sync.request_timeout,
+    )
+    .context("building the HTTP client")?;
+    let uploader =
+        sync::Uploader::with_uplink(buffer.clone(), client.clone(), &config.sync, wake.clone());
     let sync_stop = CancellationToken::new();
     let sync_liveness = uploader.liveness();
     let sync_task = tokio::spawn(uploader.run(sync_stop.clone()));
@@ -152,7 +159,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // A model announced over MQTT is pulled at once.
     let (announced, announcements) = tokio::sync::mpsc::channel(16);
     let edge = match &config.edge {
-        Some(edge) => Some(start_edge(&config, edge, announcements, &tracker, &stop).await?),
+        Some(edge) => Some(
+            start_edge(
+                &config,
+                edge,
+                client.clone(),
+                announcements,
+                &tracker,
+                &stop,
+            )
+            .await?,
+        ),
         None => None,
     };
     let first = config.cameras.first();
@@ -169,12 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(interval) = config.sync.heartbeat {
         let heartbeats = heartbeat::Heartbeats {
             buffer: buffer.clone(),
-            client: sync::Client::new(
-                &config.sync.endpoint,
-                &config.sync.api_key,
-                config.sync.request_timeout,
-            )
-            .context("building the HTTP client")?,
+            client,
             identity: identity.clone(),
             mqtt: config.mqtt.is_some().then(|| to_broker.clone()),
             interval,
@@ -262,6 +274,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 async fn start_edge(
     config: &Config,
     edge: &config::EdgeConfig,
+    client: sync::Client,
     announced: tokio::sync::mpsc::Receiver<String>,
     tracker: &TaskTracker,
     stop: &CancellationToken,
@@ -272,12 +285,6 @@ async fn start_edge(
         .with_context(|| format!("opening edge.model_dir {}", edge.model_dir.display()))?;
     let models = Arc::new(models);
     let skus = skus(config);
-    let client = sync::Client::new(
-        &config.sync.endpoint,
-        &config.sync.api_key,
-        config.sync.request_timeout,
-    )
-    .context("building the HTTP client")?;
     info!(skus = skus.len(), dir = %edge.model_dir.display(), "edge analysis on");
     let first = edge::pull_all(&models, &client, &skus);
     if tokio::time::timeout(edge::FIRST_PULL_WAIT, first)

@@ -70,17 +70,6 @@ pub struct Uploader<U: Uplink = Client> {
     liveness: Arc<Liveness>,
 }
 
-impl Uploader<Client> {
-    pub fn new(
-        buffer: Arc<Buffer>,
-        cfg: &SyncConfig,
-        wake: Arc<Notify>,
-    ) -> Result<Uploader, reqwest::Error> {
-        let client = Client::new(&cfg.endpoint, &cfg.api_key, cfg.request_timeout)?;
-        Ok(Uploader::with_uplink(buffer, client, cfg, wake))
-    }
-}
-
 impl<U: Uplink> Uploader<U> {
     pub fn with_uplink(
         buffer: Arc<Buffer>,
