@@ -553,10 +553,32 @@ async fn requests_never_exceed_the_configured_rate() {
     let table = remote_table(&mock, "openai_compatible", "")
         .replace("requests_per_minute = 6000", "requests_per_minute = 600");
     let remote = std::sync::Arc::new(remote(&table));
+    // A small image: each is encoded after the limiter lets its call through (the call needs
+    // its reservation first), so a large one on a loaded machine would shift the arrivals by
+    // its encoding time, which is not the limiter's to smooth.
+    let small = {
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]))
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        jpeg
+    };
     let asks: Vec<_> = (0..5)
         .map(|_| {
-            let remote = remote.clone();
-            tokio::spawn(async move { ask(&remote).await })
+            let (remote, small) = (remote.clone(), small.clone());
+            tokio::spawn(async move {
+                let part = Part {
+                    sku: "WK-KN-200",
+                    image: &small,
+                    width: 64,
+                    height: 64,
+                    gate_ng: true,
+                    score: Some(2.0),
+                    threshold: Some(1.0),
+                    regions: &[],
+                };
+                remote.judge(&part).await.unwrap()
+            })
         })
         .collect();
     for a in asks {
