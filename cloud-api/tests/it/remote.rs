@@ -559,7 +559,10 @@ async fn requests_never_exceed_the_configured_rate() {
     let small = {
         let mut jpeg = Vec::new();
         image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]))
-            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
             .unwrap();
         jpeg
     };
