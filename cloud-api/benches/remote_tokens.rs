@@ -1,5 +1,5 @@
 //! Tokens per remote call, counted from the requests the cloud really builds:
-//! `cargo bench -p wiko-cloud --bench remote_tokens -- [--parts N]`
+//! `cargo test -p wiko-cloud --bench remote_tokens -- [--parts N]` (no figure here is a time)
 //!
 //! For each frame size (the synthetic 640×480 knives, and the same knives scaled to 1920×1080)
 //! and each way of sending a part (`image = "frame"` at low and at high detail, `image =
