@@ -35,6 +35,10 @@ pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
 /// longer than `max_retry_wait_secs`; `budget`: the deployment's shared budget is used up
 /// until a later window): their parts went back to the queue.
 pub const REMOTE_DEFERRED_TOTAL: &str = "wiko_cloud_remote_deferred_total";
+/// Parts whose remote enrichment was given up by `analyzer` and `cause` (as above): the call
+/// would have been put off past `max_deferral_secs` after the part came in, so the result
+/// became final with the gate's verdict.
+pub const REMOTE_GIVEN_UP_TOTAL: &str = "wiko_cloud_remote_given_up_total";
 /// Time a remote call waited for room in the deployment's shared budget, by `analyzer`.
 pub const REMOTE_BUDGET_WAIT_SECONDS: &str = "wiko_cloud_remote_budget_wait_seconds";
 /// Parts the remote analyzer judged otherwise than the gate, by `sku`.

@@ -275,7 +275,8 @@ pub struct VerdictError {
 pub enum VerdictErrorCode {
     /// No answer within the request timeout, after every retry.
     Timeout,
-    /// Still rate limited (429) after every retry, or asked to wait longer than allowed.
+    /// Still rate limited (429) after every retry, or asked to wait until past
+    /// `max_deferral_secs` after the part came in (given up: no call was made).
     RateLimited,
     /// The service failed (5xx) after every retry, or could not be reached.
     Unavailable,
@@ -289,7 +290,8 @@ pub enum VerdictErrorCode {
     ContentFilter,
     /// The answer is not the JSON asked for, or names boxes outside the image.
     InvalidAnswer,
-    /// The daily or monthly budget is spent: no call was made.
+    /// The daily or monthly budget is spent, or the deployment's token or request budget
+    /// stayed used up until past `max_deferral_secs` after the part came in: no call was made.
     BudgetExhausted,
 }
 

@@ -14,7 +14,9 @@
 //! taken: provisional results wait. A call the service (a 429 asking for longer than
 //! `max_retry_wait_secs`) or the deployment's shared budget puts off is not an answer: its
 //! job goes back to the queue until then, its result stays provisional, and it is enriched
-//! later, once.
+//! later, once; unless then is more than `max_deferral_secs` after the part came in: the
+//! enrichment is given up, and the result is final with the gate's verdict and a remote
+//! verdict whose error says so.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +24,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{Datelike, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 use wiko_inspect::Image;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
 
 use super::budget::Budget;
 use super::remote::config::{Mode, RemoteSettings};
-use super::remote::{Part, Remote};
+use super::remote::{Deferred, Part, Remote};
 use super::{Analyzer, Judgement};
 use crate::store::{Enrichment, Job, Stage, Storage, StoreError};
 use crate::telemetry;
@@ -229,18 +231,44 @@ impl RemoteWorkers {
                     .await;
                 match judged {
                     Ok(verdict) => verdict,
-                    Err(later) => {
-                        tracing::info!(retry_in_secs = later.retry_in.as_secs_f64(), reason = %later.reason, "remote call put off; the part waits in the queue");
-                        return self
-                            .storage
-                            .records
-                            .defer_job(job, &later.reason, later.retry_in)
-                            .await;
-                    }
+                    Err(later) => return self.put_off(job, &part, later).await,
                 }
             }
         };
         self.store(&part, verdict).await
+    }
+
+    /// A call put off: its job goes back to the queue until then, or, if then is more than
+    /// `max_deferral_secs` after the part came in, the remote enrichment is given up and the
+    /// result made final with the gate's verdict (never lost, never left provisional).
+    async fn put_off(&self, job: &Job, part: &Analysis, later: Deferred) -> Result<(), StoreError> {
+        let name = self.remote.name();
+        let cause = later.cause.as_str();
+        let max_deferral = self.remote.settings().max_deferral;
+        let age = (Utc::now() - part.created_at).to_std().unwrap_or_default();
+        if age.saturating_add(later.retry_in) <= max_deferral {
+            metrics::counter!(telemetry::REMOTE_DEFERRED_TOTAL, "analyzer" => name, "cause" => cause)
+                .increment(1);
+            info!(retry_in_secs = later.retry_in.as_secs_f64(), reason = %later.reason, "remote call put off; the part waits in the queue");
+            return self
+                .storage
+                .records
+                .defer_job(job, &later.reason, later.retry_in)
+                .await;
+        }
+        metrics::counter!(telemetry::REMOTE_GIVEN_UP_TOTAL, "analyzer" => name, "cause" => cause)
+            .increment(1);
+        warn!(age_secs = age.as_secs(), reason = %later.reason, "remote enrichment given up; the gate's verdict is final");
+        let verdict = self.remote.failed(
+            later.cause.code(),
+            format!(
+                "remote enrichment given up: the call would be put off past {} s after the part \
+                 came in (max_deferral_secs; {})",
+                max_deferral.as_secs(),
+                later.reason
+            ),
+        );
+        self.store(part, verdict).await
     }
 
     async fn store(&self, part: &Analysis, verdict: Verdict) -> Result<(), StoreError> {

@@ -225,6 +225,28 @@ fn the_deployment_budget_is_scaled_to_its_window() {
 }
 
 #[test]
+fn deferrals_are_capped_and_the_image_mode_is_read() {
+    use crate::analysis::remote::config::ImageMode;
+    let table =
+        "[remote]\nkind = \"openai_compatible\"\nendpoint = \"http://x/v1\"\nmodel = \"m\"\n";
+    let remote = parse(table).unwrap().remote.unwrap();
+    assert_eq!(remote.max_deferral, std::time::Duration::from_secs(3600));
+    assert_eq!(remote.image, ImageMode::Frame);
+    let remote = parse(&format!(
+        "{table}max_deferral_secs = 0\nimage = \"regions\"\n"
+    ))
+    .unwrap()
+    .remote
+    .unwrap();
+    assert_eq!(remote.max_deferral, std::time::Duration::ZERO);
+    assert_eq!(remote.image, ImageMode::Regions);
+    let e = parse(&format!("{table}max_deferral_secs = 604801\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("remote.max_deferral_secs"), "{e}");
+}
+
+#[test]
 fn the_dashboard_secret_is_long_enough_and_may_come_from_a_file() {
     let cfg = parse("").unwrap();
     assert!(cfg.dashboard.session_secret.is_none(), "random per start");

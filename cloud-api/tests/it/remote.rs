@@ -38,7 +38,7 @@ pub fn remote_table(mock: &Mock, kind: &str, extra: &str) -> String {
 }
 
 /// A remote analyzer alone, configured by a `[remote]` table.
-fn remote(table: &str) -> Remote {
+pub fn remote(table: &str) -> Remote {
     let config = Config::from_toml(table).unwrap();
     Remote::new(config.remote.unwrap()).unwrap()
 }
@@ -135,21 +135,8 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
             .contains("a 200 mm chef's knife")
     );
     assert_eq!(content[1]["image_url"]["detail"], "low");
-    let url = content[1]["image_url"]["url"].as_str().unwrap();
-    let b64 = url
-        .strip_prefix("data:image/jpeg;base64,")
-        .expect("a JPEG data URL");
-    let sent = image::load_from_memory(
-        &base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        sent.width().max(sent.height()),
-        512,
-        "re-encoded to max_side_px"
-    );
+    let (w, h_) = sent_size(&content[1]);
+    assert_eq!(w.max(h_), 512, "re-encoded to max_side_px");
 
     // The same result, now final: the gate's verdict stands, the remote one is added.
     let done = result(&h, &bad["id"]).await;
@@ -279,6 +266,89 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
     for body in [listing, costs, failed, over] {
         assert!(!body.to_string().contains(KEY));
     }
+}
+
+/// The size of a request's image (a `content` item with a JPEG data URL).
+fn sent_size(item: &Value) -> (u32, u32) {
+    let url = item["image_url"]["url"].as_str().unwrap();
+    let b64 = url
+        .strip_prefix("data:image/jpeg;base64,")
+        .expect("a JPEG data URL");
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let image = image::load_from_memory(&jpeg).unwrap();
+    (image.width(), image.height())
+}
+
+#[tokio::test]
+async fn with_regions_a_close_up_goes_at_high_detail_and_its_boxes_come_back_in_the_frame() {
+    let mock = Mock::start(KEY).await;
+    let h = harness_with(&remote_table(
+        &mock,
+        "azure_openai",
+        "image = \"regions\"\n",
+    ))
+    .await;
+    calibrate(&h).await;
+    let (_, bad) = analyze(&h, part_jpeg(Some(SynthDefect::Rust), 90_002)).await;
+    assert_eq!(bad["status"], "provisional", "{bad}");
+    let region: Vec<u32> = bad["defects"][0]["bbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let [x, y, w, h_] = [region[0], region[1], region[2], region[3]];
+    assert!(w <= 85 && h_ <= 85, "a small region: {region:?}");
+    // Its close-up: 256 px around the region's centre, inside the 640 × 480 frame, at the
+    // camera's resolution.
+    let start = |centre: u32, frame: u32| centre.saturating_sub(128).min(frame - 256);
+    let (cx, cy) = (start(x + w / 2, 640), start(y + h_ / 2, 480));
+    // The model boxes the gate's region where it sees it in the close-up.
+    let answer = serde_json::json!({
+        "defect_detected": true,
+        "summary": "rust",
+        "defects": [{
+            "type": "rust", "severity": "medium", "confidence": 0.8,
+            "bbox": {"image": "close_up", "x": x - cx, "y": y - cy, "width": w, "height": h_},
+            "description": "an orange rust spot, seen close"
+        }]
+    });
+    mock.script([Reply::Answer {
+        content: answer.to_string(),
+        finish: "stop",
+    }]);
+    assert!(h.state.remote_workers().unwrap().work_once().await);
+
+    let seen = mock.seen();
+    let content = &seen[0].body["messages"][1]["content"];
+    assert_eq!(content[1]["image_url"]["detail"], "low");
+    assert_eq!(
+        sent_size(&content[1]),
+        (512, 384),
+        "the whole part, as low detail sees it"
+    );
+    assert_eq!(content[2]["image_url"]["detail"], "high");
+    assert_eq!(sent_size(&content[2]), (256, 256), "one tile");
+    let bbox = &seen[0].body["response_format"]["json_schema"]["schema"]["properties"]["defects"]["items"]
+        ["properties"]["bbox"];
+    assert_eq!(
+        bbox["properties"]["image"]["enum"],
+        serde_json::json!(["part", "close_up"])
+    );
+
+    let done = result(&h, &bad["id"]).await;
+    assert_eq!(done["status"], "final", "{done}");
+    assert_eq!(
+        done["verdicts"][1]["defects"][0]["bbox"],
+        serde_json::json!(region),
+        "the close-up's box in the frame's pixels"
+    );
+    assert_eq!(
+        done["defects"][0]["description"],
+        "an orange rust spot, seen close"
+    );
 }
 
 #[tokio::test]
@@ -483,10 +553,35 @@ async fn requests_never_exceed_the_configured_rate() {
     let table = remote_table(&mock, "openai_compatible", "")
         .replace("requests_per_minute = 6000", "requests_per_minute = 600");
     let remote = std::sync::Arc::new(remote(&table));
+    // A small image: each is encoded after the limiter lets its call through (the call needs
+    // its reservation first), so a large one on a loaded machine would shift the arrivals by
+    // its encoding time, which is not the limiter's to smooth.
+    let small = {
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        jpeg
+    };
     let asks: Vec<_> = (0..5)
         .map(|_| {
-            let remote = remote.clone();
-            tokio::spawn(async move { ask(&remote).await })
+            let (remote, small) = (remote.clone(), small.clone());
+            tokio::spawn(async move {
+                let part = Part {
+                    sku: "WK-KN-200",
+                    image: &small,
+                    width: 64,
+                    height: 64,
+                    gate_ng: true,
+                    score: Some(2.0),
+                    threshold: Some(1.0),
+                    regions: &[],
+                };
+                remote.judge(&part).await.unwrap()
+            })
         })
         .collect();
     for a in asks {

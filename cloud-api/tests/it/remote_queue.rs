@@ -1,8 +1,9 @@
 //! The remote analyzer's queue behaviour (issue #22): the deployment's token and request
 //! budget shared by two replicas over one store, counted at the server that speaks Azure's
 //! protocol (`azure_mock.rs`), and the store's reservations themselves; a 429 asking to wait
-//! past `max_retry_wait_secs` puts the part back in the queue, enriched later, once; a burst
-//! against the budget loses or repeats nothing.
+//! past `max_retry_wait_secs` puts the part back in the queue, enriched later, once; a call put
+//! off past `max_deferral_secs` after the part came in is given up, the gate's verdict final;
+//! a call put off costs no image work; a burst against the budget loses or repeats nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,14 +11,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use wiko_cloud::analysis::remote::{Cause, Part};
 use wiko_cloud::store::{Event, WindowClaim};
 use wiko_synth::SynthDefect;
-use wiko_wire::AnalysisStatus;
+use wiko_wire::{AnalysisStatus, VerdictErrorCode};
 
 use crate::azure_mock::{INPUT_TOKENS, Mock, OUTPUT_TOKENS, Reply};
 use crate::backend::Place;
 use crate::harness::*;
-use crate::remote::{KEY, calibrate, remote_table, result};
+use crate::remote::{KEY, calibrate, remote, remote_table, result};
 
 /// Waits until the wall clock is just past the start of a `window`, so that the calls of a
 /// test begin at a window's start (a call reserved at a window's very end could reach the
@@ -66,23 +68,28 @@ async fn enrich_all(replicas: &[&Harness], ids: &[Value]) {
     }
 }
 
+/// The events of `id` in the outbox: its provisional result, then its one final update.
+async fn provisional_then_final(h: &Harness, id: &Value) {
+    let events = h.state.intake.storage.records.outbox(1000).await.unwrap();
+    let statuses: Vec<AnalysisStatus> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Result(a) if a.id.to_string() == id.as_str().unwrap() => Some(a.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [AnalysisStatus::Provisional, AnalysisStatus::Final],
+        "{id}"
+    );
+}
+
 /// Each part: one provisional result event, then one final update, and a remote verdict
 /// without error.
 async fn enriched_once(h: &Harness, ids: &[Value]) {
-    let events = h.state.intake.storage.records.outbox(1000).await.unwrap();
     for id in ids {
-        let statuses: Vec<AnalysisStatus> = events
-            .iter()
-            .filter_map(|e| match &e.event {
-                Event::Result(a) if a.id.to_string() == id.as_str().unwrap() => Some(a.status),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            statuses,
-            [AnalysisStatus::Provisional, AnalysisStatus::Final],
-            "{id}"
-        );
+        provisional_then_final(h, id).await;
         let done = result(h, id).await;
         let verdicts = done["verdicts"].as_array().unwrap();
         assert_eq!(verdicts.len(), 2, "{done}");
@@ -164,6 +171,145 @@ async fn a_429_asking_past_the_max_wait_puts_the_part_back_until_then() {
     enriched_once(&h, &ids).await;
     let (_, costs) = get_json(&h, "/api/v1/costs").await;
     assert_eq!(costs["rows"][0]["parts"], 1, "{costs}");
+}
+
+// See: issue #22 (a part could be put off forever)
+#[tokio::test]
+async fn a_call_put_off_past_max_deferral_is_given_up_and_the_gates_verdict_is_final() {
+    let mock = Mock::start(KEY).await;
+    // max_retry_wait_secs = 2: a 429 asking for 3 s puts the part off; max_deferral_secs =
+    // 10: the part may wait until 10 s after it came in, no later.
+    let h = harness_with(&remote_table(
+        &mock,
+        "azure_openai",
+        "max_deferral_secs = 10\n",
+    ))
+    .await;
+    calibrate(&h).await;
+    let workers = h.state.remote_workers().unwrap();
+    let ids = ng_parts(&h, 1).await;
+
+    mock.script([Reply::too_many("retry-after", "3")]);
+    assert!(workers.work_once().await);
+    let waiting = result(&h, &ids[0]).await;
+    assert_eq!(waiting["status"], "provisional");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // Asked again, the service wants 20 s more: past 10 s after the part came in.
+    mock.script([Reply::too_many("retry-after", "20")]);
+    assert!(workers.work_once().await);
+    assert_eq!(mock.seen().len(), 2);
+
+    let done = result(&h, &ids[0]).await;
+    assert_eq!(
+        (&done["status"], &done["defect_detected"]),
+        (&"final".into(), &true.into()),
+        "the gate's verdict, final: {done}"
+    );
+    let remote = &done["verdicts"][1];
+    assert_eq!(remote["source"], "remote");
+    assert_eq!(remote["error"]["code"], "rate_limited", "{done}");
+    let message = remote["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("given up") && message.contains("max_deferral_secs"),
+        "{message}"
+    );
+    assert_eq!(
+        done["defects"], waiting["defects"],
+        "the gate's regions stay"
+    );
+    provisional_then_final(&h, &ids[0]).await;
+    let (_, costs) = get_json(&h, "/api/v1/costs").await;
+    assert_eq!(
+        (&costs["rows"][0]["parts"], &costs["rows"][0]["failures"]),
+        (&1.into(), &1.into()),
+        "{costs}"
+    );
+}
+
+#[tokio::test]
+async fn with_no_deferral_allowed_a_full_deployment_window_gives_the_part_up_at_once() {
+    let mock = Mock::start(KEY).await;
+    // One request per 1 s window for the deployment; a call that does not fit is not put off.
+    let table = remote_table(
+        &mock,
+        "openai_compatible",
+        "deployment_requests_per_minute = 60\ndeployment_window_secs = 1\nmax_deferral_secs = 0\n",
+    )
+    .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 0");
+    let h = harness_with(&table).await;
+    calibrate(&h).await;
+    let workers = h.state.remote_workers().unwrap();
+    let ids = ng_parts(&h, 2).await;
+
+    at_window_start(Duration::from_secs(1)).await;
+    assert!(workers.work_once().await);
+    assert!(workers.work_once().await);
+    assert_eq!(mock.seen().len(), 1, "one request in the window");
+    let codes: Vec<Value> = {
+        let mut codes = Vec::new();
+        for id in &ids {
+            let done = result(&h, id).await;
+            assert_eq!(done["status"], "final", "{done}");
+            codes.push(done["verdicts"][1]["error"]["code"].clone());
+        }
+        codes
+    };
+    assert_eq!(codes, [Value::Null, "budget_exhausted".into()]);
+    for id in &ids {
+        provisional_then_final(&h, id).await;
+    }
+}
+
+// See: issue #22 (a part put off was re-encoded every time before its reservation)
+#[tokio::test]
+async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
+    let mock = Mock::start(KEY).await;
+    // One request per 1 s window, no waiting for the next.
+    let table = remote_table(
+        &mock,
+        "azure_openai",
+        "deployment_requests_per_minute = 60\ndeployment_window_secs = 1\n",
+    )
+    .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 0");
+    let place = Place::new().await;
+    let remote = remote(&table).sharing(place.open().await.records);
+    // Bytes that are no image, of a part recorded as 640 × 480: decoding them fails the part.
+    let garbage = Part {
+        sku: "WK-KN-200",
+        image: b"not a JPEG at all",
+        width: 640,
+        height: 480,
+        gate_ng: true,
+        score: Some(2.0),
+        threshold: Some(1.0),
+        regions: &[],
+    };
+    let knife = part_jpeg(Some(SynthDefect::Rust), 5);
+    let good = Part {
+        image: &knife,
+        ..garbage.clone()
+    };
+
+    at_window_start(Duration::from_secs(1)).await;
+    assert_eq!(remote.judge(&good).await.unwrap().error, None);
+    // The window is full: the call is put off before its image is touched (a decode would
+    // have failed it).
+    let later = remote.judge(&garbage).await.unwrap_err();
+    assert_eq!(later.cause, Cause::Budget);
+    // In the next window it has its place; only then is the image decoded, and it fails.
+    tokio::time::sleep(later.retry_in).await;
+    let failed = remote.judge(&garbage).await.unwrap().error.unwrap();
+    assert_eq!(failed.code, VerdictErrorCode::InvalidAnswer);
+    assert!(
+        failed.message.contains("image cannot be prepared"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(
+        mock.seen().len(),
+        1,
+        "no request for an image that cannot be sent"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use wiko_wire::{Defect, DefectType, VerdictErrorCode};
 
 use super::RemoteError;
-use super::config::Detail;
+use super::views::View;
 
 /// What the model is told about the part.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ pub struct Prompt {
     pub taxonomy: Vec<DefectType>,
     /// The gate's verdict, in words.
     pub gate: String,
-    /// The gate's regions, in pixels of the image as sent.
+    /// The gate's regions, in pixels of the frame.
     pub regions: Vec<[u32; 4]>,
 }
 
@@ -30,36 +30,14 @@ const SYSTEM: &str = "You inspect photographs of manufactured kitchen knives for
 defects. Report only defects you can see. Answer with JSON that follows the given schema; \
 boxes are in pixels of the image as given, x and y from its top left corner.";
 
-/// The image as sent: JPEG bytes and their size.
+/// The name of each image in the answer's boxes, in the order they are sent.
+const IMAGE_NAMES: [&str; 2] = ["part", "close_up"];
+
+/// An image of the request: what it shows and its JPEG bytes (empty while only planned).
 #[derive(Debug, Clone)]
 pub struct SentImage {
+    pub view: View,
     pub jpeg: Vec<u8>,
-    pub width: u32,
-    pub height: u32,
-}
-
-/// Decodes `bytes`, scales it so its longer side is at most `max_side`, and encodes it as
-/// JPEG (CPU work: run it on the blocking pool).
-pub fn reencode(bytes: &[u8], max_side: u32) -> Result<SentImage, RemoteError> {
-    let unusable = |e: image::ImageError| RemoteError::Image(e.to_string());
-    let mut img = image::load_from_memory(bytes).map_err(unusable)?;
-    let longest = img.width().max(img.height());
-    if longest > max_side {
-        let scale = f64::from(max_side) / f64::from(longest);
-        let w = ((f64::from(img.width()) * scale).round() as u32).max(1);
-        let h = ((f64::from(img.height()) * scale).round() as u32).max(1);
-        img = img.resize_exact(w, h, image::imageops::FilterType::Triangle);
-    }
-    let rgb = img.to_rgb8();
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
-        .encode_image(&rgb)
-        .map_err(unusable)?;
-    Ok(SentImage {
-        jpeg,
-        width: rgb.width(),
-        height: rgb.height(),
-    })
 }
 
 /// The taxonomy as the schema's enum: the configured types, then `other`.
@@ -74,9 +52,19 @@ fn type_names(taxonomy: &[DefectType]) -> Vec<&'static str> {
 }
 
 /// The answer's JSON schema, strict: every field required, nothing else allowed; one defect
-/// maps onto one of the result's defects.
-pub fn schema(taxonomy: &[DefectType]) -> Value {
+/// maps onto one of the result's defects. With a close-up, each box names the image it is in.
+pub fn schema(taxonomy: &[DefectType], close_up: bool) -> Value {
     let int = json!({"type": "integer"});
+    let mut bbox = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["x", "y", "width", "height"],
+        "properties": {"x": int, "y": int, "width": int, "height": int}
+    });
+    if close_up {
+        bbox["required"] = json!(["image", "x", "y", "width", "height"]);
+        bbox["properties"]["image"] = json!({"type": "string", "enum": IMAGE_NAMES});
+    }
     json!({
         "type": "object",
         "additionalProperties": false,
@@ -94,12 +82,7 @@ pub fn schema(taxonomy: &[DefectType]) -> Value {
                         "type": {"type": "string", "enum": type_names(taxonomy)},
                         "severity": {"type": "string", "enum": ["low", "medium", "high"]},
                         "confidence": {"type": "number"},
-                        "bbox": {
-                            "type": "object",
-                            "additionalProperties": false,
-                            "required": ["x", "y", "width", "height"],
-                            "properties": {"x": int, "y": int, "width": int, "height": int}
-                        },
+                        "bbox": bbox,
                         "description": {"type": "string"}
                     }
                 }
@@ -108,49 +91,60 @@ pub fn schema(taxonomy: &[DefectType]) -> Value {
     })
 }
 
-/// The request body. `model` is left out where the URL names the deployment.
-pub fn body(
-    model: Option<&str>,
-    prompt: &Prompt,
-    image: &SentImage,
-    detail: Detail,
-    max_tokens: u32,
-) -> Value {
+/// The request body: the prompt, then the images (the whole part first), in their order.
+/// `model` is left out where the URL names the deployment.
+pub fn body(model: Option<&str>, prompt: &Prompt, images: &[SentImage], max_tokens: u32) -> Value {
+    let part = images.first().map(|i| i.view);
+    let in_part = |r: &[u32; 4]| part.map_or(*r, |v| v.from_frame(*r));
     let regions = if prompt.regions.is_empty() {
         String::new()
     } else {
-        let boxes: Vec<String> = prompt
-            .regions
-            .iter()
-            .map(|[x, y, w, h]| format!("[x {x}, y {y}, width {w}, height {h}]"))
-            .collect();
+        let boxes: Vec<String> = prompt.regions.iter().map(|r| boxed(in_part(r))).collect();
         format!(
             " It marked these regions as unlike good parts: {}.",
             boxes.join(", ")
         )
     };
+    let size = |v: Option<View>| v.map_or((0, 0), |v| (v.width, v.height));
+    let (w, h) = size(part);
+    let (images_text, boxes_text) = match images.get(1) {
+        None => (format!("The image is {w}x{h} pixels."), "box"),
+        Some(close) => {
+            let (cw, ch) = size(Some(close.view));
+            (
+                format!(
+                    "The first image is the whole part, {w}x{h} pixels, at low detail; the \
+                     second a close-up, {cw}x{ch} pixels, at high detail, of its region {} (in \
+                     the first image's pixels).",
+                    boxed(in_part(&close.view.within))
+                ),
+                "box in pixels of the image you see it best in (part: the first, close_up: \
+                 the second)",
+            )
+        }
+    };
     let text = format!(
-        "The part: {}. Defect types: {}. The image is {}x{} pixels. A golden-sample model {}.{} \
-         Describe each defect you see (type, severity, confidence 0 to 1, box, one sentence), \
-         and whether the part is defective.",
+        "The part: {}. Defect types: {}. {images_text} A golden-sample model {}.{} \
+         Describe each defect you see (type, severity, confidence 0 to 1, {boxes_text}, one \
+         sentence), and whether the part is defective.",
         prompt.description,
         type_names(&prompt.taxonomy).join(", "),
-        image.width,
-        image.height,
         prompt.gate,
         regions,
     );
-    let data_url = format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&image.jpeg)
-    );
+    let mut content = vec![json!({"type": "text", "text": text})];
+    for image in images {
+        let data_url = format!(
+            "data:image/jpeg;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&image.jpeg)
+        );
+        content.push(json!({"type": "image_url",
+            "image_url": {"url": data_url, "detail": image.view.detail.as_str()}}));
+    }
     let mut body = json!({
         "messages": [
             {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": [
-                {"type": "text", "text": text},
-                {"type": "image_url", "image_url": {"url": data_url, "detail": detail.as_str()}}
-            ]}
+            {"role": "user", "content": content}
         ],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -159,7 +153,7 @@ pub fn body(
             "json_schema": {
                 "name": "part_inspection",
                 "strict": true,
-                "schema": schema(&prompt.taxonomy)
+                "schema": schema(&prompt.taxonomy, images.len() > 1)
             }
         }
     });
@@ -169,28 +163,28 @@ pub fn body(
     body
 }
 
-/// Tokens an image costs gpt-4o-class models: 85 at low detail; at high (and `auto`, counted
-/// as high) 85 plus 170 per 512-px tile of the image fitted into 2048×2048, its short side
-/// then scaled down to 768.
-pub fn image_tokens(width: u32, height: u32, detail: Detail) -> u64 {
-    if detail == Detail::Low {
-        return 85;
-    }
-    let (mut w, mut h) = (f64::from(width.max(1)), f64::from(height.max(1)));
-    let fit = (2048.0 / w.max(h)).min(1.0);
-    (w, h) = (w * fit, h * fit);
-    let short = (768.0 / w.min(h)).min(1.0);
-    (w, h) = (w * short, h * short);
-    let tiles = (w / 512.0).ceil() * (h / 512.0).ceil();
-    85 + 170 * tiles as u64
+/// A box as the prompt writes it.
+fn boxed([x, y, w, h]: [u32; 4]) -> String {
+    format!("[x {x}, y {y}, width {w}, height {h}]")
 }
 
-/// The input tokens of a request, estimated before it is sent: its text (everything but the
-/// image's data, about 4 characters a token, rounded up) and the image's tiles.
-pub fn estimate_input_tokens(body: &Value, image: &SentImage, detail: Detail) -> u64 {
-    let data = image.jpeg.len().div_ceil(3) * 4;
-    let text = body.to_string().len().saturating_sub(data);
-    text.div_ceil(4) as u64 + image_tokens(image.width, image.height, detail)
+/// The input tokens of a request as planned, before any image is encoded: its text (the body
+/// without image data, about 4 characters a token, rounded up) and each image's tiles.
+pub fn estimate_input_tokens(
+    model: Option<&str>,
+    prompt: &Prompt,
+    views: &[View],
+    max_tokens: u32,
+) -> u64 {
+    let planned: Vec<SentImage> = views
+        .iter()
+        .map(|&view| SentImage {
+            view,
+            jpeg: Vec::new(),
+        })
+        .collect();
+    let text = body(model, prompt, &planned, max_tokens).to_string().len();
+    text.div_ceil(4) as u64 + views.iter().map(View::tokens).sum::<u64>()
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,13 +238,16 @@ struct RawDefect {
 
 #[derive(Debug, Deserialize)]
 struct RawBox {
+    /// Which image the box is in (with a close-up): `part` or `close_up`.
+    #[serde(default)]
+    image: Option<String>,
     x: i64,
     y: i64,
     width: i64,
     height: i64,
 }
 
-/// The model's verdict, boxes in pixels of the original image.
+/// The model's verdict, boxes in pixels of the frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub defect_detected: bool,
@@ -258,16 +255,15 @@ pub struct Answer {
     pub defects: Vec<Defect>,
 }
 
-/// A box may overshoot the image by this many pixels (rounding) before it is refused.
+/// A box may overshoot its image by this many pixels (rounding) before it is refused.
 const BOX_SLACK: i64 = 2;
 
-/// Reads a 200 answer: the usage (counted even when the answer is unusable) and the verdict
-/// or why there is none.
+/// Reads a 200 answer to a request that sent `views`: the usage (counted even when the answer
+/// is unusable) and the verdict or why there is none.
 pub fn parse(
     body: &[u8],
     taxonomy: &[DefectType],
-    sent: (u32, u32),
-    original: (u32, u32),
+    views: &[View],
 ) -> (TokenUsage, Result<Answer, RemoteError>) {
     let completion: Completion = match serde_json::from_slice(body) {
         Ok(c) => c,
@@ -282,14 +278,13 @@ pub fn parse(
         }
     };
     let usage = completion.usage.unwrap_or_default();
-    (usage, answer(completion, taxonomy, sent, original))
+    (usage, answer(completion, taxonomy, views))
 }
 
 fn answer(
     completion: Completion,
     taxonomy: &[DefectType],
-    (sent_w, sent_h): (u32, u32),
-    (orig_w, orig_h): (u32, u32),
+    views: &[View],
 ) -> Result<Answer, RemoteError> {
     let fail = |code, message: String| Err(RemoteError::Answer(code, message));
     let Some(choice) = completion.choices.into_iter().next() else {
@@ -335,29 +330,37 @@ fn answer(
             format!("the answer is not the JSON asked for: {e}"),
         )
     })?;
-    let sx = f64::from(orig_w) / f64::from(sent_w.max(1));
-    let sy = f64::from(orig_h) / f64::from(sent_h.max(1));
     let mut defects = Vec::with_capacity(raw.defects.len());
     for d in raw.defects {
         let b = &d.bbox;
+        let named = b.image.as_deref().unwrap_or(IMAGE_NAMES[0]);
+        let Some(view) = IMAGE_NAMES
+            .iter()
+            .position(|n| *n == named)
+            .and_then(|i| views.get(i))
+        else {
+            return fail(
+                VerdictErrorCode::InvalidAnswer,
+                format!("a box names an image that was not sent: {named:?}"),
+            );
+        };
         let inside = b.x >= 0
             && b.y >= 0
             && b.width >= 0
             && b.height >= 0
-            && b.x.saturating_add(b.width) <= i64::from(sent_w) + BOX_SLACK
-            && b.y.saturating_add(b.height) <= i64::from(sent_h) + BOX_SLACK;
+            && b.x.saturating_add(b.width) <= i64::from(view.width) + BOX_SLACK
+            && b.y.saturating_add(b.height) <= i64::from(view.height) + BOX_SLACK;
         if !inside {
             return fail(
                 VerdictErrorCode::InvalidAnswer,
                 format!(
-                    "a box lies outside the {sent_w}x{sent_h} image: x {}, y {}, width {}, height {}",
-                    b.x, b.y, b.width, b.height
+                    "a box lies outside the {}x{} image {named}: x {}, y {}, width {}, height {}",
+                    view.width, view.height, b.x, b.y, b.width, b.height
                 ),
             );
         }
-        let scale = |v: i64, s: f64, limit: u32| ((v as f64 * s).round() as u32).min(limit);
-        let x = scale(b.x, sx, orig_w);
-        let y = scale(b.y, sy, orig_h);
+        // Inside the image: each value fits in u32.
+        let int = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
         let kind = DefectType::parse(&d.kind)
             .filter(|t| taxonomy.is_empty() || taxonomy.contains(t))
             .unwrap_or(DefectType::Other);
@@ -373,12 +376,7 @@ fn answer(
             } else {
                 0.0
             },
-            bbox: [
-                x,
-                y,
-                scale(b.width, sx, orig_w - x),
-                scale(b.height, sy, orig_h - y),
-            ],
+            bbox: view.to_frame([int(b.x), int(b.y), int(b.width), int(b.height)]),
             description: d.description,
         });
     }
@@ -497,6 +495,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::analysis::remote::config::Detail;
     use reqwest::header::{HeaderMap, HeaderValue};
 
     fn completion(content: &str, finish: &str) -> Vec<u8> {
@@ -508,55 +507,59 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn image_tokens_follow_the_tile_formula() {
-        assert_eq!(image_tokens(1920, 1080, Detail::Low), 85);
-        assert_eq!(image_tokens(640, 480, Detail::High), 85 + 170 * 2);
-        assert_eq!(image_tokens(1024, 576, Detail::High), 85 + 170 * 4);
-        assert_eq!(image_tokens(1920, 1080, Detail::Auto), 85 + 170 * 6);
+    fn prompt() -> Prompt {
+        Prompt {
+            description: "a knife".into(),
+            taxonomy: vec![DefectType::Rust],
+            gate: "judged it defective".into(),
+            regions: vec![[2, 4, 6, 8]],
+        }
     }
 
     #[test]
     fn the_estimate_counts_the_text_and_the_tiles_not_the_image_data() {
+        let view = View::whole((640, 480), 1024, Detail::High);
+        let estimate = estimate_input_tokens(Some("m"), &prompt(), &[view], 100);
         let image = SentImage {
+            view,
             jpeg: vec![0; 30_000],
-            width: 640,
-            height: 480,
         };
-        let prompt = Prompt {
-            description: "a knife".into(),
-            taxonomy: vec![DefectType::Rust],
-            gate: "judged it defective".into(),
-            regions: vec![[1, 2, 3, 4]],
-        };
-        let body = body(Some("m"), &prompt, &image, Detail::High, 100);
-        let estimate = estimate_input_tokens(&body, &image, Detail::High);
-        let text = body.to_string().len() - 40_000;
+        let sent = body(Some("m"), &prompt(), &[image], 100).to_string().len();
+        let text = sent - 40_000;
         assert_eq!(estimate, text.div_ceil(4) as u64 + 425);
         assert!((300..700).contains(&(estimate - 425)), "{estimate}");
     }
 
     #[test]
     fn the_schema_is_strict_all_the_way_down() {
-        let s = schema(&[DefectType::Scratch, DefectType::Rust]);
-        assert_eq!(s["additionalProperties"], false);
-        let item = &s["properties"]["defects"]["items"];
-        assert_eq!(item["additionalProperties"], false);
-        assert_eq!(item["properties"]["bbox"]["additionalProperties"], false);
-        assert_eq!(
-            item["properties"]["type"]["enum"],
-            json!(["scratch", "rust", "other"])
-        );
-        for object in [&s, item, &item["properties"]["bbox"]] {
-            let props: Vec<&String> = object["properties"].as_object().unwrap().keys().collect();
-            let required: Vec<&str> = object["required"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap())
-                .collect();
-            assert_eq!(props.len(), required.len());
-            assert!(props.iter().all(|p| required.contains(&p.as_str())));
+        for close_up in [false, true] {
+            let s = schema(&[DefectType::Scratch, DefectType::Rust], close_up);
+            assert_eq!(s["additionalProperties"], false);
+            let item = &s["properties"]["defects"]["items"];
+            assert_eq!(item["additionalProperties"], false);
+            assert_eq!(item["properties"]["bbox"]["additionalProperties"], false);
+            assert_eq!(
+                item["properties"]["type"]["enum"],
+                json!(["scratch", "rust", "other"])
+            );
+            for object in [&s, item, &item["properties"]["bbox"]] {
+                let props: Vec<&String> =
+                    object["properties"].as_object().unwrap().keys().collect();
+                let required: Vec<&str> = object["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                assert_eq!(props.len(), required.len());
+                assert!(props.iter().all(|p| required.contains(&p.as_str())));
+            }
+            assert_eq!(
+                item["properties"]["bbox"]["properties"]
+                    .get("image")
+                    .is_some(),
+                close_up
+            );
         }
     }
 
@@ -570,8 +573,7 @@ mod tests {
         let (usage, answer) = parse(
             &completion(content, "stop"),
             &[DefectType::Scratch],
-            (320, 240),
-            (640, 480),
+            &[View::whole((640, 480), 320, Detail::High)],
         );
         assert_eq!(usage.prompt_tokens, 120);
         let answer = answer.unwrap();
@@ -582,8 +584,60 @@ mod tests {
     }
 
     #[test]
+    fn a_box_in_the_close_up_comes_back_in_the_frames_pixels() {
+        let views = [
+            View::whole((1920, 1080), 1024, Detail::Low),
+            View::close_up([900, 500, 20, 20], (1920, 1080), 512),
+        ];
+        // The close-up shows [782, 382, 256, 256] of the frame at full resolution.
+        let content = r#"{"defect_detected": true, "summary": "a pit",
+            "defects": [{"type": "pit", "severity": "low", "confidence": 0.9,
+                "bbox": {"image": "close_up", "x": 118, "y": 118, "width": 20, "height": 20},
+                "description": "a pit"},
+              {"type": "stain", "severity": "low", "confidence": 0.5,
+                "bbox": {"image": "part", "x": 256, "y": 144, "width": 10, "height": 10},
+                "description": "a stain"}]}"#;
+        let answer = parse(&completion(content, "stop"), &[], &views).1.unwrap();
+        assert_eq!(answer.defects[0].bbox, [900, 500, 20, 20]);
+        assert_eq!(answer.defects[1].bbox, [960, 540, 38, 38]);
+        // A close-up box outside the close-up, or a close-up that was not sent, is refused.
+        let outside = content.replace("\"x\": 118", "\"x\": 250");
+        assert!(parse(&completion(&outside, "stop"), &[], &views).1.is_err());
+        assert!(
+            parse(&completion(content, "stop"), &[], &views[..1])
+                .1
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_prompt_names_each_image_and_the_regions_in_the_first_ones_pixels() {
+        let views = [
+            View::whole((1920, 1080), 1024, Detail::Low),
+            View::close_up([900, 500, 20, 20], (1920, 1080), 512),
+        ];
+        let images: Vec<SentImage> = views
+            .iter()
+            .map(|&view| SentImage {
+                view,
+                jpeg: vec![1],
+            })
+            .collect();
+        let mut p = prompt();
+        p.regions = vec![[900, 500, 20, 20]];
+        let body = body(None, &p, &images, 100);
+        let content = &body["messages"][1]["content"];
+        let text = content[0]["text"].as_str().unwrap();
+        assert!(text.contains("[x 240, y 133, width 5, height 5]"), "{text}");
+        assert!(text.contains("a close-up, 256x256 pixels"), "{text}");
+        assert_eq!(content[1]["image_url"]["detail"], "low");
+        assert_eq!(content[2]["image_url"]["detail"], "high");
+    }
+
+    #[test]
     fn each_unusable_answer_says_why() {
-        let code = |body: Vec<u8>| match parse(&body, &[], (100, 100), (100, 100)).1 {
+        let views = [View::whole((100, 100), 100, Detail::High)];
+        let code = |body: Vec<u8>| match parse(&body, &[], &views).1 {
             Err(RemoteError::Answer(code, _)) => code,
             other => panic!("{other:?}"),
         };

@@ -86,18 +86,33 @@ pub struct RemoteConfig {
     /// provisional and is enriched later); backoff without a hint is capped here. Default: 30
     #[serde(default = "default_max_retry_wait_secs")]
     pub max_retry_wait_secs: u64,
+    /// Seconds after a part came in (its result was recorded) until which its remote call may
+    /// still be put off: a call that would be put off beyond is given up, and the result
+    /// becomes final with the gate's verdict and a remote verdict whose error says so
+    /// (`rate_limited` or `budget_exhausted`, no call made). 0 to 604800 (a week); 0: a call
+    /// is never put off. Default: 3600
+    #[serde(default = "default_max_deferral_secs")]
+    pub max_deferral_secs: u64,
     /// `max_tokens` of each request: the answer's length (services count it against the
     /// rate limit, keep it small). Default: 800
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
     /// The image is re-encoded (JPEG) with its longer side at most this many pixels (cost
-    /// grows with the 512-px tiles it covers at high detail). Default: 1024
+    /// grows with the 512-px tiles it covers at high detail; at low detail it is sent at 512
+    /// at most, all the model sees). Default: 1024
     #[serde(default = "default_max_side_px")]
     pub max_side_px: u32,
     /// Image detail asked for: `low` (85 tokens per image on gpt-4o), `high` or `auto`.
     /// Default: "low"
     #[serde(default)]
     pub detail: Detail,
+    /// What is sent of a part: `frame` (the whole frame at `detail`) or `regions` (the whole
+    /// frame at low detail, 85 tokens, and a close-up of the gate's strongest region at high
+    /// detail, at most one 512-px tile, 255 tokens: the defect at the camera's resolution for
+    /// less than a high-detail frame; the model sees the rest of the part at low detail only).
+    /// A part the gate found no region on is sent as with `frame`. Default: "frame"
+    #[serde(default)]
+    pub image: ImageMode,
     /// Send the gate's regions as boxes in the prompt. Default: true
     #[serde(default = "default_true")]
     pub send_regions: bool,
@@ -193,6 +208,15 @@ pub enum Detail {
     Auto,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ImageMode {
+    #[default]
+    Frame,
+    Regions,
+}
+
 impl Detail {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -227,6 +251,9 @@ fn default_max_attempts() -> u32 {
 fn default_max_retry_wait_secs() -> u64 {
     30
 }
+fn default_max_deferral_secs() -> u64 {
+    3600
+}
 fn default_max_tokens() -> u32 {
     800
 }
@@ -245,6 +272,9 @@ fn default_breaker_failures() -> u32 {
 fn default_breaker_open_secs() -> u64 {
     30
 }
+
+/// The longest `max_deferral_secs`: a week.
+const MAX_DEFERRAL_SECS: u64 = 7 * 24 * 3600;
 
 /// How requests are authorised.
 #[derive(Debug, Clone)]
@@ -273,9 +303,12 @@ pub struct RemoteSettings {
     pub timeout: Duration,
     pub max_attempts: u32,
     pub max_retry_wait: Duration,
+    /// How long after a part came in its call may still be put off.
+    pub max_deferral: Duration,
     pub max_tokens: u32,
     pub max_side_px: u32,
     pub detail: Detail,
+    pub image: ImageMode,
     pub send_regions: bool,
     pub input_usd_per_token: f64,
     pub output_usd_per_token: f64,
@@ -354,6 +387,12 @@ impl RemoteConfig {
             if value == 0 {
                 return Err(invalid(key, "must be above zero"));
             }
+        }
+        if self.max_deferral_secs > MAX_DEFERRAL_SECS {
+            return Err(invalid(
+                "remote.max_deferral_secs",
+                format!("must be 0 to {MAX_DEFERRAL_SECS} (a week)"),
+            ));
         }
         if self.max_side_px < 64 {
             return Err(invalid("remote.max_side_px", "must be at least 64"));
@@ -445,9 +484,11 @@ impl RemoteConfig {
             timeout: Duration::from_secs(self.timeout_secs),
             max_attempts: self.max_attempts,
             max_retry_wait: Duration::from_secs(self.max_retry_wait_secs),
+            max_deferral: Duration::from_secs(self.max_deferral_secs),
             max_tokens: self.max_tokens,
             max_side_px: self.max_side_px,
             detail: self.detail,
+            image: self.image,
             send_regions: self.send_regions,
             input_usd_per_token: self.input_usd_per_million_tokens / 1e6,
             output_usd_per_token: self.output_usd_per_million_tokens / 1e6,

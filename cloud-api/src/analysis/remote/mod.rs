@@ -1,9 +1,11 @@
 //! Remote vision analyzers: Azure OpenAI ([`azure_openai`]), Azure AI Foundry model endpoints
 //! ([`azure_ai_inference`]) and any OpenAI-compatible server ([`openai_compatible`]). They
 //! differ only in the URL and how the key is sent; the exchange ([`chat`]) is the same chat
-//! completions call: the part's image as a data URL, re-encoded to `max_side_px`, the SKU's
-//! description and taxonomy and the gate's regions in the prompt, and a strict JSON schema for
-//! the answer.
+//! completions call: the part's image as JPEG data URLs ([`views`]: the whole frame scaled to
+//! `max_side_px`, or with `image = "regions"` the frame at low detail and a close-up of the
+//! gate's strongest region at high detail), the SKU's description and taxonomy and the gate's
+//! regions in the prompt, and a strict JSON schema for the answer (boxes mapped back to the
+//! frame's pixels from whichever image they are in).
 //!
 //! [`Remote::judge`] never fails: every failure (timeout, 429 after the retries, 5xx, a
 //! refusal, `finish_reason` `length` or `content_filter`, an answer that is not the JSON
@@ -16,7 +18,9 @@
 //! image tiles and `max_tokens`) and one request in the deployment's current window, counted
 //! in the store, so that the replicas sharing it never reserve more in one window than the
 //! window's share (windows are fixed: around a boundary, two windows' shares may go out within
-//! one window's length); the estimate is corrected to the answer's real usage.
+//! one window's length); the estimate is corrected to the answer's real usage. The estimate
+//! comes from the frame's recorded size: the image is decoded and encoded only once the
+//! attempt has its reservation, so a call put off costs no image work.
 //!
 //! A call that would have to wait longer than `max_retry_wait_secs` (a 429 asking for more,
 //! a budget that frees up in a later window) is not made: [`Remote::judge`] returns
@@ -27,6 +31,7 @@ mod azure_openai;
 pub mod chat;
 pub mod config;
 mod openai_compatible;
+pub mod views;
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -46,6 +51,7 @@ use crate::store::{Store, WindowClaim};
 use crate::telemetry;
 use chat::{Prompt, SentImage, TokenUsage};
 use config::{Auth, DeploymentBudget, RemoteKind, RemoteSettings};
+use views::{Planner, View};
 
 /// A secret that never shows in logs or `Debug` output.
 #[derive(Clone)]
@@ -75,8 +81,34 @@ pub enum RemoteError {
 pub struct Deferred {
     pub retry_in: Duration,
     pub reason: String,
-    /// The metric label: `rate_limited` or `budget`.
-    pub cause: &'static str,
+    pub cause: Cause,
+}
+
+/// Why a call is put off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A 429 asked to wait.
+    RateLimited,
+    /// The deployment's shared budget is used up until a later window.
+    Budget,
+}
+
+impl Cause {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::RateLimited => "rate_limited",
+            Cause::Budget => "budget",
+        }
+    }
+
+    /// The verdict's error when the call is given up.
+    pub fn code(self) -> VerdictErrorCode {
+        match self {
+            Cause::RateLimited => VerdictErrorCode::RateLimited,
+            Cause::Budget => VerdictErrorCode::BudgetExhausted,
+        }
+    }
 }
 
 /// The deployment's budget, counted in the store every replica shares.
@@ -115,13 +147,69 @@ pub struct Part<'a> {
     pub sku: &'a str,
     /// The image as uploaded.
     pub image: &'a [u8],
+    /// The frame's size as recorded (the calls are planned from it before any decoding).
     pub width: u32,
     pub height: u32,
-    /// The gate's verdict and its regions (pixels of the uploaded image).
+    /// The gate's verdict and its regions (strongest first, pixels of the upright frame).
     pub gate_ng: bool,
     pub score: Option<f32>,
     pub threshold: Option<f32>,
     pub regions: &'a [Defect],
+}
+
+/// A request to be made: its prompt and views planned from the part's size, its body built
+/// (the image decoded and each view encoded, on the blocking pool) only when a call is made.
+struct Request<'a> {
+    model: Option<&'a str>,
+    prompt: Prompt,
+    max_tokens: u32,
+    planner: Planner,
+    /// The image as uploaded.
+    image: &'a [u8],
+    built: Option<(serde_json::Value, Vec<View>)>,
+}
+
+impl Request<'_> {
+    /// The tokens a call costs at most, from the frame's size as recorded: the prompt, the
+    /// planned views' tiles and `max_tokens`.
+    fn estimate(&self, frame: (u32, u32)) -> u64 {
+        chat::estimate_input_tokens(
+            self.model,
+            &self.prompt,
+            &self.planner.views(frame),
+            self.max_tokens,
+        ) + u64::from(self.max_tokens)
+    }
+
+    /// The body and the views it sends, built on the first call. The views are planned again
+    /// from the image's upright size (an EXIF orientation may turn it).
+    async fn build(&mut self) -> Result<(&serde_json::Value, &Vec<View>), RemoteError> {
+        let built = match self.built.take() {
+            Some(built) => built,
+            None => {
+                let bytes = self.image.to_vec();
+                let planner = self.planner;
+                let images = tokio::task::spawn_blocking(move || {
+                    let upright = views::decode(&bytes)?;
+                    let views = planner.views(upright.dimensions());
+                    let jpegs = views::encode(&upright, &views)?;
+                    Ok::<_, RemoteError>(
+                        views
+                            .into_iter()
+                            .zip(jpegs)
+                            .map(|(view, jpeg)| SentImage { view, jpeg })
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .await
+                .map_err(|e| RemoteError::Image(format!("the encoder task: {e}")))??;
+                let body = chat::body(self.model, &self.prompt, &images, self.max_tokens);
+                (body, images.into_iter().map(|i| i.view).collect())
+            }
+        };
+        let (body, views) = self.built.insert(built);
+        Ok((body, views))
+    }
 }
 
 /// A remote analyzer: one service, its limits, shared by the replica's remote workers.
@@ -247,24 +335,19 @@ impl Remote {
     }
 
     /// Asks the remote model about a part; every failure is in the verdict, but a wait longer
-    /// than `max_retry_wait_secs`, which is [`Deferred`].
+    /// than `max_retry_wait_secs`, which is [`Deferred`]. The image is decoded and encoded only
+    /// once the call has its place in the deployment's budget: a call put off costs no image
+    /// work.
     pub async fn judge(&self, part: &Part<'_>) -> Result<Verdict, Deferred> {
         let started = Instant::now();
-        let prompt_settings = self.settings.sku(part.sku);
+        let s = &self.settings;
+        let prompt_settings = s.sku(part.sku);
         let taxonomy: Vec<DefectType> = match prompt_settings {
-            Some(s) if !s.taxonomy.is_empty() => s.taxonomy.clone(),
+            Some(p) if !p.taxonomy.is_empty() => p.taxonomy.clone(),
             _ => DefectType::ALL.to_vec(),
         };
-        let bytes = part.image.to_vec();
-        let max_side = self.settings.max_side_px;
-        let sent = tokio::task::spawn_blocking(move || chat::reencode(&bytes, max_side)).await;
-        let sent = match sent {
-            Ok(Ok(sent)) => sent,
-            Ok(Err(e)) => return Ok(self.failed(VerdictErrorCode::InvalidAnswer, e.to_string())),
-            Err(e) => return Ok(self.failed(VerdictErrorCode::InvalidAnswer, e.to_string())),
-        };
         let description = prompt_settings
-            .and_then(|s| s.description.clone())
+            .and_then(|p| p.description.clone())
             .unwrap_or_else(|| {
                 format!(
                     "a kitchen knife (SKU {}), photographed from above",
@@ -278,46 +361,39 @@ impl Remote {
             ),
             _ => "gave no verdict".to_string(),
         };
-        let regions = if self.settings.send_regions {
-            scaled_regions(part.regions, (part.width, part.height), &sent)
+        let regions = if s.send_regions {
+            part.regions.iter().map(|d| d.bbox).collect()
         } else {
             Vec::new()
         };
-        let prompt = Prompt {
-            description,
-            taxonomy: taxonomy.clone(),
-            gate,
-            regions,
+        let mut call = Request {
+            model: self.target.model_in_body.then_some(s.model.as_str()),
+            prompt: Prompt {
+                description,
+                taxonomy: taxonomy.clone(),
+                gate,
+                regions,
+            },
+            max_tokens: s.max_tokens,
+            planner: Planner {
+                mode: s.image,
+                detail: s.detail,
+                max_side: s.max_side_px,
+                top_region: part.regions.first().map(|d| d.bbox),
+            },
+            image: part.image,
+            built: None,
         };
-        let body = chat::body(
-            self.target
-                .model_in_body
-                .then_some(self.settings.model.as_str()),
-            &prompt,
-            &sent,
-            self.settings.detail,
-            self.settings.max_tokens,
-        );
-        let estimate = chat::estimate_input_tokens(&body, &sent, self.settings.detail)
-            + u64::from(self.settings.max_tokens);
-        let (usage, answer) = match self.send(&body, estimate).await {
-            Ok((bytes, reserved)) => {
-                let parsed = chat::parse(
-                    &bytes,
-                    &taxonomy,
-                    (sent.width, sent.height),
-                    (part.width, part.height),
-                );
+        let estimate = call.estimate((part.width, part.height));
+        let (usage, answer) = match self.send(&mut call, estimate).await {
+            Ok((bytes, reserved, views)) => {
+                let parsed = chat::parse(&bytes, &taxonomy, &views);
                 if let Some(reserved) = reserved {
                     self.settle(reserved, parsed.0).await;
                 }
                 parsed
             }
-            Err(RemoteError::Later(deferred)) => {
-                metrics::counter!(telemetry::REMOTE_DEFERRED_TOTAL, "analyzer" => self.name(), "cause" => deferred.cause)
-                    .increment(1);
-                return Err(deferred);
-            }
+            Err(RemoteError::Later(deferred)) => return Err(deferred),
             Err(e) => (TokenUsage::default(), Err(e)),
         };
         let latency = started.elapsed();
@@ -380,13 +456,14 @@ impl Remote {
     }
 
     /// Sends the request within the limits, retrying what may pass later; the body of the
-    /// 200 answer, and what its attempt reserved of the deployment's budget. Each attempt
-    /// reserves `estimate` tokens.
+    /// 200 answer, what its attempt reserved of the deployment's budget, and the views the
+    /// request sent. Each attempt reserves `estimate` tokens; the body is built once the
+    /// first attempt has its reservation.
     async fn send(
         &self,
-        body: &serde_json::Value,
+        call: &mut Request<'_>,
         estimate: u64,
-    ) -> Result<(Vec<u8>, Option<Reserved>), RemoteError> {
+    ) -> Result<(Vec<u8>, Option<Reserved>, Vec<View>), RemoteError> {
         let s = &self.settings;
         let mut last = RemoteError::Answer(VerdictErrorCode::Unavailable, "no attempt".into());
         for attempt in 1..=s.max_attempts {
@@ -395,6 +472,16 @@ impl Remote {
             // a slot into the next.
             let permit = self.slots.acquire().await;
             let reserved = self.reserve(estimate).await?;
+            let (body, views) = match call.build().await {
+                Ok(built) => built,
+                Err(e) => {
+                    if let Some(reserved) = reserved {
+                        self.release(reserved).await;
+                    }
+                    return Err(e);
+                }
+            };
+            let views = views.clone();
             let mut request = self.http.post(&self.target.url).json(body);
             request = match (&s.auth, &self.target.key) {
                 (Auth::None, _) => request,
@@ -403,6 +490,9 @@ impl Remote {
                 (Auth::BearerFile(path), _) => match tokio::fs::read_to_string(path).await {
                     Ok(token) => request.bearer_auth(token.trim()),
                     Err(e) => {
+                        if let Some(reserved) = reserved {
+                            self.release(reserved).await;
+                        }
                         return Err(RemoteError::Answer(
                             VerdictErrorCode::Rejected,
                             format!("the bearer token file cannot be read: {e}"),
@@ -417,7 +507,7 @@ impl Remote {
                     return r
                         .bytes()
                         .await
-                        .map(|b| (b.to_vec(), reserved))
+                        .map(|b| (b.to_vec(), reserved, views))
                         .map_err(|e| {
                             RemoteError::Answer(
                                 VerdictErrorCode::Unavailable,
@@ -448,7 +538,7 @@ impl Remote {
                                     "rate limited: asked to wait {:.1} s, more than max_retry_wait_secs ({said})",
                                     wait.as_secs_f64()
                                 ),
-                                cause: "rate_limited",
+                                cause: Cause::RateLimited,
                             }));
                         }
                         Some(wait)
@@ -510,7 +600,7 @@ impl Remote {
                         return Err(RemoteError::Later(Deferred {
                             retry_in: t - now,
                             reason: "rate limited: the service asked every request to wait".into(),
-                            cause: "rate_limited",
+                            cause: Cause::RateLimited,
                         }));
                     }
                     tokio::time::sleep_until(t).await;
@@ -546,7 +636,7 @@ impl Remote {
                 RemoteError::Later(Deferred {
                     retry_in: self.backoff(1),
                     reason: format!("the deployment's budget cannot be counted: {e}"),
-                    cause: "budget",
+                    cause: Cause::Budget,
                 })
             })?;
             if fits {
@@ -568,10 +658,25 @@ impl Remote {
                         "the deployment's token or request budget for this {} s window is used up",
                         window.as_secs()
                     ),
-                    cause: "budget",
+                    cause: Cause::Budget,
                 }));
             }
             tokio::time::sleep(next).await;
+        }
+    }
+
+    /// Gives a reservation's tokens back: no call was made (its request stays counted).
+    async fn release(&self, reserved: Reserved) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let tokens = -i64::try_from(reserved.tokens).unwrap_or(i64::MAX);
+        if let Err(e) = shared
+            .records
+            .settle_remote(&shared.deployment, reserved.slot, tokens)
+            .await
+        {
+            tracing::warn!(error = %e, "the deployment's budget keeps a call not made");
         }
     }
 
@@ -615,20 +720,6 @@ impl Remote {
             .min(self.settings.max_retry_wait);
         full.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
-}
-
-/// The gate's regions in pixels of the image as sent.
-fn scaled_regions(regions: &[Defect], (w, h): (u32, u32), sent: &SentImage) -> Vec<[u32; 4]> {
-    let sx = f64::from(sent.width) / f64::from(w.max(1));
-    let sy = f64::from(sent.height) / f64::from(h.max(1));
-    regions
-        .iter()
-        .map(|d| {
-            let [x, y, bw, bh] = d.bbox;
-            let s = |v: u32, f: f64| (f64::from(v) * f).round() as u32;
-            [s(x, sx), s(y, sy), s(bw, sx), s(bh, sy)]
-        })
-        .collect()
 }
 
 /// The metric label of an error code.
