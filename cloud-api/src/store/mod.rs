@@ -326,6 +326,9 @@ pub struct StatsQuery {
     /// The listing's filters but `feedback`, `since` and `until`.
     pub filter: ListFilter,
     pub group_by: Vec<StatsDimension>,
+    /// Whether whole UTC days may be read as one cell each (their `hour` the day's midnight):
+    /// for a fold that needs no hour (one bucket, or days at UTC offset 0, and no shifts).
+    pub days: bool,
 }
 
 /// Where counts come from.
@@ -338,9 +341,11 @@ pub enum StatsSource {
     Results,
 }
 
-/// The counts of one capture hour of one group.
+/// The counts of one capture hour (or day) of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsCell {
+    /// The capture hour (a whole UTC day's midnight when [`StatsQuery::days`] let the store
+    /// read the day as one cell).
     pub hour: DateTime<Utc>,
     /// The group's values, in the order of [`StatsQuery::group_by`], the shift left out (it is
     /// the hour's).
