@@ -133,13 +133,23 @@ try {
   await page.click("nav a[href='/capability']");
   await page.selectOption("select[name=range]", "all");
   await Promise.all([page.waitForURL(/range=all/), page.click("form.filters button[type=submit]")]);
-  for (const sku of Object.keys(expect.skus)) {
-    const c = await api(`/api/v1/capability?sku=${sku}`);
-    const row = `#capability tr[data-sku="${sku}"]`;
+  const counts = async (row) => {
     const shownCounts = [];
     for (const k of ["tp", "fp", "tn", "fn"]) shownCounts.push(Number(await page.textContent(`${row} .${k}`)));
-    check(`${sku} capability`, shownCounts,
-      [c.true_positives, c.false_positives, c.true_negatives, c.false_negatives]);
+    return shownCounts;
+  };
+  const wanted = (c) => [c.true_positives, c.false_positives, c.true_negatives, c.false_negatives];
+  for (const sku of Object.keys(expect.skus)) {
+    const c = await api(`/api/v1/capability?sku=${sku}`);
+    check(`${sku} capability`, await counts(`#capability tr[data-sku="${sku}"]:not([data-version])`), wanted(c));
+    // And per model version that judged the reviewed parts.
+    const versions = await api(`/api/v1/capability/versions?sku=${sku}`);
+    check(`${sku} versions shown`, await page.locator(`#capability tr[data-sku="${sku}"][data-version]`)
+      .evaluateAll((r) => r.map((x) => x.dataset.version)), versions.map((v) => v.model_version));
+    for (const v of versions) {
+      check(`${sku} ${v.model_version} capability`,
+        await counts(`#capability tr[data-sku="${sku}"][data-version="${v.model_version}"]`), wanted(v));
+    }
   }
   check("false OKs listed", await page.locator("#false-ok tbody tr[data-id]").evaluateAll((r) =>
     r.map((x) => x.dataset.id)), [okIds[2]]);

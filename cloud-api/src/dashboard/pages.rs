@@ -11,7 +11,7 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 use wiko_wire::{
-    BulkFeedback, BulkVerdict, Capability, ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket,
+    BulkFeedback, BulkVerdict, ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket,
     StatsDimension,
 };
 
@@ -516,8 +516,7 @@ pub(super) async fn capability(
         .collect();
     let mut rows = Vec::with_capacity(skus.len());
     for k in skus {
-        let counts = store.capability(&k, None, since).await?;
-        rows.push(Capability::new(k, None, counts));
+        rows.push(crate::http::feedback::capabilities(&s, &k, None, since).await?);
     }
     let reviewed = |verdict| ListFilter {
         since,

@@ -467,7 +467,8 @@ pub struct CapabilityView<'a> {
     pub range: ReviewRange,
     /// One SKU, or empty for every SKU.
     pub sku: &'a str,
-    pub rows: &'a [Capability],
+    /// Per SKU: over every version, and per version that judged the reviewed parts.
+    pub rows: &'a [(Capability, Vec<Capability>)],
     pub false_ok: &'a [Analysis],
     pub false_ng: &'a [Analysis],
     /// The form token, for an admin (who may add false NGs to their golden sets).
@@ -496,30 +497,41 @@ pub fn capability(v: &CapabilityView<'_>) -> Markup {
         p.muted { "Each reviewed part counts once, by its latest review; inconclusive reviews count in none of the four." }
         table.grid #capability {
             thead { tr {
-                th { "SKU" } th.num { "TP" } th.num { "FP" } th.num { "TN" } th.num { "FN" } th.num { "Inconclusive" }
+                th { "SKU" } th { "Model version" } th.num { "TP" } th.num { "FP" } th.num { "TN" } th.num { "FN" } th.num { "Inconclusive" }
                 th.num { "Precision" } th.num { "Recall" } th.num { "False-reject rate" }
             } }
             tbody {
-                @for c in v.rows {
-                    tr data-sku=(c.product_sku) {
-                        td { a href={ "/golden/" (c.product_sku) } { (c.product_sku) } }
-                        td.num.mono.tp { (c.true_positives) }
-                        td.num.mono.fp { (c.false_positives) }
-                        td.num.mono.tn { (c.true_negatives) }
-                        td.num.mono.fn { (c.false_negatives) }
-                        td.num.mono { (c.inconclusive) }
-                        td.num.mono.precision { (percent(c.precision)) }
-                        td.num.mono.recall { (percent(c.recall)) }
-                        td.num.mono { (percent(c.false_reject_rate)) }
+                @for (all, versions) in v.rows {
+                    (capability_row(all, None))
+                    @for c in versions {
+                        (capability_row(c, c.model_version.as_deref().or(Some("–"))))
                     }
                 }
-                @if v.rows.is_empty() { tr { td.empty colspan="9" { "No SKU has a golden set yet." } } }
+                @if v.rows.is_empty() { tr { td.empty colspan="10" { "No SKU has a golden set yet." } } }
             }
         }
         h2 { "False OK: passed, reviewed defective (" span #false-ok-count { (v.false_ok.len()) } ")" }
         (mistakes("false-ok", v.false_ok, None))
         h2 { "False NG: rejected, reviewed good (" span #false-ng-count { (v.false_ng.len()) } ")" }
         (mistakes("false-ng", v.false_ng, v.csrf))
+    }
+}
+
+/// A SKU's counts over every version (`version` `None`), or one version's beneath them.
+fn capability_row(c: &Capability, version: Option<&str>) -> Markup {
+    html! {
+        tr.per-version[version.is_some()] data-sku=(c.product_sku) data-version=[version] {
+            td { @if version.is_none() { a href={ "/golden/" (c.product_sku) } { (c.product_sku) } } }
+            td.mono { (version.unwrap_or("all")) }
+            td.num.mono.tp { (c.true_positives) }
+            td.num.mono.fp { (c.false_positives) }
+            td.num.mono.tn { (c.true_negatives) }
+            td.num.mono.fn { (c.false_negatives) }
+            td.num.mono { (c.inconclusive) }
+            td.num.mono.precision { (percent(c.precision)) }
+            td.num.mono.recall { (percent(c.recall)) }
+            td.num.mono { (percent(c.false_reject_rate)) }
+        }
     }
 }
 

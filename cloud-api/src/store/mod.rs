@@ -516,14 +516,15 @@ pub trait Insight: Send + Sync + 'static {
     ) -> Result<Vec<StatsCell>, StoreError>;
     /// Records a review of a judged result (and audits nothing: the caller does).
     async fn review(&self, id: Uuid, feedback: Feedback) -> Result<Reviewed, StoreError>;
-    /// Reviewed results of a SKU (of one model version, or all) by their latest review:
+    /// Reviewed results of a SKU (of one model version, or all) by their latest review, per
+    /// model version that judged them (`None`: judged without one), in version order:
     /// `[tp, fp, tn, fn, inconclusive]`, from capture time `since` on.
     async fn capability(
         &self,
         sku: &str,
         model_version: Option<&str>,
         since: Option<DateTime<Utc>>,
-    ) -> Result<[u64; 5], StoreError>;
+    ) -> Result<Vec<(Option<String>, [u64; 5])>, StoreError>;
     /// The numbers of results committed after `seq` (`(seq, analysis id, defect_detected)`),
     /// at most `limit`, in order: what a replica's feed polls.
     async fn result_events_after(

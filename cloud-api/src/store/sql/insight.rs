@@ -374,7 +374,7 @@ impl<B: Backend> Insight for SqlStore<B> {
         sku: &str,
         model_version: Option<&str>,
         since: Option<DateTime<Utc>>,
-    ) -> Result<[u64; 5], StoreError> {
+    ) -> Result<Vec<(Option<String>, [u64; 5])>, StoreError> {
         let mut clauses = vec!["product_sku = ?", "feedback_verdict IS NOT NULL"];
         let mut args = args![sku];
         if let Some(v) = model_version {
@@ -386,8 +386,8 @@ impl<B: Backend> Insight for SqlStore<B> {
             args.push(t.into());
         }
         let sql = format!(
-            "SELECT defect_detected, feedback_verdict, CAST(count(*) AS BIGINT) FROM analyses
-             WHERE {} GROUP BY defect_detected, feedback_verdict",
+            "SELECT model_version, defect_detected, feedback_verdict, CAST(count(*) AS BIGINT)
+             FROM analyses WHERE {} GROUP BY model_version, defect_detected, feedback_verdict",
             clauses.join(" AND ")
         );
         let rows = self
@@ -396,19 +396,25 @@ impl<B: Backend> Insight for SqlStore<B> {
                 Box::pin(async move { c.query(&sql, args).await })
             }))
             .await?;
-        let mut counts = [0u64; 5];
+        // Versions in their order (`v2` before `v10`).
+        let mut by_version: BTreeMap<(usize, Option<String>), [u64; 5]> = BTreeMap::new();
         for r in &rows {
-            let n = r.int(2)?.max(0) as u64;
-            let slot = match (r.bool(0)?, FeedbackVerdict::parse(&r.text(1)?)) {
+            let version = r.opt_text(0)?;
+            let n = r.int(3)?.max(0) as u64;
+            let slot = match (r.bool(1)?, FeedbackVerdict::parse(&r.text(2)?)) {
                 (true, Some(FeedbackVerdict::Confirmed)) => 0,
                 (true, Some(FeedbackVerdict::FalseNg)) => 1,
                 (false, Some(FeedbackVerdict::Confirmed)) => 2,
                 (false, Some(FeedbackVerdict::FalseOk)) => 3,
                 _ => 4,
             };
-            counts[slot] += n;
+            let order = version.as_ref().map_or(0, String::len);
+            by_version.entry((order, version)).or_default()[slot] += n;
         }
-        Ok(counts)
+        Ok(by_version
+            .into_iter()
+            .map(|((_, version), counts)| (version, counts))
+            .collect())
     }
 
     async fn result_events_after(
