@@ -597,19 +597,24 @@ pub(super) async fn golden_set(
 }
 
 /// The golden page's upload (an admin's): good parts join the set as the API's upload adds
-/// them. A multipart form carries its token in the query.
+/// them. The form's first part is its CSRF token (a form sends its fields in order), checked
+/// before any image is read; never in the URL, which logs and the history keep.
 pub(super) async fn golden_upload(
     State(s): State<AppState>,
     signed: SignedIn,
     Path(sku): Path<String>,
-    Query(token): Query<CsrfForm>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    if !signed.csrf_ok(&s, &token.csrf) {
+    let mut multipart = multipart?;
+    let token = match multipart.next_field().await? {
+        Some(field) if field.name() == Some("csrf") => field.text().await?,
+        _ => String::new(),
+    };
+    if !signed.csrf_ok(&s, &token) {
         return Err(ApiError::CsrfRejected);
     }
     let p = admin(&signed)?;
-    let (_, detail) = golden::upload_images(&s, &sku, multipart?).await?;
+    let (_, detail) = golden::upload_images(&s, &sku, multipart).await?;
     s.audit
         .record(&p.name, "golden_added", via_dashboard(p, detail));
     Ok(Redirect::to(&format!("/golden/{sku}")).into_response())

@@ -689,7 +689,9 @@ pub fn golden_set(set: &GoldenSet, csrf: Option<&str>) -> Markup {
         }
         h2 { span #sample-count { (set.samples.len()) } " golden images" }
         @if let Some(token) = csrf {
-            form.upload #golden-upload method="post" enctype="multipart/form-data" action={ "/golden/" (set.sku) "?csrf=" (token) } {
+            form.upload #golden-upload method="post" enctype="multipart/form-data" action={ "/golden/" (set.sku) } {
+                // First: the handler reads the token before any image.
+                input type="hidden" name="csrf" value=(token);
                 label { span { "Good parts to add" } input type="file" name="image" accept="image/*" multiple required; }
                 button.primary type="submit" { "Upload" }
             }

@@ -604,21 +604,40 @@ async fn a_false_ng_joins_its_golden_set_in_one_click_and_an_admin_edits_the_set
         "{}",
         removed.text
     );
-    let upload = |csrf: String| {
-        let body = multipart(&[("image", "image/jpeg", &part_jpeg(None, 50_010))]);
-        let req = Request::post(format!("/golden/WK-KN-200?csrf={csrf}"))
+    // The token is the form's first part (never in the URL, which logs keep).
+    let upload = |uri: &str, csrf: Option<&str>| {
+        let image = part_jpeg(None, 50_010);
+        let mut parts: Vec<(&str, &str, &[u8])> = Vec::new();
+        if let Some(token) = csrf {
+            parts.push(("csrf", "text/plain", token.as_bytes()));
+        }
+        parts.push(("image", "image/jpeg", &image));
+        let body = multipart(&parts);
+        Request::post(uri)
             .header(header::COOKIE, session.as_str())
             .header(
                 header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={BOUNDARY}"),
             )
             .body(Body::from(body))
-            .unwrap();
-        wiko_cloud::app(h.state.clone()).oneshot(req)
+            .unwrap()
     };
-    let refused = upload("forged".into()).await.unwrap();
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    let uploaded = upload(token.clone()).await.unwrap();
+    for (uri, csrf) in [
+        ("/golden/WK-KN-200", Some("forged")),
+        ("/golden/WK-KN-200", None),
+        (&*format!("/golden/WK-KN-200?csrf={token}"), None),
+    ] {
+        let (status, body) = request(&h, upload(uri, csrf)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "csrf_rejected"),
+            "{uri} {csrf:?}"
+        );
+    }
+    let uploaded = wiko_cloud::app(h.state.clone())
+        .oneshot(upload("/golden/WK-KN-200", Some(&token)))
+        .await
+        .unwrap();
     assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
     let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
     assert!(set.text.contains("<span id=\"sample-count\">7</span>"));
