@@ -104,6 +104,22 @@ try {
   check("defect boxes", await page.locator("#boxes g.defect").count(), expect.ng_boxes);
   check("model version", await page.textContent("#model-version"), expect.ng_model_version);
   await page.waitForFunction(() => document.querySelector(".overlay img").naturalWidth > 0);
+  // The heat map under that model, toggled over the image without leaving the page.
+  check("no heat map before the toggle", await page.getAttribute("#heat", "src"), null);
+  await page.check("#toggle-heat");
+  await page.waitForFunction(() => {
+    const heat = document.getElementById("heat");
+    return heat.complete && heat.naturalWidth > 0 && getComputedStyle(heat).visibility === "visible";
+  });
+  check("the heat map is the image's size", await page.evaluate(() => {
+    const [part, heat] = document.querySelectorAll(".overlay img");
+    return [heat.naturalWidth, heat.naturalHeight].join("x") === [part.naturalWidth, part.naturalHeight].join("x");
+  }), true);
+  check("on the same page", new URL(page.url()).pathname, `/results/${expect.ng_id}`);
+  await shot("detail-heatmap");
+  await page.uncheck("#toggle-heat");
+  check("hidden again", await page.evaluate(() =>
+    getComputedStyle(document.getElementById("heat")).visibility), "hidden");
   // A review: the NG verdict confirmed, with a comment, shown as the latest.
   await page.fill("#feedback input[name=comment]", "rivet missing, seen at the bench");
   await Promise.all([page.waitForURL(/#feedback$/), page.click("#feedback button[value=confirmed]")]);

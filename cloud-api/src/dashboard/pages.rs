@@ -368,6 +368,13 @@ pub(super) async fn detail(
         .get(parse_id(&id)?)
         .await
         .map_err(not_found)?;
+    let published = s
+        .intake
+        .storage
+        .records
+        .published_for(analysis.id)
+        .await?;
+    let sent = crate::alert::sent(published, &s.public_url);
     let title = format!("Part {}", analysis.part_id.as_deref().unwrap_or(&id));
     Ok(page(
         &signed,
@@ -375,6 +382,7 @@ pub(super) async fn detail(
         Section::Results,
         views::detail(
             &analysis,
+            &sent,
             &signed.csrf,
             signed.principal.may(Need::Admin).is_ok(),
         ),
@@ -403,6 +411,17 @@ pub(super) async fn thumbnail(
     let i = &s.intake;
     let bytes =
         crate::thumbnail::thumbnail(&i.storage, &i.budget, i.limits, parse_id(&id)?).await?;
+    Ok(image::stored(bytes))
+}
+
+/// The part's anomaly heat map under the model version that judged it (the page's toggle).
+pub(super) async fn heatmap(
+    State(s): State<AppState>,
+    _: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let i = &s.intake;
+    let bytes = crate::heatmap::heatmap(&i.storage, &i.budget, i.limits, parse_id(&id)?).await?;
     Ok(image::stored(bytes))
 }
 

@@ -8,6 +8,7 @@ use wiko_wire::{
     FeedbackVerdict, GoldenSet, SkuSummary,
 };
 
+use crate::alert::Sent;
 use crate::auth::Principal;
 
 /// The sections of the navigation bar.
@@ -322,17 +323,23 @@ pub fn bulk_reviewed(answer: &BulkReviewed, back: &str) -> Markup {
     }
 }
 
-/// One part: the image with its defects boxed, the verdict and where it came from; `admin`
-/// may add a part reviewed good to its golden set.
-pub fn detail(a: &Analysis, csrf: &str, admin: bool) -> Markup {
+/// One part: the image with its defects boxed, the verdict and where it came from, the MQTT
+/// messages the cloud sent for it; `admin` may add a part reviewed good to its golden set.
+pub fn detail(a: &Analysis, sent: &[Sent], csrf: &str, admin: bool) -> Markup {
     let (w, h) = (a.image_width.max(1), a.image_height.max(1));
     let stroke = (w.max(h) / 250).max(2);
     let font = (w.max(h) / 45).max(12);
+    // A golden model scored it: its version can draw the map again.
+    let mappable = a.model_version.is_some() && a.score.is_some();
     html! {
         div.detail {
             figure.part {
                 div.overlay {
                     img src={ "/results/" (a.id) "/image" } alt="the part";
+                    @if mappable {
+                        // Drawn on the first toggle (`app.js` sets its `src`).
+                        img.heat.hidden #heat data-src={ "/results/" (a.id) "/heatmap" } alt="anomaly heat map";
+                    }
                     svg viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" #boxes {
                         @for (i, d) in a.defects.iter().enumerate() {
                             @let [x, y, bw, bh] = d.bbox;
@@ -346,6 +353,9 @@ pub fn detail(a: &Analysis, csrf: &str, admin: bool) -> Markup {
                 }
                 figcaption.muted {
                     label.toggle { input #toggle-boxes type="checkbox" checked; " Defect boxes" }
+                    @if mappable {
+                        " · " label.toggle { input #toggle-heat type="checkbox"; " Heat map (model " (a.model_version.as_deref().unwrap_or("")) ")" }
+                    }
                     " · " (a.image_width) " × " (a.image_height) " px · " (a.defects.len()) " defect(s)"
                 }
             }
@@ -402,6 +412,21 @@ pub fn detail(a: &Analysis, csrf: &str, admin: bool) -> Markup {
                         }
                     }
                 }
+            }
+        }
+        h2 { "MQTT messages" }
+        p.muted { "What the cloud published for this part and the broker acknowledged (an alert the agent sent itself is not among them)." }
+        table.grid #mqtt-messages {
+            thead { tr { th { "Acknowledged (UTC)" } th { "Topic" } th { "Payload" } } }
+            tbody {
+                @for m in sent {
+                    tr {
+                        td.mono { (time(m.at)) }
+                        td.mono.topic { (m.topic) }
+                        td { details { summary { (m.payload.len()) " bytes" } pre.payload { (m.payload) } } }
+                    }
+                }
+                @if sent.is_empty() { tr { td.empty colspan="3" { "None yet." } } }
             }
         }
     }

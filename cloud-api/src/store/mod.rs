@@ -396,6 +396,13 @@ pub struct OutboxItem {
     pub event: Event,
 }
 
+/// A result event the broker acknowledged: the result as it was queued, and when.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub result: Analysis,
+    pub at: DateTime<Utc>,
+}
+
 /// The analysis queue at a glance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueStats {
@@ -489,7 +496,8 @@ pub trait Parts: Send + Sync + 'static {
     /// it already has in flight.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
     /// The broker acknowledged these events: they are published (and kept a while, see
-    /// [`Parts::published_between`]).
+    /// [`Parts::published_between`]; a result event also with its part, see
+    /// [`Parts::published_for`]).
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     /// Events published from `since` until before `until`, oldest first (to publish again,
     /// after the embedded broker restarted with the cloud, what was published before the start).
@@ -498,6 +506,9 @@ pub trait Parts: Send + Sync + 'static {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// The result events of part `id` the broker acknowledged, oldest first (kept with the
+    /// part after the outbox forgot them).
+    async fn published_for(&self, id: Uuid) -> Result<Vec<Published>, StoreError>;
     /// Forgets events published before `before`; how many.
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
@@ -549,6 +560,12 @@ pub trait Models: Send + Sync + 'static {
     async fn model_versions(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// The active model of a SKU.
     async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError>;
+    /// Version `version` of `sku`'s model, active or not.
+    async fn model_version(
+        &self,
+        sku: &str,
+        version: &str,
+    ) -> Result<Option<StoredModel>, StoreError>;
     /// Adds an image (by digest and key) to a SKU's golden set; false if it was there.
     async fn add_golden(&self, sku: &str, digest: &str, key: &ImageKey)
     -> Result<bool, StoreError>;
