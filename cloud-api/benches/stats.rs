@@ -179,7 +179,8 @@ impl Db {
                 let (path, sql) = (path.clone(), sql.to_string());
                 tokio::task::spawn_blocking(move || {
                     let c = rusqlite::Connection::open(path).expect("open");
-                    c.busy_timeout(Duration::from_secs(60)).expect("busy timeout");
+                    c.busy_timeout(Duration::from_secs(60))
+                        .expect("busy timeout");
                     c.execute_batch(&sql).expect("bulk statements");
                 })
                 .await
@@ -187,7 +188,10 @@ impl Db {
             }
             Db::Postgres(url) => {
                 let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::raw_sql(sql).execute(&mut c).await.expect("bulk statements");
+                sqlx::raw_sql(sql)
+                    .execute(&mut c)
+                    .await
+                    .expect("bulk statements");
             }
         }
     }
@@ -242,7 +246,10 @@ impl Db {
                 .collect::<Vec<_>>()
                 .join("\n");
             for statement in code.split(';') {
-                if statement.trim_start().starts_with("INSERT INTO result_stats") {
+                if statement
+                    .trim_start()
+                    .starts_with("INSERT INTO result_stats")
+                {
                     sql.push_str(statement);
                     sql.push_str(";\n");
                 }
@@ -338,11 +345,16 @@ async fn fill(store: &Arc<dyn Store>, db: &Db, args: &Args) -> usize {
     let copies = args.results / sample - 1;
     let now = Utc::now();
     let rate = seed(store, sample, now).await;
-    println!("{sample} results created and completed through the store at {rate:.0}/s (64 at once)");
+    println!(
+        "{sample} results created and completed through the store at {rate:.0}/s (64 at once)"
+    );
     let kept = db.aggregates().await;
     db.run(&db.rebuild_statements()).await;
     let rebuilt = db.aggregates().await;
-    assert_eq!(kept, rebuilt, "the migrations' rebuild gives what the store kept");
+    assert_eq!(
+        kept, rebuilt,
+        "the migrations' rebuild gives what the store kept"
+    );
     println!(
         "the migrations' rebuild of the aggregates gives the store's own ({} rows): yes",
         kept.len()
@@ -465,11 +477,15 @@ async fn report(name: &str, store: &Arc<dyn Store>, db: &Db, args: &Args) {
     println!();
     let total = fill(store, db, args).await;
     println!();
-    println!("| {total} results: request | aggregates p50 / p95 ms | scan p50 / p95 ms | same answer |");
+    println!(
+        "| {total} results: request | aggregates p50 / p95 ms | scan p50 / p95 ms | same answer |"
+    );
     println!("|---|---|---|---|");
     for (what, r) in requests() {
-        let ((a50, a95), kept) = time(store.as_ref(), &r, StatsSource::Aggregates, args.requests).await;
-        let ((s50, s95), scanned) = time(store.as_ref(), &r, StatsSource::Results, args.scans).await;
+        let ((a50, a95), kept) =
+            time(store.as_ref(), &r, StatsSource::Aggregates, args.requests).await;
+        let ((s50, s95), scanned) =
+            time(store.as_ref(), &r, StatsSource::Results, args.scans).await;
         let same = if kept == scanned { "yes" } else { "NO" };
         println!("| {what} | {a50:.1} / {a95:.1} | {s50:.1} / {s95:.1} | {same} |");
     }
@@ -547,6 +563,12 @@ fn main() {
         };
         let settings = pg_schema(&base).await;
         let pg = open_postgres(&settings, true).await.expect("pg");
-        report("PostgreSQL", &pg, &Db::Postgres(settings.url.clone()), &args).await;
+        report(
+            "PostgreSQL",
+            &pg,
+            &Db::Postgres(settings.url.clone()),
+            &args,
+        )
+        .await;
     });
 }

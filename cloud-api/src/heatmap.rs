@@ -67,7 +67,8 @@ pub async fn heatmap(
     let pixels = u64::from(width) * u64::from(height);
     let _memory = budget
         .reserve(
-            Budget::judging(width, height) + pixels * (DECODE_BYTES_PER_PIXEL + DRAW_BYTES_PER_PIXEL),
+            Budget::judging(width, height)
+                + pixels * (DECODE_BYTES_PER_PIXEL + DRAW_BYTES_PER_PIXEL),
         )
         .await?;
     let span = tracing::info_span!("heatmap", %id, %version);

@@ -11,8 +11,7 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 use wiko_wire::{
-    BulkFeedback, BulkVerdict, ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket,
-    StatsDimension,
+    BulkFeedback, BulkVerdict, ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket, StatsDimension,
 };
 
 use super::SignedIn;
@@ -368,12 +367,7 @@ pub(super) async fn detail(
         .get(parse_id(&id)?)
         .await
         .map_err(not_found)?;
-    let published = s
-        .intake
-        .storage
-        .records
-        .published_for(analysis.id)
-        .await?;
+    let published = s.intake.storage.records.published_for(analysis.id).await?;
     let sent = crate::alert::sent(published, &s.public_url);
     let title = format!("Part {}", analysis.part_id.as_deref().unwrap_or(&id));
     Ok(page(

@@ -709,18 +709,29 @@ async fn a_parts_page_toggles_its_heat_map_under_the_model_that_judged_it() {
     let session = session.unwrap();
 
     let detail = call(&h, "GET", &format!("/results/{id}"), &session, None).await;
-    assert!(detail.text.contains("id=\"toggle-heat\""), "{}", detail.text);
+    assert!(
+        detail.text.contains("id=\"toggle-heat\""),
+        "{}",
+        detail.text
+    );
     assert!(
         detail
             .text
             .contains(&format!("data-src=\"/results/{id}/heatmap\""))
     );
     // Not drawn until toggled: the page holds no `src` for it.
-    assert!(!detail.text.contains(&format!("src=\"/results/{id}/heatmap\"")));
+    assert!(
+        !detail
+            .text
+            .contains(&format!(" src=\"/results/{id}/heatmap\""))
+    );
 
     let (status, jpeg) = bytes_with(&h, &format!("/results/{id}/heatmap"), &session).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(image::guess_format(&jpeg).unwrap(), image::ImageFormat::Jpeg);
+    assert_eq!(
+        image::guess_format(&jpeg).unwrap(),
+        image::ImageFormat::Jpeg
+    );
     let heat = image::load_from_memory(&jpeg).unwrap().to_rgb8();
     assert_eq!(
         (u64::from(heat.width()), u64::from(heat.height())),
@@ -755,15 +766,24 @@ async fn a_parts_page_toggles_its_heat_map_under_the_model_that_judged_it() {
     // A part no model scored has none; without a session, the sign-in page.
     let storage = h.state.intake.storage.clone();
     let unjudged = crate::stats::part(&storage, 7, "polish", "WK-XX-1", chrono::Utc::now()).await;
+    let mut uncalibrated = crate::stats::outcome(wiko_wire::AnalysisStatus::NotCalibrated, vec![]);
+    (
+        uncalibrated.judgement.score,
+        uncalibrated.judgement.model_version,
+    ) = (None, None);
     storage
         .records
-        .complete(
-            unjudged,
-            crate::stats::outcome(wiko_wire::AnalysisStatus::NotCalibrated, Vec::new()),
-        )
+        .complete(unjudged, uncalibrated)
         .await
         .unwrap();
-    let refused = call(&h, "GET", &format!("/results/{unjudged}/heatmap"), &session, None).await;
+    let refused = call(
+        &h,
+        "GET",
+        &format!("/results/{unjudged}/heatmap"),
+        &session,
+        None,
+    )
+    .await;
     assert_eq!(
         (refused.status, refused.json()["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("not_judged")),
@@ -787,14 +807,24 @@ async fn a_parts_page_lists_the_mqtt_messages_the_broker_acknowledged_for_it() {
     let session = session.unwrap();
     let page = |id: uuid::Uuid| {
         let (h, session) = (&h, session.clone());
-        async move { call(h, "GET", &format!("/results/{id}"), &session, None).await.text }
+        async move {
+            call(h, "GET", &format!("/results/{id}"), &session, None)
+                .await
+                .text
+        }
     };
     let before = page(ng).await;
     assert!(before.contains("id=\"mqtt-messages\""), "{before}");
     assert!(before.contains("None yet."), "queued, not acknowledged yet");
 
     // The publisher's PUBACK of every message of the events (what `alert::Publisher` does).
-    let events: Vec<i64> = store.outbox(100).await.unwrap().iter().map(|e| e.id).collect();
+    let events: Vec<i64> = store
+        .outbox(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(events.len(), 2);
     store.outbox_done(events.clone()).await.unwrap();
     store.outbox_done(events).await.unwrap();
@@ -805,10 +835,15 @@ async fn a_parts_page_lists_the_mqtt_messages_the_broker_acknowledged_for_it() {
         .unwrap();
     assert!(store.outbox(100).await.unwrap().is_empty());
 
-    let topic = |kind: &str| format!("<td class=\"mono topic\">wiko/yangjiang/l1/polish/{kind}</td>");
+    let topic =
+        |kind: &str| format!("<td class=\"mono topic\">wiko/yangjiang/l1/polish/{kind}</td>");
     let ng_page = page(ng).await;
     assert_eq!(ng_page.matches(&topic("result")).count(), 1, "{ng_page}");
-    assert_eq!(ng_page.matches(&topic("alert")).count(), 1, "an NG part is alerted");
+    assert_eq!(
+        ng_page.matches(&topic("alert")).count(),
+        1,
+        "an NG part is alerted"
+    );
     assert!(ng_page.contains(&format!("&quot;result_id&quot;:&quot;{ng}&quot;")));
     let ok_page = page(ok).await;
     assert_eq!(ok_page.matches(&topic("result")).count(), 1, "{ok_page}");

@@ -316,7 +316,13 @@ async fn capability_is_split_by_the_model_version_that_judged_each_part() {
     )
     .await;
     assert_eq!(none, json!([]));
-    let (s, _) = call(&h, "GET", "/api/v1/capability/versions?sku=WK-KN-200", DEVICE).await;
+    let (s, _) = call(
+        &h,
+        "GET",
+        "/api/v1/capability/versions?sku=WK-KN-200",
+        DEVICE,
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, e) = get_json(&h, "/api/v1/capability/versions").await;
     assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_query"));

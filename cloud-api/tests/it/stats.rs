@@ -198,8 +198,18 @@ async fn the_hourly_aggregates_match_a_scan_of_the_results_after_many_completion
     };
     let cases = [
         request(vec![], StatsBucket::All, ListFilter::default()),
-        days(vec![D::Station], StatsBucket::All, ListFilter::default(), 480),
-        days(vec![D::DefectType], StatsBucket::All, ListFilter::default(), 480),
+        days(
+            vec![D::Station],
+            StatsBucket::All,
+            ListFilter::default(),
+            480,
+        ),
+        days(
+            vec![D::DefectType],
+            StatsBucket::All,
+            ListFilter::default(),
+            480,
+        ),
         days(vec![D::Sku], StatsBucket::Day, ListFilter::default(), 0),
         days(
             vec![D::Station, D::DefectType],

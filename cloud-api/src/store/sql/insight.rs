@@ -121,7 +121,10 @@ pub(super) async fn tally(
         for (key, counts) in contributions(a) {
             let mut daily = key.clone();
             daily.0 = day(key.0);
-            for sum in [hours.entry(key).or_default(), days.entry(daily).or_default()] {
+            for sum in [
+                hours.entry(key).or_default(),
+                days.entry(daily).or_default(),
+            ] {
                 for (s, n) in sum.iter_mut().zip(counts) {
                     *s += sign * n;
                 }
@@ -551,15 +554,31 @@ mod tests {
         assert_eq!(
             shown(&q("2026-11-30T16:00:00Z", "2026-12-07T16:00:00Z", true)),
             [
-                (Table::Hours, s("2026-11-30T16:00:00+00:00"), s("2026-12-01T00:00:00+00:00")),
-                (Table::Days, s("2026-12-01T00:00:00+00:00"), s("2026-12-07T00:00:00+00:00")),
-                (Table::Hours, s("2026-12-07T00:00:00+00:00"), s("2026-12-07T16:00:00+00:00")),
+                (
+                    Table::Hours,
+                    s("2026-11-30T16:00:00+00:00"),
+                    s("2026-12-01T00:00:00+00:00")
+                ),
+                (
+                    Table::Days,
+                    s("2026-12-01T00:00:00+00:00"),
+                    s("2026-12-07T00:00:00+00:00")
+                ),
+                (
+                    Table::Hours,
+                    s("2026-12-07T00:00:00+00:00"),
+                    s("2026-12-07T16:00:00+00:00")
+                ),
             ]
         );
         // Whole days only.
         assert_eq!(
             shown(&q("2026-12-01T00:00:00Z", "2026-12-03T00:00:00Z", true)),
-            [(Table::Days, s("2026-12-01T00:00:00+00:00"), s("2026-12-03T00:00:00+00:00"))]
+            [(
+                Table::Days,
+                s("2026-12-01T00:00:00+00:00"),
+                s("2026-12-03T00:00:00+00:00")
+            )]
         );
         // No whole day inside, or hours asked for: every hour.
         for (since, until, days) in [

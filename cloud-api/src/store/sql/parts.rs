@@ -20,8 +20,7 @@ use super::{
 };
 use crate::store::{
     CostFilter, Enrichment, Event, FeedbackFilter, ImageKey, Job, Judgement, ListFilter,
-    NewAnalysis, OutboxItem, Outcome, Parts, Published, QueueStats, Stage, StoreError,
-    WindowClaim,
+    NewAnalysis, OutboxItem, Outcome, Parts, Published, QueueStats, Stage, StoreError, WindowClaim,
 };
 
 /// The columns of an analysis, in the order [`analysis`] decodes them.
