@@ -33,6 +33,7 @@ pub mod config;
 mod dashboard;
 mod export;
 pub mod fleet;
+mod heatmap;
 pub mod http;
 mod intake;
 pub mod live;

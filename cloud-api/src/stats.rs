@@ -183,11 +183,19 @@ pub async fn stats(
         Ok(range) => range,
         Err(refused) => return Ok(Err(refused)),
     };
+    // Whole UTC days are plant days only at offset 0; shifts are the hours'.
+    let days = !request.group_by.contains(&StatsDimension::Shift)
+        && match request.bucket {
+            StatsBucket::All => true,
+            StatsBucket::Day => request.utc_offset_minutes == 0,
+            StatsBucket::Hour => false,
+        };
     let query = StatsQuery {
         since,
         until,
         filter: request.filter.clone(),
         group_by: request.group_by.clone(),
+        days,
     };
     let cells = store.stats(&query, source).await?;
     let per_type = request.group_by.contains(&StatsDimension::DefectType)

@@ -6,7 +6,8 @@
 //! - [`manifest`]: dataset manifests (`shared/datasets` format) and image folders.
 //! - `evaluate`: fit and score each group of a manifest, and the detection and location
 //!   metrics ([`evaluate_group`], [`metrics`]); `mask_free` scores sets without good images.
-//! - `heatmap`: where an image differs from the good parts, as a picture.
+//! - [`heatmap`]: where an image differs from the good parts, as a picture (also the
+//!   dashboard's heat map of a part).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +19,7 @@ use wiko_inspect::{DecodeLimits, FitOptions, Image, MethodChoice, Model, Verdict
 use crate::manifest::Row;
 
 mod evaluate;
-mod heatmap;
+pub mod heatmap;
 pub mod manifest;
 mod mask_free;
 

@@ -104,6 +104,22 @@ try {
   check("defect boxes", await page.locator("#boxes g.defect").count(), expect.ng_boxes);
   check("model version", await page.textContent("#model-version"), expect.ng_model_version);
   await page.waitForFunction(() => document.querySelector(".overlay img").naturalWidth > 0);
+  // The heat map under that model, toggled over the image without leaving the page.
+  check("no heat map before the toggle", await page.getAttribute("#heat", "src"), null);
+  await page.check("#toggle-heat");
+  await page.waitForFunction(() => {
+    const heat = document.getElementById("heat");
+    return heat.complete && heat.naturalWidth > 0 && getComputedStyle(heat).visibility === "visible";
+  });
+  check("the heat map is the image's size", await page.evaluate(() => {
+    const [part, heat] = document.querySelectorAll(".overlay img");
+    return [heat.naturalWidth, heat.naturalHeight].join("x") === [part.naturalWidth, part.naturalHeight].join("x");
+  }), true);
+  check("on the same page", new URL(page.url()).pathname, `/results/${expect.ng_id}`);
+  await shot("detail-heatmap");
+  await page.uncheck("#toggle-heat");
+  check("hidden again", await page.evaluate(() =>
+    getComputedStyle(document.getElementById("heat")).visibility), "hidden");
   // A review: the NG verdict confirmed, with a comment, shown as the latest.
   await page.fill("#feedback input[name=comment]", "rivet missing, seen at the bench");
   await Promise.all([page.waitForURL(/#feedback$/), page.click("#feedback button[value=confirmed]")]);
@@ -133,13 +149,23 @@ try {
   await page.click("nav a[href='/capability']");
   await page.selectOption("select[name=range]", "all");
   await Promise.all([page.waitForURL(/range=all/), page.click("form.filters button[type=submit]")]);
-  for (const sku of Object.keys(expect.skus)) {
-    const c = await api(`/api/v1/capability?sku=${sku}`);
-    const row = `#capability tr[data-sku="${sku}"]`;
+  const counts = async (row) => {
     const shownCounts = [];
     for (const k of ["tp", "fp", "tn", "fn"]) shownCounts.push(Number(await page.textContent(`${row} .${k}`)));
-    check(`${sku} capability`, shownCounts,
-      [c.true_positives, c.false_positives, c.true_negatives, c.false_negatives]);
+    return shownCounts;
+  };
+  const wanted = (c) => [c.true_positives, c.false_positives, c.true_negatives, c.false_negatives];
+  for (const sku of Object.keys(expect.skus)) {
+    const c = await api(`/api/v1/capability?sku=${sku}`);
+    check(`${sku} capability`, await counts(`#capability tr[data-sku="${sku}"]:not([data-version])`), wanted(c));
+    // And per model version that judged the reviewed parts.
+    const versions = await api(`/api/v1/capability/versions?sku=${sku}`);
+    check(`${sku} versions shown`, await page.locator(`#capability tr[data-sku="${sku}"][data-version]`)
+      .evaluateAll((r) => r.map((x) => x.dataset.version)), versions.map((v) => v.model_version));
+    for (const v of versions) {
+      check(`${sku} ${v.model_version} capability`,
+        await counts(`#capability tr[data-sku="${sku}"][data-version="${v.model_version}"]`), wanted(v));
+    }
   }
   check("false OKs listed", await page.locator("#false-ok tbody tr[data-id]").evaluateAll((r) =>
     r.map((x) => x.dataset.id)), [okIds[2]]);

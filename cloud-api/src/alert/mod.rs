@@ -9,7 +9,9 @@
 //! unacknowledged is sent again: delivery is at least once, and subscribers deduplicate on
 //! (`result_id`, `status`). Published events are kept a while (`mqtt.replay_secs`); with the embedded
 //! broker, which keeps nothing across a restart, they are published again once after a start,
-//! when subscribers had time to reconnect.
+//! when subscribers had time to reconnect. Each acknowledged result event is also kept with its
+//! part (the store's `published_events`); [`sent`] turns them into the messages the part's
+//! dashboard page lists.
 
 pub(crate) mod broker;
 pub(crate) mod config;
@@ -27,7 +29,7 @@ use tracing::{info, warn};
 use wiko_wire::{AlertMessage, Analysis, ModelAnnouncement, Topic};
 
 use crate::config::Replay;
-use crate::store::{Event, Store};
+use crate::store::{Event, Published, Store};
 use crate::telemetry;
 
 /// Most events sent and not yet acknowledged.
@@ -51,6 +53,31 @@ pub(crate) fn messages(event: Event, public_url: &str) -> Vec<(String, Vec<u8>)>
         Event::Result(done) => result_messages(&done, public_url),
         Event::Message { topic, payload } => vec![(topic, payload)],
     }
+}
+
+/// An MQTT message the broker acknowledged, for a part's page.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub topic: String,
+    pub payload: String,
+}
+
+/// The messages the part's acknowledged events became (the same [`messages`] the publisher
+/// sent, from the events as they were queued), oldest first.
+pub(crate) fn sent(published: Vec<Published>, public_url: &str) -> Vec<Sent> {
+    published
+        .into_iter()
+        .flat_map(|p| {
+            result_messages(&p.result, public_url)
+                .into_iter()
+                .map(move |(topic, payload)| Sent {
+                    at: p.at,
+                    topic,
+                    payload: String::from_utf8_lossy(&payload).into_owned(),
+                })
+        })
+        .collect()
 }
 
 /// A finished analysis on its station's `…/result`, and on `…/alert` too if NG and the agent

@@ -50,6 +50,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/results/{id}", get(pages::detail))
         .route("/results/{id}/image", get(pages::part_image))
         .route("/results/{id}/thumbnail", get(pages::thumbnail))
+        .route("/results/{id}/heatmap", get(pages::heatmap))
         .route("/results/{id}/feedback", post(pages::feedback))
         .route("/results/{id}/golden", post(pages::add_to_golden))
         .route("/capability", get(pages::capability))

@@ -11,8 +11,7 @@ use maud::Markup;
 use serde::Deserialize;
 use serde_json::json;
 use wiko_wire::{
-    BulkFeedback, BulkVerdict, Capability, ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket,
-    StatsDimension,
+    BulkFeedback, BulkVerdict, ErrorCode, FeedbackVerdict, NewFeedback, StatsBucket, StatsDimension,
 };
 
 use super::SignedIn;
@@ -368,6 +367,8 @@ pub(super) async fn detail(
         .get(parse_id(&id)?)
         .await
         .map_err(not_found)?;
+    let published = s.intake.storage.records.published_for(analysis.id).await?;
+    let sent = crate::alert::sent(published, &s.public_url);
     let title = format!("Part {}", analysis.part_id.as_deref().unwrap_or(&id));
     Ok(page(
         &signed,
@@ -375,6 +376,7 @@ pub(super) async fn detail(
         Section::Results,
         views::detail(
             &analysis,
+            &sent,
             &signed.csrf,
             signed.principal.may(Need::Admin).is_ok(),
         ),
@@ -403,6 +405,17 @@ pub(super) async fn thumbnail(
     let i = &s.intake;
     let bytes =
         crate::thumbnail::thumbnail(&i.storage, &i.budget, i.limits, parse_id(&id)?).await?;
+    Ok(image::stored(bytes))
+}
+
+/// The part's anomaly heat map under the model version that judged it (the page's toggle).
+pub(super) async fn heatmap(
+    State(s): State<AppState>,
+    _: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let i = &s.intake;
+    let bytes = crate::heatmap::heatmap(&i.storage, &i.budget, i.limits, parse_id(&id)?).await?;
     Ok(image::stored(bytes))
 }
 
@@ -516,8 +529,7 @@ pub(super) async fn capability(
         .collect();
     let mut rows = Vec::with_capacity(skus.len());
     for k in skus {
-        let counts = store.capability(&k, None, since).await?;
-        rows.push(Capability::new(k, None, counts));
+        rows.push(crate::http::feedback::capabilities(&s, &k, None, since).await?);
     }
     let reviewed = |verdict| ListFilter {
         since,
@@ -598,19 +610,24 @@ pub(super) async fn golden_set(
 }
 
 /// The golden page's upload (an admin's): good parts join the set as the API's upload adds
-/// them. A multipart form carries its token in the query.
+/// them. The form's first part is its CSRF token (a form sends its fields in order), checked
+/// before any image is read; never in the URL, which logs and the history keep.
 pub(super) async fn golden_upload(
     State(s): State<AppState>,
     signed: SignedIn,
     Path(sku): Path<String>,
-    Query(token): Query<CsrfForm>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    if !signed.csrf_ok(&s, &token.csrf) {
+    let mut multipart = multipart?;
+    let token = match multipart.next_field().await? {
+        Some(field) if field.name() == Some("csrf") => field.text().await?,
+        _ => String::new(),
+    };
+    if !signed.csrf_ok(&s, &token) {
         return Err(ApiError::CsrfRejected);
     }
     let p = admin(&signed)?;
-    let (_, detail) = golden::upload_images(&s, &sku, multipart?).await?;
+    let (_, detail) = golden::upload_images(&s, &sku, multipart).await?;
     s.audit
         .record(&p.name, "golden_added", via_dashboard(p, detail));
     Ok(Redirect::to(&format!("/golden/{sku}")).into_response())

@@ -8,6 +8,7 @@ use wiko_wire::{
     FeedbackVerdict, GoldenSet, SkuSummary,
 };
 
+use crate::alert::Sent;
 use crate::auth::Principal;
 
 /// The sections of the navigation bar.
@@ -322,17 +323,23 @@ pub fn bulk_reviewed(answer: &BulkReviewed, back: &str) -> Markup {
     }
 }
 
-/// One part: the image with its defects boxed, the verdict and where it came from; `admin`
-/// may add a part reviewed good to its golden set.
-pub fn detail(a: &Analysis, csrf: &str, admin: bool) -> Markup {
+/// One part: the image with its defects boxed, the verdict and where it came from, the MQTT
+/// messages the cloud sent for it; `admin` may add a part reviewed good to its golden set.
+pub fn detail(a: &Analysis, sent: &[Sent], csrf: &str, admin: bool) -> Markup {
     let (w, h) = (a.image_width.max(1), a.image_height.max(1));
     let stroke = (w.max(h) / 250).max(2);
     let font = (w.max(h) / 45).max(12);
+    // A golden model scored it: its version can draw the map again.
+    let mappable = a.model_version.is_some() && a.score.is_some();
     html! {
         div.detail {
             figure.part {
                 div.overlay {
                     img src={ "/results/" (a.id) "/image" } alt="the part";
+                    @if mappable {
+                        // Drawn on the first toggle (`app.js` sets its `src`).
+                        img.heat.hidden #heat data-src={ "/results/" (a.id) "/heatmap" } alt="anomaly heat map";
+                    }
                     svg viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" #boxes {
                         @for (i, d) in a.defects.iter().enumerate() {
                             @let [x, y, bw, bh] = d.bbox;
@@ -346,6 +353,9 @@ pub fn detail(a: &Analysis, csrf: &str, admin: bool) -> Markup {
                 }
                 figcaption.muted {
                     label.toggle { input #toggle-boxes type="checkbox" checked; " Defect boxes" }
+                    @if mappable {
+                        " · " label.toggle { input #toggle-heat type="checkbox"; " Heat map (model " (a.model_version.as_deref().unwrap_or("")) ")" }
+                    }
                     " · " (a.image_width) " × " (a.image_height) " px · " (a.defects.len()) " defect(s)"
                 }
             }
@@ -402,6 +412,21 @@ pub fn detail(a: &Analysis, csrf: &str, admin: bool) -> Markup {
                         }
                     }
                 }
+            }
+        }
+        h2 { "MQTT messages" }
+        p.muted { "What the cloud published for this part and the broker acknowledged (an alert the agent sent itself is not among them)." }
+        table.grid #mqtt-messages {
+            thead { tr { th { "Acknowledged (UTC)" } th { "Topic" } th { "Payload" } } }
+            tbody {
+                @for m in sent {
+                    tr {
+                        td.mono { (time(m.at)) }
+                        td.mono.topic { (m.topic) }
+                        td { details { summary { (m.payload.len()) " bytes" } pre.payload { (m.payload) } } }
+                    }
+                }
+                @if sent.is_empty() { tr { td.empty colspan="3" { "None yet." } } }
             }
         }
     }
@@ -467,7 +492,8 @@ pub struct CapabilityView<'a> {
     pub range: ReviewRange,
     /// One SKU, or empty for every SKU.
     pub sku: &'a str,
-    pub rows: &'a [Capability],
+    /// Per SKU: over every version, and per version that judged the reviewed parts.
+    pub rows: &'a [(Capability, Vec<Capability>)],
     pub false_ok: &'a [Analysis],
     pub false_ng: &'a [Analysis],
     /// The form token, for an admin (who may add false NGs to their golden sets).
@@ -496,30 +522,41 @@ pub fn capability(v: &CapabilityView<'_>) -> Markup {
         p.muted { "Each reviewed part counts once, by its latest review; inconclusive reviews count in none of the four." }
         table.grid #capability {
             thead { tr {
-                th { "SKU" } th.num { "TP" } th.num { "FP" } th.num { "TN" } th.num { "FN" } th.num { "Inconclusive" }
+                th { "SKU" } th { "Model version" } th.num { "TP" } th.num { "FP" } th.num { "TN" } th.num { "FN" } th.num { "Inconclusive" }
                 th.num { "Precision" } th.num { "Recall" } th.num { "False-reject rate" }
             } }
             tbody {
-                @for c in v.rows {
-                    tr data-sku=(c.product_sku) {
-                        td { a href={ "/golden/" (c.product_sku) } { (c.product_sku) } }
-                        td.num.mono.tp { (c.true_positives) }
-                        td.num.mono.fp { (c.false_positives) }
-                        td.num.mono.tn { (c.true_negatives) }
-                        td.num.mono.fn { (c.false_negatives) }
-                        td.num.mono { (c.inconclusive) }
-                        td.num.mono.precision { (percent(c.precision)) }
-                        td.num.mono.recall { (percent(c.recall)) }
-                        td.num.mono { (percent(c.false_reject_rate)) }
+                @for (all, versions) in v.rows {
+                    (capability_row(all, None))
+                    @for c in versions {
+                        (capability_row(c, c.model_version.as_deref().or(Some("–"))))
                     }
                 }
-                @if v.rows.is_empty() { tr { td.empty colspan="9" { "No SKU has a golden set yet." } } }
+                @if v.rows.is_empty() { tr { td.empty colspan="10" { "No SKU has a golden set yet." } } }
             }
         }
         h2 { "False OK: passed, reviewed defective (" span #false-ok-count { (v.false_ok.len()) } ")" }
         (mistakes("false-ok", v.false_ok, None))
         h2 { "False NG: rejected, reviewed good (" span #false-ng-count { (v.false_ng.len()) } ")" }
         (mistakes("false-ng", v.false_ng, v.csrf))
+    }
+}
+
+/// A SKU's counts over every version (`version` `None`), or one version's beneath them.
+fn capability_row(c: &Capability, version: Option<&str>) -> Markup {
+    html! {
+        tr.per-version[version.is_some()] data-sku=(c.product_sku) data-version=[version] {
+            td { @if version.is_none() { a href={ "/golden/" (c.product_sku) } { (c.product_sku) } } }
+            td.mono { (version.unwrap_or("all")) }
+            td.num.mono.tp { (c.true_positives) }
+            td.num.mono.fp { (c.false_positives) }
+            td.num.mono.tn { (c.true_negatives) }
+            td.num.mono.fn { (c.false_negatives) }
+            td.num.mono { (c.inconclusive) }
+            td.num.mono.precision { (percent(c.precision)) }
+            td.num.mono.recall { (percent(c.recall)) }
+            td.num.mono { (percent(c.false_reject_rate)) }
+        }
     }
 }
 
@@ -677,7 +714,9 @@ pub fn golden_set(set: &GoldenSet, csrf: Option<&str>) -> Markup {
         }
         h2 { span #sample-count { (set.samples.len()) } " golden images" }
         @if let Some(token) = csrf {
-            form.upload #golden-upload method="post" enctype="multipart/form-data" action={ "/golden/" (set.sku) "?csrf=" (token) } {
+            form.upload #golden-upload method="post" enctype="multipart/form-data" action={ "/golden/" (set.sku) } {
+                // First: the handler reads the token before any image.
+                input type="hidden" name="csrf" value=(token);
                 label { span { "Good parts to add" } input type="file" name="image" accept="image/*" multiple required; }
                 button.primary type="submit" { "Upload" }
             }

@@ -198,6 +198,19 @@ impl From<crate::thumbnail::ThumbnailError> for ApiError {
     }
 }
 
+impl From<crate::heatmap::HeatmapError> for ApiError {
+    fn from(e: crate::heatmap::HeatmapError) -> Self {
+        use crate::heatmap::HeatmapError;
+        match e {
+            HeatmapError::Store(StoreError::NotFound) => ApiError::NotFound("analysis"),
+            HeatmapError::Store(e) => e.into(),
+            HeatmapError::NoModel(why) => ApiError::NotJudged(why),
+            HeatmapError::Image(_) => ApiError::InvalidImage(e.to_string()),
+            HeatmapError::TooLarge(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::analysis::budget::TooLarge> for ApiError {
     fn from(e: crate::analysis::budget::TooLarge) -> Self {
         ApiError::ImageTooLarge(e.to_string())

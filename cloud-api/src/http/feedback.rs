@@ -7,7 +7,8 @@
 //!   recorded and audited as a single review is; the ones that cannot be reviewed are named
 //!   with their error.
 //! - `GET /api/v1/capability?sku=&model_version=&since=`: TP/FP/TN/FN from the reviews,
-//!   precision, recall, false-reject rate.
+//!   precision, recall, false-reject rate; `GET /api/v1/capability/versions` the same per
+//!   model version that judged the parts.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -35,6 +36,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/analyses/{id}/feedback", post(review))
         .route("/api/v1/feedback", post(review_many))
         .route("/api/v1/capability", get(capability))
+        .route("/api/v1/capability/versions", get(capability_versions))
 }
 
 /// A comment as stored: trimmed, `None` when empty; refused over [`MAX_COMMENT_CHARS`].
@@ -215,6 +217,44 @@ pub(super) struct CapabilityQuery {
     since: Option<DateTime<Utc>>,
 }
 
+/// The capability of `sku`'s model (of one version, or all) from the reviews of parts captured
+/// from `since` on: over all the versions asked, and per version that judged them (the API's
+/// two routes and the dashboard's page).
+pub(crate) async fn capabilities(
+    s: &AppState,
+    sku: &str,
+    model_version: Option<&str>,
+    since: Option<DateTime<Utc>>,
+) -> Result<(Capability, Vec<Capability>), ApiError> {
+    let per_version = s.store().capability(sku, model_version, since).await?;
+    let mut total = [0u64; 5];
+    for (_, counts) in &per_version {
+        for (t, n) in total.iter_mut().zip(counts) {
+            *t += n;
+        }
+    }
+    let versions = per_version
+        .into_iter()
+        .map(|(version, counts)| Capability::new(sku.to_string(), version, counts))
+        .collect();
+    let all = Capability::new(sku.to_string(), model_version.map(str::to_string), total);
+    Ok((all, versions))
+}
+
+/// A capability query, checked.
+fn checked(
+    query: Result<Query<CapabilityQuery>, QueryRejection>,
+) -> Result<CapabilityQuery, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
+    validate_id("sku", &q.sku)
+        .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+    if let Some(v) = &q.model_version {
+        validate_id("model_version", v)
+            .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
+    }
+    Ok(q)
+}
+
 #[utoipa::path(get, path = "/api/v1/capability", tag = "results", params(CapabilityQuery),
     responses((status = 200, description = "The model's counts and rates from the reviews", body = wiko_wire::Capability)))]
 pub(super) async fn capability(
@@ -223,16 +263,20 @@ pub(super) async fn capability(
     query: Result<Query<CapabilityQuery>, QueryRejection>,
 ) -> Result<Json<Capability>, ApiError> {
     caller.may(Need::Read)?;
-    let Query(q) = query.map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.body_text()))?;
-    validate_id("sku", &q.sku)
-        .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
-    if let Some(v) = &q.model_version {
-        validate_id("model_version", v)
-            .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.to_string()))?;
-    }
-    let counts = s
-        .store()
-        .capability(&q.sku, q.model_version.as_deref(), q.since)
-        .await?;
-    Ok(Json(Capability::new(q.sku, q.model_version, counts)))
+    let q = checked(query)?;
+    let (all, _) = capabilities(&s, &q.sku, q.model_version.as_deref(), q.since).await?;
+    Ok(Json(all))
+}
+
+#[utoipa::path(get, path = "/api/v1/capability/versions", tag = "results", params(CapabilityQuery),
+    responses((status = 200, description = "The counts and rates per model version that judged the reviewed parts, oldest version first", body = Vec<wiko_wire::Capability>)))]
+pub(super) async fn capability_versions(
+    State(s): State<AppState>,
+    caller: Caller,
+    query: Result<Query<CapabilityQuery>, QueryRejection>,
+) -> Result<Json<Vec<Capability>>, ApiError> {
+    caller.may(Need::Read)?;
+    let q = checked(query)?;
+    let (_, versions) = capabilities(&s, &q.sku, q.model_version.as_deref(), q.since).await?;
+    Ok(Json(versions))
 }

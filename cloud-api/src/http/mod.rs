@@ -84,6 +84,8 @@ pub struct AppState {
     pub(crate) sessions: crate::dashboard::Sessions,
     /// The plant's clock, for the dashboard's Overview.
     pub(crate) plant: crate::dashboard::Plant,
+    /// Prefixed to image paths in MQTT messages (a part's page shows its messages as sent).
+    pub(crate) public_url: String,
 }
 
 impl AppState {
@@ -148,6 +150,7 @@ impl AppState {
             live,
             sessions: crate::dashboard::Sessions::new(&config.dashboard),
             plant: config.dashboard.plant.clone(),
+            public_url: config.public_url.clone(),
         }
     }
 

@@ -326,6 +326,9 @@ pub struct StatsQuery {
     /// The listing's filters but `feedback`, `since` and `until`.
     pub filter: ListFilter,
     pub group_by: Vec<StatsDimension>,
+    /// Whether whole UTC days may be read as one cell each (their `hour` the day's midnight):
+    /// for a fold that needs no hour (one bucket, or days at UTC offset 0, and no shifts).
+    pub days: bool,
 }
 
 /// Where counts come from.
@@ -338,9 +341,11 @@ pub enum StatsSource {
     Results,
 }
 
-/// The counts of one capture hour of one group.
+/// The counts of one capture hour (or day) of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsCell {
+    /// The capture hour (a whole UTC day's midnight when [`StatsQuery::days`] let the store
+    /// read the day as one cell).
     pub hour: DateTime<Utc>,
     /// The group's values, in the order of [`StatsQuery::group_by`], the shift left out (it is
     /// the hour's).
@@ -389,6 +394,13 @@ pub enum Event {
 pub struct OutboxItem {
     pub id: i64,
     pub event: Event,
+}
+
+/// A result event the broker acknowledged: the result as it was queued, and when.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub result: Analysis,
+    pub at: DateTime<Utc>,
 }
 
 /// The analysis queue at a glance.
@@ -484,7 +496,8 @@ pub trait Parts: Send + Sync + 'static {
     /// it already has in flight.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
     /// The broker acknowledged these events: they are published (and kept a while, see
-    /// [`Parts::published_between`]).
+    /// [`Parts::published_between`]; a result event also with its part, see
+    /// [`Parts::published_for`]).
     async fn outbox_done(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     /// Events published from `since` until before `until`, oldest first (to publish again,
     /// after the embedded broker restarted with the cloud, what was published before the start).
@@ -493,6 +506,9 @@ pub trait Parts: Send + Sync + 'static {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// The result events of part `id` the broker acknowledged, oldest first (kept with the
+    /// part after the outbox forgot them).
+    async fn published_for(&self, id: Uuid) -> Result<Vec<Published>, StoreError>;
     /// Forgets events published before `before`; how many.
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
@@ -511,14 +527,15 @@ pub trait Insight: Send + Sync + 'static {
     ) -> Result<Vec<StatsCell>, StoreError>;
     /// Records a review of a judged result (and audits nothing: the caller does).
     async fn review(&self, id: Uuid, feedback: Feedback) -> Result<Reviewed, StoreError>;
-    /// Reviewed results of a SKU (of one model version, or all) by their latest review:
+    /// Reviewed results of a SKU (of one model version, or all) by their latest review, per
+    /// model version that judged them (`None`: judged without one), in version order:
     /// `[tp, fp, tn, fn, inconclusive]`, from capture time `since` on.
     async fn capability(
         &self,
         sku: &str,
         model_version: Option<&str>,
         since: Option<DateTime<Utc>>,
-    ) -> Result<[u64; 5], StoreError>;
+    ) -> Result<Vec<(Option<String>, [u64; 5])>, StoreError>;
     /// The numbers of results committed after `seq` (`(seq, analysis id, defect_detected)`),
     /// at most `limit`, in order: what a replica's feed polls.
     async fn result_events_after(
@@ -543,6 +560,12 @@ pub trait Models: Send + Sync + 'static {
     async fn model_versions(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// The active model of a SKU.
     async fn model(&self, sku: &str) -> Result<Option<StoredModel>, StoreError>;
+    /// Version `version` of `sku`'s model, active or not.
+    async fn model_version(
+        &self,
+        sku: &str,
+        version: &str,
+    ) -> Result<Option<StoredModel>, StoreError>;
     /// Adds an image (by digest and key) to a SKU's golden set; false if it was there.
     async fn add_golden(&self, sku: &str, digest: &str, key: &ImageKey)
     -> Result<bool, StoreError>;

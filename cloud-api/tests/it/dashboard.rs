@@ -604,21 +604,40 @@ async fn a_false_ng_joins_its_golden_set_in_one_click_and_an_admin_edits_the_set
         "{}",
         removed.text
     );
-    let upload = |csrf: String| {
-        let body = multipart(&[("image", "image/jpeg", &part_jpeg(None, 50_010))]);
-        let req = Request::post(format!("/golden/WK-KN-200?csrf={csrf}"))
+    // The token is the form's first part (never in the URL, which logs keep).
+    let upload = |uri: &str, csrf: Option<&str>| {
+        let image = part_jpeg(None, 50_010);
+        let mut parts: Vec<(&str, &str, &[u8])> = Vec::new();
+        if let Some(token) = csrf {
+            parts.push(("csrf", "text/plain", token.as_bytes()));
+        }
+        parts.push(("image", "image/jpeg", &image));
+        let body = multipart(&parts);
+        Request::post(uri)
             .header(header::COOKIE, session.as_str())
             .header(
                 header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={BOUNDARY}"),
             )
             .body(Body::from(body))
-            .unwrap();
-        wiko_cloud::app(h.state.clone()).oneshot(req)
+            .unwrap()
     };
-    let refused = upload("forged".into()).await.unwrap();
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    let uploaded = upload(token.clone()).await.unwrap();
+    for (uri, csrf) in [
+        ("/golden/WK-KN-200", Some("forged")),
+        ("/golden/WK-KN-200", None),
+        (&*format!("/golden/WK-KN-200?csrf={token}"), None),
+    ] {
+        let (status, body) = request(&h, upload(uri, csrf)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "csrf_rejected"),
+            "{uri} {csrf:?}"
+        );
+    }
+    let uploaded = wiko_cloud::app(h.state.clone())
+        .oneshot(upload("/golden/WK-KN-200", Some(&token)))
+        .await
+        .unwrap();
     assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
     let set = call(&h, "GET", "/golden/WK-KN-200", &session, None).await;
     assert!(set.text.contains("<span id=\"sample-count\">7</span>"));
@@ -666,4 +685,168 @@ async fn a_false_ng_joins_its_golden_set_in_one_click_and_an_admin_edits_the_set
         overview.text
     );
     assert!(overview.text.contains("<option value=\"custom\" selected>"));
+}
+
+/// `uri`'s status and body bytes, with `cookie`.
+async fn bytes_with(h: &Harness, uri: &str, cookie: &str) -> (StatusCode, Vec<u8>) {
+    let req = Request::get(uri)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap();
+    request_bytes(h, req).await
+}
+
+#[tokio::test]
+async fn a_parts_page_toggles_its_heat_map_under_the_model_that_judged_it() {
+    let h = harness().await;
+    let golden: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 50_000 + seed)).collect();
+    let (status, body) = upload_golden(&h, "/api/v1/skus/WK-KN-200/golden", &golden).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, ng) = analyze(&h, part_jpeg(Some(SynthDefect::Rust), 90_002)).await;
+    assert_eq!(ng["defect_detected"], true, "{ng}");
+    let id = ng["id"].as_str().unwrap();
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+
+    let detail = call(&h, "GET", &format!("/results/{id}"), &session, None).await;
+    assert!(
+        detail.text.contains("id=\"toggle-heat\""),
+        "{}",
+        detail.text
+    );
+    assert!(
+        detail
+            .text
+            .contains(&format!("data-src=\"/results/{id}/heatmap\""))
+    );
+    // Not drawn until toggled: the page holds no `src` for it.
+    assert!(
+        !detail
+            .text
+            .contains(&format!(" src=\"/results/{id}/heatmap\""))
+    );
+
+    let (status, jpeg) = bytes_with(&h, &format!("/results/{id}/heatmap"), &session).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        image::guess_format(&jpeg).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    let heat = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+    assert_eq!(
+        (u64::from(heat.width()), u64::from(heat.height())),
+        (
+            ng["image_width"].as_u64().unwrap(),
+            ng["image_height"].as_u64().unwrap()
+        )
+    );
+    // Red where the defect is: more inside its box than over the whole image.
+    let redness = |x0: u32, y0: u32, w: u32, h: u32| {
+        let mut sum = 0.0;
+        for y in y0..(y0 + h).min(heat.height()) {
+            for x in x0..(x0 + w).min(heat.width()) {
+                let p = heat.get_pixel(x, y);
+                sum += f64::from(p[0]) - f64::from(p[1]);
+            }
+        }
+        sum / f64::from(w * h)
+    };
+    let b: Vec<u32> = ng["defects"][0]["bbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let (inside, overall) = (
+        redness(b[0], b[1], b[2], b[3]),
+        redness(0, 0, heat.width(), heat.height()),
+    );
+    assert!(inside > overall + 20.0, "{inside} vs {overall}");
+
+    // A part no model scored has none; without a session, the sign-in page.
+    let storage = h.state.intake.storage.clone();
+    let unjudged = crate::stats::part(&storage, 7, "polish", "WK-XX-1", chrono::Utc::now()).await;
+    let mut uncalibrated = crate::stats::outcome(wiko_wire::AnalysisStatus::NotCalibrated, vec![]);
+    (
+        uncalibrated.judgement.score,
+        uncalibrated.judgement.model_version,
+    ) = (None, None);
+    storage
+        .records
+        .complete(unjudged, uncalibrated)
+        .await
+        .unwrap();
+    let refused = call(
+        &h,
+        "GET",
+        &format!("/results/{unjudged}/heatmap"),
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.json()["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_judged")),
+        "{}",
+        refused.text
+    );
+    let page = call(&h, "GET", &format!("/results/{unjudged}"), &session, None).await;
+    assert!(!page.text.contains("toggle-heat"));
+    let anonymous = call(&h, "GET", &format!("/results/{id}/heatmap"), "", None).await;
+    assert_eq!(anonymous.location(), Some("/signin"));
+}
+
+#[tokio::test]
+async fn a_parts_page_lists_the_mqtt_messages_the_broker_acknowledged_for_it() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let store = storage.records.clone();
+    let ng = crate::stats::completed(&storage, 1, true).await;
+    let ok = crate::stats::completed(&storage, 2, false).await;
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+    let page = |id: uuid::Uuid| {
+        let (h, session) = (&h, session.clone());
+        async move {
+            call(h, "GET", &format!("/results/{id}"), &session, None)
+                .await
+                .text
+        }
+    };
+    let before = page(ng).await;
+    assert!(before.contains("id=\"mqtt-messages\""), "{before}");
+    assert!(before.contains("None yet."), "queued, not acknowledged yet");
+
+    // The publisher's PUBACK of every message of the events (what `alert::Publisher` does).
+    let events: Vec<i64> = store
+        .outbox(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(events.len(), 2);
+    store.outbox_done(events.clone()).await.unwrap();
+    store.outbox_done(events).await.unwrap();
+    // Kept after the outbox forgot them (`mqtt.replay_secs`).
+    store
+        .prune_published(chrono::Utc::now() + chrono::TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(store.outbox(100).await.unwrap().is_empty());
+
+    let topic =
+        |kind: &str| format!("<td class=\"mono topic\">wiko/yangjiang/l1/polish/{kind}</td>");
+    let ng_page = page(ng).await;
+    assert_eq!(ng_page.matches(&topic("result")).count(), 1, "{ng_page}");
+    assert_eq!(
+        ng_page.matches(&topic("alert")).count(),
+        1,
+        "an NG part is alerted"
+    );
+    assert!(ng_page.contains(&format!("&quot;result_id&quot;:&quot;{ng}&quot;")));
+    let ok_page = page(ok).await;
+    assert_eq!(ok_page.matches(&topic("result")).count(), 1, "{ok_page}");
+    assert_eq!(ok_page.matches(&topic("alert")).count(), 0);
+    assert!(!ok_page.contains("None yet."));
 }

@@ -242,3 +242,88 @@ async fn one_review_of_many_results_records_each_as_a_single_review_would() {
         && e.detail["analysis_id"] == json!(ok)
         && e.detail["verdict"] == "false_ok"));
 }
+
+#[tokio::test]
+async fn capability_is_split_by_the_model_version_that_judged_each_part() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let now = Utc::now();
+    // (version, NG, review): v1 one TP and one FP, v2 one TN, v10 one FN and one TP.
+    let parts = [
+        ("v1", true, "confirmed"),
+        ("v1", true, "false_ng"),
+        ("v2", false, "confirmed"),
+        ("v10", false, "false_ok"),
+        ("v10", true, "confirmed"),
+    ];
+    for (n, (version, ng, review)) in parts.into_iter().enumerate() {
+        let id = part(&storage, 100 + n as u32, "polish", "WK-KN-200", now).await;
+        let defects = if ng {
+            vec![crate::stats::defect(wiko_wire::DefectType::Chip)]
+        } else {
+            Vec::new()
+        };
+        let mut judged = outcome(AnalysisStatus::Final, defects);
+        judged.judgement.model_version = Some(version.into());
+        storage.records.complete(id, judged).await.unwrap();
+        let uri = format!("/api/v1/analyses/{id}/feedback");
+        let (s, a) = post_json(&h, &uri, VIEWER, json!({ "verdict": review })).await;
+        assert_eq!(s, StatusCode::OK, "{a}");
+    }
+    let four = |c: &serde_json::Value| {
+        [
+            "true_positives",
+            "false_positives",
+            "true_negatives",
+            "false_negatives",
+        ]
+        .map(|k| c[k].as_u64().unwrap())
+    };
+    let (s, versions) = get_json(&h, "/api/v1/capability/versions?sku=WK-KN-200").await;
+    assert_eq!(s, StatusCode::OK, "{versions}");
+    let shown: Vec<(String, [u64; 4])> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["model_version"].as_str().unwrap().to_string(), four(c)))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("v1".to_string(), [1, 1, 0, 0]),
+            ("v2".into(), [0, 0, 1, 0]),
+            ("v10".into(), [1, 0, 0, 1]),
+        ],
+        "in version order"
+    );
+    assert_eq!(versions[0]["precision"], 0.5);
+    // The whole is the sum of its versions; one version asked, one row.
+    let (_, all) = get_json(&h, "/api/v1/capability?sku=WK-KN-200").await;
+    assert_eq!(four(&all), [2, 1, 1, 1]);
+    assert!(all["model_version"].is_null());
+    let (_, one) = get_json(
+        &h,
+        "/api/v1/capability/versions?sku=WK-KN-200&model_version=v10",
+    )
+    .await;
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(four(&one[0]), [1, 0, 0, 1]);
+    // Parts captured before `since` are not counted; the key rules are the API's.
+    let later = (now + chrono::TimeDelta::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+    let (_, none) = get_json(
+        &h,
+        &format!("/api/v1/capability/versions?sku=WK-KN-200&since={later}"),
+    )
+    .await;
+    assert_eq!(none, json!([]));
+    let (s, _) = call(
+        &h,
+        "GET",
+        "/api/v1/capability/versions?sku=WK-KN-200",
+        DEVICE,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, e) = get_json(&h, "/api/v1/capability/versions").await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "invalid_query"));
+}

@@ -189,8 +189,44 @@ async fn the_hourly_aggregates_match_a_scan_of_the_results_after_many_completion
         store.enrich(*id, enrichment).await.unwrap();
     }
     use StatsDimension as D;
+    // Over three days, whole UTC days are read from the daily rollup (one bucket, or days at
+    // offset 0) and the hours around them by the hour.
+    let days = |group_by, bucket, filter, offset| StatsRequest {
+        since: now - TimeDelta::days(3),
+        utc_offset_minutes: offset,
+        ..request(group_by, bucket, filter)
+    };
     let cases = [
         request(vec![], StatsBucket::All, ListFilter::default()),
+        days(
+            vec![D::Station],
+            StatsBucket::All,
+            ListFilter::default(),
+            480,
+        ),
+        days(
+            vec![D::DefectType],
+            StatsBucket::All,
+            ListFilter::default(),
+            480,
+        ),
+        days(vec![D::Sku], StatsBucket::Day, ListFilter::default(), 0),
+        days(
+            vec![D::Station, D::DefectType],
+            StatsBucket::Day,
+            ListFilter::default(),
+            0,
+        ),
+        days(
+            vec![],
+            StatsBucket::Day,
+            ListFilter {
+                defect_type: Some("rust".into()),
+                ..ListFilter::default()
+            },
+            0,
+        ),
+        days(vec![D::Shift], StatsBucket::All, ListFilter::default(), 480),
         request(vec![D::Station], StatsBucket::Hour, ListFilter::default()),
         request(
             vec![D::Facility, D::Sku],
@@ -244,7 +280,7 @@ async fn the_hourly_aggregates_match_a_scan_of_the_results_after_many_completion
         .unwrap();
     let pending = (0..240).filter(|n: &u32| n.is_multiple_of(17)).count() as u64;
     assert_eq!(all.totals.parts, 240 - pending);
-    let types = stats(store, &cases[3], StatsSource::Aggregates)
+    let types = stats(store, &cases[9], StatsSource::Aggregates)
         .await
         .unwrap()
         .unwrap();

@@ -1,5 +1,5 @@
 // The dashboard's only script: written here, no library. Pages work without it; it adds
-// whole-row links, filters applied on change, and the defect boxes' toggle.
+// whole-row links, filters applied on change, and the defect boxes' and heat map's toggles.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -29,6 +29,16 @@ document.addEventListener("DOMContentLoaded", () => {
   if (boxes && toggle) {
     toggle.addEventListener("change", () => {
       boxes.classList.toggle("hidden", !toggle.checked);
+    });
+  }
+  // The heat map is drawn by the server on the first toggle, then shown or hidden over the
+  // image without a reload.
+  const heat = document.getElementById("heat");
+  const heatToggle = document.getElementById("toggle-heat");
+  if (heat && heatToggle) {
+    heatToggle.addEventListener("change", () => {
+      if (heatToggle.checked && !heat.getAttribute("src")) heat.src = heat.dataset.src;
+      heat.classList.toggle("hidden", !heatToggle.checked);
     });
   }
 });

@@ -31,6 +31,51 @@ pub(crate) fn hour(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
 }
 
+/// The UTC day (its midnight) an hour is rolled up into.
+fn day(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::days(1)).unwrap_or(t)
+}
+
+/// Where counts are read from: the hourly table, or its rollup by UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Hours,
+    Days,
+}
+
+impl Table {
+    /// The table and its time column.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Table::Hours => ("result_stats", "hour"),
+            Table::Days => ("result_stats_daily", "day"),
+        }
+    }
+}
+
+/// What a query reads, in time order: the whole UTC days of its range from the daily rollup
+/// when the query allows it ([`StatsQuery::days`]), the hours before and after them (and
+/// every hour otherwise) from the hourly table.
+fn spans(q: &StatsQuery) -> Vec<(Table, DateTime<Utc>, DateTime<Utc>)> {
+    let first = match day(q.since) {
+        d if d < q.since => d + TimeDelta::days(1),
+        d => d,
+    };
+    let last = day(q.until);
+    if !q.days || first >= last {
+        return vec![(Table::Hours, q.since, q.until)];
+    }
+    let mut spans = Vec::with_capacity(3);
+    if q.since < first {
+        spans.push((Table::Hours, q.since, first));
+    }
+    spans.push((Table::Days, first, last));
+    if last < q.until {
+        spans.push((Table::Hours, last, q.until));
+    }
+    spans
+}
+
 /// What a result adds to the statistics: its row, and a row per defect type on it.
 fn contributions(a: &Analysis) -> Vec<(StatsKey, [i64; 4])> {
     let judged = matches!(
@@ -63,36 +108,56 @@ fn contributions(a: &Analysis) -> Vec<(StatsKey, [i64; 4])> {
     rows
 }
 
-/// Counts results into (`+1`) or out of (`-1`) the hourly statistics, in one statement whose
-/// rows are in key order (two transactions never lock the same rows in opposite orders).
+/// Counts results into (`+1`) or out of (`-1`) the hourly statistics and their daily rollup,
+/// one statement each whose rows are in key order (two transactions never lock the same rows
+/// in opposite orders; every writer writes the hours before the days).
 pub(super) async fn tally(
     c: &mut dyn Conn,
     changes: &[(&Analysis, i64)],
 ) -> Result<(), StoreError> {
-    let mut delta: BTreeMap<StatsKey, [i64; 4]> = BTreeMap::new();
+    let mut hours: BTreeMap<StatsKey, [i64; 4]> = BTreeMap::new();
+    let mut days: BTreeMap<StatsKey, [i64; 4]> = BTreeMap::new();
     for (a, sign) in changes {
         for (key, counts) in contributions(a) {
-            let sum = delta.entry(key).or_default();
-            for (s, n) in sum.iter_mut().zip(counts) {
-                *s += sign * n;
+            let mut daily = key.clone();
+            daily.0 = day(key.0);
+            for sum in [
+                hours.entry(key).or_default(),
+                days.entry(daily).or_default(),
+            ] {
+                for (s, n) in sum.iter_mut().zip(counts) {
+                    *s += sign * n;
+                }
             }
         }
     }
+    let shard = rand::random_range(0..c.dialect().stats_shards());
+    upsert(c, Table::Hours, hours, shard).await?;
+    upsert(c, Table::Days, days, shard).await
+}
+
+/// Adds `delta` to `table`'s rows (in `shard`).
+async fn upsert(
+    c: &mut dyn Conn,
+    table: Table,
+    mut delta: BTreeMap<StatsKey, [i64; 4]>,
+    shard: i64,
+) -> Result<(), StoreError> {
     delta.retain(|_, counts| counts.iter().any(|&n| n != 0));
     if delta.is_empty() {
         return Ok(());
     }
-    let shard = rand::random_range(0..c.dialect().stats_shards());
+    let (table, time) = table.names();
     let sql = format!(
-        "INSERT INTO result_stats (hour, facility, line, station, product_sku, device_id,
+        "INSERT INTO {table} ({time}, facility, line, station, product_sku, device_id,
             defect_detected, defect_type, shard, parts, judged, ng, defects)
          VALUES {}
-         ON CONFLICT (hour, facility, line, station, product_sku, device_id, defect_detected,
+         ON CONFLICT ({time}, facility, line, station, product_sku, device_id, defect_detected,
             defect_type, shard) DO UPDATE SET
-            parts = result_stats.parts + excluded.parts,
-            judged = result_stats.judged + excluded.judged,
-            ng = result_stats.ng + excluded.ng,
-            defects = result_stats.defects + excluded.defects",
+            parts = {table}.parts + excluded.parts,
+            judged = {table}.judged + excluded.judged,
+            ng = {table}.ng + excluded.ng,
+            defects = {table}.defects + excluded.defects",
         values(delta.len(), 13)
     );
     let mut args = Vec::with_capacity(delta.len() * 13);
@@ -131,9 +196,15 @@ fn column(d: StatsDimension, source: StatsSource) -> Option<&'static str> {
     })
 }
 
-/// The statement reading `q`'s cells from `source`: rows of (hour, the groups' values,
-/// parts, judged, ng, defects), ordered by hour.
-fn stats_query(q: &StatsQuery, source: StatsSource, dialect: Dialect) -> (String, Vec<Arg>) {
+/// The statement reading `q`'s cells from `source` (the aggregates: from `table`, from `since`
+/// until before `until`): rows of (hour or day, the groups' values, parts, judged, ng,
+/// defects), in time order.
+fn stats_query(
+    q: &StatsQuery,
+    source: StatsSource,
+    dialect: Dialect,
+    (table, since, until): (Table, DateTime<Utc>, DateTime<Utc>),
+) -> (String, Vec<Arg>) {
     let by_type =
         q.group_by.contains(&StatsDimension::DefectType) || q.filter.defect_type.is_some();
     let f = &q.filter;
@@ -164,8 +235,9 @@ fn stats_query(q: &StatsQuery, source: StatsSource, dialect: Dialect) -> (String
     let group_list: String = groups.iter().map(|g| format!(", {g}")).collect();
     let sql = match source {
         StatsSource::Aggregates => {
-            clauses.push("hour >= ? AND hour < ?".into());
-            args.extend(args![q.since, q.until]);
+            let (table, time) = table.names();
+            clauses.push(format!("{time} >= ? AND {time} < ?"));
+            args.extend(args![since, until]);
             clauses.push(
                 if by_type {
                     "defect_type <> ''"
@@ -175,9 +247,9 @@ fn stats_query(q: &StatsQuery, source: StatsSource, dialect: Dialect) -> (String
                 .into(),
             );
             format!(
-                "SELECT hour{group_list}, CAST(sum(parts) AS BIGINT), CAST(sum(judged) AS BIGINT),
+                "SELECT {time}{group_list}, CAST(sum(parts) AS BIGINT), CAST(sum(judged) AS BIGINT),
                     CAST(sum(ng) AS BIGINT), CAST(sum(defects) AS BIGINT)
-                 FROM result_stats WHERE {} GROUP BY hour{group_list} ORDER BY hour",
+                 FROM {table} WHERE {} GROUP BY {time}{group_list} ORDER BY {time}",
                 clauses.join(" AND ")
             )
         }
@@ -225,8 +297,16 @@ impl<B: Backend> Insight for SqlStore<B> {
             .backend
             .read(op(move |c| {
                 Box::pin(async move {
-                    let (sql, args) = stats_query(&q, source, c.dialect());
-                    c.query(&sql, args).await
+                    let spans = match source {
+                        StatsSource::Aggregates => spans(&q),
+                        StatsSource::Results => vec![(Table::Hours, q.since, q.until)],
+                    };
+                    let mut rows = Vec::new();
+                    for span in spans {
+                        let (sql, args) = stats_query(&q, source, c.dialect(), span);
+                        rows.extend(c.query(&sql, args).await?);
+                    }
+                    Ok(rows)
                 })
             }))
             .await?;
@@ -297,7 +377,7 @@ impl<B: Backend> Insight for SqlStore<B> {
         sku: &str,
         model_version: Option<&str>,
         since: Option<DateTime<Utc>>,
-    ) -> Result<[u64; 5], StoreError> {
+    ) -> Result<Vec<(Option<String>, [u64; 5])>, StoreError> {
         let mut clauses = vec!["product_sku = ?", "feedback_verdict IS NOT NULL"];
         let mut args = args![sku];
         if let Some(v) = model_version {
@@ -309,8 +389,8 @@ impl<B: Backend> Insight for SqlStore<B> {
             args.push(t.into());
         }
         let sql = format!(
-            "SELECT defect_detected, feedback_verdict, CAST(count(*) AS BIGINT) FROM analyses
-             WHERE {} GROUP BY defect_detected, feedback_verdict",
+            "SELECT model_version, defect_detected, feedback_verdict, CAST(count(*) AS BIGINT)
+             FROM analyses WHERE {} GROUP BY model_version, defect_detected, feedback_verdict",
             clauses.join(" AND ")
         );
         let rows = self
@@ -319,19 +399,25 @@ impl<B: Backend> Insight for SqlStore<B> {
                 Box::pin(async move { c.query(&sql, args).await })
             }))
             .await?;
-        let mut counts = [0u64; 5];
+        // Versions in their order (`v2` before `v10`).
+        let mut by_version: BTreeMap<(usize, Option<String>), [u64; 5]> = BTreeMap::new();
         for r in &rows {
-            let n = r.int(2)?.max(0) as u64;
-            let slot = match (r.bool(0)?, FeedbackVerdict::parse(&r.text(1)?)) {
+            let version = r.opt_text(0)?;
+            let n = r.int(3)?.max(0) as u64;
+            let slot = match (r.bool(1)?, FeedbackVerdict::parse(&r.text(2)?)) {
                 (true, Some(FeedbackVerdict::Confirmed)) => 0,
                 (true, Some(FeedbackVerdict::FalseNg)) => 1,
                 (false, Some(FeedbackVerdict::Confirmed)) => 2,
                 (false, Some(FeedbackVerdict::FalseOk)) => 3,
                 _ => 4,
             };
-            counts[slot] += n;
+            let order = version.as_ref().map_or(0, String::len);
+            by_version.entry((order, version)).or_default()[slot] += n;
         }
-        Ok(counts)
+        Ok(by_version
+            .into_iter()
+            .map(|((_, version), counts)| (version, counts))
+            .collect())
     }
 
     async fn result_events_after(
@@ -434,12 +520,75 @@ mod tests {
                 ..ListFilter::default()
             },
             group_by: vec![StatsDimension::Station, StatsDimension::DefectType],
+            days: true,
         };
         for source in [StatsSource::Aggregates, StatsSource::Results] {
             for dialect in [Dialect::Sqlite, Dialect::Postgres] {
-                let (sql, args) = stats_query(&q, source, dialect);
-                assert_eq!(sql.matches('?').count(), args.len(), "{sql}");
+                for table in [Table::Hours, Table::Days] {
+                    let span = (table, q.since, q.until);
+                    let (sql, args) = stats_query(&q, source, dialect, span);
+                    assert_eq!(sql.matches('?').count(), args.len(), "{sql}");
+                }
             }
+        }
+    }
+
+    #[test]
+    fn whole_utc_days_are_read_from_the_rollup_and_the_hours_around_them_by_the_hour() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let q = |since: &str, until: &str, days: bool| StatsQuery {
+            since: t(since),
+            until: t(until),
+            filter: ListFilter::default(),
+            group_by: Vec::new(),
+            days,
+        };
+        let shown = |q: &StatsQuery| -> Vec<(Table, String, String)> {
+            spans(q)
+                .into_iter()
+                .map(|(table, a, b)| (table, a.to_rfc3339(), b.to_rfc3339()))
+                .collect()
+        };
+        let s = |v: &str| v.to_string();
+        // 7 plant days at UTC+8: from 16:00 UTC to 16:00 UTC.
+        assert_eq!(
+            shown(&q("2026-11-30T16:00:00Z", "2026-12-07T16:00:00Z", true)),
+            [
+                (
+                    Table::Hours,
+                    s("2026-11-30T16:00:00+00:00"),
+                    s("2026-12-01T00:00:00+00:00")
+                ),
+                (
+                    Table::Days,
+                    s("2026-12-01T00:00:00+00:00"),
+                    s("2026-12-07T00:00:00+00:00")
+                ),
+                (
+                    Table::Hours,
+                    s("2026-12-07T00:00:00+00:00"),
+                    s("2026-12-07T16:00:00+00:00")
+                ),
+            ]
+        );
+        // Whole days only.
+        assert_eq!(
+            shown(&q("2026-12-01T00:00:00Z", "2026-12-03T00:00:00Z", true)),
+            [(
+                Table::Days,
+                s("2026-12-01T00:00:00+00:00"),
+                s("2026-12-03T00:00:00+00:00")
+            )]
+        );
+        // No whole day inside, or hours asked for: every hour.
+        for (since, until, days) in [
+            ("2026-12-01T05:00:00Z", "2026-12-02T04:00:00Z", true),
+            ("2026-11-30T16:00:00Z", "2026-12-07T16:00:00Z", false),
+        ] {
+            assert_eq!(
+                shown(&q(since, until, days)),
+                [(Table::Hours, t(since).to_rfc3339(), t(until).to_rfc3339())]
+            );
         }
     }
 }

@@ -95,6 +95,28 @@ impl<B: Backend> Models for SqlStore<B> {
             .transpose()
     }
 
+    async fn model_version(
+        &self,
+        sku: &str,
+        version: &str,
+    ) -> Result<Option<StoredModel>, StoreError> {
+        let rows = self
+            .select(
+                "SELECT sku, version, body FROM model_versions WHERE sku = ? AND version = ?",
+                args![sku, version],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(StoredModel {
+                    sku: r.text(0)?,
+                    version: r.text(1)?,
+                    body: r.bytes(2)?,
+                })
+            })
+            .transpose()
+    }
+
     async fn add_golden(
         &self,
         sku: &str,

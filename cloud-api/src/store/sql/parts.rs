@@ -20,7 +20,7 @@ use super::{
 };
 use crate::store::{
     CostFilter, Enrichment, Event, FeedbackFilter, ImageKey, Job, Judgement, ListFilter,
-    NewAnalysis, OutboxItem, Outcome, Parts, QueueStats, Stage, StoreError, WindowClaim,
+    NewAnalysis, OutboxItem, Outcome, Parts, Published, QueueStats, Stage, StoreError, WindowClaim,
 };
 
 /// The columns of an analysis, in the order [`analysis`] decodes them.
@@ -444,8 +444,8 @@ async fn queue_result(c: &mut dyn Conn, done: &Analysis) -> Result<(), StoreErro
     let event = serde_json::to_vec(done).map_err(json_error)?;
     let now = Utc::now();
     c.execute(
-        "INSERT INTO outbox (kind, payload, created_at) VALUES (?, ?, ?)",
-        args![RESULT_EVENT, event, now],
+        "INSERT INTO outbox (kind, payload, created_at, analysis_id) VALUES (?, ?, ?, ?)",
+        args![RESULT_EVENT, event, now, done.id],
     )
     .await?;
     c.execute(
@@ -992,13 +992,26 @@ impl<B: Backend> Parts for SqlStore<B> {
         self.backend
             .write_one(op(move |c| {
                 Box::pin(async move {
+                    let now = Utc::now();
+                    let ids: Vec<Arg> = ids.into_iter().map(Arg::from).collect();
+                    // Kept with the part: the outbox forgets its rows after the replay window.
+                    let sql = format!(
+                        "INSERT INTO published_events (event_id, analysis_id, payload, published_at)
+                         SELECT id, analysis_id, payload, ? FROM outbox
+                         WHERE id IN {} AND analysis_id IS NOT NULL AND published_at IS NULL
+                         ON CONFLICT (event_id) DO NOTHING",
+                        list(ids.len())
+                    );
+                    let mut args = args![now];
+                    args.extend(ids.iter().cloned());
+                    c.execute(&sql, args).await?;
                     let sql = format!(
                         "UPDATE outbox SET published_at = ?, leased_by = NULL, leased_until = NULL
                          WHERE id IN {}",
                         list(ids.len())
                     );
-                    let mut args = args![Utc::now()];
-                    args.extend(ids.into_iter().map(Arg::from));
+                    let mut args = args![now];
+                    args.extend(ids);
                     c.execute(&sql, args).await?;
                     Ok(())
                 })
@@ -1019,6 +1032,24 @@ impl<B: Backend> Parts for SqlStore<B> {
             )
             .await?;
         rows.iter().map(outbox_item).collect()
+    }
+
+    async fn published_for(&self, id: Uuid) -> Result<Vec<Published>, StoreError> {
+        let rows = self
+            .select(
+                "SELECT payload, published_at FROM published_events
+                 WHERE analysis_id = ? ORDER BY event_id",
+                args![id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Published {
+                    result: serde_json::from_slice(&r.bytes(0)?).map_err(json_error)?,
+                    at: r.time(1)?,
+                })
+            })
+            .collect()
     }
 
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

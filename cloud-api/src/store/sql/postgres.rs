@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "jobs write fewer indexes",
         include_str!("../../../migrations/postgres/0009_jobs_write_fewer_indexes.sql"),
     ),
+    (
+        10,
+        "daily statistics, published events",
+        include_str!("../../../migrations/postgres/0010_daily_stats_published_events.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.

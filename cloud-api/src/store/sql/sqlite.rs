@@ -60,6 +60,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
         9,
         include_str!("../../../migrations/sqlite/0009_jobs_write_fewer_indexes.sql"),
     ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_daily_stats_published_events.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
