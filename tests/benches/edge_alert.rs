@@ -9,8 +9,10 @@
 //! trigger to receiving the alert from the broker. Parts the edge judged OK send no alert and
 //! are counted apart.
 //!
-//! `cargo build --release -p wiko-agent -p wiko-cloud && cargo bench -p wiko-e2e --bench edge_alert -- [--parts N] [--rate R] [--mqtt-port P]`
-//! (a broker, e.g. Mosquitto, on 127.0.0.1:1883 by default).
+//! `cargo build --release -p wiko-agent -p wiko-cloud && cargo bench -p wiko-e2e --bench edge_alert -- [--parts N] [--rate R] [--mqtt-port P] [--snapshot]`
+//! (a broker, e.g. Mosquitto, on 127.0.0.1:1883 by default; `--snapshot`: the cameras are
+//! HTTP snapshot cameras served one encoded defective knife by the bench, instead of synthetic
+//! cameras that render each part).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
-use wiko_e2e::{Agent, Camera, Cloud, Source, free_port, wait_until};
+use wiko_e2e::{Agent, Camera, Cloud, SnapshotServer, Source, free_port, knife_jpeg, wait_until};
 use wiko_wire::{AlertMessage, TriggerOutcome};
 
 fn main() -> anyhow::Result<()> {
@@ -27,7 +29,8 @@ fn main() -> anyhow::Result<()> {
     let parts: usize = value("--parts").map_or(Ok(400), |n| n.parse())?;
     let rate: f64 = value("--rate").map_or(Ok(20.0), |n| n.parse())?;
     let broker: u16 = value("--mqtt-port").map_or(Ok(1883), |n| n.parse())?;
-    tokio::runtime::Runtime::new()?.block_on(run(parts, rate, broker))
+    let snapshot = args.iter().any(|a| a == "--snapshot");
+    tokio::runtime::Runtime::new()?.block_on(run(parts, rate, broker, snapshot))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -38,10 +41,25 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// Trigger times by part id, and alert arrival times by part id.
 type Times = Arc<Mutex<HashMap<String, Instant>>>;
 
-async fn run(parts: usize, rate: f64, broker: u16) -> anyhow::Result<()> {
+async fn run(parts: usize, rate: f64, broker: u16, snapshot: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port()).await?;
     cloud.calibrate(dir.path()).await?;
+    // With `--snapshot`, each part is one GET of an already encoded JPEG from a local server
+    // (an IP camera's snapshot URL): the agent's own path, without the synthetic camera's
+    // rendering of every part.
+    let server = if snapshot {
+        Some(SnapshotServer::start(knife_jpeg(dir.path(), true)?).await?)
+    } else {
+        None
+    };
+    let source = match &server {
+        Some(server) => format!(
+            "source = {{ type = \"http_snapshot\", url = \"{}\", username = \"wiko\", password = \"secret\" }}",
+            server.url()
+        ),
+        None => "source = { type = \"synthetic\", seed = 7, defect_rate = 1.0 }".to_string(),
+    };
     let run_id = format!("bench{}", std::process::id());
     let stations: Vec<&'static str> = (1..=2)
         .map(|n| &*Box::leak(format!("{run_id}-s{n}").into_boxed_str()))
@@ -52,10 +70,7 @@ async fn run(parts: usize, rate: f64, broker: u16) -> anyhow::Result<()> {
             name: station,
             station,
             sku: "WK-KN-200",
-            source: Source::Toml(
-                "source = { type = \"synthetic\", seed = 7, defect_rate = 1.0 }\ntrigger = { type = \"http\" }"
-                    .into(),
-            ),
+            source: Source::Toml(format!("{source}\ntrigger = {{ type = \"http\" }}")),
         })
         .collect();
     let agent_dir = dir.path().join("agent");

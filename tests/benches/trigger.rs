@@ -7,9 +7,10 @@
 //! the answer's way back: the HTTP response, the MQTT ack through the broker, the PLC's
 //! Busy-off and Ready-on coil writes.
 //!
-//! `cargo bench -p wiko-e2e --bench trigger -- [--parts N] [--genicam ADDRESS] [--mqtt | --mqtt-port P]`
-//! (`--genicam 127.0.0.1` starts Aravis's fake GigE camera there; `--mqtt` uses a broker on
-//! 127.0.0.1:1883, `--mqtt-port` another port of 127.0.0.1).
+//! `cargo bench -p wiko-e2e --bench trigger -- [--parts N] [--genicam ADDRESS] [--snapshot] [--mqtt | --mqtt-port P]`
+//! (`--genicam 127.0.0.1` starts Aravis's fake GigE camera there; `--snapshot` adds an HTTP
+//! snapshot camera served one encoded knife by the bench (a camera with no frame clock);
+//! `--mqtt` uses a broker on 127.0.0.1:1883, `--mqtt-port` another port of 127.0.0.1).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response};
-use wiko_e2e::{Agent, Camera, Process, Source, free_port, wait_until};
+use wiko_e2e::{Agent, Camera, Process, SnapshotServer, Source, free_port, knife_jpeg, wait_until};
 use wiko_wire::{CameraStatus, TriggerAck, TriggerOutcome};
 
 fn main() -> anyhow::Result<()> {
@@ -26,11 +27,12 @@ fn main() -> anyhow::Result<()> {
     let value = |flag: &str| wiko_e2e::flag_value(&args, flag);
     let parts: usize = value("--parts").map_or(Ok(200), |n| n.parse())?;
     let genicam = value("--genicam");
+    let snapshot = args.iter().any(|a| a == "--snapshot");
     let mqtt = match value("--mqtt-port") {
         Some(port) => Some(port.parse::<u16>()?),
         None => args.iter().any(|a| a == "--mqtt").then_some(1883),
     };
-    tokio::runtime::Runtime::new()?.block_on(run(parts, genicam, mqtt))
+    tokio::runtime::Runtime::new()?.block_on(run(parts, genicam, snapshot, mqtt))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -103,7 +105,12 @@ fn camera(name: &'static str, source: &str, trigger: &str) -> Camera {
     }
 }
 
-async fn run(parts: usize, genicam: Option<String>, mqtt: Option<u16>) -> anyhow::Result<()> {
+async fn run(
+    parts: usize,
+    genicam: Option<String>,
+    snapshot: bool,
+    mqtt: Option<u16>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let _fake = match &genicam {
         Some(address) => Some(Process::program(
@@ -121,6 +128,20 @@ async fn run(parts: usize, genicam: Option<String>, mqtt: Option<u16>) -> anyhow
         sources.push((
             "genicam",
             format!("{{ type = \"genicam\", device = \"{address}\", pixel_format = \"Mono8\" }}"),
+        ));
+    }
+    let server = if snapshot {
+        Some(SnapshotServer::start(knife_jpeg(dir.path(), false)?).await?)
+    } else {
+        None
+    };
+    if let Some(server) = &server {
+        sources.push((
+            "snapshot",
+            format!(
+                "{{ type = \"http_snapshot\", url = \"{}\", username = \"wiko\", password = \"secret\" }}",
+                server.url()
+            ),
         ));
     }
     // One agent per source and trigger kind: a GigE camera takes one controller at a time.

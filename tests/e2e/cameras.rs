@@ -6,11 +6,10 @@
 //! reports it, keeps its other camera capturing, reopens it when it is back, and frames resume.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wiko_e2e::{Agent, Camera, Cloud, SnapshotServer, Source, bin, free_port, wait_until};
+use wiko_e2e::{Agent, Camera, Cloud, SnapshotServer, Source, free_port, knife_jpeg, wait_until};
 use wiko_wire::{CameraStatus, TriggerOutcome};
 
 /// A synthetic camera capturing every 200 ms throughout: the camera that must not be disturbed.
@@ -149,31 +148,15 @@ fn parts(names: &[&str]) -> BTreeSet<String> {
 }
 
 /// A knife photo as an IP camera would serve it.
-fn knife_jpeg(dir: &Path) -> Vec<u8> {
-    let out = dir.join("synth");
-    let status = std::process::Command::new(bin("wiko-agent"))
-        .args([
-            "synth",
-            "--out",
-            out.to_str().unwrap(),
-            "--count",
-            "1",
-            "--defect-rate",
-            "0",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(out.join("images/WK-KN-200_00000.jpg")).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_snapshot_camera_serves_each_trigger_and_is_reopened_after_its_outage() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port())
         .await
         .unwrap();
-    let snap = SnapshotServer::start(knife_jpeg(dir.path())).await.unwrap();
+    let snap = SnapshotServer::start(knife_jpeg(dir.path(), false).unwrap())
+        .await
+        .unwrap();
     let agent_dir = dir.path().join("agent");
     let http = free_port();
     let source = format!(
@@ -215,7 +198,9 @@ async fn a_snapshot_camera_with_the_wrong_password_is_reported_failed() {
     let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port())
         .await
         .unwrap();
-    let snap = SnapshotServer::start(knife_jpeg(dir.path())).await.unwrap();
+    let snap = SnapshotServer::start(knife_jpeg(dir.path(), false).unwrap())
+        .await
+        .unwrap();
     let agent_dir = dir.path().join("agent");
     let http = free_port();
     let source = format!(
@@ -252,12 +237,12 @@ async fn an_rtsp_camera_serves_each_trigger_and_is_reopened_after_its_server_res
         .await
         .unwrap();
     let port = free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rtsp_server.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rtsp_server.py");
     let python =
         std::env::var("WIKOTEST_RTSP_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
     let start_server = || {
         wiko_e2e::Process::program(
-            Path::new(&python),
+            std::path::Path::new(&python),
             &[script.to_str().unwrap(), &port.to_string()],
             dir.path().join("rtsp.log"),
         )
@@ -305,7 +290,7 @@ async fn a_gige_vision_camera_serves_each_trigger_and_is_reopened_after_it_comes
         .unwrap_or_else(|_| "arv-fake-gv-camera-0.8".into());
     let start_camera = || {
         wiko_e2e::Process::program(
-            Path::new(&fake),
+            std::path::Path::new(&fake),
             &["-i", address],
             dir.path().join("camera.log"),
         )

@@ -55,6 +55,22 @@ pub fn flag_value(args: &[String], flag: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// One chef's knife as the synthetic camera renders it (`wiko-agent synth`, seed 7), good or
+/// with a painted defect, as JPEG: what a snapshot camera serves.
+pub fn knife_jpeg(dir: &Path, defective: bool) -> anyhow::Result<Vec<u8>> {
+    let out = dir.join(if defective { "synth-ng" } else { "synth-ok" });
+    let status = Command::new(bin("wiko-agent"))
+        .arg("synth")
+        .arg("--out")
+        .arg(&out)
+        .args(["--count", "1", "--seed", "7", "--defect-rate"])
+        .arg(if defective { "1" } else { "0" })
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "wiko-agent synth failed");
+    Ok(std::fs::read(out.join("images/WK-KN-200_00000.jpg"))?)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -15,8 +15,8 @@ use wiko_wire::{
 };
 
 use super::{
-    Arg, Backend, Conn, Row, SqlStore, after, args, insight, json_error, list, op, parse_ts, ts,
-    values,
+    Arg, Backend, Conn, Dialect, Row, SqlStore, after, args, insight, json_error, list, op,
+    parse_ts, ts, values,
 };
 use crate::store::{
     CostFilter, Enrichment, Event, FeedbackFilter, ImageKey, Job, Judgement, ListFilter,
@@ -335,6 +335,40 @@ fn fair_turn(
         Some(latest) if waiting >= FAIR_COUNTED => counted.max(plus(latest, slot(1))),
         _ => counted,
     }
+}
+
+/// The claim of up to `?5` runnable jobs of stage `?2`, first turn first, leased until `?1`
+/// (`?3`, `?4`: now). Run after [`Dialect::walk_in_order`], in the same transaction.
+pub(super) fn claim_sql(dialect: Dialect) -> String {
+    format!(
+        "UPDATE jobs SET leased_until = ?, attempts = attempts + 1
+         WHERE analysis_id IN (
+             SELECT analysis_id FROM jobs
+             WHERE stage = ? AND run_after <= ?
+               AND (leased_until IS NULL OR leased_until < ?)
+             ORDER BY fair_at LIMIT ?{})
+         RETURNING analysis_id, attempts,
+             (SELECT product_sku FROM analyses a WHERE a.id = jobs.analysis_id),
+             (SELECT image_key FROM analyses a WHERE a.id = jobs.analysis_id)",
+        dialect.skip_locked()
+    )
+}
+
+/// The lease of up to `?5` unpublished messages, oldest first, for replica `?1` until `?2`
+/// (`?3`: now; `?4`: the replica again, whose own leases it may take back). It reads the
+/// unpublished messages only (on PostgreSQL their partial index, migration 0011), not the
+/// published ones kept for replay.
+pub(super) fn outbox_claim_sql(dialect: Dialect) -> String {
+    format!(
+        "UPDATE outbox SET leased_by = ?, leased_until = ?
+         WHERE id IN (
+             SELECT id FROM outbox
+             WHERE published_at IS NULL
+               AND (leased_until IS NULL OR leased_until < ? OR leased_by = ?)
+             ORDER BY id LIMIT ?{})
+         RETURNING id, kind, topic, payload",
+        dialect.skip_locked()
+    )
 }
 
 /// Writes the result and queues its event; a no-op for an analysis already done. The agent's
@@ -715,24 +749,15 @@ impl<B: Backend> Parts for SqlStore<B> {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        // One statement: on PostgreSQL one round trip, no transaction around it.
         let rows = self
             .backend
-            .write_one(op(move |c| {
+            .write(op(move |c| {
                 Box::pin(async move {
+                    if let Some(settings) = c.dialect().walk_in_order() {
+                        c.query(settings, Vec::new()).await?;
+                    }
                     let now = Utc::now();
-                    let sql = format!(
-                        "UPDATE jobs SET leased_until = ?, attempts = attempts + 1
-                         WHERE analysis_id IN (
-                             SELECT analysis_id FROM jobs
-                             WHERE stage = ? AND run_after <= ?
-                               AND (leased_until IS NULL OR leased_until < ?)
-                             ORDER BY fair_at LIMIT ?{})
-                         RETURNING analysis_id, attempts,
-                             (SELECT product_sku FROM analyses a WHERE a.id = jobs.analysis_id),
-                             (SELECT image_key FROM analyses a WHERE a.id = jobs.analysis_id)",
-                        c.dialect().skip_locked()
-                    );
+                    let sql = claim_sql(c.dialect());
                     c.query(
                         &sql,
                         args![after(lease), stage.as_str(), now, now, limit as i64],
@@ -959,16 +984,7 @@ impl<B: Backend> Parts for SqlStore<B> {
             .write_one(op(move |c| {
                 Box::pin(async move {
                     let now = Utc::now();
-                    let sql = format!(
-                        "UPDATE outbox SET leased_by = ?, leased_until = ?
-                         WHERE id IN (
-                             SELECT id FROM outbox
-                             WHERE published_at IS NULL
-                               AND (leased_until IS NULL OR leased_until < ? OR leased_by = ?)
-                             ORDER BY id LIMIT ?{})
-                         RETURNING id, kind, topic, payload",
-                        c.dialect().skip_locked()
-                    );
+                    let sql = outbox_claim_sql(c.dialect());
                     c.query(
                         &sql,
                         args![replica, after(lease), now, replica, limit as i64],

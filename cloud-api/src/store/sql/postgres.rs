@@ -75,6 +75,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "daily statistics, published events",
         include_str!("../../../migrations/postgres/0010_daily_stats_published_events.sql"),
     ),
+    (
+        11,
+        "partial indexes",
+        include_str!("../../../migrations/postgres/0011_partial_indexes.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.
@@ -316,7 +321,100 @@ impl Backend for Postgres {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Connection as _;
+
     use super::*;
+
+    /// The claim walks the stage's jobs in turn order on the index and stops, also when the
+    /// planner knows nothing of the table (never analysed) and plans it once for any
+    /// parameters: without [`Dialect::walk_in_order`] it read every job of the stage and
+    /// sorted them on each claim. The publisher reads only the unpublished messages.
+    /// Runs with `WIKOTEST_BACKEND=postgres` (`.ci/run`'s PostgreSQL stage).
+    #[tokio::test]
+    async fn a_claim_walks_its_stages_index_in_turn_order() {
+        if std::env::var("WIKOTEST_BACKEND").as_deref() != Ok("postgres") {
+            eprintln!("skipped: needs WIKOTEST_BACKEND=postgres and WIKOTEST_DATABASE_URL");
+            return;
+        }
+        let base = std::env::var("WIKOTEST_DATABASE_URL").expect("WIKOTEST_DATABASE_URL");
+        let schema = format!("wiko_plan_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&base).await.expect("database");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .expect("schema");
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let store = Postgres::connect(&PgSettings {
+            url: format!("{base}{sep}options[search_path]={schema}"),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            outbox_lease: Duration::from_secs(30),
+        })
+        .expect("settings");
+        store.migrate().await.expect("migrations");
+        let mut conn = store.pool.acquire().await.expect("connection");
+        // A backlog in tables never analysed (the jobs' parts are left out: no triggers).
+        for setup in [
+            "SET session_replication_role = replica",
+            "INSERT INTO jobs (analysis_id, run_after, attempts, fair_at, stage)
+             SELECT gen_random_uuid(), clock_timestamp(), 0, clock_timestamp(),
+                    CASE WHEN i % 10 = 0 THEN 'remote' ELSE 'local' END
+             FROM generate_series(1, 3000) AS i",
+            "SET plan_cache_mode = force_generic_plan",
+            "BEGIN",
+            Dialect::Postgres.walk_in_order().expect("settings"),
+        ] {
+            sqlx::query(setup).execute(&mut *conn).await.expect(setup);
+        }
+        let sql = numbered(&super::super::parts::claim_sql(Dialect::Postgres));
+        sqlx::query(&format!(
+            "PREPARE claim (timestamptz, text, timestamptz, timestamptz, bigint) AS {sql}"
+        ))
+        .execute(&mut *conn)
+        .await
+        .expect("prepare");
+        for stage in ["local", "remote"] {
+            let plan: Vec<String> = sqlx::query_scalar(&format!(
+                "EXPLAIN EXECUTE claim (now(), '{stage}', now(), now(), 8)"
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain");
+            let plan = plan.join("\n");
+            assert!(plan.contains("Index Scan using jobs_stage_fair"), "{plan}");
+            assert!(!plan.contains("Sort"), "{plan}");
+        }
+        sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .expect("commit");
+        // The publisher with many published messages kept for replay: it reads the few
+        // unpublished ones, not the primary key over all.
+        for setup in [
+            "INSERT INTO outbox (kind, payload, created_at, published_at)
+             SELECT 'result', '\\x00', now(), now() FROM generate_series(1, 3000)",
+            "INSERT INTO outbox (kind, payload, created_at)
+             SELECT 'result', '\\x00', now() FROM generate_series(1, 10)",
+        ] {
+            sqlx::query(setup).execute(&mut *conn).await.expect(setup);
+        }
+        let sql = numbered(&super::super::parts::outbox_claim_sql(Dialect::Postgres));
+        sqlx::query(&format!(
+            "PREPARE outbox_claim (uuid, timestamptz, timestamptz, uuid, bigint) AS {sql}"
+        ))
+        .execute(&mut *conn)
+        .await
+        .expect("prepare");
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN EXECUTE outbox_claim (gen_random_uuid(), now(), now(), gen_random_uuid(), 64)",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain");
+        let plan = plan.join("\n");
+        assert!(plan.contains("outbox_unpublished"), "{plan}");
+    }
 
     #[test]
     fn both_dialects_number_their_migrations_one_to_n_alike() {

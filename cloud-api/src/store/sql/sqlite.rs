@@ -64,6 +64,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
         10,
         include_str!("../../../migrations/sqlite/0010_daily_stats_published_events.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_partial_indexes.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
@@ -311,7 +315,52 @@ impl Backend for Sqlite {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use super::super::Dialect;
     use super::*;
+
+    /// The claim reads the stage's index in turn order and stops: no sort of the backlog; the
+    /// publisher reads only the unpublished messages.
+    #[test]
+    fn a_claim_walks_its_stages_index_in_turn_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connect(&dir.path().join("wiko.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let sql = super::super::parts::claim_sql(Dialect::Sqlite);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params!["", "local", "", "", 8], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("jobs_stage_fair")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+        let sql = super::super::parts::outbox_claim_sql(Dialect::Sqlite);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params!["", "", "", "", 64], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // The unpublished messages only (NULLs of `published_at`, in id order): no scan of
+        // the published ones kept, no sort.
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("outbox_published (published_at=?)")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
 
     /// A file made by a release before numbered migrations: its tables, no `user_version`.
     #[test]
