@@ -15,7 +15,7 @@ use wiko_inspect::{FitOptions, Image, Model};
 use wiko_wire::DefectType;
 
 use super::mask_free::largest_clear_rectangle;
-use super::{decode_file, fit_rows, score_one};
+use super::{OBJECT_COLUMN, decode_file, fit_rows, score_one};
 use crate::manifest::{self, Row};
 
 /// The smallest side, in image pixels, of a mask-free part taken as good surface.
@@ -199,7 +199,7 @@ pub fn evaluate_group(
     let train = &goods[..n];
     eprintln!("{group}: fitting on {n} good images");
     let started = Instant::now();
-    let model = fit_rows(train, options)?;
+    let model = fit_rows(train, OBJECT_COLUMN, options)?;
     let fit_seconds = started.elapsed().as_secs_f64();
     let test: Vec<&Row> = members
         .iter()
@@ -400,8 +400,8 @@ pub fn evaluate_folds(
             test.len()
         );
         let started = Instant::now();
-        let model =
-            fit_rows(&train, options).with_context(|| format!("{group}: fold {}", fold + 1))?;
+        let model = fit_rows(&train, column, options)
+            .with_context(|| format!("{group}: fold {}", fold + 1))?;
         fit_seconds += started.elapsed().as_secs_f64();
         trained += train.len();
         if !kinds.contains(&model.kind().to_string()) {

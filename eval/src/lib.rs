@@ -182,8 +182,13 @@ fn decode_file(path: &Path) -> Result<(Image, f64), String> {
     Ok((image, started.elapsed().as_secs_f64() * 1000.0))
 }
 
-/// Decodes good images and fits a model, reporting progress on stderr.
-fn fit_rows(rows: &[&Row], options: &FitOptions) -> anyhow::Result<Model> {
+/// The manifest column naming the physical part an image shows (`shared/datasets` format).
+pub const OBJECT_COLUMN: &str = "group_id";
+
+/// Decodes good images and fits a model, reporting progress on stderr. Rows that name their
+/// part in the column `objects` (every row must) are calibrated with whole parts held out of
+/// each cross-scoring fold ([`Model::fit_objects`]); otherwise each image is a part of its own.
+fn fit_rows(rows: &[&Row], objects: &str, options: &FitOptions) -> anyhow::Result<Model> {
     let paths: Vec<&Path> = rows.iter().map(|r| r.path.as_path()).collect();
     eprintln!("decoding {} good images", paths.len());
     let images = decode_all(&paths)
@@ -191,8 +196,20 @@ fn fit_rows(rows: &[&Row], options: &FitOptions) -> anyhow::Result<Model> {
         .map(|r| r.map(|(g, _)| g))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    let mut names: Vec<&str> = Vec::new();
+    let ids: Option<Vec<usize>> = rows
+        .iter()
+        .map(|r| {
+            let name = r.columns.get(objects)?.as_str();
+            Some(names.iter().position(|n| *n == name).unwrap_or_else(|| {
+                names.push(name);
+                names.len() - 1
+            }))
+        })
+        .collect();
+    let ids = ids.unwrap_or_else(|| (0..images.len()).collect());
     let started = Instant::now();
-    let model = Model::fit(&images, options).context("fitting the model")?;
+    let model = Model::fit_objects(&images, &ids, options).context("fitting the model")?;
     eprintln!(
         "fitted a {} model on {} images in {:.1} s; threshold {:.2} (false-reject rate {})",
         model.kind(),
@@ -216,7 +233,7 @@ fn fit(good: &Path, out: &Path, sku: Option<String>, options: &FitOptions) -> an
     if rows.is_empty() {
         bail!("{}: no good images found", good.display());
     }
-    let mut model = fit_rows(&rows.iter().collect::<Vec<_>>(), options)?;
+    let mut model = fit_rows(&rows.iter().collect::<Vec<_>>(), OBJECT_COLUMN, options)?;
     model.sku = sku.unwrap_or_default();
     let bytes = model.to_bytes();
     write_atomically(out, &bytes)?;

@@ -5,7 +5,9 @@
 //! 10; mean AUROC over the folds (spread), hit rate of the top region): metal plates, patch,
 //! 0.993 (0.014), 97.2%; BSData, fixed, 1.000 (0.000), 57.5%; KolektorSDD, texture, 0.923
 //! (0.130), 75.0%; magnetic tiles, texture, 0.878 (0.089), 27.5%; the same to the digit with
-//! model format 11 (2026-12-07). They catch a regression.
+//! model format 11 (2026-12-07). Since the calibration holds out whole parts (the manifest's
+//! `group_id`, 2026-12-07): BSData 1.000 (0.000), 50.0%, no false reject of 58 (3.4% before);
+//! KolektorSDD 0.923 (0.130), 70.0%; plates and tiles unchanged. They catch a regression.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -32,8 +34,9 @@ fn dataset(set: &str) -> PathBuf {
     manifest
 }
 
-/// Held-out evaluation of `rows` by object: (method, mean AUROC, region hit rate).
-fn held_out(name: &str, rows: &[&manifest::Row]) -> (String, f64, f64) {
+/// Held-out evaluation of `rows` by object: (method, mean AUROC, region hit rate, false-reject
+/// rate at the calibrated threshold).
+fn held_out(name: &str, rows: &[&manifest::Row]) -> (String, f64, f64, f64) {
     let report = evaluate_folds(name, rows, "group_id", 5, &FitOptions::default()).unwrap();
     eprintln!("{name}: {report:?}");
     assert_eq!(report.errors, 0);
@@ -42,13 +45,14 @@ fn held_out(name: &str, rows: &[&manifest::Row]) -> (String, f64, f64) {
         report.model,
         report.auroc_mean.unwrap(),
         report.pooled.region_hit_rate.unwrap(),
+        report.pooled.false_reject_rate.unwrap(),
     )
 }
 
 #[test]
 fn metal_plates_that_hang_at_any_angle_are_judged_on_objects_never_seen() {
     let rows = manifest::read(&dataset("metal_plate")).unwrap();
-    let (method, auroc, hit) = held_out("metal_plate", &rows.iter().collect::<Vec<_>>());
+    let (method, auroc, hit, _) = held_out("metal_plate", &rows.iter().collect::<Vec<_>>());
     assert_eq!(method, "patch", "the plates turn by tens of degrees");
     assert!(auroc >= 0.98, "AUROC {auroc:.3}");
     assert!(hit >= 0.9, "top region on the defect in {hit:.3}");
@@ -57,19 +61,22 @@ fn metal_plates_that_hang_at_any_angle_are_judged_on_objects_never_seen() {
 #[test]
 fn real_surfaces_keep_their_floor_on_objects_never_seen() {
     let rows = manifest::read(&dataset("real_surface_defects")).unwrap();
-    for (source, method, floor, hit_floor) in [
-        ("BSData", "fixed", 0.97, 0.45),
-        ("KolektorSDD", "texture", 0.85, 0.6),
-        ("Magnetic-tile", "texture", 0.83, 0.2),
+    // False rejects of good images never seen: at most twice the stated 1% (one of 58),
+    // KolektorSDD one of its 20 (measured: none anywhere). See: issue #18
+    for (source, method, floor, hit_floor, frr_ceiling) in [
+        ("BSData", "fixed", 0.97, 0.45, 0.02),
+        ("KolektorSDD", "texture", 0.85, 0.6, 0.05),
+        ("Magnetic-tile", "texture", 0.83, 0.2, 0.02),
     ] {
         let members: Vec<&manifest::Row> = rows
             .iter()
             .filter(|r| r.columns["source_repo"].contains(source))
             .collect();
-        let (got, auroc, hit) = held_out(source, &members);
+        let (got, auroc, hit, frr) = held_out(source, &members);
         assert_eq!(got, method, "{source}");
         assert!(auroc >= floor, "{source}: AUROC {auroc:.3} under {floor}");
         assert!(hit >= hit_floor, "{source}: hit {hit:.3} under {hit_floor}");
+        assert!(frr <= frr_ceiling, "{source}: false rejects {frr:.3}");
     }
 }
 

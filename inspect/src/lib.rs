@@ -33,7 +33,8 @@
 //!      cells; a cell's anomaly is the distance to its nearest good one. Colour counts here:
 //!      rust on paint is a change of hue.
 //! 3. The image score is the maximum of the anomaly map. The threshold comes from good images
-//!    alone: five-fold cross-scoring gives each good image a held-out score, and
+//!    alone: five-fold cross-scoring gives each good image a held-out score (the folds hold
+//!    whole parts when several images show one, [`Model::fit_objects`]), and
 //!    [`stats::calibrate`] fits an extreme-value law to them for a stated false-reject rate.
 //! 4. Regions are the connected components of the map (hysteresis), with a box in input
 //!    pixels. Their type is heuristic (shape, place on the part, intensity shift); see

@@ -141,8 +141,24 @@ pub struct Verdict {
 
 impl Model {
     /// Fits a model from good images and calibrates its threshold by cross-scoring: each of
-    /// five folds is scored by a model fitted without it.
+    /// five folds is scored by a model fitted without it. Every image is taken to show a part
+    /// of its own.
     pub fn fit(images: &[Image], options: &FitOptions) -> Result<Model, FitError> {
+        let objects: Vec<usize> = (0..images.len()).collect();
+        Model::fit_objects(images, &objects, options)
+    }
+
+    /// [`Model::fit`] for good images of which several may show the same part (`objects[i]`
+    /// names the part of image `i`): the cross-scoring's folds hold whole parts, so that no
+    /// held-out score comes from a model that saw another photo of the same part, and the
+    /// threshold is calibrated as for parts never seen. With fewer than two parts, the folds
+    /// hold single images.
+    pub fn fit_objects(
+        images: &[Image],
+        objects: &[usize],
+        options: &FitOptions,
+    ) -> Result<Model, FitError> {
+        let folds = folds_of(objects, images.len());
         if images.len() < MIN_GOOD {
             return Err(FitError::TooFew { got: images.len() });
         }
@@ -153,13 +169,15 @@ impl Model {
             return Err(FitError::Rate(rate));
         }
         let (method, held_out_scores) = match options.method {
-            MethodChoice::Texture => fit_texture(good)?,
-            MethodChoice::Patch => fit_patch(images)?,
+            MethodChoice::Texture => fit_texture(good, &folds)?,
+            MethodChoice::Patch => fit_patch(images, &folds)?,
             MethodChoice::Fixed => {
                 let reference = texture::median_size(good);
-                fit_fixed(reference, prepare_fixed(good, reference)?)
+                fit_fixed(reference, prepare_fixed(good, reference)?, &folds)
             }
-            MethodChoice::Aligned => fit_aligned(good, all_registered(aligned_poses(good))?)?,
+            MethodChoice::Aligned => {
+                fit_aligned(good, all_registered(aligned_poses(good))?, &folds)?
+            }
             MethodChoice::Auto => {
                 let poses = aligned_poses(good);
                 let is_object = |p: &Result<(Gray, Pose), InspectError>| {
@@ -174,9 +192,9 @@ impl Model {
                         .map(|(_, p)| p.half_length / p.half_width.max(1.0))
                         .collect();
                     if angle_play(&angles) > ALIGNED_PLAY && median(&mut elongations) < ELONGATED {
-                        fit_patch(images)?
+                        fit_patch(images, &folds)?
                     } else {
-                        fit_aligned(good, registered)?
+                        fit_aligned(good, registered, &folds)?
                     }
                 } else if objects * 2 > good.len() {
                     // Mostly single parts on a belt: the others are bad golden images (an empty
@@ -189,7 +207,7 @@ impl Model {
                     };
                     return Err(FitError::Image { index, source });
                 } else {
-                    fit_surface(good)?
+                    fit_surface(good, &folds)?
                 }
             }
         };
@@ -379,7 +397,11 @@ fn all_registered(
         .collect()
 }
 
-fn fit_aligned(good: &[&Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<f32>), FitError> {
+fn fit_aligned(
+    good: &[&Gray],
+    poses: Vec<(Gray, Pose)>,
+    folds: &[usize],
+) -> Result<(Method, Vec<f32>), FitError> {
     let downscale = good.first().map_or(1, |g| aligned::downscale_for(g));
     let norm = aligned::Normalisation::of(&poses.iter().map(|(_, p)| *p).collect::<Vec<_>>());
     let poses: Vec<(Gray, Pose)> = poses
@@ -399,6 +421,7 @@ fn fit_aligned(good: &[&Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<
         .collect();
     let (model, held_out) = cross_validate(
         &prepared,
+        folds,
         |train| AlignedModel::learn(train, downscale, norm),
         |m, p| m.anomaly(p).max(),
     );
@@ -407,14 +430,14 @@ fn fit_aligned(good: &[&Gray], poses: Vec<(Gray, Pose)>) -> Result<(Method, Vec<
 
 /// A surface: a fixed view when the good images share one size and repeat one view in place,
 /// else a texture.
-fn fit_surface(good: &[&Gray]) -> Result<(Method, Vec<f32>), FitError> {
+fn fit_surface(good: &[&Gray], folds: &[usize]) -> Result<(Method, Vec<f32>), FitError> {
     if let (_, Some(reference)) = texture::geometry(good) {
         let prepared = prepare_fixed(good, reference)?;
         if fixed::view_is_fixed(&prepared.iter().collect::<Vec<_>>()) {
-            return Ok(fit_fixed(reference, prepared));
+            return Ok(fit_fixed(reference, prepared, folds));
         }
     }
-    fit_texture(good)
+    fit_texture(good, folds)
 }
 
 fn prepare_fixed(
@@ -431,17 +454,22 @@ fn prepare_fixed(
         .collect()
 }
 
-fn fit_fixed(reference: (usize, usize), prepared: Vec<fixed::Prepared>) -> (Method, Vec<f32>) {
+fn fit_fixed(
+    reference: (usize, usize),
+    prepared: Vec<fixed::Prepared>,
+    folds: &[usize],
+) -> (Method, Vec<f32>) {
     let downscale = fixed::downscale_for(reference);
     let (model, held_out) = cross_validate(
         &prepared,
+        folds,
         |train| FixedModel::learn(train, reference, downscale),
         |m, p| m.anomaly(p).max(),
     );
     (Method::Fixed(model), held_out)
 }
 
-fn fit_texture(good: &[&Gray]) -> Result<(Method, Vec<f32>), FitError> {
+fn fit_texture(good: &[&Gray], folds: &[usize]) -> Result<(Method, Vec<f32>), FitError> {
     let (downscale, reference) = texture::geometry(good);
     let works = good
         .iter()
@@ -458,6 +486,7 @@ fn fit_texture(good: &[&Gray]) -> Result<(Method, Vec<f32>), FitError> {
         .collect();
     let (model, held_out) = cross_validate(
         &summaries,
+        folds,
         |train| TextureModel::learn(train, downscale, reference, grain),
         TextureModel::image_score,
     );
@@ -465,7 +494,7 @@ fn fit_texture(good: &[&Gray]) -> Result<(Method, Vec<f32>), FitError> {
 }
 
 /// The position-free patch model: chroma counts when every good image has colour.
-fn fit_patch(good: &[Image]) -> Result<(Method, Vec<f32>), FitError> {
+fn fit_patch(good: &[Image], folds: &[usize]) -> Result<(Method, Vec<f32>), FitError> {
     let refs: Vec<&Image> = good.iter().collect();
     let scale = patch::scale_for(&refs);
     let colour = good.iter().all(|g| g.chroma.is_some());
@@ -478,30 +507,60 @@ fn fit_patch(good: &[Image]) -> Result<(Method, Vec<f32>), FitError> {
         .collect::<Result<Vec<_>, _>>()?;
     let (model, held_out) = cross_validate(
         &cells,
+        folds,
         |train| PatchModel::learn(train, scale, colour),
         PatchModel::image_score,
     );
     Ok((Method::Patch(model), held_out))
 }
 
-/// Learns on all but one fold and scores that fold, for every fold; then learns on all.
-/// Returns the final model and the held-out score of each item, in input order.
+/// The cross-scoring fold of each of `count` images from the part each shows: parts are
+/// dealt into at most [`FOLDS`] folds in turn, in first-seen order, so a part's images share
+/// a fold. With fewer than two parts (or a list of another length), image `i` is in fold
+/// `i % FOLDS`.
+fn folds_of(objects: &[usize], count: usize) -> Vec<usize> {
+    let mut seen: Vec<usize> = Vec::new();
+    let order: Vec<usize> = objects
+        .iter()
+        .map(|o| match seen.iter().position(|s| s == o) {
+            Some(i) => i,
+            None => {
+                seen.push(*o);
+                seen.len() - 1
+            }
+        })
+        .collect();
+    if objects.len() != count || seen.len() < 2 {
+        let folds = count.clamp(1, FOLDS);
+        return (0..count).map(|i| i % folds).collect();
+    }
+    let folds = seen.len().min(FOLDS);
+    order.into_iter().map(|i| i % folds).collect()
+}
+
+/// Learns on all but one fold and scores that fold, for every fold (`folds[i]` is item `i`'s);
+/// then learns on all. Returns the final model and the held-out score of each item, in input
+/// order.
 fn cross_validate<P, M>(
     items: &[P],
+    folds: &[usize],
     learn: impl Fn(&[&P]) -> M,
     score: impl Fn(&M, &P) -> f32,
 ) -> (M, Vec<f32>) {
-    let folds = items.len().min(FOLDS);
     let mut held_out = vec![0f32; items.len()];
-    for fold in 0..folds {
+    let count = folds.iter().max().map_or(0, |m| m + 1);
+    for fold in 0..count {
         let train: Vec<&P> = items
             .iter()
-            .enumerate()
-            .filter(|(i, _)| i % folds != fold)
-            .map(|(_, p)| p)
+            .zip(folds)
+            .filter(|(_, f)| **f != fold)
+            .map(|(p, _)| p)
             .collect();
+        if train.is_empty() {
+            continue;
+        }
         let model = learn(&train);
-        for (i, p) in items.iter().enumerate().filter(|(i, _)| i % folds == fold) {
+        for (i, p) in items.iter().enumerate().filter(|(i, _)| folds[*i] == fold) {
             held_out[i] = score(&model, p);
         }
     }

@@ -343,3 +343,41 @@ fn angle_play_is_measured_around_the_circle() {
     assert!(angle_play(&[3.1, -3.1, 3.12]) < 0.1);
     assert!(angle_play(&[0.0, 1.0, tau - 1.0]) > 0.9);
 }
+
+#[test]
+fn the_cross_scoring_holds_out_whole_parts() {
+    // Images of their own part: fold i % 5, as the calibration always dealt them.
+    assert_eq!(folds_of(&[0, 1, 2, 3, 4, 5, 6], 7), [0, 1, 2, 3, 4, 0, 1]);
+    // Three photos of part 7, two of part 3, one of part 9: a part's photos share a fold.
+    assert_eq!(folds_of(&[7, 3, 7, 9, 3, 7], 6), [0, 1, 0, 2, 1, 0]);
+    // One part only, or names that do not match the images: per image.
+    assert_eq!(folds_of(&[4, 4, 4, 4, 4, 4], 6), [0, 1, 2, 3, 4, 0]);
+    assert_eq!(folds_of(&[0, 1], 6), [0, 1, 2, 3, 4, 0]);
+    assert_eq!(folds_of(&[], 0), Vec::<usize>::new());
+}
+
+#[test]
+fn a_part_photographed_twice_is_not_scored_by_a_model_that_saw_it() {
+    // Six parts, each photographed twice at its own pose: with each photo its own part, a
+    // photo's twin is among the images that calibrate it, and its held-out score is lower
+    // than when the twins are held out together.
+    let good: Vec<Image> = (0..12)
+        .map(|i| part(i / 2, None))
+        .map(Image::from)
+        .collect();
+    let options = FitOptions::default();
+    let apart = Model::fit(&good, &options).unwrap();
+    let parts: Vec<usize> = (0..12).map(|i| i / 2).collect();
+    let together = Model::fit_objects(&good, &parts, &options).unwrap();
+    assert_eq!(
+        apart.method, together.method,
+        "the same model on all images"
+    );
+    let sum = |m: &Model| m.held_out_scores.iter().sum::<f32>();
+    assert!(
+        sum(&together) > sum(&apart),
+        "{:?} vs {:?}",
+        together.held_out_scores,
+        apart.held_out_scores
+    );
+}
