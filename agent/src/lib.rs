@@ -35,6 +35,14 @@ pub(crate) mod telemetry;
 pub(crate) mod trigger;
 pub(crate) mod watchdog;
 
+/// A camera frame's way to the JPEG the buffer stores, for `benches/frame.rs`: a V4L2 frame
+/// (MJPEG passed through, raw pixels encoded) and the raw-pixel encoder GenICam frames take.
+#[cfg(feature = "v4l2")]
+pub mod frame {
+    pub use crate::source::pixels::{Layout, encode};
+    pub use crate::source::v4l2::{Pixels, RawFrame, to_jpeg};
+}
+
 use std::future::Future;
 use std::sync::Arc;
 
