@@ -318,8 +318,9 @@ async fn in_registers_the_status_word_goes_busy_then_busy_with_the_result_then_r
     // OK, then NG, then a part captured but not judged; the PLC numbers its parts.
     for (part, result) in [(7, status::OK), (8, status::NG), (9, 0)] {
         plc.set_trigger_register(part);
+        // Each part's Ready word differs from the last part's, which stays until Busy.
         until("Ready", || {
-            plc.register(STATUS_REGISTER) & status::READY != 0
+            plc.register(STATUS_REGISTER) == status::READY | result
         })
         .await;
         assert_eq!(
