@@ -18,7 +18,7 @@
 //! machine take, unlike wall time; the crate forbids the `unsafe` a `getrusage` call needs) and
 //! the JPEG's size. Instruction counts, which load does not change at all: run one case under
 //! callgrind, collecting only inside [`one_frame`]:
-//! `valgrind --tool=callgrind --toggle-collect='frame::one_frame' --callgrind-out-file=/dev/null
+//! `valgrind --tool=callgrind --toggle-collect='*one_frame*' --callgrind-out-file=/dev/null
 //! target/release/deps/frame-… --frames 3 --warmup 0 --case mono8` (Ir ÷ 3).
 
 use std::time::Instant;
