@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the two .deb packages from the binaries in $CARGO_TARGET_DIR/debug, installs them on
-# this machine, verifies the installed units, lints the packages, then starts the packaged
+# Builds the two .deb packages from the binaries in $CARGO_TARGET_DIR/debug (the agent's built
+# with --features genicam,v4l2, as the release is), installs them on this machine, checks the
+# agent package's camera support (its dependency on Aravis, the cameras it lists), verifies the
+# installed units, lints the packages, then starts the packaged
 # binaries as the packaged user with the packaged example configuration (only the keys added,
 # and the embedded MQTT broker moved off 1883, where Mosquitto listens) and checks a part goes
 # from the agent's synthetic camera into the cloud. Run by .ci/run as root.
@@ -27,6 +29,28 @@ dpkg -i "$debs"/*.deb
 systemd-analyze verify --man=no /usr/lib/systemd/system/wiko-agent.service \
     /usr/lib/systemd/system/wiko-cloud.service
 lintian --fail-on error --suppress-tags no-manual-page,non-standard-file-perm "$debs"/*.deb
+
+# The agent package carries GenICam and V4L2 support: it depends on the Aravis library it links,
+# and `wiko-agent cameras` looks for both kinds (Aravis's fake GigE Vision camera answers on
+# the loopback interface).
+depends=$(dpkg-query -W -f='${Depends}' wiko-agent)
+echo "wiko-agent depends on: $depends"
+if [[ "$depends" != *libaravis-0.8-0* ]]; then
+    echo "the agent package does not depend on libaravis-0.8-0"
+    exit 1
+fi
+arv-fake-gv-camera-0.8 -i 127.0.0.1 >"$work/gige.log" 2>&1 &
+pids+=($!)
+sleep 1
+cameras=$(runuser -u wiko -- /usr/bin/wiko-agent cameras)
+echo "$cameras"
+if [[ "$cameras" == *"not built in"* ]] || ! grep -q '^v4l2' <<<"$cameras" ||
+    ! grep -q '^genicam .*Fake' <<<"$cameras"; then
+    echo "the packaged agent does not list V4L2 and GenICam cameras"
+    exit 1
+fi
+kill "${pids[-1]}"
+unset 'pids[-1]'
 
 # The unit's StateDirectory= and the hot folder, as systemd and the plant would provide them.
 install -d -o wiko -g wiko -m 0750 /var/lib/wiko-agent /var/lib/wiko-cloud /srv/wiko/drop

@@ -527,27 +527,37 @@ pub enum TriggerConfig {
         #[serde(default)]
         lot: Option<String>,
     },
-    /// A handshake with the line PLC over Modbus TCP, in the PLC's coils: a part per rising
-    /// edge of `trigger_coil`; the agent raises `busy_coil`, writes `error_coil` (raised when
-    /// nothing was captured) and the result (`ok_coil` or `ng_coil`), lowers busy and raises
-    /// `ready_coil`.
+    /// A handshake with the line PLC over Modbus TCP, in the PLC's coils or in two of its
+    /// holding registers (one mode: the coil keys or the register keys).
+    ///
+    /// Coils: a part per rising edge of `trigger_coil`; the agent raises `busy_coil`, writes
+    /// `error_coil` (raised when nothing was captured) and the result (`ok_coil` or
+    /// `ng_coil`), lowers busy and raises `ready_coil`.
+    ///
+    /// Registers: a part each time `trigger_register` turns from zero to another value; the
+    /// agent writes the status word to `status_register`: Busy (1), then Busy with the result,
+    /// then Ready (2) with the result (OK 4, NG 8, Error 16).
     Plc {
         /// The PLC's Modbus TCP address, e.g. `192.168.10.5:502`.
         address: SocketAddr,
         /// Modbus unit (slave) id.
         #[serde(default = "default_unit_id")]
         unit_id: u8,
-        /// How often the trigger coil is read.
+        /// How often the trigger coil or register is read.
         #[serde(default = "default_plc_poll_ms")]
         poll_interval_ms: u64,
-        /// Coil the PLC raises for a part.
-        trigger_coil: u16,
-        /// Coil the agent raises while it captures.
-        busy_coil: u16,
-        /// Coil the agent raises when the part is done (captured or not).
-        ready_coil: u16,
-        /// Coil the agent raises when nothing was captured.
-        error_coil: u16,
+        /// Coil the PLC raises for a part (coil mode).
+        #[serde(default)]
+        trigger_coil: Option<u16>,
+        /// Coil the agent raises while it captures (coil mode).
+        #[serde(default)]
+        busy_coil: Option<u16>,
+        /// Coil the agent raises when the part is done, captured or not (coil mode).
+        #[serde(default)]
+        ready_coil: Option<u16>,
+        /// Coil the agent raises when nothing was captured (coil mode).
+        #[serde(default)]
+        error_coil: Option<u16>,
         /// Coil the agent raises when the part's edge verdict is OK. A part captured but not
         /// judged (edge analysis off, no model for its SKU yet) raises neither OK nor NG.
         #[serde(default)]
@@ -555,6 +565,14 @@ pub enum TriggerConfig {
         /// Coil the agent raises when the part's edge verdict is NG.
         #[serde(default)]
         ng_coil: Option<u16>,
+        /// Holding register the PLC sets to a value other than zero for a part (register
+        /// mode).
+        #[serde(default)]
+        trigger_register: Option<u16>,
+        /// Holding register the agent writes the status word to (register mode): bits Busy 1,
+        /// Ready 2, OK 4, NG 8, Error 16.
+        #[serde(default)]
+        status_register: Option<u16>,
     },
 }
 
@@ -735,36 +753,9 @@ impl TryFrom<RawConfig> for Config {
                 (_, Some(TriggerConfig::Interval { interval_ms, .. })) if *interval_ms == 0 => {
                     return Err(invalid(key("trigger.interval_ms"), "must be above zero"));
                 }
-                (
-                    _,
-                    Some(TriggerConfig::Plc {
-                        poll_interval_ms,
-                        trigger_coil,
-                        busy_coil,
-                        ready_coil,
-                        error_coil,
-                        ok_coil,
-                        ng_coil,
-                        ..
-                    }),
-                ) => {
-                    if *poll_interval_ms == 0 {
-                        return Err(invalid(
-                            key("trigger.poll_interval_ms"),
-                            "must be above zero",
-                        ));
-                    }
-                    let mapped: Vec<u16> = [*trigger_coil, *busy_coil, *ready_coil, *error_coil]
-                        .into_iter()
-                        .chain(*ok_coil)
-                        .chain(*ng_coil)
-                        .collect();
-                    let coils: std::collections::HashSet<u16> = mapped.iter().copied().collect();
-                    if coils.len() != mapped.len() {
-                        return Err(invalid(
-                            key("trigger"),
-                            "trigger_coil, busy_coil, ready_coil, error_coil, ok_coil and ng_coil must differ",
-                        ));
+                (_, Some(plc @ TriggerConfig::Plc { .. })) => {
+                    if let Some(Err((k, why))) = crate::trigger::plc::Handshake::from_config(plc) {
+                        return Err(invalid(key(&format!("trigger.{k}")), why));
                     }
                 }
                 (

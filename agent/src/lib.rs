@@ -35,6 +35,14 @@ pub(crate) mod telemetry;
 pub(crate) mod trigger;
 pub(crate) mod watchdog;
 
+/// A camera frame's way to the JPEG the buffer stores, for `benches/frame.rs`: a V4L2 frame
+/// (MJPEG passed through, raw pixels encoded) and the raw-pixel encoder GenICam frames take.
+#[cfg(feature = "v4l2")]
+pub mod frame {
+    pub use crate::source::pixels::{Layout, encode};
+    pub use crate::source::v4l2::{Pixels, RawFrame, to_jpeg};
+}
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -384,34 +392,17 @@ fn start_camera(
             &cam.station,
             station.clone(),
         )),
-        Some(TriggerConfig::Plc {
-            address,
-            unit_id,
-            poll_interval_ms,
-            trigger_coil,
-            busy_coil,
-            ready_coil,
-            error_coil,
-            ok_coil,
-            ng_coil,
-        }) => {
-            let handshake = trigger::plc::Handshake {
-                address: *address,
-                unit_id: *unit_id,
-                poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
-                trigger_coil: *trigger_coil,
-                busy_coil: *busy_coil,
-                ready_coil: *ready_coil,
-                error_coil: *error_coil,
-                ok_coil: *ok_coil,
-                ng_coil: *ng_coil,
-            };
-            tracker.spawn(trigger::plc::run(
-                station.clone(),
-                handshake,
-                stop.child_token(),
-            ));
-        }
+        Some(plc @ TriggerConfig::Plc { .. }) => match trigger::plc::Handshake::from_config(plc) {
+            Some(Ok(handshake)) => {
+                tracker.spawn(trigger::plc::run(
+                    station.clone(),
+                    handshake,
+                    stop.child_token(),
+                ));
+            }
+            // Validated with the configuration: cannot happen.
+            _ => error!(camera = %cam.name, "the plc trigger's mapping is invalid"),
+        },
         // Served by the HTTP module; a folder has no trigger.
         Some(TriggerConfig::Http {}) | None => {}
     }

@@ -251,6 +251,58 @@ fn cron_and_plc_triggers_are_checked_by_key() {
     );
     let e = error_of(&plc(", ok_coil = 1"));
     assert!(e.contains("must differ"), "{e}");
+
+    // Register mode: two holding registers, no coil.
+    let registers = |keys: &str| {
+        camera_with(
+            synthetic,
+            &format!("trigger = {{ type = \"plc\", address = \"127.0.0.1:502\"{keys} }}"),
+        )
+    };
+    let cfg = Config::try_from(raw(&registers(
+        ", trigger_register = 0, status_register = 1",
+    )))
+    .unwrap();
+    let handshake =
+        crate::trigger::plc::Handshake::from_config(cfg.cameras[0].trigger.as_ref().unwrap())
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        handshake.signals,
+        crate::trigger::plc::Signals::Registers {
+            trigger: 0,
+            status: 1
+        }
+    );
+    for (keys, bad_key, why) in [
+        (
+            ", trigger_register = 0",
+            "trigger.status_register",
+            "missing",
+        ),
+        (
+            ", trigger_register = 3, status_register = 3",
+            "trigger.status_register",
+            "must differ",
+        ),
+        (
+            ", trigger_register = 0, status_register = 1, busy_coil = 1",
+            "trigger.trigger_register",
+            "not both",
+        ),
+        ("", "trigger.trigger_coil", "missing"),
+        (
+            ", trigger_coil = 0, busy_coil = 1",
+            "trigger.ready_coil",
+            "missing",
+        ),
+    ] {
+        let e = error_of(&registers(keys));
+        assert!(
+            e.contains(&format!("camera[0].{bad_key}")) && e.contains(why),
+            "{keys}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -7,15 +7,15 @@
 //! first buffer after the frames already queued are put back). Mono8, RGB8, BGR8 and 8-bit
 //! Bayer pixels are encoded to JPEG ([`super::pixels`]). Between triggers the camera is read
 //! (its payload size) every `stall_timeout_ms`, so a camera that went away is reported. Every
-//! Aravis call runs on the blocking pool ([`Blocking`]): a call that hangs costs a thread,
-//! never the camera task.
+//! Aravis call runs on the blocking pool ([`Blocking`]): a call that hangs costs a thread
+//! (one at most: the camera is not reopened while it hangs), never the camera task.
 
 use aravis::prelude::*;
 use aravis::{AcquisitionMode, Buffer, BufferStatus, Camera, PixelFormat, Stream};
 use async_trait::async_trait;
 
 use super::pixels::{Layout, encode};
-use super::{Blocking, Capture, Source, SourceError};
+use super::{Blocking, Capture, Source, SourceError, reopen_grace};
 use crate::config::{CameraConfig, SourceConfig};
 
 /// Buffers queued on the stream.
@@ -81,7 +81,7 @@ impl Genicam {
         };
         Genicam {
             settings,
-            device: Blocking::new(),
+            device: Blocking::new(reopen_grace(cam)),
         }
     }
 }

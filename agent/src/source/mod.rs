@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
@@ -108,6 +108,10 @@ pub enum SourceError {
     Device(String),
     #[error("the capture thread panicked")]
     Panicked,
+    /// The device's last call outlived its deadline and has not returned: the device is not
+    /// opened again (no other thread started) until it does.
+    #[error("a driver call has not returned (it hangs): not reopened until it does")]
+    Hung,
 }
 
 /// One camera device. Calls may block for long: the camera task gives each a deadline.
@@ -125,28 +129,79 @@ pub trait Source: Send {
     fn close(&mut self);
 }
 
+/// The device call of a camera that may outlive its deadline: a driver call that hangs keeps
+/// its thread until it returns. A camera has at most one such call: the device is opened again
+/// only once the last call ended ([`Outstanding::settle`]), so a driver that hangs at every
+/// open costs one thread, however often the camera is reopened.
+pub struct Outstanding {
+    /// Resolves when the last call's [`Running`] is dropped.
+    ended: Option<oneshot::Receiver<()>>,
+    grace: Duration,
+}
+
+/// Carried by a device call while it runs; dropping it tells [`Outstanding`] the call ended.
+/// Dropped after the device it used (declared first, or last in a tuple), so the device is
+/// released before another open.
+pub struct Running {
+    _ended: oneshot::Sender<()>,
+}
+
+impl Outstanding {
+    /// `grace`: how long an open waits for the last call to end before it fails.
+    pub fn new(grace: Duration) -> Outstanding {
+        Outstanding { ended: None, grace }
+    }
+
+    /// Waits, `grace` at most, for the last call to end: [`SourceError::Hung`] while it has not.
+    pub async fn settle(&mut self) -> Result<(), SourceError> {
+        if let Some(ended) = self.ended.as_mut() {
+            if tokio::time::timeout(self.grace, ended).await.is_err() {
+                return Err(SourceError::Hung);
+            }
+            self.ended = None;
+        }
+        Ok(())
+    }
+
+    /// A call starts (the last one has ended): what it carries while it runs.
+    pub fn start(&mut self) -> Running {
+        let (tx, rx) = oneshot::channel();
+        self.ended = Some(rx);
+        Running { _ended: tx }
+    }
+}
+
 /// A device driven by blocking calls, run on the blocking pool. A call that outlives its
 /// deadline keeps the device on its thread: the slot stays empty and the camera is opened
-/// anew, so a hung driver call never blocks the camera task.
+/// anew once that call has returned ([`Outstanding`]), so a hung driver call never blocks the
+/// camera task nor piles up threads.
 pub struct Blocking<T> {
     slot: Option<T>,
+    outstanding: Outstanding,
 }
 
 impl<T: Send + 'static> Blocking<T> {
-    pub fn new() -> Blocking<T> {
-        Blocking { slot: None }
+    /// `grace`: how long an open waits for a call that outlived its deadline.
+    pub fn new(grace: Duration) -> Blocking<T> {
+        Blocking {
+            slot: None,
+            outstanding: Outstanding::new(grace),
+        }
     }
 
-    /// Drops the device held, then opens a new one with `open`.
+    /// Drops the device held, then opens a new one with `open` (once the last call ended).
     pub async fn open<F>(&mut self, open: F) -> Result<(), SourceError>
     where
         F: FnOnce() -> Result<T, SourceError> + Send + 'static,
     {
         self.slot = None;
-        let device = tokio::task::spawn_blocking(open)
+        self.outstanding.settle().await?;
+        let running = self.outstanding.start();
+        // The token last in the answer: a device opened after the deadline is dropped first.
+        let (device, _running) = tokio::task::spawn_blocking(move || (open(), running))
             .await
-            .map_err(|_| SourceError::Panicked)??;
-        self.slot = Some(device);
+            .map_err(|_| SourceError::Panicked)?;
+        self.slot = Some(device?);
         Ok(())
     }
 
@@ -157,9 +212,12 @@ impl<T: Send + 'static> Blocking<T> {
         F: FnOnce(&mut T) -> Result<R, SourceError> + Send + 'static,
     {
         let mut device = self.slot.take().ok_or(SourceError::NotOpen)?;
-        let (device, result) = tokio::task::spawn_blocking(move || {
+        let running = self.outstanding.start();
+        // The token last in the answer: a device whose call outlived its deadline is dropped
+        // (closed) before the token says the call ended.
+        let (device, result, _running) = tokio::task::spawn_blocking(move || {
             let result = f(&mut device);
-            (device, result)
+            (device, result, running)
         })
         .await
         .map_err(|_| SourceError::Panicked)?;
@@ -169,12 +227,6 @@ impl<T: Send + 'static> Blocking<T> {
 
     pub fn close(&mut self) {
         self.slot = None;
-    }
-}
-
-impl<T: Send + 'static> Default for Blocking<T> {
-    fn default() -> Self {
-        Blocking::new()
     }
 }
 
@@ -189,19 +241,24 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How long a camera's open waits for its last device call to end: half its open deadline
+/// (`stall_timeout_ms`), the rest left to the open itself.
+pub fn reopen_grace(cam: &CameraConfig) -> Duration {
+    Duration::from_millis(cam.stall_timeout_ms) / 2
+}
+
 /// The source a camera's configuration names; `None` for `folder`, which is no [`Source`].
 pub fn build(cam: &CameraConfig) -> Result<Option<Box<dyn Source>>, SourceError> {
     Ok(Some(match &cam.source {
         SourceConfig::Folder { .. } => return Ok(None),
         SourceConfig::Synthetic { seed, defect_rate } => Box::new(
-            synthetic::Synthetic::new(&cam.sku, &cam.name, *seed, *defect_rate).ok_or_else(
-                || {
+            synthetic::Synthetic::new(&cam.sku, &cam.name, *seed, *defect_rate, reopen_grace(cam))
+                .ok_or_else(|| {
                     SourceError::Device(format!(
                         "the synthetic camera knows no knife of SKU {}",
                         cam.sku
                     ))
-                },
-            )?,
+                })?,
         ),
         #[cfg(feature = "genicam")]
         SourceConfig::Genicam { .. } => Box::new(genicam::Genicam::new(cam)),

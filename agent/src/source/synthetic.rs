@@ -1,6 +1,8 @@
 //! The synthetic camera: knife photos with known defects from `wiko-synth`, deterministic by
 //! seed (part `i` of a camera with seed `s` is always the same picture).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use wiko_synth::{KnifeShape, part_jpeg, render_part, shape};
 
@@ -14,10 +16,16 @@ pub struct Synthetic {
 }
 
 impl Synthetic {
-    /// `None` when no knife shape is known for `sku`.
-    pub fn new(sku: &str, name: &str, seed: u64, defect_rate: f64) -> Option<Synthetic> {
+    /// `None` when no knife shape is known for `sku`; `grace` as [`Blocking::new`].
+    pub fn new(
+        sku: &str,
+        name: &str,
+        seed: u64,
+        defect_rate: f64,
+        grace: Duration,
+    ) -> Option<Synthetic> {
         Some(Synthetic {
-            device: Blocking::new(),
+            device: Blocking::new(grace),
             next: SyntheticCamera::new(sku, name, seed, defect_rate)?,
         })
     }

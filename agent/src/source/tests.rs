@@ -300,23 +300,28 @@ fn a_full_buffer_is_logged_once_per_interval_with_the_count_since() {
     assert_eq!(log.add(1, t0 + FULL_LOG_EVERY), None);
 }
 
+/// A V4L2 device that sends the same MJPEG frame every 5 ms.
+#[cfg(feature = "v4l2")]
+struct Mjpeg(Vec<u8>);
+
+#[cfg(feature = "v4l2")]
+impl super::v4l2::FrameProvider for Mjpeg {
+    fn frame(&mut self) -> Result<super::v4l2::RawFrame, SourceError> {
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(super::v4l2::RawFrame {
+            pixels: super::v4l2::Pixels::Jpeg,
+            width: 32,
+            height: 16,
+            data: self.0.clone(),
+        })
+    }
+}
+
 #[cfg(feature = "v4l2")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v4l2_cameras_mjpeg_frame_reaches_the_buffer_unchanged() {
-    use super::v4l2::{FrameProvider, Opener, Pixels, RawFrame, V4l2};
+    use super::v4l2::{FrameProvider, Opener, V4l2};
 
-    struct Mjpeg(Vec<u8>);
-    impl FrameProvider for Mjpeg {
-        fn frame(&mut self) -> Result<RawFrame, SourceError> {
-            std::thread::sleep(Duration::from_millis(5));
-            Ok(RawFrame {
-                pixels: Pixels::Jpeg,
-                width: 32,
-                height: 16,
-                data: self.0.clone(),
-            })
-        }
-    }
     let sent = super::v4l2::tests::mjpeg(32, 16, 200);
     let frame = sent.clone();
     let open: Opener =
@@ -324,7 +329,12 @@ async fn a_v4l2_cameras_mjpeg_frame_reaches_the_buffer_unchanged() {
     let rig = Rig::new(&["usb"]);
     let station = rig.start(
         "usb",
-        V4l2::with_opener(open, 90, Duration::from_millis(300)),
+        V4l2::with_opener(
+            open,
+            90,
+            Duration::from_millis(300),
+            Duration::from_millis(150),
+        ),
     );
     rig.until("the camera opens", |r| {
         r.health("usb").status == CameraStatus::Ok
@@ -335,6 +345,64 @@ async fn a_v4l2_cameras_mjpeg_frame_reaches_the_buffer_unchanged() {
     let frames = rig.frames();
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0].jpeg, sent, "no decode, no re-encode");
+    rig.stop.cancel();
+}
+
+#[cfg(feature = "v4l2")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v4l2_camera_whose_open_hangs_is_failed_with_one_thread_until_the_open_returns() {
+    // See: issue #20 (a V4L2 open that hangs must not leak a thread per reopen).
+    use super::v4l2::{FrameProvider, Opener, V4l2};
+
+    let (release, hang) = std::sync::mpsc::channel::<()>();
+    let hang = Mutex::new(hang);
+    let started = Arc::new(AtomicU32::new(0));
+    let open: Opener = {
+        let started = started.clone();
+        Arc::new(move || {
+            // One thread per open: this counts the capture threads started.
+            if started.fetch_add(1, Ordering::SeqCst) == 0 {
+                let _ = hang.lock().unwrap().recv();
+            }
+            Ok(Box::new(Mjpeg(super::v4l2::tests::mjpeg(32, 16, 50))) as Box<dyn FrameProvider>)
+        })
+    };
+    let rig = Rig::new(&["usb"]);
+    let station = rig.start(
+        "usb",
+        V4l2::with_opener(
+            open,
+            90,
+            Duration::from_millis(300),
+            Duration::from_millis(150),
+        ),
+    );
+    rig.until("the hung open reported", |r| {
+        let h = r.health("usb");
+        h.status == CameraStatus::Failed
+            && h.last_error.as_deref() == Some(SourceError::Hung.to_string().as_str())
+    })
+    .await;
+    // Reopened with backoff (50 ms to 1 s) for over a second: never another thread.
+    rig.until("several reopens refused", |r| {
+        r.health("usb").errors_total >= 4
+    })
+    .await;
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        ask(&station, TriggerRequest::default()).await.outcome,
+        TriggerOutcome::CameraFailed
+    );
+    drop(release);
+    rig.until("the camera opens once the hung open returned", |r| {
+        r.health("usb").status == CameraStatus::Ok
+    })
+    .await;
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        ask(&station, TriggerRequest::default()).await.outcome,
+        TriggerOutcome::Captured
+    );
     rig.stop.cancel();
 }
 

@@ -18,8 +18,10 @@
 //! Known upstream failures are guarded against: a read that fails ends the thread and the
 //! camera is reopened; a read that hangs leaves the latest frame ageing, so the check between
 //! triggers (and the trigger's own deadline) reports the camera stalled and it is reopened with
-//! backoff by [`super::run_camera`]. A hung thread keeps its device until its call returns; a
-//! reopen meanwhile fails (device busy) and is retried.
+//! backoff by [`super::run_camera`]. A camera has one capture thread at most: a reopen waits
+//! (half `stall_timeout_ms` at most) for the last thread to end, and while that thread is
+//! still blocked in an open or a read that never returns, the open fails without starting
+//! another ([`SourceError::Hung`]: the camera shows `failed`, and is retried with backoff).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use tracing::{debug, warn};
 
 use super::latest::{self, Latest};
 use super::pixels::{Layout, encode};
-use super::{Capture, Source, SourceError};
+use super::{Capture, Outstanding, Source, SourceError, reopen_grace};
 use crate::config::{CameraConfig, SourceConfig, V4l2PixelFormat};
 
 /// How a frame's bytes are laid out.
@@ -69,6 +71,8 @@ pub struct V4l2 {
     stall: Duration,
     /// The capture thread's frames; dropping them stops the thread at its next frame.
     running: Option<Latest<RawFrame>>,
+    /// The capture thread last started, until it ends.
+    thread: Outstanding,
 }
 
 impl V4l2 {
@@ -103,37 +107,44 @@ impl V4l2 {
             Arc::new(move || device::open(&settings)),
             quality,
             Duration::from_millis(cam.stall_timeout_ms),
+            reopen_grace(cam),
         )
     }
 
-    /// A camera whose device `open` gives (the tests' fakes).
-    pub fn with_opener(open: Opener, jpeg_quality: u8, stall: Duration) -> V4l2 {
+    /// A camera whose device `open` gives (the tests' fakes); `grace`: how long an open waits
+    /// for the last capture thread to end.
+    pub fn with_opener(open: Opener, jpeg_quality: u8, stall: Duration, grace: Duration) -> V4l2 {
         V4l2 {
             open,
             jpeg_quality,
             stall,
             running: None,
+            thread: Outstanding::new(grace),
         }
     }
 
     /// Starts the capture thread; `Opened` answers once the device is open.
-    fn spawn(&self) -> Result<(Latest<RawFrame>, Opened), SourceError> {
+    fn spawn(&mut self) -> Result<(Latest<RawFrame>, Opened), SourceError> {
         let (feed, frames) = latest::channel("the V4L2 capture stopped");
         let (opened_tx, opened) = oneshot::channel();
         let open = self.open.clone();
+        let running = self.thread.start();
         std::thread::Builder::new()
             .name("v4l2-capture".into())
             .spawn(move || {
+                // Dropped last, after the device: the thread has ended with its device closed.
+                let _running = running;
                 let mut device = match open() {
-                    Ok(device) => {
-                        let _ = opened_tx.send(Ok(()));
-                        device
-                    }
+                    Ok(device) => device,
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
                         return;
                     }
                 };
+                // Nobody waits any more: the open outlived its deadline; close the device.
+                if opened_tx.send(Ok(())).is_err() {
+                    return;
+                }
                 loop {
                     match device.frame() {
                         Ok(raw) => {
@@ -174,9 +185,11 @@ pub fn to_jpeg(raw: &RawFrame, quality: u8) -> Result<Vec<u8>, SourceError> {
 
 #[async_trait]
 impl Source for V4l2 {
-    /// Starts the capture thread and waits for the device to open and send its first frame.
+    /// Starts the capture thread (once the last one ended) and waits for the device to open
+    /// and send its first frame.
     async fn open(&mut self) -> Result<(), SourceError> {
         self.running = None;
+        self.thread.settle().await?;
         let (mut frames, opened) = self.spawn()?;
         opened.await.map_err(|_| SourceError::Panicked)??;
         frames.first().await?;

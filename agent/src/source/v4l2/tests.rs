@@ -1,6 +1,7 @@
 //! The V4L2 camera through its boundary: fake devices behind [`FrameProvider`] (MJPEG passed
-//! through, YUYV encoded, a read that fails, a read that hangs), device names resolved to
-//! their `/dev/videoN`, and a real device where this machine has one.
+//! through, YUYV encoded, a read that fails, a read or an open that hangs: one capture thread
+//! at most), device names resolved to their `/dev/videoN`, and a real device where this
+//! machine has one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -39,7 +40,12 @@ where
         Ok(Box::new(Fake(0, make())) as Box<dyn FrameProvider>)
     });
     (
-        V4l2::with_opener(open, 90, Duration::from_millis(300)),
+        V4l2::with_opener(
+            open,
+            90,
+            Duration::from_millis(300),
+            Duration::from_millis(100),
+        ),
         opened,
     )
 }
@@ -151,10 +157,10 @@ async fn a_failing_read_ends_the_capture_and_the_camera_opens_again() {
 }
 
 #[tokio::test]
-async fn a_read_that_hangs_is_reported_stalled() {
+async fn a_read_that_hangs_is_reported_stalled_and_no_thread_joins_it_until_it_returns() {
     let (release, hang) = mpsc::channel::<()>();
     let hang = Arc::new(std::sync::Mutex::new(hang));
-    let (mut cam, _) = camera_of(move || {
+    let (mut cam, opened) = camera_of(move || {
         let hang = hang.clone();
         move |n: u32| {
             if n > 2 {
@@ -167,7 +173,58 @@ async fn a_read_that_hangs_is_reported_stalled() {
     cam.open().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(matches!(cam.check().await, Err(SourceError::Stalled(_))));
+    // See: issue #20 (a hung call must not leak a thread per reopen). The thread is still in
+    // its read: no second one while it is.
+    cam.close();
+    for _ in 0..3 {
+        assert!(matches!(cam.open().await, Err(SourceError::Hung)));
+    }
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    // The read returns: the thread ends, and the camera opens again.
     drop(release);
+    cam.open().await.unwrap();
+    assert_eq!(opened.load(Ordering::SeqCst), 2);
+    cam.grab().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_open_that_hangs_leaves_one_thread_however_often_the_camera_is_reopened() {
+    // See: issue #20 (a V4L2 open that hangs must not leak a thread per reopen).
+    let (release, hang) = mpsc::channel::<()>();
+    let hang = std::sync::Mutex::new(hang);
+    let started = Arc::new(AtomicU32::new(0));
+    let open: Opener = {
+        let started = started.clone();
+        Arc::new(move || {
+            // Each open runs on a thread of its own: this counts the threads started.
+            if started.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Like a driver whose open never returns (until the test lets it).
+                let _ = hang.lock().unwrap().recv();
+            }
+            Ok(Box::new(Fake(0, |_: u32| Ok(jpeg_frame(mjpeg(8, 8, 10)))))
+                as Box<dyn FrameProvider>)
+        })
+    };
+    let mut cam = V4l2::with_opener(
+        open,
+        90,
+        Duration::from_millis(300),
+        Duration::from_millis(100),
+    );
+    // The camera task's deadline on the open.
+    let deadline = Duration::from_millis(300);
+    assert!(tokio::time::timeout(deadline, cam.open()).await.is_err());
+    for _ in 0..5 {
+        cam.close();
+        let again = tokio::time::timeout(deadline, cam.open()).await;
+        assert!(matches!(again, Ok(Err(SourceError::Hung))), "{again:?}");
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    // The hung open returns at last: its thread sees nobody waits, closes the device and ends.
+    drop(release);
+    cam.open().await.unwrap();
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    cam.grab().await.unwrap();
 }
 
 #[test]

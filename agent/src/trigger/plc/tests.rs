@@ -1,5 +1,5 @@
 //! The handshake against a PLC played by tokio-modbus's own TCP server, in process: its coils
-//! in memory, every write logged in order.
+//! and holding registers in memory, every write logged in order.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,12 +19,18 @@ const READY: u16 = 2;
 const ERROR: u16 = 3;
 const OK: u16 = 4;
 const NG: u16 = 5;
+/// Holding registers (register mode).
+const TRIGGER_REGISTER: u16 = 0;
+const STATUS_REGISTER: u16 = 1;
 
 #[derive(Clone, Default)]
 struct Plc {
     coils: Arc<Mutex<[bool; 8]>>,
-    /// The agent's writes, in order.
+    registers: Arc<Mutex<[u16; 8]>>,
+    /// The agent's coil writes, in order.
     writes: Arc<Mutex<Vec<(u16, bool)>>>,
+    /// The agent's register writes, in order.
+    register_writes: Arc<Mutex<Vec<(u16, u16)>>>,
 }
 
 impl tokio_modbus::server::Service for Plc {
@@ -51,6 +57,25 @@ impl tokio_modbus::server::Service for Plc {
                 }
                 None => Err(ExceptionCode::IllegalDataAddress),
             },
+            Request::ReadHoldingRegisters(addr, n) => {
+                let (a, n) = (addr as usize, n as usize);
+                self.registers
+                    .lock()
+                    .unwrap()
+                    .get(a..a + n)
+                    .map(|r| Response::ReadHoldingRegisters(r.to_vec()))
+                    .ok_or(ExceptionCode::IllegalDataAddress)
+            }
+            Request::WriteSingleRegister(addr, value) => {
+                match self.registers.lock().unwrap().get_mut(addr as usize) {
+                    Some(register) => {
+                        *register = value;
+                        self.register_writes.lock().unwrap().push((addr, value));
+                        Ok(Response::WriteSingleRegister(addr, value))
+                    }
+                    None => Err(ExceptionCode::IllegalDataAddress),
+                }
+            }
             _ => Err(ExceptionCode::IllegalFunction),
         })
     }
@@ -63,6 +88,19 @@ impl Plc {
 
     fn coil(&self, coil: u16) -> bool {
         self.coils.lock().unwrap()[coil as usize]
+    }
+
+    /// The PLC's program sets the trigger register: a part number, or zero.
+    fn set_trigger_register(&self, value: u16) {
+        self.registers.lock().unwrap()[TRIGGER_REGISTER as usize] = value;
+    }
+
+    fn register(&self, register: u16) -> u16 {
+        self.registers.lock().unwrap()[register as usize]
+    }
+
+    fn take_register_writes(&self) -> Vec<(u16, u16)> {
+        std::mem::take(&mut *self.register_writes.lock().unwrap())
     }
 
     fn last_write(&self) -> Option<(u16, bool)> {
@@ -130,16 +168,32 @@ fn judged_station(
 }
 
 fn handshake_at(address: SocketAddr) -> Handshake {
+    in_coils(address, None, None)
+}
+
+fn in_coils(address: SocketAddr, ok: Option<u16>, ng: Option<u16>) -> Handshake {
     Handshake {
         address,
         unit_id: 1,
         poll_interval: Duration::from_millis(10),
-        trigger_coil: TRIGGER,
-        busy_coil: BUSY,
-        ready_coil: READY,
-        error_coil: ERROR,
-        ok_coil: None,
-        ng_coil: None,
+        signals: Signals::Coils {
+            trigger: TRIGGER,
+            busy: BUSY,
+            ready: READY,
+            error: ERROR,
+            ok,
+            ng,
+        },
+    }
+}
+
+fn in_registers(address: SocketAddr) -> Handshake {
+    Handshake {
+        signals: Signals::Registers {
+            trigger: TRIGGER_REGISTER,
+            status: STATUS_REGISTER,
+        },
+        ..handshake_at(address)
     }
 }
 
@@ -151,12 +205,11 @@ async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
     let (station, _monitor, camera) = judged_station(TriggerOutcome::Captured, vec![false, true]);
     tokio::spawn(camera);
     let stop = CancellationToken::new();
-    let handshake = Handshake {
-        ok_coil: Some(OK),
-        ng_coil: Some(NG),
-        ..handshake_at(address)
-    };
-    tokio::spawn(run(station, handshake, stop.clone()));
+    tokio::spawn(run(
+        station,
+        in_coils(address, Some(OK), Some(NG)),
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let start = [
         (BUSY, true),
@@ -245,5 +298,71 @@ async fn a_trigger_high_before_the_agent_connects_is_not_a_part() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(plc.take_writes().is_empty());
     assert_eq!(monitor.snapshot().triggers_missed_total, 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_the_status_word_goes_busy_then_busy_with_the_result_then_ready_with_it() {
+    // See: issue #20 (the handshake and the result in holding registers).
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, _monitor, camera) = judged_station(TriggerOutcome::Captured, vec![false, true]);
+    tokio::spawn(camera);
+    let stop = CancellationToken::new();
+    tokio::spawn(run(station, in_registers(address), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        plc.take_register_writes().is_empty(),
+        "nothing before a trigger"
+    );
+    // OK, then NG, then a part captured but not judged; the PLC numbers its parts.
+    for (part, result) in [(7, status::OK), (8, status::NG), (9, 0)] {
+        plc.set_trigger_register(part);
+        // Each part's Ready word differs from the last part's, which stays until Busy.
+        until("Ready", || {
+            plc.register(STATUS_REGISTER) == status::READY | result
+        })
+        .await;
+        assert_eq!(
+            plc.take_register_writes(),
+            [
+                (STATUS_REGISTER, status::BUSY),
+                (STATUS_REGISTER, status::BUSY | result),
+                (STATUS_REGISTER, status::READY | result),
+            ],
+            "part {part}"
+        );
+        // Still set: no second part until the PLC clears the register and sets it again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(plc.take_register_writes().is_empty());
+        assert!(plc.take_writes().is_empty(), "no coil is written");
+        plc.set_trigger_register(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_a_part_the_camera_could_not_take_is_error_with_ready() {
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, _monitor, camera) = station(TriggerOutcome::CameraFailed);
+    tokio::spawn(camera);
+    let stop = CancellationToken::new();
+    tokio::spawn(run(station, in_registers(address), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    plc.set_trigger_register(1);
+    until("Ready", || {
+        plc.register(STATUS_REGISTER) & status::READY != 0
+    })
+    .await;
+    assert_eq!(
+        plc.take_register_writes(),
+        [
+            (STATUS_REGISTER, status::BUSY),
+            (STATUS_REGISTER, status::BUSY | status::ERROR),
+            (STATUS_REGISTER, status::READY | status::ERROR),
+        ]
+    );
     stop.cancel();
 }
