@@ -13,9 +13,7 @@ use wiko_e2e::mosquitto::{Mosquitto, Pki, Tls};
 use wiko_e2e::proxy::Proxy;
 use wiko_e2e::{Agent, Camera, Cloud, Setup, Source, Subscriber, free_port, wait_until};
 
-use crate::mosquitto_agent::{
-    alerts, camera, fire, on, queued, station, write_agent_with,
-};
+use crate::mosquitto_agent::{alerts, camera, fire, on, queued, station, write_agent_with};
 
 /// A cloud publishing to `broker`, its models fitted (the agent judges parts at once).
 async fn cloud(dir: &std::path::Path, broker: u16, top: &str) -> Cloud {
@@ -33,9 +31,11 @@ async fn cloud(dir: &std::path::Path, broker: u16, top: &str) -> Cloud {
 
 /// Waits for the agent's retained status to say `state` on the station.
 async fn status(sub: &Subscriber, station: &str, state: &str, agent: &Agent) {
-    wait_until(Duration::from_secs(30), &format!("the agent {state}"), || async {
-        (on(sub, station, "status").last()?["state"] == state).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        &format!("the agent {state}"),
+        || async { (on(sub, station, "status").last()?["state"] == state).then_some(()) },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
 }
@@ -69,7 +69,11 @@ async fn fire_until_queued(agent: &Agent, n: u64) -> u64 {
 
 /// Publishes one message with QoS 1 on the broker at `port` and waits for its PUBACK.
 async fn publish(port: u16, topic: &str, payload: &str) {
-    let options = MqttOptions::new(format!("e2e-pub-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", port);
+    let options = MqttOptions::new(
+        format!("e2e-pub-{}", uuid::Uuid::new_v4().simple()),
+        "127.0.0.1",
+        port,
+    );
     let (client, mut events) = AsyncClient::new(options, 8);
     client
         .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
@@ -99,7 +103,12 @@ async fn the_agent_alerts_over_tls_and_a_broker_asking_for_a_certificate_takes_o
     // The cloud's public URL is not the agent's way to it: the agent's alerts link the image
     // where the cloud's own messages do.
     let public = "https://wiko.example:8443";
-    let cloud = cloud(dir.path(), broker.port, &format!("public_url = \"{public}\"")).await;
+    let cloud = cloud(
+        dir.path(),
+        broker.port,
+        &format!("public_url = \"{public}\""),
+    )
+    .await;
     let sub = Subscriber::start(broker.port).await.unwrap();
     let station = station();
     let agent_dir = dir.path().join("agent");
@@ -199,7 +208,9 @@ async fn the_agent_alerts_over_tls_and_a_broker_asking_for_a_certificate_takes_o
         "the refused agent never got its status out"
     );
     assert!(
-        strict.log_text().contains("peer did not return a certificate"),
+        strict
+            .log_text()
+            .contains("peer did not return a certificate"),
         "{}",
         strict.log_text()
     );
@@ -287,9 +298,11 @@ async fn after_its_broker_restarts_the_agent_is_back_and_loses_or_doubles_no_ale
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
     assert_eq!(ack["outcome"], "captured", "{ack}");
-    wait_until(Duration::from_secs(20), "a heartbeat after the restart", || async {
-        (!on(&after, station, "heartbeat").is_empty()).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "a heartbeat after the restart",
+        || async { (!on(&after, station, "heartbeat").is_empty()).then_some(()) },
+    )
     .await
     .unwrap();
     // The outbox is empty (every alert acknowledged) and the messages that came with and after
@@ -301,19 +314,26 @@ async fn after_its_broker_restarts_the_agent_is_back_and_loses_or_doubles_no_ale
     .unwrap();
     let alerted_after = alerts(&after, station);
     assert_eq!(alerted_after.len() as u64, queued_during);
-    assert!(alerted_after.values().all(|&n| n == 1), "an alert came twice: {alerted_after:?}");
+    assert!(
+        alerted_after.values().all(|&n| n == 1),
+        "an alert came twice: {alerted_after:?}"
+    );
     assert!(alerted_before.values().all(|&n| n == 1));
     assert!(
-        alerted_before.keys().all(|id| !alerted_after.contains_key(id)),
+        alerted_before
+            .keys()
+            .all(|id| !alerted_after.contains_key(id)),
         "an alert acknowledged before the restart was sent again"
     );
 
     // Killed: the broker publishes the Last Will, and keeps it for whoever comes later.
     drop(agent);
     let late = Subscriber::start(broker.port).await.unwrap();
-    wait_until(Duration::from_secs(30), "the retained Last Will", || async {
-        (on(&late, station, "status").last()?["state"] == "offline").then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the retained Last Will",
+        || async { (on(&late, station, "status").last()?["state"] == "offline").then_some(()) },
+    )
     .await
     .unwrap();
     cloud.process.kill();
@@ -354,7 +374,10 @@ async fn heartbeats_reach_the_broker_and_the_outbox_drops_its_oldest_alerts_past
     let dropped = queued - 2;
     let health = agent.health().await.unwrap();
     assert_eq!(
-        (health.buffer.alerts_queued, health.buffer.alerts_dropped_total),
+        (
+            health.buffer.alerts_queued,
+            health.buffer.alerts_dropped_total
+        ),
         (2, dropped)
     );
     assert_eq!(
@@ -363,7 +386,8 @@ async fn heartbeats_reach_the_broker_and_the_outbox_drops_its_oldest_alerts_past
     );
     let log = agent.process.log_text();
     assert_eq!(
-        log.matches("alert outbox: dropping the oldest alerts").count(),
+        log.matches("alert outbox: dropping the oldest alerts")
+            .count(),
         1,
         "logged once for the episode:\n{log}"
     );
@@ -394,8 +418,14 @@ async fn heartbeats_reach_the_broker_and_the_outbox_drops_its_oldest_alerts_past
     assert_eq!(heartbeat.buffer.by_camera.get("cam"), Some(&frames));
     assert!(heartbeat.buffer.oldest_unsynced_seconds > 0.0);
     let cam = &heartbeat.cameras[0];
-    assert_eq!((cam.name.as_str(), cam.source.as_str()), ("cam", "synthetic"));
+    assert_eq!(
+        (cam.name.as_str(), cam.source.as_str()),
+        ("cam", "synthetic")
+    );
     assert_eq!(cam.status, wiko_wire::CameraStatus::Ok);
     assert_eq!(cam.frames_total, frames);
-    assert_eq!(heartbeat.models.get("WK-KN-200").map(String::as_str), Some("v1"));
+    assert_eq!(
+        heartbeat.models.get("WK-KN-200").map(String::as_str),
+        Some("v1")
+    );
 }

@@ -35,13 +35,28 @@ impl Pki {
     /// Makes the CA and both certificates (P-256 keys, ten years) in `dir`.
     pub fn generate(dir: &Path) -> std::io::Result<Pki> {
         std::fs::create_dir_all(dir)?;
-        let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         let mut ca = vec!["req", "-x509"];
         ca.extend(key);
         ca.extend([
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650", "-subj", "/CN=wiko-test-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=wiko-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         openssl(dir, &ca)?;
         for (who, extensions) in [
@@ -66,13 +81,33 @@ impl Pki {
             let subject = format!("/CN={who}");
             let mut request = vec!["req", "-new"];
             request.extend(key);
-            request.extend(["-keyout", &key_file, "-out", &csr, "-subj", &subject]);
+            request.extend([
+                "-keyout",
+                key_file.as_str(),
+                "-out",
+                csr.as_str(),
+                "-subj",
+                subject.as_str(),
+            ]);
             openssl(dir, &request)?;
             openssl(
                 dir,
                 &[
-                    "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                    "-CAcreateserial", "-out", &cert, "-days", "3650", "-extfile", &ext,
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &cert,
+                    "-days",
+                    "3650",
+                    "-extfile",
+                    &ext,
                 ],
             )?;
         }

@@ -1,7 +1,5 @@
 #![allow(clippy::unwrap_used)]
 
-use rustls::client::ResolvesClientCert;
-
 use super::testing::Pki;
 use super::*;
 
@@ -38,7 +36,9 @@ fn a_ca_file_and_a_client_certificate_make_a_client() {
 fn bad_files_are_refused_with_their_key_and_path() {
     let (dir, pki) = pki();
     let missing = dir.path().join("missing.pem");
-    let e = certificates("mqtt.ca_file", &missing).unwrap_err().to_string();
+    let e = certificates("mqtt.ca_file", &missing)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("mqtt.ca_file") && e.contains("missing.pem"),
         "{e}"
