@@ -167,7 +167,7 @@ async fn the_agent_alerts_over_tls_and_a_broker_asking_for_a_certificate_takes_o
     let start = |name: &'static str, identity: String| {
         let agent_dir = dir.path().join(name);
         let http = free_port();
-        let station = station();
+        let station = crate::mosquitto_agent::station();
         write_agent_with(
             &agent_dir,
             cloud.port,
@@ -229,7 +229,7 @@ async fn after_its_broker_restarts_the_agent_is_back_and_loses_or_doubles_no_ale
         .await
         .unwrap();
     let station = station();
-    let triggered_station = station();
+    let triggered_station = crate::mosquitto_agent::station();
     let agent_dir = dir.path().join("agent");
     let http = free_port();
     let mqtt_camera = Camera {
