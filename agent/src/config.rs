@@ -5,11 +5,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 pub use wiko_daemon::config::ConfigError;
 use wiko_daemon::config::{invalid, load_layered, secret};
+
+pub use crate::buffer::alerts::OutboxLimits;
 
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -222,10 +225,11 @@ pub struct EdgeConfig {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RawMqttConfig {
-    /// Host name or address of the broker.
+    /// Host name or address of the broker (with `tls`, the name its certificate carries).
     pub host: String,
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
+    /// Default 8883 with `tls`, 1883 without.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// MQTT client id; default `wiko-agent-<device_id>`.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -236,6 +240,20 @@ pub struct RawMqttConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Speak TLS to the broker.
+    #[serde(default)]
+    pub tls: bool,
+    /// The CA certificates (PEM) the broker's certificate is checked against; default the
+    /// system's. Needs `tls`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for brokers that ask for one, with `client_key_file`. Needs
+    /// `tls`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// Keep-alive interval of the connection.
     #[serde(default = "default_keep_alive_secs")]
     pub keep_alive_secs: u64,
@@ -243,25 +261,45 @@ pub struct RawMqttConfig {
     /// own for those parts): only where the alert subscribers listen to it.
     #[serde(default)]
     pub alerts: bool,
+    /// The URL an alert's image link starts with: the cloud's `public_url`, as its own alerts
+    /// have it; default `sync.endpoint`.
+    #[serde(default)]
+    pub image_base_url: Option<String>,
+    /// Most alerts kept waiting for the broker; past it the oldest are dropped (counted).
+    #[serde(default = "default_outbox_max_alerts")]
+    pub outbox_max_alerts: u64,
+    /// Alerts older than this (from their part's capture), in seconds, are dropped rather
+    /// than sent late (counted).
+    #[serde(default = "default_outbox_max_age_secs")]
+    pub outbox_max_age_secs: u64,
 }
 
-fn default_mqtt_port() -> u16 {
-    1883
-}
 fn default_keep_alive_secs() -> u64 {
     30
 }
+fn default_outbox_max_alerts() -> u64 {
+    10_000
+}
+fn default_outbox_max_age_secs() -> u64 {
+    86_400
+}
 
-/// The agent's MQTT broker, validated (the password read).
+/// The agent's MQTT broker, validated (the password read, the TLS files loaded).
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
     pub client_id: String,
     pub credentials: Option<(String, String)>,
+    /// `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub keep_alive: Duration,
     /// NG alerts of edge verdicts are published here.
     pub alerts: bool,
+    /// What an alert's image link starts with (no trailing `/`).
+    pub image_base_url: String,
+    /// How many alerts, and how old, the outbox keeps.
+    pub outbox: OutboxLimits,
 }
 
 /// One camera at one station.
@@ -695,7 +733,7 @@ impl TryFrom<RawConfig> for Config {
         }
         let mqtt = raw
             .mqtt
-            .map(|m| mqtt_config(m, &raw.device_id))
+            .map(|m| mqtt_config(m, &raw.device_id, &url))
             .transpose()?;
         if !(1..=86_400).contains(&raw.edge.refresh_secs) {
             return Err(invalid("edge.refresh_secs", "must be 1 to 86400"));
@@ -825,13 +863,18 @@ impl TryFrom<RawConfig> for Config {
     }
 }
 
-fn mqtt_config(m: RawMqttConfig, device_id: &str) -> Result<MqttConfig, ConfigError> {
+fn mqtt_config(
+    m: RawMqttConfig,
+    device_id: &str,
+    endpoint: &str,
+) -> Result<MqttConfig, ConfigError> {
     if m.host.is_empty() {
         return Err(invalid("mqtt.host", "is empty"));
     }
     if m.keep_alive_secs < 5 {
         return Err(invalid("mqtt.keep_alive_secs", "must be at least 5"));
     }
+    let tls = mqtt_tls(&m)?;
     let password = secret("mqtt.password", m.password, m.password_file.as_deref())?;
     let credentials = match (m.username, password) {
         (Some(user), Some(password)) => Some((user, password)),
@@ -843,16 +886,78 @@ fn mqtt_config(m: RawMqttConfig, device_id: &str) -> Result<MqttConfig, ConfigEr
             ));
         }
     };
+    let image_base_url = m
+        .image_base_url
+        .unwrap_or_else(|| endpoint.to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if !(image_base_url.starts_with("http://") || image_base_url.starts_with("https://")) {
+        return Err(invalid(
+            "mqtt.image_base_url",
+            "must start with http:// or https://",
+        ));
+    }
+    if m.outbox_max_alerts == 0 {
+        return Err(invalid("mqtt.outbox_max_alerts", "must be above zero"));
+    }
+    if m.outbox_max_age_secs == 0 {
+        return Err(invalid("mqtt.outbox_max_age_secs", "must be above zero"));
+    }
     Ok(MqttConfig {
         host: m.host,
-        port: m.port,
+        port: m.port.unwrap_or(if m.tls { 8883 } else { 1883 }),
         client_id: m
             .client_id
             .unwrap_or_else(|| format!("wiko-agent-{device_id}")),
         credentials,
+        tls: tls.map(Arc::new),
         keep_alive: Duration::from_secs(m.keep_alive_secs),
         alerts: m.alerts,
+        image_base_url,
+        outbox: OutboxLimits {
+            max_alerts: m.outbox_max_alerts,
+            max_age: Duration::from_secs(m.outbox_max_age_secs),
+        },
     })
+}
+
+/// The TLS client of `[mqtt]`, its files read and checked; `None` without `tls`.
+fn mqtt_tls(m: &RawMqttConfig) -> Result<Option<rustls::ClientConfig>, ConfigError> {
+    use wiko_daemon::tls::{Identity, Roots, client_config};
+    if !m.tls {
+        return match (&m.ca_file, &m.client_cert_file, &m.client_key_file) {
+            (None, None, None) => Ok(None),
+            _ => Err(invalid(
+                "mqtt.tls",
+                "ca_file, client_cert_file and client_key_file need tls = true",
+            )),
+        };
+    }
+    let identity = match (&m.client_cert_file, &m.client_key_file) {
+        (Some(cert), Some(key)) => Some(Identity {
+            cert_key: "mqtt.client_cert_file",
+            cert,
+            key_key: "mqtt.client_key_file",
+            key,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "mqtt.client_cert_file",
+                "set client_cert_file and client_key_file together",
+            ));
+        }
+    };
+    let roots = match &m.ca_file {
+        Some(path) => Roots::File {
+            key: "mqtt.ca_file",
+            path,
+        },
+        None => Roots::System {
+            key: "mqtt.ca_file",
+        },
+    };
+    client_config(roots, identity).map(Some)
 }
 
 /// Checks one camera's source; reads an `http_snapshot` password file into `password`.

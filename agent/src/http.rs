@@ -101,6 +101,8 @@ pub(crate) fn buffer_health(s: Stats) -> BufferHealth {
         dead_letters: s.dead_letters,
         evicted_total: s.evicted_total,
         by_camera: s.by_camera.into_iter().collect(),
+        alerts_queued: s.alerts_queued,
+        alerts_dropped_total: s.alerts_dropped_total,
     }
 }
 

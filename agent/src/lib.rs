@@ -208,9 +208,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     // NG frames queue their alert when the broker is the alerts' (`mqtt.alerts`) and there is
     // a verdict to make one.
-    let alerts =
-        (config.mqtt.as_ref().is_some_and(|m| m.alerts) && edge.is_some()).then(|| mqtt::Alerts {
-            base_url: config.sync.endpoint.clone(),
+    let alerts = config
+        .mqtt
+        .as_ref()
+        .filter(|m| m.alerts && edge.is_some())
+        .map(|m| mqtt::Alerts {
+            outbox: Arc::new(buffer::AlertOutbox {
+                image_base_url: m.image_base_url.clone(),
+                limits: m.outbox,
+            }),
             wake: Arc::new(Notify::new()),
         });
     let ctx = Arc::new(source::Context {

@@ -5,7 +5,10 @@
 //!   station), retained: [`AgentStatus`] `online` after each connect, `offline` as the Last
 //!   Will (the broker publishes it when the connection is lost) and before a clean stop.
 //! - **Alerts:** the NG alerts of the buffer's outbox ([`crate::buffer::alerts`]), QoS 1, each
-//!   deleted on its PUBACK; at most [`MAX_ALERTS_IN_FLIGHT`] unacknowledged.
+//!   deleted on its PUBACK; at most [`MAX_ALERTS_IN_FLIGHT`] unacknowledged. Alerts older than
+//!   `outbox_max_age_secs` are dropped each second and before a new connection sends.
+//! - **TLS** (`tls = true`): rustls, the broker checked against `ca_file` (or the system's
+//!   CAs), a client certificate presented when configured.
 //! - **Triggers:** each `mqtt` trigger's topic ([`crate::trigger::mqtt`]); answers, like
 //!   heartbeats (`…/heartbeat`), are handed to the connection as [`Message`]s.
 //! - **Model announcements:** `wiko/models/{sku}` (retained, from the cloud) for each SKU with
@@ -21,13 +24,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wiko_wire::{AgentState, AgentStatus, ModelAnnouncement, Topic};
 
-use crate::buffer::{Buffer, QueuedAlert};
+use crate::buffer::{AlertOutbox, Buffer, QueuedAlert};
 use crate::config::MqttConfig;
 use crate::heartbeat::Identity;
 use crate::telemetry as names;
@@ -65,11 +70,11 @@ pub fn outgoing() -> (Outgoing, mpsc::Receiver<Message>) {
     mpsc::channel(OUTGOING_QUEUE)
 }
 
-/// What the frame pipeline needs to queue alerts: the cloud's URL (the alert names the
-/// part's image there) and the connection's wake.
+/// What the frame pipeline needs to queue alerts: the outbox's settings (the cloud's URL the
+/// alert names the part's image under, its bounds) and the connection's wake.
 #[derive(Clone)]
 pub struct Alerts {
-    pub base_url: String,
+    pub outbox: Arc<AlertOutbox>,
     pub wake: Arc<Notify>,
 }
 
@@ -127,6 +132,11 @@ impl Link {
         if let Some((user, password)) = &cfg.credentials {
             options.set_credentials(user.clone(), password.clone());
         }
+        if let Some(tls) = &cfg.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         options.set_last_will(LastWill::new(
             self.status_topic(),
             status(&self.identity.device_id, AgentState::Offline),
@@ -142,8 +152,8 @@ impl Link {
         while !stop.is_cancelled() {
             let connected = self.session(&stop).await;
             metrics::gauge!(names::MQTT_CONNECTED).set(0.0);
-            // Between connections the outbox only grows: its depth is read here.
-            self.gauge_outbox().await;
+            // Between connections the outbox only grows: it is tended here too.
+            self.tend_outbox().await;
             delay = if connected {
                 RECONNECT_FIRST
             } else {
@@ -209,7 +219,7 @@ impl Link {
                 // connect under way (the client starts it again on the next poll), so a
                 // broker slower to answer than the tick would never be reached.
                 _ = tick.tick(), if connected => {
-                    self.gauge_outbox().await;
+                    self.tend_outbox().await;
                     if !self.send_alerts(&client, &mut state).await {
                         return connected;
                     }
@@ -245,13 +255,15 @@ impl Link {
                 return false;
             }
         }
-        // What the last connection (or run) had in flight is sent again.
+        // What the last connection (or run) had in flight is sent again, but for the alerts
+        // that grew too old meanwhile.
         let buffer = self.buffer.clone();
         match tokio::task::spawn_blocking(move || buffer.release_alerts()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "freeing the alert outbox's leases failed"),
             Err(e) => warn!(error = %e, "freeing the alert outbox's leases panicked"),
         }
+        self.tend_outbox().await;
         self.send_alerts(client, state).await
     }
 
@@ -323,10 +335,19 @@ impl Link {
         }
     }
 
-    async fn gauge_outbox(&self) {
+    /// Drops the alerts too old to send (`outbox_max_age_secs`) and reads the outbox's depth.
+    async fn tend_outbox(&self) {
         let buffer = self.buffer.clone();
-        if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || buffer.alerts_queued()).await {
-            metrics::gauge!(names::ALERT_OUTBOX).set(n as f64);
+        let max_age = self.config.outbox.max_age;
+        let tended = tokio::task::spawn_blocking(move || {
+            buffer.expire_alerts(max_age)?;
+            buffer.alerts_queued()
+        })
+        .await;
+        match tended {
+            Ok(Ok(n)) => metrics::gauge!(names::ALERT_OUTBOX).set(n as f64),
+            Ok(Err(e)) => warn!(error = %e, "tending the alert outbox failed"),
+            Err(e) => warn!(error = %e, "tending the alert outbox panicked"),
         }
     }
 

@@ -28,6 +28,10 @@
 //!   by the agent with the cloud down, once (broker outage, restart with alerts in its outbox),
 //!   not again by the cloud; its retained status and Last Will; a model announcement pulled at
 //!   once.
+//! - `mosquitto_broker` (feature `mosquitto-tests`): the agent against a Mosquitto the test
+//!   starts: alerts over TLS, a client certificate required; the broker restarted (Last Will,
+//!   `online` again, subscriptions back, each alert once); heartbeats on the broker; the alert
+//!   outbox bounded.
 //! - `openapi` (feature `schemathesis-tests`): the API fuzzed against its OpenAPI document with
 //!   each kind of key.
 //! - `production` (feature `production-tests`): PostgreSQL, S3 and Mosquitto; three replicas
@@ -52,6 +56,8 @@ mod model_cli;
 mod mosquitto;
 #[cfg(feature = "mosquitto-tests")]
 mod mosquitto_agent;
+#[cfg(feature = "mosquitto-tests")]
+mod mosquitto_broker;
 mod mqtt;
 #[cfg(feature = "schemathesis-tests")]
 mod openapi;

@@ -11,8 +11,22 @@ use wiko_e2e::proxy::Proxy;
 use wiko_e2e::{Agent, Camera, Cloud, Source, Subscriber, free_port, wait_until};
 
 /// A station name no other run uses: the broker is shared.
-fn station() -> &'static str {
+pub(crate) fn station() -> &'static str {
     Box::leak(format!("edge-{}", uuid::Uuid::new_v4().simple()).into_boxed_str())
+}
+
+/// The camera the agent's parts come from: synthetic knives, half of them with a defect,
+/// triggered over HTTP.
+pub(crate) fn camera(station: &'static str) -> Camera {
+    Camera {
+        name: "cam",
+        station,
+        sku: "WK-KN-200",
+        source: Source::Toml(
+            "source = { type = \"synthetic\", seed = 11, defect_rate = 0.5 }\ntrigger = { type = \"http\" }"
+                .into(),
+        ),
+    }
 }
 
 /// The agent's configuration with its `[mqtt]` broker on `broker_port` and `extra` lines.
@@ -24,25 +38,36 @@ fn write_agent(
     broker_port: u16,
     extra: &str,
 ) {
-    let cam = Camera {
-        name: "cam",
-        station,
-        sku: "WK-KN-200",
-        source: Source::Toml(
-            "source = { type = \"synthetic\", seed = 11, defect_rate = 0.5 }\ntrigger = { type = \"http\" }"
-                .into(),
-        ),
-    };
-    let path = Agent::write_config(dir, cloud_port, http, &[cam]).unwrap();
+    write_agent_with(
+        dir,
+        cloud_port,
+        http,
+        &[camera(station)],
+        broker_port,
+        extra,
+    );
+}
+
+/// As [`write_agent`], with these cameras (the first names the agent's station).
+pub(crate) fn write_agent_with(
+    dir: &std::path::Path,
+    cloud_port: u16,
+    http: u16,
+    cameras: &[Camera],
+    broker_port: u16,
+    extra: &str,
+) {
+    let path = Agent::write_config(dir, cloud_port, http, cameras).unwrap();
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&format!(
-        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nclient_id = \"e2e-agent-{station}\"\nkeep_alive_secs = 5\nalerts = true\n{extra}\n"
+        "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nclient_id = \"e2e-agent-{station}\"\nkeep_alive_secs = 5\nalerts = true\n{extra}\n",
+        station = cameras[0].station,
     ));
     std::fs::write(&path, text).unwrap();
 }
 
 /// Messages on `wiko/yangjiang/l1/{station}/{leaf}`.
-fn on(sub: &Subscriber, station: &str, leaf: &str) -> Vec<Value> {
+pub(crate) fn on(sub: &Subscriber, station: &str, leaf: &str) -> Vec<Value> {
     let topic = format!("wiko/yangjiang/l1/{station}/{leaf}");
     sub.messages
         .lock()
@@ -54,7 +79,7 @@ fn on(sub: &Subscriber, station: &str, leaf: &str) -> Vec<Value> {
 }
 
 /// Fires `n` parts over the agent's HTTP trigger, each captured.
-async fn fire(agent: &Agent, n: usize) -> usize {
+pub(crate) async fn fire(agent: &Agent, n: usize) -> usize {
     for _ in 0..n {
         let (status, ack) = agent.trigger("cam", &serde_json::json!({})).await.unwrap();
         assert_eq!(status, 200, "{ack:?}");
@@ -63,13 +88,21 @@ async fn fire(agent: &Agent, n: usize) -> usize {
 }
 
 /// Alerts per `result_id` on the station.
-fn alerts(sub: &Subscriber, station: &str) -> std::collections::HashMap<String, usize> {
+pub(crate) fn alerts(sub: &Subscriber, station: &str) -> std::collections::HashMap<String, usize> {
     let mut out = std::collections::HashMap::new();
     for v in on(sub, station, "alert") {
         *out.entry(v["result_id"].as_str().unwrap_or_default().to_string())
             .or_insert(0) += 1;
     }
     out
+}
+
+/// NG alerts the agent queued so far, from its metrics.
+pub(crate) async fn queued(agent: &Agent) -> u64 {
+    agent
+        .metric("wiko_agent_alerts_total", "queued")
+        .await
+        .unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,10 +135,7 @@ async fn the_agent_alerts_an_ng_part_once_with_the_cloud_down_and_the_cloud_does
     assert!(cloud.process.terminate().unwrap().success());
     let mut triggered = fire(&agent, 10).await;
     let ng = wait_until(Duration::from_secs(20), "the agent's alerts", || async {
-        let queued = agent
-            .metric("wiko_agent_alerts_total", "queued")
-            .await
-            .unwrap_or(0.0) as u64;
+        let queued = queued(&agent).await;
         let got = alerts(&sub, station);
         (queued > 0 && got.len() as u64 == queued).then_some(queued)
     })
@@ -115,10 +145,7 @@ async fn the_agent_alerts_an_ng_part_once_with_the_cloud_down_and_the_cloud_does
     // The broker goes away: alerts wait in the outbox; the agent is killed with them there.
     broker.set_down(true);
     triggered += fire(&agent, 10).await;
-    let queued = agent
-        .metric("wiko_agent_alerts_total", "queued")
-        .await
-        .unwrap_or(0.0) as u64;
+    let queued = queued(&agent).await;
     assert!(queued > ng, "the second batch has NG parts too");
     agent.process.kill();
     assert_eq!(

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
+pub mod mosquitto;
 pub mod proxy;
 
 pub const DEVICE_KEY: &str = "e2e-device-key-0000000001";

@@ -135,4 +135,11 @@ pub struct BufferHealth {
     pub evicted_total: u64,
     /// Unsynced frames per camera.
     pub by_camera: BTreeMap<String, u64>,
+    /// NG alerts waiting for the MQTT broker (the agent's outbox).
+    #[serde(default)]
+    pub alerts_queued: u64,
+    /// Alerts dropped from the outbox unsent (past its size or age limit), since the buffer
+    /// was created.
+    #[serde(default)]
+    pub alerts_dropped_total: u64,
 }

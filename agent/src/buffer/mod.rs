@@ -28,6 +28,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -35,7 +36,7 @@ use uuid::Uuid;
 use wiko_wire::{EdgeVerdict, FrameMeta};
 
 use crate::config::{Synchronous, WhenFull};
-pub use alerts::QueuedAlert;
+pub use alerts::{AlertOutbox, QueuedAlert};
 pub use disk::Faults;
 
 pub mod alerts;
@@ -152,6 +153,10 @@ pub struct Stats {
     pub evicted_total: u64,
     /// Unsynced frames per camera, by camera name.
     pub by_camera: Vec<(String, u64)>,
+    /// NG alerts waiting for the broker.
+    pub alerts_queued: u64,
+    /// Alerts dropped from the full or late outbox, since the buffer was created.
+    pub alerts_dropped_total: u64,
 }
 
 pub struct Buffer {
@@ -159,6 +164,8 @@ pub struct Buffer {
     limits: Limits,
     path: PathBuf,
     faults: Faults,
+    /// Alerts dropped since the outbox was last empty (0: not dropping).
+    alert_drops: AtomicU64,
 }
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -206,6 +213,7 @@ impl Buffer {
             limits,
             path: path.to_path_buf(),
             faults: Faults::new(dir, limits.min_free_bytes),
+            alert_drops: AtomicU64::new(0),
         })
     }
 
@@ -246,14 +254,15 @@ impl Buffer {
         self.insert_alerting(f, None)
     }
 
-    /// [`Buffer::insert`], and with `alert_base_url` an NG frame's alert is queued in the same
-    /// transaction (its image named under that cloud URL).
+    /// [`Buffer::insert`], and with `outbox` an NG frame's alert is queued in the same
+    /// transaction (its image named under the cloud's URL; the oldest alerts past the outbox's
+    /// limit dropped).
     pub fn insert_alerting(
         &self,
         f: &NewFrame,
-        alert_base_url: Option<&str>,
+        outbox: Option<&AlertOutbox>,
     ) -> Result<Inserted, BufferError> {
-        let result = self.insert_frame(f, alert_base_url);
+        let result = self.insert_frame(f, outbox);
         self.faults.record_insert(match &result {
             Ok(inserted) => Ok(inserted.disk_low),
             Err(e) => Err((matches!(e, BufferError::DiskLow { .. }), e.to_string())),
@@ -264,7 +273,7 @@ impl Buffer {
     fn insert_frame(
         &self,
         f: &NewFrame,
-        alert_base_url: Option<&str>,
+        outbox: Option<&AlertOutbox>,
     ) -> Result<Inserted, BufferError> {
         let needed = f.jpeg.len() as u64 + ROW_OVERHEAD;
         let max = self.limits.max_disk_bytes;
@@ -276,7 +285,7 @@ impl Buffer {
         // the cloud does not alert the part again.
         let mut verdict = f.edge.clone();
         if let Some(e) = verdict.as_mut() {
-            e.alerted = e.defect_detected && alert_base_url.is_some();
+            e.alerted = e.defect_detected && outbox.is_some();
         }
         let edge = verdict.as_ref().map(serde_json::to_string).transpose()?;
         let mut conn = self.conn();
@@ -307,11 +316,13 @@ impl Buffer {
         let seq = tx.last_insert_rowid() as u64;
         // Only an NG frame has an alert: an OK one (most frames) builds no message.
         let ng = f.edge.as_ref().is_some_and(|e| e.defect_detected);
-        let alerted = match alert_base_url {
-            Some(base_url) if ng => alerts::queue(&tx, &f.meta(seq, digest), base_url)?,
-            _ => false,
+        let (alerted, alerts_dropped) = match outbox {
+            Some(outbox) if ng => alerts::queue(&tx, &f.meta(seq, digest), outbox)?,
+            _ => (false, 0),
         };
         tx.commit()?;
+        drop(conn);
+        self.alerts_dropped(alerts_dropped);
         Ok(Inserted {
             seq,
             evicted: room.evicted,
@@ -597,11 +608,14 @@ impl Buffer {
             .optional()?;
         let dead_letters: i64 =
             conn.query_row("SELECT count(*) FROM dead_letters", [], |r| r.get(0))?;
-        let evicted_total: i64 = conn.query_row(
-            "SELECT value FROM counters WHERE name = 'evicted'",
-            [],
-            |r| r.get(0),
-        )?;
+        let counter = |name: &str| {
+            conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+                r.get::<_, i64>(0)
+            })
+        };
+        let evicted_total = counter("evicted")?;
+        let alerts_dropped_total = counter("alerts_dropped")?;
+        let alerts_queued: i64 = conn.query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))?;
         let mut stmt = conn.prepare_cached(
             "SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera",
         )?;
@@ -619,6 +633,8 @@ impl Buffer {
             dead_letters: dead_letters as u64,
             evicted_total: evicted_total as u64,
             by_camera,
+            alerts_queued: alerts_queued as u64,
+            alerts_dropped_total: alerts_dropped_total as u64,
         })
     }
 }

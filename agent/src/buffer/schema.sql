@@ -48,6 +48,8 @@ END;
 
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('evicted', 0);
+-- Alerts dropped from the outbox (past [mqtt] outbox_max_alerts or outbox_max_age_secs).
+INSERT OR IGNORE INTO counters (name, value) VALUES ('alerts_dropped', 0);
 
 -- The NG alerts to publish on MQTT (the outbox): written in the transaction of their frame, so
 -- an NG frame is never buffered without its alert; deleted when the broker acknowledged it

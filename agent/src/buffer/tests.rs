@@ -351,20 +351,34 @@ fn a_buffer_written_before_edge_analysis_gains_its_column_and_keeps_its_frames()
 const CLOUD: &str = "http://cloud.example";
 const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
+fn outbox() -> AlertOutbox {
+    bounded(1000, 3600)
+}
+
+fn bounded(max_alerts: u64, max_age_secs: u64) -> AlertOutbox {
+    AlertOutbox {
+        image_base_url: CLOUD.into(),
+        limits: alerts::OutboxLimits {
+            max_alerts,
+            max_age: std::time::Duration::from_secs(max_age_secs),
+        },
+    }
+}
+
 #[test]
 fn an_ng_frame_queues_its_alert_in_its_transaction_and_an_ok_one_none() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
     let ok = b
-        .insert_alerting(&frame(1, 100, Some(false)), Some(CLOUD))
+        .insert_alerting(&frame(1, 100, Some(false)), Some(&outbox()))
         .unwrap();
     let unjudged = b
-        .insert_alerting(&frame(2, 100, None), Some(CLOUD))
+        .insert_alerting(&frame(2, 100, None), Some(&outbox()))
         .unwrap();
     let off = b.insert(&frame(3, 100, Some(true))).unwrap();
     assert!(!ok.alerted && !unjudged.alerted && !off.alerted);
     let ng = frame(4, 100, Some(true));
-    assert!(b.insert_alerting(&ng, Some(CLOUD)).unwrap().alerted);
+    assert!(b.insert_alerting(&ng, Some(&outbox())).unwrap().alerted);
     assert_eq!(b.alerts_queued().unwrap(), 1);
     let leased = b.lease_alerts(10, LEASE).unwrap();
     assert_eq!(leased.len(), 1);
@@ -397,10 +411,10 @@ fn an_ng_frame_queues_its_alert_in_its_transaction_and_an_ok_one_none() {
 fn a_refused_frame_queues_no_alert() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path(), limits(2000, WhenFull::RejectNew));
-    b.insert_alerting(&frame(1, 1000, Some(true)), Some(CLOUD))
+    b.insert_alerting(&frame(1, 1000, Some(true)), Some(&outbox()))
         .unwrap();
     assert!(
-        b.insert_alerting(&frame(2, 1000, Some(true)), Some(CLOUD))
+        b.insert_alerting(&frame(2, 1000, Some(true)), Some(&outbox()))
             .is_err()
     );
     assert_eq!(b.alerts_queued().unwrap(), 1, "rolled back with its frame");
@@ -411,7 +425,7 @@ fn a_leased_alert_is_not_leased_again_until_released_and_leaves_on_ack() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
     for n in 0..3 {
-        b.insert_alerting(&frame(n, 100, Some(true)), Some(CLOUD))
+        b.insert_alerting(&frame(n, 100, Some(true)), Some(&outbox()))
             .unwrap();
     }
     let first = b.lease_alerts(2, LEASE).unwrap();
@@ -440,7 +454,7 @@ fn a_leased_alert_is_not_leased_again_until_released_and_leaves_on_ack() {
 fn a_lease_that_ran_out_is_leased_again() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
-    b.insert_alerting(&frame(1, 100, Some(true)), Some(CLOUD))
+    b.insert_alerting(&frame(1, 100, Some(true)), Some(&outbox()))
         .unwrap();
     assert_eq!(
         b.lease_alerts(10, std::time::Duration::ZERO).unwrap().len(),
@@ -455,7 +469,7 @@ fn a_restart_sends_the_alerts_in_flight_again_and_not_the_acknowledged_ones() {
     let (acked, in_flight) = {
         let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
         for n in 0..2 {
-            b.insert_alerting(&frame(n, 100, Some(true)), Some(CLOUD))
+            b.insert_alerting(&frame(n, 100, Some(true)), Some(&outbox()))
                 .unwrap();
         }
         let leased = b.lease_alerts(10, LEASE).unwrap();
@@ -467,4 +481,61 @@ fn a_restart_sends_the_alerts_in_flight_again_and_not_the_acknowledged_ones() {
     assert_eq!(after, std::slice::from_ref(&in_flight));
     assert_ne!(after[0].frame_id, acked.frame_id);
     assert_eq!(b.alerts_queued().unwrap(), 1);
+}
+
+#[test]
+fn a_full_outbox_drops_its_oldest_alerts_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let outbox = bounded(3, 3600);
+    let frames: Vec<NewFrame> = (0..5).map(|n| frame(n, 100, Some(true))).collect();
+    for f in &frames {
+        b.insert_alerting(f, Some(&outbox)).unwrap();
+    }
+    let kept: Vec<Uuid> = b
+        .lease_alerts(10, LEASE)
+        .unwrap()
+        .iter()
+        .map(|a| a.frame_id)
+        .collect();
+    let newest: Vec<Uuid> = frames[2..].iter().map(|f| f.frame_id).collect();
+    assert_eq!(kept, newest, "the two oldest dropped");
+    let stats = b.stats().unwrap();
+    assert_eq!((stats.alerts_queued, stats.alerts_dropped_total), (3, 2));
+    // Every frame is still buffered: only alerts are dropped.
+    assert_eq!(stats.frames, 5);
+    drop(b);
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    assert_eq!(
+        b.stats().unwrap().alerts_dropped_total,
+        2,
+        "kept across a restart"
+    );
+}
+
+#[test]
+fn alerts_older_than_the_outbox_age_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let mut old = frame(1, 100, Some(true));
+    old.captured_at = Utc::now() - chrono::Duration::seconds(7200);
+    let mut borderline = frame(2, 100, Some(true));
+    borderline.captured_at = Utc::now() - chrono::Duration::seconds(3000);
+    let fresh = frame(3, 100, Some(true));
+    for f in [&old, &borderline, &fresh] {
+        b.insert_alerting(f, Some(&outbox())).unwrap();
+    }
+    let one_hour = std::time::Duration::from_secs(3600);
+    assert_eq!(b.expire_alerts(one_hour).unwrap(), 1);
+    assert_eq!(b.expire_alerts(one_hour).unwrap(), 0, "nothing more");
+    let left: Vec<Uuid> = b
+        .lease_alerts(10, LEASE)
+        .unwrap()
+        .iter()
+        .map(|a| a.frame_id)
+        .collect();
+    assert_eq!(left, [borderline.frame_id, fresh.frame_id]);
+    assert_eq!(b.stats().unwrap().alerts_dropped_total, 1);
+    // An age beyond the calendar drops nothing.
+    assert_eq!(b.expire_alerts(std::time::Duration::MAX).unwrap(), 0);
 }

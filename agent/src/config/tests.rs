@@ -343,3 +343,93 @@ fn two_mqtt_cameras_may_not_share_a_station_topic() {
     let e = error_of(&two);
     assert!(e.contains("camera[1].trigger"), "{e}");
 }
+
+fn with_mqtt(lines: &str) -> String {
+    minimal().replace(
+        "[sync]",
+        &format!("[mqtt]\nhost = \"localhost\"\n{lines}\n[sync]"),
+    )
+}
+
+#[test]
+fn mqtt_over_tls_reads_its_files_at_load_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = wiko_daemon::tls::testing::Pki::generate(dir.path()).unwrap();
+    let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let files = format!(
+        "tls = true\nca_file = {}\nclient_cert_file = {}\nclient_key_file = {}",
+        path(&pki.ca),
+        path(&pki.client_cert),
+        path(&pki.client_key)
+    );
+    let mqtt = Config::try_from(raw(&with_mqtt(&files)))
+        .unwrap()
+        .mqtt
+        .unwrap();
+    assert!(mqtt.tls.is_some());
+    assert_eq!(mqtt.port, 8883, "the MQTT-over-TLS port by default");
+    let plain = Config::try_from(raw(&with_mqtt(""))).unwrap().mqtt.unwrap();
+    assert!(plain.tls.is_none());
+    assert_eq!(plain.port, 1883);
+
+    let e = error_of(&with_mqtt(&format!("ca_file = {}", path(&pki.ca))));
+    assert!(e.contains("mqtt.tls") && e.contains("tls = true"), "{e}");
+    let missing = dir.path().join("nowhere.pem");
+    let e = error_of(&with_mqtt(&format!(
+        "tls = true\nca_file = {}",
+        path(&missing)
+    )));
+    assert!(
+        e.contains("mqtt.ca_file") && e.contains("nowhere.pem"),
+        "{e}"
+    );
+    let e = error_of(&with_mqtt(&format!(
+        "tls = true\nca_file = {}",
+        path(&pki.client_key)
+    )));
+    assert!(
+        e.contains("mqtt.ca_file") && e.contains("no certificate"),
+        "{e}"
+    );
+    let e = error_of(&with_mqtt(&format!(
+        "tls = true\nclient_cert_file = {}",
+        path(&pki.client_cert)
+    )));
+    assert!(e.contains("mqtt.client_cert_file"), "{e}");
+    let e = error_of(&with_mqtt(&format!(
+        "tls = true\nca_file = {ca}\nclient_cert_file = {cert}\nclient_key_file = {cert}",
+        ca = path(&pki.ca),
+        cert = path(&pki.client_cert)
+    )));
+    assert!(
+        e.contains("mqtt.client_key_file") && e.contains("no private key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_alert_image_link_and_the_outbox_bounds_have_defaults_and_are_checked() {
+    let mqtt = Config::try_from(raw(&with_mqtt(""))).unwrap().mqtt.unwrap();
+    assert_eq!(mqtt.image_base_url, "http://127.0.0.1:1", "sync.endpoint");
+    assert_eq!(
+        mqtt.outbox,
+        OutboxLimits {
+            max_alerts: 10_000,
+            max_age: Duration::from_secs(86_400)
+        }
+    );
+    let mqtt = Config::try_from(raw(&with_mqtt(
+        "image_base_url = \"https://wiko.example.com/\"\noutbox_max_alerts = 5\noutbox_max_age_secs = 60",
+    )))
+    .unwrap()
+    .mqtt
+    .unwrap();
+    assert_eq!(mqtt.image_base_url, "https://wiko.example.com");
+    assert_eq!(mqtt.outbox.max_alerts, 5);
+    let e = error_of(&with_mqtt("image_base_url = \"wiko.example.com\""));
+    assert!(e.contains("mqtt.image_base_url"), "{e}");
+    let e = error_of(&with_mqtt("outbox_max_alerts = 0"));
+    assert!(e.contains("mqtt.outbox_max_alerts"), "{e}");
+    let e = error_of(&with_mqtt("outbox_max_age_secs = 0"));
+    assert!(e.contains("mqtt.outbox_max_age_secs"), "{e}");
+}

@@ -470,7 +470,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
             edge: None,
         };
         let (buffer, edge) = (ctx.buffer.clone(), ctx.edge.clone());
-        let alert_url = ctx.alerts.as_ref().map(|a| a.base_url.clone());
+        let outbox = ctx.alerts.as_ref().map(|a| a.outbox.clone());
         // Both are blocking: judging is CPU work, the insert waits for the disk.
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
@@ -480,7 +480,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
             });
             let verdict = frame.edge.as_ref().map(|v| v.defect_detected);
             buffer
-                .insert_alerting(&frame, alert_url.as_deref())
+                .insert_alerting(&frame, outbox.as_deref())
                 .map(|inserted| (inserted, verdict))
         })
         .await;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -142,7 +143,15 @@ impl MqttConfig {
                 &self.embedded_tls_cert_file,
                 &self.embedded_tls_key_file,
             ) {
-                (Some(listen), Some(cert), Some(key)) => Some((listen, cert.clone(), key.clone())),
+                (Some(listen), Some(cert), Some(key)) => Some((
+                    listen,
+                    Arc::new(wiko_daemon::tls::server_config(
+                        "mqtt.embedded_tls_cert_file",
+                        cert,
+                        "mqtt.embedded_tls_key_file",
+                        key,
+                    )?),
+                )),
                 (None, None, None) => None,
                 _ => {
                     return Err(invalid(

@@ -41,6 +41,8 @@ fn heartbeat(cameras: &[CameraStatus], oldest_unsynced_seconds: f64) -> Heartbea
             dead_letters: 0,
             evicted_total: 0,
             by_camera: BTreeMap::new(),
+            alerts_queued: 0,
+            alerts_dropped_total: 0,
         },
         disk_free_bytes: Some(10 << 30),
         models: BTreeMap::new(),

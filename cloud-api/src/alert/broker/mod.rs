@@ -114,8 +114,9 @@ impl Credentials {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
-    /// A second listener speaking TLS, with its certificate chain and key (PEM files).
-    pub tls: Option<(SocketAddr, PathBuf, PathBuf)>,
+    /// A second listener speaking TLS, with its certificate and key (read from their PEM files
+    /// when the configuration loaded).
+    pub tls: Option<(SocketAddr, Arc<rumqttc::tokio_rustls::rustls::ServerConfig>)>,
     /// Where its two accounts are kept.
     pub credentials_file: PathBuf,
     /// The cloud's client id.
@@ -141,8 +142,8 @@ pub(crate) async fn start(settings: &Settings) -> anyhow::Result<Credentials> {
     });
     let plain = TcpListener::bind(settings.listen).await?;
     tokio::spawn(accept(plain, None, shared.clone()));
-    if let Some((addr, cert, key)) = &settings.tls {
-        let acceptor = tls_acceptor(cert, key)?;
+    if let Some((addr, tls)) = &settings.tls {
+        let acceptor = rumqttc::tokio_rustls::TlsAcceptor::from(tls.clone());
         tokio::spawn(accept(
             TcpListener::bind(addr).await?,
             Some(acceptor),
@@ -162,17 +163,6 @@ pub(crate) async fn start(settings: &Settings) -> anyhow::Result<Credentials> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(credentials)
-}
-
-fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<rumqttc::tokio_rustls::TlsAcceptor> {
-    use rumqttc::tokio_rustls::rustls::pki_types::pem::PemObject;
-    use rumqttc::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let config = rumqttc::tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(rumqttc::tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn accept(

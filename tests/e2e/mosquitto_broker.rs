@@ -1,0 +1,431 @@
+//! The agent against a Mosquitto of the test's own (`wiko_e2e::mosquitto`), on its own ports:
+//! its alerts over TLS, a broker that asks for a client certificate taking the agent with one
+//! and refusing it without; the broker restarted (Last Will kept by the broker's persistence,
+//! `online` again, subscriptions back, heartbeats again, every alert queued meanwhile once);
+//! its heartbeats on the broker; its alert outbox bounded while the broker is away.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use wiko_e2e::mosquitto::{Mosquitto, Pki, Tls};
+use wiko_e2e::proxy::Proxy;
+use wiko_e2e::{Agent, Camera, Cloud, Setup, Source, Subscriber, free_port, wait_until};
+
+use crate::mosquitto_agent::{alerts, camera, fire, on, queued, station, write_agent_with};
+
+/// A cloud publishing to `broker`, its models fitted (the agent judges parts at once).
+async fn cloud(dir: &std::path::Path, broker: u16, top: &str) -> Cloud {
+    let setup = Setup {
+        external_broker: true,
+        top: top.into(),
+        ..Setup::default()
+    };
+    let cloud = Cloud::start_with(&dir.join("cloud"), free_port(), broker, &setup)
+        .await
+        .unwrap();
+    cloud.calibrate(dir).await.unwrap();
+    cloud
+}
+
+/// Waits for the agent's retained status to say `state` on the station.
+async fn status(sub: &Subscriber, station: &str, state: &str, agent: &Agent) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("the agent {state}"),
+        || async { (on(sub, station, "status").last()?["state"] == state).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+}
+
+/// Waits until the agent judges parts with the cloud's model.
+async fn judging(agent: &Agent) {
+    wait_until(Duration::from_secs(20), "the edge model", || async {
+        agent
+            .process
+            .log_text()
+            .contains("edge model in use")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+}
+
+/// Fires parts until the agent has queued at least `n` NG alerts (half the parts are painted
+/// with a defect); the alerts queued.
+async fn fire_until_queued(agent: &Agent, n: u64) -> u64 {
+    for _ in 0..80 {
+        if queued(agent).await >= n {
+            break;
+        }
+        fire(agent, 1).await;
+    }
+    let got = queued(agent).await;
+    assert!(got >= n, "{got} NG parts in 80");
+    got
+}
+
+/// Publishes one message with QoS 1 on the broker at `port` and waits for its PUBACK.
+async fn publish(port: u16, topic: &str, payload: &str) {
+    let options = MqttOptions::new(
+        format!("e2e-pub-{}", uuid::Uuid::new_v4().simple()),
+        "127.0.0.1",
+        port,
+    );
+    let (client, mut events) = AsyncClient::new(options, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(events.poll().await, Ok(Event::Incoming(Packet::PubAck(_)))) {}
+    })
+    .await
+    .expect("the broker's PUBACK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_alerts_over_tls_and_a_broker_asking_for_a_certificate_takes_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&dir.path().join("pki")).unwrap();
+    let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let broker = Mosquitto::start(
+        &dir.path().join("broker"),
+        Some(Tls {
+            pki: &pki,
+            require_certificate: false,
+        }),
+    )
+    .await
+    .unwrap();
+    // The cloud's public URL is not the agent's way to it: the agent's alerts link the image
+    // where the cloud's own messages do.
+    let public = "https://wiko.example:8443";
+    let cloud = cloud(
+        dir.path(),
+        broker.port,
+        &format!("public_url = \"{public}\""),
+    )
+    .await;
+    let sub = Subscriber::start(broker.port).await.unwrap();
+    let station = station();
+    let agent_dir = dir.path().join("agent");
+    let http = free_port();
+    write_agent_with(
+        &agent_dir,
+        cloud.port,
+        http,
+        &[camera(station)],
+        broker.tls_port.unwrap(),
+        &format!(
+            "tls = true\nca_file = {}\nimage_base_url = \"{public}\"",
+            path(&pki.ca)
+        ),
+    );
+    let agent = Agent::start(&agent_dir, http).await.unwrap();
+    status(&sub, station, "online", &agent).await;
+    judging(&agent).await;
+    fire_until_queued(&agent, 1).await;
+    let alert = wait_until(Duration::from_secs(20), "an alert over TLS", || async {
+        on(&sub, station, "alert").first().cloned()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    assert_eq!(alert["status"], "provisional", "the agent's: {alert}");
+    let id = alert["result_id"].as_str().unwrap().to_string();
+    let result = wait_until(
+        Duration::from_secs(60),
+        "the cloud's result for the part",
+        || async {
+            on(&sub, station, "result")
+                .into_iter()
+                .find(|r| r["result_id"] == id.as_str())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(alert["image_url"], result["image_url"]);
+    assert_eq!(
+        alert["image_url"].as_str().unwrap(),
+        format!("{public}/api/v1/analyses/{id}/image")
+    );
+
+    // A broker that asks every client for a certificate of its CA: the agent with one is in,
+    // the agent without is refused and says so.
+    let strict = Mosquitto::start(
+        &dir.path().join("strict"),
+        Some(Tls {
+            pki: &pki,
+            require_certificate: true,
+        }),
+    )
+    .await
+    .unwrap();
+    let strict_sub = Subscriber::start(strict.port).await.unwrap();
+    let start = |name: &'static str, identity: String| {
+        let agent_dir = dir.path().join(name);
+        let http = free_port();
+        let station = crate::mosquitto_agent::station();
+        write_agent_with(
+            &agent_dir,
+            cloud.port,
+            http,
+            &[camera(station)],
+            strict.tls_port.unwrap(),
+            &format!("tls = true\nca_file = {}\n{identity}", path(&pki.ca)),
+        );
+        async move { (Agent::start(&agent_dir, http).await.unwrap(), station) }
+    };
+    let (with_cert, with_station) = start(
+        "with-cert",
+        format!(
+            "client_cert_file = {}\nclient_key_file = {}",
+            path(&pki.client_cert),
+            path(&pki.client_key)
+        ),
+    )
+    .await;
+    let (without, without_station) = start("without-cert", String::new()).await;
+    status(&strict_sub, with_station, "online", &with_cert).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the agent without a certificate refused twice",
+        || async {
+            let log = without.process.log_text();
+            (log.matches("MQTT connection lost").count() >= 2).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", without.process.log_text()));
+    assert_eq!(
+        without.metric("wiko_agent_mqtt_connected", "").await,
+        Some(0.0)
+    );
+    assert!(
+        on(&strict_sub, without_station, "status").is_empty(),
+        "the refused agent never got its status out"
+    );
+    assert!(
+        strict
+            .log_text()
+            .contains("peer did not return a certificate"),
+        "{}",
+        strict.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_broker_restarts_the_agent_is_back_and_loses_or_doubles_no_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(&dir.path().join("broker"), None)
+        .await
+        .unwrap();
+    let mut cloud = cloud(dir.path(), broker.port, "").await;
+    // The agent reaches the broker through a switch: after the restart it is kept out until
+    // the test has seen what the broker kept.
+    let switch = Proxy::start(vec![format!("127.0.0.1:{}", broker.port).parse().unwrap()])
+        .await
+        .unwrap();
+    let station = station();
+    let triggered_station = crate::mosquitto_agent::station();
+    let agent_dir = dir.path().join("agent");
+    let http = free_port();
+    let mqtt_camera = Camera {
+        name: "mq",
+        station: triggered_station,
+        sku: "WK-KN-200",
+        source: Source::Toml(
+            "source = { type = \"synthetic\", seed = 5, defect_rate = 0.0 }\ntrigger = { type = \"mqtt\" }"
+                .into(),
+        ),
+    };
+    write_agent_with(
+        &agent_dir,
+        cloud.port,
+        http,
+        &[camera(station), mqtt_camera],
+        switch.port,
+        "",
+    );
+    let agent = Agent::start(&agent_dir, http).await.unwrap();
+    let before = Subscriber::start(broker.port).await.unwrap();
+    status(&before, station, "online", &agent).await;
+    judging(&agent).await;
+    // The cloud goes away: only the agent alerts (the cloud would alert what it finds NG and
+    // the agent did not).
+    assert!(cloud.process.terminate().unwrap().success());
+    let sent_before = fire_until_queued(&agent, 2).await;
+    let alerted_before: HashMap<String, usize> =
+        wait_until(Duration::from_secs(20), "the first alerts", || async {
+            let got = alerts(&before, station);
+            (got.len() as u64 == sent_before).then_some(got)
+        })
+        .await
+        .unwrap();
+
+    // The broker stops: it publishes the agent's Last Will (retained, saved with its state).
+    broker.stop().unwrap();
+    switch.set_down(true);
+    let queued_during = fire_until_queued(&agent, sent_before + 3).await - sent_before;
+    broker.start_again().await.unwrap();
+    let after = Subscriber::start(broker.port).await.unwrap();
+    status(&after, station, "offline", &agent).await;
+
+    // The agent comes back: `online`, its alerts queued meanwhile once each, its trigger
+    // subscription answered, its heartbeats again.
+    switch.set_down(false);
+    status(&after, station, "online", &agent).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the alerts queued while the broker was away",
+        || async { (alerts(&after, station).len() as u64 == queued_during).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    publish(
+        broker.port,
+        &format!("wiko/yangjiang/l1/{triggered_station}/trigger"),
+        r#"{"request_id":"after-restart"}"#,
+    )
+    .await;
+    let ack = wait_until(Duration::from_secs(20), "the trigger's answer", || async {
+        on(&after, triggered_station, "trigger/ack")
+            .into_iter()
+            .find(|a| a["request_id"] == "after-restart")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    assert_eq!(ack["outcome"], "captured", "{ack}");
+    wait_until(
+        Duration::from_secs(20),
+        "a heartbeat after the restart",
+        || async { (!on(&after, station, "heartbeat").is_empty()).then_some(()) },
+    )
+    .await
+    .unwrap();
+    // The outbox is empty (every alert acknowledged) and the messages that came with and after
+    // the alerts on the one connection are in: each alert once, none of the first ones again.
+    wait_until(Duration::from_secs(20), "the outbox empty", || async {
+        (agent.health().await?.buffer.alerts_queued == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let alerted_after = alerts(&after, station);
+    assert_eq!(alerted_after.len() as u64, queued_during);
+    assert!(
+        alerted_after.values().all(|&n| n == 1),
+        "an alert came twice: {alerted_after:?}"
+    );
+    assert!(alerted_before.values().all(|&n| n == 1));
+    assert!(
+        alerted_before
+            .keys()
+            .all(|id| !alerted_after.contains_key(id)),
+        "an alert acknowledged before the restart was sent again"
+    );
+
+    // Killed: the broker publishes the Last Will, and keeps it for whoever comes later.
+    drop(agent);
+    let late = Subscriber::start(broker.port).await.unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the retained Last Will",
+        || async { (on(&late, station, "status").last()?["state"] == "offline").then_some(()) },
+    )
+    .await
+    .unwrap();
+    cloud.process.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_reach_the_broker_and_the_outbox_drops_its_oldest_alerts_past_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), None)
+        .await
+        .unwrap();
+    let mut cloud = cloud(dir.path(), broker.port, "").await;
+    let switch = Proxy::start(vec![format!("127.0.0.1:{}", broker.port).parse().unwrap()])
+        .await
+        .unwrap();
+    let station = station();
+    let agent_dir = dir.path().join("agent");
+    let http = free_port();
+    write_agent_with(
+        &agent_dir,
+        cloud.port,
+        http,
+        &[camera(station)],
+        switch.port,
+        "outbox_max_alerts = 2",
+    );
+    let agent = Agent::start(&agent_dir, http).await.unwrap();
+    let sub = Subscriber::start(broker.port).await.unwrap();
+    status(&sub, station, "online", &agent).await;
+    judging(&agent).await;
+    // The cloud goes away, so every frame stays buffered.
+    assert!(cloud.process.terminate().unwrap().success());
+
+    // The broker goes away too: past two alerts, the oldest are dropped.
+    switch.set_down(true);
+    let queued = fire_until_queued(&agent, 5).await;
+    let frames = agent.captured().await.unwrap();
+    let dropped = queued - 2;
+    let health = agent.health().await.unwrap();
+    assert_eq!(
+        (
+            health.buffer.alerts_queued,
+            health.buffer.alerts_dropped_total
+        ),
+        (2, dropped)
+    );
+    assert_eq!(
+        agent.metric("wiko_agent_alerts_total", "dropped").await,
+        Some(dropped as f64)
+    );
+    let log = agent.process.log_text();
+    assert_eq!(
+        log.matches("alert outbox: dropping the oldest alerts")
+            .count(),
+        1,
+        "logged once for the episode:\n{log}"
+    );
+
+    // Back: the two kept alerts arrive, and the next heartbeat says what the agent holds.
+    switch.set_down(false);
+    wait_until(Duration::from_secs(30), "the two kept alerts", || async {
+        (alerts(&sub, station).len() == 2).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    let heartbeat: wiko_wire::Heartbeat = wait_until(
+        Duration::from_secs(20),
+        "a heartbeat with the outbox emptied",
+        || async {
+            on(&sub, station, "heartbeat")
+                .into_iter()
+                .filter_map(|v: Value| serde_json::from_value::<wiko_wire::Heartbeat>(v).ok())
+                .find(|h| h.buffer.alerts_queued == 0 && h.buffer.frames == frames)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.process.log_text()));
+    heartbeat.validate().unwrap();
+    assert_eq!(heartbeat.device_id, "e2e-pc1");
+    assert_eq!(heartbeat.station, station);
+    assert_eq!(heartbeat.buffer.alerts_dropped_total, dropped);
+    assert_eq!(heartbeat.buffer.by_camera.get("cam"), Some(&frames));
+    assert!(heartbeat.buffer.oldest_unsynced_seconds > 0.0);
+    let cam = &heartbeat.cameras[0];
+    assert_eq!(
+        (cam.name.as_str(), cam.source.as_str()),
+        ("cam", "synthetic")
+    );
+    assert_eq!(cam.status, wiko_wire::CameraStatus::Ok);
+    assert_eq!(cam.frames_total, frames);
+    assert_eq!(
+        heartbeat.models.get("WK-KN-200").map(String::as_str),
+        Some("v1")
+    );
+}
