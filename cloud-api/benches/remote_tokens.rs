@@ -10,7 +10,9 @@
 //! OpenAI-compatible model that counts each request's input tokens as gpt-4o bills them: the
 //! request's JSON without the images' data at 4 characters a token (an estimate: the service
 //! tokenises), and each image from its decoded size and its `detail` (85 at low; 85 + 170 per
-//! 512-px tile at high). Printed per configuration: calls, and per call the mean text tokens,
+//! 512-px tile at high) with the crate's own `views::image_tokens`, the cloud's estimate: the
+//! image tokens repeat that estimate for the images really sent, they do not check it.
+//! Printed per configuration: calls, and per call the mean text tokens,
 //! image tokens, input tokens and image bytes, for calls about parts the gate judged NG and
 //! about parts it judged good (uncertain).
 

@@ -23,7 +23,8 @@ pub const DEVICE_BUFFER_FRAMES: &str = "wiko_cloud_device_buffer_frames";
 pub const DEVICE_OLDEST_UNSYNCED_SECONDS: &str = "wiko_cloud_device_oldest_unsynced_seconds";
 pub const DEVICE_DEAD_LETTERS: &str = "wiko_cloud_device_dead_letters";
 pub const HEARTBEATS_TOTAL: &str = "wiko_cloud_heartbeats_total";
-/// Remote analyzer calls by `analyzer` and `outcome` (`ok` or the verdict's error code).
+/// Remote analyzer calls by `analyzer` and `outcome` (`ok` or the verdict's error code), and
+/// enrichments given up without a call (`given_up`, also in [`REMOTE_GIVEN_UP_TOTAL`]).
 pub const REMOTE_CALLS_TOTAL: &str = "wiko_cloud_remote_calls_total";
 /// Tokens the remote analyzer used, by `analyzer` and `kind` (`input`, `output`).
 pub const REMOTE_TOKENS_TOTAL: &str = "wiko_cloud_remote_tokens_total";
@@ -33,11 +34,13 @@ pub const REMOTE_COST_MICRO_USD_TOTAL: &str = "wiko_cloud_remote_cost_micro_usd_
 pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
 /// Remote calls put off by `analyzer` and `cause` (`rate_limited`: a 429 asked to wait
 /// longer than `max_retry_wait_secs`; `budget`: the deployment's shared budget is used up
-/// until a later window): their parts went back to the queue.
+/// until a later window; `store`: the store could not count that budget): their parts went
+/// back to the queue.
 pub const REMOTE_DEFERRED_TOTAL: &str = "wiko_cloud_remote_deferred_total";
-/// Parts whose remote enrichment was given up by `analyzer` and `cause` (as above): the call
-/// would have been put off past `max_deferral_secs` after the part came in, so the result
-/// became final with the gate's verdict.
+/// Parts whose remote enrichment was given up by `analyzer` and `cause` (`rate_limited` or
+/// `budget`; `store` is never given up): the call would have been put off past
+/// `max_deferral_secs` after the part was taken in, so the result became final with the
+/// gate's verdict.
 pub const REMOTE_GIVEN_UP_TOTAL: &str = "wiko_cloud_remote_given_up_total";
 /// Time a remote call waited for room in the deployment's shared budget, by `analyzer`.
 pub const REMOTE_BUDGET_WAIT_SECONDS: &str = "wiko_cloud_remote_budget_wait_seconds";

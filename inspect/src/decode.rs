@@ -33,6 +33,30 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Image, InspectError>
     {
         return Ok(img);
     }
+    let img = upright(bytes, (width, height), limits)?;
+    Ok(if img.color().has_color() {
+        let rgb = img.to_rgb8();
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        Image::from_rgb(w, h, rgb.as_raw())
+    } else {
+        Image::from(to_gray(&img))
+    })
+}
+
+/// Decodes what [`decode`] accepts, within the same limits and turned upright the same way,
+/// to 8-bit RGB (grey repeated): the picture as a person sees it, for re-encoding.
+pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<image::RgbImage, InspectError> {
+    let size = dimensions(bytes, limits)?;
+    Ok(upright(bytes, size, limits)?.to_rgb8())
+}
+
+/// The general path: any supported format, of the `size` [`dimensions`] checked, decoded in
+/// its own colours and turned upright by its EXIF orientation.
+fn upright(
+    bytes: &[u8],
+    (width, height): (u32, u32),
+    limits: DecodeLimits,
+) -> Result<DynamicImage, InspectError> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| InspectError::Decode(e.to_string()))?;
@@ -49,13 +73,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<Image, InspectError>
     if let Some(orientation) = orientation {
         img.apply_orientation(orientation);
     }
-    Ok(if img.color().has_color() {
-        let rgb = img.to_rgb8();
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        Image::from_rgb(w, h, rgb.as_raw())
-    } else {
-        Image::from(to_gray(&img))
-    })
+    Ok(img)
 }
 
 /// The fast path for the common case, a colour or grey JPEG: decoded in its own colour space
@@ -242,6 +260,11 @@ mod tests {
             g.get(4, 2) > 200.0 && g.get(4, 13) < 50.0,
             "the bright half is now on top"
         );
+        // The RGB decode turns it the same way (see: issue #22, the remote model was sent the
+        // picture as stored while the gate's regions were in its upright pixels).
+        let rgb = decode_rgb(&tagged, DecodeLimits::default()).unwrap();
+        assert_eq!((rgb.width(), rgb.height()), (8, 16), "turned upright");
+        assert!(rgb.get_pixel(4, 2)[0] > 200 && rgb.get_pixel(4, 13)[0] < 50);
     }
 
     #[test]
@@ -278,13 +301,12 @@ mod tests {
     #[test]
     fn refuses_images_over_the_pixel_limit_before_decoding() {
         let limits = DecodeLimits { max_pixels: 100 };
-        assert_eq!(
-            decode(&jpeg(20, 10), limits),
-            Err(InspectError::TooManyPixels {
-                width: 20,
-                height: 10,
-                max_pixels: 100
-            })
-        );
+        let refused = InspectError::TooManyPixels {
+            width: 20,
+            height: 10,
+            max_pixels: 100,
+        };
+        assert_eq!(decode(&jpeg(20, 10), limits), Err(refused.clone()));
+        assert_eq!(decode_rgb(&jpeg(20, 10), limits), Err(refused));
     }
 }

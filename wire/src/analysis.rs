@@ -275,8 +275,9 @@ pub struct VerdictError {
 pub enum VerdictErrorCode {
     /// No answer within the request timeout, after every retry.
     Timeout,
-    /// Still rate limited (429) after every retry, or asked to wait until past
-    /// `max_deferral_secs` after the part came in (given up: no call was made).
+    /// Still rate limited (429) after every retry, or a 429 asked to wait until past
+    /// `max_deferral_secs` after the part was taken in (given up; the call that was answered
+    /// 429 may have been another part's, which paused every call of the replica).
     RateLimited,
     /// The service failed (5xx) after every retry, or could not be reached.
     Unavailable,
@@ -291,7 +292,8 @@ pub enum VerdictErrorCode {
     /// The answer is not the JSON asked for, or names boxes outside the image.
     InvalidAnswer,
     /// The daily or monthly budget is spent, or the deployment's token or request budget
-    /// stayed used up until past `max_deferral_secs` after the part came in: no call was made.
+    /// stayed used up until past `max_deferral_secs` after the part was taken in: no call was
+    /// made.
     BudgetExhausted,
 }
 

@@ -14,9 +14,10 @@
 //! taken: provisional results wait. A call the service (a 429 asking for longer than
 //! `max_retry_wait_secs`) or the deployment's shared budget puts off is not an answer: its
 //! job goes back to the queue until then, its result stays provisional, and it is enriched
-//! later, once; unless then is more than `max_deferral_secs` after the part came in: the
+//! later, once; unless then is more than `max_deferral_secs` after the part was taken in: the
 //! enrichment is given up, and the result is final with the gate's verdict and a remote
-//! verdict whose error says so.
+//! verdict whose error says so (never for a store that cannot count the deployment's budget:
+//! that part is always put back).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,14 +240,20 @@ impl RemoteWorkers {
     }
 
     /// A call put off: its job goes back to the queue until then, or, if then is more than
-    /// `max_deferral_secs` after the part came in, the remote enrichment is given up and the
-    /// result made final with the gate's verdict (never lost, never left provisional).
+    /// `max_deferral_secs` after the part was taken in, the remote enrichment is given up and
+    /// the result made final with the gate's verdict (never lost, never left provisional). A
+    /// call put off because the store could not count the deployment's budget is always put
+    /// back: it says nothing about the service.
     async fn put_off(&self, job: &Job, part: &Analysis, later: Deferred) -> Result<(), StoreError> {
         let name = self.remote.name();
         let cause = later.cause.as_str();
         let max_deferral = self.remote.settings().max_deferral;
         let age = (Utc::now() - part.created_at).to_std().unwrap_or_default();
-        if age.saturating_add(later.retry_in) <= max_deferral {
+        let give_up = later
+            .cause
+            .give_up_code()
+            .filter(|_| age.saturating_add(later.retry_in) > max_deferral);
+        let Some(code) = give_up else {
             metrics::counter!(telemetry::REMOTE_DEFERRED_TOTAL, "analyzer" => name, "cause" => cause)
                 .increment(1);
             info!(retry_in_secs = later.retry_in.as_secs_f64(), reason = %later.reason, "remote call put off; the part waits in the queue");
@@ -255,15 +262,15 @@ impl RemoteWorkers {
                 .records
                 .defer_job(job, &later.reason, later.retry_in)
                 .await;
-        }
+        };
         metrics::counter!(telemetry::REMOTE_GIVEN_UP_TOTAL, "analyzer" => name, "cause" => cause)
             .increment(1);
         warn!(age_secs = age.as_secs(), reason = %later.reason, "remote enrichment given up; the gate's verdict is final");
-        let verdict = self.remote.failed(
-            later.cause.code(),
+        let verdict = self.remote.given_up(
+            code,
             format!(
                 "remote enrichment given up: the call would be put off past {} s after the part \
-                 came in (max_deferral_secs; {})",
+                 was taken in (max_deferral_secs; {})",
                 max_deferral.as_secs(),
                 later.reason
             ),

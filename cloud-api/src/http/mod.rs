@@ -109,7 +109,9 @@ impl AppState {
             .await,
         );
         let remote = config.remote.clone().and_then(|settings| match Remote::new(settings) {
-            Ok(remote) => Some(Arc::new(remote.sharing(storage.records.clone()))),
+            Ok(remote) => Some(Arc::new(
+                remote.sharing(storage.records.clone()).decoding(limits),
+            )),
             Err(e) => {
                 tracing::error!(error = %e, "the remote analyzer cannot start; parts are judged by the gate alone");
                 None

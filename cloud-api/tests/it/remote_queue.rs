@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use wiko_cloud::analysis::remote::{Cause, Part};
-use wiko_cloud::store::{Event, WindowClaim};
+use wiko_cloud::store::{Event, PgSettings, WindowClaim, open_postgres};
 use wiko_synth::SynthDefect;
 use wiko_wire::{AnalysisStatus, VerdictErrorCode};
 
@@ -229,11 +229,12 @@ async fn a_call_put_off_past_max_deferral_is_given_up_and_the_gates_verdict_is_f
 #[tokio::test]
 async fn with_no_deferral_allowed_a_full_deployment_window_gives_the_part_up_at_once() {
     let mock = Mock::start(KEY).await;
-    // One request per 1 s window for the deployment; a call that does not fit is not put off.
+    // One request per 5 s window for the deployment (both calls fall in one window, however
+    // loaded the machine); a call that does not fit is not put off.
     let table = remote_table(
         &mock,
         "openai_compatible",
-        "deployment_requests_per_minute = 60\ndeployment_window_secs = 1\nmax_deferral_secs = 0\n",
+        "deployment_requests_per_minute = 12\ndeployment_window_secs = 5\nmax_deferral_secs = 0\n",
     )
     .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 0");
     let h = harness_with(&table).await;
@@ -241,7 +242,7 @@ async fn with_no_deferral_allowed_a_full_deployment_window_gives_the_part_up_at_
     let workers = h.state.remote_workers().unwrap();
     let ids = ng_parts(&h, 2).await;
 
-    at_window_start(Duration::from_secs(1)).await;
+    at_window_start(Duration::from_secs(5)).await;
     assert!(workers.work_once().await);
     assert!(workers.work_once().await);
     assert_eq!(mock.seen().len(), 1, "one request in the window");
@@ -264,11 +265,12 @@ async fn with_no_deferral_allowed_a_full_deployment_window_gives_the_part_up_at_
 #[tokio::test]
 async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
     let mock = Mock::start(KEY).await;
-    // One request per 1 s window, no waiting for the next.
+    // One request per 5 s window (both first calls fall in one, however loaded the machine),
+    // no waiting for the next.
     let table = remote_table(
         &mock,
         "azure_openai",
-        "deployment_requests_per_minute = 60\ndeployment_window_secs = 1\n",
+        "deployment_requests_per_minute = 12\ndeployment_window_secs = 5\n",
     )
     .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 0");
     let place = Place::new().await;
@@ -290,7 +292,7 @@ async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
         ..garbage.clone()
     };
 
-    at_window_start(Duration::from_secs(1)).await;
+    at_window_start(Duration::from_secs(5)).await;
     assert_eq!(remote.judge(&good).await.unwrap().error, None);
     // The window is full: the call is put off before its image is touched (a decode would
     // have failed it).
@@ -310,6 +312,54 @@ async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
         1,
         "no request for an image that cannot be sent"
     );
+}
+
+// See: issue #22 (a store error while reserving was put off as the budget's, and so could
+// give a part up as budget_exhausted)
+#[tokio::test]
+async fn a_store_that_cannot_count_the_budget_puts_the_call_off_and_never_gives_it_up() {
+    let mock = Mock::start(KEY).await;
+    // A deployment budget, and no deferral allowed: a budget that is full gives a part up.
+    let table = remote_table(
+        &mock,
+        "azure_openai",
+        "deployment_requests_per_minute = 60\nmax_deferral_secs = 0\n",
+    );
+    // Nothing listens on 127.0.0.1:1: every reservation fails.
+    let down = PgSettings {
+        url: "postgres://wiko@127.0.0.1:1/wiko".into(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(300),
+        statement_timeout: Duration::from_secs(1),
+        outbox_lease: Duration::from_secs(30),
+    };
+    let remote = remote(&table).sharing(open_postgres(&down, false).await.unwrap());
+    let knife = part_jpeg(Some(SynthDefect::Rust), 5);
+    let later = remote
+        .judge(&Part {
+            sku: "WK-KN-200",
+            image: &knife,
+            width: 640,
+            height: 480,
+            gate_ng: true,
+            score: Some(2.0),
+            threshold: Some(1.0),
+            regions: &[],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(later.cause, Cause::Store, "{}", later.reason);
+    assert!(
+        later.reason.contains("cannot be counted"),
+        "{}",
+        later.reason
+    );
+    assert_eq!(
+        later.cause.give_up_code(),
+        None,
+        "put back, never given up (even with max_deferral_secs = 0)"
+    );
+    assert!(mock.seen().is_empty(), "no call without a reservation");
 }
 
 #[tokio::test]

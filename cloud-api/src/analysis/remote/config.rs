@@ -86,11 +86,13 @@ pub struct RemoteConfig {
     /// provisional and is enriched later); backoff without a hint is capped here. Default: 30
     #[serde(default = "default_max_retry_wait_secs")]
     pub max_retry_wait_secs: u64,
-    /// Seconds after a part came in (its result was recorded) until which its remote call may
+    /// Seconds after the part was taken in (its `created_at`) until which its remote call may
     /// still be put off: a call that would be put off beyond is given up, and the result
     /// becomes final with the gate's verdict and a remote verdict whose error says so
-    /// (`rate_limited` or `budget_exhausted`, no call made). 0 to 604800 (a week); 0: a call
-    /// is never put off. Default: 3600
+    /// (`rate_limited`: a 429 asked to wait that long; `budget_exhausted`: the deployment's
+    /// window stayed full, no call made). A call put off because the store could not count
+    /// the deployment's budget is never given up. 0 to 604800 (a week); 0: a call is never
+    /// put off. Default: 3600
     #[serde(default = "default_max_deferral_secs")]
     pub max_deferral_secs: u64,
     /// `max_tokens` of each request: the answer's length (services count it against the
@@ -303,7 +305,7 @@ pub struct RemoteSettings {
     pub timeout: Duration,
     pub max_attempts: u32,
     pub max_retry_wait: Duration,
-    /// How long after a part came in its call may still be put off.
+    /// How long after the part was taken in its call may still be put off.
     pub max_deferral: Duration,
     pub max_tokens: u32,
     pub max_side_px: u32,

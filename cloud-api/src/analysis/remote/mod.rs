@@ -43,6 +43,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
+use wiko_inspect::DecodeLimits;
 use wiko_wire::{
     Defect, DefectType, Usage, Verdict, VerdictError, VerdictErrorCode, VerdictSource,
 };
@@ -91,6 +92,9 @@ pub enum Cause {
     RateLimited,
     /// The deployment's shared budget is used up until a later window.
     Budget,
+    /// The deployment's budget cannot be counted (the store failed): nothing is known about
+    /// the service, so such a call is never given up.
+    Store,
 }
 
 impl Cause {
@@ -99,14 +103,16 @@ impl Cause {
         match self {
             Cause::RateLimited => "rate_limited",
             Cause::Budget => "budget",
+            Cause::Store => "store",
         }
     }
 
-    /// The verdict's error when the call is given up.
-    pub fn code(self) -> VerdictErrorCode {
+    /// The verdict's error when a call put off this long is given up; `None`: it never is.
+    pub fn give_up_code(self) -> Option<VerdictErrorCode> {
         match self {
-            Cause::RateLimited => VerdictErrorCode::RateLimited,
-            Cause::Budget => VerdictErrorCode::BudgetExhausted,
+            Cause::RateLimited => Some(VerdictErrorCode::RateLimited),
+            Cause::Budget => Some(VerdictErrorCode::BudgetExhausted),
+            Cause::Store => None,
         }
     }
 }
@@ -166,6 +172,8 @@ struct Request<'a> {
     planner: Planner,
     /// The image as uploaded.
     image: &'a [u8],
+    /// What its decoding may allocate.
+    limits: DecodeLimits,
     built: Option<(serde_json::Value, Vec<View>)>,
 }
 
@@ -188,9 +196,12 @@ impl Request<'_> {
             Some(built) => built,
             None => {
                 let bytes = self.image.to_vec();
-                let planner = self.planner;
+                let (planner, limits) = (self.planner, self.limits);
                 let images = tokio::task::spawn_blocking(move || {
-                    let upright = views::decode(&bytes)?;
+                    // Upright (its EXIF orientation applied, as the gate saw it), so that the
+                    // gate's regions and the answer's boxes mean the same pixels.
+                    let upright = wiko_inspect::decode::decode_rgb(&bytes, limits)
+                        .map_err(|e| RemoteError::Image(e.to_string()))?;
                     let views = planner.views(upright.dimensions());
                     let jpegs = views::encode(&upright, &views)?;
                     Ok::<_, RemoteError>(
@@ -225,6 +236,8 @@ pub struct Remote {
     breaker: Mutex<Breaker>,
     /// The deployment's budget shared with the other replicas, if limited.
     shared: Option<Shared>,
+    /// What decoding a part's image may allocate.
+    limits: DecodeLimits,
 }
 
 /// Parts in a row the service failed, and until when no call is made.
@@ -255,6 +268,7 @@ impl Remote {
             paused_until: Mutex::new(None),
             breaker: Mutex::new(Breaker::default()),
             shared: None,
+            limits: DecodeLimits::default(),
             settings,
             target,
             http,
@@ -269,6 +283,13 @@ impl Remote {
             deployment: format!("{} {}", self.settings.endpoint, self.settings.model),
             budget,
         });
+        self
+    }
+
+    /// Decodes the parts' images within `limits` (the ingest's; by default
+    /// [`DecodeLimits::default`]).
+    pub fn decoding(mut self, limits: DecodeLimits) -> Remote {
+        self.limits = limits;
         self
     }
 
@@ -334,6 +355,19 @@ impl Remote {
         )
     }
 
+    /// The verdict of an enrichment given up (its call put off past `max_deferral_secs`):
+    /// counted in `wiko_cloud_remote_calls_total` under the outcome `given_up`, not as a call
+    /// answered `code`.
+    pub fn given_up(&self, code: VerdictErrorCode, message: String) -> Verdict {
+        self.verdict_counted(
+            "given_up",
+            None,
+            Duration::ZERO,
+            TokenUsage::default(),
+            Some((code, message)),
+        )
+    }
+
     /// Asks the remote model about a part; every failure is in the verdict, but a wait longer
     /// than `max_retry_wait_secs`, which is [`Deferred`]. The image is decoded and encoded only
     /// once the call has its place in the deployment's budget: a call put off costs no image
@@ -382,6 +416,7 @@ impl Remote {
                 top_region: part.regions.first().map(|d| d.bbox),
             },
             image: part.image,
+            limits: self.limits,
             built: None,
         };
         let estimate = call.estimate((part.width, part.height));
@@ -424,10 +459,22 @@ impl Remote {
         tokens: TokenUsage,
         error: Option<(VerdictErrorCode, String)>,
     ) -> Verdict {
+        let outcome = error.as_ref().map_or("ok", |(code, _)| code_name(*code));
+        self.verdict_counted(outcome, answer, latency, tokens, error)
+    }
+
+    /// The verdict, counted in the metrics with `outcome`.
+    fn verdict_counted(
+        &self,
+        outcome: &'static str,
+        answer: Option<chat::Answer>,
+        latency: Duration,
+        tokens: TokenUsage,
+        error: Option<(VerdictErrorCode, String)>,
+    ) -> Verdict {
         let cost_usd = tokens.prompt_tokens as f64 * self.settings.input_usd_per_token
             + tokens.completion_tokens as f64 * self.settings.output_usd_per_token;
         let name = self.name();
-        let outcome = error.as_ref().map_or("ok", |(code, _)| code_name(*code));
         metrics::counter!(telemetry::REMOTE_CALLS_TOTAL, "analyzer" => name, "outcome" => outcome)
             .increment(1);
         metrics::counter!(telemetry::REMOTE_TOKENS_TOTAL, "analyzer" => name, "kind" => "input")
@@ -458,7 +505,8 @@ impl Remote {
     /// Sends the request within the limits, retrying what may pass later; the body of the
     /// 200 answer, what its attempt reserved of the deployment's budget, and the views the
     /// request sent. Each attempt reserves `estimate` tokens; the body is built once the
-    /// first attempt has its reservation.
+    /// first attempt has its reservation, and each attempt leaves when the rate limiter (and
+    /// a 429's pause) lets it.
     async fn send(
         &self,
         call: &mut Request<'_>,
@@ -467,7 +515,7 @@ impl Remote {
         let s = &self.settings;
         let mut last = RemoteError::Answer(VerdictErrorCode::Unavailable, "no attempt".into());
         for attempt in 1..=s.max_attempts {
-            self.wait_for_turn().await?;
+            self.wait_out_pause().await?;
             // The slot first: a call counted in a window goes out in it, not after waiting for
             // a slot into the next.
             let permit = self.slots.acquire().await;
@@ -500,6 +548,15 @@ impl Remote {
                     }
                 },
             };
+            // The limiter last, once the body is built (a retry reuses it): calls leave spaced
+            // by requests_per_minute, however long the reservation or the encoding took.
+            self.rate.until_ready().await;
+            if let Err(e) = self.wait_out_pause().await {
+                if let Some(reserved) = reserved {
+                    self.release(reserved).await;
+                }
+                return Err(e);
+            }
             let response = request.send().await;
             drop(permit);
             let hinted = match response {
@@ -589,8 +646,8 @@ impl Remote {
     }
 
     /// Waits until a 429's pause is over (deferred if that is further than
-    /// `max_retry_wait_secs`), then for the rate limiter.
-    async fn wait_for_turn(&self) -> Result<(), RemoteError> {
+    /// `max_retry_wait_secs`).
+    async fn wait_out_pause(&self) -> Result<(), RemoteError> {
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
             let now = tokio::time::Instant::now();
@@ -605,11 +662,9 @@ impl Remote {
                     }
                     tokio::time::sleep_until(t).await;
                 }
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        self.rate.until_ready().await;
-        Ok(())
     }
 
     /// Reserves an attempt's `tokens` and one request in the deployment's current window,
@@ -636,7 +691,7 @@ impl Remote {
                 RemoteError::Later(Deferred {
                     retry_in: self.backoff(1),
                     reason: format!("the deployment's budget cannot be counted: {e}"),
-                    cause: Cause::Budget,
+                    cause: Cause::Store,
                 })
             })?;
             if fits {

@@ -1,13 +1,12 @@
 //! What a request shows of a part: its [`View`]s (the whole frame, and with `image =
 //! "regions"` a close-up of the gate's strongest region), planned from the frame's size alone
 //! ([`Planner`]), so that a call's image tokens are known, and the call counted in the
-//! deployment's budget, before any pixel is decoded; the pixels are decoded and encoded
-//! ([`decode`], [`encode`]) only once the call is to be made.
+//! deployment's budget, before any pixel is decoded; the pixels are decoded (upright, by
+//! `wiko_inspect::decode::decode_rgb`) and encoded ([`encode`]) only once the call is to be
+//! made.
 
-use std::io::Cursor;
-
+use image::RgbImage;
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use super::RemoteError;
 use super::config::{Detail, ImageMode};
@@ -144,26 +143,6 @@ impl Planner {
     }
 }
 
-/// Decodes the part's image upright (its EXIF orientation applied, as the gate saw it, so that
-/// the gate's regions and the answer's boxes mean the same pixels). CPU work: run it on the
-/// blocking pool.
-pub fn decode(bytes: &[u8]) -> Result<RgbImage, RemoteError> {
-    let unusable = |e: image::ImageError| RemoteError::Image(e.to_string());
-    let mut decoder = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| RemoteError::Image(e.to_string()))?
-        .into_decoder()
-        .map_err(unusable)?;
-    // An unreadable orientation tag is no reason to refuse the picture (the gate keeps it as
-    // stored too).
-    let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(unusable)?;
-    if let Some(orientation) = orientation {
-        img.apply_orientation(orientation);
-    }
-    Ok(img.to_rgb8())
-}
-
 /// Each view of `image` as a JPEG. CPU work: run it on the blocking pool.
 pub fn encode(image: &RgbImage, views: &[View]) -> Result<Vec<Vec<u8>>, RemoteError> {
     views
@@ -288,47 +267,6 @@ mod tests {
         assert_eq!(
             planner.views((1920, 1080)),
             [View::whole((1920, 1080), 1024, Detail::High)]
-        );
-    }
-
-    /// A JPEG of `w` × `h` with an EXIF orientation tag.
-    fn oriented_jpeg(w: u32, h: u32, orientation: u16) -> Vec<u8> {
-        use image::ImageEncoder;
-        // A big-endian TIFF header and one IFD entry: tag 0x0112 (orientation), SHORT, 1.
-        let mut exif =
-            b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
-        exif.extend_from_slice(&orientation.to_be_bytes());
-        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        let mut image = RgbImage::from_pixel(w, h, image::Rgb([200, 200, 200]));
-        for (x, y) in (0..8).flat_map(|x| (0..8).map(move |y| (x, y))) {
-            image.put_pixel(x, y, image::Rgb([0, 0, 0]));
-        }
-        let mut jpeg = Vec::new();
-        let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
-        encoder.set_exif_metadata(exif).unwrap();
-        encoder
-            .write_image(image.as_raw(), w, h, image::ExtendedColorType::Rgb8)
-            .unwrap();
-        jpeg
-    }
-
-    // See: issue #22 (the remote model was sent the picture as stored, the gate's regions
-    // were in its upright pixels)
-    #[test]
-    fn the_image_is_sent_upright_as_the_gate_saw_it() {
-        // Orientation 6: the stored 64 × 32 picture is shown turned 90° clockwise.
-        let upright = decode(&oriented_jpeg(64, 32, 6)).unwrap();
-        assert_eq!((upright.width(), upright.height()), (32, 64));
-        // The stored top left corner is now the top right.
-        assert!(
-            upright.get_pixel(28, 3)[0] < 100,
-            "{:?}",
-            upright.get_pixel(28, 3)
-        );
-        assert!(
-            upright.get_pixel(3, 3)[0] > 150,
-            "{:?}",
-            upright.get_pixel(3, 3)
         );
     }
 }
