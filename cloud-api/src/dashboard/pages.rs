@@ -415,7 +415,9 @@ pub(super) async fn heatmap(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let i = &s.intake;
-    let bytes = crate::heatmap::heatmap(&i.storage, &i.budget, i.limits, parse_id(&id)?).await?;
+    let bytes =
+        crate::heatmap::heatmap(&i.storage, &s.heatmaps, &i.budget, i.limits, parse_id(&id)?)
+            .await?;
     Ok(image::stored(bytes))
 }
 
