@@ -1037,19 +1037,16 @@ impl<B: Backend> Parts for SqlStore<B> {
     async fn published_for(&self, id: Uuid) -> Result<Vec<Published>, StoreError> {
         let rows = self
             .select(
-                "SELECT payload, published_at FROM published_events
+                "SELECT event_id, payload, published_at FROM published_events
                  WHERE analysis_id = ? ORDER BY event_id",
                 args![id],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Published {
-                    result: serde_json::from_slice(&r.bytes(0)?).map_err(json_error)?,
-                    at: r.time(1)?,
-                })
-            })
-            .collect()
+        let mut kept = Vec::with_capacity(rows.len());
+        for r in &rows {
+            kept.extend(published(r.int(0)?, &r.bytes(1)?, r.time(2)?));
+        }
+        Ok(kept)
     }
 
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -1075,11 +1072,30 @@ impl<B: Backend> Parts for SqlStore<B> {
     }
 }
 
+/// A kept event as its result, or `None` (logged) for a payload this version no longer reads:
+/// the part's page shows the others rather than failing.
+fn published(event_id: i64, payload: &[u8], at: DateTime<Utc>) -> Option<Published> {
+    match serde_json::from_slice(payload) {
+        Ok(result) => Some(Published { result, at }),
+        Err(e) => {
+            tracing::warn!(event_id, error = %e, "a published event no longer decodes; not shown");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_published_event_that_no_longer_decodes_is_left_out() {
+        let at = Utc::now();
+        assert!(published(7, b"{\"not\": \"a result\"}", at).is_none());
+        assert!(published(8, b"\xff", at).is_none());
+    }
 
     #[test]
     fn defect_ids_follow_the_prototype_format() {
