@@ -513,7 +513,7 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
             output_tokens = remote_costs.output_tokens + excluded.output_tokens,
             cost_usd = remote_costs.cost_usd + excluded.cost_usd",
         args![
-            day(Utc::now()),
+            day_key(Utc::now()),
             e.verdict.analyzer.as_str(),
             done.facility.as_str(),
             done.product_sku.as_str(),
@@ -554,9 +554,9 @@ async fn requeue(
     .map(|_| ())
 }
 
-/// A UTC day as the cost table keys it.
-fn day(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
+/// A UTC day ([`insight::day`]) as the cost table keys it.
+fn day_key(t: DateTime<Utc>) -> String {
+    insight::day(t).format("%Y-%m-%d").to_string()
 }
 
 fn select_one(c: &mut dyn Conn) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -863,7 +863,7 @@ impl<B: Backend> Parts for SqlStore<B> {
         let rows = self
             .select(
                 "SELECT sum(cost_usd) FROM remote_costs WHERE analyzer = ? AND day >= ?",
-                args![analyzer, day(since)],
+                args![analyzer, day_key(since)],
             )
             .await?;
         Ok(rows
@@ -876,7 +876,7 @@ impl<B: Backend> Parts for SqlStore<B> {
 
     async fn costs(&self, filter: &CostFilter) -> Result<Vec<CostRow>, StoreError> {
         let mut clauses = vec!["day >= ?", "day <= ?"];
-        let mut args = args![day(filter.since), day(filter.until)];
+        let mut args = args![day_key(filter.since), day_key(filter.until)];
         for (clause, value) in [
             ("facility = ?", &filter.facility),
             ("product_sku = ?", &filter.product_sku),
