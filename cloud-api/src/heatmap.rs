@@ -19,6 +19,7 @@ use wiko_inspect::{DecodeLimits, Model};
 
 use crate::analysis::budget::{Budget, DECODE_BYTES_PER_PIXEL, TooLarge};
 use crate::store::{Storage, StoreError};
+use crate::telemetry;
 
 const QUALITY: u8 = 85;
 /// The map in the image's frame and the picture drawn from it, per pixel.
@@ -78,7 +79,9 @@ pub async fn heatmap(
     limits: DecodeLimits,
     id: Uuid,
 ) -> Result<Bytes, HeatmapError> {
-    let place = heatmaps.place()?;
+    let place = heatmaps.place().inspect_err(|_| {
+        metrics::counter!(telemetry::HEATMAPS_TOTAL, "outcome" => "busy").increment(1);
+    })?;
     let part = storage.records.get(id).await?;
     let version = match (&part.model_version, part.score) {
         (Some(v), Some(_)) => v.clone(),
@@ -121,6 +124,7 @@ pub async fn heatmap(
         })
         .await
         .map_err(|e| HeatmapError::Failed(format!("heat map task: {e}")))??;
+    metrics::counter!(telemetry::HEATMAPS_TOTAL, "outcome" => "drawn").increment(1);
     Ok(Bytes::from(drawn))
 }
 
