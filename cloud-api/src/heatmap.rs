@@ -5,41 +5,83 @@
 //! Made on each request, not kept: only a part an engineer opens and toggles needs one, it
 //! costs one decode and one score (what the part's analysis cost), and the same image under
 //! the same stored model version always draws the same map, so the browser keeps it
-//! (`immutable`) instead of the image store holding a second full-size picture per part.
+//! (`immutable`) instead of the image store holding a second full-size picture per part. At
+//! most [`AT_ONCE`] are made at once per process; one more is answered 503 `busy` with a
+//! `Retry-After`.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use image::codecs::jpeg::JpegEncoder;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 use wiko_inspect::{DecodeLimits, Model};
 
 use crate::analysis::budget::{Budget, DECODE_BYTES_PER_PIXEL, TooLarge};
 use crate::store::{Storage, StoreError};
+use crate::telemetry;
 
 const QUALITY: u8 = 85;
 /// The map in the image's frame and the picture drawn from it, per pixel.
 const DRAW_BYTES_PER_PIXEL: u64 = 4 + 3;
+/// Heat maps made at once by a process. Each costs a part's analysis on the blocking pool the
+/// workers also use; one more is refused, not queued behind them.
+pub const AT_ONCE: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeatmapError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The part was not judged by a golden model (pending, failed, not calibrated), or its
-    /// model version is no longer stored.
+    /// model version is no longer stored or does not load.
     #[error("{0}")]
     NoModel(String),
-    #[error("the image cannot be drawn: {0}")]
-    Image(String),
+    /// As many heat maps as [`AT_ONCE`] are being made.
+    #[error("the server is making as many heat maps as it allows at once: retry shortly")]
+    Busy,
+    /// The stored image does not decode or score: the server's fault, not the caller's.
+    #[error("the heat map cannot be drawn: {0}")]
+    Failed(String),
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
 }
 
-/// The heat map of part `id` under the model version that judged it.
+/// The heat maps being made, at most a fixed number at once (shared by the clones).
+#[derive(Clone)]
+pub struct Heatmaps {
+    places: Arc<Semaphore>,
+}
+
+impl Heatmaps {
+    pub fn new(at_once: usize) -> Heatmaps {
+        Heatmaps {
+            places: Arc::new(Semaphore::new(at_once)),
+        }
+    }
+
+    /// A place among the heat maps being made, held until dropped; [`HeatmapError::Busy`]
+    /// when every place is taken.
+    fn place(&self) -> Result<OwnedSemaphorePermit, HeatmapError> {
+        self.places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HeatmapError::Busy)
+    }
+}
+
+/// The heat map of part `id` under the model version that judged it. The place among
+/// `heatmaps` and the memory are held by the blocking work, so a request that times out or a
+/// client that leaves frees neither before the work ends.
 pub async fn heatmap(
     storage: &Storage,
+    heatmaps: &Heatmaps,
     budget: &Budget,
     limits: DecodeLimits,
     id: Uuid,
 ) -> Result<Bytes, HeatmapError> {
+    let place = heatmaps.place().inspect_err(|_| {
+        metrics::counter!(telemetry::HEATMAPS_TOTAL, "outcome" => "busy").increment(1);
+    })?;
     let part = storage.records.get(id).await?;
     let version = match (&part.model_version, part.score) {
         (Some(v), Some(_)) => v.clone(),
@@ -59,38 +101,77 @@ pub async fn heatmap(
                 part.product_sku
             ))
         })?;
-    let model = Model::from_bytes(&stored.body)
-        .map_err(|e| HeatmapError::NoModel(format!("model {version} does not load: {e}")))?;
     let bytes = storage.part_image(id).await?;
     let (width, height) = wiko_inspect::decode::dimensions(&bytes, limits)
-        .map_err(|e| HeatmapError::Image(crate::analysis::describe(&e)))?;
+        .map_err(|e| HeatmapError::Failed(crate::analysis::describe(&e)))?;
     let pixels = u64::from(width) * u64::from(height);
-    let _memory = budget
+    let memory = budget
         .reserve(
             Budget::judging(width, height)
                 + pixels * (DECODE_BYTES_PER_PIXEL + DRAW_BYTES_PER_PIXEL),
         )
         .await?;
     let span = tracing::info_span!("heatmap", %id, %version);
-    let drawn = tokio::task::spawn_blocking(move || span.in_scope(|| draw(&model, &bytes, limits)))
+    let drawn = memory
+        .run(move || {
+            let _place = place;
+            span.in_scope(|| {
+                let model = Model::from_bytes(&stored.body).map_err(|e| {
+                    HeatmapError::NoModel(format!("model {version} does not load: {e}"))
+                })?;
+                draw(&model, &bytes, limits)
+            })
+        })
         .await
-        .map_err(|e| HeatmapError::Image(format!("heat map task: {e}")))??;
+        .map_err(|e| HeatmapError::Failed(format!("heat map task: {e}")))??;
+    metrics::counter!(telemetry::HEATMAPS_TOTAL, "outcome" => "drawn").increment(1);
     Ok(Bytes::from(drawn))
 }
 
 /// Scores `bytes` with `model` and draws the map over the image in grey, as a JPEG.
 fn draw(model: &Model, bytes: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, HeatmapError> {
     let image = wiko_inspect::decode(bytes, limits)
-        .map_err(|e| HeatmapError::Image(crate::analysis::describe(&e)))?;
+        .map_err(|e| HeatmapError::Failed(crate::analysis::describe(&e)))?;
     let verdict = model
         .score(&image)
-        .map_err(|e| HeatmapError::Image(crate::analysis::describe(&e)))?;
+        .map_err(|e| HeatmapError::Failed(crate::analysis::describe(&e)))?;
     let heat = model.map_in_image(&verdict, image.luma.width, image.luma.height);
     let picture =
         wiko_eval::heatmap::render(&image.luma, &heat, verdict.threshold, &verdict.regions);
     let mut out = Vec::new();
     JpegEncoder::new_with_quality(&mut out, QUALITY)
         .encode_image(&picture)
-        .map_err(|e| HeatmapError::Image(e.to_string()))?;
+        .map_err(|e| HeatmapError::Failed(e.to_string()))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn one_heat_map_more_than_allowed_is_refused_until_one_ends() {
+        let heatmaps = Heatmaps::new(AT_ONCE);
+        let held: Vec<_> = (0..AT_ONCE).map(|_| heatmaps.place().unwrap()).collect();
+        assert!(matches!(heatmaps.clone().place(), Err(HeatmapError::Busy)));
+        drop(held);
+        assert!(heatmaps.place().is_ok());
+    }
+
+    #[test]
+    fn a_refused_heat_map_is_a_503_busy_with_a_retry_after() {
+        use axum::response::IntoResponse;
+
+        let answer = crate::http::error::ApiError::from(HeatmapError::Busy).into_response();
+        assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()[axum::http::header::RETRY_AFTER], "2");
+        let failed = crate::http::error::ApiError::from(HeatmapError::Failed("x".into()));
+        assert_eq!(failed.code(), wiko_wire::ErrorCode::Internal);
+        assert_eq!(
+            crate::http::error::ApiError::from(HeatmapError::Busy).code(),
+            wiko_wire::ErrorCode::Busy
+        );
+    }
 }

@@ -13,7 +13,7 @@ use wiko_inspect::{DecodeLimits, InspectError};
 use wiko_wire::IngestOutcome;
 
 use crate::analysis::budget::{Budget, Reservation, TooLarge};
-use crate::analysis::decode;
+use crate::analysis::{decode, decode_holding};
 use crate::store::{Image, Origin, Storage, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +61,11 @@ impl Intake {
         if pixels <= self.verify_above_pixels {
             return Ok(());
         }
-        let _memory = self
+        let memory = self
             .budget
             .reserve(Budget::judging(image.width, image.height))
             .await?;
-        decode(image.bytes.clone(), self.limits).await?;
+        decode_holding(image.bytes.clone(), self.limits, memory).await?;
         Ok(())
     }
 

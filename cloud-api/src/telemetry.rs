@@ -61,5 +61,8 @@ pub const LIVE_CLIENTS: &str = "wiko_cloud_live_clients";
 pub const LIVE_EVENTS_TOTAL: &str = "wiko_cloud_live_events_total";
 /// Thumbnails made (the first request of each; later ones are read from the image store).
 pub const THUMBNAILS_MADE_TOTAL: &str = "wiko_cloud_thumbnails_made_total";
+/// Part heat maps, by `outcome`: `drawn`, or `busy` (refused: as many were being made as
+/// allowed at once).
+pub const HEATMAPS_TOTAL: &str = "wiko_cloud_heatmaps_total";
 /// Rows of results exported as CSV.
 pub const EXPORT_ROWS_TOTAL: &str = "wiko_cloud_export_rows_total";

@@ -1,7 +1,8 @@
 //! Thumbnails of part images (`GET /api/v1/analyses/{id}/thumbnail`): a JPEG at most
 //! [`MAX_SIDE`] pixels on its long side, made on the first request, then kept in the image
 //! store under the image's thumbnail key (built by the store) and read from there. Making one
-//! decodes the whole image, so it reserves its memory from the shared budget first.
+//! decodes the whole image, so it reserves its memory from the shared budget first and holds it
+//! until the decode ends, even when the request has gone.
 
 use std::io::Cursor;
 
@@ -50,8 +51,9 @@ pub async fn thumbnail(
             "{width}×{height} is over the pixel limit"
         )));
     }
-    let _memory = budget.reserve(pixels * DECODE_BYTES_PER_PIXEL).await?;
-    let small = tokio::task::spawn_blocking(move || make(&bytes))
+    let memory = budget.reserve(pixels * DECODE_BYTES_PER_PIXEL).await?;
+    let small = memory
+        .run(move || make(&bytes))
         .await
         .map_err(|e| ThumbnailError::Image(format!("thumbnail task: {e}")))??;
     let small = Bytes::from(small);

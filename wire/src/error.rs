@@ -114,6 +114,9 @@ error_codes! {
     TooManyRequests = "too_many_requests",
     /// A dependency (database, object store) cannot be reached; retry after `Retry-After` (503).
     Unavailable = "unavailable",
+    /// The server is doing as much of this costly work (a part's heat map) as it allows at
+    /// once; retry after `Retry-After` (503).
+    Busy = "busy",
     /// The agent's buffer cannot be read (503 on `/healthz`).
     BufferUnavailable = "buffer_unavailable",
     /// Anything else (500); the cause is in the server's log, never in the body.

@@ -21,6 +21,9 @@ CREATE TABLE result_stats_daily (
     PRIMARY KEY (day, facility, line, station, product_sku, device_id, defect_detected,
                  defect_type, shard)
 );
+-- The backfill sees every hourly row committed before it and none is added while it runs (a
+-- replica of schema 9 still writing writes only the hour: stop those before this migration).
+LOCK TABLE result_stats IN SHARE MODE;
 INSERT INTO result_stats_daily
 SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', facility, line, station,
        product_sku, device_id, defect_detected, defect_type, shard, sum(parts), sum(judged),

@@ -63,8 +63,9 @@ pub(crate) struct Sent {
     pub payload: String,
 }
 
-/// The messages the part's acknowledged events became (the same [`messages`] the publisher
-/// sent, from the events as they were queued), oldest first.
+/// The messages the part's acknowledged events became, oldest first: each result as it was
+/// queued, rendered again by the publisher's rules and `public_url` of today (what was sent,
+/// unless those changed since).
 pub(crate) fn sent(published: Vec<Published>, public_url: &str) -> Vec<Sent> {
     published
         .into_iter()

@@ -93,6 +93,22 @@ impl Budget {
     }
 }
 
+impl Reservation {
+    /// Runs `work` on the blocking pool with this memory held until the work ends. The future
+    /// awaiting it may be dropped first (a request's timeout, a client gone) while the work
+    /// goes on: the reservation goes with the work, not with that future.
+    pub async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        tokio::task::spawn_blocking(move || {
+            let _held = self;
+            work()
+        })
+        .await
+    }
+}
+
 /// The default budget: half of the machine's memory (`MemTotal` of `/proc/meminfo`), or 2 GiB
 /// where that cannot be read.
 pub fn default_bytes() -> u64 {
@@ -135,6 +151,37 @@ mod tests {
             .unwrap();
         let e = budget.reserve(101 * 1024 * 1024).await.err().unwrap();
         assert_eq!((e.needs_mb, e.budget_mb), (101, 100));
+    }
+
+    #[tokio::test]
+    async fn work_on_the_blocking_pool_holds_its_memory_after_its_caller_is_gone() {
+        let budget = Budget::new(100 * 1024 * 1024);
+        let memory = budget.reserve(60 * 1024 * 1024).await.unwrap();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let caller = tokio::spawn(async move {
+            let ran = memory.run(move || wait.recv().is_ok()).await;
+            let _ = done.send(ran.unwrap());
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        caller.abort();
+        let _ = caller.await;
+        let waiting = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.reserve(60 * 1024 * 1024).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the work still running holds its memory though its caller was dropped"
+        );
+        go.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(finished.await.is_err(), "the dropped caller saw no result");
     }
 
     #[test]

@@ -31,9 +31,27 @@ pub trait Analyzer: Send + Sync + 'static {
 
 /// Decodes on the blocking pool.
 pub async fn decode(bytes: Bytes, limits: DecodeLimits) -> Result<Image, InspectError> {
-    tokio::task::spawn_blocking(move || wiko_inspect::decode(&bytes, limits))
-        .await
-        .unwrap_or_else(|e| Err(InspectError::Decode(format!("decoder task: {e}"))))
+    decoded(tokio::task::spawn_blocking(move || wiko_inspect::decode(&bytes, limits)).await)
+}
+
+/// Decodes on the blocking pool with `memory` held until the decode ends, also when the caller
+/// is dropped first (a request that timed out).
+pub async fn decode_holding(
+    bytes: Bytes,
+    limits: DecodeLimits,
+    memory: budget::Reservation,
+) -> Result<Image, InspectError> {
+    decoded(
+        memory
+            .run(move || wiko_inspect::decode(&bytes, limits))
+            .await,
+    )
+}
+
+fn decoded(
+    joined: Result<Result<Image, InspectError>, tokio::task::JoinError>,
+) -> Result<Image, InspectError> {
+    joined.unwrap_or_else(|e| Err(InspectError::Decode(format!("decoder task: {e}"))))
 }
 
 /// Runs the analyzer and fills in name, version and latency.

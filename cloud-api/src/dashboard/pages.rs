@@ -415,7 +415,9 @@ pub(super) async fn heatmap(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let i = &s.intake;
-    let bytes = crate::heatmap::heatmap(&i.storage, &i.budget, i.limits, parse_id(&id)?).await?;
+    let bytes =
+        crate::heatmap::heatmap(&i.storage, &s.heatmaps, &i.budget, i.limits, parse_id(&id)?)
+            .await?;
     Ok(image::stored(bytes))
 }
 
@@ -620,7 +622,7 @@ pub(super) async fn golden_upload(
 ) -> Result<Response, ApiError> {
     let mut multipart = multipart?;
     let token = match multipart.next_field().await? {
-        Some(field) if field.name() == Some("csrf") => field.text().await?,
+        Some(field) if field.name() == Some("csrf") => small_text(field, CSRF_FIELD_MAX).await?,
         _ => String::new(),
     };
     if !signed.csrf_ok(&s, &token) {
@@ -631,6 +633,34 @@ pub(super) async fn golden_upload(
     s.audit
         .record(&p.name, "golden_added", via_dashboard(p, detail));
     Ok(Redirect::to(&format!("/golden/{sku}")).into_response())
+}
+
+/// Most bytes of the upload form's CSRF field (a token is far shorter).
+const CSRF_FIELD_MAX: usize = 256;
+
+/// A small text field, read chunk by chunk: refused (400 `invalid_field`) past `max` bytes,
+/// where `text()` would first buffer up to the body limit.
+async fn small_text(
+    mut field: axum::extract::multipart::Field<'_>,
+    max: usize,
+) -> Result<String, ApiError> {
+    let name = field.name().unwrap_or_default().to_string();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if bytes.len() + chunk.len() > max {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidField,
+                format!("the field {name} is over {max} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::bad(
+            ErrorCode::InvalidField,
+            format!("the field {name} is not UTF-8"),
+        )
+    })
 }
 
 /// The golden page's remove button (an admin's).

@@ -527,9 +527,9 @@ pub fn capability(v: &CapabilityView<'_>) -> Markup {
             } }
             tbody {
                 @for (all, versions) in v.rows {
-                    (capability_row(all, None))
+                    (capability_row(all, false))
                     @for c in versions {
-                        (capability_row(c, c.model_version.as_deref().or(Some("–"))))
+                        (capability_row(c, true))
                     }
                 }
                 @if v.rows.is_empty() { tr { td.empty colspan="10" { "No SKU has a golden set yet." } } }
@@ -542,12 +542,14 @@ pub fn capability(v: &CapabilityView<'_>) -> Markup {
     }
 }
 
-/// A SKU's counts over every version (`version` `None`), or one version's beneath them.
-fn capability_row(c: &Capability, version: Option<&str>) -> Markup {
+/// A SKU's counts over every version, or one version's beneath them (`data-version` the API's
+/// `model_version`, empty where it is null: parts judged by no model version).
+fn capability_row(c: &Capability, per_version: bool) -> Markup {
+    let version = per_version.then(|| c.model_version.as_deref().unwrap_or_default());
     html! {
-        tr.per-version[version.is_some()] data-sku=(c.product_sku) data-version=[version] {
-            td { @if version.is_none() { a href={ "/golden/" (c.product_sku) } { (c.product_sku) } } }
-            td.mono { (version.unwrap_or("all")) }
+        tr.per-version[per_version] data-sku=(c.product_sku) data-version=[version] {
+            td { @if !per_version { a href={ "/golden/" (c.product_sku) } { (c.product_sku) } } }
+            td.mono { (match version { None => "all", Some("") => "–", Some(v) => v }) }
             td.num.mono.tp { (c.true_positives) }
             td.num.mono.fp { (c.false_positives) }
             td.num.mono.tn { (c.true_negatives) }

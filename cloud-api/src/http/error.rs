@@ -55,6 +55,9 @@ pub(crate) enum ApiError {
     TooManyRequests(u64),
     #[error("temporarily unavailable, retry later")]
     Unavailable,
+    /// As much of a costly piece of work is running as the server allows at once.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -84,7 +87,7 @@ impl ApiError {
             | ApiError::NotReviewedGood(_) => StatusCode::CONFLICT,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +111,7 @@ impl ApiError {
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::TooManyRequests(_) => ErrorCode::TooManyRequests,
             ApiError::Unavailable => ErrorCode::Unavailable,
+            ApiError::Busy(_) => ErrorCode::Busy,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -121,6 +125,7 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::Unavailable => Some(HeaderValue::from_static("5")),
+            ApiError::Busy(_) => Some(HeaderValue::from_static("2")),
             ApiError::TooManyRequests(secs) => HeaderValue::from_str(&secs.to_string()).ok(),
             _ => None,
         };
@@ -205,7 +210,8 @@ impl From<crate::heatmap::HeatmapError> for ApiError {
             HeatmapError::Store(StoreError::NotFound) => ApiError::NotFound("analysis"),
             HeatmapError::Store(e) => e.into(),
             HeatmapError::NoModel(why) => ApiError::NotJudged(why),
-            HeatmapError::Image(_) => ApiError::InvalidImage(e.to_string()),
+            HeatmapError::Busy => ApiError::Busy(e.to_string()),
+            HeatmapError::Failed(why) => ApiError::Internal(why),
             HeatmapError::TooLarge(e) => e.into(),
         }
     }

@@ -86,6 +86,8 @@ pub struct AppState {
     pub(crate) plant: crate::dashboard::Plant,
     /// Prefixed to image paths in MQTT messages (a part's page shows its messages as sent).
     pub(crate) public_url: String,
+    /// The part heat maps being made (the dashboard's toggle), a few at once.
+    pub(crate) heatmaps: crate::heatmap::Heatmaps,
 }
 
 impl AppState {
@@ -153,6 +155,7 @@ impl AppState {
             sessions: crate::dashboard::Sessions::new(&config.dashboard),
             plant: config.dashboard.plant.clone(),
             public_url: config.public_url.clone(),
+            heatmaps: crate::heatmap::Heatmaps::new(crate::heatmap::AT_ONCE),
         }
     }
 

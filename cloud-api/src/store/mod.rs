@@ -507,7 +507,8 @@ pub trait Parts: Send + Sync + 'static {
         until: DateTime<Utc>,
     ) -> Result<Vec<OutboxItem>, StoreError>;
     /// The result events of part `id` the broker acknowledged, oldest first (kept with the
-    /// part after the outbox forgot them).
+    /// part after the outbox forgot them); one whose payload no longer decodes is logged and
+    /// left out.
     async fn published_for(&self, id: Uuid) -> Result<Vec<Published>, StoreError>;
     /// Forgets events published before `before`; how many.
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;

@@ -634,6 +634,13 @@ async fn a_false_ng_joins_its_golden_set_in_one_click_and_an_admin_edits_the_set
             "{uri} {csrf:?}"
         );
     }
+    // A token field is read up to 256 bytes, not buffered up to the body limit.
+    let long = "x".repeat(257);
+    let (status, body) = request(&h, upload("/golden/WK-KN-200", Some(&long))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_field")
+    );
     let uploaded = wiko_cloud::app(h.state.clone())
         .oneshot(upload("/golden/WK-KN-200", Some(&token)))
         .await

@@ -31,8 +31,8 @@ pub(crate) fn hour(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
 }
 
-/// The UTC day (its midnight) an hour is rolled up into.
-fn day(t: DateTime<Utc>) -> DateTime<Utc> {
+/// The UTC day (its midnight) an hour is rolled up into, and a cost is counted in.
+pub(crate) fn day(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::days(1)).unwrap_or(t)
 }
 

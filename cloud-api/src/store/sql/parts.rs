@@ -547,7 +547,7 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
             output_tokens = remote_costs.output_tokens + excluded.output_tokens,
             cost_usd = remote_costs.cost_usd + excluded.cost_usd",
         args![
-            day(Utc::now()),
+            day_key(Utc::now()),
             e.verdict.analyzer.as_str(),
             done.facility.as_str(),
             done.product_sku.as_str(),
@@ -588,9 +588,9 @@ async fn requeue(
     .map(|_| ())
 }
 
-/// A UTC day as the cost table keys it.
-fn day(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
+/// A UTC day ([`insight::day`]) as the cost table keys it.
+fn day_key(t: DateTime<Utc>) -> String {
+    insight::day(t).format("%Y-%m-%d").to_string()
 }
 
 fn select_one(c: &mut dyn Conn) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -888,7 +888,7 @@ impl<B: Backend> Parts for SqlStore<B> {
         let rows = self
             .select(
                 "SELECT sum(cost_usd) FROM remote_costs WHERE analyzer = ? AND day >= ?",
-                args![analyzer, day(since)],
+                args![analyzer, day_key(since)],
             )
             .await?;
         Ok(rows
@@ -901,7 +901,7 @@ impl<B: Backend> Parts for SqlStore<B> {
 
     async fn costs(&self, filter: &CostFilter) -> Result<Vec<CostRow>, StoreError> {
         let mut clauses = vec!["day >= ?", "day <= ?"];
-        let mut args = args![day(filter.since), day(filter.until)];
+        let mut args = args![day_key(filter.since), day_key(filter.until)];
         for (clause, value) in [
             ("facility = ?", &filter.facility),
             ("product_sku = ?", &filter.product_sku),
@@ -1053,19 +1053,16 @@ impl<B: Backend> Parts for SqlStore<B> {
     async fn published_for(&self, id: Uuid) -> Result<Vec<Published>, StoreError> {
         let rows = self
             .select(
-                "SELECT payload, published_at FROM published_events
+                "SELECT event_id, payload, published_at FROM published_events
                  WHERE analysis_id = ? ORDER BY event_id",
                 args![id],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Published {
-                    result: serde_json::from_slice(&r.bytes(0)?).map_err(json_error)?,
-                    at: r.time(1)?,
-                })
-            })
-            .collect()
+        let mut kept = Vec::with_capacity(rows.len());
+        for r in &rows {
+            kept.extend(published(r.int(0)?, &r.bytes(1)?, r.time(2)?));
+        }
+        Ok(kept)
     }
 
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -1091,11 +1088,30 @@ impl<B: Backend> Parts for SqlStore<B> {
     }
 }
 
+/// A kept event as its result, or `None` (logged) for a payload this version no longer reads:
+/// the part's page shows the others rather than failing.
+fn published(event_id: i64, payload: &[u8], at: DateTime<Utc>) -> Option<Published> {
+    match serde_json::from_slice(payload) {
+        Ok(result) => Some(Published { result, at }),
+        Err(e) => {
+            tracing::warn!(event_id, error = %e, "a published event no longer decodes; not shown");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_published_event_that_no_longer_decodes_is_left_out() {
+        let at = Utc::now();
+        assert!(published(7, b"{\"not\": \"a result\"}", at).is_none());
+        assert!(published(8, b"\xff", at).is_none());
+    }
 
     #[test]
     fn defect_ids_follow_the_prototype_format() {
