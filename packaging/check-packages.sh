@@ -49,7 +49,7 @@ if [[ "$cameras" == *"not built in"* ]] || ! grep -q '^v4l2' <<<"$cameras" ||
     echo "the packaged agent does not list V4L2 and GenICam cameras"
     exit 1
 fi
-kill "${pids[-1]}"
+kill "${pids[-1]}" 2>/dev/null || true
 unset 'pids[-1]'
 
 # The unit's StateDirectory= and the hot folder, as systemd and the plant would provide them.
