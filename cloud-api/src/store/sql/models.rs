@@ -5,7 +5,7 @@ use chrono::Utc;
 use wiko_wire::{GoldenSample, ModelAnnouncement};
 
 use super::parts::MQTT_MESSAGE;
-use super::{Arg, Backend, SqlStore, args, json_error, op};
+use super::{Arg, Backend, Row, SqlStore, args, json_error, op};
 use crate::store::{GoldenImage, ImageKey, Models, StoreError, StoredModel};
 
 #[async_trait]
@@ -84,15 +84,7 @@ impl<B: Backend> Models for SqlStore<B> {
                 args![sku],
             )
             .await?;
-        rows.first()
-            .map(|r| {
-                Ok(StoredModel {
-                    sku: r.text(0)?,
-                    version: r.text(1)?,
-                    body: r.bytes(2)?,
-                })
-            })
-            .transpose()
+        rows.first().map(stored_model).transpose()
     }
 
     async fn model_version(
@@ -106,15 +98,7 @@ impl<B: Backend> Models for SqlStore<B> {
                 args![sku, version],
             )
             .await?;
-        rows.first()
-            .map(|r| {
-                Ok(StoredModel {
-                    sku: r.text(0)?,
-                    version: r.text(1)?,
-                    body: r.bytes(2)?,
-                })
-            })
-            .transpose()
+        rows.first().map(stored_model).transpose()
     }
 
     async fn add_golden(
@@ -175,4 +159,13 @@ impl<B: Backend> Models for SqlStore<B> {
             .await?;
         Ok(removed == 1)
     }
+}
+
+/// A `SELECT sku, version, body` row.
+fn stored_model(r: &Row) -> Result<StoredModel, StoreError> {
+    Ok(StoredModel {
+        sku: r.text(0)?,
+        version: r.text(1)?,
+        body: r.bytes(2)?,
+    })
 }
