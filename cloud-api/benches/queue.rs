@@ -17,16 +17,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
 use sqlx::Connection;
 use uuid::Uuid;
 use wiko_cloud::store::{
-    BlobStore, Call, Image, Judgement, Origin, Outcome, PgSettings, Stage, Storage, Store,
-    StoreError, open_postgres, open_sqlite,
+    Call, Image, Judgement, Origin, Outcome, PgSettings, Stage, Storage, Store, open_postgres,
+    open_sqlite,
 };
 use wiko_wire::AnalysisStatus;
+
+mod shared;
+use shared::NoImages;
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -38,22 +40,6 @@ struct Args {
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// An image store that keeps nothing: the records alone are timed.
-struct NoImages;
-
-#[async_trait]
-impl BlobStore for NoImages {
-    async fn put(&self, _key: &str, _bytes: Bytes) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn get(&self, _key: &str) -> Result<Bytes, StoreError> {
-        Err(StoreError::NotFound)
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 fn part(i: usize) -> (Origin, Image) {

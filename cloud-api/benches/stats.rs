@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use clap::Parser;
@@ -27,10 +26,13 @@ use sqlx::{Connection, Row};
 use uuid::Uuid;
 use wiko_cloud::stats::{StatsRequest, stats};
 use wiko_cloud::store::{
-    BlobStore, Call, Image, Judgement, ListFilter, Origin, Outcome, PgSettings, StatsSource,
-    Storage, Store, StoreError, open_postgres, open_sqlite,
+    Call, Image, Judgement, ListFilter, Origin, Outcome, PgSettings, StatsSource, Storage, Store,
+    open_postgres, open_sqlite,
 };
 use wiko_wire::{AnalysisStatus, Defect, DefectType, StatsBucket, StatsDimension};
+
+mod shared;
+use shared::NoImages;
 
 #[derive(Parser)]
 struct Args {
@@ -50,22 +52,6 @@ struct Args {
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// An image store that keeps nothing: the records alone are timed.
-struct NoImages;
-
-#[async_trait]
-impl BlobStore for NoImages {
-    async fn put(&self, _key: &str, _bytes: Bytes) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn get(&self, _key: &str) -> Result<Bytes, StoreError> {
-        Err(StoreError::NotFound)
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 const DAYS: i64 = 30;

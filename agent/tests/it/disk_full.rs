@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
-use chrono::Utc;
 use uuid::Uuid;
 use wiko_agent::buffer::{Buffer, BufferError, Limits, NewFrame};
 use wiko_agent::config::{Config, Synchronous, WhenFull};
@@ -74,20 +73,7 @@ impl Drop for SmallDisk {
 }
 
 fn frame(size: usize, ng: bool, fill: u8) -> NewFrame {
-    NewFrame {
-        frame_id: Uuid::now_v7(),
-        camera: "cam".into(),
-        device_id: "dev".into(),
-        facility: "yangjiang".into(),
-        line: "l1".into(),
-        station: "s1".into(),
-        sku: "WK-KN-200".into(),
-        part_id: None,
-        lot: None,
-        captured_at: Utc::now(),
-        jpeg: vec![fill; size],
-        edge: Some(crate::verdict(ng)),
-    }
+    crate::frame(vec![fill; size], Some(crate::verdict(ng)))
 }
 
 fn open(disk: &SmallDisk, when_full: WhenFull) -> Buffer {
@@ -300,6 +286,42 @@ fn camera(folder: &Path) -> String {
 /// The drills share the process's metrics registry: one at a time.
 static DRILL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The whole agent against the stand-in cloud (down until `stub.up`), its buffer on `disk`
+/// and a hot folder of `parts` parts; it runs until `stop` is sent.
+struct Drill {
+    stub: Stub,
+    http: u16,
+    folder: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    agent: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drill {
+    async fn start(work: &Path, disk: &SmallDisk, parts: u64) -> Drill {
+        let stub = Stub::default();
+        let cloud = serve_stub(stub.clone()).await;
+        let http = free_port();
+        let folder = hot_folder(work, parts);
+        let cfg = config(work, &disk.path, cloud, http, &folder);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(wiko_agent::run(cfg, async move {
+            let _ = stopped.await;
+        }));
+        wait_for("the agent's health endpoint", 30, || async {
+            let url = format!("http://127.0.0.1:{http}/healthz");
+            reqwest::get(url).await.ok().map(drop)
+        })
+        .await;
+        Drill {
+            stub,
+            http,
+            folder,
+            stop,
+            agent,
+        }
+    }
+}
+
 async fn health(http: u16) -> AgentHealth {
     reqwest::get(format!("http://127.0.0.1:{http}/healthz"))
         .await
@@ -346,21 +368,14 @@ async fn disk_full_drill_nothing_acknowledged_is_lost_and_nothing_spins() {
     };
     let _one_at_a_time = DRILL.lock().await;
     let work = tempfile::tempdir().unwrap();
-    let stub = Stub::default();
-    let cloud = serve_stub(stub.clone()).await;
-    let http = free_port();
     let parts = 80;
-    let folder = hot_folder(work.path(), parts);
-    let cfg = config(work.path(), &disk.path, cloud, http, &folder);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(wiko_agent::run(cfg, async move {
-        let _ = stopped.await;
-    }));
-    wait_for("the agent's health endpoint", 30, || async {
-        let url = format!("http://127.0.0.1:{http}/healthz");
-        reqwest::get(url).await.ok().map(drop)
-    })
-    .await;
+    let Drill {
+        stub,
+        http,
+        folder,
+        stop,
+        agent,
+    } = Drill::start(work.path(), &disk, parts).await;
 
     // The cloud is down and the disk fills: the agent evicts and says so; no capture fails.
     let down = Instant::now();
@@ -448,21 +463,14 @@ async fn acknowledged_frames_are_not_uploaded_again_while_the_disk_is_full() {
     };
     let _one_at_a_time = DRILL.lock().await;
     let work = tempfile::tempdir().unwrap();
-    let stub = Stub::default();
-    let cloud = serve_stub(stub.clone()).await;
-    let http = free_port();
     let parts = 3;
-    let folder = hot_folder(work.path(), parts);
-    let cfg = config(work.path(), &disk.path, cloud, http, &folder);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(wiko_agent::run(cfg, async move {
-        let _ = stopped.await;
-    }));
-    wait_for("the agent's health endpoint", 30, || async {
-        let url = format!("http://127.0.0.1:{http}/healthz");
-        reqwest::get(url).await.ok().map(drop)
-    })
-    .await;
+    let Drill {
+        stub,
+        http,
+        folder,
+        stop,
+        agent,
+    } = Drill::start(work.path(), &disk, parts).await;
     let captured = format!(
         "wiko_agent_frames_captured_total{{camera=\"{}\"}}",
         camera(&folder)

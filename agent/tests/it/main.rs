@@ -22,6 +22,24 @@ mod torn_tail;
 use wiko_inspect::{DecodeLimits, FitOptions, Image, Model};
 use wiko_synth::{self as synthetic, SHAPES, SynthDefect};
 
+/// A frame of camera `cam` holding `jpeg`, judged `edge` by the agent (or not).
+fn frame(jpeg: Vec<u8>, edge: Option<wiko_wire::EdgeVerdict>) -> wiko_agent::buffer::NewFrame {
+    wiko_agent::buffer::NewFrame {
+        frame_id: uuid::Uuid::now_v7(),
+        camera: "cam".into(),
+        device_id: "dev".into(),
+        facility: "yangjiang".into(),
+        line: "l1".into(),
+        station: "s1".into(),
+        sku: "WK-KN-200".into(),
+        part_id: None,
+        lot: None,
+        captured_at: chrono::Utc::now(),
+        jpeg,
+        edge,
+    }
+}
+
 /// An edge verdict of `ng`, as edge analysis would write it.
 fn verdict(ng: bool) -> wiko_wire::EdgeVerdict {
     wiko_wire::EdgeVerdict {

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
@@ -59,20 +58,13 @@ fn a_torn_write_ahead_log_reopens_to_a_state_the_buffer_really_had() {
     for i in 0..80u32 {
         if held.is_empty() || rng.random_bool(0.7) {
             let f = NewFrame {
-                frame_id: Uuid::now_v7(),
-                camera: "cam".into(),
-                device_id: "dev".into(),
-                facility: "yangjiang".into(),
-                line: "l1".into(),
-                station: "s1".into(),
-                sku: "WK-KN-200".into(),
                 part_id: Some(format!("P{i}")),
-                lot: None,
-                captured_at: Utc::now(),
-                jpeg: (0..rng.random_range(200..3000))
-                    .map(|_| rng.random())
-                    .collect(),
-                edge: Some(crate::verdict(rng.random_bool(0.2))),
+                ..crate::frame(
+                    (0..rng.random_range(200..3000))
+                        .map(|_| rng.random())
+                        .collect(),
+                    Some(crate::verdict(rng.random_bool(0.2))),
+                )
             };
             buffer.insert(&f).unwrap();
             held.insert(f.frame_id);
@@ -126,20 +118,7 @@ fn a_torn_write_ahead_log_reopens_to_a_state_the_buffer_really_had() {
             wal.len()
         );
         // And it keeps working.
-        let extra = NewFrame {
-            frame_id: Uuid::now_v7(),
-            camera: "cam".into(),
-            device_id: "dev".into(),
-            facility: "yangjiang".into(),
-            line: "l1".into(),
-            station: "s1".into(),
-            sku: "WK-KN-200".into(),
-            part_id: None,
-            lot: None,
-            captured_at: Utc::now(),
-            jpeg: vec![1; 100],
-            edge: None,
-        };
+        let extra = crate::frame(vec![1; 100], None);
         reopened.insert(&extra).unwrap();
         assert!(reopened.ack(extra.frame_id).unwrap());
     }
@@ -155,20 +134,7 @@ fn a_damaged_database_file_opens_or_is_quarantined_and_the_agent_goes_on() {
     {
         let (buffer, _) = Buffer::open(&db, limits()).unwrap();
         for i in 0..40u8 {
-            let f = NewFrame {
-                frame_id: Uuid::now_v7(),
-                camera: "cam".into(),
-                device_id: "dev".into(),
-                facility: "yangjiang".into(),
-                line: "l1".into(),
-                station: "s1".into(),
-                sku: "WK-KN-200".into(),
-                part_id: None,
-                lot: None,
-                captured_at: Utc::now(),
-                jpeg: vec![i; 5000],
-                edge: None,
-            };
+            let f = crate::frame(vec![i; 5000], None);
             buffer.insert(&f).unwrap();
         }
     } // closed: checkpointed into the main file

@@ -371,20 +371,26 @@ pub(super) fn outbox_claim_sql(dialect: Dialect) -> String {
     )
 }
 
-/// Writes the result and queues its event; a no-op for an analysis already done. The agent's
-/// verdict, if any, stays in `verdicts`; a different OK/NG from the cloud's is a
-/// `disagreement`. The row lock (PostgreSQL) serialises two workers completing the same
-/// analysis.
-async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analysis, StoreError> {
+/// An analysis as stored, its row locked until the transaction ends (PostgreSQL; SQLite's
+/// writer is alone anyway): two workers finishing the same part take turns.
+async fn locked(c: &mut dyn Conn, id: Uuid) -> Result<Analysis, StoreError> {
     let sql = format!(
         "SELECT {} FROM analyses WHERE id = ?{}",
         columns!(),
         c.dialect().for_update()
     );
-    let current = match c.query(&sql, args![id]).await?.first() {
-        Some(r) => analysis(r)?,
-        None => return Err(StoreError::NotFound),
-    };
+    match c.query(&sql, args![id]).await?.first() {
+        Some(r) => analysis(r),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// Writes the result and queues its event; a no-op for an analysis already done. The agent's
+/// verdict, if any, stays in `verdicts`; a different OK/NG from the cloud's is a
+/// `disagreement`. The row lock (PostgreSQL) serialises two workers completing the same
+/// analysis.
+async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analysis, StoreError> {
+    let current = locked(c, id).await?;
     if !awaits_cloud(&current) {
         return Ok(current);
     }
@@ -493,15 +499,7 @@ async fn queue_result(c: &mut dyn Conn, done: &Analysis) -> Result<(), StoreErro
 /// Adds a remote verdict to a provisional result and makes it final, counts its cost, and
 /// queues the update; a no-op for a result that is not provisional (enriched already).
 async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, StoreError> {
-    let sql = format!(
-        "SELECT {} FROM analyses WHERE id = ?{}",
-        columns!(),
-        c.dialect().for_update()
-    );
-    let current = match c.query(&sql, args![id]).await?.first() {
-        Some(r) => analysis(r)?,
-        None => return Err(StoreError::NotFound),
-    };
+    let current = locked(c, id).await?;
     if current.status != AnalysisStatus::Provisional {
         return Ok(current);
     }
