@@ -803,6 +803,58 @@ async fn a_parts_page_toggles_its_heat_map_under_the_model_that_judged_it() {
     assert_eq!(anonymous.location(), Some("/signin"));
 }
 
+/// The toggle is offered only for a model version that is stored and loads; otherwise the
+/// page says why (what the heat map would answer).
+// See: issue #23
+#[tokio::test]
+async fn a_parts_page_says_why_there_is_no_heat_map_when_its_model_is_gone_or_broken() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+    let judged_by = |version: &'static str| {
+        let storage = storage.clone();
+        async move {
+            let id =
+                crate::stats::part(&storage, 3, "polish", "WK-KN-150", chrono::Utc::now()).await;
+            let mut outcome = crate::stats::outcome(wiko_wire::AnalysisStatus::Final, Vec::new());
+            outcome.judgement.model_version = Some(version.into());
+            storage.records.complete(id, outcome).await.unwrap();
+            id
+        }
+    };
+    // Judged by a version no longer stored.
+    let gone = judged_by("v7").await;
+    let page = call(&h, "GET", &format!("/results/{gone}"), &session, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.text.contains("toggle-heat"), "{}", page.text);
+    assert!(!page.text.contains("/heatmap"), "{}", page.text);
+    assert!(
+        page.text
+            .contains("No heat map: model v7 of WK-KN-150 is not stored"),
+        "{}",
+        page.text
+    );
+    // Judged by a stored version whose file no longer loads.
+    storage
+        .records
+        .save_model(wiko_cloud::store::StoredModel {
+            sku: "WK-KN-150".into(),
+            version: "v8".into(),
+            body: b"not a model file".to_vec(),
+        })
+        .await
+        .unwrap();
+    let broken = judged_by("v8").await;
+    let page = call(&h, "GET", &format!("/results/{broken}"), &session, None).await;
+    assert!(!page.text.contains("toggle-heat"), "{}", page.text);
+    assert!(
+        page.text.contains("No heat map: model v8 does not load"),
+        "{}",
+        page.text
+    );
+}
+
 #[tokio::test]
 async fn a_parts_page_lists_the_mqtt_messages_the_broker_acknowledged_for_it() {
     let h = harness().await;
