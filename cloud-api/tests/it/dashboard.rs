@@ -856,6 +856,50 @@ async fn a_parts_page_says_why_there_is_no_heat_map_when_its_model_is_gone_or_br
 }
 
 #[tokio::test]
+async fn a_parts_kept_mqtt_messages_are_forgotten_oldest_first_a_batch_at_a_time() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let store = storage.records.clone();
+    // Each part's result event acknowledged in turn (what `alert::Publisher` does).
+    let mut parts = Vec::new();
+    for n in 1..=4 {
+        let id = crate::stats::completed(&storage, n, n % 2 == 0).await;
+        let events: Vec<i64> = store
+            .outbox(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        store.outbox_done(events).await.unwrap();
+        parts.push(id);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let before_last = store.published_for(parts[3]).await.unwrap()[0].at;
+    let kept = |id| {
+        let store = store.clone();
+        async move { store.published_for(id).await.unwrap().len() }
+    };
+    // Older than the last one's: at most two a statement, the oldest first.
+    assert_eq!(
+        store.prune_published_events(before_last, 2).await.unwrap(),
+        2
+    );
+    assert_eq!((kept(parts[0]).await, kept(parts[1]).await), (0, 0));
+    assert_eq!(kept(parts[2]).await, 1);
+    assert_eq!(
+        store.prune_published_events(before_last, 2).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.prune_published_events(before_last, 2).await.unwrap(),
+        0
+    );
+    assert_eq!(kept(parts[2]).await, 0);
+    assert_eq!(kept(parts[3]).await, 1, "published since: kept");
+}
+
+#[tokio::test]
 async fn a_parts_page_lists_the_mqtt_messages_the_broker_acknowledged_for_it() {
     let h = harness().await;
     let storage = h.state.intake.storage.clone();

@@ -1094,6 +1094,21 @@ impl<B: Backend> Parts for SqlStore<B> {
             .await
     }
 
+    async fn prune_published_events(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        // The oldest first, from `published_events_at` (migration 0012).
+        self.change(
+            "DELETE FROM published_events WHERE event_id IN (
+                 SELECT event_id FROM published_events WHERE published_at < ?
+                 ORDER BY published_at LIMIT ?)",
+            args![before, limit as i64],
+        )
+        .await
+    }
+
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let rows = self
             .select("SELECT count(*), min(run_after) FROM jobs", Vec::new())
