@@ -803,6 +803,53 @@ async fn a_parts_page_toggles_its_heat_map_under_the_model_that_judged_it() {
     assert_eq!(anonymous.location(), Some("/signin"));
 }
 
+/// The value of `name{labels}` in Prometheus text (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn heat_maps_are_counted_as_drawn_or_refused_busy() {
+    let h = harness().await;
+    let golden: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 51_000 + seed)).collect();
+    let (status, body) = upload_golden(&h, "/api/v1/skus/WK-KN-200/golden", &golden).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, ng) = analyze(&h, part_jpeg(Some(SynthDefect::Scratch), 91_003)).await;
+    let id = ng["id"].as_str().unwrap().to_string();
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+    // This test's metrics only: every request below is polled on this thread (the drawing
+    // runs on the blocking pool, the counting after it here).
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let uri = format!("/results/{id}/heatmap");
+    // Four at once: two places, so two drawn and two refused (each takes its place, or is
+    // refused, before any of them awaits).
+    let answers = futures::future::join_all((0..4).map(|_| bytes_with(&h, &uri, &session))).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503, 503]);
+    let text = metrics.render();
+    let drawn = "wiko_cloud_heatmaps_total{outcome=\"drawn\"}";
+    let busy = "wiko_cloud_heatmaps_total{outcome=\"busy\"}";
+    assert_eq!(
+        (sample(&text, drawn), sample(&text, busy)),
+        (2.0, 2.0),
+        "{text}"
+    );
+    // The places are free again: one more is drawn.
+    assert_eq!(bytes_with(&h, &uri, &session).await.0, StatusCode::OK);
+    let text = metrics.render();
+    assert_eq!(
+        (sample(&text, drawn), sample(&text, busy)),
+        (3.0, 2.0),
+        "{text}"
+    );
+}
+
 /// The toggle is offered only for a model version that is stored and loads; otherwise the
 /// page says why (what the heat map would answer).
 // See: issue #23
