@@ -1,5 +1,5 @@
 //! Production statistics and the results list as results grow:
-//! `cargo bench -p wiko-cloud --bench stats [-- --results N --through-store S]`
+//! `cargo bench -p wiko-cloud --bench stats [-- --results N --through-store S --lists-only]`
 //!
 //! Seeds N completed results (30 days of capture times, 3 facilities × 4 stations × 3 SKUs,
 //! an eighth NG with one defect type, an eighth with two) into the embedded store and, when
@@ -13,7 +13,9 @@
 //! days and 30 plant days (UTC+8, shifts at 06:00, 14:00 and 22:00), each answered from the
 //! aggregates (what `GET /api/v1/stats` does) and, as the baseline in the same run, from a scan
 //! of the results (the same figures; "same answer" compares the two), and the first page of
-//! the results list (`GET /api/v1/analyses`, 50 rows) with and without filters. p50 and p95.
+//! the results list (`GET /api/v1/analyses`, 50 rows) with and without filters (only these with
+//! `--lists-only`). p50 and p95. Last, the first page of one defect type by its statement before
+//! schema 12 (against a copy of the rows it read then) and now, in turn on the same data.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +51,10 @@ struct Args {
     /// Requests timed per scan of the results (the baseline).
     #[arg(long, default_value_t = 3)]
     scans: usize,
+    /// Time only the results list (its first pages, and the defect type's statement before
+    /// schema 12 and now), not the Overview's statistics.
+    #[arg(long)]
+    lists_only: bool,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -236,12 +242,61 @@ impl Db {
                     .trim_start()
                     .starts_with("INSERT INTO result_stats")
                 {
-                    sql.push_str(statement);
+                    // Schema 12 keeps one row per defect type, with its count (`found`),
+                    // where 0006 counted one row per defect.
+                    sql.push_str(&statement.replace(
+                        "count(*) AS n FROM analysis_defects",
+                        "sum(found) AS n FROM analysis_defects",
+                    ));
                     sql.push_str(";\n");
                 }
             }
         }
         sql
+    }
+
+    /// Runs each of `statements` `n` times in turn (one connection each, as the store's
+    /// readers), reading every row; the times of each, in ms.
+    async fn time_statements(&self, statements: &[&str], n: usize) -> Vec<Vec<f64>> {
+        let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+        let mut ms = vec![Vec::with_capacity(n); statements.len()];
+        match self {
+            Db::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let connections: Vec<rusqlite::Connection> = statements
+                        .iter()
+                        .map(|_| rusqlite::Connection::open(&path).expect("open"))
+                        .collect();
+                    for _ in 0..n {
+                        for (i, (c, sql)) in connections.iter().zip(&statements).enumerate() {
+                            let started = Instant::now();
+                            let mut q = c.prepare_cached(sql).expect("prepare");
+                            let mut rows = q.query([]).expect("query");
+                            while rows.next().expect("row").is_some() {}
+                            ms[i].push(started.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                    ms
+                })
+                .await
+                .expect("sqlite task")
+            }
+            Db::Postgres(url) => {
+                let mut connections = Vec::new();
+                for _ in &statements {
+                    connections.push(sqlx::PgConnection::connect(url).await.expect("connect"));
+                }
+                for _ in 0..n {
+                    for (i, (c, sql)) in connections.iter_mut().zip(&statements).enumerate() {
+                        let started = Instant::now();
+                        sqlx::query(sql).fetch_all(&mut *c).await.expect("query");
+                        ms[i].push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                ms
+            }
+        }
     }
 
     /// Every aggregate row (summed over shards), as text, in key order.
@@ -297,6 +352,7 @@ impl Db {
                 format!("a.timestamp - c.n * interval '{} microseconds'", (step_secs * 1e6).round()),
             ),
         };
+        let defect_time = time.replace("a.timestamp", "d.captured_at");
         let columns = self.texts(columns_sql).await;
         let values: Vec<String> = columns
             .iter()
@@ -313,8 +369,9 @@ impl Db {
             "BEGIN;
              {make_copies}
              INSERT INTO analyses ({}) SELECT {} FROM copies c JOIN analyses a ON a.id = c.old_id;
-             INSERT INTO analysis_defects (analysis_id, type)
-             SELECT c.new_id, d.type FROM copies c JOIN analysis_defects d ON d.analysis_id = c.old_id;
+             INSERT INTO analysis_defects (analysis_id, type, captured_at, found)
+             SELECT c.new_id, d.type, {defect_time}, d.found
+             FROM copies c JOIN analysis_defects d ON d.analysis_id = c.old_id;
              DROP TABLE copies;
              COMMIT;",
             columns.join(", "),
@@ -463,6 +520,15 @@ async fn report(name: &str, store: &Arc<dyn Store>, db: &Db, args: &Args) {
     println!();
     let total = fill(store, db, args).await;
     println!();
+    if !args.lists_only {
+        overview_figures(store, args, total).await;
+    }
+    list_figures(store, args, total).await;
+    defect_type_before_and_after(db, args, total).await;
+}
+
+/// The Overview's requests from the aggregates and, the baseline, from a scan.
+async fn overview_figures(store: &Arc<dyn Store>, args: &Args, total: usize) {
     println!(
         "| {total} results: request | aggregates p50 / p95 ms | scan p50 / p95 ms | same answer |"
     );
@@ -476,6 +542,10 @@ async fn report(name: &str, store: &Arc<dyn Store>, db: &Db, args: &Args) {
         println!("| {what} | {a50:.1} / {a95:.1} | {s50:.1} / {s95:.1} | {same} |");
     }
     println!();
+}
+
+/// The first page of the results list (what the Results page reads first), by filter.
+async fn list_figures(store: &Arc<dyn Store>, args: &Args, total: usize) {
     println!("| {total} results: first page of the list (50 rows) | p50 / p95 ms |");
     println!("|---|---|");
     let lists = [
@@ -512,6 +582,40 @@ async fn report(name: &str, store: &Arc<dyn Store>, db: &Db, args: &Args) {
             ms.push(started.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(page.len(), 50, "{what}: a full first page");
         }
+        let (p50, p95) = quantiles(ms);
+        println!("| {what} | {p50:.1} / {p95:.1} |");
+    }
+    println!();
+}
+
+/// The first page of one defect type (51 rows, as the store asks for 50), by the statement
+/// before schema 12 (every result newest first, each looked up in one row per defect, indexed
+/// by type and result) against a copy of those rows, and by the statement now (the newest
+/// rows of the type's index, their results looked up): in turn, on the same data.
+async fn defect_type_before_and_after(db: &Db, args: &Args, total: usize) {
+    db.run(
+        "CREATE TABLE defects_before AS SELECT analysis_id, type FROM analysis_defects;
+         CREATE INDEX defects_before_type ON defects_before (type, analysis_id);
+         CREATE INDEX defects_before_analysis ON defects_before (analysis_id);",
+    )
+    .await;
+    if let Db::Postgres(_) = db {
+        db.run("ANALYZE defects_before").await;
+    }
+    let before = "SELECT analyses.* FROM analyses
+        WHERE EXISTS (SELECT 1 FROM defects_before d
+                      WHERE d.analysis_id = analyses.id AND d.type = 'rust')
+        ORDER BY timestamp DESC, id DESC LIMIT 51";
+    let now =
+        "SELECT analyses.* FROM analysis_defects d JOIN analyses ON analyses.id = d.analysis_id
+        WHERE d.type = 'rust' ORDER BY d.captured_at DESC, d.analysis_id DESC LIMIT 51";
+    let ms = db.time_statements(&[before, now], args.requests).await;
+    println!(
+        "| {total} results: one defect type, first page, statement | p50 / p95 ms (in turn, {} each) |",
+        args.requests
+    );
+    println!("|---|---|");
+    for (what, ms) in ["before schema 12", "schema 12"].iter().zip(ms) {
         let (p50, p95) = quantiles(ms);
         println!("| {what} | {p50:.1} / {p95:.1} |");
     }

@@ -7,7 +7,8 @@
 //! the same stored model version always draws the same map, so the browser keeps it
 //! (`immutable`) instead of the image store holding a second full-size picture per part. At
 //! most [`AT_ONCE`] are made at once per process; one more is answered 503 `busy` with a
-//! `Retry-After`.
+//! `Retry-After`. The part's page offers the toggle only when that model version is stored and
+//! still loads ([`unavailable`]); otherwise it says why.
 
 use std::sync::Arc;
 
@@ -16,9 +17,10 @@ use image::codecs::jpeg::JpegEncoder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 use wiko_inspect::{DecodeLimits, Model};
+use wiko_wire::Analysis;
 
 use crate::analysis::budget::{Budget, DECODE_BYTES_PER_PIXEL, TooLarge};
-use crate::store::{Storage, StoreError};
+use crate::store::{Storage, StoreError, StoredModel};
 use crate::telemetry;
 
 const QUALITY: u8 = 85;
@@ -83,24 +85,7 @@ pub async fn heatmap(
         metrics::counter!(telemetry::HEATMAPS_TOTAL, "outcome" => "busy").increment(1);
     })?;
     let part = storage.records.get(id).await?;
-    let version = match (&part.model_version, part.score) {
-        (Some(v), Some(_)) => v.clone(),
-        _ => {
-            return Err(HeatmapError::NoModel(
-                "the part has no golden-model score to map".into(),
-            ));
-        }
-    };
-    let stored = storage
-        .records
-        .model_version(&part.product_sku, &version)
-        .await?
-        .ok_or_else(|| {
-            HeatmapError::NoModel(format!(
-                "model {version} of {} is not stored",
-                part.product_sku
-            ))
-        })?;
+    let (version, stored) = stored_model(storage, &part).await?;
     let bytes = storage.part_image(id).await?;
     let (width, height) = wiko_inspect::decode::dimensions(&bytes, limits)
         .map_err(|e| HeatmapError::Failed(crate::analysis::describe(&e)))?;
@@ -115,17 +100,63 @@ pub async fn heatmap(
     let drawn = memory
         .run(move || {
             let _place = place;
-            span.in_scope(|| {
-                let model = Model::from_bytes(&stored.body).map_err(|e| {
-                    HeatmapError::NoModel(format!("model {version} does not load: {e}"))
-                })?;
-                draw(&model, &bytes, limits)
-            })
+            span.in_scope(|| draw(&load(&version, &stored)?, &bytes, limits))
         })
         .await
         .map_err(|e| HeatmapError::Failed(format!("heat map task: {e}")))??;
     metrics::counter!(telemetry::HEATMAPS_TOTAL, "outcome" => "drawn").increment(1);
     Ok(Bytes::from(drawn))
+}
+
+/// Why `part`'s page offers no heat map, shown in place of the toggle: `None` when the model
+/// version that scored it is stored and loads (loaded on the blocking pool, as [`heatmap`]
+/// loads it), else what [`heatmap`] would answer.
+pub async fn unavailable(storage: &Storage, part: &Analysis) -> Result<Option<String>, StoreError> {
+    let loaded = match stored_model(storage, part).await {
+        Ok((version, stored)) => {
+            tokio::task::spawn_blocking(move || load(&version, &stored).map(drop))
+                .await
+                .unwrap_or_else(|e| Err(HeatmapError::Failed(format!("model load task: {e}"))))
+        }
+        Err(e) => Err(e),
+    };
+    match loaded {
+        Ok(()) => Ok(None),
+        Err(HeatmapError::Store(e)) => Err(e),
+        Err(HeatmapError::NoModel(why)) => Ok(Some(why)),
+        Err(other) => Ok(Some(other.to_string())),
+    }
+}
+
+/// The stored model version that scored `part`: [`HeatmapError::NoModel`] when the part has no
+/// golden-model score or its version is no longer stored.
+async fn stored_model(
+    storage: &Storage,
+    part: &Analysis,
+) -> Result<(String, StoredModel), HeatmapError> {
+    let (Some(version), Some(_)) = (&part.model_version, part.score) else {
+        return Err(HeatmapError::NoModel(
+            "the part has no golden-model score to map".into(),
+        ));
+    };
+    let stored = storage
+        .records
+        .model_version(&part.product_sku, version)
+        .await?
+        .ok_or_else(|| {
+            HeatmapError::NoModel(format!(
+                "model {version} of {} is not stored",
+                part.product_sku
+            ))
+        })?;
+    Ok((version.clone(), stored))
+}
+
+/// A stored model version's file, loaded: [`HeatmapError::NoModel`] when it no longer loads
+/// (of an older format, or damaged).
+fn load(version: &str, stored: &StoredModel) -> Result<Model, HeatmapError> {
+    Model::from_bytes(&stored.body)
+        .map_err(|e| HeatmapError::NoModel(format!("model {version} does not load: {e}")))
 }
 
 /// Scores `bytes` with `model` and draws the map over the image in grey, as a JPEG.

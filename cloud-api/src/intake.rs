@@ -12,8 +12,8 @@ use uuid::Uuid;
 use wiko_inspect::{DecodeLimits, InspectError};
 use wiko_wire::IngestOutcome;
 
-use crate::analysis::budget::{Budget, Reservation, TooLarge};
-use crate::analysis::{decode, decode_holding};
+use crate::analysis::budget::{Budget, TooLarge};
+use crate::analysis::decode_holding;
 use crate::store::{Image, Origin, Storage, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,19 +67,6 @@ impl Intake {
             .await?;
         decode_holding(image.bytes.clone(), self.limits, memory).await?;
         Ok(())
-    }
-
-    /// Decodes an image to be judged now, with the memory judging it takes reserved (hold the
-    /// reservation until the judgement is made).
-    pub async fn decode_to_judge(
-        &self,
-        image: &Image,
-    ) -> Result<(wiko_inspect::Image, Reservation), IntakeError> {
-        let memory = self
-            .budget
-            .reserve(Budget::judging(image.width, image.height))
-            .await?;
-        Ok((decode(image.bytes.clone(), self.limits).await?, memory))
     }
 
     /// Takes a part in: its image stored, then its record and job (idempotent on a frame's

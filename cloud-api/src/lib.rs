@@ -103,12 +103,36 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<Storage> {
     Ok(Storage { records, images })
 }
 
+/// Events kept with their parts deleted by one statement at most (a short transaction).
+const PRUNE_BATCH: usize = 1000;
+/// Batches a sweep deletes at most; the rest waits for the next sweep, so a backlog (the first
+/// sweep after an upgrade) does not hold the housekeeping's other work.
+const PRUNE_BATCHES: usize = 50;
+
+/// Forgets the events kept with their parts that were published before `before`, the oldest
+/// first, [`PRUNE_BATCH`] at a time, at most [`PRUNE_BATCHES`] batches; how many.
+async fn forget_published_events(
+    store: &dyn Store,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, store::StoreError> {
+    let mut forgot = 0;
+    for _ in 0..PRUNE_BATCHES {
+        let deleted = store.prune_published_events(before, PRUNE_BATCH).await?;
+        forgot += deleted;
+        if deleted < PRUNE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(forgot)
+}
+
 /// Every [`HOUSEKEEPING`]: activates models other replicas fitted, refits models of an older
-/// format, forgets events published longer ago than `replay_window`, and sets the queue gauges.
+/// format, forgets events published longer ago than `replay.window` (and those kept with their
+/// parts longer than `replay.kept_with_parts`), and sets the queue gauges.
 async fn housekeeping(
     golden: Arc<Golden>,
     store: Arc<dyn Store>,
-    replay_window: Duration,
+    replay: config::Replay,
     stop: CancellationToken,
 ) {
     loop {
@@ -122,10 +146,19 @@ async fn housekeeping(
         if let Err(e) = golden.refit_unusable().await {
             tracing::warn!(error = %e, "refitting unusable models failed");
         }
-        let published_before =
-            chrono::Utc::now() - chrono::Duration::from_std(replay_window).unwrap_or_default();
-        if let Err(e) = store.prune_published(published_before).await {
+        // A time too long ago for the calendar keeps everything.
+        let ago = |d: Duration| {
+            let now = chrono::Utc::now();
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        };
+        if let Err(e) = store.prune_published(ago(replay.window)).await {
             tracing::warn!(error = %e, "forgetting published events failed");
+        }
+        if let Err(e) = forget_published_events(store.as_ref(), ago(replay.kept_with_parts)).await {
+            tracing::warn!(error = %e, "forgetting the parts' old published events failed");
         }
         if let Err(e) = store
             .prune_result_events(chrono::Utc::now() - live::KEEP)
@@ -234,7 +267,7 @@ pub async fn serve(
     tasks.spawn(housekeeping(
         state.golden.clone(),
         storage.records.clone(),
-        config.replay.window,
+        config.replay,
         stop.clone(),
     ));
     tasks.spawn(access(state.clone(), stop.clone()));

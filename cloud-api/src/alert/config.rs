@@ -55,6 +55,10 @@ pub struct MqttConfig {
     /// the start.
     #[serde(default = "default_replay_grace_secs")]
     pub replay_grace_secs: u64,
+    /// Days the result events published for each part are kept for its page (the dashboard's
+    /// MQTT messages), at least 1; older ones are deleted a batch at a time.
+    #[serde(default = "default_published_events_days")]
+    pub published_events_days: u64,
 }
 
 fn default_replay_secs() -> u64 {
@@ -62,6 +66,9 @@ fn default_replay_secs() -> u64 {
 }
 fn default_replay_grace_secs() -> u64 {
     10
+}
+fn default_published_events_days() -> u64 {
+    30
 }
 
 fn default_embedded_listen() -> SocketAddr {
@@ -86,6 +93,7 @@ impl Default for MqttConfig {
             embedded_tls_key_file: None,
             replay_secs: default_replay_secs(),
             replay_grace_secs: default_replay_grace_secs(),
+            published_events_days: default_published_events_days(),
         }
     }
 }
@@ -104,11 +112,14 @@ pub enum Broker {
     Disabled,
 }
 
-/// How long events are kept after publishing, and how soon after a start they are replayed.
+/// How long events are kept after publishing (in the outbox for a replay, with each part for
+/// its page), and how soon after a start they are replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replay {
     pub window: Duration,
     pub grace: Duration,
+    /// How long the events published for each part are kept (`published_events`).
+    pub kept_with_parts: Duration,
 }
 
 impl MqttConfig {
@@ -116,10 +127,14 @@ impl MqttConfig {
         Replay {
             window: Duration::from_secs(self.replay_secs),
             grace: Duration::from_secs(self.replay_grace_secs),
+            kept_with_parts: Duration::from_secs(self.published_events_days.saturating_mul(86_400)),
         }
     }
 
     pub(crate) fn validate(&self, data_dir: &Path) -> Result<Broker, ConfigError> {
+        if self.published_events_days == 0 {
+            return Err(invalid("mqtt.published_events_days", "must be at least 1"));
+        }
         if self.disabled {
             return Ok(Broker::Disabled);
         }

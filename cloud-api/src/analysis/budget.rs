@@ -109,6 +109,22 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Runs `work` as a task of its own with this memory held until it ends: as
+    /// [`Reservation::run`], for work that awaits (a decode, then a judgement). The future
+    /// awaiting it may be dropped first while the work goes on to its end.
+    pub async fn spawn<T: Send + 'static>(
+        self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        tokio::spawn(async move {
+            let _held = self;
+            work.await
+        })
+        .await
+    }
+}
+
 /// The default budget: half of the machine's memory (`MemTotal` of `/proc/meminfo`), or 2 GiB
 /// where that cannot be read.
 pub fn default_bytes() -> u64 {

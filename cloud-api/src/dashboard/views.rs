@@ -323,14 +323,21 @@ pub fn bulk_reviewed(answer: &BulkReviewed, back: &str) -> Markup {
     }
 }
 
-/// One part: the image with its defects boxed, the verdict and where it came from, the MQTT
-/// messages the cloud sent for it; `admin` may add a part reviewed good to its golden set.
-pub fn detail(a: &Analysis, sent: &[Sent], csrf: &str, admin: bool) -> Markup {
+/// One part: the image with its defects boxed (and the heat map's toggle, or why there is no
+/// heat map: `no_heatmap`), the verdict and where it came from, the MQTT messages the cloud
+/// sent for it; `admin` may add a part reviewed good to its golden set.
+pub fn detail(
+    a: &Analysis,
+    sent: &[Sent],
+    no_heatmap: Option<&str>,
+    csrf: &str,
+    admin: bool,
+) -> Markup {
     let (w, h) = (a.image_width.max(1), a.image_height.max(1));
     let stroke = (w.max(h) / 250).max(2);
     let font = (w.max(h) / 45).max(12);
-    // A golden model scored it: its version can draw the map again.
-    let mappable = a.model_version.is_some() && a.score.is_some();
+    // The model version that scored it is stored and loads: it can draw the map again.
+    let mappable = no_heatmap.is_none();
     html! {
         div.detail {
             figure.part {
@@ -353,8 +360,9 @@ pub fn detail(a: &Analysis, sent: &[Sent], csrf: &str, admin: bool) -> Markup {
                 }
                 figcaption.muted {
                     label.toggle { input #toggle-boxes type="checkbox" checked; " Defect boxes" }
-                    @if mappable {
-                        " · " label.toggle { input #toggle-heat type="checkbox"; " Heat map (model " (a.model_version.as_deref().unwrap_or("")) ")" }
+                    @match no_heatmap {
+                        None => { " · " label.toggle { input #toggle-heat type="checkbox"; " Heat map (model " (a.model_version.as_deref().unwrap_or("")) ")" } }
+                        Some(why) => { " · " span #no-heatmap title=(why) { "No heat map: " (why) } }
                     }
                     " · " (a.image_width) " × " (a.image_height) " px · " (a.defects.len()) " defect(s)"
                 }

@@ -3,6 +3,8 @@
 //!
 //! The part is recorded with a job that becomes runnable only after a minute, so if this
 //! process dies mid-call a worker still completes it; normally the call completes it first.
+//! The decode and the judgement run as a task holding the call's memory reservation
+//! (`Reservation::spawn`): they end, and store the result, even if the request times out.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
+use tracing::Instrument;
 use wiko_wire::frame::validate_id;
 use wiko_wire::{Analysis, ErrorCode};
 
@@ -19,8 +22,9 @@ use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::analysis;
+use crate::analysis::budget::Budget;
 use crate::auth::Need;
-use crate::store::{Call, Origin};
+use crate::store::{Call, Image, Origin};
 
 /// A synchronous call's job waits this long before a worker may take it over.
 const TAKEOVER_AFTER: Duration = Duration::from_secs(60);
@@ -81,9 +85,11 @@ pub(super) async fn analyze(
     caller.may_send_for(&facility, None)?;
 
     let image = s.intake.image(image)?;
-    // Decoded before anything is stored: an image that does not decode is refused, not kept.
-    // Its memory stays reserved until it is judged.
-    let (decoded, _memory) = s.intake.decode_to_judge(&image).await?;
+    let memory = s
+        .intake
+        .budget
+        .reserve(Budget::judging(image.width, image.height))
+        .await?;
     let origin = Origin::Call(Call {
         facility,
         line,
@@ -92,11 +98,31 @@ pub(super) async fn analyze(
         part_id,
         received_at: Utc::now(),
     });
+    // The memory is held by the work, not by this request: a request that times out, or a
+    // client that leaves, frees it only when the judgement is stored.
+    let span = tracing::info_span!("analyze", sku = %product_sku);
+    let work = judge(s, origin, image, product_sku).instrument(span);
+    let done = memory
+        .spawn(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("analysis task: {e}")))??;
+    Ok(Json(done))
+}
+
+/// Decodes the image (one that does not decode is refused before anything is stored), records
+/// the part, judges it and stores the result.
+async fn judge(
+    s: AppState,
+    origin: Origin,
+    image: Image,
+    sku: String,
+) -> Result<Analysis, ApiError> {
+    let decoded = analysis::decode(image.bytes.clone(), s.intake.limits).await?;
     let (_, id) = s.intake.part(origin, image, TAKEOVER_AFTER).await?;
-    let outcome = analysis::run(s.analyzer.as_ref(), &product_sku, decoded).await;
+    let outcome = analysis::run(s.analyzer.as_ref(), &sku, decoded).await;
     let done = s.store().complete(id, outcome).await?;
     s.outbox_wake.notify_one();
-    Ok(Json(done))
+    Ok(done)
 }
 
 /// Longest accepted text field.

@@ -512,6 +512,13 @@ pub trait Parts: Send + Sync + 'static {
     async fn published_for(&self, id: Uuid) -> Result<Vec<Published>, StoreError>;
     /// Forgets events published before `before`; how many.
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Forgets up to `limit` of the oldest events kept with their parts that were published
+    /// before `before` (one short transaction); how many.
+    async fn prune_published_events(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

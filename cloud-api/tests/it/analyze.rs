@@ -1,6 +1,11 @@
 //! The prototype's synchronous `POST /api/v1/analyze`.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::http::StatusCode;
+use wiko_cloud::analysis::budget::Budget;
+use wiko_cloud::analysis::{Analyzer, Judgement};
 
 use crate::harness::*;
 
@@ -64,6 +69,80 @@ async fn the_prototype_analyze_call_answers_with_the_analysis_or_a_code() {
         )
     );
     assert_eq!(stored(&h).await, 1);
+}
+
+/// An analyzer that says when it starts judging and answers only when the test lets it.
+struct Held {
+    began: tokio::sync::mpsc::Sender<()>,
+    go: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl Analyzer for Held {
+    fn name(&self) -> &'static str {
+        "held"
+    }
+    fn version(&self) -> &'static str {
+        "test"
+    }
+    async fn judge(&self, _sku: &str, _image: Arc<wiko_inspect::Image>) -> Judgement {
+        let _ = self.began.send(()).await;
+        let _ = self.go.acquire().await;
+        Judgement::failed("held by the test", None)
+    }
+}
+
+// See: issue #23 (the call's reservation went with its request: a request that timed out
+// freed the memory while the judgement went on)
+#[tokio::test]
+async fn the_analyze_call_holds_its_memory_until_its_judgement_ends_after_the_caller_left() {
+    let mut h = harness().await;
+    let image = jpeg();
+    let limits = h.state.intake.limits;
+    let (width, height) = wiko_inspect::decode::dimensions(&image, limits).unwrap();
+    // Room for this one call's judgement, no more.
+    let budget = Budget::new(Budget::judging(width, height));
+    h.state.intake.budget = budget.clone();
+    let (began, mut judging) = tokio::sync::mpsc::channel(1);
+    let go = Arc::new(tokio::sync::Semaphore::new(0));
+    h.state.analyzer = Arc::new(Held {
+        began,
+        go: go.clone(),
+    });
+    let h = Arc::new(h);
+    let caller = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let form = multipart(&[
+                ("image", "image/jpeg", &image),
+                ("product_sku", "text/plain", b"WK-KN-200"),
+                ("facility", "text/plain", b"yangjiang"),
+            ]);
+            send(&h, "POST", "/api/v1/analyze", Some(DEVICE), form).await
+        })
+    };
+    judging.recv().await.unwrap();
+    // The client leaves (as a request's timeout drops it) while the part is being judged.
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    let waiting = tokio::spawn(async move { budget.reserve(1).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the judgement still running holds its memory though its caller is gone"
+    );
+    go.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // And its result was stored: nobody waits a minute for a worker to take the part over.
+    let store = h.state.intake.storage.records.clone();
+    let (parts, _) = store.list(&Default::default(), None, 10).await.unwrap();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].status, wiko_wire::AnalysisStatus::Failed);
+    assert_eq!(parts[0].analyzer, "held");
 }
 
 /// A PNG whose header is right and whose pixel data is garbage.

@@ -803,6 +803,149 @@ async fn a_parts_page_toggles_its_heat_map_under_the_model_that_judged_it() {
     assert_eq!(anonymous.location(), Some("/signin"));
 }
 
+/// The value of `name{labels}` in Prometheus text (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn heat_maps_are_counted_as_drawn_or_refused_busy() {
+    let h = harness().await;
+    let golden: Vec<Vec<u8>> = (0..6).map(|seed| part_jpeg(None, 51_000 + seed)).collect();
+    let (status, body) = upload_golden(&h, "/api/v1/skus/WK-KN-200/golden", &golden).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, ng) = analyze(&h, part_jpeg(Some(SynthDefect::Scratch), 91_003)).await;
+    let id = ng["id"].as_str().unwrap().to_string();
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+    // This test's metrics only: every request below is polled on this thread (the drawing
+    // runs on the blocking pool, the counting after it here).
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let uri = format!("/results/{id}/heatmap");
+    // Four at once: two places, so two drawn and two refused (each takes its place, or is
+    // refused, before any of them awaits).
+    let answers = futures::future::join_all((0..4).map(|_| bytes_with(&h, &uri, &session))).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503, 503]);
+    let text = metrics.render();
+    let drawn = "wiko_cloud_heatmaps_total{outcome=\"drawn\"}";
+    let busy = "wiko_cloud_heatmaps_total{outcome=\"busy\"}";
+    assert_eq!(
+        (sample(&text, drawn), sample(&text, busy)),
+        (2.0, 2.0),
+        "{text}"
+    );
+    // The places are free again: one more is drawn.
+    assert_eq!(bytes_with(&h, &uri, &session).await.0, StatusCode::OK);
+    let text = metrics.render();
+    assert_eq!(
+        (sample(&text, drawn), sample(&text, busy)),
+        (3.0, 2.0),
+        "{text}"
+    );
+}
+
+/// The toggle is offered only for a model version that is stored and loads; otherwise the
+/// page says why (what the heat map would answer).
+// See: issue #23
+#[tokio::test]
+async fn a_parts_page_says_why_there_is_no_heat_map_when_its_model_is_gone_or_broken() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let (session, _) = sign_in(&h, VIEWER).await;
+    let session = session.unwrap();
+    let judged_by = |version: &'static str| {
+        let storage = storage.clone();
+        async move {
+            let id =
+                crate::stats::part(&storage, 3, "polish", "WK-KN-150", chrono::Utc::now()).await;
+            let mut outcome = crate::stats::outcome(wiko_wire::AnalysisStatus::Final, Vec::new());
+            outcome.judgement.model_version = Some(version.into());
+            storage.records.complete(id, outcome).await.unwrap();
+            id
+        }
+    };
+    // Judged by a version no longer stored.
+    let gone = judged_by("v7").await;
+    let page = call(&h, "GET", &format!("/results/{gone}"), &session, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.text.contains("toggle-heat"), "{}", page.text);
+    assert!(!page.text.contains("/heatmap"), "{}", page.text);
+    assert!(
+        page.text
+            .contains("No heat map: model v7 of WK-KN-150 is not stored"),
+        "{}",
+        page.text
+    );
+    // Judged by a stored version whose file no longer loads.
+    storage
+        .records
+        .save_model(wiko_cloud::store::StoredModel {
+            sku: "WK-KN-150".into(),
+            version: "v8".into(),
+            body: b"not a model file".to_vec(),
+        })
+        .await
+        .unwrap();
+    let broken = judged_by("v8").await;
+    let page = call(&h, "GET", &format!("/results/{broken}"), &session, None).await;
+    assert!(!page.text.contains("toggle-heat"), "{}", page.text);
+    assert!(
+        page.text.contains("No heat map: model v8 does not load"),
+        "{}",
+        page.text
+    );
+}
+
+#[tokio::test]
+async fn a_parts_kept_mqtt_messages_are_forgotten_oldest_first_a_batch_at_a_time() {
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let store = storage.records.clone();
+    // Each part's result event acknowledged in turn (what `alert::Publisher` does).
+    let mut parts = Vec::new();
+    for n in 1..=4 {
+        let id = crate::stats::completed(&storage, n, n % 2 == 0).await;
+        let events: Vec<i64> = store
+            .outbox(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        store.outbox_done(events).await.unwrap();
+        parts.push(id);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let before_last = store.published_for(parts[3]).await.unwrap()[0].at;
+    let kept = |id| {
+        let store = store.clone();
+        async move { store.published_for(id).await.unwrap().len() }
+    };
+    // Older than the last one's: at most two a statement, the oldest first.
+    assert_eq!(
+        store.prune_published_events(before_last, 2).await.unwrap(),
+        2
+    );
+    assert_eq!((kept(parts[0]).await, kept(parts[1]).await), (0, 0));
+    assert_eq!(kept(parts[2]).await, 1);
+    assert_eq!(
+        store.prune_published_events(before_last, 2).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.prune_published_events(before_last, 2).await.unwrap(),
+        0
+    );
+    assert_eq!(kept(parts[2]).await, 0);
+    assert_eq!(kept(parts[3]).await, 1, "published since: kept");
+}
+
 #[tokio::test]
 async fn a_parts_page_lists_the_mqtt_messages_the_broker_acknowledged_for_it() {
     let h = harness().await;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use uuid::Uuid;
-use wiko_wire::{Analysis, AnalysisStatus, Feedback, FeedbackVerdict, StatsDimension};
+use wiko_wire::{Analysis, AnalysisStatus, Defect, Feedback, FeedbackVerdict, StatsDimension};
 
 use super::parts::{get, get_many, parse_status};
 use super::{Arg, Backend, Conn, Dialect, SqlStore, args, op, values};
@@ -95,17 +95,22 @@ fn contributions(a: &Analysis) -> Vec<(StatsKey, [i64; 4])> {
             defect_type.to_string(),
         )
     };
-    let mut by_type: BTreeMap<&str, i64> = BTreeMap::new();
-    for d in &a.defects {
-        *by_type.entry(d.kind.as_str()).or_default() += 1;
-    }
     let mut rows = vec![(key(""), [1, judged, ng, a.defects.len() as i64])];
     rows.extend(
-        by_type
+        by_type(&a.defects)
             .into_iter()
             .map(|(t, n)| (key(t), [1, judged, ng, n])),
     );
     rows
+}
+
+/// How many defects of each type, by type.
+pub(super) fn by_type(defects: &[Defect]) -> BTreeMap<&str, i64> {
+    let mut types: BTreeMap<&str, i64> = BTreeMap::new();
+    for d in defects {
+        *types.entry(d.kind.as_str()).or_default() += 1;
+    }
+    types
 }
 
 /// Counts results into (`+1`) or out of (`-1`) the hourly statistics and their daily rollup,
@@ -259,9 +264,8 @@ fn stats_query(
             let hour = dialect.hour_of("timestamp");
             let (from, defects) = if by_type {
                 (
-                    "analyses JOIN (SELECT analysis_id, type, count(*) AS n FROM analysis_defects
-                        GROUP BY analysis_id, type) d ON d.analysis_id = analyses.id",
-                    "d.n".to_string(),
+                    "analyses JOIN analysis_defects d ON d.analysis_id = analyses.id",
+                    "d.found".to_string(),
                 )
             } else {
                 ("analyses", dialect.json_len("defects"))

@@ -234,7 +234,7 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
     )
     .await?;
     if let Some(e) = edge {
-        index_defects(c, id, &e.defects).await?;
+        index_defects(c, id, o.timestamp(), &e.defects).await?;
     }
     if let (Some(frame), Some(meta_json)) = (frame, meta_json) {
         c.execute(
@@ -444,7 +444,7 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
         )
         .await?;
     }
-    index_defects(c, id, &o.defects).await?;
+    index_defects(c, id, done.timestamp, &o.defects).await?;
     insight::tally(c, &[(&done, 1)]).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
         .await?;
@@ -462,18 +462,25 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
     Ok(done)
 }
 
-/// The defect types of a result, for the listing's `defect_type` filter.
-async fn index_defects(c: &mut dyn Conn, id: Uuid, defects: &[Defect]) -> Result<(), StoreError> {
-    if defects.is_empty() {
+/// The defect types of a result, how many of each and its capture time, for the listing's
+/// `defect_type` filter ([`list_query`]).
+async fn index_defects(
+    c: &mut dyn Conn,
+    id: Uuid,
+    captured_at: DateTime<Utc>,
+    defects: &[Defect],
+) -> Result<(), StoreError> {
+    let types = insight::by_type(defects);
+    if types.is_empty() {
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO analysis_defects (analysis_id, type) VALUES {}",
-        values(defects.len(), 2)
+        "INSERT INTO analysis_defects (analysis_id, type, captured_at, found) VALUES {}",
+        values(types.len(), 4)
     );
-    let args = defects
-        .iter()
-        .flat_map(|d| args![id, d.kind.as_str()])
+    let args = types
+        .into_iter()
+        .flat_map(|(kind, found)| args![id, kind, captured_at, found])
         .collect();
     c.execute(&sql, args).await?;
     Ok(())
@@ -528,7 +535,7 @@ async fn enrich(c: &mut dyn Conn, id: Uuid, e: &Enrichment) -> Result<Analysis, 
         args![id],
     )
     .await?;
-    index_defects(c, id, &e.defects).await?;
+    index_defects(c, id, done.timestamp, &e.defects).await?;
     insight::tally(c, &[(&current, -1), (&done, 1)]).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
         .await?;
@@ -626,25 +633,37 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), StoreError> {
     Ok((t, id))
 }
 
-/// The listing's statement for `filter`, after `cursor`, fetching `limit` rows.
-fn list_query(
+/// The listing's statement for `filter`, after `cursor`, fetching `limit` rows, newest first.
+/// With a defect type it walks that type's rows of `analysis_defects` in time order
+/// (`analysis_defects_type_time`, whose capture time and id are the result's) and looks up
+/// only their results: a page of one type reads about its own rows, where a filter on the
+/// results walked every result in time order and looked each one up there.
+pub(super) fn list_query(
     filter: &ListFilter,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: usize,
 ) -> (String, Vec<Arg>) {
     let mut clauses: Vec<&str> = Vec::new();
     let mut args: Vec<Arg> = Vec::new();
+    // The columns the order, the range and the cursor are read from.
+    let (from, time, id) = match &filter.defect_type {
+        Some(kind) => {
+            clauses.push("d.type = ?");
+            args.push(kind.clone().into());
+            (
+                "analysis_defects d JOIN analyses ON analyses.id = d.analysis_id",
+                "d.captured_at",
+                "d.analysis_id",
+            )
+        }
+        None => ("analyses", "timestamp", "id"),
+    };
     for (clause, value) in [
         ("facility = ?", &filter.facility),
         ("line = ?", &filter.line),
         ("station = ?", &filter.station),
         ("product_sku = ?", &filter.product_sku),
         ("device_id = ?", &filter.device_id),
-        (
-            "EXISTS (SELECT 1 FROM analysis_defects d
-              WHERE d.analysis_id = analyses.id AND d.type = ?)",
-            &filter.defect_type,
-        ),
     ] {
         if let Some(v) = value {
             clauses.push(clause);
@@ -664,17 +683,22 @@ fn list_query(
             args.push(v.as_str().into());
         }
     }
-    if let Some(since) = filter.since {
-        clauses.push("timestamp >= ?");
-        args.push(since.into());
+    let (since, until, cursor) = (
+        format!("{time} >= ?"),
+        format!("{time} < ?"),
+        format!("({time}, {id}) < (?, ?)"),
+    );
+    if let Some(t) = filter.since {
+        clauses.push(&since);
+        args.push(t.into());
     }
-    if let Some(until) = filter.until {
-        clauses.push("timestamp < ?");
-        args.push(until.into());
+    if let Some(t) = filter.until {
+        clauses.push(&until);
+        args.push(t.into());
     }
-    if let Some((t, id)) = after {
-        clauses.push("(timestamp, id) < (?, ?)");
-        args.extend(args![t, id]);
+    if let Some((t, after_id)) = after {
+        clauses.push(&cursor);
+        args.extend(args![t, after_id]);
     }
     let where_sql = if clauses.is_empty() {
         String::new()
@@ -683,7 +707,7 @@ fn list_query(
     };
     args.push((limit as i64).into());
     let sql = format!(
-        "SELECT {} FROM analyses {where_sql} ORDER BY timestamp DESC, id DESC LIMIT ?",
+        "SELECT {} FROM {from} {where_sql} ORDER BY {time} DESC, {id} DESC LIMIT ?",
         columns!()
     );
     (sql, args)
@@ -1066,6 +1090,21 @@ impl<B: Backend> Parts for SqlStore<B> {
     async fn prune_published(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.change("DELETE FROM outbox WHERE published_at < ?", args![before])
             .await
+    }
+
+    async fn prune_published_events(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        // The oldest first, from `published_events_at` (migration 0012).
+        self.change(
+            "DELETE FROM published_events WHERE event_id IN (
+                 SELECT event_id FROM published_events WHERE published_at < ?
+                 ORDER BY published_at LIMIT ?)",
+            args![before, limit as i64],
+        )
+        .await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {

@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "partial indexes",
         include_str!("../../../migrations/postgres/0011_partial_indexes.sql"),
     ),
+    (
+        12,
+        "defect listing, event retention",
+        include_str!("../../../migrations/postgres/0012_defect_listing_event_retention.sql"),
+    ),
 ];
 
 /// The embedded migrations as a `sqlx` migration source.
@@ -330,11 +335,12 @@ mod tests {
     /// parameters: without [`Dialect::walk_in_order`] it read every job of the stage and
     /// sorted them on each claim. The publisher reads only the unpublished messages.
     /// Runs with `WIKOTEST_BACKEND=postgres` (`.ci/run`'s PostgreSQL stage).
-    #[tokio::test]
-    async fn a_claim_walks_its_stages_index_in_turn_order() {
+    /// A store on a schema of its own, migrated; `None` (the test skipped) without
+    /// `WIKOTEST_BACKEND=postgres` (`.ci/run`'s PostgreSQL stage).
+    async fn plan_store() -> Option<Postgres> {
         if std::env::var("WIKOTEST_BACKEND").as_deref() != Ok("postgres") {
             eprintln!("skipped: needs WIKOTEST_BACKEND=postgres and WIKOTEST_DATABASE_URL");
-            return;
+            return None;
         }
         let base = std::env::var("WIKOTEST_DATABASE_URL").expect("WIKOTEST_DATABASE_URL");
         let schema = format!("wiko_plan_{}", Uuid::new_v4().simple());
@@ -353,6 +359,14 @@ mod tests {
         })
         .expect("settings");
         store.migrate().await.expect("migrations");
+        Some(store)
+    }
+
+    #[tokio::test]
+    async fn a_claim_walks_its_stages_index_in_turn_order() {
+        let Some(store) = plan_store().await else {
+            return;
+        };
         let mut conn = store.pool.acquire().await.expect("connection");
         // A backlog in tables never analysed (the jobs' parts are left out: no triggers).
         for setup in [
@@ -414,6 +428,72 @@ mod tests {
         .expect("explain");
         let plan = plan.join("\n");
         assert!(plan.contains("outbox_unpublished"), "{plan}");
+    }
+
+    /// The first page of one defect type reads the newest rows of that type's index and looks
+    /// up their results, after a cursor too, as autovacuum's estimates have it: no walk of
+    /// every result newest first (the listing before schema 12), no sort. With a station and a
+    /// week as well, the type's rows of the week are read from that index (the planner may
+    /// sort the few it expects). Runs with `WIKOTEST_BACKEND=postgres`.
+    // See: issue #23
+    #[tokio::test]
+    async fn a_defect_types_first_page_walks_its_index_newest_first() {
+        use crate::store::ListFilter;
+
+        let Some(store) = plan_store().await else {
+            return;
+        };
+        let mut conn = store.pool.acquire().await.expect("connection");
+        // 20,000 results over 20 days, an eighth NG, a fifth of those with rust.
+        for setup in [
+            "INSERT INTO analyses (id, defect_id, timestamp, facility, line, station,
+                product_sku, status, defect_detected, defects, recommendation, analyzer,
+                analyzer_version, image_key, image_blake3, image_width, image_height, created_at)
+             SELECT gen_random_uuid(), 'DEF-' || i, now() - i * interval '86 seconds',
+                'f' || i % 3, 'l', 's' || i % 4, 'k', 'final', i % 8 = 0, '[]', '', 'golden',
+                '', 'k', 'b', 640, 480, now()
+             FROM generate_series(1, 20000) AS i",
+            "INSERT INTO analysis_defects (analysis_id, type, captured_at, found)
+             SELECT id, CASE WHEN defect_id LIKE '%6' THEN 'rust' ELSE 'scratch' END,
+                timestamp, 1
+             FROM analyses WHERE defect_detected",
+            "ANALYZE",
+        ] {
+            sqlx::query(setup).execute(&mut *conn).await.expect(setup);
+        }
+        let rust = ListFilter {
+            defect_type: Some("rust".into()),
+            ..ListFilter::default()
+        };
+        let narrower = ListFilter {
+            facility: Some("f1".into()),
+            line: Some("l".into()),
+            station: Some("s2".into()),
+            since: Some(Utc::now() - chrono::TimeDelta::days(7)),
+            until: Some(Utc::now()),
+            ..rust.clone()
+        };
+        let cursor = Some((Utc::now(), Uuid::now_v7()));
+        for (filter, after, sorted) in [
+            (&rust, None, false),
+            (&rust, cursor, false),
+            (&narrower, cursor, true),
+        ] {
+            let (sql, args) = super::super::parts::list_query(filter, after, 51);
+            let explain = format!("EXPLAIN {}", numbered(&sql));
+            let plan: Vec<String> = statement(&explain, args)
+                .expect("arguments")
+                .fetch_all(&mut *conn)
+                .await
+                .expect("explain")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains("analysis_defects_type_time"), "{plan}");
+            assert!(!plan.contains("analyses_time"), "{plan}");
+            assert!(sorted || !plan.contains("Sort"), "{plan}");
+        }
     }
 
     #[test]

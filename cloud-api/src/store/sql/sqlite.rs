@@ -68,6 +68,10 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
         11,
         include_str!("../../../migrations/sqlite/0011_partial_indexes.sql"),
     ),
+    (
+        12,
+        include_str!("../../../migrations/sqlite/0012_defect_listing_event_retention.sql"),
+    ),
 ];
 /// Most writes grouped into one transaction.
 const MAX_BATCH: usize = 256;
@@ -360,6 +364,52 @@ mod tests {
             !plan.iter().any(|step| step.contains("TEMP B-TREE")),
             "{plan:?}"
         );
+    }
+
+    /// The first page of one defect type reads the newest rows of that type's index and looks
+    /// up their results, with other filters, a range and a cursor too: no walk of every result
+    /// newest first (the listing before schema 12), no sort.
+    // See: issue #23
+    #[test]
+    fn a_defect_types_first_page_walks_its_index_newest_first() {
+        use chrono::Utc;
+
+        use crate::store::ListFilter;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connect(&dir.path().join("wiko.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let rust = ListFilter {
+            defect_type: Some("rust".into()),
+            ..ListFilter::default()
+        };
+        let narrower = ListFilter {
+            facility: Some("f".into()),
+            line: Some("l".into()),
+            station: Some("s".into()),
+            since: Some(Utc::now()),
+            until: Some(Utc::now()),
+            ..rust.clone()
+        };
+        let cursor = Some((Utc::now(), uuid::Uuid::now_v7()));
+        for (filter, after) in [(&rust, None), (&rust, cursor), (&narrower, cursor)] {
+            let (sql, args) = super::super::parts::list_query(filter, after, 51);
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params_from_iter(args.into_iter().map(bind)), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan[0].starts_with("SEARCH d USING COVERING INDEX analysis_defects_type_time"),
+                "{plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                "{plan:?}"
+            );
+        }
     }
 
     /// A file made by a release before numbered migrations: its tables, no `user_version`.
