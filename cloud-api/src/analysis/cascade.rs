@@ -5,7 +5,8 @@
 //! the uncertain band of the threshold ([`sends`], per SKU `mode`), is stored `provisional`
 //! with a remote-stage job in the same transaction. [`RemoteWorkers`] take those jobs, check
 //! the budget (counted in the store, so it holds across replicas), ask the [`Remote`]
-//! analyzer, and [`enrichment`] folds its answer into the same result: the gate's regions get
+//! analyzer (which reads the part's image from the store only once the call has its place),
+//! and [`enrichment`] folds its answer into the same result: the gate's regions get
 //! the remote model's types and descriptions, the verdict is added to `verdicts`, a
 //! disagreement on OK/NG is flagged and counted, and the result becomes `final` (its update
 //! goes out on `…/result`). Whatever the remote model does, the part gets exactly one final
@@ -16,24 +17,24 @@
 //! job goes back to the queue until then, its result stays provisional, and it is enriched
 //! later, once; unless then is more than `max_deferral_secs` after the part was taken in: the
 //! enrichment is given up, and the result is final with the gate's verdict and a remote
-//! verdict whose error says so (never for a store that cannot count the deployment's budget:
-//! that part is always put back).
+//! verdict whose error says so (never for a store that cannot count the deployment's budget
+//! or read the part's image: that part is always put back).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{Datelike, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use wiko_inspect::Image;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
 
-use super::budget::Budget;
 use super::remote::config::{Mode, RemoteSettings};
-use super::remote::{Deferred, Part, Remote};
+use super::remote::{Deferred, ImageSource, Part, Remote};
 use super::{Analyzer, Judgement};
-use crate::store::{Enrichment, Job, Stage, Storage, StoreError};
+use crate::store::{Enrichment, ImageKey, Job, Stage, Storage, StoreError};
 use crate::telemetry;
 
 /// The local analyzer as the cascade's gate: marks the parts the remote model is to see.
@@ -138,9 +139,20 @@ fn overlap(a: [u32; 4], b: [u32; 4]) -> f64 {
 pub struct RemoteWorkers {
     pub(crate) storage: Storage,
     pub(crate) remote: Arc<Remote>,
-    /// The memory budget the image's re-encoding is counted in.
-    pub(crate) memory: Budget,
     pub(crate) outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+/// A part's image in the image store.
+struct Stored<'a> {
+    storage: &'a Storage,
+    key: &'a ImageKey,
+}
+
+#[async_trait]
+impl ImageSource for Stored<'_> {
+    async fn read(&self) -> Result<Bytes, StoreError> {
+        self.storage.image(self.key).await
+    }
 }
 
 impl RemoteWorkers {
@@ -200,22 +212,11 @@ impl RemoteWorkers {
                 .remote
                 .failed(VerdictErrorCode::BudgetExhausted, reason),
             None => {
-                let image = self.storage.image(&job.image).await?;
-                let _memory = match self
-                    .memory
-                    .reserve(Budget::judging(part.image_width, part.image_height))
-                    .await
-                {
-                    Ok(memory) => memory,
-                    Err(e) => {
-                        let e = e.to_string();
-                        return self
-                            .store(
-                                &part,
-                                self.remote.failed(VerdictErrorCode::InvalidAnswer, e),
-                            )
-                            .await;
-                    }
+                // Read by the remote analyzer once the call has its place: a part put off
+                // costs no blob read.
+                let image = Stored {
+                    storage: &self.storage,
+                    key: &job.image,
                 };
                 let judged = self
                     .remote
@@ -242,8 +243,8 @@ impl RemoteWorkers {
     /// A call put off: its job goes back to the queue until then, or, if then is more than
     /// `max_deferral_secs` after the part was taken in, the remote enrichment is given up and
     /// the result made final with the gate's verdict (never lost, never left provisional). A
-    /// call put off because the store could not count the deployment's budget is always put
-    /// back: it says nothing about the service.
+    /// call put off because the store could not count the deployment's budget or read the
+    /// part's image is always put back: it says nothing about the service.
     async fn put_off(&self, job: &Job, part: &Analysis, later: Deferred) -> Result<(), StoreError> {
         let name = self.remote.name();
         let cause = later.cause.as_str();
