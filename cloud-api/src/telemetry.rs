@@ -44,6 +44,10 @@ pub const REMOTE_DEFERRED_TOTAL: &str = "wiko_cloud_remote_deferred_total";
 pub const REMOTE_GIVEN_UP_TOTAL: &str = "wiko_cloud_remote_given_up_total";
 /// Time a remote call waited for room in the deployment's shared budget, by `analyzer`.
 pub const REMOTE_BUDGET_WAIT_SECONDS: &str = "wiko_cloud_remote_budget_wait_seconds";
+/// NG parts not sent to the remote model because the gate judged them far above its
+/// threshold and typed every region (`remote.confident_ng_above`), by `sku`: their results
+/// have the gate's types and descriptions only.
+pub const REMOTE_KEPT_LOCAL_TOTAL: &str = "wiko_cloud_remote_kept_local_total";
 /// Parts the remote analyzer judged otherwise than the gate, by `sku`.
 pub const REMOTE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_remote_disagreements_total";
 /// Parts the cloud's golden model judged otherwise than the agent's (edge analysis), by `sku`.

@@ -2,8 +2,10 @@
 //!
 //! [`Gate`] wraps the local analyzer: its verdict decides OK/NG for every part, at no cost,
 //! and is stored and published at once. A part the gate judged NG, or whose score lies within
-//! the uncertain band of the threshold ([`sends`], per SKU `mode`), is stored `provisional`
-//! with a remote-stage job in the same transaction. [`RemoteWorkers`] take those jobs, check
+//! the uncertain band of the threshold ([`sends`], per SKU `mode`; with `confident_ng_above`,
+//! not an NG part whose score stands that far above the threshold and whose regions the gate
+//! all typed: [`confident_ng`]), is stored `provisional` with a remote-stage job in the same
+//! transaction. [`RemoteWorkers`] take those jobs, check
 //! the budget (counted in the store, so it holds across replicas), ask the [`Remote`]
 //! analyzer (which reads the part's image from the store only once the call has its place),
 //! and [`enrichment`] folds its answer into the same result: the gate's regions get
@@ -55,11 +57,30 @@ impl Analyzer for Gate {
 
     async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {
         let mut judgement = self.local.judge(sku, image).await;
-        if sends(self.remote.settings(), sku, &judgement) {
+        let settings = self.remote.settings();
+        if sends(settings, sku, &judgement) {
             judgement.status = AnalysisStatus::Provisional;
+        } else if settings.mode(sku) != Mode::Off && confident_ng(settings, &judgement) {
+            metrics::counter!(telemetry::REMOTE_KEPT_LOCAL_TOTAL, "sku" => sku.to_string())
+                .increment(1);
         }
         judgement
     }
+}
+
+/// Whether the gate judged a part NG at `confident_ng_above` times its threshold or more and
+/// typed every region it found (none `other`): such a part is not sent in modes `ng` and
+/// `ng_and_uncertain` (the gate's types and descriptions stand).
+pub fn confident_ng(settings: &RemoteSettings, j: &Judgement) -> bool {
+    let (Some(factor), Some(score), Some(threshold)) =
+        (settings.confident_ng_above, j.score, j.score_threshold)
+    else {
+        return false;
+    };
+    j.defect_detected
+        && score >= factor * threshold
+        && !j.defects.is_empty()
+        && j.defects.iter().all(|d| d.kind != DefectType::Other)
 }
 
 /// Whether a part the gate judged goes to the remote model.
@@ -73,10 +94,11 @@ pub fn sends(settings: &RemoteSettings, sku: &str, j: &Judgement) -> bool {
         }
         _ => false,
     };
+    let ng = j.defect_detected && !confident_ng(settings, j);
     match settings.mode(sku) {
         Mode::Off => false,
-        Mode::Ng => j.defect_detected,
-        Mode::NgAndUncertain => j.defect_detected || uncertain,
+        Mode::Ng => ng,
+        Mode::NgAndUncertain => ng || uncertain,
         Mode::All => true,
     }
 }
@@ -366,6 +388,36 @@ mod tests {
         assert!(sends(&s, "A", &judged(true, 3.0)));
         assert!(sends(&s, "ALL", &judged(false, 0.1)));
         assert!(!sends(&s, "OFF", &judged(true, 3.0)));
+    }
+
+    #[test]
+    fn confident_ng_parts_stay_local_only_when_configured() {
+        let typed = |ng, score, kind| Judgement {
+            defects: vec![defect(kind, [10, 10, 20, 20], "gate")],
+            ..judged(ng, score)
+        };
+        let default = settings("");
+        assert!(sends(&default, "A", &typed(true, 5.0, DefectType::Rust)));
+        let s = settings("confident_ng_above = 2.0\n[[skus]]\nsku = \"ALL\"\nmode = \"all\"\n");
+        assert!(
+            !sends(&s, "A", &typed(true, 2.0, DefectType::Rust)),
+            "typed, 2x"
+        );
+        assert!(confident_ng(&s, &typed(true, 2.0, DefectType::Rust)));
+        assert!(
+            sends(&s, "A", &typed(true, 1.9, DefectType::Rust)),
+            "below 2x"
+        );
+        assert!(
+            sends(&s, "A", &typed(true, 5.0, DefectType::Other)),
+            "a region the gate could not type"
+        );
+        assert!(sends(&s, "A", &judged(true, 5.0)), "no region");
+        assert!(
+            sends(&s, "ALL", &typed(true, 5.0, DefectType::Rust)),
+            "mode all sends every part"
+        );
+        assert!(!confident_ng(&s, &typed(false, 5.0, DefectType::Rust)));
     }
 
     fn defect(kind: DefectType, bbox: [u32; 4], description: &str) -> Defect {

@@ -313,6 +313,37 @@ async fn uncertain_parts_go_too_when_the_band_covers_them() {
 }
 
 #[tokio::test]
+async fn confident_ng_parts_stay_local_when_configured() {
+    let mock = Mock::start(KEY).await;
+    let h = harness_with(&remote_table(
+        &mock,
+        "openai_compatible",
+        "uncertain_band = 0.0\nconfident_ng_above = 1.5\n",
+    ))
+    .await;
+    calibrate(&h).await;
+    // The rusty knife: its score far above the threshold, its region typed.
+    let (_, bad) = analyze(&h, part_jpeg(Some(SynthDefect::Rust), 90_002)).await;
+    let score = bad["score"].as_f64().unwrap();
+    let threshold = bad["score_threshold"].as_f64().unwrap();
+    assert!(
+        score >= 1.5 * threshold && bad["defects"][0]["type"] == "rust",
+        "{bad}"
+    );
+    assert_eq!(
+        (&bad["status"], &bad["defect_detected"]),
+        (&"final".into(), &true.into()),
+        "final at once with the gate's verdict: {bad}"
+    );
+    assert_eq!(bad["verdicts"].as_array().unwrap().len(), 1);
+    assert!(
+        !h.state.remote_workers().unwrap().work_once().await,
+        "nothing to enrich"
+    );
+    assert!(mock.seen().is_empty(), "no call");
+}
+
+#[tokio::test]
 async fn each_service_gets_its_own_path_and_key_header() {
     let mock = Mock::start(KEY).await;
     for (kind, extra) in [
