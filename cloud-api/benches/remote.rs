@@ -14,20 +14,18 @@
 //! max; for every part and for the parts enriched), and the remote calls the fake received
 //! per second of the wall clock (the deployment's window), highest and the limit.
 
+mod remote_rig;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::routing::post;
 use clap::Parser;
 use rand::Rng;
 use serde_json::{Value, json};
 use wiko_synth::SynthDefect;
 
-const DEVICE: &str = "bench-device-key-000000001";
-const ADMIN: &str = "bench-admin-key-0000000001";
-const VIEWER: &str = "bench-viewer-key-000000001";
+use remote_rig::{DEVICE, Reply, VIEWER, fake_remote, fit_golden, form, knife, serve_cloud};
 
 #[derive(Parser)]
 struct Args {
@@ -55,90 +53,26 @@ struct Args {
 /// When each call reached the fake remote model.
 type Arrivals = Arc<Mutex<Vec<chrono::DateTime<chrono::Utc>>>>;
 
-/// An OpenAI-compatible server that answers in 1 to 3 s (as the demo's `--remote-fake`).
-async fn fake_remote(arrivals: Arrivals) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!("http://{}/v1", listener.local_addr().expect("address"));
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(move |Json(_): Json<Value>| {
-            let arrivals = arrivals.clone();
-            async move {
-                arrivals
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(chrono::Utc::now());
-                let wait = rand::rng().random_range(1000..=3000);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                let answer = json!({"defect_detected": true, "summary": "a defect", "defects": []});
-                Json(json!({
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": answer.to_string(), "refusal": null}}],
-                    "usage": {"prompt_tokens": 485, "completion_tokens": 80, "total_tokens": 565}
-                }))
+/// An OpenAI-compatible server that notes when each call arrives and answers it in 1 to 3 s
+/// (as the demo's `--remote-fake`).
+async fn slow_remote(arrivals: Arrivals) -> String {
+    fake_remote(move |_request| {
+        let arrivals = arrivals.clone();
+        async move {
+            arrivals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(chrono::Utc::now());
+            let wait = rand::rng().random_range(1000..=3000);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            Reply {
+                answer: json!({"defect_detected": true, "summary": "a defect", "defects": []}),
+                prompt_tokens: 485,
+                completion_tokens: 80,
             }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    endpoint
-}
-
-async fn serve_cloud(
-    dir: &std::path::Path,
-    endpoint: &str,
-    a: &Args,
-    rpm: u64,
-    stop: tokio_util::sync::CancellationToken,
-) -> String {
-    let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n\
-         [auth.limits]\nrequests_per_second_per_key = 1000000\nrequests_per_second_per_address = 1000000\n\
-         [[auth.keys]]\nname = \"d\"\nscope = \"device\"\nkey = \"{DEVICE}\"\n\
-         [[auth.keys]]\nname = \"a\"\nscope = \"admin\"\nkey = \"{ADMIN}\"\n\
-         [[auth.keys]]\nname = \"v\"\nscope = \"viewer\"\nkey = \"{VIEWER}\"\n\
-         [remote]\nkind = \"openai_compatible\"\nendpoint = \"{endpoint}\"\nmodel = \"fake\"\n\
-         workers = {w}\nmax_concurrency = {w}\nrequests_per_minute = 100000\nmax_side_px = 512\n\
-         deployment_requests_per_minute = {rpm}\ndeployment_window_secs = 10\n",
-        dir.display().to_string(),
-        w = a.workers,
-        rpm = rpm,
-    );
-    let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { wiko_cloud::serve(config, listener, stop.cancelled_owned()).await });
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/health")).await.is_ok() {
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    url
-}
-
-/// A multipart form of images (field `image`) and text fields.
-fn form(images: &[&[u8]], fields: &[(&'static str, String)]) -> reqwest::multipart::Form {
-    let mut form = reqwest::multipart::Form::new();
-    for image in images {
-        let part = reqwest::multipart::Part::bytes(image.to_vec())
-            .file_name("x.jpg")
-            .mime_str("image/jpeg")
-            .expect("a MIME type");
-        form = form.part("image", part);
-    }
-    for (name, value) in fields {
-        form = form.text(*name, value.clone());
-    }
-    form
-}
-
-fn knife(defect: Option<SynthDefect>, seed: u64) -> Vec<u8> {
-    let part = wiko_synth::render(&wiko_synth::SHAPES[0], defect, seed);
-    wiko_synth::part_jpeg(&part).expect("a JPEG")
+    })
+    .await
 }
 
 /// When each result became final, read from the live feed.
@@ -204,29 +138,24 @@ async fn main() {
 async fn run(a: &Args, rpm: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let arrivals: Arrivals = Arc::default();
-    let endpoint = fake_remote(arrivals.clone()).await;
+    let endpoint = slow_remote(arrivals.clone()).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop = stop.clone().drop_guard();
-    let url = serve_cloud(dir.path(), &endpoint, a, rpm, stop).await;
+    let remote = format!(
+        "workers = {w}\nmax_concurrency = {w}\nrequests_per_minute = 100000\nmax_side_px = 512\n\
+         deployment_requests_per_minute = {rpm}\ndeployment_window_secs = 10\n",
+        w = a.workers,
+    );
+    let url = serve_cloud(dir.path(), &endpoint, &remote, stop).await;
     let client = reqwest::Client::new();
-
-    let good: Vec<Vec<u8>> = (0..8).map(|i| knife(None, 40_000 + i)).collect();
-    let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-    let fitted = client
-        .post(format!("{url}/api/v1/skus/WK-KN-200/golden"))
-        .header("x-api-key", ADMIN)
-        .multipart(form(&good, &[]))
-        .send()
-        .await
-        .expect("golden upload");
-    assert!(fitted.status().is_success(), "{}", fitted.status());
+    fit_golden(&client, &url, (640, 480)).await;
 
     // 100 distinct knives, 20 with a defect, sent round robin.
     let images: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..100u64)
             .map(|i| {
                 let defect = (i % 5 == 0).then_some(SynthDefect::Rust);
-                knife(defect, 50_000 + i)
+                knife(defect, 50_000 + i, (640, 480))
             })
             .collect(),
     );
@@ -247,12 +176,13 @@ async fn run(a: &Args, rpm: u64) {
             for i in 0..(u64::from(rate) * secs) as usize {
                 tick.tick().await;
                 let image = &images[(i * 7 + s * 13) % images.len()];
+                let station = format!("st{s}");
                 let body = form(
                     &[image],
                     &[
-                        ("product_sku", "WK-KN-200".into()),
-                        ("facility", "yangjiang".into()),
-                        ("station", format!("st{s}")),
+                        ("product_sku", "WK-KN-200"),
+                        ("facility", "yangjiang"),
+                        ("station", station.as_str()),
                     ],
                 );
                 let (client, url, sent) = (client.clone(), url.clone(), sent.clone());

@@ -16,11 +16,11 @@
 //! image tokens, input tokens and image bytes, for calls about parts the gate judged NG and
 //! about parts it judged good (uncertain).
 
+mod remote_rig;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::routing::post;
 use base64::Engine;
 use clap::Parser;
 use serde_json::{Value, json};
@@ -28,8 +28,7 @@ use wiko_cloud::analysis::remote::config::Detail;
 use wiko_cloud::analysis::remote::views::image_tokens;
 use wiko_synth::SynthDefect;
 
-const DEVICE: &str = "bench-device-key-000000001";
-const ADMIN: &str = "bench-admin-key-0000000001";
+use remote_rig::{DEVICE, Reply, VIEWER, fake_remote, fit_golden, form, knife, serve_cloud};
 
 #[derive(Parser)]
 struct Args {
@@ -90,93 +89,23 @@ fn count(request: &Value) -> Counted {
 
 /// An OpenAI-compatible server that counts each request and answers at once, agreeing with
 /// the gate, naming no box.
-async fn fake_remote(calls: Calls) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!("http://{}/v1", listener.local_addr().expect("address"));
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(move |Json(request): Json<Value>| {
-            let calls = calls.clone();
-            async move {
-                let counted = count(&request);
-                calls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(counted);
-                let answer = json!({"defect_detected": counted.gate_ng, "summary": "", "defects": []});
-                Json(json!({
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": answer.to_string(), "refusal": null}}],
-                    "usage": {"prompt_tokens": counted.text_tokens + counted.image_tokens,
-                        "completion_tokens": 100}
-                }))
+async fn counting_remote(calls: Calls) -> String {
+    fake_remote(move |request| {
+        let calls = calls.clone();
+        async move {
+            let counted = count(&request);
+            calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(counted);
+            Reply {
+                answer: json!({"defect_detected": counted.gate_ng, "summary": "", "defects": []}),
+                prompt_tokens: counted.text_tokens + counted.image_tokens,
+                completion_tokens: 100,
             }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    endpoint
-}
-
-/// A `wiko-cloud` on a free port sending parts to `endpoint` with `remote` keys; its URL.
-async fn serve_cloud(
-    dir: &std::path::Path,
-    endpoint: &str,
-    remote: &str,
-    stop: tokio_util::sync::CancellationToken,
-) -> String {
-    let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n\
-         [auth.limits]\nrequests_per_second_per_key = 1000000\nrequests_per_second_per_address = 1000000\n\
-         [[auth.keys]]\nname = \"d\"\nscope = \"device\"\nkey = \"{DEVICE}\"\n\
-         [[auth.keys]]\nname = \"a\"\nscope = \"admin\"\nkey = \"{ADMIN}\"\n\
-         [remote]\nkind = \"openai_compatible\"\nendpoint = \"{endpoint}\"\nmodel = \"fake\"\n\
-         workers = 4\nmax_concurrency = 4\nrequests_per_minute = 100000\n{remote}",
-        dir.display().to_string(),
-    );
-    let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { wiko_cloud::serve(config, listener, stop.cancelled_owned()).await });
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/health")).await.is_ok() {
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    url
-}
-
-/// A synthetic chef's knife as the camera gives it, at `size` (scaled from 640×480).
-fn knife(defect: Option<SynthDefect>, seed: u64, size: (u32, u32)) -> Vec<u8> {
-    let part = wiko_synth::render(&wiko_synth::SHAPES[0], defect, seed);
-    let jpeg = wiko_synth::part_jpeg(&part).expect("a JPEG");
-    if size == (640, 480) {
-        return jpeg;
-    }
-    let scaled = image::load_from_memory(&jpeg)
-        .expect("the knife decodes")
-        .resize_exact(size.0, size.1, image::imageops::FilterType::Triangle)
-        .to_rgb8();
-    wiko_synth::encode_jpeg(scaled.as_raw(), size.0, size.1).expect("a JPEG")
-}
-
-fn form(images: &[&[u8]], fields: &[(&'static str, &str)]) -> reqwest::multipart::Form {
-    let mut form = reqwest::multipart::Form::new();
-    for image in images {
-        let part = reqwest::multipart::Part::bytes(image.to_vec())
-            .file_name("x.jpg")
-            .mime_str("image/jpeg")
-            .expect("a MIME type");
-        form = form.part("image", part);
-    }
-    for (name, value) in fields {
-        form = form.text(*name, value.to_string());
-    }
-    form
+    })
+    .await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -223,22 +152,13 @@ async fn main() {
 async fn run(a: &Args, size: (u32, u32), keys: &str) -> Vec<Counted> {
     let dir = tempfile::tempdir().expect("temp dir");
     let calls: Calls = Arc::default();
-    let endpoint = fake_remote(calls.clone()).await;
+    let endpoint = counting_remote(calls.clone()).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop = stop.clone().drop_guard();
-    let url = serve_cloud(dir.path(), &endpoint, keys, stop).await;
+    let remote = format!("workers = 4\nmax_concurrency = 4\nrequests_per_minute = 100000\n{keys}");
+    let url = serve_cloud(dir.path(), &endpoint, &remote, stop).await;
     let client = reqwest::Client::new();
-
-    let good: Vec<Vec<u8>> = (0..8).map(|i| knife(None, 40_000 + i, size)).collect();
-    let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-    let fitted = client
-        .post(format!("{url}/api/v1/skus/WK-KN-200/golden"))
-        .header("x-api-key", ADMIN)
-        .multipart(form(&good, &[]))
-        .send()
-        .await
-        .expect("golden upload");
-    assert!(fitted.status().is_success(), "{}", fitted.status());
+    fit_golden(&client, &url, size).await;
 
     let mut ids = Vec::new();
     for i in 0..a.parts {
@@ -266,7 +186,7 @@ async fn run(a: &Args, size: (u32, u32), keys: &str) -> Vec<Counted> {
         for _ in 0..600 {
             let result: Value = client
                 .get(format!("{url}/api/v1/analyses/{id}"))
-                .header("x-api-key", ADMIN)
+                .header("x-api-key", VIEWER)
                 .send()
                 .await
                 .expect("a result")

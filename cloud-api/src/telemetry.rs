@@ -34,8 +34,8 @@ pub const REMOTE_COST_MICRO_USD_TOTAL: &str = "wiko_cloud_remote_cost_micro_usd_
 pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
 /// Remote calls put off by `analyzer` and `cause` (`rate_limited`: a 429 asked to wait
 /// longer than `max_retry_wait_secs`; `budget`: the deployment's shared budget is used up
-/// until a later window; `store`: the store could not count that budget): their parts went
-/// back to the queue.
+/// until a later window; `store`: the store could not count that budget or read the part's
+/// image): their parts went back to the queue.
 pub const REMOTE_DEFERRED_TOTAL: &str = "wiko_cloud_remote_deferred_total";
 /// Parts whose remote enrichment was given up by `analyzer` and `cause` (`rate_limited` or
 /// `budget`; `store` is never given up): the call would have been put off past
@@ -44,6 +44,10 @@ pub const REMOTE_DEFERRED_TOTAL: &str = "wiko_cloud_remote_deferred_total";
 pub const REMOTE_GIVEN_UP_TOTAL: &str = "wiko_cloud_remote_given_up_total";
 /// Time a remote call waited for room in the deployment's shared budget, by `analyzer`.
 pub const REMOTE_BUDGET_WAIT_SECONDS: &str = "wiko_cloud_remote_budget_wait_seconds";
+/// NG parts not sent to the remote model because the gate judged them far above its
+/// threshold and typed every region (`remote.confident_ng_above`), by `sku`: their results
+/// have the gate's types and descriptions only.
+pub const REMOTE_KEPT_LOCAL_TOTAL: &str = "wiko_cloud_remote_kept_local_total";
 /// Parts the remote analyzer judged otherwise than the gate, by `sku`.
 pub const REMOTE_DISAGREEMENTS_TOTAL: &str = "wiko_cloud_remote_disagreements_total";
 /// Parts the cloud's golden model judged otherwise than the agent's (edge analysis), by `sku`.

@@ -2,10 +2,13 @@
 //!
 //! [`Gate`] wraps the local analyzer: its verdict decides OK/NG for every part, at no cost,
 //! and is stored and published at once. A part the gate judged NG, or whose score lies within
-//! the uncertain band of the threshold ([`sends`], per SKU `mode`), is stored `provisional`
-//! with a remote-stage job in the same transaction. [`RemoteWorkers`] take those jobs, check
+//! the uncertain band of the threshold ([`sends`], per SKU `mode`; with `confident_ng_above`,
+//! not an NG part whose score stands that far above the threshold and whose regions the gate
+//! all typed: [`confident_ng`]), is stored `provisional` with a remote-stage job in the same
+//! transaction. [`RemoteWorkers`] take those jobs, check
 //! the budget (counted in the store, so it holds across replicas), ask the [`Remote`]
-//! analyzer, and [`enrichment`] folds its answer into the same result: the gate's regions get
+//! analyzer (which reads the part's image from the store only once the call has its place),
+//! and [`enrichment`] folds its answer into the same result: the gate's regions get
 //! the remote model's types and descriptions, the verdict is added to `verdicts`, a
 //! disagreement on OK/NG is flagged and counted, and the result becomes `final` (its update
 //! goes out on `…/result`). Whatever the remote model does, the part gets exactly one final
@@ -16,24 +19,24 @@
 //! job goes back to the queue until then, its result stays provisional, and it is enriched
 //! later, once; unless then is more than `max_deferral_secs` after the part was taken in: the
 //! enrichment is given up, and the result is final with the gate's verdict and a remote
-//! verdict whose error says so (never for a store that cannot count the deployment's budget:
-//! that part is always put back).
+//! verdict whose error says so (never for a store that cannot count the deployment's budget
+//! or read the part's image: that part is always put back).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{Datelike, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use wiko_inspect::Image;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
 
-use super::budget::Budget;
 use super::remote::config::{Mode, RemoteSettings};
-use super::remote::{Deferred, Part, Remote};
+use super::remote::{Deferred, ImageSource, Part, Remote};
 use super::{Analyzer, Judgement};
-use crate::store::{Enrichment, Job, Stage, Storage, StoreError};
+use crate::store::{Enrichment, ImageKey, Job, Stage, Storage, StoreError};
 use crate::telemetry;
 
 /// The local analyzer as the cascade's gate: marks the parts the remote model is to see.
@@ -54,11 +57,30 @@ impl Analyzer for Gate {
 
     async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {
         let mut judgement = self.local.judge(sku, image).await;
-        if sends(self.remote.settings(), sku, &judgement) {
+        let settings = self.remote.settings();
+        if sends(settings, sku, &judgement) {
             judgement.status = AnalysisStatus::Provisional;
+        } else if settings.mode(sku) != Mode::Off && confident_ng(settings, &judgement) {
+            metrics::counter!(telemetry::REMOTE_KEPT_LOCAL_TOTAL, "sku" => sku.to_string())
+                .increment(1);
         }
         judgement
     }
+}
+
+/// Whether the gate judged a part NG at `confident_ng_above` times its threshold or more and
+/// typed every region it found (none `other`): such a part is not sent in modes `ng` and
+/// `ng_and_uncertain` (the gate's types and descriptions stand).
+pub fn confident_ng(settings: &RemoteSettings, j: &Judgement) -> bool {
+    let (Some(factor), Some(score), Some(threshold)) =
+        (settings.confident_ng_above, j.score, j.score_threshold)
+    else {
+        return false;
+    };
+    j.defect_detected
+        && score >= factor * threshold
+        && !j.defects.is_empty()
+        && j.defects.iter().all(|d| d.kind != DefectType::Other)
 }
 
 /// Whether a part the gate judged goes to the remote model.
@@ -72,10 +94,11 @@ pub fn sends(settings: &RemoteSettings, sku: &str, j: &Judgement) -> bool {
         }
         _ => false,
     };
+    let ng = j.defect_detected && !confident_ng(settings, j);
     match settings.mode(sku) {
         Mode::Off => false,
-        Mode::Ng => j.defect_detected,
-        Mode::NgAndUncertain => j.defect_detected || uncertain,
+        Mode::Ng => ng,
+        Mode::NgAndUncertain => ng || uncertain,
         Mode::All => true,
     }
 }
@@ -138,9 +161,20 @@ fn overlap(a: [u32; 4], b: [u32; 4]) -> f64 {
 pub struct RemoteWorkers {
     pub(crate) storage: Storage,
     pub(crate) remote: Arc<Remote>,
-    /// The memory budget the image's re-encoding is counted in.
-    pub(crate) memory: Budget,
     pub(crate) outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+/// A part's image in the image store.
+struct Stored<'a> {
+    storage: &'a Storage,
+    key: &'a ImageKey,
+}
+
+#[async_trait]
+impl ImageSource for Stored<'_> {
+    async fn read(&self) -> Result<Bytes, StoreError> {
+        self.storage.image(self.key).await
+    }
 }
 
 impl RemoteWorkers {
@@ -200,22 +234,11 @@ impl RemoteWorkers {
                 .remote
                 .failed(VerdictErrorCode::BudgetExhausted, reason),
             None => {
-                let image = self.storage.image(&job.image).await?;
-                let _memory = match self
-                    .memory
-                    .reserve(Budget::judging(part.image_width, part.image_height))
-                    .await
-                {
-                    Ok(memory) => memory,
-                    Err(e) => {
-                        let e = e.to_string();
-                        return self
-                            .store(
-                                &part,
-                                self.remote.failed(VerdictErrorCode::InvalidAnswer, e),
-                            )
-                            .await;
-                    }
+                // Read by the remote analyzer once the call has its place: a part put off
+                // costs no blob read.
+                let image = Stored {
+                    storage: &self.storage,
+                    key: &job.image,
                 };
                 let judged = self
                     .remote
@@ -242,8 +265,8 @@ impl RemoteWorkers {
     /// A call put off: its job goes back to the queue until then, or, if then is more than
     /// `max_deferral_secs` after the part was taken in, the remote enrichment is given up and
     /// the result made final with the gate's verdict (never lost, never left provisional). A
-    /// call put off because the store could not count the deployment's budget is always put
-    /// back: it says nothing about the service.
+    /// call put off because the store could not count the deployment's budget or read the
+    /// part's image is always put back: it says nothing about the service.
     async fn put_off(&self, job: &Job, part: &Analysis, later: Deferred) -> Result<(), StoreError> {
         let name = self.remote.name();
         let cause = later.cause.as_str();
@@ -365,6 +388,36 @@ mod tests {
         assert!(sends(&s, "A", &judged(true, 3.0)));
         assert!(sends(&s, "ALL", &judged(false, 0.1)));
         assert!(!sends(&s, "OFF", &judged(true, 3.0)));
+    }
+
+    #[test]
+    fn confident_ng_parts_stay_local_only_when_configured() {
+        let typed = |ng, score, kind| Judgement {
+            defects: vec![defect(kind, [10, 10, 20, 20], "gate")],
+            ..judged(ng, score)
+        };
+        let default = settings("");
+        assert!(sends(&default, "A", &typed(true, 5.0, DefectType::Rust)));
+        let s = settings("confident_ng_above = 2.0\n[[skus]]\nsku = \"ALL\"\nmode = \"all\"\n");
+        assert!(
+            !sends(&s, "A", &typed(true, 2.0, DefectType::Rust)),
+            "typed, 2x"
+        );
+        assert!(confident_ng(&s, &typed(true, 2.0, DefectType::Rust)));
+        assert!(
+            sends(&s, "A", &typed(true, 1.9, DefectType::Rust)),
+            "below 2x"
+        );
+        assert!(
+            sends(&s, "A", &typed(true, 5.0, DefectType::Other)),
+            "a region the gate could not type"
+        );
+        assert!(sends(&s, "A", &judged(true, 5.0)), "no region");
+        assert!(
+            sends(&s, "ALL", &typed(true, 5.0, DefectType::Rust)),
+            "mode all sends every part"
+        );
+        assert!(!confident_ng(&s, &typed(false, 5.0, DefectType::Rust)));
     }
 
     fn defect(kind: DefectType, bbox: [u32; 4], description: &str) -> Defect {

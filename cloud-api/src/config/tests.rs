@@ -247,6 +247,27 @@ fn deferrals_are_capped_and_the_image_mode_is_read() {
 }
 
 #[test]
+fn confident_ng_parts_are_sent_unless_a_factor_of_1_or_more_is_set() {
+    let table =
+        "[remote]\nkind = \"openai_compatible\"\nendpoint = \"http://x/v1\"\nmodel = \"m\"\n";
+    assert_eq!(
+        parse(table).unwrap().remote.unwrap().confident_ng_above,
+        None
+    );
+    let remote = parse(&format!("{table}confident_ng_above = 2.5\n"))
+        .unwrap()
+        .remote
+        .unwrap();
+    assert_eq!(remote.confident_ng_above, Some(2.5));
+    for bad in ["0.5", "-1.0", "nan"] {
+        let e = parse(&format!("{table}confident_ng_above = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("remote.confident_ng_above"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn the_dashboard_secret_is_long_enough_and_may_come_from_a_file() {
     let cfg = parse("").unwrap();
     assert!(cfg.dashboard.session_secret.is_none(), "random per start");

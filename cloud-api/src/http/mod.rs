@@ -112,7 +112,9 @@ impl AppState {
         );
         let remote = config.remote.clone().and_then(|settings| match Remote::new(settings) {
             Ok(remote) => Some(Arc::new(
-                remote.sharing(storage.records.clone()).decoding(limits),
+                remote
+                    .sharing(storage.records.clone())
+                    .decoding(limits, budget.clone()),
             )),
             Err(e) => {
                 tracing::error!(error = %e, "the remote analyzer cannot start; parts are judged by the gate alone");
@@ -164,7 +166,6 @@ impl AppState {
         self.remote.as_ref().map(|remote| RemoteWorkers {
             storage: self.intake.storage.clone(),
             remote: remote.clone(),
-            memory: self.intake.budget.clone(),
             outbox_wake: self.outbox_wake.clone(),
         })
     }

@@ -50,6 +50,11 @@ pub async fn harness_with(tables: &str) -> Harness {
 /// A cloud over `place` with `tables` added (a second call is a second replica).
 pub async fn started_with(place: Arc<Place>, tables: &str) -> Harness {
     let storage = place.open().await;
+    started_over(storage, place, tables).await
+}
+
+/// A cloud with `tables` added over `storage`: `place`'s, as the test wraps it.
+pub async fn started_over(storage: Storage, place: Arc<Place>, tables: &str) -> Harness {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     Harness {
         state: AppState::new(&config(tables), storage).await,

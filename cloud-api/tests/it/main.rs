@@ -21,6 +21,7 @@ mod live;
 mod queue;
 mod remote;
 mod remote_queue;
+mod remote_rig;
 mod results;
 mod stats;
 mod thumbnail;

@@ -8,40 +8,13 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine;
 use serde_json::Value;
-use wiko_cloud::analysis::remote::{Deferred, Part, Remote};
-use wiko_cloud::config::Config;
-use wiko_cloud::store::Event;
+use wiko_cloud::analysis::remote::{Deferred, Remote};
 use wiko_synth::SynthDefect;
 use wiko_wire::{AnalysisStatus, Verdict, VerdictErrorCode};
 
 use crate::azure_mock::{INPUT_TOKENS, Mock, OUTPUT_TOKENS, Reply, good_answer};
 use crate::harness::*;
-
-pub const KEY: &str = "azure-test-key-5f3a9c1e7d";
-/// gpt-4o's list prices, USD per million tokens.
-const PRICES: &str = "input_usd_per_million_tokens = 2.5\noutput_usd_per_million_tokens = 10.0\n";
-/// What one mock answer costs at those prices.
-const CALL_USD: f64 = (INPUT_TOKENS as f64 * 2.5 + OUTPUT_TOKENS as f64 * 10.0) / 1e6;
-
-/// A `[remote]` table for the mock: `kind`, then `extra` keys.
-pub fn remote_table(mock: &Mock, kind: &str, extra: &str) -> String {
-    let endpoint = if kind == "openai_compatible" {
-        format!("{}/v1", mock.url)
-    } else {
-        mock.url.clone()
-    };
-    format!(
-        "[remote]\nkind = \"{kind}\"\nendpoint = \"{endpoint}\"\nmodel = \"gpt4o-prod\"\n\
-         api_key = \"{KEY}\"\nmax_side_px = 512\nmax_attempts = 2\nmax_retry_wait_secs = 2\n\
-         timeout_secs = 1\nrequests_per_minute = 6000\n{PRICES}{extra}"
-    )
-}
-
-/// A remote analyzer alone, configured by a `[remote]` table.
-pub fn remote(table: &str) -> Remote {
-    let config = Config::from_toml(table).unwrap();
-    Remote::new(config.remote.unwrap()).unwrap()
-}
+use crate::remote_rig::*;
 
 /// Asks the remote analyzer about a rusty knife, as the cascade would; an answer, not put off.
 async fn ask(remote: &Remote) -> Verdict {
@@ -49,31 +22,7 @@ async fn ask(remote: &Remote) -> Verdict {
 }
 
 async fn try_ask(remote: &Remote) -> Result<Verdict, Deferred> {
-    let image = part_jpeg(Some(SynthDefect::Rust), 5);
-    remote
-        .judge(&Part {
-            sku: "WK-KN-200",
-            image: &image,
-            width: 640,
-            height: 480,
-            gate_ng: true,
-            score: Some(2.0),
-            threshold: Some(1.0),
-            regions: &[],
-        })
-        .await
-}
-
-pub async fn calibrate(h: &Harness) {
-    let good: Vec<Vec<u8>> = (0..8).map(|i| part_jpeg(None, 40_000 + i)).collect();
-    let (status, body) = upload_golden(h, "/api/v1/skus/WK-KN-200/golden", &good).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-}
-
-pub async fn result(h: &Harness, id: &Value) -> Value {
-    let (status, body) = get_json(h, &format!("/api/v1/analyses/{}", id.as_str().unwrap())).await;
-    assert_eq!(status, StatusCode::OK);
-    body
+    remote.judge(&ng_part(&rusty_knife())).await
 }
 
 #[tokio::test]
@@ -236,30 +185,16 @@ async fn the_cascade_sends_ng_parts_only_and_enriches_them_under_the_same_id() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Every NG part: a provisional result event, then its final update; the good part one.
-    let events = h.state.intake.storage.records.outbox(100).await.unwrap();
-    let statuses: Vec<(String, AnalysisStatus)> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::Result(a) => Some((a.id.to_string(), a.status)),
-            Event::Message { .. } => None,
-        })
-        .collect();
-    let of = |id: &Value| -> Vec<AnalysisStatus> {
-        statuses
-            .iter()
-            .filter(|(i, _)| i == id.as_str().unwrap())
-            .map(|(_, s)| *s)
-            .collect()
-    };
-    assert_eq!(of(&good["id"]), [AnalysisStatus::Final]);
     assert_eq!(
-        of(&bad["id"]),
-        [AnalysisStatus::Provisional, AnalysisStatus::Final]
+        result_events(&h, &good["id"]).await,
+        [AnalysisStatus::Final]
     );
-    assert_eq!(
-        of(&failing["id"]),
-        [AnalysisStatus::Provisional, AnalysisStatus::Final]
-    );
+    for id in [&bad["id"], &failing["id"]] {
+        assert_eq!(
+            result_events(&h, id).await,
+            [AnalysisStatus::Provisional, AnalysisStatus::Final]
+        );
+    }
 
     // The key is never in a result, a listing or the costs.
     let (_, listing) = get_json(&h, "/api/v1/analyses").await;
@@ -375,6 +310,37 @@ async fn uncertain_parts_go_too_when_the_band_covers_them() {
         done["disagreement"], true,
         "the mock sees rust on every part: {done}"
     );
+}
+
+#[tokio::test]
+async fn confident_ng_parts_stay_local_when_configured() {
+    let mock = Mock::start(KEY).await;
+    let h = harness_with(&remote_table(
+        &mock,
+        "openai_compatible",
+        "uncertain_band = 0.0\nconfident_ng_above = 1.5\n",
+    ))
+    .await;
+    calibrate(&h).await;
+    // The rusty knife: its score far above the threshold, its region typed.
+    let (_, bad) = analyze(&h, part_jpeg(Some(SynthDefect::Rust), 90_002)).await;
+    let score = bad["score"].as_f64().unwrap();
+    let threshold = bad["score_threshold"].as_f64().unwrap();
+    assert!(
+        score >= 1.5 * threshold && bad["defects"][0]["type"] == "rust",
+        "{bad}"
+    );
+    assert_eq!(
+        (&bad["status"], &bad["defect_detected"]),
+        (&"final".into(), &true.into()),
+        "final at once with the gate's verdict: {bad}"
+    );
+    assert_eq!(bad["verdicts"].as_array().unwrap().len(), 1);
+    assert!(
+        !h.state.remote_workers().unwrap().work_once().await,
+        "nothing to enrich"
+    );
+    assert!(mock.seen().is_empty(), "no call");
 }
 
 #[tokio::test]

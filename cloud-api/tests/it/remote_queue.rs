@@ -3,23 +3,26 @@
 //! protocol (`azure_mock.rs`), and the store's reservations themselves; a 429 asking to wait
 //! past `max_retry_wait_secs` puts the part back in the queue, enriched later, once; a call put
 //! off past `max_deferral_secs` after the part came in is given up, the gate's verdict final;
-//! a call put off costs no image work; a burst against the budget loses or repeats nothing.
+//! a call put off costs no blob read and no image work, and a call waiting for its turn holds
+//! no memory; a burst against the budget loses or repeats nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use wiko_cloud::analysis::remote::{Cause, Part};
-use wiko_cloud::store::{Event, PgSettings, WindowClaim, open_postgres};
-use wiko_synth::SynthDefect;
+use wiko_cloud::analysis::budget::MIN_BUDGET;
+use wiko_cloud::analysis::remote::Cause;
+use wiko_cloud::store::{BlobStore, PgSettings, Storage, StoreError, WindowClaim, open_postgres};
 use wiko_wire::{AnalysisStatus, VerdictErrorCode};
 
 use crate::azure_mock::{INPUT_TOKENS, Mock, OUTPUT_TOKENS, Reply};
 use crate::backend::Place;
 use crate::harness::*;
-use crate::remote::{KEY, calibrate, remote, remote_table, result};
+use crate::remote_rig::*;
 
 /// Waits until the wall clock is just past the start of a `window`, so that the calls of a
 /// test begin at a window's start (a call reserved at a window's very end could reach the
@@ -29,17 +32,6 @@ async fn at_window_start(window: Duration) {
     let now = chrono::Utc::now().timestamp_millis();
     let next = (now.div_euclid(ms) + 1) * ms;
     tokio::time::sleep(Duration::from_millis((next - now) as u64 + 10)).await;
-}
-
-/// Sends `n` NG parts through `h`; their ids.
-async fn ng_parts(h: &Harness, n: u64) -> Vec<Value> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let (_, part) = analyze(h, part_jpeg(Some(SynthDefect::Rust), 70_000 + i)).await;
-        assert_eq!(part["status"], "provisional", "{part}");
-        ids.push(part["id"].clone());
-    }
-    ids
 }
 
 /// Runs the remote workers of every replica until each of `ids` is final (or 60 s pass).
@@ -70,16 +62,8 @@ async fn enrich_all(replicas: &[&Harness], ids: &[Value]) {
 
 /// The events of `id` in the outbox: its provisional result, then its one final update.
 async fn provisional_then_final(h: &Harness, id: &Value) {
-    let events = h.state.intake.storage.records.outbox(1000).await.unwrap();
-    let statuses: Vec<AnalysisStatus> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::Result(a) if a.id.to_string() == id.as_str().unwrap() => Some(a.status),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        statuses,
+        result_events(h, id).await,
         [AnalysisStatus::Provisional, AnalysisStatus::Final],
         "{id}"
     );
@@ -276,21 +260,10 @@ async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
     let place = Place::new().await;
     let remote = remote(&table).sharing(place.open().await.records);
     // Bytes that are no image, of a part recorded as 640 × 480: decoding them fails the part.
-    let garbage = Part {
-        sku: "WK-KN-200",
-        image: b"not a JPEG at all",
-        width: 640,
-        height: 480,
-        gate_ng: true,
-        score: Some(2.0),
-        threshold: Some(1.0),
-        regions: &[],
-    };
-    let knife = part_jpeg(Some(SynthDefect::Rust), 5);
-    let good = Part {
-        image: &knife,
-        ..garbage.clone()
-    };
+    let not_a_jpeg = Bytes::from_static(b"not a JPEG at all");
+    let garbage = ng_part(&not_a_jpeg);
+    let knife = rusty_knife();
+    let good = ng_part(&knife);
 
     at_window_start(Duration::from_secs(5)).await;
     assert_eq!(remote.judge(&good).await.unwrap().error, None);
@@ -314,6 +287,126 @@ async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
     );
 }
 
+/// An image store that counts its reads.
+struct Counting {
+    inner: Arc<dyn BlobStore>,
+    reads: AtomicUsize,
+}
+
+impl Counting {
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for Counting {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.inner.put(key, bytes).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// A cloud with the `[remote]` table `table` whose image store counts its reads.
+async fn counting_reads(table: &str) -> (Harness, Arc<Counting>) {
+    let place = Arc::new(Place::new().await);
+    let storage = place.open().await;
+    let blobs = Arc::new(Counting {
+        inner: storage.images,
+        reads: AtomicUsize::new(0),
+    });
+    let storage = Storage {
+        records: storage.records,
+        images: blobs.clone(),
+    };
+    (started_over(storage, place, table).await, blobs)
+}
+
+// See: issue #22 (a part put off read its image from the store at every deferral)
+#[tokio::test]
+async fn a_part_put_off_reads_its_image_only_when_its_call_is_made() {
+    let mock = Mock::start(KEY).await;
+    // One request per 5 s window (both first calls fall in one, however loaded the machine),
+    // no waiting for the next.
+    let table = remote_table(
+        &mock,
+        "openai_compatible",
+        "deployment_requests_per_minute = 12\ndeployment_window_secs = 5\n",
+    )
+    .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 0");
+    let (h, blobs) = counting_reads(&table).await;
+    calibrate(&h).await;
+    let workers = h.state.remote_workers().unwrap();
+    let ids = ng_parts(&h, 2).await;
+    let before = blobs.reads();
+
+    at_window_start(Duration::from_secs(5)).await;
+    assert!(workers.work_once().await);
+    assert!(workers.work_once().await);
+    assert_eq!(mock.seen().len(), 1, "one request in the window");
+    assert_eq!(
+        blobs.reads() - before,
+        1,
+        "the part put off read nothing: only the call made read its image"
+    );
+    // In a later window the part put off is sent: one read more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while mock.seen().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "not sent in 15 s");
+        workers.work_once().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(blobs.reads() - before, 2, "one read per call made");
+    enriched_once(&h, &ids).await;
+}
+
+// See: issue #22 (the image's memory was reserved before the call's waits and held through them)
+#[tokio::test]
+async fn calls_waiting_for_their_turn_hold_no_memory() {
+    let mock = Mock::start(KEY).await;
+    // One request every 5 s from this replica; the whole memory budget is the smallest allowed,
+    // so the test can tell whether any of it is held.
+    let table = format!(
+        "[analysis]\nmemory_budget_bytes = {MIN_BUDGET}\n{}",
+        remote_table(&mock, "openai_compatible", "")
+            .replace("requests_per_minute = 6000", "requests_per_minute = 12")
+    );
+    let h = harness_with(&table).await;
+    calibrate(&h).await;
+    let ids = ng_parts(&h, 3).await;
+    let workers = h.state.remote_workers().unwrap();
+    assert!(workers.work_once().await, "the first part goes at once");
+    // The two others are taken, their images prepared, and wait for the rate limiter (5 and
+    // 10 s).
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let workers = workers.clone();
+            tokio::spawn(async move { workers.work_once().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mock.seen().len(), 1, "the others wait for their turn");
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+    // Meanwhile the whole memory budget is free for other image work.
+    let memory = &h.state.intake.budget;
+    let all = tokio::time::timeout(Duration::from_secs(2), memory.reserve(MIN_BUDGET))
+        .await
+        .expect("no waiting call holds memory")
+        .unwrap();
+    drop(all);
+    for w in waiting {
+        assert!(w.await.unwrap());
+    }
+    assert_eq!(mock.seen().len(), 3);
+    enriched_once(&h, &ids).await;
+}
+
 // See: issue #22 (a store error while reserving was put off as the budget's, and so could
 // give a part up as budget_exhausted)
 #[tokio::test]
@@ -334,20 +427,7 @@ async fn a_store_that_cannot_count_the_budget_puts_the_call_off_and_never_gives_
         outbox_lease: Duration::from_secs(30),
     };
     let remote = remote(&table).sharing(open_postgres(&down, false).await.unwrap());
-    let knife = part_jpeg(Some(SynthDefect::Rust), 5);
-    let later = remote
-        .judge(&Part {
-            sku: "WK-KN-200",
-            image: &knife,
-            width: 640,
-            height: 480,
-            gate_ng: true,
-            score: Some(2.0),
-            threshold: Some(1.0),
-            regions: &[],
-        })
-        .await
-        .unwrap_err();
+    let later = remote.judge(&ng_part(&rusty_knife())).await.unwrap_err();
     assert_eq!(later.cause, Cause::Store, "{}", later.reason);
     assert!(
         later.reason.contains("cannot be counted"),

@@ -49,6 +49,14 @@ pub struct RemoteConfig {
     /// threshold × (1 ± band) is uncertain. Default: 0.2
     #[serde(default = "default_uncertain_band")]
     pub uncertain_band: f32,
+    /// NG parts kept from the remote model: a part the gate judged NG with a score at least
+    /// this many times the threshold, every region of which it typed (none `other`), is not
+    /// sent (modes `ng` and `ng_and_uncertain`); its result is final at once with the gate's
+    /// verdict, types and heuristic descriptions, and gets no remote description or second
+    /// opinion (counted in `wiko_cloud_remote_kept_local_total`). Cheaper where many parts
+    /// are NG. 0, or 1 and above; 0: every NG part is sent. Default: 0
+    #[serde(default)]
+    pub confident_ng_above: f32,
     /// Remote workers of this replica (provisional results enriched at once). Default: 2
     #[serde(default = "default_workers")]
     pub workers: usize,
@@ -91,8 +99,8 @@ pub struct RemoteConfig {
     /// becomes final with the gate's verdict and a remote verdict whose error says so
     /// (`rate_limited`: a 429 asked to wait that long; `budget_exhausted`: the deployment's
     /// window stayed full, no call made). A call put off because the store could not count
-    /// the deployment's budget is never given up. 0 to 604800 (a week); 0: a call is never
-    /// put off. Default: 3600
+    /// the deployment's budget, or read the part's image, is never given up. 0 to 604800 (a
+    /// week); 0: a call is never put off. Default: 3600
     #[serde(default = "default_max_deferral_secs")]
     pub max_deferral_secs: u64,
     /// `max_tokens` of each request: the answer's length (services count it against the
@@ -297,6 +305,8 @@ pub struct RemoteSettings {
     pub auth: Auth,
     pub mode: Mode,
     pub uncertain_band: f32,
+    /// `None`: every NG part is sent.
+    pub confident_ng_above: Option<f32>,
     pub workers: usize,
     pub max_concurrency: usize,
     pub requests_per_minute: u32,
@@ -371,6 +381,14 @@ impl RemoteConfig {
         };
         if !(0.0..=1.0).contains(&self.uncertain_band) {
             return Err(invalid("remote.uncertain_band", "must be 0 to 1"));
+        }
+        if !(self.confident_ng_above == 0.0
+            || (self.confident_ng_above.is_finite() && self.confident_ng_above >= 1.0))
+        {
+            return Err(invalid(
+                "remote.confident_ng_above",
+                "must be 0, or 1 and above",
+            ));
         }
         if self.workers > 64 {
             return Err(invalid("remote.workers", "must be 0 to 64"));
@@ -479,6 +497,7 @@ impl RemoteConfig {
             auth,
             mode: self.mode,
             uncertain_band: self.uncertain_band,
+            confident_ng_above: (self.confident_ng_above > 0.0).then_some(self.confident_ng_above),
             workers: self.workers,
             max_concurrency: self.max_concurrency,
             requests_per_minute: self.requests_per_minute,

@@ -19,8 +19,11 @@
 //! in the store, so that the replicas sharing it never reserve more in one window than the
 //! window's share (windows are fixed: around a boundary, two windows' shares may go out within
 //! one window's length); the estimate is corrected to the answer's real usage. The estimate
-//! comes from the frame's recorded size: the image is decoded and encoded only once the
-//! attempt has its reservation, so a call put off costs no image work.
+//! comes from the frame's recorded size: the image is read ([`ImageSource`]), decoded and
+//! encoded only once the attempt has its reservation, so a call put off costs no blob read
+//! and no image work. The decoding's memory (the process's [`Budget`]) is held only while the
+//! image is decoded and encoded, not while the call waits for its reservation, the rate
+//! limiter or the answer: a queue of waiting parts pins no memory.
 //!
 //! A call that would have to wait longer than `max_retry_wait_secs` (a 429 asking for more,
 //! a budget that frees up in a later window) is not made: [`Remote::judge`] returns
@@ -37,6 +40,8 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::Utc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -48,7 +53,8 @@ use wiko_wire::{
     Defect, DefectType, Usage, Verdict, VerdictError, VerdictErrorCode, VerdictSource,
 };
 
-use crate::store::{Store, WindowClaim};
+use super::budget::{self, Budget};
+use crate::store::{Store, StoreError, WindowClaim};
 use crate::telemetry;
 use chat::{Prompt, SentImage, TokenUsage};
 use config::{Auth, DeploymentBudget, RemoteKind, RemoteSettings};
@@ -92,8 +98,8 @@ pub enum Cause {
     RateLimited,
     /// The deployment's shared budget is used up until a later window.
     Budget,
-    /// The deployment's budget cannot be counted (the store failed): nothing is known about
-    /// the service, so such a call is never given up.
+    /// The store failed: the deployment's budget cannot be counted, or the part's image
+    /// cannot be read. Nothing is known about the service, so such a call is never given up.
     Store,
 }
 
@@ -147,12 +153,27 @@ pub(crate) enum KeyStyle {
     Bearer,
 }
 
+/// Where a part's image (as uploaded) is read from: only once its call has its place in the
+/// deployment's budget, so that a call put off reads nothing.
+#[async_trait]
+pub trait ImageSource: Send + Sync {
+    async fn read(&self) -> Result<Bytes, StoreError>;
+}
+
+/// An image already in memory.
+#[async_trait]
+impl ImageSource for Bytes {
+    async fn read(&self) -> Result<Bytes, StoreError> {
+        Ok(self.clone())
+    }
+}
+
 /// One part as the remote analyzer sees it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Part<'a> {
     pub sku: &'a str,
-    /// The image as uploaded.
-    pub image: &'a [u8],
+    /// The image as uploaded, read when a call is made.
+    pub image: &'a dyn ImageSource,
     /// The frame's size as recorded (the calls are planned from it before any decoding).
     pub width: u32,
     pub height: u32,
@@ -163,63 +184,29 @@ pub struct Part<'a> {
     pub regions: &'a [Defect],
 }
 
-/// A request to be made: its prompt and views planned from the part's size, its body built
-/// (the image decoded and each view encoded, on the blocking pool) only when a call is made.
+/// A request to be made: its prompt and views planned from the part's recorded size, its body
+/// built (the image read, decoded and each view encoded) only when a call is made.
 struct Request<'a> {
     model: Option<&'a str>,
     prompt: Prompt,
     max_tokens: u32,
     planner: Planner,
-    /// The image as uploaded.
-    image: &'a [u8],
-    /// What its decoding may allocate.
-    limits: DecodeLimits,
+    /// The frame's size as recorded.
+    frame: (u32, u32),
+    image: &'a dyn ImageSource,
     built: Option<(serde_json::Value, Vec<View>)>,
 }
 
 impl Request<'_> {
     /// The tokens a call costs at most, from the frame's size as recorded: the prompt, the
     /// planned views' tiles and `max_tokens`.
-    fn estimate(&self, frame: (u32, u32)) -> u64 {
+    fn estimate(&self) -> u64 {
         chat::estimate_input_tokens(
             self.model,
             &self.prompt,
-            &self.planner.views(frame),
+            &self.planner.views(self.frame),
             self.max_tokens,
         ) + u64::from(self.max_tokens)
-    }
-
-    /// The body and the views it sends, built on the first call. The views are planned again
-    /// from the image's upright size (an EXIF orientation may turn it).
-    async fn build(&mut self) -> Result<(&serde_json::Value, &Vec<View>), RemoteError> {
-        let built = match self.built.take() {
-            Some(built) => built,
-            None => {
-                let bytes = self.image.to_vec();
-                let (planner, limits) = (self.planner, self.limits);
-                let images = tokio::task::spawn_blocking(move || {
-                    // Upright (its EXIF orientation applied, as the gate saw it), so that the
-                    // gate's regions and the answer's boxes mean the same pixels.
-                    let upright = wiko_inspect::decode::decode_rgb(&bytes, limits)
-                        .map_err(|e| RemoteError::Image(e.to_string()))?;
-                    let views = planner.views(upright.dimensions());
-                    let jpegs = views::encode(&upright, &views)?;
-                    Ok::<_, RemoteError>(
-                        views
-                            .into_iter()
-                            .zip(jpegs)
-                            .map(|(view, jpeg)| SentImage { view, jpeg })
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .await
-                .map_err(|e| RemoteError::Image(format!("the encoder task: {e}")))??;
-                let body = chat::body(self.model, &self.prompt, &images, self.max_tokens);
-                (body, images.into_iter().map(|i| i.view).collect())
-            }
-        };
-        let (body, views) = self.built.insert(built);
-        Ok((body, views))
     }
 }
 
@@ -238,6 +225,8 @@ pub struct Remote {
     shared: Option<Shared>,
     /// What decoding a part's image may allocate.
     limits: DecodeLimits,
+    /// The memory budget a part's decoding and encoding is counted in.
+    memory: Budget,
 }
 
 /// Parts in a row the service failed, and until when no call is made.
@@ -269,6 +258,7 @@ impl Remote {
             breaker: Mutex::new(Breaker::default()),
             shared: None,
             limits: DecodeLimits::default(),
+            memory: Budget::new(budget::default_bytes()),
             settings,
             target,
             http,
@@ -287,9 +277,11 @@ impl Remote {
     }
 
     /// Decodes the parts' images within `limits` (the ingest's; by default
-    /// [`DecodeLimits::default`]).
-    pub fn decoding(mut self, limits: DecodeLimits) -> Remote {
+    /// [`DecodeLimits::default`]), their memory counted in `memory` (the process's; by default
+    /// a budget of this analyzer's own, [`budget::default_bytes`]).
+    pub fn decoding(mut self, limits: DecodeLimits, memory: Budget) -> Remote {
         self.limits = limits;
+        self.memory = memory;
         self
     }
 
@@ -369,9 +361,9 @@ impl Remote {
     }
 
     /// Asks the remote model about a part; every failure is in the verdict, but a wait longer
-    /// than `max_retry_wait_secs`, which is [`Deferred`]. The image is decoded and encoded only
-    /// once the call has its place in the deployment's budget: a call put off costs no image
-    /// work.
+    /// than `max_retry_wait_secs` (or a store that fails), which is [`Deferred`]. The image is
+    /// read, decoded and encoded only once the call has its place in the deployment's budget:
+    /// a call put off costs no blob read and no image work.
     pub async fn judge(&self, part: &Part<'_>) -> Result<Verdict, Deferred> {
         let started = Instant::now();
         let s = &self.settings;
@@ -415,11 +407,11 @@ impl Remote {
                 max_side: s.max_side_px,
                 top_region: part.regions.first().map(|d| d.bbox),
             },
+            frame: (part.width, part.height),
             image: part.image,
-            limits: self.limits,
             built: None,
         };
-        let estimate = call.estimate((part.width, part.height));
+        let estimate = call.estimate();
         let (usage, answer) = match self.send(&mut call, estimate).await {
             Ok((bytes, reserved, views)) => {
                 let parsed = chat::parse(&bytes, &taxonomy, &views);
@@ -520,7 +512,7 @@ impl Remote {
             // a slot into the next.
             let permit = self.slots.acquire().await;
             let reserved = self.reserve(estimate).await?;
-            let (body, views) = match call.build().await {
+            let (body, views) = match self.build(call).await {
                 Ok(built) => built,
                 Err(e) => {
                     if let Some(reserved) = reserved {
@@ -643,6 +635,59 @@ impl Remote {
             }
         }
         Err(last)
+    }
+
+    /// The call's body and the views it sends, built on its first attempt: the image read,
+    /// then decoded (upright: its EXIF orientation applied, as the gate saw it, so that the
+    /// gate's regions and the answer's boxes mean the same pixels) and each view encoded on
+    /// the blocking pool, with the decoding's memory reserved for that work only. The views
+    /// are planned again from the image's upright size. An image the store cannot read now
+    /// puts the call off (cause `store`); one it no longer has fails the part.
+    async fn build<'c>(
+        &self,
+        call: &'c mut Request<'_>,
+    ) -> Result<(&'c serde_json::Value, &'c Vec<View>), RemoteError> {
+        let built = match call.built.take() {
+            Some(built) => built,
+            None => {
+                let bytes = call.image.read().await.map_err(|e| match e {
+                    StoreError::NotFound => {
+                        RemoteError::Image("the part's image is not in the image store".into())
+                    }
+                    e => RemoteError::Later(Deferred {
+                        retry_in: self.backoff(1),
+                        reason: format!("the part's image cannot be read: {e}"),
+                        cause: Cause::Store,
+                    }),
+                })?;
+                let memory = self
+                    .memory
+                    .reserve(Budget::judging(call.frame.0, call.frame.1))
+                    .await
+                    .map_err(|e| RemoteError::Image(e.to_string()))?;
+                let (planner, limits) = (call.planner, self.limits);
+                let images = memory
+                    .run(move || {
+                        let upright = wiko_inspect::decode::decode_rgb(&bytes, limits)
+                            .map_err(|e| RemoteError::Image(e.to_string()))?;
+                        let views = planner.views(upright.dimensions());
+                        let jpegs = views::encode(&upright, &views)?;
+                        Ok::<_, RemoteError>(
+                            views
+                                .into_iter()
+                                .zip(jpegs)
+                                .map(|(view, jpeg)| SentImage { view, jpeg })
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .await
+                    .map_err(|e| RemoteError::Image(format!("the encoder task: {e}")))??;
+                let body = chat::body(call.model, &call.prompt, &images, call.max_tokens);
+                (body, images.into_iter().map(|i| i.view).collect())
+            }
+        };
+        let (body, views) = call.built.insert(built);
+        Ok((body, views))
     }
 
     /// Waits until a 429's pause is over (deferred if that is further than
