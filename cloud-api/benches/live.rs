@@ -23,9 +23,11 @@ use serde_json::Value;
 use sqlx::Connection;
 use wiko_synth::SynthDefect;
 
-const DEVICE: &str = "bench-device-key-000000001";
-const ADMIN: &str = "bench-admin-key-0000000001";
-const VIEWER: &str = "bench-viewer-key-000000001";
+mod cloud_rig;
+use cloud_rig::{DEVICE, VIEWER, fit_golden, form, knife, serve_cloud};
+
+/// The knives' size: the synthetic camera's.
+const KNIFE: (u32, u32) = (640, 480);
 
 #[derive(Parser)]
 struct Args {
@@ -38,48 +40,6 @@ struct Args {
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// Starts a cloud over `database` (TOML of `[database]`, empty for the embedded store) and
-/// answers its URL once it serves.
-async fn serve_cloud(
-    dir: &std::path::Path,
-    database: &str,
-    stop: tokio_util::sync::CancellationToken,
-) -> String {
-    let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n\
-         [auth.limits]\nrequests_per_second_per_key = 1000000\nrequests_per_second_per_address = 1000000\n\
-         [[auth.keys]]\nname = \"d\"\nscope = \"device\"\nkey = \"{DEVICE}\"\n\
-         [[auth.keys]]\nname = \"a\"\nscope = \"admin\"\nkey = \"{ADMIN}\"\n\
-         [[auth.keys]]\nname = \"v\"\nscope = \"viewer\"\nkey = \"{VIEWER}\"\n{database}",
-        dir.display().to_string(),
-    );
-    let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { wiko_cloud::serve(config, listener, stop.cancelled_owned()).await });
-    for _ in 0..200 {
-        if reqwest::get(format!("{url}/health")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    url
-}
-
-fn knife(defect: Option<SynthDefect>, seed: u64) -> Vec<u8> {
-    let part = wiko_synth::render(&wiko_synth::SHAPES[0], defect, seed);
-    wiko_synth::part_jpeg(&part).expect("a JPEG")
-}
-
-fn image_part(image: &[u8]) -> reqwest::multipart::Part {
-    reqwest::multipart::Part::bytes(image.to_vec())
-        .file_name("x.jpg")
-        .mime_str("image/jpeg")
-        .expect("a MIME type")
 }
 
 /// When each NG result arrived on the feed, and when it was committed (`analyzed_at`).
@@ -134,23 +94,12 @@ async fn run(a: &Args, name: &str, database: &str) {
     let _stop = stop.clone().drop_guard();
     let url = serve_cloud(dir.path(), database, stop).await;
     let client = reqwest::Client::new();
-    let mut golden = reqwest::multipart::Form::new();
-    for i in 0..8 {
-        golden = golden.part("image", image_part(&knife(None, 40_000 + i)));
-    }
-    let fitted = client
-        .post(format!("{url}/api/v1/skus/WK-KN-200/golden"))
-        .header("x-api-key", ADMIN)
-        .multipart(golden)
-        .send()
-        .await
-        .expect("golden upload");
-    assert!(fitted.status().is_success(), "{}", fitted.status());
+    fit_golden(&client, &url, KNIFE).await;
 
     // 50 distinct knives, 10 with a defect, sent round robin.
     let images: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..50u64)
-            .map(|i| knife((i % 5 == 0).then_some(SynthDefect::Rust), 50_000 + i))
+            .map(|i| knife((i % 5 == 0).then_some(SynthDefect::Rust), 50_000 + i, KNIFE))
             .collect(),
     );
     let arrivals: Arrivals = Arc::default();
@@ -163,10 +112,10 @@ async fn run(a: &Args, name: &str, database: &str) {
     let mut requests = Vec::new();
     for i in 0..(u64::from(a.parts_per_second) * a.secs) as usize {
         tick.tick().await;
-        let form = reqwest::multipart::Form::new()
-            .part("image", image_part(&images[i % images.len()]))
-            .text("product_sku", "WK-KN-200")
-            .text("facility", "yangjiang");
+        let form = form(
+            &[&images[i % images.len()]],
+            &[("product_sku", "WK-KN-200"), ("facility", "yangjiang")],
+        );
         let (client, url, ng) = (client.clone(), url.clone(), ng.clone());
         requests.push(tokio::spawn(async move {
             let answer = client

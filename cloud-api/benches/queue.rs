@@ -27,8 +27,8 @@ use wiko_cloud::store::{
 };
 use wiko_wire::AnalysisStatus;
 
-mod shared;
-use shared::NoImages;
+mod store_rig;
+use store_rig::NoImages;
 
 const LEASE: Duration = Duration::from_secs(60);
 

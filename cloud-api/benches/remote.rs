@@ -14,6 +14,7 @@
 //! max; for every part and for the parts enriched), and the remote calls the fake received
 //! per second of the wall clock (the deployment's window), highest and the limit.
 
+mod cloud_rig;
 mod remote_rig;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +26,8 @@ use rand::Rng;
 use serde_json::{Value, json};
 use wiko_synth::SynthDefect;
 
-use remote_rig::{DEVICE, Reply, VIEWER, fake_remote, fit_golden, form, knife, serve_cloud};
+use cloud_rig::{DEVICE, VIEWER, fit_golden, form, knife, serve_cloud};
+use remote_rig::{Reply, fake_remote, remote_table};
 
 #[derive(Parser)]
 struct Args {
@@ -146,7 +148,7 @@ async fn run(a: &Args, rpm: u64) {
          deployment_requests_per_minute = {rpm}\ndeployment_window_secs = 10\n",
         w = a.workers,
     );
-    let url = serve_cloud(dir.path(), &endpoint, &remote, stop).await;
+    let url = serve_cloud(dir.path(), &remote_table(&endpoint, &remote), stop).await;
     let client = reqwest::Client::new();
     fit_golden(&client, &url, (640, 480)).await;
 

@@ -16,6 +16,7 @@
 //! image tokens, input tokens and image bytes, for calls about parts the gate judged NG and
 //! about parts it judged good (uncertain).
 
+mod cloud_rig;
 mod remote_rig;
 
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,8 @@ use wiko_cloud::analysis::remote::config::Detail;
 use wiko_cloud::analysis::remote::views::image_tokens;
 use wiko_synth::SynthDefect;
 
-use remote_rig::{DEVICE, Reply, VIEWER, fake_remote, fit_golden, form, knife, serve_cloud};
+use cloud_rig::{DEVICE, VIEWER, fit_golden, form, knife, serve_cloud};
+use remote_rig::{Reply, fake_remote, remote_table};
 
 #[derive(Parser)]
 struct Args {
@@ -156,7 +158,7 @@ async fn run(a: &Args, size: (u32, u32), keys: &str) -> Vec<Counted> {
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop = stop.clone().drop_guard();
     let remote = format!("workers = 4\nmax_concurrency = 4\nrequests_per_minute = 100000\n{keys}");
-    let url = serve_cloud(dir.path(), &endpoint, &remote, stop).await;
+    let url = serve_cloud(dir.path(), &remote_table(&endpoint, &remote), stop).await;
     let client = reqwest::Client::new();
     fit_golden(&client, &url, size).await;
 

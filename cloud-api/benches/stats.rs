@@ -33,8 +33,8 @@ use wiko_cloud::store::{
 };
 use wiko_wire::{AnalysisStatus, Defect, DefectType, StatsBucket, StatsDimension};
 
-mod shared;
-use shared::NoImages;
+mod store_rig;
+use store_rig::NoImages;
 
 #[derive(Parser)]
 struct Args {

@@ -1,18 +1,11 @@
-//! What the remote benches share (`remote.rs`, `remote_tokens.rs`): a fake OpenAI-compatible
-//! model, a `wiko-cloud` started in this process as `wiko-cloud serve` starts it (embedded
-//! store, MQTT off), synthetic knives and the chef's knife's golden model.
+//! What the remote benches share (`remote.rs`, `remote_tokens.rs`), besides `cloud_rig`: a fake
+//! OpenAI-compatible model and the cloud's `[remote]` table sending parts to it.
 
 use std::future::Future;
-use std::time::Duration;
 
 use axum::Json;
 use axum::routing::post;
 use serde_json::{Value, json};
-use wiko_synth::SynthDefect;
-
-pub const DEVICE: &str = "bench-device-key-000000001";
-pub const ADMIN: &str = "bench-admin-key-0000000001";
-pub const VIEWER: &str = "bench-viewer-key-000000001";
 
 /// What the fake model answers to one request: the answer's JSON (the message's content) and
 /// the tokens it reports as used (prompt, completion).
@@ -53,79 +46,10 @@ where
     endpoint
 }
 
-/// A `wiko-cloud` on a free port with its data in `dir`, three keys (device, admin, viewer),
-/// sending parts to the fake model at `endpoint` with `remote` keys added to its `[remote]`
-/// table; its URL, once it answers. It stops when `stop` is cancelled.
-pub async fn serve_cloud(
-    dir: &std::path::Path,
-    endpoint: &str,
-    remote: &str,
-    stop: tokio_util::sync::CancellationToken,
-) -> String {
-    let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[mqtt]\ndisabled = true\n\
-         [auth.limits]\nrequests_per_second_per_key = 1000000\nrequests_per_second_per_address = 1000000\n\
-         [[auth.keys]]\nname = \"d\"\nscope = \"device\"\nkey = \"{DEVICE}\"\n\
-         [[auth.keys]]\nname = \"a\"\nscope = \"admin\"\nkey = \"{ADMIN}\"\n\
-         [[auth.keys]]\nname = \"v\"\nscope = \"viewer\"\nkey = \"{VIEWER}\"\n\
-         [remote]\nkind = \"openai_compatible\"\nendpoint = \"{endpoint}\"\nmodel = \"fake\"\n{remote}",
-        dir.display().to_string(),
-    );
-    let config = wiko_cloud::config::Config::from_toml(&toml).expect("valid bench config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { wiko_cloud::serve(config, listener, stop.cancelled_owned()).await });
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/health")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    url
-}
-
-/// A multipart form of images (field `image`) and text fields.
-pub fn form(images: &[&[u8]], fields: &[(&'static str, &str)]) -> reqwest::multipart::Form {
-    let mut form = reqwest::multipart::Form::new();
-    for image in images {
-        let part = reqwest::multipart::Part::bytes(image.to_vec())
-            .file_name("x.jpg")
-            .mime_str("image/jpeg")
-            .expect("a MIME type");
-        form = form.part("image", part);
-    }
-    for (name, value) in fields {
-        form = form.text(*name, value.to_string());
-    }
-    form
-}
-
-/// A synthetic chef's knife as the camera gives it, at `size` (scaled from 640×480).
-pub fn knife(defect: Option<SynthDefect>, seed: u64, size: (u32, u32)) -> Vec<u8> {
-    let part = wiko_synth::render(&wiko_synth::SHAPES[0], defect, seed);
-    let jpeg = wiko_synth::part_jpeg(&part).expect("a JPEG");
-    if size == (640, 480) {
-        return jpeg;
-    }
-    let scaled = image::load_from_memory(&jpeg)
-        .expect("the knife decodes")
-        .resize_exact(size.0, size.1, image::imageops::FilterType::Triangle)
-        .to_rgb8();
-    wiko_synth::encode_jpeg(scaled.as_raw(), size.0, size.1).expect("a JPEG")
-}
-
-/// Fits the chef's knife's (WK-KN-200) golden model on 8 good knives of `size`.
-pub async fn fit_golden(client: &reqwest::Client, url: &str, size: (u32, u32)) {
-    let good: Vec<Vec<u8>> = (0..8).map(|i| knife(None, 40_000 + i, size)).collect();
-    let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
-    let fitted = client
-        .post(format!("{url}/api/v1/skus/WK-KN-200/golden"))
-        .header("x-api-key", ADMIN)
-        .multipart(form(&good, &[]))
-        .send()
-        .await
-        .expect("golden upload");
-    assert!(fitted.status().is_success(), "{}", fitted.status());
+/// The cloud's `[remote]` table sending parts to the fake model at `endpoint`, with `keys`
+/// added.
+pub fn remote_table(endpoint: &str, keys: &str) -> String {
+    format!(
+        "[remote]\nkind = \"openai_compatible\"\nendpoint = \"{endpoint}\"\nmodel = \"fake\"\n{keys}"
+    )
 }

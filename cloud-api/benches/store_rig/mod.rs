@@ -1,4 +1,4 @@
-//! What more than one of the cloud's benches uses (each bench includes this as `mod shared`).
+//! What the store benches share (`queue.rs`, `stats.rs`), each including it as `mod store_rig`.
 
 use async_trait::async_trait;
 use bytes::Bytes;
