@@ -9,7 +9,7 @@
 -- longer the rarer the type). `found` counts the defects of that type (the statistics' scan).
 -- Replicas of an earlier version write the rows before: stop them before this is applied.
 CREATE TABLE analysis_defects_new (
-    analysis_id uuid NOT NULL REFERENCES analyses (id),
+    analysis_id uuid NOT NULL CONSTRAINT analysis_defects_analysis_id_fkey REFERENCES analyses (id),
     type        text NOT NULL,
     captured_at timestamptz NOT NULL,    -- the result's `timestamp`
     found       integer NOT NULL,        -- defects of this type on the result

@@ -67,6 +67,9 @@ fn default_replay_secs() -> u64 {
 fn default_replay_grace_secs() -> u64 {
     10
 }
+/// The longest `published_events_days`: past it the cut-off would leave the databases' dates.
+const MAX_PUBLISHED_EVENTS_DAYS: u64 = 36_500;
+
 fn default_published_events_days() -> u64 {
     30
 }
@@ -132,8 +135,11 @@ impl MqttConfig {
     }
 
     pub(crate) fn validate(&self, data_dir: &Path) -> Result<Broker, ConfigError> {
-        if self.published_events_days == 0 {
-            return Err(invalid("mqtt.published_events_days", "must be at least 1"));
+        if !(1..=MAX_PUBLISHED_EVENTS_DAYS).contains(&self.published_events_days) {
+            return Err(invalid(
+                "mqtt.published_events_days",
+                "must be from 1 to 36500 (a hundred years)",
+            ));
         }
         if self.disabled {
             return Ok(Broker::Disabled);

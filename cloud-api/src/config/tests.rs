@@ -320,3 +320,16 @@ fn the_plant_clock_is_checked_and_its_shifts_sorted() {
         assert!(e.contains("dashboard."), "{bad}: {e}");
     }
 }
+
+#[test]
+fn published_events_are_kept_from_a_day_to_a_hundred_years() {
+    for days in ["0", "36501", "3000000"] {
+        let e = parse(&format!("[mqtt]\npublished_events_days = {days}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mqtt.published_events_days"), "{days}: {e}");
+    }
+    for days in ["1", "36500"] {
+        parse(&format!("[mqtt]\npublished_events_days = {days}\n")).unwrap();
+    }
+}

@@ -330,11 +330,6 @@ mod tests {
 
     use super::*;
 
-    /// The claim walks the stage's jobs in turn order on the index and stops, also when the
-    /// planner knows nothing of the table (never analysed) and plans it once for any
-    /// parameters: without [`Dialect::walk_in_order`] it read every job of the stage and
-    /// sorted them on each claim. The publisher reads only the unpublished messages.
-    /// Runs with `WIKOTEST_BACKEND=postgres` (`.ci/run`'s PostgreSQL stage).
     /// A store on a schema of its own, migrated; `None` (the test skipped) without
     /// `WIKOTEST_BACKEND=postgres` (`.ci/run`'s PostgreSQL stage).
     async fn plan_store() -> Option<Postgres> {
@@ -362,6 +357,10 @@ mod tests {
         Some(store)
     }
 
+    /// The claim walks the stage's jobs in turn order on the index and stops, also when the
+    /// planner knows nothing of the table (never analysed) and plans it once for any
+    /// parameters: without [`Dialect::walk_in_order`] it read every job of the stage and
+    /// sorted them on each claim. The publisher reads only the unpublished messages.
     #[tokio::test]
     async fn a_claim_walks_its_stages_index_in_turn_order() {
         let Some(store) = plan_store().await else {
