@@ -38,6 +38,9 @@ struct Inner {
 pub enum Missed {
     Busy,
     CameraFailed,
+    /// A PLC part the agent was taking (or that was set while the agent was away) when the
+    /// connection to the PLC was lost: answered Error once connected again.
+    Interrupted,
 }
 
 impl Monitor {
@@ -109,6 +112,7 @@ impl Monitor {
         let reason = match why {
             Missed::Busy => "busy",
             Missed::CameraFailed => "camera_failed",
+            Missed::Interrupted => "interrupted",
         };
         metrics::counter!(names::TRIGGERS_MISSED_TOTAL, "camera" => self.name.clone(), "reason" => reason)
             .increment(1);
