@@ -431,7 +431,7 @@ async fn a_v4l2_cameras_mjpeg_frame_reaches_the_buffer_unchanged() {
 
 #[cfg(feature = "v4l2")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_v4l2_camera_whose_open_hangs_is_failed_with_one_thread_until_the_open_returns() {
+async fn a_v4l2_camera_whose_open_hangs_is_hung_with_one_thread_until_the_open_returns() {
     // See: issue #20 (a V4L2 open that hangs must not leak a thread per reopen).
     use super::v4l2::{FrameProvider, Opener, V4l2};
 
