@@ -572,9 +572,13 @@ pub enum TriggerConfig {
     /// `error_coil` (raised when nothing was captured) and the result (`ok_coil` or
     /// `ng_coil`), lowers busy and raises `ready_coil`.
     ///
-    /// Registers: a part each time `trigger_register` turns from zero to another value; the
-    /// agent writes the status word to `status_register`: Busy (1), then Busy with the result,
-    /// then Ready (2) with the result (OK 4, NG 8, Error 16).
+    /// Registers: a part at each new value of `trigger_register` other than zero (from zero
+    /// or from another part's value), which is the part's `part_id`; the agent writes the
+    /// status word to `status_register`: Busy (1), then Busy with the result, then Ready (2)
+    /// with the result (OK 4, NG 8, Error 16), and 0 (idle) once the trigger is back to zero.
+    ///
+    /// No two keys may map one coil or register of one PLC (`address` and `unit_id`), in one
+    /// camera's trigger or in two cameras'.
     Plc {
         /// The PLC's Modbus TCP address, e.g. `192.168.10.5:502`.
         address: SocketAddr,
@@ -584,6 +588,10 @@ pub enum TriggerConfig {
         /// How often the trigger coil or register is read.
         #[serde(default = "default_plc_poll_ms")]
         poll_interval_ms: u64,
+        /// Deadline of connecting to the PLC and of each Modbus request, in ms; a request
+        /// that misses it drops the connection, which is made again with backoff.
+        #[serde(default = "default_plc_request_timeout_ms")]
+        request_timeout_ms: u64,
         /// Coil the PLC raises for a part (coil mode).
         #[serde(default)]
         trigger_coil: Option<u16>,
@@ -603,8 +611,8 @@ pub enum TriggerConfig {
         /// Coil the agent raises when the part's edge verdict is NG.
         #[serde(default)]
         ng_coil: Option<u16>,
-        /// Holding register the PLC sets to a value other than zero for a part (register
-        /// mode).
+        /// Holding register the PLC sets to a value other than zero for a part, a new value
+        /// per part (register mode); the value is the part's `part_id`.
         #[serde(default)]
         trigger_register: Option<u16>,
         /// Holding register the agent writes the status word to (register mode): bits Busy 1,
@@ -619,6 +627,9 @@ fn default_unit_id() -> u8 {
 }
 fn default_plc_poll_ms() -> u64 {
     20
+}
+fn default_plc_request_timeout_ms() -> u64 {
+    1000
 }
 
 /// A validated configuration.
@@ -748,6 +759,7 @@ impl TryFrom<RawConfig> for Config {
         });
         let mut names = std::collections::HashSet::new();
         let mut mqtt_stations = std::collections::HashSet::new();
+        let mut plcs = Vec::new();
         let mut cameras = Vec::with_capacity(raw.camera.len());
         for (i, mut cam) in raw.camera.into_iter().enumerate() {
             let key = |k: &str| format!("camera[{i}].{k}");
@@ -792,8 +804,12 @@ impl TryFrom<RawConfig> for Config {
                     return Err(invalid(key("trigger.interval_ms"), "must be above zero"));
                 }
                 (_, Some(plc @ TriggerConfig::Plc { .. })) => {
-                    if let Some(Err((k, why))) = crate::trigger::plc::Handshake::from_config(plc) {
-                        return Err(invalid(key(&format!("trigger.{k}")), why));
+                    match crate::trigger::plc::Handshake::from_config(plc) {
+                        Some(Ok(handshake)) => plcs.push((key("trigger"), handshake)),
+                        Some(Err((k, why))) => {
+                            return Err(invalid(key(&format!("trigger.{k}")), why));
+                        }
+                        None => {}
                     }
                 }
                 (
@@ -840,6 +856,8 @@ impl TryFrom<RawConfig> for Config {
             }
             cameras.push(cam);
         }
+        crate::trigger::plc::overlapping(plcs.iter().map(|(key, plc)| (key.clone(), plc)))
+            .map_err(|(key, why)| invalid(key, why))?;
         Ok(Config {
             device_id: raw.device_id,
             facility: raw.facility,

@@ -25,8 +25,15 @@ pub const CAMERA_STATUS: &str = "wiko_agent_camera_status";
 pub const CAMERA_FPS: &str = "wiko_agent_camera_fps";
 pub const CAMERA_FRAME_AGE_SECONDS: &str = "wiko_agent_camera_frame_age_seconds";
 pub const CAMERA_REOPENS_TOTAL: &str = "wiko_agent_camera_reopens_total";
+/// Device calls that outlived their deadline and had not returned when the camera was to be
+/// opened again (the camera shows `hung` until they do), counted once per hang.
+pub const CAMERA_HANGS_TOTAL: &str = "wiko_agent_camera_hangs_total";
 pub const TRIGGERS_TOTAL: &str = "wiko_agent_triggers_total";
 pub const TRIGGER_TO_FRAME_SECONDS: &str = "wiko_agent_trigger_to_frame_seconds";
+/// A `plc` trigger's connection to its PLC (1 while connected, per camera), and its failures
+/// by `error` (`connect`, `timeout`, `transport`, `exception`), each followed by a reconnect.
+pub const PLC_CONNECTED: &str = "wiko_agent_plc_connected";
+pub const PLC_ERRORS_TOTAL: &str = "wiko_agent_plc_errors_total";
 /// Edge analysis: the time to judge one frame (decode and score), verdicts by `outcome`
 /// (`ok`, `ng`, `error`), models in use, model files refused.
 pub const EDGE_VERDICT_SECONDS: &str = "wiko_agent_edge_verdict_seconds";

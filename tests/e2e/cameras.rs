@@ -288,11 +288,14 @@ async fn a_gige_vision_camera_serves_each_trigger_and_is_reopened_after_it_comes
     let address = "127.0.0.1";
     let fake = std::env::var("WIKOTEST_ARV_FAKE_GV_CAMERA")
         .unwrap_or_else(|_| "arv-fake-gv-camera-0.8".into());
+    let camera_log = dir.path().join("camera.log");
+    // Its control and device messages (not the per-packet ones), printed if the test fails.
+    let _log = PrintedOnFailure("the fake camera", camera_log.clone());
     let start_camera = || {
         wiko_e2e::Process::program(
             std::path::Path::new(&fake),
-            &["-i", address],
-            dir.path().join("camera.log"),
+            &["-i", address, "-d", "device:3,cp:3,stream:3,misc:3"],
+            camera_log.clone(),
         )
         .unwrap()
     };
@@ -324,6 +327,20 @@ async fn a_gige_vision_camera_serves_each_trigger_and_is_reopened_after_it_comes
     assert_eq!(got, parts(&["G1", "G2", "G3"]));
     assert_eq!(sizes.len(), 1, "{sizes:?}");
     drop(camera);
+}
+
+/// A log file printed when the test fails (dropped while its panic unwinds).
+#[cfg(feature = "genicam-tests")]
+struct PrintedOnFailure(&'static str, std::path::PathBuf);
+
+#[cfg(feature = "genicam-tests")]
+impl Drop for PrintedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.1).unwrap_or_default();
+            eprintln!("--- {} ({}) ---\n{text}", self.0, self.1.display());
+        }
+    }
 }
 
 /// MQTT triggers through Mosquitto: every trigger gets exactly one answer on `…/trigger/ack`;

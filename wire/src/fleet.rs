@@ -186,7 +186,7 @@ pub enum DeviceState {
     Ok,
     /// Its oldest unsynced frame is older than the cloud's limit.
     Behind,
-    /// A camera is failed or stalled.
+    /// A camera is failed, stalled or hung.
     CameraFailed,
     /// The agent says it is degraded (its disk is low, buffer writes fail, …).
     Degraded,

@@ -96,15 +96,19 @@ pub enum CameraStatus {
     Reopening,
     /// The last open failed; the next attempt waits for the backoff.
     Failed,
+    /// A device call (a V4L2 or Aravis call, a blocking driver call) outlived its deadline and
+    /// has not returned: the camera is not opened again (no second thread) until it does.
+    Hung,
 }
 
 impl CameraStatus {
-    pub const ALL: [CameraStatus; 5] = [
+    pub const ALL: [CameraStatus; 6] = [
         CameraStatus::Starting,
         CameraStatus::Ok,
         CameraStatus::Stalled,
         CameraStatus::Reopening,
         CameraStatus::Failed,
+        CameraStatus::Hung,
     ];
 
     /// The name used in JSON and in metric labels.
@@ -115,6 +119,7 @@ impl CameraStatus {
             CameraStatus::Stalled => "stalled",
             CameraStatus::Reopening => "reopening",
             CameraStatus::Failed => "failed",
+            CameraStatus::Hung => "hung",
         }
     }
 }

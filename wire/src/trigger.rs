@@ -62,7 +62,8 @@ pub enum TriggerOutcome {
     Captured,
     /// The station was still busy with the previous part: counted as missed, nothing taken.
     Busy,
-    /// The camera is not delivering pictures (stalled, reopening or failed): counted as missed.
+    /// The camera is not delivering pictures (stalled, reopening, failed or hung): counted as
+    /// missed.
     CameraFailed,
     /// The frame could not be kept (the buffer refused it or could not be written).
     NotStored,

@@ -303,6 +303,60 @@ fn cron_and_plc_triggers_are_checked_by_key() {
             "{keys}: {e}"
         );
     }
+    let e = error_of(&registers(
+        ", trigger_register = 0, status_register = 1, request_timeout_ms = 0",
+    ));
+    assert!(e.contains("camera[0].trigger.request_timeout_ms"), "{e}");
+}
+
+#[test]
+fn two_plc_keys_on_one_coil_or_register_of_one_plc_are_refused_naming_both() {
+    // See: issue #20 (two handshakes writing each other's signals).
+    let camera = |name: &str, trigger: &str| {
+        format!(
+            "[[camera]]\nname = \"{name}\"\nline = \"l1\"\nstation = \"{name}\"\nsku = \"WK-KN-200\"\nsource = {{ type = \"synthetic\" }}\ntrigger = {{ type = \"plc\", {trigger} }}\n"
+        )
+    };
+    let two = |first: &str, second: &str| {
+        format!("{}{}{}", minimal(), camera("a", first), camera("b", second))
+    };
+    let coils = |address: &str, unit: u8, base: u16| {
+        format!(
+            "address = \"{address}\", unit_id = {unit}, trigger_coil = {}, busy_coil = {}, ready_coil = {}, error_coil = {}",
+            base,
+            base + 1,
+            base + 2,
+            base + 3
+        )
+    };
+    let registers = |address: &str, trigger: u16, status: u16| {
+        format!("address = \"{address}\", trigger_register = {trigger}, status_register = {status}")
+    };
+    let plc = "10.0.0.5:502";
+    // Apart: other coils, another unit id, another PLC, or registers (another table).
+    for (first, second) in [
+        (coils(plc, 1, 0), coils(plc, 1, 4)),
+        (coils(plc, 1, 0), coils(plc, 2, 0)),
+        (coils(plc, 1, 0), coils("10.0.0.6:502", 1, 0)),
+        (coils(plc, 1, 0), registers(plc, 0, 1)),
+    ] {
+        Config::try_from(raw(&two(&first, &second))).unwrap();
+    }
+    // The second camera's trigger coil is the first one's busy coil.
+    let e = error_of(&two(&coils(plc, 1, 0), &coils(plc, 1, 1)));
+    assert!(
+        e.contains("camera[1].trigger.trigger_coil")
+            && e.contains("camera[0].trigger.busy_coil")
+            && e.contains("coil 1 of the PLC at 10.0.0.5:502 unit 1"),
+        "{e}"
+    );
+    let e = error_of(&two(&registers(plc, 10, 11), &registers(plc, 12, 10)));
+    assert!(
+        e.contains("camera[1].trigger.status_register")
+            && e.contains("camera[0].trigger.trigger_register")
+            && e.contains("holding register 10"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! Opening sets the configured pixel format, exposure and gain, puts the camera in software
 //! trigger mode when it has one (free run otherwise), queues a few buffers and starts
 //! acquisition. Each part is one software trigger and the buffer it fills (in free run, the
-//! first buffer after the frames already queued are put back). Mono8, RGB8, BGR8 and 8-bit
+//! first buffer after the frames already queued are put back); a camera that sent no complete
+//! buffer within 35% of the deadline is triggered once more (a camera can miss a trigger),
+//! and a picture that still fails names the stream's statistics (buffers completed, failed
+//! with lost packets, underruns), so a silent camera is told from a lossy network. Mono8, RGB8, BGR8 and 8-bit
 //! Bayer pixels are encoded to JPEG ([`super::pixels`]). Between triggers the camera is read
 //! (its payload size) every `stall_timeout_ms`, so a camera that went away is reported. Every
 //! Aravis call runs on the blocking pool ([`Blocking`]): a call that hangs costs a thread
@@ -13,6 +16,7 @@
 use aravis::prelude::*;
 use aravis::{AcquisitionMode, Buffer, BufferStatus, Camera, PixelFormat, Stream};
 use async_trait::async_trait;
+use tracing::warn;
 
 use super::pixels::{Layout, encode};
 use super::{Blocking, Capture, Source, SourceError, reopen_grace};
@@ -126,41 +130,90 @@ fn open(s: &Settings) -> Result<Device, SourceError> {
     })
 }
 
+/// How long a software-triggered camera is given for its first buffer, as a share of the
+/// picture's deadline, before it is triggered once more; the second trigger gets
+/// [`RETRIGGERED_SHARE`]. Together they stay under the deadline, so the camera task's own
+/// deadline does not cut the answer (and its stream statistics) short.
+const FIRST_SHARE: f64 = 0.35;
+const RETRIGGERED_SHARE: f64 = 0.5;
+
+fn share(timeout_us: u64, share: f64) -> u64 {
+    (timeout_us as f64 * share) as u64
+}
+
+fn trigger(device: &Device) -> Result<(), SourceError> {
+    device
+        .camera
+        .software_trigger()
+        .map_err(device_error("software trigger"))
+}
+
+/// One picture. A software-triggered camera that has sent no complete buffer within
+/// [`FIRST_SHARE`] of the deadline is triggered once more (a camera can miss a trigger, and a
+/// frame can lose packets on the way); what came of the first trigger, if it comes late, is
+/// an old frame that the next picture puts back unread.
 fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
     // Frames already delivered show an earlier moment: put them back.
     while let Some(old) = device.stream.try_pop_buffer() {
         device.stream.push_buffer(old);
     }
-    if device.software_trigger {
-        device
-            .camera
-            .software_trigger()
-            .map_err(device_error("software trigger"))?;
-    }
-    let buffer = device
-        .stream
-        .timeout_pop_buffer(s.timeout_us)
-        .ok_or(SourceError::Stalled(std::time::Duration::from_micros(
-            s.timeout_us,
-        )))?;
-    let result = if buffer.status() == BufferStatus::Success {
-        let width = usize::try_from(buffer.image_width()).unwrap_or(0);
-        let height = usize::try_from(buffer.image_height()).unwrap_or(0);
-        to_jpeg(
-            buffer.image_pixel_format(),
-            width,
-            height,
-            &buffer.image_data(),
-            s.jpeg_quality,
-        )
+    let waits = if device.software_trigger {
+        trigger(device)?;
+        [
+            share(s.timeout_us, FIRST_SHARE),
+            share(s.timeout_us, RETRIGGERED_SHARE),
+        ]
     } else {
-        Err(SourceError::Device(format!(
-            "the camera delivered an incomplete buffer ({:?})",
-            buffer.status()
-        )))
+        [s.timeout_us, 0]
     };
-    device.stream.push_buffer(buffer);
-    result
+    let mut last_status = None;
+    for (attempt, wait) in waits.into_iter().enumerate() {
+        if attempt > 0 {
+            if wait == 0 {
+                break;
+            }
+            warn!(
+                last_buffer = ?last_status,
+                waited_ms = waits[0] / 1000,
+                "no complete frame after the software trigger: triggering once more"
+            );
+            trigger(device)?;
+        }
+        let Some(buffer) = device.stream.timeout_pop_buffer(wait) else {
+            continue;
+        };
+        let status = buffer.status();
+        let result = (status == BufferStatus::Success).then(|| {
+            let width = usize::try_from(buffer.image_width()).unwrap_or(0);
+            let height = usize::try_from(buffer.image_height()).unwrap_or(0);
+            to_jpeg(
+                buffer.image_pixel_format(),
+                width,
+                height,
+                &buffer.image_data(),
+                s.jpeg_quality,
+            )
+        });
+        device.stream.push_buffer(buffer);
+        match result {
+            Some(jpeg) => return jpeg,
+            None => last_status = Some(status),
+        }
+    }
+    let (completed, failures, underruns) = device.stream.statistics();
+    let waited = std::time::Duration::from_micros(waits.iter().sum());
+    let what = match last_status {
+        Some(status) => format!("only incomplete buffers ({status:?})"),
+        None => "no frame".to_string(),
+    };
+    let triggers = if device.software_trigger {
+        " of two software triggers"
+    } else {
+        ""
+    };
+    Err(SourceError::Device(format!(
+        "{what} within {waited:?}{triggers}; the stream since the camera was opened: {completed} buffers completed, {failures} failed (lost packets), {underruns} underruns (no free buffer)"
+    )))
 }
 
 fn layout(format: PixelFormat) -> Option<Layout> {

@@ -38,6 +38,9 @@ struct Inner {
 pub enum Missed {
     Busy,
     CameraFailed,
+    /// A PLC part the agent was taking (or that was set while the agent was away) when the
+    /// connection to the PLC was lost: answered Error once connected again.
+    Interrupted,
 }
 
 impl Monitor {
@@ -83,12 +86,28 @@ impl Monitor {
 
     /// A failure: the camera goes to `status` and the error is counted and kept.
     pub fn error(&self, status: CameraStatus, error: &str) {
+        self.fail(status, error);
+    }
+
+    /// A device call outlived its deadline and has not returned (the open after it found it
+    /// still running): the camera is `hung` until the call returns and an open succeeds. The
+    /// hang is counted once, however many opens it refuses.
+    pub fn hung(&self, error: &str) {
+        if self.fail(CameraStatus::Hung, error) != CameraStatus::Hung {
+            metrics::counter!(names::CAMERA_HANGS_TOTAL, "camera" => self.name.clone())
+                .increment(1);
+        }
+    }
+
+    /// As [`Monitor::error`]; the status it had before.
+    fn fail(&self, status: CameraStatus, error: &str) -> CameraStatus {
         let mut inner = self.lock();
-        inner.status = status;
+        let before = std::mem::replace(&mut inner.status, status);
         inner.errors_total += 1;
         inner.last_error = Some(error.to_string());
         drop(inner);
         metrics::counter!(names::CAPTURE_ERRORS_TOTAL, "camera" => self.name.clone()).increment(1);
+        before
     }
 
     /// A frame was buffered.
@@ -109,6 +128,7 @@ impl Monitor {
         let reason = match why {
             Missed::Busy => "busy",
             Missed::CameraFailed => "camera_failed",
+            Missed::Interrupted => "interrupted",
         };
         metrics::counter!(names::TRIGGERS_MISSED_TOTAL, "camera" => self.name.clone(), "reason" => reason)
             .increment(1);
@@ -204,5 +224,30 @@ mod tests {
         assert_eq!(s.last_error.as_deref(), Some("no frame within 5000 ms"));
         assert!(s.frame_age_seconds.is_some());
         assert!((s.fps - 2.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_hang_is_counted_once_however_many_opens_it_refuses() {
+        // See: issue #20 (a hung device call visible in /metrics).
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let prometheus = recorder.handle();
+        let m = Monitor::new("c1", "v4l2");
+        metrics::with_local_recorder(&recorder, || {
+            m.set_status(CameraStatus::Ok);
+            m.error(CameraStatus::Stalled, "no frame within 300ms");
+            for _ in 0..3 {
+                m.hung("a driver call has not returned");
+            }
+            m.set_status(CameraStatus::Ok);
+            m.hung("a driver call has not returned");
+        });
+        let s = m.snapshot();
+        assert_eq!(s.status, CameraStatus::Hung);
+        assert_eq!(s.errors_total, 5);
+        let text = prometheus.render();
+        assert!(
+            text.contains(&format!("{}{{camera=\"c1\"}} 2", names::CAMERA_HANGS_TOTAL)),
+            "{text}"
+        );
     }
 }

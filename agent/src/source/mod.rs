@@ -4,8 +4,10 @@
 //! checked between triggers, closed after a failure. [`run_camera`] drives one source in its own
 //! task, so a failing or slow camera never blocks another: every open and every picture has a
 //! deadline (`stall_timeout_ms`); a failure marks the camera stalled, and it is reopened with
-//! backoff until it works again, the daemon never restarted. The camera's [`health::Monitor`]
-//! shows where it stands. Each capture is one `frame` span; its frame is in the buffer
+//! backoff until it works again, the daemon never restarted. A device call that outlives its
+//! deadline and has still not returned when the camera is to be opened again
+//! ([`Outstanding`]) makes the camera `hung` (counted in `wiko_agent_camera_hangs_total`)
+//! until it returns. The camera's [`health::Monitor`] shows where it stands. Each capture is one `frame` span; its frame is in the buffer
 //! (committed) before the station takes the next trigger.
 //!
 //! `folder` cameras are driven by their files instead ([`folder::run`]).
@@ -320,7 +322,8 @@ pub async fn run_camera(
         let mut opened_before = false;
         loop {
             if !open {
-                if opened_before {
+                // A hung camera stays `hung` while its opens wait for the call to return.
+                if opened_before && monitor.status() != CameraStatus::Hung {
                     monitor.set_status(CameraStatus::Reopening);
                 }
                 match with_deadline(deadline, source.open()).await {
@@ -338,7 +341,10 @@ pub async fn run_camera(
                     }
                     Err(e) => {
                         source.close();
-                        monitor.error(CameraStatus::Failed, &e.to_string());
+                        match e {
+                            SourceError::Hung => monitor.hung(&e.to_string()),
+                            _ => monitor.error(CameraStatus::Failed, &e.to_string()),
+                        }
                         let wait = backoff.fail(None, &mut rand::rng());
                         warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "opening the camera failed");
                         // Triggers already handed over before the status changed are answered.

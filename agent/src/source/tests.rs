@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::sync::oneshot;
 use wiko_wire::{TriggerAck, TriggerRequest};
@@ -277,6 +277,87 @@ async fn triggers_while_the_camera_is_down_are_answered_and_counted_as_missed() 
     rig.stop.cancel();
 }
 
+/// A device driven by blocking calls ([`Blocking`]) whose picture, once `stuck` is set, blocks
+/// its thread until `release` is dropped: a driver call that never returns.
+struct Stuck {
+    device: Blocking<()>,
+    stuck: Arc<AtomicBool>,
+    release: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+}
+
+#[async_trait]
+impl Source for Stuck {
+    async fn open(&mut self) -> Result<(), SourceError> {
+        self.device.open(|| Ok(())).await
+    }
+
+    async fn grab(&mut self) -> Result<Capture, SourceError> {
+        let (stuck, release) = (self.stuck.clone(), self.release.clone());
+        self.device
+            .call(move |_| {
+                if stuck.load(Ordering::SeqCst) {
+                    let _ = release.lock().unwrap().recv();
+                }
+                Ok(Capture::jpeg(vec![0xFF, 0xD8, 0xFF, 0xD9]))
+            })
+            .await
+    }
+
+    fn close(&mut self) {
+        self.device.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_call_that_never_returns_shows_the_camera_hung_until_it_does() {
+    // See: issue #20 (a hung V4L2/Aravis call must be visible, not a plain `failed`).
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let stuck = Arc::new(AtomicBool::new(false));
+    let rig = Rig::new(&["c1"]);
+    let station = rig.start(
+        "c1",
+        Stuck {
+            device: Blocking::new(reopen_grace(&camera("c1"))),
+            stuck: stuck.clone(),
+            release: Arc::new(Mutex::new(held)),
+        },
+    );
+    rig.until("the camera opens", |r| {
+        r.health("c1").status == CameraStatus::Ok
+    })
+    .await;
+    stuck.store(true, Ordering::SeqCst);
+    let ack = ask(&station, TriggerRequest::default()).await;
+    assert_eq!(ack.outcome, TriggerOutcome::CameraFailed);
+    rig.until("the camera shown hung", |r| {
+        let h = r.health("c1");
+        h.status == CameraStatus::Hung
+            && h.last_error.as_deref() == Some(SourceError::Hung.to_string().as_str())
+    })
+    .await;
+    // Its opens keep waiting for the call (backoff 50 ms to 1 s): it stays hung meanwhile.
+    rig.until("several opens refused", |r| {
+        r.health("c1").errors_total >= 4
+    })
+    .await;
+    assert_eq!(rig.health("c1").status, CameraStatus::Hung);
+    let ack = ask(&station, TriggerRequest::default()).await;
+    assert_eq!(ack.outcome, TriggerOutcome::CameraFailed);
+    assert!(ack.reason.unwrap().contains("hung"));
+    // The call returns: the camera opens and delivers again.
+    stuck.store(false, Ordering::SeqCst);
+    drop(release);
+    rig.until("the camera opens once the call returned", |r| {
+        r.health("c1").status == CameraStatus::Ok
+    })
+    .await;
+    assert_eq!(
+        ask(&station, TriggerRequest::default()).await.outcome,
+        TriggerOutcome::Captured
+    );
+    rig.stop.cancel();
+}
+
 #[test]
 fn credentials_in_a_url_are_not_logged() {
     assert_eq!(
@@ -350,7 +431,7 @@ async fn a_v4l2_cameras_mjpeg_frame_reaches_the_buffer_unchanged() {
 
 #[cfg(feature = "v4l2")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_v4l2_camera_whose_open_hangs_is_failed_with_one_thread_until_the_open_returns() {
+async fn a_v4l2_camera_whose_open_hangs_is_hung_with_one_thread_until_the_open_returns() {
     // See: issue #20 (a V4L2 open that hangs must not leak a thread per reopen).
     use super::v4l2::{FrameProvider, Opener, V4l2};
 
@@ -379,7 +460,7 @@ async fn a_v4l2_camera_whose_open_hangs_is_failed_with_one_thread_until_the_open
     );
     rig.until("the hung open reported", |r| {
         let h = r.health("usb");
-        h.status == CameraStatus::Failed
+        h.status == CameraStatus::Hung
             && h.last_error.as_deref() == Some(SourceError::Hung.to_string().as_str())
     })
     .await;

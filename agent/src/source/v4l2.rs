@@ -21,7 +21,7 @@
 //! backoff by [`super::run_camera`]. A camera has one capture thread at most: a reopen waits
 //! (half `stall_timeout_ms` at most) for the last thread to end, and while that thread is
 //! still blocked in an open or a read that never returns, the open fails without starting
-//! another ([`SourceError::Hung`]: the camera shows `failed`, and is retried with backoff).
+//! another ([`SourceError::Hung`]: the camera shows `hung`, and is retried with backoff).
 
 use std::path::Path;
 use std::sync::Arc;

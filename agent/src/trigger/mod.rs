@@ -178,6 +178,12 @@ impl Station {
         }
     }
 
+    /// A part this station could not take that no trigger brought to [`Station::fire`] (a PLC
+    /// part left waiting across a lost connection): counted as missed.
+    pub fn missed(&self, why: Missed) {
+        self.monitor.missed(why);
+    }
+
     /// The camera finished with the trigger it took: the station is free for the next one,
     /// then the trigger is answered (so an asker that sends the next trigger on the answer
     /// never finds the station busy).

@@ -7,18 +7,31 @@
 //! raises Ready: Busy → result → Ready, in that order. The next part is the trigger coil's
 //! next rising edge (the PLC lowers it once it saw Ready).
 //!
-//! Registers: the agent polls the trigger register; a part is its change from zero to any
-//! other value. The agent writes a status word into the status register, three times per part
-//! in this order: Busy; Busy with the result; Ready with the result ([`status`] lists the
-//! bits). The result stays in the word with Ready until the next part's Busy.
+//! Registers: the agent polls the trigger register; a part is each new value other than zero
+//! (from zero, or from another part's value), and that value is the part's `part_id`, so the
+//! PLC numbers its parts. The agent writes a status word into the status register, three
+//! times per part in this order: Busy; Busy with the result; Ready with the result
+//! ([`status`] lists the bits). When the trigger register goes back to zero the status word
+//! is cleared (0, idle), so the PLC never reads a part's result as the next one's.
 //!
 //! The result: a captured part's edge verdict (edge analysis judges each frame before it is
 //! buffered) is OK or NG. A part captured but not judged (edge analysis off, or no model for
 //! its SKU yet) is neither, and Error stays low: "captured", its verdict left to the cloud.
 //!
-//! A lost connection is retried with backoff; a rising edge seen while the station is busy is
-//! answered like any trigger (counted as missed, Error raised).
+//! The link: every request (and the connection itself) has a deadline (`request_timeout_ms`;
+//! tokio-modbus has none), and any failure (a deadline missed, the connection lost, the PLC
+//! refusing a request with a Modbus exception) drops the connection and connects again after
+//! a backoff that grows until a new connection has read the PLC and answered what it found.
+//! On each connection the agent first settles what the PLC waits for: a trigger set without
+//! its Ready (a part the agent was taking when the link dropped or the agent stopped, or one
+//! set while it was away) is answered like a part nothing was captured for (Busy → Error →
+//! Ready; counted as missed, reason `interrupted`), and an idle PLC gets the idle status
+//! (Busy lowered; in registers the status word 0). A trigger already answered is not a part.
+//! A new trigger seen while the station is busy is answered like any trigger (counted as
+//! missed, Error raised).
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,18 +40,26 @@ use tokio::sync::oneshot;
 use tokio_modbus::client::{Context as Modbus, Reader, Writer, tcp};
 use tokio_modbus::slave::Slave;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 use wiko_wire::{TriggerOutcome, TriggerRequest};
 
 use super::{ANSWER_DEADLINE, Station, Trigger};
 use crate::config::TriggerConfig;
+use crate::source::health::Missed;
 use crate::sync::Backoff;
+use crate::telemetry as names;
+
+/// The first and the longest wait before connecting to the PLC again.
+const RECONNECT_INITIAL: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 /// The bits of the status word the agent writes in register mode.
 pub mod status {
+    /// Nothing in progress, no result: the trigger register is zero.
+    pub const IDLE: u16 = 0;
     /// The agent is taking the part.
     pub const BUSY: u16 = 1;
-    /// The part is done (captured or not); the PLC may lower the trigger.
+    /// The part is done (captured or not); the PLC may clear the trigger.
     pub const READY: u16 = 2;
     /// The part's edge verdict is OK.
     pub const OK: u16 = 4;
@@ -54,6 +75,8 @@ pub struct Handshake {
     pub address: SocketAddr,
     pub unit_id: u8,
     pub poll_interval: Duration,
+    /// Deadline of connecting and of each Modbus request.
+    pub request_timeout: Duration,
     pub signals: Signals,
 }
 
@@ -71,11 +94,27 @@ pub enum Signals {
         ng: Option<u16>,
     },
     Registers {
-        /// Read: a part when it turns from zero to another value.
+        /// Read: a part at each new value other than zero, which is its `part_id`.
         trigger: u16,
         /// Written: the [`status`] word.
         status: u16,
     },
+}
+
+/// One of the PLC's data tables (Modbus addresses each apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Table {
+    Coil,
+    HoldingRegister,
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Table::Coil => "coil",
+            Table::HoldingRegister => "holding register",
+        })
+    }
 }
 
 /// How a part ended, as the PLC is told.
@@ -100,9 +139,13 @@ impl Part {
     }
 }
 
+const COIL_KEYS: &str = "trigger_coil, busy_coil, ready_coil, error_coil";
+const REGISTER_KEYS: &str = "trigger_register, status_register";
+
 impl Handshake {
     /// The handshake a `plc` trigger configures (`None` for another kind of trigger), or the
-    /// key at fault and why: the four coils, or the two registers, all different, never both.
+    /// key at fault and why: the coil keys or the register keys, never both. That no two
+    /// keys map one coil or register is [`overlapping`]'s check, across cameras.
     pub fn from_config(
         trigger: &TriggerConfig,
     ) -> Option<Result<Handshake, (&'static str, String)>> {
@@ -110,6 +153,7 @@ impl Handshake {
             address,
             unit_id,
             poll_interval_ms,
+            request_timeout_ms,
             trigger_coil,
             busy_coil,
             ready_coil,
@@ -126,6 +170,9 @@ impl Handshake {
             if *poll_interval_ms == 0 {
                 return Err(("poll_interval_ms", "must be above zero".into()));
             }
+            if *request_timeout_ms == 0 {
+                return Err(("request_timeout_ms", "must be above zero".into()));
+            }
             let coils = [
                 ("trigger_coil", *trigger_coil),
                 ("busy_coil", *busy_coil),
@@ -138,64 +185,110 @@ impl Handshake {
                 ("trigger_register", *trigger_register),
                 ("status_register", *status_register),
             ];
-            let in_coils = coils.iter().any(|(_, c)| c.is_some());
-            let in_registers = registers.iter().any(|(_, r)| r.is_some());
+            let set = |keys: &[(&'static str, Option<u16>)]| {
+                keys.iter().find(|(_, a)| a.is_some()).map(|(k, _)| *k)
+            };
             let required = |key: &'static str, address: &Option<u16>| {
                 address.ok_or((key, "missing".to_string()))
             };
-            let distinct = |keys: &[(&'static str, Option<u16>)]| {
-                let mapped: Vec<_> = keys.iter().filter_map(|(k, a)| Some((*k, (*a)?))).collect();
-                for (i, (key, address)) in mapped.iter().enumerate() {
-                    if let Some((other, _)) = mapped[..i].iter().find(|(_, a)| a == address) {
-                        return Err((*key, format!("must differ from {other} (both {address})")));
-                    }
-                }
-                Ok(())
-            };
-            match (in_coils, in_registers) {
-                (true, true) => Err((
-                    "trigger_register",
-                    "the handshake is in coils or in registers, not both".into(),
+            match (set(&coils), set(&registers)) {
+                (Some(coil), Some(register)) => Err((
+                    register,
+                    format!(
+                        "the handshake is in coils ({COIL_KEYS}) or in holding registers ({REGISTER_KEYS}), not both: {coil} and {register} are set"
+                    ),
                 )),
-                (false, false) => Err((
+                (None, None) => Err((
                     "trigger_coil",
-                    "missing: map the handshake in coils (trigger_coil, busy_coil, ready_coil, error_coil) or in holding registers (trigger_register, status_register)".into(),
+                    format!(
+                        "missing: map the handshake in coils ({COIL_KEYS}) or in holding registers ({REGISTER_KEYS})"
+                    ),
                 )),
-                (true, false) => {
-                    let signals = Signals::Coils {
-                        trigger: required("trigger_coil", trigger_coil)?,
-                        busy: required("busy_coil", busy_coil)?,
-                        ready: required("ready_coil", ready_coil)?,
-                        error: required("error_coil", error_coil)?,
-                        ok: *ok_coil,
-                        ng: *ng_coil,
-                    };
-                    distinct(&coils)?;
-                    Ok(signals)
-                }
-                (false, true) => {
-                    let signals = Signals::Registers {
-                        trigger: required("trigger_register", trigger_register)?,
-                        status: required("status_register", status_register)?,
-                    };
-                    distinct(&registers)?;
-                    Ok(signals)
-                }
+                (Some(_), None) => Ok(Signals::Coils {
+                    trigger: required("trigger_coil", trigger_coil)?,
+                    busy: required("busy_coil", busy_coil)?,
+                    ready: required("ready_coil", ready_coil)?,
+                    error: required("error_coil", error_coil)?,
+                    ok: *ok_coil,
+                    ng: *ng_coil,
+                }),
+                (None, Some(_)) => Ok(Signals::Registers {
+                    trigger: required("trigger_register", trigger_register)?,
+                    status: required("status_register", status_register)?,
+                }),
             }
         };
         Some(signals().map(|signals| Handshake {
             address: *address,
             unit_id: *unit_id,
             poll_interval: Duration::from_millis(*poll_interval_ms),
+            request_timeout: Duration::from_millis(*request_timeout_ms),
             signals,
         }))
     }
+
+    /// Every coil and register the handshake maps, with its key.
+    fn mapped(&self) -> Vec<(&'static str, Table, u16)> {
+        match self.signals {
+            Signals::Coils {
+                trigger,
+                busy,
+                ready,
+                error,
+                ok,
+                ng,
+            } => [
+                ("trigger_coil", Some(trigger)),
+                ("busy_coil", Some(busy)),
+                ("ready_coil", Some(ready)),
+                ("error_coil", Some(error)),
+                ("ok_coil", ok),
+                ("ng_coil", ng),
+            ]
+            .into_iter()
+            .filter_map(|(key, coil)| Some((key, Table::Coil, coil?)))
+            .collect(),
+            Signals::Registers { trigger, status } => vec![
+                ("trigger_register", Table::HoldingRegister, trigger),
+                ("status_register", Table::HoldingRegister, status),
+            ],
+        }
+    }
+}
+
+/// Refuses two keys on one coil or one holding register of one PLC (its address and unit id):
+/// two cameras' handshakes, or two roles in one camera's, would read and write each other's
+/// signals. `handshakes`: each one's key prefix (e.g. `camera[0].trigger`). The error names
+/// the later key, and why (the earlier key).
+pub fn overlapping<'a>(
+    handshakes: impl IntoIterator<Item = (String, &'a Handshake)>,
+) -> Result<(), (String, String)> {
+    let mut taken: HashMap<(SocketAddr, u8, Table, u16), String> = HashMap::new();
+    for (prefix, plc) in handshakes {
+        for (key, table, number) in plc.mapped() {
+            let key = format!("{prefix}.{key}");
+            let at = (plc.address, plc.unit_id, table, number);
+            if let Some(other) = taken.get(&at) {
+                return Err((
+                    key,
+                    format!(
+                        "must differ from {other}: both map {table} {number} of the PLC at {} unit {}",
+                        plc.address, plc.unit_id
+                    ),
+                ));
+            }
+            taken.insert(at, key);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
 enum PlcError {
     #[error("connecting to {0}: {1}")]
     Connect(SocketAddr, std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     #[error("Modbus: {0}")]
     Modbus(#[from] tokio_modbus::Error),
     #[error("the PLC refused the request: {0}")]
@@ -204,73 +297,185 @@ enum PlcError {
     Empty,
 }
 
-/// Serves the handshake until `shutdown`, reconnecting with backoff.
-pub async fn run(station: Arc<Station>, plc: Handshake, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        let served = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            served = serve(&station, &plc, &mut backoff) => served,
-        };
-        if let Err(e) = served {
-            let wait = backoff.fail(None, &mut rand::rng());
-            warn!(camera = station.camera(), plc = %plc.address, error = %e, retry_in_ms = wait.as_millis() as u64, "PLC handshake failed");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
+impl PlcError {
+    /// The `error` label of the PLC error counter.
+    fn label(&self) -> &'static str {
+        match self {
+            PlcError::Connect(..) => "connect",
+            PlcError::Timeout(_) => "timeout",
+            PlcError::Modbus(_) | PlcError::Empty => "transport",
+            PlcError::Exception(_) => "exception",
         }
     }
 }
 
-/// One connection: polls the trigger and runs a handshake per rising edge, until an error.
+/// Serves the handshake until `shutdown`, reconnecting with backoff.
+pub async fn run(station: Arc<Station>, plc: Handshake, shutdown: CancellationToken) {
+    let span = info_span!("plc", camera = station.camera(), plc = %plc.address);
+    async move {
+        let camera = station.camera().to_string();
+        let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+        loop {
+            let served = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                served = serve(&station, &plc, &mut backoff) => served,
+            };
+            metrics::gauge!(names::PLC_CONNECTED, "camera" => camera.clone()).set(0.0);
+            if let Err(e) = served {
+                metrics::counter!(names::PLC_ERRORS_TOTAL, "camera" => camera.clone(), "error" => e.label())
+                    .increment(1);
+                let wait = backoff.fail(None, &mut rand::rng());
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "PLC handshake failed; connecting again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        metrics::gauge!(names::PLC_CONNECTED, "camera" => camera).set(0.0);
+    }
+    .instrument(span)
+    .await
+}
+
+/// One connection: settles what the PLC waits for, then polls the trigger and runs a
+/// handshake per part, until an error. The backoff is reset once the connection has read the
+/// PLC and answered it.
 async fn serve(station: &Station, plc: &Handshake, backoff: &mut Backoff) -> Result<(), PlcError> {
-    let mut modbus = tcp::connect_slave(plc.address, Slave(plc.unit_id))
-        .await
-        .map_err(|e| PlcError::Connect(plc.address, e))?;
-    info!(camera = station.camera(), plc = %plc.address, "PLC connected");
+    let modbus = tokio::time::timeout(
+        plc.request_timeout,
+        tcp::connect_slave(plc.address, Slave(plc.unit_id)),
+    )
+    .await
+    .map_err(|_| PlcError::Timeout(plc.request_timeout))?
+    .map_err(|e| PlcError::Connect(plc.address, e))?;
+    let mut link = Link {
+        modbus,
+        timeout: plc.request_timeout,
+    };
+    let mut last = plc.signals.settle(station, &mut link).await?;
     backoff.reset();
-    // A trigger already high when the agent connects is not a new part.
-    let mut was_high = plc.signals.triggered(&mut modbus).await?;
+    metrics::gauge!(names::PLC_CONNECTED, "camera" => station.camera().to_string()).set(1.0);
+    info!("PLC connected");
     let mut ticker = tokio::time::interval(plc.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let high = plc.signals.triggered(&mut modbus).await?;
-        if high && !was_high {
-            handshake(station, &plc.signals, &mut modbus).await?;
+        let value = plc.signals.trigger(&mut link).await?;
+        if value != last {
+            if value == 0 {
+                plc.signals.idle(&mut link).await?;
+            } else {
+                let part_id = plc.signals.part_id(value);
+                handshake(station, &plc.signals, &mut link, part_id).await?;
+            }
         }
-        was_high = high;
+        last = value;
     }
 }
 
-async fn coil(modbus: &mut Modbus, coil: u16, on: bool) -> Result<(), PlcError> {
-    modbus.write_single_coil(coil, on).await??;
-    Ok(())
+/// A connection to the PLC whose every request has a deadline.
+struct Link {
+    modbus: Modbus,
+    timeout: Duration,
 }
 
-async fn register(modbus: &mut Modbus, register: u16, value: u16) -> Result<(), PlcError> {
-    modbus.write_single_register(register, value).await??;
-    Ok(())
+/// `request`'s answer within `timeout`: a Modbus exception or a transport error is an error.
+async fn within<T>(
+    timeout: Duration,
+    request: impl Future<Output = tokio_modbus::Result<T>>,
+) -> Result<T, PlcError> {
+    Ok(tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| PlcError::Timeout(timeout))???)
+}
+
+impl Link {
+    async fn read_coil(&mut self, coil: u16) -> Result<bool, PlcError> {
+        let coils = within(self.timeout, self.modbus.read_coils(coil, 1)).await?;
+        coils.first().copied().ok_or(PlcError::Empty)
+    }
+
+    async fn read_register(&mut self, register: u16) -> Result<u16, PlcError> {
+        let words = within(
+            self.timeout,
+            self.modbus.read_holding_registers(register, 1),
+        )
+        .await?;
+        words.first().copied().ok_or(PlcError::Empty)
+    }
+
+    async fn coil(&mut self, coil: u16, on: bool) -> Result<(), PlcError> {
+        within(self.timeout, self.modbus.write_single_coil(coil, on)).await
+    }
+
+    async fn register(&mut self, register: u16, value: u16) -> Result<(), PlcError> {
+        within(
+            self.timeout,
+            self.modbus.write_single_register(register, value),
+        )
+        .await
+    }
 }
 
 impl Signals {
-    /// The trigger is high: its coil raised, or its register not zero.
-    async fn triggered(&self, modbus: &mut Modbus) -> Result<bool, PlcError> {
+    /// The trigger's value: the coil's (0 or 1), or the register's.
+    async fn trigger(&self, link: &mut Link) -> Result<u16, PlcError> {
         match *self {
-            Signals::Coils { trigger, .. } => {
-                let coils = modbus.read_coils(trigger, 1).await??;
-                coils.first().copied().ok_or(PlcError::Empty)
+            Signals::Coils { trigger, .. } => Ok(u16::from(link.read_coil(trigger).await?)),
+            Signals::Registers { trigger, .. } => link.read_register(trigger).await,
+        }
+    }
+
+    /// The part id a trigger value carries: the register's value; none in coils.
+    fn part_id(&self, value: u16) -> Option<String> {
+        match self {
+            Signals::Coils { .. } => None,
+            Signals::Registers { .. } => Some(value.to_string()),
+        }
+    }
+
+    /// On a new connection: answers a trigger the PLC set and still waits on (its Ready not
+    /// given: the agent stopped or the link dropped while it took the part, or the trigger
+    /// came while it was away) as a part nothing was captured for, or writes the idle status
+    /// when the trigger is clear. Returns the trigger's value, which is no new part.
+    async fn settle(&self, station: &Station, link: &mut Link) -> Result<u16, PlcError> {
+        let value = self.trigger(link).await?;
+        let answered = match *self {
+            Signals::Coils { ready, .. } => link.read_coil(ready).await?,
+            Signals::Registers { status, .. } => {
+                link.read_register(status).await? & status::READY != 0
             }
-            Signals::Registers { trigger, .. } => {
-                let words = modbus.read_holding_registers(trigger, 1).await??;
-                words.first().map(|w| *w != 0).ok_or(PlcError::Empty)
+        };
+        if value != 0 && !answered {
+            warn!(
+                trigger = value,
+                "the PLC waits on a part the agent did not answer (the link dropped or the agent stopped while it was set): answered Error"
+            );
+            station.missed(Missed::Interrupted);
+            self.busy(link).await?;
+            self.result(link, Part::Failed).await?;
+            self.ready(link, Part::Failed).await?;
+        } else if value == 0 {
+            match *self {
+                Signals::Coils { busy, .. } => link.coil(busy, false).await?,
+                Signals::Registers { .. } => self.idle(link).await?,
             }
+        }
+        Ok(value)
+    }
+
+    /// The trigger went back to zero: in registers, the status word is cleared (the last
+    /// part's result with it); in coils, Ready and the result stay until the next part's Busy.
+    async fn idle(&self, link: &mut Link) -> Result<(), PlcError> {
+        match *self {
+            Signals::Coils { .. } => Ok(()),
+            Signals::Registers { status, .. } => link.register(status, status::IDLE).await,
         }
     }
 
     /// A part starts: Busy, and last part's Ready and result cleared.
-    async fn busy(&self, modbus: &mut Modbus) -> Result<(), PlcError> {
+    async fn busy(&self, link: &mut Link) -> Result<(), PlcError> {
         match *self {
             Signals::Coils {
                 busy,
@@ -280,48 +485,48 @@ impl Signals {
                 ng,
                 ..
             } => {
-                coil(modbus, busy, true).await?;
-                coil(modbus, ready, false).await?;
-                coil(modbus, error, false).await?;
+                link.coil(busy, true).await?;
+                link.coil(ready, false).await?;
+                link.coil(error, false).await?;
                 for c in [ok, ng].into_iter().flatten() {
-                    coil(modbus, c, false).await?;
+                    link.coil(c, false).await?;
                 }
                 Ok(())
             }
-            Signals::Registers { status, .. } => register(modbus, status, status::BUSY).await,
+            Signals::Registers { status, .. } => link.register(status, status::BUSY).await,
         }
     }
 
     /// The part's result, Busy still raised.
-    async fn result(&self, modbus: &mut Modbus, part: Part) -> Result<(), PlcError> {
+    async fn result(&self, link: &mut Link, part: Part) -> Result<(), PlcError> {
         match *self {
             Signals::Coils { error, ok, ng, .. } => {
-                coil(modbus, error, part == Part::Failed).await?;
+                link.coil(error, part == Part::Failed).await?;
                 let raised = match part {
                     Part::Ok => ok,
                     Part::Ng => ng,
                     Part::Failed | Part::Captured => None,
                 };
                 if let Some(c) = raised {
-                    coil(modbus, c, true).await?;
+                    link.coil(c, true).await?;
                 }
                 Ok(())
             }
             Signals::Registers { status, .. } => {
-                register(modbus, status, status::BUSY | part.bits()).await
+                link.register(status, status::BUSY | part.bits()).await
             }
         }
     }
 
     /// The part is done: Busy lowered, Ready raised, the result kept.
-    async fn ready(&self, modbus: &mut Modbus, part: Part) -> Result<(), PlcError> {
+    async fn ready(&self, link: &mut Link, part: Part) -> Result<(), PlcError> {
         match *self {
             Signals::Coils { busy, ready, .. } => {
-                coil(modbus, busy, false).await?;
-                coil(modbus, ready, true).await
+                link.coil(busy, false).await?;
+                link.coil(ready, true).await
             }
             Signals::Registers { status, .. } => {
-                register(modbus, status, status::READY | part.bits()).await
+                link.register(status, status::READY | part.bits()).await
             }
         }
     }
@@ -331,11 +536,16 @@ impl Signals {
 async fn handshake(
     station: &Station,
     signals: &Signals,
-    modbus: &mut Modbus,
+    link: &mut Link,
+    part_id: Option<String>,
 ) -> Result<(), PlcError> {
-    signals.busy(modbus).await?;
+    signals.busy(link).await?;
     let (tx, rx) = oneshot::channel();
-    station.fire(Trigger::new("plc", TriggerRequest::default(), Some(tx)));
+    let request = TriggerRequest {
+        part_id,
+        ..TriggerRequest::default()
+    };
+    station.fire(Trigger::new("plc", request, Some(tx)));
     let part = match tokio::time::timeout(ANSWER_DEADLINE, rx).await {
         Ok(Ok(ack)) if ack.outcome == TriggerOutcome::Captured => match ack.defect_detected {
             Some(false) => Part::Ok,
@@ -344,8 +554,8 @@ async fn handshake(
         },
         _ => Part::Failed,
     };
-    signals.result(modbus, part).await?;
-    signals.ready(modbus, part).await
+    signals.result(link, part).await?;
+    signals.ready(link, part).await
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! A device is `silent` when its last heartbeat is older than
 //! `fleet.silent_after_missed` of its own intervals (or it never sent one), else
-//! `camera_failed` when a camera is failed or stalled (a camera being reopened after a
+//! `camera_failed` when a camera is failed, stalled or hung (a camera being reopened after a
 //! stall counts as working until that open fails), else `degraded` when the agent says so
 //! (disk low, buffer writes failing), else `behind` when its oldest unsynced frame is older
 //! than `fleet.behind_after_secs`, else `ok`.
@@ -35,11 +35,12 @@ pub fn state(
     if seconds(now - at) > silent_after {
         return DeviceState::Silent;
     }
-    if hb
-        .cameras
-        .iter()
-        .any(|c| matches!(c.status, CameraStatus::Failed | CameraStatus::Stalled))
-    {
+    if hb.cameras.iter().any(|c| {
+        matches!(
+            c.status,
+            CameraStatus::Failed | CameraStatus::Stalled | CameraStatus::Hung
+        )
+    }) {
         return DeviceState::CameraFailed;
     }
     if !hb.degraded.is_empty() {

@@ -88,6 +88,11 @@ fn each_state_follows_from_the_last_heartbeat() {
             DeviceState::CameraFailed,
         ),
         (
+            heartbeat(&[CameraStatus::Ok, CameraStatus::Hung], 1.0),
+            0,
+            DeviceState::CameraFailed,
+        ),
+        (
             heartbeat(&[CameraStatus::Ok], 301.0),
             0,
             DeviceState::Behind,

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response};
@@ -31,29 +32,37 @@ struct Plc {
     writes: Arc<Mutex<Vec<(u16, bool)>>>,
     /// The agent's register writes, in order.
     register_writes: Arc<Mutex<Vec<(u16, u16)>>>,
+    /// Requests received (answered or not).
+    requests: Arc<AtomicUsize>,
+    /// While set, requests are read and never answered: a PLC that hangs.
+    silent: Arc<AtomicBool>,
 }
 
 impl tokio_modbus::server::Service for Plc {
     type Request = Request<'static>;
-    type Response = Response;
+    type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = std::future::Ready<Result<Response, ExceptionCode>>;
+    type Future = std::future::Ready<Result<Option<Response>, ExceptionCode>>;
 
     fn call(&self, req: Request<'static>) -> Self::Future {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if self.silent.load(Ordering::SeqCst) {
+            return std::future::ready(Ok(None));
+        }
         let mut coils = self.coils.lock().unwrap();
         std::future::ready(match req {
             Request::ReadCoils(addr, n) => {
                 let (a, n) = (addr as usize, n as usize);
                 coils
                     .get(a..a + n)
-                    .map(|c| Response::ReadCoils(c.to_vec()))
+                    .map(|c| Some(Response::ReadCoils(c.to_vec())))
                     .ok_or(ExceptionCode::IllegalDataAddress)
             }
             Request::WriteSingleCoil(addr, on) => match coils.get_mut(addr as usize) {
                 Some(coil) => {
                     *coil = on;
                     self.writes.lock().unwrap().push((addr, on));
-                    Ok(Response::WriteSingleCoil(addr, on))
+                    Ok(Some(Response::WriteSingleCoil(addr, on)))
                 }
                 None => Err(ExceptionCode::IllegalDataAddress),
             },
@@ -63,7 +72,7 @@ impl tokio_modbus::server::Service for Plc {
                     .lock()
                     .unwrap()
                     .get(a..a + n)
-                    .map(|r| Response::ReadHoldingRegisters(r.to_vec()))
+                    .map(|r| Some(Response::ReadHoldingRegisters(r.to_vec())))
                     .ok_or(ExceptionCode::IllegalDataAddress)
             }
             Request::WriteSingleRegister(addr, value) => {
@@ -71,7 +80,7 @@ impl tokio_modbus::server::Service for Plc {
                     Some(register) => {
                         *register = value;
                         self.register_writes.lock().unwrap().push((addr, value));
-                        Ok(Response::WriteSingleRegister(addr, value))
+                        Ok(Some(Response::WriteSingleRegister(addr, value)))
                     }
                     None => Err(ExceptionCode::IllegalDataAddress),
                 }
@@ -111,6 +120,15 @@ impl Plc {
         std::mem::take(&mut *self.writes.lock().unwrap())
     }
 
+    /// Waits until the agent has read the PLC twice more: it has seen what was just set.
+    async fn polled(&self) {
+        let seen = self.requests.load(Ordering::SeqCst);
+        until("two more polls", || {
+            self.requests.load(Ordering::SeqCst) >= seen + 2
+        })
+        .await;
+    }
+
     async fn serve(&self) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -128,7 +146,7 @@ impl Plc {
 }
 
 async fn until(what: &str, check: impl Fn() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..1000 {
         if check() {
             return;
         }
@@ -139,23 +157,29 @@ async fn until(what: &str, check: impl Fn() -> bool) {
 
 /// A station whose camera answers each trigger with `outcome`.
 fn station(outcome: TriggerOutcome) -> (Arc<Station>, Arc<Monitor>, impl Future<Output = ()>) {
-    judged_station(outcome, Vec::new())
+    let (station, monitor, _parts, camera) = judged_station(outcome, Vec::new());
+    (station, monitor, camera)
 }
 
+/// The part ids of the triggers a camera took, in order.
+type Parts = Arc<Mutex<Vec<Option<String>>>>;
+
 /// A station whose camera answers each trigger with `outcome`, a captured frame judged with
-/// the next of `verdicts` (true: NG; unjudged once they run out).
+/// the next of `verdicts` (true: NG; unjudged once they run out), and the part ids it took.
 fn judged_station(
     outcome: TriggerOutcome,
     verdicts: Vec<bool>,
-) -> (Arc<Station>, Arc<Monitor>, impl Future<Output = ()>) {
+) -> (Arc<Station>, Arc<Monitor>, Parts, impl Future<Output = ()>) {
     let monitor = Arc::new(Monitor::new("c1", "synthetic"));
     monitor.set_status(CameraStatus::Ok);
     let (station, mut rx) = Station::new(monitor.clone());
+    let parts = Parts::default();
     let camera = {
-        let station = station.clone();
+        let (station, parts) = (station.clone(), parts.clone());
         async move {
             let mut verdicts = verdicts.into_iter();
             while let Some(trigger) = rx.recv().await {
+                parts.lock().unwrap().push(trigger.request.part_id.clone());
                 if outcome == TriggerOutcome::Captured {
                     station.captured(trigger, uuid::Uuid::now_v7(), verdicts.next());
                 } else {
@@ -164,7 +188,7 @@ fn judged_station(
             }
         }
     };
-    (station, monitor, camera)
+    (station, monitor, parts, camera)
 }
 
 fn handshake_at(address: SocketAddr) -> Handshake {
@@ -176,6 +200,7 @@ fn in_coils(address: SocketAddr, ok: Option<u16>, ng: Option<u16>) -> Handshake 
         address,
         unit_id: 1,
         poll_interval: Duration::from_millis(10),
+        request_timeout: Duration::from_millis(200),
         signals: Signals::Coils {
             trigger: TRIGGER,
             busy: BUSY,
@@ -197,20 +222,31 @@ fn in_registers(address: SocketAddr) -> Handshake {
     }
 }
 
+/// Starts the handshake and waits until `settled` (what it first writes is there).
+async fn connected(
+    station: Arc<Station>,
+    handshake: Handshake,
+    settled: impl Fn() -> bool,
+) -> CancellationToken {
+    let stop = CancellationToken::new();
+    tokio::spawn(run(station, handshake, stop.clone()));
+    until("the connection settled", settled).await;
+    stop
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
     // See: issue #20 (PLC result registers).
     let plc = Plc::default();
     let address = plc.serve().await;
-    let (station, _monitor, camera) = judged_station(TriggerOutcome::Captured, vec![false, true]);
+    let (station, _monitor, _parts, camera) =
+        judged_station(TriggerOutcome::Captured, vec![false, true]);
     tokio::spawn(camera);
-    let stop = CancellationToken::new();
-    tokio::spawn(run(
-        station,
-        in_coils(address, Some(OK), Some(NG)),
-        stop.clone(),
-    ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stop = connected(station, in_coils(address, Some(OK), Some(NG)), || {
+        plc.last_write().is_some()
+    })
+    .await;
+    assert_eq!(plc.take_writes(), [(BUSY, false)], "the idle status");
     let start = [
         (BUSY, true),
         (READY, false),
@@ -230,7 +266,7 @@ async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
         assert_eq!(plc.coil(OK), result == Some(OK));
         assert_eq!(plc.coil(NG), result == Some(NG));
         plc.set_trigger(false);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        plc.polled().await;
     }
     stop.cancel();
 }
@@ -239,12 +275,14 @@ async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
 async fn each_rising_edge_is_one_part_answered_busy_then_result_then_ready() {
     let plc = Plc::default();
     let address = plc.serve().await;
-    let (station, _monitor, camera) = station(TriggerOutcome::Captured);
+    let (station, _monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
     tokio::spawn(camera);
-    let stop = CancellationToken::new();
-    tokio::spawn(run(station.clone(), handshake_at(address), stop.clone()));
+    let stop = connected(station, handshake_at(address), || {
+        plc.last_write().is_some()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(plc.take_writes().is_empty(), "nothing before a trigger");
+    assert_eq!(plc.take_writes(), [(BUSY, false)], "only the idle status");
 
     for _ in 0..2 {
         plc.set_trigger(true);
@@ -264,8 +302,17 @@ async fn each_rising_edge_is_one_part_answered_busy_then_result_then_ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(plc.take_writes().is_empty());
         plc.set_trigger(false);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        plc.polled().await;
+        assert!(
+            plc.take_writes().is_empty(),
+            "Ready stays until the next Busy"
+        );
     }
+    assert_eq!(
+        *parts.lock().unwrap(),
+        [None, None],
+        "coils carry no part id"
+    );
     stop.cancel();
 }
 
@@ -275,9 +322,11 @@ async fn a_part_the_camera_could_not_take_raises_error_before_ready() {
     let address = plc.serve().await;
     let (station, _monitor, camera) = station(TriggerOutcome::CameraFailed);
     tokio::spawn(camera);
-    let stop = CancellationToken::new();
-    tokio::spawn(run(station, handshake_at(address), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stop = connected(station, handshake_at(address), || {
+        plc.last_write().is_some()
+    })
+    .await;
+    plc.take_writes();
     plc.set_trigger(true);
     until("Ready", || plc.coil(READY)).await;
     let writes = plc.take_writes();
@@ -287,17 +336,58 @@ async fn a_part_the_camera_could_not_take_raises_error_before_ready() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trigger_high_before_the_agent_connects_is_not_a_part() {
+async fn a_trigger_already_answered_before_the_agent_connects_is_not_a_part() {
     let plc = Plc::default();
     plc.set_trigger(true);
+    plc.coils.lock().unwrap()[READY as usize] = true;
     let address = plc.serve().await;
     let (station, monitor, camera) = station(TriggerOutcome::Captured);
     tokio::spawn(camera);
-    let stop = CancellationToken::new();
-    tokio::spawn(run(station, handshake_at(address), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two reads to settle, then polls.
+    let stop = connected(station, handshake_at(address), || {
+        plc.requests.load(Ordering::SeqCst) >= 5
+    })
+    .await;
     assert!(plc.take_writes().is_empty());
     assert_eq!(monitor.snapshot().triggers_missed_total, 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_coils_a_part_left_busy_when_the_agent_stopped_is_answered_error_on_connect() {
+    // See: issue #20 (a PLC left waiting on Busy across a reconnect).
+    let plc = Plc::default();
+    // The last agent raised Busy for this part, then stopped.
+    plc.set_trigger(true);
+    plc.coils.lock().unwrap()[BUSY as usize] = true;
+    let address = plc.serve().await;
+    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
+    tokio::spawn(camera);
+    let stop = connected(station, in_coils(address, Some(OK), Some(NG)), || {
+        plc.last_write() == Some((READY, true))
+    })
+    .await;
+    assert_eq!(
+        plc.take_writes(),
+        [
+            (BUSY, true),
+            (READY, false),
+            (ERROR, false),
+            (OK, false),
+            (NG, false),
+            (ERROR, true),
+            (BUSY, false),
+            (READY, true)
+        ]
+    );
+    assert!(parts.lock().unwrap().is_empty(), "not taken as a new part");
+    assert_eq!(monitor.snapshot().triggers_missed_total, 1);
+    // The PLC lowers the trigger; the next rising edge is the next part.
+    plc.set_trigger(false);
+    plc.polled().await;
+    plc.set_trigger(true);
+    until("Ready", || plc.last_write() == Some((READY, true))).await;
+    assert_eq!(parts.lock().unwrap().len(), 1);
     stop.cancel();
 }
 
@@ -306,19 +396,21 @@ async fn in_registers_the_status_word_goes_busy_then_busy_with_the_result_then_r
     // See: issue #20 (the handshake and the result in holding registers).
     let plc = Plc::default();
     let address = plc.serve().await;
-    let (station, _monitor, camera) = judged_station(TriggerOutcome::Captured, vec![false, true]);
+    let (station, _monitor, parts, camera) =
+        judged_station(TriggerOutcome::Captured, vec![false, true]);
     tokio::spawn(camera);
-    let stop = CancellationToken::new();
-    tokio::spawn(run(station, in_registers(address), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        plc.take_register_writes().is_empty(),
-        "nothing before a trigger"
+    let stop = connected(station, in_registers(address), || {
+        plc.requests.load(Ordering::SeqCst) >= 5
+    })
+    .await;
+    assert_eq!(
+        plc.take_register_writes(),
+        [(STATUS_REGISTER, status::IDLE)],
+        "only the idle status before a trigger"
     );
     // OK, then NG, then a part captured but not judged; the PLC numbers its parts.
     for (part, result) in [(7, status::OK), (8, status::NG), (9, 0)] {
         plc.set_trigger_register(part);
-        // Each part's Ready word differs from the last part's, which stays until Busy.
         until("Ready", || {
             plc.register(STATUS_REGISTER) == status::READY | result
         })
@@ -332,13 +424,67 @@ async fn in_registers_the_status_word_goes_busy_then_busy_with_the_result_then_r
             ],
             "part {part}"
         );
-        // Still set: no second part until the PLC clears the register and sets it again.
+        // Still set: no second part until the PLC sets another value.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(plc.take_register_writes().is_empty());
         assert!(plc.take_writes().is_empty(), "no coil is written");
+        // Back to zero: the word is cleared, the result with it.
         plc.set_trigger_register(0);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        until("the status word cleared", || {
+            plc.register(STATUS_REGISTER) == status::IDLE
+        })
+        .await;
+        assert_eq!(
+            plc.take_register_writes(),
+            [(STATUS_REGISTER, status::IDLE)]
+        );
     }
+    assert_eq!(
+        *parts.lock().unwrap(),
+        [Some("7".into()), Some("8".into()), Some("9".into())],
+        "the trigger's value is the part id"
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_a_new_value_without_zero_between_is_a_new_part() {
+    // See: issue #20 (a value that changes from one part number to the next is a part).
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, _monitor, parts, camera) =
+        judged_station(TriggerOutcome::Captured, vec![true, false]);
+    tokio::spawn(camera);
+    let stop = connected(station, in_registers(address), || {
+        !plc.register_writes.lock().unwrap().is_empty()
+    })
+    .await;
+    plc.take_register_writes();
+    plc.set_trigger_register(41);
+    until("Ready NG", || {
+        plc.register(STATUS_REGISTER) == status::READY | status::NG
+    })
+    .await;
+    plc.set_trigger_register(42);
+    until("Ready OK", || {
+        plc.register(STATUS_REGISTER) == status::READY | status::OK
+    })
+    .await;
+    assert_eq!(
+        plc.take_register_writes(),
+        [
+            (STATUS_REGISTER, status::BUSY),
+            (STATUS_REGISTER, status::BUSY | status::NG),
+            (STATUS_REGISTER, status::READY | status::NG),
+            (STATUS_REGISTER, status::BUSY),
+            (STATUS_REGISTER, status::BUSY | status::OK),
+            (STATUS_REGISTER, status::READY | status::OK),
+        ]
+    );
+    assert_eq!(
+        *parts.lock().unwrap(),
+        [Some("41".into()), Some("42".into())]
+    );
     stop.cancel();
 }
 
@@ -348,9 +494,11 @@ async fn in_registers_a_part_the_camera_could_not_take_is_error_with_ready() {
     let address = plc.serve().await;
     let (station, _monitor, camera) = station(TriggerOutcome::CameraFailed);
     tokio::spawn(camera);
-    let stop = CancellationToken::new();
-    tokio::spawn(run(station, in_registers(address), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stop = connected(station, in_registers(address), || {
+        !plc.register_writes.lock().unwrap().is_empty()
+    })
+    .await;
+    plc.take_register_writes();
     plc.set_trigger_register(1);
     until("Ready", || {
         plc.register(STATUS_REGISTER) & status::READY != 0
@@ -365,4 +513,148 @@ async fn in_registers_a_part_the_camera_could_not_take_is_error_with_ready() {
         ]
     );
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_a_part_in_flight_when_the_agent_stopped_is_answered_error_by_the_next() {
+    // See: issue #20 (a PLC left waiting on Busy across a reconnect).
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    // The first agent's camera never answers: it stops mid-part, Busy written.
+    let monitor = Arc::new(Monitor::new("c1", "synthetic"));
+    monitor.set_status(CameraStatus::Ok);
+    let (first, _taken) = Station::new(monitor);
+    let stop = connected(first, in_registers(address), || {
+        !plc.register_writes.lock().unwrap().is_empty()
+    })
+    .await;
+    plc.set_trigger_register(5);
+    until("Busy", || plc.register(STATUS_REGISTER) == status::BUSY).await;
+    stop.cancel();
+    plc.take_register_writes();
+
+    // The next agent (or the same after a reconnect) answers part 5: nothing captured.
+    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
+    tokio::spawn(camera);
+    let stop = connected(station, in_registers(address), || {
+        plc.register(STATUS_REGISTER) == status::READY | status::ERROR
+    })
+    .await;
+    assert_eq!(
+        plc.take_register_writes(),
+        [
+            (STATUS_REGISTER, status::BUSY),
+            (STATUS_REGISTER, status::BUSY | status::ERROR),
+            (STATUS_REGISTER, status::READY | status::ERROR),
+        ]
+    );
+    assert!(
+        parts.lock().unwrap().is_empty(),
+        "part 5 is not taken again"
+    );
+    assert_eq!(monitor.snapshot().triggers_missed_total, 1);
+    // The PLC clears the trigger: idle; then part 6 is taken.
+    plc.set_trigger_register(0);
+    until("idle", || plc.register(STATUS_REGISTER) == status::IDLE).await;
+    plc.set_trigger_register(6);
+    until("Ready", || plc.register(STATUS_REGISTER) == status::READY).await;
+    assert_eq!(*parts.lock().unwrap(), [Some("6".into())]);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_a_stale_result_is_cleared_on_connect_when_the_trigger_is_zero() {
+    let plc = Plc::default();
+    // The last agent answered part 3 and stopped before the PLC cleared the trigger.
+    plc.registers.lock().unwrap()[STATUS_REGISTER as usize] = status::READY | status::NG;
+    let address = plc.serve().await;
+    let (station, monitor, camera) = station(TriggerOutcome::Captured);
+    tokio::spawn(camera);
+    let stop = connected(station, in_registers(address), || {
+        plc.register(STATUS_REGISTER) == status::IDLE
+    })
+    .await;
+    assert_eq!(
+        plc.take_register_writes(),
+        [(STATUS_REGISTER, status::IDLE)]
+    );
+    assert_eq!(monitor.snapshot().triggers_missed_total, 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plc_that_stops_answering_times_out_and_is_connected_again() {
+    // See: issue #20 (tokio-modbus requests have no deadline of their own).
+    let plc = Plc::default();
+    plc.silent.store(true, Ordering::SeqCst);
+    let address = plc.serve().await;
+    let (station, _monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
+    tokio::spawn(camera);
+    let handshake = in_registers(address);
+    let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+    // A guard, not a measure: the request's own deadline (200 ms) ends it.
+    let served = tokio::time::timeout(
+        Duration::from_secs(30),
+        serve(&station, &handshake, &mut backoff),
+    )
+    .await
+    .expect("the request has a deadline");
+    assert!(
+        matches!(served, Err(PlcError::Timeout(t)) if t == handshake.request_timeout),
+        "{served:?}"
+    );
+
+    // The handshake keeps connecting until the PLC answers, then serves parts.
+    let stop = CancellationToken::new();
+    tokio::spawn(run(station, handshake, stop.clone()));
+    until("a second connection tried", || {
+        plc.requests.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    plc.silent.store(false, Ordering::SeqCst);
+    until("idle status", || !plc.take_register_writes().is_empty()).await;
+    plc.set_trigger_register(12);
+    until("Ready", || plc.register(STATUS_REGISTER) == status::READY).await;
+    assert_eq!(*parts.lock().unwrap(), [Some("12".into())]);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modbus_exception_backs_off_and_only_a_settled_connection_resets_the_backoff() {
+    // See: issue #20 (a PLC that refuses every request was asked again every 200 ms).
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, _monitor, camera) = station(TriggerOutcome::Captured);
+    tokio::spawn(camera);
+    // A trigger register the PLC does not have: every read is refused (IllegalDataAddress).
+    let refused = Handshake {
+        signals: Signals::Registers {
+            trigger: 100,
+            status: STATUS_REGISTER,
+        },
+        ..in_registers(address)
+    };
+    let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let served = serve(&station, &refused, &mut backoff).await;
+        assert!(
+            matches!(
+                served,
+                Err(PlcError::Exception(ExceptionCode::IllegalDataAddress))
+            ),
+            "{served:?}"
+        );
+        // Each connection succeeded; the backoff grew all the same.
+        waits.push(backoff.fail(None, &mut rand::rng()));
+    }
+    assert_eq!(backoff.failures(), 4);
+    assert!(waits[3] >= RECONNECT_INITIAL * 4, "{waits:?}");
+    // A connection that reads the PLC and answers it resets the backoff.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        serve(&station, &in_registers(address), &mut backoff),
+    )
+    .await;
+    assert_eq!(backoff.failures(), 0);
 }
