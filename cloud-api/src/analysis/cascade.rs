@@ -34,7 +34,7 @@ use wiko_inspect::Image;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
 
 use super::remote::config::{Mode, RemoteSettings};
-use super::remote::{Deferred, ImageSource, Part, Remote};
+use super::remote::{Cause, Deferred, ImageSource, Part, Remote};
 use super::{Analyzer, Judgement};
 use crate::store::{Enrichment, ImageKey, Job, Stage, Storage, StoreError};
 use crate::telemetry;
@@ -267,7 +267,17 @@ impl RemoteWorkers {
     /// the result made final with the gate's verdict (never lost, never left provisional). A
     /// call put off because the store could not count the deployment's budget or read the
     /// part's image is always put back: it says nothing about the service.
-    async fn put_off(&self, job: &Job, part: &Analysis, later: Deferred) -> Result<(), StoreError> {
+    async fn put_off(
+        &self,
+        job: &Job,
+        part: &Analysis,
+        mut later: Deferred,
+    ) -> Result<(), StoreError> {
+        if later.cause == Cause::Store {
+            // Backs off with the times the part was taken (at least 1 s, at most the lease):
+            // a store that keeps failing is not asked again and again.
+            later.retry_in = self.remote.store_backoff(job.attempts);
+        }
         let name = self.remote.name();
         let cause = later.cause.as_str();
         let max_deferral = self.remote.settings().max_deferral;

@@ -18,7 +18,9 @@
 //! image tiles and `max_tokens`) and one request in the deployment's current window, counted
 //! in the store, so that the replicas sharing it never reserve more in one window than the
 //! window's share (windows are fixed: around a boundary, two windows' shares may go out within
-//! one window's length); the estimate is corrected to the answer's real usage. The estimate
+//! one window's length); the estimate is corrected to the answer's real usage, and an attempt
+//! that makes no call (its image not read or prepared, a 429's pause first) gives back its
+//! tokens and its request: a call never made takes nothing from the budget. The estimate
 //! comes from the frame's recorded size: the image is read ([`ImageSource`]), decoded and
 //! encoded only once the attempt has its reservation, so a call put off costs no blob read
 //! and no image work. The decoding's memory (the process's [`Budget`]) is held only while the
@@ -655,7 +657,7 @@ impl Remote {
                         RemoteError::Image("the part's image is not in the image store".into())
                     }
                     e => RemoteError::Later(Deferred {
-                        retry_in: self.backoff(1),
+                        retry_in: self.store_backoff(1),
                         reason: format!("the part's image cannot be read: {e}"),
                         cause: Cause::Store,
                     }),
@@ -734,7 +736,7 @@ impl Remote {
             };
             let fits = shared.records.reserve_remote(&claim).await.map_err(|e| {
                 RemoteError::Later(Deferred {
-                    retry_in: self.backoff(1),
+                    retry_in: self.store_backoff(1),
                     reason: format!("the deployment's budget cannot be counted: {e}"),
                     cause: Cause::Store,
                 })
@@ -765,7 +767,9 @@ impl Remote {
         }
     }
 
-    /// Gives a reservation's tokens back: no call was made (its request stays counted).
+    /// Gives a reservation back, its tokens and its request: no call was made (the image
+    /// could not be read or prepared, the bearer token file read, or a 429's pause came
+    /// first), and a call never made takes nothing from the deployment's budget.
     async fn release(&self, reserved: Reserved) {
         let Some(shared) = &self.shared else {
             return;
@@ -773,7 +777,7 @@ impl Remote {
         let tokens = -i64::try_from(reserved.tokens).unwrap_or(i64::MAX);
         if let Err(e) = shared
             .records
-            .settle_remote(&shared.deployment, reserved.slot, tokens)
+            .settle_remote(&shared.deployment, reserved.slot, tokens, -1)
             .await
         {
             tracing::warn!(error = %e, "the deployment's budget keeps a call not made");
@@ -794,7 +798,7 @@ impl Remote {
             - i64::try_from(reserved.tokens).unwrap_or(i64::MAX);
         if let Err(e) = shared
             .records
-            .settle_remote(&shared.deployment, reserved.slot, delta)
+            .settle_remote(&shared.deployment, reserved.slot, delta, 0)
             .await
         {
             tracing::warn!(error = %e, "the deployment's budget keeps the call's estimate");
@@ -820,7 +824,23 @@ impl Remote {
             .min(self.settings.max_retry_wait);
         full.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
+
+    /// How long a call the store put off (cause `store`) waits before its part is taken
+    /// again, after `attempt` tries: between half and all of 1 s × 2^(attempt-1), never less
+    /// than 1 s nor more than the job's lease. Not bound by `max_retry_wait_secs` (which may
+    /// be 0): a store that keeps failing never makes a worker spin.
+    pub fn store_backoff(&self, attempt: u32) -> Duration {
+        let cap = self.settings.job_lease.max(STORE_BACKOFF_FLOOR);
+        Duration::from_secs(1)
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(cap)
+            .mul_f64(rand::rng().random_range(0.5..=1.0))
+            .clamp(STORE_BACKOFF_FLOOR, cap)
+    }
 }
+
+/// The shortest wait of a call the store put off.
+const STORE_BACKOFF_FLOOR: Duration = Duration::from_secs(1);
 
 /// The metric label of an error code.
 fn code_name(code: VerdictErrorCode) -> &'static str {
