@@ -401,7 +401,7 @@ async fn an_image_store_that_fails_puts_the_part_off_without_spending_the_budget
     calibrate(&h).await;
     let records = h.state.intake.storage.records.clone();
 
-    // The analyzer alone: the call is put off (cause store), and the window it had its place
+    // The analyzer alone: the call is put off (cause image), and the window it had its place
     // in is as it was, its tokens and its request given back.
     let remote = remote(&table).sharing(records.clone());
     let s = remote.settings();
@@ -421,7 +421,7 @@ async fn an_image_store_that_fails_puts_the_part_off_without_spending_the_budget
             break (later, slot);
         }
     };
-    assert_eq!(later.cause, Cause::Store, "{}", later.reason);
+    assert_eq!(later.cause, Cause::Image, "{}", later.reason);
     assert!(
         later.reason.contains("image cannot be read"),
         "{}",
@@ -451,8 +451,8 @@ async fn an_image_store_that_fails_puts_the_part_off_without_spending_the_budget
     assert!(mock.seen().is_empty());
 
     // Through the queue: while the image store fails, the part is put off with a backoff of
-    // at least 1 s (max_retry_wait_secs = 0 does not make it spin), never given up; once the
-    // store is back it is enriched once, in the same window (its request was not spent).
+    // at least 1 s (max_retry_wait_secs = 0 does not make it spin), not given up before
+    // max_deferral_secs (an hour); once the store is back it is enriched once, in the same window (its request was not spent).
     let ids = ng_parts(&h, 1).await;
     blobs.failing.store(true, Ordering::SeqCst);
     let before = blobs.reads();
@@ -487,6 +487,31 @@ async fn an_image_store_that_fails_puts_the_part_off_without_spending_the_budget
         "one call, once the image could be read"
     );
     enriched_once(&h, &ids).await;
+}
+
+// See: issue #22 (a part whose image could not be read stayed provisional for ever)
+#[tokio::test]
+async fn a_part_whose_image_cannot_be_read_past_max_deferral_is_given_up() {
+    let mock = Mock::start(KEY).await;
+    let table = remote_table(&mock, "openai_compatible", "max_deferral_secs = 0\n");
+    let (h, blobs) = counting_reads(&table).await;
+    calibrate(&h).await;
+    let ids = ng_parts(&h, 1).await;
+    blobs.failing.store(true, Ordering::SeqCst);
+    let workers = h.state.remote_workers().unwrap();
+    assert!(workers.work_once().await);
+
+    let done = result(&h, &ids[0]).await;
+    assert_eq!(done["status"], "final", "the gate's verdict, final: {done}");
+    let remote = &done["verdicts"][1];
+    assert_eq!(remote["error"]["code"], "unavailable", "{done}");
+    let message = remote["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("given up") && message.contains("image cannot be read"),
+        "{message}"
+    );
+    assert!(mock.seen().is_empty(), "no call without its image");
+    provisional_then_final(&h, &ids[0]).await;
 }
 
 // See: issue #22 (the image's memory was reserved before the call's waits and held through them)

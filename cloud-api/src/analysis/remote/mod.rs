@@ -100,9 +100,13 @@ pub enum Cause {
     RateLimited,
     /// The deployment's shared budget is used up until a later window.
     Budget,
-    /// The store failed: the deployment's budget cannot be counted, or the part's image
-    /// cannot be read. Nothing is known about the service, so such a call is never given up.
+    /// The store cannot count the deployment's budget. Nothing is known about the service
+    /// nor the budget, so such a call is never given up.
     Store,
+    /// The image store cannot read the part's image now. Given up (`unavailable`) past
+    /// `max_deferral_secs` like the others: an image that never comes back leaves no part
+    /// provisional for ever.
+    Image,
 }
 
 impl Cause {
@@ -112,6 +116,7 @@ impl Cause {
             Cause::RateLimited => "rate_limited",
             Cause::Budget => "budget",
             Cause::Store => "store",
+            Cause::Image => "image",
         }
     }
 
@@ -121,7 +126,14 @@ impl Cause {
             Cause::RateLimited => Some(VerdictErrorCode::RateLimited),
             Cause::Budget => Some(VerdictErrorCode::BudgetExhausted),
             Cause::Store => None,
+            Cause::Image => Some(VerdictErrorCode::Unavailable),
         }
+    }
+
+    /// Whether the store put the call off (its wait backs off from 1 s up to the job's
+    /// lease, whatever `max_retry_wait_secs`).
+    pub fn from_store(self) -> bool {
+        matches!(self, Cause::Store | Cause::Image)
     }
 }
 
@@ -644,7 +656,7 @@ impl Remote {
     /// gate's regions and the answer's boxes mean the same pixels) and each view encoded on
     /// the blocking pool, with the decoding's memory reserved for that work only. The views
     /// are planned again from the image's upright size. An image the store cannot read now
-    /// puts the call off (cause `store`); one it no longer has fails the part.
+    /// puts the call off (cause `image`); one it no longer has fails the part.
     async fn build<'c>(
         &self,
         call: &'c mut Request<'_>,
@@ -659,7 +671,7 @@ impl Remote {
                     e => RemoteError::Later(Deferred {
                         retry_in: self.store_backoff(1),
                         reason: format!("the part's image cannot be read: {e}"),
-                        cause: Cause::Store,
+                        cause: Cause::Image,
                     }),
                 })?;
                 let memory = self
@@ -825,7 +837,7 @@ impl Remote {
         full.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
-    /// How long a call the store put off (cause `store`) waits before its part is taken
+    /// How long a call the store put off (cause `store` or `image`) waits before its part is taken
     /// again, after `attempt` tries: between half and all of 1 s × 2^(attempt-1), never less
     /// than 1 s nor more than the job's lease. Not bound by `max_retry_wait_secs` (which may
     /// be 0): a store that keeps failing never makes a worker spin.
