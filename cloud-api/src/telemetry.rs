@@ -34,11 +34,11 @@ pub const REMOTE_COST_MICRO_USD_TOTAL: &str = "wiko_cloud_remote_cost_micro_usd_
 pub const REMOTE_SECONDS: &str = "wiko_cloud_remote_seconds";
 /// Remote calls put off by `analyzer` and `cause` (`rate_limited`: a 429 asked to wait
 /// longer than `max_retry_wait_secs`; `budget`: the deployment's shared budget is used up
-/// until a later window; `store`: the store could not count that budget or read the part's
-/// image): their parts went back to the queue.
+/// until a later window; `store`: the store could not count that budget; `image`: the image
+/// store could not read the part's image): their parts went back to the queue.
 pub const REMOTE_DEFERRED_TOTAL: &str = "wiko_cloud_remote_deferred_total";
-/// Parts whose remote enrichment was given up by `analyzer` and `cause` (`rate_limited` or
-/// `budget`; `store` is never given up): the call would have been put off past
+/// Parts whose remote enrichment was given up by `analyzer` and `cause` (`rate_limited`,
+/// `budget` or `image`; `store` is never given up): the call would have been put off past
 /// `max_deferral_secs` after the part was taken in, so the result became final with the
 /// gate's verdict.
 pub const REMOTE_GIVEN_UP_TOTAL: &str = "wiko_cloud_remote_given_up_total";

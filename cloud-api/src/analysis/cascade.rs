@@ -19,8 +19,8 @@
 //! job goes back to the queue until then, its result stays provisional, and it is enriched
 //! later, once; unless then is more than `max_deferral_secs` after the part was taken in: the
 //! enrichment is given up, and the result is final with the gate's verdict and a remote
-//! verdict whose error says so (never for a store that cannot count the deployment's budget
-//! or read the part's image: that part is always put back).
+//! verdict whose error says so (so is a part whose image the image store cannot read; never
+//! one whose call the store cannot count in the deployment's budget: it is always put back).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -265,9 +265,20 @@ impl RemoteWorkers {
     /// A call put off: its job goes back to the queue until then, or, if then is more than
     /// `max_deferral_secs` after the part was taken in, the remote enrichment is given up and
     /// the result made final with the gate's verdict (never lost, never left provisional). A
-    /// call put off because the store could not count the deployment's budget or read the
-    /// part's image is always put back: it says nothing about the service.
-    async fn put_off(&self, job: &Job, part: &Analysis, later: Deferred) -> Result<(), StoreError> {
+    /// call put off because the store could not count the deployment's budget is always put
+    /// back: it says nothing about the service. One the store put off (that, or the part's
+    /// image not read) backs off from 1 s up to the job's lease.
+    async fn put_off(
+        &self,
+        job: &Job,
+        part: &Analysis,
+        mut later: Deferred,
+    ) -> Result<(), StoreError> {
+        if later.cause.from_store() {
+            // Backs off with the times the part was taken (at least 1 s, at most the lease):
+            // a store that keeps failing is not asked again and again.
+            later.retry_in = self.remote.store_backoff(job.attempts);
+        }
         let name = self.remote.name();
         let cause = later.cause.as_str();
         let max_deferral = self.remote.settings().max_deferral;

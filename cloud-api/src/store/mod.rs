@@ -458,12 +458,14 @@ pub trait Parts: Send + Sync + 'static {
     /// fit under the window's limits, in one statement, so that replicas sharing the store
     /// never reserve more than the limits together; whether it did.
     async fn reserve_remote(&self, claim: &WindowClaim) -> Result<bool, StoreError>;
-    /// Corrects a reservation by `tokens` (the call's real usage less its estimate).
+    /// Corrects a reservation by `tokens` (the call's real usage less its estimate) and
+    /// `requests` (-1: the call was never made, its request is given back).
     async fn settle_remote(
         &self,
         deployment: &str,
         slot: i64,
         tokens: i64,
+        requests: i64,
     ) -> Result<(), StoreError>;
     /// Puts a leased remote job back, to be taken again after `retry_in` (the service or the
     /// budget asked to wait); the result stays provisional.

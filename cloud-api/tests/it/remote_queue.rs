@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use wiko_cloud::analysis::budget::MIN_BUDGET;
-use wiko_cloud::analysis::remote::Cause;
+use wiko_cloud::analysis::remote::{Cause, ImageSource, Part};
 use wiko_cloud::store::{BlobStore, PgSettings, Storage, StoreError, WindowClaim, open_postgres};
 use wiko_wire::{AnalysisStatus, VerdictErrorCode};
 
@@ -287,10 +287,11 @@ async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
     );
 }
 
-/// An image store that counts its reads.
+/// An image store that counts its reads, and fails them while `failing`.
 struct Counting {
     inner: Arc<dyn BlobStore>,
     reads: AtomicUsize,
+    failing: AtomicBool,
 }
 
 impl Counting {
@@ -306,6 +307,9 @@ impl BlobStore for Counting {
     }
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the image store is down".into()));
+        }
         self.inner.get(key).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -320,6 +324,7 @@ async fn counting_reads(table: &str) -> (Harness, Arc<Counting>) {
     let blobs = Arc::new(Counting {
         inner: storage.images,
         reads: AtomicUsize::new(0),
+        failing: AtomicBool::new(false),
     });
     let storage = Storage {
         records: storage.records,
@@ -364,6 +369,149 @@ async fn a_part_put_off_reads_its_image_only_when_its_call_is_made() {
     }
     assert_eq!(blobs.reads() - before, 2, "one read per call made");
     enriched_once(&h, &ids).await;
+}
+
+/// An image that cannot be read: the store is down.
+struct Unreadable;
+
+#[async_trait::async_trait]
+impl ImageSource for Unreadable {
+    async fn read(&self) -> Result<Bytes, StoreError> {
+        Err(StoreError::Unavailable("the image store is down".into()))
+    }
+}
+
+// See: issue #22 (a call whose image could not be read kept its request counted in the
+// deployment's window, and its part was put back at once: with max_retry_wait_secs = 0 the
+// worker spun on the failing store)
+#[tokio::test]
+async fn an_image_store_that_fails_puts_the_part_off_without_spending_the_budget_or_spinning() {
+    let mock = Mock::start(KEY).await;
+    // One request per 60 s window (a request counted for a call never made leaves none for
+    // the part once its image can be read), no waiting for a window, and a 3 s job lease
+    // (the longest a part the store put off waits).
+    let table = remote_table(
+        &mock,
+        "openai_compatible",
+        "deployment_requests_per_minute = 1\ndeployment_tokens_per_minute = 100000\n\
+         job_lease_secs = 3\n",
+    )
+    .replace("max_retry_wait_secs = 2", "max_retry_wait_secs = 0");
+    let (h, blobs) = counting_reads(&table).await;
+    calibrate(&h).await;
+    let records = h.state.intake.storage.records.clone();
+
+    // The analyzer alone: the call is put off (cause image), and the window it had its place
+    // in is as it was, its tokens and its request given back.
+    let remote = remote(&table).sharing(records.clone());
+    let s = remote.settings();
+    let deployment = format!("{} {}", s.endpoint, s.model);
+    let budget = s.deployment.unwrap();
+    let window_ms = budget.window.as_millis() as i64;
+    let knife = rusty_knife();
+    let part = Part {
+        image: &Unreadable,
+        ..ng_part(&knife)
+    };
+    let (later, slot) = loop {
+        let slot = chrono::Utc::now().timestamp_millis().div_euclid(window_ms);
+        let later = remote.judge(&part).await.unwrap_err();
+        // Judged within one window (else again, in the next).
+        if chrono::Utc::now().timestamp_millis().div_euclid(window_ms) == slot {
+            break (later, slot);
+        }
+    };
+    assert_eq!(later.cause, Cause::Image, "{}", later.reason);
+    assert!(
+        later.reason.contains("image cannot be read"),
+        "{}",
+        later.reason
+    );
+    assert!(
+        later.retry_in >= Duration::from_secs(1),
+        "a store failure waits at least 1 s, whatever max_retry_wait_secs: {:?}",
+        later.retry_in
+    );
+    let whole = WindowClaim {
+        deployment: deployment.clone(),
+        slot,
+        tokens: budget.tokens,
+        max_tokens: budget.tokens,
+        max_requests: 1,
+    };
+    assert!(
+        records.reserve_remote(&whole).await.unwrap(),
+        "nothing counted for a call never made: the whole window is free"
+    );
+    let tokens = i64::try_from(budget.tokens).unwrap();
+    records
+        .settle_remote(&deployment, slot, -tokens, -1)
+        .await
+        .unwrap();
+    assert!(mock.seen().is_empty());
+
+    // Through the queue: while the image store fails, the part is put off with a backoff of
+    // at least 1 s (max_retry_wait_secs = 0 does not make it spin), not given up before
+    // max_deferral_secs (an hour); once the store is back it is enriched once, in the same window (its request was not spent).
+    let ids = ng_parts(&h, 1).await;
+    blobs.failing.store(true, Ordering::SeqCst);
+    let before = blobs.reads();
+    let stop = CancellationToken::new();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(h.state.remote_workers().unwrap().run(stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let failed_reads = blobs.reads() - before;
+    assert!(
+        (1..=6).contains(&failed_reads),
+        "the part was tried, with a backoff: {failed_reads} reads in 4 s"
+    );
+    assert_eq!(result(&h, &ids[0]).await["status"], "provisional");
+    assert!(mock.seen().is_empty());
+    blobs.failing.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while result(&h, &ids[0]).await["status"] != "final" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not enriched within 10 s of the store's return"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        mock.seen().len(),
+        1,
+        "one call, once the image could be read"
+    );
+    enriched_once(&h, &ids).await;
+}
+
+// See: issue #22 (a part whose image could not be read stayed provisional for ever)
+#[tokio::test]
+async fn a_part_whose_image_cannot_be_read_past_max_deferral_is_given_up() {
+    let mock = Mock::start(KEY).await;
+    let table = remote_table(&mock, "openai_compatible", "max_deferral_secs = 0\n");
+    let (h, blobs) = counting_reads(&table).await;
+    calibrate(&h).await;
+    let ids = ng_parts(&h, 1).await;
+    blobs.failing.store(true, Ordering::SeqCst);
+    let workers = h.state.remote_workers().unwrap();
+    assert!(workers.work_once().await);
+
+    let done = result(&h, &ids[0]).await;
+    assert_eq!(done["status"], "final", "the gate's verdict, final: {done}");
+    let remote = &done["verdicts"][1];
+    assert_eq!(remote["error"]["code"], "unavailable", "{done}");
+    let message = remote["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("given up") && message.contains("image cannot be read"),
+        "{message}"
+    );
+    assert!(mock.seen().is_empty(), "no call without its image");
+    provisional_then_final(&h, &ids[0]).await;
 }
 
 // See: issue #22 (the image's memory was reserved before the call's waits and held through them)
@@ -531,7 +679,9 @@ async fn reservations_from_two_replicas_never_exceed_the_window_together() {
     }
     assert_eq!(fitted, 3, "3 × 300 of 1,000 tokens");
     // A call used 200 tokens less than estimated: room for one more.
-    a.settle_remote(&claim.deployment, 7, -200).await.unwrap();
+    a.settle_remote(&claim.deployment, 7, -200, 0)
+        .await
+        .unwrap();
     assert!(b.reserve_remote(&claim).await.unwrap());
     assert!(!a.reserve_remote(&claim).await.unwrap());
     // Another window starts empty; its request limit holds as well.
@@ -542,6 +692,10 @@ async fn reservations_from_two_replicas_never_exceed_the_window_together() {
         ..claim.clone()
     };
     assert!(a.reserve_remote(&requests).await.unwrap());
+    assert!(b.reserve_remote(&requests).await.unwrap());
+    assert!(!a.reserve_remote(&requests).await.unwrap());
+    // A call never made gives back its tokens and its request: room for one more.
+    a.settle_remote(&claim.deployment, 8, -1, -1).await.unwrap();
     assert!(b.reserve_remote(&requests).await.unwrap());
     assert!(!a.reserve_remote(&requests).await.unwrap());
     // A call estimated above the whole window still runs, alone in a window.

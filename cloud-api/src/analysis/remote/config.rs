@@ -98,8 +98,9 @@ pub struct RemoteConfig {
     /// still be put off: a call that would be put off beyond is given up, and the result
     /// becomes final with the gate's verdict and a remote verdict whose error says so
     /// (`rate_limited`: a 429 asked to wait that long; `budget_exhausted`: the deployment's
-    /// window stayed full, no call made). A call put off because the store could not count
-    /// the deployment's budget, or read the part's image, is never given up. 0 to 604800 (a
+    /// window stayed full, no call made; `unavailable`: the image store could not read the
+    /// part's image). A call put off because the store could not count the deployment's
+    /// budget is never given up. 0 to 604800 (a
     /// week); 0: a call is never put off. Default: 3600
     #[serde(default = "default_max_deferral_secs")]
     pub max_deferral_secs: u64,

@@ -18,7 +18,9 @@
 //! image tiles and `max_tokens`) and one request in the deployment's current window, counted
 //! in the store, so that the replicas sharing it never reserve more in one window than the
 //! window's share (windows are fixed: around a boundary, two windows' shares may go out within
-//! one window's length); the estimate is corrected to the answer's real usage. The estimate
+//! one window's length); the estimate is corrected to the answer's real usage, and an attempt
+//! that makes no call (its image not read or prepared, a 429's pause first) gives back its
+//! tokens and its request: a call never made takes nothing from the budget. The estimate
 //! comes from the frame's recorded size: the image is read ([`ImageSource`]), decoded and
 //! encoded only once the attempt has its reservation, so a call put off costs no blob read
 //! and no image work. The decoding's memory (the process's [`Budget`]) is held only while the
@@ -98,9 +100,13 @@ pub enum Cause {
     RateLimited,
     /// The deployment's shared budget is used up until a later window.
     Budget,
-    /// The store failed: the deployment's budget cannot be counted, or the part's image
-    /// cannot be read. Nothing is known about the service, so such a call is never given up.
+    /// The store cannot count the deployment's budget. Nothing is known about the service
+    /// nor the budget, so such a call is never given up.
     Store,
+    /// The image store cannot read the part's image now. Given up (`unavailable`) past
+    /// `max_deferral_secs` like the others: an image that never comes back leaves no part
+    /// provisional for ever.
+    Image,
 }
 
 impl Cause {
@@ -110,6 +116,7 @@ impl Cause {
             Cause::RateLimited => "rate_limited",
             Cause::Budget => "budget",
             Cause::Store => "store",
+            Cause::Image => "image",
         }
     }
 
@@ -119,7 +126,14 @@ impl Cause {
             Cause::RateLimited => Some(VerdictErrorCode::RateLimited),
             Cause::Budget => Some(VerdictErrorCode::BudgetExhausted),
             Cause::Store => None,
+            Cause::Image => Some(VerdictErrorCode::Unavailable),
         }
+    }
+
+    /// Whether the store put the call off (its wait backs off from 1 s up to the job's
+    /// lease, whatever `max_retry_wait_secs`).
+    pub fn from_store(self) -> bool {
+        matches!(self, Cause::Store | Cause::Image)
     }
 }
 
@@ -642,7 +656,7 @@ impl Remote {
     /// gate's regions and the answer's boxes mean the same pixels) and each view encoded on
     /// the blocking pool, with the decoding's memory reserved for that work only. The views
     /// are planned again from the image's upright size. An image the store cannot read now
-    /// puts the call off (cause `store`); one it no longer has fails the part.
+    /// puts the call off (cause `image`); one it no longer has fails the part.
     async fn build<'c>(
         &self,
         call: &'c mut Request<'_>,
@@ -655,9 +669,9 @@ impl Remote {
                         RemoteError::Image("the part's image is not in the image store".into())
                     }
                     e => RemoteError::Later(Deferred {
-                        retry_in: self.backoff(1),
+                        retry_in: self.store_backoff(1),
                         reason: format!("the part's image cannot be read: {e}"),
-                        cause: Cause::Store,
+                        cause: Cause::Image,
                     }),
                 })?;
                 let memory = self
@@ -734,7 +748,7 @@ impl Remote {
             };
             let fits = shared.records.reserve_remote(&claim).await.map_err(|e| {
                 RemoteError::Later(Deferred {
-                    retry_in: self.backoff(1),
+                    retry_in: self.store_backoff(1),
                     reason: format!("the deployment's budget cannot be counted: {e}"),
                     cause: Cause::Store,
                 })
@@ -765,7 +779,9 @@ impl Remote {
         }
     }
 
-    /// Gives a reservation's tokens back: no call was made (its request stays counted).
+    /// Gives a reservation back, its tokens and its request: no call was made (the image
+    /// could not be read or prepared, the bearer token file read, or a 429's pause came
+    /// first), and a call never made takes nothing from the deployment's budget.
     async fn release(&self, reserved: Reserved) {
         let Some(shared) = &self.shared else {
             return;
@@ -773,7 +789,7 @@ impl Remote {
         let tokens = -i64::try_from(reserved.tokens).unwrap_or(i64::MAX);
         if let Err(e) = shared
             .records
-            .settle_remote(&shared.deployment, reserved.slot, tokens)
+            .settle_remote(&shared.deployment, reserved.slot, tokens, -1)
             .await
         {
             tracing::warn!(error = %e, "the deployment's budget keeps a call not made");
@@ -794,7 +810,7 @@ impl Remote {
             - i64::try_from(reserved.tokens).unwrap_or(i64::MAX);
         if let Err(e) = shared
             .records
-            .settle_remote(&shared.deployment, reserved.slot, delta)
+            .settle_remote(&shared.deployment, reserved.slot, delta, 0)
             .await
         {
             tracing::warn!(error = %e, "the deployment's budget keeps the call's estimate");
@@ -820,7 +836,23 @@ impl Remote {
             .min(self.settings.max_retry_wait);
         full.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
+
+    /// How long a call the store put off (cause `store` or `image`) waits before its part is taken
+    /// again, after `attempt` tries: between half and all of 1 s × 2^(attempt-1), never less
+    /// than 1 s nor more than the job's lease. Not bound by `max_retry_wait_secs` (which may
+    /// be 0): a store that keeps failing never makes a worker spin.
+    pub fn store_backoff(&self, attempt: u32) -> Duration {
+        let cap = self.settings.job_lease.max(STORE_BACKOFF_FLOOR);
+        Duration::from_secs(1)
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(cap)
+            .mul_f64(rand::rng().random_range(0.5..=1.0))
+            .clamp(STORE_BACKOFF_FLOOR, cap)
+    }
 }
+
+/// The shortest wait of a call the store put off.
+const STORE_BACKOFF_FLOOR: Duration = Duration::from_secs(1);
 
 /// The metric label of an error code.
 fn code_name(code: VerdictErrorCode) -> &'static str {

@@ -889,10 +889,12 @@ impl<B: Backend> Parts for SqlStore<B> {
         deployment: &str,
         slot: i64,
         tokens: i64,
+        requests: i64,
     ) -> Result<(), StoreError> {
         self.change(
-            "UPDATE remote_windows SET tokens = tokens + ? WHERE deployment = ? AND slot = ?",
-            args![tokens, deployment, slot],
+            "UPDATE remote_windows SET tokens = tokens + ?, requests = requests + ?
+             WHERE deployment = ? AND slot = ?",
+            args![tokens, requests, deployment, slot],
         )
         .await
         .map(|_| ())
