@@ -256,3 +256,38 @@ async fn the_listing_by_defect_type_pages_each_result_once_newest_first() {
     }
     check_listings(store, &parts, base).await;
 }
+
+/// A pending result with a row of `analysis_defects` left behind (a completion whose commit
+/// was lost halfway, on an older schema): its completion replaces the row, where it failed on
+/// the (result, type) key at every retry.
+#[tokio::test]
+async fn a_completion_replaces_a_stale_defect_row_of_its_result() {
+    if std::env::var("WIKOTEST_BACKEND").as_deref() == Ok("postgres") {
+        return; // the stale row is written into the embedded store's file
+    }
+    let h = harness().await;
+    let storage = h.state.intake.storage.clone();
+    let store = storage.records.as_ref();
+    let id = part(&storage, 1, "polish", "WK-KN-200", Utc::now()).await;
+    let db = rusqlite::Connection::open(h.place.dir.path().join("wiko.db")).unwrap();
+    db.execute(
+        "INSERT INTO analysis_defects (analysis_id, type, captured_at, found)
+         SELECT id, 'chip', timestamp, 1 FROM analyses WHERE id = ?1",
+        [id.to_string()],
+    )
+    .unwrap();
+    let defects = vec![defect(DefectType::Chip), defect(DefectType::Scratch)];
+    store
+        .complete(id, outcome(AnalysisStatus::Final, defects))
+        .await
+        .unwrap();
+    for kind in ["chip", "scratch"] {
+        let filter = ListFilter {
+            defect_type: Some(kind.into()),
+            ..ListFilter::default()
+        };
+        let (items, next) = store.list(&filter, None, 10).await.unwrap();
+        let ids: Vec<Uuid> = items.iter().map(|a| a.id).collect();
+        assert_eq!((ids, next), (vec![id], None), "{kind}");
+    }
+}
