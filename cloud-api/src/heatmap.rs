@@ -8,9 +8,11 @@
 //! (`immutable`) instead of the image store holding a second full-size picture per part. At
 //! most [`AT_ONCE`] are made at once per process; one more is answered 503 `busy` with a
 //! `Retry-After`. The part's page offers the toggle only when that model version is stored and
-//! still loads ([`unavailable`]); otherwise it says why.
+//! still loads ([`unavailable`], the answer kept per SKU and version: a stored version never
+//! changes); otherwise it says why.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use image::codecs::jpeg::JpegEncoder;
@@ -48,17 +50,42 @@ pub enum HeatmapError {
     TooLarge(#[from] TooLarge),
 }
 
-/// The heat maps being made, at most a fixed number at once (shared by the clones).
+/// Stored model versions whose load is remembered ([`unavailable`]); past this many the
+/// memory starts afresh.
+const LOADS_KEPT: usize = 1024;
+
+/// Whether a stored model version loads, by (SKU, version): `None` when it does, else why not.
+type Loads = HashMap<(String, String), Option<String>>;
+
+/// The heat maps being made, at most a fixed number at once, and whether the stored model
+/// versions asked about load (shared by the clones).
 #[derive(Clone)]
 pub struct Heatmaps {
     places: Arc<Semaphore>,
+    loads: Arc<Mutex<Loads>>,
 }
 
 impl Heatmaps {
     pub fn new(at_once: usize) -> Heatmaps {
         Heatmaps {
             places: Arc::new(Semaphore::new(at_once)),
+            loads: Arc::default(),
         }
+    }
+
+    /// Whether the stored `version` of `sku` loads, if known.
+    fn loads(&self, sku: &str, version: &str) -> Option<Option<String>> {
+        let loads = self.loads.lock().unwrap_or_else(|e| e.into_inner());
+        loads.get(&(sku.to_string(), version.to_string())).cloned()
+    }
+
+    /// Remembers whether the stored `version` of `sku` loads (it never changes).
+    fn loaded(&self, sku: &str, version: &str, why_not: Option<String>) {
+        let mut loads = self.loads.lock().unwrap_or_else(|e| e.into_inner());
+        if loads.len() >= LOADS_KEPT {
+            loads.clear();
+        }
+        loads.insert((sku.to_string(), version.to_string()), why_not);
     }
 
     /// A place among the heat maps being made, held until dropped; [`HeatmapError::Busy`]
@@ -110,21 +137,42 @@ pub async fn heatmap(
 
 /// Why `part`'s page offers no heat map, shown in place of the toggle: `None` when the model
 /// version that scored it is stored and loads (loaded on the blocking pool, as [`heatmap`]
-/// loads it), else what [`heatmap`] would answer.
-pub async fn unavailable(storage: &Storage, part: &Analysis) -> Result<Option<String>, StoreError> {
+/// loads it), else what [`heatmap`] would answer. Whether a stored version loads is read and
+/// decoded once, then remembered in `heatmaps`; a store that cannot be read is logged and the
+/// heat map shown as unavailable, not the page refused.
+pub async fn unavailable(
+    storage: &Storage,
+    heatmaps: &Heatmaps,
+    part: &Analysis,
+) -> Option<String> {
+    if let (Some(version), Some(_)) = (&part.model_version, part.score)
+        && let Some(known) = heatmaps.loads(&part.product_sku, version)
+    {
+        return known;
+    }
     let loaded = match stored_model(storage, part).await {
         Ok((version, stored)) => {
-            tokio::task::spawn_blocking(move || load(&version, &stored).map(drop))
+            let loaded = tokio::task::spawn_blocking(move || load(&version, &stored).map(drop))
                 .await
-                .unwrap_or_else(|e| Err(HeatmapError::Failed(format!("model load task: {e}"))))
+                .unwrap_or_else(|e| Err(HeatmapError::Failed(format!("model load task: {e}"))));
+            if let (Ok(()) | Err(HeatmapError::NoModel(_)), Some(version)) =
+                (&loaded, &part.model_version)
+            {
+                let why_not = loaded.as_ref().err().map(ToString::to_string);
+                heatmaps.loaded(&part.product_sku, version, why_not);
+            }
+            loaded
         }
         Err(e) => Err(e),
     };
     match loaded {
-        Ok(()) => Ok(None),
-        Err(HeatmapError::Store(e)) => Err(e),
-        Err(HeatmapError::NoModel(why)) => Ok(Some(why)),
-        Err(other) => Ok(Some(other.to_string())),
+        Ok(()) => None,
+        Err(HeatmapError::NoModel(why)) => Some(why),
+        Err(HeatmapError::Store(e)) => {
+            tracing::warn!(part = %part.id, error = %e, "the part's model version could not be read");
+            Some("the model store could not be read, retry later".into())
+        }
+        Err(other) => Some(other.to_string()),
     }
 }
 

@@ -369,7 +369,7 @@ pub(super) async fn detail(
         .map_err(not_found)?;
     let published = s.intake.storage.records.published_for(analysis.id).await?;
     let sent = crate::alert::sent(published, &s.public_url);
-    let no_heatmap = crate::heatmap::unavailable(&s.intake.storage, &analysis).await?;
+    let no_heatmap = crate::heatmap::unavailable(&s.intake.storage, &s.heatmaps, &analysis).await;
     let title = format!("Part {}", analysis.part_id.as_deref().unwrap_or(&id));
     Ok(page(
         &signed,

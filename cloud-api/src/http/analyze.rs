@@ -4,7 +4,9 @@
 //! The part is recorded with a job that becomes runnable only after a minute, so if this
 //! process dies mid-call a worker still completes it; normally the call completes it first.
 //! The decode and the judgement run as a task holding the call's memory reservation
-//! (`Reservation::spawn`): they end, and store the result, even if the request times out.
+//! (`Reservation::spawn`): they end, and store the result, even if the request times out;
+//! the task gives up after [`TAKEOVER_AFTER`], when a worker may take the job over, and logs
+//! its errors itself (the client may have left).
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
-use tracing::Instrument;
+use tracing::{Instrument, debug, warn};
 use wiko_wire::frame::validate_id;
 use wiko_wire::{Analysis, ErrorCode};
 
@@ -101,12 +103,37 @@ pub(super) async fn analyze(
     // The memory is held by the work, not by this request: a request that times out, or a
     // client that leaves, frees it only when the judgement is stored.
     let span = tracing::info_span!("analyze", sku = %product_sku);
-    let work = judge(s, origin, image, product_sku).instrument(span);
+    let work = detached(judge(s, origin, image, product_sku)).instrument(span);
     let done = memory
         .spawn(work)
         .await
         .map_err(|e| ApiError::Internal(format!("analysis task: {e}")))??;
     Ok(Json(done))
+}
+
+/// The call's work as its detached task runs it: given up after [`TAKEOVER_AFTER`] (a worker
+/// may take the job over then), and its error logged here, where the client may have left.
+async fn detached(
+    work: impl Future<Output = Result<Analysis, ApiError>>,
+) -> Result<Analysis, ApiError> {
+    let result = match tokio::time::timeout(TAKEOVER_AFTER, work).await {
+        Ok(result) => result,
+        Err(_) => {
+            warn!(
+                after_s = TAKEOVER_AFTER.as_secs(),
+                "analysis given up: a worker takes its job over"
+            );
+            return Err(ApiError::RequestTimeout);
+        }
+    };
+    if let Err(e) = &result {
+        if e.status().is_server_error() {
+            warn!(error = ?e, "analysis failed");
+        } else {
+            debug!(error = %e, "analysis refused");
+        }
+    }
+    result
 }
 
 /// Decodes the image (one that does not decode is refused before anything is stored), records

@@ -436,14 +436,13 @@ async fn complete(c: &mut dyn Conn, id: Uuid, outcome: &Outcome) -> Result<Analy
         )
         .await?;
     let done = analysis(rows.first().ok_or(StoreError::NotFound)?)?;
-    if !current.defects.is_empty() {
-        // The agent's defects, indexed when its verdict came in.
-        c.execute(
-            "DELETE FROM analysis_defects WHERE analysis_id = ?",
-            args![id],
-        )
-        .await?;
-    }
+    // The agent's defects, indexed when its verdict came in, and any row left behind: always
+    // deleted (by key, cheap), or its (analysis_id, type) would fail every retry.
+    c.execute(
+        "DELETE FROM analysis_defects WHERE analysis_id = ?",
+        args![id],
+    )
+    .await?;
     index_defects(c, id, done.timestamp, &o.defects).await?;
     insight::tally(c, &[(&done, 1)]).await?;
     c.execute("DELETE FROM jobs WHERE analysis_id = ?", args![id])
