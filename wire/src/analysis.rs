@@ -295,6 +295,9 @@ pub enum VerdictErrorCode {
     /// stayed used up until past `max_deferral_secs` after the part was taken in: no call was
     /// made.
     BudgetExhausted,
+    /// The part's image could not be prepared for the call (gone from the image store, too
+    /// large, not decodable): no call was made.
+    ImageUnusable,
 }
 
 /// Remote analysis cost per day, analyzer, facility and SKU (`GET /api/v1/costs`).

@@ -274,7 +274,7 @@ async fn a_call_put_off_by_the_deployments_budget_costs_no_image_work() {
     // In the next window it has its place; only then is the image decoded, and it fails.
     tokio::time::sleep(later.retry_in).await;
     let failed = remote.judge(&garbage).await.unwrap().error.unwrap();
-    assert_eq!(failed.code, VerdictErrorCode::InvalidAnswer);
+    assert_eq!(failed.code, VerdictErrorCode::ImageUnusable);
     assert!(
         failed.message.contains("image cannot be prepared"),
         "{}",

@@ -54,7 +54,9 @@ pub struct RemoteConfig {
     /// sent (modes `ng` and `ng_and_uncertain`); its result is final at once with the gate's
     /// verdict, types and heuristic descriptions, and gets no remote description or second
     /// opinion (counted in `wiko_cloud_remote_kept_local_total`). Cheaper where many parts
-    /// are NG. 0, or 1 and above; 0: every NG part is sent. Default: 0
+    /// are NG. In mode `ng_and_uncertain` a part within the uncertain band is sent whatever
+    /// this says (a factor under 1 + `uncertain_band` keeps only the NG parts above the band).
+    /// 0, or 1 and above; 0: every NG part is sent. Default: 0
     #[serde(default)]
     pub confident_ng_above: f32,
     /// Remote workers of this replica (provisional results enriched at once). Default: 2

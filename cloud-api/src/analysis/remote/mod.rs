@@ -435,6 +435,10 @@ impl Remote {
                 parsed
             }
             Err(RemoteError::Later(deferred)) => return Err(deferred),
+            // No call was made: neither the breaker nor the call metrics hear of it.
+            Err(e @ RemoteError::Image(_)) => {
+                return Ok(self.failed(VerdictErrorCode::ImageUnusable, e.to_string()));
+            }
             Err(e) => (TokenUsage::default(), Err(e)),
         };
         let latency = started.elapsed();
@@ -865,6 +869,7 @@ fn code_name(code: VerdictErrorCode) -> &'static str {
         VerdictErrorCode::Truncated => "truncated",
         VerdictErrorCode::ContentFilter => "content_filter",
         VerdictErrorCode::InvalidAnswer => "invalid_answer",
+        VerdictErrorCode::ImageUnusable => "image_unusable",
         VerdictErrorCode::BudgetExhausted => "budget_exhausted",
     }
 }
