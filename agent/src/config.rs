@@ -265,11 +265,14 @@ pub struct RawMqttConfig {
     /// have it; default `sync.endpoint`.
     #[serde(default)]
     pub image_base_url: Option<String>,
-    /// Most alerts kept waiting for the broker; past it the oldest are dropped (counted).
+    /// Most alerts kept waiting for the broker (those in flight aside); past it the oldest are
+    /// dropped (counted) and their parts left to the cloud's alert.
     #[serde(default = "default_outbox_max_alerts")]
     pub outbox_max_alerts: u64,
     /// Alerts older than this (from their part's capture), in seconds, are dropped rather
-    /// than sent late (counted).
+    /// than sent late (counted) and their parts left to the cloud's alert. An NG frame is
+    /// uploaded once its alert is acknowledged or dropped, so this is also the longest it
+    /// waits for the cloud while the broker is away.
     #[serde(default = "default_outbox_max_age_secs")]
     pub outbox_max_age_secs: u64,
 }

@@ -6,7 +6,9 @@
 //!   Will (the broker publishes it when the connection is lost) and before a clean stop.
 //! - **Alerts:** the NG alerts of the buffer's outbox ([`crate::buffer::alerts`]), QoS 1, each
 //!   deleted on its PUBACK; at most [`MAX_ALERTS_IN_FLIGHT`] unacknowledged. Alerts older than
-//!   `outbox_max_age_secs` are dropped each second and before a new connection sends.
+//!   `outbox_max_age_secs` (and not in flight) are dropped each second, between connections
+//!   and before a new connection sends. An acknowledged or dropped alert's frame may be
+//!   uploaded: the uploader is woken.
 //! - **TLS** (`tls = true`): rustls, the broker checked against `ca_file` (or the system's
 //!   CAs), a client certificate presented when configured.
 //! - **Triggers:** each `mqtt` trigger's topic ([`crate::trigger::mqtt`]); answers, like
@@ -17,8 +19,9 @@
 //!
 //! Every connection is a new client with a clean session: subscriptions are made again and the
 //! status republished after each connect, and what was handed to a lost connection is not
-//! sent again by the client library; the outbox's leases are freed instead, so the next
-//! connection sends every unacknowledged alert again (at least once, one `result_id`).
+//! sent again by the client library; the outbox's leases are freed when the connection ends
+//! instead, so the next connection sends every unacknowledged alert again (at least once, one
+//! `result_id`), unless the outbox's bounds dropped it meanwhile.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -86,6 +89,8 @@ pub struct Link {
     pub buffer: Arc<Buffer>,
     /// Woken when an alert is queued.
     pub alerts: Arc<Notify>,
+    /// The uploader's wake: a frame whose alert was acknowledged or dropped may go up.
+    pub uploads: Arc<Notify>,
     /// The SKUs judged at the edge, and where a newly announced one is sent to be pulled.
     pub models: Option<(Vec<String>, mpsc::Sender<String>)>,
     pub outgoing: mpsc::Receiver<Message>,
@@ -152,6 +157,14 @@ impl Link {
         while !stop.is_cancelled() {
             let connected = self.session(&stop).await;
             metrics::gauge!(names::MQTT_CONNECTED).set(0.0);
+            // What the connection had in flight is not any more: sent again by the next one,
+            // or dropped by the outbox's bounds meanwhile (in flight, it never is).
+            let buffer = self.buffer.clone();
+            match tokio::task::spawn_blocking(move || buffer.release_alerts()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "freeing the alert outbox's leases failed"),
+                Err(e) => warn!(error = %e, "freeing the alert outbox's leases panicked"),
+            }
             // Between connections the outbox only grows: it is tended here too.
             self.tend_outbox().await;
             delay = if connected {
@@ -255,14 +268,8 @@ impl Link {
                 return false;
             }
         }
-        // What the last connection (or run) had in flight is sent again, but for the alerts
-        // that grew too old meanwhile.
-        let buffer = self.buffer.clone();
-        match tokio::task::spawn_blocking(move || buffer.release_alerts()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "freeing the alert outbox's leases failed"),
-            Err(e) => warn!(error = %e, "freeing the alert outbox's leases panicked"),
-        }
+        // What the last connection (or run) had in flight was freed when it ended: it is sent
+        // again, but for the alerts that grew too old meanwhile.
         self.tend_outbox().await;
         self.send_alerts(client, state).await
     }
@@ -320,6 +327,7 @@ impl Link {
         let seq = alert.seq;
         match tokio::task::spawn_blocking(move || buffer.ack_alert(seq)).await {
             Ok(Ok(true)) => {
+                self.uploads.notify_one();
                 metrics::counter!(names::ALERTS_TOTAL, "outcome" => "published").increment(1);
                 let age = chrono::Utc::now() - alert.captured_at;
                 metrics::histogram!(names::ALERT_SECONDS)
@@ -335,17 +343,23 @@ impl Link {
         }
     }
 
-    /// Drops the alerts too old to send (`outbox_max_age_secs`) and reads the outbox's depth.
+    /// Drops the alerts too old to send (`outbox_max_age_secs`; their frames then go to the
+    /// cloud, which alerts those parts) and reads the outbox's depth.
     async fn tend_outbox(&self) {
         let buffer = self.buffer.clone();
         let max_age = self.config.outbox.max_age;
         let tended = tokio::task::spawn_blocking(move || {
-            buffer.expire_alerts(max_age)?;
-            buffer.alerts_queued()
+            let dropped = buffer.expire_alerts(max_age)?;
+            Ok::<_, crate::buffer::BufferError>((dropped.count, buffer.alerts_queued()?))
         })
         .await;
         match tended {
-            Ok(Ok(n)) => metrics::gauge!(names::ALERT_OUTBOX).set(n as f64),
+            Ok(Ok((dropped, n))) => {
+                if dropped > 0 {
+                    self.uploads.notify_one();
+                }
+                metrics::gauge!(names::ALERT_OUTBOX).set(n as f64);
+            }
             Ok(Err(e)) => warn!(error = %e, "tending the alert outbox failed"),
             Err(e) => warn!(error = %e, "tending the alert outbox panicked"),
         }

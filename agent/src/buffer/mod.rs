@@ -19,9 +19,11 @@
 //! - `seq` is the per-device sequence number: `AUTOINCREMENT` never reuses a value, even after
 //!   the rows holding the highest ones were deleted.
 //! - An NG frame's alert (when the agent publishes alerts) is written in the frame's own
-//!   transaction to the `alerts` outbox and deleted only when the broker acknowledged it
-//!   ([`alerts`]); a start frees every lease, so an alert in flight when the agent stopped is
-//!   sent again.
+//!   transaction to the `alerts` outbox and deleted only when the broker acknowledged it or
+//!   the outbox's bounds dropped it ([`alerts`]); a start frees every lease, so an alert in
+//!   flight when the agent stopped is sent again. The frame is not uploaded while its alert
+//!   waits: its upload says `alerted` only once the broker has the alert, and a dropped
+//!   alert's frame goes up unmarked (the cloud alerts that part).
 //! - A database that fails to open or its quick integrity check is moved aside (quarantined,
 //!   with a timestamp) and a fresh one is created, so a corrupt file never crash-loops the agent.
 
@@ -36,7 +38,7 @@ use uuid::Uuid;
 use wiko_wire::{EdgeVerdict, FrameMeta};
 
 use crate::config::{Synchronous, WhenFull};
-pub use alerts::{AlertOutbox, QueuedAlert};
+pub use alerts::{AlertOutbox, Dropped, QueuedAlert};
 pub use disk::Faults;
 
 pub mod alerts;
@@ -382,9 +384,10 @@ impl Buffer {
         })
     }
 
-    /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`. A row
-    /// that cannot be read back (a damaged file) is moved to the dead letters with the reason,
-    /// so that it never blocks the frames behind it.
+    /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude` and the
+    /// frames whose alert is still in the outbox (settled first, so the upload's `alerted` is
+    /// final). A row that cannot be read back (a damaged file) is moved to the dead letters
+    /// with the reason, so that it never blocks the frames behind it.
     pub fn pending(&self, limit: usize, exclude: &[Uuid]) -> Result<Vec<Pending>, BufferError> {
         // Acknowledged frames still here (their delete failed) are never uploaded again.
         // A set: on a full disk with the cloud up, every buffered frame may be in it.
@@ -408,7 +411,9 @@ impl Buffer {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
                     captured_at, image_blake3, jpeg, attempts, edge
-             FROM frames ORDER BY ng DESC, seq ASC",
+             FROM frames
+             WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE alerts.frame_id = frames.frame_id)
+             ORDER BY ng DESC, seq ASC",
         )?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::with_capacity(limit);
