@@ -225,7 +225,8 @@ pub struct EdgeConfig {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RawMqttConfig {
-    /// Host name or address of the broker (with `tls`, the name its certificate carries).
+    /// Host name or address of the broker (with `tls`, the name its certificate carries: the
+    /// name checked, there is no separate server name).
     pub host: String,
     /// Default 8883 with `tls`, 1883 without.
     #[serde(default)]
