@@ -220,8 +220,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             wake: Arc::new(Notify::new()),
         });
     if alerts.is_none() {
-        // Alerts queued by a run that published them: nothing sends them now, and their
-        // frames wait for them; dropped, their parts are the cloud's to alert.
+        // Alerts queued by a run that published them: nothing sends them now; dropped (their
+        // frames unmarked), their parts are the cloud's to alert, and the outbox is empty.
         let buffer = buffer.clone();
         let dropped = tokio::task::spawn_blocking(move || buffer.abandon_alerts())
             .await?
@@ -262,7 +262,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             routes: mqtt_routes,
             buffer: buffer.clone(),
             alerts: alerts.map_or_else(|| Arc::new(Notify::new()), |a| a.wake),
-            uploads: ctx.wake.clone(),
             models: edge.is_some().then(|| (skus(&config), announced)),
             outgoing: for_broker,
             answers: to_broker,

@@ -7,8 +7,8 @@
 //! - **Alerts:** the NG alerts of the buffer's outbox ([`crate::buffer::alerts`]), QoS 1, each
 //!   deleted on its PUBACK; at most [`MAX_ALERTS_IN_FLIGHT`] unacknowledged. Alerts older than
 //!   `outbox_max_age_secs` (and not in flight) are dropped each second, between connections
-//!   and before a new connection sends. An acknowledged or dropped alert's frame may be
-//!   uploaded: the uploader is woken.
+//!   and before a new connection sends. A frame's upload does not wait for its alert (it says
+//!   `alerted` only if the alert was acknowledged by then), so neither wakes the uploader.
 //! - **TLS** (`tls = true`): rustls, the broker checked against `ca_file` (or the system's
 //!   CAs) under the name `host` (there is no other name to check), a client certificate
 //!   presented when configured. A TLS failure is logged with a `hint` naming the likely cause
@@ -92,8 +92,6 @@ pub struct Link {
     pub buffer: Arc<Buffer>,
     /// Woken when an alert is queued.
     pub alerts: Arc<Notify>,
-    /// The uploader's wake: a frame whose alert was acknowledged or dropped may go up.
-    pub uploads: Arc<Notify>,
     /// The SKUs judged at the edge, and where a newly announced one is sent to be pulled.
     pub models: Option<(Vec<String>, mpsc::Sender<String>)>,
     pub outgoing: mpsc::Receiver<Message>,
@@ -333,7 +331,6 @@ impl Link {
         let seq = alert.seq;
         match tokio::task::spawn_blocking(move || buffer.ack_alert(seq)).await {
             Ok(Ok(true)) => {
-                self.uploads.notify_one();
                 metrics::counter!(names::ALERTS_TOTAL, "outcome" => "published").increment(1);
                 let age = chrono::Utc::now() - alert.captured_at;
                 metrics::histogram!(names::ALERT_SECONDS)
@@ -349,23 +346,18 @@ impl Link {
         }
     }
 
-    /// Drops the alerts too old to send (`outbox_max_age_secs`; their frames then go to the
-    /// cloud, which alerts those parts) and reads the outbox's depth.
+    /// Drops the alerts too old to send (`outbox_max_age_secs`; their frames not uploaded yet
+    /// go up unmarked, so the cloud alerts those parts) and reads the outbox's depth.
     async fn tend_outbox(&self) {
         let buffer = self.buffer.clone();
         let max_age = self.config.outbox.max_age;
         let tended = tokio::task::spawn_blocking(move || {
-            let dropped = buffer.expire_alerts(max_age)?;
-            Ok::<_, crate::buffer::BufferError>((dropped.count, buffer.alerts_queued()?))
+            buffer.expire_alerts(max_age)?;
+            buffer.alerts_queued()
         })
         .await;
         match tended {
-            Ok(Ok((dropped, n))) => {
-                if dropped > 0 {
-                    self.uploads.notify_one();
-                }
-                metrics::gauge!(names::ALERT_OUTBOX).set(n as f64);
-            }
+            Ok(Ok(n)) => metrics::gauge!(names::ALERT_OUTBOX).set(n as f64),
             Ok(Err(e)) => warn!(error = %e, "tending the alert outbox failed"),
             Err(e) => warn!(error = %e, "tending the alert outbox panicked"),
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wiko_e2e::{Agent, Subscriber, wait_until};
 
-use crate::mosquitto_rig::{Plan, Rig, fire, queued, status};
+use crate::mosquitto_rig::{Plan, Rig, fire, outbox_empty, queued, status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_alerts_an_ng_part_once_with_the_cloud_down_and_the_cloud_does_not_again() {
@@ -47,6 +47,8 @@ async fn the_agent_alerts_an_ng_part_once_with_the_cloud_down_and_the_cloud_does
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.process.log_text()));
+    // Every alert acknowledged before its frame goes up: each upload says `alerted`.
+    outbox_empty(&rig.agent).await;
 
     // The cloud comes back: every part gets its final result, and no NG part a second alert.
     rig.cloud_back().await;

@@ -4,7 +4,9 @@
 //! restarted (the Last Will published when the agent's connection is lost, kept by the
 //! broker's persistence, `online` again, subscriptions back, heartbeats again, every alert
 //! queued meanwhile once); its heartbeats on the broker; its alert outbox bounded while the
-//! broker is away, and the parts whose alert it dropped alerted by the cloud.
+//! broker is away, and the parts whose alert it dropped alerted by the cloud; with the cloud up
+//! and the broker away, an NG part uploaded at once and alerted by the cloud, then by the agent
+//! too (one `result_id`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -305,10 +307,11 @@ async fn after_its_broker_restarts_the_agent_is_back_and_loses_or_doubles_no_ale
     .unwrap();
 }
 
-// See: issue #21 (a dropped alert's part is the cloud's to alert).
+// See: issue #21 (a dropped alert's part is the cloud's to alert, and so is one whose alert
+// was not acknowledged when its frame went up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_reach_the_broker_and_the_cloud_alerts_the_parts_whose_alert_the_bound_dropped()
-{
+async fn heartbeats_reach_the_broker_and_the_cloud_alerts_the_parts_whose_alert_was_dropped_or_waited()
+ {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"), None)
         .await
@@ -390,8 +393,8 @@ async fn heartbeats_reach_the_broker_and_the_cloud_alerts_the_parts_whose_alert_
     );
 
     // The cloud comes back: the frames whose alert was dropped go up without `alerted`, and
-    // the cloud alerts those parts; the two the agent alerted it does not. Every NG part is
-    // alerted once, by one of them.
+    // the cloud alerts those parts; the two the agent alerted (acknowledged before their
+    // upload) it does not. Every NG part is alerted once, by one of them.
     let by_agent = rig.alerts();
     rig.cloud_back().await;
     let finals = wait_until(Duration::from_secs(60), "every part final", || async {
@@ -432,4 +435,84 @@ async fn heartbeats_reach_the_broker_and_the_cloud_alerts_the_parts_whose_alert_
             "alerted by the agent if it kept the alert, by the cloud if it dropped it: {alert}"
         );
     }
+
+    // The broker away again, the cloud up: an NG frame is not held for its alert. It goes up
+    // at once without `alerted` (its alert waits), so the cloud alerts the part; the agent's
+    // alert follows once the broker is back, under the same `result_id` (a duplicate the
+    // subscribers dedupe, never a loss).
+    rig.switch.set_down(true);
+    disconnected(&rig.agent).await;
+    let queued_now = fire_until_queued(&rig.agent, queued + 1).await;
+    let waiting = queued_now - queued;
+    let frames_now = rig.agent.captured().await.unwrap();
+    let finals = match wait_until(
+        Duration::from_secs(60),
+        "the new parts final while their alerts wait",
+        || async {
+            let all = rig.cloud.analyses().await.ok()?;
+            (all.len() as u64 == frames_now && all.iter().all(|a| a["status"] == "final"))
+                .then_some(all)
+        },
+    )
+    .await
+    {
+        Ok(all) => all,
+        Err(e) => {
+            let statuses: Vec<String> = rig
+                .cloud
+                .analyses()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a["status"].to_string())
+                .collect();
+            panic!(
+                "{e}: {frames_now} captured, in the cloud {statuses:?}\n{}\n{}",
+                rig.agent.process.log_text(),
+                rig.cloud.process.log_text()
+            )
+        }
+    };
+    assert_eq!(
+        rig.agent.health().await.unwrap().buffer.alerts_queued,
+        waiting,
+        "uploaded before their alerts went out"
+    );
+    let new_ng: Vec<String> = finals
+        .iter()
+        .filter(|a| a["defect_detected"] == true && !ng.contains(&a["id"].as_str().unwrap()))
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        new_ng.len() as u64,
+        waiting,
+        "the cloud agrees with the edge"
+    );
+    let of = |id: &str, status: &str| {
+        rig.on("alert")
+            .iter()
+            .filter(|a| a["result_id"] == id && a["status"] == status)
+            .count()
+    };
+    wait_until(Duration::from_secs(30), "the cloud's alerts", || async {
+        new_ng.iter().all(|id| of(id, "final") == 1).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.cloud.process.log_text()));
+    assert!(new_ng.iter().all(|id| of(id, "provisional") == 0));
+    rig.switch.set_down(false);
+    wait_until(Duration::from_secs(30), "the agent's alerts", || async {
+        new_ng
+            .iter()
+            .all(|id| of(id, "provisional") == 1)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.process.log_text()));
+    outbox_empty(&rig.agent).await;
+    let got = rig.alerts();
+    assert!(
+        new_ng.iter().all(|id| got.get(id) == Some(&2)),
+        "alerted by the cloud and the agent: {got:?}"
+    );
 }

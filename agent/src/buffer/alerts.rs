@@ -4,12 +4,14 @@
 //! once acknowledged. Delivery is at least once: an alert whose acknowledgement was lost with
 //! the connection is sent again, under the same `result_id`.
 //!
-//! Every NG part is alerted by someone: the frame's verdict says `alerted` while its alert is
-//! in the outbox, and the frame is not uploaded until the alert is settled
-//! ([`Buffer::pending`] skips it): acknowledged (the upload says `alerted`, the cloud does not
-//! alert the part) or dropped (the drop clears the frame's `alerted` in the same transaction,
-//! so the upload does not say it and the cloud alerts the part). An upload never carries an
-//! `alerted` the agent may still take back.
+//! Every NG part is alerted at least once, by the agent or the cloud, and the frame is not
+//! held for its alert: [`Buffer::pending`] hands it out at once, its upload saying `alerted`
+//! only if the broker has acknowledged the alert by then (the cloud does not alert the part).
+//! Otherwise the upload does not say it and the cloud alerts the part too when its verdict is
+//! NG: a duplicate under one `result_id` if the agent's alert gets through as well, which
+//! subscribers dedupe. A dropped alert clears its frame's `alerted` in the same transaction,
+//! so a frame not uploaded yet goes up unmarked and the cloud alerts the part. An upload never
+//! carries an `alerted` the agent may still take back.
 //!
 //! The outbox is bounded ([`OutboxLimits`]): while the broker is away it keeps at most
 //! `max_alerts` not in flight, the oldest dropped first as a new one comes in, and an alert
