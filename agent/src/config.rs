@@ -225,7 +225,8 @@ pub struct EdgeConfig {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RawMqttConfig {
-    /// Host name or address of the broker (with `tls`, the name its certificate carries).
+    /// Host name or address of the broker (with `tls`, the name its certificate carries: the
+    /// name checked, there is no separate server name).
     pub host: String,
     /// Default 8883 with `tls`, 1883 without.
     #[serde(default)]
@@ -265,11 +266,14 @@ pub struct RawMqttConfig {
     /// have it; default `sync.endpoint`.
     #[serde(default)]
     pub image_base_url: Option<String>,
-    /// Most alerts kept waiting for the broker; past it the oldest are dropped (counted).
+    /// Most alerts kept waiting for the broker (those in flight aside); past it the oldest are
+    /// dropped (counted) and their parts left to the cloud's alert.
     #[serde(default = "default_outbox_max_alerts")]
     pub outbox_max_alerts: u64,
     /// Alerts older than this (from their part's capture), in seconds, are dropped rather
-    /// than sent late (counted).
+    /// than sent late (counted) and their parts left to the cloud's alert. NG frames are not
+    /// held for their alerts: one uploaded before its alert was acknowledged is alerted by the
+    /// cloud as well.
     #[serde(default = "default_outbox_max_age_secs")]
     pub outbox_max_age_secs: u64,
 }

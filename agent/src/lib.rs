@@ -219,6 +219,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }),
             wake: Arc::new(Notify::new()),
         });
+    if alerts.is_none() {
+        // Alerts queued by a run that published them: nothing sends them now; dropped (their
+        // frames unmarked), their parts are the cloud's to alert, and the outbox is empty.
+        let buffer = buffer.clone();
+        let dropped = tokio::task::spawn_blocking(move || buffer.abandon_alerts())
+            .await?
+            .context("dropping the alert outbox")?;
+        if dropped.count > 0 {
+            warn!(
+                dropped = dropped.count,
+                "alerts are off (mqtt.alerts): the alerts left in the outbox are dropped; the \
+                 cloud alerts those parts"
+            );
+        }
+    }
     let ctx = Arc::new(source::Context {
         buffer: buffer.clone(),
         wake,

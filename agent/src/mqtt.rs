@@ -6,9 +6,14 @@
 //!   Will (the broker publishes it when the connection is lost) and before a clean stop.
 //! - **Alerts:** the NG alerts of the buffer's outbox ([`crate::buffer::alerts`]), QoS 1, each
 //!   deleted on its PUBACK; at most [`MAX_ALERTS_IN_FLIGHT`] unacknowledged. Alerts older than
-//!   `outbox_max_age_secs` are dropped each second and before a new connection sends.
+//!   `outbox_max_age_secs` (and not in flight) are dropped each second, between connections
+//!   and before a new connection sends. A frame's upload does not wait for its alert (it says
+//!   `alerted` only if the alert was acknowledged by then), so neither wakes the uploader.
 //! - **TLS** (`tls = true`): rustls, the broker checked against `ca_file` (or the system's
-//!   CAs), a client certificate presented when configured.
+//!   CAs) under the name `host` (there is no other name to check), a client certificate
+//!   presented when configured. A TLS failure is logged with a `hint` naming the likely cause
+//!   (`tls_hint`): a broker certificate of another CA, one not naming `host`, one out of
+//!   date, or the broker refusing the agent's certificate.
 //! - **Triggers:** each `mqtt` trigger's topic ([`crate::trigger::mqtt`]); answers, like
 //!   heartbeats (`…/heartbeat`), are handed to the connection as [`Message`]s.
 //! - **Model announcements:** `wiko/models/{sku}` (retained, from the cloud) for each SKU with
@@ -17,8 +22,9 @@
 //!
 //! Every connection is a new client with a clean session: subscriptions are made again and the
 //! status republished after each connect, and what was handed to a lost connection is not
-//! sent again by the client library; the outbox's leases are freed instead, so the next
-//! connection sends every unacknowledged alert again (at least once, one `result_id`).
+//! sent again by the client library; the outbox's leases are freed when the connection ends
+//! instead, so the next connection sends every unacknowledged alert again (at least once, one
+//! `result_id`), unless the outbox's bounds dropped it meanwhile.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -152,6 +158,14 @@ impl Link {
         while !stop.is_cancelled() {
             let connected = self.session(&stop).await;
             metrics::gauge!(names::MQTT_CONNECTED).set(0.0);
+            // What the connection had in flight is not any more: sent again by the next one,
+            // or dropped by the outbox's bounds meanwhile (in flight, it never is).
+            let buffer = self.buffer.clone();
+            match tokio::task::spawn_blocking(move || buffer.release_alerts()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "freeing the alert outbox's leases failed"),
+                Err(e) => warn!(error = %e, "freeing the alert outbox's leases panicked"),
+            }
             // Between connections the outbox only grows: it is tended here too.
             self.tend_outbox().await;
             delay = if connected {
@@ -199,7 +213,10 @@ impl Link {
                     Ok(Event::Incoming(Packet::Publish(publish))) => self.heard(&publish),
                     Ok(_) => {}
                     Err(e) => {
-                        warn!(error = %e, "MQTT connection lost; unacknowledged alerts will be sent again");
+                        match tls_hint(&e) {
+                            Some(hint) => warn!(error = %e, hint, "MQTT connection lost; unacknowledged alerts will be sent again"),
+                            None => warn!(error = %e, "MQTT connection lost; unacknowledged alerts will be sent again"),
+                        }
                         return connected;
                     }
                 },
@@ -255,14 +272,8 @@ impl Link {
                 return false;
             }
         }
-        // What the last connection (or run) had in flight is sent again, but for the alerts
-        // that grew too old meanwhile.
-        let buffer = self.buffer.clone();
-        match tokio::task::spawn_blocking(move || buffer.release_alerts()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "freeing the alert outbox's leases failed"),
-            Err(e) => warn!(error = %e, "freeing the alert outbox's leases panicked"),
-        }
+        // What the last connection (or run) had in flight was freed when it ended: it is sent
+        // again, but for the alerts that grew too old meanwhile.
         self.tend_outbox().await;
         self.send_alerts(client, state).await
     }
@@ -335,7 +346,8 @@ impl Link {
         }
     }
 
-    /// Drops the alerts too old to send (`outbox_max_age_secs`) and reads the outbox's depth.
+    /// Drops the alerts too old to send (`outbox_max_age_secs`; their frames not uploaded yet
+    /// go up unmarked, so the cloud alerts those parts) and reads the outbox's depth.
     async fn tend_outbox(&self) {
         let buffer = self.buffer.clone();
         let max_age = self.config.outbox.max_age;
@@ -390,5 +402,103 @@ impl Link {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    }
+}
+
+/// What to check when `error` is a TLS failure (the operator's reading of rustls' error, which
+/// the log line carries as `hint`); `None` for any other failure.
+fn tls_hint(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    let mut next = Some(error);
+    let tls = loop {
+        let e = next?;
+        // rustls' error reaches the client inside an I/O error, which hides it from `source`.
+        let found = e.downcast_ref::<Tls>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<Tls>())
+        });
+        if let Some(tls) = found {
+            break tls;
+        }
+        next = e.source();
+    };
+    Some(match tls {
+        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "the broker's certificate does not name mqtt.host (the name checked; connect by the \
+             name the certificate carries, or give the certificate this address)"
+        }
+        Tls::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        ) => "the broker's certificate is out of date, or this machine's clock is wrong",
+        Tls::InvalidCertificate(_) => {
+            "the broker's certificate is not signed by a CA of mqtt.ca_file (without ca_file: of \
+             the system's CAs)"
+        }
+        Tls::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied
+            | Alert::HandshakeFailure,
+        ) => {
+            "the broker refused the agent: most often its client certificate \
+             (mqtt.client_cert_file) is missing or not signed by a CA the broker trusts; the \
+             broker's log says which"
+        }
+        _ => {
+            "a TLS failure: check that mqtt.port is the broker's TLS listener, and the broker's log"
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_hint;
+    use rustls::{AlertDescription, CertificateError, Error as Tls};
+
+    /// As rumqttc reports a failed handshake: rustls' error inside an I/O error.
+    fn handshake(e: Tls) -> rumqttc::ConnectionError {
+        rumqttc::ConnectionError::Tls(rumqttc::TlsError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e,
+        )))
+    }
+
+    #[test]
+    fn a_tls_failure_names_what_to_check() {
+        let bad_ca = handshake(Tls::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert!(
+            tls_hint(&bad_ca)
+                .unwrap()
+                .contains("not signed by a CA of mqtt.ca_file")
+        );
+        let wrong_name = handshake(Tls::InvalidCertificate(CertificateError::NotValidForName));
+        assert!(
+            tls_hint(&wrong_name)
+                .unwrap()
+                .contains("does not name mqtt.host")
+        );
+        let expired = handshake(Tls::InvalidCertificate(CertificateError::Expired));
+        assert!(tls_hint(&expired).unwrap().contains("out of date"));
+        // A broker refusing the client's certificate answers after the handshake: the alert
+        // comes with the first read.
+        let refused = rumqttc::ConnectionError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            Tls::AlertReceived(AlertDescription::CertificateRequired),
+        ));
+        assert!(
+            tls_hint(&refused)
+                .unwrap()
+                .contains("mqtt.client_cert_file")
+        );
+        let refused_plain = rumqttc::ConnectionError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ));
+        assert_eq!(tls_hint(&refused_plain), None, "not TLS");
     }
 }

@@ -42,7 +42,8 @@ pub const EDGE_MODELS: &str = "wiko_agent_edge_models";
 pub const EDGE_MODELS_REFUSED_TOTAL: &str = "wiko_agent_edge_models_refused_total";
 /// The MQTT connection (1 while connected); the agent's NG alerts by `outcome` (`queued` in
 /// the outbox with their frame, `published`: acknowledged by the broker, `dropped`: past
-/// `outbox_max_alerts` or `outbox_max_age_secs`), the outbox's depth,
+/// `outbox_max_alerts` or `outbox_max_age_secs`, or left when alerts were turned off: the
+/// cloud alerts those parts), the outbox's depth,
 /// and the time from a frame's capture to its alert's PUBACK.
 pub const MQTT_CONNECTED: &str = "wiko_agent_mqtt_connected";
 pub const ALERTS_TOTAL: &str = "wiko_agent_alerts_total";

@@ -29,9 +29,13 @@
 //!   not again by the cloud; its retained status and Last Will; a model announcement pulled at
 //!   once.
 //! - `mosquitto_broker` (feature `mosquitto-tests`): the agent against a Mosquitto the test
-//!   starts: alerts over TLS, a client certificate required; the broker restarted (Last Will,
-//!   `online` again, subscriptions back, each alert once); heartbeats on the broker; the alert
-//!   outbox bounded.
+//!   starts: alerts over TLS, a CA the broker's certificate is not of refused with a hint, a
+//!   client certificate required; the broker restarted (Last Will, `online` again,
+//!   subscriptions back, each alert once); heartbeats on the broker; the alert outbox bounded,
+//!   and the parts whose alert it dropped alerted by the cloud; with the cloud up and the broker
+//!   away, an NG part uploaded at once and alerted by the cloud and then the agent.
+//! - `mosquitto_rig` (feature `mosquitto-tests`): the cloud, subscriber, switch and agent both
+//!   Mosquitto scenarios of the agent start, and the helpers that read what arrived.
 //! - `openapi` (feature `schemathesis-tests`): the API fuzzed against its OpenAPI document with
 //!   each kind of key.
 //! - `production` (feature `production-tests`): PostgreSQL, S3 and Mosquitto; three replicas
@@ -58,6 +62,8 @@ mod mosquitto;
 mod mosquitto_agent;
 #[cfg(feature = "mosquitto-tests")]
 mod mosquitto_broker;
+#[cfg(feature = "mosquitto-tests")]
+mod mosquitto_rig;
 mod mqtt;
 #[cfg(feature = "schemathesis-tests")]
 mod openapi;

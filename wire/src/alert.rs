@@ -6,8 +6,9 @@
 //!
 //! One alert per NG part: when the agent judged the part NG at the edge it publishes the alert
 //! itself ([`AlertMessage::from_edge`], `status` `provisional`; its uploaded verdict says
-//! `alerted`) and the cloud does not; the cloud alerts a part its own verdict finds NG that the
-//! agent did not alert. A part's `result_id` is its
+//! `alerted` when the broker had acknowledged the alert by then) and the cloud does not; the
+//! cloud alerts a part its own verdict finds NG whose upload does not say `alerted` (so a part
+//! may be alerted by both, under one `result_id`; never by neither). A part's `result_id` is its
 //! `frame_id` ([`result_id`]), so both sides name the part alike.
 //!
 //! The agent's own topics, beside its station's: `…/status` ([`AgentStatus`], retained:

@@ -244,7 +244,8 @@ pub struct Verdict {
     /// Tokens and estimated cost of a remote call.
     pub usage: Option<Usage>,
     pub error: Option<VerdictError>,
-    /// An edge verdict whose NG alert the agent published itself.
+    /// An edge verdict whose NG alert the agent published itself, acknowledged by the broker
+    /// before the frame was uploaded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub alerted: bool,
 }

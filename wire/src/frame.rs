@@ -78,8 +78,10 @@ pub struct EdgeVerdict {
     pub defects: Vec<Defect>,
     /// Time the agent took to judge the frame (decode and score).
     pub latency_ms: f64,
-    /// The agent published this part's NG alert itself (its `[mqtt]`): the cloud does not
-    /// alert the part again.
+    /// The agent published this part's NG alert itself (its `[mqtt]`) and the broker had
+    /// acknowledged it when this upload was built: the cloud does not alert the part again.
+    /// Otherwise (an alert still waiting for the broker, or dropped) the cloud alerts it; a
+    /// duplicate under one `result_id` is possible, a lost alert is not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub alerted: bool,
 }

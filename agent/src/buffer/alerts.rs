@@ -4,13 +4,27 @@
 //! once acknowledged. Delivery is at least once: an alert whose acknowledgement was lost with
 //! the connection is sent again, under the same `result_id`.
 //!
+//! Every NG part is alerted at least once, by the agent or the cloud, and the frame is not
+//! held for its alert: [`Buffer::pending`] hands it out at once, its upload saying `alerted`
+//! only if the broker has acknowledged the alert by then (the cloud does not alert the part).
+//! Otherwise the upload does not say it and the cloud alerts the part too when its verdict is
+//! NG: a duplicate under one `result_id` if the agent's alert gets through as well, which
+//! subscribers dedupe. A dropped alert clears its frame's `alerted` in the same transaction,
+//! so a frame not uploaded yet goes up unmarked and the cloud alerts the part. An upload never
+//! carries an `alerted` the agent may still take back.
+//!
 //! The outbox is bounded ([`OutboxLimits`]): while the broker is away it keeps at most
-//! `max_alerts`, the oldest dropped first as a new one comes in, and an alert older than
-//! `max_age` is dropped rather than sent late ([`Buffer::expire_alerts`]). Dropped alerts are
-//! counted (`wiko_agent_alerts_total{outcome="dropped"}`, `alerts_dropped_total` in `/healthz`
-//! and the heartbeat) and logged once per episode: from the first drop until the outbox is
-//! empty again. A dropped alert's part still says `alerted` in its upload, so the cloud does
-//! not alert it either.
+//! `max_alerts` not in flight, the oldest dropped first as a new one comes in, and an alert
+//! older than `max_age` is dropped rather than sent late ([`Buffer::expire_alerts`]). An alert
+//! in flight (leased to the current connection, waiting for its PUBACK) is never dropped: a
+//! lease lives as long as its connection ([`Buffer::release_alerts`] when it ends, and each
+//! start), so the outbox may hold up to the in-flight limit more than `max_alerts`. An alert
+//! whose PUBACK was lost with its connection counts as not delivered: if it is dropped then,
+//! the broker may still have passed it on, and the cloud alerts the part too (a duplicate
+//! under one `result_id`, which subscribers dedupe; never a loss). Dropped alerts are counted
+//! (`wiko_agent_alerts_total{outcome="dropped"}`, `alerts_dropped_total` in `/healthz` and the
+//! heartbeat); the bound's drops are logged once per episode (from the first drop until the
+//! outbox is empty again), the age's once per sweep with their count and the oldest's age.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -49,8 +63,8 @@ pub struct AlertOutbox {
     pub limits: OutboxLimits,
 }
 
-/// Writes the alert of an NG frame in its transaction, then drops the oldest alerts past
-/// `max_alerts`: whether one was written, and how many were dropped.
+/// Writes the alert of an NG frame in its transaction, then drops the oldest alerts not in
+/// flight past `max_alerts` of them: whether one was written, and how many were dropped.
 pub(super) fn queue(
     tx: &Transaction<'_>,
     meta: &FrameMeta,
@@ -71,23 +85,66 @@ pub(super) fn queue(
         ],
     )?;
     let max = i64::try_from(outbox.limits.max_alerts).unwrap_or(i64::MAX);
-    let dropped = tx.execute(
-        "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts ORDER BY seq DESC LIMIT -1 OFFSET ?1)",
-        [max],
-    )? as u64;
-    count_dropped(tx, dropped)?;
-    Ok((true, dropped))
+    let waiting: i64 = tx.query_row(
+        "SELECT count(*) FROM alerts WHERE leased_until IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    if waiting <= max {
+        return Ok((true, 0));
+    }
+    let dropped = drop_where(
+        tx,
+        "seq IN (SELECT seq FROM alerts WHERE leased_until IS NULL ORDER BY seq LIMIT ?1)",
+        waiting - max,
+    )?;
+    Ok((true, dropped.count))
 }
 
-/// Adds `dropped` to the buffer's count of dropped alerts (kept across restarts).
-fn count_dropped(tx: &Transaction<'_>, dropped: u64) -> Result<(), BufferError> {
-    if dropped > 0 {
-        tx.execute(
-            "UPDATE counters SET value = value + ?1 WHERE name = 'alerts_dropped'",
-            [dropped as i64],
-        )?;
+/// What a drop took out of the outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Dropped {
+    pub count: u64,
+    /// Seconds since the oldest dropped alert's part was captured.
+    pub oldest_age_secs: Option<f64>,
+}
+
+/// Drops the alerts not in flight that `condition` (on `alerts`, with `?1` bound to `param`)
+/// selects, in `tx`: their frames still buffered lose their `alerted` mark, so their upload
+/// hands the part to the cloud's alert; counted in the buffer (kept across restarts).
+fn drop_where(
+    tx: &Transaction<'_>,
+    condition: &str,
+    param: impl rusqlite::ToSql,
+) -> Result<Dropped, BufferError> {
+    let selected = format!("leased_until IS NULL AND ({condition})");
+    let (count, oldest_age_secs): (i64, Option<f64>) = tx.query_row(
+        &format!(
+            "SELECT count(*), (julianday('now') - min(julianday(captured_at))) * 86400.0
+             FROM alerts WHERE {selected}"
+        ),
+        [&param],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if count == 0 {
+        return Ok(Dropped::default());
     }
-    Ok(())
+    tx.execute(
+        &format!(
+            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('false'))
+             WHERE frame_id IN (SELECT frame_id FROM alerts WHERE {selected})"
+        ),
+        [&param],
+    )?;
+    tx.execute(&format!("DELETE FROM alerts WHERE {selected}"), [&param])?;
+    tx.execute(
+        "UPDATE counters SET value = value + ?1 WHERE name = 'alerts_dropped'",
+        [count],
+    )?;
+    Ok(Dropped {
+        count: count as u64,
+        oldest_age_secs,
+    })
 }
 
 fn now_ms() -> i64 {
@@ -143,60 +200,94 @@ impl Buffer {
     pub fn ack_alert(&self, seq: i64) -> Result<bool, BufferError> {
         let conn = self.conn();
         let deleted = conn.execute("DELETE FROM alerts WHERE seq = ?1", [seq])? > 0;
-        if self.alert_drops.load(Ordering::Relaxed) > 0 {
-            let left: i64 = conn.query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))?;
-            if left == 0 {
-                let dropped = self.alert_drops.swap(0, Ordering::Relaxed);
-                tracing::info!(
-                    dropped,
-                    "the alert outbox is empty again; alerts dropped while it was full or late"
-                );
-            }
-        }
+        self.end_drop_episode(&conn)?;
         Ok(deleted)
     }
 
-    /// Drops the alerts of parts captured more than `max_age` ago: how many.
-    pub fn expire_alerts(&self, max_age: Duration) -> Result<u64, BufferError> {
+    /// Drops the alerts not in flight of parts captured more than `max_age` ago: their frames
+    /// still buffered go to the cloud unmarked, so the cloud alerts those parts. Logged once
+    /// per sweep that dropped any.
+    pub fn expire_alerts(&self, max_age: Duration) -> Result<Dropped, BufferError> {
         let Some(cutoff) = chrono::Duration::from_std(max_age)
             .ok()
             .and_then(|age| Utc::now().checked_sub_signed(age))
         else {
             // An age beyond the calendar: nothing is that old.
-            return Ok(0);
+            return Ok(Dropped::default());
         };
-        let dropped = {
-            let mut conn = self.conn();
-            let tx = conn.transaction()?;
-            let dropped = tx.execute(
-                "DELETE FROM alerts WHERE julianday(captured_at) < julianday(?1)",
-                [cutoff.to_rfc3339()],
-            )? as u64;
-            count_dropped(&tx, dropped)?;
-            tx.commit()?;
-            dropped
-        };
-        self.alerts_dropped(dropped);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let dropped = drop_where(
+            &tx,
+            "julianday(captured_at) < julianday(?1)",
+            cutoff.to_rfc3339(),
+        )?;
+        tx.commit()?;
+        if dropped.count > 0 {
+            self.count_drops(dropped.count);
+            tracing::warn!(
+                dropped = dropped.count,
+                oldest_age_secs = dropped.oldest_age_secs.unwrap_or_default().round(),
+                max_age_secs = max_age.as_secs(),
+                "alert outbox: dropped alerts older than mqtt.outbox_max_age_secs; the cloud \
+                 alerts those parts"
+            );
+        }
+        self.end_drop_episode(&conn)?;
         Ok(dropped)
     }
 
-    /// Counts `n` dropped alerts; the first of an episode is logged.
+    /// Drops every alert not in flight (alerts are off: nothing would send them); their parts
+    /// are the cloud's to alert.
+    pub fn abandon_alerts(&self) -> Result<Dropped, BufferError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let dropped = drop_where(&tx, "?1", true)?;
+        tx.commit()?;
+        self.count_drops(dropped.count);
+        self.end_drop_episode(&conn)?;
+        Ok(dropped)
+    }
+
+    /// Counts `n` alerts the bound dropped; the first of an episode is logged.
     pub(super) fn alerts_dropped(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        metrics::counter!(crate::telemetry::ALERTS_TOTAL, "outcome" => "dropped").increment(n);
-        if self.alert_drops.fetch_add(n, Ordering::Relaxed) == 0 {
+        if self.count_drops(n) {
             tracing::warn!(
                 dropped = n,
-                "alert outbox: dropping the oldest alerts (past mqtt.outbox_max_alerts or \
-                 mqtt.outbox_max_age_secs while the broker is away); logged again once it has \
-                 emptied"
+                "alert outbox: dropping the oldest alerts (past mqtt.outbox_max_alerts while the \
+                 broker is away; the cloud alerts those parts); logged again once it has emptied"
             );
         }
     }
 
-    /// Frees every lease: what was handed to a lost connection is sent again by the next.
+    /// Counts `n` dropped alerts: in the metric, and in the episode of drops (which ends once
+    /// the outbox is empty). Whether they begin an episode.
+    fn count_drops(&self, n: u64) -> bool {
+        if n == 0 {
+            return false;
+        }
+        metrics::counter!(crate::telemetry::ALERTS_TOTAL, "outcome" => "dropped").increment(n);
+        self.alert_drops.fetch_add(n, Ordering::Relaxed) == 0
+    }
+
+    /// Ends an episode of drops once the outbox is empty: the next drop is logged again.
+    fn end_drop_episode(&self, conn: &rusqlite::Connection) -> Result<(), BufferError> {
+        if self.alert_drops.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let left: i64 = conn.query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))?;
+        if left == 0 {
+            let dropped = self.alert_drops.swap(0, Ordering::Relaxed);
+            tracing::info!(
+                dropped,
+                "the alert outbox is empty again; alerts dropped while it was full or late"
+            );
+        }
+        Ok(())
+    }
+
+    /// Frees every lease, when the connection they were handed to ended: its alerts are sent
+    /// again by the next (or dropped meanwhile by the outbox's bounds).
     pub fn release_alerts(&self) -> Result<(), BufferError> {
         self.conn()
             .execute("UPDATE alerts SET leased_until = NULL", [])?;

@@ -19,9 +19,13 @@
 //! - `seq` is the per-device sequence number: `AUTOINCREMENT` never reuses a value, even after
 //!   the rows holding the highest ones were deleted.
 //! - An NG frame's alert (when the agent publishes alerts) is written in the frame's own
-//!   transaction to the `alerts` outbox and deleted only when the broker acknowledged it
-//!   ([`alerts`]); a start frees every lease, so an alert in flight when the agent stopped is
-//!   sent again.
+//!   transaction to the `alerts` outbox and deleted only when the broker acknowledged it or
+//!   the outbox's bounds dropped it ([`alerts`]); a start frees every lease, so an alert in
+//!   flight when the agent stopped is sent again. The frame is uploaded without waiting for
+//!   its alert: its upload says `alerted` only when the broker has acknowledged the alert as
+//!   the upload is built ([`Buffer::pending`]), otherwise the cloud alerts that part too (at
+//!   worst twice under one `result_id`, never lost). A dropped alert clears its frame's mark
+//!   in the same transaction (the cloud alerts that part).
 //! - A database that fails to open or its quick integrity check is moved aside (quarantined,
 //!   with a timestamp) and a fresh one is created, so a corrupt file never crash-loops the agent.
 
@@ -36,7 +40,7 @@ use uuid::Uuid;
 use wiko_wire::{EdgeVerdict, FrameMeta};
 
 use crate::config::{Synchronous, WhenFull};
-pub use alerts::{AlertOutbox, QueuedAlert};
+pub use alerts::{AlertOutbox, Dropped, QueuedAlert};
 pub use disk::Faults;
 
 pub mod alerts;
@@ -282,7 +286,8 @@ impl Buffer {
         }
         let digest = wiko_wire::frame::image_digest(&f.jpeg);
         // An NG frame's alert is queued below when alerts are on: its verdict says so, and
-        // the cloud does not alert the part again.
+        // its upload too once the broker acknowledged the alert (`pending`), so the cloud
+        // does not alert the part again.
         let mut verdict = f.edge.clone();
         if let Some(e) = verdict.as_mut() {
             e.alerted = e.defect_detected && outbox.is_some();
@@ -382,9 +387,14 @@ impl Buffer {
         })
     }
 
-    /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`. A row
-    /// that cannot be read back (a damaged file) is moved to the dead letters with the reason,
-    /// so that it never blocks the frames behind it.
+    /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`. An NG
+    /// frame goes up whether or not its alert is settled: its verdict says `alerted` only if
+    /// the broker has acknowledged the alert (its outbox row is gone) as the upload is built;
+    /// otherwise the cloud alerts that part as well (at worst a second alert under one
+    /// `result_id`, never none). A retry is built anew, so it may say `alerted` where an
+    /// earlier attempt did not (the cloud takes it as the same frame). A row that cannot be
+    /// read back (a damaged file) is moved to the dead letters with the reason, so that it
+    /// never blocks the frames behind it.
     pub fn pending(&self, limit: usize, exclude: &[Uuid]) -> Result<Vec<Pending>, BufferError> {
         // Acknowledged frames still here (their delete failed) are never uploaded again.
         // A set: on a full disk with the cloud up, every buffered frame may be in it.
@@ -407,7 +417,8 @@ impl Buffer {
     ) -> Result<Vec<Pending>, BufferError> {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
-                    captured_at, image_blake3, jpeg, attempts, edge
+                    captured_at, image_blake3, jpeg, attempts, edge,
+                    EXISTS (SELECT 1 FROM alerts WHERE alerts.frame_id = frames.frame_id)
              FROM frames ORDER BY ng DESC, seq ASC",
         )?;
         let mut rows = stmt.query([])?;
@@ -432,7 +443,7 @@ impl Buffer {
                         .map(|edge| (id, at, edge))
                         .map_err(|e| format!("edge verdict: {e}"))
                 });
-            let (frame_id, captured_at, edge) = match parsed {
+            let (frame_id, captured_at, mut edge) = match parsed {
                 Ok(p) => p,
                 Err(reason) => {
                     unreadable.push((seq, reason));
@@ -441,6 +452,12 @@ impl Buffer {
             };
             if exclude.contains(&frame_id) {
                 continue;
+            }
+            // `alerted` in the buffer: its alert was queued (and not dropped); in the upload:
+            // acknowledged too.
+            let alert_waits: bool = row.get(15)?;
+            if let Some(e) = edge.as_mut() {
+                e.alerted &= !alert_waits;
             }
             out.push(Pending {
                 meta: FrameMeta {

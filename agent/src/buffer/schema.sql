@@ -53,8 +53,11 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('alerts_dropped', 0);
 
 -- The NG alerts to publish on MQTT (the outbox): written in the transaction of their frame, so
 -- an NG frame is never buffered without its alert; deleted when the broker acknowledged it
--- (PUBACK). `leased_until` (Unix ms) marks one handed to the connection and not acknowledged
--- yet; a start or a new connection frees them all.
+-- (PUBACK), or dropped by the outbox's bounds (the frame's `alerted` cleared in the same
+-- transaction). A frame is not held for its alert: uploaded while its alert is here, it does
+-- not say `alerted` (the cloud alerts that part too). `leased_until` (Unix ms)
+-- marks one handed to the connection and not acknowledged yet (in flight: never dropped); a
+-- start or the end of the connection frees them all.
 CREATE TABLE IF NOT EXISTS alerts (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     frame_id     TEXT    NOT NULL UNIQUE,

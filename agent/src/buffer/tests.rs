@@ -396,7 +396,8 @@ fn an_ng_frame_queues_its_alert_in_its_transaction_and_an_ok_one_none() {
         format!("{CLOUD}/api/v1/analyses/{}/image", ng.frame_id)
     );
     // The upload tells the cloud which NG parts the agent alerted (not the one buffered
-    // without alerts).
+    // without alerts), once the broker has the alert.
+    assert!(b.ack_alert(leased[0].seq).unwrap());
     let alerted: Vec<(bool, bool)> = b
         .pending(10, &[])
         .unwrap()
@@ -526,8 +527,14 @@ fn alerts_older_than_the_outbox_age_are_dropped_and_counted() {
         b.insert_alerting(f, Some(&outbox())).unwrap();
     }
     let one_hour = std::time::Duration::from_secs(3600);
-    assert_eq!(b.expire_alerts(one_hour).unwrap(), 1);
-    assert_eq!(b.expire_alerts(one_hour).unwrap(), 0, "nothing more");
+    let dropped = b.expire_alerts(one_hour).unwrap();
+    assert_eq!(dropped.count, 1);
+    // julianday's doubles are exact to some 10 µs only.
+    assert!(
+        dropped.oldest_age_secs.is_some_and(|age| age >= 7199.9),
+        "{dropped:?}"
+    );
+    assert_eq!(b.expire_alerts(one_hour).unwrap().count, 0, "nothing more");
     let left: Vec<Uuid> = b
         .lease_alerts(10, LEASE)
         .unwrap()
@@ -537,5 +544,175 @@ fn alerts_older_than_the_outbox_age_are_dropped_and_counted() {
     assert_eq!(left, [borderline.frame_id, fresh.frame_id]);
     assert_eq!(b.stats().unwrap().alerts_dropped_total, 1);
     // An age beyond the calendar drops nothing.
-    assert_eq!(b.expire_alerts(std::time::Duration::MAX).unwrap(), 0);
+    assert_eq!(b.expire_alerts(std::time::Duration::MAX).unwrap().count, 0);
+}
+
+/// The `alerted` mark each frame would be uploaded with, by frame id, for the frames
+/// `pending` hands out.
+fn uploads(b: &Buffer) -> Vec<(Uuid, bool)> {
+    uploads_except(b, &[])
+}
+
+/// [`uploads`] but for `exclude` (in flight: not handed out, so not unmarked either).
+fn uploads_except(b: &Buffer, exclude: &[Uuid]) -> Vec<(Uuid, bool)> {
+    b.pending(100, exclude)
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p.meta.frame_id,
+                p.meta.edge.as_ref().is_some_and(|e| e.alerted),
+            )
+        })
+        .collect()
+}
+
+// See: issue #21
+#[test]
+fn an_ng_frame_whose_alert_is_queued_goes_up_at_once_unmarked() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let ok = frame(1, 100, Some(false));
+    b.insert_alerting(&ok, Some(&outbox())).unwrap();
+    let ng = frame(2, 100, Some(true));
+    b.insert_alerting(&ng, Some(&outbox())).unwrap();
+    assert_eq!(b.alerts_queued().unwrap(), 1);
+    assert_eq!(
+        uploads(&b),
+        [(ng.frame_id, false), (ok.frame_id, false)],
+        "not held for its alert, NG first; not `alerted`, so the cloud alerts the part too"
+    );
+    // Its alert in flight, not acknowledged yet: still unmarked.
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert_eq!(uploads(&b), [(ng.frame_id, false), (ok.frame_id, false)]);
+    // Acknowledged: an attempt built now says the agent alerted it.
+    assert!(b.ack_alert(leased[0].seq).unwrap());
+    assert_eq!(uploads(&b), [(ng.frame_id, true), (ok.frame_id, false)]);
+}
+
+// See: issue #21
+#[test]
+fn an_ng_frame_whose_alert_was_acknowledged_before_its_upload_goes_up_alerted() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let ng = frame(1, 100, Some(true));
+    b.insert_alerting(&ng, Some(&outbox())).unwrap();
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert!(b.ack_alert(leased[0].seq).unwrap());
+    assert_eq!(
+        uploads(&b),
+        [(ng.frame_id, true)],
+        "the agent alerted it: the cloud does not"
+    );
+}
+
+// See: issue #21
+#[test]
+fn a_dropped_alerts_frame_goes_up_unmarked_so_the_cloud_alerts_the_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    // Past the bound: the oldest alert is dropped and its frame goes up unmarked (its alert
+    // no longer in the outbox, only the cleared mark says so); the newest's alert waits.
+    let outbox = bounded(1, 3600);
+    let (first, second) = (frame(1, 100, Some(true)), frame(2, 100, Some(true)));
+    b.insert_alerting(&first, Some(&outbox)).unwrap();
+    b.insert_alerting(&second, Some(&outbox)).unwrap();
+    assert_eq!(
+        uploads_except(&b, &[second.frame_id]),
+        [(first.frame_id, false)]
+    );
+    // Too old: dropped by the sweep, its frame goes up unmarked too.
+    let mut old = frame(3, 100, Some(true));
+    old.captured_at = Utc::now() - chrono::Duration::seconds(7200);
+    b.insert_alerting(&old, Some(&bounded(10, 3600))).unwrap();
+    b.expire_alerts(std::time::Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(
+        uploads_except(&b, &[first.frame_id, second.frame_id]),
+        [(old.frame_id, false)]
+    );
+    assert_eq!(b.stats().unwrap().alerts_dropped_total, 2);
+    // The newest's alert is still the outbox's.
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].frame_id, second.frame_id);
+}
+
+// See: issue #21
+#[test]
+fn an_alert_in_flight_is_never_dropped_by_the_bound_or_the_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let outbox = bounded(1, 3600);
+    let mut old = frame(1, 100, Some(true));
+    old.captured_at = Utc::now() - chrono::Duration::seconds(7200);
+    b.insert_alerting(&old, Some(&outbox)).unwrap();
+    // Its lease runs out at once (no PUBACK in time): still in flight on its connection.
+    let in_flight = b.lease_alerts(10, std::time::Duration::ZERO).unwrap();
+    assert_eq!(in_flight.len(), 1);
+    let next = frame(2, 100, Some(true));
+    b.insert_alerting(&next, Some(&outbox)).unwrap();
+    let one_hour = std::time::Duration::from_secs(3600);
+    assert_eq!(b.expire_alerts(one_hour).unwrap().count, 0);
+    assert_eq!(
+        (
+            b.alerts_queued().unwrap(),
+            b.stats().unwrap().alerts_dropped_total
+        ),
+        (2, 0),
+        "one in flight, one waiting: within the bound of one waiting"
+    );
+    // Acknowledged: delivered, never counted dropped.
+    assert!(b.ack_alert(in_flight[0].seq).unwrap());
+    assert_eq!(uploads_except(&b, &[next.frame_id]), [(old.frame_id, true)]);
+
+    // The connection ends without the PUBACK: no longer in flight, so the age drops it and
+    // the cloud alerts the part.
+    let mut late = frame(3, 100, Some(true));
+    late.captured_at = Utc::now() - chrono::Duration::seconds(7200);
+    b.insert_alerting(&late, Some(&bounded(10, 3600))).unwrap();
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert_eq!(leased.len(), 2);
+    assert_eq!(b.expire_alerts(one_hour).unwrap().count, 0);
+    b.release_alerts().unwrap();
+    assert_eq!(b.expire_alerts(one_hour).unwrap().count, 1);
+    assert!(
+        !b.ack_alert(leased[1].seq).unwrap(),
+        "dropped, not acknowledged"
+    );
+    assert!(uploads_except(&b, &[next.frame_id]).contains(&(late.frame_id, false)));
+}
+
+#[test]
+fn a_sweep_that_empties_the_outbox_ends_the_episode_of_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let outbox = bounded(1, 3600);
+    for n in 0..2 {
+        let mut f = frame(n, 100, Some(true));
+        f.captured_at = Utc::now() - chrono::Duration::seconds(7200);
+        b.insert_alerting(&f, Some(&outbox)).unwrap();
+    }
+    assert_eq!(b.alert_drops.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let swept = b
+        .expire_alerts(std::time::Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(swept.count, 1);
+    assert_eq!(b.alerts_queued().unwrap(), 0);
+    assert_eq!(
+        b.alert_drops.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the next drop is logged again"
+    );
+}
+
+#[test]
+fn alerts_left_when_alerts_are_off_are_dropped_and_their_frames_go_up_unmarked() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let ng = frame(1, 100, Some(true));
+    b.insert_alerting(&ng, Some(&outbox())).unwrap();
+    assert_eq!(b.abandon_alerts().unwrap().count, 1);
+    assert_eq!(uploads(&b), [(ng.frame_id, false)]);
+    assert_eq!(b.alerts_queued().unwrap(), 0);
 }

@@ -84,8 +84,10 @@ pub(crate) fn sent(published: Vec<Published>, public_url: &str) -> Vec<Sent> {
 /// A finished analysis on its station's `…/result`, and on `…/alert` too if NG and the agent
 /// did not alert it. A remote model's enrichment of a provisional result is an update on
 /// `…/result` only: the NG part was alerted when the gate judged it. A part the agent alerted
-/// itself (its edge verdict NG, `alerted`, under the same `result_id`) is never alerted a
-/// second time; the cloud alerts a part its own verdict finds NG when the agent did not.
+/// itself (its edge verdict NG, `alerted`: acknowledged by the broker before the upload, under
+/// the same `result_id`) is not alerted a second time; the cloud alerts a part its own verdict
+/// finds NG whose upload does not say so (the agent's alert may still come: a duplicate under
+/// one `result_id`, never a loss).
 fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> {
     let message = AlertMessage::from_analysis(done, public_url);
     // A struct of strings, numbers and lists: serialising it cannot fail.

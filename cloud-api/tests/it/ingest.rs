@@ -38,6 +38,51 @@ async fn ingest_is_idempotent_on_the_frame_id() {
     assert_eq!(stored(&h).await, 1);
 }
 
+// See: issue #21 (an agent's retry says `alerted` once its alert was acknowledged meanwhile).
+#[tokio::test]
+async fn a_frame_uploaded_again_differing_only_in_alerted_is_a_duplicate() {
+    let h = harness().await;
+    let image = jpeg();
+    let id = Uuid::now_v7();
+    let mut m = meta(id, &image);
+    m.edge = Some(wiko_wire::EdgeVerdict {
+        defect_detected: true,
+        score: 0.9,
+        score_threshold: 0.5,
+        model_version: "v1".into(),
+        defects: Vec::new(),
+        latency_ms: 12.0,
+        alerted: false,
+    });
+    let (status, first) =
+        put_frame(&h, &id.to_string(), Some(DEVICE), frame_body(&m, &image)).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let mut again = m.clone();
+    again.edge.as_mut().unwrap().alerted = true;
+    let (status, dup) = put_frame(
+        &h,
+        &id.to_string(),
+        Some(DEVICE),
+        frame_body(&again, &image),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{dup}");
+    assert_eq!(dup["outcome"], "duplicate");
+    assert_eq!(dup["analysis_id"], first["analysis_id"]);
+    // Anything else of the verdict differing is still another frame.
+    again.edge.as_mut().unwrap().score = 0.8;
+    let (status, conflict) = put_frame(
+        &h,
+        &id.to_string(),
+        Some(DEVICE),
+        frame_body(&again, &image),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(code(&conflict), "frame_conflict");
+    assert_eq!(stored(&h).await, 1);
+}
+
 #[tokio::test]
 async fn a_frame_named_like_another_result_is_a_conflict_not_a_failure() {
     // An agent frame's result id is its frame id: one equal to a result the API made

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 use wiko_wire::alert::defect_id;
 use wiko_wire::{
-    Analysis, AnalysisStatus, CostRow, Defect, Feedback, FeedbackVerdict, IngestOutcome,
+    Analysis, AnalysisStatus, CostRow, Defect, Feedback, FeedbackVerdict, FrameMeta, IngestOutcome,
     VerdictSource,
 };
 
@@ -140,6 +140,24 @@ pub(super) async fn get_many(c: &mut dyn Conn, ids: &[Uuid]) -> Result<Vec<Analy
     rows.iter().map(analysis).collect()
 }
 
+/// The frame stored and the one uploaded again differ at most in the edge verdict's `alerted`:
+/// an agent says it only if the broker had acknowledged its alert when it built the upload, so
+/// a retry may say it where the first attempt did not. The same frame: the first upload stands
+/// (the cloud alerted the part if it did not say `alerted`; at worst a duplicate under one
+/// result id).
+fn same_but_alerted(stored: &str, frame: &FrameMeta) -> bool {
+    let Ok(mut stored) = serde_json::from_str::<FrameMeta>(stored) else {
+        return false;
+    };
+    let mut again = frame.clone();
+    for meta in [&mut stored, &mut again] {
+        if let Some(edge) = meta.edge.as_mut() {
+            edge.alerted = false;
+        }
+    }
+    stored == again
+}
+
 /// Records a part: its analysis (pending), its frame and device (agent frames), its job. A
 /// frame the agent judged is `provisional` at once, with the agent's verdict; the cloud's own
 /// verdict makes it final (and is the one published: one result message per part).
@@ -157,7 +175,7 @@ async fn create(c: &mut dyn Conn, n: &NewAnalysis) -> Result<(IngestOutcome, Uui
         let rows = c.query(sql, args![frame.frame_id, frame.frame_id]).await?;
         for r in &rows {
             if let Some(stored) = r.opt_text(0)? {
-                return if &stored == meta_json {
+                return if &stored == meta_json || same_but_alerted(&stored, frame) {
                     Ok((IngestOutcome::Duplicate, r.uuid(1)?))
                 } else {
                     Err(StoreError::Conflict(frame.frame_id))
