@@ -99,9 +99,14 @@ pub enum CameraStatus {
     /// A device call (a V4L2 or Aravis call, a blocking driver call) outlived its deadline and
     /// has not returned: the camera is not opened again (no second thread) until it does.
     Hung,
+    /// A status this build does not know (a newer agent's): read, so one camera does not make
+    /// a whole heartbeat refused; never sent by the agent, counted as failed by the fleet.
+    #[serde(other)]
+    Unknown,
 }
 
 impl CameraStatus {
+    /// Every status the agent sets ([`CameraStatus::Unknown`] is only read).
     pub const ALL: [CameraStatus; 6] = [
         CameraStatus::Starting,
         CameraStatus::Ok,
@@ -120,6 +125,7 @@ impl CameraStatus {
             CameraStatus::Reopening => "reopening",
             CameraStatus::Failed => "failed",
             CameraStatus::Hung => "hung",
+            CameraStatus::Unknown => "unknown",
         }
     }
 }

@@ -198,3 +198,28 @@ fn stats_rows_omit_the_dimensions_not_grouped_by() {
     assert_eq!(v["first_pass_yield"], 0.75);
     assert_eq!(serde_json::from_value::<StatsRow>(v).unwrap(), row);
 }
+
+#[test]
+fn a_camera_status_this_build_does_not_know_is_read_as_unknown() {
+    use crate::health::{CameraHealth, CameraStatus};
+    let camera = serde_json::json!({
+        "name": "c1",
+        "source": "genicam",
+        "status": "overheated",
+        "fps": 0.0,
+        "frames_total": 0,
+        "errors_total": 0,
+        "reopens_total": 0,
+        "triggers_missed_total": 0,
+    });
+    let camera: CameraHealth = serde_json::from_value(camera).unwrap();
+    assert_eq!(camera.status, CameraStatus::Unknown);
+    for status in CameraStatus::ALL {
+        let json = serde_json::to_value(status).unwrap();
+        assert_eq!(json, status.as_str());
+        assert_eq!(
+            serde_json::from_value::<CameraStatus>(json).unwrap(),
+            status
+        );
+    }
+}

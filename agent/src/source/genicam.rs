@@ -44,6 +44,9 @@ struct Device {
     camera: Camera,
     stream: Stream,
     software_trigger: bool,
+    /// Buffers software triggers still owe (a picture triggered twice and used one frame).
+    owed: u32,
+    opened: std::time::Instant,
 }
 
 impl Drop for Device {
@@ -127,6 +130,8 @@ fn open(s: &Settings) -> Result<Device, SourceError> {
         camera,
         stream,
         software_trigger,
+        owed: 0,
+        opened: std::time::Instant::now(),
     })
 }
 
@@ -141,30 +146,114 @@ fn share(timeout_us: u64, share: f64) -> u64 {
     (timeout_us as f64 * share) as u64
 }
 
-fn trigger(device: &Device) -> Result<(), SourceError> {
-    device
-        .camera
-        .software_trigger()
-        .map_err(device_error("software trigger"))
+/// How long a picture waits, at most, for a buffer an earlier picture's trigger still owes
+/// (that picture triggered twice and used the first frame), before its own trigger: the
+/// least of this and [`OWED_SHARE`] of the deadline (with [`FIRST_SHARE`] and
+/// [`RETRIGGERED_SHARE`], under the deadline).
+const OWED_WAIT_US: u64 = 200_000;
+const OWED_SHARE: f64 = 0.1;
+
+/// What a picture needs of a camera and its stream: Aravis's, or a test's.
+trait Frames {
+    type Buffer;
+    /// A buffer already delivered.
+    fn try_pop(&mut self) -> Option<Self::Buffer>;
+    /// A buffer delivered within `us` microseconds.
+    fn pop_within(&mut self, us: u64) -> Option<Self::Buffer>;
+    /// Gives a buffer back to the stream.
+    fn push(&mut self, buffer: Self::Buffer);
+    fn trigger(&mut self) -> Result<(), SourceError>;
+    /// Why the buffer holds no complete frame (`None`: it does).
+    fn incomplete(&self, buffer: &Self::Buffer) -> Option<String>;
+    /// Microseconds on a monotonic clock.
+    fn now_us(&self) -> u64;
+    /// Buffers triggers still owe.
+    fn owed(&mut self) -> &mut u32;
 }
 
-/// One picture. A software-triggered camera that has sent no complete buffer within
-/// [`FIRST_SHARE`] of the deadline is triggered once more (a camera can miss a trigger, and a
-/// frame can lose packets on the way); what came of the first trigger, if it comes late, is
-/// an old frame that the next picture puts back unread.
-fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
-    // Frames already delivered show an earlier moment: put them back.
-    while let Some(old) = device.stream.try_pop_buffer() {
-        device.stream.push_buffer(old);
+impl Frames for Device {
+    type Buffer = Buffer;
+
+    fn try_pop(&mut self) -> Option<Buffer> {
+        self.stream.try_pop_buffer()
     }
-    let waits = if device.software_trigger {
-        trigger(device)?;
+
+    fn pop_within(&mut self, us: u64) -> Option<Buffer> {
+        self.stream.timeout_pop_buffer(us)
+    }
+
+    fn push(&mut self, buffer: Buffer) {
+        self.stream.push_buffer(buffer);
+    }
+
+    fn trigger(&mut self) -> Result<(), SourceError> {
+        self.camera
+            .software_trigger()
+            .map_err(device_error("software trigger"))
+    }
+
+    fn incomplete(&self, buffer: &Buffer) -> Option<String> {
+        let status = buffer.status();
+        (status != BufferStatus::Success).then(|| format!("{status:?}"))
+    }
+
+    fn now_us(&self) -> u64 {
+        self.opened.elapsed().as_micros() as u64
+    }
+
+    fn owed(&mut self) -> &mut u32 {
+        &mut self.owed
+    }
+}
+
+/// A buffer popped: one less owed by the triggers.
+fn popped<F: Frames>(frames: &mut F, buffer: Option<F::Buffer>) -> Option<F::Buffer> {
+    if buffer.is_some() {
+        let owed = frames.owed();
+        *owed = owed.saturating_sub(1);
+    }
+    buffer
+}
+
+/// One picture: `read` of the first complete buffer after the trigger, or why there is none
+/// (the last incomplete buffer's status) and how long was waited; an error when the camera
+/// refused a software trigger.
+///
+/// Buffers already delivered, and one an earlier picture's second trigger still owes (waited
+/// for [`OWED_WAIT_US`] at most), show an earlier moment: they are put back unread. A
+/// software-triggered camera that has sent no complete buffer within [`FIRST_SHARE`] of the
+/// deadline is triggered once more (a camera can miss a trigger, and a frame can lose packets
+/// on the way); the second window is used to its end (a late incomplete buffer of the first
+/// trigger does not end it).
+fn picture<F: Frames, T>(
+    frames: &mut F,
+    software_trigger: bool,
+    timeout_us: u64,
+    read: impl FnOnce(&F::Buffer) -> T,
+) -> Result<Result<T, (Option<String>, u64)>, SourceError> {
+    loop {
+        let buffer = frames.try_pop();
+        let Some(old) = popped(frames, buffer) else {
+            break;
+        };
+        frames.push(old);
+    }
+    let owed_wait = OWED_WAIT_US.min(share(timeout_us, OWED_SHARE));
+    while *frames.owed() > 0 {
+        let buffer = frames.pop_within(owed_wait);
+        match popped(frames, buffer) {
+            Some(old) => frames.push(old),
+            // The camera missed that trigger.
+            None => *frames.owed() = 0,
+        }
+    }
+    let waits = if software_trigger {
         [
-            share(s.timeout_us, FIRST_SHARE),
-            share(s.timeout_us, RETRIGGERED_SHARE),
+            share(timeout_us, FIRST_SHARE),
+            share(timeout_us, RETRIGGERED_SHARE),
         ]
     } else {
-        [s.timeout_us, 0]
+        [timeout_us, 0]
     };
     let mut last_status = None;
     for (attempt, wait) in waits.into_iter().enumerate() {
@@ -177,33 +266,61 @@ fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
                 waited_ms = waits[0] / 1000,
                 "no complete frame after the software trigger: triggering once more"
             );
-            trigger(device)?;
         }
-        let Some(buffer) = device.stream.timeout_pop_buffer(wait) else {
-            continue;
-        };
-        let status = buffer.status();
-        let result = (status == BufferStatus::Success).then(|| {
-            let width = usize::try_from(buffer.image_width()).unwrap_or(0);
-            let height = usize::try_from(buffer.image_height()).unwrap_or(0);
-            to_jpeg(
-                buffer.image_pixel_format(),
-                width,
-                height,
-                &buffer.image_data(),
-                s.jpeg_quality,
-            )
-        });
-        device.stream.push_buffer(buffer);
-        match result {
-            Some(jpeg) => return jpeg,
-            None => last_status = Some(status),
+        if software_trigger {
+            frames.trigger()?;
+            *frames.owed() += 1;
+        }
+        let last_window = attempt + 1 == waits.len() || waits[attempt + 1] == 0;
+        let end = frames.now_us() + wait;
+        loop {
+            let left = end.saturating_sub(frames.now_us());
+            let buffer = frames.pop_within(left);
+            let Some(buffer) = popped(frames, buffer) else {
+                break;
+            };
+            match frames.incomplete(&buffer) {
+                None => {
+                    let out = read(&buffer);
+                    frames.push(buffer);
+                    return Ok(Ok(out));
+                }
+                Some(status) => {
+                    frames.push(buffer);
+                    last_status = Some(status);
+                }
+            }
+            // An incomplete buffer: triggered again at once, or waited on in the last window.
+            if !last_window || frames.now_us() >= end {
+                break;
+            }
         }
     }
+    Ok(Err((last_status, waits.iter().sum())))
+}
+
+fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
+    let software_trigger = device.software_trigger;
+    let jpeg_quality = s.jpeg_quality;
+    let taken = picture(device, software_trigger, s.timeout_us, |buffer| {
+        let width = usize::try_from(buffer.image_width()).unwrap_or(0);
+        let height = usize::try_from(buffer.image_height()).unwrap_or(0);
+        to_jpeg(
+            buffer.image_pixel_format(),
+            width,
+            height,
+            &buffer.image_data(),
+            jpeg_quality,
+        )
+    })?;
+    let (last_status, waited) = match taken {
+        Ok(jpeg) => return jpeg,
+        Err(failed) => failed,
+    };
     let (completed, failures, underruns) = device.stream.statistics();
-    let waited = std::time::Duration::from_micros(waits.iter().sum());
+    let waited = std::time::Duration::from_micros(waited);
     let what = match last_status {
-        Some(status) => format!("only incomplete buffers ({status:?})"),
+        Some(status) => format!("only incomplete buffers ({status})"),
         None => "no frame".to_string(),
     };
     let triggers = if device.software_trigger {
@@ -296,6 +413,125 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A camera on a virtual clock: each trigger's buffer (its id, complete or not) arrives
+    /// after its delay, or never.
+    #[derive(Default)]
+    struct Fake {
+        now: u64,
+        /// What each trigger, in order, sends: (delay µs, id, complete).
+        script: Vec<Option<(u64, u32, bool)>>,
+        triggers: usize,
+        /// (arrival, id, complete), not popped yet.
+        pending: Vec<(u64, u32, bool)>,
+        owed: u32,
+    }
+
+    impl Fake {
+        fn next(&mut self, until: u64) -> Option<(u32, bool)> {
+            let i = (0..self.pending.len())
+                .filter(|&i| self.pending[i].0 <= until)
+                .min_by_key(|&i| self.pending[i].0)?;
+            let (at, id, complete) = self.pending.remove(i);
+            self.now = self.now.max(at);
+            Some((id, complete))
+        }
+    }
+
+    impl Frames for Fake {
+        type Buffer = (u32, bool);
+
+        fn try_pop(&mut self) -> Option<(u32, bool)> {
+            self.next(self.now)
+        }
+
+        fn pop_within(&mut self, us: u64) -> Option<(u32, bool)> {
+            let found = self.next(self.now + us);
+            if found.is_none() {
+                self.now += us;
+            }
+            found
+        }
+
+        fn push(&mut self, _: (u32, bool)) {}
+
+        fn trigger(&mut self) -> Result<(), SourceError> {
+            if let Some(Some((delay, id, complete))) = self.script.get(self.triggers).copied() {
+                self.pending.push((self.now + delay, id, complete));
+            }
+            self.triggers += 1;
+            Ok(())
+        }
+
+        fn incomplete(&self, buffer: &(u32, bool)) -> Option<String> {
+            (!buffer.1).then(|| "MissingPackets".to_string())
+        }
+
+        fn now_us(&self) -> u64 {
+            self.now
+        }
+
+        fn owed(&mut self) -> &mut u32 {
+            &mut self.owed
+        }
+    }
+
+    const DEADLINE: u64 = 1_000_000;
+
+    fn take(fake: &mut Fake) -> Result<u32, Option<String>> {
+        picture(fake, true, DEADLINE, |b| b.0)
+            .unwrap()
+            .map_err(|(status, _)| status)
+    }
+
+    #[test]
+    fn the_frame_a_second_trigger_still_owes_is_not_the_next_picture() {
+        // A review: picture 1 used its first trigger's late frame; its second trigger's frame
+        // came after the next picture's drain and was taken for the next part.
+        let mut fake = Fake {
+            script: vec![
+                Some((400_000, 1, true)), // late: after the re-trigger at 350 ms
+                Some((450_000, 2, true)), // at 800 ms, after picture 1 returned (400 ms)
+                Some((10_000, 3, true)),
+            ],
+            ..Fake::default()
+        };
+        assert_eq!(take(&mut fake), Ok(1));
+        fake.now += 350_000; // the next part comes at 750 ms
+        assert_eq!(take(&mut fake), Ok(3), "frame 2 is put back unread");
+        assert_eq!(fake.owed, 0);
+    }
+
+    #[test]
+    fn a_trigger_the_camera_missed_is_waited_on_a_bounded_time_only() {
+        let mut fake = Fake {
+            script: vec![None, Some((100_000, 2, true)), Some((10_000, 3, true))],
+            ..Fake::default()
+        };
+        assert_eq!(take(&mut fake), Ok(2));
+        let before = fake.now;
+        assert_eq!(take(&mut fake), Ok(3));
+        assert!(
+            fake.now - before <= OWED_WAIT_US + 10_000,
+            "{}",
+            fake.now - before
+        );
+    }
+
+    #[test]
+    fn a_late_incomplete_buffer_of_the_first_trigger_does_not_end_the_second_wait() {
+        let mut fake = Fake {
+            script: vec![Some((400_000, 1, false)), Some((300_000, 2, true))],
+            ..Fake::default()
+        };
+        assert_eq!(take(&mut fake), Ok(2));
+        let mut fake = Fake {
+            script: vec![None, None],
+            ..Fake::default()
+        };
+        assert_eq!(take(&mut fake), Err(None));
+        assert_eq!(fake.triggers, 2);
+    }
 
     #[test]
     fn unsupported_pixel_formats_are_named() {

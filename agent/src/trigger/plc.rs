@@ -22,11 +22,20 @@
 //! tokio-modbus has none), and any failure (a deadline missed, the connection lost, the PLC
 //! refusing a request with a Modbus exception) drops the connection and connects again after
 //! a backoff that grows until a new connection has read the PLC and answered what it found.
-//! On each connection the agent first settles what the PLC waits for: a trigger set without
-//! its Ready (a part the agent was taking when the link dropped or the agent stopped, or one
-//! set while it was away) is answered like a part nothing was captured for (Busy → Error →
-//! Ready; counted as missed, reason `interrupted`), and an idle PLC gets the idle status
-//! (Busy lowered; in registers the status word 0). A trigger already answered is not a part.
+//! On each connection the agent first settles what the PLC waits for, with what it remembers
+//! across connections (the last part it took: the trigger's value and how the part ended):
+//! a trigger still at the value of a part the agent took gets that part's real result again
+//! (Ready with it: the link dropped while the result or Ready was written, the frame is
+//! stored); a trigger set without its Ready (a part the agent was starting when the link
+//! dropped, or one set while it was away) is answered like a part nothing was captured for
+//! (Busy → Error → Ready; counted as missed, reason `interrupted`); an idle PLC gets the idle
+//! status (Busy and Ready lowered; in registers the status word 0). A trigger whose Ready is
+//! given is not a part: in coils the agent lowers Ready when the trigger falls, so a trigger
+//! high with Ready high is a part answered and not yet lowered (a PLC that raises the next
+//! trigger while the link is down and before Ready falls is not told apart); in registers the
+//! READY bit is trusted only for the value the agent answered, or on the first connection
+//! after the agent started (it remembers nothing older): READY with another value is the
+//! previous part's, and the new value is answered Error.
 //! A new trigger seen while the station is busy is answered like any trigger (counted as
 //! missed, Error raised).
 
@@ -315,10 +324,11 @@ pub async fn run(station: Arc<Station>, plc: Handshake, shutdown: CancellationTo
     async move {
         let camera = station.camera().to_string();
         let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+        let mut memory = Memory::default();
         loop {
             let served = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                served = serve(&station, &plc, &mut backoff) => served,
+                served = serve(&station, &plc, &mut backoff, &mut memory) => served,
             };
             metrics::gauge!(names::PLC_CONNECTED, "camera" => camera.clone()).set(0.0);
             if let Err(e) = served {
@@ -338,10 +348,26 @@ pub async fn run(station: Arc<Station>, plc: Handshake, shutdown: CancellationTo
     .await
 }
 
+/// What the handshake knows across connections.
+#[derive(Debug, Default)]
+struct Memory {
+    /// A connection has settled since the agent started: the PLC's Ready is no longer
+    /// trusted blindly (registers).
+    settled: bool,
+    /// The last part taken (its trigger value) and how it ended, kept until the trigger
+    /// changes: its result is what the PLC is told again after a reconnect.
+    taken: Option<(u16, Part)>,
+}
+
 /// One connection: settles what the PLC waits for, then polls the trigger and runs a
 /// handshake per part, until an error. The backoff is reset once the connection has read the
 /// PLC and answered it.
-async fn serve(station: &Station, plc: &Handshake, backoff: &mut Backoff) -> Result<(), PlcError> {
+async fn serve(
+    station: &Station,
+    plc: &Handshake,
+    backoff: &mut Backoff,
+    memory: &mut Memory,
+) -> Result<(), PlcError> {
     let modbus = tokio::time::timeout(
         plc.request_timeout,
         tcp::connect_slave(plc.address, Slave(plc.unit_id)),
@@ -353,7 +379,8 @@ async fn serve(station: &Station, plc: &Handshake, backoff: &mut Backoff) -> Res
         modbus,
         timeout: plc.request_timeout,
     };
-    let mut last = plc.signals.settle(station, &mut link).await?;
+    let mut last = plc.signals.settle(station, &mut link, memory).await?;
+    memory.settled = true;
     backoff.reset();
     metrics::gauge!(names::PLC_CONNECTED, "camera" => station.camera().to_string()).set(1.0);
     info!("PLC connected");
@@ -363,11 +390,11 @@ async fn serve(station: &Station, plc: &Handshake, backoff: &mut Backoff) -> Res
         ticker.tick().await;
         let value = plc.signals.trigger(&mut link).await?;
         if value != last {
+            memory.taken = None;
             if value == 0 {
                 plc.signals.idle(&mut link).await?;
             } else {
-                let part_id = plc.signals.part_id(value);
-                handshake(station, &plc.signals, &mut link, part_id).await?;
+                handshake(station, &plc.signals, &mut link, value, memory).await?;
             }
         }
         last = value;
@@ -435,41 +462,73 @@ impl Signals {
         }
     }
 
-    /// On a new connection: answers a trigger the PLC set and still waits on (its Ready not
-    /// given: the agent stopped or the link dropped while it took the part, or the trigger
-    /// came while it was away) as a part nothing was captured for, or writes the idle status
-    /// when the trigger is clear. Returns the trigger's value, which is no new part.
-    async fn settle(&self, station: &Station, link: &mut Link) -> Result<u16, PlcError> {
+    /// On a new connection: tells the PLC the result of the part the agent took when the
+    /// trigger still carries it (`memory`); answers a trigger the PLC set and still waits on
+    /// (its Ready not given, or in registers READY left from another part) as a part nothing
+    /// was captured for; writes the idle status when the trigger is clear. Returns the
+    /// trigger's value, which is no new part.
+    async fn settle(
+        &self,
+        station: &Station,
+        link: &mut Link,
+        memory: &mut Memory,
+    ) -> Result<u16, PlcError> {
         let value = self.trigger(link).await?;
+        if value == 0 {
+            memory.taken = None;
+            match *self {
+                Signals::Coils { busy, .. } => link.coil(busy, false).await?,
+                Signals::Registers { .. } => {}
+            }
+            self.idle(link).await?;
+            return Ok(value);
+        }
+        let taken = memory
+            .taken
+            .filter(|(v, _)| *v == value)
+            .map(|(_, part)| part);
         let answered = match *self {
             Signals::Coils { ready, .. } => link.read_coil(ready).await?,
             Signals::Registers { status, .. } => {
-                link.read_register(status).await? & status::READY != 0
+                let word = link.read_register(status).await?;
+                match taken {
+                    Some(part) => word == status::READY | part.bits(),
+                    None => !memory.settled && word & status::READY != 0,
+                }
             }
         };
-        if value != 0 && !answered {
-            warn!(
-                trigger = value,
-                "the PLC waits on a part the agent did not answer (the link dropped or the agent stopped while it was set): answered Error"
-            );
-            station.missed(Missed::Interrupted);
-            self.busy(link).await?;
-            self.result(link, Part::Failed).await?;
-            self.ready(link, Part::Failed).await?;
-        } else if value == 0 {
-            match *self {
-                Signals::Coils { busy, .. } => link.coil(busy, false).await?,
-                Signals::Registers { .. } => self.idle(link).await?,
-            }
+        if answered {
+            return Ok(value);
         }
+        if let Some(part) = taken {
+            info!(
+                trigger = value,
+                "the PLC waits on the part taken before the link dropped: its result written again"
+            );
+            if matches!(self, Signals::Coils { .. }) {
+                self.result(link, part).await?;
+            }
+            self.ready(link, part).await?;
+            return Ok(value);
+        }
+        warn!(
+            trigger = value,
+            "the PLC waits on a part the agent did not take (the link dropped or the agent stopped while it was set): answered Error"
+        );
+        station.missed(Missed::Interrupted);
+        memory.taken = Some((value, Part::Failed));
+        self.busy(link).await?;
+        self.result(link, Part::Failed).await?;
+        self.ready(link, Part::Failed).await?;
         Ok(value)
     }
 
     /// The trigger went back to zero: in registers, the status word is cleared (the last
-    /// part's result with it); in coils, Ready and the result stay until the next part's Busy.
+    /// part's result with it); in coils, Ready is lowered (a trigger high with Ready high is
+    /// then always a part answered), the result stays until the next part's Busy.
     async fn idle(&self, link: &mut Link) -> Result<(), PlcError> {
         match *self {
-            Signals::Coils { .. } => Ok(()),
+            Signals::Coils { ready, .. } => link.coil(ready, false).await,
             Signals::Registers { status, .. } => link.register(status, status::IDLE).await,
         }
     }
@@ -532,13 +591,16 @@ impl Signals {
     }
 }
 
-/// Busy → capture → result → Ready.
+/// Busy → capture → result → Ready. The part's outcome is remembered (`memory`) as soon as it
+/// is known: a reconnect tells it to the PLC if writing it fails.
 async fn handshake(
     station: &Station,
     signals: &Signals,
     link: &mut Link,
-    part_id: Option<String>,
+    value: u16,
+    memory: &mut Memory,
 ) -> Result<(), PlcError> {
+    let part_id = signals.part_id(value);
     signals.busy(link).await?;
     let (tx, rx) = oneshot::channel();
     let request = TriggerRequest {
@@ -554,6 +616,7 @@ async fn handshake(
         },
         _ => Part::Failed,
     };
+    memory.taken = Some((value, part));
     signals.result(link, part).await?;
     signals.ready(link, part).await
 }

@@ -38,7 +38,10 @@ pub fn state(
     if hb.cameras.iter().any(|c| {
         matches!(
             c.status,
-            CameraStatus::Failed | CameraStatus::Stalled | CameraStatus::Hung
+            CameraStatus::Failed
+                | CameraStatus::Stalled
+                | CameraStatus::Hung
+                | CameraStatus::Unknown
         )
     }) {
         return DeviceState::CameraFailed;

@@ -93,6 +93,12 @@ fn each_state_follows_from_the_last_heartbeat() {
             DeviceState::CameraFailed,
         ),
         (
+            // A status a newer agent sends, unknown to this cloud.
+            heartbeat(&[CameraStatus::Ok, CameraStatus::Unknown], 1.0),
+            0,
+            DeviceState::CameraFailed,
+        ),
+        (
             heartbeat(&[CameraStatus::Ok], 301.0),
             0,
             DeviceState::Behind,

@@ -36,6 +36,10 @@ struct Plc {
     requests: Arc<AtomicUsize>,
     /// While set, requests are read and never answered: a PLC that hangs.
     silent: Arc<AtomicBool>,
+    /// A register write read once and never answered nor applied: a write lost with its link.
+    lost: Arc<Mutex<Option<(u16, u16)>>>,
+    /// The same, a coil write.
+    lost_coil: Arc<Mutex<Option<(u16, bool)>>>,
 }
 
 impl tokio_modbus::server::Service for Plc {
@@ -48,6 +52,20 @@ impl tokio_modbus::server::Service for Plc {
         self.requests.fetch_add(1, Ordering::SeqCst);
         if self.silent.load(Ordering::SeqCst) {
             return std::future::ready(Ok(None));
+        }
+        if let Request::WriteSingleRegister(addr, value) = req {
+            let mut lost = self.lost.lock().unwrap();
+            if *lost == Some((addr, value)) {
+                *lost = None;
+                return std::future::ready(Ok(None));
+            }
+        }
+        if let Request::WriteSingleCoil(addr, on) = req {
+            let mut lost = self.lost_coil.lock().unwrap();
+            if *lost == Some((addr, on)) {
+                *lost = None;
+                return std::future::ready(Ok(None));
+            }
         }
         let mut coils = self.coils.lock().unwrap();
         std::future::ready(match req {
@@ -246,7 +264,11 @@ async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
         plc.last_write().is_some()
     })
     .await;
-    assert_eq!(plc.take_writes(), [(BUSY, false)], "the idle status");
+    assert_eq!(
+        plc.take_writes(),
+        [(BUSY, false), (READY, false)],
+        "the idle status"
+    );
     let start = [
         (BUSY, true),
         (READY, false),
@@ -266,7 +288,8 @@ async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
         assert_eq!(plc.coil(OK), result == Some(OK));
         assert_eq!(plc.coil(NG), result == Some(NG));
         plc.set_trigger(false);
-        plc.polled().await;
+        until("Ready lowered", || !plc.coil(READY)).await;
+        assert_eq!(plc.take_writes(), [(READY, false)]);
     }
     stop.cancel();
 }
@@ -282,7 +305,11 @@ async fn each_rising_edge_is_one_part_answered_busy_then_result_then_ready() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(plc.take_writes(), [(BUSY, false)], "only the idle status");
+    assert_eq!(
+        plc.take_writes(),
+        [(BUSY, false), (READY, false)],
+        "only the idle status"
+    );
 
     for _ in 0..2 {
         plc.set_trigger(true);
@@ -302,10 +329,12 @@ async fn each_rising_edge_is_one_part_answered_busy_then_result_then_ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(plc.take_writes().is_empty());
         plc.set_trigger(false);
+        until("Ready lowered", || !plc.coil(READY)).await;
         plc.polled().await;
-        assert!(
-            plc.take_writes().is_empty(),
-            "Ready stays until the next Busy"
+        assert_eq!(
+            plc.take_writes(),
+            [(READY, false)],
+            "the trigger fell: Ready lowered, the result kept until the next Busy"
         );
     }
     assert_eq!(
@@ -337,18 +366,152 @@ async fn a_part_the_camera_could_not_take_raises_error_before_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_already_answered_before_the_agent_connects_is_not_a_part() {
-    let plc = Plc::default();
-    plc.set_trigger(true);
-    plc.coils.lock().unwrap()[READY as usize] = true;
-    let address = plc.serve().await;
-    let (station, monitor, camera) = station(TriggerOutcome::Captured);
-    tokio::spawn(camera);
-    // Two reads to settle, then polls.
-    let stop = connected(station, handshake_at(address), || {
-        plc.requests.load(Ordering::SeqCst) >= 5
+    // Coils: trigger high with Ready high is a part answered (the agent lowers Ready when the
+    // trigger falls). Registers: READY is trusted on the agent's first connection only.
+    for registers in [false, true] {
+        let plc = Plc::default();
+        if registers {
+            plc.set_trigger_register(4);
+            plc.registers.lock().unwrap()[STATUS_REGISTER as usize] = status::READY | status::OK;
+        } else {
+            plc.set_trigger(true);
+            plc.coils.lock().unwrap()[READY as usize] = true;
+        }
+        let address = plc.serve().await;
+        let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
+        tokio::spawn(camera);
+        let handshake = if registers {
+            in_registers(address)
+        } else {
+            handshake_at(address)
+        };
+        // Two reads to settle, then polls.
+        let stop = connected(station, handshake, || {
+            plc.requests.load(Ordering::SeqCst) >= 5
+        })
+        .await;
+        assert!(plc.take_writes().is_empty(), "registers {registers}");
+        assert!(
+            plc.take_register_writes().is_empty(),
+            "registers {registers}"
+        );
+        assert!(parts.lock().unwrap().is_empty());
+        assert_eq!(monitor.snapshot().triggers_missed_total, 0);
+        stop.cancel();
+    }
+}
+
+/// Makes the agent's connection fail (its requests unanswered until it reconnects), runs
+/// `meanwhile` while it is away, and lets it connect again.
+async fn link_dropped(plc: &Plc, meanwhile: impl FnOnce()) {
+    plc.silent.store(true, Ordering::SeqCst);
+    // A second request: the first one missed its deadline and the agent connected again.
+    let seen = plc.requests.load(Ordering::SeqCst);
+    until("a request after the deadline", || {
+        plc.requests.load(Ordering::SeqCst) >= seen + 2
     })
     .await;
-    assert!(plc.take_writes().is_empty());
+    meanwhile();
+    plc.silent.store(false, Ordering::SeqCst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_a_part_set_while_the_link_was_down_is_not_taken_for_the_answered_one() {
+    // A review: READY left from part 7 read with trigger 8 made part 8 look answered.
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, monitor, parts, camera) =
+        judged_station(TriggerOutcome::Captured, vec![false, true]);
+    tokio::spawn(camera);
+    let stop = connected(station, in_registers(address), || {
+        !plc.register_writes.lock().unwrap().is_empty()
+    })
+    .await;
+    plc.set_trigger_register(7);
+    until("Ready OK", || {
+        plc.register(STATUS_REGISTER) == status::READY | status::OK
+    })
+    .await;
+    plc.take_register_writes();
+    // The PLC takes part 7's result, clears the trigger and sets part 8 while the agent is away.
+    link_dropped(&plc, || plc.set_trigger_register(8)).await;
+    until("Ready Error", || {
+        plc.register(STATUS_REGISTER) == status::READY | status::ERROR
+    })
+    .await;
+    assert_eq!(
+        plc.take_register_writes(),
+        [
+            (STATUS_REGISTER, status::BUSY),
+            (STATUS_REGISTER, status::BUSY | status::ERROR),
+            (STATUS_REGISTER, status::READY | status::ERROR),
+        ]
+    );
+    assert_eq!(monitor.snapshot().triggers_missed_total, 1, "part 8 missed");
+    // Part 8 stays answered across another reconnect; part 9 is taken.
+    link_dropped(&plc, || {}).await;
+    plc.polled().await;
+    plc.polled().await;
+    assert!(plc.take_register_writes().is_empty());
+    plc.set_trigger_register(9);
+    until("Ready NG", || {
+        plc.register(STATUS_REGISTER) == status::READY | status::NG
+    })
+    .await;
+    assert_eq!(*parts.lock().unwrap(), [Some("7".into()), Some("9".into())]);
+    assert_eq!(monitor.snapshot().triggers_missed_total, 1);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_a_result_lost_with_the_link_is_written_again_not_error() {
+    // A review: the result write missed its deadline, and the reconnect answered Error for a
+    // frame that was stored.
+    let plc = Plc::default();
+    *plc.lost.lock().unwrap() = Some((STATUS_REGISTER, status::BUSY | status::NG));
+    let address = plc.serve().await;
+    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![true]);
+    tokio::spawn(camera);
+    let stop = connected(station, in_registers(address), || {
+        !plc.register_writes.lock().unwrap().is_empty()
+    })
+    .await;
+    plc.take_register_writes();
+    plc.set_trigger_register(3);
+    until("Ready NG", || {
+        plc.register(STATUS_REGISTER) == status::READY | status::NG
+    })
+    .await;
+    assert_eq!(
+        plc.take_register_writes(),
+        [
+            (STATUS_REGISTER, status::BUSY),
+            (STATUS_REGISTER, status::READY | status::NG),
+        ],
+        "the result lost, then written with Ready on the next connection"
+    );
+    assert_eq!(*parts.lock().unwrap(), [Some("3".into())]);
+    assert_eq!(monitor.snapshot().triggers_missed_total, 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_coils_a_ready_lost_with_the_link_is_written_again_with_the_result() {
+    let plc = Plc::default();
+    let address = plc.serve().await;
+    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![false]);
+    tokio::spawn(camera);
+    let stop = connected(station, in_coils(address, Some(OK), Some(NG)), || {
+        plc.last_write() == Some((READY, false))
+    })
+    .await;
+    plc.take_writes();
+    // The PLC answers every write but Ready's: the link drops there.
+    *plc.lost_coil.lock().unwrap() = Some((READY, true));
+    plc.set_trigger(true);
+    until("Ready", || plc.coil(READY)).await;
+    assert!(plc.coil(OK) && !plc.coil(ERROR));
+    assert_eq!(parts.lock().unwrap().len(), 1);
     assert_eq!(monitor.snapshot().triggers_missed_total, 0);
     stop.cancel();
 }
@@ -595,7 +758,7 @@ async fn a_plc_that_stops_answering_times_out_and_is_connected_again() {
     // A guard, not a measure: the request's own deadline (200 ms) ends it.
     let served = tokio::time::timeout(
         Duration::from_secs(30),
-        serve(&station, &handshake, &mut backoff),
+        serve(&station, &handshake, &mut backoff, &mut Memory::default()),
     )
     .await
     .expect("the request has a deadline");
@@ -637,7 +800,7 @@ async fn a_modbus_exception_backs_off_and_only_a_settled_connection_resets_the_b
     let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
     let mut waits = Vec::new();
     for _ in 0..4 {
-        let served = serve(&station, &refused, &mut backoff).await;
+        let served = serve(&station, &refused, &mut backoff, &mut Memory::default()).await;
         assert!(
             matches!(
                 served,
@@ -653,7 +816,12 @@ async fn a_modbus_exception_backs_off_and_only_a_settled_connection_resets_the_b
     // A connection that reads the PLC and answers it resets the backoff.
     let _ = tokio::time::timeout(
         Duration::from_millis(500),
-        serve(&station, &in_registers(address), &mut backoff),
+        serve(
+            &station,
+            &in_registers(address),
+            &mut backoff,
+            &mut Memory::default(),
+        ),
     )
     .await;
     assert_eq!(backoff.failures(), 0);
