@@ -271,9 +271,9 @@ pub struct RawMqttConfig {
     #[serde(default = "default_outbox_max_alerts")]
     pub outbox_max_alerts: u64,
     /// Alerts older than this (from their part's capture), in seconds, are dropped rather
-    /// than sent late (counted) and their parts left to the cloud's alert. NG frames are not
-    /// held for their alerts: one uploaded before its alert was acknowledged is alerted by the
-    /// cloud as well.
+    /// than sent late (counted) and their parts left to the cloud's alert. NG frames are held for
+    /// their alerts at most [`crate::buffer::ALERT_GRACE`]: one uploaded before its alert was
+    /// acknowledged is alerted by the cloud as well.
     #[serde(default = "default_outbox_max_age_secs")]
     pub outbox_max_age_secs: u64,
 }

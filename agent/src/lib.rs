@@ -236,7 +236,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let ctx = Arc::new(source::Context {
         buffer: buffer.clone(),
-        wake,
+        wake: wake.clone(),
         device_id: config.device_id.clone(),
         facility: config.facility.clone(),
         health: health.clone(),
@@ -262,6 +262,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             routes: mqtt_routes,
             buffer: buffer.clone(),
             alerts: alerts.map_or_else(|| Arc::new(Notify::new()), |a| a.wake),
+            uploads: wake,
             models: edge.is_some().then(|| (skus(&config), announced)),
             outgoing: for_broker,
             answers: to_broker,

@@ -7,8 +7,9 @@
 //! - **Alerts:** the NG alerts of the buffer's outbox ([`crate::buffer::alerts`]), QoS 1, each
 //!   deleted on its PUBACK; at most [`MAX_ALERTS_IN_FLIGHT`] unacknowledged. Alerts older than
 //!   `outbox_max_age_secs` (and not in flight) are dropped each second, between connections
-//!   and before a new connection sends. A frame's upload does not wait for its alert (it says
-//!   `alerted` only if the alert was acknowledged by then), so neither wakes the uploader.
+//!   and before a new connection sends. An NG frame's upload waits for its alert at most
+//!   [`crate::buffer::ALERT_GRACE`] (it says `alerted` only if the alert was acknowledged by
+//!   then), so each acknowledgement wakes the uploader ([`Link::uploads`]).
 //! - **TLS** (`tls = true`): rustls, the broker checked against `ca_file` (or the system's
 //!   CAs) under the name `host` (there is no other name to check), a client certificate
 //!   presented when configured. A TLS failure is logged with a `hint` naming the likely cause
@@ -92,6 +93,8 @@ pub struct Link {
     pub buffer: Arc<Buffer>,
     /// Woken when an alert is queued.
     pub alerts: Arc<Notify>,
+    /// The uploader's wake, woken on each acknowledged alert: its frame may go up now.
+    pub uploads: Arc<Notify>,
     /// The SKUs judged at the edge, and where a newly announced one is sent to be pulled.
     pub models: Option<(Vec<String>, mpsc::Sender<String>)>,
     pub outgoing: mpsc::Receiver<Message>,
@@ -331,6 +334,7 @@ impl Link {
         let seq = alert.seq;
         match tokio::task::spawn_blocking(move || buffer.ack_alert(seq)).await {
             Ok(Ok(true)) => {
+                self.uploads.notify_one();
                 metrics::counter!(names::ALERTS_TOTAL, "outcome" => "published").increment(1);
                 let age = chrono::Utc::now() - alert.captured_at;
                 metrics::histogram!(names::ALERT_SECONDS)

@@ -33,7 +33,7 @@
 //!   client certificate required; the broker restarted (Last Will, `online` again,
 //!   subscriptions back, each alert once); heartbeats on the broker; the alert outbox bounded,
 //!   and the parts whose alert it dropped alerted by the cloud; with the cloud up and the broker
-//!   away, an NG part uploaded at once and alerted by the cloud and then the agent.
+//!   away, an NG part uploaded after the alert's grace and alerted by the cloud and then the agent.
 //! - `mosquitto_rig` (feature `mosquitto-tests`): the cloud, subscriber, switch and agent both
 //!   Mosquitto scenarios of the agent start, and the helpers that read what arrived.
 //! - `openapi` (feature `schemathesis-tests`): the API fuzzed against its OpenAPI document with

@@ -5,7 +5,7 @@
 //! broker's persistence, `online` again, subscriptions back, heartbeats again, every alert
 //! queued meanwhile once); its heartbeats on the broker; its alert outbox bounded while the
 //! broker is away, and the parts whose alert it dropped alerted by the cloud; with the cloud up
-//! and the broker away, an NG part uploaded at once and alerted by the cloud, then by the agent
+//! and the broker away, an NG part uploaded after the alert's grace and alerted by the cloud, then by the agent
 //! too (one `result_id`).
 
 use std::collections::HashMap;
@@ -436,8 +436,8 @@ async fn heartbeats_reach_the_broker_and_the_cloud_alerts_the_parts_whose_alert_
         );
     }
 
-    // The broker away again, the cloud up: an NG frame is not held for its alert. It goes up
-    // at once without `alerted` (its alert waits), so the cloud alerts the part; the agent's
+    // The broker away again, the cloud up: an NG frame is held for its alert at most the
+    // agent's grace (2 s). It then goes up without `alerted` (its alert waits), so the cloud alerts the part; the agent's
     // alert follows once the broker is back, under the same `result_id` (a duplicate the
     // subscribers dedupe, never a loss).
     rig.switch.set_down(true);

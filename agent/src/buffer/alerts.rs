@@ -4,14 +4,16 @@
 //! once acknowledged. Delivery is at least once: an alert whose acknowledgement was lost with
 //! the connection is sent again, under the same `result_id`.
 //!
-//! Every NG part is alerted at least once, by the agent or the cloud, and the frame is not
-//! held for its alert: [`Buffer::pending`] hands it out at once, its upload saying `alerted`
-//! only if the broker has acknowledged the alert by then (the cloud does not alert the part).
-//! Otherwise the upload does not say it and the cloud alerts the part too when its verdict is
-//! NG: a duplicate under one `result_id` if the agent's alert gets through as well, which
-//! subscribers dedupe. A dropped alert clears its frame's `alerted` in the same transaction,
-//! so a frame not uploaded yet goes up unmarked and the cloud alerts the part. An upload never
-//! carries an `alerted` the agent may still take back.
+//! Every NG part is alerted at least once, by the agent or the cloud. The frame's verdict is
+//! stored with `alerted = false`, and [`Buffer::ack_alert`] sets it in the transaction that
+//! deletes the acknowledged alert (in `frames`, or `dead_letters` if the cloud refused the
+//! frame meanwhile): the mark means the broker has the alert, so the cloud does not alert the
+//! part. A dropped alert leaves no mark to clear: its frame goes up unmarked and the cloud
+//! alerts the part. [`Buffer::pending`] holds an NG frame whose alert is still queued for at
+//! most [`super::ALERT_GRACE`] after its insert, so the normal case is alerted once; after it
+//! the upload does not say `alerted` and the cloud alerts the part too when its verdict is NG:
+//! a duplicate under one `result_id` if the agent's alert gets through as well, which
+//! subscribers dedupe. An upload never carries an `alerted` the agent may still take back.
 //!
 //! The outbox is bounded ([`OutboxLimits`]): while the broker is away it keeps at most
 //! `max_alerts` not in flight, the oldest dropped first as a new one comes in, and an alert
@@ -110,8 +112,9 @@ pub struct Dropped {
 }
 
 /// Drops the alerts not in flight that `condition` (on `alerts`, with `?1` bound to `param`)
-/// selects, in `tx`: their frames still buffered lose their `alerted` mark, so their upload
-/// hands the part to the cloud's alert; counted in the buffer (kept across restarts).
+/// selects, in `tx`: their frames never get the `alerted` mark (only an acknowledgement sets
+/// it), so their upload hands the part to the cloud's alert; counted in the buffer (kept
+/// across restarts).
 fn drop_where(
     tx: &Transaction<'_>,
     condition: &str,
@@ -129,13 +132,6 @@ fn drop_where(
     if count == 0 {
         return Ok(Dropped::default());
     }
-    tx.execute(
-        &format!(
-            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('false'))
-             WHERE frame_id IN (SELECT frame_id FROM alerts WHERE {selected})"
-        ),
-        [&param],
-    )?;
     tx.execute(&format!("DELETE FROM alerts WHERE {selected}"), [&param])?;
     tx.execute(
         "UPDATE counters SET value = value + ?1 WHERE name = 'alerts_dropped'",
@@ -196,10 +192,26 @@ impl Buffer {
         Ok(out)
     }
 
-    /// The broker acknowledged alert `seq`: it leaves the outbox. Whether it was there.
+    /// The broker acknowledged alert `seq`: it leaves the outbox, and its frame's verdict
+    /// says `alerted` (in `frames`, or in `dead_letters`), in one transaction. Whether it was
+    /// there.
     pub fn ack_alert(&self, seq: i64) -> Result<bool, BufferError> {
-        let conn = self.conn();
-        let deleted = conn.execute("DELETE FROM alerts WHERE seq = ?1", [seq])? > 0;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('true'))
+             WHERE edge IS NOT NULL
+               AND frame_id = (SELECT frame_id FROM alerts WHERE seq = ?1)",
+            [seq],
+        )?;
+        tx.execute(
+            "UPDATE dead_letters SET meta_json = json_set(meta_json, '$.edge.alerted', json('true'))
+             WHERE json_type(meta_json, '$.edge') = 'object'
+               AND frame_id = (SELECT frame_id FROM alerts WHERE seq = ?1)",
+            [seq],
+        )?;
+        let deleted = tx.execute("DELETE FROM alerts WHERE seq = ?1", [seq])? > 0;
+        tx.commit()?;
         self.end_drop_episode(&conn)?;
         Ok(deleted)
     }

@@ -21,11 +21,16 @@
 //! - An NG frame's alert (when the agent publishes alerts) is written in the frame's own
 //!   transaction to the `alerts` outbox and deleted only when the broker acknowledged it or
 //!   the outbox's bounds dropped it ([`alerts`]); a start frees every lease, so an alert in
-//!   flight when the agent stopped is sent again. The frame is uploaded without waiting for
-//!   its alert: its upload says `alerted` only when the broker has acknowledged the alert as
-//!   the upload is built ([`Buffer::pending`]), otherwise the cloud alerts that part too (at
-//!   worst twice under one `result_id`, never lost). A dropped alert clears its frame's mark
-//!   in the same transaction (the cloud alerts that part).
+//!   flight when the agent stopped is sent again. The frame's verdict is stored with
+//!   `alerted = false`; the broker's acknowledgement sets it in the transaction that deletes the
+//!   alert ([`Buffer::ack_alert`], in `frames` or `dead_letters`), so a dropped alert never
+//!   leaves a mark. [`Buffer::pending`] holds an NG frame whose alert is still queued for at
+//!   most [`ALERT_GRACE`] after its insert, so that in the normal case the upload says
+//!   `alerted` and the cloud does not alert the part again; after the grace it goes up
+//!   without the mark and the cloud alerts that part too (at worst twice under one
+//!   `result_id`, never lost).
+//! - The schema's version (`PRAGMA user_version`, [`SCHEMA_VERSION`]) names the one-time steps
+//!   done on a buffer written by an earlier version ([`migrate`]).
 //! - A database that fails to open or its quick integrity check is moved aside (quarantined,
 //!   with a timestamp) and a fresh one is created, so a corrupt file never crash-loops the agent.
 
@@ -33,6 +38,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -48,6 +54,16 @@ pub mod disk;
 
 /// Bytes accounted per row on top of the JPEG: metadata, indexes, page slack.
 pub const ROW_OVERHEAD: u64 = 512;
+
+/// How long [`Buffer::pending`] holds an NG frame whose alert is still in the outbox after the
+/// frame's insert: the broker's acknowledgement usually comes well within it, so the upload
+/// says `alerted` and the part is alerted once. After it the frame goes up unmarked (the
+/// cloud alerts the part too).
+pub const ALERT_GRACE: Duration = Duration::from_secs(2);
+
+/// The buffer's schema version (`PRAGMA user_version`): 1, the `alerted` mark is set by the
+/// alert's acknowledgement (before, by its queueing).
+pub const SCHEMA_VERSION: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -192,7 +208,7 @@ impl Buffer {
     }
 
     fn open_checked(path: &Path, limits: Limits) -> Result<Buffer, BufferError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match limits.synchronous {
             Synchronous::Full => "FULL",
@@ -209,6 +225,7 @@ impl Buffer {
         }
         conn.execute_batch(SCHEMA)?;
         add_edge_columns(&conn)?;
+        migrate(&mut conn)?;
         // The previous run's connection is gone: its leased alerts are sent again.
         conn.execute("UPDATE alerts SET leased_until = NULL", [])?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -285,12 +302,12 @@ impl Buffer {
             return Err(BufferError::Full { needed, max });
         }
         let digest = wiko_wire::frame::image_digest(&f.jpeg);
-        // An NG frame's alert is queued below when alerts are on: its verdict says so, and
-        // its upload too once the broker acknowledged the alert (`pending`), so the cloud
-        // does not alert the part again.
+        // An NG frame's alert is queued below when alerts are on; its verdict says `alerted`
+        // only once the broker acknowledged the alert (`ack_alert`), so the cloud does not
+        // alert the part again.
         let mut verdict = f.edge.clone();
         if let Some(e) = verdict.as_mut() {
-            e.alerted = e.defect_detected && outbox.is_some();
+            e.alerted = false;
         }
         let edge = verdict.as_ref().map(serde_json::to_string).transpose()?;
         let mut conn = self.conn();
@@ -298,8 +315,8 @@ impl Buffer {
         let room = self.make_room(&tx, needed, 0)?;
         tx.execute(
             "INSERT INTO frames (frame_id, camera, device_id, facility, line, station, sku, part_id,
-                                 lot, captured_at, image_blake3, jpeg, bytes, ng, edge)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                 lot, captured_at, image_blake3, jpeg, bytes, ng, edge, inserted_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 f.frame_id.to_string(),
                 f.camera,
@@ -316,6 +333,7 @@ impl Buffer {
                 needed as i64,
                 f.edge.as_ref().is_some_and(|e| e.defect_detected),
                 edge,
+                Utc::now().timestamp_millis(),
             ],
         )?;
         let seq = tx.last_insert_rowid() as u64;
@@ -388,20 +406,33 @@ impl Buffer {
     }
 
     /// Up to `limit` frames to upload, NG first then oldest first, skipping `exclude`. An NG
-    /// frame goes up whether or not its alert is settled: its verdict says `alerted` only if
-    /// the broker has acknowledged the alert (its outbox row is gone) as the upload is built;
-    /// otherwise the cloud alerts that part as well (at worst a second alert under one
-    /// `result_id`, never none). A retry is built anew, so it may say `alerted` where an
-    /// earlier attempt did not (the cloud takes it as the same frame). A row that cannot be
-    /// read back (a damaged file) is moved to the dead letters with the reason, so that it
-    /// never blocks the frames behind it.
+    /// frame whose alert is still in the outbox is held for [`ALERT_GRACE`] after its insert;
+    /// its verdict says `alerted` only if the broker has acknowledged the alert
+    /// ([`Buffer::ack_alert`] set the mark); otherwise the cloud alerts that part as well (at
+    /// worst a second alert under one `result_id`, never none). A retry is built anew, so it
+    /// may say `alerted` where an earlier attempt did not (the cloud takes it as the same
+    /// frame). A row that cannot be read back (a damaged file) is moved to the dead letters
+    /// with the reason, so that it never blocks the frames behind it.
     pub fn pending(&self, limit: usize, exclude: &[Uuid]) -> Result<Vec<Pending>, BufferError> {
+        self.pending_with_grace(limit, exclude, ALERT_GRACE)
+    }
+
+    /// [`Buffer::pending`] holding an NG frame whose alert is queued for `grace` (tests).
+    pub(crate) fn pending_with_grace(
+        &self,
+        limit: usize,
+        exclude: &[Uuid],
+        grace: Duration,
+    ) -> Result<Vec<Pending>, BufferError> {
         // Acknowledged frames still here (their delete failed) are never uploaded again.
         // A set: on a full disk with the cloud up, every buffered frame may be in it.
         let exclude: HashSet<Uuid> = exclude.iter().copied().chain(self.faults.acked()).collect();
         let mut conn = self.conn();
         let mut unreadable = Vec::new();
-        let out = Self::read_pending(&conn, limit, &exclude, &mut unreadable)?;
+        let held_after = Utc::now()
+            .timestamp_millis()
+            .saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+        let out = Self::read_pending(&conn, limit, &exclude, held_after, &mut unreadable)?;
         for (seq, reason) in unreadable {
             tracing::error!(seq, %reason, "unreadable buffer row moved to dead letters");
             move_to_dead_letters(&mut conn, seq, 0, &format!("unreadable row: {reason}"))?;
@@ -413,15 +444,19 @@ impl Buffer {
         conn: &Connection,
         limit: usize,
         exclude: &HashSet<Uuid>,
+        held_after: i64,
         unreadable: &mut Vec<(i64, String)>,
     ) -> Result<Vec<Pending>, BufferError> {
+        // Held: inserted after `held_after` (Unix ms) with its alert still queued.
         let mut stmt = conn.prepare_cached(
             "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
-                    captured_at, image_blake3, jpeg, attempts, edge,
-                    EXISTS (SELECT 1 FROM alerts WHERE alerts.frame_id = frames.frame_id)
-             FROM frames ORDER BY ng DESC, seq ASC",
+                    captured_at, image_blake3, jpeg, attempts, edge
+             FROM frames
+             WHERE NOT (coalesce(inserted_ms, 0) > ?1
+                        AND EXISTS (SELECT 1 FROM alerts WHERE alerts.frame_id = frames.frame_id))
+             ORDER BY ng DESC, seq ASC",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([held_after])?;
         let mut out = Vec::with_capacity(limit);
         while out.len() < limit {
             let Some(row) = rows.next()? else { break };
@@ -443,7 +478,7 @@ impl Buffer {
                         .map(|edge| (id, at, edge))
                         .map_err(|e| format!("edge verdict: {e}"))
                 });
-            let (frame_id, captured_at, mut edge) = match parsed {
+            let (frame_id, captured_at, edge) = match parsed {
                 Ok(p) => p,
                 Err(reason) => {
                     unreadable.push((seq, reason));
@@ -453,12 +488,7 @@ impl Buffer {
             if exclude.contains(&frame_id) {
                 continue;
             }
-            // `alerted` in the buffer: its alert was queued (and not dropped); in the upload:
-            // acknowledged too.
-            let alert_waits: bool = row.get(15)?;
-            if let Some(e) = edge.as_mut() {
-                e.alerted &= !alert_waits;
-            }
+            // `alerted` in the buffer: the broker acknowledged its alert (`ack_alert`).
             out.push(Pending {
                 meta: FrameMeta {
                     frame_id,
@@ -590,14 +620,19 @@ impl Buffer {
         let room = self.make_room(&tx, needed, needed)?;
         tx.execute(
             "INSERT INTO frames (seq, frame_id, camera, device_id, facility, line, station, sku,
-                                 part_id, lot, captured_at, image_blake3, jpeg, bytes, ng, edge)
+                                 part_id, lot, captured_at, image_blake3, jpeg, bytes, ng, edge,
+                                 inserted_ms)
              SELECT seq, frame_id, camera, meta_json ->> 'device_id', meta_json ->> 'facility',
                     meta_json ->> 'line', meta_json ->> 'station', meta_json ->> 'sku',
                     meta_json ->> 'part_id', meta_json ->> 'lot', meta_json ->> 'captured_at',
                     meta_json ->> 'image_blake3', jpeg, ?2,
-                    coalesce(meta_json ->> '$.edge.defect_detected', 0), meta_json ->> 'edge'
+                    coalesce(meta_json ->> '$.edge.defect_detected', 0), meta_json ->> 'edge', ?3
              FROM dead_letters WHERE frame_id = ?1",
-            params![frame_id.to_string(), needed as i64],
+            params![
+                frame_id.to_string(),
+                needed as i64,
+                Utc::now().timestamp_millis()
+            ],
         )?;
         tx.execute(
             "DELETE FROM dead_letters WHERE frame_id = ?1",
@@ -680,18 +715,46 @@ fn move_to_dead_letters(
     Ok(())
 }
 
-/// Adds the `edge` column to a buffer written before edge analysis (the schema file creates
-/// it in a new one).
+/// Adds the `edge` and `inserted_ms` columns to a buffer written before edge analysis or the
+/// alert's grace (the schema file creates them in a new one).
 fn add_edge_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let has: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = 'edge'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
-        conn.execute("ALTER TABLE frames ADD COLUMN edge TEXT", [])?;
+    for (column, ty) in [("edge", "TEXT"), ("inserted_ms", "INTEGER")] {
+        let has: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute(&format!("ALTER TABLE frames ADD COLUMN {column} {ty}"), [])?;
+        }
     }
     Ok(())
+}
+
+/// The one-time steps up to [`SCHEMA_VERSION`], in one transaction. To 1: the `alerted` mark
+/// was set when the alert was queued, it is now set by its acknowledgement, so a frame whose
+/// alert is still queued loses it, and so does every dead letter (whether its alert was
+/// acknowledged or dropped is not known: the cloud alerts the part, at worst a duplicate).
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    if version < 1 {
+        tx.execute(
+            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('false'))
+             WHERE edge IS NOT NULL AND frame_id IN (SELECT frame_id FROM alerts)",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE dead_letters SET meta_json = json_set(meta_json, '$.edge.alerted', json('false'))
+             WHERE json_type(meta_json, '$.edge') = 'object'",
+            [],
+        )?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {

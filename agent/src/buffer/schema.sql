@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS frames (
     ng           INTEGER NOT NULL DEFAULT 0,        -- local verdict NG: synced first, evicted last
     edge         TEXT,                              -- the edge verdict (wire EdgeVerdict JSON), uploaded with the frame
     attempts     INTEGER NOT NULL DEFAULT 0,
-    last_error   TEXT
+    last_error   TEXT,
+    inserted_ms  INTEGER                            -- Unix ms of the insert (or requeue): the alert's grace
 );
 
 CREATE INDEX IF NOT EXISTS frames_sync_order ON frames (ng DESC, seq ASC);
@@ -53,9 +54,9 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('alerts_dropped', 0);
 
 -- The NG alerts to publish on MQTT (the outbox): written in the transaction of their frame, so
 -- an NG frame is never buffered without its alert; deleted when the broker acknowledged it
--- (PUBACK), or dropped by the outbox's bounds (the frame's `alerted` cleared in the same
--- transaction). A frame is not held for its alert: uploaded while its alert is here, it does
--- not say `alerted` (the cloud alerts that part too). `leased_until` (Unix ms)
+-- (PUBACK; the frame's `alerted` set in the same transaction), or dropped by the outbox's
+-- bounds. A frame is held for its alert at most ALERT_GRACE after its insert: uploaded while
+-- its alert is here, it does not say `alerted` (the cloud alerts that part too). `leased_until` (Unix ms)
 -- marks one handed to the connection and not acknowledged yet (in flight: never dropped); a
 -- start or the end of the connection frees them all.
 CREATE TABLE IF NOT EXISTS alerts (

@@ -553,9 +553,14 @@ fn uploads(b: &Buffer) -> Vec<(Uuid, bool)> {
     uploads_except(b, &[])
 }
 
-/// [`uploads`] but for `exclude` (in flight: not handed out, so not unmarked either).
+/// [`uploads`] but for `exclude` (in flight: not handed out).
 fn uploads_except(b: &Buffer, exclude: &[Uuid]) -> Vec<(Uuid, bool)> {
-    b.pending(100, exclude)
+    uploads_after(b, exclude, ALERT_GRACE)
+}
+
+/// [`uploads_except`] with the alert's grace `grace` (zero: the grace has passed).
+fn uploads_after(b: &Buffer, exclude: &[Uuid], grace: std::time::Duration) -> Vec<(Uuid, bool)> {
+    b.pending_with_grace(100, exclude, grace)
         .unwrap()
         .iter()
         .map(|p| {
@@ -569,7 +574,7 @@ fn uploads_except(b: &Buffer, exclude: &[Uuid]) -> Vec<(Uuid, bool)> {
 
 // See: issue #21
 #[test]
-fn an_ng_frame_whose_alert_is_queued_goes_up_at_once_unmarked() {
+fn an_ng_frame_whose_alert_is_queued_is_held_for_the_grace_then_goes_up_unmarked() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
     let ok = frame(1, 100, Some(false));
@@ -579,15 +584,126 @@ fn an_ng_frame_whose_alert_is_queued_goes_up_at_once_unmarked() {
     assert_eq!(b.alerts_queued().unwrap(), 1);
     assert_eq!(
         uploads(&b),
-        [(ng.frame_id, false), (ok.frame_id, false)],
-        "not held for its alert, NG first; not `alerted`, so the cloud alerts the part too"
+        [(ok.frame_id, false)],
+        "held within the grace while its alert is queued"
     );
-    // Its alert in flight, not acknowledged yet: still unmarked.
+    let grace_passed = std::time::Duration::ZERO;
+    assert_eq!(
+        uploads_after(&b, &[], grace_passed),
+        [(ng.frame_id, false), (ok.frame_id, false)],
+        "after the grace, NG first; not `alerted`, so the cloud alerts the part too"
+    );
+    // Its alert in flight, not acknowledged yet: still held, then unmarked.
     let leased = b.lease_alerts(10, LEASE).unwrap();
-    assert_eq!(uploads(&b), [(ng.frame_id, false), (ok.frame_id, false)]);
-    // Acknowledged: an attempt built now says the agent alerted it.
+    assert_eq!(uploads(&b), [(ok.frame_id, false)]);
+    assert_eq!(
+        uploads_after(&b, &[], grace_passed),
+        [(ng.frame_id, false), (ok.frame_id, false)]
+    );
+    // Acknowledged: an attempt built now says the agent alerted it, within the grace too.
     assert!(b.ack_alert(leased[0].seq).unwrap());
     assert_eq!(uploads(&b), [(ng.frame_id, true), (ok.frame_id, false)]);
+}
+
+// See: issue #21
+#[test]
+fn an_ng_frame_is_stored_unmarked_until_its_alert_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let mut ng = frame(1, 100, Some(true));
+    ng.edge.as_mut().unwrap().alerted = true;
+    b.insert_alerting(&ng, Some(&outbox())).unwrap();
+    let stored: bool = b
+        .conn()
+        .query_row(
+            "SELECT coalesce(edge ->> '$.alerted', 0) FROM frames",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!stored, "queued is not alerted");
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert!(b.ack_alert(leased[0].seq).unwrap());
+    assert_eq!(uploads(&b), [(ng.frame_id, true)]);
+}
+
+// See: issue #21
+#[test]
+fn a_requeued_dead_letter_whose_alert_was_dropped_goes_up_unmarked() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let (dropped, acked) = (frame(1, 100, Some(true)), frame(2, 100, Some(true)));
+    for f in [&dropped, &acked] {
+        b.insert_alerting(f, Some(&outbox())).unwrap();
+        b.dead_letter(f.frame_id, 422, "refused").unwrap();
+    }
+    // One alert acknowledged while its frame is a dead letter, the other dropped.
+    let leased = b.lease_alerts(1, LEASE).unwrap();
+    assert_eq!(leased[0].frame_id, dropped.frame_id);
+    b.release_alerts().unwrap();
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    let of_acked = leased
+        .iter()
+        .find(|a| a.frame_id == acked.frame_id)
+        .unwrap();
+    assert!(b.ack_alert(of_acked.seq).unwrap());
+    b.release_alerts().unwrap();
+    assert_eq!(b.abandon_alerts().unwrap().count, 1);
+    assert!(b.requeue(dropped.frame_id).unwrap());
+    assert!(b.requeue(acked.frame_id).unwrap());
+    let mut up = uploads(&b);
+    up.sort();
+    let mut want = vec![(dropped.frame_id, false), (acked.frame_id, true)];
+    want.sort();
+    assert_eq!(
+        up, want,
+        "the cloud alerts the part whose alert was dropped"
+    );
+}
+
+// See: issue #21
+#[test]
+fn a_buffer_of_an_earlier_version_loses_the_marks_of_alerts_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queued, acked, dead) = (
+        frame(1, 100, Some(true)),
+        frame(2, 100, Some(true)),
+        frame(3, 100, Some(true)),
+    );
+    {
+        let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+        for f in [&queued, &acked, &dead] {
+            b.insert_alerting(f, Some(&outbox())).unwrap();
+        }
+        let leased = b.lease_alerts(10, LEASE).unwrap();
+        assert!(b.ack_alert(leased[1].seq).unwrap());
+        b.dead_letter(dead.frame_id, 422, "refused").unwrap();
+        assert!(b.ack_alert(leased[2].seq).unwrap());
+        // As an earlier version wrote it: marked when the alert was queued.
+        let conn = b.conn();
+        conn.execute_batch(
+            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('true'));
+             UPDATE dead_letters SET meta_json = json_set(meta_json, '$.edge.alerted', json('true'));
+             PRAGMA user_version = 0;",
+        )
+        .unwrap();
+    }
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let version: i64 = b
+        .conn()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert!(b.requeue(dead.frame_id).unwrap());
+    let mut up = uploads_after(&b, &[], std::time::Duration::ZERO);
+    up.sort();
+    let mut want = vec![
+        (queued.frame_id, false),
+        (acked.frame_id, true),
+        (dead.frame_id, false),
+    ];
+    want.sort();
+    assert_eq!(up, want, "a dead letter's alert may have been dropped");
 }
 
 // See: issue #21
