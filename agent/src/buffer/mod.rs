@@ -429,10 +429,9 @@ impl Buffer {
         let exclude: HashSet<Uuid> = exclude.iter().copied().chain(self.faults.acked()).collect();
         let mut conn = self.conn();
         let mut unreadable = Vec::new();
-        let held_after = Utc::now()
-            .timestamp_millis()
-            .saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-        let out = Self::read_pending(&conn, limit, &exclude, held_after, &mut unreadable)?;
+        let now = Utc::now().timestamp_millis();
+        let held_after = now.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+        let out = Self::read_pending(&conn, limit, &exclude, (held_after, now), &mut unreadable)?;
         for (seq, reason) in unreadable {
             tracing::error!(seq, %reason, "unreadable buffer row moved to dead letters");
             move_to_dead_letters(&mut conn, seq, 0, &format!("unreadable row: {reason}"))?;
@@ -444,19 +443,21 @@ impl Buffer {
         conn: &Connection,
         limit: usize,
         exclude: &HashSet<Uuid>,
-        held_after: i64,
+        (held_after, now): (i64, i64),
         unreadable: &mut Vec<(i64, String)>,
     ) -> Result<Vec<Pending>, BufferError> {
-        // Held: inserted after `held_after` (Unix ms) with its alert still queued.
+        // Held: inserted after `held_after` and not after `now` (Unix ms; a frame stamped in
+        // the future was stamped before the clock was set back: not held) with its alert
+        // still queued.
         let mut stmt = conn.prepare_cached(
             "SELECT seq, frame_id, camera, device_id, facility, line, station, sku, part_id, lot,
                     captured_at, image_blake3, jpeg, attempts, edge
              FROM frames
-             WHERE NOT (coalesce(inserted_ms, 0) > ?1
+             WHERE NOT (coalesce(inserted_ms, 0) > ?1 AND inserted_ms <= ?2
                         AND EXISTS (SELECT 1 FROM alerts WHERE alerts.frame_id = frames.frame_id))
              ORDER BY ng DESC, seq ASC",
         )?;
-        let mut rows = stmt.query([held_after])?;
+        let mut rows = stmt.query([held_after, now])?;
         let mut out = Vec::with_capacity(limit);
         while out.len() < limit {
             let Some(row) = rows.next()? else { break };

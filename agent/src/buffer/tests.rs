@@ -607,6 +607,22 @@ fn an_ng_frame_whose_alert_is_queued_is_held_for_the_grace_then_goes_up_unmarked
 
 // See: issue #21
 #[test]
+fn a_frame_stamped_before_the_clock_was_set_back_is_not_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    let ng = frame(1, 100, Some(true));
+    b.insert_alerting(&ng, Some(&outbox())).unwrap();
+    assert_eq!(uploads(&b), [], "held within the grace");
+    // Stamped an hour ahead of the clock as it reads now: the clock went back since.
+    let later = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    b.conn()
+        .execute("UPDATE frames SET inserted_ms = ?1", [later])
+        .unwrap();
+    assert_eq!(uploads(&b), [(ng.frame_id, false)]);
+}
+
+// See: issue #21
+#[test]
 fn an_ng_frame_is_stored_unmarked_until_its_alert_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
