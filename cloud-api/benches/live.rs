@@ -24,7 +24,7 @@ use sqlx::Connection;
 use wiko_synth::SynthDefect;
 
 mod cloud_rig;
-use cloud_rig::{DEVICE, VIEWER, fit_golden, form, knife, serve_cloud};
+use cloud_rig::{VIEWER, analyze, fit_golden, form, knife, serve_cloud};
 
 /// The knives' size: the synthetic camera's.
 const KNIFE: (u32, u32) = (640, 480);
@@ -118,14 +118,7 @@ async fn run(a: &Args, name: &str, database: &str) {
         );
         let (client, url, ng) = (client.clone(), url.clone(), ng.clone());
         requests.push(tokio::spawn(async move {
-            let answer = client
-                .post(format!("{url}/api/v1/analyze"))
-                .header("x-api-key", DEVICE)
-                .multipart(form)
-                .send()
-                .await;
-            if let Ok(r) = answer
-                && let Ok(v) = r.json::<Value>().await
+            if let Some(v) = analyze(&client, &url, form).await
                 && v["defect_detected"] == true
                 && let Some(id) = v["id"].as_str()
             {

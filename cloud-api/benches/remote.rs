@@ -26,7 +26,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use wiko_synth::SynthDefect;
 
-use cloud_rig::{DEVICE, VIEWER, fit_golden, form, knife, serve_cloud};
+use cloud_rig::{VIEWER, analyze, fit_golden, form, knife, serve_cloud};
 use remote_rig::{Reply, fake_remote, remote_table};
 
 #[derive(Parser)]
@@ -190,14 +190,7 @@ async fn run(a: &Args, rpm: u64) {
                 let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
                 requests.push(tokio::spawn(async move {
                     let at = Instant::now();
-                    let response = client
-                        .post(format!("{url}/api/v1/analyze"))
-                        .header("x-api-key", DEVICE)
-                        .multipart(body)
-                        .send()
-                        .await;
-                    if let Ok(r) = response
-                        && let Ok(v) = r.json::<Value>().await
+                    if let Some(v) = analyze(&client, &url, body).await
                         && let Some(id) = v["id"].as_str()
                     {
                         sent.lock()

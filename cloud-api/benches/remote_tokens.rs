@@ -29,7 +29,7 @@ use wiko_cloud::analysis::remote::config::Detail;
 use wiko_cloud::analysis::remote::views::image_tokens;
 use wiko_synth::SynthDefect;
 
-use cloud_rig::{DEVICE, VIEWER, fit_golden, form, knife, serve_cloud};
+use cloud_rig::{VIEWER, analyze, fit_golden, form, knife, serve_cloud};
 use remote_rig::{Reply, fake_remote, remote_table};
 
 #[derive(Parser)]
@@ -166,19 +166,16 @@ async fn run(a: &Args, size: (u32, u32), keys: &str) -> Vec<Counted> {
     for i in 0..a.parts {
         let defect = (i % 5 == 0).then(|| SynthDefect::ALL[(i / 5) as usize % 7]);
         let image = knife(defect, 60_000 + i, size);
-        let answer: Value = client
-            .post(format!("{url}/api/v1/analyze"))
-            .header("x-api-key", DEVICE)
-            .multipart(form(
+        let answer = analyze(
+            &client,
+            &url,
+            form(
                 &[&image],
                 &[("product_sku", "WK-KN-200"), ("facility", "bench")],
-            ))
-            .send()
-            .await
-            .expect("analyze")
-            .json()
-            .await
-            .expect("a result");
+            ),
+        )
+        .await
+        .expect("a result of analyze");
         if answer["status"] == "provisional" {
             ids.push(answer["id"].as_str().unwrap_or_default().to_string());
         }

@@ -85,3 +85,22 @@ pub async fn fit_golden(client: &reqwest::Client, url: &str, size: (u32, u32)) {
         .expect("golden upload");
     assert!(fitted.status().is_success(), "{}", fitted.status());
 }
+
+/// `POST /api/v1/analyze` of `form` with the device key: the result's JSON, or `None` when the
+/// call or its answer failed.
+pub async fn analyze(
+    client: &reqwest::Client,
+    url: &str,
+    form: reqwest::multipart::Form,
+) -> Option<serde_json::Value> {
+    client
+        .post(format!("{url}/api/v1/analyze"))
+        .header("x-api-key", DEVICE)
+        .multipart(form)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
