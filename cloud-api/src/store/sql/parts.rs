@@ -146,16 +146,16 @@ pub(super) async fn get_many(c: &mut dyn Conn, ids: &[Uuid]) -> Result<Vec<Analy
 /// (the cloud alerted the part if it did not say `alerted`; at worst a duplicate under one
 /// result id).
 fn same_but_alerted(stored: &str, frame: &FrameMeta) -> bool {
-    let Ok(mut stored) = serde_json::from_str::<FrameMeta>(stored) else {
+    // Compared as written (both texts from the same serialisation of the same parsed
+    // upload), not parsed back: a float read back from text need not be the one written.
+    let Some(alerted) = frame.edge.as_ref().map(|e| e.alerted) else {
         return false;
     };
-    let mut again = frame.clone();
-    for meta in [&mut stored, &mut again] {
-        if let Some(edge) = meta.edge.as_mut() {
-            edge.alerted = false;
-        }
+    let mut other = frame.clone();
+    if let Some(edge) = other.edge.as_mut() {
+        edge.alerted = !alerted;
     }
-    stored == again
+    serde_json::to_string(&other).is_ok_and(|text| text == stored)
 }
 
 /// Records a part: its analysis (pending), its frame and device (agent frames), its job. A
