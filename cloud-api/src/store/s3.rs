@@ -205,7 +205,9 @@ mod tests {
     #[tokio::test]
     async fn a_put_that_timed_out_is_sent_again_and_stores() {
         let (s3, puts) = stalling_s3(1).await;
-        s3.put("images/a.jpg", Bytes::from_static(b"jpeg")).await.unwrap();
+        s3.put("images/a.jpg", Bytes::from_static(b"jpeg"))
+            .await
+            .unwrap();
         assert_eq!(puts.load(Ordering::SeqCst), 2);
     }
 
@@ -213,7 +215,10 @@ mod tests {
     async fn a_put_that_keeps_timing_out_is_unavailable_after_its_attempts() {
         let (s3, puts) = stalling_s3(usize::MAX).await;
         let outcome = s3.put("images/a.jpg", Bytes::from_static(b"jpeg")).await;
-        assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
         assert_eq!(puts.load(Ordering::SeqCst), PUT_ATTEMPTS as usize);
     }
 }
