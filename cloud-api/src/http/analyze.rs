@@ -195,3 +195,33 @@ pub(super) fn once<T>(name: &str, slot: &Option<T>) -> Result<(), ApiError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_judgement_that_outlasts_the_takeover_time_is_given_up_then() {
+        let started = tokio::time::Instant::now();
+        let outcome = detached(std::future::pending()).await;
+        assert!(matches!(outcome, Err(ApiError::RequestTimeout)), "{outcome:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= TAKEOVER_AFTER && waited < TAKEOVER_AFTER + Duration::from_secs(1),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_judgement_that_ends_in_time_is_answered_as_it_ended() {
+        let outcome = detached(async {
+            tokio::time::sleep(TAKEOVER_AFTER - Duration::from_secs(1)).await;
+            Err(ApiError::Internal("the work's own answer".into()))
+        })
+        .await;
+        assert!(
+            matches!(&outcome, Err(ApiError::Internal(m)) if m == "the work's own answer"),
+            "{outcome:?}"
+        );
+    }
+}
