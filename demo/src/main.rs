@@ -135,6 +135,8 @@ data_dir = {cloud_dir:?}
 [mqtt]
 embedded_listen = "127.0.0.1:{mqtt_port}"
 client_id = "wiko-cloud-demo"
+[dashboard]
+session_secret = "{session_secret}"
 [[auth.keys]]
 name = "demo-agent"
 scope = "device"
@@ -149,6 +151,8 @@ scope = "admin"
 key = "{admin_key}"
 "#,
         cloud_dir = data_dir.join("cloud").display().to_string(),
+        // The demo's sign-ins end with it anyway; set, the cloud does not warn of a random one.
+        session_secret = random_key("session"),
     );
     let remote_table = if args.remote_fake {
         let endpoint = fake_remote::start().await?;
@@ -227,9 +231,11 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
         "  MQTT:          mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -u {} -P {} -t 'wiko/+/+/+/alert' -v",
         login.0, login.1
     );
-    let agent_stop = stop.clone();
+    // The agent stops first, so no upload is cut off by the cloud stopping under it.
+    let agent_stop = CancellationToken::new();
+    let agent_stopped = agent_stop.clone();
     let agent_task = tokio::spawn(wiko_agent::run(agent, async move {
-        agent_stop.cancelled().await
+        agent_stopped.cancelled().await
     }));
     let summary_stop = stop.clone();
     let summary = tokio::spawn(summarize(mqtt_port, login, agent_http, summary_stop));
@@ -250,8 +256,9 @@ trigger = {{ type = "interval", interval_ms = {ms} }}
         _ = deadline => {}
     }
     println!("stopping…");
-    stop.cancel();
+    agent_stop.cancel();
     let _ = agent_task.await;
+    stop.cancel();
     let _ = cloud_task.await;
     let _ = summary.await;
     Ok(())
