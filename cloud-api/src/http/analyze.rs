@@ -204,7 +204,10 @@ mod tests {
     async fn a_judgement_that_outlasts_the_takeover_time_is_given_up_then() {
         let started = tokio::time::Instant::now();
         let outcome = detached(std::future::pending()).await;
-        assert!(matches!(outcome, Err(ApiError::RequestTimeout)), "{outcome:?}");
+        assert!(
+            matches!(outcome, Err(ApiError::RequestTimeout)),
+            "{outcome:?}"
+        );
         let waited = started.elapsed();
         assert!(
             waited >= TAKEOVER_AFTER && waited < TAKEOVER_AFTER + Duration::from_secs(1),
