@@ -226,9 +226,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let dropped = tokio::task::spawn_blocking(move || buffer.abandon_alerts())
             .await?
             .context("dropping the alert outbox")?;
-        if dropped.count > 0 {
+        if dropped.count > dropped.lost {
             warn!(
-                dropped = dropped.count,
+                dropped = dropped.count - dropped.lost,
                 "alerts are off (mqtt.alerts): the alerts left in the outbox are dropped; the \
                  cloud alerts those parts"
             );

@@ -11,6 +11,9 @@ pub const BUFFER_CAMERA_FRAMES: &str = "wiko_agent_buffer_camera_frames";
 pub const BUFFER_BYTES: &str = "wiko_agent_buffer_bytes";
 pub const BUFFER_OLDEST_UNSYNCED_SECONDS: &str = "wiko_agent_buffer_oldest_unsynced_seconds";
 pub const BUFFER_EVICTIONS_TOTAL: &str = "wiko_agent_buffer_evictions_total";
+/// Frames the buffer refused, by `reason`: `full` (`when_full = reject_new`, or a frame
+/// larger than the buffer), `disk_low` (under `buffer.min_free_bytes`), `ng_unalerted` (only
+/// NG frames nobody has alerted yet would make room: never evicted).
 pub const BUFFER_REJECTED_TOTAL: &str = "wiko_agent_buffer_rejected_total";
 pub const BUFFER_QUARANTINED_TOTAL: &str = "wiko_agent_buffer_quarantined_total";
 pub const DEAD_LETTERS: &str = "wiko_agent_dead_letters";
@@ -43,7 +46,8 @@ pub const EDGE_MODELS_REFUSED_TOTAL: &str = "wiko_agent_edge_models_refused_tota
 /// The MQTT connection (1 while connected); the agent's NG alerts by `outcome` (`queued` in
 /// the outbox with their frame, `published`: acknowledged by the broker, `dropped`: past
 /// `outbox_max_alerts` or `outbox_max_age_secs`, or left when alerts were turned off: the
-/// cloud alerts those parts), the outbox's depth,
+/// cloud alerts those parts; `lost`: a dead letter's alert left when alerts were turned off,
+/// a part nobody alerts), the outbox's depth,
 /// and the time from a frame's capture to its alert's PUBACK.
 pub const MQTT_CONNECTED: &str = "wiko_agent_mqtt_connected";
 pub const ALERTS_TOTAL: &str = "wiko_agent_alerts_total";

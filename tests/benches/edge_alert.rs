@@ -9,10 +9,12 @@
 //! trigger to receiving the alert from the broker. Parts the edge judged OK send no alert and
 //! are counted apart.
 //!
-//! `cargo build --release -p wiko-agent -p wiko-cloud && cargo bench -p wiko-e2e --bench edge_alert -- [--parts N] [--rate R] [--mqtt-port P] [--snapshot]`
+//! `cargo build --release -p wiko-agent -p wiko-cloud && cargo bench -p wiko-e2e --bench edge_alert -- [--parts N] [--rate R] [--mqtt-port P] [--snapshot [--size WxH]]`
 //! (a broker, e.g. Mosquitto, on 127.0.0.1:1883 by default; `--snapshot`: the cameras are
 //! HTTP snapshot cameras served one encoded defective knife by the bench, instead of synthetic
-//! cameras that render each part).
+//! cameras that render each part; `--size 1920x1080`: that knife and the golden parts the
+//! model is fitted on are the synthetic camera's 640×480 upscaled to that size, as the
+//! analyzer's bench does).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +32,29 @@ fn main() -> anyhow::Result<()> {
     let rate: f64 = value("--rate").map_or(Ok(20.0), |n| n.parse())?;
     let broker: u16 = value("--mqtt-port").map_or(Ok(1883), |n| n.parse())?;
     let snapshot = args.iter().any(|a| a == "--snapshot");
-    tokio::runtime::Runtime::new()?.block_on(run(parts, rate, broker, snapshot))
+    let size = value("--size")
+        .map(|s| -> anyhow::Result<(u32, u32)> {
+            let (w, h) = s
+                .split_once('x')
+                .ok_or_else(|| anyhow::anyhow!("--size WxH, not {s:?}"))?;
+            Ok((w.parse()?, h.parse()?))
+        })
+        .transpose()?;
+    anyhow::ensure!(
+        size.is_none() || snapshot,
+        "--size needs --snapshot (the synthetic camera renders 640×480)"
+    );
+    tokio::runtime::Runtime::new()?.block_on(run(parts, rate, broker, snapshot, size))
+}
+
+/// A JPEG of the synthetic camera's resized to `size` (`None`: as it is), at its quality.
+fn resized(jpeg: Vec<u8>, size: Option<(u32, u32)>) -> anyhow::Result<Vec<u8>> {
+    let Some((w, h)) = size else {
+        return Ok(jpeg);
+    };
+    let rgb = image::load_from_memory(&jpeg)?.to_rgb8();
+    let big = image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle);
+    wiko_synth::encode_jpeg(big.as_raw(), w, h).map_err(anyhow::Error::msg)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -41,15 +65,25 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// Trigger times by part id, and alert arrival times by part id.
 type Times = Arc<Mutex<HashMap<String, Instant>>>;
 
-async fn run(parts: usize, rate: f64, broker: u16, snapshot: bool) -> anyhow::Result<()> {
+async fn run(
+    parts: usize,
+    rate: f64,
+    broker: u16,
+    snapshot: bool,
+    size: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port()).await?;
-    cloud.calibrate(dir.path()).await?;
+    cloud
+        .calibrate_with(dir.path(), |jpeg| resized(jpeg, size))
+        .await?;
     // With `--snapshot`, each part is one GET of an already encoded JPEG from a local server
     // (an IP camera's snapshot URL): the agent's own path, without the synthetic camera's
     // rendering of every part.
     let server = if snapshot {
-        Some(SnapshotServer::start(knife_jpeg(dir.path(), true)?).await?)
+        let knife = resized(knife_jpeg(dir.path(), true)?, size)?;
+        println!("the snapshot cameras serve a {} B JPEG", knife.len());
+        Some(SnapshotServer::start(knife).await?)
     } else {
         None
     };

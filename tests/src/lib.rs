@@ -396,6 +396,16 @@ key = "{ADMIN_KEY}"
     /// Calibrates both synthetic SKUs as a quality engineer would: `wiko-agent synth` makes 30
     /// good parts of each (seeds unlike any camera's), which are uploaded to the golden API.
     pub async fn calibrate(&self, work: &Path) -> anyhow::Result<()> {
+        self.calibrate_with(work, Ok).await
+    }
+
+    /// [`Cloud::calibrate`] with each good part's JPEG passed through `prepare` before its
+    /// upload (a benchmark's other frame size).
+    pub async fn calibrate_with(
+        &self,
+        work: &Path,
+        prepare: impl Fn(Vec<u8>) -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<()> {
         let out = work.join("golden");
         let status = Command::new(bin("wiko-agent"))
             .args([
@@ -425,7 +435,8 @@ key = "{ADMIN_KEY}"
             for f in files {
                 form = form.part(
                     "image",
-                    reqwest::multipart::Part::bytes(std::fs::read(&f)?).file_name("good.jpg"),
+                    reqwest::multipart::Part::bytes(prepare(std::fs::read(&f)?)?)
+                        .file_name("good.jpg"),
                 );
             }
             let answer: Value = http

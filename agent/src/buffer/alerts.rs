@@ -9,7 +9,7 @@
 //! deletes the acknowledged alert (in `frames`, or `dead_letters` if the cloud refused the
 //! frame meanwhile): the mark means the broker has the alert, so the cloud does not alert the
 //! part. A dropped alert leaves no mark to clear: its frame goes up unmarked and the cloud
-//! alerts the part. [`Buffer::pending`] holds an NG frame whose alert is still queued for at
+//! alerts the part (the frame stays `unalerted`, so it is never evicted before its upload). [`Buffer::pending`] holds an NG frame whose alert is still queued for at
 //! most [`super::ALERT_GRACE`] after its insert, so the normal case is alerted once; after it
 //! the upload does not say `alerted` and the cloud alerts the part too when its verdict is NG:
 //! a duplicate under one `result_id` if the agent's alert gets through as well, which
@@ -20,7 +20,10 @@
 //! older than `max_age` is dropped rather than sent late ([`Buffer::expire_alerts`]). An alert
 //! in flight (leased to the current connection, waiting for its PUBACK) is never dropped: a
 //! lease lives as long as its connection ([`Buffer::release_alerts`] when it ends, and each
-//! start), so the outbox may hold up to the in-flight limit more than `max_alerts`. An alert
+//! start), so the outbox may hold up to the in-flight limit more than `max_alerts`. Nor is
+//! the alert of a dead letter (the cloud refused its frame, so the cloud alerts nobody: the
+//! agent's alert is the part's only one), whatever the bounds; only turning alerts off drops
+//! those, counted `lost` and logged as an error. An alert
 //! whose PUBACK was lost with its connection counts as not delivered: if it is dropped then,
 //! the broker may still have passed it on, and the cloud alerts the part too (a duplicate
 //! under one `result_id`, which subscribers dedupe; never a loss). Dropped alerts are counted
@@ -66,7 +69,8 @@ pub struct AlertOutbox {
 }
 
 /// Writes the alert of an NG frame in its transaction, then drops the oldest alerts not in
-/// flight past `max_alerts` of them: whether one was written, and how many were dropped.
+/// flight (nor of dead letters) past `max_alerts` of them: whether one was written, and how
+/// many were dropped.
 pub(super) fn queue(
     tx: &Transaction<'_>,
     meta: &FrameMeta,
@@ -88,7 +92,7 @@ pub(super) fn queue(
     )?;
     let max = i64::try_from(outbox.limits.max_alerts).unwrap_or(i64::MAX);
     let waiting: i64 = tx.query_row(
-        "SELECT count(*) FROM alerts WHERE leased_until IS NULL",
+        &format!("SELECT count(*) FROM alerts WHERE leased_until IS NULL AND {NOT_DEAD_LETTER}"),
         [],
         |r| r.get(0),
     )?;
@@ -97,7 +101,10 @@ pub(super) fn queue(
     }
     let dropped = drop_where(
         tx,
-        "seq IN (SELECT seq FROM alerts WHERE leased_until IS NULL ORDER BY seq LIMIT ?1)",
+        &format!(
+            "seq IN (SELECT seq FROM alerts WHERE leased_until IS NULL AND {NOT_DEAD_LETTER}
+                     ORDER BY seq LIMIT ?1)"
+        ),
         waiting - max,
     )?;
     Ok((true, dropped.count))
@@ -107,9 +114,17 @@ pub(super) fn queue(
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Dropped {
     pub count: u64,
+    /// Of them, alerts of dead letters (the cloud refused the frame, so it alerts nobody):
+    /// parts nobody was told of. Only [`Buffer::abandon_alerts`] drops those.
+    pub lost: u64,
     /// Seconds since the oldest dropped alert's part was captured.
     pub oldest_age_secs: Option<f64>,
 }
+
+/// The condition (on `alerts`) of an alert the outbox's bounds may drop: its frame is not a
+/// dead letter. A dead letter's part is alerted by nobody else (the cloud refused the frame),
+/// so its alert waits for the broker whatever the bounds.
+const NOT_DEAD_LETTER: &str = "frame_id NOT IN (SELECT frame_id FROM dead_letters)";
 
 /// Drops the alerts not in flight that `condition` (on `alerts`, with `?1` bound to `param`)
 /// selects, in `tx`: their frames never get the `alerted` mark (only an acknowledgement sets
@@ -121,13 +136,14 @@ fn drop_where(
     param: impl rusqlite::ToSql,
 ) -> Result<Dropped, BufferError> {
     let selected = format!("leased_until IS NULL AND ({condition})");
-    let (count, oldest_age_secs): (i64, Option<f64>) = tx.query_row(
+    let (count, lost, oldest_age_secs): (i64, i64, Option<f64>) = tx.query_row(
         &format!(
-            "SELECT count(*), (julianday('now') - min(julianday(captured_at))) * 86400.0
+            "SELECT count(*), coalesce(sum(NOT ({NOT_DEAD_LETTER})), 0),
+                    (julianday('now') - min(julianday(captured_at))) * 86400.0
              FROM alerts WHERE {selected}"
         ),
         [&param],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     if count == 0 {
         return Ok(Dropped::default());
@@ -139,6 +155,7 @@ fn drop_where(
     )?;
     Ok(Dropped {
         count: count as u64,
+        lost: lost as u64,
         oldest_age_secs,
     })
 }
@@ -199,7 +216,7 @@ impl Buffer {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('true'))
+            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('true')), unalerted = 0
              WHERE edge IS NOT NULL
                AND frame_id = (SELECT frame_id FROM alerts WHERE seq = ?1)",
             [seq],
@@ -231,7 +248,7 @@ impl Buffer {
         let tx = conn.transaction()?;
         let dropped = drop_where(
             &tx,
-            "julianday(captured_at) < julianday(?1)",
+            &format!("julianday(captured_at) < julianday(?1) AND {NOT_DEAD_LETTER}"),
             cutoff.to_rfc3339(),
         )?;
         tx.commit()?;
@@ -250,13 +267,22 @@ impl Buffer {
     }
 
     /// Drops every alert not in flight (alerts are off: nothing would send them); their parts
-    /// are the cloud's to alert.
+    /// are the cloud's to alert, but for the dead letters' (the cloud refused those frames):
+    /// those parts are lost to both, logged as an error and counted `lost`.
     pub fn abandon_alerts(&self) -> Result<Dropped, BufferError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let dropped = drop_where(&tx, "?1", true)?;
         tx.commit()?;
-        self.count_drops(dropped.count);
+        self.count_drops(dropped.count - dropped.lost);
+        if dropped.lost > 0 {
+            metrics::counter!(crate::telemetry::ALERTS_TOTAL, "outcome" => "lost")
+                .increment(dropped.lost);
+            tracing::error!(
+                lost = dropped.lost,
+                "alerts are off (mqtt.alerts): the alerts of NG parts whose frames the cloud                  refused (dead letters) are dropped: nobody alerts those parts; see the dead                  letters"
+            );
+        }
         self.end_drop_episode(&conn)?;
         Ok(dropped)
     }

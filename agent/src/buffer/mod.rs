@@ -13,7 +13,15 @@
 //! - The accounted size (`JPEG bytes + ROW_OVERHEAD` per row) stays at most `max_disk_bytes`,
 //!   and the file does not grow while the file system's free space is under `min_free_bytes`
 //!   ([`disk`]). When a frame does not fit, `when_full` decides: `drop_oldest` evicts unsynced
-//!   frames, OK and unjudged before NG, oldest first; `reject_new` refuses the new frame.
+//!   frames, OK and unjudged ones first, then NG frames whose alert the broker acknowledged,
+//!   oldest first; `reject_new` refuses the new frame.
+//! - No NG part is lost to both the operator and the cloud: an NG frame is `unalerted` from its
+//!   insert until the broker acknowledges its alert ([`Buffer::ack_alert`]), and an unalerted
+//!   frame is never evicted (without alerts, or with its alert dropped, the cloud is the one to
+//!   alert the part, so it must get the frame). When only such frames would make room, the new
+//!   frame is refused ([`BufferError::NgUnalerted`]: the trigger is answered `not_stored` and
+//!   counted, the refusal logged and counted by reason, the agent degraded), never an NG part
+//!   nobody heard of dropped.
 //! - An acknowledged frame whose delete failed (a full disk) is remembered in memory, never
 //!   returned by [`Buffer::pending`] again, and deleted by [`Buffer::retry_acked`] later.
 //! - `seq` is the per-device sequence number: `AUTOINCREMENT` never reuses a value, even after
@@ -62,8 +70,9 @@ pub const ROW_OVERHEAD: u64 = 512;
 pub const ALERT_GRACE: Duration = Duration::from_secs(2);
 
 /// The buffer's schema version (`PRAGMA user_version`): 1, the `alerted` mark is set by the
-/// alert's acknowledgement (before, by its queueing).
-pub const SCHEMA_VERSION: i64 = 1;
+/// alert's acknowledgement (before, by its queueing); 2, an NG frame not alerted is marked
+/// `unalerted` and never evicted.
+pub const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -79,6 +88,17 @@ pub enum BufferError {
         "disk low: a frame of {needed} bytes does not fit in the {room} bytes above buffer.min_free_bytes"
     )]
     DiskLow { needed: u64, room: u64 },
+    /// Making room would evict an NG frame nobody has alerted yet (its alert not acknowledged
+    /// by a broker, its upload not acknowledged by the cloud): never done, the new frame is
+    /// refused instead.
+    #[error(
+        "buffer full of NG parts nobody has alerted yet ({frames} frames, {bytes} bytes, kept until their alert or upload is acknowledged): a frame of {needed} bytes is refused"
+    )]
+    NgUnalerted {
+        needed: u64,
+        frames: u64,
+        bytes: u64,
+    },
 }
 
 /// Size policy of a buffer.
@@ -315,8 +335,9 @@ impl Buffer {
         let room = self.make_room(&tx, needed, 0)?;
         tx.execute(
             "INSERT INTO frames (frame_id, camera, device_id, facility, line, station, sku, part_id,
-                                 lot, captured_at, image_blake3, jpeg, bytes, ng, edge, inserted_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                 lot, captured_at, image_blake3, jpeg, bytes, ng, edge, inserted_ms,
+                                 unalerted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?14)",
             params![
                 f.frame_id.to_string(),
                 f.camera,
@@ -357,7 +378,8 @@ impl Buffer {
     /// Makes room in `tx` for a row of `needed` accounted bytes according to `when_full`:
     /// within `max_disk_bytes`, and within the file system's free space above
     /// `min_free_bytes` plus the free pages of the file and `freed` bytes the same transaction
-    /// releases. `drop_oldest` evicts unsynced frames, OK and unjudged before NG, oldest first.
+    /// releases. `drop_oldest` evicts unsynced frames, OK and unjudged before NG, oldest first,
+    /// but never an `unalerted` one: when only those would make room, the frame is refused.
     fn make_room(&self, tx: &Connection, needed: u64, freed: u64) -> Result<Room, BufferError> {
         let max = self.limits.max_disk_bytes;
         let used: i64 = tx.query_row("SELECT bytes FROM usage", [], |r| r.get(0))?;
@@ -379,8 +401,9 @@ impl Buffer {
         let mut free = limit as i64 - used;
         let mut victims = Vec::new();
         {
-            let mut stmt =
-                tx.prepare_cached("SELECT seq, bytes FROM frames ORDER BY ng ASC, seq ASC")?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, bytes FROM frames WHERE unalerted = 0 ORDER BY ng ASC, seq ASC",
+            )?;
             let mut rows = stmt.query([])?;
             while free < needed as i64 {
                 let Some(row) = rows.next()? else { break };
@@ -389,7 +412,20 @@ impl Buffer {
             }
         }
         if free < needed as i64 {
-            return Err(refused());
+            let (frames, bytes): (i64, i64) = tx.query_row(
+                "SELECT count(*), coalesce(sum(bytes), 0) FROM frames WHERE unalerted = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            return Err(if frames > 0 {
+                BufferError::NgUnalerted {
+                    needed,
+                    frames: frames as u64,
+                    bytes: bytes as u64,
+                }
+            } else {
+                refused()
+            });
         }
         for seq in &victims {
             tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
@@ -622,12 +658,14 @@ impl Buffer {
         tx.execute(
             "INSERT INTO frames (seq, frame_id, camera, device_id, facility, line, station, sku,
                                  part_id, lot, captured_at, image_blake3, jpeg, bytes, ng, edge,
-                                 inserted_ms)
+                                 inserted_ms, unalerted)
              SELECT seq, frame_id, camera, meta_json ->> 'device_id', meta_json ->> 'facility',
                     meta_json ->> 'line', meta_json ->> 'station', meta_json ->> 'sku',
                     meta_json ->> 'part_id', meta_json ->> 'lot', meta_json ->> 'captured_at',
                     meta_json ->> 'image_blake3', jpeg, ?2,
-                    coalesce(meta_json ->> '$.edge.defect_detected', 0), meta_json ->> 'edge', ?3
+                    coalesce(meta_json ->> '$.edge.defect_detected', 0), meta_json ->> 'edge', ?3,
+                    coalesce(meta_json ->> '$.edge.defect_detected', 0)
+                        AND NOT coalesce(meta_json ->> '$.edge.alerted', 0)
              FROM dead_letters WHERE frame_id = ?1",
             params![
                 frame_id.to_string(),
@@ -716,10 +754,15 @@ fn move_to_dead_letters(
     Ok(())
 }
 
-/// Adds the `edge` and `inserted_ms` columns to a buffer written before edge analysis or the
-/// alert's grace (the schema file creates them in a new one).
+/// Adds the `edge`, `inserted_ms` and `unalerted` columns to a buffer written before edge
+/// analysis, the alert's grace or the unalerted mark (the schema file creates them in a new
+/// one).
 fn add_edge_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
-    for (column, ty) in [("edge", "TEXT"), ("inserted_ms", "INTEGER")] {
+    for (column, ty) in [
+        ("edge", "TEXT"),
+        ("inserted_ms", "INTEGER"),
+        ("unalerted", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
         let has: bool = conn.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info('frames') WHERE name = ?1",
             [column],
@@ -736,6 +779,8 @@ fn add_edge_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
 /// was set when the alert was queued, it is now set by its acknowledgement, so a frame whose
 /// alert is still queued loses it, and so does every dead letter (whether its alert was
 /// acknowledged or dropped is not known: the cloud alerts the part, at worst a duplicate).
+/// To 2: an NG frame not marked `alerted` is marked `unalerted` (never evicted), and eviction
+/// reads the evictable frames in its order from an index.
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= SCHEMA_VERSION {
@@ -751,6 +796,17 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
         tx.execute(
             "UPDATE dead_letters SET meta_json = json_set(meta_json, '$.edge.alerted', json('false'))
              WHERE json_type(meta_json, '$.edge') = 'object'",
+            [],
+        )?;
+    }
+    if version < 2 {
+        tx.execute(
+            "UPDATE frames SET unalerted = 1
+             WHERE ng = 1 AND NOT coalesce(edge ->> '$.alerted', 0)",
+            [],
+        )?;
+        tx.execute(
+            "CREATE INDEX IF NOT EXISTS frames_eviction ON frames (unalerted, ng, seq, bytes)",
             [],
         )?;
     }

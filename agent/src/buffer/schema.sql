@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS frames (
     edge         TEXT,                              -- the edge verdict (wire EdgeVerdict JSON), uploaded with the frame
     attempts     INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT,
-    inserted_ms  INTEGER                            -- Unix ms of the insert (or requeue): the alert's grace
+    inserted_ms  INTEGER,                           -- Unix ms of the insert (or requeue): the alert's grace
+    unalerted    INTEGER NOT NULL DEFAULT 0         -- NG and no broker has acknowledged its alert: never evicted
 );
 
 CREATE INDEX IF NOT EXISTS frames_sync_order ON frames (ng DESC, seq ASC);

@@ -695,10 +695,11 @@ fn a_buffer_of_an_earlier_version_loses_the_marks_of_alerts_not_acknowledged() {
         assert!(b.ack_alert(leased[1].seq).unwrap());
         b.dead_letter(dead.frame_id, 422, "refused").unwrap();
         assert!(b.ack_alert(leased[2].seq).unwrap());
-        // As an earlier version wrote it: marked when the alert was queued.
+        // As an earlier version wrote it: marked when the alert was queued, no frame
+        // marked `unalerted`.
         let conn = b.conn();
         conn.execute_batch(
-            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('true'));
+            "UPDATE frames SET edge = json_set(edge, '$.alerted', json('true')), unalerted = 0;
              UPDATE dead_letters SET meta_json = json_set(meta_json, '$.edge.alerted', json('true'));
              PRAGMA user_version = 0;",
         )
@@ -720,6 +721,21 @@ fn a_buffer_of_an_earlier_version_loses_the_marks_of_alerts_not_acknowledged() {
     ];
     want.sort();
     assert_eq!(up, want, "a dead letter's alert may have been dropped");
+    let unalerted: Vec<String> = {
+        let conn = b.conn();
+        let mut stmt = conn
+            .prepare("SELECT frame_id FROM frames WHERE unalerted = 1 ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        unalerted,
+        [queued.frame_id.to_string(), dead.frame_id.to_string()],
+        "never evicted"
+    );
 }
 
 // See: issue #21
@@ -847,4 +863,161 @@ fn alerts_left_when_alerts_are_off_are_dropped_and_their_frames_go_up_unmarked()
     assert_eq!(b.abandon_alerts().unwrap().count, 1);
     assert_eq!(uploads(&b), [(ng.frame_id, false)]);
     assert_eq!(b.alerts_queued().unwrap(), 0);
+}
+
+/// The frames `pending` hands out (the grace passed), in upload order.
+fn buffered(b: &Buffer) -> Vec<Uuid> {
+    uploads_after(b, &[], std::time::Duration::ZERO)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+// See: issue #21
+#[test]
+fn eviction_takes_ok_frames_then_alerted_ng_ones_and_never_an_ng_part_nobody_alerted() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = 100 + ROW_OVERHEAD;
+    let b = open(dir.path(), limits(4 * row, WhenFull::DropOldest));
+    // Oldest first: an NG part the broker has (alerted), an NG part whose alert waits, an
+    // NG part whose alert was dropped (the cloud is the one to alert it), an OK part.
+    let (alerted, queued, dropped, ok) = (
+        frame(1, 100, Some(true)),
+        frame(2, 100, Some(true)),
+        frame(3, 100, Some(true)),
+        frame(4, 100, Some(false)),
+    );
+    b.insert_alerting(&alerted, Some(&outbox())).unwrap();
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert!(b.ack_alert(leased[0].seq).unwrap());
+    b.insert_alerting(&queued, Some(&outbox())).unwrap();
+    b.insert_alerting(&dropped, Some(&outbox())).unwrap();
+    b.conn()
+        .execute(
+            "DELETE FROM alerts WHERE frame_id = ?1",
+            [dropped.frame_id.to_string()],
+        )
+        .unwrap();
+    b.insert_alerting(&ok, Some(&outbox())).unwrap();
+
+    // The cloud is down and the buffer full: the OK and unjudged parts go first, then the NG
+    // part the operator was alerted to.
+    let unjudged = frame(5, 100, None);
+    assert_eq!(b.insert(&unjudged).unwrap().evicted, 1);
+    assert!(!buffered(&b).contains(&ok.frame_id), "the OK part first");
+    let ng = frame(6, 100, Some(true));
+    assert_eq!(b.insert(&ng).unwrap().evicted, 1);
+    assert!(
+        !buffered(&b).contains(&unjudged.frame_id),
+        "then the unjudged"
+    );
+    let last = frame(7, 100, Some(true));
+    assert_eq!(b.insert(&last).unwrap().evicted, 1);
+    assert_eq!(
+        buffered(&b),
+        [
+            queued.frame_id,
+            dropped.frame_id,
+            ng.frame_id,
+            last.frame_id
+        ],
+        "then the NG part already alerted"
+    );
+    assert!(matches!(
+        b.insert(&frame(8, 100, Some(false))),
+        Err(BufferError::NgUnalerted { frames: 4, .. })
+    ));
+    assert_eq!(b.stats().unwrap().evicted_total, 3);
+}
+
+// See: issue #21
+#[test]
+fn a_buffer_holding_only_ng_parts_nobody_alerted_refuses_new_frames_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = 100 + ROW_OVERHEAD;
+    let b = open(dir.path(), limits(2 * row, WhenFull::DropOldest));
+    // Alerts off (nobody but the cloud alerts them), or alerts on with the broker away.
+    let (off, waiting) = (frame(1, 100, Some(true)), frame(2, 100, Some(true)));
+    b.insert(&off).unwrap();
+    b.insert_alerting(&waiting, Some(&outbox())).unwrap();
+    for new in [frame(3, 100, Some(false)), frame(4, 100, Some(true))] {
+        match b.insert_alerting(&new, Some(&outbox())) {
+            Err(BufferError::NgUnalerted {
+                needed,
+                frames: 2,
+                bytes,
+            }) => assert_eq!((needed, bytes), (row, 2 * row)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let s = b.stats().unwrap();
+    assert_eq!((s.frames, s.evicted_total, s.alerts_queued), (2, 0, 1));
+    let reasons = b.degraded();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("buffer_write_failed:")
+            && r.contains("NG parts nobody has alerted yet")),
+        "{reasons:?}"
+    );
+    // Once the broker has the waiting alert, its frame may make room.
+    let leased = b.lease_alerts(10, LEASE).unwrap();
+    assert!(b.ack_alert(leased[0].seq).unwrap());
+    let ok = frame(5, 100, Some(false));
+    assert_eq!(b.insert(&ok).unwrap().evicted, 1);
+    assert_eq!(buffered(&b), [off.frame_id, ok.frame_id]);
+    // And once the cloud acknowledged the other, there is room without evicting.
+    assert!(b.ack(off.frame_id).unwrap());
+    assert_eq!(b.insert(&frame(6, 100, None)).unwrap().evicted, 0);
+    assert!(b.degraded().is_empty());
+}
+
+// See: issue #21
+#[test]
+fn a_requeued_dead_letter_nobody_alerted_is_not_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = 100 + ROW_OVERHEAD;
+    let b = open(dir.path(), limits(2 * row, WhenFull::DropOldest));
+    let ng = frame(1, 100, Some(true));
+    b.insert(&ng).unwrap();
+    b.dead_letter(ng.frame_id, 422, "refused").unwrap();
+    b.insert(&frame(2, 100, Some(false))).unwrap();
+    assert!(b.requeue(ng.frame_id).unwrap());
+    let ok = frame(3, 100, None);
+    assert_eq!(b.insert(&ok).unwrap().evicted, 1);
+    assert_eq!(buffered(&b), [ng.frame_id, ok.frame_id]);
+    assert!(matches!(
+        b.insert(&frame(4, 100, None)),
+        Ok(Inserted { evicted: 1, .. })
+    ));
+    assert!(buffered(&b).contains(&ng.frame_id));
+}
+
+// See: issue #21
+#[test]
+fn the_alert_of_a_dead_letter_is_never_dropped_by_the_outboxs_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path(), limits(1 << 30, WhenFull::DropOldest));
+    // The cloud refused the NG frame: the agent's alert is the part's only one.
+    let mut refused = frame(1, 100, Some(true));
+    refused.captured_at = Utc::now() - chrono::Duration::seconds(7200);
+    b.insert_alerting(&refused, Some(&outbox())).unwrap();
+    b.dead_letter(refused.frame_id, 422, "refused").unwrap();
+    let outbox = bounded(1, 3600);
+    let (first, mut second) = (frame(2, 100, Some(true)), frame(3, 100, Some(true)));
+    second.captured_at = refused.captured_at;
+    b.insert_alerting(&first, Some(&outbox)).unwrap();
+    b.insert_alerting(&second, Some(&outbox)).unwrap();
+    let max_age = std::time::Duration::from_secs(3600);
+    assert_eq!(b.expire_alerts(max_age).unwrap().count, 1);
+    let left: Vec<Uuid> = b
+        .lease_alerts(10, LEASE)
+        .unwrap()
+        .iter()
+        .map(|a| a.frame_id)
+        .collect();
+    assert_eq!(left, [refused.frame_id], "past the bound and the age");
+    assert_eq!(b.stats().unwrap().alerts_dropped_total, 2);
+    // Alerts turned off: nothing will send it; dropped, and said to be lost.
+    b.release_alerts().unwrap();
+    let abandoned = b.abandon_alerts().unwrap();
+    assert_eq!((abandoned.count, abandoned.lost), (1, 1));
 }

@@ -519,7 +519,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 })
             }
             Ok(Err(BufferError::Full { needed, max })) => {
-                metrics::counter!(names::BUFFER_REJECTED_TOTAL).increment(1);
+                metrics::counter!(names::BUFFER_REJECTED_TOTAL, "reason" => "full").increment(1);
                 if let Some(refused) = REFUSED.add(1, Instant::now()) {
                     warn!(
                         needed,
@@ -531,9 +531,21 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 None
             }
             Ok(Err(e @ BufferError::DiskLow { .. })) => {
-                metrics::counter!(names::BUFFER_REJECTED_TOTAL).increment(1);
+                metrics::counter!(names::BUFFER_REJECTED_TOTAL, "reason" => "disk_low").increment(1);
                 if let Some(refused) = REFUSED.add(1, Instant::now()) {
                     warn!(error = %e, refused, "disk low: frames refused (count since the last such line)");
+                }
+                None
+            }
+            Ok(Err(e @ BufferError::NgUnalerted { .. })) => {
+                metrics::counter!(names::BUFFER_REJECTED_TOTAL, "reason" => "ng_unalerted")
+                    .increment(1);
+                if let Some(refused) = REFUSED.add(1, Instant::now()) {
+                    error!(
+                        error = %e,
+                        refused,
+                        "buffer full: new parts refused, none of the NG parts waiting for their alert or upload is evicted (count since the last such line)"
+                    );
                 }
                 None
             }

@@ -87,7 +87,9 @@ pub(crate) fn sent(published: Vec<Published>, public_url: &str) -> Vec<Sent> {
 /// itself (its edge verdict NG, `alerted`: acknowledged by the broker before the upload, under
 /// the same `result_id`) is not alerted a second time; the cloud alerts a part its own verdict
 /// finds NG whose upload does not say so (the agent's alert may still come: a duplicate under
-/// one `result_id`, never a loss).
+/// one `result_id`, never a loss). Its final verdict governs: a part the edge judged NG and
+/// the cloud OK is not alerted by the cloud, also when the agent's alert was dropped; its
+/// result says `disagreement` (ARCHITECTURE.md, invariants).
 fn result_messages(done: &Analysis, public_url: &str) -> Vec<(String, Vec<u8>)> {
     let message = AlertMessage::from_analysis(done, public_url);
     // A struct of strings, numbers and lists: serialising it cannot fail.
@@ -469,6 +471,17 @@ mod tests {
             cloud_alerts,
             "an agent without a broker did not alert: the cloud does"
         );
+
+        // The edge judged NG, the agent's alert was dropped (not `alerted`), the cloud judged
+        // OK: its final verdict governs, nobody alerts; the disagreement is on `…/result`.
+        let mut good = analysis(false);
+        good.verdicts.push(edge(true, false));
+        good.disagreement = true;
+        let sent = messages(Event::Result(Box::new(good)), "http://api");
+        let topics: Vec<&str> = sent.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, ["wiko/yangjiang/l1/grinding/result"]);
+        let message: AlertMessage = serde_json::from_slice(&sent[0].1).unwrap();
+        assert!(!message.defect_detected && message.disagreement);
     }
 
     #[test]
