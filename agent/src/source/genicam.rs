@@ -225,6 +225,10 @@ struct Taken<T> {
     arrived_us: u64,
 }
 
+/// No picture: the last incomplete buffer's status (`None`: no buffer came) and the
+/// microseconds waited.
+type NoFrame = (Option<String>, u64);
+
 /// One picture: `read` of the first complete buffer after the trigger ([`Taken`]), or why
 /// there is none (the last incomplete buffer's status) and how long was waited; an error when
 /// the camera refused a software trigger.
@@ -240,7 +244,7 @@ fn picture<F: Frames, T>(
     software_trigger: bool,
     timeout_us: u64,
     read: impl FnOnce(&F::Buffer) -> T,
-) -> Result<Result<Taken<T>, (Option<String>, u64)>, SourceError> {
+) -> Result<Result<Taken<T>, NoFrame>, SourceError> {
     loop {
         let buffer = frames.try_pop();
         let Some(old) = popped(frames, buffer) else {
