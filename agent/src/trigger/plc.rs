@@ -393,7 +393,10 @@ async fn serve(
         modbus,
         timeout: plc.request_timeout,
     };
-    let mut last = plc.signals.settle(station, plc, &mut link, memory).await?;
+    let mut last = plc
+        .signals
+        .settle(station, plc.take_pending_within, &mut link, memory)
+        .await?;
     memory.settled = true;
     memory.read_at = Some(Instant::now());
     backoff.reset();
@@ -481,13 +484,13 @@ impl Signals {
     /// On a new connection: tells the PLC the result of the part the agent took when the
     /// trigger still carries it (`memory`); takes a part the PLC set and still waits on (its
     /// Ready not given, or in registers READY left from another part) when the PLC was read
-    /// within `plc.take_pending_within`, else answers it as a part nothing was captured for;
+    /// within `take_pending_within`, else answers it as a part nothing was captured for;
     /// writes the idle status when the trigger is clear. Returns the trigger's value, which
     /// is no new part.
     async fn settle(
         &self,
         station: &Station,
-        plc: &Handshake,
+        take_pending_within: Duration,
         link: &mut Link,
         memory: &mut Memory,
     ) -> Result<u16, PlcError> {
@@ -530,7 +533,7 @@ impl Signals {
             return Ok(value);
         }
         let away = memory.read_at.map(|at| at.elapsed());
-        if away.is_some_and(|away| away <= plc.take_pending_within) {
+        if !take_pending_within.is_zero() && away.is_some_and(|away| away <= take_pending_within) {
             info!(
                 trigger = value,
                 away_ms = away.map_or(0, |a| a.as_millis() as u64),
