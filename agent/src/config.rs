@@ -596,6 +596,13 @@ pub enum TriggerConfig {
         /// that misses it drops the connection, which is made again with backoff.
         #[serde(default = "default_plc_request_timeout_ms")]
         request_timeout_ms: u64,
+        /// A part the PLC set while the link was down (found on reconnect, not answered) is
+        /// taken then when the PLC was last read at most this long before, in ms: the PLC
+        /// still waits on it, so it is still at the camera. Longer, or on the first
+        /// connection after the agent started, it is answered Error (counted missed,
+        /// `interrupted`). 0: always Error.
+        #[serde(default = "default_plc_take_pending_within_ms")]
+        take_pending_within_ms: u64,
         /// Coil the PLC raises for a part (coil mode).
         #[serde(default)]
         trigger_coil: Option<u16>,
@@ -634,6 +641,9 @@ fn default_plc_poll_ms() -> u64 {
 }
 fn default_plc_request_timeout_ms() -> u64 {
     1000
+}
+fn default_plc_take_pending_within_ms() -> u64 {
+    2000
 }
 
 /// A validated configuration.

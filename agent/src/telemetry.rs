@@ -33,6 +33,9 @@ pub const CAMERA_REOPENS_TOTAL: &str = "wiko_agent_camera_reopens_total";
 pub const CAMERA_HANGS_TOTAL: &str = "wiko_agent_camera_hangs_total";
 pub const TRIGGERS_TOTAL: &str = "wiko_agent_triggers_total";
 pub const TRIGGER_TO_FRAME_SECONDS: &str = "wiko_agent_trigger_to_frame_seconds";
+/// Where the trigger-to-frame time goes, per camera and `stage` (`queued`, `trigger`,
+/// `camera`, `encode` or `grab`, `store`: `source::stages`).
+pub const TRIGGER_STAGE_SECONDS: &str = "wiko_agent_trigger_stage_seconds";
 /// A `plc` trigger's connection to its PLC (1 while connected, per camera), and its failures
 /// by `error` (`connect`, `timeout`, `transport`, `exception`), each followed by a reconnect.
 pub const PLC_CONNECTED: &str = "wiko_agent_plc_connected";

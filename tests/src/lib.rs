@@ -129,6 +129,18 @@ impl Process {
         Some(kib * 1024)
     }
 
+    /// The CPU time the process has used so far (user and system, all its threads), from
+    /// `/proc/<pid>/stat` in clock ticks of 10 ms (Linux's `USER_HZ`).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // The fields after the command name, which ends with the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     fn spawn(bin_name: &str, args: &[&str], log: PathBuf) -> anyhow::Result<Process> {
         Process::program(&bin(bin_name), args, log)
     }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use tracing::warn;
 
 use super::pixels::{Layout, encode};
-use super::{Blocking, Capture, Source, SourceError, reopen_grace};
+use super::{Blocking, Capture, Exposure, Source, SourceError, reopen_grace};
 use crate::config::{CameraConfig, SourceConfig};
 
 /// Buffers queued on the stream.
@@ -215,9 +215,23 @@ fn popped<F: Frames>(frames: &mut F, buffer: Option<F::Buffer>) -> Option<F::Buf
     buffer
 }
 
-/// One picture: `read` of the first complete buffer after the trigger, or why there is none
-/// (the last incomplete buffer's status) and how long was waited; an error when the camera
-/// refused a software trigger.
+/// A picture taken: what `read` made of its buffer, when the camera was asked for it (its
+/// last software trigger acknowledged; in free run, the wait's start) and when the buffer
+/// came, in [`Frames::now_us`] time.
+#[derive(Debug, PartialEq)]
+struct Taken<T> {
+    out: T,
+    asked_us: u64,
+    arrived_us: u64,
+}
+
+/// No picture: the last incomplete buffer's status (`None`: no buffer came) and the
+/// microseconds waited.
+type NoFrame = (Option<String>, u64);
+
+/// One picture: `read` of the first complete buffer after the trigger ([`Taken`]), or why
+/// there is none (the last incomplete buffer's status) and how long was waited; an error when
+/// the camera refused a software trigger.
 ///
 /// Buffers already delivered, and one an earlier picture's second trigger still owes (waited
 /// for [`OWED_WAIT_US`] at most), show an earlier moment: they are put back unread. A
@@ -230,7 +244,7 @@ fn picture<F: Frames, T>(
     software_trigger: bool,
     timeout_us: u64,
     read: impl FnOnce(&F::Buffer) -> T,
-) -> Result<Result<T, (Option<String>, u64)>, SourceError> {
+) -> Result<Result<Taken<T>, NoFrame>, SourceError> {
     loop {
         let buffer = frames.try_pop();
         let Some(old) = popped(frames, buffer) else {
@@ -271,6 +285,7 @@ fn picture<F: Frames, T>(
             frames.trigger()?;
             *frames.owed() += 1;
         }
+        let asked_us = frames.now_us();
         let last_window = attempt + 1 == waits.len() || waits[attempt + 1] == 0;
         let end = frames.now_us() + wait;
         loop {
@@ -281,9 +296,14 @@ fn picture<F: Frames, T>(
             };
             match frames.incomplete(&buffer) {
                 None => {
+                    let arrived_us = frames.now_us();
                     let out = read(&buffer);
                     frames.push(buffer);
-                    return Ok(Ok(out));
+                    return Ok(Ok(Taken {
+                        out,
+                        asked_us,
+                        arrived_us,
+                    }));
                 }
                 Some(status) => {
                     frames.push(buffer);
@@ -299,7 +319,7 @@ fn picture<F: Frames, T>(
     Ok(Err((last_status, waits.iter().sum())))
 }
 
-fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
+fn grab(device: &mut Device, s: &Settings) -> Result<(Vec<u8>, Exposure), SourceError> {
     let software_trigger = device.software_trigger;
     let jpeg_quality = s.jpeg_quality;
     let taken = picture(device, software_trigger, s.timeout_us, |buffer| {
@@ -314,7 +334,14 @@ fn grab(device: &mut Device, s: &Settings) -> Result<Vec<u8>, SourceError> {
         )
     })?;
     let (last_status, waited) = match taken {
-        Ok(jpeg) => return jpeg,
+        Ok(taken) => {
+            let at = |us| device.opened + std::time::Duration::from_micros(us);
+            let exposure = Exposure {
+                asked: at(taken.asked_us),
+                arrived: at(taken.arrived_us),
+            };
+            return taken.out.map(|jpeg| (jpeg, exposure));
+        }
         Err(failed) => failed,
     };
     let (completed, failures, underruns) = device.stream.statistics();
@@ -371,11 +398,14 @@ impl Source for Genicam {
 
     async fn grab(&mut self) -> Result<Capture, SourceError> {
         let settings = self.settings.clone();
-        let jpeg = self
+        let (jpeg, exposure) = self
             .device
             .call(move |device| grab(device, &settings))
             .await?;
-        Ok(Capture::jpeg(jpeg))
+        Ok(Capture {
+            exposure: Some(exposure),
+            ..Capture::jpeg(jpeg)
+        })
     }
 
     /// Reads the payload size: a camera that went away (or lost its control channel) fails.
@@ -481,6 +511,7 @@ mod tests {
     fn take(fake: &mut Fake) -> Result<u32, Option<String>> {
         picture(fake, true, DEADLINE, |b| b.0)
             .unwrap()
+            .map(|taken| taken.out)
             .map_err(|(status, _)| status)
     }
 
@@ -531,6 +562,29 @@ mod tests {
         };
         assert_eq!(take(&mut fake), Err(None));
         assert_eq!(fake.triggers, 2);
+    }
+
+    #[test]
+    fn a_picture_says_when_the_camera_was_asked_and_when_its_frame_came() {
+        // See: issue #20 (trigger to frame, broken down: the camera's part is told apart).
+        // The first trigger is missed; the second one's frame takes 30 ms.
+        let mut fake = Fake {
+            now: 5_000,
+            script: vec![None, Some((30_000, 2, true))],
+            ..Fake::default()
+        };
+        let taken = picture(&mut fake, true, DEADLINE, |b| b.0)
+            .unwrap()
+            .unwrap();
+        let retriggered = 5_000 + share(DEADLINE, FIRST_SHARE);
+        assert_eq!(
+            taken,
+            Taken {
+                out: 2,
+                asked_us: retriggered,
+                arrived_us: retriggered + 30_000,
+            }
+        );
     }
 
     #[test]

@@ -38,8 +38,9 @@ struct Inner {
 pub enum Missed {
     Busy,
     CameraFailed,
-    /// A PLC part the agent was taking (or that was set while the agent was away) when the
-    /// connection to the PLC was lost: answered Error once connected again.
+    /// A PLC part the agent did not take, left waiting while the link to the PLC was down
+    /// longer than `take_pending_within_ms` (or across the agent's restart): answered Error
+    /// once connected again.
     Interrupted,
 }
 

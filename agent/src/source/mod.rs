@@ -85,6 +85,8 @@ pub struct Capture {
     pub lot: Option<String>,
     /// The part's SKU when the trigger named one; the camera's otherwise.
     pub sku: Option<String>,
+    /// When the camera was asked and when its frame came, for sources that know (`genicam`).
+    pub exposure: Option<Exposure>,
 }
 
 impl Capture {
@@ -95,8 +97,18 @@ impl Capture {
             part_id: None,
             lot: None,
             sku: None,
+            exposure: None,
         }
     }
+}
+
+/// The camera's own part of a picture: from the moment it was asked (a software trigger it
+/// acknowledged; for a free-running camera, the start of the wait for its next frame) to the
+/// moment its frame had arrived whole, before the agent encoded it.
+#[derive(Debug, Clone, Copy)]
+pub struct Exposure {
+    pub asked: Instant,
+    pub arrived: Instant,
 }
 
 /// Why a camera gave no picture.
@@ -406,8 +418,11 @@ async fn serve(
     station: &Station,
     monitor: &health::Monitor,
 ) -> bool {
+    let grab = Instant::now();
     match with_deadline(deadline, source.grab()).await {
         Ok(mut shot) => {
+            let grabbed = Instant::now();
+            let exposure = shot.exposure.take();
             let request = &trigger.request;
             if request.part_id.is_some() {
                 shot.part_id.clone_from(&request.part_id);
@@ -416,8 +431,15 @@ async fn serve(
             shot.sku = request.sku.clone().or(shot.sku);
             match store(cam, ctx, shot).await {
                 Some(stored) => {
+                    let committed = Instant::now();
                     metrics::histogram!(names::TRIGGER_TO_FRAME_SECONDS, "kind" => trigger.kind)
-                        .record(trigger.received.elapsed().as_secs_f64());
+                        .record(committed.duration_since(trigger.received).as_secs_f64());
+                    for (stage, took) in
+                        stages(trigger.received, grab, exposure, grabbed, committed)
+                    {
+                        metrics::histogram!(names::TRIGGER_STAGE_SECONDS, "camera" => cam.name.clone(), "stage" => stage)
+                            .record(took.as_secs_f64());
+                    }
                     station.captured(trigger, stored.frame_id, stored.defect_detected);
                 }
                 None => station.finish(
@@ -442,6 +464,35 @@ async fn serve(
             false
         }
     }
+}
+
+/// Where one part's trigger-to-frame time went, stage by stage
+/// (`wiko_agent_trigger_stage_seconds{camera,stage}`): `queued` (the trigger handed to the
+/// camera's task), then for a source that reports its [`Exposure`] `trigger` (the agent
+/// asking the camera), `camera` (the camera's exposure and transfer) and `encode` (the
+/// frame to JPEG), else `grab` (all three), then `store` (edge judgement and the buffer's
+/// commit). The stages add up to the trigger-to-frame time.
+fn stages(
+    received: Instant,
+    grab: Instant,
+    exposure: Option<Exposure>,
+    grabbed: Instant,
+    committed: Instant,
+) -> Vec<(&'static str, Duration)> {
+    let mut marks = vec![("queued", received, grab)];
+    match exposure {
+        Some(e) => marks.extend([
+            ("trigger", grab, e.asked),
+            ("camera", e.asked, e.arrived),
+            ("encode", e.arrived, grabbed),
+        ]),
+        None => marks.push(("grab", grab, grabbed)),
+    }
+    marks.push(("store", grabbed, committed));
+    marks
+        .into_iter()
+        .map(|(stage, from, to)| (stage, to.saturating_duration_since(from)))
+        .collect()
 }
 
 /// A frame committed to the buffer.

@@ -78,10 +78,8 @@ impl SyntheticCamera {
         self.next += 1;
         let part = render_part(&self.shape, self.seed, index, self.defect_rate);
         Ok(Capture {
-            jpeg: part_jpeg(&part)?,
             part_id: Some(format!("{}-{index:06}", self.name)),
-            lot: None,
-            sku: None,
+            ..Capture::jpeg(part_jpeg(&part)?)
         })
     }
 }

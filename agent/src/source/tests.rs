@@ -381,6 +381,37 @@ fn a_full_buffer_is_logged_once_per_interval_with_the_count_since() {
     assert_eq!(log.add(1, t0 + FULL_LOG_EVERY), None);
 }
 
+#[test]
+fn the_stages_of_a_part_add_up_to_its_trigger_to_frame_time() {
+    // See: issue #20 (trigger to frame, broken down: the camera's part told from the agent's).
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let ms = Duration::from_millis;
+    let exposure = Exposure {
+        asked: at(2),
+        arrived: at(12),
+    };
+    let timed = stages(t0, at(1), Some(exposure), at(15), at(18));
+    assert_eq!(
+        timed,
+        [
+            ("queued", ms(1)),
+            ("trigger", ms(1)),
+            ("camera", ms(10)),
+            ("encode", ms(3)),
+            ("store", ms(3)),
+        ]
+    );
+    let untimed = stages(t0, at(1), None, at(15), at(18));
+    assert_eq!(
+        untimed,
+        [("queued", ms(1)), ("grab", ms(14)), ("store", ms(3))]
+    );
+    for parts in [timed, untimed] {
+        assert_eq!(parts.iter().map(|(_, d)| *d).sum::<Duration>(), ms(18));
+    }
+}
+
 /// A V4L2 device that sends the same MJPEG frame every 5 ms.
 #[cfg(feature = "v4l2")]
 struct Mjpeg(Vec<u8>);

@@ -27,8 +27,14 @@
 //! a trigger still at the value of a part the agent took gets that part's real result again
 //! (Ready with it: the link dropped while the result or Ready was written, the frame is
 //! stored); a trigger set without its Ready (a part the agent was starting when the link
-//! dropped, or one set while it was away) is answered like a part nothing was captured for
-//! (Busy → Error → Ready; counted as missed, reason `interrupted`); an idle PLC gets the idle
+//! dropped, or one set while it was away) is a part the PLC still waits on, taken then (Busy
+//! → capture → result → Ready) when the agent read the PLC at most `take_pending_within_ms`
+//! before: the PLC holds a part at the camera until its Ready, so the part in front of the
+//! camera is that part; a trigger left longer (its PLC may have given the part up without
+//! clearing it), or found on the first connection after the agent started (it knows nothing
+//! of how long it was there), is answered like a part nothing was captured for (Busy → Error
+//! → Ready; counted as missed, reason `interrupted`): an Error costs the line a part checked
+//! again by hand, the picture of another part could pass a bad one. An idle PLC gets the idle
 //! status (Busy and Ready lowered; in registers the status word 0). A trigger whose Ready is
 //! given is not a part: in coils the agent lowers Ready when the trigger falls, so a trigger
 //! high with Ready high is a part answered and not yet lowered (a PLC that raises the next
@@ -46,6 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_modbus::client::{Context as Modbus, Reader, Writer, tcp};
 use tokio_modbus::slave::Slave;
 use tokio_util::sync::CancellationToken;
@@ -86,6 +93,9 @@ pub struct Handshake {
     pub poll_interval: Duration,
     /// Deadline of connecting and of each Modbus request.
     pub request_timeout: Duration,
+    /// How long after the PLC was last read a part it set while the link was down is still
+    /// taken on reconnect (zero: never, answered Error).
+    pub take_pending_within: Duration,
     pub signals: Signals,
 }
 
@@ -163,6 +173,7 @@ impl Handshake {
             unit_id,
             poll_interval_ms,
             request_timeout_ms,
+            take_pending_within_ms,
             trigger_coil,
             busy_coil,
             ready_coil,
@@ -232,6 +243,7 @@ impl Handshake {
             unit_id: *unit_id,
             poll_interval: Duration::from_millis(*poll_interval_ms),
             request_timeout: Duration::from_millis(*request_timeout_ms),
+            take_pending_within: Duration::from_millis(*take_pending_within_ms),
             signals,
         }))
     }
@@ -357,6 +369,8 @@ struct Memory {
     /// The last part taken (its trigger value) and how it ended, kept until the trigger
     /// changes: its result is what the PLC is told again after a reconnect.
     taken: Option<(u16, Part)>,
+    /// When the trigger was last read: a trigger found set on reconnect was set since.
+    read_at: Option<Instant>,
 }
 
 /// One connection: settles what the PLC waits for, then polls the trigger and runs a
@@ -379,8 +393,12 @@ async fn serve(
         modbus,
         timeout: plc.request_timeout,
     };
-    let mut last = plc.signals.settle(station, &mut link, memory).await?;
+    let mut last = plc
+        .signals
+        .settle(station, plc.take_pending_within, &mut link, memory)
+        .await?;
     memory.settled = true;
+    memory.read_at = Some(Instant::now());
     backoff.reset();
     metrics::gauge!(names::PLC_CONNECTED, "camera" => station.camera().to_string()).set(1.0);
     info!("PLC connected");
@@ -389,6 +407,7 @@ async fn serve(
     loop {
         ticker.tick().await;
         let value = plc.signals.trigger(&mut link).await?;
+        memory.read_at = Some(Instant::now());
         if value != last {
             memory.taken = None;
             if value == 0 {
@@ -463,13 +482,15 @@ impl Signals {
     }
 
     /// On a new connection: tells the PLC the result of the part the agent took when the
-    /// trigger still carries it (`memory`); answers a trigger the PLC set and still waits on
-    /// (its Ready not given, or in registers READY left from another part) as a part nothing
-    /// was captured for; writes the idle status when the trigger is clear. Returns the
-    /// trigger's value, which is no new part.
+    /// trigger still carries it (`memory`); takes a part the PLC set and still waits on (its
+    /// Ready not given, or in registers READY left from another part) when the PLC was read
+    /// within `take_pending_within`, else answers it as a part nothing was captured for;
+    /// writes the idle status when the trigger is clear. Returns the trigger's value, which
+    /// is no new part.
     async fn settle(
         &self,
         station: &Station,
+        take_pending_within: Duration,
         link: &mut Link,
         memory: &mut Memory,
     ) -> Result<u16, PlcError> {
@@ -511,9 +532,20 @@ impl Signals {
             self.ready(link, part).await?;
             return Ok(value);
         }
+        let away = memory.read_at.map(|at| at.elapsed());
+        if !take_pending_within.is_zero() && away.is_some_and(|away| away <= take_pending_within) {
+            info!(
+                trigger = value,
+                away_ms = away.map_or(0, |a| a.as_millis() as u64),
+                "the PLC set a part while the link was down and still waits on it: taken now"
+            );
+            handshake(station, self, link, value, memory).await?;
+            return Ok(value);
+        }
         warn!(
             trigger = value,
-            "the PLC waits on a part the agent did not take (the link dropped or the agent stopped while it was set): answered Error"
+            away_ms = away.map(|a| a.as_millis() as u64),
+            "the PLC waits on a part the agent did not take, set while the link was down longer than take_pending_within_ms or before the agent started: answered Error"
         );
         station.missed(Missed::Interrupted);
         memory.taken = Some((value, Part::Failed));

@@ -173,12 +173,6 @@ async fn until(what: &str, check: impl Fn() -> bool) {
     panic!("{what} never happened");
 }
 
-/// A station whose camera answers each trigger with `outcome`.
-fn station(outcome: TriggerOutcome) -> (Arc<Station>, Arc<Monitor>, impl Future<Output = ()>) {
-    let (station, monitor, _parts, camera) = judged_station(outcome, Vec::new());
-    (station, monitor, camera)
-}
-
 /// The part ids of the triggers a camera took, in order.
 type Parts = Arc<Mutex<Vec<Option<String>>>>;
 
@@ -219,6 +213,7 @@ fn in_coils(address: SocketAddr, ok: Option<u16>, ng: Option<u16>) -> Handshake 
         unit_id: 1,
         poll_interval: Duration::from_millis(10),
         request_timeout: Duration::from_millis(200),
+        take_pending_within: Duration::ZERO,
         signals: Signals::Coils {
             trigger: TRIGGER,
             busy: BUSY,
@@ -228,6 +223,10 @@ fn in_coils(address: SocketAddr, ok: Option<u16>, ng: Option<u16>) -> Handshake 
             ng,
         },
     }
+}
+
+fn in_coils_judged(address: SocketAddr) -> Handshake {
+    in_coils(address, Some(OK), Some(NG))
 }
 
 fn in_registers(address: SocketAddr) -> Handshake {
@@ -252,58 +251,140 @@ async fn connected(
     stop
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
-    // See: issue #20 (PLC result registers).
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, _monitor, _parts, camera) =
-        judged_station(TriggerOutcome::Captured, vec![false, true]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_coils(address, Some(OK), Some(NG)), || {
-        plc.last_write().is_some()
-    })
-    .await;
-    assert_eq!(
-        plc.take_writes(),
-        [(BUSY, false), (READY, false)],
-        "the idle status"
-    );
-    let start = [
+/// A PLC served here and the agent's handshake with it, stopped when dropped.
+struct Rig {
+    plc: Plc,
+    /// The station's camera health (its missed triggers).
+    monitor: Arc<Monitor>,
+    /// The part ids the camera took.
+    parts: Parts,
+    stop: CancellationToken,
+}
+
+impl Rig {
+    /// Serves `plc` (as the test set it up), starts a station whose camera answers each
+    /// trigger with `outcome` (captured frames judged with the next of `verdicts`) and the
+    /// handshake `mode` maps at the PLC's address, and waits until `settled`.
+    async fn start(
+        plc: Plc,
+        mode: impl FnOnce(SocketAddr) -> Handshake,
+        outcome: TriggerOutcome,
+        verdicts: Vec<bool>,
+        settled: impl Fn(&Plc) -> bool,
+    ) -> Rig {
+        let address = plc.serve().await;
+        let (station, monitor, parts, camera) = judged_station(outcome, verdicts);
+        tokio::spawn(camera);
+        let stop = connected(station, mode(address), || settled(&plc)).await;
+        Rig {
+            plc,
+            monitor,
+            parts,
+            stop,
+        }
+    }
+
+    /// As [`Rig::start`] with a fresh PLC whose first register write (the idle status word)
+    /// is taken: the rig of a register-mode test about parts.
+    async fn registers(outcome: TriggerOutcome, verdicts: Vec<bool>) -> Rig {
+        let rig = Rig::start(Plc::default(), in_registers, outcome, verdicts, |plc| {
+            !plc.register_writes.lock().unwrap().is_empty()
+        })
+        .await;
+        rig.plc.take_register_writes();
+        rig
+    }
+
+    fn parts(&self) -> Vec<Option<String>> {
+        self.parts.lock().unwrap().clone()
+    }
+
+    fn missed(&self) -> u64 {
+        self.monitor.snapshot().triggers_missed_total
+    }
+
+    /// The PLC's program sets part `value` and waits until the status word is `word`.
+    async fn part(&self, value: u16, word: u16) {
+        self.plc.set_trigger_register(value);
+        until("the status word", || {
+            self.plc.register(STATUS_REGISTER) == word
+        })
+        .await;
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Busy, Busy with `result`, Ready with `result`: a part's status words, in order.
+fn status_words(result: u16) -> [(u16, u16); 3] {
+    [
+        (STATUS_REGISTER, status::BUSY),
+        (STATUS_REGISTER, status::BUSY | result),
+        (STATUS_REGISTER, status::READY | result),
+    ]
+}
+
+/// A part's coil writes in coil mode with the OK and NG coils mapped: Busy (Ready, Error, OK
+/// and NG lowered), the result, Ready.
+fn coil_writes(result: Option<u16>) -> Vec<(u16, bool)> {
+    let mut writes = vec![
         (BUSY, true),
         (READY, false),
         (ERROR, false),
         (OK, false),
         (NG, false),
+        (ERROR, result == Some(ERROR)),
     ];
+    writes.extend(result.filter(|&c| c != ERROR).map(|c| (c, true)));
+    writes.extend([(BUSY, false), (READY, true)]);
+    writes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_verdict_raises_ok_or_ng_between_busy_and_ready() {
+    // See: issue #20 (PLC result registers).
+    let rig = Rig::start(
+        Plc::default(),
+        in_coils_judged,
+        TriggerOutcome::Captured,
+        vec![false, true],
+        |plc| plc.last_write().is_some(),
+    )
+    .await;
+    let plc = &rig.plc;
+    assert_eq!(
+        plc.take_writes(),
+        [(BUSY, false), (READY, false)],
+        "the idle status"
+    );
     // OK, then NG, then a part captured but not judged: neither.
     for result in [Some(OK), Some(NG), None] {
         plc.set_trigger(true);
         until("Ready", || plc.last_write() == Some((READY, true))).await;
-        let mut expected = start.to_vec();
-        expected.push((ERROR, false));
-        expected.extend(result.map(|coil| (coil, true)));
-        expected.extend([(BUSY, false), (READY, true)]);
-        assert_eq!(plc.take_writes(), expected, "result {result:?}");
+        assert_eq!(plc.take_writes(), coil_writes(result), "result {result:?}");
         assert_eq!(plc.coil(OK), result == Some(OK));
         assert_eq!(plc.coil(NG), result == Some(NG));
         plc.set_trigger(false);
         until("Ready lowered", || !plc.coil(READY)).await;
         assert_eq!(plc.take_writes(), [(READY, false)]);
     }
-    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rising_edge_is_one_part_answered_busy_then_result_then_ready() {
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, _monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
-    tokio::spawn(camera);
-    let stop = connected(station, handshake_at(address), || {
-        plc.last_write().is_some()
-    })
+    let rig = Rig::start(
+        Plc::default(),
+        handshake_at,
+        TriggerOutcome::Captured,
+        vec![],
+        |plc| plc.last_write().is_some(),
+    )
     .await;
+    let plc = &rig.plc;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         plc.take_writes(),
@@ -337,31 +418,26 @@ async fn each_rising_edge_is_one_part_answered_busy_then_result_then_ready() {
             "the trigger fell: Ready lowered, the result kept until the next Busy"
         );
     }
-    assert_eq!(
-        *parts.lock().unwrap(),
-        [None, None],
-        "coils carry no part id"
-    );
-    stop.cancel();
+    assert_eq!(rig.parts(), [None, None], "coils carry no part id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_the_camera_could_not_take_raises_error_before_ready() {
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, _monitor, camera) = station(TriggerOutcome::CameraFailed);
-    tokio::spawn(camera);
-    let stop = connected(station, handshake_at(address), || {
-        plc.last_write().is_some()
-    })
+    let rig = Rig::start(
+        Plc::default(),
+        handshake_at,
+        TriggerOutcome::CameraFailed,
+        vec![],
+        |plc| plc.last_write().is_some(),
+    )
     .await;
+    let plc = &rig.plc;
     plc.take_writes();
     plc.set_trigger(true);
     until("Ready", || plc.coil(READY)).await;
     let writes = plc.take_writes();
     assert_eq!(&writes[3..], [(ERROR, true), (BUSY, false), (READY, true)]);
     assert!(plc.coil(ERROR));
-    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,32 +453,29 @@ async fn a_trigger_already_answered_before_the_agent_connects_is_not_a_part() {
             plc.set_trigger(true);
             plc.coils.lock().unwrap()[READY as usize] = true;
         }
-        let address = plc.serve().await;
-        let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
-        tokio::spawn(camera);
-        let handshake = if registers {
-            in_registers(address)
+        let mode: fn(SocketAddr) -> Handshake = if registers {
+            in_registers
         } else {
-            handshake_at(address)
+            handshake_at
         };
         // Two reads to settle, then polls.
-        let stop = connected(station, handshake, || {
+        let rig = Rig::start(plc, mode, TriggerOutcome::Captured, vec![], |plc| {
             plc.requests.load(Ordering::SeqCst) >= 5
         })
         .await;
-        assert!(plc.take_writes().is_empty(), "registers {registers}");
+        assert!(rig.plc.take_writes().is_empty(), "registers {registers}");
         assert!(
-            plc.take_register_writes().is_empty(),
+            rig.plc.take_register_writes().is_empty(),
             "registers {registers}"
         );
-        assert!(parts.lock().unwrap().is_empty());
-        assert_eq!(monitor.snapshot().triggers_missed_total, 0);
-        stop.cancel();
+        assert!(rig.parts().is_empty());
+        assert_eq!(rig.missed(), 0);
     }
 }
 
 /// Makes the agent's connection fail (its requests unanswered until it reconnects), runs
-/// `meanwhile` while it is away, and lets it connect again.
+/// `meanwhile` while it is away, and lets it connect again. The agent is away for one
+/// request's deadline at least (200 ms).
 async fn link_dropped(plc: &Plc, meanwhile: impl FnOnce()) {
     plc.silent.store(true, Ordering::SeqCst);
     // A second request: the first one missed its deadline and the agent connected again.
@@ -415,52 +488,97 @@ async fn link_dropped(plc: &Plc, meanwhile: impl FnOnce()) {
     plc.silent.store(false, Ordering::SeqCst);
 }
 
+/// Register mode, `take_pending_within` as given: part 7 answered OK, then part 8 set while
+/// the link is down (the PLC took 7's result and went on); returns once part 8 is answered.
+async fn part_set_while_the_link_was_down(take_pending_within: Duration) -> Rig {
+    let mode = |address| Handshake {
+        take_pending_within,
+        ..in_registers(address)
+    };
+    let rig = Rig::start(
+        Plc::default(),
+        mode,
+        TriggerOutcome::Captured,
+        vec![false, true, true],
+        |plc| !plc.register_writes.lock().unwrap().is_empty(),
+    )
+    .await;
+    rig.part(7, status::READY | status::OK).await;
+    rig.plc.take_register_writes();
+    link_dropped(&rig.plc, || rig.plc.set_trigger_register(8)).await;
+    until("part 8 answered", || {
+        let word = rig.plc.register(STATUS_REGISTER);
+        word & status::READY != 0 && word != status::READY | status::OK
+    })
+    .await;
+    rig
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_registers_a_part_set_while_the_link_was_down_is_not_taken_for_the_answered_one() {
-    // A review: READY left from part 7 read with trigger 8 made part 8 look answered.
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, monitor, parts, camera) =
-        judged_station(TriggerOutcome::Captured, vec![false, true]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_registers(address), || {
-        !plc.register_writes.lock().unwrap().is_empty()
-    })
+async fn in_registers_a_part_set_during_a_short_outage_is_taken_on_reconnect() {
+    // See: issue #20 (a part set while the PLC link was down: the PLC still waits on it, the
+    // part is at the camera).
+    let rig = part_set_while_the_link_was_down(Duration::from_secs(60)).await;
+    assert_eq!(rig.plc.take_register_writes(), status_words(status::NG));
+    assert_eq!(rig.parts(), [Some("7".into()), Some("8".into())]);
+    assert_eq!(rig.missed(), 0);
+    // Part 8 stays answered across another reconnect.
+    link_dropped(&rig.plc, || {}).await;
+    rig.plc.polled().await;
+    rig.plc.polled().await;
+    assert!(rig.plc.take_register_writes().is_empty());
+    assert_eq!(rig.parts().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_registers_a_part_set_while_the_link_was_down_longer_is_answered_error() {
+    // A review: READY left from part 7 read with trigger 8 made part 8 look answered. Then
+    // (issue #20): a part left waiting longer than take_pending_within_ms is not taken.
+    for take_pending_within in [Duration::ZERO, Duration::from_millis(100)] {
+        let rig = part_set_while_the_link_was_down(take_pending_within).await;
+        assert_eq!(
+            rig.plc.take_register_writes(),
+            status_words(status::ERROR),
+            "{take_pending_within:?}"
+        );
+        assert_eq!(rig.missed(), 1, "part 8 missed");
+        // Part 8 stays answered across another reconnect; part 9 is taken.
+        link_dropped(&rig.plc, || {}).await;
+        rig.plc.polled().await;
+        rig.plc.polled().await;
+        assert!(rig.plc.take_register_writes().is_empty());
+        rig.part(9, status::READY | status::NG).await;
+        assert_eq!(rig.parts(), [Some("7".into()), Some("9".into())]);
+        assert_eq!(rig.missed(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_coils_a_part_set_during_a_short_outage_is_taken_on_reconnect() {
+    // See: issue #20 (the rule is the same in coils).
+    let mode = |address| Handshake {
+        take_pending_within: Duration::from_secs(60),
+        ..in_coils_judged(address)
+    };
+    let rig = Rig::start(
+        Plc::default(),
+        mode,
+        TriggerOutcome::Captured,
+        vec![false, true],
+        |plc| plc.last_write() == Some((READY, false)),
+    )
     .await;
-    plc.set_trigger_register(7);
-    until("Ready OK", || {
-        plc.register(STATUS_REGISTER) == status::READY | status::OK
-    })
-    .await;
-    plc.take_register_writes();
-    // The PLC takes part 7's result, clears the trigger and sets part 8 while the agent is away.
-    link_dropped(&plc, || plc.set_trigger_register(8)).await;
-    until("Ready Error", || {
-        plc.register(STATUS_REGISTER) == status::READY | status::ERROR
-    })
-    .await;
-    assert_eq!(
-        plc.take_register_writes(),
-        [
-            (STATUS_REGISTER, status::BUSY),
-            (STATUS_REGISTER, status::BUSY | status::ERROR),
-            (STATUS_REGISTER, status::READY | status::ERROR),
-        ]
-    );
-    assert_eq!(monitor.snapshot().triggers_missed_total, 1, "part 8 missed");
-    // Part 8 stays answered across another reconnect; part 9 is taken.
-    link_dropped(&plc, || {}).await;
-    plc.polled().await;
-    plc.polled().await;
-    assert!(plc.take_register_writes().is_empty());
-    plc.set_trigger_register(9);
-    until("Ready NG", || {
-        plc.register(STATUS_REGISTER) == status::READY | status::NG
-    })
-    .await;
-    assert_eq!(*parts.lock().unwrap(), [Some("7".into()), Some("9".into())]);
-    assert_eq!(monitor.snapshot().triggers_missed_total, 1);
-    stop.cancel();
+    let plc = &rig.plc;
+    plc.set_trigger(true);
+    until("Ready", || plc.last_write() == Some((READY, true))).await;
+    plc.set_trigger(false);
+    until("Ready lowered", || !plc.coil(READY)).await;
+    plc.take_writes();
+    link_dropped(plc, || plc.set_trigger(true)).await;
+    until("Ready", || plc.last_write() == Some((READY, true))).await;
+    assert_eq!(plc.take_writes(), coil_writes(Some(NG)));
+    assert_eq!(rig.parts().len(), 2);
+    assert_eq!(rig.missed(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,51 +587,47 @@ async fn in_registers_a_result_lost_with_the_link_is_written_again_not_error() {
     // frame that was stored.
     let plc = Plc::default();
     *plc.lost.lock().unwrap() = Some((STATUS_REGISTER, status::BUSY | status::NG));
-    let address = plc.serve().await;
-    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![true]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_registers(address), || {
-        !plc.register_writes.lock().unwrap().is_empty()
-    })
+    let rig = Rig::start(
+        plc,
+        in_registers,
+        TriggerOutcome::Captured,
+        vec![true],
+        |plc| !plc.register_writes.lock().unwrap().is_empty(),
+    )
     .await;
-    plc.take_register_writes();
-    plc.set_trigger_register(3);
-    until("Ready NG", || {
-        plc.register(STATUS_REGISTER) == status::READY | status::NG
-    })
-    .await;
+    rig.plc.take_register_writes();
+    rig.part(3, status::READY | status::NG).await;
     assert_eq!(
-        plc.take_register_writes(),
+        rig.plc.take_register_writes(),
         [
             (STATUS_REGISTER, status::BUSY),
             (STATUS_REGISTER, status::READY | status::NG),
         ],
         "the result lost, then written with Ready on the next connection"
     );
-    assert_eq!(*parts.lock().unwrap(), [Some("3".into())]);
-    assert_eq!(monitor.snapshot().triggers_missed_total, 0);
-    stop.cancel();
+    assert_eq!(rig.parts(), [Some("3".into())]);
+    assert_eq!(rig.missed(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_coils_a_ready_lost_with_the_link_is_written_again_with_the_result() {
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![false]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_coils(address, Some(OK), Some(NG)), || {
-        plc.last_write() == Some((READY, false))
-    })
+    let rig = Rig::start(
+        Plc::default(),
+        in_coils_judged,
+        TriggerOutcome::Captured,
+        vec![false],
+        |plc| plc.last_write() == Some((READY, false)),
+    )
     .await;
+    let plc = &rig.plc;
     plc.take_writes();
     // The PLC answers every write but Ready's: the link drops there.
     *plc.lost_coil.lock().unwrap() = Some((READY, true));
     plc.set_trigger(true);
     until("Ready", || plc.coil(READY)).await;
     assert!(plc.coil(OK) && !plc.coil(ERROR));
-    assert_eq!(parts.lock().unwrap().len(), 1);
-    assert_eq!(monitor.snapshot().triggers_missed_total, 0);
-    stop.cancel();
+    assert_eq!(rig.parts().len(), 1);
+    assert_eq!(rig.missed(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,49 +637,38 @@ async fn in_coils_a_part_left_busy_when_the_agent_stopped_is_answered_error_on_c
     // The last agent raised Busy for this part, then stopped.
     plc.set_trigger(true);
     plc.coils.lock().unwrap()[BUSY as usize] = true;
-    let address = plc.serve().await;
-    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_coils(address, Some(OK), Some(NG)), || {
-        plc.last_write() == Some((READY, true))
-    })
+    let rig = Rig::start(
+        plc,
+        in_coils_judged,
+        TriggerOutcome::Captured,
+        vec![],
+        |plc| plc.last_write() == Some((READY, true)),
+    )
     .await;
-    assert_eq!(
-        plc.take_writes(),
-        [
-            (BUSY, true),
-            (READY, false),
-            (ERROR, false),
-            (OK, false),
-            (NG, false),
-            (ERROR, true),
-            (BUSY, false),
-            (READY, true)
-        ]
-    );
-    assert!(parts.lock().unwrap().is_empty(), "not taken as a new part");
-    assert_eq!(monitor.snapshot().triggers_missed_total, 1);
+    let plc = &rig.plc;
+    assert_eq!(plc.take_writes(), coil_writes(Some(ERROR)));
+    assert!(rig.parts().is_empty(), "not taken as a new part");
+    assert_eq!(rig.missed(), 1);
     // The PLC lowers the trigger; the next rising edge is the next part.
     plc.set_trigger(false);
     plc.polled().await;
     plc.set_trigger(true);
     until("Ready", || plc.last_write() == Some((READY, true))).await;
-    assert_eq!(parts.lock().unwrap().len(), 1);
-    stop.cancel();
+    assert_eq!(rig.parts().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_registers_the_status_word_goes_busy_then_busy_with_the_result_then_ready_with_it() {
     // See: issue #20 (the handshake and the result in holding registers).
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, _monitor, parts, camera) =
-        judged_station(TriggerOutcome::Captured, vec![false, true]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_registers(address), || {
-        plc.requests.load(Ordering::SeqCst) >= 5
-    })
+    let rig = Rig::start(
+        Plc::default(),
+        in_registers,
+        TriggerOutcome::Captured,
+        vec![false, true],
+        |plc| plc.requests.load(Ordering::SeqCst) >= 5,
+    )
     .await;
+    let plc = &rig.plc;
     assert_eq!(
         plc.take_register_writes(),
         [(STATUS_REGISTER, status::IDLE)],
@@ -573,18 +676,10 @@ async fn in_registers_the_status_word_goes_busy_then_busy_with_the_result_then_r
     );
     // OK, then NG, then a part captured but not judged; the PLC numbers its parts.
     for (part, result) in [(7, status::OK), (8, status::NG), (9, 0)] {
-        plc.set_trigger_register(part);
-        until("Ready", || {
-            plc.register(STATUS_REGISTER) == status::READY | result
-        })
-        .await;
+        rig.part(part, status::READY | result).await;
         assert_eq!(
             plc.take_register_writes(),
-            [
-                (STATUS_REGISTER, status::BUSY),
-                (STATUS_REGISTER, status::BUSY | result),
-                (STATUS_REGISTER, status::READY | result),
-            ],
+            status_words(result),
             "part {part}"
         );
         // Still set: no second part until the PLC sets another value.
@@ -592,90 +687,36 @@ async fn in_registers_the_status_word_goes_busy_then_busy_with_the_result_then_r
         assert!(plc.take_register_writes().is_empty());
         assert!(plc.take_writes().is_empty(), "no coil is written");
         // Back to zero: the word is cleared, the result with it.
-        plc.set_trigger_register(0);
-        until("the status word cleared", || {
-            plc.register(STATUS_REGISTER) == status::IDLE
-        })
-        .await;
+        rig.part(0, status::IDLE).await;
         assert_eq!(
             plc.take_register_writes(),
             [(STATUS_REGISTER, status::IDLE)]
         );
     }
     assert_eq!(
-        *parts.lock().unwrap(),
+        rig.parts(),
         [Some("7".into()), Some("8".into()), Some("9".into())],
         "the trigger's value is the part id"
     );
-    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_registers_a_new_value_without_zero_between_is_a_new_part() {
     // See: issue #20 (a value that changes from one part number to the next is a part).
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, _monitor, parts, camera) =
-        judged_station(TriggerOutcome::Captured, vec![true, false]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_registers(address), || {
-        !plc.register_writes.lock().unwrap().is_empty()
-    })
-    .await;
-    plc.take_register_writes();
-    plc.set_trigger_register(41);
-    until("Ready NG", || {
-        plc.register(STATUS_REGISTER) == status::READY | status::NG
-    })
-    .await;
-    plc.set_trigger_register(42);
-    until("Ready OK", || {
-        plc.register(STATUS_REGISTER) == status::READY | status::OK
-    })
-    .await;
-    assert_eq!(
-        plc.take_register_writes(),
-        [
-            (STATUS_REGISTER, status::BUSY),
-            (STATUS_REGISTER, status::BUSY | status::NG),
-            (STATUS_REGISTER, status::READY | status::NG),
-            (STATUS_REGISTER, status::BUSY),
-            (STATUS_REGISTER, status::BUSY | status::OK),
-            (STATUS_REGISTER, status::READY | status::OK),
-        ]
-    );
-    assert_eq!(
-        *parts.lock().unwrap(),
-        [Some("41".into()), Some("42".into())]
-    );
-    stop.cancel();
+    let rig = Rig::registers(TriggerOutcome::Captured, vec![true, false]).await;
+    rig.part(41, status::READY | status::NG).await;
+    rig.part(42, status::READY | status::OK).await;
+    let mut expected = status_words(status::NG).to_vec();
+    expected.extend(status_words(status::OK));
+    assert_eq!(rig.plc.take_register_writes(), expected);
+    assert_eq!(rig.parts(), [Some("41".into()), Some("42".into())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_registers_a_part_the_camera_could_not_take_is_error_with_ready() {
-    let plc = Plc::default();
-    let address = plc.serve().await;
-    let (station, _monitor, camera) = station(TriggerOutcome::CameraFailed);
-    tokio::spawn(camera);
-    let stop = connected(station, in_registers(address), || {
-        !plc.register_writes.lock().unwrap().is_empty()
-    })
-    .await;
-    plc.take_register_writes();
-    plc.set_trigger_register(1);
-    until("Ready", || {
-        plc.register(STATUS_REGISTER) & status::READY != 0
-    })
-    .await;
-    assert_eq!(
-        plc.take_register_writes(),
-        [
-            (STATUS_REGISTER, status::BUSY),
-            (STATUS_REGISTER, status::BUSY | status::ERROR),
-            (STATUS_REGISTER, status::READY | status::ERROR),
-        ]
-    );
-    stop.cancel();
+    let rig = Rig::registers(TriggerOutcome::CameraFailed, vec![]).await;
+    rig.part(1, status::READY | status::ERROR).await;
+    assert_eq!(rig.plc.take_register_writes(), status_words(status::ERROR));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -697,32 +738,17 @@ async fn in_registers_a_part_in_flight_when_the_agent_stopped_is_answered_error_
     plc.take_register_writes();
 
     // The next agent (or the same after a reconnect) answers part 5: nothing captured.
-    let (station, monitor, parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
-    tokio::spawn(camera);
-    let stop = connected(station, in_registers(address), || {
+    let rig = Rig::start(plc, in_registers, TriggerOutcome::Captured, vec![], |plc| {
         plc.register(STATUS_REGISTER) == status::READY | status::ERROR
     })
     .await;
-    assert_eq!(
-        plc.take_register_writes(),
-        [
-            (STATUS_REGISTER, status::BUSY),
-            (STATUS_REGISTER, status::BUSY | status::ERROR),
-            (STATUS_REGISTER, status::READY | status::ERROR),
-        ]
-    );
-    assert!(
-        parts.lock().unwrap().is_empty(),
-        "part 5 is not taken again"
-    );
-    assert_eq!(monitor.snapshot().triggers_missed_total, 1);
+    assert_eq!(rig.plc.take_register_writes(), status_words(status::ERROR));
+    assert!(rig.parts().is_empty(), "part 5 is not taken again");
+    assert_eq!(rig.missed(), 1);
     // The PLC clears the trigger: idle; then part 6 is taken.
-    plc.set_trigger_register(0);
-    until("idle", || plc.register(STATUS_REGISTER) == status::IDLE).await;
-    plc.set_trigger_register(6);
-    until("Ready", || plc.register(STATUS_REGISTER) == status::READY).await;
-    assert_eq!(*parts.lock().unwrap(), [Some("6".into())]);
-    stop.cancel();
+    rig.part(0, status::IDLE).await;
+    rig.part(6, status::READY).await;
+    assert_eq!(rig.parts(), [Some("6".into())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -730,19 +756,15 @@ async fn in_registers_a_stale_result_is_cleared_on_connect_when_the_trigger_is_z
     let plc = Plc::default();
     // The last agent answered part 3 and stopped before the PLC cleared the trigger.
     plc.registers.lock().unwrap()[STATUS_REGISTER as usize] = status::READY | status::NG;
-    let address = plc.serve().await;
-    let (station, monitor, camera) = station(TriggerOutcome::Captured);
-    tokio::spawn(camera);
-    let stop = connected(station, in_registers(address), || {
+    let rig = Rig::start(plc, in_registers, TriggerOutcome::Captured, vec![], |plc| {
         plc.register(STATUS_REGISTER) == status::IDLE
     })
     .await;
     assert_eq!(
-        plc.take_register_writes(),
+        rig.plc.take_register_writes(),
         [(STATUS_REGISTER, status::IDLE)]
     );
-    assert_eq!(monitor.snapshot().triggers_missed_total, 0);
-    stop.cancel();
+    assert_eq!(rig.missed(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -787,7 +809,7 @@ async fn a_modbus_exception_backs_off_and_only_a_settled_connection_resets_the_b
     // See: issue #20 (a PLC that refuses every request was asked again every 200 ms).
     let plc = Plc::default();
     let address = plc.serve().await;
-    let (station, _monitor, camera) = station(TriggerOutcome::Captured);
+    let (station, _monitor, _parts, camera) = judged_station(TriggerOutcome::Captured, vec![]);
     tokio::spawn(camera);
     // A trigger register the PLC does not have: every read is refused (IllegalDataAddress).
     let refused = Handshake {
