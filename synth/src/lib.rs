@@ -4,8 +4,8 @@
 //! painted defect and its pixel mask; [`render_part`] is part `i` of a camera's stream;
 //! [`write_dataset`] writes a labelled set (images, masks, `manifest.csv`) in the format of
 //! `shared/datasets`; [`Nuisance`] adds what a line adds (part-to-part geometry, pose play,
-//! blur, light, noise) for robustness sweeps. Used by the agent's `synthetic` camera and `wiko-agent synth`, the demo,
-//! the benchmarks and the tests.
+//! blur, light, noise) for robustness sweeps. Used by the agent's `synthetic` camera and
+//! `wiko-agent synth`, the demo, the benchmarks and the tests.
 
 pub mod nuisance;
 pub mod render;

@@ -18,10 +18,14 @@ use crate::render::{Deviation, HEIGHT, KnifeShape, Part, SynthDefect, WIDTH, ren
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Nuisance {
     /// Each rivet moved from its drawn place in a random direction, and the handle/blade join
-    /// along the knife, each on its own by up to this many pixels (sub-pixel).
+    /// along the knife, each on its own by up to this many pixels (sub-pixel). Valid from 0 to
+    /// [`Deviation::MAX_OFFSET_PX`] (8; a rivet further off leaves the paring knife's handle):
+    /// larger offsets are clamped to it.
     pub features_px: f32,
     /// The blade's length and its width, each on its own, up to this share either way (0.015
-    /// is ±1.5%): not one scale of the whole part.
+    /// is ±1.5%): not one scale of the whole part. Valid from 0 to [`Deviation::MAX_SHARE`]
+    /// (0.2; a narrower blade leaves no room for the paring knife's scratch): larger shares
+    /// are clamped to it.
     pub outline: f32,
     /// Shift of the whole frame in a random direction, up to this many pixels (sub-pixel).
     pub shift_px: f32,
@@ -58,6 +62,11 @@ impl Nuisance {
     /// Renders the part for `seed` as made within this nuisance's geometry tolerance (drawn
     /// from `seed`; with none, exactly [`crate::render`]).
     pub fn render(&self, shape: &KnifeShape, defect: Option<SynthDefect>, seed: u64) -> Part {
+        render_deviating(shape, defect, seed, &self.deviation(shape, seed))
+    }
+
+    /// How the part for `seed` departs from its drawing under this nuisance.
+    fn deviation(&self, shape: &KnifeShape, seed: u64) -> Deviation {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x6E0_3E7B);
         let mut either = |range: f32| {
             if range > 0.0 {
@@ -74,13 +83,12 @@ impl Nuisance {
                 (distance * direction.cos(), distance * direction.sin())
             })
             .collect();
-        let deviation = Deviation {
+        Deviation {
             rivets,
             bolster: either(self.features_px),
             blade_length: either(self.outline),
             blade_width: either(self.outline),
-        };
-        render_deviating(shape, defect, seed, &deviation)
+        }
     }
 
     /// The part's picture and mask with this nuisance applied, drawn from `seed`.
@@ -287,6 +295,22 @@ mod tests {
             outline: 0.015,
             ..Nuisance::default()
         };
+        // Each rivet draws its own offset (up to 2 px): no two alike, so not the handle moved.
+        for seed in [6, 7] {
+            let offsets = loose.deviation(shape, seed).rivets;
+            assert_eq!(offsets.len(), shape.rivets.len());
+            for (i, a) in offsets.iter().enumerate() {
+                assert!(a.0.hypot(a.1) <= 2.0, "{a:?}");
+                for b in &offsets[i + 1..] {
+                    assert!((a.0 - b.0).hypot(a.1 - b.1) > 0.1, "{offsets:?}");
+                }
+            }
+        }
+        assert_ne!(
+            loose.deviation(shape, 6).rivets,
+            loose.deviation(shape, 7).rivets,
+            "two parts' rivets lie differently"
+        );
         let made = loose.render(shape, Some(SynthDefect::MissingRivet), 6);
         assert_ne!(made.rgb, none.rgb);
         // The missing rivet's mask is a disc of the same size, moved by at most 2 px.
@@ -302,15 +326,67 @@ mod tests {
         let ((n0, x0, y0), (n1, x1, y1)) = (centroid(&none.mask), centroid(&made.mask));
         assert!((n0 - n1).abs() < n0 * 0.2, "{n0} {n1}");
         assert!(((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt() <= 2.5);
-        // Two parts' rivets move differently, not the whole handle alike.
-        let other = loose.render(shape, None, 7);
-        let good = Nuisance::default().render(shape, None, 7);
-        assert_ne!(other.rgb, good.rgb);
+        // The same part made good: the pictures differ only where this part's rivet is
+        // missing, the mask grown by the rim's anti-aliasing (2 px), and they do differ there.
+        let good = loose.render(shape, None, 6);
+        let (w, h) = (WIDTH as usize, HEIGHT as usize);
+        let near_mask = |x: usize, y: usize| {
+            (y.saturating_sub(2)..(y + 3).min(h)).any(|yy| {
+                (x.saturating_sub(2)..(x + 3).min(w)).any(|xx| made.mask[yy * w + xx] > 0)
+            })
+        };
+        let mut differing = 0;
+        for (i, (g, d)) in good.rgb.chunks(3).zip(made.rgb.chunks(3)).enumerate() {
+            if g != d {
+                assert!(
+                    near_mask(i % w, i / w),
+                    "pixel ({}, {}) off the mask",
+                    i % w,
+                    i / w
+                );
+                differing += 1;
+            }
+        }
+        assert!(differing as f32 > n1 * 0.8, "{differing} of {n1}");
+    }
+
+    #[test]
+    fn geometry_beyond_its_valid_range_is_clamped() {
+        // Unclamped, a blade 24% narrower leaves no room for the paring knife's scratch (the
+        // renderer's draw would panic) and a rivet 9 px across leaves its handle.
+        let wild = Nuisance {
+            features_px: 50.0,
+            outline: 0.5,
+            ..Nuisance::default()
+        };
+        // The parts drawn with a blade narrower than the scratch has room on, and a few more.
+        let narrow: Vec<u64> = (0..64)
+            .filter(|&seed| wild.deviation(&SHAPES[1], seed).blade_width < -0.24)
+            .collect();
+        assert!(
+            !narrow.is_empty(),
+            "some part is drawn beyond the valid range"
+        );
+        for seed in narrow.into_iter().chain(0..4) {
+            for defect in [
+                SynthDefect::Scratch,
+                SynthDefect::Pit,
+                SynthDefect::MissingRivet,
+            ] {
+                let part = wild.render(&SHAPES[1], Some(defect), seed);
+                assert!(part.mask.iter().any(|&v| v > 0), "{defect:?} {seed}");
+            }
+        }
     }
 
     #[test]
     fn pose_play_keeps_a_flip() {
         let part = render(&SHAPES[0], Some(SynthDefect::ALL[0]), 4);
+        let mirrored_part = Part {
+            rgb: mirrored(&part.rgb, 3),
+            mask: mirrored(&part.mask, 1),
+            ..part.clone()
+        };
         let both = Nuisance {
             flip: true,
             shift_px: 1.0,
@@ -320,8 +396,23 @@ mod tests {
             shift_px: 1.0,
             ..Nuisance::default()
         };
-        // Some seed turns the part over: the shifted picture is not the unflipped one's.
-        assert!((0..16).any(|seed| both.apply(&part, seed) != shifted.apply(&part, seed)));
+        // Each seed either leaves the part as it lies or turns it over: then picture and mask
+        // are the mirrored part's under the same shift, and the mask is not the unflipped one's.
+        let mut flips = 0;
+        for seed in 0..16 {
+            let (rgb, mask) = both.apply(&part, seed);
+            let unflipped = shifted.apply(&part, seed);
+            if (&rgb, &mask) == (&unflipped.0, &unflipped.1) {
+                continue;
+            }
+            flips += 1;
+            let turned = shifted.apply(&mirrored_part, seed);
+            assert_eq!(rgb, turned.0, "the picture flipped, then shifted");
+            assert_eq!(mask, turned.1, "the mask flipped with it");
+            assert_ne!(mask, unflipped.1);
+            assert!(mask.iter().any(|&v| v > 0));
+        }
+        assert!((1..16).contains(&flips), "{flips} of 16 turned over");
     }
 
     #[test]

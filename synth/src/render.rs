@@ -112,27 +112,45 @@ pub struct Part {
 }
 
 /// How one part departs from its SKU's drawing within tolerance, each feature on its own: no
-/// two good parts are made exactly alike. The default is the drawing itself.
+/// two good parts are made exactly alike. The default is the drawing itself. Offsets beyond
+/// [`Deviation::MAX_OFFSET_PX`] and shares beyond [`Deviation::MAX_SHARE`] are clamped to
+/// them: a rivet further off would leave the paring knife's handle, and a blade narrower
+/// than that leaves no room to paint a scratch on the paring knife.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Deviation {
     /// Offset `(u, v)` of each rivet from its drawn place, pixels, in the shape's order
-    /// (a rivet without an entry sits where it is drawn).
+    /// (a rivet without an entry sits where it is drawn); at most
+    /// [`Deviation::MAX_OFFSET_PX`] in length.
     pub rivets: Vec<(f32, f32)>,
-    /// Offset of the handle/blade join (bolster) along the knife, pixels; the blade moves with it.
+    /// Offset of the handle/blade join (bolster) along the knife, pixels; the blade moves with
+    /// it. At most [`Deviation::MAX_OFFSET_PX`] either way.
     pub bolster: f32,
-    /// Blade length (bolster to tip) as a share off the drawing's (0.01 is 1% longer).
+    /// Blade length (bolster to tip) as a share off the drawing's (0.01 is 1% longer); at most
+    /// [`Deviation::MAX_SHARE`] either way.
     pub blade_length: f32,
-    /// Blade width (spine and edge from the centre line) as a share off the drawing's.
+    /// Blade width (spine and edge from the centre line) as a share off the drawing's; at most
+    /// [`Deviation::MAX_SHARE`] either way.
     pub blade_width: f32,
 }
 
 impl Deviation {
+    /// The largest offset of a rivet or of the join (pixels): the paring knife's rivet (radius
+    /// 4.5) stays on its handle (half-width 13) up to 8.5 px across it.
+    pub const MAX_OFFSET_PX: f32 = 8.0;
+    /// The largest share the blade's length or width departs from the drawing: at a width 24%
+    /// under the drawing's the paring knife's blade leaves no room to paint a scratch.
+    pub const MAX_SHARE: f32 = 0.2;
+
     /// The shape this part was made to: `shape` with its blade and join moved.
     fn outline(&self, shape: &KnifeShape) -> KnifeShape {
-        let width = 1.0 + self.blade_width;
+        let share = |s: f32| s.clamp(-Self::MAX_SHARE, Self::MAX_SHARE);
+        let bolster = self
+            .bolster
+            .clamp(-Self::MAX_OFFSET_PX, Self::MAX_OFFSET_PX);
+        let width = 1.0 + share(self.blade_width);
         KnifeShape {
-            bolster: shape.bolster + self.bolster,
-            tip: shape.tip + self.bolster + (shape.tip - shape.bolster) * self.blade_length,
+            bolster: shape.bolster + bolster,
+            tip: shape.tip + bolster + (shape.tip - shape.bolster) * share(self.blade_length),
             spine: shape.spine * width,
             heel: shape.heel * width,
             ..*shape
@@ -147,13 +165,20 @@ impl Deviation {
             .enumerate()
             .map(|(i, &u)| {
                 let (du, dv) = self.rivets.get(i).copied().unwrap_or_default();
-                (u + du, dv)
+                let length = (du * du + dv * dv).sqrt();
+                let keep = if length > Self::MAX_OFFSET_PX {
+                    Self::MAX_OFFSET_PX / length
+                } else {
+                    1.0
+                };
+                (u + du * keep, dv * keep)
             })
             .collect()
     }
 }
 
-/// How a part is drawn: pose, light and the defect's own parameters, all from one seed.
+/// How a part is drawn: its rivets' places (from its [`Deviation`]); pose, light and the
+/// defect's own parameters (drawn from the part's seed).
 struct Scene {
     /// The rivets' places `(u, v)` on this part.
     rivets: Vec<(f32, f32)>,
