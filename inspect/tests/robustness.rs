@@ -8,7 +8,8 @@
 //! The parts are drawn from a generator seed: seed 0 (the default) gives the parts the
 //! aligned method's rules were chosen on (development figures); other seeds give parts never
 //! used in choosing a rule. The suite runs a few levels on seed 0 with floors set from what
-//! was measured; the whole sweep, for BENCHMARKS.md:
+//! was measured, and rivets ±1 px and combined 1 on seed 4 too; the whole sweep, for
+//! BENCHMARKS.md:
 //! `cargo test -p wiko-inspect --test robustness -- --ignored --nocapture`, with
 //! `WIKO_SWEEP_SEEDS=1,2,3` for fresh parts (mean and spread over the seeds).
 
@@ -172,25 +173,32 @@ fn report(l: &Level, seeds: &[u64]) -> (f64, f64) {
     (lowest(&aurocs), lowest(&hits))
 }
 
-/// A few levels, each with floors under what it reached on the development seed.
+/// A few levels, each with floors under what it reached on the development seed (0); the
+/// rivets ±1 px and combined 1 also on seed 4, a generator seed no rule was chosen on and no
+/// figure was looked at before its floors were set (0.95 / 90%, under the lowest of the fresh
+/// seeds 1-3: 0.976 / 95%).
 #[test]
 fn the_analyzer_holds_under_line_nuisances_at_a_few_levels() {
-    for (knob, value, auroc_floor, hit_floor) in [
-        ("none", 0.0, 0.98, 0.9),
-        ("shift_px", 2.0, 0.98, 0.9),
-        ("rotation_deg", 180.0, 0.98, 0.9),
-        ("scale", 0.015, 0.98, 0.9),
-        ("scale", 0.05, 0.98, 0.9),
-        ("gain", 0.2, 0.98, 0.9),
-        ("jpeg_quality", 60.0, 0.95, 0.8),
-        ("flip", 1.0, 0.98, 0.9),
-        ("belt_marks", 8.0, 0.98, 0.9),
-        ("features_px", 1.0, 0.98, 0.9),
-        ("combined", 1.0, 0.98, 0.9),
+    for (knob, value, seed, auroc_floor, hit_floor) in [
+        ("none", 0.0, 0, 0.98, 0.9),
+        ("shift_px", 2.0, 0, 0.98, 0.9),
+        ("rotation_deg", 180.0, 0, 0.98, 0.9),
+        ("scale", 0.015, 0, 0.98, 0.9),
+        ("scale", 0.05, 0, 0.98, 0.9),
+        ("gain", 0.2, 0, 0.98, 0.9),
+        ("jpeg_quality", 60.0, 0, 0.95, 0.8),
+        ("flip", 1.0, 0, 0.98, 0.9),
+        ("belt_marks", 8.0, 0, 0.98, 0.9),
+        ("features_px", 1.0, 0, 0.98, 0.9),
+        ("features_px", 1.0, 4, 0.95, 0.9),
+        ("combined", 1.0, 0, 0.98, 0.9),
+        ("combined", 1.0, 4, 0.95, 0.9),
     ] {
-        let (a, hit) = report(&level(knob, value), &[0]);
-        assert!(a >= auroc_floor, "{knob} {value}: AUROC {a:.3}");
-        assert!(hit >= hit_floor, "{knob} {value}: hit {hit:.3}");
+        let start = std::time::Instant::now();
+        let (a, hit) = report(&level(knob, value), &[seed]);
+        println!("  (seed {seed}, {:.1} s)", start.elapsed().as_secs_f64());
+        assert!(a >= auroc_floor, "{knob} {value} seed {seed}: AUROC {a:.3}");
+        assert!(hit >= hit_floor, "{knob} {value} seed {seed}: hit {hit:.3}");
     }
 }
 
