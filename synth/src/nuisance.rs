@@ -14,7 +14,11 @@ use rand::{Rng, SeedableRng};
 
 use crate::render::{Deviation, HEIGHT, KnifeShape, Part, SynthDefect, WIDTH, render_deviating};
 
-/// The largest of each nuisance; every part draws its own up to it. Zero is none.
+/// The largest of each nuisance; every part draws its own up to it. Zero is none, and draws
+/// nothing: turning one knob on (or `flip`) moves the random draws of the knobs after it, so
+/// two levels of different knobs see differently drawn poses and light, not the same ones
+/// with one knob more. (Drawing every knob always and scaling it would make them independent
+/// but redraw the parts of most committed sweep figures; not done.)
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Nuisance {
     /// Each rivet moved from its drawn place in a random direction, and the handle/blade join
