@@ -1,13 +1,17 @@
 //! Robustness of the golden-sample analyzer to what a line adds that is no defect: one
 //! nuisance knob at a time ([`wiko_synth::Nuisance`], or the JPEG quality), from none to
-//! beyond what a line would see, on synthetic chef's knives. Per level: fit (method `auto`) on
-//! 30 good parts under that nuisance, score 20 other good parts and 21 defective ones (3 of
-//! each painted kind) under it; image AUROC and the share of defects whose top region
-//! covers the mask.
+//! beyond what a line would see, and every knob at once (`combined`), on synthetic chef's
+//! knives. Per level: fit (method `auto`) on 30 good parts under that nuisance, score 20 other
+//! good parts and 21 defective ones (3 of each painted kind) under it; image AUROC and the
+//! share of defects whose top region covers the mask.
 //!
-//! The suite runs a few levels with floors set from what was measured (2026-12-07, model
-//! format 11: every one of them 1.000 and 100%); the whole sweep, for BENCHMARKS.md:
-//! `cargo test --release -p wiko-inspect --test robustness -- --ignored --nocapture`.
+//! The parts are drawn from a generator seed: seed 0 (the default) gives the parts the
+//! aligned method's rules were chosen on (development figures); other seeds give parts never
+//! used in choosing a rule. The suite runs a few levels on seed 0 with floors set from what
+//! was measured, and rivets ±1 px and combined 1 on seed 4 too; the whole sweep, for
+//! BENCHMARKS.md:
+//! `cargo test -p wiko-inspect --test robustness -- --ignored --nocapture`, with
+//! `WIKO_SWEEP_SEEDS=1,2,3` for fresh parts (mean and spread over the seeds).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -29,6 +33,27 @@ fn level(knob: &'static str, value: f32) -> Level {
     let mut quality = 90;
     match knob {
         "none" => {}
+        // Every knob at once, `value` times what a line would see at once (JPEG quality 75
+        // at 1, down to 60 at 2; any turn and either way up at every level).
+        "combined" => {
+            nuisance = Nuisance {
+                features_px: value,
+                outline: 0.015 * value,
+                shift_px: 2.0 * value,
+                rotation_deg: 180.0,
+                scale: 0.015 * value,
+                blur_sigma: 0.75 * value,
+                gain: 0.1 * value,
+                colour_cast: 0.05 * value,
+                gradient: 0.1 * value,
+                noise_sigma: 3.0 * value,
+                flip: true,
+                belt_marks: 8.0 * value,
+            };
+            quality = (90.0 - 15.0 * value).max(60.0) as u8;
+        }
+        "features_px" => nuisance.features_px = value,
+        "outline" => nuisance.outline = value,
         "shift_px" => nuisance.shift_px = value,
         "rotation_deg" => nuisance.rotation_deg = value,
         "scale" => nuisance.scale = value,
@@ -52,7 +77,7 @@ fn level(knob: &'static str, value: f32) -> Level {
 
 /// A part under the level's nuisance, decoded, with its mask.
 fn photo(l: &Level, defect: Option<SynthDefect>, seed: u64) -> (Image, Vec<u8>) {
-    let part = synthetic::render(&SHAPES[0], defect, seed);
+    let part = l.nuisance.render(&SHAPES[0], defect, seed);
     let (rgb, mask) = l.nuisance.apply(&part, seed);
     let jpeg =
         synthetic::encode_jpeg_at(&rgb, synthetic::WIDTH, synthetic::HEIGHT, l.quality).unwrap();
@@ -70,18 +95,25 @@ fn covers(bbox: [u32; 4], mask: &[u8]) -> bool {
         .any(|yy| (x..(x + bw).min(w)).any(|xx| mask[(yy * w + xx) as usize] > 0))
 }
 
-/// The method auto chose, image AUROC and the region hit rate at one level; why the good
-/// parts could not be fitted, when they could not.
-fn measure(l: &Level) -> Result<(String, f64, f64), String> {
-    let good: Vec<Image> = (0..30).map(|i| photo(l, None, 1000 + i).0).collect();
+/// The method auto chose, image AUROC and the region hit rate at one level on the parts of
+/// generator seed `sweep_seed`; why the good parts could not be fitted, when they could not.
+fn measure(l: &Level, sweep_seed: u64) -> Result<(String, f64, f64), String> {
+    // Seed 0 is the development parts' seeds; every other seed a million further per step.
+    let base = sweep_seed * 1_000_000;
+    let good: Vec<Image> = (0..30).map(|i| photo(l, None, base + 1000 + i).0).collect();
     let model = Model::fit(&good, &FitOptions::default()).map_err(|e| e.to_string())?;
     let good_scores: Vec<f32> = (0..20)
-        .map(|i| model.score(&photo(l, None, 5000 + i).0).unwrap().score)
+        .map(|i| {
+            model
+                .score(&photo(l, None, base + 5000 + i).0)
+                .unwrap()
+                .score
+        })
         .collect();
     let (mut defect_scores, mut hits) = (Vec::new(), 0);
     for (k, defect) in SynthDefect::ALL.iter().enumerate() {
         for j in 0..3u64 {
-            let (img, mask) = photo(l, Some(*defect), 7000 + 10 * k as u64 + j);
+            let (img, mask) = photo(l, Some(*defect), base + 7000 + 10 * k as u64 + j);
             let v = model.score(&img).unwrap();
             defect_scores.push(v.score);
             hits += usize::from(v.regions.first().is_some_and(|r| covers(r.bbox, &mask)));
@@ -95,53 +127,108 @@ fn measure(l: &Level) -> Result<(String, f64, f64), String> {
     ))
 }
 
-/// Prints the level's row; its AUROC and hit rate (0 when the fit was refused).
-fn report(l: &Level) -> (f64, f64) {
-    match measure(l) {
-        Ok((kind, a, hit)) => {
-            let percent = hit * 100.0;
-            println!(
-                "| {} | {} | {kind} | {a:.3} | {percent:.0}% |",
-                l.knob, l.value
-            );
-            (a, hit)
-        }
-        Err(e) => {
-            println!("| {} | {} | fit refused: {e} | - | - |", l.knob, l.value);
-            (0.0, 0.0)
+/// Prints the level's row over the generator seeds `seeds` (each seed's figures, then the
+/// mean and standard deviation when there are several); its lowest AUROC and hit rate over the
+/// seeds (0 when a fit was refused).
+fn report(l: &Level, seeds: &[u64]) -> (f64, f64) {
+    let (mut aurocs, mut hits, mut cells) = (Vec::new(), Vec::new(), Vec::new());
+    let mut method = String::from("-");
+    for &seed in seeds {
+        match measure(l, seed) {
+            Ok((kind, a, hit)) => {
+                cells.push(format!("{a:.3} / {:.0}%", hit * 100.0));
+                method = kind;
+                aurocs.push(a);
+                hits.push(hit);
+            }
+            Err(e) => {
+                cells.push(format!("fit refused: {e}"));
+                aurocs.push(0.0);
+                hits.push(0.0);
+            }
         }
     }
+    let spread = |v: &[f64], scale: f64, digits: usize| {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        format!("{:.digits$} ({:.digits$})", mean * scale, sd * scale)
+    };
+    let summary = if seeds.len() > 1 {
+        format!(
+            " | {} | {}",
+            spread(&aurocs, 1.0, 3),
+            spread(&hits, 100.0, 0)
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "| {} | {} | {method} | {}{summary} |",
+        l.knob,
+        l.value,
+        cells.join(" | ")
+    );
+    let lowest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    (lowest(&aurocs), lowest(&hits))
 }
 
-/// A few levels, each with floors under what it reached.
+/// A few levels, each with floors under what it reached on the development seed (0); the
+/// rivets ±1 px and combined 1 also on seed 4, a generator seed no rule was chosen on and no
+/// figure was looked at before its floors were set (0.95 / 90%, under the lowest of the fresh
+/// seeds 1-3: 0.976 / 95%).
 #[test]
 fn the_analyzer_holds_under_line_nuisances_at_a_few_levels() {
-    for (knob, value, auroc_floor, hit_floor) in [
-        ("none", 0.0, 0.98, 0.9),
-        ("shift_px", 2.0, 0.98, 0.9),
-        ("rotation_deg", 180.0, 0.98, 0.9),
-        ("scale", 0.015, 0.98, 0.9),
-        ("scale", 0.05, 0.98, 0.9),
-        ("gain", 0.2, 0.98, 0.9),
-        ("jpeg_quality", 60.0, 0.95, 0.8),
-        ("flip", 1.0, 0.98, 0.9),
-        ("belt_marks", 8.0, 0.98, 0.9),
+    for (knob, value, seed, auroc_floor, hit_floor) in [
+        ("none", 0.0, 0, 0.98, 0.9),
+        ("shift_px", 2.0, 0, 0.98, 0.9),
+        ("rotation_deg", 180.0, 0, 0.98, 0.9),
+        ("scale", 0.015, 0, 0.98, 0.9),
+        ("scale", 0.05, 0, 0.98, 0.9),
+        ("gain", 0.2, 0, 0.98, 0.9),
+        ("jpeg_quality", 60.0, 0, 0.95, 0.8),
+        ("flip", 1.0, 0, 0.98, 0.9),
+        ("belt_marks", 8.0, 0, 0.98, 0.9),
+        ("features_px", 1.0, 0, 0.98, 0.9),
+        ("features_px", 1.0, 4, 0.95, 0.9),
+        ("combined", 1.0, 0, 0.98, 0.9),
+        ("combined", 1.0, 4, 0.95, 0.9),
     ] {
-        let (a, hit) = report(&level(knob, value));
-        assert!(a >= auroc_floor, "{knob} {value}: AUROC {a:.3}");
-        assert!(hit >= hit_floor, "{knob} {value}: hit {hit:.3}");
+        let start = std::time::Instant::now();
+        let (a, hit) = report(&level(knob, value), &[seed]);
+        println!("  (seed {seed}, {:.1} s)", start.elapsed().as_secs_f64());
+        assert!(a >= auroc_floor, "{knob} {value} seed {seed}: AUROC {a:.3}");
+        assert!(hit >= hit_floor, "{knob} {value} seed {seed}: hit {hit:.3}");
     }
 }
 
 /// The whole sweep (minutes in a debug build): a Markdown table for BENCHMARKS.md.
-/// `WIKO_SWEEP_KNOBS=scale,gain` sweeps only those knobs.
+/// `WIKO_SWEEP_KNOBS=scale,gain` sweeps only those knobs; `WIKO_SWEEP_SEEDS=1,2,3` draws
+/// the parts from those generator seeds (default 0, the development parts).
 #[test]
 #[ignore = "the whole sweep; run it for BENCHMARKS.md"]
 fn sweep() {
-    println!("| knob | level | method | AUROC | top region on the defect |");
-    println!("|---|---|---|---|---|");
+    let seeds: Vec<u64> = std::env::var("WIKO_SWEEP_SEEDS")
+        .map(|s| s.split(',').map(|v| v.trim().parse().unwrap()).collect())
+        .unwrap_or_else(|_| vec![0]);
+    let per_seed: String = seeds
+        .iter()
+        .map(|s| format!(" seed {s}: AUROC / hit |"))
+        .collect();
+    let summary = if seeds.len() > 1 {
+        " AUROC mean (sd) | hit mean (sd) |"
+    } else {
+        ""
+    };
+    println!("| knob | level | method |{per_seed}{summary}");
+    println!(
+        "|---|---|---|{}",
+        "---|".repeat(seeds.len() + 2 * usize::from(seeds.len() > 1))
+    );
     let levels: &[(&str, &[f32])] = &[
         ("none", &[0.0]),
+        ("features_px", &[0.5, 1.0, 2.0]),
+        ("outline", &[0.015, 0.03]),
         ("shift_px", &[0.5, 2.0, 4.0]),
         ("rotation_deg", &[5.0, 30.0, 180.0]),
         ("scale", &[0.015, 0.05]),
@@ -153,6 +240,7 @@ fn sweep() {
         ("jpeg_quality", &[75.0, 60.0]),
         ("flip", &[1.0]),
         ("belt_marks", &[8.0, 20.0]),
+        ("combined", &[0.5, 1.0, 2.0]),
     ];
     let only = std::env::var("WIKO_SWEEP_KNOBS").ok();
     let wanted = |knob: &str| {
@@ -161,7 +249,7 @@ fn sweep() {
     };
     for (knob, values) in levels.iter().filter(|(knob, _)| wanted(knob)) {
         for &value in *values {
-            report(&level(knob, value));
+            report(&level(knob, value), &seeds);
         }
     }
 }

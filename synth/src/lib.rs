@@ -3,9 +3,9 @@
 //! [`render`] draws one part (chef's knife `WK-KN-200`, paring knife `WK-PR-090`) with a
 //! painted defect and its pixel mask; [`render_part`] is part `i` of a camera's stream;
 //! [`write_dataset`] writes a labelled set (images, masks, `manifest.csv`) in the format of
-//! `shared/datasets`; [`Nuisance`] adds what a line adds (pose play, blur, light, noise) for
-//! robustness sweeps. Used by the agent's `synthetic` camera and `wiko-agent synth`, the demo,
-//! the benchmarks and the tests.
+//! `shared/datasets`; [`Nuisance`] adds what a line adds (part-to-part geometry, pose play,
+//! blur, light, noise) for robustness sweeps. Used by the agent's `synthetic` camera and
+//! `wiko-agent synth`, the demo, the benchmarks and the tests.
 
 pub mod nuisance;
 pub mod render;
@@ -17,7 +17,8 @@ use image::{ExtendedColorType, ImageEncoder};
 
 pub use nuisance::Nuisance;
 pub use render::{
-    HEIGHT, KnifeShape, Part, SHAPES, SynthDefect, WIDTH, pick_defect, render, shape,
+    Deviation, HEIGHT, KnifeShape, Part, SHAPES, SynthDefect, WIDTH, pick_defect, render,
+    render_deviating, shape,
 };
 
 /// JPEG quality of synthetic frames.

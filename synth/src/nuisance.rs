@@ -1,17 +1,36 @@
-//! What a line adds to a photo that is no defect, as independent knobs: pose play (shift,
-//! rotation, scale, a flip), focus (blur), exposure (gain), colour cast, uneven illumination,
-//! marks on the belt that do not move with the part, sensor noise and JPEG quality. Applied after rendering, to the picture and its defect mask alike,
-//! each drawn at random up to its level from a seed, so a robustness sweep can turn one knob
-//! at a time from none to beyond what a line would see.
+//! What a line adds to a photo that is no defect, as independent knobs: part-to-part
+//! geometry within tolerance (rivets and the blade's join placed on their own, the blade's
+//! length and width), pose play (shift, rotation, scale, a flip), focus (blur), exposure
+//! (gain), colour cast, uneven illumination, marks on the belt that do not move with the
+//! part, sensor noise and JPEG quality. The geometry is drawn into the part
+//! ([`Nuisance::render`]); the rest is applied after rendering, to the picture and its defect
+//! mask alike ([`Nuisance::apply`]). Each is drawn at random up to its level from a seed, so a
+//! robustness sweep can turn one knob at a time from none to beyond what a line would see.
+
+use std::f32::consts::PI;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::render::{HEIGHT, Part, WIDTH};
+use crate::render::{Deviation, HEIGHT, KnifeShape, Part, SynthDefect, WIDTH, render_deviating};
 
-/// The largest of each nuisance; every part draws its own up to it. Zero is none.
+/// The largest of each nuisance; every part draws its own up to it. Zero is none, and draws
+/// nothing: turning one knob on (or `flip`) moves the random draws of the knobs after it, so
+/// two levels of different knobs see differently drawn poses and light, not the same ones
+/// with one knob more. (Drawing every knob always and scaling it would make them independent
+/// but redraw the parts of most committed sweep figures; not done.)
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Nuisance {
+    /// Each rivet moved from its drawn place in a random direction, and the handle/blade join
+    /// along the knife, each on its own by up to this many pixels (sub-pixel). Valid from 0 to
+    /// [`Deviation::MAX_OFFSET_PX`] (8; a rivet further off leaves the paring knife's handle):
+    /// larger offsets are clamped to it.
+    pub features_px: f32,
+    /// The blade's length and its width, each on its own, up to this share either way (0.015
+    /// is ±1.5%): not one scale of the whole part. Valid from 0 to [`Deviation::MAX_SHARE`]
+    /// (0.2; a narrower blade leaves no room for the paring knife's scratch): larger shares
+    /// are clamped to it.
+    pub outline: f32,
     /// Shift of the whole frame in a random direction, up to this many pixels (sub-pixel).
     pub shift_px: f32,
     /// Rotation about the frame's centre, up to this many degrees either way.
@@ -44,6 +63,38 @@ const BELT: [f32; 3] = [78.0, 92.0, 84.0];
 const MARK_CELL: f32 = 24.0;
 
 impl Nuisance {
+    /// Renders the part for `seed` as made within this nuisance's geometry tolerance (drawn
+    /// from `seed`; with none, exactly [`crate::render`]).
+    pub fn render(&self, shape: &KnifeShape, defect: Option<SynthDefect>, seed: u64) -> Part {
+        render_deviating(shape, defect, seed, &self.deviation(shape, seed))
+    }
+
+    /// How the part for `seed` departs from its drawing under this nuisance.
+    fn deviation(&self, shape: &KnifeShape, seed: u64) -> Deviation {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x6E0_3E7B);
+        let mut either = |range: f32| {
+            if range > 0.0 {
+                rng.random_range(-range..=range)
+            } else {
+                0.0
+            }
+        };
+        let rivets = shape
+            .rivets
+            .iter()
+            .map(|_| {
+                let (distance, direction) = (either(self.features_px).abs(), either(PI));
+                (distance * direction.cos(), distance * direction.sin())
+            })
+            .collect();
+        Deviation {
+            rivets,
+            bolster: either(self.features_px),
+            blade_length: either(self.outline),
+            blade_width: either(self.outline),
+        }
+    }
+
     /// The part's picture and mask with this nuisance applied, drawn from `seed`.
     pub fn apply(&self, part: &Part, seed: u64) -> (Vec<u8>, Vec<u8>) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F4A);
@@ -54,7 +105,7 @@ impl Nuisance {
                 0.0
             }
         };
-        let direction = either(std::f32::consts::PI);
+        let direction = either(PI);
         let shift = either(self.shift_px).abs();
         let (dx, dy) = (shift * direction.cos(), shift * direction.sin());
         let angle = either(self.rotation_deg).to_radians();
@@ -66,7 +117,7 @@ impl Nuisance {
             1.0 + either(self.colour_cast),
         ];
         let slope = either(self.gradient);
-        let light_direction = either(std::f32::consts::PI);
+        let light_direction = either(PI);
         let flipped = self.flip && rng.random_bool(0.5);
         let belt_offset = (rng.random_range(0.0..4096.0), rng.random_range(0.0..4096.0));
         let (w, h) = (WIDTH as usize, HEIGHT as usize);
@@ -74,11 +125,11 @@ impl Nuisance {
         if flipped {
             (rgb, mask) = (mirrored(&rgb, 3), mirrored(&mask, 1));
         }
+        if shift > 0.0 || angle != 0.0 || scale != 1.0 {
+            (rgb, mask) = warp(&rgb, &mask, (dx, dy), angle, scale);
+        }
         if self.belt_marks > 0.0 {
             mark_belt(&mut rgb, self.belt_marks, belt_offset);
-        }
-        if shift > 0.0 || angle != 0.0 || scale != 1.0 {
-            (rgb, mask) = warp(&part.rgb, &part.mask, (dx, dy), angle, scale);
         }
         if self.blur_sigma > 0.0 {
             rgb = blur(&rgb, w, h, self.blur_sigma);
@@ -232,6 +283,140 @@ mod tests {
         let part = render(&SHAPES[0], Some(SynthDefect::ALL[0]), 4);
         let (rgb, mask) = Nuisance::default().apply(&part, 1);
         assert_eq!((rgb, mask), (part.rgb, part.mask));
+    }
+
+    #[test]
+    fn geometry_tolerance_moves_each_rivet_on_its_own_and_the_mask_with_it() {
+        let shape = &SHAPES[0];
+        let none = Nuisance::default().render(shape, Some(SynthDefect::MissingRivet), 6);
+        assert_eq!(
+            none.rgb,
+            render(shape, Some(SynthDefect::MissingRivet), 6).rgb,
+            "no tolerance draws the drawing"
+        );
+        let loose = Nuisance {
+            features_px: 2.0,
+            outline: 0.015,
+            ..Nuisance::default()
+        };
+        // Each rivet draws its own offset (up to 2 px): no two alike, so not the handle moved.
+        for seed in [6, 7] {
+            let offsets = loose.deviation(shape, seed).rivets;
+            assert_eq!(offsets.len(), shape.rivets.len());
+            for (i, a) in offsets.iter().enumerate() {
+                assert!(a.0.hypot(a.1) <= 2.0, "{a:?}");
+                for b in &offsets[i + 1..] {
+                    assert!((a.0 - b.0).hypot(a.1 - b.1) > 0.1, "{offsets:?}");
+                }
+            }
+        }
+        assert_ne!(
+            loose.deviation(shape, 6).rivets,
+            loose.deviation(shape, 7).rivets,
+            "two parts' rivets lie differently"
+        );
+        let made = loose.render(shape, Some(SynthDefect::MissingRivet), 6);
+        assert_ne!(made.rgb, none.rgb);
+        // The missing rivet's mask is a disc of the same size, moved by at most 2 px.
+        let centroid = |m: &[u8]| {
+            let (mut n, mut sx, mut sy) = (0.0, 0.0, 0.0);
+            for (i, _) in m.iter().enumerate().filter(|&(_, &v)| v > 0) {
+                n += 1.0;
+                sx += (i % WIDTH as usize) as f32;
+                sy += (i / WIDTH as usize) as f32;
+            }
+            (n, sx / n, sy / n)
+        };
+        let ((n0, x0, y0), (n1, x1, y1)) = (centroid(&none.mask), centroid(&made.mask));
+        assert!((n0 - n1).abs() < n0 * 0.2, "{n0} {n1}");
+        assert!(((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt() <= 2.5);
+        // The same part made good: the pictures differ only where this part's rivet is
+        // missing, the mask grown by the rim's anti-aliasing (2 px), and they do differ there.
+        let good = loose.render(shape, None, 6);
+        let (w, h) = (WIDTH as usize, HEIGHT as usize);
+        let near_mask = |x: usize, y: usize| {
+            (y.saturating_sub(2)..(y + 3).min(h)).any(|yy| {
+                (x.saturating_sub(2)..(x + 3).min(w)).any(|xx| made.mask[yy * w + xx] > 0)
+            })
+        };
+        let mut differing = 0;
+        for (i, (g, d)) in good.rgb.chunks(3).zip(made.rgb.chunks(3)).enumerate() {
+            if g != d {
+                assert!(
+                    near_mask(i % w, i / w),
+                    "pixel ({}, {}) off the mask",
+                    i % w,
+                    i / w
+                );
+                differing += 1;
+            }
+        }
+        assert!(differing as f32 > n1 * 0.8, "{differing} of {n1}");
+    }
+
+    #[test]
+    fn geometry_beyond_its_valid_range_is_clamped() {
+        // Unclamped, a blade 24% narrower leaves no room for the paring knife's scratch (the
+        // renderer's draw would panic) and a rivet 9 px across leaves its handle.
+        let wild = Nuisance {
+            features_px: 50.0,
+            outline: 0.5,
+            ..Nuisance::default()
+        };
+        // The parts drawn with a blade narrower than the scratch has room on, and a few more.
+        let narrow: Vec<u64> = (0..64)
+            .filter(|&seed| wild.deviation(&SHAPES[1], seed).blade_width < -0.24)
+            .collect();
+        assert!(
+            !narrow.is_empty(),
+            "some part is drawn beyond the valid range"
+        );
+        for seed in narrow.into_iter().chain(0..4) {
+            for defect in [
+                SynthDefect::Scratch,
+                SynthDefect::Pit,
+                SynthDefect::MissingRivet,
+            ] {
+                let part = wild.render(&SHAPES[1], Some(defect), seed);
+                assert!(part.mask.iter().any(|&v| v > 0), "{defect:?} {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn pose_play_keeps_a_flip() {
+        let part = render(&SHAPES[0], Some(SynthDefect::ALL[0]), 4);
+        let mirrored_part = Part {
+            rgb: mirrored(&part.rgb, 3),
+            mask: mirrored(&part.mask, 1),
+            ..part.clone()
+        };
+        let both = Nuisance {
+            flip: true,
+            shift_px: 1.0,
+            ..Nuisance::default()
+        };
+        let shifted = Nuisance {
+            shift_px: 1.0,
+            ..Nuisance::default()
+        };
+        // Each seed either leaves the part as it lies or turns it over: then picture and mask
+        // are the mirrored part's under the same shift, and the mask is not the unflipped one's.
+        let mut flips = 0;
+        for seed in 0..16 {
+            let (rgb, mask) = both.apply(&part, seed);
+            let unflipped = shifted.apply(&part, seed);
+            if (&rgb, &mask) == (&unflipped.0, &unflipped.1) {
+                continue;
+            }
+            flips += 1;
+            let turned = shifted.apply(&mirrored_part, seed);
+            assert_eq!(rgb, turned.0, "the picture flipped, then shifted");
+            assert_eq!(mask, turned.1, "the mask flipped with it");
+            assert_ne!(mask, unflipped.1);
+            assert!(mask.iter().any(|&v| v > 0));
+        }
+        assert!((1..16).contains(&flips), "{flips} of 16 turned over");
     }
 
     #[test]

@@ -111,8 +111,77 @@ pub struct Part {
     pub mask: Vec<u8>,
 }
 
-/// How a part is drawn: pose, light and the defect's own parameters, all from one seed.
+/// How one part departs from its SKU's drawing within tolerance, each feature on its own: no
+/// two good parts are made exactly alike. The default is the drawing itself. Offsets beyond
+/// [`Deviation::MAX_OFFSET_PX`] and shares beyond [`Deviation::MAX_SHARE`] are clamped to
+/// them: a rivet further off would leave the paring knife's handle, and a blade narrower
+/// than that leaves no room to paint a scratch on the paring knife.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deviation {
+    /// Offset `(u, v)` of each rivet from its drawn place, pixels, in the shape's order
+    /// (a rivet without an entry sits where it is drawn); at most
+    /// [`Deviation::MAX_OFFSET_PX`] in length.
+    pub rivets: Vec<(f32, f32)>,
+    /// Offset of the handle/blade join (bolster) along the knife, pixels; the blade moves with
+    /// it. At most [`Deviation::MAX_OFFSET_PX`] either way.
+    pub bolster: f32,
+    /// Blade length (bolster to tip) as a share off the drawing's (0.01 is 1% longer); at most
+    /// [`Deviation::MAX_SHARE`] either way.
+    pub blade_length: f32,
+    /// Blade width (spine and edge from the centre line) as a share off the drawing's; at most
+    /// [`Deviation::MAX_SHARE`] either way.
+    pub blade_width: f32,
+}
+
+impl Deviation {
+    /// The largest offset of a rivet or of the join (pixels): the paring knife's rivet (radius
+    /// 4.5) stays on its handle (half-width 13) up to 8.5 px across it.
+    pub const MAX_OFFSET_PX: f32 = 8.0;
+    /// The largest share the blade's length or width departs from the drawing: at a width 24%
+    /// under the drawing's the paring knife's blade leaves no room to paint a scratch.
+    pub const MAX_SHARE: f32 = 0.2;
+
+    /// The shape this part was made to: `shape` with its blade and join moved.
+    fn outline(&self, shape: &KnifeShape) -> KnifeShape {
+        let share = |s: f32| s.clamp(-Self::MAX_SHARE, Self::MAX_SHARE);
+        let bolster = self
+            .bolster
+            .clamp(-Self::MAX_OFFSET_PX, Self::MAX_OFFSET_PX);
+        let width = 1.0 + share(self.blade_width);
+        KnifeShape {
+            bolster: shape.bolster + bolster,
+            tip: shape.tip + bolster + (shape.tip - shape.bolster) * share(self.blade_length),
+            spine: shape.spine * width,
+            heel: shape.heel * width,
+            ..*shape
+        }
+    }
+
+    /// Where this part's rivets are, `(u, v)`.
+    fn rivets(&self, shape: &KnifeShape) -> Vec<(f32, f32)> {
+        shape
+            .rivets
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| {
+                let (du, dv) = self.rivets.get(i).copied().unwrap_or_default();
+                let length = (du * du + dv * dv).sqrt();
+                let keep = if length > Self::MAX_OFFSET_PX {
+                    Self::MAX_OFFSET_PX / length
+                } else {
+                    1.0
+                };
+                (u + du * keep, dv * keep)
+            })
+            .collect()
+    }
+}
+
+/// How a part is drawn: its rivets' places (from its [`Deviation`]); pose, light and the
+/// defect's own parameters (drawn from the part's seed).
 struct Scene {
+    /// The rivets' places `(u, v)` on this part.
+    rivets: Vec<(f32, f32)>,
     cx: f32,
     cy: f32,
     angle: f32,
@@ -156,8 +225,21 @@ enum Paint {
 
 /// Renders the part for `seed`. `defect` chooses what to paint (None: a good part).
 pub fn render(shape: &KnifeShape, defect: Option<SynthDefect>, seed: u64) -> Part {
+    render_deviating(shape, defect, seed, &Deviation::default())
+}
+
+/// Renders the part for `seed` made with `deviation` from its drawing; the defect is painted
+/// on the part as made (a missing rivet is missing where that part's rivet would be).
+pub fn render_deviating(
+    drawing: &KnifeShape,
+    defect: Option<SynthDefect>,
+    seed: u64,
+    deviation: &Deviation,
+) -> Part {
+    let shape = &deviation.outline(drawing);
     let mut rng = StdRng::seed_from_u64(seed);
     let scene = Scene {
+        rivets: deviation.rivets(drawing),
         cx: WIDTH as f32 / 2.0 + rng.random_range(-8.0..8.0),
         cy: HEIGHT as f32 / 2.0 + rng.random_range(-8.0..8.0),
         angle: rng.random_range(-3.0f32..3.0).to_radians(),
@@ -349,8 +431,8 @@ fn shade(shape: &KnifeShape, scene: &Scene, x: u32, y: u32, u: f32, v: f32) -> (
     );
     let mut handle = [46.0 + 5.0 * wood, 36.0 + 4.0 * wood, 32.0 + 4.0 * wood]
         .map(|c| c * scene.gain + 2.5 * grain);
-    for (index, ru) in shape.rivets.iter().enumerate() {
-        let d = ((u - ru).powi(2) + v * v).sqrt();
+    for (index, (ru, rv)) in scene.rivets.iter().enumerate() {
+        let d = ((u - ru).powi(2) + (v - rv).powi(2)).sqrt();
         let rivet = cover(shape.rivet_radius - d);
         if rivet > 0.0 {
             if let Some(Paint::MissingRivet { index: missing }) = scene.paint
