@@ -14,8 +14,9 @@
 //! (`--genicam 127.0.0.1` starts Aravis's fake GigE camera there, as `arv-fake-gv-camera-0.8`
 //! runs it: a triggered frame leaves at the camera's next 25 Hz tick; `--genicam-clock-hz`
 //! (only with `--genicam`) measures it a second time with that tick rate,
-//! `tests/fixtures/fake_gige_camera.py`, once it printed "ready"; a fake camera that exits
-//! during a run, e.g. another one holding port 3956, fails the bench;
+//! `tests/fixtures/fake_gige_camera.py`, once it printed "ready"; the bench refuses to start a
+//! fake camera while another program holds UDP port 3956, and fails a run whose fake camera
+//! exited;
 //! `--snapshot` adds an HTTP snapshot camera served one encoded knife by the bench (a camera
 //! with no frame clock); `--mqtt` uses a broker on 127.0.0.1:1883, `--mqtt-port` another port
 //! of 127.0.0.1).
@@ -124,13 +125,35 @@ fn camera(name: &'static str, source: &str, trigger: &str) -> Camera {
     }
 }
 
+/// GVCP's UDP port, where a GigE camera listens.
+const GVCP_PORT: u16 = 3956;
+
+/// Whether a UDP socket of this machine is bound to GVCP's port (`/proc/net/udp` and `udp6`).
+fn gvcp_port_bound() -> bool {
+    let port = format!(":{GVCP_PORT:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().nth(1))
+                .any(|local| local.ends_with(&port))
+        })
+    })
+}
+
 /// A fake GigE camera on `address`: as Aravis's program runs it, or with its trigger clock at
 /// `clock_hz` (the fixture, returned once it printed "ready": it listens on the address).
+/// Refused while another program holds GVCP's port: Aravis's fake cameras share the port, so
+/// the agent could be answered by the other one and its row labelled with the wrong clock.
 async fn fake_camera(
     address: &str,
     clock_hz: Option<f64>,
     log: PathBuf,
 ) -> anyhow::Result<Process> {
+    anyhow::ensure!(
+        !gvcp_port_bound(),
+        "UDP port {GVCP_PORT} (GVCP) is already bound on this machine: another GigE camera (an arv-fake-gv-camera-0.8 left running?) would answer the agent; stop it first"
+    );
     match clock_hz {
         None => Process::program(Path::new("arv-fake-gv-camera-0.8"), &["-i", address], log),
         Some(hz) => {
