@@ -597,10 +597,13 @@ pub enum TriggerConfig {
         #[serde(default = "default_plc_request_timeout_ms")]
         request_timeout_ms: u64,
         /// A part the PLC set while the link was down (found on reconnect, not answered) is
-        /// taken then when the PLC was last read at most this long before, in ms: the PLC
-        /// still waits on it, so it is still at the camera. Longer, or on the first
-        /// connection after the agent started, it is answered Error (counted missed,
-        /// `interrupted`). 0: always Error.
+        /// taken then when the PLC was last read at most this long before, in ms. Longer, or
+        /// on the first connection after the agent started, it is answered Error (counted
+        /// missed, `interrupted`). 0 (the default, as before the key existed): always Error.
+        /// Set it only on a line that holds the part at the camera until Ready (an indexed
+        /// line): on a moving conveyor a late capture is a picture of another part. Keep it
+        /// below the PLC's own Busy watchdog (how long it waits for Busy before it gives the
+        /// part up).
         #[serde(default = "default_plc_take_pending_within_ms")]
         take_pending_within_ms: u64,
         /// Coil the PLC raises for a part (coil mode).
@@ -643,7 +646,7 @@ fn default_plc_request_timeout_ms() -> u64 {
     1000
 }
 fn default_plc_take_pending_within_ms() -> u64 {
-    2000
+    0
 }
 
 /// A validated configuration.

@@ -13,7 +13,10 @@
 //! `cargo bench -p wiko-e2e --bench trigger -- [--parts N] [--genicam ADDRESS [--genicam-clock-hz HZ]] [--snapshot] [--mqtt | --mqtt-port P]`
 //! (`--genicam 127.0.0.1` starts Aravis's fake GigE camera there, as `arv-fake-gv-camera-0.8`
 //! runs it: a triggered frame leaves at the camera's next 25 Hz tick; `--genicam-clock-hz`
-//! measures it a second time with that tick rate, `tests/fixtures/fake_gige_camera.py`;
+//! (only with `--genicam`) measures it a second time with that tick rate,
+//! `tests/fixtures/fake_gige_camera.py`, once it printed "ready"; the bench refuses to start a
+//! fake camera while another program holds UDP port 3956, and fails a run whose fake camera
+//! exited;
 //! `--snapshot` adds an HTTP snapshot camera served one encoded knife by the bench (a camera
 //! with no frame clock); `--mqtt` uses a broker on 127.0.0.1:1883, `--mqtt-port` another port
 //! of 127.0.0.1).
@@ -34,8 +37,16 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| wiko_e2e::flag_value(&args, flag);
     let parts: usize = value("--parts").map_or(Ok(200), |n| n.parse())?;
+    anyhow::ensure!(parts > 0, "--parts must be at least 1");
     let genicam = value("--genicam");
     let clock_hz: Option<f64> = value("--genicam-clock-hz").map(|n| n.parse()).transpose()?;
+    anyhow::ensure!(
+        clock_hz.is_none() || genicam.is_some(),
+        "--genicam-clock-hz needs --genicam ADDRESS (the fake camera it runs)"
+    );
+    if let Some(hz) = clock_hz {
+        anyhow::ensure!(hz > 0.0, "--genicam-clock-hz must be above 0");
+    }
     let snapshot = args.iter().any(|a| a == "--snapshot");
     let mqtt = match value("--mqtt-port") {
         Some(port) => Some(port.parse::<u16>()?),
@@ -114,19 +125,60 @@ fn camera(name: &'static str, source: &str, trigger: &str) -> Camera {
     }
 }
 
+/// GVCP's UDP port, where a GigE camera listens.
+const GVCP_PORT: u16 = 3956;
+
+/// Whether a UDP socket of this machine is bound to GVCP's port (`/proc/net/udp` and `udp6`).
+fn gvcp_port_bound() -> bool {
+    let port = format!(":{GVCP_PORT:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().nth(1))
+                .any(|local| local.ends_with(&port))
+        })
+    })
+}
+
 /// A fake GigE camera on `address`: as Aravis's program runs it, or with its trigger clock at
-/// `clock_hz` (the fixture).
-fn fake_camera(address: &str, clock_hz: Option<f64>, log: PathBuf) -> anyhow::Result<Process> {
+/// `clock_hz` (the fixture, returned once it printed "ready": it listens on the address).
+/// Refused while another program holds GVCP's port: Aravis's fake cameras share the port, so
+/// the agent could be answered by the other one and its row labelled with the wrong clock.
+async fn fake_camera(
+    address: &str,
+    clock_hz: Option<f64>,
+    log: PathBuf,
+) -> anyhow::Result<Process> {
+    anyhow::ensure!(
+        !gvcp_port_bound(),
+        "UDP port {GVCP_PORT} (GVCP) is already bound on this machine: another GigE camera (an arv-fake-gv-camera-0.8 left running?) would answer the agent; stop it first"
+    );
     match clock_hz {
         None => Process::program(Path::new("arv-fake-gv-camera-0.8"), &["-i", address], log),
         Some(hz) => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fake_gige_camera.py");
             let script = script.to_str().context("the fixture's path")?;
-            Process::program(
+            let mut fake = Process::program(
                 Path::new("/usr/bin/python3"),
                 &[script, address, &hz.to_string()],
                 log,
-            )
+            )?;
+            let start = Instant::now();
+            while !fake.log_text().lines().any(|l| l == "ready") {
+                anyhow::ensure!(
+                    fake.alive(),
+                    "the fake camera at {hz} Hz exited before it was ready (another camera on {address} port 3956?): {}",
+                    fake.log_text()
+                );
+                anyhow::ensure!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the fake camera at {hz} Hz not ready within 30 s: {}",
+                    fake.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(fake)
         }
     }
 }
@@ -185,12 +237,10 @@ async fn run(
     }
     // One agent per source and trigger kind: a GigE camera takes one controller at a time.
     for (n, source) in sources.iter().enumerate() {
-        let fake = match &source.gige {
-            Some((address, hz)) => Some(fake_camera(
-                address,
-                *hz,
-                dir.path().join(format!("camera-{n}.log")),
-            )?),
+        let mut fake = match &source.gige {
+            Some((address, hz)) => {
+                Some(fake_camera(address, *hz, dir.path().join(format!("camera-{n}.log"))).await?)
+            }
             None => None,
         };
         let plc = Plc::default();
@@ -240,6 +290,16 @@ async fn run(
             for i in 0..parts {
                 times.push(asker.ask(&agent, WARM_UP + i).await?);
             }
+            // A row is the named camera's only if it ran to the end: else the agent's frames
+            // came from another camera on the same address.
+            if let Some(fake) = &mut fake {
+                anyhow::ensure!(
+                    fake.alive(),
+                    "the fake camera of {} exited during the {trigger} run: {}",
+                    source.name,
+                    fake.log_text()
+                );
+            }
             let stages = Stages::read(&agent).await.since(&before);
             let mean = times.iter().sum::<Duration>().as_secs_f64() * 1000.0 / parts as f64;
             report(&format!("{} / {trigger}", source.name), times);
@@ -248,7 +308,7 @@ async fn run(
                 && let Some(after) = fake.cpu_time()
             {
                 println!(
-                    "    the fake camera's CPU: {:.2} ms per trigger",
+                    "    the fake camera process's CPU time over the run, per part: {:.2} ms (mostly its clock thread, which spins at a high clock whatever the triggers)",
                     (after - before).as_secs_f64() * 1000.0 / parts as f64
                 );
             }

@@ -39,8 +39,8 @@ pub enum Missed {
     Busy,
     CameraFailed,
     /// A PLC part the agent did not take, left waiting while the link to the PLC was down
-    /// longer than `take_pending_within_ms` (or across the agent's restart): answered Error
-    /// once connected again.
+    /// (longer than `take_pending_within_ms`, when it is set) or across the agent's restart:
+    /// answered Error once connected again.
     Interrupted,
 }
 

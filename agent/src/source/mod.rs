@@ -102,11 +102,14 @@ impl Capture {
     }
 }
 
-/// The camera's own part of a picture: from the moment it was asked (a software trigger it
-/// acknowledged; for a free-running camera, the start of the wait for its next frame) to the
-/// moment its frame had arrived whole, before the agent encoded it.
+/// The camera's part of a picture. `asking` to `asked`: the agent asking the camera (its
+/// first software trigger, sent and acknowledged; nothing for a free-running camera). The
+/// rest of the grab until `arrived` (its frame whole, before the agent encoded it) is the
+/// camera's: a buffer an earlier picture still owed, waited on before `asking`, and from
+/// `asked` its exposure and transfer, a re-trigger's window included.
 #[derive(Debug, Clone, Copy)]
 pub struct Exposure {
+    pub asking: Instant,
     pub asked: Instant,
     pub arrived: Instant,
 }
@@ -469,9 +472,11 @@ async fn serve(
 /// Where one part's trigger-to-frame time went, stage by stage
 /// (`wiko_agent_trigger_stage_seconds{camera,stage}`): `queued` (the trigger handed to the
 /// camera's task), then for a source that reports its [`Exposure`] `trigger` (the agent
-/// asking the camera), `camera` (the camera's exposure and transfer) and `encode` (the
-/// frame to JPEG), else `grab` (all three), then `store` (edge judgement and the buffer's
-/// commit). The stages add up to the trigger-to-frame time.
+/// asking the camera: its first trigger sent and acknowledged), `camera` (the rest of the
+/// wait for the frame: a buffer an earlier picture still owed, the exposure and transfer, a
+/// re-trigger's window) and `encode` (the frame to JPEG), else `grab` (all three), then
+/// `store` (edge judgement and the buffer's commit). The stages add up to the
+/// trigger-to-frame time.
 fn stages(
     received: Instant,
     grab: Instant,
@@ -479,20 +484,21 @@ fn stages(
     grabbed: Instant,
     committed: Instant,
 ) -> Vec<(&'static str, Duration)> {
-    let mut marks = vec![("queued", received, grab)];
+    let span = |from: Instant, to: Instant| to.saturating_duration_since(from);
+    let mut timed = vec![("queued", span(received, grab))];
     match exposure {
-        Some(e) => marks.extend([
-            ("trigger", grab, e.asked),
-            ("camera", e.asked, e.arrived),
-            ("encode", e.arrived, grabbed),
-        ]),
-        None => marks.push(("grab", grab, grabbed)),
+        Some(e) => {
+            let trigger = span(e.asking, e.asked);
+            timed.extend([
+                ("trigger", trigger),
+                ("camera", span(grab, e.arrived).saturating_sub(trigger)),
+                ("encode", span(e.arrived, grabbed)),
+            ]);
+        }
+        None => timed.push(("grab", span(grab, grabbed))),
     }
-    marks.push(("store", grabbed, committed));
-    marks
-        .into_iter()
-        .map(|(stage, from, to)| (stage, to.saturating_duration_since(from)))
-        .collect()
+    timed.push(("store", span(grabbed, committed)));
+    timed
 }
 
 /// A frame committed to the buffer.

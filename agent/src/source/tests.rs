@@ -387,8 +387,11 @@ fn the_stages_of_a_part_add_up_to_its_trigger_to_frame_time() {
     let t0 = Instant::now();
     let at = |ms| t0 + Duration::from_millis(ms);
     let ms = Duration::from_millis;
+    // The grab starts at 1 ms; a buffer an earlier picture owed is waited on until 2 ms
+    // (the camera's), the trigger sent and acknowledged by 3 ms, the frame whole at 12 ms.
     let exposure = Exposure {
-        asked: at(2),
+        asking: at(2),
+        asked: at(3),
         arrived: at(12),
     };
     let timed = stages(t0, at(1), Some(exposure), at(15), at(18));

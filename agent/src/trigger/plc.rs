@@ -27,21 +27,25 @@
 //! a trigger still at the value of a part the agent took gets that part's real result again
 //! (Ready with it: the link dropped while the result or Ready was written, the frame is
 //! stored); a trigger set without its Ready (a part the agent was starting when the link
-//! dropped, or one set while it was away) is a part the PLC still waits on, taken then (Busy
-//! → capture → result → Ready) when the agent read the PLC at most `take_pending_within_ms`
-//! before: the PLC holds a part at the camera until its Ready, so the part in front of the
-//! camera is that part; a trigger left longer (its PLC may have given the part up without
-//! clearing it), or found on the first connection after the agent started (it knows nothing
-//! of how long it was there), is answered like a part nothing was captured for (Busy → Error
-//! → Ready; counted as missed, reason `interrupted`): an Error costs the line a part checked
-//! again by hand, the picture of another part could pass a bad one. An idle PLC gets the idle
+//! dropped, or one set while it was away) is a part the PLC still waits on. It is answered
+//! like a part nothing was captured for (Busy → Error → Ready; counted as missed, reason
+//! `interrupted`): an Error costs the line a part checked again by hand, the picture of
+//! another part could pass a bad one. With `take_pending_within_ms` set (the default, 0,
+//! never) it is taken instead (Busy → capture → result → Ready) when the agent read the PLC
+//! at most that long before. That holds only on a line that keeps the part at the camera
+//! until its Ready (an indexed line; on a moving conveyor a late capture is a picture of
+//! another part), with the key below the PLC's own Busy watchdog; a trigger left longer (its
+//! PLC may have given the part up without clearing it), or found on the first connection
+//! after the agent started (it knows nothing of how long it was there), is answered Error
+//! all the same. An idle PLC gets the idle
 //! status (Busy and Ready lowered; in registers the status word 0). A trigger whose Ready is
 //! given is not a part: in coils the agent lowers Ready when the trigger falls, so a trigger
 //! high with Ready high is a part answered and not yet lowered (a PLC that raises the next
 //! trigger while the link is down and before Ready falls is not told apart); in registers the
 //! READY bit is trusted only for the value the agent answered, or on the first connection
 //! after the agent started (it remembers nothing older): READY with another value is the
-//! previous part's, and the new value is answered Error.
+//! previous part's, and the new value is a part the PLC still waits on (answered Error, or
+//! taken within `take_pending_within_ms`, as above).
 //! A new trigger seen while the station is busy is answered like any trigger (counted as
 //! missed, Error raised).
 
@@ -542,10 +546,17 @@ impl Signals {
             handshake(station, self, link, value, memory).await?;
             return Ok(value);
         }
+        let why = if away.is_none() {
+            "found on the first connection since the agent started"
+        } else if take_pending_within.is_zero() {
+            "set while the link was down (take_pending_within_ms is 0: never taken)"
+        } else {
+            "set while the link was down longer than take_pending_within_ms"
+        };
         warn!(
             trigger = value,
             away_ms = away.map(|a| a.as_millis() as u64),
-            "the PLC waits on a part the agent did not take, set while the link was down longer than take_pending_within_ms or before the agent started: answered Error"
+            "the PLC waits on a part the agent did not take, {why}: answered Error"
         );
         station.missed(Missed::Interrupted);
         memory.taken = Some((value, Part::Failed));
