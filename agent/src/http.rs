@@ -1,8 +1,8 @@
 //! The agent's local HTTP endpoints: `GET /healthz` (JSON status: the buffer and each camera),
 //! `GET /metrics`, and `POST /trigger/{camera}` for cameras with an `http` trigger (`POST
 //! /trigger` when there is exactly one). `/healthz` says `degraded`, with its reasons, while
-//! the buffer's disk is under its watermark, captures fail to be buffered, or acknowledged
-//! frames cannot be deleted.
+//! the buffer's disk is under its watermark, captures fail to be buffered, acknowledged
+//! frames cannot be deleted, or NG frames nobody has alerted yet take over half the buffer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,6 +103,8 @@ pub(crate) fn buffer_health(s: Stats) -> BufferHealth {
         by_camera: s.by_camera.into_iter().collect(),
         alerts_queued: s.alerts_queued,
         alerts_dropped_total: s.alerts_dropped_total,
+        unalerted_frames: s.unalerted_frames,
+        unalerted_bytes: s.unalerted_bytes,
     }
 }
 
@@ -123,6 +125,8 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         metrics::gauge!(names::BUFFER_BYTES).set(s.bytes as f64);
         metrics::gauge!(names::BUFFER_OLDEST_UNSYNCED_SECONDS).set(oldest_age(&s));
         metrics::gauge!(names::DEAD_LETTERS).set(s.dead_letters as f64);
+        metrics::gauge!(names::BUFFER_UNALERTED_FRAMES).set(s.unalerted_frames as f64);
+        metrics::gauge!(names::BUFFER_UNALERTED_BYTES).set(s.unalerted_bytes as f64);
     }
     state.health.export_gauges();
     (

@@ -15,6 +15,11 @@ pub const BUFFER_EVICTIONS_TOTAL: &str = "wiko_agent_buffer_evictions_total";
 /// larger than the buffer), `disk_low` (under `buffer.min_free_bytes`), `ng_unalerted` (only
 /// NG frames nobody has alerted yet would make room: never evicted).
 pub const BUFFER_REJECTED_TOTAL: &str = "wiko_agent_buffer_rejected_total";
+/// NG frames nobody has alerted yet (never evicted), and their accounted bytes: past half of
+/// `buffer.max_disk_bytes` the agent is degraded (`ng_unalerted`); at all of it every new
+/// frame is refused (`reason="ng_unalerted"`).
+pub const BUFFER_UNALERTED_FRAMES: &str = "wiko_agent_buffer_unalerted_frames";
+pub const BUFFER_UNALERTED_BYTES: &str = "wiko_agent_buffer_unalerted_bytes";
 pub const BUFFER_QUARANTINED_TOTAL: &str = "wiko_agent_buffer_quarantined_total";
 pub const DEAD_LETTERS: &str = "wiko_agent_dead_letters";
 pub const SYNC_UPLOADS_TOTAL: &str = "wiko_agent_sync_uploads_total";

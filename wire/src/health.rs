@@ -153,4 +153,12 @@ pub struct BufferHealth {
     /// was created.
     #[serde(default)]
     pub alerts_dropped_total: u64,
+    /// NG frames nobody has alerted yet (the broker has not acknowledged their alert, the cloud
+    /// not their upload): never evicted, so a buffer full of them refuses new frames. Absent
+    /// from older agents (0).
+    #[serde(default)]
+    pub unalerted_frames: u64,
+    /// Bytes they take, as the buffer accounts them.
+    #[serde(default)]
+    pub unalerted_bytes: u64,
 }

@@ -87,7 +87,9 @@ pub struct TriggerAck {
     pub reason: Option<String>,
     /// The edge verdict of the captured frame (true: NG), when the agent judged it (edge
     /// analysis on and a model for the part's SKU); absent otherwise. Provisional: the cloud's
-    /// verdict follows on the result topic.
+    /// verdict follows on the result topic. Also with `not_stored` when the frame was judged
+    /// but the buffer refused it: then it is the part's only verdict (no frame reaches the
+    /// cloud, no alert is sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defect_detected: Option<bool>,
 }

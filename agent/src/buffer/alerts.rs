@@ -28,7 +28,7 @@
 //! the broker may still have passed it on, and the cloud alerts the part too (a duplicate
 //! under one `result_id`, which subscribers dedupe; never a loss). Dropped alerts are counted
 //! (`wiko_agent_alerts_total{outcome="dropped"}`, `alerts_dropped_total` in `/healthz` and the
-//! heartbeat); the bound's drops are logged once per episode (from the first drop until the
+//! heartbeat; a dead letter's alert is `lost`: `outcome="lost"`, not in `alerts_dropped_total`); the bound's drops are logged once per episode (from the first drop until the
 //! outbox is empty again), the age's once per sweep with their count and the oldest's age.
 
 use std::sync::atomic::Ordering;
@@ -149,9 +149,11 @@ fn drop_where(
         return Ok(Dropped::default());
     }
     tx.execute(&format!("DELETE FROM alerts WHERE {selected}"), [&param])?;
+    // The persisted count is `outcome="dropped"`'s: a dead letter's alert (only turning
+    // alerts off drops one) is `lost`, counted apart.
     tx.execute(
         "UPDATE counters SET value = value + ?1 WHERE name = 'alerts_dropped'",
-        [count],
+        [count - lost],
     )?;
     Ok(Dropped {
         count: count as u64,
@@ -280,7 +282,9 @@ impl Buffer {
                 .increment(dropped.lost);
             tracing::error!(
                 lost = dropped.lost,
-                "alerts are off (mqtt.alerts): the alerts of NG parts whose frames the cloud                  refused (dead letters) are dropped: nobody alerts those parts; see the dead                  letters"
+                "alerts are off (mqtt.alerts): the alerts of NG parts whose frames the cloud \
+                 refused (dead letters) are dropped: nobody alerts those parts; see the dead \
+                 letters"
             );
         }
         self.end_drop_episode(&conn)?;

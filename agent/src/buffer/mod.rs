@@ -45,7 +45,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -73,6 +73,15 @@ pub const ALERT_GRACE: Duration = Duration::from_secs(2);
 /// alert's acknowledgement (before, by its queueing); 2, an NG frame not alerted is marked
 /// `unalerted` and never evicted.
 pub const SCHEMA_VERSION: i64 = 2;
+
+/// The share of `max_disk_bytes` past which the NG frames nobody has alerted yet (never
+/// evicted) make the agent degraded (`ng_unalerted`) and are logged as a warning: the early
+/// sign that the buffer is filling with frames it will not evict, before it refuses every new
+/// frame ([`BufferError::NgUnalerted`]).
+pub const UNALERTED_WARN_SHARE: f64 = 0.5;
+
+/// How often the warning of [`UNALERTED_WARN_SHARE`] is logged at most (Unix ms).
+const UNALERTED_WARN_EVERY_MS: i64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -197,6 +206,9 @@ pub struct Stats {
     pub alerts_queued: u64,
     /// Alerts dropped from the full or late outbox, since the buffer was created.
     pub alerts_dropped_total: u64,
+    /// NG frames nobody has alerted yet (never evicted), and their accounted bytes.
+    pub unalerted_frames: u64,
+    pub unalerted_bytes: u64,
 }
 
 pub struct Buffer {
@@ -206,6 +218,9 @@ pub struct Buffer {
     faults: Faults,
     /// Alerts dropped since the outbox was last empty (0: not dropping).
     alert_drops: AtomicU64,
+    /// When the unalerted NG frames were last logged past [`UNALERTED_WARN_SHARE`] (Unix ms;
+    /// 0: never).
+    unalerted_warned_ms: AtomicI64,
 }
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -255,6 +270,7 @@ impl Buffer {
             path: path.to_path_buf(),
             faults: Faults::new(dir, limits.min_free_bytes),
             alert_drops: AtomicU64::new(0),
+            unalerted_warned_ms: AtomicI64::new(0),
         })
     }
 
@@ -267,10 +283,46 @@ impl Buffer {
         &self.faults
     }
 
-    /// Why the agent is degraded (see [`Faults::reasons`]); empty when all is well.
+    /// Why the agent is degraded (see [`Faults::reasons`]); empty when all is well. Also
+    /// `ng_unalerted` while the NG frames nobody has alerted yet (never evicted) take more
+    /// than half of `max_disk_bytes` ([`UNALERTED_WARN_SHARE`]).
     pub fn degraded(&self) -> Vec<String> {
-        let reusable = Self::reusable(&self.conn()).unwrap_or(0);
-        self.faults.reasons(reusable)
+        let conn = self.conn();
+        let reusable = Self::reusable(&conn).unwrap_or(0);
+        let unalerted = Self::unalerted(&conn);
+        drop(conn);
+        let mut reasons = self.faults.reasons(reusable);
+        match unalerted {
+            Ok((frames, bytes)) => {
+                if let Some(reason) = self.unalerted_reason(frames, bytes) {
+                    reasons.push(reason);
+                }
+            }
+            Err(e) => reasons.push(format!("ng_unalerted: unknown: {e}")),
+        }
+        reasons
+    }
+
+    /// The `ng_unalerted` degraded reason when `bytes` of unalerted NG frames are past
+    /// [`UNALERTED_WARN_SHARE`] of `max_disk_bytes`.
+    fn unalerted_reason(&self, frames: u64, bytes: u64) -> Option<String> {
+        let max = self.limits.max_disk_bytes;
+        (bytes as f64 > max as f64 * UNALERTED_WARN_SHARE).then(|| {
+            format!(
+                "ng_unalerted: {frames} NG frames nobody has alerted yet take {bytes} of the {max} bytes of buffer.max_disk_bytes; they are never evicted (kept until the broker acknowledges their alert or the cloud their upload): once they fill the buffer every new frame is refused"
+            )
+        })
+    }
+
+    /// The NG frames nobody has alerted yet (never evicted): how many, and their accounted
+    /// bytes.
+    fn unalerted(conn: &Connection) -> Result<(u64, u64), rusqlite::Error> {
+        let (frames, bytes): (i64, i64) = conn.query_row(
+            "SELECT count(*), coalesce(sum(bytes), 0) FROM frames WHERE unalerted = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((frames.max(0) as u64, bytes.max(0) as u64))
     }
 
     /// Bytes of the pages freed by deletes: reused before the file grows.
@@ -365,14 +417,48 @@ impl Buffer {
             _ => (false, 0),
         };
         tx.commit()?;
+        // An NG frame is inserted unalerted: the early warning before they fill the buffer.
+        let unalerted = if ng {
+            Self::unalerted(&conn).ok()
+        } else {
+            None
+        };
         drop(conn);
         self.alerts_dropped(alerts_dropped);
+        if let Some((frames, bytes)) = unalerted {
+            self.warn_unalerted(frames, bytes);
+        }
         Ok(Inserted {
             seq,
             evicted: room.evicted,
             disk_low: room.disk_low,
             alerted,
         })
+    }
+
+    /// Logs a warning (at most once per minute) while the unalerted NG frames are past
+    /// [`UNALERTED_WARN_SHARE`] of `max_disk_bytes`.
+    fn warn_unalerted(&self, frames: u64, bytes: u64) {
+        let Some(reason) = self.unalerted_reason(frames, bytes) else {
+            return;
+        };
+        let now = Utc::now().timestamp_millis();
+        let last = self.unalerted_warned_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < UNALERTED_WARN_EVERY_MS
+            || self
+                .unalerted_warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        tracing::warn!(
+            frames,
+            bytes,
+            max_disk_bytes = self.limits.max_disk_bytes,
+            "{reason} (the alerts are off or the broker is away, and the cloud is unreachable; \
+             logged at most once a minute)"
+        );
     }
 
     /// Makes room in `tx` for a row of `needed` accounted bytes according to `when_full`:
@@ -412,20 +498,8 @@ impl Buffer {
             }
         }
         if free < needed as i64 {
-            let (frames, bytes): (i64, i64) = tx.query_row(
-                "SELECT count(*), coalesce(sum(bytes), 0) FROM frames WHERE unalerted = 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            return Err(if frames > 0 {
-                BufferError::NgUnalerted {
-                    needed,
-                    frames: frames as u64,
-                    bytes: bytes as u64,
-                }
-            } else {
-                refused()
-            });
+            let (frames, bytes) = Self::unalerted(tx)?;
+            return Err(refusal(needed, free, frames, bytes, refused));
         }
         for seq in &victims {
             tx.execute("DELETE FROM frames WHERE seq = ?1", [seq])?;
@@ -707,6 +781,7 @@ impl Buffer {
         let evicted_total = counter("evicted")?;
         let alerts_dropped_total = counter("alerts_dropped")?;
         let alerts_queued: i64 = conn.query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))?;
+        let (unalerted_frames, unalerted_bytes) = Self::unalerted(&conn)?;
         let mut stmt = conn.prepare_cached(
             "SELECT camera, count(*) FROM frames GROUP BY camera ORDER BY camera",
         )?;
@@ -726,7 +801,32 @@ impl Buffer {
             by_camera,
             alerts_queued: alerts_queued as u64,
             alerts_dropped_total: alerts_dropped_total as u64,
+            unalerted_frames,
+            unalerted_bytes,
         })
+    }
+}
+
+/// Why a frame of `needed` bytes is refused when evicting every evictable frame leaves `free`
+/// bytes: the NG frames nobody has alerted (`frames` of them, `bytes`) when evicting them
+/// would have made room, otherwise `refused` (the buffer or the disk is too small for it
+/// whatever is evicted).
+fn refusal(
+    needed: u64,
+    free: i64,
+    frames: u64,
+    bytes: u64,
+    refused: impl FnOnce() -> BufferError,
+) -> BufferError {
+    if frames > 0 && free.saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX)) >= needed as i64
+    {
+        BufferError::NgUnalerted {
+            needed,
+            frames,
+            bytes,
+        }
+    } else {
+        refused()
     }
 }
 

@@ -975,20 +975,82 @@ fn a_buffer_holding_only_ng_parts_nobody_alerted_refuses_new_frames_and_says_why
 fn a_requeued_dead_letter_nobody_alerted_is_not_evicted() {
     let dir = tempfile::tempdir().unwrap();
     let row = 100 + ROW_OVERHEAD;
-    let b = open(dir.path(), limits(2 * row, WhenFull::DropOldest));
+    // Room for one frame: the requeued NG frame is the only candidate for eviction.
+    let b = open(dir.path(), limits(row, WhenFull::DropOldest));
     let ng = frame(1, 100, Some(true));
     b.insert(&ng).unwrap();
     b.dead_letter(ng.frame_id, 422, "refused").unwrap();
-    b.insert(&frame(2, 100, Some(false))).unwrap();
     assert!(b.requeue(ng.frame_id).unwrap());
-    let ok = frame(3, 100, None);
-    assert_eq!(b.insert(&ok).unwrap().evicted, 1);
-    assert_eq!(buffered(&b), [ng.frame_id, ok.frame_id]);
+    let unalerted: bool = b
+        .conn()
+        .query_row(
+            "SELECT unalerted FROM frames WHERE frame_id = ?1",
+            [ng.frame_id.to_string()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(unalerted, "requeued unalerted");
+    match b.insert(&frame(2, 100, Some(false))) {
+        Err(BufferError::NgUnalerted {
+            needed,
+            frames: 1,
+            bytes,
+        }) => assert_eq!((needed, bytes), (row, row)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(buffered(&b), [ng.frame_id]);
+}
+
+// See: issue #21
+#[test]
+fn unalerted_frames_are_the_refusal_reason_only_when_evicting_them_would_make_room() {
+    let full = || BufferError::Full {
+        needed: 1000,
+        max: 1000,
+    };
+    // Evicting everything else leaves 200 bytes; the unalerted NG frames hold 900.
     assert!(matches!(
-        b.insert(&frame(4, 100, None)),
-        Ok(Inserted { evicted: 1, .. })
+        refusal(1000, 200, 3, 900, full),
+        BufferError::NgUnalerted {
+            needed: 1000,
+            frames: 3,
+            bytes: 900
+        }
     ));
-    assert!(buffered(&b).contains(&ng.frame_id));
+    // The disk is too low for the frame even without them: not their doing.
+    let low = || BufferError::DiskLow {
+        needed: 1000,
+        room: 500,
+    };
+    assert!(matches!(
+        refusal(1000, 200, 3, 300, low),
+        BufferError::DiskLow { .. }
+    ));
+    assert!(matches!(
+        refusal(1000, 200, 0, 0, full),
+        BufferError::Full { .. }
+    ));
+}
+
+// See: issue #21
+#[test]
+fn unalerted_frames_past_half_the_buffer_are_counted_and_degrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = 100 + ROW_OVERHEAD;
+    let b = open(dir.path(), limits(4 * row, WhenFull::DropOldest));
+    b.insert(&frame(1, 100, Some(false))).unwrap();
+    b.insert(&frame(2, 100, Some(true))).unwrap();
+    b.insert(&frame(3, 100, Some(true))).unwrap();
+    let s = b.stats().unwrap();
+    assert_eq!((s.unalerted_frames, s.unalerted_bytes), (2, 2 * row));
+    assert!(b.degraded().is_empty(), "half the buffer: not past it");
+    b.insert(&frame(4, 100, Some(true))).unwrap();
+    let reasons = b.degraded();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("ng_unalerted: 3 NG frames"),
+        "{reasons:?}"
+    );
 }
 
 // See: issue #21
@@ -1020,4 +1082,9 @@ fn the_alert_of_a_dead_letter_is_never_dropped_by_the_outboxs_bounds() {
     b.release_alerts().unwrap();
     let abandoned = b.abandon_alerts().unwrap();
     assert_eq!((abandoned.count, abandoned.lost), (1, 1));
+    assert_eq!(
+        b.stats().unwrap().alerts_dropped_total,
+        2,
+        "lost is counted apart, as in the metric"
+    );
 }

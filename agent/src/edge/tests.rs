@@ -269,3 +269,63 @@ trigger = { type = "http" }
             .all(|m| m.edge.as_ref().is_some_and(|e| !e.defect_detected))
     );
 }
+
+// See: issue #21
+#[tokio::test]
+async fn a_frame_the_buffer_refuses_still_brings_back_its_verdict() {
+    use crate::buffer::{Buffer, Limits};
+    use crate::config::{CameraConfig, Synchronous, WhenFull};
+
+    let dir = tempfile::tempdir().unwrap();
+    let models = Arc::new(Models::open(&dir.path().join("models")).unwrap());
+    models.install(SKU, "v1", "\"e1\"", &model_file()).unwrap();
+    let parts: Vec<(bool, Vec<u8>)> = [(true, 1), (true, 2), (false, 3)]
+        .into_iter()
+        .map(|(ng, i)| (ng, jpeg(ng.then_some(SynthDefect::Rust), 3000 + i)))
+        .collect();
+    let largest = parts.iter().map(|(_, j)| j.len() as u64).max().unwrap();
+    // Room for one frame: the first NG part (nobody alerts it: alerts off, cloud down) is
+    // never evicted, so the next parts are refused.
+    let limits = Limits {
+        max_disk_bytes: largest + crate::buffer::ROW_OVERHEAD,
+        min_free_bytes: 0,
+        when_full: WhenFull::DropOldest,
+        synchronous: Synchronous::Normal,
+    };
+    let (buffer, _) = Buffer::open(&dir.path().join("buffer.db"), limits).unwrap();
+    let ctx = Arc::new(crate::source::Context {
+        buffer: Arc::new(buffer),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        device_id: "pc1".into(),
+        facility: "yangjiang".into(),
+        health: Arc::new(crate::source::health::Registry::default()),
+        edge: Some(models),
+        alerts: None,
+    });
+    let cam: CameraConfig = toml::from_str(
+        r#"
+name = "cam"
+line = "l1"
+station = "grinding"
+sku = "WK-KN-200"
+source = { type = "synthetic" }
+trigger = { type = "http" }
+"#,
+    )
+    .unwrap();
+    let store = |jpeg: &Vec<u8>| {
+        crate::source::store(&cam, &ctx, crate::source::Capture::jpeg(jpeg.clone()))
+    };
+    assert_eq!(
+        store(&parts[0].1).await.unwrap().defect_detected,
+        Some(true)
+    );
+    for (ng, jpeg) in &parts[1..] {
+        let refused = store(jpeg).await.unwrap_err();
+        assert_eq!(refused.defect_detected, Some(*ng), "{refused:?}");
+        assert!(
+            refused.reason.contains("NG parts nobody has alerted yet"),
+            "{refused:?}"
+        );
+    }
+}

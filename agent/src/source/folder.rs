@@ -188,7 +188,7 @@ async fn take(
         },
     )
     .await
-    .is_none()
+    .is_err()
     {
         return Taken::Later;
     }

@@ -43,9 +43,12 @@ use crate::buffer::{Buffer, BufferError, NewFrame};
 /// journal (the metrics count every frame).
 const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Frames evicted, and frames refused, since the last line that said so.
+/// Frames evicted, frames refused (full, disk low), and frames refused for the NG frames
+/// nobody has alerted yet, since the last line that said so: each its own line, so the
+/// warnings of one never hide the error of the other.
 static EVICTED: Throttled = Throttled::new();
 static REFUSED: Throttled = Throttled::new();
+static REFUSED_UNALERTED: Throttled = Throttled::new();
 
 /// A count logged at most once per [`FULL_LOG_EVERY`], with what happened since its last line.
 struct Throttled {
@@ -433,7 +436,7 @@ async fn serve(
             shot.lot = request.lot.clone().or(shot.lot);
             shot.sku = request.sku.clone().or(shot.sku);
             match store(cam, ctx, shot).await {
-                Some(stored) => {
+                Ok(stored) => {
                     let committed = Instant::now();
                     metrics::histogram!(names::TRIGGER_TO_FRAME_SECONDS, "kind" => trigger.kind)
                         .record(committed.duration_since(trigger.received).as_secs_f64());
@@ -445,12 +448,9 @@ async fn serve(
                     }
                     station.captured(trigger, stored.frame_id, stored.defect_detected);
                 }
-                None => station.finish(
-                    trigger,
-                    TriggerOutcome::NotStored,
-                    None,
-                    Some("the frame could not be buffered".into()),
-                ),
+                Err(refused) => {
+                    station.not_stored(trigger, refused.reason, refused.defect_detected)
+                }
             }
             true
         }
@@ -509,9 +509,29 @@ pub struct Stored {
     pub defect_detected: Option<bool>,
 }
 
+/// A frame the buffer did not take.
+#[derive(Debug, Clone)]
+pub struct NotStored {
+    /// Why, for the trigger's answer.
+    pub reason: String,
+    /// Its edge verdict all the same (true: NG), so the line can still reject the part;
+    /// `None` when it was not judged.
+    ///
+    /// Its alert is not queued on its own: the alert links the frame's image, which the cloud
+    /// never gets, and an alert without its frame in the buffer would be dropped by the
+    /// outbox's bounds as "the cloud alerts the part", which the cloud cannot. The trigger's
+    /// answer (`not_stored` with `defect_detected`) is the part's only NG signal.
+    pub defect_detected: Option<bool>,
+}
+
 /// Judges one capture at the edge (when on and its SKU has a model), writes it to the buffer
-/// as a new frame with its verdict, and wakes sync. Returns the frame once it is committed.
-pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Option<Stored> {
+/// as a new frame with its verdict, and wakes sync. Returns the frame once it is committed, or
+/// why not (with the verdict: a refused frame was judged all the same).
+pub async fn store(
+    cam: &CameraConfig,
+    ctx: &Arc<Context>,
+    shot: Capture,
+) -> Result<Stored, NotStored> {
     let frame_id = Uuid::now_v7();
     let sku = shot.sku.unwrap_or_else(|| cam.sku.clone());
     let span =
@@ -542,14 +562,20 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                 models.judge(&frame.sku, &frame.jpeg)
             });
             let verdict = frame.edge.as_ref().map(|v| v.defect_detected);
-            buffer
-                .insert_alerting(&frame, outbox.as_deref())
-                .map(|inserted| (inserted, verdict))
+            (buffer.insert_alerting(&frame, outbox.as_deref()), verdict)
         })
         .await;
         let label = cam.name.clone();
+        let (result, defect_detected) = match result {
+            Ok((result, verdict)) => (Ok(result), verdict),
+            Err(e) => (Err(e), None),
+        };
+        let refused = |reason: &str| NotStored {
+            reason: reason.into(),
+            defect_detected,
+        };
         match result {
-            Ok(Ok((inserted, defect_detected))) => {
+            Ok(Ok(inserted)) => {
                 metrics::counter!(names::FRAMES_CAPTURED_TOTAL, "camera" => label).increment(1);
                 metrics::histogram!(names::CAPTURE_SECONDS).record(started.elapsed().as_secs_f64());
                 if let Some(monitor) = ctx.health.get(&cam.name) {
@@ -570,7 +596,7 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                     }
                 }
                 ctx.wake.notify_one();
-                Some(Stored {
+                Ok(Stored {
                     frame_id,
                     defect_detected,
                 })
@@ -585,35 +611,37 @@ pub async fn store(cam: &CameraConfig, ctx: &Arc<Context>, shot: Capture) -> Opt
                         "buffer full: frames refused (when_full = reject_new; count since the last such line)"
                     );
                 }
-                None
+                Err(refused("the frame could not be buffered: the buffer is full"))
             }
             Ok(Err(e @ BufferError::DiskLow { .. })) => {
                 metrics::counter!(names::BUFFER_REJECTED_TOTAL, "reason" => "disk_low").increment(1);
                 if let Some(refused) = REFUSED.add(1, Instant::now()) {
                     warn!(error = %e, refused, "disk low: frames refused (count since the last such line)");
                 }
-                None
+                Err(refused("the frame could not be buffered: the disk is low"))
             }
             Ok(Err(e @ BufferError::NgUnalerted { .. })) => {
                 metrics::counter!(names::BUFFER_REJECTED_TOTAL, "reason" => "ng_unalerted")
                     .increment(1);
-                if let Some(refused) = REFUSED.add(1, Instant::now()) {
+                if let Some(refused) = REFUSED_UNALERTED.add(1, Instant::now()) {
                     error!(
                         error = %e,
                         refused,
                         "buffer full: new parts refused, none of the NG parts waiting for their alert or upload is evicted (count since the last such line)"
                     );
                 }
-                None
+                Err(refused(
+                    "the frame could not be buffered: the buffer is full of NG parts nobody has alerted yet",
+                ))
             }
             Ok(Err(e)) => {
                 metrics::counter!(names::CAPTURE_ERRORS_TOTAL, "camera" => label).increment(1);
                 error!(error = %e, "writing the frame to the buffer failed");
-                None
+                Err(refused("the frame could not be buffered"))
             }
             Err(e) => {
                 error!(error = %e, "buffer task panicked");
-                None
+                Err(refused("the frame could not be buffered"))
             }
         }
     }

@@ -198,6 +198,20 @@ impl Station {
         trigger.answer(self.camera(), outcome, frame_id, reason);
     }
 
+    /// As [`Station::finish`] for a part whose frame the buffer refused (`not_stored`, with
+    /// `reason`), with its edge verdict (`Some(true)`: NG) when it was judged all the same.
+    pub fn not_stored(&self, trigger: Trigger, reason: String, defect_detected: Option<bool>) {
+        self.busy.store(false, Ordering::Release);
+        trigger.reply(TriggerAck {
+            request_id: None,
+            camera: self.camera().to_string(),
+            outcome: TriggerOutcome::NotStored,
+            frame_id: None,
+            reason: Some(reason),
+            defect_detected,
+        });
+    }
+
     /// As [`Station::finish`] for a part captured and buffered as `frame_id`, with its edge
     /// verdict (`Some(true)`: NG) when it was judged.
     pub fn captured(&self, trigger: Trigger, frame_id: uuid::Uuid, defect_detected: Option<bool>) {

@@ -66,3 +66,27 @@ fn an_invalid_request_is_refused_without_counting_a_missed_part() {
     assert_eq!(monitor.snapshot().triggers_missed_total, 0);
     assert!(asked(&station, TriggerRequest::default()).0);
 }
+
+// See: issue #21
+#[test]
+fn a_part_the_buffer_refused_is_answered_not_stored_with_its_verdict_and_frees_the_station() {
+    let (station, mut rx, monitor) = station();
+    monitor.set_status(CameraStatus::Ok);
+    let request = TriggerRequest {
+        request_id: Some("r1".into()),
+        ..TriggerRequest::default()
+    };
+    let (taken, mut answer) = asked(&station, request);
+    assert!(taken);
+    station.not_stored(rx.try_recv().unwrap(), "buffer full".into(), Some(true));
+    let ack = answer.try_recv().unwrap();
+    assert_eq!(
+        (ack.outcome, ack.frame_id, ack.defect_detected),
+        (TriggerOutcome::NotStored, None, Some(true))
+    );
+    assert_eq!(
+        (ack.request_id.as_deref(), ack.reason.as_deref()),
+        (Some("r1"), Some("buffer full"))
+    );
+    assert!(asked(&station, TriggerRequest::default()).0);
+}

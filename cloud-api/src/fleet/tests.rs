@@ -43,6 +43,8 @@ fn heartbeat(cameras: &[CameraStatus], oldest_unsynced_seconds: f64) -> Heartbea
             by_camera: BTreeMap::new(),
             alerts_queued: 0,
             alerts_dropped_total: 0,
+            unalerted_frames: 0,
+            unalerted_bytes: 0,
         },
         disk_free_bytes: Some(10 << 30),
         models: BTreeMap::new(),
