@@ -203,7 +203,8 @@ fn column(d: StatsDimension, source: StatsSource) -> Option<&'static str> {
 
 /// The statement reading `q`'s cells from `source` (the aggregates: from `table`, from `since`
 /// until before `until`): rows of (hour or day, the groups' values, parts, judged, ng,
-/// defects), in time order.
+/// defects), in time order. An aggregate row whose parts were all taken back (a result
+/// retyped by a later completion) is no group: a scan of the results would not find it.
 fn stats_query(
     q: &StatsQuery,
     source: StatsSource,
@@ -254,7 +255,8 @@ fn stats_query(
             format!(
                 "SELECT {time}{group_list}, CAST(sum(parts) AS BIGINT), CAST(sum(judged) AS BIGINT),
                     CAST(sum(ng) AS BIGINT), CAST(sum(defects) AS BIGINT)
-                 FROM {table} WHERE {} GROUP BY {time}{group_list} ORDER BY {time}",
+                 FROM {table} WHERE {} GROUP BY {time}{group_list}
+                 HAVING sum(parts) <> 0 ORDER BY {time}",
                 clauses.join(" AND ")
             )
         }
