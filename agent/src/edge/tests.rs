@@ -153,29 +153,28 @@ impl crate::sync::Uplink for Recorder {
     }
 }
 
-#[tokio::test]
-async fn with_the_cloud_down_and_the_buffer_full_ng_frames_are_kept_and_uploaded_first() {
+/// A station judging with the SKU's model ("v1") into a buffer of `max_disk_bytes` whose
+/// oldest frames make room, alerts off: its buffer, its context and its camera.
+fn judging_station(
+    dir: &std::path::Path,
+    max_disk_bytes: u64,
+) -> (
+    Arc<crate::buffer::Buffer>,
+    Arc<crate::source::Context>,
+    crate::config::CameraConfig,
+) {
     use crate::buffer::{Buffer, Limits};
-    use crate::config::{CameraConfig, SyncConfig, Synchronous, WhenFull};
+    use crate::config::{Synchronous, WhenFull};
 
-    let dir = tempfile::tempdir().unwrap();
-    let models = Arc::new(Models::open(&dir.path().join("models")).unwrap());
+    let models = Arc::new(Models::open(&dir.join("models")).unwrap());
     models.install(SKU, "v1", "\"e1\"", &model_file()).unwrap();
-    let parts: Vec<(bool, Vec<u8>)> = (0..12u64)
-        .map(|i| {
-            let ng = i % 4 == 1;
-            (ng, jpeg(ng.then_some(SynthDefect::Rust), 2000 + i))
-        })
-        .collect();
-    let largest = parts.iter().map(|(_, j)| j.len() as u64).max().unwrap();
-    // Room for six frames: the cloud is down, twelve parts come.
     let limits = Limits {
-        max_disk_bytes: 6 * (largest + crate::buffer::ROW_OVERHEAD),
+        max_disk_bytes,
         min_free_bytes: 0,
         when_full: WhenFull::DropOldest,
         synchronous: Synchronous::Normal,
     };
-    let (buffer, _) = Buffer::open(&dir.path().join("buffer.db"), limits).unwrap();
+    let (buffer, _) = Buffer::open(&dir.join("buffer.db"), limits).unwrap();
     let buffer = Arc::new(buffer);
     let ctx = Arc::new(crate::source::Context {
         buffer: buffer.clone(),
@@ -186,7 +185,7 @@ async fn with_the_cloud_down_and_the_buffer_full_ng_frames_are_kept_and_uploaded
         edge: Some(models),
         alerts: None,
     });
-    let cam: CameraConfig = toml::from_str(
+    let cam = toml::from_str(
         r#"
 name = "cam"
 line = "l1"
@@ -197,6 +196,24 @@ trigger = { type = "http" }
 "#,
     )
     .unwrap();
+    (buffer, ctx, cam)
+}
+
+#[tokio::test]
+async fn with_the_cloud_down_and_the_buffer_full_ng_frames_are_kept_and_uploaded_first() {
+    use crate::config::SyncConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let parts: Vec<(bool, Vec<u8>)> = (0..12u64)
+        .map(|i| {
+            let ng = i % 4 == 1;
+            (ng, jpeg(ng.then_some(SynthDefect::Rust), 2000 + i))
+        })
+        .collect();
+    let largest = parts.iter().map(|(_, j)| j.len() as u64).max().unwrap();
+    // Room for six frames: the cloud is down, twelve parts come.
+    let (buffer, ctx, cam) =
+        judging_station(dir.path(), 6 * (largest + crate::buffer::ROW_OVERHEAD));
     let mut ids = Vec::new();
     for (ng, jpeg) in &parts {
         let id = crate::source::store(&cam, &ctx, crate::source::Capture::jpeg(jpeg.clone()))
@@ -273,12 +290,7 @@ trigger = { type = "http" }
 // See: issue #21
 #[tokio::test]
 async fn a_frame_the_buffer_refuses_still_brings_back_its_verdict() {
-    use crate::buffer::{Buffer, Limits};
-    use crate::config::{CameraConfig, Synchronous, WhenFull};
-
     let dir = tempfile::tempdir().unwrap();
-    let models = Arc::new(Models::open(&dir.path().join("models")).unwrap());
-    models.install(SKU, "v1", "\"e1\"", &model_file()).unwrap();
     let parts: Vec<(bool, Vec<u8>)> = [(true, 1), (true, 2), (false, 3)]
         .into_iter()
         .map(|(ng, i)| (ng, jpeg(ng.then_some(SynthDefect::Rust), 3000 + i)))
@@ -286,33 +298,7 @@ async fn a_frame_the_buffer_refuses_still_brings_back_its_verdict() {
     let largest = parts.iter().map(|(_, j)| j.len() as u64).max().unwrap();
     // Room for one frame: the first NG part (nobody alerts it: alerts off, cloud down) is
     // never evicted, so the next parts are refused.
-    let limits = Limits {
-        max_disk_bytes: largest + crate::buffer::ROW_OVERHEAD,
-        min_free_bytes: 0,
-        when_full: WhenFull::DropOldest,
-        synchronous: Synchronous::Normal,
-    };
-    let (buffer, _) = Buffer::open(&dir.path().join("buffer.db"), limits).unwrap();
-    let ctx = Arc::new(crate::source::Context {
-        buffer: Arc::new(buffer),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        device_id: "pc1".into(),
-        facility: "yangjiang".into(),
-        health: Arc::new(crate::source::health::Registry::default()),
-        edge: Some(models),
-        alerts: None,
-    });
-    let cam: CameraConfig = toml::from_str(
-        r#"
-name = "cam"
-line = "l1"
-station = "grinding"
-sku = "WK-KN-200"
-source = { type = "synthetic" }
-trigger = { type = "http" }
-"#,
-    )
-    .unwrap();
+    let (_buffer, ctx, cam) = judging_station(dir.path(), largest + crate::buffer::ROW_OVERHEAD);
     let store = |jpeg: &Vec<u8>| {
         crate::source::store(&cam, &ctx, crate::source::Capture::jpeg(jpeg.clone()))
     };
