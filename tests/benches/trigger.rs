@@ -45,7 +45,10 @@ fn main() -> anyhow::Result<()> {
         "--genicam-clock-hz needs --genicam ADDRESS (the fake camera it runs)"
     );
     if let Some(hz) = clock_hz {
-        anyhow::ensure!(hz > 0.0, "--genicam-clock-hz must be above 0");
+        anyhow::ensure!(
+            hz.is_finite() && hz > 0.0,
+            "--genicam-clock-hz must be a number above 0"
+        );
     }
     let snapshot = args.iter().any(|a| a == "--snapshot");
     let mqtt = match value("--mqtt-port") {

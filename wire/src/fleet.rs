@@ -44,7 +44,7 @@ pub struct Heartbeat {
     #[serde(default)]
     pub commands_done: Vec<i64>,
     /// Why the agent is degraded, as its `/healthz` says (`disk_low`, `buffer_write_failed`,
-    /// `acks_not_deleted`); empty while it is healthy.
+    /// `acks_not_deleted`, `ng_unalerted`); empty while it is healthy.
     #[serde(default)]
     pub degraded: Vec<String>,
 }

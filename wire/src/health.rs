@@ -42,7 +42,7 @@ pub struct AgentHealth {
     pub version: String,
     pub buffer: BufferHealth,
     /// Why the agent is degraded, one line each starting with a stable code (`disk_low`,
-    /// `buffer_write_failed`, `acks_not_deleted`); empty when healthy.
+    /// `buffer_write_failed`, `acks_not_deleted`, `ng_unalerted`); empty when healthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
     /// Each camera, in configuration order.
