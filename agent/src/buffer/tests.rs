@@ -351,6 +351,15 @@ fn a_buffer_written_before_edge_analysis_gains_its_column_and_keeps_its_frames()
 const CLOUD: &str = "http://cloud.example";
 const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The frames of the alerts a lease takes now, in the outbox's order.
+fn leased_frames(b: &Buffer) -> Vec<Uuid> {
+    b.lease_alerts(10, LEASE)
+        .unwrap()
+        .iter()
+        .map(|a| a.frame_id)
+        .collect()
+}
+
 fn outbox() -> AlertOutbox {
     bounded(1000, 3600)
 }
@@ -493,12 +502,7 @@ fn a_full_outbox_drops_its_oldest_alerts_and_counts_them() {
     for f in &frames {
         b.insert_alerting(f, Some(&outbox)).unwrap();
     }
-    let kept: Vec<Uuid> = b
-        .lease_alerts(10, LEASE)
-        .unwrap()
-        .iter()
-        .map(|a| a.frame_id)
-        .collect();
+    let kept = leased_frames(&b);
     let newest: Vec<Uuid> = frames[2..].iter().map(|f| f.frame_id).collect();
     assert_eq!(kept, newest, "the two oldest dropped");
     let stats = b.stats().unwrap();
@@ -535,12 +539,7 @@ fn alerts_older_than_the_outbox_age_are_dropped_and_counted() {
         "{dropped:?}"
     );
     assert_eq!(b.expire_alerts(one_hour).unwrap().count, 0, "nothing more");
-    let left: Vec<Uuid> = b
-        .lease_alerts(10, LEASE)
-        .unwrap()
-        .iter()
-        .map(|a| a.frame_id)
-        .collect();
+    let left = leased_frames(&b);
     assert_eq!(left, [borderline.frame_id, fresh.frame_id]);
     assert_eq!(b.stats().unwrap().alerts_dropped_total, 1);
     // An age beyond the calendar drops nothing.
@@ -1070,12 +1069,7 @@ fn the_alert_of_a_dead_letter_is_never_dropped_by_the_outboxs_bounds() {
     b.insert_alerting(&second, Some(&outbox)).unwrap();
     let max_age = std::time::Duration::from_secs(3600);
     assert_eq!(b.expire_alerts(max_age).unwrap().count, 1);
-    let left: Vec<Uuid> = b
-        .lease_alerts(10, LEASE)
-        .unwrap()
-        .iter()
-        .map(|a| a.frame_id)
-        .collect();
+    let left = leased_frames(&b);
     assert_eq!(left, [refused.frame_id], "past the bound and the age");
     assert_eq!(b.stats().unwrap().alerts_dropped_total, 2);
     // Alerts turned off: nothing will send it; dropped, and said to be lost.
