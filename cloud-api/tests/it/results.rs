@@ -5,11 +5,11 @@ use axum::http::{Request, StatusCode};
 use chrono::{DateTime, TimeDelta, Utc};
 use tower::ServiceExt;
 use uuid::Uuid;
-use wiko_cloud::store::{Enrichment, ListFilter};
-use wiko_wire::{AnalysisStatus, DefectType, EdgeVerdict, Verdict, VerdictSource};
+use wiko_cloud::store::ListFilter;
+use wiko_wire::{AnalysisStatus, DefectType, EdgeVerdict};
 
 use crate::harness::*;
-use crate::stats::{defect, outcome, part};
+use crate::stats::{defect, outcome, part, remote_retyping};
 
 #[tokio::test]
 async fn results_can_be_filtered_and_paged_with_a_viewer_key() {
@@ -229,24 +229,7 @@ async fn the_listing_by_defect_type_pages_each_result_once_newest_first() {
         .complete(edge, outcome(AnalysisStatus::Final, vec![defect(Crack)]))
         .await
         .unwrap();
-    let retyped = vec![defect(Crack)];
-    let enrichment = Enrichment {
-        verdict: Verdict {
-            source: VerdictSource::Remote,
-            analyzer: "azure_openai".into(),
-            model: None,
-            defect_detected: Some(true),
-            score: None,
-            defects: retyped.clone(),
-            summary: None,
-            latency_ms: None,
-            usage: None,
-            error: None,
-            alerted: false,
-        },
-        defects: retyped,
-        disagreement: false,
-    };
+    let enrichment = remote_retyping(true, vec![defect(Crack)]);
     store.enrich(provisional, enrichment).await.unwrap();
     for p in parts
         .iter_mut()

@@ -98,6 +98,28 @@ pub async fn judge(storage: &Storage, id: Uuid, ng: bool) {
         .unwrap();
 }
 
+/// A remote model's enrichment of a result: its verdict, and the result's defects retyped to
+/// `defects`.
+pub fn remote_retyping(defect_detected: bool, defects: Vec<Defect>) -> Enrichment {
+    Enrichment {
+        verdict: Verdict {
+            source: VerdictSource::Remote,
+            analyzer: "azure_openai".into(),
+            model: None,
+            defect_detected: Some(defect_detected),
+            score: None,
+            defects: defects.clone(),
+            summary: None,
+            latency_ms: None,
+            usage: None,
+            error: None,
+            alerted: false,
+        },
+        defects,
+        disagreement: false,
+    }
+}
+
 fn request(group_by: Vec<StatsDimension>, bucket: StatsBucket, filter: ListFilter) -> StatsRequest {
     let now = Utc::now();
     StatsRequest {
@@ -168,23 +190,7 @@ async fn the_hourly_aggregates_match_a_scan_of_the_results_after_many_completion
             .iter()
             .map(|_| defect(DefectType::Crack))
             .collect();
-        let enrichment = Enrichment {
-            verdict: Verdict {
-                source: VerdictSource::Remote,
-                analyzer: "azure_openai".into(),
-                model: None,
-                defect_detected: Some(current.defect_detected),
-                score: None,
-                defects: retyped.clone(),
-                summary: None,
-                latency_ms: None,
-                usage: None,
-                error: None,
-                alerted: false,
-            },
-            defects: retyped,
-            disagreement: false,
-        };
+        let enrichment = remote_retyping(current.defect_detected, retyped);
         store.enrich(*id, enrichment.clone()).await.unwrap();
         store.enrich(*id, enrichment).await.unwrap();
     }
