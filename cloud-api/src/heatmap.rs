@@ -209,7 +209,7 @@ fn load(version: &str, stored: &StoredModel) -> Result<Model, HeatmapError> {
 
 /// Scores `bytes` with `model` and draws the map over the image in grey, as a JPEG.
 fn draw(model: &Model, bytes: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, HeatmapError> {
-    let image = wiko_inspect::decode(bytes, limits)
+    let image = wiko_inspect::decode_planes(bytes, limits, model.planes())
         .map_err(|e| HeatmapError::Failed(crate::analysis::describe(&e)))?;
     let verdict = model
         .score(&image)

@@ -13,7 +13,7 @@ use wiko_inspect::{DecodeLimits, InspectError};
 use wiko_wire::IngestOutcome;
 
 use crate::analysis::budget::{Budget, TooLarge};
-use crate::analysis::decode_holding;
+use crate::analysis::verify_holding;
 use crate::store::{Image, Origin, Storage, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ impl Intake {
             .budget
             .reserve(Budget::judging(image.width, image.height))
             .await?;
-        decode_holding(image.bytes.clone(), self.limits, memory).await?;
+        verify_holding(image.bytes.clone(), self.limits, memory).await?;
         Ok(())
     }
 

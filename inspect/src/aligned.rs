@@ -118,7 +118,12 @@ pub fn downscale_for(img: &Gray) -> usize {
 /// Registers an image and measures its pose, at the working resolution, after uneven light is
 /// divided out ([`flatten`]); the flattened working image is what the part is compared on.
 pub fn pose_of(img: &Gray, downscale: usize) -> Result<(Gray, Pose), InspectError> {
-    let work = flatten(&img.downscale(downscale));
+    pose_of_working(&img.downscale(downscale))
+}
+
+/// [`pose_of`] an image already at the working resolution.
+fn pose_of_working(reduced: &Gray) -> Result<(Gray, Pose), InspectError> {
+    let work = flatten(reduced);
     let pose = register(&work)?;
     Ok((work, pose))
 }
@@ -219,7 +224,13 @@ impl AlignedModel {
 
     /// Registers and prepares an input image for this model.
     pub fn prepare(&self, img: &Gray) -> Result<Prepared, InspectError> {
-        let (work, pose) = pose_of(img, self.downscale)?;
+        self.prepare_reduced(&img.downscale(self.downscale))
+    }
+
+    /// [`AlignedModel::prepare`] of an image already reduced by the model's `downscale`
+    /// ([`Gray::downscale`], or [`crate::decode::decode_reduced`] straight from the file).
+    pub fn prepare_reduced(&self, reduced: &Gray) -> Result<Prepared, InspectError> {
+        let (work, pose) = pose_of_working(reduced)?;
         let norm = Normalisation {
             radius: self.radius,
             either_way: self.either_way,
@@ -272,8 +283,9 @@ impl AlignedModel {
         level.zip(&detail, f32::max)
     }
 
-    /// Describes one anomalous component as a region of the input image.
-    pub(crate) fn region(&self, c: &Component, p: &Prepared, input: &Gray) -> Region {
+    /// Describes one anomalous component as a region of the `input` image (its width and
+    /// height, at full resolution).
+    pub(crate) fn region(&self, c: &Component, p: &Prepared, input: (usize, usize)) -> Region {
         let w = self.width;
         let (mut blade, mut handle) = (0usize, 0usize);
         let (mut missing, mut added) = (0usize, 0usize);
@@ -362,7 +374,7 @@ impl AlignedModel {
         &self,
         pose: &Pose,
         (u0, v0, u1, v1): (usize, usize, usize, usize),
-        input: &Gray,
+        (width, height): (usize, usize),
     ) -> [u32; 4] {
         let (hw, hh) = (self.width as f32 / 2.0, self.height as f32 / 2.0);
         let corners = [
@@ -377,7 +389,7 @@ impl AlignedModel {
             (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
         }
         let s = self.downscale as f32;
-        crate::regions::clamped_box([x0 * s, y0 * s, x1 * s, y1 * s], input.width, input.height)
+        crate::regions::clamped_box([x0 * s, y0 * s, x1 * s, y1 * s], width, height)
     }
 }
 

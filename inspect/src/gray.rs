@@ -63,23 +63,7 @@ impl Gray {
         if w == 0 || h == 0 {
             return self.resize(w.max(1), h.max(1));
         }
-        let mut out = Gray::new(w, h, 0.0);
-        let norm = 1.0 / (factor * factor) as f32;
-        let mut row = vec![0f32; w];
-        for y in 0..h {
-            row.fill(0.0);
-            for dy in 0..factor {
-                let start = (y * factor + dy) * self.width;
-                let line = &self.data[start..start + self.width];
-                for (acc, block) in row.iter_mut().zip(line.chunks_exact(factor)) {
-                    *acc += block.iter().sum::<f32>();
-                }
-            }
-            for (out, acc) in out.data[y * w..(y + 1) * w].iter_mut().zip(&row) {
-                *out = acc * norm;
-            }
-        }
-        out
+        box_reduce(&self.data, self.width, self.height, factor)
     }
 
     /// Bilinear resampling to `width × height` (both at least 1).
@@ -178,6 +162,36 @@ impl Gray {
                 .collect(),
         }
     }
+}
+
+/// The mean of each `factor × factor` block of a `width × height` row-major image of 8-bit
+/// or `f32` samples, the last partial blocks dropped; `factor` ≥ 2 and the image at least one
+/// block. Sums of 8-bit values are exact in `f32`, so an 8-bit image and its `f32` copy give
+/// the same result to the bit.
+pub fn box_reduce<T: Copy + Into<f32>>(
+    data: &[T],
+    width: usize,
+    height: usize,
+    factor: usize,
+) -> Gray {
+    let (w, h) = (width / factor, height / factor);
+    let mut out = Gray::new(w, h, 0.0);
+    let norm = 1.0 / (factor * factor) as f32;
+    let mut row = vec![0f32; w];
+    for y in 0..h {
+        row.fill(0.0);
+        for dy in 0..factor {
+            let start = (y * factor + dy) * width;
+            let line = &data[start..start + width];
+            for (acc, block) in row.iter_mut().zip(line.chunks_exact(factor)) {
+                *acc += block.iter().map(|&v| v.into()).sum::<f32>();
+            }
+        }
+        for (out, acc) in out.data[y * w..(y + 1) * w].iter_mut().zip(&row) {
+            *out = acc * norm;
+        }
+    }
+    out
 }
 
 /// Mean over `2r+1` pixels along each row, clamped at the borders (a running sum).

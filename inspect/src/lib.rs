@@ -59,7 +59,7 @@ pub mod texture;
 
 pub use classify::RegionKind;
 pub use colour::Image;
-pub use decode::{DecodeLimits, decode};
+pub use decode::{DecodeLimits, Planes, decode, decode_planes};
 pub use gray::Gray;
 pub use model::{FitError, FitOptions, MethodChoice, Model, ModelFileError, Verdict};
 pub use regions::Region;

@@ -4,13 +4,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::aligned::{self, AlignedModel};
+use crate::decode::Planes;
 use crate::fixed::{self, FixedModel};
 use crate::patch::{self, PatchModel};
 use crate::regions::{Component, Region, components};
 use crate::register::Pose;
 use crate::stats::{calibrate, median};
 use crate::texture::{self, TextureModel};
-use crate::{Gray, Image, InspectError};
+use crate::{DecodeLimits, Gray, Image, InspectError};
 
 /// Version of the model layout and of the scores its threshold was calibrated on (5: texture
 /// lines count as far as both offsets agree, per-location statistics are half floats; 6:
@@ -232,44 +233,76 @@ impl Model {
         }
     }
 
+    /// The planes [`Model::score`] reads: chroma only for a patch model fitted on colour
+    /// images; every other method judges luma alone. Decoding just these
+    /// ([`crate::decode::decode_planes`]) gives the same verdict for less work.
+    pub fn planes(&self) -> Planes {
+        match &self.method {
+            Method::Patch(m) if m.colour => Planes::Colour,
+            _ => Planes::Luma,
+        }
+    }
+
+    /// Decodes `bytes` as this model reads them and scores them: only the planes it reads
+    /// ([`Model::planes`]) and, for an aligned model that works below full resolution, straight
+    /// to its working resolution ([`crate::decode::decode_reduced`]; no full-resolution image
+    /// is made). The same verdict as [`Model::score`] of [`crate::decode()`]'s image.
+    pub fn judge(&self, bytes: &[u8], limits: DecodeLimits) -> Result<Verdict, InspectError> {
+        match &self.method {
+            Method::Aligned(m) if m.downscale > 1 => {
+                let (reduced, size) = crate::decode::decode_reduced(bytes, limits, m.downscale)?;
+                Ok(self.aligned(m, &m.prepare_reduced(&reduced)?, size))
+            }
+            _ => self.score(&crate::decode::decode_planes(bytes, limits, self.planes())?),
+        }
+    }
+
     /// Scores one decoded image against the model.
     pub fn score(&self, image: &Image) -> Result<Verdict, InspectError> {
         let img = &image.luma;
-        let (map, pose, regions) = match &self.method {
+        let (map, regions) = match &self.method {
             Method::Aligned(m) => {
-                let p = m.prepare(img)?;
-                let map = m.anomaly(&p);
-                let regions = self.regions(&map, |c| m.region(c, &p, img));
-                (map, Some(p.pose), regions)
+                return Ok(self.aligned(m, &m.prepare(img)?, (img.width, img.height)));
             }
             Method::Fixed(m) => {
                 let p = m.prepare(img)?;
                 let map = m.anomaly(&p);
                 let regions = self.regions(&map, |c| m.region(c, &p, img));
-                (map, None, regions)
+                (map, regions)
             }
             Method::Texture(m) => {
                 let p = m.prepare(img)?;
                 let map = m.anomaly(&p);
                 let regions = self.regions(&map, |c| m.region(c, &p, &map, img));
-                (map, None, regions)
+                (map, regions)
             }
             Method::Patch(m) => {
                 let cells = m.prepare(image)?;
                 let (map, shift) = m.anomaly(&cells);
                 let regions = self.regions(&map, |c| m.region(c, &cells, &shift, img));
-                (map, None, regions)
+                (map, regions)
             }
         };
+        Ok(self.verdict(map, None, regions))
+    }
+
+    /// The verdict of an aligned model on a prepared image of `size` (full resolution).
+    fn aligned(&self, m: &AlignedModel, p: &aligned::Prepared, size: (usize, usize)) -> Verdict {
+        let map = m.anomaly(p);
+        let regions = self.regions(&map, |c| m.region(c, p, size));
+        self.verdict(map, Some(p.pose), regions)
+    }
+
+    fn verdict(&self, map: Gray, pose: Option<Pose>, regions: Vec<Region>) -> Verdict {
         let score = map.max();
-        Ok(Verdict {
+        Verdict {
             score,
             threshold: self.threshold,
             defect_detected: score > self.threshold,
             regions,
             pose,
             map,
-        })
+        }
     }
 
     /// A verdict's anomaly map laid over the `width × height` image it judged (for showing

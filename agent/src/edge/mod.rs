@@ -135,8 +135,8 @@ impl Models {
     pub fn judge(&self, sku: &str, jpeg: &[u8]) -> Option<EdgeVerdict> {
         let loaded = self.get(sku)?;
         let started = Instant::now();
-        let scored =
-            wiko_inspect::decode(jpeg, self.limits).and_then(|image| loaded.model.score(&image));
+        // Decoded as the model reads it: a knife's model, luma alone at its working scale.
+        let scored = loaded.model.judge(jpeg, self.limits);
         let latency = started.elapsed();
         match scored {
             Ok(v) => {

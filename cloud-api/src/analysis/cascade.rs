@@ -30,7 +30,7 @@ use bytes::Bytes;
 use chrono::{Datelike, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
-use wiko_inspect::Image;
+use wiko_inspect::{Image, Planes};
 use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
 
 use super::remote::config::{Mode, RemoteSettings};
@@ -53,6 +53,11 @@ impl Analyzer for Gate {
 
     fn version(&self) -> &'static str {
         self.local.version()
+    }
+
+    /// The gate's: the remote model is sent the stored bytes, not this image.
+    async fn planes(&self, sku: &str) -> Planes {
+        self.local.planes(sku).await
     }
 
     async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use wiko_inspect::{DecodeLimits, Image, InspectError};
+use wiko_inspect::{DecodeLimits, Image, InspectError, Planes};
 
 pub use crate::store::Judgement;
 use crate::store::Outcome;
@@ -25,27 +25,42 @@ pub(crate) use workers::Workers;
 pub trait Analyzer: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn version(&self) -> &'static str;
+    /// The planes [`Analyzer::judge`] reads of an image of `sku`: a colour decode serves any
+    /// analyzer; one that judges luma alone says so, and its images skip their chroma.
+    async fn planes(&self, _sku: &str) -> Planes {
+        Planes::Colour
+    }
     /// Judges one image of a part of `sku`.
     async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement;
 }
 
-/// Decodes on the blocking pool.
-pub async fn decode(bytes: Bytes, limits: DecodeLimits) -> Result<Image, InspectError> {
-    decoded(tokio::task::spawn_blocking(move || wiko_inspect::decode(&bytes, limits)).await)
+/// Decodes the `planes` an analyzer reads ([`Analyzer::planes`]) on the blocking pool.
+pub async fn decode(
+    bytes: Bytes,
+    limits: DecodeLimits,
+    planes: Planes,
+) -> Result<Image, InspectError> {
+    decoded(
+        tokio::task::spawn_blocking(move || wiko_inspect::decode_planes(&bytes, limits, planes))
+            .await,
+    )
 }
 
-/// Decodes on the blocking pool with `memory` held until the decode ends, also when the caller
-/// is dropped first (a request that timed out).
-pub async fn decode_holding(
+/// Checks that an image decodes, on the blocking pool, with `memory` held until the decode
+/// ends, also when the caller is dropped first (a request that timed out). Luma alone: the
+/// whole file is still read (a JPEG's entropy-coded data of every component), its chroma is
+/// not upsampled or converted.
+pub async fn verify_holding(
     bytes: Bytes,
     limits: DecodeLimits,
     memory: budget::Reservation,
-) -> Result<Image, InspectError> {
+) -> Result<(), InspectError> {
     decoded(
         memory
-            .run(move || wiko_inspect::decode(&bytes, limits))
+            .run(move || wiko_inspect::decode_planes(&bytes, limits, Planes::Luma))
             .await,
     )
+    .map(drop)
 }
 
 fn decoded(

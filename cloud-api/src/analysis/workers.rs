@@ -138,7 +138,7 @@ impl Workers {
             Ok(memory) => memory,
             Err(e) => return super::too_large(analyzer, &e),
         };
-        match decode(bytes, self.limits).await {
+        match decode(bytes, self.limits, analyzer.planes(sku).await).await {
             Ok(image) => run(analyzer, sku, image).await,
             Err(e) => undecodable(analyzer, &e),
         }

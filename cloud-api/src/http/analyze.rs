@@ -144,7 +144,8 @@ async fn judge(
     image: Image,
     sku: String,
 ) -> Result<Analysis, ApiError> {
-    let decoded = analysis::decode(image.bytes.clone(), s.intake.limits).await?;
+    let planes = s.analyzer.planes(&sku).await;
+    let decoded = analysis::decode(image.bytes.clone(), s.intake.limits, planes).await?;
     let (_, id) = s.intake.part(origin, image, TAKEOVER_AFTER).await?;
     let outcome = analysis::run(s.analyzer.as_ref(), &sku, decoded).await;
     let done = s.store().complete(id, outcome).await?;

@@ -92,6 +92,44 @@ impl Analyzer for Held {
     }
 }
 
+/// An analyzer that judges luma alone and records whether it was given chroma.
+struct LumaOnly(Arc<std::sync::Mutex<Vec<bool>>>);
+
+#[async_trait::async_trait]
+impl Analyzer for LumaOnly {
+    fn name(&self) -> &'static str {
+        "luma-only"
+    }
+    fn version(&self) -> &'static str {
+        "test"
+    }
+    async fn planes(&self, _sku: &str) -> wiko_inspect::Planes {
+        wiko_inspect::Planes::Luma
+    }
+    async fn judge(&self, _sku: &str, image: Arc<wiko_inspect::Image>) -> Judgement {
+        self.0.lock().unwrap().push(image.chroma.is_some());
+        Judgement::failed("recorded by the test", None)
+    }
+}
+
+#[tokio::test]
+async fn a_colour_frame_is_decoded_to_the_planes_its_analyzer_reads() {
+    let mut h = harness().await;
+    let seen = Arc::default();
+    h.state.analyzer = Arc::new(LumaOnly(Arc::clone(&seen)));
+    let image = jpeg();
+    assert!(
+        wiko_inspect::decode(&image, h.state.intake.limits)
+            .unwrap()
+            .chroma
+            .is_some(),
+        "the synthetic camera's frames are in colour"
+    );
+    let (status, body) = analyze(&h, image).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(*seen.lock().unwrap(), [false], "luma alone");
+}
+
 // See: issue #23 (the call's reservation went with its request: a request that timed out
 // freed the memory while the judgement went on)
 #[tokio::test]

@@ -65,6 +65,16 @@ async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
     assert_eq!(body["samples"].as_u64(), Some(24));
     assert_eq!(body["model"]["version"], "v1");
     assert_eq!(body["model"]["method"], "aligned");
+    // An aligned model judges luma: the workers decode no chroma for it.
+    assert_eq!(
+        h.state.analyzer.planes("WK-KN-200").await,
+        wiko_inspect::Planes::Luma
+    );
+    assert_eq!(
+        h.state.analyzer.planes("WK-OTHER").await,
+        wiko_inspect::Planes::Colour,
+        "a SKU without a model is decoded whole"
+    );
 
     let (status, good) = analyze(&h, part_jpeg(None, 90_001)).await;
     assert_eq!(status, StatusCode::OK);

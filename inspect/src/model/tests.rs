@@ -381,3 +381,98 @@ fn a_part_photographed_twice_is_not_scored_by_a_model_that_saw_it() {
         apart.held_out_scores
     );
 }
+
+#[test]
+fn a_model_reads_colour_only_when_fitted_on_it_and_judges_the_same_from_luma_alone() {
+    // The part with a warm tint, as 8-bit RGB.
+    let tinted = |g: &Gray| -> Vec<u8> {
+        g.data
+            .iter()
+            .flat_map(|&v| {
+                let v = v.clamp(0.0, 255.0);
+                [v as u8, (0.9 * v) as u8, (0.8 * v) as u8]
+            })
+            .collect()
+    };
+    let fit = |images: &[Image], method| {
+        let options = FitOptions {
+            method,
+            ..FitOptions::default()
+        };
+        Model::fit(images, &options).unwrap()
+    };
+    let colour: Vec<Image> = (0..12)
+        .map(|i| part(i, None))
+        .map(|g| Image::from_rgb(g.width, g.height, &tinted(&g)))
+        .collect();
+    let mono: Vec<Image> = (0..12).map(|i| part(i, None).into()).collect();
+    let aligned = fit(&colour, MethodChoice::Aligned);
+    assert_eq!(aligned.planes(), Planes::Luma);
+    assert_eq!(fit(&colour, MethodChoice::Patch).planes(), Planes::Colour);
+    assert_eq!(fit(&mono, MethodChoice::Patch).planes(), Planes::Luma);
+
+    // A colour JPEG of a part with a spot, decoded as the aligned model asks: luma alone, the
+    // same luma and the same verdict as the full decode.
+    let bad = part(200, Some((40.0, 0.0, 3.0)));
+    let rgb = image::RgbImage::from_raw(320, 200, tinted(&bad)).unwrap();
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(rgb)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let limits = crate::DecodeLimits::default();
+    let full = crate::decode(&jpeg, limits).unwrap();
+    let luma = crate::decode_planes(&jpeg, limits, aligned.planes()).unwrap();
+    assert!(full.chroma.is_some() && luma.chroma.is_none());
+    assert_eq!(luma.luma, full.luma);
+    let verdict = aligned.score(&luma).unwrap();
+    assert!(verdict.defect_detected);
+    assert_eq!(verdict, aligned.score(&full).unwrap());
+}
+
+#[test]
+fn judging_the_file_gives_the_verdict_of_scoring_its_full_decode() {
+    // Parts three times the size: an aligned model works on them at half resolution, and
+    // judges a file decoded straight to it.
+    let big = |g: Gray| Image::from(g.resize(960, 600));
+    let good: Vec<Image> = (0..12).map(|i| big(part(i, None))).collect();
+    let aligned = Model::fit(&good, &FitOptions::default()).unwrap();
+    let Method::Aligned(m) = &aligned.method else {
+        panic!("an object on a plain belt: {}", aligned.kind());
+    };
+    assert_eq!(m.downscale, 2);
+    let texture = Model::fit(
+        &good,
+        &FitOptions {
+            method: MethodChoice::Texture,
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
+    let limits = crate::DecodeLimits::default();
+    for (seed, spot) in [(300, None), (301, Some((40.0, 0.0, 3.0)))] {
+        let luma = big(part(seed, spot)).luma;
+        let pixels = luma
+            .data
+            .iter()
+            .map(|&v| v.clamp(0.0, 255.0) as u8)
+            .collect();
+        let mut file = Vec::new();
+        image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(960, 600, pixels).unwrap())
+            .write_to(
+                &mut std::io::Cursor::new(&mut file),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let decoded = crate::decode(&file, limits).unwrap();
+        for model in [&aligned, &texture] {
+            let verdict = model.judge(&file, limits).unwrap();
+            assert_eq!(verdict, model.score(&decoded).unwrap(), "{}", model.kind());
+            if model.kind() == "aligned" {
+                assert_eq!(verdict.defect_detected, spot.is_some(), "seed {seed}");
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tracing::warn;
 use wiko_inspect::model::MIN_GOOD;
-use wiko_inspect::{DecodeLimits, FitOptions, Image, Verdict};
+use wiko_inspect::{DecodeLimits, FitOptions, Image, Planes, Verdict};
 use wiko_wire::{AnalysisStatus, Defect, ModelInfo, RegionFigures};
 
 use super::budget::Budget;
@@ -164,6 +164,14 @@ impl Analyzer for Golden {
 
     fn version(&self) -> &'static str {
         env!("CARGO_PKG_VERSION")
+    }
+
+    /// The planes the SKU's model in use reads; colour where none is (nothing is read then).
+    async fn planes(&self, sku: &str) -> Planes {
+        match self.models.for_part(sku).await {
+            Ok(Some((model, _))) => model.planes(),
+            _ => Planes::Colour,
+        }
     }
 
     async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 use wiko_inspect::model::MIN_GOOD;
-use wiko_inspect::{FitError, Gray, Model};
+use wiko_inspect::{FitError, Gray, Model, Planes};
 use wiko_wire::Calibration;
 
 use bytes::Bytes;
@@ -66,7 +66,7 @@ impl Golden {
         // Every new image must decode, whether or not a model is fitted now.
         let mut fresh = Vec::with_capacity(new.len());
         for (index, image) in &new {
-            let g = decode(image.bytes.clone(), self.limits)
+            let g = decode(image.bytes.clone(), self.limits, Planes::Colour)
                 .await
                 .map_err(|e| GoldenError::Image {
                     index: *index,
@@ -207,7 +207,7 @@ impl Golden {
         let mut set = Vec::with_capacity(images.len());
         for ((bytes, _, _), s) in images.into_iter().zip(samples) {
             set.push(
-                decode(bytes, self.limits)
+                decode(bytes, self.limits, Planes::Colour)
                     .await
                     .map_err(|e| stored_error(s, &e))?,
             );
