@@ -9,12 +9,14 @@
 //! trigger to receiving the alert from the broker. Parts the edge judged OK send no alert and
 //! are counted apart.
 //!
-//! `cargo build --release -p wiko-agent -p wiko-cloud && cargo bench -p wiko-e2e --bench edge_alert -- [--parts N] [--rate R] [--mqtt-port P] [--snapshot [--size WxH]]`
+//! `cargo build --release -p wiko-agent -p wiko-cloud && cargo bench -p wiko-e2e --bench edge_alert -- [--parts N] [--rate R] [--mqtt-port P] [--snapshot [--size WxH]] [--cloud-down]`
 //! (a broker, e.g. Mosquitto, on 127.0.0.1:1883 by default; `--snapshot`: the cameras are
 //! HTTP snapshot cameras served one encoded defective knife by the bench, instead of synthetic
 //! cameras that render each part; `--size 1920x1080`: that knife and the golden parts the
 //! model is fitted on are the synthetic camera's 640×480 upscaled to that size, as the
-//! analyzer's bench does).
+//! analyzer's bench does); `--cloud-down`: the cloud is stopped once the agent has its model,
+//! so the agent judges alone with its uplink down, as on a line PC whose cloud runs elsewhere
+//! or is unreachable: the cloud's own judging of every upload does not share the cores).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ fn main() -> anyhow::Result<()> {
     let rate: f64 = value("--rate").map_or(Ok(20.0), |n| n.parse())?;
     let broker: u16 = value("--mqtt-port").map_or(Ok(1883), |n| n.parse())?;
     let snapshot = args.iter().any(|a| a == "--snapshot");
+    let cloud_down = args.iter().any(|a| a == "--cloud-down");
     let size = value("--size")
         .map(|s| -> anyhow::Result<(u32, u32)> {
             let (w, h) = s
@@ -44,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         size.is_none() || snapshot,
         "--size needs --snapshot (the synthetic camera renders 640×480)"
     );
-    tokio::runtime::Runtime::new()?.block_on(run(parts, rate, broker, snapshot, size))
+    tokio::runtime::Runtime::new()?.block_on(run(parts, rate, broker, snapshot, size, cloud_down))
 }
 
 /// A JPEG of the synthetic camera's resized to `size` (`None`: as it is), at its quality.
@@ -71,9 +74,10 @@ async fn run(
     broker: u16,
     snapshot: bool,
     size: Option<(u32, u32)>,
+    cloud_down: bool,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port()).await?;
+    let mut cloud = Cloud::start(&dir.path().join("cloud"), free_port(), free_port()).await?;
     cloud
         .calibrate_with(dir.path(), |jpeg| resized(jpeg, size))
         .await?;
@@ -147,6 +151,10 @@ async fn run(
             .then_some(())
     })
     .await?;
+    if cloud_down {
+        cloud.process.terminate()?;
+        println!("the cloud is stopped: the agent judges alone, its uplink down");
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let sent: Times = Arc::default();
