@@ -16,6 +16,7 @@ use wiko_wire::DefectType;
 
 use super::mask_free::largest_clear_rectangle;
 use super::{OBJECT_COLUMN, decode_file, fit_rows, score_one};
+use crate::heatmap;
 use crate::manifest::{self, Row};
 
 /// The smallest side, in image pixels, of a mask-free part taken as good surface.
@@ -207,7 +208,7 @@ pub fn evaluate_group(
         .filter(|r| !train.iter().any(|t| std::ptr::eq(*t, *r)))
         .collect();
     eprintln!("{group}: scoring {} images", test.len());
-    let (scored, errors) = score_rows(&model, &test);
+    let (scored, errors) = score_rows(&model, &test, None)?;
     Ok(GroupReport {
         group: group.to_string(),
         model: model.kind().to_string(),
@@ -270,7 +271,7 @@ pub fn evaluate_on_clear_parts(
         fit_seconds += started.elapsed().as_secs_f64();
         (trained_on, model_kind) = (others.len(), model.kind().to_string());
         thresholds.push(model.threshold);
-        let (one, failed) = score_rows(&model, &[row]);
+        let (one, failed) = score_rows(&model, &[row], None)?;
         scored.extend(one);
         errors += failed;
         if (i + 1) % 10 == 0 {
@@ -350,12 +351,16 @@ pub struct FoldsReport {
 /// first-seen order, into `folds` folds; each fold's rows (good and defect) are scored by a
 /// model fitted on the good rows of the other folds, so no object is ever scored by a model
 /// that saw it, and no threshold comes from it.
+///
+/// With `heatmaps`, each scored image's picture (its anomaly map under the fold's model, its
+/// regions boxed, its defect mask outlined) is written there: where the misses lie.
 pub fn evaluate_folds(
     group: &str,
     members: &[&Row],
     column: &str,
     folds: usize,
     options: &FitOptions,
+    heatmaps: Option<&Path>,
 ) -> anyhow::Result<FoldsReport> {
     let mut objects: Vec<&str> = Vec::new();
     let mut fold_of = Vec::with_capacity(members.len());
@@ -407,7 +412,7 @@ pub fn evaluate_folds(
         if !kinds.contains(&model.kind().to_string()) {
             kinds.push(model.kind().to_string());
         }
-        let (fold_scored, failed) = score_rows(&model, &test);
+        let (fold_scored, failed) = score_rows(&model, &test, heatmaps)?;
         fold_auroc.push(metrics(&fold_scored).auroc);
         scored.extend(fold_scored);
         errors += failed;
@@ -446,7 +451,11 @@ pub(super) fn eval(
     split: &Split,
     options: &FitOptions,
     json: bool,
+    heatmaps: Option<&Path>,
 ) -> anyhow::Result<()> {
+    if let Some(dir) = heatmaps {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let rows = manifest::read(manifest_path)?;
     let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
     for row in &rows {
@@ -488,7 +497,7 @@ pub(super) fn eval(
             );
         }
         for (group, members) in &groups {
-            match evaluate_folds(group, members, column, *folds, options) {
+            match evaluate_folds(group, members, column, *folds, options, heatmaps) {
                 Ok(report) if json => println!("{}", serde_json::to_string(&report)?),
                 Ok(report) => print_folds(&report, width),
                 Err(e) => print_error(group, &e, json, width),
@@ -562,35 +571,53 @@ fn print_folds(r: &FoldsReport, width: usize) {
 }
 
 /// Scores evaluation rows on one core (so the milliseconds are one core's), checking the top
-/// region against the mask.
-fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
+/// region against the mask; with `heatmaps`, writes each image's picture there
+/// ([`heatmap::render`], the mask outlined). Only a picture that cannot be written is an error.
+fn score_rows(
+    model: &Model,
+    rows: &[&Row],
+    heatmaps: Option<&Path>,
+) -> anyhow::Result<(Vec<Scored>, usize)> {
     let mut scored = Vec::with_capacity(rows.len());
     let mut errors = 0;
     for row in rows {
         match score_one(model, &row.path) {
             Ok((verdict, image, ms)) => {
                 let size = (image.width(), image.height());
-                // A missed defect is not located; an unreadable mask says so and leaves the
-                // image out of the hit rate.
-                let located = row.mask.as_ref().filter(|_| row.defect).and_then(|path| {
-                    let top = verdict.regions.first();
+                // An unreadable mask says so and leaves the image out of the hit rate.
+                let mask = row.mask.as_ref().filter(|_| row.defect).and_then(|path| {
                     match image::open(path) {
-                        Ok(mask) => {
-                            Some(top.is_some_and(|t| box_hits_mask(t.bbox, size, &mask.to_luma8())))
-                        }
+                        Ok(mask) => Some(mask.to_luma8()),
                         Err(e) => {
                             eprintln!("{}: {e}", path.display());
                             None
                         }
                     }
                 });
+                // A missed defect is not located.
+                let top = verdict.regions.first();
+                let located = mask
+                    .as_ref()
+                    .map(|mask| top.is_some_and(|t| box_hits_mask(t.bbox, size, mask)));
+                if let Some(dir) = heatmaps {
+                    let heat = model.map_in_image(&verdict, size.0, size.1);
+                    let mut picture =
+                        heatmap::render(&image.luma, &heat, verdict.threshold, &verdict.regions);
+                    if let Some(mask) = &mask {
+                        heatmap::outline_mask(&mut picture, mask);
+                    }
+                    let path = heatmap::path_for(dir, &row.name);
+                    picture
+                        .save(&path)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
                 scored.push(Scored {
                     defect: row.defect,
                     defect_type: row.defect_type.clone(),
                     score: verdict.score,
                     detected: verdict.defect_detected,
                     located,
-                    top_type: verdict.regions.first().map(|r| r.kind.as_str()),
+                    top_type: top.map(|r| r.kind.as_str()),
                     ms,
                 });
             }
@@ -600,7 +627,7 @@ fn score_rows(model: &Model, rows: &[&Row]) -> (Vec<Scored>, usize) {
             }
         }
     }
-    (scored, errors)
+    Ok((scored, errors))
 }
 
 fn print_row(r: &GroupReport, width: usize) {
@@ -729,8 +756,20 @@ mod tests {
             method: wiko_inspect::MethodChoice::Patch,
             ..FitOptions::default()
         };
-        let report = evaluate_folds("all", &members, "group_id", 4, &options).unwrap();
+        let pictures = tempfile::tempdir().unwrap();
+        let report = evaluate_folds(
+            "all",
+            &members,
+            "group_id",
+            4,
+            &options,
+            Some(pictures.path()),
+        )
+        .unwrap();
         assert_eq!((report.folds, report.objects, report.errors), (4, 12, 0));
+        // A picture of every scored image, named after it.
+        assert_eq!(std::fs::read_dir(pictures.path()).unwrap().count(), 22);
+        assert!(pictures.path().join("o10_0.heat.png").exists());
         // Every image scored exactly once.
         assert_eq!((report.pooled.good, report.pooled.defect), (20, 2));
         // Objects are dealt in turn: folds 0 and 1 hold three good objects (six photos) each,

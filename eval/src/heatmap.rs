@@ -1,14 +1,18 @@
 //! `model score --heatmap DIR`: a picture per scored image of where it differs from the good
-//! parts, for a quality engineer checking a model on their own images.
+//! parts, for a quality engineer checking a model on their own images; `model eval --split-by
+//! … --heatmap DIR` the same for each held-out image, with its defect's mask outlined, so that
+//! a missed defect shows where the top region went instead.
 
 use std::path::{Path, PathBuf};
 
-use image::{Rgb, RgbImage};
+use image::{GrayImage, Rgb, RgbImage};
 use wiko_inspect::{Gray, Region};
 
 /// Box colours: the top region, then the others.
 const TOP: Rgb<u8> = Rgb([40, 220, 60]);
 const OTHER: Rgb<u8> = Rgb([240, 200, 40]);
+/// The outline of a defect's mask (the labelled truth).
+const MASK: Rgb<u8> = Rgb([60, 120, 255]);
 
 /// The image in grey with the anomaly map (`heat`, laid over the image) in red: from half the
 /// threshold, fully red at the threshold and above; each region's box drawn (the top one green,
@@ -29,6 +33,33 @@ pub fn render(image: &Gray, heat: &Gray, threshold: f32, regions: &[Region]) -> 
         outline(&mut out, r.bbox, if k == 0 { TOP } else { OTHER });
     }
     out
+}
+
+/// Outlines a defect mask (pixels >= 128, as the hit rate reads it; a mask of another size is
+/// scaled to the picture's) on a picture: each mask pixel with a neighbour outside the mask.
+pub fn outline_mask(img: &mut RgbImage, mask: &GrayImage) {
+    let (w, h) = img.dimensions();
+    let (mw, mh) = mask.dimensions();
+    if mw == 0 || mh == 0 {
+        return;
+    }
+    let inside = |x: i64, y: i64| {
+        if x < 0 || y < 0 || x >= i64::from(w) || y >= i64::from(h) {
+            return false;
+        }
+        let mx = (x as u64 * u64::from(mw) / u64::from(w)) as u32;
+        let my = (y as u64 * u64::from(mh) / u64::from(h)) as u32;
+        mask.get_pixel(mx, my).0[0] >= 128
+    };
+    for y in 0..i64::from(h) {
+        for x in 0..i64::from(w) {
+            let edge = inside(x, y)
+                && !(inside(x - 1, y) && inside(x + 1, y) && inside(x, y - 1) && inside(x, y + 1));
+            if edge {
+                img.put_pixel(x as u32, y as u32, MASK);
+            }
+        }
+    }
 }
 
 /// A two-pixel outline of `[x, y, w, h]`, clipped to the image.
@@ -68,6 +99,7 @@ pub fn path_for(dir: &Path, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Luma;
     use wiko_inspect::RegionKind;
 
     #[test]
@@ -96,6 +128,26 @@ mod tests {
         assert!(half[0] > 100 && half[0] < 193, "between: {half:?}");
         assert_eq!(out.get_pixel(2, 2), &TOP);
         assert_eq!(out.get_pixel(6, 6), &Rgb([100, 100, 100]), "inside the box");
+    }
+
+    #[test]
+    fn a_mask_is_outlined_at_the_pictures_scale() {
+        let mut picture = RgbImage::from_pixel(40, 20, Rgb([0, 0, 0]));
+        // A half-size mask whose pixels 5..10 × 2..6 are defect (10..20 × 4..12 in the
+        // picture); 127 is not defect.
+        let mask = GrayImage::from_fn(20, 10, |x, y| {
+            Luma([if (5..10).contains(&x) && (2..6).contains(&y) {
+                200
+            } else {
+                127
+            }])
+        });
+        outline_mask(&mut picture, &mask);
+        assert_eq!(picture.get_pixel(10, 4), &MASK, "corner");
+        assert_eq!(picture.get_pixel(19, 8), &MASK, "right side");
+        assert_eq!(picture.get_pixel(15, 8), &Rgb([0, 0, 0]), "inside");
+        assert_eq!(picture.get_pixel(9, 8), &Rgb([0, 0, 0]), "outside");
+        assert_eq!(picture.get_pixel(20, 8), &Rgb([0, 0, 0]), "outside");
     }
 
     #[test]

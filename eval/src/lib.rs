@@ -77,6 +77,11 @@ pub enum ModelCommand {
         /// Print one JSON object per group instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write, per held-out image, a PNG of its anomaly map under the model that never
+        /// saw its object (in red, the regions boxed, the top one green) with its defect mask
+        /// outlined in blue, into this directory: where a missed defect's top region went.
+        #[arg(long, requires = "split_by")]
+        heatmap: Option<PathBuf>,
     },
 }
 
@@ -135,6 +140,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             folds,
             options,
             json,
+            heatmap,
         } => {
             let split = match split_by {
                 Some(column) => evaluate::Split::Objects {
@@ -149,6 +155,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
                 &split,
                 &options.options(),
                 json,
+                heatmap.as_deref(),
             )
         }
     }

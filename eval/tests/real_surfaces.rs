@@ -37,7 +37,7 @@ fn dataset(set: &str) -> PathBuf {
 /// Held-out evaluation of `rows` by object: (method, mean AUROC, region hit rate, false-reject
 /// rate at the calibrated threshold).
 fn held_out(name: &str, rows: &[&manifest::Row]) -> (String, f64, f64, f64) {
-    let report = evaluate_folds(name, rows, "group_id", 5, &FitOptions::default()).unwrap();
+    let report = evaluate_folds(name, rows, "group_id", 5, &FitOptions::default(), None).unwrap();
     eprintln!("{name}: {report:?}");
     assert_eq!(report.errors, 0);
     assert_eq!(report.fold_auroc.len(), 5);
