@@ -168,12 +168,14 @@ impl Gray {
 /// or `f32` samples, the last partial blocks dropped; `factor` ≥ 2 and the image at least one
 /// block. Sums of 8-bit values are exact in `f32`, so an 8-bit image and its `f32` copy give
 /// the same result to the bit.
-pub fn box_reduce<T: Copy + Into<f32>>(
+pub(crate) fn box_reduce<T: Copy + Into<f32>>(
     data: &[T],
     width: usize,
     height: usize,
     factor: usize,
 ) -> Gray {
+    debug_assert!(factor >= 2 && width >= factor && height >= factor);
+    debug_assert_eq!(data.len(), width * height);
     let (w, h) = (width / factor, height / factor);
     let mut out = Gray::new(w, h, 0.0);
     let norm = 1.0 / (factor * factor) as f32;

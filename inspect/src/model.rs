@@ -246,12 +246,15 @@ impl Model {
     /// Decodes `bytes` as this model reads them and scores them: only the planes it reads
     /// ([`Model::planes`]) and, for an aligned model that works below full resolution, straight
     /// to its working resolution ([`crate::decode::decode_reduced`]; no full-resolution image
-    /// is made). The same verdict as [`Model::score`] of [`crate::decode()`]'s image.
+    /// is made). The same verdict as [`Model::score`] of [`crate::decode()`]'s image (to the
+    /// bit: tests compare them on subsampled, progressive, restart-marked, EXIF-turned, CMYK
+    /// and grey JPEGs); a malformed JPEG the fast decoder reads only in part may fall back to
+    /// the general decoder on one path and not the other.
     pub fn judge(&self, bytes: &[u8], limits: DecodeLimits) -> Result<Verdict, InspectError> {
         match &self.method {
             Method::Aligned(m) if m.downscale > 1 => {
                 let (reduced, size) = crate::decode::decode_reduced(bytes, limits, m.downscale)?;
-                Ok(self.aligned(m, &m.prepare_reduced(&reduced)?, size))
+                Ok(self.aligned_verdict(m, &m.prepare_reduced(&reduced)?, size))
             }
             _ => self.score(&crate::decode::decode_planes(bytes, limits, self.planes())?),
         }
@@ -262,7 +265,7 @@ impl Model {
         let img = &image.luma;
         let (map, regions) = match &self.method {
             Method::Aligned(m) => {
-                return Ok(self.aligned(m, &m.prepare(img)?, (img.width, img.height)));
+                return Ok(self.aligned_verdict(m, &m.prepare(img)?, (img.width, img.height)));
             }
             Method::Fixed(m) => {
                 let p = m.prepare(img)?;
@@ -287,7 +290,12 @@ impl Model {
     }
 
     /// The verdict of an aligned model on a prepared image of `size` (full resolution).
-    fn aligned(&self, m: &AlignedModel, p: &aligned::Prepared, size: (usize, usize)) -> Verdict {
+    fn aligned_verdict(
+        &self,
+        m: &AlignedModel,
+        p: &aligned::Prepared,
+        size: (usize, usize),
+    ) -> Verdict {
         let map = m.anomaly(p);
         let regions = self.regions(&map, |c| m.region(c, p, size));
         self.verdict(map, Some(p.pose), regions)

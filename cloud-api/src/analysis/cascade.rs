@@ -55,7 +55,7 @@ impl Analyzer for Gate {
         self.local.version()
     }
 
-    /// The gate's: the remote model is sent the stored bytes, not this image.
+    /// The local analyzer's: the remote model is sent the stored bytes, not this image.
     async fn planes(&self, sku: &str) -> Planes {
         self.local.planes(sku).await
     }

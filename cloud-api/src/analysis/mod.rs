@@ -26,7 +26,9 @@ pub trait Analyzer: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn version(&self) -> &'static str;
     /// The planes [`Analyzer::judge`] reads of an image of `sku`: a colour decode serves any
-    /// analyzer; one that judges luma alone says so, and its images skip their chroma.
+    /// analyzer; one that judges luma alone says so, and its images skip their chroma. Asked
+    /// before the decode: a SKU's model replaced by a colour one in between judges that one
+    /// frame as a mono camera's (patch: flagged, the safe side), the next frames in colour.
     async fn planes(&self, _sku: &str) -> Planes {
         Planes::Colour
     }
