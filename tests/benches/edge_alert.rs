@@ -160,6 +160,7 @@ async fn run(
     let sent: Times = Arc::default();
     let captured = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let period = Duration::from_secs_f64(1.0 / rate);
+    let cpu_before = agent.process.cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for station in &stations {
@@ -199,6 +200,11 @@ async fn run(
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     pump.abort();
+    let cpu = agent
+        .process
+        .cpu_time()
+        .zip(cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
 
     let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let alerts = alerts.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -225,5 +231,14 @@ async fn run(
         "agent peak RSS (two cameras, edge analysis on): {:.1} MB",
         agent.process.peak_rss().unwrap_or(0) as f64 / 1e6
     );
+    // Everything the agent did while triggered (answering busy triggers, uploads, heartbeats
+    // included) over the parts it captured.
+    if let Some(cpu) = cpu {
+        println!(
+            "agent CPU time while triggered: {:.2} s, {:.1} ms per captured part",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1000.0 / captured.max(1) as f64
+        );
+    }
     Ok(())
 }
