@@ -63,9 +63,19 @@ impl Image {
     pub fn from_rgb(width: usize, height: usize, pixels: &[u8]) -> Image {
         Image::from_triples(width, height, pixels, |p| {
             let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
-            let y = 0.299 * r + 0.587 * g + 0.114 * b;
+            let y = bt601(r, g, b);
             (y, 0.564 * (b - y), 0.713 * (r - y))
         })
+    }
+
+    /// The luma [`Image::from_rgb`] gives, to the bit, without computing the chroma: a colour
+    /// file read by a model that needs no colour.
+    pub fn luma_from_rgb(width: usize, height: usize, pixels: &[u8]) -> Image {
+        let mut luma = Gray::new(width, height, 0.0);
+        for (v, p) in luma.data.iter_mut().zip(pixels.chunks_exact(3)) {
+            *v = bt601(f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+        }
+        Image::from(luma)
     }
 
     fn from_triples(
@@ -104,6 +114,11 @@ impl Image {
     }
 }
 
+/// Luma (BT.601) of one RGB sample.
+fn bt601(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +151,15 @@ mod tests {
         assert!((ycc.luma.data[0] - reds.luma.data[0]).abs() < 1.0);
         assert!((a[0].data[0] - b[0].data[0]).abs() < 1.5);
         assert!((a[1].data[0] - b[1].data[0]).abs() < 1.5);
+    }
+
+    #[test]
+    fn the_luma_alone_is_the_colour_images_luma_to_the_bit() {
+        let (w, h) = (5, 3);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let luma = Image::luma_from_rgb(w, h, &rgb);
+        assert!(luma.chroma.is_none());
+        assert_eq!(luma.luma, Image::from_rgb(w, h, &rgb).luma);
     }
 
     #[test]

@@ -59,10 +59,9 @@ pub fn decode_planes(
         // The luma of a colour file is the analyzer's own (BT.601), whichever planes are kept.
         let rgb = img.to_rgb8();
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let image = Image::from_rgb(w, h, rgb.as_raw());
         match planes {
-            Planes::Colour => image,
-            Planes::Luma => Image::from(image.luma),
+            Planes::Colour => Image::from_rgb(w, h, rgb.as_raw()),
+            Planes::Luma => Image::luma_from_rgb(w, h, rgb.as_raw()),
         }
     } else {
         Image::from(to_gray(&img))

@@ -166,12 +166,11 @@ impl Analyzer for Golden {
         env!("CARGO_PKG_VERSION")
     }
 
-    /// The planes the SKU's model in use reads; colour where none is (nothing is read then).
+    /// The planes the SKU's model loaded here reads; colour where none is loaded (a SKU with
+    /// no model, or one another replica fitted and [`Analyzer::judge`] is about to load): the
+    /// store is asked once per part, by `judge`, not twice.
     async fn planes(&self, sku: &str) -> Planes {
-        match self.models.for_part(sku).await {
-            Ok(Some((model, _))) => model.planes(),
-            _ => Planes::Colour,
-        }
+        self.models.planes(sku).unwrap_or(Planes::Colour)
     }
 
     async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use tracing::{info, warn};
-use wiko_inspect::{Model, ModelFileError};
+use wiko_inspect::{Model, ModelFileError, Planes};
 use wiko_wire::ModelInfo;
 
 use crate::store::{Store, StoreError, StoredModel};
@@ -80,6 +80,12 @@ impl Models {
     /// The file of the active model of a SKU.
     pub(super) fn file(&self, sku: &str) -> Option<ModelFile> {
         self.read().get(sku).map(|a| a.file.clone())
+    }
+
+    /// The planes the active model of a SKU reads, if one is loaded here: read before every
+    /// decode, so it never goes to the store.
+    pub(super) fn planes(&self, sku: &str) -> Option<Planes> {
+        self.read().get(sku).map(|a| a.model.planes())
     }
 
     /// The model to judge a part of `sku` with, and its version: the active one, else the
