@@ -68,8 +68,8 @@ impl Image {
         })
     }
 
-    /// The luma [`Image::from_rgb`] gives, to the bit, without computing the chroma: a colour
-    /// file read by a model that needs no colour.
+    /// The luma [`Image::from_rgb`] gives of `width × height` samples, to the bit, without
+    /// computing the chroma: a colour file read by a model that needs no colour.
     pub fn luma_from_rgb(width: usize, height: usize, pixels: &[u8]) -> Image {
         let mut luma = Gray::new(width, height, 0.0);
         for (v, p) in luma.data.iter_mut().zip(pixels.chunks_exact(3)) {

@@ -12,18 +12,48 @@ use wiko_synth::{self as synthetic, SynthDefect};
 
 use crate::harness::*;
 
+/// The upload of good parts `range` (synthetic seeds) as golden samples.
+fn golden(range: std::ops::Range<u64>) -> Vec<u8> {
+    let images: Vec<Vec<u8>> = range.map(|seed| part_jpeg(None, 50_000 + seed)).collect();
+    multipart(
+        &images
+            .iter()
+            .map(|i| ("image", "image/jpeg", i.as_slice()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A model another replica fitted after this one started: this one's first part of the SKU is
+/// decoded in colour (no model of it is loaded here; colour serves any), judged by the stored
+/// model, and from then on decoded in luma alone.
+#[tokio::test]
+async fn a_model_another_replica_fitted_judges_here_and_then_sets_the_planes() {
+    let h = harness().await;
+    let second = started_in(h.place.clone()).await;
+    let uri = "/api/v1/skus/WK-KN-200/golden";
+    let (status, body) = send(&h, "POST", uri, Some(ADMIN), golden(0..24)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        second.state.analyzer.planes("WK-KN-200").await,
+        wiko_inspect::Planes::Colour,
+        "not loaded on the second replica yet"
+    );
+    let (status, good) = analyze(&second, part_jpeg(None, 90_001)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&good["status"], &good["model_version"]),
+        (&"final".into(), &"v1".into()),
+        "{good}"
+    );
+    assert_eq!(
+        second.state.analyzer.planes("WK-KN-200").await,
+        wiko_inspect::Planes::Luma
+    );
+}
+
 #[tokio::test]
 async fn golden_samples_calibrate_a_sku_and_results_name_the_model_version() {
     let h = harness().await;
-    let golden = |range: std::ops::Range<u64>| {
-        let images: Vec<Vec<u8>> = range.map(|seed| part_jpeg(None, 50_000 + seed)).collect();
-        multipart(
-            &images
-                .iter()
-                .map(|i| ("image", "image/jpeg", i.as_slice()))
-                .collect::<Vec<_>>(),
-        )
-    };
     let uri = "/api/v1/skus/WK-KN-200/golden";
     let (status, body) = send(&h, "POST", uri, Some(DEVICE), golden(0..1)).await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));

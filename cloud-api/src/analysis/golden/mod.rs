@@ -168,7 +168,7 @@ impl Analyzer for Golden {
 
     /// The planes the SKU's model loaded here reads; colour where none is loaded (a SKU with
     /// no model, or one another replica fitted and [`Analyzer::judge`] is about to load): the
-    /// store is asked once per part, by `judge`, not twice.
+    /// store is asked at most once per part, by `judge`.
     async fn planes(&self, sku: &str) -> Planes {
         self.models.planes(sku).unwrap_or(Planes::Colour)
     }
