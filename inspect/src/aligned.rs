@@ -41,6 +41,13 @@ const SPREAD_FLOOR: [f32; 2] = [4.0, 3.0];
 /// A sub-pixel shift of a rivet rim or of the silhouette is then no defect, while a faint
 /// stain on a flat blade, where the slope is nil, keeps the floor's tolerance.
 const EDGE_PLAY: f32 = 0.25;
+/// How far (canonical pixels) a feature of a good part may sit from where the good parts put
+/// it: a pixel is compared with the reference at every location within this distance and
+/// keeps its least z-score ([`Channel::z_within`]). A rivet or the handle's join placed a
+/// pixel or two off (a line's tolerances) then matches the reference's rivet beside it, while
+/// a stain, a scratch or a missing rivet differs from every location around it (a missing
+/// feature is seen away from its rim, so one narrower than three pixels would not be).
+const FEATURE_PLAY: usize = 1;
 /// How far (a share either way) a part's size may differ from the reference's and still be
 /// brought to it before the per-location comparison (parts nearer the camera, or made a little
 /// larger, within a line's tolerances); a larger difference is left for the statistics to see.
@@ -279,7 +286,11 @@ impl AlignedModel {
 
     /// The anomaly map in the canonical frame.
     pub fn anomaly(&self, p: &Prepared) -> Gray {
-        let [level, detail] = [0, 1].map(|c| self.channels[c].z(&p.features[c]).box_blur(1));
+        let [level, detail] = [0, 1].map(|c| {
+            self.channels[c]
+                .z_within(&p.features[c], FEATURE_PLAY)
+                .box_blur(1)
+        });
         level.zip(&detail, f32::max)
     }
 
@@ -461,6 +472,27 @@ impl Channel {
         sum / x.data.len().max(1) as f32
     }
 
+    /// Per pixel, the least `|x - median| / spread` over the reference's locations within
+    /// `radius` (a square, clipped to the frame): a feature a little off its place matches
+    /// the reference beside it. `radius` 0 is [`Channel::z`].
+    pub(crate) fn z_within(&self, x: &Gray, radius: usize) -> Gray {
+        let (w, h) = (x.width, x.height);
+        let mut out = Gray::new(w, h, 0.0);
+        for y in 0..h {
+            let rows = y.saturating_sub(radius)..(y + radius + 1).min(h);
+            for xx in 0..w {
+                let v = x.data[y * w + xx];
+                let columns = xx.saturating_sub(radius)..(xx + radius + 1).min(w);
+                out.data[y * w + xx] = rows
+                    .clone()
+                    .flat_map(|qy| columns.clone().map(move |qx| qy * w + qx))
+                    .map(|i| (v - self.median[i]).abs() / self.spread[i])
+                    .fold(f32::INFINITY, f32::min);
+            }
+        }
+        out
+    }
+
     /// `|x - median| / spread` per pixel.
     pub(crate) fn z(&self, x: &Gray) -> Gray {
         Gray {
@@ -503,4 +535,48 @@ fn handle_columns(median: &[f32], width: usize, height: usize, background: f32) 
             n > 0 && sum / (n as f32) < background
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 12 × 12 reference: a bright bar down column 5 on a flat level, spread 2 everywhere.
+    fn reference() -> Channel {
+        let median: Vec<f32> = (0..144)
+            .map(|i| if i % 12 == 5 { 200.0 } else { 100.0 })
+            .collect();
+        Channel {
+            median,
+            spread: vec![2.0; 144],
+        }
+    }
+
+    fn image(bar: usize, spot: Option<(usize, usize)>) -> Gray {
+        let mut g = Gray::new(12, 12, 100.0);
+        for y in 0..12 {
+            g.data[y * 12 + bar] = 200.0;
+        }
+        if let Some((x, y)) = spot {
+            g.data[y * 12 + x] = 140.0;
+        }
+        g
+    }
+
+    #[test]
+    fn a_feature_a_pixel_off_matches_its_place_and_a_spot_does_not() {
+        let c = reference();
+        let moved = image(6, Some((2, 8)));
+        assert_eq!(c.z_within(&moved, 0), c.z(&moved), "radius 0 is z");
+        let z0 = c.z(&moved);
+        let z1 = c.z_within(&moved, 1);
+        // The bar moved by one pixel: 50 spreads off at radius 0, matched at radius 1.
+        assert_eq!((z0.get(6, 3), z1.get(6, 3)), (50.0, 0.0));
+        assert_eq!((z0.get(5, 3), z1.get(5, 3)), (50.0, 0.0));
+        // A spot on the flat level differs from every location around it.
+        assert_eq!((z0.get(2, 8), z1.get(2, 8)), (20.0, 20.0));
+        // Two pixels off is beyond the play.
+        let far = image(7, None);
+        assert_eq!(c.z_within(&far, 1).get(7, 3), 50.0);
+    }
 }

@@ -16,7 +16,8 @@
 //!      reference) and mirrors it when good parts lie either way up; per canonical location
 //!      the model holds robust statistics (median, spread) of the gain-normalised level and of
 //!      the cross-grain detail, the spread at least the reference's slope times a quarter
-//!      pixel (a variation model's tolerance on edges).
+//!      pixel (a variation model's tolerance on edges); a pixel keeps its least z-score
+//!      against the reference within a pixel of its place (a rivet placed a pixel off).
 //!    - [`fixed`]: a surface filling the image under a fixed camera and fixture, so the same
 //!      thing is always in the same place: per-pixel robust statistics, no registration.
 //!      Chosen when the good images' per-pixel spread is small against their spatial variation.

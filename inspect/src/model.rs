@@ -19,9 +19,9 @@ use crate::{DecodeLimits, Gray, Image, InspectError};
 /// not count; 8: texture boundaries across the grain; 9: aligned parts' gain from the upper
 /// quartile of the part's levels; 10: colour images and the position-free patch method; 11:
 /// aligned parts scaled to the good parts' size and mirrored to one side when they lie either
-/// way up, their tolerance widened on edges); a model
-/// file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 11;
+/// way up, their tolerance widened on edges; 12: an aligned part's pixel compared with the
+/// reference within a pixel of its place); a model file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 12;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.
