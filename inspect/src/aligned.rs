@@ -10,8 +10,9 @@
 //!   each part's own streaks vanish here while scratches, cracks and pits, which run across the
 //!   grain or are short, stay.
 //!
-//! Each feature's anomaly is `|x - median| / spread` per canonical pixel; the map is the larger
-//! of the two, averaged over 3×3 so that single noisy pixels do not count.
+//! Each feature's anomaly at a canonical pixel is the least `|x - median| / spread` over the
+//! reference's locations within [`FEATURE_PLAY`] of it; the map is the larger of the two,
+//! averaged over 3×3 so that single noisy pixels do not count.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,12 +42,15 @@ const SPREAD_FLOOR: [f32; 2] = [4.0, 3.0];
 /// A sub-pixel shift of a rivet rim or of the silhouette is then no defect, while a faint
 /// stain on a flat blade, where the slope is nil, keeps the floor's tolerance.
 const EDGE_PLAY: f32 = 0.25;
-/// How far (canonical pixels) a feature of a good part may sit from where the good parts put
-/// it: a pixel is compared with the reference at every location within this distance and
-/// keeps its least z-score ([`Channel::z_within`]). A rivet or the handle's join placed a
-/// pixel or two off (a line's tolerances) then matches the reference's rivet beside it, while
-/// a stain, a scratch or a missing rivet differs from every location around it (a missing
-/// feature is seen away from its rim, so one narrower than three pixels would not be).
+/// How far (canonical pixels: input pixels times the model's reduction, 3 at 1080p) a feature
+/// of a good part may sit from where the good parts put it: a pixel is compared with the
+/// reference at every location within this distance and keeps its least z-score
+/// ([`Channel::z_within`]). A rivet or the handle's join placed a pixel or two off (a line's
+/// tolerances) then matches the reference's rivet beside it, while a stain, a scratch or a
+/// missing rivet on a flat area differs from every location around it. The price: a mark
+/// within this distance of an edge of its own level, a chip or burr one pixel deep, and the
+/// rim of a missing feature match the reference beside them; a missing feature is seen inside
+/// its rim only, so one under about five pixels across (after the 3×3 average) hardly is.
 const FEATURE_PLAY: usize = 1;
 /// How far (a share either way) a part's size may differ from the reference's and still be
 /// brought to it before the per-location comparison (parts nearer the camera, or made a little
@@ -452,7 +456,7 @@ impl Channel {
 
     /// Whether a channel read from a file can judge `n` pixels: a median and a spread for
     /// each, every value finite and every spread positive (as [`Channel::of`] makes them with a
-    /// positive floor), so that [`Channel::z`] stays finite.
+    /// positive floor), so that [`Channel::z`] and [`Channel::z_within`] stay finite.
     pub(crate) fn is_sound(&self, n: usize) -> bool {
         self.median.len() == n
             && self.spread.len() == n
@@ -477,6 +481,7 @@ impl Channel {
     /// the reference beside it. `radius` 0 is [`Channel::z`].
     pub(crate) fn z_within(&self, x: &Gray, radius: usize) -> Gray {
         let (w, h) = (x.width, x.height);
+        debug_assert_eq!(self.median.len(), w * h, "the reference's frame");
         let mut out = Gray::new(w, h, 0.0);
         for y in 0..h {
             let rows = y.saturating_sub(radius)..(y + radius + 1).min(h);

@@ -176,7 +176,8 @@ fn report(l: &Level, seeds: &[u64]) -> (f64, f64) {
 /// A few levels, each with floors under what it reached on the development seed (0); the
 /// rivets ±1 px and combined 1 also on seed 4, a generator seed no rule was chosen on and no
 /// figure was looked at before its floors were set (0.95 / 90%, under the lowest of the fresh
-/// seeds 1-3: 0.976 / 95%).
+/// seeds 1-3: 0.976 / 95%). Since model format 12, seed 4 at rivets ±1 px locates 19 of 21
+/// defects (0.905): the hit floor is met with no defect to spare.
 #[test]
 fn the_analyzer_holds_under_line_nuisances_at_a_few_levels() {
     for (knob, value, seed, auroc_floor, hit_floor) in [
