@@ -30,12 +30,12 @@ use bytes::Bytes;
 use chrono::{Datelike, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
-use wiko_inspect::{Image, Planes};
+use wiko_inspect::Planes;
 use wiko_wire::{Analysis, AnalysisStatus, Defect, DefectType, Verdict, VerdictErrorCode};
 
 use super::remote::config::{Mode, RemoteSettings};
 use super::remote::{Deferred, ImageSource, Part, Remote};
-use super::{Analyzer, Judgement};
+use super::{Analyzer, Frame, Judgement};
 use crate::store::{Enrichment, ImageKey, Job, Stage, Storage, StoreError};
 use crate::telemetry;
 
@@ -60,8 +60,8 @@ impl Analyzer for Gate {
         self.local.planes(sku).await
     }
 
-    async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {
-        let mut judgement = self.local.judge(sku, image).await;
+    async fn judge(&self, sku: &str, frame: Frame) -> Judgement {
+        let mut judgement = self.local.judge(sku, frame).await;
         let settings = self.remote.settings();
         if sends(settings, sku, &judgement) {
             judgement.status = AnalysisStatus::Provisional;

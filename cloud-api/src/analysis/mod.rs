@@ -9,7 +9,6 @@ pub mod golden;
 pub mod remote;
 mod workers;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -27,13 +26,51 @@ pub trait Analyzer: Send + Sync + 'static {
     fn version(&self) -> &'static str;
     /// The planes [`Analyzer::judge`] reads of an image of `sku`: a colour decode serves any
     /// analyzer; one that judges luma alone says so, and its images skip their chroma. Asked
-    /// before the decode: a SKU's model replaced by a colour one in between judges that one
-    /// frame as a mono camera's (patch: flagged, the safe side), the next frames in colour.
+    /// before the decode; a SKU's model replaced by a colour one in between decodes that one
+    /// frame again ([`Frame::image`]).
     async fn planes(&self, _sku: &str) -> Planes {
         Planes::Colour
     }
-    /// Judges one image of a part of `sku`.
-    async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement;
+    /// Judges one frame of a part of `sku`.
+    async fn judge(&self, sku: &str, frame: Frame) -> Judgement;
+}
+
+/// A part's image decoded with the planes its analyzer asked for ([`Analyzer::planes`]), and
+/// the file it was decoded from.
+pub struct Frame {
+    bytes: Bytes,
+    limits: DecodeLimits,
+    planes: Planes,
+    image: Image,
+}
+
+impl Frame {
+    /// Decodes `planes` of `bytes` on the blocking pool.
+    pub async fn decode(
+        bytes: Bytes,
+        limits: DecodeLimits,
+        planes: Planes,
+    ) -> Result<Frame, InspectError> {
+        let image = decode(bytes.clone(), limits, planes).await?;
+        Ok(Frame {
+            bytes,
+            limits,
+            planes,
+            image,
+        })
+    }
+
+    /// The image with the `planes` its judge reads: the decoded one, or, when it was decoded
+    /// in luma alone and colour is wanted (the SKU's model was replaced by one that reads
+    /// colour after [`Analyzer::planes`] was asked), the file decoded again in colour, the
+    /// luma image dropped first (the frame's memory reservation covers one colour decode).
+    pub async fn image(self, planes: Planes) -> Result<Image, InspectError> {
+        if self.planes == Planes::Luma && planes == Planes::Colour {
+            drop(self.image);
+            return decode(self.bytes, self.limits, Planes::Colour).await;
+        }
+        Ok(self.image)
+    }
 }
 
 /// Decodes the `planes` an analyzer reads ([`Analyzer::planes`]) on the blocking pool.
@@ -72,9 +109,9 @@ fn decoded(
 }
 
 /// Runs the analyzer and fills in name, version and latency.
-pub async fn run(analyzer: &dyn Analyzer, sku: &str, image: Image) -> Outcome {
+pub async fn run(analyzer: &dyn Analyzer, sku: &str, frame: Frame) -> Outcome {
     let started = Instant::now();
-    let judgement = analyzer.judge(sku, Arc::new(image)).await;
+    let judgement = analyzer.judge(sku, frame).await;
     let latency = started.elapsed();
     metrics::histogram!(telemetry::ANALYSIS_SECONDS).record(latency.as_secs_f64());
     Outcome {

@@ -17,7 +17,7 @@ use wiko_wire::VerdictSource;
 use bytes::Bytes;
 
 use super::budget::Budget;
-use super::{Analyzer, decode, run, undecodable};
+use super::{Analyzer, Frame, run, undecodable};
 use crate::store::Outcome;
 use crate::store::{Job, Stage, Storage};
 use crate::telemetry;
@@ -138,8 +138,8 @@ impl Workers {
             Ok(memory) => memory,
             Err(e) => return super::too_large(analyzer, &e),
         };
-        match decode(bytes, self.limits, analyzer.planes(sku).await).await {
-            Ok(image) => run(analyzer, sku, image).await,
+        match Frame::decode(bytes, self.limits, analyzer.planes(sku).await).await {
+            Ok(frame) => run(analyzer, sku, frame).await,
             Err(e) => undecodable(analyzer, &e),
         }
     }

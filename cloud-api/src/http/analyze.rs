@@ -145,9 +145,9 @@ async fn judge(
     sku: String,
 ) -> Result<Analysis, ApiError> {
     let planes = s.analyzer.planes(&sku).await;
-    let decoded = analysis::decode(image.bytes.clone(), s.intake.limits, planes).await?;
+    let frame = analysis::Frame::decode(image.bytes.clone(), s.intake.limits, planes).await?;
     let (_, id) = s.intake.part(origin, image, TAKEOVER_AFTER).await?;
-    let outcome = analysis::run(s.analyzer.as_ref(), &sku, decoded).await;
+    let outcome = analysis::run(s.analyzer.as_ref(), &sku, frame).await;
     let done = s.store().complete(id, outcome).await?;
     s.outbox_wake.notify_one();
     Ok(done)

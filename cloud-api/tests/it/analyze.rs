@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use wiko_cloud::analysis::budget::Budget;
-use wiko_cloud::analysis::{Analyzer, Judgement};
+use wiko_cloud::analysis::{Analyzer, Frame, Judgement};
+use wiko_inspect::Planes;
 
 use crate::harness::*;
 
@@ -85,29 +86,35 @@ impl Analyzer for Held {
     fn version(&self) -> &'static str {
         "test"
     }
-    async fn judge(&self, _sku: &str, _image: Arc<wiko_inspect::Image>) -> Judgement {
+    async fn judge(&self, _sku: &str, _frame: Frame) -> Judgement {
         let _ = self.began.send(()).await;
         let _ = self.go.acquire().await;
         Judgement::failed("held by the test", None)
     }
 }
 
-/// An analyzer that judges luma alone and records whether it was given chroma.
-struct LumaOnly(Arc<std::sync::Mutex<Vec<bool>>>);
+/// An analyzer that asks for luma alone, judges `reads` (its model replaced by one that reads
+/// colour between the two calls, when that is colour) and records whether its image had
+/// chroma.
+struct LumaAsked {
+    reads: Planes,
+    seen: Arc<std::sync::Mutex<Vec<bool>>>,
+}
 
 #[async_trait::async_trait]
-impl Analyzer for LumaOnly {
+impl Analyzer for LumaAsked {
     fn name(&self) -> &'static str {
-        "luma-only"
+        "luma-asked"
     }
     fn version(&self) -> &'static str {
         "test"
     }
-    async fn planes(&self, _sku: &str) -> wiko_inspect::Planes {
-        wiko_inspect::Planes::Luma
+    async fn planes(&self, _sku: &str) -> Planes {
+        Planes::Luma
     }
-    async fn judge(&self, _sku: &str, image: Arc<wiko_inspect::Image>) -> Judgement {
-        self.0.lock().unwrap().push(image.chroma.is_some());
+    async fn judge(&self, _sku: &str, frame: Frame) -> Judgement {
+        let image = frame.image(self.reads).await.unwrap();
+        self.seen.lock().unwrap().push(image.chroma.is_some());
         Judgement::failed("recorded by the test", None)
     }
 }
@@ -116,7 +123,10 @@ impl Analyzer for LumaOnly {
 async fn a_colour_frame_is_decoded_to_the_planes_its_analyzer_reads() {
     let mut h = harness().await;
     let seen = Arc::default();
-    h.state.analyzer = Arc::new(LumaOnly(Arc::clone(&seen)));
+    h.state.analyzer = Arc::new(LumaAsked {
+        reads: Planes::Luma,
+        seen: Arc::clone(&seen),
+    });
     let image = jpeg();
     assert!(
         wiko_inspect::decode(&image, h.state.intake.limits)
@@ -128,6 +138,21 @@ async fn a_colour_frame_is_decoded_to_the_planes_its_analyzer_reads() {
     let (status, body) = analyze(&h, image).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(*seen.lock().unwrap(), [false], "luma alone");
+}
+
+/// The planes are asked before the decode: a model replaced in between by one that reads
+/// colour is given the frame decoded again in colour, not judged on luma alone.
+#[tokio::test]
+async fn a_frame_decoded_in_luma_for_a_model_replaced_by_a_colour_one_is_decoded_again() {
+    let mut h = harness().await;
+    let seen = Arc::default();
+    h.state.analyzer = Arc::new(LumaAsked {
+        reads: Planes::Colour,
+        seen: Arc::clone(&seen),
+    });
+    let (status, body) = analyze(&h, jpeg()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(*seen.lock().unwrap(), [true], "colour, as its judge reads");
 }
 
 // See: issue #23 (the call's reservation went with its request: a request that timed out

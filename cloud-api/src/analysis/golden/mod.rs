@@ -14,16 +14,14 @@
 mod models;
 mod set;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use tracing::warn;
 use wiko_inspect::model::MIN_GOOD;
-use wiko_inspect::{DecodeLimits, FitOptions, Image, Planes, Verdict};
+use wiko_inspect::{DecodeLimits, FitOptions, Planes, Verdict};
 use wiko_wire::{AnalysisStatus, Defect, ModelInfo, RegionFigures};
 
 use super::budget::Budget;
-use super::{Analyzer, Judgement};
+use super::{Analyzer, Frame, Judgement, describe};
 use crate::store::{Storage, StoreError};
 pub use models::ModelFile;
 use models::Models;
@@ -168,18 +166,26 @@ impl Analyzer for Golden {
 
     /// The planes the SKU's model loaded here reads; colour where none is loaded (a SKU with
     /// no model, or one another replica fitted and [`Analyzer::judge`] is about to load): the
-    /// store is asked at most once per part, by `judge`.
+    /// store is asked at most once per part, by `judge`. A model replaced between this call
+    /// and `judge` by one that reads more is still judged on what it reads ([`Frame::image`]).
     async fn planes(&self, sku: &str) -> Planes {
         self.models.planes(sku).unwrap_or(Planes::Colour)
     }
 
-    async fn judge(&self, sku: &str, image: Arc<Image>) -> Judgement {
+    async fn judge(&self, sku: &str, frame: Frame) -> Judgement {
         let found = match self.models.for_part(sku).await {
             Ok(found) => found,
             Err(e) => return Judgement::failed(format!("loading the model: {e}"), None),
         };
         let Some((model, version)) = found else {
             return not_calibrated(sku);
+        };
+        let image = match frame.image(model.planes()).await {
+            Ok(image) => image,
+            Err(e) => {
+                let reason = format!("the image could not be decoded: {}", describe(&e));
+                return Judgement::failed(reason, Some(version));
+            }
         };
         let scored = tokio::task::spawn_blocking(move || model.score(&image)).await;
         match scored {
