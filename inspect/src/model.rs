@@ -20,8 +20,10 @@ use crate::{DecodeLimits, Gray, Image, InspectError};
 /// quartile of the part's levels; 10: colour images and the position-free patch method; 11:
 /// aligned parts scaled to the good parts' size and mirrored to one side when they lie either
 /// way up, their tolerance widened on edges; 12: an aligned part's pixel compared with the
-/// reference within a pixel of its place); a model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 12;
+/// reference within a pixel of its place; 13: an aligned part's light slope divided out when
+/// the border shows it against the standard error of its block means, so also on a marked
+/// belt); a model file of another version must be refitted.
+pub const MODEL_FORMAT: u32 = 13;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.

@@ -204,8 +204,16 @@ fn border(img: &Gray) -> impl Iterator<Item = (f32, f32, f32)> + '_ {
 }
 
 /// A slope is divided out only when it rises across the frame by more than this many times
-/// the border's robust spread about it.
+/// its standard error, and then shrunk towards none by the share `(this × error / rise)²`
+/// (see [`border_plane`]).
 const FLAT_SIGNIFICANCE: f32 = 3.0;
+/// Sides of the border's blocks (working pixels) whose mean residuals estimate the standard
+/// error of the plane's slope: a mark on the belt spans neighbouring pixels, so pixels are not
+/// independent samples of the light; blocks larger than the marks nearly are. The largest
+/// estimate over these sides is taken (as in the blocking method for correlated samples: the
+/// estimate grows with the block until blocks outgrow the correlation), so marks of up to
+/// about 64 working pixels (190 pixels of a 1080p frame) are accounted for.
+const FLAT_BLOCKS: [usize; 3] = [16, 32, 64];
 /// Background darker than this (grey levels) is not flattened: a gradient barely shows on it
 /// and dividing by it would amplify noise.
 const FLAT_MIN_LEVEL: f32 = 20.0;
@@ -247,21 +255,102 @@ impl Plane {
     fn at(&self, x: f32, y: f32) -> f32 {
         self.a + self.b * x + self.c * y
     }
+
+    /// The plane with its slopes times `share`, turned about its level at `(x, y)`.
+    fn tilted(&self, share: f32, (x, y): (f32, f32)) -> Plane {
+        let (b, c) = (self.b * share, self.c * share);
+        Plane {
+            a: self.at(x, y) - b * x - c * y,
+            b,
+            c,
+        }
+    }
 }
 
 /// The plane fitted to the border by least squares, then again without the pixels more than
-/// three robust spreads from the first fit (a part or a mark on the border). `None` when the
-/// border cannot fix a plane or shows no clear slope (see [`FLAT_SIGNIFICANCE`]).
+/// three robust spreads from the first fit (a part or a mark on the border), its slope shrunk
+/// by how clearly the border shows it. `None` when the border cannot fix a plane or shows no
+/// clear slope: one whose rise across the frame is under [`FLAT_SIGNIFICANCE`] times its
+/// standard error. On a belt with marks of its own a plane fitted to them tilts at random, and
+/// dividing that out would shade the part: the standard error is read off the residuals'
+/// means over blocks of the border ([`FLAT_BLOCKS`]), so it grows with the marks but, unlike
+/// their pixels' spread, shrinks with the border's length (a light slope of a tenth across a
+/// marked belt is seen). A rise of `r` standard errors keeps the share `1 - (3 / r)²` of its
+/// slope: all but a hundredth from 30 on, none at 3, so whether a slope is divided out decides
+/// nothing abruptly (a rise just over the cut on one part and just under on the next shades
+/// the two parts alike).
 fn border_plane(img: &Gray) -> Option<Plane> {
     let first = fit_plane(border(img))?;
     let mut residuals: Vec<f32> = border(img).map(|(x, y, v)| v - first.at(x, y)).collect();
     let (_, spread) = median_spread(&mut residuals);
     let limit = 3.0 * spread.max(1.0);
-    let plane = fit_plane(border(img).filter(|&(x, y, v)| (v - first.at(x, y)).abs() <= limit))?;
-    // Only a slope the border shows clearly: on a belt with marks of its own, a plane fitted
-    // to them tilts at random and dividing it out would shade the part.
-    let rise = plane.b.abs() * img.width as f32 + plane.c.abs() * img.height as f32;
-    (rise > FLAT_SIGNIFICANCE * spread.max(1.0)).then_some(plane)
+    let kept = || border(img).filter(move |&(x, y, v)| (v - first.at(x, y)).abs() <= limit);
+    let plane = fit_plane(kept())?;
+    let (width, height) = (img.width as f32, img.height as f32);
+    let rise = plane.b.abs() * width + plane.c.abs() * height;
+    let direction = (plane.b.signum() * width, plane.c.signum() * height);
+    let left: Vec<(f32, f32, f32)> = kept().map(|(x, y, v)| (x, y, v - plane.at(x, y))).collect();
+    let size = (img.width, img.height);
+    let error = FLAT_BLOCKS
+        .iter()
+        .filter_map(|&side| slope_error(&left, size, direction, side))
+        .reduce(f32::max)?;
+    let noise = FLAT_SIGNIFICANCE * error.max(1.0);
+    (rise > noise).then(|| plane.tilted(1.0 - (noise / rise).powi(2), (width / 2.0, height / 2.0)))
+}
+
+/// The standard error of a plane's rise along `direction` (`(dx, dy)`: the rise is
+/// `b dx + c dy`), from the residuals `(x, y, r)` of the pixels (of an image of `width ×
+/// height`) it was fitted to, taken as independent by blocks of `side` pixels: each block's
+/// mean residual at its mean place.
+/// `None` when there are too few blocks or they do not span a plane.
+fn slope_error(
+    residuals: &[(f32, f32, f32)],
+    (width, height): (usize, usize),
+    direction: (f32, f32),
+    side: usize,
+) -> Option<f32> {
+    let columns = width.div_ceil(side);
+    let mut blocks = vec![[0f64; 4]; columns * height.div_ceil(side)];
+    for &(x, y, r) in residuals {
+        let b = &mut blocks[(y as usize / side) * columns + x as usize / side];
+        *b = [
+            b[0] + 1.0,
+            b[1] + f64::from(x),
+            b[2] + f64::from(y),
+            b[3] + f64::from(r),
+        ];
+    }
+    let means: Vec<(f64, f64, f64)> = blocks
+        .iter()
+        .filter(|b| b[0] > 0.0)
+        .map(|&[n, x, y, r]| (x / n, y / n, r / n))
+        .collect();
+    let n = means.len() as f64;
+    if means.len() < 8 {
+        return None;
+    }
+    let (mx, my) = means
+        .iter()
+        .fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
+    let (mut sxx, mut sxy, mut syy, mut srr) = (0f64, 0f64, 0f64, 0f64);
+    for &(x, y, r) in &means {
+        let (x, y) = (x - mx, y - my);
+        sxx += x * x;
+        sxy += x * y;
+        syy += y * y;
+        srr += r * r;
+    }
+    let det = sxx * syy - sxy * sxy;
+    if det.abs() < 1e-9 * (sxx * syy).max(1.0) {
+        return None;
+    }
+    // The residual variance of a block mean (three parameters fitted), and the covariance of
+    // the slopes, variance × the inverse of [[sxx, sxy], [sxy, syy]].
+    let variance = srr / (n - 3.0);
+    let (dx, dy) = (f64::from(direction.0), f64::from(direction.1));
+    let quadratic = (dx * dx * syy - 2.0 * dx * dy * sxy + dy * dy * sxx) / det;
+    Some((variance * quadratic).sqrt() as f32)
 }
 
 /// The least-squares plane through points `(x, y, level)`; `None` when they do not span a
@@ -448,6 +537,35 @@ mod tests {
         assert!((pose.radius / truth.radius - 1.0).abs() < 0.01);
         // A plain, evenly lit scene is left as it is.
         assert_eq!(flatten(&plain), plain);
+    }
+
+    /// A belt of 640 × 480 pixels marked in blotches of 8 × 8 pixels up to ±16 grey levels
+    /// about 100 (a hash of the blotch's place), under light rising by `slope` across it.
+    fn marked_belt(slope: f32) -> Gray {
+        let mut g = Gray::new(640, 480, 0.0);
+        for y in 0..g.height {
+            for x in 0..g.width {
+                let cell = ((x / 8) * 7919 + (y / 8) * 104_729) as u32;
+                let mark = (cell.wrapping_mul(2_654_435_761) >> 24) as f32 / 255.0 * 32.0 - 16.0;
+                let light = 1.0 + slope * (x as f32 / g.width as f32 - 0.5);
+                g.set(x, y, (100.0 + mark) * light);
+            }
+        }
+        g
+    }
+
+    #[test]
+    fn a_light_slope_across_a_marked_belt_is_divided_out_and_the_marks_alone_are_not() {
+        assert_eq!(flatten(&marked_belt(0.0)), marked_belt(0.0), "marks alone");
+        // A fifth more light on the right: 20 grey levels, under the marks' own range (32).
+        let lit = marked_belt(0.2);
+        let flat = flatten(&lit);
+        let rise = |g: &Gray| {
+            let column = |x: usize| (0..g.height).map(|y| g.get(x, y)).sum::<f32>() / 480.0;
+            (0..40).map(|x| column(600 + x) - column(x)).sum::<f32>() / 40.0
+        };
+        assert!(rise(&lit) > 16.0, "{}", rise(&lit));
+        assert!(rise(&flat).abs() < 0.1 * rise(&lit), "{}", rise(&flat));
     }
 
     #[test]
