@@ -204,15 +204,18 @@ fn border(img: &Gray) -> impl Iterator<Item = (f32, f32, f32)> + '_ {
 }
 
 /// A slope is divided out only when it rises across the frame by more than this many times
-/// its standard error, and then shrunk towards none by the share `(this × error / rise)²`
-/// (see [`border_plane`]).
+/// its standard error (at least one grey level), and then shrunk towards none by the share
+/// `(this × error / rise)²` (see [`border_plane`]). The rise adds both slopes' sizes, so with
+/// no slope at all it passes the cut about one time in two hundred, not the one in seven
+/// hundred of a single normal; the shrinkage keeps such a slope small.
 const FLAT_SIGNIFICANCE: f32 = 3.0;
 /// Sides of the border's blocks (working pixels) whose mean residuals estimate the standard
 /// error of the plane's slope: a mark on the belt spans neighbouring pixels, so pixels are not
 /// independent samples of the light; blocks larger than the marks nearly are. The largest
-/// estimate over these sides is taken (as in the blocking method for correlated samples: the
-/// estimate grows with the block until blocks outgrow the correlation), so marks of up to
-/// about 64 working pixels (190 pixels of a 1080p frame) are accounted for.
+/// estimate over these sides is taken, a conservative form of the blocking method for
+/// correlated samples (there the estimate grows with the block until blocks outgrow the
+/// correlation, and its plateau is read), so marks of up to about 64 working pixels (190
+/// pixels of a 1080p frame) are accounted for.
 const FLAT_BLOCKS: [usize; 3] = [16, 32, 64];
 /// Background darker than this (grey levels) is not flattened: a gradient barely shows on it
 /// and dividing by it would amplify noise.
@@ -269,16 +272,18 @@ impl Plane {
 
 /// The plane fitted to the border by least squares, then again without the pixels more than
 /// three robust spreads from the first fit (a part or a mark on the border), its slope shrunk
-/// by how clearly the border shows it. `None` when the border cannot fix a plane or shows no
-/// clear slope: one whose rise across the frame is under [`FLAT_SIGNIFICANCE`] times its
-/// standard error. On a belt with marks of its own a plane fitted to them tilts at random, and
-/// dividing that out would shade the part: the standard error is read off the residuals'
-/// means over blocks of the border ([`FLAT_BLOCKS`]), so it grows with the marks but, unlike
-/// their pixels' spread, shrinks with the border's length (a light slope of a tenth across a
-/// marked belt is seen). A rise of `r` standard errors keeps the share `1 - (3 / r)²` of its
-/// slope: all but a hundredth from 30 on, none at 3, so whether a slope is divided out decides
-/// nothing abruptly (a rise just over the cut on one part and just under on the next shades
-/// the two parts alike).
+/// by how clearly the border shows it. `None` when the border cannot fix a plane, when no
+/// block size gives eight blocks that span one (images under about 40 pixels a side, or 16 or
+/// fewer wide or high; working images are hundreds), or when it shows no clear slope: one
+/// whose rise across the frame is under [`FLAT_SIGNIFICANCE`] times its standard error (at
+/// least one grey level). On a belt with marks of its own a plane fitted to them tilts at
+/// random, and dividing that out would shade the part: the standard error is read off the
+/// residuals' means over blocks of the border ([`FLAT_BLOCKS`]), so it grows with the marks
+/// but, unlike their pixels' spread, shrinks with the border's length (a light slope of a
+/// tenth across a marked belt is seen). A rise of `r` standard errors keeps the share
+/// `1 - (3 / r)²` of its slope: all but a hundredth from 30 on, three quarters at 6, none at
+/// 3, so whether a slope is divided out decides nothing abruptly (a rise just over the cut on
+/// one part and just under on the next shades the two parts alike).
 fn border_plane(img: &Gray) -> Option<Plane> {
     let first = fit_plane(border(img))?;
     let mut residuals: Vec<f32> = border(img).map(|(x, y, v)| v - first.at(x, y)).collect();
@@ -326,10 +331,10 @@ fn slope_error(
         .filter(|b| b[0] > 0.0)
         .map(|&[n, x, y, r]| (x / n, y / n, r / n))
         .collect();
-    let n = means.len() as f64;
     if means.len() < 8 {
         return None;
     }
+    let n = means.len() as f64;
     let (mx, my) = means
         .iter()
         .fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
@@ -539,13 +544,13 @@ mod tests {
         assert_eq!(flatten(&plain), plain);
     }
 
-    /// A belt of 640 × 480 pixels marked in blotches of 8 × 8 pixels up to ±16 grey levels
-    /// about 100 (a hash of the blotch's place), under light rising by `slope` across it.
-    fn marked_belt(slope: f32) -> Gray {
+    /// A belt of 640 × 480 pixels marked in blotches of `side × side` pixels up to ±16 grey
+    /// levels about 100 (a hash of the blotch's place), under light rising by `slope` across it.
+    fn marked_belt(side: usize, slope: f32) -> Gray {
         let mut g = Gray::new(640, 480, 0.0);
         for y in 0..g.height {
             for x in 0..g.width {
-                let cell = ((x / 8) * 7919 + (y / 8) * 104_729) as u32;
+                let cell = ((x / side) * 7919 + (y / side) * 104_729) as u32;
                 let mark = (cell.wrapping_mul(2_654_435_761) >> 24) as f32 / 255.0 * 32.0 - 16.0;
                 let light = 1.0 + slope * (x as f32 / g.width as f32 - 0.5);
                 g.set(x, y, (100.0 + mark) * light);
@@ -556,9 +561,13 @@ mod tests {
 
     #[test]
     fn a_light_slope_across_a_marked_belt_is_divided_out_and_the_marks_alone_are_not() {
-        assert_eq!(flatten(&marked_belt(0.0)), marked_belt(0.0), "marks alone");
+        // Marks alone, smaller than the smallest block and larger than it.
+        for side in [8, 32] {
+            let marked = marked_belt(side, 0.0);
+            assert_eq!(flatten(&marked), marked, "marks of {side} pixels alone");
+        }
         // A fifth more light on the right: 20 grey levels, under the marks' own range (32).
-        let lit = marked_belt(0.2);
+        let lit = marked_belt(8, 0.2);
         let flat = flatten(&lit);
         let rise = |g: &Gray| {
             let column = |x: usize| (0..g.height).map(|y| g.get(x, y)).sum::<f32>() / 480.0;
@@ -566,6 +575,44 @@ mod tests {
         };
         assert!(rise(&lit) > 16.0, "{}", rise(&lit));
         assert!(rise(&flat).abs() < 0.1 * rise(&lit), "{}", rise(&flat));
+    }
+
+    /// Blocks smaller than the marks (32 pixels here) take neighbouring blocks of one mark for
+    /// independent samples and understate the slope's error; blocks larger than the marks do
+    /// not.
+    #[test]
+    fn the_slopes_error_is_read_off_blocks_larger_than_the_marks() {
+        let belt = marked_belt(32, 0.0);
+        let size = (belt.width, belt.height);
+        let residuals: Vec<(f32, f32, f32)> =
+            border(&belt).map(|(x, y, v)| (x, y, v - 100.0)).collect();
+        let error = |side| slope_error(&residuals, size, (640.0, 480.0), side).unwrap();
+        // Measured 3.0, 4.3 and 4.3: it grows until the blocks outgrow the marks, then holds.
+        assert!(
+            error(32) > 1.3 * error(16),
+            "{} against {}",
+            error(32),
+            error(16)
+        );
+        assert!(
+            (error(64) / error(32) - 1.0).abs() < 0.2,
+            "{} against {}",
+            error(64),
+            error(32)
+        );
+    }
+
+    #[test]
+    fn images_too_small_or_narrow_to_read_a_plane_off_are_left_as_they_are() {
+        for (width, height) in [(1, 1), (3, 3), (5, 200), (200, 5)] {
+            let mut lit = Gray::new(width, height, 0.0);
+            for y in 0..height {
+                for x in 0..width {
+                    lit.set(x, y, 60.0 + x as f32 + 0.5 * y as f32);
+                }
+            }
+            assert_eq!(flatten(&lit), lit, "{width} × {height}");
+        }
     }
 
     #[test]

@@ -134,12 +134,14 @@ pub(crate) fn describe(e: &InspectError) -> String {
     }
 }
 
+/// What a result says of an image that cannot be decoded.
+pub(crate) fn undecodable_reason(e: &InspectError) -> String {
+    format!("the image could not be decoded: {}", describe(e))
+}
+
 /// An outcome for an image that cannot be analysed at all.
 pub(crate) fn undecodable(analyzer: &dyn Analyzer, e: &InspectError) -> Outcome {
-    no_verdict(
-        analyzer,
-        format!("the image could not be decoded: {}", describe(e)),
-    )
+    no_verdict(analyzer, undecodable_reason(e))
 }
 
 /// An outcome for an image larger than the memory budget.

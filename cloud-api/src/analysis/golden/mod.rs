@@ -21,7 +21,7 @@ use wiko_inspect::{DecodeLimits, FitOptions, Planes, Verdict};
 use wiko_wire::{AnalysisStatus, Defect, ModelInfo, RegionFigures};
 
 use super::budget::Budget;
-use super::{Analyzer, Frame, Judgement, describe};
+use super::{Analyzer, Frame, Judgement, undecodable_reason};
 use crate::store::{Storage, StoreError};
 pub use models::ModelFile;
 use models::Models;
@@ -182,10 +182,7 @@ impl Analyzer for Golden {
         };
         let image = match frame.image(model.planes()).await {
             Ok(image) => image,
-            Err(e) => {
-                let reason = format!("the image could not be decoded: {}", describe(&e));
-                return Judgement::failed(reason, Some(version));
-            }
+            Err(e) => return Judgement::failed(undecodable_reason(&e), Some(version)),
         };
         let scored = tokio::task::spawn_blocking(move || model.score(&image)).await;
         match scored {
