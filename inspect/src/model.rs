@@ -23,7 +23,7 @@ use crate::{DecodeLimits, Gray, Image, InspectError};
 /// reference within a pixel of its place; 13: an aligned part's light slope divided out when
 /// the border shows it against the standard error of its block means, so also on a marked
 /// belt); a model file of another version must be refitted.
-pub const MODEL_FORMAT: u32 = 13;
+pub const MODEL_FORMAT: u32 = 14;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
 /// Region growth threshold, as a share of the image threshold.

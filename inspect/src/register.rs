@@ -285,16 +285,23 @@ impl Plane {
 /// 3, so whether a slope is divided out decides nothing abruptly (a rise just over the cut on
 /// one part and just under on the next shades the two parts alike).
 fn border_plane(img: &Gray) -> Option<Plane> {
-    let first = fit_plane(border(img))?;
-    let mut residuals: Vec<f32> = border(img).map(|(x, y, v)| v - first.at(x, y)).collect();
+    let border: Vec<(f32, f32, f32)> = border(img).collect();
+    let first = fit_plane(&border)?;
+    let mut residuals: Vec<f32> = border.iter().map(|&(x, y, v)| v - first.at(x, y)).collect();
     let (_, spread) = median_spread(&mut residuals);
     let limit = 3.0 * spread.max(1.0);
-    let kept = || border(img).filter(move |&(x, y, v)| (v - first.at(x, y)).abs() <= limit);
-    let plane = fit_plane(kept())?;
+    let kept: Vec<(f32, f32, f32)> = border
+        .into_iter()
+        .filter(|&(x, y, v)| (v - first.at(x, y)).abs() <= limit)
+        .collect();
+    let plane = fit_plane(&kept)?;
     let (width, height) = (img.width as f32, img.height as f32);
     let rise = plane.b.abs() * width + plane.c.abs() * height;
     let direction = (plane.b.signum() * width, plane.c.signum() * height);
-    let left: Vec<(f32, f32, f32)> = kept().map(|(x, y, v)| (x, y, v - plane.at(x, y))).collect();
+    let left: Vec<(f32, f32, f32)> = kept
+        .iter()
+        .map(|&(x, y, v)| (x, y, v - plane.at(x, y)))
+        .collect();
     let size = (img.width, img.height);
     let error = FLAT_BLOCKS
         .iter()
@@ -334,59 +341,73 @@ fn slope_error(
     if means.len() < 8 {
         return None;
     }
-    let n = means.len() as f64;
-    let (mx, my) = means
-        .iter()
-        .fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
-    let (mut sxx, mut sxy, mut syy, mut srr) = (0f64, 0f64, 0f64, 0f64);
-    for &(x, y, r) in &means {
-        let (x, y) = (x - mx, y - my);
-        sxx += x * x;
-        sxy += x * y;
-        syy += y * y;
-        srr += r * r;
-    }
-    let det = sxx * syy - sxy * sxy;
-    if det.abs() < 1e-9 * (sxx * syy).max(1.0) {
-        return None;
-    }
+    let m = Moments::of(&means)?;
     // The residual variance of a block mean (three parameters fitted), and the covariance of
     // the slopes, variance × the inverse of [[sxx, sxy], [sxy, syy]].
-    let variance = srr / (n - 3.0);
+    let variance = means.iter().map(|p| p.2 * p.2).sum::<f64>() / (m.n - 3.0);
     let (dx, dy) = (f64::from(direction.0), f64::from(direction.1));
-    let quadratic = (dx * dx * syy - 2.0 * dx * dy * sxy + dy * dy * sxx) / det;
+    let quadratic = (dx * dx * m.syy - 2.0 * dx * dy * m.sxy + dy * dy * m.sxx) / m.det;
     Some((variance * quadratic).sqrt() as f32)
+}
+
+/// The sums behind a least-squares plane through points `(x, y, level)`, about the points'
+/// mean (in f64, for conditioning).
+struct Moments {
+    n: f64,
+    mean: (f64, f64, f64),
+    sxx: f64,
+    sxy: f64,
+    syy: f64,
+    sxv: f64,
+    syv: f64,
+    /// `sxx syy - sxy²`, the determinant of the normal equations.
+    det: f64,
+}
+
+impl Moments {
+    /// `None` when the points do not span a plane.
+    fn of(points: &[(f64, f64, f64)]) -> Option<Moments> {
+        let n = points.len() as f64;
+        if points.len() < 3 {
+            return None;
+        }
+        let mean = points.iter().fold((0.0, 0.0, 0.0), |(a, b, c), p| {
+            (a + p.0 / n, b + p.1 / n, c + p.2 / n)
+        });
+        let (mut sxx, mut sxy, mut syy, mut sxv, mut syv) = (0f64, 0f64, 0f64, 0f64, 0f64);
+        for &(x, y, v) in points {
+            let (x, y, v) = (x - mean.0, y - mean.1, v - mean.2);
+            sxx += x * x;
+            sxy += x * y;
+            syy += y * y;
+            sxv += x * v;
+            syv += y * v;
+        }
+        let det = sxx * syy - sxy * sxy;
+        (det.abs() >= 1e-9 * (sxx * syy).max(1.0)).then_some(Moments {
+            n,
+            mean,
+            sxx,
+            sxy,
+            syy,
+            sxv,
+            syv,
+            det,
+        })
+    }
 }
 
 /// The least-squares plane through points `(x, y, level)`; `None` when they do not span a
 /// plane.
-fn fit_plane(points: impl Iterator<Item = (f32, f32, f32)>) -> Option<Plane> {
-    // Normal equations, in f64 and about the points' mean for conditioning.
+fn fit_plane(points: &[(f32, f32, f32)]) -> Option<Plane> {
     let points: Vec<(f64, f64, f64)> = points
-        .map(|(x, y, v)| (f64::from(x), f64::from(y), f64::from(v)))
+        .iter()
+        .map(|&(x, y, v)| (f64::from(x), f64::from(y), f64::from(v)))
         .collect();
-    let n = points.len() as f64;
-    if points.len() < 3 {
-        return None;
-    }
-    let (mx, my, mv) = points.iter().fold((0.0, 0.0, 0.0), |(a, b, c), p| {
-        (a + p.0 / n, b + p.1 / n, c + p.2 / n)
-    });
-    let (mut sxx, mut sxy, mut syy, mut sxv, mut syv) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for &(x, y, v) in &points {
-        let (x, y, v) = (x - mx, y - my, v - mv);
-        sxx += x * x;
-        sxy += x * y;
-        syy += y * y;
-        sxv += x * v;
-        syv += y * v;
-    }
-    let det = sxx * syy - sxy * sxy;
-    if det.abs() < 1e-9 * (sxx * syy).max(1.0) {
-        return None;
-    }
-    let b = (sxv * syy - syv * sxy) / det;
-    let c = (syv * sxx - sxv * sxy) / det;
+    let m = Moments::of(&points)?;
+    let (mx, my, mv) = m.mean;
+    let b = (m.sxv * m.syy - m.syv * m.sxy) / m.det;
+    let c = (m.syv * m.sxx - m.sxv * m.sxy) / m.det;
     Some(Plane {
         a: (mv - b * mx - c * my) as f32,
         b: b as f32,
