@@ -22,7 +22,9 @@ use crate::{DecodeLimits, Gray, Image, InspectError};
 /// way up, their tolerance widened on edges; 12: an aligned part's pixel compared with the
 /// reference within a pixel of its place; 13: an aligned part's light slope divided out when
 /// the border shows it against the standard error of its block means, so also on a marked
-/// belt); a model file of another version must be refitted.
+/// belt; 14: aligned parts lie either way up when their silhouettes are lopsided beyond their
+/// scatter, not only over a skewness of 0.2); a model file of another version must be
+/// refitted.
 pub const MODEL_FORMAT: u32 = 14;
 /// Smallest number of good images to fit from.
 pub const MIN_GOOD: usize = 5;
