@@ -1,10 +1,10 @@
 //! Robustness of the golden-sample analyzer to what a line adds that is no defect: one
 //! nuisance knob at a time ([`wiko_synth::Nuisance`], or the JPEG quality), from none to
 //! beyond what a line would see, and every knob at once (`combined`), on synthetic chef's
-//! knives (or paring knives). Per level: fit (method `auto`) on 30 good parts under that
-//! nuisance, score 20 other good parts and 21 defective ones (3 of each painted kind) under
-//! it; image AUROC, the share of defects whose top region covers the mask and the good parts
-//! rejected at the calibrated threshold (stated rate 1%).
+//! knives (or paring knives). Per level: fit (method `auto`) on 30 good parts (the sweep:
+//! `WIKO_SWEEP_GOOD`) under that nuisance, score 20 other good parts and 21 defective ones (3
+//! of each painted kind) under it; image AUROC, the share of defects whose top region covers
+//! the mask and the good parts rejected at the calibrated threshold (stated rate 1%).
 //!
 //! The parts are drawn from a generator seed: seed 0 (the default) gives the chef's knives the
 //! aligned method's rules were chosen on (development figures); other seeds give other parts
